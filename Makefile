@@ -1,0 +1,39 @@
+# caesar-rest: the two commands of the README are `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8080
+ARGS ?=
+
+.PHONY: serve test lint typecheck unit bench-api venv clean
+
+$(BIN)/caesar-rest: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(BIN)/caesar-rest
+
+## Start the service on the embedded default (SQLite, local runner, ./caesar-data).
+serve: venv
+	$(BIN)/caesar-rest serve --host $(HOST) --port $(PORT) $(ARGS)
+
+## The whole test suite: format check, lint, type check, tests.
+test: venv
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest -p no:cacheprovider $(ARGS)
+
+lint: venv
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench-api: venv
+	$(BIN)/python benchmarks/api_load.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) caesar-data .mypy_cache .ruff_cache

@@ -1,0 +1,70 @@
+"""JSON errors for every failure: never a traceback or an HTML page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from caesar_rest.logconfig import get_logger
+
+log = get_logger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered as ``{"status": message, ...extra}`` with ``code``."""
+
+    def __init__(self, code: int, message: str, **extra: Any):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def error_body(message: str, **extra: Any) -> dict[str, Any]:
+    """The predecessor's error shape: the message under ``status``."""
+    return {"status": message, **extra}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the JSON error handlers."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, **exc.extra), status_code=exc.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "No such route"
+        elif exc.status_code == 405:
+            message = "Method not allowed on this route"
+        return JSONResponse(
+            error_body(message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return JSONResponse(
+            error_body("Invalid request: " + "; ".join(problems), errors=problems),
+            status_code=400,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = request.scope.get("state", {}).get("request_id", "")
+        log.exception("unhandled_error", path=request.url.path)
+        return JSONResponse(
+            error_body(
+                "Internal server error; quote this request id to the operators", request_id=rid
+            ),
+            status_code=500,
+        )

@@ -1,0 +1,76 @@
+"""The web page, login/logout compatibility routes and health checks."""
+
+from __future__ import annotations
+
+from html import escape
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from caesar_rest import __version__
+from caesar_rest.api.context import ServiceContext
+from caesar_rest.api.deps import current_user, get_ctx
+
+router = APIRouter()
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>caesar-rest</title>
+<style>body{{font-family:sans-serif;max-width:46em;margin:2em auto;line-height:1.4}}
+form{{margin:1em 0;padding:1em;border:1px solid #ccc}}</style></head>
+<body><h1>caesar-rest {version}</h1>
+<p>Welcome, you are using the service as <b>{user}</b>.</p>
+<p>API: <code>/caesar/api/v1.0</code> &middot; <a href="/docs">interactive documentation</a>
+&middot; <a href="/openapi.json">OpenAPI</a></p>
+<form method="post" action="caesar/api/v1.0/upload" enctype="multipart/form-data">
+<label>Upload a FITS image: <input type="file" name="file"></label>
+<label>Tag: <input type="text" name="tag"></label> <button>Upload</button></form>
+<form method="post" action="caesar/api/v1.0/download">
+<label>Download file id: <input type="text" name="uuid" size="34"></label>
+<button>Download</button></form>
+<p>Apps: {apps}</p>
+</body></html>"""
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(ctx: ServiceContext = Depends(get_ctx), user: str = Depends(current_user)) -> str:
+    """A small page with an upload and a download form."""
+    return _PAGE.format(
+        version=__version__, user=escape(user), apps=escape(", ".join(ctx.apps.names()))
+    )
+
+
+@router.get("/login", summary="Compatibility: who am I")
+def login(user: str = Depends(current_user)) -> JSONResponse:
+    """With authentication off, reports the local user."""
+    return JSONResponse({"status": "authentication is off", "user": user})
+
+
+@router.get("/logout", response_class=PlainTextResponse, summary="Compatibility: log out")
+def logout() -> str:
+    """Nothing to clear with authentication off."""
+    return "Bye bye"
+
+
+@router.get("/healthz", summary="Liveness")
+def healthz() -> JSONResponse:
+    """The process answers."""
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+@router.get("/readyz", summary="Readiness: database and storage reachable")
+def readyz(ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
+    """Checks the database and the data and job folders."""
+    checks: dict[str, str] = {}
+    try:
+        with ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # report, do not raise
+        checks["database"] = f"error: {type(exc).__name__}"
+    for name, path in (("datadir", ctx.settings.datadir), ("jobdir", ctx.settings.jobdir)):
+        checks[name] = "ok" if path.is_dir() else "missing"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+    )

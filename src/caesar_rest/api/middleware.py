@@ -1,0 +1,59 @@
+"""Request id and access log, as a plain ASGI middleware (cheap on the hot path)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_access = structlog.get_logger("caesar_rest.access")
+_std_access = logging.getLogger("caesar_rest.access")
+
+
+class RequestIdMiddleware:
+    """Binds a request id (from ``X-Request-ID`` or new) to the logs and the response."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = ""
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                rid = v.decode("latin-1")[:64]
+                break
+        if not rid or not rid.replace("-", "").isalnum():
+            rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        start = time.perf_counter()
+        status: list[int] = [0]
+        rid_b = rid.encode()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers: list[Any] = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid_b))
+                message["headers"] = headers
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if _std_access.isEnabledFor(logging.INFO):
+                _access.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status[0],
+                    ms=round((time.perf_counter() - start) * 1000, 2),
+                )
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,13 @@
+"""The predecessor-compatible ``/caesar/api/v1.0`` API."""
+
+from fastapi import APIRouter
+
+from caesar_rest.api.v1 import accounting, apps, files, jobs
+
+PREFIX = "/caesar/api/v1.0"
+
+router = APIRouter(prefix=PREFIX)
+router.include_router(files.router)
+router.include_router(apps.router)
+router.include_router(jobs.router)
+router.include_router(accounting.router)

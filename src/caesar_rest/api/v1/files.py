@@ -1,0 +1,244 @@
+"""Upload, list, download and delete files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from python_multipart.exceptions import MultipartParseError
+from sqlalchemy import delete, select
+from starlette.requests import ClientDisconnect
+
+from caesar_rest.api.context import ServiceContext
+from caesar_rest.api.deps import current_user, get_ctx
+from caesar_rest.api.errors import ApiError
+from caesar_rest.db.models import FileRecord, JobRecord
+from caesar_rest.jobs.service import utcnow
+from caesar_rest.jobs.states import FINAL
+from caesar_rest.logconfig import get_logger
+from caesar_rest.storage.formats import FormatError, sniff
+from caesar_rest.storage.paths import (
+    is_file_id,
+    new_id,
+    owner_dirname,
+    safe_join,
+    sanitize_filename,
+)
+from caesar_rest.storage.upload import UploadError, UploadTooLarge, receive_upload
+from caesar_rest.timeutil import iso
+
+router = APIRouter(tags=["files"])
+log = get_logger(__name__)
+
+MIB = 1024.0 * 1024.0
+
+
+def file_doc(f: FileRecord) -> dict[str, Any]:
+    """The predecessor's file document, plus size in bytes and checksum."""
+    return {
+        "fileid": f.id,
+        "filename_orig": f.filename_orig,
+        "fileext": f.fileext,
+        "filesize": round(f.size / MIB, 6),
+        "filedate": iso(f.created_at),
+        "metadata": f.info or "",
+        "tag": f.tag,
+        "size_bytes": f.size,
+        "sha256": f.sha256,
+        "kind": f.kind,
+    }
+
+
+def check_file_id(file_id: str) -> None:
+    """400 for ids that cannot be file ids (path characters and the like)."""
+    if not is_file_id(file_id):
+        raise ApiError(400, f"Invalid file id {file_id!r}: expected 32 hexadecimal digits")
+
+
+def owned_file(ctx: ServiceContext, owner: str, file_id: str) -> FileRecord:
+    """The caller's file, or 404."""
+    check_file_id(file_id)
+    with ctx.sessions() as s:
+        f = s.get(FileRecord, file_id)
+    if f is None or f.owner != owner:
+        raise ApiError(404, f"File with uuid {file_id} not found on the system!")
+    return f
+
+
+@router.post("/upload", summary="Upload a FITS image (multipart field 'file', optional 'tag')")
+async def upload(
+    request: Request,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> JSONResponse:
+    """Stream the upload to disk, validate it, then register it."""
+    settings = ctx.settings
+    limit = settings.max_upload_bytes
+    clen = request.headers.get("content-length")
+    if clen and clen.isdigit() and int(clen) > limit + 64 * 1024:
+        raise ApiError(413, f"Upload too large: the limit is {settings.max_upload_mib} MiB")
+    try:
+        received = await receive_upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            settings.datadir,
+            limit,
+            buffer_size=settings.upload_chunk_kib * 1024,
+        )
+    except UploadTooLarge:
+        raise ApiError(
+            413, f"Upload too large: the limit is {settings.max_upload_mib} MiB"
+        ) from None
+    except UploadError as exc:
+        raise ApiError(400, str(exc)) from None
+    except MultipartParseError as exc:
+        raise ApiError(400, f"Malformed multipart body: {exc}") from None
+    except ClientDisconnect:
+        log.info("upload_aborted_by_client")
+        raise ApiError(400, "Client disconnected during the upload") from None
+    try:
+        fmt = await run_in_threadpool(sniff, received.temp_path, received.client_filename)
+    except FormatError as exc:
+        received.discard()
+        raise ApiError(415, f"File refused: {exc}") from None
+    except BaseException:
+        received.discard()
+        raise
+    file_id = new_id()
+    user_dir = owner_dirname(owner)
+    relpath = f"{user_dir}/{file_id}.{fmt.ext}"
+    final = safe_join(settings.datadir, relpath)
+    tag = received.fields.get("tag", "")
+    name = sanitize_filename(received.client_filename, default=f"{file_id}.{fmt.ext}")
+    rec = FileRecord(
+        id=file_id,
+        owner=owner,
+        filename_orig=name,
+        fileext=fmt.ext,
+        kind=fmt.kind,
+        size=received.size,
+        sha256=received.sha256,
+        relpath=relpath,
+        tag=tag,
+        info=fmt.info,
+        created_at=utcnow(),
+    )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(received.temp_path, final)
+        with ctx.sessions.begin() as s:
+            s.add(rec)
+    except BaseException:
+        received.discard()
+        with contextlib.suppress(FileNotFoundError):
+            final.unlink()
+        raise
+    log.info("file_uploaded", action="upload", user=owner, file_id=file_id, size=received.size)
+    return JSONResponse(
+        {
+            "filename_orig": name,
+            "tag": tag,
+            "format": fmt.ext,
+            "size": round(received.size / MIB, 6),
+            "size_bytes": received.size,
+            "sha256": received.sha256,
+            "uuid": file_id,
+            "date": iso(rec.created_at),
+            "status": "File uploaded with success",
+        }
+    )
+
+
+@router.get("/fileids", summary="List the caller's files")
+def fileids(
+    ctx: ServiceContext = Depends(get_ctx), owner: str = Depends(current_user)
+) -> JSONResponse:
+    """All files of the caller, oldest first."""
+    with ctx.sessions() as s:
+        rows = s.scalars(
+            select(FileRecord).where(FileRecord.owner == owner).order_by(FileRecord.created_at)
+        ).all()
+    return JSONResponse([file_doc(f) for f in rows])
+
+
+@router.api_route("/download", methods=["GET", "POST"], summary="Redirect to /download/<uuid>")
+async def download_redirect(request: Request) -> RedirectResponse:
+    """Take ``uuid`` from the query (GET) or the form (POST) and redirect."""
+    uuid = request.query_params.get("uuid")
+    if uuid is None and request.method == "POST":
+        try:
+            form = await request.form()
+        except Exception:
+            raise ApiError(400, "Could not read the form; send uuid=<file id>") from None
+        value = form.get("uuid")
+        uuid = value if isinstance(value, str) else None
+    if not uuid:
+        raise ApiError(400, "Missing uuid parameter (the file id to download)")
+    check_file_id(uuid)
+    return RedirectResponse(
+        url=str(request.url_for("download_by_uuid", file_uuid=uuid)), status_code=302
+    )
+
+
+@router.api_route(
+    "/download/{file_uuid}",
+    methods=["GET", "POST"],
+    name="download_by_uuid",
+    summary="Download a file",
+)
+def download(
+    file_uuid: str,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> FileResponse:
+    """Send the file under its original (sanitised) name."""
+    f = owned_file(ctx, owner, file_uuid)
+    path = safe_join(ctx.settings.datadir, f.relpath)
+    if not path.is_file():
+        raise ApiError(404, f"File with uuid {file_uuid} not found on the system!")
+    log.info("file_download", action="download", user=owner, file_id=f.id)
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": content_disposition(f.filename_orig)},
+    )
+
+
+def content_disposition(name: str) -> str:
+    """An attachment header safe for any name (RFC 6266 / 5987)."""
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+@router.api_route("/delete/{file_uuid}", methods=["GET", "POST"], summary="Delete a file")
+def delete_file(
+    file_uuid: str,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> JSONResponse:
+    """Remove the record, then the file. Refused while an unfinished job reads it."""
+    f = owned_file(ctx, owner, file_uuid)
+    with ctx.sessions() as s:
+        active = s.scalars(
+            select(JobRecord.id).where(
+                JobRecord.input_file_id == f.id,
+                JobRecord.phase.not_in([p.value for p in FINAL]),
+            )
+        ).first()
+    if active is not None:
+        raise ApiError(
+            409,
+            f"File {file_uuid} is the input of unfinished job {active}; "
+            "cancel it or wait before deleting the file",
+        )
+    with ctx.sessions.begin() as s:
+        s.execute(delete(FileRecord).where(FileRecord.id == f.id))
+    with contextlib.suppress(FileNotFoundError):
+        safe_join(ctx.settings.datadir, f.relpath).unlink()
+    log.info("file_deleted", action="delete", user=owner, file_id=f.id)
+    return JSONResponse({"status": "File deleted and removed from DB"})

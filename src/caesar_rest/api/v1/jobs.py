@@ -1,0 +1,360 @@
+"""Submit, follow, cancel and list jobs; fetch their outputs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from sqlalchemy import select
+
+from caesar_rest.api.context import ServiceContext
+from caesar_rest.api.deps import current_user, get_ctx
+from caesar_rest.api.errors import ApiError
+from caesar_rest.apps.base import OptionError
+from caesar_rest.db.models import JobRecord, JobResult
+from caesar_rest.jobs.archive import ensure_archive
+from caesar_rest.jobs.service import InputFileNotFound, JobNotFound, SubmitError
+from caesar_rest.jobs.states import LEGACY_UNFINISHED, legacy_state
+from caesar_rest.logconfig import get_logger
+from caesar_rest.storage.paths import is_file_id, is_job_id, safe_join
+from caesar_rest.timeutil import iso
+
+router = APIRouter(tags=["jobs"])
+log = get_logger(__name__)
+
+_STATUS_COLS = (
+    JobRecord.id,
+    JobRecord.owner,
+    JobRecord.pid,
+    JobRecord.phase,
+    JobRecord.reason,
+    JobRecord.message,
+    JobRecord.exit_code,
+    JobRecord.elapsed,
+    JobRecord.tag,
+    JobRecord.backend,
+    JobRecord.created_at,
+    JobRecord.started_at,
+    JobRecord.ended_at,
+)
+
+
+def _submit_error(code: int, message: str, body: Any, **extra: Any) -> ApiError:
+    """The predecessor's submit error shape."""
+    app = body.get("app", "") if isinstance(body, dict) else ""
+    return ApiError(
+        code,
+        message,
+        state="ABORTED",
+        app=app if isinstance(app, str) else "",
+        job_id="",
+        submit_date="",
+        **extra,
+    )
+
+
+@router.post("/job", status_code=202, summary="Submit a job")
+async def submit_job(
+    request: Request,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> JSONResponse:
+    """Body: ``{"app": str, "job_inputs": {option: value}, "data_inputs": file id, "tag": any}``.
+
+    Answers 202 with ``state: PENDING`` once the job is stored and dispatched.
+    """
+    raw = await request.body()
+    if len(raw) > 1024 * 1024:
+        raise _submit_error(413, "Request body too large (limit 1 MiB)", None)
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise _submit_error(400, "Request body is not valid JSON", None) from None
+    if not isinstance(body, dict) or not body:
+        raise _submit_error(400, "Request body must be a non-empty JSON object", body)
+    app = body.get("app")
+    if not isinstance(app, str) or not app:
+        raise _submit_error(400, "Missing or empty 'app' (the app name)", body)
+    data_inputs = body.get("data_inputs")
+    if data_inputs is None:
+        raise _submit_error(400, "Missing 'data_inputs' (the file id of the input image)", body)
+    if not isinstance(data_inputs, str) or not is_file_id(data_inputs):
+        raise _submit_error(400, "'data_inputs' must be a file id (32 hexadecimal digits)", body)
+    job_inputs = body.get("job_inputs", {})
+    if job_inputs is None:
+        job_inputs = {}
+    if not isinstance(job_inputs, dict):
+        raise _submit_error(400, "'job_inputs' must be a JSON object of options", body)
+    tag = body.get("tag")
+    if tag is not None and len(json.dumps(tag)) > 4096:
+        raise _submit_error(400, "'tag' is too long (4 KiB at most)", body)
+    try:
+        job = await run_in_threadpool(ctx.jobs.create, owner, app, job_inputs, data_inputs, tag)
+    except OptionError as exc:
+        raise _submit_error(400, f"Invalid job_inputs: {exc}", body, errors=exc.problems) from None
+    except InputFileNotFound:
+        raise _submit_error(
+            400, "Cannot find file corresponding to given data input uid!", body
+        ) from None
+    except SubmitError as exc:
+        raise _submit_error(400, str(exc), body) from None
+    return JSONResponse(
+        {
+            "status": "Job submitted and registered with success",
+            "state": "PENDING",
+            "app": job.app,
+            "job_id": job.id,
+            "submit_date": iso(job.created_at),
+            "job_inputs": job.job_inputs,
+            "data_inputs": job.input_file_id,
+            "tag": job.tag,
+        },
+        status_code=202,
+    )
+
+
+def _check_job_id(job_id: str) -> None:
+    if not is_job_id(job_id):
+        raise ApiError(400, f"Invalid job id {job_id!r}")
+
+
+def _not_found(job_id: str, owner: str) -> ApiError:
+    return ApiError(404, f"Job {job_id} not found for user {owner}!", job_id=job_id)
+
+
+@router.get("/job/{job_id}/status", summary="Status of a job")
+def job_status(
+    job_id: str,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> JSONResponse:
+    """Legacy fields (state, status, exit_code, elapsed_time, pid) plus the UWS phase."""
+    _check_job_id(job_id)
+    with ctx.engine.connect() as conn:
+        row = conn.execute(select(*_STATUS_COLS).where(JobRecord.id == job_id)).first()
+    if row is None or row.owner != owner:
+        raise ApiError(
+            404,
+            f"Job {job_id} not found for user {owner}!",
+            job_id=job_id,
+            pid="",
+            state="",
+            exit_code="",
+            elapsed_time="",
+            tag="",
+        )
+    return JSONResponse(
+        {
+            "job_id": row.id,
+            "pid": "" if row.pid is None else str(row.pid),
+            "state": legacy_state(row.phase, row.reason),
+            "status": row.message,
+            "exit_code": -1 if row.exit_code is None else row.exit_code,
+            "elapsed_time": 0 if row.elapsed is None else row.elapsed,
+            "tag": row.tag,
+            "phase": row.phase,
+            "backend": row.backend,
+            "submit_date": iso(row.created_at),
+            "start_date": iso(row.started_at),
+            "end_date": iso(row.ended_at),
+        }
+    )
+
+
+def job_doc(j: Any) -> dict[str, Any]:
+    """The predecessor's job document (without server paths)."""
+    return {
+        "job_id": j.id,
+        "submit_date": iso(j.created_at),
+        "app": j.app,
+        "job_inputs": j.job_inputs,
+        "data_inputs": j.input_file_id,
+        "metadata": "",
+        "tag": j.tag,
+        "scheduler": j.backend,
+        "state": legacy_state(j.phase, j.reason),
+        "status": j.message,
+        "pid": "" if j.pid is None else str(j.pid),
+        "elapsed_time": 0 if j.elapsed is None else j.elapsed,
+        "exit_code": -1 if j.exit_code is None else j.exit_code,
+    }
+
+
+_LIST_COLS = (
+    JobRecord.id,
+    JobRecord.created_at,
+    JobRecord.app,
+    JobRecord.job_inputs,
+    JobRecord.input_file_id,
+    JobRecord.tag,
+    JobRecord.backend,
+    JobRecord.phase,
+    JobRecord.reason,
+    JobRecord.message,
+    JobRecord.pid,
+    JobRecord.elapsed,
+    JobRecord.exit_code,
+)
+
+
+@router.get("/jobs", summary="List the caller's jobs")
+def list_jobs(
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+    limit: int | None = Query(None, ge=1, le=100000, description="At most this many jobs"),
+    offset: int = Query(0, ge=0, description="Skip this many jobs (oldest first)"),
+) -> Response:
+    """All jobs of the caller, oldest first (``limit``/``offset`` page through them)."""
+    stmt = (
+        select(*_LIST_COLS)
+        .where(JobRecord.owner == owner)
+        .order_by(JobRecord.created_at, JobRecord.id)
+        .offset(offset)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    body = json.dumps([job_doc(r) for r in rows], separators=(",", ":"))
+    return Response(body, media_type="application/json")
+
+
+@router.api_route("/job/{job_id}/cancel", methods=["GET", "POST"], summary="Cancel a job")
+def cancel_job(
+    job_id: str,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> JSONResponse:
+    """Cancel through the job's own backend. A finished job is left as it is (200)."""
+    _check_job_id(job_id)
+    try:
+        job = ctx.jobs.get(owner, job_id)
+    except JobNotFound:
+        raise _not_found(job_id, owner) from None
+    state = legacy_state(job.phase, job.reason)
+    if not ctx.jobs.cancel(job):
+        return JSONResponse(
+            {
+                "status": f"Job {job_id} already completed with state {state}, "
+                "nothing to be canceled.",
+                "state": state,
+            }
+        )
+    log.info("job_canceled", action="canceljob", user=owner, job_id=job_id)
+    return JSONResponse({"status": "Job canceled and status updated in DB", "state": "CANCELED"})
+
+
+def _finished_job(ctx: ServiceContext, owner: str, job_id: str) -> JobRecord | JSONResponse:
+    _check_job_id(job_id)
+    try:
+        job = ctx.jobs.get(owner, job_id)
+    except JobNotFound:
+        raise _not_found(job_id, owner) from None
+    state = legacy_state(job.phase, job.reason)
+    if state in LEGACY_UNFINISHED:
+        return JSONResponse(
+            {
+                "job_id": job_id,
+                "status": f"Job {job_id} not yet completed (state={state}), output not available",
+                "state": state,
+            },
+            status_code=202,
+        )
+    return job
+
+
+def _result(ctx: ServiceContext, job: JobRecord, names: tuple[str, ...]) -> JobResult:
+    with ctx.sessions() as s:
+        rows = {
+            r.name: r for r in s.scalars(select(JobResult).where(JobResult.job_id == job.id)).all()
+        }
+    for name in names:
+        if name in rows:
+            return rows[name]
+    raise ApiError(404, f"Cannot find desired output for job {job.id}!", job_id=job.id)
+
+
+@router.get("/job/{job_id}/output", summary="The job folder as a tar.gz")
+async def job_output(
+    job_id: str,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> Response:
+    """202 while the job runs; then ``job_<id>.tar.gz`` of its folder."""
+    job = await run_in_threadpool(_finished_job, ctx, owner, job_id)
+    if isinstance(job, JSONResponse):
+        return job
+    path = await run_in_threadpool(ensure_archive, ctx.jobs, job)
+    log.info("job_output", action="joboutput", user=owner, job_id=job_id)
+    return FileResponse(path, media_type="application/gzip", filename=f"job_{job.id}.tar.gz")
+
+
+def _file_route(names: tuple[str, ...], as_json: bool) -> Any:
+    def handler(
+        job_id: str,
+        ctx: ServiceContext = Depends(get_ctx),
+        owner: str = Depends(current_user),
+    ) -> Response:
+        job = _finished_job(ctx, owner, job_id)
+        if isinstance(job, JSONResponse):
+            return job
+        res = _result(ctx, job, names)
+        path = safe_join(ctx.jobs.job_dir(job), res.filename)
+        if not path.is_file():
+            raise ApiError(404, f"Cannot find desired output for job {job.id}!", job_id=job.id)
+        if as_json:
+            return Response(path.read_bytes(), media_type="application/json")
+        return FileResponse(path, media_type=res.mime, filename=res.filename)
+
+    return handler
+
+
+router.add_api_route(
+    "/job/{job_id}/sources",
+    _file_route(("catalog-json",), True),
+    methods=["GET"],
+    summary="Source (island) catalogue as JSON",
+)
+router.add_api_route(
+    "/job/{job_id}/output-sources",
+    _file_route(("islands-dat", "catalog-csv"), False),
+    methods=["GET"],
+    summary="Source catalogue file",
+)
+router.add_api_route(
+    "/job/{job_id}/source-components",
+    _file_route(("components-json",), True),
+    methods=["GET"],
+    summary="Component catalogue as JSON (apps that fit components)",
+)
+router.add_api_route(
+    "/job/{job_id}/output-components",
+    _file_route(("components-dat", "components-csv"), False),
+    methods=["GET"],
+    summary="Component catalogue file",
+)
+router.add_api_route(
+    "/job/{job_id}/output-plot",
+    _file_route(("preview",), False),
+    methods=["GET"],
+    summary="Preview picture (PNG)",
+)
+
+
+@router.get("/job/{job_id}/preview", summary="Preview picture, base64 in JSON")
+def job_preview(
+    job_id: str,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> Response:
+    """``{"status": "", "image": <base64 PNG>}``."""
+    job = _finished_job(ctx, owner, job_id)
+    if isinstance(job, JSONResponse):
+        return job
+    res = _result(ctx, job, ("preview",))
+    data = safe_join(ctx.jobs.job_dir(job), res.filename).read_bytes()
+    return JSONResponse({"status": "", "image": base64.b64encode(data).decode()})

@@ -1,0 +1,1 @@
+"""Apps: the source finders and classifiers the service runs."""

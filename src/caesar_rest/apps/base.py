@@ -1,0 +1,280 @@
+"""App framework: option schemas, validation and command building.
+
+An app declares its options (name, type, default, bounds, allowed values, ...), the argument list
+of the program it runs (never a shell string) and the result files it writes. The service, the
+job backends and ``caesar-rest find`` all go through this one description.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+OptionType = Literal["none", "int", "float", "str"]
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+MAX_STR_LEN = 1024
+
+
+@dataclass(frozen=True)
+class Option:
+    """One app option.
+
+    Parameters
+    ----------
+    name
+        Option name as used in ``job_inputs`` and on the command line (``--name=value``).
+    type
+        ``"none"`` for a flag (a JSON boolean, emitted as ``--name`` when true), else the
+        value type.
+    default
+        Default value, applied by the program when the option is absent.
+    min, max
+        Inclusive numeric bounds, enforced at validation.
+    allowed_values
+        For enumerations: the accepted strings.
+    """
+
+    name: str
+    type: OptionType
+    description: str = ""
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    allowed_values: tuple[str, ...] | None = None
+    mandatory: bool = False
+    category: str = ""
+    subcategory: str = ""
+    advanced: bool = False
+    #: False when the option is accepted for compatibility but has no effect here.
+    effective: bool = True
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"bad option name {self.name!r}")
+
+    @property
+    def is_flag(self) -> bool:
+        """Whether the option is a boolean flag."""
+        return self.type == "none"
+
+    def describe(self) -> dict[str, Any]:
+        """Describe the option in the predecessor's ``describe`` shape (plus ``effective``)."""
+        out: dict[str, Any] = {
+            "mandatory": self.mandatory,
+            "description": self.description,
+            "category": self.category,
+            "subcategory": self.subcategory,
+            "advanced": int(self.advanced),
+            "enum": self.allowed_values is not None,
+            "type": self.type,
+            "effective": self.effective,
+        }
+        if self.allowed_values is not None:
+            out["default"] = self.default
+            out["allowed_values"] = list(self.allowed_values)
+        elif not self.is_flag:
+            out["default"] = self.default
+            out["min"] = "" if self.min is None else self.min
+            out["max"] = "" if self.max is None else self.max
+        return out
+
+    def check(self, value: Any) -> Any:
+        """Check and normalise one value.
+
+        Returns the typed value; raises ``ValueError`` with a message naming the option.
+        """
+        n = self.name
+        if self.is_flag:
+            if not isinstance(value, bool):
+                raise ValueError(f"option '{n}' is a flag and takes true or false, got {value!r}")
+            return value
+        if self.allowed_values is not None:
+            if not isinstance(value, str) or value not in self.allowed_values:
+                allowed = ", ".join(self.allowed_values)
+                raise ValueError(f"option '{n}' must be one of {allowed}; got {value!r}")
+            return value
+        if self.type == "str":
+            if not isinstance(value, str):
+                raise ValueError(f"option '{n}' takes a string, got {value!r}")
+            if len(value) > MAX_STR_LEN or "\x00" in value:
+                raise ValueError(f"option '{n}' is too long or holds a NUL character")
+            return value
+        # Numbers: booleans are refused even though bool is an int subclass in Python.
+        if isinstance(value, bool):
+            raise ValueError(f"option '{n}' takes a number ({self.type}), not a boolean")
+        num: int | float
+        if isinstance(value, str):  # the predecessor accepted numeric strings
+            try:
+                num = int(value) if self.type == "int" else float(value)
+            except ValueError:
+                raise ValueError(f"option '{n}' takes a {self.type}, got {value!r}") from None
+        elif isinstance(value, int | float):
+            num = value
+        else:
+            raise ValueError(f"option '{n}' takes a {self.type}, got {value!r}")
+        if isinstance(num, float) and not math.isfinite(num):
+            raise ValueError(f"option '{n}' must be finite, got {value!r}")
+        if self.type == "int":
+            if isinstance(num, float):
+                if not num.is_integer():
+                    raise ValueError(f"option '{n}' takes an integer, got {value!r}")
+                num = int(num)
+        else:
+            num = float(num)
+        if self.min is not None and num < self.min:
+            raise ValueError(f"option '{n}' = {num} is below its minimum {self.min}")
+        if self.max is not None and num > self.max:
+            raise ValueError(f"option '{n}' = {num} is above its maximum {self.max}")
+        return num
+
+
+class OptionError(ValueError):
+    """Validation failed; ``problems`` lists one message per bad option."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    """A named result an app writes in its output folder."""
+
+    name: str
+    filename: str
+    mime: str
+    required: bool = False
+
+
+#: Results every catalogue-producing app writes (the shared output model).
+CATALOGUE_RESULTS: tuple[ResultSpec, ...] = (
+    ResultSpec("catalog", "catalog.vot", "application/x-votable+xml", required=True),
+    ResultSpec("catalog-csv", "catalog.csv", "text/csv", required=True),
+    ResultSpec("catalog-json", "catalog.json", "application/json", required=True),
+    ResultSpec("regions", "catalog.reg", "text/plain"),
+    ResultSpec("preview", "preview.png", "image/png"),
+    ResultSpec("summary", "summary.json", "application/json"),
+)
+
+LOG_RESULT = ResultSpec("log", "job.log", "text/plain")
+
+
+@dataclass
+class App(ABC):
+    """Base class of every app."""
+
+    name: str
+    description: str
+    options: tuple[Option, ...]
+    results: tuple[ResultSpec, ...] = field(default=CATALOGUE_RESULTS)
+    #: Default number of cores a job of this app uses (for schedulers).
+    cores: int = 1
+
+    def option_map(self) -> dict[str, Option]:
+        """Options by name."""
+        return {o.name: o for o in self.options}
+
+    def availability(self) -> tuple[bool, str | None]:
+        """Whether the app can run on this machine, and why not."""
+        return True, None
+
+    def describe(self) -> dict[str, Any]:
+        """Option schema keyed by option name (the predecessor's ``describe`` shape)."""
+        return {o.name: o.describe() for o in self.options}
+
+    def validate(self, job_inputs: Any) -> dict[str, Any]:
+        """Validate ``job_inputs`` and return the typed options.
+
+        Raises
+        ------
+        OptionError
+            With one message per problem: unknown names, bad types, out-of-range values,
+            missing mandatory options.
+        """
+        if job_inputs is None:
+            job_inputs = {}
+        if not isinstance(job_inputs, Mapping):
+            raise OptionError(["job_inputs must be a JSON object of option names and values"])
+        known = self.option_map()
+        problems: list[str] = []
+        unknown = sorted(str(k) for k in job_inputs if k not in known)
+        if unknown:
+            problems.append(f"unknown option(s) for app '{self.name}': {', '.join(unknown)}")
+        out: dict[str, Any] = {}
+        for opt in self.options:
+            if opt.name not in job_inputs:
+                if opt.mandatory:
+                    problems.append(f"mandatory option '{opt.name}' is missing")
+                continue
+            try:
+                out[opt.name] = opt.check(job_inputs[opt.name])
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise OptionError(problems)
+        return out
+
+    def option_args(self, options: Mapping[str, Any]) -> list[str]:
+        """Command-line arguments for validated options, in declaration order."""
+        args: list[str] = []
+        for opt in self.options:
+            if opt.name not in options:
+                continue
+            value = options[opt.name]
+            if opt.is_flag:
+                if value:
+                    args.append(f"--{opt.name}")
+            else:
+                args.append(f"--{opt.name}={value}")
+        return args
+
+    @abstractmethod
+    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
+        """The argument list that runs this app on ``input_path``, writing into ``out_dir``."""
+
+
+def python_module_command(module: str, *args: str) -> list[str]:
+    """Argument list that runs ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def parse_cli_options(app: App, tokens: Sequence[str]) -> dict[str, Any]:
+    """Turn ``--name value``/``--name=value``/``--flag`` tokens into a ``job_inputs`` dict.
+
+    Values stay strings; :meth:`App.validate` casts and checks them.
+    """
+    known = app.option_map()
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--"):
+            raise OptionError([f"unexpected argument {tok!r}; options look like --name value"])
+        name, eq, val = tok[2:].partition("=")
+        opt = known.get(name)
+        if opt is None:
+            raise OptionError([f"unknown option(s) for app '{app.name}': {name}"])
+        if opt.is_flag:
+            if eq:
+                low = val.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise OptionError([f"option '{name}' is a flag; use --{name} alone"])
+                out[name] = low in ("true", "1", "yes")
+            else:
+                out[name] = True
+        elif eq:
+            out[name] = val
+        else:
+            if i + 1 >= len(tokens):
+                raise OptionError([f"option '{name}' needs a value"])
+            out[name] = tokens[i + 1]
+            i += 1
+        i += 1
+    return out

@@ -1,0 +1,56 @@
+"""The registry of apps known to the service."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from caesar_rest.apps.base import App
+
+
+class AppRegistry:
+    """Apps by name, in registration order."""
+
+    def __init__(self, apps: Iterable[App] = ()):
+        self._apps: dict[str, App] = {}
+        for app in apps:
+            self.register(app)
+
+    def register(self, app: App) -> None:
+        """Add an app; names are unique."""
+        if app.name in self._apps:
+            raise ValueError(f"app {app.name!r} registered twice")
+        self._apps[app.name] = app
+
+    def get(self, name: str) -> App | None:
+        """The app called ``name``, or None."""
+        return self._apps.get(name)
+
+    def names(self) -> list[str]:
+        """App names in registration order."""
+        return list(self._apps)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._apps.values())
+
+
+def load_app_class(spec: str) -> App:
+    """Instantiate an app from ``'module:Class'``."""
+    module, _, cls_name = spec.partition(":")
+    if not module or not cls_name:
+        raise ValueError(f"app spec {spec!r} must look like 'package.module:Class'")
+    cls = getattr(importlib.import_module(module), cls_name)
+    app = cls()
+    if not isinstance(app, App):
+        raise TypeError(f"{spec} is not an App")
+    return app
+
+
+def default_registry(extra: Iterable[str] = ()) -> AppRegistry:
+    """The built-in apps plus the ``extra`` ones (``module:Class`` strings)."""
+    from caesar_rest.apps.sep_app import SepApp
+
+    reg = AppRegistry([SepApp()])
+    for spec in extra:
+        reg.register(load_app_class(spec))
+    return reg

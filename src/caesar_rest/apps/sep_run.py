@@ -1,0 +1,565 @@
+"""Run the ``sep`` app: ``python -m caesar_rest.apps.sep_run --input X --outdir D [--opt=val ...]``.
+
+Steps: load the image, estimate background and rms (local SEP maps or one global sigma-clipped
+level), extract islands with SEP at ``mergethr`` sigma, keep sources whose peak is at least
+``seedthr`` times the local rms, measure them (moments -> position, FWHM sizes and PA on the sky)
+and write the shared catalogue files, a preview and ``summary.json`` into the output folder.
+
+Exit codes: 0 success, 2 bad input or options (clear message on stderr), 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import numpy.typing as npt
+import sep
+from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+from astropy.table import Table
+from scipy import ndimage
+
+from caesar_rest.apps.base import OptionError
+from caesar_rest.apps.sep_app import SepApp
+from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
+from caesar_rest.catalogue.writers import iau_names, make_table, write_all
+from caesar_rest.imaging.fits_image import (
+    FWHM_PER_SIGMA,
+    FitsImage,
+    ImageError,
+    load_image,
+    pixel_ellipse_to_sky,
+    pixel_to_radec,
+    sky_ellipse_to_pixel,
+    sky_jacobian,
+)
+
+PROG = "sep_run"
+#: Pixels SEP may hold in active objects at first; raised once if an extraction overflows it.
+MIN_PIXSTACK = 2_000_000
+#: Sub-objects SEP may consider while deblending one island (its default of 1024 overflows on
+#: large, structured islands).
+SUB_OBJECT_LIMIT = 8192
+#: Sources whose measured area exceeds this many beams are flagged as extended.
+EXTENDED_AREA_BEAMS = 2.0
+#: Beyond this many unmasked pixels the global statistics use a regular subsample.
+GLOBAL_STATS_MAX_PIXELS = 4_000_000
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports errors in one line and exits with code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the command-line parser from :class:`SepApp` options, so names never drift.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``--input`` and ``--outdir`` plus one ``--name`` per app option (flags store true,
+        values are parsed with their type; absent options stay None).
+    """
+    parser = _Parser(prog=PROG, description="Extract sources from a FITS image with SEP.")
+    parser.add_argument("--input", required=True, type=Path, help="input FITS image")
+    parser.add_argument("--outdir", required=True, type=Path, help="output folder")
+    kinds: dict[str, type] = {"int": int, "float": float, "str": str}
+    for opt in SepApp().options:
+        if opt.is_flag:
+            parser.add_argument(
+                f"--{opt.name}",
+                dest=opt.name,
+                action="store_true",
+                default=None,
+                help=opt.description,
+            )
+        else:
+            parser.add_argument(
+                f"--{opt.name}",
+                dest=opt.name,
+                type=kinds[opt.type],
+                default=None,
+                help=f"{opt.description} (default {opt.default})",
+            )
+    return parser
+
+
+def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate options with :meth:`SepApp.validate` and fill in the defaults.
+
+    Parameters
+    ----------
+    options
+        Option values by name (absent or None means "use the default").
+
+    Returns
+    -------
+    dict
+        Every option name with its value.
+
+    Raises
+    ------
+    OptionError
+        On unknown names or values out of bounds.
+    """
+    app = SepApp()
+    given = {k: v for k, v in options.items() if v is not None}
+    checked = app.validate(given)
+    return {o.name: checked.get(o.name, o.default) for o in app.options}
+
+
+def beam_fallback(options: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The beam given by ``bmaj``/``bmin``/``bpa`` (one size alone means a circular beam).
+
+    Parameters
+    ----------
+    options
+        Resolved options.
+
+    Returns
+    -------
+    tuple or None
+        ``(bmaj_arcsec, bmin_arcsec, bpa_deg)``, or None when neither size is given.
+    """
+    sizes = [float(v) for v in (options.get("bmaj"), options.get("bmin")) if v is not None]
+    if not sizes:
+        return None
+    bpa = options.get("bpa")
+    return sizes[0], sizes[-1], float(bpa) if bpa is not None else 0.0
+
+
+@dataclass
+class SepResult:
+    """What :func:`extract_sources` found.
+
+    Attributes
+    ----------
+    table
+        The catalogue (shared schema), sorted by island and component.
+    background, rms
+        Background and rms maps (full arrays, also for a global estimate).
+    n_islands
+        Connected islands above ``mergethr`` (before the ``seedthr`` cut).
+    n_objects
+        SEP objects (deblended) before the ``seedthr`` cut.
+    timings_s
+        Seconds spent per step.
+    """
+
+    table: Table
+    background: npt.NDArray[np.float32]
+    rms: npt.NDArray[np.float32]
+    n_islands: int
+    n_objects: int
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _beam_kernel(image: FitsImage) -> npt.NDArray[np.float32]:
+    # Beam-shaped Gaussian in pixel space (orientation from the WCS at the image centre).
+    ny, nx = image.shape
+    jac = sky_jacobian(image.wcs, [(nx - 1) / 2.0], [(ny - 1) / 2.0])
+    fa, fb, theta = sky_ellipse_to_pixel(jac, *image.beam)
+    sa, sb, t = float(fa[0]) / FWHM_PER_SIGMA, float(fb[0]) / FWHM_PER_SIGMA, float(theta[0])
+    half = max(1, math.ceil(3.0 * sa))
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    u = xx * math.cos(t) + yy * math.sin(t)
+    v = -xx * math.sin(t) + yy * math.cos(t)
+    kernel = np.exp(-0.5 * ((u / sa) ** 2 + (v / max(sb, 1e-3)) ** 2))
+    return np.ascontiguousarray(kernel / kernel.sum(), dtype=np.float32)
+
+
+def _estimate_background(
+    work: npt.NDArray[np.float32], image: FitsImage, options: Mapping[str, Any]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float | None]:
+    """Background and rms maps; the third value is the global rms (None for local maps)."""
+    mask = image.mask
+    ny, nx = image.shape
+    if options["globalbkg"]:
+        values = image.data[~mask]
+        if values.size > GLOBAL_STATS_MAX_PIXELS:
+            values = values[:: math.ceil(values.size / GLOBAL_STATS_MAX_PIXELS)]
+        _, median, std = sigma_clipped_stats(values, sigma=3.0, maxiters=10)
+        median, std = float(median), float(std)
+        if not (math.isfinite(std) and std > 0):
+            raise ImageError("cannot estimate the noise: the valid pixels are constant")
+        back = np.full((ny, nx), median, dtype=np.float32)
+        rms = np.full((ny, nx), std, dtype=np.float32)
+        return back, rms, std
+    # Boxes larger than the image would leave SEP with no box at all.
+    bw, bh = min(int(options["bkgbox"]), nx), min(int(options["bkgbox"]), ny)
+    fsize = int(options["bkgfilter"])
+    bkg = sep.Background(work, mask=mask, bw=bw, bh=bh, fw=fsize, fh=fsize)
+    back = np.ascontiguousarray(bkg.back(dtype=np.float32))
+    rms = np.ascontiguousarray(bkg.rms(dtype=np.float32))
+    bad = ~np.isfinite(rms) | (rms <= 0)
+    if bad.any():
+        # Boxes with no valid pixels: borrow the typical rms rather than a zero threshold.
+        good = rms[~bad]
+        if good.size == 0:
+            raise ImageError("cannot estimate the noise: the rms map is zero everywhere")
+        rms[bad] = np.median(good)
+        back[bad & ~np.isfinite(back)] = 0.0
+    return back, rms, None
+
+
+def _extract(
+    sub: npt.NDArray[np.float32],
+    err: float | npt.NDArray[np.float32],
+    mask: npt.NDArray[np.uint8],
+    options: Mapping[str, Any],
+    kernel: npt.NDArray[np.float32] | None,
+) -> tuple[Any, npt.NDArray[np.int32]]:
+    kwargs: dict[str, Any] = {
+        "err": err,
+        "mask": mask,
+        "minarea": int(options["npixmin"]),
+        "filter_kernel": kernel,
+        "deblend_nthresh": int(options["deblend-nthresh"]),
+        # A contrast of 1 disables deblending in SEP.
+        "deblend_cont": 1.0 if options["no-deblend"] else float(options["deblend-cont"]),
+        "segmentation_map": True,
+    }
+    if kernel is not None:
+        kwargs["filter_type"] = "matched"
+    sep.set_sub_object_limit(SUB_OBJECT_LIMIT)
+    npix = sub.size
+    sep.set_extract_pixstack(max(MIN_PIXSTACK, npix // 10))
+    try:
+        objects, segmap = sep.extract(sub, float(options["mergethr"]), **kwargs)
+    except Exception as exc:
+        if "pixel buffer full" not in str(exc) or sep.get_extract_pixstack() >= npix:
+            raise
+        # Very large islands (low thresholds, extended emission): allow one object to hold
+        # every pixel and try once more.
+        sep.set_extract_pixstack(max(npix, MIN_PIXSTACK))
+        objects, segmap = sep.extract(sub, float(options["mergethr"]), **kwargs)
+    return objects, np.asarray(segmap, dtype=np.int32)
+
+
+def extract_sources(image: FitsImage, options: Mapping[str, Any]) -> SepResult:
+    """Find and measure sources in ``image`` with SEP.
+
+    Parameters
+    ----------
+    image
+        The image (from :func:`~caesar_rest.imaging.load_image`).
+    options
+        Resolved options (see :func:`resolve_options`).
+
+    Returns
+    -------
+    SepResult
+        The catalogue and the maps.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ny, nx = image.shape
+    mask = image.mask
+    work = np.where(mask, np.float32(0.0), image.data).astype(np.float32, copy=False)
+    work = np.ascontiguousarray(work)
+    back, rms, global_rms = _estimate_background(work, image, options)
+    work -= back  # background-subtracted in place (saves one image-sized array)
+    work[mask] = 0.0
+    t1 = time.perf_counter()
+    timings["background"] = t1 - t0
+
+    kernel = _beam_kernel(image) if options["filter"] else None
+    err: float | npt.NDArray[np.float32] = global_rms if global_rms is not None else rms
+    objects, segmap = _extract(work, err, mask.astype(np.uint8), options, kernel)
+    t2 = time.perf_counter()
+    timings["extract"] = t2 - t1
+
+    # Islands: 8-connected groups of SEP segments (deblended objects share one island).
+    islands, n_islands = ndimage.label(segmap > 0, structure=np.ones((3, 3), dtype=bool))
+    n_obj = len(objects)
+    xpk = np.asarray(objects["xpeak"], dtype=np.intp)
+    ypk = np.asarray(objects["ypeak"], dtype=np.intp)
+    rms_pk = rms[ypk, xpk].astype(np.float64)
+    peak = np.asarray(objects["peak"], dtype=np.float64)
+    keep = peak >= float(options["seedthr"]) * rms_pk
+    island_of = islands[ypk, xpk].astype(np.int64)
+    # Peak pixels are object members, hence inside an island; guard anyway.
+    island_of = np.where(island_of > 0, island_of, n_islands + 1 + np.arange(n_obj))
+    members = np.bincount(island_of, minlength=1) if n_obj else np.zeros(1, dtype=np.int64)
+
+    truncated_islands = _truncated_islands(islands, mask)
+    sel = np.flatnonzero(keep)
+    table = _measure(
+        image, objects[sel], back, rms_pk[sel], island_of[sel], members, truncated_islands
+    )
+    timings["measure"] = time.perf_counter() - t2
+    return SepResult(
+        table=table,
+        background=back,
+        rms=rms,
+        n_islands=int(n_islands),
+        n_objects=int(n_obj),
+        timings_s=timings,
+    )
+
+
+def _truncated_islands(islands: npt.NDArray[np.int32], mask: npt.NDArray[np.bool_]) -> set[int]:
+    # Islands touching the image edge or a blank pixel (8-connected) may be cut off.
+    edge = np.concatenate([islands[0, :], islands[-1, :], islands[:, 0], islands[:, -1]])
+    found = set(np.unique(edge).tolist())
+    if mask.any():
+        near_blank = ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
+        found |= set(np.unique(islands[near_blank]).tolist())
+    found.discard(0)
+    return found
+
+
+def _measure(
+    image: FitsImage,
+    obj: Any,
+    back: npt.NDArray[np.float32],
+    rms_pk: npt.NDArray[np.float64],
+    island_of: npt.NDArray[np.int64],
+    members: npt.NDArray[np.int64],
+    truncated_islands: set[int],
+) -> Table:
+    n = len(obj)
+    if n == 0:
+        return make_table(None)
+    x = np.asarray(obj["x"], dtype=np.float64)
+    y = np.asarray(obj["y"], dtype=np.float64)
+    xpk = np.asarray(obj["xpeak"], dtype=np.intp)
+    ypk = np.asarray(obj["ypeak"], dtype=np.intp)
+    peak = np.asarray(obj["peak"], dtype=np.float64)
+    npix = np.asarray(obj["npix"], dtype=np.float64)
+    area = image.beam_area_pix
+
+    ra, dec = pixel_to_radec(image.wcs, x, y)
+    jac = sky_jacobian(image.wcs, x, y)
+    a = np.asarray(obj["a"], dtype=np.float64) * FWHM_PER_SIGMA
+    b = np.asarray(obj["b"], dtype=np.float64) * FWHM_PER_SIGMA
+    maj, mnr, pa = pixel_ellipse_to_sky(jac, a, b, np.asarray(obj["theta"], dtype=np.float64))
+
+    # SEP's centroid variances assume independent pixels; radio noise is correlated over a
+    # beam, which inflates them by about the number of pixels per beam.
+    corr = max(1.0, area)
+    cov = np.zeros((n, 2, 2), dtype=np.float64)
+    cov[:, 0, 0] = np.asarray(obj["errx2"], dtype=np.float64) * corr
+    cov[:, 1, 1] = np.asarray(obj["erry2"], dtype=np.float64) * corr
+    cov[:, 0, 1] = cov[:, 1, 0] = np.asarray(obj["errxy"], dtype=np.float64) * corr
+    finite_cov = np.isfinite(cov).all(axis=(1, 2)) & (cov[:, 0, 0] >= 0) & (cov[:, 1, 1] >= 0)
+    cov[~finite_cov] = np.nan
+    sky_cov = jac @ cov @ np.transpose(jac, (0, 2, 1))
+
+    # Flux in Jy: the pixel sum over the beam solid angle; its error for noise correlated
+    # over ``area`` pixels (sum of npix pixels has variance ~ rms^2 * npix * min(npix, area)).
+    flux = np.asarray(obj["flux"], dtype=np.float64) / area
+    flux_err = rms_pk * np.sqrt(npix * np.minimum(npix, area)) / area
+
+    sep_flags = np.asarray(obj["flag"], dtype=np.int64)
+    flags = np.zeros(n, dtype=np.int64)
+    blended = (members[island_of] > 1) | ((sep_flags & sep.OBJ_MERGED) != 0)
+    flags[blended] |= FLAG_BLENDED
+    trunc = np.isin(island_of, list(truncated_islands)) | ((sep_flags & sep.OBJ_TRUNC) != 0)
+    flags[trunc] |= FLAG_TRUNCATED
+    bmaj, bmin, _ = image.beam
+    extended = np.isfinite(maj * mnr) & (maj * mnr > EXTENDED_AREA_BEAMS * bmaj * bmin)
+    flags[extended] |= FLAG_EXTENDED
+
+    # Islands renumbered 0.. in raster order of their labels; components by decreasing peak.
+    _, island_ids = np.unique(island_of, return_inverse=True)
+    order = np.lexsort((-peak, island_ids))
+    sorted_ids = island_ids[order]
+    component = np.empty(n, dtype=np.int64)
+    component[order] = np.arange(n) - np.searchsorted(sorted_ids, sorted_ids, side="left")
+
+    x0, y0 = image.origin
+    columns: dict[str, Any] = {
+        "name": iau_names(ra, dec),
+        "island_id": island_ids,
+        "component_id": component,
+        "x": x + x0,
+        "y": y + y0,
+        "x_err": np.sqrt(cov[:, 0, 0]),
+        "y_err": np.sqrt(cov[:, 1, 1]),
+        "ra": ra,
+        "dec": dec,
+        "ra_err": np.sqrt(sky_cov[:, 0, 0]),
+        "dec_err": np.sqrt(sky_cov[:, 1, 1]),
+        "peak_flux": peak,
+        "peak_flux_err": rms_pk,
+        "flux": flux,
+        "flux_err": flux_err,
+        "maj": maj,
+        "min": mnr,
+        "pa": pa,
+        "local_rms": rms_pk,
+        "local_bkg": back[ypk, xpk].astype(np.float64),
+        "snr": peak / rms_pk,
+        "flags": flags,
+    }
+    table = make_table(columns)
+    table = table[np.lexsort((table["component_id"], table["island_id"]))]
+    return table
+
+
+def _write_map(path: Path, data: npt.NDArray[np.float32], image: FitsImage, what: str) -> Path:
+    header = image.wcs.to_header()
+    header["BUNIT"] = image.bunit or ""
+    header["BMAJ"] = image.beam[0] / 3600.0
+    header["BMIN"] = image.beam[1] / 3600.0
+    header["BPA"] = image.beam[2]
+    header["ORIGIN"] = "caesar-rest sep"
+    header["COMMENT"] = f"{what} map of {image.path.name}"
+    out = np.where(image.mask, np.float32(np.nan), data).astype(np.float32)
+    fits.PrimaryHDU(out, header=header).writeto(path, overwrite=True)
+    return path
+
+
+def _log(message: str) -> None:
+    print(f"{PROG}: {message}", flush=True)
+
+
+def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the whole app and write every output file.
+
+    Parameters
+    ----------
+    input_path
+        The FITS image.
+    out_dir
+        Output folder (created if missing).
+    options
+        Option values by name (validated and completed with defaults here).
+
+    Returns
+    -------
+    dict
+        The summary also written to ``summary.json``.
+
+    Raises
+    ------
+    OptionError, ImageError
+        On bad options or input.
+    """
+    t_start = time.perf_counter()
+    opts = resolve_options(options)
+    shown = " ".join(f"{k}={v}" for k, v in opts.items() if v is not None and v is not False)
+    _log(f"options: {shown}")
+    image = load_image(input_path, beam_fallback=beam_fallback(opts))
+    t_loaded = time.perf_counter()
+    ny, nx = image.shape
+    bmaj, bmin, bpa = image.beam
+    _log(
+        f"image: {input_path.name} {nx}x{ny} px (HDU {image.hdu_index}), BUNIT "
+        f"'{image.bunit}', pixel {image.pixel_scale_arcsec:.4g} arcsec, {int(image.mask.sum())}"
+        f" blank pixels"
+    )
+    _log(
+        f"beam: {bmaj:.4g} x {bmin:.4g} arcsec, PA {bpa:.4g} deg ({image.beam_source}); "
+        f"{image.beam_area_pix:.4g} pixels per beam"
+    )
+    if image.bunit and image.bunit.upper().replace(" ", "") not in ("JY/BEAM", "JY/BM"):
+        _log(f"warning: BUNIT is '{image.bunit}', fluxes assume Jy/beam")
+
+    result = extract_sources(image, opts)
+    table = result.table
+    rms_median = float(np.median(result.rms[~image.mask]))
+    bkg_median = float(np.median(result.background[~image.mask]))
+    kind = "global" if opts["globalbkg"] else f"local ({opts['bkgbox']} px boxes)"
+    _log(f"background: {kind}, median {bkg_median:.4g}, median rms {rms_median:.4g}")
+    _log(
+        f"detection: {result.n_islands} islands above {opts['mergethr']} sigma, "
+        f"{result.n_objects} objects, {len(table)} sources with peak >= {opts['seedthr']} sigma"
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_write = time.perf_counter()
+    files = {k: p.name for k, p in write_all(table, out_dir, frame=_region_frame(image)).items()}
+    if opts["save-bkgmap"]:
+        files["background-map"] = _write_map(
+            out_dir / "background.fits", result.background, image, "background"
+        ).name
+    if opts["save-rmsmap"]:
+        files["rms-map"] = _write_map(out_dir / "rms.fits", result.rms, image, "rms").name
+    t_preview = time.perf_counter()
+    timings = {"load": t_loaded - t_start, **result.timings_s, "write": t_preview - t_write}
+    if not opts["no-preview"]:
+        from caesar_rest.catalogue.preview import write_preview  # matplotlib is slow to import
+
+        files["preview"] = write_preview(image, table, out_dir / "preview.png").name
+        timings["preview"] = time.perf_counter() - t_preview
+    timings["total"] = time.perf_counter() - t_start
+
+    summary: dict[str, Any] = {
+        "app": "sep",
+        "input": input_path.name,
+        "n_sources": len(table),
+        "n_islands": result.n_islands,
+        "image": {
+            "shape": [ny, nx],
+            "beam": {"bmaj_arcsec": bmaj, "bmin_arcsec": bmin, "bpa_deg": bpa},
+            "beam_source": image.beam_source,
+            "pixel_scale_arcsec": image.pixel_scale_arcsec,
+            "beam_area_pix": image.beam_area_pix,
+            "bunit": image.bunit,
+            "n_blank": int(image.mask.sum()),
+        },
+        "rms_median": rms_median,
+        "background_median": bkg_median,
+        "options": opts,
+        "files": files,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _log("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
+    _log(f"wrote {', '.join(sorted([*files.values(), 'summary.json']))} to {out_dir}")
+    return summary
+
+
+def _region_frame(image: FitsImage) -> str:
+    return "fk5" if image.frame == "fk5" else "icrs"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point.
+
+    Parameters
+    ----------
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for bad input or options, 1 for an unexpected error.
+    """
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a parse error (2, already reported)
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    values = vars(ns)
+    options = {o.name: values[o.name] for o in SepApp().options}
+    try:
+        run(Path(values["input"]), Path(values["outdir"]), options)
+    except (ImageError, OptionError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        traceback.print_exc(file=sys.stdout)  # full detail in the job log
+        print(f"{PROG}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Job backends: where and how job processes run."""

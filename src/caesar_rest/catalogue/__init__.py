@@ -1,0 +1,1 @@
+"""The catalogue schema shared by every app, and its writers."""

@@ -1,0 +1,1 @@
+"""Database: SQLAlchemy models, engine and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Jobs: the state machine and the job service used by every API."""

@@ -1,0 +1,396 @@
+"""The job service: create, transition, cancel and finish jobs, for every API and backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from caesar_rest.apps.base import LOG_RESULT, App, OptionError
+from caesar_rest.apps.registry import AppRegistry
+from caesar_rest.db.models import FileRecord, JobEvent, JobRecord, JobResult
+from caesar_rest.jobs.states import FINAL, Phase, Reason, TransitionError, check_transition
+from caesar_rest.logconfig import get_logger
+from caesar_rest.settings import Settings
+from caesar_rest.storage.paths import new_id, owner_dirname, safe_join
+from caesar_rest.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from caesar_rest.backends.base import JobBackend
+
+log = get_logger(__name__)
+
+SPEC_FILE = "job.json"
+EXIT_FILE = "exit.json"
+
+
+class JobNotFound(LookupError):
+    """No such job for this owner."""
+
+
+class InputFileNotFound(LookupError):
+    """The input file id is unknown for this owner."""
+
+
+class SubmitError(ValueError):
+    """The job request is not acceptable (answered with 400)."""
+
+
+@dataclass
+class Outcome:
+    """How a job process ended."""
+
+    exit_code: int | None
+    elapsed: float | None
+    timed_out: bool = False
+    message: str = ""
+    reason: Reason = Reason.FAILED
+
+
+class JobService:
+    """Creates jobs and moves them through the state machine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        apps: AppRegistry,
+    ):
+        self.settings = settings
+        self.sessions = sessions
+        self.apps = apps
+        self.backends: dict[str, JobBackend] = {}
+
+    # --- helpers -------------------------------------------------------------------------
+    def job_dir(self, job: JobRecord) -> Path:
+        """Absolute job folder of ``job``."""
+        return safe_join(self.settings.jobdir, job.reldir)
+
+    def backend_for(self, job: JobRecord) -> JobBackend:
+        """The job's own backend (not the current default)."""
+        try:
+            return self.backends[job.backend]
+        except KeyError:
+            raise RuntimeError(f"backend {job.backend!r} is not configured here") from None
+
+    def get(self, owner: str, job_id: str) -> JobRecord:
+        """A job of ``owner``."""
+        with self.sessions() as s:
+            job = s.get(JobRecord, job_id)
+        if job is None or job.owner != owner:
+            raise JobNotFound(job_id)
+        return job
+
+    def get_any(self, job_id: str) -> JobRecord | None:
+        """A job by id whoever owns it (for backends)."""
+        with self.sessions() as s:
+            return s.get(JobRecord, job_id)
+
+    # --- creation ------------------------------------------------------------------------
+    def create(
+        self,
+        owner: str,
+        app_name: str,
+        job_inputs: Any,
+        file_id: str,
+        tag: Any = None,
+        run: bool = True,
+        time_limit: int | None = None,
+        backend: str | None = None,
+    ) -> JobRecord:
+        """Validate, persist and (if ``run``) dispatch a job.
+
+        The record is committed before the backend sees the job, so a crash between the two
+        leaves a PENDING job that start-up reconciliation dispatches, never an untracked run.
+        """
+        app = self.apps.get(app_name)
+        if app is None:
+            raise SubmitError(f"Unknown app {app_name}!")
+        ok, why = app.availability()
+        if not ok:
+            raise SubmitError(f"App {app_name} is not available on this service: {why}")
+        options = app.validate(job_inputs)  # raises OptionError
+        with self.sessions() as s:
+            frec = s.get(FileRecord, file_id)
+        if frec is None or frec.owner != owner:
+            raise InputFileNotFound(file_id)
+        if frec.kind != "fits":
+            raise SubmitError(f"app {app_name} needs a FITS image; file {file_id} is {frec.kind}")
+        limit = time_limit or self.settings.job_time_limit
+        limit = max(1, min(limit, self.settings.max_job_time_limit))
+        backend_name = backend or self.settings.job_scheduler
+        if backend_name not in self.backends:
+            raise SubmitError(f"job backend {backend_name!r} is not configured")
+        job_id = new_id()
+        reldir = f"{owner_dirname(owner)}/job_{job_id}"
+        jdir = safe_join(self.settings.jobdir, reldir)
+        jdir.mkdir(parents=True, exist_ok=False)
+        input_path = safe_join(self.settings.datadir, frec.relpath)
+        spec = {
+            "job_id": job_id,
+            "app": app.name,
+            "options": options,
+            "input_file": str(input_path),
+            "command": app.command(input_path, options, Path(".")),
+            "time_limit": limit,
+        }
+        (jdir / SPEC_FILE).write_text(json.dumps(spec, indent=1))
+        now = utcnow()
+        job = JobRecord(
+            id=job_id,
+            owner=owner,
+            app=app.name,
+            options=options,
+            job_inputs=job_inputs,
+            input_file_id=file_id,
+            tag=tag,
+            backend=backend_name,
+            phase=Phase.PENDING.value,
+            message="Job registered",
+            run_requested=run,
+            time_limit=limit,
+            cores=app.cores,
+            reldir=reldir,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self.sessions.begin() as s:
+                s.add(job)
+                s.flush()
+                s.add(
+                    JobEvent(job_id=job_id, at=now, to_phase=Phase.PENDING.value, message="created")
+                )
+        except Exception:
+            shutil.rmtree(jdir, ignore_errors=True)
+            raise
+        log.info("job_created", action="submitjob", job_id=job_id, app=app.name, user=owner)
+        if run:
+            self.dispatch(job)
+        return job
+
+    def dispatch(self, job: JobRecord) -> None:
+        """Hand a PENDING job to its backend."""
+        try:
+            self.backend_for(job).submit(job)
+        except Exception as exc:  # the job stays tracked, with the reason
+            log.exception("dispatch_failed", job_id=job.id)
+            self.transition(job.id, Phase.ERROR, Reason.FAILED, f"could not be dispatched: {exc}")
+
+    def request_run(self, job: JobRecord) -> None:
+        """Mark a PENDING job to run and dispatch it."""
+        with self.sessions.begin() as s:
+            s.execute(update(JobRecord).where(JobRecord.id == job.id).values(run_requested=True))
+        self.dispatch(job)
+
+    # --- state machine -------------------------------------------------------------------
+    def transition(
+        self,
+        job_id: str,
+        new: Phase,
+        reason: Reason | None = None,
+        message: str = "",
+        expect: Sequence[Phase] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move a job to ``new`` if the state machine allows it; record the event.
+
+        Returns False (and changes nothing) when the job is missing, already final, not in one
+        of ``expect``, or the change is not allowed. Extra ``fields`` are stored with the change.
+        """
+        now = utcnow()
+        with self.sessions() as s, s.begin():
+            s.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            stmt = select(JobRecord).where(JobRecord.id == job_id)
+            if s.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update()
+            job = s.execute(stmt).scalar_one_or_none()
+            if job is None:
+                return False
+            cur = Phase(job.phase)
+            if expect is not None and cur not in expect:
+                return False
+            try:
+                check_transition(cur, new)
+            except TransitionError:
+                return False
+            job.phase = new.value
+            job.reason = reason.value if reason else job.reason
+            if message:
+                job.message = message
+            job.updated_at = now
+            if new == Phase.EXECUTING and job.started_at is None:
+                job.started_at = now
+            if new in FINAL and job.ended_at is None:
+                job.ended_at = now
+            for k, v in fields.items():
+                setattr(job, k, v)
+            s.add(
+                JobEvent(
+                    job_id=job_id,
+                    at=now,
+                    from_phase=cur.value,
+                    to_phase=new.value,
+                    reason=reason.value if reason else None,
+                    message=message,
+                )
+            )
+        log.info(
+            "job_phase",
+            job_id=job_id,
+            from_phase=cur.value,
+            to_phase=new.value,
+            reason=reason.value if reason else None,
+        )
+        return True
+
+    def update_fields(self, job_id: str, **fields: Any) -> None:
+        """Store fields without a phase change (pid, exit code, ...)."""
+        fields["updated_at"] = utcnow()
+        with self.sessions.begin() as s:
+            s.execute(update(JobRecord).where(JobRecord.id == job_id).values(**fields))
+
+    def finish(self, job: JobRecord, outcome: Outcome) -> None:
+        """Record how a job process ended: COMPLETED with its results, or ERROR."""
+        fields: dict[str, Any] = {"exit_code": outcome.exit_code, "elapsed": outcome.elapsed}
+        if outcome.timed_out:
+            msg = outcome.message or f"Job exceeded its time limit of {job.time_limit} s"
+            if not self.transition(job.id, Phase.ERROR, Reason.TIMEOUT, msg, **fields):
+                self.update_fields(job.id, **fields)
+            return
+        code = outcome.exit_code
+        if code == 0:
+            missing = self.register_results(job)
+            if missing:
+                msg = f"Process ended with code 0 but wrote no {', '.join(missing)}"
+                ok = self.transition(job.id, Phase.ERROR, Reason.FAILED, msg, **fields)
+            else:
+                ok = self.transition(
+                    job.id,
+                    Phase.COMPLETED,
+                    Reason.SUCCESS,
+                    "Process terminated with success",
+                    **fields,
+                )
+        else:
+            if outcome.message:
+                msg = outcome.message
+            elif code is None:
+                msg = "Process ended with an unknown status"
+            elif code < 0:
+                msg = f"Process terminated with signal {-code}"
+            else:
+                msg = f"Process terminated with return code {code}"
+            self.register_results(job)  # the log is still useful
+            ok = self.transition(job.id, Phase.ERROR, outcome.reason, msg, **fields)
+        if not ok:  # e.g. canceled meanwhile: keep the final phase, store the figures
+            self.update_fields(job.id, **fields)
+
+    def register_results(self, job: JobRecord) -> list[str]:
+        """Register the result files found in the job folder; return missing required ones."""
+        app = self.apps.get(job.app)
+        specs = list(app.results) if app else []
+        specs.append(LOG_RESULT)
+        jdir = self.job_dir(job)
+        rows = []
+        missing = []
+        for spec in specs:
+            path = jdir / spec.filename
+            if path.is_file():
+                rows.append(
+                    JobResult(
+                        job_id=job.id,
+                        name=spec.name,
+                        filename=spec.filename,
+                        mime=spec.mime,
+                        size=path.stat().st_size,
+                    )
+                )
+            elif spec.required:
+                missing.append(spec.filename)
+        with self.sessions.begin() as s:
+            s.execute(delete(JobResult).where(JobResult.job_id == job.id))
+            s.add_all(rows)
+        return missing
+
+    # --- cancel --------------------------------------------------------------------------
+    def cancel(self, job: JobRecord) -> bool:
+        """Cancel a job through its own backend; False if it had already ended."""
+        if Phase(job.phase) in FINAL:
+            return False
+        return self.backend_for(job).cancel(job)
+
+    def delete(self, job: JobRecord) -> None:
+        """Cancel if needed, then remove the job's folder and record."""
+        if Phase(job.phase) not in FINAL:
+            self.cancel(job)
+        shutil.rmtree(self.job_dir(job), ignore_errors=True)
+        archive = self.archive_path(job)
+        if archive.exists():
+            archive.unlink()
+        with self.sessions.begin() as s:
+            s.execute(delete(JobRecord).where(JobRecord.id == job.id))
+
+    def archive_path(self, job: JobRecord) -> Path:
+        """Where the job's tar.gz archive is cached (beside its folder)."""
+        jdir = self.job_dir(job)
+        return jdir.parent / f"{jdir.name}.tar.gz"
+
+
+def read_exit_file(job_dir: Path) -> dict[str, Any] | None:
+    """The wrapper's record of how the app ended, if it wrote one."""
+    try:
+        data = json.loads((job_dir / EXIT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (Linux), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    rest = stat[stat.rfind(")") + 2 :].split()
+    try:
+        if rest[0] == "Z":  # a zombie has ended
+            return None
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int | None, start: int | None) -> bool:
+    """Whether the process ``pid`` that started at ``start`` still runs."""
+    if not pid:
+        return False
+    ticks = process_start_ticks(pid)
+    return ticks is not None and (start is None or ticks == start)
+
+
+def hostname() -> str:
+    """This machine's name."""
+    return os.uname().nodename
+
+
+__all__ = [
+    "EXIT_FILE",
+    "SPEC_FILE",
+    "InputFileNotFound",
+    "JobNotFound",
+    "JobService",
+    "OptionError",
+    "Outcome",
+    "SubmitError",
+    "App",
+]

@@ -1,0 +1,130 @@
+"""Service configuration: one pydantic-settings class.
+
+Every field can be set from the environment with the ``CAESAR_REST_`` prefix (for example
+``CAESAR_REST_DATADIR=/srv/caesar/data``), from a ``.env`` file, or from the ``caesar-rest serve``
+command line, which also accepts the predecessor's ``run_app.py`` option names.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """All settings of the service, the job runners and the command-line tools."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CAESAR_REST_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # --- network ---------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server listens on.")
+    workers: int = Field(1, ge=1, le=64, description="Number of API worker processes.")
+    root_path: str = Field("", description="URL prefix when served behind a proxy sub-path.")
+    ssl: bool = Field(False, description="Serve HTTPS with ssl_certfile/ssl_keyfile.")
+    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) for --ssl.")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for --ssl.")
+
+    # --- storage ---------------------------------------------------------------------------
+    datadir: Path = Field(
+        Path("./caesar-data/data"), description="Folder where uploaded files are stored."
+    )
+    jobdir: Path = Field(Path("./caesar-data/jobs"), description="Folder of the job folders.")
+    db_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy database URL, e.g. postgresql+psycopg://user@host:5432/caesar. "
+            "Default: SQLite file caesar-rest.sqlite3 in the parent of the data folder."
+        ),
+    )
+    max_upload_mib: int = Field(
+        1000, ge=1, description="Largest accepted upload in MiB (bigger ones get 413)."
+    )
+    upload_chunk_kib: int = Field(
+        1024, ge=16, le=65536, description="Write buffer for uploads, in KiB."
+    )
+
+    # --- jobs ------------------------------------------------------------------------------
+    job_scheduler: Literal["local"] = Field(
+        "local", description="Default job backend for new jobs ('local': processes here)."
+    )
+    max_concurrent_jobs: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Local runner: jobs executing at once on this machine (default: cores).",
+    )
+    job_time_limit: int = Field(
+        3600, ge=1, description="Default execution time limit of a job in seconds (TIMED-OUT)."
+    )
+    max_job_time_limit: int = Field(
+        86400, ge=1, description="Largest execution time limit a job may ask for, in seconds."
+    )
+    job_kill_grace: float = Field(
+        5.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a job is stopped."
+    )
+    job_poll_interval: float = Field(
+        1.0, gt=0, description="Local runner: seconds between looks at the queue."
+    )
+    extra_apps: list[str] = Field(
+        default_factory=list,
+        description="Extra app classes to register, as 'module:Class' (plug-ins, tests).",
+    )
+
+    # --- users -----------------------------------------------------------------------------
+    aai: bool = Field(False, description="Require OIDC bearer tokens (not yet implemented).")
+    local_user: str = Field(
+        "anonymous", description="Owner of every file and job when authentication is off."
+    )
+
+    # --- logging ---------------------------------------------------------------------------
+    loglevel: LogLevel = Field("INFO", description="Log level.")
+    logtofile: bool = Field(False, description="Also write JSON log lines to logdir/logfile.")
+    logdir: Path = Field(Path("./caesar-data/logs"), description="Folder of the log file.")
+    logfile: str = Field("caesar-rest.json", description="Log file name.")
+    logfile_maxsize: int = Field(5, ge=1, description="Rotate the log file at this size (MB).")
+    logfile_backups: int = Field(5, ge=0, description="Rotated log files kept.")
+    log_json: bool = Field(True, description="JSON lines on stderr (else a console format).")
+    debug: bool = Field(False, description="Debug mode: DEBUG logs and auto-reload off.")
+
+    @field_validator("loglevel", mode="before")
+    @classmethod
+    def _upper_level(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.upper()
+            return "WARNING" if v == "WARN" else v
+        return v
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL."""
+        if self.db_url:
+            return self.db_url
+        path = (self.datadir.resolve().parent / "caesar-rest.sqlite3").as_posix()
+        return f"sqlite:///{path}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Upload limit in bytes."""
+        return self.max_upload_mib * 1024 * 1024
+
+    def ensure_dirs(self) -> None:
+        """Create the data, job and log folders."""
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.jobdir.mkdir(parents=True, exist_ok=True)
+        if self.logtofile:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

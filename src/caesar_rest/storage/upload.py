@@ -1,0 +1,241 @@
+"""Streaming multipart uploads.
+
+The request body is parsed as it arrives; the ``file`` part goes to a temporary file in the data
+folder's ``.incoming`` folder (same file system as its final place, so the final rename is
+atomic) while its SHA-256 is computed. Hashing and writing run in a worker thread, overlapping
+with the receipt of the next chunk. Nothing is held whole in memory, and a temporary file is
+removed on every failure path. Temporary files of dead processes are swept at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from caesar_rest.storage.paths import INCOMING, new_id
+
+MAX_FIELD_BYTES = 64 * 1024
+
+
+class UploadError(Exception):
+    """A malformed upload request (answered with 400)."""
+
+
+class UploadTooLarge(Exception):
+    """The upload is over the size limit (answered with 413)."""
+
+
+@dataclass
+class ReceivedUpload:
+    """A completely received file part, waiting in its temporary file."""
+
+    temp_path: Path
+    size: int
+    sha256: str
+    client_filename: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        """Remove the temporary file."""
+        with contextlib.suppress(FileNotFoundError):
+            self.temp_path.unlink()
+
+
+class _HashingWriter:
+    """Writes chunks to a file and hashes them; used from one worker thread at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.hash.update(data)  # releases the GIL for large buffers
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def incoming_dir(datadir: Path) -> Path:
+    """The folder of partial uploads."""
+    path = datadir / INCOMING
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sweep_incoming(datadir: Path, all_files: bool = False) -> int:
+    """Remove partial uploads left by processes that no longer run.
+
+    Temporary files are named ``<pid>-<id>.part``. With ``all_files`` (used once before the
+    server starts its workers) every partial file is removed.
+    """
+    removed = 0
+    folder = datadir / INCOMING
+    if not folder.is_dir():
+        return 0
+    for path in folder.glob("*.part"):
+        pid_s = path.name.split("-", 1)[0]
+        alive = False
+        if not all_files and pid_s.isdigit():
+            try:
+                os.kill(int(pid_s), 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if not alive:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def _boundary(content_type: str | None) -> bytes:
+    if not content_type:
+        raise UploadError("missing Content-Type; send multipart/form-data with a 'file' part")
+    ctype, params = parse_options_header(content_type)
+    if ctype != b"multipart/form-data":
+        raise UploadError("send the file as multipart/form-data with a part named 'file'")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise UploadError("multipart/form-data without a boundary")
+    return boundary
+
+
+async def receive_upload(
+    chunks: AsyncIterator[bytes],
+    content_type: str | None,
+    datadir: Path,
+    limit: int,
+    buffer_size: int = 1024 * 1024,
+) -> ReceivedUpload:
+    """Parse a multipart body from ``chunks`` and store its ``file`` part.
+
+    Raises
+    ------
+    UploadError
+        Malformed request or no ``file`` part.
+    UploadTooLarge
+        The file part exceeds ``limit`` bytes. The temporary file is removed.
+    """
+    boundary = _boundary(content_type)
+    temp = incoming_dir(datadir) / f"{os.getpid()}-{new_id()}.part"
+    headers: dict[bytes, bytes] = {}
+    hname = bytearray()
+    fields: dict[str, str] = {}
+    buf = bytearray()
+    filename: list[str] = []
+    writer: _HashingWriter | None = None
+    target: list[str] = [""]  # "file", a field name, or "" (ignored part)
+    field_buf = bytearray()
+    too_large = False
+
+    def on_part_begin() -> None:
+        headers.clear()
+        target[0] = ""
+        field_buf.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        hname.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        key = bytes(hname).lower()
+        headers[key] = headers.get(key, b"") + data[start:end]
+
+    def on_header_end() -> None:
+        hname.clear()
+
+    def on_headers_finished() -> None:
+        nonlocal writer
+        _disp, params = parse_options_header(headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        fname = params.get(b"filename")
+        if name == "file" and fname is not None:
+            if writer is not None:
+                raise UploadError("more than one 'file' part")
+            filename.append(fname.decode("utf-8", "replace"))
+            writer = _HashingWriter(temp)
+            target[0] = "file"
+        elif name and fname is None:
+            target[0] = name
+        else:
+            target[0] = ""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        nonlocal too_large
+        if target[0] == "file":
+            buf.extend(data[start:end])
+            if writer is not None and writer.size + len(buf) > limit:
+                too_large = True
+        elif target[0]:
+            if len(field_buf) + (end - start) > MAX_FIELD_BYTES:
+                raise UploadError(f"form field '{target[0]}' is too long")
+            field_buf.extend(data[start:end])
+
+    def on_part_end() -> None:
+        if target[0] and target[0] != "file":
+            fields[target[0]] = field_buf.decode("utf-8", "replace")
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[None] | None = None
+    try:
+        async for chunk in chunks:
+            parser.write(chunk)
+            if too_large:
+                raise UploadTooLarge(f"the file is larger than the limit of {limit} bytes")
+            if writer is not None and len(buf) >= buffer_size:
+                if pending is not None:
+                    await pending
+                data = bytes(buf)
+                buf.clear()
+                pending = loop.run_in_executor(None, writer.write, data)
+        parser.finalize()
+        if pending is not None:
+            await pending
+            pending = None
+        if writer is None:
+            raise UploadError("no file part named 'file' in the form")
+        if buf:
+            await loop.run_in_executor(None, writer.write, bytes(buf))
+            buf.clear()
+        writer.close()
+        if writer.size == 0:
+            raise UploadError("the uploaded file is empty")
+        return ReceivedUpload(temp, writer.size, writer.hash.hexdigest(), filename[0], fields)
+    except BaseException:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+        if writer is not None:
+            writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
