@@ -125,8 +125,17 @@ class LiveServer:
     def start(self, timeout: float = 30.0) -> LiveServer:
         """Start and wait until ``/healthz`` answers."""
         cmd = [
-            sys.executable, "-m", "caesar_rest.cli", "serve", "--host", "127.0.0.1",
-            "--port", str(self.port), "--datadir", str(self.datadir), "--jobdir",
+            sys.executable,
+            "-m",
+            "caesar_rest.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--datadir",
+            str(self.datadir),
+            "--jobdir",
             str(self.jobdir),
         ]
         if self.db_url:

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     logfile_maxsize: int = Field(5, ge=1, description="Rotate the log file at this size (MB).")
     logfile_backups: int = Field(5, ge=0, description="Rotated log files kept.")
     log_json: bool = Field(True, description="JSON lines on stderr (else a console format).")
-    debug: bool = Field(False, description="Debug mode: DEBUG logs and auto-reload off.")
+    debug: bool = Field(False, description="Debug mode: log at DEBUG level.")
 
     @field_validator("loglevel", mode="before")
     @classmethod

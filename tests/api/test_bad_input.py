@@ -51,35 +51,39 @@ def test_fits_without_image_is_415(app_client: TestClient, tmp_path: Path) -> No
 
 
 def test_oversized_upload_is_413_and_leaves_nothing(tmp_path: Path) -> None:
-    from conftest import make_settings
-
     from caesar_rest.api.app import create_app
+
+    from conftest import make_settings
 
     with TestClient(create_app(make_settings(tmp_path, max_upload_mib=1))) as client:
         big = b"SIMPLE  =                    T" + b" " * (2 * 1024 * 1024)
         r = client.post(f"{API}/upload", files={"file": ("big.fits", big)})
         assert_json_error(r, 413, "too large")
+
         # Without a Content-Length the limit is enforced while streaming.
         def gen():  # type: ignore[no-untyped-def]
-            yield b"--bnd\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.fits\""
+            yield b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="b.fits"'
             yield b"\r\n\r\n"
             for _ in range(40):
                 yield b"\0" * 65536
             yield b"\r\n--bnd--\r\n"
 
-        r = client.post(f"{API}/upload", content=gen(),
-                        headers={"Content-Type": "multipart/form-data; boundary=bnd"})
+        r = client.post(
+            f"{API}/upload",
+            content=gen(),
+            headers={"Content-Type": "multipart/form-data; boundary=bnd"},
+        )
         assert_json_error(r, 413, "too large")
         assert client.get(f"{API}/fileids").json() == []
     assert stored_files(tmp_path) == []
 
 
 def test_upload_without_file_part_is_400(app_client: TestClient) -> None:
-    r = app_client.post(f"{API}/upload", data={"tag": "x"},
-                        files={"other": ("a.fits", b"SIMPLE")})
+    r = app_client.post(f"{API}/upload", data={"tag": "x"}, files={"other": ("a.fits", b"SIMPLE")})
     assert_json_error(r, 400, "file")
-    r = app_client.post(f"{API}/upload", content=b"{}",
-                        headers={"Content-Type": "application/json"})
+    r = app_client.post(
+        f"{API}/upload", content=b"{}", headers={"Content-Type": "application/json"}
+    )
     assert_json_error(r, 400, "multipart")
 
 
@@ -102,8 +106,14 @@ def test_unknown_app(app_client: TestClient, file_id: str) -> None:
 
 
 def test_unknown_option_is_named(app_client: TestClient, file_id: str) -> None:
-    r = submit(app_client, {"app": "sep", "job_inputs": {"seedthr": 5, "bogus": 1, "zz": True},
-                            "data_inputs": file_id})
+    r = submit(
+        app_client,
+        {
+            "app": "sep",
+            "job_inputs": {"seedthr": 5, "bogus": 1, "zz": True},
+            "data_inputs": file_id,
+        },
+    )
     body = assert_json_error(r, 400, "bogus")
     assert "zz" in body["status"]
 

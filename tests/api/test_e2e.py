@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import LiveServer
 
 
@@ -52,10 +53,15 @@ def run_curl_sequence(srv: LiveServer, image: Path, tmp: Path) -> None:
     schema = json.loads(body)
     assert code == 200 and schema["seedthr"]["type"] == "float"
     # 4. submit
-    req = {"app": "sep", "job_inputs": {"seedthr": 5.0, "npixmin": 5}, "data_inputs": file_id,
-           "tag": "e2e-job"}
-    code, body = curl("-X", "POST", "-H", "Content-Type: application/json", "-d",
-                      json.dumps(req), f"{api}/job")
+    req = {
+        "app": "sep",
+        "job_inputs": {"seedthr": 5.0, "npixmin": 5},
+        "data_inputs": file_id,
+        "tag": "e2e-job",
+    }
+    code, body = curl(
+        "-X", "POST", "-H", "Content-Type: application/json", "-d", json.dumps(req), f"{api}/job"
+    )
     assert code == 202, body
     sub = json.loads(body)
     assert sub["state"] == "PENDING"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import LiveServer, wait_state
 
 
@@ -52,8 +53,14 @@ def upload(c: httpx.Client, path: Path) -> str:
 
 
 def submit_sleep(c: httpx.Client, file_id: str, seconds: float, code: int = 0) -> str:
-    r = c.post("/job", json={"app": "sleep", "job_inputs": {"seconds": seconds, "exit-code": code},
-                             "data_inputs": file_id})
+    r = c.post(
+        "/job",
+        json={
+            "app": "sleep",
+            "job_inputs": {"seconds": seconds, "exit-code": code},
+            "data_inputs": file_id,
+        },
+    )
     assert r.status_code == 202, r.text
     return str(r.json()["job_id"])
 
@@ -81,8 +88,12 @@ def test_server_killed_during_upload_leaves_nothing(srv: LiveServer, tmp_path: P
 
     def do_upload() -> None:
         try:
-            httpx.post(f"{srv.api}/upload", content=body(), timeout=30,
-                       headers={"Content-Type": "multipart/form-data; boundary=bnd"})
+            httpx.post(
+                f"{srv.api}/upload",
+                content=body(),
+                timeout=30,
+                headers={"Content-Type": "multipart/form-data; boundary=bnd"},
+            )
         except httpx.HTTPError:
             pass
 
@@ -175,15 +186,19 @@ def test_restart_reconciles_running_jobs(srv: LiveServer, s17: Path) -> None:
         lost_pids = job_pids(srv, lost)
         job_pids(srv, finished)
     srv.kill()
-    wrapper_pid = int(sqlite3.connect(srv.root / "caesar-rest.sqlite3").execute(
-        "SELECT pid FROM jobs WHERE id = ?", (lost,)).fetchone()[0])
+    wrapper_pid = int(
+        sqlite3.connect(srv.root / "caesar-rest.sqlite3")
+        .execute("SELECT pid FROM jobs WHERE id = ?", (lost,))
+        .fetchone()[0]
+    )
     for pid in (wrapper_pid, *lost_pids):
         os.kill(pid, signal.SIGKILL)
     time.sleep(2.5)  # 'finished' completes meanwhile and writes exit.json
     # A job marked RUNNING whose process never existed on this machine.
     db = sqlite3.connect(srv.root / "caesar-rest.sqlite3")
-    db.execute("UPDATE jobs SET phase='EXECUTING', pid=999999, pid_start=1 WHERE id = ?",
-               (finished,))
+    db.execute(
+        "UPDATE jobs SET phase='EXECUTING', pid=999999, pid_start=1 WHERE id = ?", (finished,)
+    )
     db.commit()
     db.close()
     srv.start()

@@ -153,6 +153,6 @@ def synth_factory(tmp_path: Path) -> Callable[..., Synth]:
 
 
 @pytest.fixture
-def standard_image(synth_factory: Callable[..., Synth]) -> Synth:
-    """The standard 256x256 field."""
-    return synth_factory()
+def standard_sources() -> list[Src]:
+    """The sources of the standard field: bright, S/N 30, S/N 15, elliptical, pair, edge."""
+    return list(STANDARD_SOURCES)

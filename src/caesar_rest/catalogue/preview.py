@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import cast
 
+import matplotlib
 import numpy as np
 import numpy.typing as npt
 from astropy.table import Table
@@ -21,7 +22,7 @@ from caesar_rest.imaging.fits_image import FitsImage, sky_ellipse_to_pixel, sky_
 
 # Axes margins as fractions of the figure; equal horizontal and vertical totals keep the PNG's
 # width/height ratio equal to the image's.
-_LEFT, _RIGHT, _BOTTOM, _TOP = 0.15, 0.03, 0.11, 0.07
+_LEFT, _RIGHT, _BOTTOM, _TOP = 0.15, 0.03, 0.10, 0.08
 
 
 def block_reduce(data: npt.NDArray[np.float32], factor: int) -> npt.NDArray[np.float32]:
@@ -73,7 +74,7 @@ def write_preview(
     max_pixels
         Images larger than this on either side are block-averaged down first, which keeps the
         plot fast and light on memory; the PNG's long side is at most this many pixels (but at
-        least 400).
+        least 600).
     title
         Plot title; by default the file name and the number of sources.
 
@@ -96,9 +97,9 @@ def write_preview(
     else:
         norm = ImageNormalize(vmin=0.0, vmax=1.0)
 
-    # The PNG's long side gets min(max_pixels, image long side) pixels, at least 400.
+    # The PNG's long side gets min(max_pixels, image long side) pixels, at least 600.
     dpi = 100.0
-    side_in = max(400.0, float(min(max_pixels, max(nx, ny)))) / dpi
+    side_in = max(600.0, float(min(max_pixels, max(nx, ny)))) / dpi
     width_in = side_in if snx >= sny else side_in * snx / sny
     height_in = side_in if sny >= snx else side_in * sny / snx
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
@@ -107,13 +108,15 @@ def write_preview(
         WCSAxes,
         fig.add_axes((_LEFT, _BOTTOM, 1.0 - _LEFT - _RIGHT, 1.0 - _BOTTOM - _TOP), projection=wcs),
     )
-    cmap = "inferno"
+    cmap = matplotlib.colormaps["inferno"].with_extremes(bad="0.6")  # blank pixels in grey
     ax.imshow(small, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
     ax.set_xlim(-0.5, snx - 0.5)
     ax.set_ylim(-0.5, sny - 0.5)
     try:
-        ax.coords[0].set_axislabel("RA")
-        ax.coords[1].set_axislabel("Dec")
+        ax.coords[0].set_axislabel("RA", fontsize=9)
+        ax.coords[1].set_axislabel("Dec", fontsize=9, minpad=0.4)
+        ax.coords[0].set_ticklabel(size=8)
+        ax.coords[1].set_ticklabel(size=8)
         ax.coords[0].set_major_formatter("hh:mm:ss")
         ax.coords[1].set_major_formatter("dd:mm")
     except Exception:  # non-equatorial frames have other coordinate names; keep defaults

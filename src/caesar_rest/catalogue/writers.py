@@ -52,10 +52,11 @@ def _column_values(col: Column, values: Any, nrows: int) -> npt.NDArray[Any]:
     arr = np.asarray(values)
     if arr.ndim == 0:
         arr = np.full(nrows, arr.item())
+    fill = _fill_value(col)
     if dtype.kind == "U":
-        arr = np.array(["" if v is None else str(v) for v in arr.tolist()], dtype=dtype)
-    elif dtype.kind == "f":
-        arr = np.array([math.nan if v is None else v for v in arr.tolist()], dtype=dtype)
+        arr = np.array([fill if v is None else str(v) for v in arr.tolist()], dtype=dtype)
+    elif arr.dtype == object:  # rows may hold None (e.g. JSON null) for missing values
+        arr = np.array([fill if v is None else v for v in arr.tolist()], dtype=dtype)
     else:
         arr = arr.astype(dtype)
     if arr.shape != (nrows,):

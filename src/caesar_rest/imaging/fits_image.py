@@ -133,36 +133,12 @@ def load_image(
     if not path.is_file():
         raise ImageError(f"input image not found: {path}")
     try:
-        hdul = fits.open(path, memmap=True)
-    except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
-        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
-    with hdul:
-        index, chosen = _pick_hdu(hdul, hdu, path.name)
-        shape = tuple(int(n) for n in chosen.shape)
-        for j, n in enumerate(shape[:-2]):
-            if n != 1:
-                axis = len(shape) - j  # FITS axis number of this NumPy axis
-                raise ImageError(
-                    f"HDU {index} has a non-degenerate axis {axis} (length {n}); only 2-D images "
-                    "or cubes whose extra axes have length 1 are supported"
-                )
-        ny, nx = shape[-2:]
-        if ny < 2 or nx < 2:
-            raise ImageError(f"HDU {index} image is too small ({nx}x{ny} pixels)")
-        if subimage is None:
-            xmin, xmax, ymin, ymax = 0, nx, 0, ny
-        else:
-            xmin, xmax, ymin, ymax = _check_subimage(subimage, nx, ny)
-        header = chosen.header.copy()
-        lead: tuple[int, ...] = (0,) * (len(shape) - 2)
-        index_tuple = (*lead, slice(ymin, ymax), slice(xmin, xmax))
-        try:
-            # .section reads only the requested part; .data maps the whole array.
-            raw = chosen.section[index_tuple] if subimage is not None else chosen.data[index_tuple]
-            data = np.array(raw, dtype=np.float32, order="C")  # copy: native endian, C order
-        except Exception as exc:
-            raise ImageError(f"cannot read image data of HDU {index}: {exc}") from None
-        blank = _blank_mask(raw, header)
+        index, header, data, blank, origin = _read(path, hdu, subimage, memmap=True)
+    except _NeedsNoMemmap:
+        # astropy cannot memory-map integer data with BLANK; read it into memory instead.
+        index, header, data, blank, origin = _read(path, hdu, subimage, memmap=False)
+    xmin, ymin = origin
+    ny, nx = data.shape
     mask = ~np.isfinite(data)
     if blank is not None:
         mask |= blank
@@ -172,7 +148,7 @@ def load_image(
 
     wcs = _celestial_wcs(header, index)
     if subimage is not None:
-        wcs = wcs[ymin:ymax, xmin:xmax]
+        wcs = wcs[ymin : ymin + ny, xmin : xmin + nx]
     wcs.pixel_shape = (data.shape[1], data.shape[0])
     scales = proj_plane_pixel_scales(wcs)
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
@@ -200,6 +176,54 @@ def load_image(
         origin=(xmin, ymin),
         beam_source=source,
     )
+
+
+class _NeedsNoMemmap(Exception):
+    """The data cannot be memory-mapped (scaled integers with BLANK)."""
+
+
+def _read(
+    path: Path,
+    hdu: int | str | None,
+    subimage: tuple[int, int, int, int] | None,
+    memmap: bool,
+) -> tuple[
+    int, fits.Header, npt.NDArray[np.float32], npt.NDArray[np.bool_] | None, tuple[int, int]
+]:
+    try:
+        hdul = fits.open(path, memmap=memmap)
+    except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
+        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
+    with hdul:
+        index, chosen = _pick_hdu(hdul, hdu, path.name)
+        shape = tuple(int(n) for n in chosen.shape)
+        for j, n in enumerate(shape[:-2]):
+            if n != 1:
+                axis = len(shape) - j  # FITS axis number of this NumPy axis
+                raise ImageError(
+                    f"HDU {index} has a non-degenerate axis {axis} (length {n}); only 2-D images "
+                    "or cubes whose extra axes have length 1 are supported"
+                )
+        ny, nx = shape[-2:]
+        if ny < 2 or nx < 2:
+            raise ImageError(f"HDU {index} image is too small ({nx}x{ny} pixels)")
+        if subimage is None:
+            xmin, xmax, ymin, ymax = 0, nx, 0, ny
+        else:
+            xmin, xmax, ymin, ymax = _check_subimage(subimage, nx, ny)
+        header = chosen.header.copy()
+        lead: tuple[int, ...] = (0,) * (len(shape) - 2)
+        index_tuple = (*lead, slice(ymin, ymax), slice(xmin, xmax))
+        try:
+            # .section reads only the requested part; .data maps the whole array.
+            raw = chosen.section[index_tuple] if subimage is not None else chosen.data[index_tuple]
+            data = np.array(raw, dtype=np.float32, order="C")  # copy: native endian, C order
+        except Exception as exc:
+            if memmap and "memory-mapped" in str(exc):
+                raise _NeedsNoMemmap() from None
+            raise ImageError(f"cannot read image data of HDU {index}: {exc}") from None
+        blank = _blank_mask(raw, header)
+    return index, header, data, blank, (xmin, ymin)
 
 
 def _is_image_hdu(h: Any) -> bool:

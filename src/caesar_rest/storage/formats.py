@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,32 +47,43 @@ def _fits_info(path: Path) -> dict[str, Any]:
     from astropy.io import fits  # slow import: only when a FITS file is checked
 
     try:
-        with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-            for idx, hdu in enumerate(hdul):
-                hdr = hdu.header
-                naxis = int(hdr.get("NAXIS", 0))
-                if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-                    continue
-                shape = [int(hdr.get(f"NAXIS{i}", 0)) for i in range(1, naxis + 1)]
-                big = [n for n in shape if n > 1]
-                if naxis >= 2 and len(big) >= 2:
-                    if len(big) > 2:
-                        raise FormatError(
-                            f"HDU {idx} is a cube with {len(big)} non-degenerate axes "
-                            f"{shape}; a 2-D image (extra axes of length 1) is expected"
-                        )
-                    return {
-                        "hdu": idx,
-                        "shape": shape,
-                        "bitpix": int(hdr.get("BITPIX", 0)),
-                        "bunit": str(hdr.get("BUNIT", "")),
-                        "beam": [hdr.get("BMAJ"), hdr.get("BMIN"), hdr.get("BPA")],
-                        "ctype": [str(hdr.get(f"CTYPE{i}", "")) for i in range(1, 3)],
-                    }
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            info = _first_image(fits, path)
     except FormatError:
         raise
     except (OSError, ValueError, TypeError, EOFError, gzip.BadGzipFile) as exc:
         raise FormatError(f"not a readable FITS file: {exc}") from None
+    for w in caught:
+        if "truncated" in str(w.message):
+            raise FormatError(f"the FITS file is truncated: {w.message}")
+    return info
+
+
+def _first_image(fits: Any, path: Path) -> dict[str, Any]:
+    """Header facts of the first 2-D image HDU."""
+    with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
+        for idx, hdu in enumerate(hdul):
+            hdr = hdu.header
+            naxis = int(hdr.get("NAXIS", 0))
+            if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+                continue
+            shape = [int(hdr.get(f"NAXIS{i}", 0)) for i in range(1, naxis + 1)]
+            big = [n for n in shape if n > 1]
+            if naxis >= 2 and len(big) >= 2:
+                if len(big) > 2:
+                    raise FormatError(
+                        f"HDU {idx} is a cube with {len(big)} non-degenerate axes "
+                        f"{shape}; a 2-D image (extra axes of length 1) is expected"
+                    )
+                return {
+                    "hdu": idx,
+                    "shape": shape,
+                    "bitpix": int(hdr.get("BITPIX", 0)),
+                    "bunit": str(hdr.get("BUNIT", "")),
+                    "beam": [hdr.get("BMAJ"), hdr.get("BMIN"), hdr.get("BPA")],
+                    "ctype": [str(hdr.get(f"CTYPE{i}", "")) for i in range(1, 3)],
+                }
     raise FormatError("the FITS file holds no 2-D image (no HDU with two axes longer than 1)")
 
 

@@ -1,0 +1,777 @@
+#!/usr/bin/env python3
+"""API load benchmark of caesar-rest against a bare FastAPI baseline.
+
+What it measures, from separate load processes (``wrk``, ``curl``, ``cp``):
+
+* requests/s and p50/p99 latency of ``GET /job/<id>/status``, ``GET /jobs`` (all 10,000 jobs in
+  one answer) and ``GET /jobs?limit=100``, with 10,000 jobs stored;
+* the same status request against ``bare_app.py`` (FastAPI + ``sqlite3`` reading the same row of
+  the same SQLite file, served by uvicorn the same way), and our status route as a percentage of it;
+* MB/s of a 1 GiB FITS upload with ``curl -F`` against ``cp`` of the same file to the same file
+  system, both from the page cache, and the server's peak RSS growth during the upload.
+
+Everything lives in a temporary folder that is removed at the end; the servers are subprocesses on
+free ports, always stopped. With ``--db-url postgresql+psycopg://...`` our server runs on
+PostgreSQL: the benchmark creates the database named in the URL (it must not exist) and drops it
+at the end. The bare baseline always reads SQLite.
+
+Run: ``.venv/bin/python benchmarks/api_load.py`` (``--quick`` for a short run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+API = "/caesar/api/v1.0"
+OWNER = "anonymous"
+MB = 1_000_000
+MIB = 1024 * 1024
+FITS_BLOCK = 2880
+
+# Targets of the issue "service core".
+TARGET_STATUS_VS_BARE = 0.50
+TARGET_STATUS_P99_MS = 20.0
+TARGET_UPLOAD_VS_CP = 0.50
+TARGET_UPLOAD_RSS_MB = 64.0
+
+WRK_INSTALL = (
+    "wrk is not installed. Install it with 'apt-get install wrk' (Debian/Ubuntu), "
+    "'dnf install wrk' (Fedora), 'brew install wrk' (macOS), or build it from "
+    "https://github.com/wg/wrk and put it on PATH."
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr (the tables go to stdout)."""
+    print(f"[api_load {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def machine() -> str:
+    """CPU count and model, e.g. '2 cores, AMD EPYC'."""
+    cores = len(os.sched_getaffinity(0))
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{cores} cores, {model}"
+
+
+def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    """Status and body of a GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own URL
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (this is also a warm read of the file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def warm_read(path: Path) -> None:
+    """Read the whole file so that it sits in the page cache."""
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(8 * MIB)
+        while fh.readinto(buf):
+            pass
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process in KiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's VmRSS every ``interval`` seconds and keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.start_kib = rss_kib(pid)
+        self.peak_kib = self.start_kib
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+            self.samples += 1
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak_kib - self.start_kib) * 1024 / MB
+
+
+# --------------------------------------------------------------------------------------------
+# wrk
+
+
+@dataclass
+class WrkResult:
+    """The figures taken from one wrk run."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: str
+
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _duration_ms(token: str) -> float:
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", token)
+    if not m:
+        raise ValueError(f"cannot read wrk latency {token!r}")
+    return float(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Requests/s, 50 % and 99 % latency, request count and errors from ``wrk --latency``."""
+    rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    count = re.search(r"^\s+(\d+) requests in", text, re.M)
+    if not (rps and p50 and p99 and count):
+        raise ValueError(f"unexpected wrk output:\n{text}")
+    errors = []
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    if non2xx:
+        errors.append(f"{non2xx.group(1)} non-2xx answers")
+    sock = re.search(r"Socket errors:\s+(.*)", text)
+    if sock:
+        errors.append(f"socket errors: {sock.group(1).strip()}")
+    return WrkResult(
+        float(rps.group(1)),
+        _duration_ms(p50.group(1)),
+        _duration_ms(p99.group(1)),
+        int(count.group(1)),
+        "; ".join(errors),
+    )
+
+
+def run_wrk(wrk: str, url: str, duration: float, connections: int, threads: int) -> WrkResult:
+    """One wrk run (latency histogram on; a long timeout so slow answers are counted)."""
+    argv = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "60s",
+        "--latency",
+        url,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()}")
+    return parse_wrk(proc.stdout)
+
+
+# --------------------------------------------------------------------------------------------
+# Servers
+
+
+class Server:
+    """A server subprocess with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path, env: dict[str, str], port: int):
+        self.name = name
+        self.argv = argv
+        self.cwd = cwd
+        self.env = env
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = cwd / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, ready_path: str, timeout: float = 120.0) -> None:
+        """Start and wait until ``ready_path`` answers 200."""
+        log(f"starting {self.name} on port {self.port}")
+        with open(self.log_path, "wb") as logf:
+            self.proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            with contextlib.suppress(OSError):
+                status, _ = http_get(self.base + ready_path, timeout=2.0)
+                if status == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        """Ask the server to stop (SIGINT, as Ctrl-C), kill it if it does not."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        log(f"stopped {self.name}")
+
+    def tail(self, n: int = 30) -> str:
+        """The last lines of the server's log."""
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        return ""
+
+
+def child_env() -> dict[str, str]:
+    """The environment for the servers, without CAESAR_REST_* settings of the caller."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CAESAR_REST_")}
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def job_rows(n: int) -> list[dict[str, Any]]:
+    """``n`` finished sep jobs of the local user, one a minute from 2025-01-01 UTC."""
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = []
+    for i in range(n):
+        job_id = uuid.uuid4().hex
+        created = base + timedelta(minutes=i)
+        started = created + timedelta(seconds=2)
+        ended = started + timedelta(seconds=31.5)
+        inputs = {"thresh": 5.0, "minarea": 5}
+        rows.append(
+            {
+                "id": job_id,
+                "owner": OWNER,
+                "app": "sep",
+                "options": inputs,
+                "job_inputs": inputs,
+                "input_file_id": uuid.uuid4().hex,
+                "tag": "bench",
+                "backend": "local",
+                "backend_job_id": None,
+                "phase": "COMPLETED",
+                "reason": "success",
+                "message": "Job completed with success",
+                "exit_code": 0,
+                "run_requested": True,
+                "time_limit": 3600,
+                "cores": 1,
+                "reldir": f"{OWNER}/job_{job_id}",
+                "pid": 10_000 + i,
+                "pid_start": 1_000_000 + i,
+                "host": "bench",
+                "created_at": created,
+                "started_at": started,
+                "ended_at": ended,
+                "elapsed": 31.5,
+                "updated_at": ended,
+            }
+        )
+    return rows
+
+
+def populate(url: str, rows: list[dict[str, Any]]) -> None:
+    """Create the schema at ``url`` and bulk-insert the job rows."""
+    from sqlalchemy import func, insert, select
+
+    from caesar_rest.db.engine import make_engine
+    from caesar_rest.db.migrate import upgrade
+    from caesar_rest.db.models import JobRecord
+
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(insert(JobRecord), rows)
+        with engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(JobRecord)).scalar_one()
+        if stored != len(rows):
+            raise RuntimeError(f"{stored} jobs in {url}, expected {len(rows)}")
+    finally:
+        engine.dispose()
+
+
+_PG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(url: str) -> Iterator[str]:
+    """Create the database named in ``url`` (it must not exist) and drop it afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    name = u.database or ""
+    if not _PG_NAME.match(name):
+        raise SystemExit(f"--db-url: name a new database (letters, digits, _), not {name!r}")
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if found:
+                raise SystemExit(
+                    f"--db-url: database {name!r} already exists; name a new one "
+                    "(the benchmark creates it and drops it at the end)"
+                )
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        log(f"created PostgreSQL database {name}")
+        try:
+            yield url
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            log(f"dropped PostgreSQL database {name}")
+    finally:
+        admin.dispose()
+
+
+def make_fits(path: Path, side: int) -> int:
+    """A valid FITS file: a ``side`` x ``side`` float32 image of zeros. Returns the size.
+
+    The header comes from astropy; the data are written as zero blocks (a real, not sparse,
+    file), never held in memory.
+    """
+    from astropy.io import fits
+
+    header = fits.Header(
+        [
+            ("SIMPLE", True, "conforms to FITS standard"),
+            ("BITPIX", -32, "32-bit float"),
+            ("NAXIS", 2, ""),
+            ("NAXIS1", side, ""),
+            ("NAXIS2", side, ""),
+            ("BUNIT", "JY/BEAM", ""),
+            ("CTYPE1", "RA---SIN", ""),
+            ("CTYPE2", "DEC--SIN", ""),
+        ]
+    )
+    header.tofile(path)
+    data = side * side * 4
+    padded = math.ceil(data / FITS_BLOCK) * FITS_BLOCK
+    zeros = bytes(8 * MIB)
+    with open(path, "ab") as fh:
+        left = padded
+        while left:
+            n = min(left, len(zeros))
+            fh.write(zeros[:n] if n < len(zeros) else zeros)
+            left -= n
+    return path.stat().st_size
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+
+
+@dataclass
+class Row:
+    """One line of the request table."""
+
+    label: str
+    result: WrkResult
+    vs_bare: float | None = None
+
+
+@dataclass
+class UploadResult:
+    """Upload against cp."""
+
+    size: int
+    upload_s: float
+    cp_s: float
+    rss_growth_mb: float
+    rss_samples: int
+    http_status: int
+    sha_ok: bool
+
+    @property
+    def upload_mbs(self) -> float:
+        return self.size / MB / self.upload_s
+
+    @property
+    def cp_mbs(self) -> float:
+        return self.size / MB / self.cp_s
+
+
+def measure(
+    wrk: str, label: str, url: str, args: argparse.Namespace, connections: int | None = None
+) -> Row:
+    """Warm-up, then the measured wrk run."""
+    conns = connections or args.connections
+    log(f"{label}: warm-up {args.warmup:.0f} s, then {args.duration:.0f} s, {conns} connections")
+    run_wrk(wrk, url, args.warmup, conns, args.threads)
+    res = run_wrk(wrk, url, args.duration, conns, args.threads)
+    if res.errors:
+        log(f"{label}: {res.errors}")
+    return Row(label, res)
+
+
+def check_status_answer(base: str, job_id: str) -> None:
+    """The status route answers 200 with this job (else the figures would mean nothing)."""
+    status, body = http_get(f"{base}{API}/job/{job_id}/status")
+    if status != 200 or json.loads(body).get("job_id") != job_id:
+        raise RuntimeError(f"status of {job_id}: HTTP {status} {body[:200]!r}")
+
+
+def check_list_answer(base: str, query: str, expected: int) -> None:
+    """The list route answers 200 with ``expected`` jobs."""
+    status, body = http_get(f"{base}{API}/jobs{query}")
+    got = len(json.loads(body)) if status == 200 else -1
+    if got != expected:
+        raise RuntimeError(f"/jobs{query}: HTTP {status}, {got} jobs, expected {expected}")
+
+
+def run_upload(server: Server, tmp: Path, side: int) -> UploadResult:
+    """Upload a FITS file with curl and copy it with cp; both after a warm read."""
+    src = tmp / f"upload_{side}x{side}.fits"
+    copy_dir = tmp / "cp-target"
+    copy_dir.mkdir()
+    log(f"writing {src.name} ({side}x{side} float32)")
+    size = make_fits(src, side)
+    expected_sha = sha256_of(src)
+
+    warm_read(src)
+    log(f"cp of {size / MIB:.0f} MiB")
+    t0 = time.perf_counter()
+    subprocess.run(["cp", str(src), str(copy_dir / src.name)], check=True)  # noqa: S603 S607
+    cp_s = time.perf_counter() - t0
+    (copy_dir / src.name).unlink()
+
+    warm_read(src)
+    answer = tmp / "upload-answer.json"
+    argv = [
+        "curl",
+        "-sS",
+        "-o",
+        str(answer),
+        "-w",
+        "%{http_code}",
+        "-F",
+        f"file=@{src}",
+        f"{server.base}{API}/upload",
+    ]
+    log(f"upload of {size / MIB:.0f} MiB with curl")
+    sampler = RssSampler(server.pid)
+    sampler.start()
+    try:
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+        upload_s = time.perf_counter() - t0
+    finally:
+        sampler.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"curl failed ({proc.returncode}): {proc.stderr.strip()}")
+    http_status = int(proc.stdout.strip() or 0)
+    sha_ok = False
+    with contextlib.suppress(OSError, ValueError):
+        doc = json.loads(answer.read_text())
+        sha_ok = doc.get("sha256") == expected_sha and doc.get("size_bytes") == size
+    if http_status != 200 or not sha_ok:
+        log(f"upload answer: HTTP {http_status} {answer.read_text(errors='replace')[:300]}")
+    # The big files go now; the stored upload goes with the data folder.
+    src.unlink()
+    for stored in (tmp / "data").rglob("*.fits"):
+        stored.unlink()
+    return UploadResult(
+        size, upload_s, cp_s, sampler.growth_mb, sampler.samples, http_status, sha_ok
+    )
+
+
+def format_tables(
+    title: str, rows: list[Row], upload: UploadResult | None, args: argparse.Namespace
+) -> str:
+    """The comparison table(s) as text."""
+    out = [title]
+    out.append(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:.0f}s --latency "
+        f"(after a {args.warmup:.0f} s warm-up), {args.jobs} jobs stored"
+    )
+    out.append("")
+    head = f"{'request':<44} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'vs bare':>8}"
+    out.append(head)
+    out.append("-" * len(head))
+    for r in rows:
+        vs = "" if r.vs_bare is None else f"{r.vs_bare * 100:.0f} %"
+        out.append(
+            f"{r.label:<44} {r.result.rps:>9.1f} {r.result.p50_ms:>9.2f} "
+            f"{r.result.p99_ms:>9.2f} {vs:>8}"
+        )
+    if upload is not None:
+        out.append("")
+        head = f"{'transfer of ' + format(upload.size / MIB, '.0f') + ' MiB FITS':<44} {'MB/s':>9}"
+        head += f" {'seconds':>9} {'vs cp':>9} {'RSS +MB':>8}"
+        out.append(head)
+        out.append("-" * len(head))
+        out.append(
+            f"{'upload: curl -F file=@... POST /upload':<44} {upload.upload_mbs:>9.1f} "
+            f"{upload.upload_s:>9.2f} {upload.upload_mbs / upload.cp_mbs * 100:>7.0f} % "
+            f"{upload.rss_growth_mb:>8.1f}"
+        )
+        out.append(f"{'cp to the same file system':<44} {upload.cp_mbs:>9.1f} {upload.cp_s:>9.2f}")
+        check = "yes" if upload.http_status == 200 and upload.sha_ok else "NO"
+        out.append(
+            f"upload answered HTTP {upload.http_status}, sha256 and size match: {check} "
+            f"(RSS sampled {upload.rss_samples} times)"
+        )
+    return "\n".join(out)
+
+
+def format_targets(rows: dict[str, Row], upload: UploadResult | None) -> tuple[str, bool]:
+    """One line per target: met or not met."""
+    lines = ["", "targets:"]
+    all_met = True
+
+    def line(ok: bool, text: str) -> None:
+        nonlocal all_met
+        all_met &= ok
+        lines.append(f"  [{'met' if ok else 'NOT MET'}] {text}")
+
+    status = rows["status"]
+    assert status.vs_bare is not None
+    line(
+        status.vs_bare >= TARGET_STATUS_VS_BARE,
+        f"status route {status.vs_bare * 100:.0f} % of the bare baseline "
+        f"(target >= {TARGET_STATUS_VS_BARE * 100:.0f} %)",
+    )
+    line(
+        status.result.p99_ms <= TARGET_STATUS_P99_MS,
+        f"status route p99 {status.result.p99_ms:.2f} ms (target <= {TARGET_STATUS_P99_MS:.0f} ms)",
+    )
+    if upload is not None:
+        ratio = upload.upload_mbs / upload.cp_mbs
+        line(
+            ratio >= TARGET_UPLOAD_VS_CP,
+            f"upload {ratio * 100:.0f} % of cp (target >= {TARGET_UPLOAD_VS_CP * 100:.0f} %)",
+        )
+        line(
+            upload.rss_growth_mb <= TARGET_UPLOAD_RSS_MB,
+            f"server RSS growth during the upload {upload.rss_growth_mb:.1f} MB "
+            f"(target <= {TARGET_UPLOAD_RSS_MB:.0f} MB)",
+        )
+    return "\n".join(lines), all_met
+
+
+def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
+    """Populate, measure the bare baseline, then our server; print the tables."""
+    sqlite_path = tmp / "caesar-rest.sqlite3"  # the default: <parent of datadir>
+    sqlite_url = f"sqlite:///{sqlite_path}"
+    rows_data = job_rows(args.jobs)
+    job_id = rows_data[args.jobs // 2]["id"]
+    log(f"storing {args.jobs} jobs in {sqlite_path.name}")
+    populate(sqlite_url, rows_data)
+    env = child_env()
+
+    # The bare baseline.
+    bare_port = free_port()
+    bare = Server(
+        "bare_app",
+        [sys.executable, str(BENCH_DIR / "bare_app.py"), "--port", str(bare_port)]
+        + ["--db", str(sqlite_path)],
+        tmp,
+        env,
+        bare_port,
+    )
+    status_path = f"{API}/job/{job_id}/status"
+    try:
+        bare.start(status_path)
+        check_status_answer(bare.base, job_id)
+        bare_row = measure(
+            wrk, "bare FastAPI + sqlite3: GET /job/<id>/status", bare.base + status_path, args
+        )
+    finally:
+        bare.stop()
+
+    # Our server.
+    db_label = "SQLite"
+    with contextlib.ExitStack() as stack:
+        server_argv = [
+            str(Path(sys.executable).with_name("caesar-rest")),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--datadir",
+            str(tmp / "data"),
+            "--jobdir",
+            str(tmp / "jobs"),
+            "--max-upload-mib",
+            str(max(1000, 2 * args.upload_side**2 * 4 // MIB)),
+        ]
+        if args.db_url:
+            pg_url = stack.enter_context(fresh_postgres_database(args.db_url))
+            log(f"storing {args.jobs} jobs in PostgreSQL")
+            populate(pg_url, rows_data)
+            server_argv += ["--db-url", pg_url]
+            db_label = "PostgreSQL " + pg_url.split("@")[-1]
+        port = free_port()
+        server_argv += ["--port", str(port)]
+        if args.loglevel:
+            server_argv += ["--loglevel", args.loglevel]
+        server = Server("caesar-rest", server_argv, tmp, env, port)
+        stack.callback(server.stop)
+        server.start(status_path)
+        check_status_answer(server.base, job_id)
+        check_list_answer(server.base, "", args.jobs)
+        check_list_answer(server.base, "?limit=100", 100)
+        status_row = measure(
+            wrk, "caesar-rest: GET /job/<id>/status", server.base + status_path, args
+        )
+        status_row.vs_bare = status_row.result.rps / bare_row.result.rps
+        bare_row.vs_bare = 1.0
+        list_row = measure(
+            wrk, f"caesar-rest: GET /jobs ({args.jobs} jobs)", f"{server.base}{API}/jobs", args
+        )
+        page_row = measure(
+            wrk, "caesar-rest: GET /jobs?limit=100", f"{server.base}{API}/jobs?limit=100", args
+        )
+        upload = None if args.skip_upload else run_upload(server, tmp, args.upload_side)
+        server_rss_mb = rss_kib(server.pid) * 1024 / MB
+
+    rows = [bare_row, status_row, list_row, page_row]
+    title = (
+        f"caesar-rest API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
+        f"our server on {db_label}, 1 process"
+    )
+    print(format_tables(title, rows, upload, args))
+    targets, _ = format_targets({"status": status_row}, upload)
+    print(targets)
+    print(f"(server RSS at the end of the run: {server_rss_mb:.0f} MB)")
+    failed = [r.label for r in rows if r.result.errors]
+    if failed:
+        print(f"errors during: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    if upload is not None and not (upload.http_status == 200 and upload.sha_ok):
+        print("the upload failed its checks", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(
+        description="Load-test the caesar-rest API (wrk, curl) against a bare FastAPI baseline."
+    )
+    p.add_argument("--quick", action="store_true", help="short runs and a 256 MiB upload")
+    p.add_argument("--duration", type=float, help="seconds per measured wrk run (default 10)")
+    p.add_argument("--warmup", type=float, help="seconds of wrk warm-up per run (default 3)")
+    p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("--jobs", type=int, default=10_000, help="jobs stored (default 10000)")
+    p.add_argument(
+        "--db-url",
+        help="run our server on PostgreSQL: postgresql+psycopg://user@host:port/NEWDB; the "
+        "database NEWDB must not exist, it is created and dropped",
+    )
+    p.add_argument("--skip-upload", action="store_true", help="no upload measurement")
+    p.add_argument(
+        "--loglevel", help="our server's --loglevel (default: the server's default, INFO)"
+    )
+    p.add_argument("--tmpdir", help="parent of the temporary folder (default: the system's)")
+    args = p.parse_args(argv)
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 1.0 if args.quick else 3.0
+    # 16384^2 float32 = 1 GiB of data; 8192^2 = 256 MiB.
+    args.upload_side = 8192 if args.quick else 16384
+    if args.db_url and not args.db_url.startswith("postgresql"):
+        p.error("--db-url: only PostgreSQL URLs (the default is SQLite in the temporary folder)")
+    if args.jobs < 100:
+        p.error("--jobs: at least 100")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print(WRK_INSTALL, file=sys.stderr)
+        return 2
+    if shutil.which("curl") is None and not args.skip_upload:
+        print(
+            "curl is not installed (needed for the upload; or pass --skip-upload)", file=sys.stderr
+        )
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="caesar-api-load-", dir=args.tmpdir))
+    try:
+        return benchmark(args, wrk, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

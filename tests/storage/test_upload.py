@@ -1,0 +1,83 @@
+"""The streaming multipart receiver, on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from caesar_rest.storage.upload import (
+    UploadError,
+    UploadTooLarge,
+    receive_upload,
+    sweep_incoming,
+)
+
+BOUNDARY = "XyZ123"
+CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def body(payload: bytes, tag: str = "hello") -> bytes:
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="tag"\r\n\r\n{tag}\r\n'
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="img.fits"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + payload
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def run(data: bytes, tmp: Path, limit: int = 10**9, chunk: int = 7919, buf: int = 65536):  # type: ignore[no-untyped-def]
+    return asyncio.run(receive_upload(chunks(data, chunk), CTYPE, tmp, limit, buffer_size=buf))
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 7919, 1 << 20])
+def test_file_and_fields_received_intact(tmp_path: Path, chunk: int) -> None:
+    payload = bytes(range(256)) * 1000 + b"\r\n--XyZ12 almost a boundary\r\n"
+    got = run(body(payload), tmp_path, chunk=chunk, buf=1000)
+    assert got.temp_path.read_bytes() == payload
+    assert got.sha256 == hashlib.sha256(payload).hexdigest()
+    assert got.size == len(payload) and got.fields == {"tag": "hello"}
+    assert got.client_filename == "img.fits"
+    got.discard()
+    assert not got.temp_path.exists()
+
+
+def test_limit_removes_partial_file(tmp_path: Path) -> None:
+    with pytest.raises(UploadTooLarge):
+        run(body(b"a" * 100_000), tmp_path, limit=50_000, buf=4096)
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_malformed_bodies(tmp_path: Path) -> None:
+    with pytest.raises(UploadError, match="no file part"):
+        run(f"--{BOUNDARY}--\r\n".encode(), tmp_path)
+    with pytest.raises(UploadError, match="empty"):
+        run(body(b""), tmp_path)
+    with pytest.raises(UploadError, match="multipart"):
+        asyncio.run(receive_upload(chunks(b"{}", 2), "application/json", tmp_path, 10))
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_sweep_keeps_live_processes_files(tmp_path: Path) -> None:
+    import os
+
+    inc = tmp_path / ".incoming"
+    inc.mkdir()
+    mine = inc / f"{os.getpid()}-a.part"
+    dead = inc / "999999999-b.part"
+    mine.write_bytes(b"x")
+    dead.write_bytes(b"x")
+    assert sweep_incoming(tmp_path) == 1
+    assert mine.exists() and not dead.exists()
+    assert sweep_incoming(tmp_path, all_files=True) == 1

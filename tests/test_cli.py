@@ -1,0 +1,69 @@
+"""The caesar-rest command: help texts, migrate and find."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "caesar_rest.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)  # noqa: S603
+
+
+@pytest.mark.parametrize("cmd", [[], ["serve"], ["migrate"], ["find"]])
+def test_help(cmd: list[str]) -> None:
+    r = run(*cmd, "--help")
+    assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_serve_accepts_legacy_option_names() -> None:
+    r = run("serve", "--help")
+    for name in (
+        "--datadir",
+        "--jobdir",
+        "--job_scheduler",
+        "--loglevel",
+        "--logtofile",
+        "--logdir",
+        "--logfile",
+        "--logfile_maxsize",
+        "--debug",
+        "--ssl",
+        "--aai",
+        "--db-url",
+    ):
+        assert name in r.stdout
+
+
+def test_migrate(tmp_path: Path) -> None:
+    r = run("migrate", "--db-url", f"sqlite:///{tmp_path / 'm.sqlite3'}")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m.sqlite3").is_file()
+
+
+def test_find_on_real_image(tmp_path: Path, s17: Path) -> None:
+    out = tmp_path / "out"
+    r = run("find", str(s17), "--app", "sep", "--out", str(out), "--seedthr", "6", "--quiet")
+    assert r.returncode == 0, r.stderr + r.stdout
+    for name in ("catalog.csv", "catalog.vot", "catalog.json", "catalog.reg", "job.log"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "catalog.csv").open()))
+    assert len(rows) > 10
+    assert all(float(r["snr"]) >= 6 for r in rows)
+
+
+def test_find_refuses_bad_options(tmp_path: Path, s17: Path) -> None:
+    r = run("find", str(s17), "--app", "sep", "--out", str(tmp_path), "--seedthr", "-1")
+    assert r.returncode == 2 and "below its minimum" in r.stderr
+    r = run("find", str(s17), "--app", "sep", "--out", str(tmp_path), "--nosuch", "1")
+    assert r.returncode == 2 and "nosuch" in r.stderr
+    r = run("find", str(s17), "--app", "nosuchapp")
+    assert r.returncode == 2 and "unknown app" in r.stderr
+    r = run("find", str(tmp_path / "missing.fits"))
+    assert r.returncode == 2 and "no such file" in r.stderr
