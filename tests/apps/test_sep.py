@@ -311,3 +311,26 @@ def test_real_image(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_sources"] == len(t)
     assert summary["image"]["beam"]["bmaj_arcsec"] == pytest.approx(6.5, abs=1e-3)
+
+
+def test_pixel_stack_overflow_is_retried(
+    synth_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sep
+
+    from caesar_rest.apps import sep_run
+
+    syn = synth_factory()
+    calls: list[int] = []
+    real = sep.set_extract_pixstack
+
+    def spy(n: int) -> None:
+        calls.append(n)
+        real(n)
+
+    monkeypatch.setattr(sep_run, "MIN_PIXSTACK", 1000)
+    monkeypatch.setattr(sep_run.sep, "set_extract_pixstack", spy)
+    # A threshold of 0.1 sigma joins most of the image into one huge island.
+    result = extract_sources(load_image(syn.path), resolve_options({"mergethr": 0.1}))
+    assert calls[-1] == 256 * 256 and len(calls) == 2
+    assert result.n_islands >= 1

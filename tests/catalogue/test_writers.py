@@ -117,9 +117,10 @@ def test_iau_name() -> None:
     ]
 
 
-def test_votable_units_and_ucds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", [None, "binary"])
+def test_votable_units_and_ucds(tmp_path: Path, fmt: str | None) -> None:
     t = _sample_table()
-    path = write_votable(t, tmp_path / "c.vot")
+    path = write_votable(t, tmp_path / "c.vot", tabledata_format=fmt)
     vot = parse_single_table(str(path))
     fields = {f.name: f for f in vot.fields}
     assert list(fields) == list(COLUMN_NAMES)

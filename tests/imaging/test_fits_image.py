@@ -262,3 +262,21 @@ def test_jacobian_and_ellipse_conversions() -> None:
     # Axes are undirected: compare angles modulo 180 deg.
     diff = theta - np.array([math.pi / 2, 0.0, math.radians(120.0)])
     np.testing.assert_allclose(np.cos(2 * diff), 1.0, atol=1e-9)
+
+
+def test_pixel_to_radec_converts_galactic() -> None:
+    from astropy.coordinates import SkyCoord
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["GLON-SIN", "GLAT-SIN"]
+    w.wcs.crval = [340.0, 0.5]
+    w.wcs.crpix = [10.5, 10.5]
+    w.wcs.cdelt = [-PIX / 3600.0, PIX / 3600.0]
+    ra, dec = pixel_to_radec(w, [3.0, 10.0], [4.0, 15.0])
+    lon, lat = w.pixel_to_world_values([3.0, 10.0], [4.0, 15.0])
+    icrs = SkyCoord(lon, lat, unit="deg", frame="galactic").icrs
+    np.testing.assert_allclose(ra, icrs.ra.deg, atol=1e-10)
+    np.testing.assert_allclose(dec, icrs.dec.deg, atol=1e-10)
+    # PA stays east of (equatorial) north: the Jacobian is rotated w.r.t. the pixel grid.
+    jac = sky_jacobian(w, [10.0], [10.0])
+    assert abs(jac[0, 0, 1]) > 0.1

@@ -232,8 +232,13 @@ def read_catalogue_csv(path: str | Path) -> Table:
     return make_table(columns)
 
 
-def write_votable(table: Table, path: str | Path) -> Path:
-    """Write the catalogue as a VOTable (binary-free TABLEDATA, FIELDs with unit and ucd).
+#: Above this many rows VOTables are written in BINARY (astropy's TABLEDATA writer takes
+#: about 0.35 ms per row; BINARY is ~4x faster). Both read the same in TOPCAT and astropy.
+VOTABLE_TABLEDATA_MAX_ROWS = 10_000
+
+
+def write_votable(table: Table, path: str | Path, tabledata_format: str | None = None) -> Path:
+    """Write the catalogue as a VOTable whose FIELDs carry unit, ucd and description.
 
     Parameters
     ----------
@@ -241,6 +246,9 @@ def write_votable(table: Table, path: str | Path) -> Path:
         A table from :func:`make_table`.
     path
         Output file (overwritten).
+    tabledata_format
+        ``"tabledata"`` (readable XML), ``"binary"`` or ``"binary2"``; by default TABLEDATA up
+        to :data:`VOTABLE_TABLEDATA_MAX_ROWS` rows and BINARY beyond.
 
     Returns
     -------
@@ -248,8 +256,10 @@ def write_votable(table: Table, path: str | Path) -> Path:
         The file written.
     """
     path = Path(path)
+    if tabledata_format is None:
+        tabledata_format = "tabledata" if len(table) <= VOTABLE_TABLEDATA_MAX_ROWS else "binary"
     votable = from_table(table)
-    votable_writeto(votable, str(path), tabledata_format="tabledata")
+    votable_writeto(votable, str(path), tabledata_format=tabledata_format)
     return path
 
 

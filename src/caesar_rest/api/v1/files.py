@@ -15,8 +15,9 @@ from sqlalchemy import delete, select
 from starlette.requests import ClientDisconnect
 
 from caesar_rest.api.context import ServiceContext
-from caesar_rest.api.deps import current_user, get_ctx
+from caesar_rest.api.deps import current_user, get_and_post, get_ctx
 from caesar_rest.api.errors import ApiError
+from caesar_rest.api.schemas import FileDoc, MessageReply, UploadReply, errors
 from caesar_rest.db.models import FileRecord, JobRecord
 from caesar_rest.jobs.service import utcnow
 from caesar_rest.jobs.states import FINAL
@@ -70,7 +71,28 @@ def owned_file(ctx: ServiceContext, owner: str, file_id: str) -> FileRecord:
     return f
 
 
-@router.post("/upload", summary="Upload a FITS image (multipart field 'file', optional 'tag')")
+@router.post(
+    "/upload",
+    summary="Upload a FITS image (multipart field 'file', optional 'tag')",
+    responses={200: {"model": UploadReply}, **errors(400, 413, 415)},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "tag": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
 async def upload(
     request: Request,
     ctx: ServiceContext = Depends(get_ctx),
@@ -154,7 +176,9 @@ async def upload(
     )
 
 
-@router.get("/fileids", summary="List the caller's files")
+@router.get(
+    "/fileids", summary="List the caller's files", responses={200: {"model": list[FileDoc]}}
+)
 def fileids(
     ctx: ServiceContext = Depends(get_ctx), owner: str = Depends(current_user)
 ) -> JSONResponse:
@@ -166,7 +190,7 @@ def fileids(
     return JSONResponse([file_doc(f) for f in rows])
 
 
-@router.api_route("/download", methods=["GET", "POST"], summary="Redirect to /download/<uuid>")
+@get_and_post(router, "/download", summary="Redirect to /download/<uuid>")
 async def download_redirect(request: Request) -> RedirectResponse:
     """Take ``uuid`` from the query (GET) or the form (POST) and redirect."""
     uuid = request.query_params.get("uuid")
@@ -185,9 +209,9 @@ async def download_redirect(request: Request) -> RedirectResponse:
     )
 
 
-@router.api_route(
+@get_and_post(
+    router,
     "/download/{file_uuid}",
-    methods=["GET", "POST"],
     name="download_by_uuid",
     summary="Download a file",
 )
@@ -215,7 +239,12 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
-@router.api_route("/delete/{file_uuid}", methods=["GET", "POST"], summary="Delete a file")
+@get_and_post(
+    router,
+    "/delete/{file_uuid}",
+    summary="Delete a file",
+    responses={200: {"model": MessageReply}, **errors(400, 404, 409)},
+)
 def delete_file(
     file_uuid: str,
     ctx: ServiceContext = Depends(get_ctx),

@@ -12,8 +12,18 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import select
 
 from caesar_rest.api.context import ServiceContext
-from caesar_rest.api.deps import current_user, get_ctx
+from caesar_rest.api.deps import current_user, get_and_post, get_ctx
 from caesar_rest.api.errors import ApiError
+from caesar_rest.api.schemas import (
+    JobDoc,
+    MessageReply,
+    PendingReply,
+    StatusReply,
+    SubmitErrorBody,
+    SubmitReply,
+    SubmitRequest,
+    errors,
+)
 from caesar_rest.apps.base import OptionError
 from caesar_rest.db.models import JobRecord, JobResult
 from caesar_rest.jobs.archive import ensure_archive
@@ -57,7 +67,18 @@ def _submit_error(code: int, message: str, body: Any, **extra: Any) -> ApiError:
     )
 
 
-@router.post("/job", status_code=202, summary="Submit a job")
+@router.post(
+    "/job",
+    status_code=202,
+    summary="Submit a job",
+    responses={202: {"model": SubmitReply}, 400: {"model": SubmitErrorBody}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SubmitRequest.model_json_schema()}},
+        }
+    },
+)
 async def submit_job(
     request: Request,
     ctx: ServiceContext = Depends(get_ctx),
@@ -126,7 +147,11 @@ def _not_found(job_id: str, owner: str) -> ApiError:
     return ApiError(404, f"Job {job_id} not found for user {owner}!", job_id=job_id)
 
 
-@router.get("/job/{job_id}/status", summary="Status of a job")
+@router.get(
+    "/job/{job_id}/status",
+    summary="Status of a job",
+    responses={200: {"model": StatusReply}, **errors(400, 404)},
+)
 def job_status(
     job_id: str,
     ctx: ServiceContext = Depends(get_ctx),
@@ -201,7 +226,7 @@ _LIST_COLS = (
 )
 
 
-@router.get("/jobs", summary="List the caller's jobs")
+@router.get("/jobs", summary="List the caller's jobs", responses={200: {"model": list[JobDoc]}})
 def list_jobs(
     ctx: ServiceContext = Depends(get_ctx),
     owner: str = Depends(current_user),
@@ -223,7 +248,12 @@ def list_jobs(
     return Response(body, media_type="application/json")
 
 
-@router.api_route("/job/{job_id}/cancel", methods=["GET", "POST"], summary="Cancel a job")
+@get_and_post(
+    router,
+    "/job/{job_id}/cancel",
+    summary="Cancel a job",
+    responses={200: {"model": MessageReply}, **errors(400, 404)},
+)
 def cancel_job(
     job_id: str,
     ctx: ServiceContext = Depends(get_ctx),
@@ -278,7 +308,12 @@ def _result(ctx: ServiceContext, job: JobRecord, names: tuple[str, ...]) -> JobR
     raise ApiError(404, f"Cannot find desired output for job {job.id}!", job_id=job.id)
 
 
-@router.get("/job/{job_id}/output", summary="The job folder as a tar.gz")
+@router.get(
+    "/job/{job_id}/output",
+    summary="The job folder as a tar.gz",
+    response_class=FileResponse,
+    responses={202: {"model": PendingReply}, **errors(400, 404)},
+)
 async def job_output(
     job_id: str,
     ctx: ServiceContext = Depends(get_ctx),
@@ -313,39 +348,46 @@ def _file_route(names: tuple[str, ...], as_json: bool) -> Any:
     return handler
 
 
+_OUT: dict[str, Any] = {"responses": {202: {"model": PendingReply}, **errors(400, 404)}}
+
 router.add_api_route(
     "/job/{job_id}/sources",
     _file_route(("catalog-json",), True),
     methods=["GET"],
     summary="Source (island) catalogue as JSON",
+    **_OUT,
 )
 router.add_api_route(
     "/job/{job_id}/output-sources",
     _file_route(("islands-dat", "catalog-csv"), False),
     methods=["GET"],
     summary="Source catalogue file",
+    **_OUT,
 )
 router.add_api_route(
     "/job/{job_id}/source-components",
     _file_route(("components-json",), True),
     methods=["GET"],
     summary="Component catalogue as JSON (apps that fit components)",
+    **_OUT,
 )
 router.add_api_route(
     "/job/{job_id}/output-components",
     _file_route(("components-dat", "components-csv"), False),
     methods=["GET"],
     summary="Component catalogue file",
+    **_OUT,
 )
 router.add_api_route(
     "/job/{job_id}/output-plot",
     _file_route(("preview",), False),
     methods=["GET"],
     summary="Preview picture (PNG)",
+    **_OUT,
 )
 
 
-@router.get("/job/{job_id}/preview", summary="Preview picture, base64 in JSON")
+@router.get("/job/{job_id}/preview", summary="Preview picture, base64 in JSON", **_OUT)
 def job_preview(
     job_id: str,
     ctx: ServiceContext = Depends(get_ctx),
