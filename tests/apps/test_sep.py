@@ -293,7 +293,6 @@ def test_not_an_image(tmp_path: Path) -> None:
     assert "no image data" in proc.stderr
 
 
-@pytest.mark.skipif(not REAL_IMAGE.is_file(), reason="shared data not available")
 def test_real_image(tmp_path: Path) -> None:
     out = tmp_path / "real"
     proc = _run("--input", str(REAL_IMAGE.resolve()), "--outdir", str(out))

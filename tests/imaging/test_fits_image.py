@@ -107,7 +107,6 @@ def test_non_degenerate_third_axis(tmp_path: Path) -> None:
         load_image(path)
 
 
-@pytest.mark.skipif(not REAL_IMAGE.is_file(), reason="shared data not available")
 def test_real_image_with_ctype3_ctype4_but_naxis2() -> None:
     header = fits.getheader(REAL_IMAGE)
     assert header["NAXIS"] == 2 and "CTYPE3" in header and "CTYPE4" in header
