@@ -30,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -444,37 +445,50 @@ class Row:
     label: str
     result: WrkResult
     vs_bare: float | None = None
+    rounds: list[float] = field(default_factory=list)
 
 
 @dataclass
 class UploadResult:
-    """Upload against cp."""
+    """Upload against cp, over one or more rounds (medians shown)."""
 
     size: int
-    upload_s: float
-    cp_s: float
+    upload_s: list[float]
+    cp_s: list[float]
     rss_growth_mb: float
     rss_samples: int
-    http_status: int
+    http_status: list[int]
     sha_ok: bool
 
     @property
     def upload_mbs(self) -> float:
-        return self.size / MB / self.upload_s
+        return self.size / MB / statistics.median(self.upload_s)
 
     @property
     def cp_mbs(self) -> float:
-        return self.size / MB / self.cp_s
+        return self.size / MB / statistics.median(self.cp_s)
+
+    @property
+    def ok(self) -> bool:
+        return self.sha_ok and all(code == 200 for code in self.http_status)
 
 
 def measure(
-    wrk: str, label: str, url: str, args: argparse.Namespace, connections: int | None = None
+    wrk: str,
+    label: str,
+    url: str,
+    args: argparse.Namespace,
+    connections: int | None = None,
+    duration: float | None = None,
 ) -> Row:
     """Warm-up, then the measured wrk run."""
     conns = connections or args.connections
-    log(f"{label}: warm-up {args.warmup:.0f} s, then {args.duration:.0f} s, {conns} connections")
+    secs = duration or args.duration
+    log(f"{label}: warm-up {args.warmup:.0f} s, then {secs:.0f} s, {conns} connections")
     run_wrk(wrk, url, args.warmup, conns, args.threads)
-    res = run_wrk(wrk, url, args.duration, conns, args.threads)
+    res = run_wrk(wrk, url, secs, conns, args.threads)
+    if res.requests == 0:
+        res.errors = "no request completed (run longer or use fewer connections)"
     if res.errors:
         log(f"{label}: {res.errors}")
     return Row(label, res)
@@ -495,24 +509,8 @@ def check_list_answer(base: str, query: str, expected: int) -> None:
         raise RuntimeError(f"/jobs{query}: HTTP {status}, {got} jobs, expected {expected}")
 
 
-def run_upload(server: Server, tmp: Path, side: int) -> UploadResult:
-    """Upload a FITS file with curl and copy it with cp; both after a warm read."""
-    src = tmp / f"upload_{side}x{side}.fits"
-    copy_dir = tmp / "cp-target"
-    copy_dir.mkdir()
-    log(f"writing {src.name} ({side}x{side} float32)")
-    size = make_fits(src, side)
-    expected_sha = sha256_of(src)
-
-    warm_read(src)
-    log(f"cp of {size / MIB:.0f} MiB")
-    t0 = time.perf_counter()
-    subprocess.run(["cp", str(src), str(copy_dir / src.name)], check=True)  # noqa: S603 S607
-    cp_s = time.perf_counter() - t0
-    (copy_dir / src.name).unlink()
-
-    warm_read(src)
-    answer = tmp / "upload-answer.json"
+def upload_once(server: Server, src: Path, answer: Path) -> tuple[float, int, RssSampler]:
+    """One timed ``curl -F`` upload while the server's RSS is sampled."""
     argv = [
         "curl",
         "-sS",
@@ -524,31 +522,68 @@ def run_upload(server: Server, tmp: Path, side: int) -> UploadResult:
         f"file=@{src}",
         f"{server.base}{API}/upload",
     ]
-    log(f"upload of {size / MIB:.0f} MiB with curl")
     sampler = RssSampler(server.pid)
     sampler.start()
     try:
         t0 = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
-        upload_s = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
     finally:
         sampler.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"curl failed ({proc.returncode}): {proc.stderr.strip()}")
-    http_status = int(proc.stdout.strip() or 0)
-    sha_ok = False
-    with contextlib.suppress(OSError, ValueError):
-        doc = json.loads(answer.read_text())
-        sha_ok = doc.get("sha256") == expected_sha and doc.get("size_bytes") == size
-    if http_status != 200 or not sha_ok:
-        log(f"upload answer: HTTP {http_status} {answer.read_text(errors='replace')[:300]}")
-    # The big files go now; the stored upload goes with the data folder.
-    src.unlink()
-    for stored in (tmp / "data").rglob("*.fits"):
-        stored.unlink()
-    return UploadResult(
-        size, upload_s, cp_s, sampler.growth_mb, sampler.samples, http_status, sha_ok
-    )
+    return seconds, int(proc.stdout.strip() or 0), sampler
+
+
+def run_upload(server: Server, tmp: Path, side: int, rounds: int) -> UploadResult:
+    """Copy a FITS file with cp and upload it with curl, in alternation, after warm reads."""
+    src = tmp / f"upload_{side}x{side}.fits"
+    copy = tmp / "cp-target" / src.name
+    copy.parent.mkdir()
+    answer = tmp / "upload-answer.json"
+    log(f"writing {src.name} ({side}x{side} float32)")
+    size = make_fits(src, side)
+    expected_sha = sha256_of(src)
+    cp_s: list[float] = []
+    upload_s: list[float] = []
+    codes: list[int] = []
+    growth = 0.0
+    samples = 0
+    sha_ok = True
+    try:
+        for i in range(rounds):
+            os.sync()  # no write-back of earlier writes during the timed copy
+            warm_read(src)
+            log(f"round {i + 1} of {rounds}: cp of {size / MIB:.0f} MiB")
+            t0 = time.perf_counter()
+            subprocess.run(["cp", str(src), str(copy)], check=True)  # noqa: S603 S607
+            cp_s.append(time.perf_counter() - t0)
+            copy.unlink()
+
+            os.sync()
+            warm_read(src)
+            log(f"round {i + 1} of {rounds}: upload of {size / MIB:.0f} MiB with curl")
+            seconds, code, sampler = upload_once(server, src, answer)
+            upload_s.append(seconds)
+            codes.append(code)
+            growth = max(growth, sampler.growth_mb)
+            samples += sampler.samples
+            ok = False
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads(answer.read_text())
+                ok = doc.get("sha256") == expected_sha and doc.get("size_bytes") == size
+            if code != 200 or not ok:
+                log(f"upload answer: HTTP {code} {answer.read_text(errors='replace')[:300]}")
+            sha_ok &= ok
+            for stored in (tmp / "data").rglob("*.fits"):
+                stored.unlink()
+    finally:
+        # The big files go as soon as they are not needed.
+        src.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
+        for stored in (tmp / "data").rglob("*.fits"):
+            stored.unlink()
+    return UploadResult(size, upload_s, cp_s, growth, samples, codes, sha_ok)
 
 
 def format_tables(
@@ -558,7 +593,8 @@ def format_tables(
     out = [title]
     out.append(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration:.0f}s --latency "
-        f"(after a {args.warmup:.0f} s warm-up), {args.jobs} jobs stored"
+        f"(after a {args.warmup:.0f} s warm-up), {args.jobs} jobs stored; status: median of "
+        f"{args.rounds} alternating round(s)"
     )
     out.append("")
     head = f"{'request':<44} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'vs bare':>8}"
@@ -570,6 +606,10 @@ def format_tables(
             f"{r.label:<44} {r.result.rps:>9.1f} {r.result.p50_ms:>9.2f} "
             f"{r.result.p99_ms:>9.2f} {vs:>8}"
         )
+    for r in rows:
+        if len(r.rounds) > 1:
+            runs = ", ".join(f"{x:.0f}" for x in r.rounds)
+            out.append(f"  rounds of {r.label.split(':')[0]} status (req/s): {runs}; median shown")
     if upload is not None:
         out.append("")
         head = f"{'transfer of ' + format(upload.size / MIB, '.0f') + ' MiB FITS':<44} {'MB/s':>9}"
@@ -578,14 +618,22 @@ def format_tables(
         out.append("-" * len(head))
         out.append(
             f"{'upload: curl -F file=@... POST /upload':<44} {upload.upload_mbs:>9.1f} "
-            f"{upload.upload_s:>9.2f} {upload.upload_mbs / upload.cp_mbs * 100:>7.0f} % "
-            f"{upload.rss_growth_mb:>8.1f}"
+            f"{statistics.median(upload.upload_s):>9.2f} "
+            f"{upload.upload_mbs / upload.cp_mbs * 100:>7.0f} % {upload.rss_growth_mb:>8.1f}"
         )
-        out.append(f"{'cp to the same file system':<44} {upload.cp_mbs:>9.1f} {upload.cp_s:>9.2f}")
-        check = "yes" if upload.http_status == 200 and upload.sha_ok else "NO"
         out.append(
-            f"upload answered HTTP {upload.http_status}, sha256 and size match: {check} "
-            f"(RSS sampled {upload.rss_samples} times)"
+            f"{'cp to the same file system':<44} {upload.cp_mbs:>9.1f} "
+            f"{statistics.median(upload.cp_s):>9.2f}"
+        )
+        if len(upload.upload_s) > 1:
+            ups = ", ".join(f"{upload.size / MB / x:.0f}" for x in upload.upload_s)
+            cps = ", ".join(f"{upload.size / MB / x:.0f}" for x in upload.cp_s)
+            out.append(f"  rounds (MB/s): upload {ups}; cp {cps}; medians shown")
+        check = "yes" if upload.sha_ok else "NO"
+        codes = ", ".join(str(c) for c in upload.http_status)
+        out.append(
+            f"upload answered HTTP {codes}; sha256 and size match: {check}; RSS +MB is the "
+            f"largest growth of any round ({upload.rss_samples} samples, every 20 ms)"
         )
     return "\n".join(out)
 
@@ -625,8 +673,19 @@ def format_targets(rows: dict[str, Row], upload: UploadResult | None) -> tuple[s
     return "\n".join(lines), all_met
 
 
+def median_row(label: str, results: list[WrkResult]) -> Row:
+    """The round with the median requests/s (its latencies go with it)."""
+    ordered = sorted(results, key=lambda r: r.rps)
+    row = Row(label, ordered[(len(ordered) - 1) // 2])
+    row.rounds = [r.rps for r in results]
+    errors = [r.errors for r in results if r.errors]
+    if errors and not row.result.errors:
+        row.result.errors = "; ".join(errors)
+    return row
+
+
 def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
-    """Populate, measure the bare baseline, then our server; print the tables."""
+    """Populate, start the bare baseline and our server, measure; print the tables."""
     sqlite_path = tmp / "caesar-rest.sqlite3"  # the default: <parent of datadir>
     sqlite_url = f"sqlite:///{sqlite_path}"
     rows_data = job_rows(args.jobs)
@@ -634,30 +693,25 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
     log(f"storing {args.jobs} jobs in {sqlite_path.name}")
     populate(sqlite_url, rows_data)
     env = child_env()
-
-    # The bare baseline.
-    bare_port = free_port()
-    bare = Server(
-        "bare_app",
-        [sys.executable, str(BENCH_DIR / "bare_app.py"), "--port", str(bare_port)]
-        + ["--db", str(sqlite_path)],
-        tmp,
-        env,
-        bare_port,
-    )
     status_path = f"{API}/job/{job_id}/status"
-    try:
+    db_label = "SQLite"
+
+    with contextlib.ExitStack() as stack:
+        # The bare baseline: always the SQLite file.
+        bare_port = free_port()
+        bare = Server(
+            "bare_app",
+            [sys.executable, str(BENCH_DIR / "bare_app.py"), "--port", str(bare_port)]
+            + ["--db", str(sqlite_path)],
+            tmp,
+            env,
+            bare_port,
+        )
+        stack.callback(bare.stop)
         bare.start(status_path)
         check_status_answer(bare.base, job_id)
-        bare_row = measure(
-            wrk, "bare FastAPI + sqlite3: GET /job/<id>/status", bare.base + status_path, args
-        )
-    finally:
-        bare.stop()
 
-    # Our server.
-    db_label = "SQLite"
-    with contextlib.ExitStack() as stack:
+        # Our server.
         server_argv = [
             str(Path(sys.executable).with_name("caesar-rest")),
             "serve",
@@ -686,18 +740,37 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         check_status_answer(server.base, job_id)
         check_list_answer(server.base, "", args.jobs)
         check_list_answer(server.base, "?limit=100", 100)
-        status_row = measure(
-            wrk, "caesar-rest: GET /job/<id>/status", server.base + status_path, args
-        )
-        status_row.vs_bare = status_row.result.rps / bare_row.result.rps
+
+        # Status: bare and ours in alternation, so that a slow spell of the machine hits both.
+        bare_runs: list[WrkResult] = []
+        ours_runs: list[WrkResult] = []
+        for i in range(args.rounds):
+            log(f"status round {i + 1} of {args.rounds}")
+            bare_runs.append(measure(wrk, "bare status", bare.base + status_path, args).result)
+            ours_runs.append(measure(wrk, "our status", server.base + status_path, args).result)
+        bare.stop()
+        bare_row = median_row("bare FastAPI + sqlite3: GET /job/<id>/status", bare_runs)
+        status_row = median_row("caesar-rest: GET /job/<id>/status", ours_runs)
         bare_row.vs_bare = 1.0
+        status_row.vs_bare = status_row.result.rps / bare_row.result.rps
+
+        list_secs = max(args.duration, 10.0)  # each answer takes seconds under load
         list_row = measure(
-            wrk, f"caesar-rest: GET /jobs ({args.jobs} jobs)", f"{server.base}{API}/jobs", args
+            wrk,
+            f"caesar-rest: GET /jobs ({args.jobs}; -c{args.list_connections} -d{list_secs:.0f}s)",
+            f"{server.base}{API}/jobs",
+            args,
+            connections=args.list_connections,
+            duration=list_secs,
         )
         page_row = measure(
             wrk, "caesar-rest: GET /jobs?limit=100", f"{server.base}{API}/jobs?limit=100", args
         )
-        upload = None if args.skip_upload else run_upload(server, tmp, args.upload_side)
+        upload = (
+            None
+            if args.skip_upload
+            else run_upload(server, tmp, args.upload_side, args.upload_rounds)
+        )
         server_rss_mb = rss_kib(server.pid) * 1024 / MB
 
     rows = [bare_row, status_row, list_row, page_row]
@@ -713,7 +786,7 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
     if failed:
         print(f"errors during: {', '.join(failed)}", file=sys.stderr)
         return 1
-    if upload is not None and not (upload.http_status == 200 and upload.sha_ok):
+    if upload is not None and not upload.ok:
         print("the upload failed its checks", file=sys.stderr)
         return 1
     return 0
@@ -729,6 +802,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="seconds of wrk warm-up per run (default 3)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="status measurements of bare and ours, in alternation; the median is shown "
+        "(default 3, --quick 1)",
+    )
+    p.add_argument(
+        "--list-connections",
+        type=int,
+        default=4,
+        help="wrk connections for the full job list (default 4: each answer takes a long "
+        "time, more connections only queue)",
+    )
     p.add_argument("--jobs", type=int, default=10_000, help="jobs stored (default 10000)")
     p.add_argument(
         "--db-url",
@@ -737,12 +823,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip-upload", action="store_true", help="no upload measurement")
     p.add_argument(
+        "--upload-rounds",
+        type=int,
+        help="cp and upload in alternation this many times; medians shown (default 3, --quick 1)",
+    )
+    p.add_argument(
         "--loglevel", help="our server's --loglevel (default: the server's default, INFO)"
     )
     p.add_argument("--tmpdir", help="parent of the temporary folder (default: the system's)")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.upload_rounds is None:
+        args.upload_rounds = 1 if args.quick else 3
+    if min(args.rounds, args.upload_rounds) < 1:
+        p.error("--rounds, --upload-rounds: at least 1")
     if args.warmup is None:
         args.warmup = 1.0 if args.quick else 3.0
     # 16384^2 float32 = 1 GiB of data; 8192^2 = 256 MiB.

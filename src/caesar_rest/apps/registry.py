@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Iterable
 
 from caesar_rest.apps.base import App
@@ -46,11 +47,24 @@ def load_app_class(spec: str) -> App:
     return app
 
 
+#: Built-in apps, in the order ``/apps`` lists them. A module not present in this installation
+#: is left out (apps are added one issue at a time); an import error in a present one is raised.
+BUILTIN_APPS: tuple[str, ...] = (
+    "caesar_rest.apps.caesar_app:CaesarApp",
+    "caesar_rest.apps.sep_app:SepApp",
+    "caesar_rest.apps.aegean_app:AegeanApp",
+    "caesar_rest.apps.pybdsf_app:PybdsfApp",
+    "caesar_rest.apps.photutils_app:PhotutilsApp",
+    "caesar_rest.apps.caesar_cpp_app:CaesarCppApp",
+)
+
+
 def default_registry(extra: Iterable[str] = ()) -> AppRegistry:
     """The built-in apps plus the ``extra`` ones (``module:Class`` strings)."""
-    from caesar_rest.apps.sep_app import SepApp
-
-    reg = AppRegistry([SepApp()])
+    reg = AppRegistry()
+    for spec in BUILTIN_APPS:
+        if importlib.util.find_spec(spec.partition(":")[0]) is not None:
+            reg.register(load_app_class(spec))
     for spec in extra:
         reg.register(load_app_class(spec))
     return reg

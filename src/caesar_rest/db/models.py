@@ -81,12 +81,21 @@ class JobRecord(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     elapsed: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: CPU seconds used by the job's processes, where the backend reports it.
+    cpu_time: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    #: UWS: when the job and its results are removed; client-chosen run id.
+    destruction_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Backends: the backend's own state word and when the monitor last saw the job there.
+    backend_state: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at"),
         Index("ix_jobs_phase_backend", "phase", "backend"),
         Index("ix_jobs_input_file", "input_file_id"),
+        Index("ix_jobs_destruction", "destruction_at"),
     )
 
 
@@ -120,3 +129,18 @@ class JobResult(Base):
     filename: Mapped[str] = mapped_column(String(255), nullable=False)
     mime: Mapped[str] = mapped_column(String(128), nullable=False)
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class User(Base):
+    """A user seen by the service, with optional per-user limits (None: the defaults)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    roles: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quota_active_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_time_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
