@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,8 @@ _SETTING_ARGS = (
     "ssl_certfile",
     "ssl_keyfile",
     "aai",
+    "oidc_issuer",
+    "oidc_audience",
 )
 
 
@@ -178,13 +181,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             options=ignored,
             note="use --db-url for the database; other backends come later",
         )
-    if settings.aai:
-        log.error("aai_unavailable", note="OIDC authentication is not implemented yet")
+    if settings.aai and not settings.oidc_issuer:
+        log.error("aai_needs_issuer", note="set CAESAR_REST_OIDC_ISSUER (and _OIDC_AUDIENCE)")
         return 2
     settings.ensure_dirs()
     engine = make_engine(settings.database_url)
     upgrade(engine)
     engine.dispose()
+    if settings.workers > 1 and settings.metrics:
+        # Request metrics are summed over the worker processes through files in this folder.
+        mdir = settings.datadir.resolve().parent / f".metrics-{settings.port}"
+        shutil.rmtree(mdir, ignore_errors=True)
+        mdir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
     scheme = "https" if settings.ssl else "http"
     print(
         f"caesar-rest {__version__} serving on {scheme}://{settings.host}:{settings.port} "

@@ -79,11 +79,83 @@ class Settings(BaseSettings):
         description="Extra app classes to register, as 'module:Class' (plug-ins, tests).",
     )
 
+    # --- job lifetime and UWS --------------------------------------------------------------
+    destruction_days: float = Field(
+        7.0, gt=0, description="Days after creation when a job and its results are removed."
+    )
+    max_destruction_days: float = Field(
+        30.0, gt=0, description="Latest destruction time a client may ask for, in days."
+    )
+    janitor_interval: float = Field(
+        300.0, gt=0, description="Seconds between sweeps removing jobs past their destruction."
+    )
+    uws_wait_max: float = Field(
+        60.0, ge=0, description="Longest UWS WAIT (long-poll) in seconds; WAIT=-1 gets this."
+    )
+    uws_wait_recheck: float = Field(
+        0.4,
+        gt=0,
+        description="Seconds between database re-checks of waited-on jobs (catches phase "
+        "changes made by other processes).",
+    )
+
     # --- users -----------------------------------------------------------------------------
-    aai: bool = Field(False, description="Require OIDC bearer tokens (not yet implemented).")
+    aai: bool = Field(False, description="Require OIDC bearer tokens on every API route.")
     local_user: str = Field(
         "anonymous", description="Owner of every file and job when authentication is off."
     )
+    local_user_admin: bool = Field(
+        True, description="Whether the local user (authentication off) has the admin role."
+    )
+    oidc_issuer: str | None = Field(
+        None, description="OIDC issuer URL; its discovery document gives the JWKS and endpoints."
+    )
+    oidc_audience: str | None = Field(
+        None, description="Audience (aud) that access tokens must carry for this service."
+    )
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"],
+        description="Signature algorithms accepted for JWT access tokens (never 'none'/HS*).",
+    )
+    oidc_leeway: int = Field(
+        10, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat, in seconds."
+    )
+    oidc_jwks_refresh: float = Field(
+        10.0, ge=0, description="Least seconds between two JWKS refetches (unknown key ids)."
+    )
+    oidc_introspection: bool = Field(
+        False, description="Validate opaque (non-JWT) tokens at the introspection endpoint."
+    )
+    oidc_client_id: str | None = Field(
+        None, description="Client id of this service at the provider (introspection)."
+    )
+    oidc_client_secret: str | None = Field(
+        None, description="Client secret of this service at the provider (introspection)."
+    )
+    oidc_roles_claim: str = Field(
+        "roles", description="Claim holding the user's roles; dots address nested claims."
+    )
+    oidc_admin_role: str = Field("admin", description="Role that grants administration.")
+    oidc_http_timeout: float = Field(5.0, gt=0, description="Timeout of calls to the provider.")
+
+    # --- quotas and limits -----------------------------------------------------------------
+    quota_bytes: int = Field(
+        10 * 1024**3, ge=0, description="Default stored bytes per user (uploads); 0: no limit."
+    )
+    quota_active_jobs: int = Field(
+        20, ge=0, description="Default unfinished jobs per user; 0: no limit."
+    )
+    quota_time_limit: int = Field(
+        86400, ge=1, description="Default largest execution time a user's job may have, s."
+    )
+    quota_warning_fraction: float = Field(
+        0.8, gt=0, le=1, description="Answers carry a quota warning above this fraction of use."
+    )
+    max_submissions_per_minute: int = Field(
+        60, ge=0, description="Job submissions per user per minute; 0: no limit."
+    )
+    max_json_body_kib: int = Field(1024, ge=1, description="Largest JSON request body, in KiB.")
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
 
     # --- logging ---------------------------------------------------------------------------
     loglevel: LogLevel = Field("INFO", description="Log level.")

@@ -8,9 +8,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from caesar_rest.apps.registry import AppRegistry, default_registry
+from caesar_rest.auth.oidc import Identity, OIDCValidator
+from caesar_rest.auth.users import UserStore
 from caesar_rest.backends.local import LocalBackend
 from caesar_rest.db.engine import make_engine, make_sessionmaker
 from caesar_rest.db.migrate import upgrade
+from caesar_rest.jobs.janitor import Janitor
 from caesar_rest.jobs.service import JobService
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
@@ -28,7 +31,29 @@ class ServiceContext:
     sessions: sessionmaker[Session]
     apps: AppRegistry
     jobs: JobService
+    users: UserStore
+    validator: OIDCValidator | None = None
     started: bool = field(default=False)
+    #: Removes jobs past their destruction time (running between start and stop).
+    janitor: Janitor | None = None
+
+    @property
+    def local_identity(self) -> Identity:
+        """The one user when authentication is off."""
+        name = self.settings.local_user
+        roles = (
+            frozenset({self.settings.oidc_admin_role})
+            if self.settings.local_user_admin
+            else (frozenset())
+        )
+        return Identity(name, name, roles, self.settings.local_user_admin)
+
+    def validate_token(self, token: str) -> Identity:
+        """Validate a bearer token and record its user."""
+        assert self.validator is not None
+        ident = self.validator.validate(token)
+        self.users.touch(ident)
+        return ident
 
     @classmethod
     def build(cls, settings: Settings, migrate: bool = True) -> ServiceContext:
@@ -41,7 +66,9 @@ class ServiceContext:
         apps = default_registry(settings.extra_apps)
         jobs = JobService(settings, sessions, apps)
         jobs.backends["local"] = LocalBackend(jobs)
-        return cls(settings, engine, sessions, apps, jobs)
+        users = UserStore(settings, sessions)
+        validator = OIDCValidator(settings) if settings.aai else None
+        return cls(settings, engine, sessions, apps, jobs, users, validator)
 
     def start(self) -> None:
         """Sweep partial uploads of dead processes and start the backends."""
@@ -50,10 +77,14 @@ class ServiceContext:
             log.info("partial_uploads_removed", count=removed)
         for backend in self.jobs.backends.values():
             backend.start()
+        self.janitor = Janitor(self.jobs, self.settings.janitor_interval)
+        self.janitor.start()
         self.started = True
 
     def stop(self) -> None:
-        """Stop the backends and close the database pool."""
+        """Stop the janitor and the backends and close the database pool."""
+        if self.janitor is not None:
+            self.janitor.stop()
         for backend in self.jobs.backends.values():
             backend.stop()
         self.engine.dispose()

@@ -17,10 +17,13 @@ log = get_logger(__name__)
 class ApiError(Exception):
     """An error answered as ``{"status": message, ...extra}`` with ``code``."""
 
-    def __init__(self, code: int, message: str, **extra: Any):
+    def __init__(
+        self, code: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.headers = headers
         self.extra = extra
 
 
@@ -34,7 +37,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, **exc.extra), status_code=exc.code)
+        return JSONResponse(
+            error_body(exc.message, **exc.extra), status_code=exc.code, headers=exc.headers
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

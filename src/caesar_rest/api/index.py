@@ -5,12 +5,13 @@ from __future__ import annotations
 from html import escape
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
 from caesar_rest import __version__
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import current_user, get_ctx
+from caesar_rest.api.metrics import render
 
 router = APIRouter()
 
@@ -74,3 +75,12 @@ def readyz(ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
     return JSONResponse(
         {"status": "ok" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
     )
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(ctx: ServiceContext = Depends(get_ctx)) -> Response:
+    """Prometheus exposition (requests by route, jobs by state and app, durations)."""
+    if not ctx.settings.metrics:
+        return JSONResponse({"status": "metrics are off"}, status_code=404)
+    body, ctype = render(ctx)
+    return Response(body, media_type=ctype)

@@ -10,6 +10,8 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from caesar_rest.api.metrics import observe_request
+
 _access = structlog.get_logger("caesar_rest.access")
 _std_access = logging.getLogger("caesar_rest.access")
 
@@ -48,6 +50,9 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            route = scope.get("route")
+            template = str(getattr(route, "path_format", None) or "unmatched")
+            observe_request(scope["method"], template, status[0], time.perf_counter() - start)
             if _std_access.isEnabledFor(logging.INFO):
                 _access.info(
                     "request",

@@ -251,14 +251,22 @@ class LocalBackend:
             code = rc  # the wrapper itself was killed: its status is the job's
         else:
             code = None
-        self.service.finish(job, Outcome(code, round(elapsed, 3), timed_out=timed_out))
+        cpu = exit_info.get("cpu_time") if exit_info else None
+        self.service.finish(
+            job, Outcome(code, round(elapsed, 3), timed_out=timed_out, cpu_time=cpu)
+        )
 
     def _finish_vanished(self, job: JobRecord) -> None:
         exit_info = read_exit_file(self.service.job_dir(job))
         if exit_info is not None:
             log.info("job_finished_while_away", job_id=job.id)
             self.service.finish(
-                job, Outcome(int(exit_info["exit_code"]), float(exit_info.get("elapsed", 0.0)))
+                job,
+                Outcome(
+                    int(exit_info["exit_code"]),
+                    float(exit_info.get("elapsed", 0.0)),
+                    cpu_time=exit_info.get("cpu_time"),
+                ),
             )
             return
         log.warning("job_lost", job_id=job.id, pid=job.pid)

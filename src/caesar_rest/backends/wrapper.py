@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -48,7 +49,16 @@ def main(argv: list[str]) -> int:
 
 def _write(rc: int, sig: int | None, start: float) -> None:
     end = time.time()
-    data = {"exit_code": rc, "signal": sig, "started": start, "ended": end, "elapsed": end - start}
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the app and what it waited for
+    data = {
+        "exit_code": rc,
+        "signal": sig,
+        "started": start,
+        "ended": end,
+        "elapsed": end - start,
+        "cpu_time": round(usage.ru_utime + usage.ru_stime, 3),
+        "max_rss_kib": usage.ru_maxrss,
+    }
     tmp = f"{EXIT_FILE}.{os.getpid()}.tmp"
     with open(tmp, "w") as fh:
         json.dump(data, fh)

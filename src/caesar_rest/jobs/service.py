@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from caesar_rest.apps.base import LOG_RESULT, App, OptionError
 from caesar_rest.apps.registry import AppRegistry
+from caesar_rest.auth.quotas import check_jobs, lock_user
+from caesar_rest.auth.users import Limits
 from caesar_rest.db.models import FileRecord, JobEvent, JobRecord, JobResult
 from caesar_rest.jobs.states import FINAL, Phase, Reason, TransitionError, check_transition
 from caesar_rest.logconfig import get_logger
@@ -52,6 +55,7 @@ class Outcome:
     timed_out: bool = False
     message: str = ""
     reason: Reason = Reason.FAILED
+    cpu_time: float | None = None
 
 
 class JobService:
@@ -67,6 +71,9 @@ class JobService:
         self.sessions = sessions
         self.apps = apps
         self.backends: dict[str, JobBackend] = {}
+        #: Called as ``listener(job_id, new_phase)`` after each committed phase change (from any
+        #: thread; must be quick and must not raise). The UWS long-poll (WAIT) hangs on this.
+        self.listeners: list[Callable[[str, Phase], None]] = []
 
     # --- helpers -------------------------------------------------------------------------
     def job_dir(self, job: JobRecord) -> Path:
@@ -104,11 +111,18 @@ class JobService:
         run: bool = True,
         time_limit: int | None = None,
         backend: str | None = None,
+        limits: Limits | None = None,
+        run_id: str | None = None,
+        destruction_at: datetime | None = None,
     ) -> JobRecord:
         """Validate, persist and (if ``run``) dispatch a job.
 
         The record is committed before the backend sees the job, so a crash between the two
         leaves a PENDING job that start-up reconciliation dispatches, never an untracked run.
+        With ``limits``, the user's unfinished-jobs limit and the submission rate are checked in
+        the same transaction that stores the job (raises QuotaExceeded), and the time limit is
+        clamped to the user's maximum. ``destruction_at`` (default: ``destruction_days`` from
+        now) is when the janitor removes the job; ``run_id`` is the client's own label (UWS).
         """
         app = self.apps.get(app_name)
         if app is None:
@@ -125,6 +139,8 @@ class JobService:
             raise SubmitError(f"app {app_name} needs a FITS image; file {file_id} is {frec.kind}")
         limit = time_limit or self.settings.job_time_limit
         limit = max(1, min(limit, self.settings.max_job_time_limit))
+        if limits is not None:
+            limit = min(limit, limits.time_limit)
         backend_name = backend or self.settings.job_scheduler
         if backend_name not in self.backends:
             raise SubmitError(f"job backend {backend_name!r} is not configured")
@@ -160,9 +176,14 @@ class JobService:
             reldir=reldir,
             created_at=now,
             updated_at=now,
+            run_id=run_id,
+            destruction_at=destruction_at or self.default_destruction(now),
         )
         try:
             with self.sessions.begin() as s:
+                if limits is not None:
+                    lock_user(s, owner)
+                    check_jobs(s, owner, limits, self.settings.max_submissions_per_minute)
                 s.add(job)
                 s.flush()
                 s.add(
@@ -249,7 +270,17 @@ class JobService:
             to_phase=new.value,
             reason=reason.value if reason else None,
         )
+        for listener in list(self.listeners):
+            try:
+                listener(job_id, new)
+            except Exception:  # a listener must never break a transition
+                log.exception("phase_listener_failed", job_id=job_id)
         return True
+
+    def default_destruction(self, now: datetime) -> datetime:
+        """When a job created at ``now`` is destroyed unless the client asks otherwise."""
+        days = min(self.settings.destruction_days, self.settings.max_destruction_days)
+        return now + timedelta(days=days)
 
     def update_fields(self, job_id: str, **fields: Any) -> None:
         """Store fields without a phase change (pid, exit code, ...)."""
@@ -260,6 +291,8 @@ class JobService:
     def finish(self, job: JobRecord, outcome: Outcome) -> None:
         """Record how a job process ended: COMPLETED with its results, or ERROR."""
         fields: dict[str, Any] = {"exit_code": outcome.exit_code, "elapsed": outcome.elapsed}
+        if outcome.cpu_time is not None:
+            fields["cpu_time"] = outcome.cpu_time
         if outcome.timed_out:
             msg = outcome.message or f"Job exceeded its time limit of {job.time_limit} s"
             if not self.transition(job.id, Phase.ERROR, Reason.TIMEOUT, msg, **fields):

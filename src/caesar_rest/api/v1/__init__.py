@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from caesar_rest.api.v1 import accounting, apps, files, jobs
+from caesar_rest.api.v1 import accounting, admin, apps, files, jobs
 
 PREFIX = "/caesar/api/v1.0"
 
@@ -11,3 +11,4 @@ router.include_router(files.router)
 router.include_router(apps.router)
 router.include_router(jobs.router)
 router.include_router(accounting.router)
+router.include_router(admin.router)

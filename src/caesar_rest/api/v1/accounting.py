@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
 from caesar_rest.api.context import ServiceContext
-from caesar_rest.api.deps import current_user, get_ctx
+from caesar_rest.api.deps import current_user, get_ctx, require_admin
+from caesar_rest.api.quota import quota_warning
+from caesar_rest.auth.oidc import Identity
 from caesar_rest.db.models import FileRecord, JobRecord, JobResult
 from caesar_rest.jobs.states import legacy_state
 
@@ -35,6 +37,7 @@ def usage(ctx: ServiceContext, owner: str | None) -> dict[str, Any]:
             JobRecord.reason,
             func.count(JobRecord.id),
             func.coalesce(func.sum(JobRecord.elapsed), 0.0),
+            func.coalesce(func.sum(JobRecord.cpu_time), 0.0),
         ).group_by(JobRecord.phase, JobRecord.reason)
         rq = select(func.coalesce(func.sum(JobResult.size), 0)).join(
             JobRecord, JobRecord.id == JobResult.job_id
@@ -62,8 +65,9 @@ def usage(ctx: ServiceContext, owner: str | None) -> dict[str, Any]:
             "njobs_unknown": 0,
             "job_runtime": 0.0,
             "job_completed_runtime": 0.0,
+            "job_cputime": 0.0,
         }
-        for phase, reason, n, runtime in s.execute(jq).all():
+        for phase, reason, n, runtime, cputime in s.execute(jq).all():
             state = legacy_state(phase, reason)
             key = _COUNTERS.get(
                 state, "njobs_timedout" if state == "TIMED-OUT" else "njobs_unknown"
@@ -71,6 +75,7 @@ def usage(ctx: ServiceContext, owner: str | None) -> dict[str, Any]:
             out[key] += int(n)
             out["njobs"] += int(n)
             out["job_runtime"] += float(runtime or 0.0)
+            out["job_cputime"] += float(cputime or 0.0)
             if state == "SUCCESS":
                 out["job_completed_runtime"] += float(runtime or 0.0)
         if owner is None:
@@ -81,15 +86,65 @@ def usage(ctx: ServiceContext, owner: str | None) -> dict[str, Any]:
     return out
 
 
-@router.get("/accounting", summary="The caller's usage")
+@router.get("/accounting", summary="The caller's usage and limits")
 def accounting(
     ctx: ServiceContext = Depends(get_ctx), owner: str = Depends(current_user)
 ) -> JSONResponse:
-    """Files, sizes, jobs by state and run time of the caller."""
-    return JSONResponse({"user": owner, **usage(ctx, owner)})
+    """Files, sizes, jobs by state, run and CPU time of the caller, with their quotas."""
+    limits = ctx.users.limits(owner)
+    out = usage(ctx, owner)
+    quota = {
+        "bytes": limits.bytes,
+        "active_jobs": limits.active_jobs,
+        "time_limit": limits.time_limit,
+        "submissions_per_minute": ctx.settings.max_submissions_per_minute,
+    }
+    return JSONResponse({"user": owner, **out, "quota": quota, **quota_warning(ctx, owner, limits)})
 
 
-@router.get("/appstats", summary="Service-wide usage")
-def appstats(ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
-    """Totals over all users."""
-    return JSONResponse(usage(ctx, None))
+@router.get("/appstats", summary="Service-wide usage (admin)")
+def appstats(
+    ctx: ServiceContext = Depends(get_ctx), _: Identity = Depends(require_admin)
+) -> JSONResponse:
+    """Totals over all users, and per user."""
+    out = usage(ctx, None)
+    out["users"] = per_user(ctx)
+    return JSONResponse(out)
+
+
+def per_user(ctx: ServiceContext) -> list[dict[str, Any]]:
+    """Files, bytes, jobs and run time per user, from two grouped queries."""
+    with ctx.sessions() as s:
+        files = {
+            owner: (int(n), int(b))
+            for owner, n, b in s.execute(
+                select(
+                    FileRecord.owner,
+                    func.count(FileRecord.id),
+                    func.coalesce(func.sum(FileRecord.size), 0),
+                ).group_by(FileRecord.owner)
+            ).all()
+        }
+        jobs = {
+            owner: (int(n), float(t or 0.0), float(c or 0.0))
+            for owner, n, t, c in s.execute(
+                select(
+                    JobRecord.owner,
+                    func.count(JobRecord.id),
+                    func.sum(JobRecord.elapsed),
+                    func.sum(JobRecord.cpu_time),
+                ).group_by(JobRecord.owner)
+            ).all()
+        }
+    owners = sorted(set(files) | set(jobs))
+    return [
+        {
+            "user": o,
+            "nfiles": files.get(o, (0, 0))[0],
+            "datasize": round(files.get(o, (0, 0))[1] / 1024.0, 3),
+            "njobs": jobs.get(o, (0, 0.0, 0.0))[0],
+            "job_runtime": jobs.get(o, (0, 0.0, 0.0))[1],
+            "job_cputime": jobs.get(o, (0, 0.0, 0.0))[2],
+        }
+        for o in owners
+    ]

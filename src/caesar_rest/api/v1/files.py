@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +18,10 @@ from starlette.requests import ClientDisconnect
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import current_user, get_and_post, get_ctx
 from caesar_rest.api.errors import ApiError
+from caesar_rest.api.quota import quota_warning
 from caesar_rest.api.schemas import FileDoc, MessageReply, UploadReply, errors
+from caesar_rest.auth.quotas import QuotaExceeded, check_bytes, lock_user, usage
+from caesar_rest.auth.users import Limits
 from caesar_rest.db.models import FileRecord, JobRecord
 from caesar_rest.jobs.service import utcnow
 from caesar_rest.jobs.states import FINAL
@@ -104,6 +108,19 @@ async def upload(
     clen = request.headers.get("content-length")
     if clen and clen.isdigit() and int(clen) > limit + 64 * 1024:
         raise ApiError(413, f"Upload too large: the limit is {settings.max_upload_mib} MiB")
+    limits = await run_in_threadpool(ctx.users.limits, owner)
+    if clen and clen.isdigit() and limits.bytes > 0:
+        used = await run_in_threadpool(stored_bytes, ctx, owner)
+        # The body includes a little multipart framing: allow for it.
+        if used + int(clen) - 64 * 1024 > limits.bytes:
+            raise ApiError(
+                403,
+                f"Storage quota exceeded: {used} of {limits.bytes} bytes used",
+                limit="bytes",
+                quota=limits.bytes,
+                used=used,
+                requested=int(clen),
+            )
     try:
         received = await receive_upload(
             request.stream(),
@@ -152,9 +169,10 @@ async def upload(
     )
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(received.temp_path, final)
-        with ctx.sessions.begin() as s:
-            s.add(rec)
+        await run_in_threadpool(_register, ctx, rec, limits, received.temp_path, final)
+    except QuotaExceeded as exc:
+        received.discard()
+        raise ApiError(exc.code, exc.message, **exc.body) from None
     except BaseException:
         received.discard()
         with contextlib.suppress(FileNotFoundError):
@@ -172,8 +190,26 @@ async def upload(
             "uuid": file_id,
             "date": iso(rec.created_at),
             "status": "File uploaded with success",
+            **await run_in_threadpool(quota_warning, ctx, owner, limits),
         }
     )
+
+
+def stored_bytes(ctx: ServiceContext, owner: str) -> int:
+    """Bytes the user stores now."""
+    with ctx.sessions() as s:
+        return usage(s, owner).bytes
+
+
+def _register(
+    ctx: ServiceContext, rec: FileRecord, limits: Limits, temp: Path, final: Path
+) -> None:
+    """Check the quota, move the file into place and store its record, atomically per user."""
+    with ctx.sessions.begin() as s:
+        lock_user(s, rec.owner)
+        check_bytes(s, rec.owner, limits, rec.size)
+        os.replace(temp, final)
+        s.add(rec)
 
 
 @router.get(

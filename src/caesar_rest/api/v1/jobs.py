@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import current_user, get_and_post, get_ctx
 from caesar_rest.api.errors import ApiError
+from caesar_rest.api.quota import quota_warning
 from caesar_rest.api.schemas import (
     JobDoc,
     MessageReply,
@@ -25,6 +27,7 @@ from caesar_rest.api.schemas import (
     errors,
 )
 from caesar_rest.apps.base import OptionError
+from caesar_rest.auth.quotas import QuotaExceeded
 from caesar_rest.db.models import JobRecord, JobResult
 from caesar_rest.jobs.archive import ensure_archive
 from caesar_rest.jobs.service import InputFileNotFound, JobNotFound, SubmitError
@@ -88,9 +91,13 @@ async def submit_job(
 
     Answers 202 with ``state: PENDING`` once the job is stored and dispatched.
     """
+    max_body = ctx.settings.max_json_body_kib * 1024
+    clen = request.headers.get("content-length", "")
+    if clen.isdigit() and int(clen) > max_body:
+        raise _submit_error(413, f"Request body too large (limit {max_body} bytes)", None)
     raw = await request.body()
-    if len(raw) > 1024 * 1024:
-        raise _submit_error(413, "Request body too large (limit 1 MiB)", None)
+    if len(raw) > max_body:
+        raise _submit_error(413, f"Request body too large (limit {max_body} bytes)", None)
     try:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
@@ -113,8 +120,25 @@ async def submit_job(
     tag = body.get("tag")
     if tag is not None and len(json.dumps(tag)) > 4096:
         raise _submit_error(400, "'tag' is too long (4 KiB at most)", body)
+    limits = await run_in_threadpool(ctx.users.limits, owner)
     try:
-        job = await run_in_threadpool(ctx.jobs.create, owner, app, job_inputs, data_inputs, tag)
+        job = await run_in_threadpool(
+            partial(ctx.jobs.create, limits=limits), owner, app, job_inputs, data_inputs, tag
+        )
+    except QuotaExceeded as exc:
+        headers = (
+            {"Retry-After": str(exc.body["retry_after"])} if "retry_after" in exc.body else None
+        )
+        raise ApiError(
+            exc.code,
+            exc.message,
+            headers=headers,
+            state="ABORTED",
+            app=app,
+            job_id="",
+            submit_date="",
+            **exc.body,
+        ) from None
     except OptionError as exc:
         raise _submit_error(400, f"Invalid job_inputs: {exc}", body, errors=exc.problems) from None
     except InputFileNotFound:
@@ -133,6 +157,7 @@ async def submit_job(
             "job_inputs": job.job_inputs,
             "data_inputs": job.input_file_id,
             "tag": job.tag,
+            **await run_in_threadpool(quota_warning, ctx, owner, limits),
         },
         status_code=202,
     )

@@ -1,0 +1,1 @@
+"""Authentication (OIDC bearer tokens) and the caller's identity."""

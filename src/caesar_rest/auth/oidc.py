@@ -1,0 +1,221 @@
+"""OIDC bearer-token validation.
+
+JWT access tokens are checked locally against the issuer's JWKS (signature, issuer, audience,
+expiry with a small leeway); the JWKS URI comes from the discovery document. A token signed
+with a key id we do not know triggers one refetch of the JWKS (rate-limited), so key rotation at
+the provider needs no restart. Opaque tokens go to the provider's introspection endpoint when
+that is enabled. Validated tokens are cached until they expire, so the signature check is not
+repeated on every request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from caesar_rest.logconfig import get_logger
+from caesar_rest.settings import Settings
+
+log = get_logger(__name__)
+
+
+class TokenError(Exception):
+    """The token is missing, malformed or invalid (answered 401)."""
+
+
+class ProviderError(Exception):
+    """The identity provider could not be reached or answered nonsense (answered 503)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling."""
+
+    user_id: str
+    display_name: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    admin: bool = False
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def claim_path(claims: dict[str, Any], path: str) -> Any:
+    """The value at a dotted claim path (``realm_access.roles``), or None."""
+    cur: Any = claims
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+class OIDCValidator:
+    """Validates bearer tokens for one issuer and audience."""
+
+    def __init__(self, settings: Settings, http: httpx.Client | None = None):
+        if not settings.oidc_issuer:
+            raise ValueError("authentication is on but oidc_issuer is not set")
+        self.settings = settings
+        self.issuer = settings.oidc_issuer.rstrip("/")
+        self.http = http or httpx.Client(timeout=settings.oidc_http_timeout)
+        self._lock = threading.Lock()
+        self._discovery: dict[str, Any] | None = None
+        self._keys: dict[str, PyJWK] = {}
+        self._keys_fetched = 0.0
+        self._cache: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+        self._cache_size = 10000
+
+    # --- provider documents --------------------------------------------------------------
+    def discovery(self) -> dict[str, Any]:
+        """The issuer's discovery document (fetched once)."""
+        if self._discovery is None:
+            url = f"{self.issuer}/.well-known/openid-configuration"
+            try:
+                r = self.http.get(url)
+                r.raise_for_status()
+                doc = r.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise ProviderError(f"cannot read the discovery document: {exc}") from None
+            if doc.get("issuer", "").rstrip("/") != self.issuer:
+                raise ProviderError("the discovery document names another issuer")
+            self._discovery = doc
+        return self._discovery
+
+    def _refresh_keys(self, force: bool) -> None:
+        now = time.monotonic()
+        if self._keys and not force:
+            return
+        if self._keys and now - self._keys_fetched < self.settings.oidc_jwks_refresh:
+            return  # rate limit: an unknown kid must not make us hammer the provider
+        try:
+            r = self.http.get(self.discovery()["jwks_uri"])
+            r.raise_for_status()
+            keys = r.json().get("keys", [])
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise ProviderError(f"cannot read the JWKS: {exc}") from None
+        fresh: dict[str, PyJWK] = {}
+        for k in keys:
+            if k.get("use", "sig") != "sig" or "kid" not in k:
+                continue
+            try:
+                fresh[k["kid"]] = PyJWK(k)
+            except (jwt.PyJWKError, jwt.InvalidKeyError):
+                continue
+        self._keys, self._keys_fetched = fresh, now
+        log.info("jwks_loaded", kids=sorted(fresh))
+
+    def _key_for(self, kid: str) -> PyJWK:
+        with self._lock:
+            self._refresh_keys(force=False)
+            if kid not in self._keys:
+                self._refresh_keys(force=True)
+            key = self._keys.get(kid)
+        if key is None:
+            raise TokenError("token signed with an unknown key")
+        return key
+
+    # --- validation ----------------------------------------------------------------------
+    def validate(self, token: str) -> Identity:
+        """Validate ``token`` and return the caller's identity.
+
+        Raises
+        ------
+        TokenError
+            The token is not acceptable.
+        ProviderError
+            The provider is unreachable.
+        """
+        now = time.time()
+        cached = self._cache.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if token.count(".") == 2:
+            claims = self._validate_jwt(token)
+        elif self.settings.oidc_introspection:
+            claims = self._introspect(token)
+        else:
+            raise TokenError("token is not a JWT and introspection is not enabled")
+        ident = self._identity(claims)
+        exp = float(claims.get("exp", now + 60))
+        with self._lock:
+            self._cache[token] = (min(exp, now + 3600), ident)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return ident
+
+    def _validate_jwt(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"malformed token: {exc}") from None
+        alg = header.get("alg")
+        if alg not in self.settings.oidc_algorithms:
+            raise TokenError(f"token algorithm {alg!r} is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise TokenError("token has no key id (kid)")
+        key = self._key_for(kid)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                audience=self.settings.oidc_audience,
+                issuer=self.issuer,
+                leeway=self.settings.oidc_leeway,
+                options={"require": ["exp", "iss", "sub"], "verify_aud": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token expired") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("token from another issuer") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("token signature does not verify") from None
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"invalid token: {exc}") from None
+        return claims
+
+    def _introspect(self, token: str) -> dict[str, Any]:
+        endpoint = self.discovery().get("introspection_endpoint")
+        if not endpoint:
+            raise ProviderError("the provider has no introspection endpoint")
+        auth = (self.settings.oidc_client_id or "", self.settings.oidc_client_secret or "")
+        try:
+            r = self.http.post(endpoint, data={"token": token}, auth=auth)
+            r.raise_for_status()
+            data: dict[str, Any] = r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ProviderError(f"introspection failed: {exc}") from None
+        if not data.get("active"):
+            raise TokenError("token is not active")
+        aud = data.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if self.settings.oidc_audience and self.settings.oidc_audience not in auds:
+            raise TokenError("token is for another audience")
+        if data.get("iss") and str(data["iss"]).rstrip("/") != self.issuer:
+            raise TokenError("token from another issuer")
+        if "exp" in data and float(data["exp"]) + self.settings.oidc_leeway < time.time():
+            raise TokenError("token expired")
+        if not data.get("sub"):
+            raise TokenError("token has no subject")
+        return data
+
+    def _identity(self, claims: dict[str, Any]) -> Identity:
+        sub = str(claims["sub"])
+        name = str(claims.get("preferred_username") or claims.get("email") or sub)
+        raw = claim_path(claims, self.settings.oidc_roles_claim)
+        if isinstance(raw, str):
+            roles = frozenset(raw.split())
+        elif isinstance(raw, list):
+            roles = frozenset(str(r) for r in raw)
+        else:
+            roles = frozenset()
+        return Identity(sub, name, roles, self.settings.oidc_admin_role in roles, claims)

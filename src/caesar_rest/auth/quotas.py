@@ -1,0 +1,123 @@
+"""Per-user quotas (stored bytes, unfinished jobs, execution time) and submission rate.
+
+Checks that must hold across API processes run inside the transaction that stores the new
+record, under a per-user lock (SQLite's write lock, or a PostgreSQL advisory lock), so two
+concurrent requests cannot both slip under a limit.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from caesar_rest.auth.users import Limits
+from caesar_rest.db.models import FileRecord, JobRecord
+from caesar_rest.jobs.states import FINAL
+from caesar_rest.timeutil import utcnow
+
+
+class QuotaExceeded(Exception):
+    """A limit would be exceeded; ``body`` says which and the current use."""
+
+    def __init__(self, code: int, message: str, **body: Any):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a user holds now."""
+
+    bytes: int
+    active_jobs: int
+
+
+def lock_user(session: Session, owner: str) -> None:
+    """Serialise quota checks of one user (call first in the transaction)."""
+    conn = session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"),
+            {"k": zlib.crc32(owner.encode()) + 7_000_000_000},
+        )
+
+
+def usage(session: Session, owner: str) -> Usage:
+    """Stored bytes and unfinished jobs of ``owner``."""
+    nbytes = session.execute(
+        select(func.coalesce(func.sum(FileRecord.size), 0)).where(FileRecord.owner == owner)
+    ).scalar_one()
+    active = session.execute(
+        select(func.count(JobRecord.id)).where(
+            JobRecord.owner == owner, JobRecord.phase.not_in([p.value for p in FINAL])
+        )
+    ).scalar_one()
+    return Usage(int(nbytes), int(active))
+
+
+def check_bytes(session: Session, owner: str, limits: Limits, extra: int) -> None:
+    """Refuse (403) when storing ``extra`` more bytes would pass the quota."""
+    if limits.bytes <= 0:
+        return
+    used = usage(session, owner).bytes
+    if used + extra > limits.bytes:
+        raise QuotaExceeded(
+            403,
+            f"Storage quota exceeded: {used} of {limits.bytes} bytes used, "
+            f"this upload needs {extra} more",
+            limit="bytes",
+            quota=limits.bytes,
+            used=used,
+            requested=extra,
+        )
+
+
+def check_jobs(session: Session, owner: str, limits: Limits, per_minute: int) -> None:
+    """Refuse (429) past the unfinished-jobs limit or the submission rate."""
+    if limits.active_jobs > 0:
+        active = usage(session, owner).active_jobs
+        if active >= limits.active_jobs:
+            raise QuotaExceeded(
+                429,
+                f"Too many unfinished jobs: {active} of {limits.active_jobs} allowed; "
+                "wait for some to end or cancel them",
+                limit="active_jobs",
+                quota=limits.active_jobs,
+                used=active,
+            )
+    if per_minute > 0:
+        since = utcnow() - timedelta(minutes=1)
+        recent = session.execute(
+            select(func.count(JobRecord.id)).where(
+                JobRecord.owner == owner, JobRecord.created_at >= since
+            )
+        ).scalar_one()
+        if recent >= per_minute:
+            raise QuotaExceeded(
+                429,
+                f"Too many submissions: {recent} in the last minute, {per_minute} allowed",
+                limit="submission_rate",
+                quota=per_minute,
+                used=int(recent),
+                retry_after=60,
+            )
+
+
+def warnings(use: Usage, limits: Limits, fraction: float) -> list[str]:
+    """Warnings for limits used above ``fraction``."""
+    out = []
+    if limits.bytes > 0 and use.bytes >= fraction * limits.bytes:
+        out.append(
+            f"storage {use.bytes / limits.bytes:.0%} of quota used "
+            f"({use.bytes} of {limits.bytes} bytes)"
+        )
+    if limits.active_jobs > 0 and use.active_jobs >= fraction * limits.active_jobs:
+        out.append(f"{use.active_jobs} of {limits.active_jobs} unfinished jobs allowed")
+    return out
