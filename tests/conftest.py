@@ -25,6 +25,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 PG_ADMIN_URL = os.environ.get("CAESAR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 sys.path.insert(0, str(SUPPORT))
+from oidc_provider import AUDIENCE, OIDCProvider  # noqa: E402
+
 # Job processes started in-process (TestClient) must find the test apps too.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(SUPPORT), os.environ.get("PYTHONPATH", "")) if p
@@ -205,3 +207,27 @@ def wait_state(
             return last
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} stuck in {last}")
+
+
+@pytest.fixture(scope="session")
+def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDCProvider]:
+    """A real OIDC provider (npm oidc-provider) on a free port, for the whole session."""
+    keys = tmp_path_factory.mktemp("oidc") / "keys.json"
+    provider = OIDCProvider(free_port(), keys).start()
+    yield provider
+    provider.stop()
+
+
+def auth_env(provider: OIDCProvider, **extra: str) -> dict[str, str]:
+    """Server settings that turn authentication on against ``provider``."""
+    return {
+        "CAESAR_REST_AAI": "true",
+        "CAESAR_REST_OIDC_ISSUER": provider.issuer,
+        "CAESAR_REST_OIDC_AUDIENCE": AUDIENCE,
+        "CAESAR_REST_OIDC_LEEWAY": "0",
+        "CAESAR_REST_OIDC_JWKS_REFRESH": "0",
+        "CAESAR_REST_OIDC_INTROSPECTION": "true",
+        "CAESAR_REST_OIDC_CLIENT_ID": "caesar-rest",
+        "CAESAR_REST_OIDC_CLIENT_SECRET": "caesar-rest-secret",
+        **extra,
+    }

@@ -56,6 +56,16 @@ def exercise(srv: LiveServer, image: Path) -> None:
         assert max_overlap(spans) <= 2
         listed = c.get("/jobs").json()
         assert sorted(j["job_id"] for j in listed) == sorted(jobs)
+    # Request metrics are summed over both worker processes, whichever answers the scrape.
+    text = httpx.get(f"{srv.url}/metrics").text
+    uploads = [
+        line
+        for line in text.splitlines()
+        if line.startswith(
+            'caesar_http_requests_total{method="POST",route="/caesar/api/v1.0/upload",status="200"}'
+        )
+    ]
+    assert len(uploads) == 1 and float(uploads[0].split()[-1]) == 4.0
 
 
 def start(tmp: Path, db_url: str | None) -> LiveServer:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from caesar_rest import __version__
-from caesar_rest.api import index, v1
+from caesar_rest.api import index, uws, v1
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.errors import install_error_handlers
 from caesar_rest.api.middleware import RequestIdMiddleware
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, start_backends: bool = True) ->
     install_error_handlers(app)
     app.include_router(index.router)
     app.include_router(v1.router)
+    app.include_router(uws.router)
     app.add_middleware(RequestIdMiddleware)
     return app
 

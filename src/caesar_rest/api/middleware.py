@@ -50,8 +50,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = str(getattr(route, "path_format", None) or "unmatched")
+            template = route_template(scope)
             observe_request(scope["method"], template, status[0], time.perf_counter() - start)
             if _std_access.isEnabledFor(logging.INFO):
                 _access.info(
@@ -62,3 +61,19 @@ class RequestIdMiddleware:
                     ms=round((time.perf_counter() - start) * 1000, 2),
                 )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route as a template (``/job/{job_id}/status``), for low-cardinality labels.
+
+    Built from the request path and its path parameters, since nested routers do not expose
+    their full prefix on the route object.
+    """
+    if scope.get("route") is None:
+        return "unmatched"
+    params: dict[str, Any] = scope.get("path_params") or {}
+    if not params:
+        return str(scope["path"])
+    by_value = {str(v): k for k, v in params.items()}
+    parts = [f"{{{by_value[p]}}}" if p in by_value else p for p in scope["path"].split("/")]
+    return "/".join(parts)

@@ -205,7 +205,10 @@ class OIDCValidator:
         if "exp" in data and float(data["exp"]) + self.settings.oidc_leeway < time.time():
             raise TokenError("token expired")
         if not data.get("sub"):
-            raise TokenError("token has no subject")
+            # A client-credentials token has no end user: the client is the subject.
+            if not data.get("client_id"):
+                raise TokenError("token has no subject")
+            data["sub"] = data["client_id"]
         return data
 
     def _identity(self, claims: dict[str, Any]) -> Identity:

@@ -1,0 +1,107 @@
+"""UWS request parameters: case-insensitive names, job-control values and app options."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from caesar_rest.api.errors import ApiError
+from caesar_rest.apps.base import App
+from caesar_rest.jobs.states import Phase
+
+#: Job-control and input parameters of job creation (lower case); the rest are app options.
+CONTROL = frozenset(
+    {"app", "file", "file_id", "phase", "runid", "executionduration", "destruction"}
+)
+MAX_RUN_ID = 64
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+class Params:
+    """Request parameters with case-insensitive names (UWS asks for it).
+
+    Parameters
+    ----------
+    items
+        ``(name, value)`` pairs in request order (query string, then body).
+    """
+
+    def __init__(self, items: Iterable[tuple[str, str]]):
+        self.items: list[tuple[str, str, str]] = [(k.lower(), k, v) for k, v in items]
+
+    def getlist(self, name: str) -> list[str]:
+        """Every value of ``name`` (any case)."""
+        return [v for k, _, v in self.items if k == name]
+
+    def get(self, name: str) -> str | None:
+        """The one value of ``name``; 400 when it is given more than once with other values."""
+        values = self.getlist(name)
+        if not values:
+            return None
+        if len(set(values)) > 1:
+            raise ApiError(400, f"parameter {name.upper()} is given more than once")
+        return values[0]
+
+    def options(self) -> list[tuple[str, str]]:
+        """The ``(name as sent, value)`` pairs that are not job-control parameters."""
+        return [(orig, v) for k, orig, v in self.items if k not in CONTROL]
+
+
+def parse_phase(value: str, allowed: Iterable[str]) -> str:
+    """An upper-cased phase or action word, 400 unless it is one of ``allowed``."""
+    word = value.strip().upper()
+    allowed = tuple(allowed)
+    if word not in allowed:
+        raise ApiError(400, f"PHASE must be one of {', '.join(allowed)}; got {value!r}")
+    return word
+
+
+def parse_filter_phase(value: str) -> str:
+    """A phase name of the list filter (any UWS phase), 400 otherwise."""
+    return parse_phase(value, [p.value for p in Phase])
+
+
+def parse_int(name: str, value: str, minimum: int | None = None) -> int:
+    """An integer parameter, 400 when malformed or below ``minimum``."""
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer; got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ApiError(400, f"{name} must be at least {minimum}; got {number}")
+    return number
+
+
+def parse_run_id(value: str) -> str:
+    """A client run id (free text, bounded)."""
+    if len(value) > MAX_RUN_ID or "\x00" in value:
+        raise ApiError(400, f"RUNID is limited to {MAX_RUN_ID} characters")
+    return value
+
+
+def app_options(app: App, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Map form parameters onto ``app``'s options, case-insensitively.
+
+    Flags take true/false (also 1/0, yes/no, on/off); other values stay strings, which the
+    app's validation casts and checks. Unknown names are kept as sent, so the validation
+    reports them. A name given twice is refused.
+    """
+    by_lower = {o.name.lower(): o for o in app.options}
+    out: dict[str, Any] = {}
+    for sent, value in pairs:
+        opt = by_lower.get(sent.lower())
+        name = opt.name if opt is not None else sent
+        if name in out:
+            raise ApiError(400, f"option {name!r} is given more than once")
+        if opt is not None and opt.is_flag:
+            low = value.strip().lower()
+            if low in _TRUE:
+                out[name] = True
+            elif low in _FALSE:
+                out[name] = False
+            else:
+                raise ApiError(400, f"option {name!r} is a flag: give true or false, not {value!r}")
+        else:
+            out[name] = value
+    return out
