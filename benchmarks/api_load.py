@@ -720,6 +720,7 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
     log(f"storing {args.jobs} jobs in {sqlite_path.name}")
     populate(sqlite_url, rows_data)
     env = child_env()
+    load_before = os.getloadavg()[0]
     status_path = f"{API}/job/{job_id}/status"
     db_label = "SQLite"
 
@@ -761,7 +762,10 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         server_argv += ["--port", str(port)]
         if args.loglevel:
             server_argv += ["--loglevel", args.loglevel]
-        server = Server("caesar-rest", server_argv, tmp, env, port)
+        # No storage quota: the upload rounds add up to several GiB (ignored by versions
+        # without quotas).
+        server_env = {**env, "CAESAR_REST_QUOTA_BYTES": "0"}
+        server = Server("caesar-rest", server_argv, tmp, server_env, port)
         stack.callback(server.stop)
         server.start(status_path)
         check_status_answer(server.base, job_id)
@@ -809,7 +813,11 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
     print(format_tables(title, rows, upload, args))
     targets, _ = format_targets({"status": status_row}, upload)
     print(targets)
-    print(f"(server RSS at the end of the run: {server_rss_mb:.0f} MB)")
+    print(
+        f"(server RSS at the end: {server_rss_mb:.0f} MB; 1-minute load average of the machine "
+        f"before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}; other work on the machine "
+        "skews the figures)"
+    )
     failed = [r.label for r in rows if r.result.errors]
     if failed:
         print(f"errors during: {', '.join(failed)}", file=sys.stderr)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,7 @@ PG_ADMIN_URL = os.environ.get("CAESAR_TEST_PG", "postgresql://postgres@127.0.0.1
 
 sys.path.insert(0, str(SUPPORT))
 from oidc_provider import AUDIENCE, OIDCProvider  # noqa: E402
+from synth_images import STANDARD_SOURCES, Src, Synth, write_synth  # noqa: E402
 
 # Job processes started in-process (TestClient) must find the test apps too.
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -231,3 +232,20 @@ def auth_env(provider: OIDCProvider, **extra: str) -> dict[str, str]:
         "CAESAR_REST_OIDC_CLIENT_SECRET": "caesar-rest-secret",
         **extra,
     }
+
+
+@pytest.fixture
+def synth_factory(tmp_path: Path) -> Callable[..., Synth]:
+    """Factory writing synthetic images into ``tmp_path``."""
+
+    def make(name: str = "synth.fits", sources: Sequence[Src] | None = None, **kw: object) -> Synth:
+        src = STANDARD_SOURCES if sources is None else sources
+        return write_synth(tmp_path / name, src, **kw)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def standard_sources() -> list[Src]:
+    """The sources of the standard field: bright, S/N 30, S/N 15, elliptical, pair, edge."""
+    return list(STANDARD_SOURCES)

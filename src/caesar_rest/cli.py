@@ -1,55 +1,43 @@
-"""The ``caesar-rest`` command: serve, migrate, find."""
+"""The ``caesar-rest`` command: serve, migrate, find, and the client commands."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from caesar_rest import __version__
+from caesar_rest.backends.options import (
+    add_backend_commands,
+    add_legacy_backend_options,
+    cmd_monitor,
+    cmd_worker,
+    legacy_backend_env,
+)
+from caesar_rest.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 
-# The predecessor's run_app.py options that need a value and have no effect here (yet).
+# The predecessor's run_app.py options that need a value and have no effect here (MongoDB,
+# rclone volumes, ...); its backend options are mapped in caesar_rest.backends.options.
 _LEGACY_IGNORED_VALUE = (
     "dbhost",
     "dbport",
     "dbname",
     "secretfile",
     "openid_realm",
-    "job_monitoring_period",
-    "result_backend_proto",
-    "result_backend_host",
-    "result_backend_port",
-    "result_backend_user",
-    "result_backend_pass",
-    "result_backend_dbname",
-    "broker_proto",
-    "broker_host",
-    "broker_port",
-    "broker_user",
-    "broker_pass",
     "mrcnn_weights",
-    "kube_config",
-    "kube_cafile",
-    "kube_keyfile",
-    "kube_certfile",
-    "slurm_keyfile",
-    "slurm_user",
-    "slurm_host",
-    "slurm_port",
-    "slurm_queue",
     "slurm_batch_workdir",
-    "slurm_jobdir",
-    "slurm_datadir",
-    "slurm_max_cores_per_job",
     "mount_volume_path",
     "rclone_storage_name",
     "rclone_storage_path",
 )
-_LEGACY_IGNORED_FLAGS = ("db", "no-db", "kube_incluster", "mount_rclone_volume")
+_LEGACY_IGNORED_FLAGS = ("db", "no-db", "mount_rclone_volume")
 
 
 def _serve_parser(sub: Any) -> None:
@@ -61,6 +49,9 @@ def _serve_parser(sub: Any) -> None:
     )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
+    p.add_argument(
+        "--uds", help="listen on this unix socket instead of host:port (nginx on the same host)"
+    )
     p.add_argument("--workers", "--nworkers", type=int, help="API worker processes (default 1)")
     p.add_argument("--datadir", help="folder of uploaded files")
     p.add_argument("--jobdir", help="folder of job folders")
@@ -69,7 +60,7 @@ def _serve_parser(sub: Any) -> None:
         "--job_scheduler",
         "--job-scheduler",
         dest="job_scheduler",
-        help="default job backend (local)",
+        help="default job backend: local, celery, slurm or kubernetes (default local)",
     )
     p.add_argument(
         "--max-concurrent-jobs",
@@ -109,6 +100,7 @@ def _serve_parser(sub: Any) -> None:
         default=None,
         help="require OIDC tokens (not yet available: refused)",
     )
+    add_legacy_backend_options(p)
     for name in _LEGACY_IGNORED_VALUE:
         p.add_argument(f"--{name}", dest=f"legacy_{name}", help=argparse.SUPPRESS)
     for name in _LEGACY_IGNORED_FLAGS:
@@ -160,6 +152,19 @@ def _apply_env(args: argparse.Namespace) -> None:
         )
 
 
+def _remove_stale_socket(path: str) -> None:
+    """Remove a unix socket left by a killed server (it would make the bind fail), but not
+    one that a running server still answers on."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                os.unlink(path)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Migrate, then run uvicorn."""
     import uvicorn
@@ -171,6 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     ignored = sorted(k[7:] for k, v in vars(args).items() if k.startswith("legacy_") and v)
     _apply_env(args)
+    os.environ.update(legacy_backend_env(args, "backend_poll_interval"))
     get_settings.cache_clear()
     settings: Settings = get_settings()
     configure_logging(settings)
@@ -179,7 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning(
             "legacy_options_ignored",
             options=ignored,
-            note="use --db-url for the database; other backends come later",
+            note="MongoDB and rclone options have no equivalent; use --db-url for the database",
         )
     if settings.aai and not settings.oidc_issuer:
         log.error("aai_needs_issuer", note="set CAESAR_REST_OIDC_ISSUER (and _OIDC_AUDIENCE)")
@@ -195,8 +201,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         mdir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
     scheme = "https" if settings.ssl else "http"
+    where = f"{scheme}://{settings.host}:{settings.port}"
+    if args.uds:
+        where = f"unix:{args.uds}"
+        _remove_stale_socket(args.uds)
     print(
-        f"caesar-rest {__version__} serving on {scheme}://{settings.host}:{settings.port} "
+        f"caesar-rest {__version__} serving on {where} "
         f"(database {settings.database_url.split('@')[-1]}, data {settings.datadir})",
         flush=True,
     )
@@ -205,6 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         host=settings.host,
         port=settings.port,
+        uds=args.uds,
         workers=settings.workers,
         log_config=None,
         access_log=False,
@@ -286,6 +297,23 @@ def cmd_find(args: argparse.Namespace, rest: list[str]) -> int:
     return rc
 
 
+def _compare_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="cross-match two catalogues",
+        description="Cross-match two catalogues written by the apps (.csv, .vot or .json) by sky "
+        "position; report matches, sources found by one side only, flux ratios (B/A) and position "
+        "offsets.",
+    )
+    c.add_argument("catalog_a", help="first catalogue (A)")
+    c.add_argument("catalog_b", help="second catalogue (B)")
+    c.add_argument(
+        "--radius", type=float, help="match radius in arcsec (default: 1.5 x the larger median maj)"
+    )
+    c.add_argument("--plot", help="also write a PNG of the comparison to this file")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = argparse.ArgumentParser(
@@ -314,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default="caesar-out", help="output folder (default ./caesar-out)")
     f.add_argument("--quiet", action="store_true", help="do not echo the app's log")
     f.add_argument("--list-options", action="store_true", help="list the app's options and exit")
+    add_backend_commands(sub)  # worker, monitor
+    add_client_commands(sub)  # upload, apps, describe, submit, status, wait, ... (a client)
+    _compare_parser(sub)
     return parser
 
 
@@ -323,10 +354,22 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "find":
         return cmd_find(args, rest)
+    if args.command in CLIENT_COMMANDS:
+        return run_client_command(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "worker":
+        return cmd_worker(args)
+    if args.command == "monitor":
+        return cmd_monitor(args)
+    if args.command == "compare":
+        from caesar_rest.catalogue.compare import run_compare_command  # numpy/scipy on demand
+
+        return run_compare_command(
+            args.catalog_a, args.catalog_b, args.radius, args.plot, args.json
+        )
     return cmd_migrate(args)
 
 

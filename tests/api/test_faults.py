@@ -212,12 +212,16 @@ def test_restart_reconciles_running_jobs(srv: LiveServer, s17: Path) -> None:
 def test_restart_adopts_job_still_running(srv: LiveServer, s17: Path) -> None:
     with srv.client() as c:
         fid = upload(c, s17)
-        job = submit_sleep(c, fid, 4)
+        job = submit_sleep(c, fid, 120)
         wait_state(c, job, {"RUNNING"})
-        job_pids(srv, job)
+        app_pid, grandchild = job_pids(srv, job)
     srv.kill()
+    assert pid_alive(app_pid)  # the job outlives the server
     srv.start()
     with srv.client() as c:
         assert c.get(f"/job/{job}/status").json()["state"] == "RUNNING"
-        st = wait_state(c, job, {"SUCCESS"}, timeout=30)
-        assert st["exit_code"] == 0
+        # The restarted server adopted the job: it sees the process end and records it.
+        os.kill(app_pid, signal.SIGKILL)
+        st = wait_state(c, job, {"FAILURE"}, timeout=30)
+        assert st["exit_code"] == -signal.SIGKILL
+        wait_until(lambda: not pid_alive(grandchild))

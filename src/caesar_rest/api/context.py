@@ -11,6 +11,7 @@ from caesar_rest.apps.registry import AppRegistry, default_registry
 from caesar_rest.auth.oidc import Identity, OIDCValidator
 from caesar_rest.auth.users import UserStore
 from caesar_rest.backends.local import LocalBackend
+from caesar_rest.backends.remote import register_remote_backends
 from caesar_rest.db.engine import make_engine, make_sessionmaker
 from caesar_rest.db.migrate import upgrade
 from caesar_rest.jobs.janitor import Janitor
@@ -66,6 +67,7 @@ class ServiceContext:
         apps = default_registry(settings.extra_apps)
         jobs = JobService(settings, sessions, apps)
         jobs.backends["local"] = LocalBackend(jobs)
+        register_remote_backends(jobs)
         users = UserStore(settings, sessions)
         validator = OIDCValidator(settings) if settings.aai else None
         return cls(settings, engine, sessions, apps, jobs, users, validator)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
@@ -64,6 +65,11 @@ async def current_identity(request: Request) -> Identity:
         except ProviderError as exc:
             raise ApiError(503, f"identity provider unavailable: {exc}") from None
     request.scope.setdefault("state", {})["identity"] = ident
+    # Later log lines of this request name the user and, on job routes, the job.
+    job_id = request.path_params.get("job_id")
+    structlog.contextvars.bind_contextvars(
+        user=ident.user_id, **({"job_id": job_id} if job_id else {})
+    )
     return ident
 
 

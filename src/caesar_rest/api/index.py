@@ -59,9 +59,9 @@ def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-@router.get("/readyz", summary="Readiness: database and storage reachable")
+@router.get("/readyz", summary="Readiness: database, storage and broker reachable")
 def readyz(ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
-    """Checks the database and the data and job folders."""
+    """Checks the database, the data and job folders and, when configured, the broker."""
     checks: dict[str, str] = {}
     try:
         with ctx.engine.connect() as conn:
@@ -71,10 +71,26 @@ def readyz(ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     for name, path in (("datadir", ctx.settings.datadir), ("jobdir", ctx.settings.jobdir)):
         checks[name] = "ok" if path.is_dir() else "missing"
+    if ctx.settings.celery_enabled:
+        checks["broker"] = _broker_check(ctx)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
     )
+
+
+def _broker_check(ctx: ServiceContext) -> str:
+    """Connect (and log in) to the Celery broker, with a short timeout: probes must be quick."""
+    from kombu import Connection
+
+    from caesar_rest.backends.celery_app import broker_url
+
+    try:
+        with Connection(broker_url(ctx.settings), connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=0, timeout=2)
+        return "ok"
+    except Exception as exc:  # report, do not raise
+        return f"error: {type(exc).__name__}"
 
 
 @router.get("/metrics", include_in_schema=False)

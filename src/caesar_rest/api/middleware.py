@@ -60,7 +60,8 @@ class RequestIdMiddleware:
                     status=status[0],
                     ms=round((time.perf_counter() - start) * 1000, 2),
                 )
-            structlog.contextvars.unbind_contextvars("request_id")
+            # user and job_id are bound by the current_identity dependency.
+            structlog.contextvars.unbind_contextvars("request_id", "user", "job_id")
 
 
 def route_template(scope: Scope) -> str:

@@ -160,7 +160,16 @@ CATALOGUE_RESULTS: tuple[ResultSpec, ...] = (
     ResultSpec("catalog-json", "catalog.json", "application/json", required=True),
     ResultSpec("regions", "catalog.reg", "text/plain"),
     ResultSpec("preview", "preview.png", "image/png"),
+    ResultSpec("preview-thumb", "preview-thumb.png", "image/png"),
     ResultSpec("summary", "summary.json", "application/json"),
+)
+
+#: Component (fitted Gaussian) catalogue of apps that have one besides their source catalogue.
+COMPONENT_RESULTS: tuple[ResultSpec, ...] = (
+    ResultSpec("components", "components.vot", "application/x-votable+xml"),
+    ResultSpec("components-csv", "components.csv", "text/csv"),
+    ResultSpec("components-json", "components.json", "application/json"),
+    ResultSpec("components-regions", "components.reg", "text/plain"),
 )
 
 LOG_RESULT = ResultSpec("log", "job.log", "text/plain")

@@ -158,7 +158,7 @@ SEP_OPTIONS: tuple[Option, ...] = (
     Option(
         "no-preview",
         "none",
-        "Do not draw the preview image (preview.png)",
+        "Do not draw the preview image (preview.png, preview-thumb.png)",
         default=False,
         category=_OUTPUT,
     ),

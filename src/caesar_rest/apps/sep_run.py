@@ -30,6 +30,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from caesar_rest.apps.base import OptionError
+from caesar_rest.apps.program import THUMBNAIL_FILE, write_thumbnail
 from caesar_rest.apps.sep_app import SepApp
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import iau_names, make_table, write_all
@@ -496,6 +497,7 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
         from caesar_rest.catalogue.preview import write_preview  # matplotlib is slow to import
 
         files["preview"] = write_preview(image, table, out_dir / "preview.png").name
+        files["preview-thumb"] = write_thumbnail(image, table, out_dir / THUMBNAIL_FILE).name
         timings["preview"] = time.perf_counter() - t_preview
     timings["total"] = time.perf_counter() - t_start
 

@@ -155,7 +155,9 @@ async def _body_params(request: Request, ctx: ServiceContext) -> list[tuple[str,
         if not body:
             return []
         try:
-            return parse_qsl(bytes(body).decode("utf-8"), keep_blank_values=True)
+            return parse_qsl(
+                bytes(body).decode("utf-8"), keep_blank_values=True, max_num_fields=1000
+            )
         except (UnicodeDecodeError, ValueError):
             raise ApiError(400, "The form body is not valid UTF-8 form data") from None
     if mtype == "multipart/form-data":
@@ -281,7 +283,12 @@ def list_jobs(
             after = parse_uws_time(after_s)
         except ValueError:
             raise ApiError(400, f"AFTER must be an ISO-8601 instant; got {after_s!r}") from None
-        stmt = stmt.where(JobRecord.created_at > after)
+        if after.microsecond % 1000 == 0:
+            # Times are shown to the millisecond: a job shown at the AFTER instant is not after
+            # it, even if its stored time has more digits.
+            stmt = stmt.where(JobRecord.created_at >= after + timedelta(milliseconds=1))
+        else:
+            stmt = stmt.where(JobRecord.created_at > after)
     if last_s is not None:
         last = parse_int("LAST", last_s, minimum=1)
         stmt = stmt.order_by(JobRecord.created_at.desc(), JobRecord.id.desc()).limit(last)
@@ -615,6 +622,8 @@ async def post_job(
     owner: str = Depends(current_user),
 ) -> RedirectResponse:
     """``ACTION=DELETE`` (for clients that cannot send DELETE)."""
+    # Ownership first: another user must learn nothing, not even about bad parameters.
+    await run_in_threadpool(_owned, ctx, owner, job_id)
     params = await _all_params(request, ctx)
     action = params.get("action")
     if action is None or action.strip().upper() != "DELETE":
@@ -660,6 +669,8 @@ async def post_phase(
     owner: str = Depends(current_user),
 ) -> RedirectResponse:
     """``RUN`` starts a PENDING job; ``ABORT`` stops an unfinished one. 303 to the job."""
+    # Ownership first: another user must learn nothing, not even about bad parameters.
+    await run_in_threadpool(_owned, ctx, owner, job_id)
     params = await _all_params(request, ctx)
     value = params.get("phase")
     if value is None:
@@ -721,6 +732,8 @@ async def post_executionduration(
     owner: str = Depends(current_user),
 ) -> RedirectResponse:
     """Change the time limit of a PENDING job; 0 and large values get the maximum."""
+    # Ownership first: another user must learn nothing, not even about bad parameters.
+    await run_in_threadpool(_owned, ctx, owner, job_id)
     params = await _all_params(request, ctx)
     value = params.get("executionduration")
     if value is None:
@@ -767,6 +780,8 @@ async def post_destruction(
     owner: str = Depends(current_user),
 ) -> RedirectResponse:
     """Move the destruction time (not before now, not beyond ``max_destruction_days``)."""
+    # Ownership first: another user must learn nothing, not even about bad parameters.
+    await run_in_threadpool(_owned, ctx, owner, job_id)
     params = await _all_params(request, ctx)
     value = params.get("destruction")
     if value is None:

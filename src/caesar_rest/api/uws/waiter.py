@@ -8,7 +8,7 @@ Two sources wake a waiting request:
   ``loop.call_soon_threadsafe``.
 * **A shared, modest re-check** for changes made by other processes (other API workers, remote
   backends' monitors): while anyone waits, one thread per process reads the phases of all
-  waited-on jobs in a single query every ``uws_wait_recheck`` seconds (0.4 s by default) and
+  waited-on jobs in a single query every ``uws_wait_recheck`` seconds (0.25 s by default) and
   wakes the requests whose job changed phase or vanished. With nobody waiting it stops.
 
 So the cost is one indexed query per interval per process, however many clients wait.

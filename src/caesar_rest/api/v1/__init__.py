@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from caesar_rest.api.v1 import accounting, admin, apps, files, jobs
+from caesar_rest.api.v1 import accounting, admin, apps, files, jobs, results
 
 PREFIX = "/caesar/api/v1.0"
 
@@ -12,3 +12,4 @@ router.include_router(apps.router)
 router.include_router(jobs.router)
 router.include_router(accounting.router)
 router.include_router(admin.router)
+router.include_router(results.router)

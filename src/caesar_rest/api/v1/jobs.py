@@ -28,7 +28,7 @@ from caesar_rest.api.schemas import (
 )
 from caesar_rest.apps.base import OptionError
 from caesar_rest.auth.quotas import QuotaExceeded
-from caesar_rest.db.models import JobRecord, JobResult
+from caesar_rest.db.models import JobEvent, JobRecord, JobResult
 from caesar_rest.jobs.archive import ensure_archive
 from caesar_rest.jobs.service import InputFileNotFound, JobNotFound, SubmitError
 from caesar_rest.jobs.states import LEGACY_UNFINISHED, legacy_state
@@ -186,6 +186,21 @@ def job_status(
     _check_job_id(job_id)
     with ctx.engine.connect() as conn:
         row = conn.execute(select(*_STATUS_COLS).where(JobRecord.id == job_id)).first()
+        events = []
+        if row is not None and row.owner == owner:
+            events = list(
+                conn.execute(
+                    select(
+                        JobEvent.at,
+                        JobEvent.from_phase,
+                        JobEvent.to_phase,
+                        JobEvent.reason,
+                        JobEvent.message,
+                    )
+                    .where(JobEvent.job_id == job_id)
+                    .order_by(JobEvent.id)
+                )
+            )
     if row is None or row.owner != owner:
         raise ApiError(
             404,
@@ -211,6 +226,17 @@ def job_status(
             "submit_date": iso(row.created_at),
             "start_date": iso(row.started_at),
             "end_date": iso(row.ended_at),
+            # State changes with time and reason (backend and monitor decisions included).
+            "events": [
+                {
+                    "time": iso(e.at),
+                    "from": e.from_phase,
+                    "to": e.to_phase,
+                    "reason": e.reason,
+                    "message": e.message,
+                }
+                for e in events
+            ],
         }
     )
 

@@ -1,14 +1,13 @@
-"""Synthetic radio images for the sep app tests."""
+"""Synthetic radio images with known sources, for the app tests (fixtures in conftest)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import ndimage
@@ -139,20 +138,3 @@ STANDARD_SOURCES = [
     Src(126.0, 128.0, 40e-4),
     Src(11.5, 128.0, 40e-4),  # touches the NaN border
 ]
-
-
-@pytest.fixture
-def synth_factory(tmp_path: Path) -> Callable[..., Synth]:
-    """Factory writing synthetic images into ``tmp_path``."""
-
-    def make(name: str = "synth.fits", sources: Sequence[Src] | None = None, **kw: object) -> Synth:
-        src = STANDARD_SOURCES if sources is None else sources
-        return write_synth(tmp_path / name, src, **kw)  # type: ignore[arg-type]
-
-    return make
-
-
-@pytest.fixture
-def standard_sources() -> list[Src]:
-    """The sources of the standard field: bright, S/N 30, S/N 15, elliptical, pair, edge."""
-    return list(STANDARD_SOURCES)

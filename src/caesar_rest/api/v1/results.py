@@ -1,0 +1,323 @@
+"""The output model: list a job's named results, serve each by name, compare two jobs.
+
+Every finished job has the results its app registered (``catalog``, ``catalog-csv``,
+``catalog-json``, ``regions``, ``preview``, ``preview-thumb``, ``components``..., ``log``) plus
+``archive``, the tar.gz of its folder, built on first request. Files are served with HTTP range
+support (Starlette's ``FileResponse``: ``206`` with ``Content-Range`` for one range,
+``multipart/byteranges`` for several); unsatisfiable or malformed ranges are answered here in
+JSON (``416`` with ``Content-Range: bytes */size``, or ``400``) before the file is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from sqlalchemy import select
+
+from caesar_rest.api.context import ServiceContext
+from caesar_rest.api.deps import current_user, get_ctx
+from caesar_rest.api.errors import ApiError
+from caesar_rest.api.schemas import PendingReply, errors
+from caesar_rest.db.models import JobRecord, JobResult
+from caesar_rest.jobs.archive import ensure_archive
+from caesar_rest.jobs.service import JobNotFound
+from caesar_rest.jobs.states import LEGACY_UNFINISHED, legacy_state
+from caesar_rest.logconfig import get_logger
+from caesar_rest.storage.paths import is_job_id, safe_join
+
+router = APIRouter(tags=["results"])
+log = get_logger(__name__)
+
+ARCHIVE = "archive"
+ARCHIVE_MIME = "application/gzip"
+#: Shown in the browser rather than downloaded.
+_INLINE_PREFIXES = ("image/", "text/", "application/json")
+
+
+def _check_job_id(job_id: str) -> None:
+    if not is_job_id(job_id):
+        raise ApiError(400, f"Invalid job id {job_id!r}")
+
+
+def _owned_job(ctx: ServiceContext, owner: str, job_id: str) -> JobRecord:
+    _check_job_id(job_id)
+    try:
+        return ctx.jobs.get(owner, job_id)
+    except JobNotFound:
+        raise ApiError(404, f"Job {job_id} not found for user {owner}!", job_id=job_id) from None
+
+
+def _pending(job: JobRecord) -> JSONResponse | None:
+    """The predecessor's 202 answer while a job has not finished, else None."""
+    state = legacy_state(job.phase, job.reason)
+    if state not in LEGACY_UNFINISHED:
+        return None
+    return JSONResponse(
+        {
+            "job_id": job.id,
+            "status": f"Job {job.id} not yet completed (state={state}), output not available",
+            "state": state,
+        },
+        status_code=202,
+    )
+
+
+def _rows(ctx: ServiceContext, job_id: str) -> list[JobResult]:
+    with ctx.sessions() as s:
+        stmt = select(JobResult).where(JobResult.job_id == job_id).order_by(JobResult.name)
+        return list(s.scalars(stmt).all())
+
+
+def _archive_size(ctx: ServiceContext, job: JobRecord) -> int | None:
+    # Known only once built; the archive is rebuilt when the folder changed since.
+    path = ctx.jobs.archive_path(job)
+    return path.stat().st_size if path.is_file() else None
+
+
+@router.get(
+    "/job/{job_id}/results",
+    summary="List a job's results",
+    responses={202: {"model": PendingReply}, **errors(400, 404)},
+)
+def list_results(
+    job_id: str,
+    request: Request,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> JSONResponse:
+    """Named results with file name, MIME type, size and URL, plus the on-demand ``archive``.
+
+    ``archive`` has ``size: null`` until it is first downloaded (it is built then).
+    """
+    job = _owned_job(ctx, owner, job_id)
+    pending = _pending(job)
+    if pending is not None:
+        return pending
+    items: list[dict[str, Any]] = []
+    for row in _rows(ctx, job.id):
+        items.append(
+            {
+                "id": row.name,
+                "name": row.name,
+                "filename": row.filename,
+                "mime": row.mime,
+                "size": row.size,
+                "url": str(request.url_for("get_result", job_id=job.id, name=row.name)),
+            }
+        )
+    items.append(
+        {
+            "id": ARCHIVE,
+            "name": ARCHIVE,
+            "filename": f"job_{job.id}.tar.gz",
+            "mime": ARCHIVE_MIME,
+            "size": _archive_size(ctx, job),
+            "url": str(request.url_for("get_result", job_id=job.id, name=ARCHIVE)),
+            "on_demand": True,
+        }
+    )
+    return JSONResponse(
+        {
+            "job_id": job.id,
+            "app": job.app,
+            "state": legacy_state(job.phase, job.reason),
+            "results": items,
+        }
+    )
+
+
+def check_range(header: str | None, size: int) -> None:
+    """Refuse, in JSON, a ``Range`` header that Starlette would refuse in plain text.
+
+    Parameters
+    ----------
+    header
+        The request's ``Range`` header, or None.
+    size
+        File size in bytes.
+
+    Raises
+    ------
+    ApiError
+        416 (with ``Content-Range: bytes */size``) when no range can be satisfied, 400 when the
+        header is malformed.
+    """
+    if header is None:
+        return
+    from starlette import responses as sr
+
+    # Starlette's own parser, so that what passes here is exactly what it serves.
+    parse = getattr(FileResponse, "_parse_range_header", None)
+    malformed = getattr(sr, "MalformedRangeHeader", None)
+    unsatisfiable = getattr(sr, "RangeNotSatisfiable", None)
+    if parse is None or malformed is None or unsatisfiable is None:
+        return  # another Starlette: it answers bad ranges itself
+    try:
+        parse(header, size)
+    except unsatisfiable:
+        raise ApiError(
+            416,
+            f"Requested range not satisfiable: {header!r} (file size {size} bytes)",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
+    except malformed as exc:
+        raise ApiError(400, f"Malformed Range header {header!r}: {exc}") from None
+
+
+@router.api_route(
+    "/job/{job_id}/results/{name}",
+    methods=["GET", "HEAD"],
+    name="get_result",
+    summary="Download one result by name (HTTP range requests supported)",
+    response_class=FileResponse,
+    responses={202: {"model": PendingReply}, **errors(400, 404, 416)},
+)
+async def get_result(
+    job_id: str,
+    name: str,
+    request: Request,
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> Response:
+    """The file of result ``name`` (``archive``: the job folder as tar.gz, built on demand).
+
+    Send ``Range: bytes=START-END`` to get part of a file (``206 Partial Content``).
+    """
+    job = await run_in_threadpool(_owned_job, ctx, owner, job_id)
+    pending = _pending(job)
+    if pending is not None:
+        return pending
+    if name == ARCHIVE:
+        path = await run_in_threadpool(ensure_archive, ctx.jobs, job)
+        mime, filename = ARCHIVE_MIME, f"job_{job.id}.tar.gz"
+    else:
+        rows = {r.name: r for r in await run_in_threadpool(_rows, ctx, job.id)}
+        row = rows.get(name)
+        if row is None:
+            known = ", ".join([*sorted(rows), ARCHIVE])
+            raise ApiError(
+                404, f"Job {job.id} has no result {name!r}; results: {known}", job_id=job.id
+            )
+        path = safe_join(ctx.jobs.job_dir(job), row.filename)
+        mime, filename = row.mime, row.filename
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ApiError(404, f"Result {name!r} of job {job.id} is missing on disk") from None
+    check_range(request.headers.get("range"), stat.st_size)
+    inline = mime.startswith(_INLINE_PREFIXES)
+    log.info("job_result", action="jobresult", user=owner, job_id=job.id, result=name)
+    return FileResponse(
+        path,
+        media_type=mime,
+        filename=filename,
+        stat_result=stat,
+        content_disposition_type="inline" if inline else "attachment",
+    )
+
+
+def _read_beam(ctx: ServiceContext, job: JobRecord) -> float | None:
+    """Beam major axis (arcsec) from the job's summary.json, when the app wrote one."""
+    try:
+        summary = json.loads(safe_join(ctx.jobs.job_dir(job), "summary.json").read_text())
+        value = float(summary["image"]["beam"]["bmaj_arcsec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _catalogue_path(ctx: ServiceContext, job: JobRecord, which: str) -> Any:
+    name = "catalog-csv" if which == "catalog" else "components-csv"
+    row = {r.name: r for r in _rows(ctx, job.id)}.get(name)
+    if row is None:
+        raise ApiError(
+            404,
+            f"Job {job.id} ({job.app}) has no {which} catalogue to compare",
+            job_id=job.id,
+        )
+    return safe_join(ctx.jobs.job_dir(job), row.filename)
+
+
+def _compare(
+    ctx: ServiceContext,
+    job_a: JobRecord,
+    job_b: JobRecord,
+    radius: float | None,
+    which: str,
+    as_png: bool,
+) -> dict[str, Any] | bytes:
+    from caesar_rest.catalogue.compare import compare_catalogues, comparison_png, read_catalogue
+
+    a = read_catalogue(_catalogue_path(ctx, job_a, which))
+    b = read_catalogue(_catalogue_path(ctx, job_b, which))
+    labels = (f"{job_a.app} {job_a.id}", f"{job_b.app} {job_b.id}")
+    try:
+        result = compare_catalogues(a, b, radius, _read_beam(ctx, job_a), labels=labels)
+    except ValueError as exc:
+        raise ApiError(400, f"Cannot compare: {exc}") from None
+    if as_png:
+        return comparison_png(a, b, result)
+    return result.to_dict(a, b)
+
+
+@router.get(
+    "/compare",
+    summary="Compare the catalogues of two jobs run on the same input file",
+    responses={202: {"model": PendingReply}, **errors(400, 404)},
+)
+async def compare_jobs(
+    request: Request,
+    job_a: str = Query(..., description="First job (A)"),
+    job_b: str = Query(..., description="Second job (B)"),
+    radius: float | None = Query(
+        None, gt=0, le=3600, description="Match radius in arcsec (default: the beam FWHM)"
+    ),
+    catalog: str = Query(
+        "catalog", pattern="^(catalog|components)$", description="'catalog' or 'components'"
+    ),
+    format: str = Query("json", pattern="^(json|png)$", description="'json' report or 'png' plot"),
+    ctx: ServiceContext = Depends(get_ctx),
+    owner: str = Depends(current_user),
+) -> Response:
+    """Cross-match B against A: matches, unmatched on each side, flux ratio B/A, offsets.
+
+    Both jobs must belong to the caller, have finished successfully and have run on the same
+    input file. ``format=png`` returns the comparison plot.
+    """
+    jobs = []
+    for job_id in (job_a, job_b):
+        job = await run_in_threadpool(_owned_job, ctx, owner, job_id)
+        pending = _pending(job)
+        if pending is not None:
+            return pending
+        state = legacy_state(job.phase, job.reason)
+        if state != "SUCCESS":
+            raise ApiError(
+                400, f"Job {job.id} ended with state {state}; it has no catalogue", job_id=job.id
+            )
+        jobs.append(job)
+    ja, jb = jobs
+    if ja.input_file_id != jb.input_file_id:
+        raise ApiError(
+            400,
+            f"Jobs {ja.id} and {jb.id} ran on different input files "
+            f"({ja.input_file_id} and {jb.input_file_id}); compare jobs of the same image",
+        )
+    out = await run_in_threadpool(_compare, ctx, ja, jb, radius, catalog, format == "png")
+    if isinstance(out, bytes):
+        return Response(out, media_type="image/png")
+    plot = request.url.include_query_params(format="png")
+    out = {
+        "job_a": {"job_id": ja.id, "app": ja.app},
+        "job_b": {"job_id": jb.id, "app": jb.app},
+        "input_file": ja.input_file_id,
+        "catalog": catalog,
+        **out,
+        "plot_url": str(plot),
+    }
+    return JSONResponse(out)

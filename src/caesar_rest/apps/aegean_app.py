@@ -1,0 +1,202 @@
+"""The ``aegean`` app: BANE background and noise maps, then Aegean's Gaussian fitting.
+
+The option names, kinds, defaults and bounds of the predecessor's nine ``aegean`` options are kept
+(``bkgbox``, ``bkggrid``, ``seedthr``, ``mergethr``, ``fit-maxcomponents``, ``ncores``,
+``save-bkgmap``, ``save-rmsmap``, ``no-logredir``); a few more cover what Aegean needs on real
+images (beam fallback, covariance-free fitting, no preview).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caesar_rest.apps.base import (
+    CATALOGUE_RESULTS,
+    App,
+    Option,
+    OptionError,
+    ResultSpec,
+    python_module_command,
+)
+
+_OUTPUT = "OUTPUT"
+_BKG = "IMGBKG"
+_COMPACT = "COMPACT-SOURCES"
+_RUN = "RUN"
+
+AEGEAN_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "save-bkgmap", "none", "Save the BANE background map (background.fits)", category=_OUTPUT
+    ),
+    Option("save-rmsmap", "none", "Save the BANE rms map (rms.fits)", category=_OUTPUT),
+    Option(
+        "bkgbox",
+        "int",
+        "Box size in pixels over which BANE computes the local background and rms",
+        default=100,
+        min=5,
+        max=10000,
+        category=_BKG,
+    ),
+    Option(
+        "bkggrid",
+        "int",
+        "Grid step in pixels at which BANE evaluates the background and rms (interpolated "
+        "in between); at most bkgbox",
+        default=20,
+        min=5,
+        max=1000,
+        category=_BKG,
+    ),
+    Option(
+        "seedthr",
+        "float",
+        "Seed threshold in sigma (Aegean --seedclip): islands need a pixel this significant",
+        default=5.0,
+        min=0.0,
+        max=10000.0,
+        category=_COMPACT,
+    ),
+    Option(
+        "mergethr",
+        "float",
+        "Merge threshold in sigma (Aegean --floodclip): islands grow over pixels above it",
+        default=2.6,
+        min=0.0,
+        max=10000.0,
+        category=_COMPACT,
+    ),
+    Option(
+        "fit-maxcomponents",
+        "int",
+        "Maximum number of components fitted per island (Aegean --maxsummits); further summits "
+        "are reported with their initial estimates (flagged as not fitted). 0 fits none",
+        default=3,
+        min=0,
+        max=100,
+        category=_COMPACT,
+        subcategory="FITTING",
+    ),
+    Option(
+        "no-logredir",
+        "none",
+        "Accepted for compatibility: the job log always holds the program output",
+        category=_RUN,
+        effective=False,
+    ),
+    Option(
+        "ncores",
+        "int",
+        "Cores used by BANE and by Aegean's fitting",
+        default=1,
+        min=1,
+        max=100,
+        category=_RUN,
+    ),
+    Option(
+        "nocov",
+        "none",
+        "Fit without the noise covariance of the beam-correlated pixels (faster on large "
+        "islands; errors are then underestimated)",
+        default=False,
+        category=_COMPACT,
+        subcategory="FITTING",
+        advanced=True,
+    ),
+    Option(
+        "bmaj",
+        "float",
+        "Beam major axis FWHM in arcsec, used only when the image header has no beam",
+        default=None,
+        min=0.0,
+        max=3600.0,
+        category=_BKG,
+        advanced=True,
+    ),
+    Option(
+        "bmin",
+        "float",
+        "Beam minor axis FWHM in arcsec, used only when the image header has no beam",
+        default=None,
+        min=0.0,
+        max=3600.0,
+        category=_BKG,
+        advanced=True,
+    ),
+    Option(
+        "bpa",
+        "float",
+        "Beam position angle in degrees east of north, used only when the image header has no beam",
+        default=None,
+        min=0.0,
+        max=180.0,
+        category=_BKG,
+        advanced=True,
+    ),
+    Option(
+        "no-preview",
+        "none",
+        "Do not draw the preview image (preview.png, preview-thumb.png)",
+        default=False,
+        category=_OUTPUT,
+    ),
+)
+
+AEGEAN_RESULTS: tuple[ResultSpec, ...] = (
+    *CATALOGUE_RESULTS,
+    ResultSpec("background-map", "background.fits", "application/fits"),
+    ResultSpec("rms-map", "rms.fits", "application/fits"),
+)
+
+
+@dataclass
+class AegeanApp(App):
+    """BANE + Aegean, with the component catalogue converted to the shared schema."""
+
+    name: str = "aegean"
+    description: str = (
+        "Aegean compact source finder: BANE background and rms maps, flood-fill islands and "
+        "multi-Gaussian fits of their summits (good positions, peak fluxes and sizes of "
+        "compact sources)"
+    )
+    options: tuple[Option, ...] = AEGEAN_OPTIONS
+    results: tuple[ResultSpec, ...] = field(default=AEGEAN_RESULTS)
+    cores: int = 1
+
+    def validate(self, job_inputs: Any) -> dict[str, Any]:
+        """Check the options one by one, then that ``bkggrid`` fits inside ``bkgbox``."""
+        out = super().validate(job_inputs)
+        box = out.get("bkgbox", self.option_map()["bkgbox"].default)
+        grid = out.get("bkggrid", self.option_map()["bkggrid"].default)
+        if grid > box:
+            raise OptionError([f"option 'bkggrid' = {grid} must not exceed bkgbox = {box}"])
+        return out
+
+    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
+        """Argument list running :mod:`caesar_rest.apps.aegean_run` on ``input_path``.
+
+        Parameters
+        ----------
+        input_path
+            The FITS image.
+        options
+            Validated options (from :meth:`validate`).
+        out_dir
+            Folder receiving the result files.
+
+        Returns
+        -------
+        list of str
+            ``python -m caesar_rest.apps.aegean_run --input ... --outdir ... --opt=value ...``.
+        """
+        return python_module_command(
+            "caesar_rest.apps.aegean_run",
+            "--input",
+            str(input_path),
+            "--outdir",
+            str(out_dir),
+            *self.option_args(options),
+        )

@@ -1,0 +1,306 @@
+"""Run the ``aegean`` app: ``python -m caesar_rest.apps.aegean_run --input X --outdir D [...]``.
+
+Steps: load the image (beam from the header, an AIPS HISTORY card or the options), write a clean
+2-D copy into a scratch folder inside the output folder, run BANE on it (background and rms
+maps), run Aegean's source finder with those maps through its Python API, and convert Aegean's
+components to the shared catalogue (sizes are FWHM in arcsec, PA east of north, ``int_flux`` in
+Jy, ``peak_flux`` in Jy/beam; Aegean's -1 errors become NaN). The scratch folder is removed at
+the end; nothing is written outside the output folder.
+
+Exit codes: 0 success, 2 bad input or options (clear message on stderr), 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from astropy.io import fits
+from astropy.table import Table
+
+from caesar_rest.apps.aegean_app import AegeanApp
+from caesar_rest.apps.program import (
+    beam_fallback,
+    describe_image,
+    extended_mask,
+    image_summary,
+    island_labels,
+    labels_at,
+    limit_threads,
+    nan_sentinels,
+    outside_image,
+    pixel_errors,
+    positions_from_sky,
+    program_main,
+    renumber,
+    resolve_options,
+    say,
+    truncated_labels,
+    write_map,
+    write_products,
+    write_summary,
+    write_work_image,
+)
+from caesar_rest.catalogue.schema import (
+    FLAG_BLENDED,
+    FLAG_EXTENDED,
+    FLAG_FIT_FAILED,
+    FLAG_TRUNCATED,
+)
+from caesar_rest.catalogue.writers import iau_names, make_table
+from caesar_rest.imaging.fits_image import FitsImage, load_image
+
+PROG = "aegean_run"
+ORIGIN = "caesar-rest aegean (BANE)"
+#: Aegean flag bits meaning the reported values are estimates, not a converged fit
+#: (AegeanTools.flags: FITERR = 2, NOTFIT = 16, WCSERR = 32).
+AEGEAN_NOT_FITTED = 2 | 16 | 32
+
+
+def _plain_aegean_logging() -> None:
+    # AegeanTools logs to stderr with ANSI colours; the job log wants plain lines on stdout.
+    logger = logging.getLogger("AegeanTools")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("aegean: %(levelname)s %(module)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def components_table(
+    image: FitsImage,
+    components: Sequence[Any],
+    background: npt.NDArray[np.float32],
+    rms: npt.NDArray[np.float32],
+    floodclip: float,
+) -> Table:
+    """Convert Aegean ``ComponentSource`` objects to the shared catalogue.
+
+    Parameters
+    ----------
+    image
+        The image Aegean ran on (same pixel grid and WCS).
+    components
+        Aegean components (``island`` and ``source`` numbers, sky position and errors in
+        degrees, ``a``/``b`` FWHM in arcsec, ``pa`` in degrees east of north, fluxes in Jy/beam
+        and Jy, ``local_rms``, ``background``, ``flags``).
+    background, rms
+        BANE maps, used to find islands touching the image edge or blank pixels.
+    floodclip
+        The island threshold in sigma.
+
+    Returns
+    -------
+    astropy.table.Table
+        The catalogue, sorted by island and component.
+    """
+    n = len(components)
+    if n == 0:
+        return make_table(None)
+
+    def get(name: str) -> npt.NDArray[np.float64]:
+        return np.array([float(getattr(c, name)) for c in components], dtype=np.float64)
+
+    x, y, ra, dec = positions_from_sky(image, get("ra"), get("dec"))
+    ra_err = nan_sentinels(get("err_ra"), 3600.0)
+    dec_err = nan_sentinels(get("err_dec"), 3600.0)
+    x_err, y_err = pixel_errors(image, x, y, ra_err, dec_err)
+    peak = get("peak_flux")
+    local_rms = get("local_rms")
+    maj, mnr = get("a"), get("b")
+    pa = np.mod(get("pa"), 180.0)  # Aegean reports -90..90; the schema uses 0..180
+    aegean_island = np.array([int(c.island) for c in components], dtype=np.int64)
+    aegean_flags = np.array([int(c.flags) for c in components], dtype=np.int64)
+
+    flags = np.zeros(n, dtype=np.int64)
+    _, isl_index = np.unique(aegean_island, return_inverse=True)
+    members = np.bincount(isl_index)
+    flags[members[isl_index] > 1] |= FLAG_BLENDED
+    flags[(aegean_flags & AEGEAN_NOT_FITTED) != 0] |= FLAG_FIT_FAILED
+    flags[extended_mask(maj, mnr, image.beam)] |= FLAG_EXTENDED
+    with np.errstate(invalid="ignore", divide="ignore"):
+        significant = ((image.data - background) / rms) >= floodclip
+    significant &= ~image.mask
+    labels, _ = island_labels(significant)
+    cut = truncated_labels(labels, image.mask)
+    x0, y0 = image.origin
+    under = labels_at(labels, x - x0, y - y0)
+    flags[np.isin(under, list(cut)) | outside_image(image, x, y)] |= FLAG_TRUNCATED
+
+    island_ids, component_ids = renumber(aegean_island, peak)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = peak / local_rms
+    columns: dict[str, Any] = {
+        "name": iau_names(ra, dec),
+        "island_id": island_ids,
+        "component_id": component_ids,
+        "x": x,
+        "y": y,
+        "x_err": x_err,
+        "y_err": y_err,
+        "ra": ra,
+        "dec": dec,
+        "ra_err": ra_err,
+        "dec_err": dec_err,
+        "peak_flux": peak,
+        "peak_flux_err": nan_sentinels(get("err_peak_flux")),
+        "flux": get("int_flux"),
+        "flux_err": nan_sentinels(get("err_int_flux")),
+        "maj": maj,
+        "maj_err": nan_sentinels(get("err_a")),
+        "min": mnr,
+        "min_err": nan_sentinels(get("err_b")),
+        "pa": pa,
+        "pa_err": nan_sentinels(get("err_pa")),
+        "local_rms": local_rms,
+        "local_bkg": get("background"),
+        "snr": snr,
+        "flags": flags,
+    }
+    table = make_table(columns)
+    return table[np.lexsort((table["component_id"], table["island_id"]))]
+
+
+def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Run BANE and Aegean on ``input_path`` and write every output file into ``out_dir``.
+
+    Parameters
+    ----------
+    input_path
+        The FITS image.
+    out_dir
+        Output folder (created if missing).
+    options
+        Option values by name (validated and completed with defaults here).
+
+    Returns
+    -------
+    dict
+        The summary also written to ``summary.json``.
+
+    Raises
+    ------
+    OptionError, ImageError
+        On bad options or input.
+    """
+    t_start = time.perf_counter()
+    app = AegeanApp()
+    opts = resolve_options(app, options)
+    shown = " ".join(f"{k}={v}" for k, v in opts.items() if v is not None and v is not False)
+    say(PROG, f"options: {shown}")
+    limit_threads(1)  # Aegean parallelises with processes (ncores); see limit_threads
+    image = load_image(input_path, beam_fallback=beam_fallback(opts))
+    describe_image(PROG, image)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {"load": time.perf_counter() - t_start}
+    ncores = int(opts["ncores"])
+    box, grid = int(opts["bkgbox"]), int(opts["bkggrid"])
+
+    from AegeanTools import BANE  # heavy imports only once the input is known to be good
+    from AegeanTools.models import ComponentSource
+    from AegeanTools.source_finder import SourceFinder
+
+    _plain_aegean_logging()  # after the import, which installs AegeanTools' own handler
+    scratch = Path(tempfile.mkdtemp(prefix=".aegean-", dir=out_dir))
+    try:
+        work = write_work_image(image, scratch / "image.fits", ORIGIN)
+        t0 = time.perf_counter()
+        BANE.filter_image(
+            im_name=str(work),
+            out_base=str(scratch / "image"),
+            step_size=(grid, grid),
+            box_size=(box, box),
+            cores=ncores,
+        )
+        bkg_path, rms_path = scratch / "image_bkg.fits", scratch / "image_rms.fits"
+        background = np.asarray(fits.getdata(bkg_path), dtype=np.float32)
+        rms = np.asarray(fits.getdata(rms_path), dtype=np.float32)
+        t1 = time.perf_counter()
+        timings["background"] = t1 - t0
+        found = SourceFinder().find_sources_in_image(
+            str(work),
+            innerclip=float(opts["seedthr"]),
+            outerclip=float(opts["mergethr"]),
+            max_summits=int(opts["fit-maxcomponents"]),
+            cores=ncores,
+            rmsin=str(rms_path),
+            bkgin=str(bkg_path),
+            docov=not opts["nocov"],
+            progress=False,
+        )
+        timings["find"] = time.perf_counter() - t1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    components = [s for s in found if isinstance(s, ComponentSource)]
+    table = components_table(image, components, background, rms, float(opts["mergethr"]))
+    n_islands = len({int(c.island) for c in components})
+    good = np.isfinite(rms) & ~image.mask
+    rms_median = float(np.median(rms[good])) if good.any() else float("nan")
+    bkg_median = float(np.median(background[good])) if good.any() else float("nan")
+    say(PROG, f"background: BANE box {box} px, grid {grid} px, median rms {rms_median:.4g}")
+    say(
+        PROG,
+        f"detection: {n_islands} islands (seed {opts['seedthr']} sigma, flood "
+        f"{opts['mergethr']} sigma), {len(table)} components",
+    )
+
+    files, write_times = write_products(PROG, image, table, out_dir, preview=not opts["no-preview"])
+    timings.update(write_times)
+    if opts["save-bkgmap"]:
+        files["background-map"] = write_map(
+            out_dir / "background.fits", background, image, "background", ORIGIN
+        ).name
+    if opts["save-rmsmap"]:
+        files["rms-map"] = write_map(out_dir / "rms.fits", rms, image, "rms", ORIGIN).name
+    timings["total"] = time.perf_counter() - t_start
+
+    import AegeanTools
+
+    summary: dict[str, Any] = {
+        "app": "aegean",
+        "tool": f"AegeanTools {AegeanTools.__version__}",
+        "input": input_path.name,
+        "n_sources": len(table),
+        "n_islands": n_islands,
+        "image": image_summary(image),
+        "rms_median": rms_median,
+        "background_median": bkg_median,
+        "options": opts,
+        "files": files,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+    write_summary(out_dir, summary)
+    say(PROG, "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point.
+
+    Parameters
+    ----------
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for bad input or options, 1 for an unexpected error.
+    """
+    return program_main(
+        AegeanApp(), PROG, "Extract sources from a FITS image with BANE and Aegean.", run, argv
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The ``caesar`` app: the CAESAR source finder, re-implemented in Python.
+
+It accepts the predecessor's 156 option names (kinds, defaults, bounds, categories and
+"advanced" marks as the legacy service advertised them). Options with no meaning in this
+implementation are accepted, reported once in the job log and shown with ``effective: false``
+by ``describe``. The main catalogue (``catalog.*``) is the component catalogue: one row per
+fitted Gaussian component, plus one row per island that was not fitted as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caesar_rest.apps.base import (
+    CATALOGUE_RESULTS,
+    App,
+    Option,
+    ResultSpec,
+    python_module_command,
+)
+from caesar_rest.sourcefinder.options import LEGACY_OPTIONS, LegacyOption
+
+_KINDS = {"flag": "none", "int": "int", "float": "float", "enum": "str"}
+
+
+def _option(o: LegacyOption) -> Option:
+    return Option(
+        o.name,
+        _KINDS[o.kind],  # type: ignore[arg-type]
+        o.description,
+        default=False if o.kind == "flag" else o.default,
+        min=o.min,
+        max=o.max,
+        allowed_values=o.values,
+        category=o.category,
+        subcategory=o.subcategory,
+        advanced=o.advanced,
+        effective=o.effective,
+    )
+
+
+CAESAR_OPTIONS: tuple[Option, ...] = tuple(_option(o) for o in LEGACY_OPTIONS)
+
+CAESAR_RESULTS: tuple[ResultSpec, ...] = (
+    *CATALOGUE_RESULTS,
+    ResultSpec("components", "components.vot", "application/x-votable+xml"),
+    ResultSpec("components-json", "components.json", "application/json"),
+    ResultSpec("components-csv", "components.csv", "text/csv"),
+    ResultSpec("components-dat", "catalog_fitcomp.dat", "text/plain"),
+    ResultSpec("islands", "islands.vot", "application/x-votable+xml"),
+    ResultSpec("islands-json", "islands.json", "application/json"),
+    ResultSpec("islands-csv", "islands.csv", "text/csv"),
+    ResultSpec("islands-dat", "catalog.dat", "text/plain"),
+    ResultSpec("islands-regions", "islands.reg", "text/plain"),
+    ResultSpec("input-map", "input.fits", "application/fits"),
+    ResultSpec("background-map", "background.fits", "application/fits"),
+    ResultSpec("rms-map", "rms.fits", "application/fits"),
+    ResultSpec("significance-map", "significance.fits", "application/fits"),
+    ResultSpec("residual-map", "residual.fits", "application/fits"),
+    ResultSpec("saliency-map", "saliency.fits", "application/fits"),
+    ResultSpec("segmented-map", "segmented.fits", "application/fits"),
+)
+
+
+@dataclass
+class CaesarApp(App):
+    """CAESAR-style compact and extended source finding with Gaussian fits."""
+
+    name: str = "caesar"
+    description: str = (
+        "CAESAR source finder (Python implementation): local background and noise maps, "
+        "seeded flood-fill islands, nested blobs, multi-component Gaussian fits, wavelet "
+        "search of extended emission, tiled parallel runs"
+    )
+    options: tuple[Option, ...] = CAESAR_OPTIONS
+    results: tuple[ResultSpec, ...] = field(default=CAESAR_RESULTS)
+    cores: int = 1
+
+    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
+        """Argument list running :mod:`caesar_rest.apps.caesar_run` on ``input_path``.
+
+        Parameters
+        ----------
+        input_path
+            The FITS image.
+        options
+            Validated options (from :meth:`App.validate`).
+        out_dir
+            Folder receiving the result files.
+
+        Returns
+        -------
+        list of str
+            ``python -m caesar_rest.apps.caesar_run --input ... --outdir ... --opt=value``.
+        """
+        return python_module_command(
+            "caesar_rest.apps.caesar_run",
+            "--input",
+            str(input_path),
+            "--outdir",
+            str(out_dir),
+            *self.option_args(options),
+        )

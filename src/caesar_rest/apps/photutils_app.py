@@ -1,0 +1,193 @@
+"""The ``photutils`` app: image segmentation with deblending and a source catalogue (photutils)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caesar_rest.apps.base import (
+    CATALOGUE_RESULTS,
+    App,
+    Option,
+    ResultSpec,
+    python_module_command,
+)
+
+_DETECTION = "detection"
+_BACKGROUND = "background"
+_DEBLEND = "deblending"
+_BEAM = "beam"
+_OUTPUT = "output"
+
+PHOTUTILS_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "seedthr",
+        "float",
+        "Seed threshold in sigma: keep sources whose peak pixel is at least this many times the "
+        "local rms",
+        default=5.0,
+        min=0.0,
+        max=10000.0,
+        category=_DETECTION,
+    ),
+    Option(
+        "mergethr",
+        "float",
+        "Segmentation threshold in sigma: connected pixels above it make up the segments",
+        default=3.0,
+        min=0.0,
+        max=10000.0,
+        category=_DETECTION,
+    ),
+    Option(
+        "npixmin",
+        "int",
+        "Minimum number of connected pixels of a segment (and of a deblended part)",
+        default=3,
+        min=1,
+        max=100000,
+        category=_DETECTION,
+    ),
+    Option(
+        "bkgbox",
+        "int",
+        "Size in pixels of the boxes of the background and rms maps (photutils Background2D)",
+        default=64,
+        min=4,
+        max=10000,
+        category=_BACKGROUND,
+    ),
+    Option(
+        "bkgfilter",
+        "int",
+        "Size (in boxes) of the median filter applied to the background and rms maps",
+        default=3,
+        min=1,
+        max=51,
+        category=_BACKGROUND,
+    ),
+    Option(
+        "deblend-nlevels",
+        "int",
+        "Number of multi-thresholding levels used for deblending",
+        default=32,
+        min=1,
+        max=1024,
+        category=_DEBLEND,
+        advanced=True,
+    ),
+    Option(
+        "deblend-contrast",
+        "float",
+        "Minimum fraction of the segment flux a local peak must hold to become a separate source",
+        default=0.005,
+        min=0.0,
+        max=1.0,
+        category=_DEBLEND,
+        advanced=True,
+    ),
+    Option(
+        "no-deblend",
+        "none",
+        "Do not deblend: one source per segment",
+        default=False,
+        category=_DEBLEND,
+    ),
+    Option(
+        "bmaj",
+        "float",
+        "Beam major axis FWHM in arcsec, used only when the image header has no beam",
+        default=None,
+        min=0.0,
+        max=3600.0,
+        category=_BEAM,
+    ),
+    Option(
+        "bmin",
+        "float",
+        "Beam minor axis FWHM in arcsec, used only when the image header has no beam",
+        default=None,
+        min=0.0,
+        max=3600.0,
+        category=_BEAM,
+    ),
+    Option(
+        "bpa",
+        "float",
+        "Beam position angle in degrees east of north, used only when the image header has no beam",
+        default=None,
+        min=0.0,
+        max=180.0,
+        category=_BEAM,
+    ),
+    Option(
+        "save-bkgmap",
+        "none",
+        "Write the background map (background.fits)",
+        default=False,
+        category=_OUTPUT,
+    ),
+    Option(
+        "save-rmsmap",
+        "none",
+        "Write the rms map (rms.fits)",
+        default=False,
+        category=_OUTPUT,
+    ),
+    Option(
+        "no-preview",
+        "none",
+        "Do not draw the preview image (preview.png, preview-thumb.png)",
+        default=False,
+        category=_OUTPUT,
+    ),
+)
+
+PHOTUTILS_RESULTS: tuple[ResultSpec, ...] = (
+    *CATALOGUE_RESULTS,
+    ResultSpec("background-map", "background.fits", "application/fits"),
+    ResultSpec("rms-map", "rms.fits", "application/fits"),
+)
+
+
+@dataclass
+class PhotutilsApp(App):
+    """Segmentation, deblending and moment measurements with photutils."""
+
+    name: str = "photutils"
+    description: str = (
+        "photutils segmentation: Background2D maps, threshold segmentation, multi-threshold "
+        "deblending and a moment-based source catalogue (robust and simple; like sep, but "
+        "pure Python and easier to extend)"
+    )
+    options: tuple[Option, ...] = PHOTUTILS_OPTIONS
+    results: tuple[ResultSpec, ...] = field(default=PHOTUTILS_RESULTS)
+    cores: int = 1
+
+    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
+        """Argument list running :mod:`caesar_rest.apps.photutils_run` on ``input_path``.
+
+        Parameters
+        ----------
+        input_path
+            The FITS image.
+        options
+            Validated options (from :meth:`App.validate`).
+        out_dir
+            Folder receiving the result files.
+
+        Returns
+        -------
+        list of str
+            ``python -m caesar_rest.apps.photutils_run --input ... --outdir ... --opt=value ...``.
+        """
+        return python_module_command(
+            "caesar_rest.apps.photutils_run",
+            "--input",
+            str(input_path),
+            "--outdir",
+            str(out_dir),
+            *self.option_args(options),
+        )

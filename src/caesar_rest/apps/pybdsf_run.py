@@ -1,0 +1,357 @@
+"""Run the ``pybdsf`` app: ``python -m caesar_rest.apps.pybdsf_run --input X --outdir D [...]``.
+
+Steps: load the image (beam from the header, an AIPS HISTORY card or the options), write a clean
+2-D copy into a scratch folder inside the output folder (PyBDSF writes its log next to its input,
+so it never writes next to the user's file), run ``bdsf.process_image`` with explicit background
+and rms maps, export its source list (``srl``) and Gaussian list (``gaul``) and convert them to
+the shared schema: sources become the catalogue, Gaussians the component catalogue. PyBDSF's log
+is kept as ``pybdsf.log``; the scratch folder is removed at the end.
+
+Exit codes: 0 success, 2 bad input or options (clear message on stderr), 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from astropy.io import fits
+from astropy.table import Table
+
+from caesar_rest.apps.program import (
+    beam_fallback,
+    describe_image,
+    extended_mask,
+    image_summary,
+    island_labels,
+    labels_at,
+    limit_threads,
+    nan_sentinels,
+    outside_image,
+    pixel_errors,
+    positions_from_sky,
+    program_main,
+    renumber,
+    resolve_options,
+    say,
+    truncated_labels,
+    write_map,
+    write_products,
+    write_summary,
+    write_work_image,
+)
+from caesar_rest.apps.pybdsf_app import RMS_MAP_VALUES, PybdsfApp
+from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
+from caesar_rest.catalogue.writers import iau_names, make_table
+from caesar_rest.imaging.fits_image import FitsImage, ImageError, load_image
+
+PROG = "pybdsf_run"
+ORIGIN = "caesar-rest pybdsf"
+#: Frequency given to PyBDSF when neither the header nor the options hold one.
+DEFAULT_FREQUENCY_HZ = 1.4e9
+
+
+def header_frequency(header: fits.Header) -> float | None:
+    """The observing frequency in Hz from a FITS header, if it states one.
+
+    Parameters
+    ----------
+    header
+        The image header (the original one, with its degenerate spectral axis if any).
+
+    Returns
+    -------
+    float or None
+        CRVAL of a ``FREQ*`` axis, else RESTFRQ/RESTFREQ/FREQ, else None.
+    """
+    naxis = max(int(header.get("NAXIS", 0) or 0), 4)
+    for i in range(1, naxis + 1):
+        ctype = str(header.get(f"CTYPE{i}", "")).upper()
+        if ctype.startswith("FREQ"):
+            value = header.get(f"CRVAL{i}")
+            if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+                return float(value)
+    for key in ("RESTFRQ", "RESTFREQ", "FREQ"):
+        value = header.get(key)
+        if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+            return float(value)
+    return None
+
+
+def _read_list(path: Path) -> Table | None:
+    # PyBDSF writes no file when a list is empty.
+    return Table.read(path, format="fits") if path.is_file() else None
+
+
+def _column(table: Table, name: str, scale: float = 1.0) -> npt.NDArray[np.float64]:
+    return np.asarray(table[name], dtype=np.float64) * scale
+
+
+def _at(
+    arr: npt.NDArray[np.float32], x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> Any:
+    ny, nx = arr.shape
+    xi = np.clip(np.rint(np.nan_to_num(x)).astype(np.intp), 0, nx - 1)
+    yi = np.clip(np.rint(np.nan_to_num(y)).astype(np.intp), 0, ny - 1)
+    return arr[yi, xi].astype(np.float64)
+
+
+def convert_list(
+    image: FitsImage,
+    raw: Table | None,
+    background: npt.NDArray[np.float32],
+    rms: npt.NDArray[np.float32],
+    truncated: Mapping[str, Any],
+    kind: str,
+) -> Table:
+    """Convert a PyBDSF source list or Gaussian list to the shared catalogue.
+
+    Parameters
+    ----------
+    image
+        The image PyBDSF ran on (same pixel grid and WCS).
+    raw
+        PyBDSF's FITS list (``RA``/``DEC``/``E_RA``/``E_DEC`` in degrees, ``Peak_flux`` Jy/beam,
+        ``Total_flux`` Jy, ``Maj``/``Min`` FWHM in degrees, ``PA`` degrees east of north,
+        ``Isl_id``), or None when PyBDSF found nothing.
+    background, rms
+        PyBDSF's maps in NumPy orientation (``(ny, nx)``), sampled at each position.
+    truncated
+        ``{"labels": label map, "cut": set of truncated labels}`` for the truncation flag.
+    kind
+        ``"srl"`` (sources) or ``"gaul"`` (Gaussians): sources share an island when there is
+        more than one in it, Gaussians likewise.
+
+    Returns
+    -------
+    astropy.table.Table
+        The catalogue, sorted by island and component.
+    """
+    if raw is None or len(raw) == 0:
+        return make_table(None)
+    n = len(raw)
+    x, y, ra, dec = positions_from_sky(image, _column(raw, "RA"), _column(raw, "DEC"))
+    ra_err = nan_sentinels(_column(raw, "E_RA"), 3600.0)
+    dec_err = nan_sentinels(_column(raw, "E_DEC"), 3600.0)
+    x_err, y_err = pixel_errors(image, x, y, ra_err, dec_err)
+    peak = _column(raw, "Peak_flux")
+    x0, y0 = image.origin
+    local_rms = _at(rms, x - x0, y - y0)
+    maj = _column(raw, "Maj", 3600.0)
+    mnr = _column(raw, "Min", 3600.0)
+
+    isl = np.asarray(raw["Isl_id"], dtype=np.int64)
+    _, isl_index = np.unique(isl, return_inverse=True)
+    members = np.bincount(isl_index)
+    flags = np.zeros(n, dtype=np.int64)
+    flags[members[isl_index] > 1] |= FLAG_BLENDED
+    flags[extended_mask(maj, mnr, image.beam)] |= FLAG_EXTENDED
+    under = labels_at(truncated["labels"], x - x0, y - y0)
+    flags[np.isin(under, list(truncated["cut"])) | outside_image(image, x, y)] |= FLAG_TRUNCATED
+
+    island_ids, component_ids = renumber(isl, peak)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = peak / local_rms
+    columns: dict[str, Any] = {
+        "name": iau_names(ra, dec),
+        "island_id": island_ids,
+        "component_id": component_ids,
+        "x": x,
+        "y": y,
+        "x_err": x_err,
+        "y_err": y_err,
+        "ra": ra,
+        "dec": dec,
+        "ra_err": ra_err,
+        "dec_err": dec_err,
+        "peak_flux": peak,
+        "peak_flux_err": nan_sentinels(_column(raw, "E_Peak_flux")),
+        "flux": _column(raw, "Total_flux"),
+        "flux_err": nan_sentinels(_column(raw, "E_Total_flux")),
+        "maj": maj,
+        "maj_err": nan_sentinels(_column(raw, "E_Maj", 3600.0)),
+        "min": mnr,
+        "min_err": nan_sentinels(_column(raw, "E_Min", 3600.0)),
+        "pa": np.mod(_column(raw, "PA"), 180.0),
+        "pa_err": nan_sentinels(_column(raw, "E_PA")),
+        "local_rms": local_rms,
+        "local_bkg": _at(background, x - x0, y - y0),
+        "snr": snr,
+        "flags": flags,
+    }
+    table = make_table(columns)
+    return table[np.lexsort((table["component_id"], table["island_id"]))]
+
+
+def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Run PyBDSF on ``input_path`` and write every output file into ``out_dir``.
+
+    Parameters
+    ----------
+    input_path
+        The FITS image.
+    out_dir
+        Output folder (created if missing).
+    options
+        Option values by name (validated and completed with defaults here).
+
+    Returns
+    -------
+    dict
+        The summary also written to ``summary.json``.
+
+    Raises
+    ------
+    OptionError, ImageError
+        On bad options or input.
+    """
+    t_start = time.perf_counter()
+    app = PybdsfApp()
+    opts = resolve_options(app, options)
+    shown = " ".join(f"{k}={v}" for k, v in opts.items() if v is not None and v is not False)
+    say(PROG, f"options: {shown}")
+    limit_threads(1)  # PyBDSF parallelises its fits with processes (ncores)
+    image = load_image(input_path, beam_fallback=beam_fallback(opts))
+    describe_image(PROG, image)
+    freq = header_frequency(image.header)
+    freq_source = "header"
+    if freq is None:
+        freq = float(opts["frequency"] or DEFAULT_FREQUENCY_HZ)
+        freq_source = "option" if opts["frequency"] else "default"
+        say(PROG, f"no frequency in the header; giving PyBDSF {freq:.6g} Hz ({freq_source})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {"load": time.perf_counter() - t_start}
+
+    import bdsf  # heavy import only once the input is known to be good
+
+    box, step = int(opts["rms_box"]), int(opts["rms_box_step"])
+    ny, nx = image.shape
+    if box > min(nx, ny):
+        raise ImageError(f"option 'rms_box' = {box} is larger than the image ({nx}x{ny} pixels)")
+    scratch = Path(tempfile.mkdtemp(prefix=".pybdsf-", dir=out_dir))
+    try:
+        work = write_work_image(image, scratch / "image.fits", ORIGIN)
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                # PyBDSF 1.14 calls NumPy APIs deprecated in NumPy 2 (hundreds of notes).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                img = bdsf.process_image(
+                    str(work),
+                    thresh_pix=float(opts["thresh_pix"]),
+                    thresh_isl=float(opts["thresh_isl"]),
+                    rms_box=(box, step),
+                    rms_map=RMS_MAP_VALUES[str(opts["rms_map"])],
+                    mean_map=str(opts["mean_map"]),
+                    adaptive_rms_box=bool(opts["adaptive_rms_box"]),
+                    group_by_isl=bool(opts["group_by_isl"]),
+                    atrous_do=bool(opts["atrous_do"]),
+                    ncores=int(opts["ncores"]),
+                    frequency=freq,
+                    quiet=True,
+                )
+        except RuntimeError as exc:  # PyBDSF reports bad input this way (no beam, no data...)
+            raise ImageError(f"PyBDSF could not process the image: {exc}") from None
+        finally:
+            log = work.with_name(work.name + ".pybdsf.log")
+            if log.is_file():
+                shutil.copyfile(log, out_dir / "pybdsf.log")
+        timings["find"] = time.perf_counter() - t0
+        # PyBDSF keeps its arrays as [x, y]; NumPy/FITS order is [y, x].
+        rms = np.ascontiguousarray(np.asarray(img.rms_arr, dtype=np.float32).T)
+        background = np.ascontiguousarray(np.asarray(img.mean_arr, dtype=np.float32).T)
+        srl = gaul = None
+        if int(getattr(img, "nsrc", 0)) > 0:
+            srl_path, gaul_path = scratch / "srl.fits", scratch / "gaul.fits"
+            img.write_catalog(
+                outfile=str(srl_path), format="fits", catalog_type="srl", clobber=True
+            )
+            img.write_catalog(
+                outfile=str(gaul_path), format="fits", catalog_type="gaul", clobber=True
+            )
+            srl, gaul = _read_list(srl_path), _read_list(gaul_path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        significant = ((image.data - background) / rms) >= float(opts["thresh_isl"])
+    significant &= ~image.mask
+    labels, _ = island_labels(significant)
+    truncated = {"labels": labels, "cut": truncated_labels(labels, image.mask)}
+    table = convert_list(image, srl, background, rms, truncated, "srl")
+    components = convert_list(image, gaul, background, rms, truncated, "gaul")
+    n_islands = len(set(np.asarray(srl["Isl_id"]).tolist())) if srl is not None else 0
+    good = np.isfinite(rms) & ~image.mask
+    rms_median = float(np.median(rms[good])) if good.any() else float("nan")
+    bkg_median = float(np.median(background[good])) if good.any() else float("nan")
+    say(PROG, f"background: rms_box ({box}, {step}), median rms {rms_median:.4g}")
+    say(
+        PROG,
+        f"detection: {n_islands} islands, {len(table)} sources, {len(components)} Gaussians "
+        f"(thresh_pix {opts['thresh_pix']}, thresh_isl {opts['thresh_isl']})",
+    )
+
+    files, write_times = write_products(
+        PROG, image, table, out_dir, preview=not opts["no-preview"], components=components
+    )
+    timings.update(write_times)
+    if (out_dir / "pybdsf.log").is_file():
+        files["pybdsf-log"] = "pybdsf.log"
+    if opts["save-bkgmap"]:
+        files["background-map"] = write_map(
+            out_dir / "background.fits", background, image, "background", ORIGIN
+        ).name
+    if opts["save-rmsmap"]:
+        files["rms-map"] = write_map(out_dir / "rms.fits", rms, image, "rms", ORIGIN).name
+    timings["total"] = time.perf_counter() - t_start
+
+    summary: dict[str, Any] = {
+        "app": "pybdsf",
+        "tool": f"PyBDSF {getattr(bdsf, '__version__', '')}".strip(),
+        "input": input_path.name,
+        "n_sources": len(table),
+        "n_components": len(components),
+        "n_islands": n_islands,
+        "image": image_summary(image),
+        "frequency_hz": freq,
+        "frequency_source": freq_source,
+        "rms_median": rms_median,
+        "background_median": bkg_median,
+        "options": opts,
+        "files": files,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+    write_summary(out_dir, summary)
+    say(PROG, "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point.
+
+    Parameters
+    ----------
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for bad input or options, 1 for an unexpected error.
+    """
+    return program_main(
+        PybdsfApp(), PROG, "Extract sources from a FITS image with PyBDSF.", run, argv
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

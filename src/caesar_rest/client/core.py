@@ -1,0 +1,529 @@
+"""A Python client of caesar-rest: upload images, run apps, wait, fetch results.
+
+Jobs go through the UWS 1.1 interface (``/uws/jobs``, JSON mirror); uploads, apps and option
+schemas through the v1.0 API. Waiting uses the server's blocking ``WAIT``, so a client makes
+one request per phase change instead of polling.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from email.message import Message
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from caesar_rest import __version__
+from caesar_rest.client.constants import DEFAULT_URL, TOKEN_ENV, TOKEN_FILE_ENV, URL_ENV
+from caesar_rest.client.models import (
+    FINAL_PHASES,
+    AppInfo,
+    AppOption,
+    FileInfo,
+    Job,
+    JobRef,
+    ResultInfo,
+)
+
+V1 = "/caesar/api/v1.0"
+UWS_JOBS = "/uws/jobs"
+CHUNK = 1024 * 1024
+#: Longest single WAIT the client asks for (the server may cap it lower).
+WAIT_STEP = 60.0
+#: Phases in which the server blocks a WAIT; in others the client sleeps between looks.
+_BLOCKING = frozenset({"PENDING", "QUEUED", "EXECUTING"})
+_FILE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+#: ``progress(bytes_done, bytes_total)``.
+Progress = Callable[[int, int], None]
+#: ``progress(result_id, bytes_done, bytes_total or None)``.
+DownloadProgress = Callable[[str, int, int | None], None]
+
+
+class CaesarError(Exception):
+    """The service refused a request, or could not be reached.
+
+    Attributes
+    ----------
+    status
+        The HTTP status (None when there was no answer).
+    message
+        The service's explanation.
+    body
+        The JSON error body, when there was one.
+    """
+
+    def __init__(self, status: int | None, message: str, body: Any = None):
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+        self.body = body
+
+
+class CaesarTimeout(CaesarError):
+    """A wait ran out of time before the job ended."""
+
+
+def resolve_token(token: str | None = None, token_file: str | Path | None = None) -> str | None:
+    """The bearer token: the argument, else the file, else ``$CAESAR_REST_TOKEN``, else the
+    file named by ``$CAESAR_REST_TOKEN_FILE``; None when there is none.
+
+    Raises
+    ------
+    CaesarError
+        When a token file cannot be read or is empty.
+    """
+    if token:
+        return token.strip()
+    path = token_file
+    if path is None and os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    if path is None:
+        path = os.environ.get(TOKEN_FILE_ENV) or None
+    if path is None:
+        return None
+    try:
+        text = Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise CaesarError(None, f"cannot read the token file {path}: {exc}") from None
+    if not text:
+        raise CaesarError(None, f"the token file {path} is empty")
+    return text
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _quote_header(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "").replace("\n", "")
+
+
+class _MultipartFile:
+    """A streamed multipart/form-data body: fields, then one file part named ``file``."""
+
+    def __init__(self, fields: Iterable[tuple[str, str]], path: Path, progress: Progress | None):
+        self.path = path
+        self.size = path.stat().st_size
+        self.progress = progress
+        self.boundary = uuid.uuid4().hex
+        b = self.boundary
+        head = "".join(
+            f'--{b}\r\nContent-Disposition: form-data; name="{_quote_header(k)}"\r\n\r\n{v}\r\n'
+            for k, v in fields
+        )
+        head += (
+            f'--{b}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{_quote_header(path.name)}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        self.head = head.encode("utf-8")
+        self.tail = f"\r\n--{b}--\r\n".encode()
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    @property
+    def length(self) -> int:
+        return len(self.head) + self.size + len(self.tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.head
+        sent = 0
+        if self.progress:
+            self.progress(0, self.size)
+        with open(self.path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                sent += len(chunk)
+                yield chunk
+                if self.progress:
+                    self.progress(sent, self.size)
+        yield self.tail
+
+
+def _filename(response: httpx.Response, fallback: str) -> str:
+    """The file name of a download (Content-Disposition), reduced to a safe base name."""
+    name = ""
+    header = response.headers.get("content-disposition")
+    if header:
+        msg = Message()
+        msg["content-disposition"] = header
+        name = msg.get_filename() or ""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].lstrip(".")
+    return name or fallback
+
+
+class CaesarClient:
+    """Client of one caesar-rest service.
+
+    Parameters
+    ----------
+    url
+        Service root (default ``$CAESAR_REST_URL``, else ``http://127.0.0.1:8080``).
+    token
+        Bearer token; else read from ``token_file``, ``$CAESAR_REST_TOKEN`` or the file named
+        by ``$CAESAR_REST_TOKEN_FILE`` (see :func:`resolve_token`).
+    token_file
+        File holding the token.
+    timeout
+        Timeout of ordinary requests in seconds (waits get their own).
+    verify
+        TLS verification: True, False or a CA bundle path.
+    transport
+        An httpx transport (tests).
+
+    Examples
+    --------
+    >>> with CaesarClient("http://127.0.0.1:8080") as c:  # doctest: +SKIP
+    ...     job = c.submit("sep", "image.fits", {"seedthr": 5})
+    ...     job = c.wait(job.job_id)
+    ...     c.download(job.job_id, "out")
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        timeout: float = 60.0,
+        verify: bool | str = True,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        headers = {"User-Agent": f"caesar-rest-client/{__version__}"}
+        tok = resolve_token(token, token_file)
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+        )
+
+    # --- plumbing ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> CaesarClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kw)
+        except httpx.TimeoutException as exc:
+            raise CaesarError(None, f"{self.url} did not answer in time: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise CaesarError(None, f"cannot reach {self.url}: {exc}") from None
+        self._check(response)
+        return response
+
+    @staticmethod
+    def _check(response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        body: Any = None
+        message = response.reason_phrase
+        try:
+            response.read()
+            body = response.json()
+            if isinstance(body, dict) and body.get("status"):
+                message = str(body["status"])
+        except ValueError:
+            text = response.text.strip()
+            message = text[:500] or message
+        raise CaesarError(response.status_code, message, body)
+
+    def _json(self, method: str, url: str, **kw: Any) -> Any:
+        headers = {"Accept": "application/json", **kw.pop("headers", {})}
+        return self._request(method, url, headers=headers, **kw).json()
+
+    def _job_url(self, job_id: str) -> str:
+        if not re.fullmatch(r"[0-9A-Za-z-]{1,64}", job_id):
+            raise CaesarError(None, f"not a job id: {job_id!r}")
+        return f"{UWS_JOBS}/{job_id}"
+
+    def _post_then_get(self, url: str, data: Mapping[str, str]) -> Job:
+        """POST a UWS change (303), then read the job it points to."""
+        r = self._request("POST", url, data=dict(data), follow_redirects=False)
+        location = r.headers.get("location") or url
+        return Job.from_json(self._json("GET", urljoin(self.url + "/", location)))
+
+    # --- files and apps ------------------------------------------------------------------
+    def upload(
+        self, path: str | Path, tag: str | None = None, progress: Progress | None = None
+    ) -> FileInfo:
+        """Upload a FITS image (streamed); ``progress(done, total)`` follows the bytes sent.
+
+        Returns
+        -------
+        FileInfo
+            The stored file, with the id to submit jobs on.
+        """
+        body = _MultipartFile([("tag", tag)] if tag else [], Path(path), progress)
+        r = self._request(
+            "POST",
+            f"{V1}/upload",
+            content=iter(body),
+            headers={"Content-Type": body.content_type, "Content-Length": str(body.length)},
+            timeout=httpx.Timeout(self.timeout, write=None, read=None),
+        )
+        return FileInfo.from_upload(r.json())
+
+    def apps(self) -> list[AppInfo]:
+        """The service's apps."""
+        data = self._json("GET", f"{V1}/apps")
+        details = data.get("details") or [{"name": n} for n in data.get("apps", [])]
+        return [
+            AppInfo(
+                name=str(d["name"]),
+                description=str(d.get("description") or ""),
+                available=bool(d.get("available", True)),
+                reason=d.get("reason"),
+            )
+            for d in details
+        ]
+
+    def describe(self, app: str) -> list[AppOption]:
+        """The options of ``app``, in the service's order."""
+        data = self._json("GET", f"{V1}/app/{app}/describe")
+        return [AppOption.from_describe(name, spec) for name, spec in data.items()]
+
+    # --- jobs ----------------------------------------------------------------------------
+    def submit(
+        self,
+        app: str,
+        image: str | Path,
+        options: Mapping[str, Any] | None = None,
+        run: bool = True,
+        run_id: str | None = None,
+        execution_duration: int | None = None,
+        destruction: datetime | None = None,
+        progress: Progress | None = None,
+    ) -> Job:
+        """Create a job of ``app`` on ``image`` and (with ``run``) start it.
+
+        Parameters
+        ----------
+        app
+            App name (see :meth:`apps`).
+        image
+            A file id from :meth:`upload`, or the path of a local FITS image, which is sent
+            with the request (``progress`` follows it).
+        options
+            The app's options by name (see :meth:`describe`).
+        run
+            Start at once (UWS ``PHASE=RUN``); else the job waits in PENDING for :meth:`run`.
+        run_id, execution_duration, destruction
+            UWS job controls: a label of yours, the time limit in seconds (the server clamps
+            it), and when the job and its results are removed.
+
+        Returns
+        -------
+        Job
+            The new job.
+        """
+        fields: list[tuple[str, str]] = [("app", app)]
+        fields += [(k, _form_value(v)) for k, v in (options or {}).items()]
+        if run:
+            fields.append(("PHASE", "RUN"))
+        if run_id is not None:
+            fields.append(("RUNID", run_id))
+        if execution_duration is not None:
+            fields.append(("EXECUTIONDURATION", str(int(execution_duration))))
+        if destruction is not None:
+            when = destruction if destruction.tzinfo else destruction.replace(tzinfo=UTC)
+            fields.append(("DESTRUCTION", when.isoformat()))
+        text = str(image)
+        if isinstance(image, str) and _FILE_ID.match(text) and not Path(text).exists():
+            r = self._request(
+                "POST", UWS_JOBS, data=dict([*fields, ("file", text)]), follow_redirects=False
+            )
+        else:
+            path = Path(image)
+            if not path.is_file():
+                raise CaesarError(None, f"no such file: {path} (and not a file id)")
+            body = _MultipartFile(fields, path, progress)
+            r = self._request(
+                "POST",
+                UWS_JOBS,
+                content=iter(body),
+                headers={"Content-Type": body.content_type, "Content-Length": str(body.length)},
+                follow_redirects=False,
+                timeout=httpx.Timeout(self.timeout, write=None, read=None),
+            )
+        location = r.headers.get("location")
+        if r.status_code != 303 or not location:
+            raise CaesarError(r.status_code, "the service did not answer with the new job")
+        return Job.from_json(self._json("GET", urljoin(self.url + "/", location)))
+
+    def status(self, job_id: str) -> Job:
+        """The job now."""
+        return Job.from_json(self._json("GET", self._job_url(job_id)))
+
+    def run(self, job_id: str) -> Job:
+        """Start a PENDING job."""
+        return self._post_then_get(f"{self._job_url(job_id)}/phase", {"PHASE": "RUN"})
+
+    def cancel(self, job_id: str) -> Job:
+        """Abort the job (nothing happens to a job that has ended)."""
+        return self._post_then_get(f"{self._job_url(job_id)}/phase", {"PHASE": "ABORT"})
+
+    def delete(self, job_id: str) -> None:
+        """Destroy the job and its results (aborting it if it runs)."""
+        # Not following the 303: it points to the whole job list.
+        self._request("DELETE", self._job_url(job_id), follow_redirects=False)
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_change: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Wait until the job ends, with the server's blocking WAIT (no busy polling).
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait at most (None: as long as it takes).
+        on_change
+            Called with the job at each phase change seen.
+
+        Raises
+        ------
+        CaesarTimeout
+            When ``timeout`` passes first.
+        CaesarError
+            When the job is PENDING (created without running: nothing would happen).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.status(job_id)
+        if job.phase == "PENDING":
+            raise CaesarError(None, f"job {job_id} is PENDING: start it first (run)")
+        pause = 0.5
+        while job.phase not in FINAL_PHASES:
+            left = WAIT_STEP if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise CaesarTimeout(None, f"job {job_id} still {job.phase} after {timeout} s")
+            step = min(WAIT_STEP, left)
+            if job.phase in _BLOCKING:
+                data = self._json(
+                    "GET",
+                    self._job_url(job_id),
+                    params={"WAIT": str(max(1, int(step))), "PHASE": job.phase},
+                    timeout=httpx.Timeout(self.timeout, read=step + self.timeout),
+                )
+                new = Job.from_json(data)
+            else:  # HELD, SUSPENDED, UNKNOWN: the server answers at once; look now and then
+                time.sleep(min(pause, step))
+                pause = min(pause * 1.5, 10.0)
+                new = self.status(job_id)
+            if new.phase != job.phase and on_change is not None:
+                on_change(new)
+            job = new
+        return job
+
+    def results(self, job_id: str) -> list[ResultInfo]:
+        """The job's results (aliases included, marked by ``alias_of``)."""
+        data = self._json("GET", f"{self._job_url(job_id)}/results")
+        return [ResultInfo.from_json(r) for r in data.get("results", [])]
+
+    def download(
+        self,
+        job_id: str,
+        dest: str | Path = ".",
+        names: Iterable[str] | None = None,
+        progress: DownloadProgress | None = None,
+    ) -> list[Path]:
+        """Download the job's results into ``dest`` (created if needed).
+
+        Parameters
+        ----------
+        names
+            Result ids to fetch (default: all, without aliases).
+        progress
+            ``progress(result_id, done, total)`` as bytes arrive.
+
+        Returns
+        -------
+        list of Path
+            The files written, named as the service names them (``catalog.vot``, ...).
+        """
+        wanted = set(names) if names is not None else None
+        results = self.results(job_id)
+        if wanted is not None:
+            unknown = wanted - {r.id for r in results}
+            if unknown:
+                raise CaesarError(404, f"job {job_id} has no result {', '.join(sorted(unknown))}")
+        out = Path(dest)
+        out.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        for res in results:
+            if wanted is None and res.alias_of:
+                continue
+            if wanted is not None and res.id not in wanted:
+                continue
+            written.append(self._download_one(res, out, progress))
+        return written
+
+    def _download_one(self, res: ResultInfo, out: Path, progress: DownloadProgress | None) -> Path:
+        url = urljoin(self.url + "/", res.href)
+        try:
+            with self._http.stream("GET", url) as r:
+                self._check(r)
+                target = out / _filename(r, res.id)
+                total = int(r.headers.get("content-length", 0)) or None
+                tmp = target.with_name(f".{target.name}.part")
+                done = 0
+                try:
+                    with open(tmp, "wb") as fh:
+                        for chunk in r.iter_bytes(CHUNK):
+                            fh.write(chunk)
+                            done += len(chunk)
+                            if progress:
+                                progress(res.id, done, total)
+                    os.replace(tmp, target)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+        except httpx.HTTPError as exc:
+            raise CaesarError(None, f"download of {res.id} failed: {exc}") from None
+        return target
+
+    def jobs(
+        self,
+        phases: Iterable[str] | None = None,
+        after: datetime | None = None,
+        last: int | None = None,
+    ) -> list[JobRef]:
+        """The caller's jobs (UWS filters: any of ``phases``, created ``after``, ``last`` n)."""
+        params: list[tuple[str, str]] = [("PHASE", p.upper()) for p in phases or ()]
+        if after is not None:
+            when = after if after.tzinfo else after.replace(tzinfo=UTC)
+            params.append(("AFTER", when.isoformat()))
+        if last is not None:
+            params.append(("LAST", str(last)))
+        data = self._json("GET", UWS_JOBS, params=params)
+        return [JobRef.from_json(j) for j in data.get("jobs", [])]

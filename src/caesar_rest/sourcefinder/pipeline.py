@@ -1,0 +1,783 @@
+"""The whole source-finding run (spec section 1.2), with timings.
+
+:func:`find_sources` is the library entry point: it takes a FITS path (or a loaded
+:class:`~caesar_rest.imaging.FitsImage`) and :class:`FinderOptions`, and returns a
+:class:`SourceFinderResult` holding the islands, nested sources, fitted components, optional
+maps and the time spent in each step. Large images are split into overlapping tiles processed
+by worker processes (:mod:`caesar_rest.sourcefinder.tiling`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from caesar_rest.imaging.fits_image import FitsImage, load_image, sky_ellipse_to_pixel, sky_jacobian
+from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, nesting
+from caesar_rest.sourcefinder import selection as sel
+from caesar_rest.sourcefinder.islands import (
+    MORPH_COMPACT,
+    MORPH_COMPACT_EXTENDED,
+    MORPH_EXTENDED,
+    MORPH_POINTLIKE,
+    IslandSet,
+)
+from caesar_rest.sourcefinder.options import FinderOptions
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+
+FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+#: Classifies the islands of a tile: (process here, send to the master) per island.
+Classifier = Callable[[IslandSet], tuple[B, B]]
+
+
+@dataclass(frozen=True)
+class BeamPix:
+    """The beam in the units the pipeline needs.
+
+    Attributes
+    ----------
+    bmaj, bmin, bpa
+        FWHM in arcsec and position angle in degrees east of north.
+    area_pix
+        Beam area in pixels (``pi bmaj bmin / (4 ln 2) / pixel^2``).
+    width_px
+        ``ceil(sqrt(bmaj bmin) / pixel)``: the unit of background boxes (spec conventions).
+    pix_min
+        Minor FWHM in pixels: the unit of the blob scales.
+    sigma
+        ``(sigma_major, sigma_minor, theta)`` of the beam in pixels, theta in radians
+        counter-clockwise from +x (from the WCS at the image centre).
+    """
+
+    bmaj: float
+    bmin: float
+    bpa: float
+    area_pix: float
+    width_px: float
+    pix_min: float
+    sigma: tuple[float, float, float]
+
+
+def beam_pixels(image: FitsImage) -> BeamPix:
+    """Beam of ``image`` in pixel units.
+
+    Parameters
+    ----------
+    image
+        The image.
+
+    Returns
+    -------
+    BeamPix
+        The beam.
+    """
+    bmaj, bmin, bpa = image.beam
+    ny, nx = image.shape
+    jac = sky_jacobian(image.wcs, [(nx - 1) / 2.0], [(ny - 1) / 2.0])
+    a, b, th = sky_ellipse_to_pixel(jac, bmaj, bmin, bpa)
+    pix = image.pixel_scale_arcsec
+    return BeamPix(
+        bmaj=bmaj,
+        bmin=bmin,
+        bpa=bpa,
+        area_pix=image.beam_area_pix,
+        width_px=float(math.ceil(math.sqrt(bmaj * bmin) / pix - 1e-9)),
+        pix_min=min(bmaj, bmin) / pix,
+        sigma=(float(a[0]) / FWHM, float(b[0]) / FWHM, float(th[0])),
+    )
+
+
+@dataclass
+class Sources:
+    """Sources found in an image or a tile.
+
+    Attributes
+    ----------
+    isl
+        Islands first, then nested sources (``parent`` = index of the mother).
+    fit
+        Fit result (None when fitting is off); ``unit_source`` maps fit units to ``isl``.
+    unit_source
+        Source index of each fit unit.
+    maps
+        Requested maps (full tile arrays).
+    edge
+        Island pieces cut by a tile border, for the master to merge (tiled runs only).
+    stats
+        Counts and global background/noise.
+    timings
+        Seconds per step.
+    """
+
+    isl: IslandSet
+    fit: fitting.FitResult | None
+    unit_source: I64
+    maps: dict[str, F32] = field(default_factory=dict)
+    edge: IslandSet | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SourceFinderResult:
+    """Result of :func:`find_sources` for a whole image."""
+
+    image: FitsImage
+    beam: BeamPix
+    options: FinderOptions
+    sources: Sources
+    timings: dict[str, float]
+    n_tiles: int = 1
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+def _box_px(opts: FinderOptions, beam: BeamPix) -> float:
+    return opts.bkg_box * beam.width_px if opts.bkg_box_in_beams else opts.bkg_box
+
+
+def estimate_background(
+    data: F32,
+    beam: BeamPix,
+    opts: FinderOptions,
+    origin: tuple[int, int] = (0, 0),
+    full_shape: tuple[int, int] | None = None,
+) -> background.Background:
+    """Background and noise maps with the options' settings (spec 2.3-2.5).
+
+    Parameters
+    ----------
+    data
+        Image (NaN = blank).
+    beam
+        Beam.
+    opts
+        Options.
+    origin, full_shape
+        Placement of ``data`` in the full image.
+
+    Returns
+    -------
+    Background
+        The maps.
+    """
+
+    def est(img: F32) -> background.Background:
+        return background.estimate(
+            img,
+            _box_px(opts, beam),
+            opts.bkg_grid,
+            opts.bkg_estimator,
+            opts.local_bkg,
+            opts.bkg_second_pass,
+            beam.width_px,
+            origin,
+            full_shape,
+        )
+
+    bk = est(data)
+    if opts.bkg_skip_outliers:
+        z = background.significance(data, bk.bkg, bk.rms)
+        lab, n = detection.find_islands(z, opts.seed_thr, opts.merge_thr, opts.min_npix)
+        del z
+        if n:
+            masked = data.copy()
+            masked[lab > 0] = np.nan
+            bk2 = est(masked)
+            blank = ~np.isfinite(data)
+            # The masked pixels keep the interpolated maps (they are not blank).
+            bk2.bkg = (
+                background.interpolate_grid(bk2.grid_bkg, *_centres_of(bk2, data.shape), data.shape)
+                if bk2.grid is not None and bk2.grid_bkg is not None
+                else np.full(data.shape, bk2.global_bkg, dtype=np.float32)
+            )
+            bk2.rms = (
+                background.interpolate_grid(bk2.grid_rms, *_centres_of(bk2, data.shape), data.shape)
+                if bk2.grid is not None and bk2.grid_rms is not None
+                else np.full(data.shape, bk2.global_rms, dtype=np.float32)
+            )
+            bk2.bkg[blank] = np.nan
+            bk2.rms[blank] = np.nan
+            bk = bk2
+    return bk
+
+
+def _centres_of(bk: background.Background, shape: tuple[int, int]) -> tuple[I64, I64]:
+    g = bk.grid
+    assert g is not None
+    fy, fx = g.full_shape if g.full_shape is not None else shape
+    ny, nx = shape
+    cx = background._centres(fx, g.box, g.step, g.origin[0], g.origin[0] + nx) - g.origin[0]
+    cy = background._centres(fy, g.box, g.step, g.origin[1], g.origin[1] + ny) - g.origin[1]
+    return cx, cy
+
+
+def find_in_array(
+    data: F32,
+    beam: BeamPix,
+    opts: FinderOptions,
+    origin: tuple[int, int] = (0, 0),
+    full_shape: tuple[int, int] | None = None,
+    want_maps: frozenset[str] = frozenset(),
+    classify: Classifier | None = None,
+    image_origin: tuple[int, int] | None = None,
+) -> Sources:
+    """Run the pipeline on one array (a whole image or a tile).
+
+    Parameters
+    ----------
+    data
+        Image (float32, NaN = blank).
+    beam
+        Beam.
+    opts
+        Options.
+    origin, full_shape
+        Placement of ``data`` in the full image (pixel coordinates of the results are
+        full-image coordinates); ``full_shape`` is ``(y_end, x_end)`` of the image.
+    want_maps
+        Maps to return: ``bkg``, ``rms``, ``significance``, ``residual``, ``saliency``,
+        ``segmented``.
+    classify
+        For tiles: which islands to process here and which to send to the master (islands
+        in neither are dropped: another tile reports them).
+    image_origin
+        ``(x0, y0)`` of the image (default ``origin``); islands on the image edges are
+        flagged as truncated.
+
+    Returns
+    -------
+    Sources
+        Islands, nested sources and fits.
+    """
+    timings: dict[str, float] = {}
+    tm = _Timer(timings)
+    ny, nx = data.shape
+    fshape = full_shape if full_shape is not None else (ny + origin[1], nx + origin[0])
+    blank = ~np.isfinite(data)
+    bk = estimate_background(data, beam, opts, origin, fshape)
+    tm.lap("background")
+    z = background.significance(data, bk.bkg, bk.rms)
+    maps: dict[str, F32] = {}
+    if "significance" in want_maps:
+        maps["significance"] = z
+
+    def recompute(work: F32) -> F32:
+        b2 = estimate_background(work, beam, opts, origin, fshape)
+        return background.significance(work, b2.bkg, b2.rms)
+
+    if opts.search_compact:
+        labels, n = detection.iterative_search(
+            data,
+            z,
+            opts.seed_thr,
+            opts.merge_thr,
+            opts.min_npix,
+            opts.n_iters,
+            opts.seed_thr_step,
+            recompute,
+        )
+    else:
+        labels, n = np.zeros((ny, nx), dtype=np.int32), 0
+    tm.lap("compact")
+    n_compact = n
+    ext_n = 0
+    if opts.search_extended:
+        sub = np.subtract(data, bk.bkg, dtype=np.float32)
+        zmax = np.full(n + 1, -np.inf)
+        if n:
+            np.maximum.at(zmax, labels[labels > 0], z[labels > 0])
+        remove = zmax > opts.res_zthr
+        remove[0] = False
+        search = extended.remove_compact(sub, labels, remove, opts.dilate_size)
+        del sub
+        search[blank] = np.nan
+        ext_lab, ext_n, sal = extended.extended_islands(
+            search,
+            opts.wt_scale_min,
+            opts.wt_scale_max,
+            opts.seed_thr,
+            opts.merge_thr,
+            opts.min_npix,
+        )
+        del search
+        if "saliency" in want_maps:
+            maps["saliency"] = sal
+        del sal
+        ext_mask = ext_lab > 0
+        del ext_lab
+        comp_mask = labels > 0
+        if opts.merge_sources:
+            # Spec 5.6: union of compact and extended, split again.
+            labels, n = detection.find_islands(
+                np.where(comp_mask | ext_mask, np.float32(1.0), np.float32(0.0)),
+                0.5,
+                0.5,
+                opts.min_npix,
+            )
+            is_ext = np.zeros(n + 1, dtype=bool)
+            np.logical_or.at(is_ext, labels[ext_mask & ~comp_mask], True)
+        else:
+            only = ext_mask & ~comp_mask
+            ext_labels, ne = detection.find_islands(
+                np.where(only, np.float32(1.0), np.float32(0.0)), 0.5, 0.5, opts.min_npix
+            )
+            labels = np.where(ext_labels > 0, ext_labels + n, labels).astype(np.int32)
+            is_ext = np.zeros(n + ne + 1, dtype=bool)
+            is_ext[n + 1 :] = True
+            n += ne
+        del ext_mask, comp_mask
+    else:
+        is_ext = np.zeros(n + 1, dtype=bool)
+    tm.lap("extended")
+    if "significance" not in want_maps:
+        del z
+    iorig = origin if image_origin is None else image_origin
+    isl = islands.from_labels(labels, data, bk.bkg, bk.rms, origin, blank, fshape, iorig)
+    fittable = isl.npix / beam.area_pix <= opts.fit_max_nbeams
+    # Spec 5.6: merged regions with extended pixels are EXTENDED unless fittable.
+    isl.morph = np.where(is_ext[1:] & ~fittable, MORPH_EXTENDED, MORPH_COMPACT).astype(np.int64)
+    if "segmented" in want_maps:
+        maps["segmented"] = labels.astype(np.float32)
+    edge: IslandSet | None = None
+    if classify is not None:
+        own, send = classify(isl)
+        edge = isl.subset(send)
+        isl = isl.subset(own)
+    tm.lap("islands")
+    read = _array_reader(data, origin)
+    out = process_islands(isl, read, beam, opts, timings)
+    if "residual" in want_maps:
+        maps["residual"] = residual_map(data, bk.bkg, out, origin)
+    if "bkg" in want_maps:
+        maps["bkg"] = bk.bkg
+    if "rms" in want_maps:
+        maps["rms"] = bk.rms
+    out.maps = maps
+    out.edge = edge
+    valid = ~blank
+    out.stats = {
+        "global_bkg": bk.global_bkg,
+        "global_rms": bk.global_rms,
+        "median_rms": float(np.median(bk.rms[valid][:: max(1, int(valid.sum()) // 1_000_000)])),
+        "median_bkg": float(np.median(bk.bkg[valid][:: max(1, int(valid.sum()) // 1_000_000)])),
+        "n_compact_islands": int(n_compact),
+        "n_extended_regions": int(ext_n),
+        "bkg_box_px": bk.grid.box if bk.grid is not None else None,
+        "bkg_step_px": bk.grid.step if bk.grid is not None else None,
+    }
+    out.timings = {**timings, **out.timings}
+    return out
+
+
+def _array_reader(data: F32, origin: tuple[int, int]) -> nesting.Reader:
+    ny, nx = data.shape
+    ox, oy = origin
+
+    def read(x0: int, x1: int, y0: int, y1: int) -> F32:
+        # Clip to the image: callers use max(x0, 0) etc. as the cut-out origin.
+        a0, a1 = max(x0, 0) - ox, min(x1 - ox, nx)
+        b0, b1 = max(y0, 0) - oy, min(y1 - oy, ny)
+        a0, b0 = max(a0, 0), max(b0, 0)
+        return np.asarray(data[b0:b1, a0:a1], dtype=np.float32)
+
+    return read
+
+
+def process_islands(
+    isl: IslandSet,
+    read: nesting.Reader,
+    beam: BeamPix,
+    opts: FinderOptions,
+    timings: dict[str, float] | None = None,
+) -> Sources:
+    """Selection, nested search and fits of measured islands (spec 3.6, 4, 6).
+
+    Parameters
+    ----------
+    isl
+        Islands (morphology set: COMPACT or EXTENDED).
+    read
+        Image reader for cut-outs around islands (nested search).
+    beam
+        Beam.
+    opts
+        Options.
+    timings
+        Dictionary receiving the time per step.
+
+    Returns
+    -------
+    Sources
+        Islands then nested sources, and the fits.
+    """
+    timings = {} if timings is None else timings
+    tm = _Timer(timings)
+    if opts.select_sources and isl.n:
+        good, morph = _select(isl, beam, opts)
+        isl.morph = np.where(isl.morph == MORPH_EXTENDED, MORPH_EXTENDED, morph)
+        isl = isl.subset(good)
+    elif isl.n:
+        # Spec 3.6: with no cut enabled every compact island is point-like.
+        isl.morph = np.where(isl.morph == MORPH_EXTENDED, MORPH_EXTENDED, MORPH_POINTLIKE)
+    tm.lap("selection")
+    nested = islands.empty()
+    if opts.search_nested and isl.n:
+        thr = math.ceil(opts.nested_beams_thr * beam.area_pix)
+        eligible = isl.npix > thr
+        if eligible.any():
+            if opts.blob_method == "GausLaplacian":
+                scales = [beam.sigma[1]]
+            else:
+                scales = nesting.blob_scales(
+                    beam.pix_min,
+                    opts.nested_min_scale,
+                    opts.nested_max_scale,
+                    opts.nested_scale_step,
+                )
+            nested = nesting.nested_sources(
+                isl,
+                eligible,
+                read,
+                beam.sigma,
+                scales,
+                opts.nested_peak_zthr,
+                opts.nested_merge_zthr,
+                opts.min_npix,
+                opts.nested_min_mother_dist,
+                opts.nested_max_pix_match,
+                opts.nested_blob_thr,
+                opts.nested_kern_factor,
+            )
+            if nested.n and opts.select_sources:
+                good, morph = _select(nested, beam, opts)
+                nested.morph = morph
+                nested = nested.subset(good)
+            elif nested.n:
+                nested.morph = np.full(nested.n, MORPH_POINTLIKE, dtype=np.int64)
+            # Spec 5.6: an extended mother holding compact nested sources.
+            has_child = np.zeros(isl.n, dtype=bool)
+            has_child[nested.parent] = True
+            isl.morph = np.where(
+                (isl.morph == MORPH_EXTENDED) & has_child, MORPH_COMPACT_EXTENDED, isl.morph
+            )
+    tm.lap("nested")
+    n_isl = isl.n
+    allsrc = islands.concat([isl, nested]) if nested.n else isl
+    if allsrc.parent.size != allsrc.n:
+        allsrc.parent = np.full(allsrc.n, -1, dtype=np.int64)
+    fit: fitting.FitResult | None = None
+    unit_source = np.zeros(0, dtype=np.int64)
+    if opts.fit_sources and allsrc.n:
+        fit, unit_source = fit_sources(allsrc, n_isl, beam, opts, read)
+    tm.lap("fit")
+    return Sources(allsrc, fit, unit_source, timings=timings)
+
+
+def _select(s: IslandSet, beam: BeamPix, o: FinderOptions) -> tuple[B, I64]:
+    return sel.select(
+        s,
+        beam.area_pix,
+        o.use_bbox_cut,
+        o.min_bbox,
+        o.use_circ_cut,
+        o.circ_thr,
+        o.use_elong_cut,
+        o.elong_thr,
+        o.use_ellipse_area_cut,
+        o.ellipse_area_min,
+        o.ellipse_area_max,
+        o.use_max_npix_cut,
+        o.max_npix,
+        o.use_nbeams_cut,
+        o.nbeams_thr,
+    )
+
+
+def fit_units_of(src: IslandSet, n_isl: int, beam: BeamPix, opts: FinderOptions) -> I64:
+    """Sources to fit (spec 6.1): fittable islands whole, else their fittable nested sources.
+
+    Parameters
+    ----------
+    src
+        Islands (first ``n_isl``) then nested sources.
+    n_isl
+        Number of islands.
+    beam
+        Beam.
+    opts
+        Options.
+
+    Returns
+    -------
+    numpy.ndarray
+        Source indices.
+    """
+    small = src.npix / beam.area_pix <= opts.fit_max_nbeams
+    whole = np.zeros(src.n, dtype=bool)
+    whole[:n_isl] = small[:n_isl] & np.isin(src.morph[:n_isl], (MORPH_COMPACT, MORPH_POINTLIKE))
+    nested = np.zeros(src.n, dtype=bool)
+    if src.n > n_isl:
+        par = src.parent[n_isl:]
+        nested[n_isl:] = small[n_isl:] & ~whole[par]
+    return np.flatnonzero(whole | nested)
+
+
+def fit_sources(
+    src: IslandSet,
+    n_isl: int,
+    beam: BeamPix,
+    opts: FinderOptions,
+    read: nesting.Reader | None = None,
+) -> tuple[fitting.FitResult, I64]:
+    """Fit the sources selected by :func:`fit_units_of`.
+
+    Parameters
+    ----------
+    src
+        Islands then nested sources.
+    n_isl
+        Number of islands.
+    beam
+        Beam.
+    opts
+        Options.
+    read
+        Image reader (for the per-source box background).
+
+    Returns
+    -------
+    fit, unit_source
+        The fit result and the source index of each unit.
+    """
+    which = fit_units_of(src, n_isl, beam, opts)
+    pix = src.subset(which)
+    peaks = _peaks(pix)
+    zthr = max(opts.fit_peak_zthr, opts.seed_thr)
+    seeds = fitting.seed_components(pix, peaks, beam.sigma, zthr, opts.fit_max_components)
+    if opts.fit_use_nested and src.n > n_isl:
+        seeds = _nested_seeds(src, n_isl, which, pix, seeds, beam, opts)
+    box_b = box_r = None
+    if opts.fit_bkg_box and read is not None:
+        box_b, box_r = _box_bkg(src, which, read, opts)
+    units = fitting.Units(pix, which, np.where(which >= n_isl, which, -1), seeds, box_b, box_r)
+    theta = None if opts.fit_theta_limit_deg is None else math.radians(opts.fit_theta_limit_deg)
+    settings = fitting.FitSettings(
+        max_components=opts.fit_max_components,
+        ampl_limit=opts.fit_ampl_limit,
+        sigma_limit=opts.fit_sigma_limit,
+        theta_limit=theta,
+        pos_limit=opts.fit_pos_limit,
+        free_bkg=opts.fit_free_bkg,
+        bkg_limits=opts.fit_bkg_limits,
+        fix_sigma=opts.fit_fix_sigma,
+        fix_theta=opts.fit_fix_theta,
+        peak_zthr=zthr,
+        tol=opts.fit_tol,
+        max_iters=min(opts.fit_max_iters, fitting.MAX_FIT_ITERS) or 1,
+        widen=opts.fit_widen_bounds,
+        n_widen=min(opts.fit_n_retries, fitting.MAX_FIT_WIDENINGS),
+        widen_step=opts.fit_bound_step,
+        retry=opts.fit_retry,
+        chi2_cut=opts.fit_chi2_cut,
+        beam_area_pix=beam.area_pix,
+    )
+    return fitting.fit_units(units, settings), which
+
+
+def _peaks(pix: IslandSet) -> B:
+    # Peaks on a canvas covering the units (units never overlap).
+    if pix.n == 0:
+        return np.zeros(0, dtype=bool)
+    x0, y0 = int(pix.xs.min()), int(pix.ys.min())
+    w, h = int(pix.xs.max()) - x0 + 1, int(pix.ys.max()) - y0 + 1
+    lab = np.zeros((h, w), dtype=np.int32)
+    val = np.full((h, w), -np.inf, dtype=np.float32)
+    ys, xs = pix.ys - y0, pix.xs - x0
+    lab[ys, xs] = pix.island_index().astype(np.int32) + 1
+    val[ys, xs] = pix.flux - pix.bkg
+    return fitting.find_peaks(pix, val, lab, (x0, y0))
+
+
+def _nested_seeds(
+    src: IslandSet,
+    n_isl: int,
+    which: I64,
+    pix: IslandSet,
+    seeds: list[npt.NDArray[np.float64]],
+    beam: BeamPix,
+    opts: FinderOptions,
+) -> list[npt.NDArray[np.float64]]:
+    # fit-usenestedascomponents: one beam-shaped component at the peak of each nested source.
+    out = list(seeds)
+    par = src.parent[n_isl:]
+    zthr = max(opts.fit_peak_zthr, opts.seed_thr)
+    for j, s in enumerate(which):
+        if s >= n_isl:
+            continue
+        kids = n_isl + np.flatnonzero(par == s)
+        if kids.size == 0:
+            continue
+        amp = src.smax[kids] - src.bkg_sum[kids] / src.npix[kids]
+        z = src.zmax[kids]
+        order = np.argsort(-amp)
+        order = order[z[order] >= zthr][: opts.fit_max_components]
+        if order.size == 0:
+            continue
+        comp = np.empty((order.size, fitting.NPAR))
+        comp[:, 0] = amp[order]
+        comp[:, 1] = src.xpk[kids[order]]
+        comp[:, 2] = src.ypk[kids[order]]
+        comp[:, 3], comp[:, 4], comp[:, 5] = beam.sigma
+        out[j] = comp
+    del pix
+    return out
+
+
+def _box_bkg(
+    src: IslandSet, which: I64, read: nesting.Reader, opts: FinderOptions
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    bb = np.full(which.size, np.nan)
+    br = np.full(which.size, np.nan)
+    m = opts.source_bkg_box_border
+    for j, s in enumerate(which):
+        x0, x1 = int(src.xmin[s]) - m, int(src.xmax[s]) + m + 1
+        y0, y1 = int(src.ymin[s]) - m, int(src.ymax[s]) + m + 1
+        cut = read(x0, x1, y0, y1).copy()
+        sl = src.pixels(int(s))
+        cut[src.ys[sl] - max(y0, 0), src.xs[sl] - max(x0, 0)] = np.nan
+        vals = cut[np.isfinite(cut)]
+        if vals.size >= 10:
+            med = float(np.median(vals))
+            bb[j] = med
+            br[j] = 1.4826 * float(np.median(np.abs(vals - med)))
+    return bb, br
+
+
+def component_model(
+    params: npt.NDArray[np.float64], shape: tuple[int, int], origin: tuple[int, int]
+) -> F32:
+    """Image of fitted components (each drawn within +-5 sigma).
+
+    Parameters
+    ----------
+    params
+        ``(n, 6)`` components (A, x, y in full-image pixels, sx, sy, theta).
+    shape
+        Array shape.
+    origin
+        Array origin in the full image.
+
+    Returns
+    -------
+    numpy.ndarray
+        The model image.
+    """
+    out = np.zeros(shape, dtype=np.float32)
+    ny, nx = shape
+    for a, x, y, sx, sy, th in params:
+        r = int(math.ceil(5.0 * max(sx, sy)))
+        cx, cy = int(round(x)) - origin[0], int(round(y)) - origin[1]
+        x0, x1 = max(cx - r, 0), min(cx + r + 1, nx)
+        y0, y1 = max(cy - r, 0), min(cy + r + 1, ny)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        dx = xx + origin[0] - x
+        dy = yy + origin[1] - y
+        c, s = math.cos(th), math.sin(th)
+        u = dx * c + dy * s
+        w = -dx * s + dy * c
+        out[y0:y1, x0:x1] += (a * np.exp(-0.5 * ((u / sx) ** 2 + (w / sy) ** 2))).astype(np.float32)
+    return out
+
+
+def residual_map(data: F32, bkg: F32, src: Sources, origin: tuple[int, int]) -> F32:
+    """Image minus background minus the fitted components.
+
+    Parameters
+    ----------
+    data, bkg
+        Image and background map.
+    src
+        Sources with fits.
+    origin
+        Array origin in the full image.
+
+    Returns
+    -------
+    numpy.ndarray
+        The residual.
+    """
+    res = np.subtract(data, bkg, dtype=np.float32)
+    if src.fit is not None and src.fit.params.size:
+        res -= component_model(src.fit.params, data.shape, origin)
+    return res
+
+
+def find_sources(
+    image: FitsImage | str | Path,
+    opts: FinderOptions | None = None,
+    want_maps: frozenset[str] | None = None,
+) -> SourceFinderResult:
+    """Find sources in a FITS image.
+
+    Parameters
+    ----------
+    image
+        A loaded image or a FITS path (read with ``opts.subimage`` and ``opts.beam_fallback``).
+    opts
+        Options (default: the legacy app's defaults).
+    want_maps
+        Maps to keep (default: ``opts.save_maps``).
+
+    Returns
+    -------
+    SourceFinderResult
+        Everything found, with timings.
+    """
+    from caesar_rest.sourcefinder import tiling
+
+    opts = opts or FinderOptions()
+    t0 = time.perf_counter()
+    if not isinstance(image, FitsImage):
+        image = load_image(image, beam_fallback=opts.beam_fallback, subimage=opts.subimage)
+    t_load = time.perf_counter() - t0
+    beam = beam_pixels(image)
+    maps = opts.save_maps if want_maps is None else want_maps
+    plan = tiling.plan_tiles(image.shape, beam, opts)
+    if len(plan) <= 1:
+        src = find_in_array(image.data, beam, opts, image.origin, _full_shape(image), maps)
+        n_tiles = 1
+    else:
+        src = tiling.run_tiles(image, beam, opts, plan, maps)
+        n_tiles = len(plan)
+    timings = {"load": t_load, **src.timings}
+    timings["total"] = time.perf_counter() - t0
+    return SourceFinderResult(image, beam, opts, src, timings, n_tiles)
+
+
+def _full_shape(image: FitsImage) -> tuple[int, int]:
+    ny, nx = image.shape
+    return ny + image.origin[1], nx + image.origin[0]

@@ -1,0 +1,129 @@
+"""The client commands of ``caesar-rest`` against a live server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from client_support import LiveServer
+
+from caesar_rest.client.cli import CLIENT_COMMANDS
+
+CLI = [sys.executable, "-m", "caesar_rest.cli"]
+
+
+def cli(
+    *args: str, url: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ)
+    for var in ("CAESAR_REST_TOKEN", "CAESAR_REST_TOKEN_FILE", "CAESAR_REST_URL"):
+        full.pop(var, None)
+    full.update(env or {})
+    if url:
+        full["CAESAR_REST_URL"] = url
+    return subprocess.run(  # noqa: S603
+        [*CLI, *args], capture_output=True, text=True, timeout=300, env=full
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path_factory.mktemp("cli-srv")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("command", CLIENT_COMMANDS)
+def test_help(command: str) -> None:
+    r = cli(command, "--help")
+    assert r.returncode == 0 and "usage:" in r.stdout
+    for opt in ("--url", "--token-file", "--json"):
+        assert opt in r.stdout
+
+
+def test_submit_wait_download_round_trip(server: LiveServer, s17: Path, tmp_path: Path) -> None:
+    """``caesar-rest submit IMAGE --app sep --wait --download DIR``: upload, run, wait, fetch."""
+    out = tmp_path / "results"
+    r = cli(
+        "submit", str(s17), "--app", "sep", "--wait", "--download", str(out),
+        "--url", server.url, "--seedthr", "5", "-o", "npixmin=5",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "COMPLETED" in r.stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"catalog.vot", "catalog.csv", "catalog.json", "catalog.reg", "preview.png",
+            "job.log"} <= names, names  # fmt: skip
+    assert not any(n.startswith(".") for n in names)  # no partial downloads left
+    with open(out / "catalog.csv", newline="") as fh:
+        rows = list(csv.DictReader(row for row in fh if not row.startswith("#")))
+    assert len(rows) > 10 and "ra" in rows[0]
+    assert (out / "preview.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((out / "catalog.json").read_text())
+    # The job ran with the options given on the command line.
+    jobs = json.loads(cli("jobs", "--json", "--last", "1", url=server.url).stdout)
+    status = json.loads(cli("status", jobs[0]["job_id"], "--json", url=server.url).stdout)
+    assert status["parameters"]["seedthr"] == "5.0" and status["parameters"]["npixmin"] == "5"
+    assert status["phase"] == "COMPLETED" and status["app"] == "sep"
+
+
+def test_json_commands(server: LiveServer, s17: Path, tmp_path: Path) -> None:
+    url = server.url
+    up = cli("upload", str(s17), "--tag", "cli", "--json", url=url)
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    assert info["size"] == s17.stat().st_size and info["tag"] == "cli"
+    apps = json.loads(cli("apps", "--json", url=url).stdout)
+    assert {"sep", "sleep"} <= {a["name"] for a in apps}
+    options = json.loads(cli("describe", "sleep", "--json", url=url).stdout)
+    assert [o["name"] for o in options] == ["seconds", "exit-code"]
+
+    sub = cli("submit", info["file_id"], "--app", "sleep", "--seconds", "60", "--json", url=url)
+    assert sub.returncode == 0, sub.stderr
+    job = json.loads(sub.stdout)
+    jid = job["job_id"]
+    assert job["phase"] in ("QUEUED", "EXECUTING")
+    listed = json.loads(
+        cli("jobs", "--json", "--phase", "QUEUED", "--phase", "EXECUTING", url=url).stdout
+    )
+    assert jid in [j["job_id"] for j in listed]
+    cancel = cli("cancel", jid, "--json", url=url)
+    assert json.loads(cancel.stdout)["phase"] == "ABORTED"
+    waited = cli("wait", jid, "--json", url=url)
+    assert waited.returncode == 1 and json.loads(waited.stdout)["phase"] == "ABORTED"
+    results = json.loads(cli("results", jid, "--json", url=url).stdout)
+    assert "log" in [r["id"] for r in results]
+    dl = cli("download", jid, str(tmp_path / "dl"), "--name", "log", "--json", url=url)
+    assert json.loads(dl.stdout) == [str(tmp_path / "dl" / "job.log")]
+    assert json.loads(cli("delete", jid, "--json", url=url).stdout)["deleted"] is True
+    gone = cli("status", jid, url=url)
+    assert gone.returncode == 1 and "404" in gone.stderr
+
+
+def test_human_output_and_usage_errors(server: LiveServer, s17: Path, tmp_path: Path) -> None:
+    url = server.url
+    r = cli("apps", url=url)
+    assert r.returncode == 0 and "sep" in r.stdout and "sleep" in r.stdout
+    r = cli("describe", "sep", url=url)
+    assert r.returncode == 0 and "--seedthr" in r.stdout
+    r = cli("submit", str(s17), "--app", "sleep", "--seconds", "0", "--wait", url=url)
+    assert r.returncode == 0, r.stderr
+    assert "COMPLETED" in r.stdout
+    r = cli("jobs", url=url)
+    assert r.returncode == 0 and "COMPLETED" in r.stdout
+    # usage errors: exit 2, nothing sent
+    assert cli("submit", str(s17), "--app", "sleep", "--colour", "red", url=url).returncode == 2
+    assert cli("submit", str(s17), "--app", "sleep", "-o", "oops", url=url).returncode == 2
+    assert cli("status", "x", "extra", url=url).returncode == 2
+    # refused by the service, or unreachable: exit 1 with the reason
+    r = cli("submit", str(s17), "--app", "sleep", "--seconds", "-1", url=url)
+    assert r.returncode == 1 and "seconds" in r.stderr
+    r = cli("apps", url="http://127.0.0.1:9")
+    assert r.returncode == 1 and "cannot reach" in r.stderr
+    r = cli("apps", "--token-file", str(tmp_path / "missing"), url=url)
+    assert r.returncode == 1 and "token file" in r.stderr

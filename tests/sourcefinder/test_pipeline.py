@@ -1,0 +1,230 @@
+"""End-to-end tests: the pipeline, tiling, the caesar app and program, the real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from sf_synth import BEAM_SIGMA, RMS, gaussian, point_sources, write
+
+from caesar_rest.apps.base import OptionError
+from caesar_rest.apps.caesar_app import CaesarApp
+from caesar_rest.apps.caesar_run import main
+from caesar_rest.apps.registry import default_registry
+from caesar_rest.catalogue.writers import read_catalogue_csv
+from caesar_rest.imaging import ImageError
+from caesar_rest.sourcefinder import FinderOptions, build_catalogues, find_sources, from_legacy
+from caesar_rest.sourcefinder.options import LEGACY_OPTIONS, ineffective_given
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+FIT = FinderOptions(fit_sources=True)
+
+
+def _field(n: int = 300, seed: int = 3) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    rng = np.random.default_rng(seed)
+    srcs: list[tuple[float, float, float]] = []
+    while len(srcs) < 25:
+        x, y = rng.uniform(15, n - 15, 2)
+        if all(np.hypot(x - a, y - b) > 14 for a, b, _ in srcs):
+            srcs.append((float(x), float(y), float(rng.uniform(8, 60) * RMS)))
+    return point_sources(n, srcs, seed=seed), srcs
+
+
+def test_pipeline_finds_and_measures_point_sources(tmp_path: Path) -> None:
+    img, srcs = _field()
+    path = write(tmp_path / "f.fits", img)
+    res = find_sources(path, FIT)
+    cat = build_catalogues(res).components
+    assert len(cat) == len(srcs)
+    x, y = np.asarray(cat["x"]), np.asarray(cat["y"])
+    ratio = []
+    for sx, sy, a in srcs:
+        d = np.hypot(x - sx, y - sy)
+        j = int(np.argmin(d))
+        assert d[j] < 1.0
+        ratio.append(cat["flux"][j] / a)  # point sources: flux (Jy) = peak (Jy/beam)
+    assert abs(float(np.median(ratio)) - 1.0) < 0.03
+    assert set(res.timings) >= {"background", "compact", "fit", "total"}
+
+
+def test_nan_border_handled(tmp_path: Path) -> None:
+    img, _ = _field(seed=8)
+    img[:, :20] = np.nan
+    img[:25, :] = np.nan
+    img += gaussian(300, 23.0, 150.0, 40 * RMS, BEAM_SIGMA, BEAM_SIGMA, 0.0)  # cut by the border
+    path = write(tmp_path / "nan.fits", img)
+    res = find_sources(path, FIT)
+    cats = build_catalogues(res)
+    cat = cats.components
+    for col in ("x", "y", "ra", "dec", "flux", "peak_flux", "local_rms"):
+        assert np.isfinite(np.asarray(cat[col])).all(), col
+    assert (np.asarray(cat["x"]) >= 19.5).all() and (np.asarray(cat["y"]) >= 24.5).all()
+    edge = np.hypot(np.asarray(cat["x"]) - 23, np.asarray(cat["y"]) - 150) < 3
+    assert edge.sum() == 1 and (cat["flags"][edge][0] & 2)  # FLAG_TRUNCATED
+
+
+def test_tiled_equals_untiled(tmp_path: Path) -> None:
+    img, _ = _field(n=600, seed=5)
+    img += gaussian(600, 300.0, 300.0, 8 * RMS, 12.0, 8.0, 0.4)  # extended, across tiles
+    path = write(tmp_path / "t.fits", img)
+    # The compact pipeline (background, islands, nested sources, fits) is exactly the same.
+    opts = FIT.with_(search_extended=False)
+    plain = build_catalogues(find_sources(path, opts)).components
+    tiled_res = find_sources(path, opts.with_(tile_split=True, tile_size=200, nproc=2))
+    assert tiled_res.n_tiles == 9
+    tiled = build_catalogues(tiled_res).components
+    assert len(tiled) == len(plain)
+    for col in ("x", "y", "flux", "peak_flux", "maj", "island_id", "component_id"):
+        assert np.allclose(np.asarray(tiled[col]), np.asarray(plain[col]), rtol=1e-6), col
+    # With the extended search the wavelet noise is estimated per tile: the fitted point
+    # sources still agree.
+    plain = build_catalogues(find_sources(path, FIT)).components
+    tiled = build_catalogues(find_sources(path, FIT.with_(tile_split=True, tile_size=200)))
+    tiled = tiled.components
+    fp = plain[np.asarray(plain["fitted"]) & (np.asarray(plain["npix"]) < 100)]
+    ft = tiled[np.asarray(tiled["fitted"]) & (np.asarray(tiled["npix"]) < 100)]
+    assert len(fp) == len(ft) >= 20
+    assert np.allclose(np.sort(np.asarray(fp["flux"])), np.sort(np.asarray(ft["flux"])), rtol=1e-6)
+
+
+def test_tiled_edge_merge_of_large_island(tmp_path: Path) -> None:
+    # Small tiles with no room for the island: it is cut and merged on the master.
+    n = 500
+    img = point_sources(n, [(60.0, 60.0, 30 * RMS)], seed=2)
+    img += gaussian(n, 250.0, 250.0, 10 * RMS, 80.0, 50.0, 0.3)
+    path = write(tmp_path / "e.fits", img)
+    # A global background keeps the blob; small boxes keep the tile margins small (78 px).
+    base = FIT.with_(local_bkg=False, bkg_box=20, bkg_box_in_beams=False)
+    plain = build_catalogues(find_sources(path, base))
+    res = find_sources(path, base.with_(tile_split=True, tile_size=100))
+    tiled = build_catalogues(res)
+    assert res.sources.stats["n_merged_edge_islands"] >= 1
+    assert len(tiled.islands) == len(plain.islands)
+    big_t = int(np.argmax(tiled.islands["flux"]))
+    big_p = int(np.argmax(plain.islands["flux"]))
+    assert tiled.islands["flux"][big_t] == pytest.approx(plain.islands["flux"][big_p], rel=0.05)
+
+
+def test_missing_beam_fallback_or_error(tmp_path: Path) -> None:
+    img, _ = _field(n=128)
+    path = write(tmp_path / "nobeam.fits", img, with_beam=False)
+    with pytest.raises(ImageError, match="beam"):
+        find_sources(path, FIT)
+    res = find_sources(path, from_legacy({"bmaj": 6.0, "bmin": 6.0, "fitsources": True}))
+    assert res.image.beam_source == "fallback" and res.beam.area_pix == pytest.approx(18.13, 0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# The app and its program
+# --------------------------------------------------------------------------------------------
+
+
+def test_app_options_match_the_predecessor() -> None:
+    app = CaesarApp()
+    assert "caesar" in default_registry().names()
+    names = [o.name for o in app.options]
+    assert len(names) == 156 == len(set(names))
+    kinds = [o.kind for o in LEGACY_OPTIONS]
+    assert (kinds.count("flag"), kinds.count("enum")) == (61, 12)
+    assert sum(o.advanced for o in app.options) == 50
+    desc = app.describe()
+    assert desc["seedthr"]["default"] == 5.0 and desc["seedthr"]["effective"] is True
+    assert desc["fit-minimizer"]["effective"] is False
+    assert desc["bkgestimator"]["allowed_values"] == ["Mean", "Median", "BiWeight", "ClippedMedian"]
+    assert {
+        "catalog",
+        "catalog-csv",
+        "catalog-json",
+        "components",
+        "components-json",
+        "components-csv",
+        "islands-dat",
+        "components-dat",
+        "preview",
+    } <= {r.name for r in app.results}
+    with pytest.raises(OptionError):
+        app.validate({"seedthr": -1})
+    opts = from_legacy(app.validate({"no-nestedsearch": True, "fit-maxcomponents": 5}))
+    assert not opts.search_nested and opts.fit_max_components == 5
+    assert ineffective_given({"fit-minimizer": "Minuit", "seedthr": 4.0}) == ["fit-minimizer"]
+    cmd = app.command(Path("in.fits"), {"seedthr": 4.0, "fitsources": True}, Path("out"))
+    assert cmd[-2:] == ["--seedthr=4.0", "--fitsources"]
+
+
+def test_program_writes_every_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img, srcs = _field(n=200, seed=4)
+    path = write(tmp_path / "in.fits", img)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "--input",
+            str(path),
+            "--outdir",
+            str(out),
+            "--fitsources",
+            "--save-bkgmap",
+            "--save-residualmap",
+            "--fit-minimizer=Minuit",
+            "--no-preview",
+        ]
+    )
+    assert rc == 0
+    log = capsys.readouterr().out
+    assert log.count("without effect") == 1 and "fit-minimizer" in log
+    app = CaesarApp()
+    written = {r.name for r in app.results if (out / r.filename).is_file()}
+    assert {
+        "catalog",
+        "catalog-csv",
+        "catalog-json",
+        "regions",
+        "components",
+        "components-json",
+        "components-csv",
+        "components-dat",
+        "islands-dat",
+        "summary",
+        "background-map",
+        "residual-map",
+    } <= written
+    cat = read_catalogue_csv(out / "catalog.csv")
+    assert len(cat) >= len(srcs) - 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_components_fitted"] == len(cat) and "total" in summary["timings_s"]
+    dat = (out / "catalog.dat").read_text().splitlines()
+    assert dat[1].startswith("# name\tiauName\tnpix") and dat[2].startswith("S0\t")
+    comp = (out / "catalog_fitcomp.dat").read_text().splitlines()
+    assert len(comp) == 2 + len(cat)
+    resid = fits.getdata(out / "residual.fits")
+    assert np.nanstd(resid) < 1.5 * RMS  # the fitted models remove the sources
+    doc = json.loads((out / "components.json").read_text())
+    assert len(doc["components"]) == len(cat) and doc["metadata"]["beam_area_pix"] > 0
+
+
+def test_program_bad_input(tmp_path: Path) -> None:
+    assert main(["--input", str(tmp_path / "none.fits"), "--outdir", str(tmp_path)]) == 2
+    assert main(["--input", "x.fits", "--outdir", str(tmp_path), "--seedthr=abc"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Real images
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ScorpioS17Field.fits", "ScorpioExtendedSourceField.fits"])
+def test_real_images(name: str) -> None:
+    res = find_sources(DATA / name, FIT)
+    cats = build_catalogues(res)
+    ny, nx = res.image.shape
+    assert 20 <= len(cats.islands) <= 400
+    assert 20 <= len(cats.components) <= 800
+    assert np.asarray(cats.components["fitted"]).sum() >= 10
+    for tab in (cats.components, cats.islands):
+        x, y = np.asarray(tab["x"]), np.asarray(tab["y"])
+        assert ((x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)).all()
+        assert np.isfinite(np.asarray(tab["ra"])).all()
+    rms = res.sources.stats["median_rms"]
+    assert 1e-5 < rms < 1e-3

@@ -1,0 +1,284 @@
+"""Unit tests of each step of the source finder on small synthetic images with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sf_synth import BEAM_SIGMA, RMS, gaussian, noise, point_sources
+
+from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, nesting
+from caesar_rest.sourcefinder import selection as sel
+from caesar_rest.sourcefinder.catalogue import deconvolve
+from caesar_rest.sourcefinder.tiling import merge_pieces
+
+# --------------------------------------------------------------------------------------------
+# Background
+# --------------------------------------------------------------------------------------------
+
+
+def _gradient(n: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    return 3e-4 * (xx - 0.5) + 2e-4 * (yy - 0.5) + 1e-4 * np.sin(2 * np.pi * xx)
+
+
+def test_noise_level_recovered_within_2_percent() -> None:
+    n = 512
+    img = (noise(n, 3) + _gradient(n)).astype(np.float32)
+    bk = background.estimate(img, 80, 0.2, beam_width_px=4)
+    assert bk.grid is not None and bk.grid.box == 80 and bk.grid.step == 16
+    assert abs(float(np.median(bk.rms)) / RMS - 1.0) < 0.02
+    # The gradient is followed to a fraction of the noise between the outer box centres
+    # (beyond them the map is clamped, spec 2.3).
+    inner = (slice(40, n - 40), slice(40, n - 40))
+    assert float(np.max(np.abs(bk.bkg - _gradient(n))[inner])) < 0.5 * RMS
+    assert bk.global_rms > 1.05 * RMS  # the global estimate is inflated by the gradient
+
+
+@pytest.mark.parametrize("estimator", ["Mean", "Median", "BiWeight", "ClippedMedian"])
+def test_estimators_on_gaussian_values(estimator: str) -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(2.0, 3.0, size=(4, 4000))
+    v[:, :20] = 1e3  # outliers: robust estimators must ignore them
+    v[1, 100:200] = np.nan
+    loc, scale, count = background.estimate_rows(v, estimator)
+    assert count[1] == 3900
+    if estimator == "Mean":
+        assert np.all(loc > 5.0)
+    else:
+        assert np.allclose(loc, 2.0, atol=0.25)
+        assert np.allclose(scale, 3.0, rtol=0.1)
+
+
+def test_nan_border_and_grid_alignment() -> None:
+    n = 400
+    img = noise(n, 5).astype(np.float32)
+    img[:12] = np.nan
+    img[:, -7:] = np.nan
+    bk = background.estimate(img, 60, 0.2, beam_width_px=4)
+    assert np.isnan(bk.bkg[:12]).all() and np.isnan(bk.rms[:, -7:]).all()
+    assert np.isfinite(bk.rms[12:, :-7]).all() and (bk.rms[12:, :-7] > 0).all()
+    # A tile with the same global alignment gives identical maps inside it.
+    x0, y0 = 100, 80
+    tile = np.ascontiguousarray(img[y0 : y0 + 260, x0 : x0 + 250])
+    bt = background.estimate(tile, 60, 0.2, beam_width_px=4, origin=(x0, y0), full_shape=(n, n))
+    core = (slice(90, 170), slice(90, 160))
+    assert np.array_equal(bt.rms[core], bk.rms[y0 : y0 + 260, x0 : x0 + 250][core])
+    assert np.array_equal(bt.bkg[core], bk.bkg[y0 : y0 + 260, x0 : x0 + 250][core])
+
+
+def test_box_larger_than_image_gives_global() -> None:
+    img = noise(64, 2).astype(np.float32)
+    bk = background.estimate(img, 200, 0.2, beam_width_px=4)
+    assert bk.grid is None and np.ptp(bk.rms) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Detection
+# --------------------------------------------------------------------------------------------
+
+
+def test_flood_fill_seed_merge_minpix_connectivity() -> None:
+    z = np.zeros((20, 20), dtype=np.float32)
+    z[2:5, 2:5] = 3.0
+    z[3, 3] = 6.0  # seeded island of 9 px
+    z[10:13, 10:13] = 3.0  # no seed: dropped
+    z[15, 15] = z[15, 16] = 7.0  # seeded but 2 px < 5: dropped
+    z[5, 5] = 3.0  # diagonal neighbour only: not part of the first island (4-connected)
+    z[0, 19] = np.nan
+    lab, n = detection.find_islands(z, 5.0, 2.6, 5)
+    assert n == 1
+    assert np.count_nonzero(lab == 1) == 9 and lab[5, 5] == 0
+
+
+def test_iterations_find_fainter_sources() -> None:
+    n = 128
+    img = point_sources(n, [(40.0, 40.0, 30 * RMS), (90.0, 90.0, 4.8 * RMS)], seed=5)
+    img = img.astype(np.float32)
+    z = (img / RMS).astype(np.float32)
+
+    def recompute(work: np.ndarray) -> np.ndarray:
+        return (work / RMS).astype(np.float32)
+
+    _, n1 = detection.iterative_search(img, z, 5.0, 2.6, 5, 1, 0.5, recompute)
+    lab, n2 = detection.iterative_search(img, z, 5.0, 2.6, 5, 3, 0.5, recompute)
+    assert n2 > n1 >= 1
+    assert lab[90, 90] > 0
+
+
+def test_islands_measurements() -> None:
+    n = 64
+    img = gaussian(n, 30.3, 20.7, 1e-2, 2.0, 2.0, 0.0).astype(np.float32)
+    zero = np.zeros_like(img)
+    lab = (img > 1e-3).astype(np.int32)
+    isl = islands.from_labels(lab, img, zero, np.full_like(img, RMS), origin=(100, 200))
+    assert isl.n == 1
+    assert isl.xw[0] == pytest.approx(130.3, abs=0.05)
+    assert isl.yw[0] == pytest.approx(220.7, abs=0.05)
+    assert (isl.xpk[0], isl.ypk[0]) == (130, 221)
+    assert isl.npix[0] == np.count_nonzero(lab)
+    assert not isl.border[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting
+# --------------------------------------------------------------------------------------------
+
+
+def _fit_image(img: np.ndarray, max_comp: int = 3) -> tuple[islands.IslandSet, fitting.FitResult]:
+    img = img.astype(np.float32)
+    bk = background.estimate(img, 80, 0.2, beam_width_px=4)
+    z = background.significance(img, bk.bkg, bk.rms)
+    lab, _ = detection.find_islands(z, 5.0, 2.6, 5)
+    isl = islands.from_labels(lab, img, bk.bkg, bk.rms)
+    peaks = fitting.find_peaks(isl, img - bk.bkg, lab)
+    seeds = fitting.seed_components(isl, peaks, (BEAM_SIGMA, BEAM_SIGMA, 0.0), 5.0, max_comp)
+    units = fitting.Units(isl, np.arange(isl.n), np.full(isl.n, -1), seeds)
+    area = 2 * math.pi * BEAM_SIGMA**2
+    return isl, fitting.fit_units(units, fitting.FitSettings(beam_area_pix=area))
+
+
+def test_jacobian_matches_finite_differences() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-5, 5, (3, 40))
+    y = rng.uniform(-5, 5, (3, 40))
+    p = np.array([[2.0, 0.3, -0.2, 1.5, 2.5, 0.4, 1.0, 2.0, 1.0, 1.2, 1.1, -0.3, 0.1]] * 3)
+    _, jac = fitting.gauss_model(x, y, p, 2)
+    assert jac is not None
+    for k in range(p.shape[1]):
+        dp = np.zeros_like(p)
+        dp[:, k] = 1e-6
+        mp, _ = fitting.gauss_model(x, y, p + dp, 2, jacobian=False)
+        mm, _ = fitting.gauss_model(x, y, p - dp, 2, jacobian=False)
+        assert np.allclose(jac[:, :, k], (mp - mm) / 2e-6, atol=1e-6)
+
+
+def test_single_gaussian_fitted_within_errors() -> None:
+    # An elliptical source at S/N 50: every parameter within 3 sigma of the truth.
+    n = 160
+    truth = dict(x=80.4, y=70.7, a=50 * RMS, sx=1.4 * BEAM_SIGMA, sy=BEAM_SIGMA, th=0.6)
+    img = noise(n, 11) + gaussian(
+        n, truth["x"], truth["y"], truth["a"], truth["sx"], truth["sy"], truth["th"]
+    )
+    isl, fit = _fit_image(img)
+    assert fit.params.shape[0] == 1 and fit.quality[0] >= fitting.QUALITY_MEDIUM
+    a, x, y, sx, sy, th = fit.params[0]
+    ea, ex, ey, esx, esy, _ = fit.errors[0]
+    assert abs(x - truth["x"]) < 3 * ex and abs(y - truth["y"]) < 3 * ey
+    assert abs(a - truth["a"]) < 3 * ea
+    assert abs(max(sx, sy) - truth["sx"]) < 3 * max(esx, esy) + 0.05
+    true_flux = truth["a"] * 2 * math.pi * truth["sx"] * truth["sy"] / (2 * math.pi * BEAM_SIGMA**2)
+    assert abs(fit.flux[0] - true_flux) < 3 * fit.flux_err[0]
+    assert fit.flux_err[0] / fit.flux[0] < 0.1
+    assert 0.3 < fit.chi2[0] / fit.ndf[0] < 3.0
+
+
+def test_errors_match_scatter_over_noise_realisations() -> None:
+    # The reported errors (with the correlated-noise correction) describe the real scatter.
+    xs, exs = [], []
+    for seed in range(12):
+        img = point_sources(96, [(48.3, 47.6, 20 * RMS)], seed=seed)
+        _, fit = _fit_image(img)
+        xs.append(fit.params[0, 1])
+        exs.append(fit.errors[0, 1])
+    ratio = float(np.std(xs)) / float(np.median(exs))
+    assert 0.5 < ratio < 2.0
+
+
+def test_blended_pair_split_in_two() -> None:
+    n = 128
+    img = point_sources(n, [(60.0, 64.0, 40 * RMS), (68.0, 65.0, 25 * RMS)], seed=4)
+    isl, fit = _fit_image(img)
+    assert isl.n == 1  # one island ...
+    assert fit.ncomp[0] == 2  # ... two components
+    order = np.argsort(fit.params[:, 1])
+    p = fit.params[order]
+    assert np.allclose(p[:, 1], [60.0, 68.0], atol=0.3)
+    assert np.allclose(p[:, 0] / RMS, [40, 25], rtol=0.15)
+
+
+def test_deconvolution_recovers_intrinsic_size() -> None:
+    # Gaussians add in quadrature along aligned axes.
+    maj, mnr, pa = deconvolve(np.array([10.0]), np.array([6.0]), np.array([30.0]), 6.0, 6.0, 0.0)
+    assert maj[0] == pytest.approx(8.0) and mnr[0] == pytest.approx(0.0, abs=1e-6)
+    assert pa[0] == pytest.approx(30.0)
+    maj, _, _ = deconvolve(np.array([6.0]), np.array([5.9]), np.array([0.0]), 6.0, 6.0, 0.0)
+    assert maj[0] == 0.0  # unresolved
+
+
+# --------------------------------------------------------------------------------------------
+# Nested sources, selection, extended search, edge merging
+# --------------------------------------------------------------------------------------------
+
+
+def test_nested_blobs_in_large_island() -> None:
+    n = 160
+    img = noise(n, 9) + gaussian(n, 80, 80, 6 * RMS, 15, 10, 0.3)
+    img += gaussian(n, 70, 78, 40 * RMS, BEAM_SIGMA, BEAM_SIGMA, 0)
+    img += gaussian(n, 92, 84, 30 * RMS, BEAM_SIGMA, BEAM_SIGMA, 0)
+    img = img.astype(np.float32)
+    bk = background.estimate(img, 80, 0.2, beam_width_px=4)
+    z = background.significance(img, bk.bkg, bk.rms)
+    lab, nl = detection.find_islands(z, 5.0, 2.6, 5)
+    isl = islands.from_labels(lab, img, bk.bkg, bk.rms)
+    big = int(np.argmax(isl.npix))
+
+    def read(x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
+        return img[max(y0, 0) : y1, max(x0, 0) : x1]
+
+    scales = nesting.blob_scales(4.0, 1.0, 3.0, 1.0)
+    assert scales == pytest.approx([4 / 2.35482 + i for i in range(4)], abs=1e-3)
+    nested = nesting.nested_sources(
+        isl, isl.npix > 100, read, (BEAM_SIGMA, BEAM_SIGMA, 0.0), scales
+    )
+    assert nested.n >= 2 and np.all(nested.parent == big)
+    near = [np.min(np.hypot(nested.xw - x, nested.yw - y)) for x, y in ((70, 78), (92, 84))]
+    assert max(near) < 3.0
+
+
+def test_selection_removes_lines_and_tags_point_like() -> None:
+    lab = np.zeros((40, 40), dtype=np.int32)
+    lab[5, 5:30] = 1  # a one-pixel line
+    yy, xx = np.mgrid[0:40, 0:40]
+    lab[(xx - 25) ** 2 + (yy - 25) ** 2 <= 9] = 2  # a disc
+    one = np.ones((40, 40), dtype=np.float32)
+    isl = islands.from_labels(lab, one, 0 * one, one)
+    good, morph = sel.select(isl, beam_area_pix=20.0)
+    assert list(good) == [False, True]
+    assert morph[1] == islands.MORPH_POINTLIKE
+    sh = sel.shapes(isl)
+    assert sh.circularity[1] > 0.6 and sh.elongation[0] > 0.9
+
+
+def test_wavelet_finds_faint_extended_emission() -> None:
+    n = 256
+    img = noise(n, 21) + gaussian(n, 128, 128, 2.0 * RMS, 25, 18, 0.5)
+    img = img.astype(np.float32)
+    z = img / RMS
+    _, ncomp = detection.find_islands(z, 5.0, 2.6, 5)
+    assert ncomp == 0  # too faint per pixel for the compact search
+    lab, n_ext, _ = extended.extended_islands(img, 3, 6, 5.0, 2.6, 5)
+    assert n_ext == 1 and lab[128, 128] == 1
+    # Pure noise gives nothing.
+    _, n0, _ = extended.extended_islands(noise(n, 22).astype(np.float32), 3, 6, 5.0, 2.6, 5)
+    assert n0 == 0
+
+
+def test_merge_pieces_across_tiles() -> None:
+    lab = np.zeros((30, 30), dtype=np.int32)
+    lab[10:20, 5:15] = 1
+    img = np.ones((30, 30), dtype=np.float32)
+    whole = islands.from_labels(lab, img, 0 * img, img)
+    left = islands.from_labels(
+        np.where(np.arange(30) < 11, lab, 0).astype(np.int32), img, 0 * img, img
+    )
+    right = islands.from_labels(
+        np.where(np.arange(30) >= 9, lab, 0).astype(np.int32), img, 0 * img, img
+    )
+    far = islands.from_labels(
+        np.pad(np.ones((3, 3), np.int32), ((25, 2), (25, 2))), img, 0 * img, img
+    )
+    merged = merge_pieces([left, right, far], (30, 30))
+    assert merged.n == 2
+    assert sorted(merged.npix.tolist()) == [9, int(whole.npix[0])]

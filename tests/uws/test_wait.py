@@ -1,0 +1,160 @@
+"""UWS blocking WAIT: returns within 0.5 s of a phase change, is capped, never spins."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from uws_support import LiveServer, create, job_json, make_settings, upload
+
+from caesar_rest.api.app import create_app
+from caesar_rest.api.uws.waiter import watcher_for
+from caesar_rest.db.models import JobRecord
+
+#: What the issue asks: WAIT answers within this many seconds of a phase change.
+LATENCY = 0.5
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(tmp_path, uws_wait_max=2.0))) as c:
+        yield c
+
+
+@pytest.fixture
+def file_id(client: TestClient, s17: Path) -> str:
+    return upload(client, s17)
+
+
+def _wait_phase(client: TestClient, url: str, phase: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if client.get(f"{url}/phase").text == phase:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never reached {phase}")
+
+
+def test_wait_returns_on_an_in_process_phase_change(client: TestClient, file_id: str) -> None:
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    url = create(client, app="sleep", file=file_id, seconds="60", PHASE="RUN")
+    _wait_phase(client, url, "EXECUTING")
+    changed: list[float] = []
+    ctx.jobs.listeners.append(lambda _jid, _phase: changed.append(time.monotonic()))
+    job = ctx.jobs.get_any(url.rsplit("/", 1)[1])
+    timer = threading.Timer(1.0, ctx.jobs.cancel, args=(job,))
+    start = time.monotonic()
+    timer.start()
+    doc = job_json(client, url, WAIT="30")
+    returned = time.monotonic()
+    timer.join()
+    assert doc["phase"] == "ABORTED"
+    assert changed, "no transition seen"
+    assert returned - start >= 0.9  # it did block
+    assert returned - changed[0] < LATENCY, returned - changed[0]
+
+
+def test_wait_sees_changes_made_by_another_process(client: TestClient, file_id: str) -> None:
+    """A change written straight to the database (no in-process notification) is seen by the
+    watcher's periodic re-check."""
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    url = create(client, app="sleep", file=file_id)
+    job_id = url.rsplit("/", 1)[1]
+    changed: list[float] = []
+
+    def other_process() -> None:
+        time.sleep(1.0)
+        with ctx.sessions.begin() as s:
+            s.execute(update(JobRecord).where(JobRecord.id == job_id).values(phase="HELD"))
+        changed.append(time.monotonic())
+
+    t = threading.Thread(target=other_process)
+    start = time.monotonic()
+    t.start()
+    doc = job_json(client, url, WAIT="30")
+    returned = time.monotonic()
+    t.join()
+    assert doc["phase"] == "HELD"
+    assert returned - start >= 0.9
+    assert returned - changed[0] < LATENCY, returned - changed[0]
+
+
+def test_wait_is_capped(client: TestClient, file_id: str) -> None:
+    url = create(client, app="sleep", file=file_id)  # PENDING: nothing will happen
+    for wait in ("-1", "3600"):
+        start = time.monotonic()
+        doc = job_json(client, url, WAIT=wait)
+        took = time.monotonic() - start
+        assert doc["phase"] == "PENDING"
+        assert 1.9 <= took < 3.0, took  # the cap of this service is 2 s
+
+
+def test_wait_returns_at_once_when_nothing_can_be_awaited(client: TestClient, file_id: str) -> None:
+    pending = create(client, app="sleep", file=file_id)
+    done = create(client, app="sleep", file=file_id, seconds="0", PHASE="RUN")
+    deadline = time.time() + 30
+    while job_json(client, done, WAIT="2")["phase"] != "COMPLETED":
+        assert time.time() < deadline
+    for url, query in (
+        (done, {"WAIT": "30"}),  # a final phase
+        (pending, {"WAIT": "30", "PHASE": "QUEUED"}),  # no longer in the phase the client saw
+        (pending, {"WAIT": "0"}),
+    ):
+        start = time.monotonic()
+        job_json(client, url, **query)
+        assert time.monotonic() - start < LATENCY, (url, query)
+
+
+def test_waiters_are_released(client: TestClient, file_id: str) -> None:
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    url = create(client, app="sleep", file=file_id)
+    watcher = watcher_for(ctx.jobs, ctx.settings.uws_wait_recheck)
+    results: list[int] = []
+
+    def wait_once() -> None:
+        results.append(client.get(url, params={"WAIT": "1"}).status_code)
+
+    threads = [threading.Thread(target=wait_once) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    assert watcher.waiting() == 5
+    for t in threads:
+        t.join()
+    assert results == [200] * 5
+    assert watcher.waiting() == 0
+    time.sleep(ctx.settings.uws_wait_recheck * 3)
+    assert watcher._thread is None  # the re-check thread stops when nobody waits
+
+
+def test_wait_on_a_live_server(tmp_path: Path, s17: Path) -> None:
+    """End to end on a server process: WAIT returns within 0.5 s of the job's end."""
+    srv = LiveServer(tmp_path).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60, follow_redirects=True) as http:
+            with open(s17, "rb") as fh:
+                fid = http.post(f"{srv.api}/upload", files={"file": fh}).json()["uuid"]
+            r = http.post(
+                "/uws/jobs", data={"app": "sleep", "file": fid, "seconds": "1.5", "PHASE": "RUN"}
+            )
+            assert r.status_code == 200 and r.history[0].status_code == 303
+            url = str(r.url)
+            accept = {"Accept": "application/json"}
+            doc = http.get(url, headers=accept).json()
+            while doc["phase"] in ("QUEUED", "PENDING"):
+                doc = http.get(url, params={"WAIT": "10"}, headers=accept).json()
+            assert doc["phase"] == "EXECUTING", doc
+            doc = http.get(url, params={"WAIT": "30"}, headers=accept).json()
+            returned = time.time()
+            assert doc["phase"] == "COMPLETED"
+            ended = datetime.fromisoformat(doc["endTime"]).timestamp()
+            assert returned - ended < LATENCY, returned - ended
+    finally:
+        srv.stop()
