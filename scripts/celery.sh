@@ -61,16 +61,19 @@ case "$CMD" in
   start)
     mkdir -p "$W"
     if alive "$W/worker.pid"; then exit 0; fi
-    skip=$(wc -l <"$W/worker.log" 2>/dev/null || echo 0)
+    skip=0
+    if [[ -f "$W/worker.log" ]]; then skip=$(wc -l <"$W/worker.log"); fi
     setsid "$BIN" worker "$@" >>"$W/worker.log" 2>&1 </dev/null &
     echo $! >"$W/worker.pid"
-    # Ready when the worker says so in its log (it connects to the broker first).
-    for i in $(seq 300); do
-      if tail -n +"$((skip + 1))" "$W/worker.log" | grep -q "ready\."; then exit 0; fi
+    # Ready when the worker says so in its log: after it has connected to the broker and its
+    # pool processes have loaded the apps (slow on a busy machine).
+    for i in $(seq 1200); do
+      if tail -n +"$((skip + 1))" "$W/worker.log" | grep "^caesar-rest worker .* ready$" >/dev/null
+      then exit 0; fi
       if ! alive "$W/worker.pid"; then log "worker exited; see $W/worker.log"; exit 1; fi
       sleep 0.1
     done
-    log "worker not ready after 30 s; see $W/worker.log"; exit 1
+    log "worker not ready after 120 s; see $W/worker.log"; exit 1
     ;;
   stop)
     if alive "$W/worker.pid"; then

@@ -20,7 +20,17 @@ def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     ]
 
 
+def request_counts(client: TestClient) -> dict[tuple[str, str], float]:
+    return {
+        (lab["route"], lab["status"]): v
+        for n, lab, v in samples(client.get("/metrics").text)
+        if n == "caesar_http_requests_total"
+    }
+
+
 def test_metrics(app_client: TestClient, s17: Path) -> None:
+    # Request counters live in the process (other tests' apps count too): compare deltas.
+    before = request_counts(app_client)
     with open(s17, "rb") as fh:
         fid = app_client.post(f"{API}/upload", files={"file": ("a.fits", fh)}).json()["uuid"]
     ok = app_client.post(
@@ -35,7 +45,9 @@ def test_metrics(app_client: TestClient, s17: Path) -> None:
     reqs = {
         (lab["route"], lab["status"]): v for n, lab, v in got if n == "caesar_http_requests_total"
     }
-    assert reqs[(status_route, "200")] >= 1 and reqs[(status_route, "404")] == 1
+    delta = {k: v - before.get(k, 0.0) for k, v in reqs.items()}
+    assert delta[(status_route, "200")] >= 1 and delta[(status_route, "404")] == 1
+    assert delta[(f"{API}/upload", "200")] == 1
     assert any(
         n == "caesar_http_request_duration_seconds_bucket" and lab["route"] == f"{API}/upload"
         for n, lab, _ in got

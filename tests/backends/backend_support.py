@@ -51,7 +51,9 @@ def root_conftest() -> ModuleType:
 
 
 _root = root_conftest()
+API = "/caesar/api/v1.0"
 LiveServer = _root.LiveServer
+wait_state: Callable[..., dict] = _root.wait_state
 REPO: Path = _root.REPO
 SUPPORT: Path = _root.SUPPORT
 free_port: Callable[[], int] = _root.free_port
@@ -113,7 +115,7 @@ class Worker:
 
     folder: Path
     env: dict[str, str]
-    args: list[str] = field(default_factory=lambda: ["--concurrency", "2"])
+    args: list[str] = field(default_factory=lambda: ["--concurrency", "1"])
 
     @property
     def pid(self) -> int:
@@ -125,7 +127,7 @@ class Worker:
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=180,
         )
         assert r.returncode == 0, r.stderr + self.log()[-3000:]
         return self

@@ -48,9 +48,16 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 class FakeKube:
     """The fake API server; ``pvcs`` maps claim names to local folders (kubelet mode)."""
 
-    def __init__(self, pvcs: dict[str, Path] | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        pvcs: dict[str, Path] | None = None,
+        env: dict[str, str] | None = None,
+        max_running: int = 0,
+    ):
         self.pvcs = pvcs or {}
         self.env = env or {}
+        # A node's capacity: pods beyond it stay pending (0: no limit).
+        self.slots = threading.BoundedSemaphore(max_running) if max_running else None
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []  # (method, path?query, body)
         self.procs: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
@@ -229,6 +236,24 @@ class FakeKube:
             ttl = job["spec"].get("ttlSecondsAfterFinished")
             job["status"] = {"active": 1, "ready": 0, "startTime": _now()}
         time.sleep(0.2)  # scheduling and image pull
+        if self.slots is not None:
+            self.slots.acquire()
+        try:
+            self._run_pod(ns, name, argv, cwd, env, deadline, ttl)
+        finally:
+            if self.slots is not None:
+                self.slots.release()
+
+    def _run_pod(
+        self,
+        ns: str,
+        name: str,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        deadline: int | None,
+        ttl: int | None,
+    ) -> None:
         with self.lock:
             if (ns, name) not in self.jobs:
                 return

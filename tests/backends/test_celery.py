@@ -12,23 +12,32 @@ from pathlib import Path
 
 import pytest
 from backend_support import (
+    API,
     CeleryRig,
     RigFactory,
+    Worker,
     ancestors,
+    celery_env,
+    delete_queue,
     e2e_sequence,
     job_folder,
     pid_alive,
     require_broker,
     require_redis,
+    root_conftest,
     status,
     submit_sleep,
     submit_uws,
     upload,
     wait_file,
     wait_for,
+    wait_state,
 )
+from fastapi.testclient import TestClient
 
-pytestmark = [pytest.mark.celery, pytest.mark.postgres]
+from caesar_rest.api.app import create_app
+
+pytestmark = pytest.mark.celery
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +72,7 @@ def rigs(tmp_path: Path, pg_url: str) -> Iterator[RigFactory]:
     factory.close()
 
 
+@pytest.mark.postgres
 def test_curl_sequence_celery(shared: CeleryRig, s17: Path, tmp_path: Path) -> None:
     """The core issue's end-to-end sequence, unchanged, with the job on a Celery worker."""
     rig = shared
@@ -75,6 +85,7 @@ def test_curl_sequence_celery(shared: CeleryRig, s17: Path, tmp_path: Path) -> N
     assert "Celery worker" in doc["events"][2]["message"]
 
 
+@pytest.mark.postgres
 def test_cancel_terminates_the_job_on_its_worker(shared: CeleryRig, s17: Path) -> None:
     rig = shared
     worker = rig.workers[-1]
@@ -97,6 +108,7 @@ def test_cancel_terminates_the_job_on_its_worker(shared: CeleryRig, s17: Path) -
     assert "Terminating" in worker.log()  # revoke(terminate=True) reached the worker
 
 
+@pytest.mark.postgres
 def test_time_limit_times_out(shared: CeleryRig, s17: Path) -> None:
     rig = shared
     with rig.srv.client() as c:
@@ -109,6 +121,7 @@ def test_time_limit_times_out(shared: CeleryRig, s17: Path) -> None:
     assert 1.5 < doc["elapsed_time"] < 10
 
 
+@pytest.mark.postgres
 def test_worker_sigkill_during_a_job(shared: CeleryRig, s17: Path) -> None:
     """acks_late + reject_on_worker_lost: the job is run again by another worker."""
     rig = shared
@@ -127,6 +140,7 @@ def test_worker_sigkill_during_a_job(shared: CeleryRig, s17: Path) -> None:
         assert c.get(f"/job/{job_id}/output").status_code == 200
 
 
+@pytest.mark.postgres
 def test_monitor_marks_a_lost_task_message(shared: CeleryRig, s17: Path) -> None:
     """A QUEUED job whose message vanished from the broker (no worker ever saw it)."""
     rig = shared
@@ -156,10 +170,33 @@ def test_monitor_marks_a_lost_task_message(shared: CeleryRig, s17: Path) -> None
     assert doc["events"][-1]["reason"] == "lost"
 
 
-def test_redis_as_broker(rigs: RigFactory, s17: Path) -> None:
-    rig = rigs(broker=os.environ.get("CAESAR_TEST_REDIS_BROKER", "redis://127.0.0.1:6379/1"))
-    rig.worker()
-    with rig.srv.client() as c:
-        job_id = submit_sleep(c, upload(c, s17), 0.5)
-        doc = wait_for(c, job_id, {"SUCCESS", "FAILURE"}, timeout=60)
+def test_redis_as_broker(tmp_path: Path, s17: Path) -> None:
+    """Redis as the broker too (in-process API on SQLite, a real worker process)."""
+    redis = require_redis()
+    broker = os.environ.get("CAESAR_TEST_REDIS_BROKER", "redis://127.0.0.1:6379/1")
+    env = celery_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", broker, redis)
+    settings = root_conftest().make_settings(
+        tmp_path / "srv",
+        db_url=env["CAESAR_REST_DB_URL"],
+        job_scheduler="celery",
+        broker_url=broker,
+        result_backend=redis,
+        celery_queue=env["CAESAR_REST_CELERY_QUEUE"],
+        backend_poll_interval=0.5,
+    )
+    with TestClient(create_app(settings)) as client:
+        worker = Worker(tmp_path / "worker", env).start()
+        try:
+            with open(s17, "rb") as fh:
+                fid = client.post(f"{API}/upload", files={"file": (s17.name, fh)}).json()["uuid"]
+            r = client.post(
+                f"{API}/job",
+                json={"app": "sleep", "job_inputs": {"seconds": 0.5}, "data_inputs": fid},
+            )
+            job_id = r.json()["job_id"]
+            doc = wait_state(client, job_id, {"SUCCESS", "FAILURE"}, timeout=60, prefix=API)
+        finally:
+            worker.stop()
+            delete_queue(broker, env["CAESAR_REST_CELERY_QUEUE"])
     assert doc["state"] == "SUCCESS", doc
+    assert "Celery worker" in doc["events"][2]["message"]

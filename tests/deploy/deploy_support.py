@@ -3,6 +3,8 @@ instances sharing one database and one data/job folder, memory sampling."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
 import hashlib
 import importlib.util
@@ -17,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -320,3 +322,28 @@ def small_fits(side: int = 64) -> bytes:
     buf = io.BytesIO()
     fits.PrimaryHDU(rng.normal(size=(side, side)).astype("float32")).writeto(buf)
     return buf.getvalue()
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def subreaper() -> Iterator[Callable[[list[int]], None]]:
+    """Make this process the reaper of orphaned descendants, as systemd or tini is in a
+    deployment (this machine's PID 1 leaves them as zombies, which look alive).
+
+    Yields a function that reaps the given pids (only those: the Popen objects of the tests keep
+    their own children's statuses).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    def reap(pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+    try:
+        yield reap
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)

@@ -20,8 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.utils import floatToGoString
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import case, func, select
 
 from caesar_rest.db.models import JobRecord
@@ -108,7 +108,8 @@ class JobsCollector(Collector):
             ).all()
             for app, total, ssum, *cum in rows:
                 buckets = [
-                    (str(b), int(c or 0)) for b, c in zip(DURATION_BUCKETS, cum, strict=True)
+                    (floatToGoString(b), int(c or 0))
+                    for b, c in zip(DURATION_BUCKETS, cum, strict=True)
                 ]
                 buckets.append(("+Inf", int(total)))
                 hist.add_metric([app], buckets, float(ssum))

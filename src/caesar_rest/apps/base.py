@@ -190,6 +190,15 @@ class App(ABC):
         """Options by name."""
         return {o.name: o for o in self.options}
 
+    def job_cores(self, options: Mapping[str, Any]) -> int:
+        """Cores a job with these options uses (for schedulers): the app's ``cores`` option
+        names (``ncores``, ``nthreads``, ``nproc``) when given, else :attr:`cores`."""
+        for name in ("ncores", "nthreads", "nproc"):
+            value = options.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return self.cores
+
     def availability(self) -> tuple[bool, str | None]:
         """Whether the app can run on this machine, and why not."""
         return True, None

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from caesar_rest.settings import Settings
 
@@ -68,6 +68,12 @@ def make_celery(settings: Settings) -> Celery:
 
         worker_service()
 
+    @worker_ready.connect(weak=False)
+    def _ready(sender: Any = None, **_: Any) -> None:
+        # Whatever the log level and format (Celery redirects sys.stdout to its logger):
+        # scripts/celery.sh waits for this line on the real standard output.
+        os.write(1, f"caesar-rest worker {getattr(sender, 'hostname', '')} ready\n".encode())
+
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_job(self: Task, job_id: str) -> dict[str, Any]:
         """Run the job ``job_id`` on this worker (see celery_backend.execute)."""
@@ -95,6 +101,7 @@ def worker_argv(
         "--hostname",
         hostname or f"caesar-{os.getpid()}@%h",
         "--without-gossip",
+        "--without-mingle",  # revokes are checked against the database anyway
         "--pool",
         "prefork",
     ]

@@ -172,7 +172,7 @@ class JobService:
             message="Job registered",
             run_requested=run,
             time_limit=limit,
-            cores=app.cores,
+            cores=app.job_cores(options),
             reldir=reldir,
             created_at=now,
             updated_at=now,

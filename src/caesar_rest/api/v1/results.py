@@ -169,9 +169,8 @@ def check_range(header: str | None, size: int) -> None:
         raise ApiError(400, f"Malformed Range header {header!r}: {exc}") from None
 
 
-@router.api_route(
+@router.get(
     "/job/{job_id}/results/{name}",
-    methods=["GET", "HEAD"],
     name="get_result",
     summary="Download one result by name (HTTP range requests supported)",
     response_class=FileResponse,
@@ -219,6 +218,19 @@ async def get_result(
         stat_result=stat,
         content_disposition_type="inline" if inline else "attachment",
     )
+
+
+# HEAD gives the size and Accept-Ranges without the body (its own operation id in OpenAPI).
+router.add_api_route(
+    "/job/{job_id}/results/{name}",
+    get_result,
+    methods=["HEAD"],
+    name="head_result",
+    operation_id="head_result",
+    summary="Headers of one result (size, type, Accept-Ranges)",
+    response_class=FileResponse,
+    responses={202: {"model": PendingReply}, **errors(400, 404, 416)},
+)
 
 
 def _read_beam(ctx: ServiceContext, job: JobRecord) -> float | None:

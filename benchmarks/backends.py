@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Job backend benchmark: N short jobs per backend, submit-to-start latency and throughput.
+
+For each backend a ``caesar-rest serve`` process (SQLite, or ``--db-url``) is started with that
+backend as the default, N jobs of the test app ``sleep`` (0 s: a Python process that starts,
+writes its result and exits) are submitted in one burst through ``POST /job``, and the run ends
+when all are final. Reported per backend:
+
+* submit-to-start latency p50/p95: ``start_date - submit_date`` of each job as the API reports
+  it (for Slurm and Kubernetes the start is seen by the server's poller, every
+  ``--poll`` seconds; for local and Celery it is recorded by the process that starts the job);
+* jobs per minute: N / (last end - first submit);
+* failures (jobs not SUCCESS).
+
+Each backend gets the same parallelism, ``--slots`` (default: the machine's cores): local
+``max_concurrent_jobs``, one Celery worker with that ``--concurrency``, a Slurm node with that
+many CPUs (``scripts/slurm.sh``, single node, Slurm 22.05 here), and the Kubernetes backend
+against the tests' in-process fake of the API whose "kubelet" runs that many pods at once.
+The Kubernetes figures therefore measure this service's side only (Job creation, polling,
+status mapping), not a cluster's scheduling; no cluster can run here.
+
+Needs: RabbitMQ and Redis on 127.0.0.1 for celery, root for Slurm. Run:
+``.venv/bin/python benchmarks/backends.py [--jobs 200] [--backends local celery slurm kubernetes]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+SUPPORT = REPO / "tests" / "support"
+SCRIPTS = REPO / "scripts"
+API = "/caesar/api/v1.0"
+IMAGE = REPO.parent / "shared" / "data" / "ScorpioS17Field.fits"
+FINAL = {"SUCCESS", "FAILURE", "TIMED-OUT", "ABORTED", "CANCELED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Result:
+    backend: str
+    jobs: int
+    p50: float
+    p95: float
+    per_minute: float
+    failed: int
+    wall: float
+
+
+class Server:
+    """A ``caesar-rest serve`` process."""
+
+    def __init__(self, root: Path, env: dict[str, str], db_url: str | None):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.db_url = db_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        cmd = [
+            sys.executable,
+            "-m",
+            "caesar_rest.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--datadir",
+            str(self.root / "data"),
+            "--jobdir",
+            str(self.root / "jobs"),
+        ]
+        if self.db_url:
+            cmd += ["--db-url", self.db_url]
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - kept open with the process
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.root / "server.log").read_text()[-3000:])
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def base_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),
+        "CAESAR_REST_EXTRA_APPS": '["caesar_test_apps:SleepApp"]',
+        "CAESAR_REST_DATADIR": str(root / "data"),
+        "CAESAR_REST_JOBDIR": str(root / "jobs"),
+        "CAESAR_REST_QUOTA_ACTIVE_JOBS": "0",
+        "CAESAR_REST_MAX_SUBMISSIONS_PER_MINUTE": "0",
+        "CAESAR_REST_JOB_POLL_INTERVAL": "0.1",
+        "CAESAR_REST_BACKEND_POLL_INTERVAL": str(args.poll),
+        "CAESAR_REST_MAX_CONCURRENT_JOBS": str(args.slots),
+        "CAESAR_REST_LOGLEVEL": "WARNING",
+        **({"CAESAR_REST_DB_URL": args.db_url} if args.db_url else {}),
+    }
+
+
+@contextlib.contextmanager
+def rig(backend: str, root: Path, args: argparse.Namespace) -> Iterator[Server]:
+    """The services and the server for one backend."""
+    env = base_env(root, args)
+    cleanups: list[Any] = []
+    try:
+        if backend == "celery":
+            queue = f"caesar-bench-{uuid.uuid4().hex[:8]}"
+            env.update(
+                CAESAR_REST_JOB_SCHEDULER="celery",
+                CAESAR_REST_BROKER_URL=args.broker,
+                CAESAR_REST_RESULT_BACKEND=args.redis,
+                CAESAR_REST_CELERY_QUEUE=queue,
+            )
+            wdir = root / "worker"
+            cleanups.append(lambda: subprocess.run([str(SCRIPTS / "celery.sh"), "stop", str(wdir)]))
+            r = subprocess.run(
+                [
+                    str(SCRIPTS / "celery.sh"),
+                    "start",
+                    str(wdir),
+                    "--",
+                    "--concurrency",
+                    str(args.slots),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if r.returncode != 0:
+                raise RuntimeError(f"worker: {r.stderr}")
+        elif backend == "slurm":
+            state = Path(tempfile.mkdtemp(prefix="cbench-slurm-", dir="/tmp"))
+            senv = {
+                **os.environ,
+                "SLURM_CPUS": str(args.slots),
+                "SLURMCTLD_PORT": str(free_port()),
+                "SLURMD_PORT": str(free_port()),
+                "SLURMRESTD_PORT": str(free_port()),
+            }
+            cleanups.append(lambda: shutil.rmtree(state, ignore_errors=True))
+            cleanups.append(
+                lambda: subprocess.run([str(SCRIPTS / "slurm.sh"), "stop", str(state)], env=senv)
+            )
+            subprocess.run([str(SCRIPTS / "slurm.sh"), "start", str(state)], env=senv, check=True)
+            out = subprocess.run(
+                [str(SCRIPTS / "slurm.sh"), "env", str(state)],
+                env=senv,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            env.update(dict(line.split("=", 1) for line in out.splitlines() if "=" in line))
+            env.update(
+                CAESAR_REST_JOB_SCHEDULER="slurm",
+                CAESAR_REST_SLURM_ENV=json.dumps({"PYTHONPATH": str(SUPPORT)}),
+            )
+        elif backend == "kubernetes":
+            sys.path.insert(0, str(REPO / "tests" / "backends"))
+            from kube_fake import FakeKube  # the tests' fake API server
+
+            fake = FakeKube(
+                pvcs={"storage": root}, env={"PYTHONPATH": str(SUPPORT)}, max_running=args.slots
+            ).start()
+            cleanups.append(fake.stop)
+            env.update(
+                CAESAR_REST_JOB_SCHEDULER="kubernetes",
+                CAESAR_REST_KUBE_CONFIG=str(fake.kubeconfig(root / "kubeconfig")),
+                CAESAR_REST_KUBE_IMAGE="caesar-rest-job:bench",
+                CAESAR_REST_KUBE_PVC="storage",
+                CAESAR_REST_KUBE_PYTHON=sys.executable,
+            )
+        srv = Server(root, env, args.db_url).start()
+        cleanups.append(srv.stop)
+        yield srv
+    finally:
+        for fn in reversed(cleanups):
+            with contextlib.suppress(Exception):
+                fn()
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def run_jobs(srv: Server, backend: str, n: int) -> Result:
+    with httpx.Client(base_url=f"{srv.url}{API}", timeout=60) as c:
+        with open(IMAGE, "rb") as fh:
+            fid = c.post("/upload", files={"file": (IMAGE.name, fh)}).json()["uuid"]
+        t0 = time.time()
+        ids = []
+        for _ in range(n):
+            r = c.post(
+                "/job", json={"app": "sleep", "job_inputs": {"seconds": 0}, "data_inputs": fid}
+            )
+            if r.status_code != 202:
+                raise RuntimeError(f"submit refused: {r.status_code} {r.text}")
+            ids.append(r.json()["job_id"])
+        pending = set(ids)
+        docs: dict[str, dict] = {}
+        deadline = time.time() + 60 + 10 * n
+        while pending and time.time() < deadline:
+            for job_id in list(pending):
+                doc = c.get(f"/job/{job_id}/status").json()
+                if doc["state"] in FINAL:
+                    docs[job_id] = doc
+                    pending.discard(job_id)
+            time.sleep(0.5)
+        wall = time.time() - t0
+    if pending:
+        raise RuntimeError(f"{backend}: {len(pending)} jobs not final")
+    lat = sorted(
+        ts(d["start_date"]) - ts(d["submit_date"]) for d in docs.values() if d["start_date"]
+    )
+    first = min(ts(d["submit_date"]) for d in docs.values())
+    last = max(ts(d["end_date"]) for d in docs.values())
+    failed = sum(d["state"] != "SUCCESS" for d in docs.values())
+    return Result(
+        backend,
+        n,
+        statistics.median(lat),
+        lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))],
+        n / (last - first) * 60,
+        failed,
+        wall,
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--jobs", type=int, default=200, help="jobs per backend (default 200)")
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=["local", "celery", "slurm", "kubernetes"],
+        choices=["local", "celery", "slurm", "kubernetes"],
+    )
+    p.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="jobs at once")
+    p.add_argument("--poll", type=float, default=0.5, help="server poll interval (s)")
+    p.add_argument("--db-url", help="database URL (default: SQLite in a temporary folder)")
+    p.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = p.parse_args()
+    results = []
+    for backend in args.backends:
+        root = Path(tempfile.mkdtemp(prefix=f"cbench-{backend}-"))
+        try:
+            with rig(backend, root, args) as srv:
+                print(f"{backend}: {args.jobs} jobs ...", file=sys.stderr, flush=True)
+                results.append(run_jobs(srv, backend, args.jobs))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"\n{args.jobs} jobs per backend, {args.slots} at once, poll {args.poll} s\n")
+    print("| backend | jobs | submit-to-start p50 (s) | p95 (s) | jobs/min | failed | wall (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r.backend} | {r.jobs} | {r.p50:.2f} | {r.p95:.2f} | {r.per_minute:.0f} | "
+            f"{r.failed} | {r.wall:.0f} |"
+        )
+    return 1 if any(r.failed for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
