@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: serve test lint typecheck unit bench-api venv clean
+.PHONY: serve test lint typecheck unit bench-api bench-backends slurm-up slurm-down slurm-env celery-up celery-down venv clean
 
 $(BIN)/caesar-rest: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,28 @@ lint: venv
 
 bench-api: venv
 	$(BIN)/python benchmarks/api_load.py $(ARGS)
+
+## Job backends: 200 short jobs each on local, celery, slurm, kubernetes (fake API).
+bench-backends: venv
+	$(BIN)/python benchmarks/backends.py $(ARGS)
+
+## A single-node Slurm with slurmrestd (JWT) for local use; `make slurm-env` prints the settings.
+slurm-up:
+	scripts/slurm.sh start
+
+slurm-down:
+	scripts/slurm.sh stop
+
+slurm-env:
+	@scripts/slurm.sh env
+
+## RabbitMQ and Redis here, and one Celery worker with this shell's CAESAR_REST_* settings.
+celery-up: venv
+	scripts/celery.sh services
+	scripts/celery.sh start
+
+celery-down:
+	scripts/celery.sh stop
 
 clean:
 	rm -rf $(VENV) caesar-data .mypy_cache .ruff_cache

@@ -125,7 +125,7 @@ class LiveServer:
         root.mkdir(parents=True, exist_ok=True)
         self.log = root / "server.log"
 
-    def start(self, timeout: float = 30.0) -> LiveServer:
+    def start(self, timeout: float = 120.0) -> LiveServer:
         """Start and wait until ``/healthz`` answers."""
         cmd = [
             sys.executable,

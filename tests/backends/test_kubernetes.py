@@ -120,7 +120,8 @@ def test_the_job_manifest(client: TestClient, fake: FakeKube, tmp_path: Path, s1
     reldir = job_folder_rel(tmp_path, job_id)
     assert c["workingDir"] == f"/jobs/{reldir}"
     cmd = c["command"]
-    assert cmd[1:4] == ["-m", "caesar_rest.backends.wrapper", "--"]
+    assert cmd[:4] == ["/bin/sh", "-c", 'exec "$@" >>job.log 2>&1', "caesar-job"]
+    assert cmd[5:8] == ["-m", "caesar_rest.backends.wrapper", "--"]
     assert cmd[cmd.index("--input") + 1].startswith("/data/")
     assert str(tmp_path) not in json.dumps(c)  # no path of the API host leaks into the pod
 

@@ -74,7 +74,15 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
     if not data_pvc or not jobs_pvc:
         raise ValueError("the kubernetes backend needs kube_pvc (and optionally kube_jobs_pvc)")
     mapping = [(str(s.datadir.resolve()), DATA_MOUNT), (str(s.jobdir.resolve()), JOBS_MOUNT)]
-    argv = wrapper_argv(command, s.kube_python, mapping)
+    # The pod's output also goes to job.log in the job folder, as with the other backends;
+    # the arguments reach the shell as positional parameters, never as code.
+    argv = [
+        "/bin/sh",
+        "-c",
+        'exec "$@" >>job.log 2>&1',
+        "caesar-job",
+        *wrapper_argv(command, s.kube_python, mapping),
+    ]
     cores = max(1, min(job.cores, math.floor(s.kube_cpu_limit) or 1))
     labels = {
         "app.kubernetes.io/name": "caesar-rest-job",

@@ -248,6 +248,12 @@ class SlurmBackend(RemoteBackend):
             return BackendView(
                 Seen.GONE, message=f"Slurm job {job.backend_job_id} is unknown to slurmctld"
             )
+        if info.name and info.name != f"caesar-{job.id}":
+            # Job ids start again when slurmctld loses its state: that id is someone else's.
+            return BackendView(
+                Seen.GONE,
+                message=f"Slurm job {job.backend_job_id} is now another job ({info.name!r})",
+            )
         view = map_state(info, started=job.phase != Phase.QUEUED.value)
         if (
             info.state in _FINAL

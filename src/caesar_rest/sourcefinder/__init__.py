@@ -10,10 +10,28 @@ One module per step: :mod:`.options`, :mod:`.background`, :mod:`.detection`,
     cats.components.write("components.vot", format="votable")
 """
 
-from caesar_rest.sourcefinder.catalogue import Catalogues
-from caesar_rest.sourcefinder.catalogue import build as build_catalogues
-from caesar_rest.sourcefinder.options import FinderOptions, from_legacy
-from caesar_rest.sourcefinder.pipeline import SourceFinderResult, find_sources
+from importlib import import_module
+from typing import Any
+
+# Lazy exports: the service imports the option tables (``.options``) at start-up, and the
+# numerical modules (scipy.signal, scipy.stats, ...) would add seconds to every API process.
+_EXPORTS = {
+    "Catalogues": ("caesar_rest.sourcefinder.catalogue", "Catalogues"),
+    "build_catalogues": ("caesar_rest.sourcefinder.catalogue", "build"),
+    "FinderOptions": ("caesar_rest.sourcefinder.options", "FinderOptions"),
+    "from_legacy": ("caesar_rest.sourcefinder.options", "from_legacy"),
+    "SourceFinderResult": ("caesar_rest.sourcefinder.pipeline", "SourceFinderResult"),
+    "find_sources": ("caesar_rest.sourcefinder.pipeline", "find_sources"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return getattr(import_module(module), attr)
+
 
 __all__ = [
     "Catalogues",
