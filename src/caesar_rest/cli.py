@@ -196,7 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine.dispose()
     if settings.workers > 1 and settings.metrics:
         # Request metrics are summed over the worker processes through files in this folder.
-        mdir = settings.datadir.resolve().parent / f".metrics-{settings.port}"
+        mdir = settings.datadir.resolve().parent / f".metrics-{os.uname().nodename}-{settings.port}"
         shutil.rmtree(mdir, ignore_errors=True)
         mdir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)

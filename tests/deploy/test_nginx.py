@@ -30,6 +30,7 @@ import httpx
 import pytest
 from deploy_support import (
     MIB,
+    NGINX_DIR,
     Nginx,
     Sampler,
     Site,
@@ -140,6 +141,28 @@ def test_layouts_pass_nginx_check(tmp_path: Path, layout: str) -> None:
     conf = render_layout(layout, site, tmp_path / "site")
     out = Nginx(tmp_path / "nginx", conf, site.https_port).check()
     assert "syntax is ok" in out and "test is successful" in out
+
+
+def test_compose_layout_passes_nginx_check(tmp_path: Path) -> None:
+    """deploy/nginx/caesar-rest-compose.conf, with the compose names and paths of this machine."""
+    site = _site(tmp_path)
+    text = (NGINX_DIR / "caesar-rest-compose.conf").read_text()
+    for old, new in (
+        ("server api:8080", "server 127.0.0.1:1"),
+        ("listen 8080;", f"listen 127.0.0.1:{site.http_port};"),
+        ("listen 8443 ssl;", f"listen 127.0.0.1:{site.https_port} ssl;"),
+        ("/run/secrets/tls_cert", str(site.cert)),
+        ("/run/secrets/tls_key", str(site.key)),
+        ("/dev/stdout", str(site.logs / "access.json")),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    render_layout("caesar-rest-socket.conf", site, tmp_path / "site")  # writes the snippet
+    snippet = tmp_path / "site" / "caesar-rest-locations.conf"
+    text = text.replace("/etc/nginx/snippets/caesar-rest-locations.conf", str(snippet))
+    conf = tmp_path / "site" / "compose.conf"
+    conf.write_text(text)
+    assert "syntax is ok" in Nginx(tmp_path / "nginx", conf, site.https_port).check()
 
 
 def test_socket_layout_end_to_end(
@@ -305,8 +328,15 @@ def test_upstream_end_to_end_and_1gib_upload(cluster: Cluster, s17: Path, tmp_pa
             for chunk in r.iter_bytes(8 * MIB):
                 h.update(chunk)
         assert h.hexdigest() == src_sha
+        # Deleted through nginx: the stored gigabyte goes too.
+        with cluster.client() as c:
+            assert c.get(f"/delete/{up['uuid']}").status_code == 200
+        assert not stored.exists()
     finally:
         big.unlink(missing_ok=True)
+        for left in (a.datadir / "anonymous").glob("*.fits"):
+            if left.stat().st_size > 512 * MIB:
+                left.unlink()
 
 
 @dataclass

@@ -71,13 +71,21 @@ def test_malformed_bodies(tmp_path: Path) -> None:
 
 def test_sweep_keeps_live_processes_files(tmp_path: Path) -> None:
     import os
+    import socket
+    import time
 
     inc = tmp_path / ".incoming"
     inc.mkdir()
-    mine = inc / f"{os.getpid()}-a.part"
-    dead = inc / "999999999-b.part"
-    mine.write_bytes(b"x")
-    dead.write_bytes(b"x")
-    assert sweep_incoming(tmp_path) == 1
-    assert mine.exists() and not dead.exists()
-    assert sweep_incoming(tmp_path, all_files=True) == 1
+    host = socket.gethostname()
+    mine = inc / f"{host}-{os.getpid()}-a.part"
+    dead = inc / f"{host}-999999999-b.part"
+    other_host = inc / "elsewhere-1-c.part"  # another instance sharing the data folder
+    old_other = inc / "crashed-1-d.part"
+    for p in (mine, dead, other_host, old_other):
+        p.write_bytes(b"x")
+    past = time.time() - 7200
+    os.utime(old_other, (past, past))
+    assert sweep_incoming(tmp_path) == 2
+    assert mine.exists() and other_host.exists()
+    assert not dead.exists() and not old_other.exists()
+    assert sweep_incoming(tmp_path, all_files=True) == 2

@@ -13,6 +13,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
+import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,28 +81,42 @@ def incoming_dir(datadir: Path) -> Path:
     return path
 
 
-def sweep_incoming(datadir: Path, all_files: bool = False) -> int:
+def _host_tag() -> str:
+    """This machine's name, safe inside a file name."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+
+
+def sweep_incoming(datadir: Path, all_files: bool = False, grace: float = 3600.0) -> int:
     """Remove partial uploads left by processes that no longer run.
 
-    Temporary files are named ``<pid>-<id>.part``. With ``all_files`` (used once before the
-    server starts its workers) every partial file is removed.
+    Temporary files are named ``<host>-<pid>-<id>.part``. Files of this host are removed when
+    their process is gone. The data folder may be shared by instances on other hosts: their
+    files are left alone unless untouched for ``grace`` seconds (a crashed host). With
+    ``all_files`` every partial file is removed (tests, maintenance).
     """
     removed = 0
     folder = datadir / INCOMING
     if not folder.is_dir():
         return 0
+    me = _host_tag()
+    now = time.time()
     for path in folder.glob("*.part"):
-        pid_s = path.name.split("-", 1)[0]
-        alive = False
-        if not all_files and pid_s.isdigit():
+        host, _, rest = path.name.partition("-")
+        pid_s = rest.split("-", 1)[0]
+        stale = False
+        if all_files:
+            stale = True
+        elif host == me and pid_s.isdigit():
             try:
                 os.kill(int(pid_s), 0)
-                alive = True
             except ProcessLookupError:
-                alive = False
+                stale = True
             except PermissionError:
-                alive = True
-        if not alive:
+                stale = False
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale = now - path.stat().st_mtime > grace
+        if stale:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed += 1
@@ -135,7 +152,7 @@ async def receive_upload(
         The file part exceeds ``limit`` bytes. The temporary file is removed.
     """
     boundary = _boundary(content_type)
-    temp = incoming_dir(datadir) / f"{os.getpid()}-{new_id()}.part"
+    temp = incoming_dir(datadir) / f"{_host_tag()}-{os.getpid()}-{new_id()}.part"
     headers: dict[bytes, bytes] = {}
     hname = bytearray()
     fields: dict[str, str] = {}
