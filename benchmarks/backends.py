@@ -120,6 +120,14 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def delete_queue(broker: str, queue: str) -> None:
+    """Remove the benchmark's queue from the broker."""
+    from kombu import Connection
+
+    with Connection(broker, connect_timeout=5) as conn:
+        conn.default_channel.queue_delete(queue)
+
+
 def base_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
     return {
         **os.environ,
@@ -152,6 +160,7 @@ def rig(backend: str, root: Path, args: argparse.Namespace) -> Iterator[Server]:
                 CAESAR_REST_CELERY_QUEUE=queue,
             )
             wdir = root / "worker"
+            cleanups.append(lambda: delete_queue(args.broker, queue))
             cleanups.append(lambda: subprocess.run([str(SCRIPTS / "celery.sh"), "stop", str(wdir)]))
             r = subprocess.run(
                 [

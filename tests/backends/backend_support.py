@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -287,6 +288,7 @@ def start_slurm() -> Iterator[SlurmCluster]:
     cluster = SlurmCluster(state, env)
     yield cluster
     cluster.script("stop")
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def slurm_server(root: Path, cluster: SlurmCluster, db_url: str | None = None, **extra: str) -> Any:

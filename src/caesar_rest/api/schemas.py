@@ -80,6 +80,16 @@ class SubmitReply(BaseModel):
     tag: Any
 
 
+class JobEventDoc(BaseModel):
+    """One state change of a job."""
+
+    time: str
+    from_: str | None = Field(None, alias="from")
+    to: str
+    reason: str | None
+    message: str
+
+
 class StatusReply(BaseModel):
     """Status of a job."""
 
@@ -97,6 +107,7 @@ class StatusReply(BaseModel):
     submit_date: str
     start_date: str
     end_date: str
+    events: list[JobEventDoc] = Field(default_factory=list, description="State changes")
 
 
 class JobDoc(BaseModel):

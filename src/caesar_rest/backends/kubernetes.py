@@ -230,6 +230,8 @@ class KubernetesBackend(RemoteBackend):
         super().__init__(service)
         if not self.settings.kube_image and not self.settings.kube_images:
             raise ValueError("the kubernetes backend needs kube_image")
+        if not self.settings.kube_pvc:
+            raise ValueError("the kubernetes backend needs kube_pvc (the data and job volume)")
         if api is None:
             api, ns = make_batch_api(self.settings)
             namespace = namespace or ns

@@ -50,6 +50,7 @@ _STATUS_COLS = (
     JobRecord.elapsed,
     JobRecord.tag,
     JobRecord.backend,
+    JobRecord.backend_job_id,
     JobRecord.created_at,
     JobRecord.started_at,
     JobRecord.ended_at,
@@ -215,7 +216,7 @@ def job_status(
     return JSONResponse(
         {
             "job_id": row.id,
-            "pid": "" if row.pid is None else str(row.pid),
+            "pid": legacy_pid(row.pid, row.backend_job_id),
             "state": legacy_state(row.phase, row.reason),
             "status": row.message,
             "exit_code": -1 if row.exit_code is None else row.exit_code,
@@ -241,6 +242,13 @@ def job_status(
     )
 
 
+def legacy_pid(pid: int | None, backend_job_id: str | None) -> str:
+    """The predecessor's ``pid``: the local process id, else the backend's job id (Slurm...)."""
+    if pid is not None:
+        return str(pid)
+    return backend_job_id or ""
+
+
 def job_doc(j: Any) -> dict[str, Any]:
     """The predecessor's job document (without server paths)."""
     return {
@@ -254,7 +262,7 @@ def job_doc(j: Any) -> dict[str, Any]:
         "scheduler": j.backend,
         "state": legacy_state(j.phase, j.reason),
         "status": j.message,
-        "pid": "" if j.pid is None else str(j.pid),
+        "pid": legacy_pid(j.pid, j.backend_job_id),
         "elapsed_time": 0 if j.elapsed is None else j.elapsed,
         "exit_code": -1 if j.exit_code is None else j.exit_code,
     }
@@ -272,6 +280,7 @@ _LIST_COLS = (
     JobRecord.reason,
     JobRecord.message,
     JobRecord.pid,
+    JobRecord.backend_job_id,
     JobRecord.elapsed,
     JobRecord.exit_code,
 )
