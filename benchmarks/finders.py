@@ -102,33 +102,43 @@ def run_photutils(path: str, out_dir: Path) -> list[tuple[float, float, float, f
 
 
 def run_aegean(path: str, out_dir: Path) -> list[tuple[float, float, float, float]]:
-    import logging
-
-    from AegeanTools import BANE
-    from AegeanTools.source_finder import SourceFinder
-
-    base = str(out_dir / "aegean")
-    BANE.filter_image(im_name=path, out_base=base, cores=CORES)
-    sf = SourceFinder(log=logging.getLogger("aegean"))
-    found = sf.find_sources_in_image(
-        path,
-        cores=CORES,
-        bkgin=base + "_bkg.fits",
-        rmsin=base + "_rms.fits",
-        innerclip=5,
-        outerclip=4,
+    # The two command-line programs, as in the platform notes (the Python API's process pool
+    # hung on the 8192^2 image here).
+    bindir = Path(sys.executable).parent
+    base = out_dir / Path(path).stem
+    subprocess.run(
+        [str(bindir / "BANE"), "--cores", str(CORES), "--out", str(base), path],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    table_file = out_dir / "aegean_cli.fits"
+    subprocess.run(
+        [
+            str(bindir / "aegean"),
+            "--cores",
+            str(CORES),
+            "--background",
+            f"{base}_bkg.fits",
+            "--noise",
+            f"{base}_rms.fits",
+            "--table",
+            str(table_file),
+            path,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    from astropy.table import Table
+
+    t = Table.read(out_dir / "aegean_cli_comp.fits")
     from astropy.io import fits
     from astropy.wcs import WCS
 
     w = WCS(fits.getheader(path)).celestial
-    ra = np.array([s.ra for s in found])
-    dec = np.array([s.dec for s in found])
-    x, y = w.world_to_pixel_values(ra, dec) if len(found) else (np.zeros(0), np.zeros(0))
-    return [
-        (float(a), float(b), float(s.peak_flux), float(s.int_flux))
-        for a, b, s in zip(x, y, found, strict=True)
-    ]
+    x, y = w.world_to_pixel_values(np.asarray(t["ra"]), np.asarray(t["dec"]))
+    return list(zip(x, y, t["peak_flux"], t["int_flux"], strict=True))
 
 
 def run_pybdsf(path: str, out_dir: Path) -> list[tuple[float, float, float, float]]:

@@ -39,6 +39,11 @@ class ServiceContext:
     janitor: Janitor | None = None
 
     @property
+    def inline_reads(self) -> bool:
+        """Whether tiny primary-key reads may run on the event loop (local SQLite file)."""
+        return self.engine.dialect.name == "sqlite"
+
+    @property
     def local_identity(self) -> Identity:
         """The one user when authentication is off."""
         name = self.settings.local_user

@@ -18,7 +18,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _CHALLENGE = 'Bearer realm="caesar-rest"'
 
 
-def get_ctx(request: Request) -> ServiceContext:
+async def get_ctx(request: Request) -> ServiceContext:
     """The process's service context."""
     ctx: ServiceContext = request.app.state.ctx
     return ctx

@@ -60,13 +60,22 @@ class _HashingWriter:
         self.hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> None:
-        self.hash.update(data)  # releases the GIL for large buffers
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self.size += len(data)
+    def write(self, parts: list[memoryview]) -> None:
+        """Hash and write views of received chunks (no copy on our side)."""
+        for part in parts:
+            self.hash.update(part)  # releases the GIL for large buffers
+        pending = [p for p in parts if len(p)]
+        while pending:
+            n = os.writev(self.fd, pending[:1024])
+            self.size += n
+            while n and pending:
+                first = pending[0]
+                if n >= len(first):
+                    n -= len(first)
+                    pending.pop(0)
+                else:
+                    pending[0] = first[n:]
+                    n = 0
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -156,7 +165,10 @@ async def receive_upload(
     headers: dict[bytes, bytes] = {}
     hname = bytearray()
     fields: dict[str, str] = {}
-    buf = bytearray()
+    # Views of the received chunks (they are immutable bytes): handed to the writer thread
+    # without copying.
+    buf: list[memoryview] = []
+    buffered = [0]
     filename: list[str] = []
     writer: _HashingWriter | None = None
     target: list[str] = [""]  # "file", a field name, or "" (ignored part)
@@ -197,8 +209,14 @@ async def receive_upload(
     def on_part_data(data: bytes, start: int, end: int) -> None:
         nonlocal too_large
         if target[0] == "file":
-            buf.extend(data[start:end])
-            if writer is not None and writer.size + len(buf) > limit:
+            # The parser may hand us its own (reused) look-behind buffer: copy that one.
+            buf.append(
+                memoryview(data)[start:end]
+                if type(data) is bytes
+                else memoryview(bytes(data[start:end]))
+            )
+            buffered[0] += end - start
+            if writer is not None and writer.size + buffered[0] > limit:
                 too_large = True
         elif target[0]:
             if len(field_buf) + (end - start) > MAX_FIELD_BYTES:
@@ -228,11 +246,12 @@ async def receive_upload(
             parser.write(chunk)
             if too_large:
                 raise UploadTooLarge(f"the file is larger than the limit of {limit} bytes")
-            if writer is not None and len(buf) >= buffer_size:
+            if writer is not None and buffered[0] >= buffer_size:
                 if pending is not None:
                     await pending
-                data = bytes(buf)
+                data = list(buf)
                 buf.clear()
+                buffered[0] = 0
                 pending = loop.run_in_executor(None, writer.write, data)
         parser.finalize()
         if pending is not None:
@@ -241,8 +260,9 @@ async def receive_upload(
         if writer is None:
             raise UploadError("no file part named 'file' in the form")
         if buf:
-            await loop.run_in_executor(None, writer.write, bytes(buf))
+            await loop.run_in_executor(None, writer.write, list(buf))
             buf.clear()
+            buffered[0] = 0
         writer.close()
         if writer.size == 0:
             raise UploadError("the uploaded file is empty")
