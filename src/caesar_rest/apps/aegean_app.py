@@ -21,6 +21,12 @@ from caesar_rest.apps.base import (
     ResultSpec,
     python_module_command,
 )
+from caesar_rest.apps.common_options import (
+    MAP_RESULTS,
+    beam_fallback_options,
+    map_output_options,
+    preview_options,
+)
 
 _OUTPUT = "OUTPUT"
 _BKG = "IMGBKG"
@@ -28,10 +34,12 @@ _COMPACT = "COMPACT-SOURCES"
 _RUN = "RUN"
 
 AEGEAN_OPTIONS: tuple[Option, ...] = (
-    Option(
-        "save-bkgmap", "none", "Save the BANE background map (background.fits)", category=_OUTPUT
+    *map_output_options(
+        _OUTPUT,
+        background="Save the BANE background map (background.fits)",
+        rms="Save the BANE rms map (rms.fits)",
+        default=None,
     ),
-    Option("save-rmsmap", "none", "Save the BANE rms map (rms.fits)", category=_OUTPUT),
     Option(
         "bkgbox",
         "int",
@@ -106,49 +114,13 @@ AEGEAN_OPTIONS: tuple[Option, ...] = (
         subcategory="FITTING",
         advanced=True,
     ),
-    Option(
-        "bmaj",
-        "float",
-        "Beam major axis FWHM in arcsec, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=3600.0,
-        category=_BKG,
-        advanced=True,
-    ),
-    Option(
-        "bmin",
-        "float",
-        "Beam minor axis FWHM in arcsec, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=3600.0,
-        category=_BKG,
-        advanced=True,
-    ),
-    Option(
-        "bpa",
-        "float",
-        "Beam position angle in degrees east of north, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=180.0,
-        category=_BKG,
-        advanced=True,
-    ),
-    Option(
-        "no-preview",
-        "none",
-        "Do not draw the preview image (preview.png, preview-thumb.png)",
-        default=False,
-        category=_OUTPUT,
-    ),
+    *beam_fallback_options(_BKG, advanced=True),
+    *preview_options(_OUTPUT),
 )
 
 AEGEAN_RESULTS: tuple[ResultSpec, ...] = (
     *CATALOGUE_RESULTS,
-    ResultSpec("background-map", "background.fits", "application/fits"),
-    ResultSpec("rms-map", "rms.fits", "application/fits"),
+    *MAP_RESULTS,
 )
 
 

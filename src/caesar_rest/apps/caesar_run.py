@@ -20,17 +20,16 @@ import json
 import logging
 import sys
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
-from caesar_rest.apps.base import OptionError
 from caesar_rest.apps.caesar_app import CaesarApp
+from caesar_rest.apps.program import ProgramParser, add_option_arguments, run_reporting_errors
 from caesar_rest.catalogue.writers import write_all, write_csv, write_votable
 from caesar_rest.imaging.fits_image import FitsImage, ImageError, pixel_to_radec
 from caesar_rest.sourcefinder import build_catalogues, find_sources
@@ -52,12 +51,6 @@ _LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "OFF": 100}
 log = logging.getLogger(PROG)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Command-line parser built from :class:`CaesarApp` options.
 
@@ -66,28 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
         ``--input``, ``--outdir``, ``--no-preview`` and one ``--name`` per app option.
     """
-    parser = _Parser(prog=PROG, description="Find sources with the CAESAR pipeline.")
+    parser = ProgramParser(prog=PROG, description="Find sources with the CAESAR pipeline.")
     parser.add_argument("--input", required=True, type=Path, help="input FITS image")
     parser.add_argument("--outdir", required=True, type=Path, help="output folder")
     parser.add_argument("--no-preview", action="store_true", help="do not draw preview.png")
-    kinds: dict[str, type] = {"int": str, "float": str, "str": str}
-    for opt in CaesarApp().options:
-        if opt.is_flag:
-            parser.add_argument(
-                f"--{opt.name}",
-                dest=opt.name,
-                action="store_true",
-                default=None,
-                help=opt.description,
-            )
-        else:
-            parser.add_argument(
-                f"--{opt.name}",
-                dest=opt.name,
-                type=kinds[opt.type],
-                default=None,
-                help=f"{opt.description} (default {opt.default})",
-            )
+    add_option_arguments(parser, CaesarApp(), {"int": str, "float": str, "str": str})
     return parser
 
 
@@ -328,16 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 2
     values = vars(ns)
     options = {o.name: values[o.name] for o in CaesarApp().options}
-    try:
-        run(Path(values["input"]), Path(values["outdir"]), options, not values["no_preview"])
-    except (ImageError, OptionError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        traceback.print_exc(file=sys.stdout)
-        print(f"{PROG}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_reporting_errors(
+        PROG,
+        lambda: run(
+            Path(values["input"]), Path(values["outdir"]), options, not values["no_preview"]
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,13 @@ from caesar_rest.apps.base import (
     ResultSpec,
     python_module_command,
 )
+from caesar_rest.apps.common_options import (
+    MAP_RESULTS,
+    background_filter_options,
+    beam_fallback_options,
+    map_output_options,
+    preview_options,
+)
 
 _DETECTION = "detection"
 _BACKGROUND = "background"
@@ -59,15 +66,7 @@ PHOTUTILS_OPTIONS: tuple[Option, ...] = (
         max=10000,
         category=_BACKGROUND,
     ),
-    Option(
-        "bkgfilter",
-        "int",
-        "Size (in boxes) of the median filter applied to the background and rms maps",
-        default=3,
-        min=1,
-        max=51,
-        category=_BACKGROUND,
-    ),
+    *background_filter_options(_BACKGROUND),
     Option(
         "deblend-nlevels",
         "int",
@@ -95,60 +94,14 @@ PHOTUTILS_OPTIONS: tuple[Option, ...] = (
         default=False,
         category=_DEBLEND,
     ),
-    Option(
-        "bmaj",
-        "float",
-        "Beam major axis FWHM in arcsec, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=3600.0,
-        category=_BEAM,
-    ),
-    Option(
-        "bmin",
-        "float",
-        "Beam minor axis FWHM in arcsec, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=3600.0,
-        category=_BEAM,
-    ),
-    Option(
-        "bpa",
-        "float",
-        "Beam position angle in degrees east of north, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=180.0,
-        category=_BEAM,
-    ),
-    Option(
-        "save-bkgmap",
-        "none",
-        "Write the background map (background.fits)",
-        default=False,
-        category=_OUTPUT,
-    ),
-    Option(
-        "save-rmsmap",
-        "none",
-        "Write the rms map (rms.fits)",
-        default=False,
-        category=_OUTPUT,
-    ),
-    Option(
-        "no-preview",
-        "none",
-        "Do not draw the preview image (preview.png, preview-thumb.png)",
-        default=False,
-        category=_OUTPUT,
-    ),
+    *beam_fallback_options(_BEAM),
+    *map_output_options(_OUTPUT),
+    *preview_options(_OUTPUT),
 )
 
 PHOTUTILS_RESULTS: tuple[ResultSpec, ...] = (
     *CATALOGUE_RESULTS,
-    ResultSpec("background-map", "background.fits", "application/fits"),
-    ResultSpec("rms-map", "rms.fits", "application/fits"),
+    *MAP_RESULTS,
 )
 
 

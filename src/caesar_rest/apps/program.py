@@ -91,7 +91,25 @@ def build_parser(app: App, prog: str, description: str) -> argparse.ArgumentPars
     parser = ProgramParser(prog=prog, description=description)
     parser.add_argument("--input", required=True, type=Path, help="input FITS image")
     parser.add_argument("--outdir", required=True, type=Path, help="output folder")
-    kinds: dict[str, type] = {"int": int, "float": float, "str": str}
+    add_option_arguments(parser, app, {"int": int, "float": float, "str": str})
+    return parser
+
+
+def add_option_arguments(
+    parser: argparse.ArgumentParser, app: App, kinds: Mapping[str, type]
+) -> None:
+    """Add one ``--name`` argument per option of ``app`` to ``parser``.
+
+    Parameters
+    ----------
+    parser
+        The parser.
+    app
+        The app whose options become arguments.
+    kinds
+        Parser of the values of each option type (``"int"``, ``"float"``, ``"str"``): flags store
+        true; absent options stay None.
+    """
     for opt in app.options:
         if opt.is_flag:
             parser.add_argument(
@@ -109,7 +127,6 @@ def build_parser(app: App, prog: str, description: str) -> argparse.ArgumentPars
                 default=None,
                 help=f"{opt.description} (default {opt.default})",
             )
-    return parser
 
 
 def resolve_options(app: App, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -724,8 +741,29 @@ def program_main(
         return int(exc.code) if isinstance(exc.code, int) else 2
     values = vars(ns)
     options = {o.name: values[o.name] for o in app.options}
+    return run_reporting_errors(
+        prog, lambda: run(Path(values["input"]), Path(values["outdir"]), options)
+    )
+
+
+def run_reporting_errors(prog: str, call: Callable[[], object]) -> int:
+    """Call ``call()`` and map its failures to exit codes (messages on stderr).
+
+    Parameters
+    ----------
+    prog
+        Program name used in messages.
+    call
+        The work; raises ``ImageError`` or ``OptionError`` on bad input.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for ``ImageError``/``OptionError`` (one line on stderr), 1 for any other
+        exception (traceback in the job log on stdout, one line on stderr).
+    """
     try:
-        run(Path(values["input"]), Path(values["outdir"]), options)
+        call()
     except (ImageError, OptionError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

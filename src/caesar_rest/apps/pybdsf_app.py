@@ -23,6 +23,12 @@ from caesar_rest.apps.base import (
     ResultSpec,
     python_module_command,
 )
+from caesar_rest.apps.common_options import (
+    MAP_RESULTS,
+    beam_fallback_options,
+    map_output_options,
+    preview_options,
+)
 
 _DETECTION = "detection"
 _BACKGROUND = "background"
@@ -131,61 +137,19 @@ PYBDSF_OPTIONS: tuple[Option, ...] = (
         category=_RUN,
         advanced=True,
     ),
-    Option(
-        "bmaj",
-        "float",
-        "Beam major axis FWHM in arcsec, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=3600.0,
-        category=_BEAM,
+    *beam_fallback_options(_BEAM),
+    *map_output_options(
+        _OUTPUT,
+        background="Write PyBDSF's background map (background.fits)",
+        rms="Write PyBDSF's rms map (rms.fits)",
     ),
-    Option(
-        "bmin",
-        "float",
-        "Beam minor axis FWHM in arcsec, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=3600.0,
-        category=_BEAM,
-    ),
-    Option(
-        "bpa",
-        "float",
-        "Beam position angle in degrees east of north, used only when the image header has no beam",
-        default=None,
-        min=0.0,
-        max=180.0,
-        category=_BEAM,
-    ),
-    Option(
-        "save-bkgmap",
-        "none",
-        "Write PyBDSF's background map (background.fits)",
-        default=False,
-        category=_OUTPUT,
-    ),
-    Option(
-        "save-rmsmap",
-        "none",
-        "Write PyBDSF's rms map (rms.fits)",
-        default=False,
-        category=_OUTPUT,
-    ),
-    Option(
-        "no-preview",
-        "none",
-        "Do not draw the preview image (preview.png, preview-thumb.png)",
-        default=False,
-        category=_OUTPUT,
-    ),
+    *preview_options(_OUTPUT),
 )
 
 PYBDSF_RESULTS: tuple[ResultSpec, ...] = (
     *CATALOGUE_RESULTS,
     *COMPONENT_RESULTS,
-    ResultSpec("background-map", "background.fits", "application/fits"),
-    ResultSpec("rms-map", "rms.fits", "application/fits"),
+    *MAP_RESULTS,
     ResultSpec("pybdsf-log", "pybdsf.log", "text/plain"),
 )
 

@@ -15,11 +15,10 @@ import json
 import math
 import sys
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,8 +28,15 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 from scipy import ndimage
 
-from caesar_rest.apps.base import OptionError
-from caesar_rest.apps.program import THUMBNAIL_FILE, write_thumbnail
+from caesar_rest.apps import program
+from caesar_rest.apps.program import (
+    THUMBNAIL_FILE,
+    beam_fallback,
+    program_main,
+    region_frame,
+    say,
+    write_thumbnail,
+)
 from caesar_rest.apps.sep_app import SepApp
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import iau_names, make_table, write_all
@@ -57,45 +63,16 @@ EXTENDED_AREA_BEAMS = 2.0
 GLOBAL_STATS_MAX_PIXELS = 4_000_000
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that reports errors in one line and exits with code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the command-line parser from :class:`SepApp` options, so names never drift.
 
     Returns
     -------
     argparse.ArgumentParser
-        ``--input`` and ``--outdir`` plus one ``--name`` per app option (flags store true,
-        values are parsed with their type; absent options stay None).
+        ``--input`` and ``--outdir`` plus one ``--name`` per app option (see
+        :func:`caesar_rest.apps.program.build_parser`).
     """
-    parser = _Parser(prog=PROG, description="Extract sources from a FITS image with SEP.")
-    parser.add_argument("--input", required=True, type=Path, help="input FITS image")
-    parser.add_argument("--outdir", required=True, type=Path, help="output folder")
-    kinds: dict[str, type] = {"int": int, "float": float, "str": str}
-    for opt in SepApp().options:
-        if opt.is_flag:
-            parser.add_argument(
-                f"--{opt.name}",
-                dest=opt.name,
-                action="store_true",
-                default=None,
-                help=opt.description,
-            )
-        else:
-            parser.add_argument(
-                f"--{opt.name}",
-                dest=opt.name,
-                type=kinds[opt.type],
-                default=None,
-                help=f"{opt.description} (default {opt.default})",
-            )
-    return parser
+    return program.build_parser(SepApp(), PROG, "Extract sources from a FITS image with SEP.")
 
 
 def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,30 +93,7 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
     OptionError
         On unknown names or values out of bounds.
     """
-    app = SepApp()
-    given = {k: v for k, v in options.items() if v is not None}
-    checked = app.validate(given)
-    return {o.name: checked.get(o.name, o.default) for o in app.options}
-
-
-def beam_fallback(options: Mapping[str, Any]) -> tuple[float, float, float] | None:
-    """The beam given by ``bmaj``/``bmin``/``bpa`` (one size alone means a circular beam).
-
-    Parameters
-    ----------
-    options
-        Resolved options.
-
-    Returns
-    -------
-    tuple or None
-        ``(bmaj_arcsec, bmin_arcsec, bpa_deg)``, or None when neither size is given.
-    """
-    sizes = [float(v) for v in (options.get("bmaj"), options.get("bmin")) if v is not None]
-    if not sizes:
-        return None
-    bpa = options.get("bpa")
-    return sizes[0], sizes[-1], float(bpa) if bpa is not None else 0.0
+    return program.resolve_options(SepApp(), options)
 
 
 @dataclass
@@ -425,10 +379,6 @@ def _write_map(path: Path, data: npt.NDArray[np.float32], image: FitsImage, what
     return path
 
 
-def _log(message: str) -> None:
-    print(f"{PROG}: {message}", flush=True)
-
-
 def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Run the whole app and write every output file.
 
@@ -454,37 +404,40 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
     t_start = time.perf_counter()
     opts = resolve_options(options)
     shown = " ".join(f"{k}={v}" for k, v in opts.items() if v is not None and v is not False)
-    _log(f"options: {shown}")
+    say(PROG, f"options: {shown}")
     image = load_image(input_path, beam_fallback=beam_fallback(opts))
     t_loaded = time.perf_counter()
     ny, nx = image.shape
     bmaj, bmin, bpa = image.beam
-    _log(
+    say(
+        PROG,
         f"image: {input_path.name} {nx}x{ny} px (HDU {image.hdu_index}), BUNIT "
         f"'{image.bunit}', pixel {image.pixel_scale_arcsec:.4g} arcsec, {int(image.mask.sum())}"
-        f" blank pixels"
+        f" blank pixels",
     )
-    _log(
+    say(
+        PROG,
         f"beam: {bmaj:.4g} x {bmin:.4g} arcsec, PA {bpa:.4g} deg ({image.beam_source}); "
-        f"{image.beam_area_pix:.4g} pixels per beam"
+        f"{image.beam_area_pix:.4g} pixels per beam",
     )
     if image.bunit and image.bunit.upper().replace(" ", "") not in ("JY/BEAM", "JY/BM"):
-        _log(f"warning: BUNIT is '{image.bunit}', fluxes assume Jy/beam")
+        say(PROG, f"warning: BUNIT is '{image.bunit}', fluxes assume Jy/beam")
 
     result = extract_sources(image, opts)
     table = result.table
     rms_median = float(np.median(result.rms[~image.mask]))
     bkg_median = float(np.median(result.background[~image.mask]))
     kind = "global" if opts["globalbkg"] else f"local ({opts['bkgbox']} px boxes)"
-    _log(f"background: {kind}, median {bkg_median:.4g}, median rms {rms_median:.4g}")
-    _log(
+    say(PROG, f"background: {kind}, median {bkg_median:.4g}, median rms {rms_median:.4g}")
+    say(
+        PROG,
         f"detection: {result.n_islands} islands above {opts['mergethr']} sigma, "
-        f"{result.n_objects} objects, {len(table)} sources with peak >= {opts['seedthr']} sigma"
+        f"{result.n_objects} objects, {len(table)} sources with peak >= {opts['seedthr']} sigma",
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     t_write = time.perf_counter()
-    files = {k: p.name for k, p in write_all(table, out_dir, frame=_region_frame(image)).items()}
+    files = {k: p.name for k, p in write_all(table, out_dir, frame=region_frame(image)).items()}
     if opts["save-bkgmap"]:
         files["background-map"] = _write_map(
             out_dir / "background.fits", result.background, image, "background"
@@ -522,13 +475,9 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    _log("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
-    _log(f"wrote {', '.join(sorted([*files.values(), 'summary.json']))} to {out_dir}")
+    say(PROG, "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
+    say(PROG, f"wrote {', '.join(sorted([*files.values(), 'summary.json']))} to {out_dir}")
     return summary
-
-
-def _region_frame(image: FitsImage) -> str:
-    return "fk5" if image.frame == "fk5" else "icrs"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -544,23 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 2 for bad input or options, 1 for an unexpected error.
     """
-    parser = build_parser()
-    try:
-        ns = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a parse error (2, already reported)
-        return int(exc.code) if isinstance(exc.code, int) else 2
-    values = vars(ns)
-    options = {o.name: values[o.name] for o in SepApp().options}
-    try:
-        run(Path(values["input"]), Path(values["outdir"]), options)
-    except (ImageError, OptionError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        traceback.print_exc(file=sys.stdout)  # full detail in the job log
-        print(f"{PROG}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return program_main(SepApp(), PROG, "Extract sources from a FITS image with SEP.", run, argv)
 
 
 if __name__ == "__main__":

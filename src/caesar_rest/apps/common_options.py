@@ -1,0 +1,145 @@
+"""Option declarations and result specs shared by several apps.
+
+Each function returns a tuple of :class:`~caesar_rest.apps.base.Option` so that an app can splice
+it into its own option tuple (``*beam_fallback_options(_BEAM)``) at the place it wants: the order
+of the options is the order of ``describe()``, which clients rely on.
+"""
+
+from __future__ import annotations
+
+from caesar_rest.apps.base import Option, ResultSpec
+
+#: Optional background and rms map files (written when ``save-bkgmap``/``save-rmsmap`` are set).
+MAP_RESULTS: tuple[ResultSpec, ...] = (
+    ResultSpec("background-map", "background.fits", "application/fits"),
+    ResultSpec("rms-map", "rms.fits", "application/fits"),
+)
+
+
+def beam_fallback_options(category: str, *, advanced: bool = False) -> tuple[Option, ...]:
+    """The ``bmaj``/``bmin``/``bpa`` options giving the beam when the image header has none.
+
+    Parameters
+    ----------
+    category
+        Category of the three options.
+    advanced
+        Whether they are advanced options.
+
+    Returns
+    -------
+    tuple of Option
+        ``bmaj``, ``bmin`` (arcsec, 0-3600) and ``bpa`` (degrees, 0-180), all without default.
+    """
+    return (
+        Option(
+            "bmaj",
+            "float",
+            "Beam major axis FWHM in arcsec, used only when the image header has no beam",
+            default=None,
+            min=0.0,
+            max=3600.0,
+            category=category,
+            advanced=advanced,
+        ),
+        Option(
+            "bmin",
+            "float",
+            "Beam minor axis FWHM in arcsec, used only when the image header has no beam",
+            default=None,
+            min=0.0,
+            max=3600.0,
+            category=category,
+            advanced=advanced,
+        ),
+        Option(
+            "bpa",
+            "float",
+            "Beam position angle in degrees east of north, used only when the image header has "
+            "no beam",
+            default=None,
+            min=0.0,
+            max=180.0,
+            category=category,
+            advanced=advanced,
+        ),
+    )
+
+
+def map_output_options(
+    category: str,
+    *,
+    background: str = "Write the background map (background.fits)",
+    rms: str = "Write the rms map (rms.fits)",
+    default: bool | None = False,
+) -> tuple[Option, ...]:
+    """The ``save-bkgmap``/``save-rmsmap`` flags (see :data:`MAP_RESULTS`).
+
+    Parameters
+    ----------
+    category
+        Category of the two flags.
+    background, rms
+        Descriptions of ``save-bkgmap`` and ``save-rmsmap``.
+    default
+        Declared default of both flags.
+
+    Returns
+    -------
+    tuple of Option
+        ``save-bkgmap`` and ``save-rmsmap``.
+    """
+    return (
+        Option("save-bkgmap", "none", background, default=default, category=category),
+        Option("save-rmsmap", "none", rms, default=default, category=category),
+    )
+
+
+def preview_options(category: str) -> tuple[Option, ...]:
+    """The ``no-preview`` flag (skip ``preview.png`` and ``preview-thumb.png``).
+
+    Parameters
+    ----------
+    category
+        Category of the flag.
+
+    Returns
+    -------
+    tuple of Option
+        ``no-preview``.
+    """
+    return (
+        Option(
+            "no-preview",
+            "none",
+            "Do not draw the preview image (preview.png, preview-thumb.png)",
+            default=False,
+            category=category,
+        ),
+    )
+
+
+def background_filter_options(category: str) -> tuple[Option, ...]:
+    """The ``bkgfilter`` option: median filter size (in boxes) of the background and rms maps.
+
+    Parameters
+    ----------
+    category
+        Category of the option.
+
+    Returns
+    -------
+    tuple of Option
+        ``bkgfilter`` (1-51, default 3).
+    """
+    return (
+        Option(
+            "bkgfilter",
+            "int",
+            "Size (in boxes) of the median filter applied to the background and rms maps",
+            default=3,
+            min=1,
+            max=51,
+            category=category,
+        ),
+    )
