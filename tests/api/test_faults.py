@@ -68,7 +68,7 @@ def submit_sleep(c: httpx.Client, file_id: str, seconds: float, code: int = 0) -
 def job_pids(srv: LiveServer, job_id: str) -> tuple[int, int]:
     """(app pid, grandchild sleep pid) written by the test app."""
     path = next(srv.jobdir.glob(f"*/job_{job_id}")) / "pids.txt"
-    wait_until(path.exists)
+    wait_until(lambda: path.exists() and len(path.read_text().split()) == 2)
     a, b = path.read_text().split()
     return int(a), int(b)
 

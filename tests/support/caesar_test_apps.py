@@ -48,7 +48,9 @@ def main() -> int:
     p.add_argument("--exit-code", type=int, default=0)
     a = p.parse_args()
     child = subprocess.Popen(["sleep", str(max(a.seconds, 0) + 60)])  # noqa: S603, S607
-    Path("pids.txt").write_text(f"{os.getpid()} {child.pid}\n")
+    # Written whole then renamed: tests poll for this file while the job starts.
+    Path("pids.tmp").write_text(f"{os.getpid()} {child.pid}\n")
+    os.replace("pids.tmp", "pids.txt")
     print(f"sleeping {a.seconds} s (pid {os.getpid()}, child {child.pid})", flush=True)
     time.sleep(a.seconds)
     child.kill()
