@@ -47,7 +47,7 @@ from caesar_rest.api.uws.params import (
 )
 from caesar_rest.api.uws.waiter import PhaseWatcher, wait_for_change, watcher_for
 from caesar_rest.apps.base import OptionError
-from caesar_rest.auth.quotas import QuotaExceeded, check_bytes, lock_user
+from caesar_rest.auth.quotas import QuotaExceeded
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.models import FileRecord, JobRecord, JobResult
 from caesar_rest.jobs.service import SPEC_FILE, InputFileNotFound, JobNotFound, SubmitError
@@ -57,11 +57,9 @@ from caesar_rest.storage.formats import FileFormat, FormatError, sniff
 from caesar_rest.storage.paths import (
     is_file_id,
     is_job_id,
-    new_id,
-    owner_dirname,
     safe_join,
-    sanitize_filename,
 )
+from caesar_rest.storage.register import store_upload
 from caesar_rest.storage.upload import (
     ReceivedUpload,
     UploadError,
@@ -346,34 +344,8 @@ def _store_inline(
     ctx: ServiceContext, owner: str, received: ReceivedUpload, fmt: FileFormat, limits: Limits
 ) -> FileRecord:
     """Register an inline upload as a file of ``owner`` (as the v1.0 upload does)."""
-    file_id = new_id()
-    relpath = f"{owner_dirname(owner)}/{file_id}.{fmt.ext}"
-    final = safe_join(ctx.settings.datadir, relpath)
-    rec = FileRecord(
-        id=file_id,
-        owner=owner,
-        filename_orig=sanitize_filename(received.client_filename, default=f"{file_id}.{fmt.ext}"),
-        fileext=fmt.ext,
-        kind=fmt.kind,
-        size=received.size,
-        sha256=received.sha256,
-        relpath=relpath,
-        tag="",
-        info=fmt.info,
-        created_at=utcnow(),
-    )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with ctx.sessions.begin() as s:
-            lock_user(s, owner)
-            check_bytes(s, owner, limits, rec.size)
-            os.replace(received.temp_path, final)
-            s.add(rec)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            final.unlink()
-        raise
-    log.info("file_uploaded", action="uws_upload", user=owner, file_id=file_id, size=rec.size)
+    rec = store_upload(ctx.settings, ctx.sessions, owner, received, fmt, limits)
+    log.info("file_uploaded", action="uws_upload", user=owner, file_id=rec.id, size=rec.size)
     return rec
 
 

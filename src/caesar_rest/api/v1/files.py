@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,20 +18,16 @@ from caesar_rest.api.deps import current_user, get_and_post, get_ctx
 from caesar_rest.api.errors import ApiError
 from caesar_rest.api.quota import quota_warning
 from caesar_rest.api.schemas import FileDoc, MessageReply, UploadReply, errors
-from caesar_rest.auth.quotas import QuotaExceeded, check_bytes, lock_user, usage
-from caesar_rest.auth.users import Limits
+from caesar_rest.auth.quotas import QuotaExceeded, usage
 from caesar_rest.db.models import FileRecord, JobRecord
-from caesar_rest.jobs.service import utcnow
 from caesar_rest.jobs.states import FINAL
 from caesar_rest.logconfig import get_logger
 from caesar_rest.storage.formats import FormatError, sniff
 from caesar_rest.storage.paths import (
     is_file_id,
-    new_id,
-    owner_dirname,
     safe_join,
-    sanitize_filename,
 )
+from caesar_rest.storage.register import store_upload
 from caesar_rest.storage.upload import UploadError, UploadTooLarge, receive_upload
 from caesar_rest.timeutil import iso
 
@@ -148,36 +142,14 @@ async def upload(
     except BaseException:
         received.discard()
         raise
-    file_id = new_id()
-    user_dir = owner_dirname(owner)
-    relpath = f"{user_dir}/{file_id}.{fmt.ext}"
-    final = safe_join(settings.datadir, relpath)
     tag = received.fields.get("tag", "")
-    name = sanitize_filename(received.client_filename, default=f"{file_id}.{fmt.ext}")
-    rec = FileRecord(
-        id=file_id,
-        owner=owner,
-        filename_orig=name,
-        fileext=fmt.ext,
-        kind=fmt.kind,
-        size=received.size,
-        sha256=received.sha256,
-        relpath=relpath,
-        tag=tag,
-        info=fmt.info,
-        created_at=utcnow(),
-    )
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        await run_in_threadpool(_register, ctx, rec, limits, received.temp_path, final)
+        rec = await run_in_threadpool(
+            store_upload, settings, ctx.sessions, owner, received, fmt, limits, tag
+        )
     except QuotaExceeded as exc:
-        received.discard()
         raise ApiError(exc.code, exc.message, **exc.body) from None
-    except BaseException:
-        received.discard()
-        with contextlib.suppress(FileNotFoundError):
-            final.unlink()
-        raise
+    file_id, name = rec.id, rec.filename_orig
     log.info("file_uploaded", action="upload", user=owner, file_id=file_id, size=received.size)
     return JSONResponse(
         {
@@ -199,17 +171,6 @@ def stored_bytes(ctx: ServiceContext, owner: str) -> int:
     """Bytes the user stores now."""
     with ctx.sessions() as s:
         return usage(s, owner).bytes
-
-
-def _register(
-    ctx: ServiceContext, rec: FileRecord, limits: Limits, temp: Path, final: Path
-) -> None:
-    """Check the quota, move the file into place and store its record, atomically per user."""
-    with ctx.sessions.begin() as s:
-        lock_user(s, rec.owner)
-        check_bytes(s, rec.owner, limits, rec.size)
-        os.replace(temp, final)
-        s.add(rec)
 
 
 @router.get(

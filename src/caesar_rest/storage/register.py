@@ -1,0 +1,62 @@
+"""Turn a completely received upload into a registered file (v1.0 upload and UWS inline)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from caesar_rest.auth.quotas import check_bytes, lock_user
+from caesar_rest.auth.users import Limits
+from caesar_rest.db.models import FileRecord
+from caesar_rest.settings import Settings
+from caesar_rest.storage.formats import FileFormat
+from caesar_rest.storage.paths import new_id, owner_dirname, safe_join, sanitize_filename
+from caesar_rest.storage.upload import ReceivedUpload
+from caesar_rest.timeutil import utcnow
+
+
+def store_upload(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    owner: str,
+    received: ReceivedUpload,
+    fmt: FileFormat,
+    limits: Limits,
+    tag: str = "",
+) -> FileRecord:
+    """Check the quota, move the file into place and store its record, atomically per user.
+
+    Raises ``QuotaExceeded`` (nothing is stored); on any failure the temporary and the final
+    file are removed.
+    """
+    file_id = new_id()
+    relpath = f"{owner_dirname(owner)}/{file_id}.{fmt.ext}"
+    final = safe_join(settings.datadir, relpath)
+    rec = FileRecord(
+        id=file_id,
+        owner=owner,
+        filename_orig=sanitize_filename(received.client_filename, default=f"{file_id}.{fmt.ext}"),
+        fileext=fmt.ext,
+        kind=fmt.kind,
+        size=received.size,
+        sha256=received.sha256,
+        relpath=relpath,
+        tag=tag,
+        info=fmt.info,
+        created_at=utcnow(),
+    )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with sessions.begin() as s:
+            lock_user(s, owner)
+            check_bytes(s, owner, limits, rec.size)
+            os.replace(received.temp_path, final)
+            s.add(rec)
+    except BaseException:
+        received.discard()
+        with contextlib.suppress(FileNotFoundError):
+            final.unlink()
+        raise
+    return rec
