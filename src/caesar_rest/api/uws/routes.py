@@ -692,6 +692,20 @@ def _set_time_limit(ctx: ServiceContext, owner: str, job_id: str, seconds: int) 
         os.replace(tmp, spec_path)
 
 
+async def _owned_param(
+    request: Request, ctx: ServiceContext, owner: str, job_id: str, name: str, missing: str
+) -> str:
+    """The value of one parameter of a request on the caller's job (400 when it is absent).
+
+    Ownership is checked first: another user must learn nothing, not even about bad parameters.
+    """
+    await run_in_threadpool(_owned, ctx, owner, job_id)
+    value = (await _all_params(request, ctx)).get(name)
+    if value is None:
+        raise ApiError(400, missing)
+    return value
+
+
 @router.post(
     "/jobs/{job_id}/executionduration",
     name="uws_set_executionduration",
@@ -704,12 +718,9 @@ async def post_executionduration(
     owner: str = Depends(current_user),
 ) -> RedirectResponse:
     """Change the time limit of a PENDING job; 0 and large values get the maximum."""
-    # Ownership first: another user must learn nothing, not even about bad parameters.
-    await run_in_threadpool(_owned, ctx, owner, job_id)
-    params = await _all_params(request, ctx)
-    value = params.get("executionduration")
-    if value is None:
-        raise ApiError(400, "Missing EXECUTIONDURATION (seconds)")
+    value = await _owned_param(
+        request, ctx, owner, job_id, "executionduration", "Missing EXECUTIONDURATION (seconds)"
+    )
     seconds = _time_limit(ctx, value)
     await run_in_threadpool(_set_time_limit, ctx, owner, job_id, seconds)
     return _see_other(str(request.url_for("uws_job", job_id=job_id)))
@@ -752,12 +763,9 @@ async def post_destruction(
     owner: str = Depends(current_user),
 ) -> RedirectResponse:
     """Move the destruction time (not before now, not beyond ``max_destruction_days``)."""
-    # Ownership first: another user must learn nothing, not even about bad parameters.
-    await run_in_threadpool(_owned, ctx, owner, job_id)
-    params = await _all_params(request, ctx)
-    value = params.get("destruction")
-    if value is None:
-        raise ApiError(400, "Missing DESTRUCTION (an ISO-8601 instant)")
+    value = await _owned_param(
+        request, ctx, owner, job_id, "destruction", "Missing DESTRUCTION (an ISO-8601 instant)"
+    )
     when = _destruction(ctx, value)
     await run_in_threadpool(_set_destruction, ctx, owner, job_id, when)
     return _see_other(str(request.url_for("uws_job", job_id=job_id)))
