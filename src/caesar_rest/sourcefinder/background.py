@@ -33,8 +33,8 @@ TARGET_BOX_SAMPLES = 500
 MIN_BOX_SAMPLES = 10
 #: Maximum number of samples used for the global statistics.
 GLOBAL_MAX_SAMPLES = 2_000_000
-#: Number of box values processed at once (bounds the temporary memory to ~64 MB).
-CHUNK_VALUES = 16_000_000
+#: Number of box values processed at once (bounds the temporary memory to ~10 MB).
+CHUNK_VALUES = 2_000_000
 
 
 @dataclass
@@ -259,7 +259,7 @@ def _centres(n_full: int, box: int, step: int, lo: int, hi: int) -> npt.NDArray[
 
 
 def global_stats(data: F32, estimator: str = "Median") -> tuple[float, float]:
-    """Background and noise of all finite pixels (sub-sampled beyond 2 million pixels).
+    """Background and noise of the finite pixels (every k-th pixel beyond 2 million pixels).
 
     Parameters
     ----------
@@ -273,13 +273,21 @@ def global_stats(data: F32, estimator: str = "Median") -> tuple[float, float]:
     bkg, rms
         The estimates.
     """
-    vals = data[np.isfinite(data)]
-    if vals.size > GLOBAL_MAX_SAMPLES:
-        vals = vals[:: int(math.ceil(vals.size / GLOBAL_MAX_SAMPLES))]
+    # Every k-th pixel first, then its finite values: no image-sized temporary (the
+    # estimates work in place on one float64 copy of the sample).
+    flat = data.reshape(-1)
+    sample = flat[:: max(1, int(math.ceil(flat.size / GLOBAL_MAX_SAMPLES)))]
+    vals = sample[np.isfinite(sample)].astype(np.float64)
+    del flat, sample
     if vals.size == 0:
         return math.nan, math.nan
-    loc, scale, _ = estimate_rows(vals[None, :].astype(np.float64), estimator)
-    return float(loc[0]), float(scale[0])
+    if estimator == "Median":
+        loc = float(np.median(vals, overwrite_input=True))
+        np.subtract(vals, loc, out=vals)
+        np.abs(vals, out=vals)
+        return loc, MAD_TO_SIGMA * float(np.median(vals, overwrite_input=True))
+    loc_, scale_, _ = estimate_rows(vals[None, :], estimator)
+    return float(loc_[0]), float(scale_[0])
 
 
 def _box_values(
@@ -385,7 +393,7 @@ def interpolate_grid(
     if cy.size == 1:
         out[:] = rows[0]
         return out
-    chunk = max(1, 4_000_000 // max(nx, 1))
+    chunk = max(1, 1_000_000 // max(nx, 1))
     for a in range(0, ny, chunk):
         b = min(ny, a + chunk)
         w = wy[a:b, None]
@@ -404,6 +412,7 @@ def estimate(
     beam_width_px: float = 1.0,
     origin: tuple[int, int] = (0, 0),
     full_shape: tuple[int, int] | None = None,
+    blank: npt.NDArray[np.bool_] | None = None,
 ) -> Background:
     """Estimate background and noise maps.
 
@@ -426,6 +435,10 @@ def estimate(
     origin, full_shape
         Placement of ``data`` in the full image; grids are aligned on full-image pixels so that
         tiles reproduce the untiled maps.
+    blank
+        Pixels whose map values are NaN (default: the non-finite pixels of ``data``). A
+        second pass gives the image's own blanks here, so that pixels it masked out of the
+        statistics still get interpolated map values.
 
     Returns
     -------
@@ -441,7 +454,8 @@ def estimate(
     gbkg, grms = global_stats(data, estimator)
     if not (math.isfinite(gbkg) and math.isfinite(grms) and grms > 0):
         raise ValueError("cannot estimate the noise: no valid pixels or constant image")
-    blank = ~np.isfinite(data)
+    if blank is None:
+        blank = ~np.isfinite(data)
     fshape = full_shape if full_shape is not None else (ny, nx)
     grid = make_grid(box_px, grid_fraction, beam_width_px, origin, fshape)
     cx = cy = np.empty(0, dtype=np.int64)

@@ -21,6 +21,35 @@ I32 = npt.NDArray[np.int32]
 CROSS = ndimage.generate_binary_structure(2, 1)
 #: 8-connectivity (used where the spec asks for pixels "within 1 px").
 SQUARE = ndimage.generate_binary_structure(2, 2)
+#: Pixels per block in the label passes below: ``np.bincount`` and fancy indexing make
+#: int64 copies of their input, so image-sized label arrays are walked in blocks.
+BLOCK_PIXELS = 1 << 20
+
+
+def _row_blocks(shape: tuple[int, ...]) -> list[slice]:
+    rows = max(1, BLOCK_PIXELS // max(1, int(np.prod(shape[1:]))))
+    return [slice(a, min(shape[0], a + rows)) for a in range(0, shape[0], rows)]
+
+
+def label_counts(labels: I32, n: int) -> npt.NDArray[np.int64]:
+    """Pixels per label ``0..n`` (``np.bincount`` by blocks of rows).
+
+    Parameters
+    ----------
+    labels
+        Label image.
+    n
+        Largest label.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n + 1`` counts.
+    """
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for sl in _row_blocks(labels.shape):
+        counts += np.bincount(labels[sl].ravel(), minlength=n + 1)
+    return counts
 
 
 def relabel(labels: I32, keep: npt.NDArray[np.bool_]) -> tuple[I32, int]:
@@ -43,7 +72,32 @@ def relabel(labels: I32, keep: npt.NDArray[np.bool_]) -> tuple[I32, int]:
     lut = np.zeros(keep.size, dtype=np.int32)
     n = int(np.count_nonzero(keep))
     lut[keep] = np.arange(1, n + 1, dtype=np.int32)
-    return lut[labels], n
+    # In place, by blocks: the label image is the largest array of the step.
+    for sl in _row_blocks(labels.shape):
+        labels[sl] = lut[labels[sl]]
+    return labels, n
+
+
+def label_mask(mask: npt.NDArray[np.bool_], min_npix: int) -> tuple[I32, int]:
+    """Connected regions (4-connected) of a mask with at least ``min_npix`` pixels.
+
+    Parameters
+    ----------
+    mask
+        Boolean image.
+    min_npix
+        Minimum number of pixels of a region.
+
+    Returns
+    -------
+    labels, n
+        int32 label image (0 = outside) and the number of regions.
+    """
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    n = int(ndimage.label(mask, structure=CROSS, output=labels))
+    if n == 0:
+        return labels, 0
+    return relabel(labels, label_counts(labels, n) >= max(1, min_npix))
 
 
 def find_islands(
@@ -76,14 +130,14 @@ def find_islands(
     zz = -z if negative else z
     with np.errstate(invalid="ignore"):
         grow = zz >= min(merge_thr, seed_thr)
-        labels, n = ndimage.label(grow, structure=CROSS)
-        labels = labels.astype(np.int32, copy=False)
+        labels = np.zeros(grow.shape, dtype=np.int32)
+        n = int(ndimage.label(grow, structure=CROSS, output=labels))
+        del grow
         if n == 0:
             return labels, 0
         seeded = np.zeros(n + 1, dtype=bool)
         seeded[np.unique(labels[zz >= seed_thr])] = True
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
-    return relabel(labels, seeded & (counts >= max(1, min_npix)))
+    return relabel(labels, seeded & (label_counts(labels, n) >= max(1, min_npix)))
 
 
 def iterative_search(
@@ -141,7 +195,4 @@ def iterative_search(
         if n_k == 0:
             break
         union |= lab_k > 0
-    labels_u, n_u = ndimage.label(union, structure=CROSS)
-    labels_u = labels_u.astype(np.int32, copy=False)
-    counts = np.bincount(labels_u.ravel(), minlength=n_u + 1)
-    return relabel(labels_u, counts >= max(1, min_npix))
+    return label_mask(union, min_npix)

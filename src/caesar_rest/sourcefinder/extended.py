@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from caesar_rest.sourcefinder.detection import CROSS, find_islands
+from caesar_rest.sourcefinder.detection import find_islands, label_mask
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -55,14 +55,22 @@ def block_mean(img: F32, f: int) -> F32:
     if f <= 1:
         return img.astype(np.float32, copy=True)
     ny, nx = img.shape
-    py, px = (-ny) % f, (-nx) % f
-    a = np.pad(img, ((0, py), (0, px)), constant_values=np.nan)
-    a = a.reshape(a.shape[0] // f, f, a.shape[1] // f, f)
-    valid = np.isfinite(a)
-    s = np.where(valid, a, 0.0).sum(axis=(1, 3), dtype=np.float64)
-    c = valid.sum(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (s / c).astype(np.float32)
+    oy, ox = -(-ny // f), -(-nx // f)
+    out = np.empty((oy, ox), dtype=np.float32)
+    # By bands of block rows, so that the temporaries stay small (the image may be large).
+    band = max(1, (1 << 20) // max(1, f * nx))
+    for r0 in range(0, oy, band):
+        r1 = min(oy, r0 + band)
+        a = img[r0 * f : r1 * f]
+        py, px = (r1 - r0) * f - a.shape[0], ox * f - nx
+        if py or px:
+            a = np.pad(a, ((0, py), (0, px)), constant_values=np.nan)
+        a = a.reshape(r1 - r0, f, ox, f)
+        valid = np.isfinite(a)
+        s = np.where(valid, a, np.float32(0.0)).sum(axis=(1, 3), dtype=np.float64)
+        c = valid.sum(axis=(1, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[r0:r1] = s / c
     return out
 
 
@@ -98,7 +106,8 @@ def wavelet_mask(
     scale_max: int,
     seed_thr: float,
     merge_thr: float,
-) -> tuple[npt.NDArray[np.bool_], F32]:
+    want_saliency: bool = True,
+) -> tuple[npt.NDArray[np.bool_], F32 | None]:
     """Union of significant wavelet structures at scales ``scale_min..scale_max``.
 
     Parameters
@@ -109,6 +118,9 @@ def wavelet_mask(
         Scale range (structures of ``2**n`` pixels).
     seed_thr, merge_thr
         Thresholds in units of each plane's robust noise.
+    want_saliency
+        Also return the full-resolution significance map (otherwise None: it is an
+        image-sized float array that only the saved maps need).
 
     Returns
     -------
@@ -141,8 +153,10 @@ def wavelet_mask(
             mask |= lab > 0
         np.fmax(zmax, z, out=zmax)
     full = np.repeat(np.repeat(mask, f, axis=0), f, axis=1)[:ny, :nx]
-    zfull = np.repeat(np.repeat(zmax, f, axis=0), f, axis=1)[:ny, :nx]
     full &= np.isfinite(search)
+    if not want_saliency:
+        return full, None
+    zfull = np.repeat(np.repeat(zmax, f, axis=0), f, axis=1)[:ny, :nx]
     return full, zfull
 
 
@@ -157,7 +171,7 @@ def remove_compact(
     Parameters
     ----------
     sub
-        Background-subtracted image.
+        Background-subtracted image, modified in place.
     labels
         Island labels (1..n).
     remove
@@ -168,10 +182,14 @@ def remove_compact(
     Returns
     -------
     numpy.ndarray
-        The residual (a new array).
+        ``sub``, now the residual.
     """
-    out = sub.copy()
-    m = remove[labels]
+    out = sub
+    # remove[labels] by blocks of rows (fancy indexing copies the labels as int64).
+    m = np.empty(labels.shape, dtype=bool)
+    rows = max(1, (1 << 20) // max(1, labels.shape[1]))
+    for a in range(0, labels.shape[0], rows):
+        m[a : a + rows] = remove[labels[a : a + rows]]
     if dilate > 1:
         r = dilate // 2
         yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -187,7 +205,8 @@ def extended_islands(
     seed_thr: float,
     merge_thr: float,
     min_npix: int,
-) -> tuple[I32, int, F32]:
+    want_saliency: bool = True,
+) -> tuple[I32, int, F32 | None]:
     """Extended islands of a search image.
 
     Parameters
@@ -200,21 +219,14 @@ def extended_islands(
         Thresholds in noise units of each scale.
     min_npix
         Minimum pixels.
+    want_saliency
+        Also return the significance map (otherwise None).
 
     Returns
     -------
     labels, n, saliency
         Labels of the extended islands, their number and the significance map.
     """
-    mask, zmap = wavelet_mask(search, scale_min, scale_max, seed_thr, merge_thr)
-    lab, n = ndimage.label(mask, structure=CROSS)
-    lab = lab.astype(np.int32)
-    if n:
-        counts = np.bincount(lab.ravel(), minlength=n + 1)
-        keep = counts >= max(min_npix, 1)
-        keep[0] = False
-        lut = np.zeros(n + 1, dtype=np.int32)
-        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        lab = lut[lab]
-        n = int(keep.sum())
+    mask, zmap = wavelet_mask(search, scale_min, scale_max, seed_thr, merge_thr, want_saliency)
+    lab, n = label_mask(mask, min_npix)
     return lab, n, zmap

@@ -183,7 +183,7 @@ def estimate_background(
         The maps.
     """
 
-    def est(img: F32) -> background.Background:
+    def est(img: F32, blank: B | None = None) -> background.Background:
         return background.estimate(
             img,
             _box_px(opts, beam),
@@ -194,6 +194,7 @@ def estimate_background(
             beam.width_px,
             origin,
             full_shape,
+            blank,
         )
 
     bk = est(data)
@@ -204,33 +205,10 @@ def estimate_background(
         if n:
             masked = data.copy()
             masked[lab > 0] = np.nan
-            bk2 = est(masked)
-            blank = ~np.isfinite(data)
-            # The masked pixels keep the interpolated maps (they are not blank).
-            bk2.bkg = (
-                background.interpolate_grid(bk2.grid_bkg, *_centres_of(bk2, data.shape), data.shape)
-                if bk2.grid is not None and bk2.grid_bkg is not None
-                else np.full(data.shape, bk2.global_bkg, dtype=np.float32)
-            )
-            bk2.rms = (
-                background.interpolate_grid(bk2.grid_rms, *_centres_of(bk2, data.shape), data.shape)
-                if bk2.grid is not None and bk2.grid_rms is not None
-                else np.full(data.shape, bk2.global_rms, dtype=np.float32)
-            )
-            bk2.bkg[blank] = np.nan
-            bk2.rms[blank] = np.nan
-            bk = bk2
+            del lab, bk  # free the first maps before the second pass makes its own
+            # The masked pixels keep interpolated map values (they are not blank).
+            bk = est(masked, ~np.isfinite(data))
     return bk
-
-
-def _centres_of(bk: background.Background, shape: tuple[int, int]) -> tuple[I64, I64]:
-    g = bk.grid
-    assert g is not None
-    fy, fx = g.full_shape if g.full_shape is not None else shape
-    ny, nx = shape
-    cx = background._centres(fx, g.box, g.step, g.origin[0], g.origin[0] + nx) - g.origin[0]
-    cy = background._centres(fy, g.box, g.step, g.origin[1], g.origin[1] + ny) - g.origin[1]
-    return cx, cy
 
 
 def find_in_array(
@@ -304,14 +282,18 @@ def find_in_array(
     n_compact = n
     ext_n = 0
     if opts.search_extended:
-        sub = np.subtract(data, bk.bkg, dtype=np.float32)
         zmax = np.full(n + 1, -np.inf)
         if n:
-            np.maximum.at(zmax, labels[labels > 0], z[labels > 0])
+            inside = labels > 0
+            np.maximum.at(zmax, labels[inside], z[inside])
+            del inside
+        if "significance" not in want_maps:
+            del z  # not needed any more; the extended search is the step with most arrays
         remove = zmax > opts.res_zthr
         remove[0] = False
-        search = extended.remove_compact(sub, labels, remove, opts.dilate_size)
-        del sub
+        search = extended.remove_compact(
+            np.subtract(data, bk.bkg, dtype=np.float32), labels, remove, opts.dilate_size
+        )
         search[blank] = np.nan
         ext_lab, ext_n, sal = extended.extended_islands(
             search,
@@ -320,9 +302,10 @@ def find_in_array(
             opts.seed_thr,
             opts.merge_thr,
             opts.min_npix,
+            "saliency" in want_maps,
         )
         del search
-        if "saliency" in want_maps:
+        if sal is not None:
             maps["saliency"] = sal
         del sal
         ext_mask = ext_lab > 0
@@ -330,20 +313,15 @@ def find_in_array(
         comp_mask = labels > 0
         if opts.merge_sources:
             # Spec 5.6: union of compact and extended, split again.
-            labels, n = detection.find_islands(
-                np.where(comp_mask | ext_mask, np.float32(1.0), np.float32(0.0)),
-                0.5,
-                0.5,
-                opts.min_npix,
-            )
+            del labels
+            labels, n = detection.label_mask(comp_mask | ext_mask, opts.min_npix)
             is_ext = np.zeros(n + 1, dtype=bool)
             np.logical_or.at(is_ext, labels[ext_mask & ~comp_mask], True)
         else:
-            only = ext_mask & ~comp_mask
-            ext_labels, ne = detection.find_islands(
-                np.where(only, np.float32(1.0), np.float32(0.0)), 0.5, 0.5, opts.min_npix
-            )
-            labels = np.where(ext_labels > 0, ext_labels + n, labels).astype(np.int32)
+            ext_mask &= ~comp_mask
+            ext_labels, ne = detection.label_mask(ext_mask, opts.min_npix)
+            np.add(ext_labels, n, out=labels, where=ext_labels > 0)
+            del ext_labels
             is_ext = np.zeros(n + ne + 1, dtype=bool)
             is_ext[n + 1 :] = True
             n += ne
@@ -351,7 +329,7 @@ def find_in_array(
     else:
         is_ext = np.zeros(n + 1, dtype=bool)
     tm.lap("extended")
-    if "significance" not in want_maps:
+    if "significance" not in want_maps and not opts.search_extended:
         del z
     iorig = origin if image_origin is None else image_origin
     isl = islands.from_labels(labels, data, bk.bkg, bk.rms, origin, blank, fshape, iorig)
@@ -607,17 +585,7 @@ def fit_sources(
 
 
 def _peaks(pix: IslandSet) -> B:
-    # Peaks on a canvas covering the units (units never overlap).
-    if pix.n == 0:
-        return np.zeros(0, dtype=bool)
-    x0, y0 = int(pix.xs.min()), int(pix.ys.min())
-    w, h = int(pix.xs.max()) - x0 + 1, int(pix.ys.max()) - y0 + 1
-    lab = np.zeros((h, w), dtype=np.int32)
-    val = np.full((h, w), -np.inf, dtype=np.float32)
-    ys, xs = pix.ys - y0, pix.xs - x0
-    lab[ys, xs] = pix.island_index().astype(np.int32) + 1
-    val[ys, xs] = pix.flux - pix.bkg
-    return fitting.find_peaks(pix, val, lab, (x0, y0))
+    return fitting.find_peaks(pix, pix.flux - pix.bkg)
 
 
 def _nested_seeds(

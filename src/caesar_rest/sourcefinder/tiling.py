@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from caesar_rest.imaging.fits_image import FitsImage
 from caesar_rest.sourcefinder import fitting, islands
@@ -384,6 +382,10 @@ def merge_pieces(
                 cols.append(sown[p[hit]])
     r = np.concatenate(rows)
     c = np.concatenate(cols)
+    # Imported here: only tiled runs need scipy.sparse (~12 MiB).
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     g = coo_matrix((np.ones(r.size), (r, c)), shape=(allp.n, allp.n))
     ng, comp = connected_components(g, directed=False)
     pix_group = comp[owner]
