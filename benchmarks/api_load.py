@@ -6,7 +6,9 @@ What it measures, from separate load processes (``wrk``, ``curl``, ``cp``):
 * requests/s and p50/p99 latency of ``GET /job/<id>/status``, ``GET /jobs`` (all 10,000 jobs in
   one answer) and ``GET /jobs?limit=100``, with 10,000 jobs stored;
 * the same status request against ``bare_app.py`` (FastAPI + ``sqlite3`` reading the same row of
-  the same SQLite file, served by uvicorn the same way), and our status route as a percentage of it;
+  the same SQLite file, served by uvicorn the same way) with a ``def`` and an ``async def``
+  handler, and our status route as a percentage of the faster of the two; then the faster bare
+  variant and ours again at a quarter of the connections (latency at a lighter load);
 * MB/s of a 1 GiB FITS upload with ``curl -F`` against ``cp`` of the same file to the same file
   system, both from the page cache, and the server's peak RSS growth during the upload.
 
@@ -636,7 +638,7 @@ def format_tables(
     for r in rows:
         if len(r.rounds) > 1:
             runs = ", ".join(f"{x:.0f}" for x in r.rounds)
-            out.append(f"  rounds of {r.label.split(':')[0]} status (req/s): {runs}; median shown")
+            out.append(f"  rounds of {r.label} (req/s): {runs}; median shown")
     if upload is not None:
         out.append("")
         head = f"{'transfer of ' + format(upload.size / MIB, '.0f') + ' MiB FITS':<44} {'MB/s':>9}"
@@ -772,18 +774,43 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         check_list_answer(server.base, "", args.jobs)
         check_list_answer(server.base, "?limit=100", 100)
 
-        # Status: bare and ours in alternation, so that a slow spell of the machine hits both.
+        # Status: both bare variants and ours in alternation, so that a slow spell of the
+        # machine hits all three. The faster bare variant is the baseline.
         bare_runs: list[WrkResult] = []
+        bare_async_runs: list[WrkResult] = []
         ours_runs: list[WrkResult] = []
+        bare_async_url = bare.base + "/async" + status_path
+        check_status_answer(bare.base + "/async", job_id)
         for i in range(args.rounds):
             log(f"status round {i + 1} of {args.rounds}")
             bare_runs.append(measure(wrk, "bare status", bare.base + status_path, args).result)
+            bare_async_runs.append(measure(wrk, "bare async status", bare_async_url, args).result)
             ours_runs.append(measure(wrk, "our status", server.base + status_path, args).result)
-        bare.stop()
-        bare_row = median_row("bare FastAPI + sqlite3: GET /job/<id>/status", bare_runs)
+        bare_sync_row = median_row("bare FastAPI + sqlite3, def handler", bare_runs)
+        bare_async_row = median_row("bare FastAPI + sqlite3, async def handler", bare_async_runs)
         status_row = median_row("caesar-rest: GET /job/<id>/status", ours_runs)
-        bare_row.vs_bare = 1.0
-        status_row.vs_bare = status_row.result.rps / bare_row.result.rps
+        bare_row = max(bare_sync_row, bare_async_row, key=lambda r: r.result.rps)
+        for r in (bare_sync_row, bare_async_row, status_row):
+            r.vs_bare = r.result.rps / bare_row.result.rps
+        # Latency at a lighter load (fewer requests in flight, less queueing).
+        light = max(1, args.connections // 4)
+        light_bare = measure(
+            wrk,
+            f"{bare_row.label.replace('bare FastAPI + sqlite3', 'bare')} (-c{light})",
+            bare_async_url if bare_row is bare_async_row else bare.base + status_path,
+            args,
+            connections=light,
+        )
+        light_ours = measure(
+            wrk,
+            f"caesar-rest: GET /job/<id>/status (-c{light})",
+            server.base + status_path,
+            args,
+            connections=light,
+        )
+        light_ours.vs_bare = light_ours.result.rps / light_bare.result.rps
+        light_bare.vs_bare = 1.0
+        bare.stop()
 
         # The upload before the list loads, whose memory would hide the upload's RSS growth.
         upload = (
@@ -805,7 +832,7 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         )
         server_rss_mb = rss_kib(server.pid) * 1024 / MB
 
-    rows = [bare_row, status_row, list_row, page_row]
+    rows = [bare_sync_row, bare_async_row, status_row, light_bare, light_ours, list_row, page_row]
     title = (
         f"caesar-rest API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
         f"our server on {db_label}, 1 process"

@@ -1,9 +1,12 @@
 """Bare baseline for ``api_load.py``: the least a FastAPI job-status route can do.
 
 One handler reads one job row from the service's SQLite file with the standard ``sqlite3``
-module (one connection per worker thread) and returns a few of its columns. It is served the
-way ``caesar-rest serve`` serves the real application: uvicorn, one process, httptools, uvloop
-when installed, no access log. No middleware, no dependencies, no SQLAlchemy, no logging.
+module and returns a few of its columns, in two variants: a ``def`` handler (FastAPI runs it
+in its thread pool; one connection per worker thread) at the service's path, and an
+``async def`` handler reading on the event loop (one connection) at the same path under
+``/async``. It is served the way ``caesar-rest serve`` serves the real application: uvicorn,
+one process, httptools, uvloop when installed, no access log. No middleware, no
+dependencies, no SQLAlchemy, no logging.
 
 Run: ``python benchmarks/bare_app.py --port 8099 --db /path/to/caesar-rest.sqlite3``
 """
@@ -44,6 +47,29 @@ def _conn() -> sqlite3.Connection:
 def job_status(job_id: str) -> dict[str, Any]:
     """The job's row, or 404."""
     row = _conn().execute(_QUERY, (job_id,)).fetchone()
+    if row is None:
+        raise HTTPException(404, f"Job {job_id} not found")
+    return {
+        "job_id": row[0],
+        "owner": row[1],
+        "phase": row[2],
+        "reason": row[3],
+        "status": row[4],
+        "exit_code": row[5],
+        "elapsed_time": row[6],
+        "submit_date": row[7],
+    }
+
+
+_loop_conn: list[sqlite3.Connection] = []
+
+
+@app.get("/async/caesar/api/v1.0/job/{job_id}/status")
+async def job_status_async(job_id: str) -> dict[str, Any]:
+    """The same read on the event loop (a primary-key read is far shorter than a hand-off)."""
+    if not _loop_conn:
+        _loop_conn.append(sqlite3.connect(os.environ[DB_ENV], check_same_thread=False))
+    row = _loop_conn[0].execute(_QUERY, (job_id,)).fetchone()
     if row is None:
         raise HTTPException(404, f"Job {job_id} not found")
     return {

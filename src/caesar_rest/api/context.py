@@ -13,6 +13,7 @@ from caesar_rest.auth.users import UserStore
 from caesar_rest.backends.local import LocalBackend
 from caesar_rest.backends.remote import register_remote_backends
 from caesar_rest.db.engine import make_engine, make_sessionmaker
+from caesar_rest.db.fastread import SQLiteReader
 from caesar_rest.db.migrate import upgrade
 from caesar_rest.jobs.janitor import Janitor
 from caesar_rest.jobs.service import JobService
@@ -37,6 +38,8 @@ class ServiceContext:
     started: bool = field(default=False)
     #: Removes jobs past their destruction time (running between start and stop).
     janitor: Janitor | None = None
+    #: Direct sqlite3 reads for the job-status route (SQLite file databases only).
+    reader: SQLiteReader | None = None
 
     @property
     def inline_reads(self) -> bool:
@@ -75,7 +78,8 @@ class ServiceContext:
         register_remote_backends(jobs)
         users = UserStore(settings, sessions)
         validator = OIDCValidator(settings) if settings.aai else None
-        return cls(settings, engine, sessions, apps, jobs, users, validator)
+        reader = SQLiteReader.for_engine(engine)
+        return cls(settings, engine, sessions, apps, jobs, users, validator, reader=reader)
 
     def start(self) -> None:
         """Sweep partial uploads of dead processes and start the backends."""
@@ -94,5 +98,7 @@ class ServiceContext:
             self.janitor.stop()
         for backend in self.jobs.backends.values():
             backend.stop()
+        if self.reader is not None:
+            self.reader.close()
         self.engine.dispose()
         self.started = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -184,11 +185,19 @@ _EVENTS_STMT = (
 
 def _status_doc(ctx: ServiceContext, owner: str, job_id: str) -> dict[str, Any] | None:
     """The status document of the caller's job, or None."""
-    with ctx.engine.connect() as conn:
-        row = conn.execute(_STATUS_STMT, {"job_id": job_id}).first()
+    params = {"job_id": job_id}
+    if ctx.reader is not None:
+        # The same statements on a plain sqlite3 connection (db/fastread.py).
+        row = ctx.reader.first(_STATUS_STMT, params)
         if row is None or row.owner != owner:
             return None
-        events = conn.execute(_EVENTS_STMT, {"job_id": job_id}).all()
+        events: Sequence[Any] = ctx.reader.all(_EVENTS_STMT, params)
+    else:
+        with ctx.engine.connect() as conn:
+            row = conn.execute(_STATUS_STMT, params).first()
+            if row is None or row.owner != owner:
+                return None
+            events = conn.execute(_EVENTS_STMT, params).all()
     return {
         "job_id": row.id,
         "pid": legacy_pid(row.pid, row.backend_job_id),
