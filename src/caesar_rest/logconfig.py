@@ -17,10 +17,28 @@ _SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|cookie|api[_
 _URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
 
 
+_secret_key_cache: dict[str, bool] = {}
+
+
+def _is_secret_key(key: str) -> bool:
+    # Log lines reuse a small set of keys: remember the regex verdict per key.
+    hit = _secret_key_cache.get(key)
+    if hit is None:
+        hit = bool(_SECRET_KEYS.search(key))
+        if len(_secret_key_cache) < 4096:
+            _secret_key_cache[key] = hit
+    return hit
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Drop secrets: values of secret-looking keys, and passwords inside URLs."""
-    for key, value in list(event.items()):
-        if _SECRET_KEYS.search(key):
+    cache = _secret_key_cache
+    # Values are replaced in place (the keys do not change, so iterating is safe).
+    for key, value in event.items():
+        secret = cache.get(key)
+        if secret is None:
+            secret = _is_secret_key(key)
+        if secret:
             event[key] = "***"
         elif isinstance(value, str) and "://" in value:
             event[key] = _URL_PASSWORD.sub(r"\1***\3", value)
@@ -30,6 +48,12 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the standard library logging once per process."""
     level = logging.DEBUG if settings.debug else getattr(logging, settings.loglevel)
+    # Record fields our lines never show (the logging documentation's "Optimization"
+    # section): no caller frame walk, thread, process or multiprocessing lookups per record.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

@@ -6,8 +6,8 @@ result processing cost several times that (``docs/benchmarks.md`` has the profil
 module runs the *same* SQLAlchemy Core statements, compiled once to SQL text for the SQLite
 dialect, on a plain ``sqlite3`` connection per thread, and converts the values with the
 column types' own SQLAlchemy result processors (``DateTime`` stored as text, ``JSON``).
-Only reads go through it; every write still goes through SQLAlchemy. It is used for file databases only (an in-memory
-database is private to its SQLAlchemy connection).
+Only reads go through it; every write still goes through SQLAlchemy. It is used for file
+databases only (an in-memory database is private to its SQLAlchemy connection).
 """
 
 from __future__ import annotations
