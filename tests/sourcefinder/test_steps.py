@@ -126,7 +126,9 @@ def test_islands_measurements() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _fit_image(img: np.ndarray, max_comp: int = 3) -> tuple[islands.IslandSet, fitting.FitResult]:
+def _fit_image(
+    img: np.ndarray, max_comp: int = 3, point_thr: float | None = None
+) -> tuple[islands.IslandSet, fitting.FitResult]:
     img = img.astype(np.float32)
     bk = background.estimate(img, 80, 0.2, beam_width_px=4)
     z = background.significance(img, bk.bkg, bk.rms)
@@ -136,7 +138,10 @@ def _fit_image(img: np.ndarray, max_comp: int = 3) -> tuple[islands.IslandSet, f
     seeds = fitting.seed_components(isl, peaks, (BEAM_SIGMA, BEAM_SIGMA, 0.0), 5.0, max_comp)
     units = fitting.Units(isl, np.arange(isl.n), np.full(isl.n, -1), seeds)
     area = 2 * math.pi * BEAM_SIGMA**2
-    return isl, fitting.fit_units(units, fitting.FitSettings(beam_area_pix=area))
+    settings = fitting.FitSettings(
+        beam_area_pix=area, beam_sigma=(BEAM_SIGMA, BEAM_SIGMA, 0.0), point_model_thr=point_thr
+    )
+    return isl, fitting.fit_units(units, settings)
 
 
 def test_jacobian_matches_finite_differences() -> None:
@@ -184,6 +189,40 @@ def test_errors_match_scatter_over_noise_realisations() -> None:
         exs.append(fit.errors[0, 1])
     ratio = float(np.std(xs)) / float(np.median(exs))
     assert 0.5 < ratio < 2.0
+
+
+def test_point_model_for_unresolved_sources_cuts_flux_scatter() -> None:
+    # Point sources at S/N 12: the beam-shaped model is kept for most, and its integrated
+    # fluxes scatter less than those of free-shape fits of the same images.
+    truth = 12 * RMS  # peak = integrated flux for a point source (Jy)
+    free, point, kept = [], [], []
+    for seed in range(16):
+        img = point_sources(96, [(48.3, 47.6, truth)], seed=100 + seed)
+        _, f0 = _fit_image(img)
+        _, f1 = _fit_image(img, point_thr=11.34)
+        assert f0.point_model.sum() == 0
+        free.append(f0.flux[0] / truth)
+        point.append(f1.flux[0] / truth)
+        kept.append(bool(f1.point_model[0]))
+        if f1.point_model[0]:
+            # Beam shape, and the integrated flux is the fitted peak.
+            assert f1.params[0, 3] == pytest.approx(BEAM_SIGMA)
+            assert f1.flux[0] == pytest.approx(f1.params[0, 0], rel=1e-9)
+            assert 0 < f1.flux_err[0] < f0.flux_err[0]
+    assert sum(kept) >= 12
+    assert np.std(point) < 0.8 * np.std(free)
+    assert abs(np.median(point) - 1.0) < 0.06
+
+
+def test_point_model_not_used_for_resolved_source() -> None:
+    # A source twice the beam at S/N 30 keeps its free-shape fit and its flux.
+    n = 128
+    sx = sy = 2 * BEAM_SIGMA
+    img = noise(n, 5) + gaussian(n, 64.2, 63.7, 30 * RMS, sx, sy, 0.0)
+    _, fit = _fit_image(img, point_thr=11.34)
+    assert fit.params.shape[0] == 1 and not fit.point_model[0]
+    true_flux = 30 * RMS * sx * sy / BEAM_SIGMA**2
+    assert abs(fit.flux[0] - true_flux) < 3 * fit.flux_err[0]
 
 
 def test_blended_pair_split_in_two() -> None:

@@ -1,7 +1,8 @@
 """The ``caesar`` app: the CAESAR source finder, re-implemented in Python.
 
 It accepts the predecessor's 156 option names (kinds, defaults, bounds, categories and
-"advanced" marks as the legacy service advertised them). Options with no meaning in this
+"advanced" marks as the legacy service advertised them), plus a few options of its own
+(``EXTENSION_OPTIONS``: the point-model test of the fits). Options with no meaning in this
 implementation are accepted, reported once in the job log and shown with ``effective: false``
 by ``describe``. The main catalogue (``catalog.*``) is the component catalogue: one row per
 fitted Gaussian component, plus one row per island that was not fitted as a whole.
@@ -21,7 +22,7 @@ from caesar_rest.apps.base import (
     ResultSpec,
     python_module_command,
 )
-from caesar_rest.sourcefinder.options import LEGACY_OPTIONS, LegacyOption
+from caesar_rest.sourcefinder.options import ALL_OPTIONS, LegacyOption
 
 _KINDS = {"flag": "none", "int": "int", "float": "float", "enum": "str"}
 
@@ -42,7 +43,7 @@ def _option(o: LegacyOption) -> Option:
     )
 
 
-CAESAR_OPTIONS: tuple[Option, ...] = tuple(_option(o) for o in LEGACY_OPTIONS)
+CAESAR_OPTIONS: tuple[Option, ...] = tuple(_option(o) for o in ALL_OPTIONS)
 
 CAESAR_RESULTS: tuple[ResultSpec, ...] = (
     *CATALOGUE_RESULTS,

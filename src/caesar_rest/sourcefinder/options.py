@@ -4,8 +4,9 @@ Two views of the same settings:
 
 * :data:`LEGACY_OPTIONS` lists the 156 option names of the predecessor's ``caesar`` app (legacy
   documentation, appendix A) with their kind, default, bounds, category and "advanced" mark,
-  plus whether this implementation honours them (``effective``). The ``caesar`` app builds its
-  option schema from it.
+  plus whether this implementation honours them (``effective``); :data:`EXTENSION_OPTIONS`
+  adds this implementation's own options with the same conventions. The ``caesar`` app builds
+  its option schema from both (:data:`ALL_OPTIONS`).
 * :class:`FinderOptions` holds the typed settings the pipeline reads. :func:`from_legacy` turns
   legacy ``name -> value`` pairs into it; defaults are the legacy app's defaults.
 """
@@ -403,9 +404,21 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     _o("no-mergesources", _F, None, None, None, RUN, "", False, True,
        "Do not merge touching compact and extended sources"),
 )
+
+#: Options of this implementation that the predecessor did not have (same conventions).
+EXTENSION_OPTIONS: tuple[LegacyOption, ...] = (
+    _o("fit-nopointmodel", _F, None, None, None, CMP, FIT, True, True,
+       "Keep the free-shape fit of every single component (by default one whose shape the "
+       "data do not constrain takes the beam's shape: its flux is then the fitted peak)"),
+    _o("fit-pointmodelthr", _R, 11.34, 0.0, 1000000.0, CMP, FIT, True, True,
+       "Effective chi2 gain of the free shape (3 parameters, beam-correlated noise) below "
+       "which the beam-shaped model is kept; 11.34 is the 99th percentile for a point source"),
+)
 # fmt: on
 
-LEGACY_BY_NAME: dict[str, LegacyOption] = {o.name: o for o in LEGACY_OPTIONS}
+#: Every option of the ``caesar`` app: the predecessor's, then the extensions.
+ALL_OPTIONS: tuple[LegacyOption, ...] = LEGACY_OPTIONS + EXTENSION_OPTIONS
+LEGACY_BY_NAME: dict[str, LegacyOption] = {o.name: o for o in ALL_OPTIONS}
 
 BKG_ESTIMATORS: dict[str, int] = {"Mean": 1, "Median": 2, "BiWeight": 3, "ClippedMedian": 4}
 SOURCE_TYPES: dict[str, int] = {"ALL": -1, "COMPACT": 1, "POINT-LIKE": 2, "EXTENDED": 3}
@@ -489,6 +502,8 @@ class FinderOptions:
     fit_n_retries: int = 10
     fit_bound_step: float = 0.1
     fit_chi2_cut: float | None = 5.0
+    #: Point-model test threshold (None: keep every free-shape fit).
+    fit_point_model_thr: float | None = 11.34
     fit_ellipse_cuts: bool = False
     # Residuals
     compute_residuals: bool = False
@@ -530,14 +545,14 @@ _MAPS = ("input", "bkg", "rms", "significance", "residual", "saliency", "segment
 
 
 def legacy_defaults() -> dict[str, Any]:
-    """The legacy options with their defaults (flags False).
+    """Every option (the predecessor's and the extensions) with its default (flags False).
 
     Returns
     -------
     dict
         Option name to default value.
     """
-    return {o.name: (False if o.kind == "flag" else o.default) for o in LEGACY_OPTIONS}
+    return {o.name: (False if o.kind == "flag" else o.default) for o in ALL_OPTIONS}
 
 
 def from_legacy(values: Mapping[str, Any]) -> FinderOptions:
@@ -644,6 +659,7 @@ def from_legacy(values: Mapping[str, Any]) -> FinderOptions:
         fit_n_retries=int(v["fit-nretries"]),
         fit_bound_step=float(v["fit-parboundincreasestep"]),
         fit_chi2_cut=None if v["fit-nochi2cut"] else float(v["fit-chi2cut"]),
+        fit_point_model_thr=None if v["fit-nopointmodel"] else float(v["fit-pointmodelthr"]),
         fit_ellipse_cuts=bool(v["fit-useellipsecuts"]),
         compute_residuals=bool(v["computeresiduals"]),
         res_remove_nested=bool(v["res-removenested"]),

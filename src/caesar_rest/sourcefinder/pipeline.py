@@ -580,6 +580,8 @@ def fit_sources(
         retry=opts.fit_retry,
         chi2_cut=opts.fit_chi2_cut,
         beam_area_pix=beam.area_pix,
+        beam_sigma=beam.sigma,
+        point_model_thr=opts.fit_point_model_thr,
     )
     return fitting.fit_units(units, settings), which
 

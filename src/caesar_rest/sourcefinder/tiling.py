@@ -486,6 +486,7 @@ def concat_fits(fits: list[tuple[fitting.FitResult, I64]]) -> tuple[fitting.FitR
             "flux_total",
             "flux_total_err",
             "fitted",
+            "point_model",
         )
     }
     us = []
