@@ -16,7 +16,8 @@ global pixel coordinates, so a tile of a larger image gets exactly the values of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +35,7 @@ MIN_BOX_SAMPLES = 10
 #: Maximum number of samples used for the global statistics.
 GLOBAL_MAX_SAMPLES = 2_000_000
 #: Number of box values processed at once (bounds the temporary memory to ~10 MB).
-CHUNK_VALUES = 2_000_000
+CHUNK_VALUES = 500_000
 
 
 @dataclass
@@ -62,29 +63,235 @@ class GridSpec:
     full_shape: tuple[int, int] | None = None
 
 
+class _AxisInterp:
+    """Bilinear interpolation of one grid quantity, evaluated by rows or at given pixels.
+
+    The arithmetic is that of :func:`interpolate_grid` (interpolation along x first, float32),
+    so a band or a set of pixels gets exactly the values of the full map.
+    """
+
+    def __init__(
+        self,
+        grid_values: F64,
+        cx: npt.NDArray[np.int64],
+        cy: npt.NDArray[np.int64],
+        shape: tuple[int, int],
+    ):
+        ny, nx = shape
+        ix, wx = _axis_weights(nx, cx, 0, 1)
+        self.iy, self.wy = _axis_weights(ny, cy, 0, 1)
+        g = grid_values.astype(np.float32)
+        # Values of every grid row at every image column: (len(cy), nx), small.
+        self.xrows = (
+            np.repeat(g[:, :1], nx, axis=1)
+            if cx.size == 1
+            else g[:, ix] * (1.0 - wx) + g[:, ix + 1] * wx
+        )
+        self.single_row = cy.size == 1
+
+    def rows(self, y0: int, y1: int) -> F32:
+        if self.single_row:
+            return np.repeat(self.xrows[:1], y1 - y0, axis=0)
+        w = self.wy[y0:y1, None]
+        iy = self.iy[y0:y1]
+        out = np.multiply(self.xrows[iy], 1.0 - w)
+        out += self.xrows[iy + 1] * w
+        return out
+
+    def at(self, ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp]) -> F32:
+        if self.single_row:
+            return self.xrows[0, xs]
+        w = self.wy[ys]
+        iy = self.iy[ys]
+        out = np.multiply(self.xrows[iy, xs], 1.0 - w)
+        out += self.xrows[iy + 1, xs] * w
+        return out
+
+
 @dataclass
 class Background:
     """Background and noise of an image.
 
+    The full-resolution maps are interpolated from the grid only when asked for (``bkg``,
+    ``rms``, then kept); the pipeline reads them by bands of rows (:meth:`rows`,
+    :meth:`significance`) or at island pixels (:meth:`at`), which give the same values
+    without holding two image-sized arrays.
+
     Attributes
     ----------
-    bkg, rms
-        Full-resolution maps (float32); NaN where the image is blank.
     global_bkg, global_rms
         Estimates over the whole image.
+    shape
+        ``(ny, nx)`` of the image or tile.
+    blank
+        Pixels whose map values are NaN.
     grid
         Grid geometry, or None when a global estimate is used.
     grid_bkg, grid_rms
         The values at the box centres.
+    cx, cy
+        Box centres (local pixel coordinates).
     """
 
-    bkg: F32
-    rms: F32
     global_bkg: float
     global_rms: float
+    shape: tuple[int, int]
+    blank: npt.NDArray[np.bool_]
     grid: GridSpec | None = None
     grid_bkg: F64 | None = None
     grid_rms: F64 | None = None
+    cx: npt.NDArray[np.int64] | None = None
+    cy: npt.NDArray[np.int64] | None = None
+    _maps: dict[str, F32] = field(default_factory=dict, repr=False)
+    _interp: dict[str, _AxisInterp] = field(default_factory=dict, repr=False)
+
+    def _of(self, which: str) -> _AxisInterp | None:
+        if self.grid is None or self.cx is None or self.cy is None:
+            return None
+        it = self._interp.get(which)
+        if it is None:
+            values = self.grid_bkg if which == "bkg" else self.grid_rms
+            assert values is not None
+            it = self._interp[which] = _AxisInterp(values, self.cx, self.cy, self.shape)
+        return it
+
+    def rows(self, y0: int, y1: int) -> tuple[F32, F32]:
+        """Background and noise of rows ``y0:y1`` (NaN where blank).
+
+        Parameters
+        ----------
+        y0, y1
+            Row range.
+
+        Returns
+        -------
+        bkg, rms
+            float32 arrays of shape ``(y1 - y0, nx)``.
+        """
+        out = []
+        for which, const in (("bkg", self.global_bkg), ("rms", self.global_rms)):
+            if which in self._maps:
+                out.append(self._maps[which][y0:y1])
+                continue
+            it = self._of(which)
+            band = (
+                np.full((y1 - y0, self.shape[1]), const, dtype=np.float32)
+                if it is None
+                else it.rows(y0, y1)
+            )
+            band[self.blank[y0:y1]] = np.nan
+            out.append(band)
+        return out[0], out[1]
+
+    def at(self, flat_index: npt.NDArray[np.integer]) -> tuple[F32, F32]:
+        """Background and noise at pixels given by flat (row-major) indices.
+
+        Parameters
+        ----------
+        flat_index
+            Pixel indices into the ``shape`` array.
+
+        Returns
+        -------
+        bkg, rms
+            float32 values (NaN where blank).
+        """
+        ys, xs = np.divmod(np.asarray(flat_index, dtype=np.intp), self.shape[1])
+        blank = self.blank[ys, xs]
+        out = []
+        for which, const in (("bkg", self.global_bkg), ("rms", self.global_rms)):
+            it = self._of(which)
+            v = np.full(ys.size, const, dtype=np.float32) if it is None else it.at(ys, xs)
+            v[blank] = np.nan
+            out.append(v)
+        return out[0], out[1]
+
+    def _full(self, which: str) -> F32:
+        m = self._maps.get(which)
+        if m is None:
+            ny, nx = self.shape
+            m = np.empty((ny, nx), dtype=np.float32)
+            for a in range(0, ny, _band_rows(nx)):
+                b = min(ny, a + _band_rows(nx))
+                m[a:b] = self.rows(a, b)[0 if which == "bkg" else 1]
+            self._maps[which] = m
+        return m
+
+    @property
+    def bkg(self) -> F32:
+        """Full background map (float32, NaN where blank), built on first use."""
+        return self._full("bkg")
+
+    @property
+    def rms(self) -> F32:
+        """Full noise map (float32, NaN where blank), built on first use."""
+        return self._full("rms")
+
+    def significance(self, data: F32) -> F32:
+        """Significance map ``(I - B) / sigma`` (NaN where blank or sigma <= 0), by bands.
+
+        Parameters
+        ----------
+        data
+            The image the maps belong to.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 map, equal to :func:`significance` of the full maps.
+        """
+        z = np.empty(data.shape, dtype=np.float32)
+        for a, b, zb in self.significance_bands(data):
+            z[a:b] = zb
+        return z
+
+    def significance_bands(self, data: F32) -> Iterator[tuple[int, int, F32]]:
+        """The significance map by bands of rows, never whole.
+
+        Parameters
+        ----------
+        data
+            The image the maps belong to.
+
+        Yields
+        ------
+        y0, y1, z
+            Row range and the significance of those rows.
+        """
+        ny, nx = data.shape
+        for a in range(0, ny, _band_rows(nx)):
+            b = min(ny, a + _band_rows(nx))
+            bb, rr = self.rows(a, b)
+            yield a, b, significance(data[a:b], bb, rr)
+
+    def subtracted(self, data: F32) -> F32:
+        """``data - bkg`` (float32), by bands.
+
+        Parameters
+        ----------
+        data
+            The image the maps belong to.
+
+        Returns
+        -------
+        numpy.ndarray
+            A new float32 array.
+        """
+        ny, nx = data.shape
+        out = np.empty((ny, nx), dtype=np.float32)
+        for a in range(0, ny, _band_rows(nx)):
+            b = min(ny, a + _band_rows(nx))
+            np.subtract(data[a:b], self.rows(a, b)[0], out=out[a:b], dtype=np.float32)
+        return out
+
+
+#: Pixels per band of rows when the maps are evaluated by bands (each band's temporaries are
+#: a few times this many float32 values).
+BAND_PIXELS = 1 << 18
+
+
+def _band_rows(nx: int) -> int:
+    return max(1, BAND_PIXELS // max(nx, 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,11 +671,7 @@ def estimate(
         loc, scale, cx, cy = _grid_stats(data, grid, estimator, None)
     if not local or cx.size == 0 or cy.size == 0 or not np.isfinite(loc).all():
         # Box larger than the image (spec 2.3) or no valid box: global estimate.
-        bkg = np.full((ny, nx), gbkg, dtype=np.float32)
-        rms = np.full((ny, nx), grms, dtype=np.float32)
-        bkg[blank] = np.nan
-        rms[blank] = np.nan
-        return Background(bkg, rms, gbkg, grms)
+        return Background(gbkg, grms, (ny, nx), blank)
     s = grid.stride
     i0, j0 = (-origin[0]) % s, (-origin[1]) % s
     if second_pass:
@@ -476,11 +679,7 @@ def estimate(
         sub_bkg = interpolate_grid(loc, cx, cy, (sny, snx), (i0, j0), s)
         _, scale, _, _ = _grid_stats(data, grid, estimator, sub_bkg)
         del sub_bkg
-    bkg = interpolate_grid(loc, cx, cy, (ny, nx))
-    rms = interpolate_grid(scale, cx, cy, (ny, nx))
-    bkg[blank] = np.nan
-    rms[blank] = np.nan
-    return Background(bkg, rms, gbkg, grms, grid, loc, scale)
+    return Background(gbkg, grms, (ny, nx), blank, grid, loc, scale, cx, cy)
 
 
 def significance(data: F32, bkg: F32, rms: F32) -> F32:

@@ -8,7 +8,7 @@ least ``min_npix`` pixels", which is what :func:`find_islands` does with one
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +23,7 @@ CROSS = ndimage.generate_binary_structure(2, 1)
 SQUARE = ndimage.generate_binary_structure(2, 2)
 #: Pixels per block in the label passes below: ``np.bincount`` and fancy indexing make
 #: int64 copies of their input, so image-sized label arrays are walked in blocks.
-BLOCK_PIXELS = 1 << 20
+BLOCK_PIXELS = 1 << 18
 
 
 def _row_blocks(shape: tuple[int, ...]) -> list[slice]:
@@ -130,14 +130,71 @@ def find_islands(
     zz = -z if negative else z
     with np.errstate(invalid="ignore"):
         grow = zz >= min(merge_thr, seed_thr)
-        labels = np.zeros(grow.shape, dtype=np.int32)
-        n = int(ndimage.label(grow, structure=CROSS, output=labels))
-        del grow
-        if n == 0:
-            return labels, 0
-        seeded = np.zeros(n + 1, dtype=bool)
-        seeded[np.unique(labels[zz >= seed_thr])] = True
+        seed = zz >= seed_thr
+    return islands_from_masks(grow, seed, min_npix)
+
+
+def islands_from_masks(
+    grow: npt.NDArray[np.bool_], seed: npt.NDArray[np.bool_], min_npix: int
+) -> tuple[I32, int]:
+    """Islands from the growth and seed masks (``Z >= merge`` and ``Z >= seed``).
+
+    The masks can be filled by bands of rows (:func:`find_islands_banded`), so that the
+    significance map never needs to exist whole. ``grow`` is released here.
+
+    Parameters
+    ----------
+    grow, seed
+        Boolean images.
+    min_npix
+        Minimum number of pixels of an island.
+
+    Returns
+    -------
+    labels, n
+        As for :func:`find_islands`.
+    """
+    labels = np.zeros(grow.shape, dtype=np.int32)
+    n = int(ndimage.label(grow, structure=CROSS, output=labels))
+    del grow
+    if n == 0:
+        return labels, 0
+    seeded = np.zeros(n + 1, dtype=bool)
+    seeded[np.unique(labels[seed])] = True
     return relabel(labels, seeded & (label_counts(labels, n) >= max(1, min_npix)))
+
+
+def find_islands_banded(
+    bands: Iterable[tuple[int, int, F32]],
+    shape: tuple[int, int],
+    seed_thr: float,
+    merge_thr: float,
+    min_npix: int,
+) -> tuple[I32, int]:
+    """:func:`find_islands` of a significance map given by bands of rows.
+
+    Parameters
+    ----------
+    bands
+        ``(y0, y1, z)`` for consecutive row ranges covering the image.
+    shape
+        Image shape.
+    seed_thr, merge_thr, min_npix
+        As for :func:`find_islands`.
+
+    Returns
+    -------
+    labels, n
+        As for :func:`find_islands`.
+    """
+    grow = np.zeros(shape, dtype=bool)
+    seed = np.zeros(shape, dtype=bool)
+    lo = min(merge_thr, seed_thr)
+    with np.errstate(invalid="ignore"):
+        for y0, y1, z in bands:
+            np.greater_equal(z, lo, out=grow[y0:y1])
+            np.greater_equal(z, seed_thr, out=seed[y0:y1])
+    return islands_from_masks(grow, seed, min_npix)
 
 
 def iterative_search(

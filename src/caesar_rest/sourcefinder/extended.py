@@ -128,9 +128,58 @@ def wavelet_mask(
         Full-resolution mask and the maximum plane significance (full resolution), used as
         the "saliency" map.
     """
-    ny, nx = search.shape
-    f = 2 ** max(scale_min - 1, 0)
+    f = reduction(scale_min)
     small = block_mean(search, f)
+    return wavelet_mask_reduced(
+        small,
+        search.shape,
+        ~np.isfinite(search),
+        scale_min,
+        scale_max,
+        seed_thr,
+        merge_thr,
+        want_saliency,
+    )
+
+
+def reduction(scale_min: int) -> int:
+    """Block size of the reduced image the wavelet search runs on: ``2**(scale_min-1)``."""
+    return int(2 ** max(scale_min - 1, 0))
+
+
+def wavelet_mask_reduced(
+    small: F32,
+    shape: tuple[int, int],
+    blank: npt.NDArray[np.bool_],
+    scale_min: int,
+    scale_max: int,
+    seed_thr: float,
+    merge_thr: float,
+    want_saliency: bool = True,
+) -> tuple[npt.NDArray[np.bool_], F32 | None]:
+    """:func:`wavelet_mask` from the block means of the search image.
+
+    The caller may free the full-resolution search image once it has ``small`` (its block
+    means by :func:`reduction`) and ``blank`` (its non-finite pixels).
+
+    Parameters
+    ----------
+    small
+        ``block_mean(search, reduction(scale_min))``.
+    shape
+        Shape of the search image.
+    blank
+        Its non-finite pixels.
+    scale_min, scale_max, seed_thr, merge_thr, want_saliency
+        As for :func:`wavelet_mask`.
+
+    Returns
+    -------
+    mask, zmax
+        As for :func:`wavelet_mask`.
+    """
+    ny, nx = shape
+    f = reduction(scale_min)
     valid = np.isfinite(small)
     n0 = scale_min - int(round(math.log2(f)))
     n1 = scale_max - int(round(math.log2(f)))
@@ -153,7 +202,7 @@ def wavelet_mask(
             mask |= lab > 0
         np.fmax(zmax, z, out=zmax)
     full = np.repeat(np.repeat(mask, f, axis=0), f, axis=1)[:ny, :nx]
-    full &= np.isfinite(search)
+    full[blank] = False
     if not want_saliency:
         return full, None
     zfull = np.repeat(np.repeat(zmax, f, axis=0), f, axis=1)[:ny, :nx]
@@ -184,18 +233,37 @@ def remove_compact(
     numpy.ndarray
         ``sub``, now the residual.
     """
-    out = sub
+    sub[removal_mask(labels, remove, dilate)] = 0.0
+    return sub
+
+
+def removal_mask(labels: I32, remove: npt.NDArray[np.bool_], dilate: int) -> npt.NDArray[np.bool_]:
+    """Pixels of the removed islands, dilated by a disk of diameter ``dilate``.
+
+    Parameters
+    ----------
+    labels
+        Island labels (1..n).
+    remove
+        Per label ``0..n``: whether to remove the island.
+    dilate
+        Dilation kernel size (pixels, odd).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean image.
+    """
     # remove[labels] by blocks of rows (fancy indexing copies the labels as int64).
     m = np.empty(labels.shape, dtype=bool)
-    rows = max(1, (1 << 20) // max(1, labels.shape[1]))
+    rows = max(1, (1 << 18) // max(1, labels.shape[1]))
     for a in range(0, labels.shape[0], rows):
         m[a : a + rows] = remove[labels[a : a + rows]]
     if dilate > 1:
         r = dilate // 2
         yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
         m = ndimage.binary_dilation(m, structure=(xx**2 + yy**2) <= r * r)
-    out[m] = 0.0
-    return out
+    return np.asarray(m, dtype=bool)
 
 
 def extended_islands(
@@ -228,5 +296,37 @@ def extended_islands(
         Labels of the extended islands, their number and the significance map.
     """
     mask, zmap = wavelet_mask(search, scale_min, scale_max, seed_thr, merge_thr, want_saliency)
+    lab, n = label_mask(mask, min_npix)
+    return lab, n, zmap
+
+
+def extended_islands_reduced(
+    small: F32,
+    shape: tuple[int, int],
+    blank: npt.NDArray[np.bool_],
+    scale_min: int,
+    scale_max: int,
+    seed_thr: float,
+    merge_thr: float,
+    min_npix: int,
+    want_saliency: bool = True,
+) -> tuple[I32, int, F32 | None]:
+    """:func:`extended_islands` from the block means of the search image.
+
+    Parameters
+    ----------
+    small, shape, blank
+        See :func:`wavelet_mask_reduced`.
+    scale_min, scale_max, seed_thr, merge_thr, min_npix, want_saliency
+        As for :func:`extended_islands`.
+
+    Returns
+    -------
+    labels, n, saliency
+        As for :func:`extended_islands`.
+    """
+    mask, zmap = wavelet_mask_reduced(
+        small, shape, blank, scale_min, scale_max, seed_thr, merge_thr, want_saliency
+    )
     lab, n = label_mask(mask, min_npix)
     return lab, n, zmap

@@ -42,7 +42,7 @@ CONVERGED, CONVERGED_AT_BOUND, NOT_CONVERGED = 0, 1, 2
 QUALITY_BAD, QUALITY_LOW, QUALITY_MEDIUM, QUALITY_HIGH = 0, 1, 2, 3
 QUALITY_NAMES = {0: "BAD", 1: "LOW", 2: "MEDIUM", 3: "HIGH"}
 #: Values per batch of the (units x pixels x parameters) Jacobian (bounds the memory).
-BATCH_VALUES = 3_000_000
+BATCH_VALUES = 100_000
 
 #: Correlated noise: the formal least-squares covariance assumes independent pixels. For
 #: noise correlated over the beam it underestimates the variances by about this factor times

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from caesar_rest.sourcefinder.background import Background
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -238,12 +242,13 @@ def empty() -> IslandSet:
 def from_labels(
     labels: I32,
     data: F32,
-    bkg: F32,
-    rms: F32,
+    bkg: F32 | None,
+    rms: F32 | None,
     origin: tuple[int, int] = (0, 0),
     blank: npt.NDArray[np.bool_] | None = None,
     full_shape: tuple[int, int] | None = None,
     image_origin: tuple[int, int] = (0, 0),
+    maps: Background | None = None,
 ) -> IslandSet:
     """Collect the pixels of labelled islands, ordered by label, and measure them.
 
@@ -252,7 +257,7 @@ def from_labels(
     labels
         Label image (0 = none, islands 1..n, no gaps).
     data, bkg, rms
-        Image and maps of the same shape.
+        Image and maps of the same shape (the maps may be None when ``maps`` is given).
     origin
         ``(x0, y0)`` of the arrays in the full image; pixel coordinates are stored in
         full-image pixels.
@@ -263,6 +268,8 @@ def from_labels(
         flagged ``border``).
     image_origin
         ``(x0, y0)`` of the image (a sub-image starts there).
+    maps
+        Background whose values are read at the island pixels only (instead of full maps).
 
     Returns
     -------
@@ -280,13 +287,18 @@ def from_labels(
     counts = np.bincount(lab, minlength=n + 1)[1:]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     ys, xs = np.divmod(idx, nx)
+    if maps is not None:
+        pb, pr = maps.at(idx)
+    else:
+        assert bkg is not None and rms is not None
+        pb, pr = bkg.ravel()[idx], rms.ravel()[idx]
     out = IslandSet(
         offsets=offsets,
         xs=(xs + origin[0]).astype(np.int32),
         ys=(ys + origin[1]).astype(np.int32),
-        flux=data.ravel()[idx],
-        bkg=bkg.ravel()[idx],
-        rms=rms.ravel()[idx],
+        flux=data[ys, xs],
+        bkg=pb,
+        rms=pr,
     )
     out.measure()
     if n:

@@ -163,6 +163,7 @@ def estimate_background(
     opts: FinderOptions,
     origin: tuple[int, int] = (0, 0),
     full_shape: tuple[int, int] | None = None,
+    blank: B | None = None,
 ) -> background.Background:
     """Background and noise maps with the options' settings (spec 2.3-2.5).
 
@@ -176,6 +177,8 @@ def estimate_background(
         Options.
     origin, full_shape
         Placement of ``data`` in the full image.
+    blank
+        The image's blank pixels, when the caller has them (default: non-finite pixels).
 
     Returns
     -------
@@ -183,7 +186,7 @@ def estimate_background(
         The maps.
     """
 
-    def est(img: F32, blank: B | None = None) -> background.Background:
+    def est(img: F32, blank: B | None) -> background.Background:
         return background.estimate(
             img,
             _box_px(opts, beam),
@@ -197,9 +200,9 @@ def estimate_background(
             blank,
         )
 
-    bk = est(data)
+    bk = est(data, blank)
     if opts.bkg_skip_outliers:
-        z = background.significance(data, bk.bkg, bk.rms)
+        z = bk.significance(data)
         lab, n = detection.find_islands(z, opts.seed_thr, opts.merge_thr, opts.min_npix)
         del z
         if n:
@@ -207,7 +210,7 @@ def estimate_background(
             masked[lab > 0] = np.nan
             del lab, bk  # free the first maps before the second pass makes its own
             # The masked pixels keep interpolated map values (they are not blank).
-            bk = est(masked, ~np.isfinite(data))
+            bk = est(masked, ~np.isfinite(data) if blank is None else blank)
     return bk
 
 
@@ -220,6 +223,7 @@ def find_in_array(
     want_maps: frozenset[str] = frozenset(),
     classify: Classifier | None = None,
     image_origin: tuple[int, int] | None = None,
+    blank: B | None = None,
 ) -> Sources:
     """Run the pipeline on one array (a whole image or a tile).
 
@@ -243,6 +247,8 @@ def find_in_array(
     image_origin
         ``(x0, y0)`` of the image (default ``origin``); islands on the image edges are
         flagged as truncated.
+    blank
+        The non-finite pixels of ``data``, when the caller has them (the loaded image does).
 
     Returns
     -------
@@ -253,19 +259,27 @@ def find_in_array(
     tm = _Timer(timings)
     ny, nx = data.shape
     fshape = full_shape if full_shape is not None else (ny + origin[1], nx + origin[0])
-    blank = ~np.isfinite(data)
-    bk = estimate_background(data, beam, opts, origin, fshape)
+    if blank is None:
+        blank = ~np.isfinite(data)
+    bk = estimate_background(data, beam, opts, origin, fshape, blank)
     tm.lap("background")
-    z = background.significance(data, bk.bkg, bk.rms)
+    # The whole significance map only when it is kept or iterations recompute it; otherwise
+    # it is produced by bands of rows (it would be the largest array of the run).
+    iterate = opts.search_compact and opts.n_iters > 1
+    z = bk.significance(data) if "significance" in want_maps or iterate else None
     maps: dict[str, F32] = {}
-    if "significance" in want_maps:
+    if z is not None and "significance" in want_maps:
         maps["significance"] = z
 
     def recompute(work: F32) -> F32:
-        b2 = estimate_background(work, beam, opts, origin, fshape)
-        return background.significance(work, b2.bkg, b2.rms)
+        return estimate_background(work, beam, opts, origin, fshape).significance(work)
 
-    if opts.search_compact:
+    if opts.search_compact and z is None:
+        labels, n = detection.find_islands_banded(
+            bk.significance_bands(data), data.shape, opts.seed_thr, opts.merge_thr, opts.min_npix
+        )
+    elif opts.search_compact:
+        assert z is not None
         labels, n = detection.iterative_search(
             data,
             z,
@@ -282,21 +296,27 @@ def find_in_array(
     n_compact = n
     ext_n = 0
     if opts.search_extended:
-        zmax = np.full(n + 1, -np.inf)
-        if n:
-            inside = labels > 0
-            np.maximum.at(zmax, labels[inside], z[inside])
-            del inside
-        if "significance" not in want_maps:
-            del z  # not needed any more; the extended search is the step with most arrays
+        zmax = _label_zmax(bk, data, labels, n, z)
+        del z  # the maps dictionary keeps it when it is wanted
         remove = zmax > opts.res_zthr
         remove[0] = False
-        search = extended.remove_compact(
-            np.subtract(data, bk.bkg, dtype=np.float32), labels, remove, opts.dilate_size
-        )
+        # The residual image (compact islands removed by dilation), built in an order that
+        # keeps the fewest image-sized arrays alive at once.
+        removed = extended.removal_mask(labels, remove, opts.dilate_size)
+        comp_mask = labels > 0
+        if opts.merge_sources:
+            del labels  # the merge below needs only the mask
+        search = bk.subtracted(data)
+        search[removed] = 0.0
+        del removed
         search[blank] = np.nan
-        ext_lab, ext_n, sal = extended.extended_islands(
-            search,
+        # The search runs on block means: the full-resolution search image goes first.
+        small = extended.block_mean(search, extended.reduction(opts.wt_scale_min))
+        del search
+        ext_lab, ext_n, sal = extended.extended_islands_reduced(
+            small,
+            data.shape,
+            blank,
             opts.wt_scale_min,
             opts.wt_scale_max,
             opts.seed_thr,
@@ -304,16 +324,14 @@ def find_in_array(
             opts.min_npix,
             "saliency" in want_maps,
         )
-        del search
+        del small
         if sal is not None:
             maps["saliency"] = sal
         del sal
         ext_mask = ext_lab > 0
         del ext_lab
-        comp_mask = labels > 0
         if opts.merge_sources:
             # Spec 5.6: union of compact and extended, split again.
-            del labels
             labels, n = detection.label_mask(comp_mask | ext_mask, opts.min_npix)
             is_ext = np.zeros(n + 1, dtype=bool)
             np.logical_or.at(is_ext, labels[ext_mask & ~comp_mask], True)
@@ -329,10 +347,8 @@ def find_in_array(
     else:
         is_ext = np.zeros(n + 1, dtype=bool)
     tm.lap("extended")
-    if "significance" not in want_maps and not opts.search_extended:
-        del z
     iorig = origin if image_origin is None else image_origin
-    isl = islands.from_labels(labels, data, bk.bkg, bk.rms, origin, blank, fshape, iorig)
+    isl = islands.from_labels(labels, data, None, None, origin, blank, fshape, iorig, maps=bk)
     fittable = isl.npix / beam.area_pix <= opts.fit_max_nbeams
     # Spec 5.6: merged regions with extended pixels are EXTENDED unless fittable.
     isl.morph = np.where(is_ext[1:] & ~fittable, MORPH_EXTENDED, MORPH_COMPACT).astype(np.int64)
@@ -354,12 +370,12 @@ def find_in_array(
         maps["rms"] = bk.rms
     out.maps = maps
     out.edge = edge
-    valid = ~blank
+    med_bkg, med_rms = _map_medians(bk, blank)
     out.stats = {
         "global_bkg": bk.global_bkg,
         "global_rms": bk.global_rms,
-        "median_rms": float(np.median(bk.rms[valid][:: max(1, int(valid.sum()) // 1_000_000)])),
-        "median_bkg": float(np.median(bk.bkg[valid][:: max(1, int(valid.sum()) // 1_000_000)])),
+        "median_rms": med_rms,
+        "median_bkg": med_bkg,
         "n_compact_islands": int(n_compact),
         "n_extended_regions": int(ext_n),
         "bkg_box_px": bk.grid.box if bk.grid is not None else None,
@@ -367,6 +383,51 @@ def find_in_array(
     }
     out.timings = {**timings, **out.timings}
     return out
+
+
+def _label_zmax(
+    bk: background.Background, data: F32, labels: I32, n: int, z: F32 | None
+) -> npt.NDArray[np.float64]:
+    """Peak significance of each label ``0..n`` (-inf when none), from ``z`` or by bands."""
+    zmax = np.full(n + 1, -np.inf)
+    if n == 0:
+        return zmax
+    bands = [(0, data.shape[0], z)] if z is not None else bk.significance_bands(data)
+    for y0, y1, zb in bands:
+        lb = labels[y0:y1]
+        inside = lb > 0
+        np.maximum.at(zmax, lb[inside], zb[inside])
+    return zmax
+
+
+def _map_medians(bk: background.Background, blank: B) -> tuple[float, float]:
+    """Medians of the background and noise maps over every k-th valid pixel (k = n / 1e6)."""
+    ny, nx = blank.shape
+    n_valid = int(blank.size - np.count_nonzero(blank))
+    if n_valid == 0:
+        return math.nan, math.nan
+    step = max(1, n_valid // 1_000_000)
+    total = -(-n_valid // step)
+    vb = np.empty(total, dtype=np.float32)
+    vr = np.empty(total, dtype=np.float32)
+    seen = got = 0
+    rows = max(1, background.BAND_PIXELS // max(nx, 1))
+    for a in range(0, ny, rows):
+        b = min(ny, a + rows)
+        valid = ~blank[a:b]
+        bb, rr = bk.rows(a, b)
+        bb, rr = bb[valid], rr[valid]
+        # Valid pixels number seen, seen+1, ... here; keep those at multiples of step.
+        first = (-seen) % step
+        k = len(range(first, bb.size, step))
+        vb[got : got + k] = bb[first::step]
+        vr[got : got + k] = rr[first::step]
+        got += k
+        seen += bb.size
+    return (
+        float(np.median(vb[:got], overwrite_input=True)),
+        float(np.median(vr[:got], overwrite_input=True)),
+    )
 
 
 def _array_reader(data: F32, origin: tuple[int, int]) -> nesting.Reader:
@@ -738,7 +799,9 @@ def find_sources(
     maps = opts.save_maps if want_maps is None else want_maps
     plan = tiling.plan_tiles(image.shape, beam, opts)
     if len(plan) <= 1:
-        src = find_in_array(image.data, beam, opts, image.origin, _full_shape(image), maps)
+        src = find_in_array(
+            image.data, beam, opts, image.origin, _full_shape(image), maps, blank=image.mask
+        )
         n_tiles = 1
     else:
         src = tiling.run_tiles(image, beam, opts, plan, maps)
