@@ -73,9 +73,10 @@ def create_app(settings: Settings | None = None, start_backends: bool = True) ->
         root_path=settings.root_path,
     )
     install_error_handlers(app)
-    app.include_router(index.router)
+    # Matched in order (no path is shared between them): the polled v1 routes first.
     app.include_router(v1.router)
     app.include_router(uws.router)
+    app.include_router(index.router)
     app.add_middleware(RequestIdMiddleware)
     return app
 

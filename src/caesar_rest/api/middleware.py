@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from typing import Any
@@ -11,9 +10,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caesar_rest.api.metrics import observe_request
-
-_access = structlog.get_logger("caesar_rest.access")
-_std_access = logging.getLogger("caesar_rest.access")
+from caesar_rest.logconfig import log_access
 
 
 class RequestIdMiddleware:
@@ -52,14 +49,12 @@ class RequestIdMiddleware:
         finally:
             template = route_template(scope)
             observe_request(scope["method"], template, status[0], time.perf_counter() - start)
-            if _std_access.isEnabledFor(logging.INFO):
-                _access.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status[0],
-                    ms=round((time.perf_counter() - start) * 1000, 2),
-                )
+            log_access(
+                scope["method"],
+                scope["path"],
+                status[0],
+                round((time.perf_counter() - start) * 1000, 2),
+            )
             # user and job_id are bound by the current_identity dependency.
             structlog.contextvars.unbind_contextvars("request_id", "user", "job_id")
 
