@@ -54,10 +54,21 @@ DURATION_BUCKETS = (
 )
 
 
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     """Count one request."""
-    REQUESTS.labels(method, route, str(status)).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    pair = _children.get(key)
+    if pair is None:
+        # Labelled children looked up once per (method, route, status): routes are templates,
+        # so the set is small (bounded anyway, in case of odd methods).
+        pair = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+        if len(_children) < 10_000:
+            _children[key] = pair
+    pair[0].inc()
+    pair[1].observe(seconds)
 
 
 class JobsCollector(Collector):
