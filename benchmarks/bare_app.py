@@ -43,10 +43,8 @@ def _conn() -> sqlite3.Connection:
     return conn
 
 
-@app.get("/caesar/api/v1.0/job/{job_id}/status")
-def job_status(job_id: str) -> dict[str, Any]:
-    """The job's row, or 404."""
-    row = _conn().execute(_QUERY, (job_id,)).fetchone()
+def _answer(job_id: str, row: Any) -> dict[str, Any]:
+    """The answer for a row (the same for both handlers), or 404."""
     if row is None:
         raise HTTPException(404, f"Job {job_id} not found")
     return {
@@ -59,6 +57,12 @@ def job_status(job_id: str) -> dict[str, Any]:
         "elapsed_time": row[6],
         "submit_date": row[7],
     }
+
+
+@app.get("/caesar/api/v1.0/job/{job_id}/status")
+def job_status(job_id: str) -> dict[str, Any]:
+    """The job's row, or 404."""
+    return _answer(job_id, _conn().execute(_QUERY, (job_id,)).fetchone())
 
 
 _loop_conn: list[sqlite3.Connection] = []
@@ -69,19 +73,7 @@ async def job_status_async(job_id: str) -> dict[str, Any]:
     """The same read on the event loop (a primary-key read is far shorter than a hand-off)."""
     if not _loop_conn:
         _loop_conn.append(sqlite3.connect(os.environ[DB_ENV], check_same_thread=False))
-    row = _loop_conn[0].execute(_QUERY, (job_id,)).fetchone()
-    if row is None:
-        raise HTTPException(404, f"Job {job_id} not found")
-    return {
-        "job_id": row[0],
-        "owner": row[1],
-        "phase": row[2],
-        "reason": row[3],
-        "status": row[4],
-        "exit_code": row[5],
-        "elapsed_time": row[6],
-        "submit_date": row[7],
-    }
+    return _answer(job_id, _loop_conn[0].execute(_QUERY, (job_id,)).fetchone())
 
 
 def main() -> None:
