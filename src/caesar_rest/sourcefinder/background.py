@@ -168,20 +168,24 @@ class Background:
         bkg, rms
             float32 arrays of shape ``(y1 - y0, nx)``.
         """
-        out = []
-        for which, const in (("bkg", self.global_bkg), ("rms", self.global_rms)):
-            if which in self._maps:
-                out.append(self._maps[which][y0:y1])
-                continue
-            it = self._of(which)
-            band = (
-                np.full((y1 - y0, self.shape[1]), const, dtype=np.float32)
-                if it is None
-                else it.rows(y0, y1)
-            )
-            band[self.blank[y0:y1]] = np.nan
-            out.append(band)
-        return out[0], out[1]
+        return self._rows("bkg", y0, y1), self._rows("rms", y0, y1)
+
+    def bkg_rows(self, y0: int, y1: int) -> F32:
+        """Background of rows ``y0:y1`` (NaN where blank)."""
+        return self._rows("bkg", y0, y1)
+
+    def _rows(self, which: str, y0: int, y1: int) -> F32:
+        if which in self._maps:
+            return self._maps[which][y0:y1]
+        it = self._of(which)
+        const = self.global_bkg if which == "bkg" else self.global_rms
+        band = (
+            np.full((y1 - y0, self.shape[1]), const, dtype=np.float32)
+            if it is None
+            else it.rows(y0, y1)
+        )
+        band[self.blank[y0:y1]] = np.nan
+        return band
 
     def at(self, flat_index: npt.NDArray[np.integer]) -> tuple[F32, F32]:
         """Background and noise at pixels given by flat (row-major) indices.

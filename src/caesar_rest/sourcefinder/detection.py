@@ -173,6 +173,8 @@ def find_islands_banded(
 ) -> tuple[I32, int]:
     """:func:`find_islands` of a significance map given by bands of rows.
 
+    Only the growth mask is image-sized; seed pixels are kept as flat indices (few).
+
     Parameters
     ----------
     bands
@@ -188,13 +190,21 @@ def find_islands_banded(
         As for :func:`find_islands`.
     """
     grow = np.zeros(shape, dtype=bool)
-    seed = np.zeros(shape, dtype=bool)
+    seeds: list[npt.NDArray[np.intp]] = []
     lo = min(merge_thr, seed_thr)
+    nx = shape[1]
     with np.errstate(invalid="ignore"):
         for y0, y1, z in bands:
             np.greater_equal(z, lo, out=grow[y0:y1])
-            np.greater_equal(z, seed_thr, out=seed[y0:y1])
-    return islands_from_masks(grow, seed, min_npix)
+            seeds.append(np.flatnonzero(z >= seed_thr) + y0 * nx)
+    labels = np.zeros(shape, dtype=np.int32)
+    n = int(ndimage.label(grow, structure=CROSS, output=labels))
+    del grow
+    if n == 0:
+        return labels, 0
+    seeded = np.zeros(n + 1, dtype=bool)
+    seeded[np.unique(labels.ravel()[np.concatenate(seeds)])] = True
+    return relabel(labels, seeded & (label_counts(labels, n) >= max(1, min_npix)))
 
 
 def iterative_search(

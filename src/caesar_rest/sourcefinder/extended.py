@@ -24,6 +24,7 @@ Steps:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -52,16 +53,38 @@ def block_mean(img: F32, f: int) -> F32:
     numpy.ndarray
         The reduced image (NaN where a block has no valid pixel).
     """
-    if f <= 1:
-        return img.astype(np.float32, copy=True)
-    ny, nx = img.shape
+    return block_mean_rows(lambda y0, y1: img[y0:y1], img.shape, f)
+
+
+def block_mean_rows(rows: Callable[[int, int], F32], shape: tuple[int, int], f: int) -> F32:
+    """:func:`block_mean` of an image given by bands of rows (never whole).
+
+    Parameters
+    ----------
+    rows
+        ``rows(y0, y1)`` gives rows ``y0:y1`` of the image (float32, NaN = blank).
+    shape
+        Image shape.
+    f
+        Block size.
+
+    Returns
+    -------
+    numpy.ndarray
+        The reduced image (NaN where a block has no valid pixel).
+    """
+    ny, nx = shape
+    f = max(f, 1)
     oy, ox = -(-ny // f), -(-nx // f)
     out = np.empty((oy, ox), dtype=np.float32)
     # By bands of block rows, so that the temporaries stay small (the image may be large).
-    band = max(1, (1 << 20) // max(1, f * nx))
+    band = max(1, (1 << 18) // max(1, f * nx))
     for r0 in range(0, oy, band):
         r1 = min(oy, r0 + band)
-        a = img[r0 * f : r1 * f]
+        a = rows(r0 * f, min(ny, r1 * f))
+        if f == 1:
+            out[r0:r1] = a
+            continue
         py, px = (r1 - r0) * f - a.shape[0], ox * f - nx
         if py or px:
             a = np.pad(a, ((0, py), (0, px)), constant_values=np.nan)

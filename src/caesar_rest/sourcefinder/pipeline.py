@@ -306,13 +306,18 @@ def find_in_array(
         comp_mask = labels > 0
         if opts.merge_sources:
             del labels  # the merge below needs only the mask
-        search = bk.subtracted(data)
-        search[removed] = 0.0
+
+        def residual_rows(y0: int, y1: int) -> F32:
+            band = np.subtract(data[y0:y1], bk.bkg_rows(y0, y1), dtype=np.float32)
+            band[removed[y0:y1]] = 0.0
+            band[blank[y0:y1]] = np.nan
+            return band
+
+        # The search runs on block means of the residual, made band by band.
+        small = extended.block_mean_rows(
+            residual_rows, data.shape, extended.reduction(opts.wt_scale_min)
+        )
         del removed
-        search[blank] = np.nan
-        # The search runs on block means: the full-resolution search image goes first.
-        small = extended.block_mean(search, extended.reduction(opts.wt_scale_min))
-        del search
         ext_lab, ext_n, sal = extended.extended_islands_reduced(
             small,
             data.shape,
@@ -331,10 +336,15 @@ def find_in_array(
         ext_mask = ext_lab > 0
         del ext_lab
         if opts.merge_sources:
-            # Spec 5.6: union of compact and extended, split again.
-            labels, n = detection.label_mask(comp_mask | ext_mask, opts.min_npix)
+            # Spec 5.6: union of compact and extended, split again (in place: the masks
+            # and the new labels are the largest arrays at this point).
+            ext_only = ext_mask & ~comp_mask
+            np.logical_or(comp_mask, ext_mask, out=comp_mask)
+            del ext_mask
+            labels, n = detection.label_mask(comp_mask, opts.min_npix)
             is_ext = np.zeros(n + 1, dtype=bool)
-            np.logical_or.at(is_ext, labels[ext_mask & ~comp_mask], True)
+            np.logical_or.at(is_ext, labels[ext_only], True)
+            ext_mask = ext_only
         else:
             ext_mask &= ~comp_mask
             ext_labels, ne = detection.label_mask(ext_mask, opts.min_npix)
