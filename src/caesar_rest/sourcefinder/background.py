@@ -217,7 +217,7 @@ class Background:
             m = np.empty((ny, nx), dtype=np.float32)
             for a in range(0, ny, _band_rows(nx)):
                 b = min(ny, a + _band_rows(nx))
-                m[a:b] = self.rows(a, b)[0 if which == "bkg" else 1]
+                m[a:b] = self._rows(which, a, b)
             self._maps[which] = m
         return m
 
