@@ -34,13 +34,9 @@ def _is_secret_key(key: str) -> bool:
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Drop secrets: values of secret-looking keys, and passwords inside URLs."""
-    cache = _secret_key_cache
     # Values are replaced in place (the keys do not change, so iterating is safe).
     for key, value in event.items():
-        secret = cache.get(key)
-        if secret is None:
-            secret = _is_secret_key(key)
-        if secret:
+        if _is_secret_key(key):
             event[key] = "***"
         elif isinstance(value, str) and "://" in value:
             event[key] = _URL_PASSWORD.sub(r"\1***\3", value)

@@ -66,8 +66,8 @@ class GridSpec:
 class _AxisInterp:
     """Bilinear interpolation of one grid quantity, evaluated by rows or at given pixels.
 
-    The arithmetic is that of :func:`interpolate_grid` (interpolation along x first, float32),
-    so a band or a set of pixels gets exactly the values of the full map.
+    Interpolation along x first, in float32, so that a band or a set of pixels gets exactly
+    the values of the full map (:func:`interpolate_grid`).
     """
 
     def __init__(
@@ -76,10 +76,12 @@ class _AxisInterp:
         cx: npt.NDArray[np.int64],
         cy: npt.NDArray[np.int64],
         shape: tuple[int, int],
+        offset: tuple[int, int] = (0, 0),
+        stride: int = 1,
     ):
         ny, nx = shape
-        ix, wx = _axis_weights(nx, cx, 0, 1)
-        self.iy, self.wy = _axis_weights(ny, cy, 0, 1)
+        ix, wx = _axis_weights(nx, cx, offset[0], stride)
+        self.iy, self.wy = _axis_weights(ny, cy, offset[1], stride)
         g = grid_values.astype(np.float32)
         # Values of every grid row at every image column: (len(cy), nx), small.
         self.xrows = (
@@ -267,26 +269,6 @@ class Background:
             b = min(ny, a + _band_rows(nx))
             bb, rr = self.rows(a, b)
             yield a, b, significance(data[a:b], bb, rr)
-
-    def subtracted(self, data: F32) -> F32:
-        """``data - bkg`` (float32), by bands.
-
-        Parameters
-        ----------
-        data
-            The image the maps belong to.
-
-        Returns
-        -------
-        numpy.ndarray
-            A new float32 array.
-        """
-        ny, nx = data.shape
-        out = np.empty((ny, nx), dtype=np.float32)
-        for a in range(0, ny, _band_rows(nx)):
-            b = min(ny, a + _band_rows(nx))
-            np.subtract(data[a:b], self.rows(a, b)[0], out=out[a:b], dtype=np.float32)
-        return out
 
 
 #: Pixels per band of rows when the maps are evaluated by bands (each band's temporaries are
@@ -592,24 +574,12 @@ def interpolate_grid(
     numpy.ndarray
         float32 map.
     """
-    ny, nx = shape
-    ix, wx = _axis_weights(nx, cx, offset[0], stride)
-    iy, wy = _axis_weights(ny, cy, offset[1], stride)
-    g = grid_values.astype(np.float32)
-    if cx.size == 1:
-        rows = np.repeat(g[:, :1], nx, axis=1)
-    else:
-        rows = g[:, ix] * (1.0 - wx) + g[:, ix + 1] * wx
-    out = np.empty((ny, nx), dtype=np.float32)
-    if cy.size == 1:
-        out[:] = rows[0]
-        return out
-    chunk = max(1, 1_000_000 // max(nx, 1))
-    for a in range(0, ny, chunk):
-        b = min(ny, a + chunk)
-        w = wy[a:b, None]
-        np.multiply(rows[iy[a:b]], 1.0 - w, out=out[a:b])
-        out[a:b] += rows[iy[a:b] + 1] * w
+    ny = shape[0]
+    interp = _AxisInterp(grid_values, cx, cy, shape, offset, stride)
+    out = np.empty(shape, dtype=np.float32)
+    for a in range(0, ny, _band_rows(shape[1])):
+        b = min(ny, a + _band_rows(shape[1]))
+        out[a:b] = interp.rows(a, b)
     return out
 
 

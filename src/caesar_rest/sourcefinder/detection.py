@@ -128,40 +128,7 @@ def find_islands(
         int32 label image (0 = no island) and the number of islands.
     """
     zz = -z if negative else z
-    with np.errstate(invalid="ignore"):
-        grow = zz >= min(merge_thr, seed_thr)
-        seed = zz >= seed_thr
-    return islands_from_masks(grow, seed, min_npix)
-
-
-def islands_from_masks(
-    grow: npt.NDArray[np.bool_], seed: npt.NDArray[np.bool_], min_npix: int
-) -> tuple[I32, int]:
-    """Islands from the growth and seed masks (``Z >= merge`` and ``Z >= seed``).
-
-    The masks can be filled by bands of rows (:func:`find_islands_banded`), so that the
-    significance map never needs to exist whole. ``grow`` is released here.
-
-    Parameters
-    ----------
-    grow, seed
-        Boolean images.
-    min_npix
-        Minimum number of pixels of an island.
-
-    Returns
-    -------
-    labels, n
-        As for :func:`find_islands`.
-    """
-    labels = np.zeros(grow.shape, dtype=np.int32)
-    n = int(ndimage.label(grow, structure=CROSS, output=labels))
-    del grow
-    if n == 0:
-        return labels, 0
-    seeded = np.zeros(n + 1, dtype=bool)
-    seeded[np.unique(labels[seed])] = True
-    return relabel(labels, seeded & (label_counts(labels, n) >= max(1, min_npix)))
+    return find_islands_banded([(0, z.shape[0], zz)], z.shape, seed_thr, merge_thr, min_npix)
 
 
 def find_islands_banded(
@@ -173,7 +140,8 @@ def find_islands_banded(
 ) -> tuple[I32, int]:
     """:func:`find_islands` of a significance map given by bands of rows.
 
-    Only the growth mask is image-sized; seed pixels are kept as flat indices (few).
+    Only the growth mask is image-sized; seed pixels are kept as flat indices (few), so the
+    significance map never needs to exist whole.
 
     Parameters
     ----------

@@ -123,48 +123,6 @@ def atrous(img: F32, n_scales: int) -> list[F32]:
     return planes
 
 
-def wavelet_mask(
-    search: F32,
-    scale_min: int,
-    scale_max: int,
-    seed_thr: float,
-    merge_thr: float,
-    want_saliency: bool = True,
-) -> tuple[npt.NDArray[np.bool_], F32 | None]:
-    """Union of significant wavelet structures at scales ``scale_min..scale_max``.
-
-    Parameters
-    ----------
-    search
-        Search image (background subtracted, compact sources removed, NaN = blank).
-    scale_min, scale_max
-        Scale range (structures of ``2**n`` pixels).
-    seed_thr, merge_thr
-        Thresholds in units of each plane's robust noise.
-    want_saliency
-        Also return the full-resolution significance map (otherwise None: it is an
-        image-sized float array that only the saved maps need).
-
-    Returns
-    -------
-    mask, zmax
-        Full-resolution mask and the maximum plane significance (full resolution), used as
-        the "saliency" map.
-    """
-    f = reduction(scale_min)
-    small = block_mean(search, f)
-    return wavelet_mask_reduced(
-        small,
-        search.shape,
-        ~np.isfinite(search),
-        scale_min,
-        scale_max,
-        seed_thr,
-        merge_thr,
-        want_saliency,
-    )
-
-
 def reduction(scale_min: int) -> int:
     """Block size of the reduced image the wavelet search runs on: ``2**(scale_min-1)``."""
     return int(2 ** max(scale_min - 1, 0))
@@ -180,10 +138,10 @@ def wavelet_mask_reduced(
     merge_thr: float,
     want_saliency: bool = True,
 ) -> tuple[npt.NDArray[np.bool_], F32 | None]:
-    """:func:`wavelet_mask` from the block means of the search image.
+    """Union of significant wavelet structures at scales ``scale_min..scale_max``.
 
-    The caller may free the full-resolution search image once it has ``small`` (its block
-    means by :func:`reduction`) and ``blank`` (its non-finite pixels).
+    Runs on the block means of the search image, so the caller may free the full-resolution
+    search image (or never build it) once it has ``small`` and ``blank``.
 
     Parameters
     ----------
@@ -193,13 +151,19 @@ def wavelet_mask_reduced(
         Shape of the search image.
     blank
         Its non-finite pixels.
-    scale_min, scale_max, seed_thr, merge_thr, want_saliency
-        As for :func:`wavelet_mask`.
+    scale_min, scale_max
+        Scale range (structures of ``2**n`` pixels).
+    seed_thr, merge_thr
+        Thresholds in units of each plane's robust noise.
+    want_saliency
+        Also return the full-resolution significance map (otherwise None: it is an
+        image-sized float array that only the saved maps need).
 
     Returns
     -------
     mask, zmax
-        As for :func:`wavelet_mask`.
+        Full-resolution mask and the maximum plane significance (full resolution), used as
+        the "saliency" map.
     """
     ny, nx = shape
     f = reduction(scale_min)
@@ -230,34 +194,6 @@ def wavelet_mask_reduced(
         return full, None
     zfull = np.repeat(np.repeat(zmax, f, axis=0), f, axis=1)[:ny, :nx]
     return full, zfull
-
-
-def remove_compact(
-    sub: F32,
-    labels: I32,
-    remove: npt.NDArray[np.bool_],
-    dilate: int,
-) -> F32:
-    """Residual by dilation: pixels of removed islands (dilated) set to the background (0).
-
-    Parameters
-    ----------
-    sub
-        Background-subtracted image, modified in place.
-    labels
-        Island labels (1..n).
-    remove
-        Per label ``0..n``: whether to remove the island.
-    dilate
-        Dilation kernel size (pixels, odd).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``sub``, now the residual.
-    """
-    sub[removal_mask(labels, remove, dilate)] = 0.0
-    return sub
 
 
 def removal_mask(labels: I32, remove: npt.NDArray[np.bool_], dilate: int) -> npt.NDArray[np.bool_]:
@@ -318,9 +254,18 @@ def extended_islands(
     labels, n, saliency
         Labels of the extended islands, their number and the significance map.
     """
-    mask, zmap = wavelet_mask(search, scale_min, scale_max, seed_thr, merge_thr, want_saliency)
-    lab, n = label_mask(mask, min_npix)
-    return lab, n, zmap
+    f = reduction(scale_min)
+    return extended_islands_reduced(
+        block_mean(search, f),
+        search.shape,
+        ~np.isfinite(search),
+        scale_min,
+        scale_max,
+        seed_thr,
+        merge_thr,
+        min_npix,
+        want_saliency,
+    )
 
 
 def extended_islands_reduced(
