@@ -31,6 +31,7 @@ from caesar_rest.apps.program import (
     beam_fallback,
     describe_image,
     extended_mask,
+    finish_summary,
     image_summary,
     island_labels,
     labels_at,
@@ -44,9 +45,8 @@ from caesar_rest.apps.program import (
     resolve_options,
     say,
     truncated_labels,
-    write_map,
+    write_maps,
     write_products,
-    write_summary,
     write_work_image,
 )
 from caesar_rest.catalogue.schema import (
@@ -256,12 +256,7 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
 
     files, write_times = write_products(PROG, image, table, out_dir, preview=not opts["no-preview"])
     timings.update(write_times)
-    if opts["save-bkgmap"]:
-        files["background-map"] = write_map(
-            out_dir / "background.fits", background, image, "background", ORIGIN
-        ).name
-    if opts["save-rmsmap"]:
-        files["rms-map"] = write_map(out_dir / "rms.fits", rms, image, "rms", ORIGIN).name
+    files.update(write_maps(opts, out_dir, image, background, rms, ORIGIN))
     timings["total"] = time.perf_counter() - t_start
 
     import AegeanTools
@@ -277,11 +272,8 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
         "background_median": bkg_median,
         "options": opts,
         "files": files,
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
-    write_summary(out_dir, summary)
-    say(PROG, "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
-    return summary
+    return finish_summary(PROG, out_dir, summary, timings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,15 +30,15 @@ from caesar_rest.apps.program import (
     beam_fallback,
     describe_image,
     extended_mask,
+    finish_summary,
     image_summary,
     program_main,
     renumber,
     resolve_options,
     say,
     truncated_labels,
-    write_map,
+    write_maps,
     write_products,
-    write_summary,
 )
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import iau_names, make_table
@@ -339,12 +339,7 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
     )
     files, write_times = write_products(PROG, image, table, out_dir, preview=not opts["no-preview"])
     timings.update(write_times)
-    if opts["save-bkgmap"]:
-        files["background-map"] = write_map(
-            out_dir / "background.fits", result.background, image, "background", ORIGIN
-        ).name
-    if opts["save-rmsmap"]:
-        files["rms-map"] = write_map(out_dir / "rms.fits", result.rms, image, "rms", ORIGIN).name
+    files.update(write_maps(opts, out_dir, image, result.background, result.rms, ORIGIN))
     timings["total"] = time.perf_counter() - t_start
 
     import photutils
@@ -360,11 +355,8 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
         "background_median": bkg_median,
         "options": opts,
         "files": files,
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
-    write_summary(out_dir, summary)
-    say(PROG, "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
-    return summary
+    return finish_summary(PROG, out_dir, summary, timings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

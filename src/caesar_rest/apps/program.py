@@ -320,6 +320,43 @@ def write_map(
     return path
 
 
+def write_maps(
+    opts: Mapping[str, Any],
+    out_dir: Path,
+    image: FitsImage,
+    background: npt.NDArray[np.floating[Any]],
+    rms: npt.NDArray[np.floating[Any]],
+    origin: str,
+) -> dict[str, str]:
+    """Write the background and rms maps the ``save-bkgmap``/``save-rmsmap`` options ask for.
+
+    Parameters
+    ----------
+    opts
+        Resolved option values.
+    out_dir
+        Output folder.
+    image
+        The image the maps belong to.
+    background, rms
+        The maps.
+    origin
+        Value of the ORIGIN keyword.
+
+    Returns
+    -------
+    dict
+        Result name to file name of the maps written.
+    """
+    files: dict[str, str] = {}
+    if opts["save-bkgmap"]:
+        path = write_map(out_dir / "background.fits", background, image, "background", origin)
+        files["background-map"] = path.name
+    if opts["save-rmsmap"]:
+        files["rms-map"] = write_map(out_dir / "rms.fits", rms, image, "rms", origin).name
+    return files
+
+
 def region_frame(image: FitsImage) -> str:
     """DS9 frame for the catalogue's J2000 coordinates."""
     return "fk5" if image.frame == "fk5" else "icrs"
@@ -487,6 +524,33 @@ def write_thumbnail(
             )
     fig.savefig(path, dpi=dpi, format="png")
     return path
+
+
+def finish_summary(
+    prog: str, out_dir: Path, summary: dict[str, Any], timings: Mapping[str, float]
+) -> dict[str, Any]:
+    """Add the timings to ``summary``, write ``summary.json`` and log the timings.
+
+    Parameters
+    ----------
+    prog
+        Program name for the log.
+    out_dir
+        Output folder.
+    summary
+        The summary without its timings.
+    timings
+        Seconds per step.
+
+    Returns
+    -------
+    dict
+        ``summary`` with ``timings_s``.
+    """
+    summary["timings_s"] = {k: round(v, 4) for k, v in timings.items()}
+    write_summary(out_dir, summary)
+    say(prog, "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
+    return summary
 
 
 def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> Path:

@@ -11,7 +11,6 @@ Exit codes: 0 success, 2 bad input or options (clear message on stderr), 1 unexp
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -23,23 +22,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import sep
-from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 from scipy import ndimage
 
 from caesar_rest.apps import program
 from caesar_rest.apps.program import (
-    THUMBNAIL_FILE,
     beam_fallback,
+    describe_image,
+    finish_summary,
+    image_summary,
     program_main,
-    region_frame,
     say,
-    write_thumbnail,
+    write_maps,
+    write_products,
 )
 from caesar_rest.apps.sep_app import SepApp
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
-from caesar_rest.catalogue.writers import iau_names, make_table, write_all
+from caesar_rest.catalogue.writers import iau_names, make_table
 from caesar_rest.imaging.fits_image import (
     FWHM_PER_SIGMA,
     FitsImage,
@@ -52,6 +52,7 @@ from caesar_rest.imaging.fits_image import (
 )
 
 PROG = "sep_run"
+ORIGIN = "caesar-rest sep"
 #: Pixels SEP may hold in active objects at first; raised once if an extraction overflows it.
 MIN_PIXSTACK = 2_000_000
 #: Sub-objects SEP may consider while deblending one island (its default of 1024 overflows on
@@ -366,19 +367,6 @@ def _measure(
     return table
 
 
-def _write_map(path: Path, data: npt.NDArray[np.float32], image: FitsImage, what: str) -> Path:
-    header = image.wcs.to_header()
-    header["BUNIT"] = image.bunit or ""
-    header["BMAJ"] = image.beam[0] / 3600.0
-    header["BMIN"] = image.beam[1] / 3600.0
-    header["BPA"] = image.beam[2]
-    header["ORIGIN"] = "caesar-rest sep"
-    header["COMMENT"] = f"{what} map of {image.path.name}"
-    out = np.where(image.mask, np.float32(np.nan), data).astype(np.float32)
-    fits.PrimaryHDU(out, header=header).writeto(path, overwrite=True)
-    return path
-
-
 def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Run the whole app and write every output file.
 
@@ -407,21 +395,7 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
     say(PROG, f"options: {shown}")
     image = load_image(input_path, beam_fallback=beam_fallback(opts))
     t_loaded = time.perf_counter()
-    ny, nx = image.shape
-    bmaj, bmin, bpa = image.beam
-    say(
-        PROG,
-        f"image: {input_path.name} {nx}x{ny} px (HDU {image.hdu_index}), BUNIT "
-        f"'{image.bunit}', pixel {image.pixel_scale_arcsec:.4g} arcsec, {int(image.mask.sum())}"
-        f" blank pixels",
-    )
-    say(
-        PROG,
-        f"beam: {bmaj:.4g} x {bmin:.4g} arcsec, PA {bpa:.4g} deg ({image.beam_source}); "
-        f"{image.beam_area_pix:.4g} pixels per beam",
-    )
-    if image.bunit and image.bunit.upper().replace(" ", "") not in ("JY/BEAM", "JY/BM"):
-        say(PROG, f"warning: BUNIT is '{image.bunit}', fluxes assume Jy/beam")
+    describe_image(PROG, image)
 
     result = extract_sources(image, opts)
     table = result.table
@@ -435,23 +409,9 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
         f"{result.n_objects} objects, {len(table)} sources with peak >= {opts['seedthr']} sigma",
     )
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t_write = time.perf_counter()
-    files = {k: p.name for k, p in write_all(table, out_dir, frame=region_frame(image)).items()}
-    if opts["save-bkgmap"]:
-        files["background-map"] = _write_map(
-            out_dir / "background.fits", result.background, image, "background"
-        ).name
-    if opts["save-rmsmap"]:
-        files["rms-map"] = _write_map(out_dir / "rms.fits", result.rms, image, "rms").name
-    t_preview = time.perf_counter()
-    timings = {"load": t_loaded - t_start, **result.timings_s, "write": t_preview - t_write}
-    if not opts["no-preview"]:
-        from caesar_rest.catalogue.preview import write_preview  # matplotlib is slow to import
-
-        files["preview"] = write_preview(image, table, out_dir / "preview.png").name
-        files["preview-thumb"] = write_thumbnail(image, table, out_dir / THUMBNAIL_FILE).name
-        timings["preview"] = time.perf_counter() - t_preview
+    files, write_times = write_products(PROG, image, table, out_dir, preview=not opts["no-preview"])
+    files.update(write_maps(opts, out_dir, image, result.background, result.rms, ORIGIN))
+    timings = {"load": t_loaded - t_start, **result.timings_s, **write_times}
     timings["total"] = time.perf_counter() - t_start
 
     summary: dict[str, Any] = {
@@ -459,23 +419,13 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
         "input": input_path.name,
         "n_sources": len(table),
         "n_islands": result.n_islands,
-        "image": {
-            "shape": [ny, nx],
-            "beam": {"bmaj_arcsec": bmaj, "bmin_arcsec": bmin, "bpa_deg": bpa},
-            "beam_source": image.beam_source,
-            "pixel_scale_arcsec": image.pixel_scale_arcsec,
-            "beam_area_pix": image.beam_area_pix,
-            "bunit": image.bunit,
-            "n_blank": int(image.mask.sum()),
-        },
+        "image": image_summary(image),
         "rms_median": rms_median,
         "background_median": bkg_median,
         "options": opts,
         "files": files,
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    say(PROG, "timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in summary["timings_s"].items()))
+    finish_summary(PROG, out_dir, summary, timings)
     say(PROG, f"wrote {', '.join(sorted([*files.values(), 'summary.json']))} to {out_dir}")
     return summary
 
