@@ -19,7 +19,6 @@ from caesar_rest.apps.base import (
     Option,
     OptionError,
     ResultSpec,
-    python_module_command,
 )
 from caesar_rest.apps.common_options import (
     MAP_RESULTS,
@@ -164,11 +163,4 @@ class AegeanApp(App):
         list of str
             ``python -m caesar_rest.apps.aegean_run --input ... --outdir ... --opt=value ...``.
         """
-        return python_module_command(
-            "caesar_rest.apps.aegean_run",
-            "--input",
-            str(input_path),
-            "--outdir",
-            str(out_dir),
-            *self.option_args(options),
-        )
+        return self.module_command("caesar_rest.apps.aegean_run", input_path, options, out_dir)

@@ -253,6 +253,32 @@ class App(ABC):
                 args.append(f"--{opt.name}={value}")
         return args
 
+    def module_command(
+        self, module: str, input_path: Path, options: Mapping[str, Any], out_dir: Path
+    ) -> list[str]:
+        """``python -m module --input X --outdir D --opt=value ...``: how the in-tree apps run.
+
+        Parameters
+        ----------
+        module
+            The app's program module (with ``--input``, ``--outdir`` and one argument per
+            option).
+        input_path
+            The FITS image.
+        options
+            Validated options (from :meth:`validate`).
+        out_dir
+            Folder receiving the result files.
+
+        Returns
+        -------
+        list of str
+            The argument list (never a shell string).
+        """
+        return python_module_command(
+            module, "--input", str(input_path), "--outdir", str(out_dir), *self.option_args(options)
+        )
+
     @abstractmethod
     def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
         """The argument list that runs this app on ``input_path``, writing into ``out_dir``."""

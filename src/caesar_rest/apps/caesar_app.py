@@ -20,7 +20,6 @@ from caesar_rest.apps.base import (
     App,
     Option,
     ResultSpec,
-    python_module_command,
 )
 from caesar_rest.sourcefinder.options import ALL_OPTIONS, LegacyOption
 
@@ -97,11 +96,4 @@ class CaesarApp(App):
         list of str
             ``python -m caesar_rest.apps.caesar_run --input ... --outdir ... --opt=value``.
         """
-        return python_module_command(
-            "caesar_rest.apps.caesar_run",
-            "--input",
-            str(input_path),
-            "--outdir",
-            str(out_dir),
-            *self.option_args(options),
-        )
+        return self.module_command("caesar_rest.apps.caesar_run", input_path, options, out_dir)

@@ -21,7 +21,6 @@ from caesar_rest.apps.base import (
     Option,
     OptionError,
     ResultSpec,
-    python_module_command,
 )
 from caesar_rest.apps.common_options import (
     MAP_RESULTS,
@@ -194,11 +193,4 @@ class PybdsfApp(App):
         list of str
             ``python -m caesar_rest.apps.pybdsf_run --input ... --outdir ... --opt=value ...``.
         """
-        return python_module_command(
-            "caesar_rest.apps.pybdsf_run",
-            "--input",
-            str(input_path),
-            "--outdir",
-            str(out_dir),
-            *self.option_args(options),
-        )
+        return self.module_command("caesar_rest.apps.pybdsf_run", input_path, options, out_dir)

@@ -12,7 +12,6 @@ from caesar_rest.apps.base import (
     App,
     Option,
     ResultSpec,
-    python_module_command,
 )
 from caesar_rest.apps.common_options import (
     MAP_RESULTS,
@@ -154,11 +153,4 @@ class SepApp(App):
         list of str
             ``python -m caesar_rest.apps.sep_run --input ... --outdir ... --opt=value ...``.
         """
-        return python_module_command(
-            "caesar_rest.apps.sep_run",
-            "--input",
-            str(input_path),
-            "--outdir",
-            str(out_dir),
-            *self.option_args(options),
-        )
+        return self.module_command("caesar_rest.apps.sep_run", input_path, options, out_dir)
