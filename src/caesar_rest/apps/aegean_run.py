@@ -44,6 +44,7 @@ from caesar_rest.apps.program import (
     renumber,
     resolve_options,
     say,
+    say_options,
     truncated_labels,
     write_maps,
     write_products,
@@ -196,8 +197,7 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
     t_start = time.perf_counter()
     app = AegeanApp()
     opts = resolve_options(app, options)
-    shown = " ".join(f"{k}={v}" for k, v in opts.items() if v is not None and v is not False)
-    say(PROG, f"options: {shown}")
+    say_options(PROG, opts)
     limit_threads(1)  # Aegean parallelises with processes (ncores); see limit_threads
     image = load_image(input_path, beam_fallback=beam_fallback(opts))
     describe_image(PROG, image)

@@ -36,6 +36,7 @@ from caesar_rest.apps.program import (
     renumber,
     resolve_options,
     say,
+    say_options,
     truncated_labels,
     write_maps,
     write_products,
@@ -320,8 +321,7 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
     """
     t_start = time.perf_counter()
     opts = resolve_options(PhotutilsApp(), options)
-    shown = " ".join(f"{k}={v}" for k, v in opts.items() if v is not None and v is not False)
-    say(PROG, f"options: {shown}")
+    say_options(PROG, opts)
     image = load_image(input_path, beam_fallback=beam_fallback(opts))
     describe_image(PROG, image)
     timings: dict[str, float] = {"load": time.perf_counter() - t_start}

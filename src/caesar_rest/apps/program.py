@@ -204,6 +204,12 @@ def say(prog: str, message: str) -> None:
     print(f"{prog}: {message}", flush=True)
 
 
+def say_options(prog: str, opts: Mapping[str, Any]) -> None:
+    """Log the options in effect (unset and false ones left out)."""
+    shown = " ".join(f"{k}={v}" for k, v in opts.items() if v is not None and v is not False)
+    say(prog, f"options: {shown}")
+
+
 def describe_image(prog: str, image: FitsImage) -> None:
     """Log the image geometry, beam and unit."""
     ny, nx = image.shape

@@ -34,6 +34,7 @@ from caesar_rest.apps.program import (
     image_summary,
     program_main,
     say,
+    say_options,
     write_maps,
     write_products,
 )
@@ -391,8 +392,7 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str
     """
     t_start = time.perf_counter()
     opts = resolve_options(options)
-    shown = " ".join(f"{k}={v}" for k, v in opts.items() if v is not None and v is not False)
-    say(PROG, f"options: {shown}")
+    say_options(PROG, opts)
     image = load_image(input_path, beam_fallback=beam_fallback(opts))
     t_loaded = time.perf_counter()
     describe_image(PROG, image)
