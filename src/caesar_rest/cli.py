@@ -246,7 +246,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_find(args: argparse.Namespace, rest: list[str]) -> int:
     """Run an app on a local file, without the server, writing the job outputs to --out."""
-    from caesar_rest.apps.base import OptionError, parse_cli_options
+    from caesar_rest.apps.base import LOG_RESULT, OptionError, parse_cli_options
     from caesar_rest.apps.registry import default_registry
     from caesar_rest.settings import get_settings
 
@@ -278,7 +278,7 @@ def cmd_find(args: argparse.Namespace, rest: list[str]) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     argv = app.command(image, options, out)
-    with open(out / "job.log", "wb") as logf:
+    with open(out / LOG_RESULT.filename, "wb") as logf:
         proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
             argv, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )

@@ -49,6 +49,7 @@ from caesar_rest.backends.remote import (
 from caesar_rest.db.models import JobEvent, JobRecord
 from caesar_rest.jobs.service import (
     EXIT_FILE,
+    LOG_FILE,
     SPEC_FILE,
     JobService,
     Outcome,
@@ -63,7 +64,6 @@ from caesar_rest.timeutil import utcnow
 
 log = get_logger(__name__)
 
-LOG_FILE = "job.log"
 RERUN_MESSAGE = "Worker lost during the run; running the job again"
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import text
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.service import (
     EXIT_FILE,
+    LOG_FILE,
     SPEC_FILE,
     JobService,
     Outcome,
@@ -40,8 +41,6 @@ from caesar_rest.logconfig import get_logger
 from caesar_rest.timeutil import timestamp
 
 log = get_logger(__name__)
-
-LOG_FILE = "job.log"
 
 
 class LocalBackend:

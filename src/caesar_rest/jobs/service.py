@@ -32,6 +32,8 @@ log = get_logger(__name__)
 
 SPEC_FILE = "job.json"
 EXIT_FILE = "exit.json"
+#: The job log in the job folder (the app's ``log`` result).
+LOG_FILE = LOG_RESULT.filename
 
 
 class JobNotFound(LookupError):

@@ -50,7 +50,13 @@ from caesar_rest.apps.base import OptionError
 from caesar_rest.auth.quotas import QuotaExceeded
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.models import FileRecord, JobRecord, JobResult
-from caesar_rest.jobs.service import SPEC_FILE, InputFileNotFound, JobNotFound, SubmitError
+from caesar_rest.jobs.service import (
+    LOG_FILE,
+    SPEC_FILE,
+    InputFileNotFound,
+    JobNotFound,
+    SubmitError,
+)
 from caesar_rest.jobs.states import FINAL, Phase, Reason, legacy_state
 from caesar_rest.logconfig import get_logger
 from caesar_rest.storage.formats import FileFormat, FormatError, sniff
@@ -783,7 +789,7 @@ def get_error(
     if job.phase not in (Phase.ERROR.value, Phase.ABORTED.value):
         raise ApiError(404, f"Job {job_id} has no error (phase {job.phase})", job_id=job_id)
     text = f"{job.phase}: {job.message}\n"
-    logfile = ctx.jobs.job_dir(job) / "job.log"
+    logfile = ctx.jobs.job_dir(job) / LOG_FILE
     with contextlib.suppress(OSError):
         with open(logfile, "rb") as fh:
             size = fh.seek(0, os.SEEK_END)
