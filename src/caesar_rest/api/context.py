@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -41,12 +42,7 @@ class ServiceContext:
     #: Direct sqlite3 reads for the job-status route (SQLite file databases only).
     reader: SQLiteReader | None = None
 
-    @property
-    def inline_reads(self) -> bool:
-        """Whether tiny primary-key reads may run on the event loop (local SQLite file)."""
-        return self.engine.dialect.name == "sqlite"
-
-    @property
+    @cached_property
     def local_identity(self) -> Identity:
         """The one user when authentication is off."""
         name = self.settings.local_user

@@ -237,7 +237,7 @@ async def job_status(job_id: str, request: Request) -> JSONResponse:
     ctx: ServiceContext = request.app.state.ctx
     owner = (await current_identity(request)).user_id
     _check_job_id(job_id)
-    if ctx.inline_reads:
+    if ctx.reader is not None:
         # SQLite primary-key reads take tens of microseconds: a thread hand-off costs more.
         doc = _status_doc(ctx, owner, job_id)
     else:
