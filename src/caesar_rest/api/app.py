@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, start_backends: bool = True) ->
     )
     install_error_handlers(app)
     # Matched in order (no path is shared between them): the polled v1 routes first.
-    app.include_router(v1.router)
+    v1.include(app.router)
     app.include_router(uws.router)
     app.include_router(index.router)
     app.add_middleware(RequestIdMiddleware)

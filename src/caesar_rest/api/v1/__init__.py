@@ -6,11 +6,22 @@ from caesar_rest.api.v1 import accounting, admin, apps, files, jobs, results
 
 PREFIX = "/caesar/api/v1.0"
 
-router = APIRouter(prefix=PREFIX)
 # Routes are matched in order and the job routes are the ones clients poll: first.
-router.include_router(jobs.router)
-router.include_router(files.router)
-router.include_router(apps.router)
-router.include_router(accounting.router)
-router.include_router(admin.router)
-router.include_router(results.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    jobs.router,
+    files.router,
+    apps.router,
+    accounting.router,
+    admin.router,
+    results.router,
+)
+
+
+def include(parent: APIRouter) -> None:
+    """Add the v1.0 routes to ``parent`` under :data:`PREFIX`, one router level deep.
+
+    FastAPI matches included routers level by level (each level re-matches the path), so the
+    routers are included directly rather than under a ``/caesar/api/v1.0`` router of their own.
+    """
+    for r in ROUTERS:
+        parent.include_router(r, prefix=PREFIX)

@@ -17,6 +17,7 @@ from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import current_identity, current_user, get_and_post, get_ctx
 from caesar_rest.api.errors import ApiError
 from caesar_rest.api.quota import quota_warning
+from caesar_rest.api.routing import DirectRoute
 from caesar_rest.api.schemas import (
     JobDoc,
     MessageReply,
@@ -225,15 +226,10 @@ def _status_doc(ctx: ServiceContext, owner: str, job_id: str) -> dict[str, Any] 
     }
 
 
-@router.get(
-    "/job/{job_id}/status",
-    summary="Status of a job",
-    responses={200: {"model": StatusReply}, **errors(400, 404)},
-)
 async def job_status(job_id: str, request: Request) -> JSONResponse:
     """Legacy fields (state, status, exit_code, elapsed_time, pid) plus the UWS phase."""
-    # The route clients poll: the context and the caller are read directly rather than as
-    # dependencies (FastAPI's dependency solving was a fifth of this route's time).
+    # The route clients poll: a DirectRoute (no dependency solving, which was a fifth of its
+    # time), so the context and the caller are read here.
     ctx: ServiceContext = request.app.state.ctx
     owner = (await current_identity(request)).user_id
     _check_job_id(job_id)
@@ -254,6 +250,16 @@ async def job_status(job_id: str, request: Request) -> JSONResponse:
             tag="",
         )
     return JSONResponse(doc)
+
+
+router.add_api_route(
+    "/job/{job_id}/status",
+    job_status,
+    methods=["GET"],
+    summary="Status of a job",
+    responses={200: {"model": StatusReply}, **errors(400, 404)},
+    route_class_override=DirectRoute,
+)
 
 
 def legacy_pid(pid: int | None, backend_job_id: str | None) -> str:
