@@ -10,7 +10,9 @@ What it measures, from separate load processes (``wrk``, ``curl``, ``cp``):
   handler, and our status route as a percentage of the faster of the two; then the faster bare
   variant and ours again at a quarter of the connections (latency at a lighter load);
 * MB/s of a 1 GiB FITS upload with ``curl -F`` against ``cp`` of the same file to the same file
-  system, both from the page cache, and the server's peak RSS growth during the upload.
+  system, both from the page cache, and the server's peak RSS growth during the upload; beside
+  them, the same curl upload to a bare FastAPI route that discards the body (the ceiling of any
+  upload route here) and ``openssl dgst -sha256`` of the file (the checksum's own cost).
 
 Everything lives in a temporary folder that is removed at the end; the servers are subprocesses on
 free ports, always stopped. With ``--db-url postgresql+psycopg://...`` our server runs on
@@ -479,6 +481,8 @@ class UploadResult:
     rss_samples: int
     http_status: list[int]
     sha_ok: bool
+    sink_s: list[float] = field(default_factory=list)
+    sha256_s: list[float] = field(default_factory=list)
 
     @property
     def upload_mbs(self) -> float:
@@ -487,6 +491,10 @@ class UploadResult:
     @property
     def cp_mbs(self) -> float:
         return self.size / MB / statistics.median(self.cp_s)
+
+    def mbs(self, seconds: list[float]) -> float:
+        """MB/s of the median of ``seconds``."""
+        return self.size / MB / statistics.median(seconds)
 
     @property
     def ok(self) -> bool:
@@ -529,8 +537,10 @@ def check_list_answer(base: str, query: str, expected: int) -> None:
         raise RuntimeError(f"/jobs{query}: HTTP {status}, {got} jobs, expected {expected}")
 
 
-def upload_once(server: Server, src: Path, answer: Path) -> tuple[float, int, RssSampler]:
-    """One timed ``curl -F`` upload while the server's RSS is sampled."""
+def upload_once(
+    server: Server, src: Path, answer: Path, path: str = f"{API}/upload"
+) -> tuple[float, int, RssSampler]:
+    """One timed ``curl -F`` upload to ``path`` while the server's RSS is sampled."""
     argv = [
         "curl",
         "-sS",
@@ -540,7 +550,7 @@ def upload_once(server: Server, src: Path, answer: Path) -> tuple[float, int, Rs
         "%{http_code}",
         "-F",
         f"file=@{src}",
-        f"{server.base}{API}/upload",
+        f"{server.base}{path}",
     ]
     sampler = RssSampler(server.pid)
     sampler.start()
@@ -555,8 +565,13 @@ def upload_once(server: Server, src: Path, answer: Path) -> tuple[float, int, Rs
     return seconds, int(proc.stdout.strip() or 0), sampler
 
 
-def run_upload(server: Server, tmp: Path, side: int, rounds: int) -> UploadResult:
-    """Copy a FITS file with cp and upload it with curl, in alternation, after warm reads."""
+def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) -> UploadResult:
+    """Copy a FITS file with cp and upload it with curl, in alternation, after warm reads.
+
+    Each round also sends the file to the bare app's body sink (the ceiling of an upload route
+    on this machine: the framework and curl, no parsing, hashing or writing) and times
+    ``openssl dgst -sha256`` of it (the cost of the checksum alone).
+    """
     src = tmp / f"upload_{side}x{side}.fits"
     copy = tmp / "cp-target" / src.name
     copy.parent.mkdir()
@@ -573,6 +588,8 @@ def run_upload(server: Server, tmp: Path, side: int, rounds: int) -> UploadResul
     expected_sha = sha256_of(src)
     cp_s: list[float] = []
     upload_s: list[float] = []
+    sink_s: list[float] = []
+    sha256_s: list[float] = []
     codes: list[int] = []
     growth = 0.0
     samples = 0
@@ -606,13 +623,30 @@ def run_upload(server: Server, tmp: Path, side: int, rounds: int) -> UploadResul
             sha_ok &= ok
             for stored in (tmp / "data").rglob("*.fits"):
                 stored.unlink()
+
+            warm_read(src)
+            log(f"round {i + 1} of {rounds}: upload to the bare body sink")
+            seconds, code, _ = upload_once(bare, src, answer, "/upload-sink")
+            if code != 200:
+                raise RuntimeError(f"bare upload sink: HTTP {code}")
+            sink_s.append(seconds)
+            warm_read(src)
+            t0 = time.perf_counter()
+            # OpenSSL: the library behind Python's hashlib (coreutils' sha256sum may lack the
+            # CPU's SHA instructions and be several times slower).
+            subprocess.run(  # noqa: S603
+                ["openssl", "dgst", "-sha256", str(src)],  # noqa: S607
+                check=True,
+                capture_output=True,
+            )
+            sha256_s.append(time.perf_counter() - t0)
     finally:
         # The big files go as soon as they are not needed.
         src.unlink(missing_ok=True)
         copy.unlink(missing_ok=True)
         for stored in (tmp / "data").rglob("*.fits"):
             stored.unlink()
-    return UploadResult(size, upload_s, cp_s, growth, samples, codes, sha_ok)
+    return UploadResult(size, upload_s, cp_s, growth, samples, codes, sha_ok, sink_s, sha256_s)
 
 
 def format_tables(
@@ -650,14 +684,29 @@ def format_tables(
             f"{statistics.median(upload.upload_s):>9.2f} "
             f"{upload.upload_mbs / upload.cp_mbs * 100:>7.0f} % {upload.rss_growth_mb:>8.1f}"
         )
-        out.append(
-            f"{'cp to the same file system':<44} {upload.cp_mbs:>9.1f} "
-            f"{statistics.median(upload.cp_s):>9.2f}"
-        )
+        for label, secs in (
+            ("bare FastAPI route discarding the body", upload.sink_s),
+            ("cp to the same file system", upload.cp_s),
+            ("openssl dgst -sha256 (the checksum alone)", upload.sha256_s),
+        ):
+            if not secs:
+                continue
+            vs = "" if secs is upload.cp_s else f"{upload.mbs(secs) / upload.cp_mbs * 100:.0f} %"
+            out.append(
+                f"{label:<44} {upload.mbs(secs):>9.1f} {statistics.median(secs):>9.2f} {vs:>9}"
+            )
         if len(upload.upload_s) > 1:
-            ups = ", ".join(f"{upload.size / MB / x:.0f}" for x in upload.upload_s)
-            cps = ", ".join(f"{upload.size / MB / x:.0f}" for x in upload.cp_s)
-            out.append(f"  rounds (MB/s): upload {ups}; cp {cps}; medians shown")
+            rounds = "; ".join(
+                f"{name} " + ", ".join(f"{upload.size / MB / x:.0f}" for x in secs)
+                for name, secs in (
+                    ("upload", upload.upload_s),
+                    ("sink", upload.sink_s),
+                    ("cp", upload.cp_s),
+                    ("sha256", upload.sha256_s),
+                )
+                if secs
+            )
+            out.append(f"  rounds (MB/s): {rounds}; medians shown")
         check = "yes" if upload.sha_ok else "NO"
         codes = ", ".join(str(c) for c in upload.http_status)
         out.append(
@@ -810,14 +859,14 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         )
         light_ours.vs_bare = light_ours.result.rps / light_bare.result.rps
         light_bare.vs_bare = 1.0
-        bare.stop()
 
         # The upload before the list loads, whose memory would hide the upload's RSS growth.
         upload = (
             None
             if args.skip_upload
-            else run_upload(server, tmp, args.upload_side, args.upload_rounds)
+            else run_upload(server, bare, tmp, args.upload_side, args.upload_rounds)
         )
+        bare.stop()
         list_secs = max(args.duration, 10.0)  # each answer takes seconds under load
         list_row = measure(
             wrk,

@@ -4,7 +4,8 @@ One handler reads one job row from the service's SQLite file with the standard `
 module and returns a few of its columns, in two variants: a ``def`` handler (FastAPI runs it
 in its thread pool; one connection per worker thread) at the service's path, and an
 ``async def`` handler reading on the event loop (one connection) at the same path under
-``/async``. It is served the way ``caesar-rest serve`` serves the real application: uvicorn,
+``/async``. For uploads, ``POST /upload-sink`` reads the body and discards it. It is served
+the way ``caesar-rest serve`` serves the real application: uvicorn,
 one process, httptools, uvloop when installed, no access log. No middleware, no
 dependencies, no SQLAlchemy, no logging.
 
@@ -21,7 +22,7 @@ import threading
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 
 DB_ENV = "CAESAR_BARE_APP_DB"
 
@@ -74,6 +75,19 @@ async def job_status_async(job_id: str) -> dict[str, Any]:
     if not _loop_conn:
         _loop_conn.append(sqlite3.connect(os.environ[DB_ENV], check_same_thread=False))
     return _answer(job_id, _loop_conn[0].execute(_QUERY, (job_id,)).fetchone())
+
+
+@app.post("/upload-sink")
+async def upload_sink(request: Request) -> dict[str, int]:
+    """Read the request body as it arrives and throw it away.
+
+    The ceiling of any upload route served this way: no multipart parsing, no checksum, no
+    file written.
+    """
+    n = 0
+    async for chunk in request.stream():
+        n += len(chunk)
+    return {"bytes": n}
 
 
 def main() -> None:
