@@ -52,7 +52,9 @@ CORES = 2
 def run_caesar(path: str, out_dir: Path) -> list[tuple[float, float, float, float]]:
     from caesar_rest.catalogue.writers import write_csv
     from caesar_rest.sourcefinder import build_catalogues, find_sources, from_legacy
+    from caesar_rest.sourcefinder.allocator import release_large_blocks
 
+    release_large_blocks()  # as the caesar app's program does at start-up
     opts = from_legacy({"fitsources": True, "nproc": CORES})
     res = find_sources(path, opts)
     cats = build_catalogues(res)

@@ -22,6 +22,7 @@ from caesar_rest.imaging import (
     sky_ellipse_to_pixel,
     sky_jacobian,
 )
+from caesar_rest.imaging.fits_image import without_empty_mask
 
 DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 REAL_IMAGE = DATA_DIR / "ScorpioS17Field.fits"
@@ -279,3 +280,18 @@ def test_pixel_to_radec_converts_galactic() -> None:
     # PA stays east of (equatorial) north: the Jacobian is rotated w.r.t. the pixel grid.
     jac = sky_jacobian(w, [10.0], [10.0])
     assert abs(jac[0, 0, 1]) > 0.1
+
+
+def test_without_empty_mask(tmp_path: Path) -> None:
+    full = load_image(_write(tmp_path / "full.fits", _data().astype(">f4"), _header()))
+    lean = without_empty_mask(full)
+    assert lean is not full and lean.data is full.data
+    assert lean.mask.shape == full.shape and not lean.mask.any()
+    assert lean.mask.strides == (0, 0) and not lean.mask.flags.writeable
+    assert without_empty_mask(lean) is lean
+    # Slices and boolean indexing behave as with the full mask.
+    assert lean.data[2:5][lean.mask[2:5]].size == 0
+    data = _data()
+    data[3, 5] = np.nan
+    holed = load_image(_write(tmp_path / "holed.fits", data.astype(">f4"), _header()))
+    assert without_empty_mask(holed) is holed

@@ -33,6 +33,7 @@ from caesar_rest.apps.program import ProgramParser, add_option_arguments, run_re
 from caesar_rest.catalogue.writers import write_all, write_csv, write_votable
 from caesar_rest.imaging.fits_image import FitsImage, ImageError, pixel_to_radec
 from caesar_rest.sourcefinder import build_catalogues, find_sources
+from caesar_rest.sourcefinder.allocator import release_large_blocks
 from caesar_rest.sourcefinder.catalogue import write_components_json
 from caesar_rest.sourcefinder.options import from_legacy, ineffective_given
 from caesar_rest.sourcefinder.selection import contour
@@ -304,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 2
     values = vars(ns)
     options = {o.name: values[o.name] for o in CaesarApp().options}
+    release_large_blocks()  # a process of its own: keep its image-sized blocks unmapped
     return run_reporting_errors(
         PROG,
         lambda: run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,27 @@ def load_image(
         origin=(xmin, ymin),
         beam_source=source,
     )
+
+
+def without_empty_mask(image: FitsImage) -> FitsImage:
+    """The image with a zero-stride, read-only all-False mask when no pixel is blank.
+
+    Saves a byte per pixel for code that only reads and slices the mask. Not for C libraries
+    that need contiguous arrays (sep): they get the loaded image itself.
+
+    Parameters
+    ----------
+    image
+        A loaded image.
+
+    Returns
+    -------
+    FitsImage
+        ``image`` itself when it has blank pixels, else a copy sharing its data.
+    """
+    if image.mask.strides == (0, 0) or image.mask.any():
+        return image
+    return replace(image, mask=np.broadcast_to(np.False_, image.data.shape))
 
 
 class _NeedsNoMemmap(Exception):

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from caesar_rest.imaging.fits_image import FitsImage, load_image, sky_ellipse_to_pixel, sky_jacobian
+from caesar_rest.imaging.fits_image import (
+    FitsImage,
+    load_image,
+    sky_ellipse_to_pixel,
+    sky_jacobian,
+    without_empty_mask,
+)
 from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, nesting
 from caesar_rest.sourcefinder import selection as sel
 from caesar_rest.sourcefinder.islands import (
@@ -364,6 +370,7 @@ def find_in_array(
     isl.morph = np.where(is_ext[1:] & ~fittable, MORPH_EXTENDED, MORPH_COMPACT).astype(np.int64)
     if "segmented" in want_maps:
         maps["segmented"] = labels.astype(np.float32)
+    del labels  # the islands hold their pixels; the label image is the largest array left
     edge: IslandSet | None = None
     if classify is not None:
         own, send = classify(isl)
@@ -804,6 +811,8 @@ def find_sources(
     t0 = time.perf_counter()
     if not isinstance(image, FitsImage):
         image = load_image(image, beam_fallback=opts.beam_fallback, subimage=opts.subimage)
+    # The pipeline only reads and slices the mask: no array for an image without blanks.
+    image = without_empty_mask(image)
     t_load = time.perf_counter() - t0
     beam = beam_pixels(image)
     maps = opts.save_maps if want_maps is None else want_maps
