@@ -110,7 +110,8 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     _o("save-residualmap", _F, None, None, None, OUT, "", False, True,
        "Write the residual map: image minus background minus fitted model (residual.fits)"),
     _o("save-saliencymap", _F, None, None, None, OUT, "", False, True,
-       "Write the extended-source search map (saliency.fits; wavelet significance here)"),
+       "Write the extended-source search map (saliency.fits: the wavelet significance, or the "
+       "saliency map with extsfinder=SALIENCY-THRESH)"),
     _o("save-segmentedmap", _F, None, None, None, OUT, "", False, True,
        "Write the island label map (segmented.fits)"),
     _o("convertregionstowcs", _F, None, None, None, OUT, "", True, True,
@@ -326,39 +327,50 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     _o("res-bkgaroundsource", _F, None, None, None, RES, "", False, False,
        _NA + "removed pixels are replaced by the local background map"),
     # IMGSMOOTH
-    _o("no-presmoothing", _F, None, None, None, SMO, "", False, False,
-       _NA + "the wavelet extended search smooths by construction"),
-    _o("smoothfilter", _E, "GUIDED", None, None, SMO, "", False, False,
-       _NA + "the wavelet extended search smooths by construction", ("GAUSSIAN", "GUIDED")),
-    _o("guidedfilter-radius", _R, 12.0, 0.0, 1000.0, SMO, "", False, False,
-       _NA + "no guided filter"),
-    _o("guidedfilter-eps", _R, 0.04, 0.0, 1000.0, SMO, "", False, False,
-       _NA + "no guided filter"),
+    _o("no-presmoothing", _F, None, None, None, SMO, "", False, True,
+       "No smoothing of the saliency search image (the wavelet search smooths by construction)"),
+    _o("smoothfilter", _E, "GUIDED", None, None, SMO, "", False, True,
+       "Smoothing of the saliency search image: GUIDED (edge-preserving) or GAUSSIAN (the "
+       "block means it runs on already smooth more than the predecessor's 5x5 blur)",
+       ("GAUSSIAN", "GUIDED")),
+    _o("guidedfilter-radius", _R, 12.0, 0.0, 1000.0, SMO, "", False, True,
+       "Guided filter radius (px) for the saliency search"),
+    _o("guidedfilter-eps", _R, 0.04, 0.0, 1000.0, SMO, "", False, True,
+       "Guided filter regularisation (fraction of 255^2) for the saliency search"),
     # EXTENDED-SOURCES
     _o("no-extendedsearch", _F, None, None, None, EXT, "", False, True,
        "Do not search extended sources"),
-    _o("extsfinder", _E, "SALIENCY-THRESH", None, None, EXT, "", False, True,
-       "Extended-source method; the wavelet method (WT-THRESH) is used for every value",
+    _o("extsfinder", _E, "WT-THRESH", None, None, EXT, "", False, True,
+       "Extended-source method: WT-THRESH (wavelet, the default here) or SALIENCY-THRESH "
+       "(multi-resolution saliency, the predecessor's default); SP-HIERCLUST and "
+       "ACTIVE-CONTOUR are not implemented and run the wavelet method",
        ("WT-THRESH", "SP-HIERCLUST", "ACTIVE-CONTOUR", "SALIENCY-THRESH")),
     _o("activecontour", _E, "CHANVESE", None, None, EXT, "", False, False,
        _NA + "active contours are not implemented", ("CHANVESE", "LRAC")),
-    *(
-        _o(n, k, d, lo, hi, EXT, SAL, adv, False, _NA + "saliency maps are not implemented")
-        for n, k, d, lo, hi, adv in (
-            ("sp-size", _I, 20, 5, 10000, False),
-            ("sp-beta", _R, 1.0, 1e-10, 1e10, False),
-            ("sp-minarea", _I, 10, 1, 10000, False),
-            ("saliency-nooptimalthr", _F, None, None, None, False),
-            ("saliency-thr", _R, 2.8, 0.0, 10.0, False),
-            ("saliency-minreso", _I, 20, 1, 1000, False),
-            ("saliency-maxreso", _I, 60, 1, 1000, False),
-            ("saliency-resostep", _I, 10, 1, 100, False),
-            ("saliency-nn", _R, 1.0, 0, 1.0, True),
-            ("saliency-usebkgmap", _F, None, None, None, True),
-            ("saliency-usermsmap", _F, None, None, None, True),
-            ("saliency-userobustpars", _F, None, None, None, False),
-        )
-    ),
+    _o("sp-size", _I, 20, 5, 10000, EXT, SAL, False, False,
+       _NA + "superpixel size of the SP-HIERCLUST method, not implemented"),
+    _o("sp-beta", _R, 1.0, 1e-10, 1e10, EXT, SAL, False, True,
+       "Superpixel regularisation of the saliency search (SALIENCY-THRESH)"),
+    _o("sp-minarea", _I, 10, 1, 10000, EXT, SAL, False, True,
+       "Smallest superpixel, in pixels, of the saliency search (SALIENCY-THRESH)"),
+    _o("saliency-nooptimalthr", _F, None, None, None, EXT, SAL, False, True,
+       "Cut the saliency map at saliency-thr x median only (no Otsu/valley threshold)"),
+    _o("saliency-thr", _R, 2.8, 0.0, 10.0, EXT, SAL, False, True,
+       "Saliency threshold factor on the map's median (SALIENCY-THRESH)"),
+    _o("saliency-minreso", _I, 20, 1, 1000, EXT, SAL, False, True,
+       "Smallest superpixel size, in pixels, of the saliency resolutions"),
+    _o("saliency-maxreso", _I, 60, 1, 1000, EXT, SAL, False, True,
+       "Largest superpixel size, in pixels, of the saliency resolutions"),
+    _o("saliency-resostep", _I, 10, 1, 100, EXT, SAL, False, True,
+       "Step between the saliency resolutions, in pixels"),
+    _o("saliency-nn", _R, 1.0, 0, 1.0, EXT, SAL, True, True,
+       "Fraction of the regions averaged in a region's saliency score"),
+    _o("saliency-usebkgmap", _F, None, None, None, EXT, SAL, True, False,
+       _NA + "the background map is not added to the saliency map"),
+    _o("saliency-usermsmap", _F, None, None, None, EXT, SAL, True, False,
+       _NA + "the noise map is not added to the saliency map"),
+    _o("saliency-userobustpars", _F, None, None, None, EXT, SAL, False, True,
+       "Median instead of mean per superpixel in the saliency search"),
     _o("ac-niters", _I, 1000, 1, 100000, EXT, AC, False, False, _NA + "no active contours"),
     _o("ac-levelset", _E, "CIRCLE", None, None, EXT, AC, False, False,
        _NA + "no active contours", ("CIRCLE", "CHECKERBOARD", "SALIENCY")),
@@ -515,9 +527,21 @@ class FinderOptions:
     res_method: str = "DILATION"
     # Extended
     search_extended: bool = True
-    ext_method: str = "SALIENCY-THRESH"
+    ext_method: str = "WT-THRESH"
     wt_scale_min: int = 3
     wt_scale_max: int = 6
+    # Saliency search (ext_method SALIENCY-THRESH); see saliency.SaliencySettings
+    sal_reso_min: int = 20
+    sal_reso_max: int = 60
+    sal_reso_step: int = 10
+    sal_thr: float = 2.8
+    sal_nn: float = 1.0
+    sal_optimal_thr: bool = True
+    sal_robust: bool = False
+    sp_beta: float = 1.0
+    sp_min_area: int = 10
+    #: Guided-filter pre-smoothing of the saliency search image (radius px, eps); None = off.
+    sal_guided: tuple[float, float] | None = (12.0, 0.04)
     merge_sources: bool = True
     # Run and tiling
     nproc: int = 1
@@ -672,6 +696,20 @@ def from_legacy(values: Mapping[str, Any]) -> FinderOptions:
         ext_method=str(v["extsfinder"]),
         wt_scale_min=int(v["wtscalemin"]),
         wt_scale_max=max(int(v["wtscalemin"]), int(v["wtscalemax"])),
+        sal_reso_min=int(v["saliency-minreso"]),
+        sal_reso_max=max(int(v["saliency-minreso"]), int(v["saliency-maxreso"])),
+        sal_reso_step=int(v["saliency-resostep"]),
+        sal_thr=float(v["saliency-thr"]),
+        sal_nn=float(v["saliency-nn"]),
+        sal_optimal_thr=not v["saliency-nooptimalthr"],
+        sal_robust=bool(v["saliency-userobustpars"]),
+        sp_beta=float(v["sp-beta"]),
+        sp_min_area=int(v["sp-minarea"]),
+        sal_guided=(
+            (float(v["guidedfilter-radius"]), float(v["guidedfilter-eps"]))
+            if not v["no-presmoothing"] and v["smoothfilter"] == "GUIDED"
+            else None
+        ),
         merge_sources=not v["no-mergesources"],
         nproc=int(v["nproc"]),
         tile_split=bool(v["tilesplit"]),

@@ -26,7 +26,15 @@ from caesar_rest.imaging.fits_image import (
     sky_jacobian,
     without_empty_mask,
 )
-from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, nesting
+from caesar_rest.sourcefinder import (
+    background,
+    detection,
+    extended,
+    fitting,
+    islands,
+    nesting,
+    saliency,
+)
 from caesar_rest.sourcefinder import selection as sel
 from caesar_rest.sourcefinder.islands import (
     MORPH_COMPACT,
@@ -324,17 +332,29 @@ def find_in_array(
             residual_rows, data.shape, extended.reduction(opts.wt_scale_min)
         )
         del removed
-        ext_lab, ext_n, sal = extended.extended_islands_reduced(
-            small,
-            data.shape,
-            blank,
-            opts.wt_scale_min,
-            opts.wt_scale_max,
-            opts.seed_thr,
-            opts.merge_thr,
-            opts.min_npix,
-            "saliency" in want_maps,
-        )
+        if opts.ext_method == "SALIENCY-THRESH":
+            sal_mask, sal = saliency.saliency_mask_reduced(
+                small,
+                data.shape,
+                blank,
+                extended.reduction(opts.wt_scale_min),
+                saliency_settings(opts),
+                "saliency" in want_maps,
+            )
+            ext_lab, ext_n = detection.label_mask(sal_mask, opts.min_npix)
+            del sal_mask
+        else:
+            ext_lab, ext_n, sal = extended.extended_islands_reduced(
+                small,
+                data.shape,
+                blank,
+                opts.wt_scale_min,
+                opts.wt_scale_max,
+                opts.seed_thr,
+                opts.merge_thr,
+                opts.min_npix,
+                "saliency" in want_maps,
+            )
         del small
         if sal is not None:
             maps["saliency"] = sal
@@ -400,6 +420,22 @@ def find_in_array(
     }
     out.timings = {**timings, **out.timings}
     return out
+
+
+def saliency_settings(opts: FinderOptions) -> saliency.SaliencySettings:
+    """The saliency search's settings from the options."""
+    return saliency.SaliencySettings(
+        reso_min=opts.sal_reso_min,
+        reso_max=opts.sal_reso_max,
+        reso_step=opts.sal_reso_step,
+        thr_factor=opts.sal_thr,
+        nn_factor=opts.sal_nn,
+        optimal_thr=opts.sal_optimal_thr,
+        robust=opts.sal_robust,
+        beta=opts.sp_beta,
+        min_area=opts.sp_min_area,
+        guided=opts.sal_guided,
+    )
 
 
 def _label_zmax(
