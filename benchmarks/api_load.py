@@ -483,6 +483,7 @@ class UploadResult:
     sha_ok: bool
     sink_s: list[float] = field(default_factory=list)
     sha256_s: list[float] = field(default_factory=list)
+    cp_sync_s: list[float] = field(default_factory=list)
 
     @property
     def upload_mbs(self) -> float:
@@ -590,6 +591,7 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
     upload_s: list[float] = []
     sink_s: list[float] = []
     sha256_s: list[float] = []
+    cp_sync_s: list[float] = []
     codes: list[int] = []
     growth = 0.0
     samples = 0
@@ -603,6 +605,9 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
             t0 = time.perf_counter()
             subprocess.run(["cp", str(src), str(copy)], check=True)  # noqa: S603 S607
             cp_s.append(time.perf_counter() - t0)
+            # Our upload is on disk when it is answered (upload_fsync): so is this copy then.
+            subprocess.run(["sync", str(copy)], check=True)  # noqa: S603 S607
+            cp_sync_s.append(time.perf_counter() - t0)
             copy.unlink()
 
             prime_memory(tmp, size)
@@ -624,6 +629,8 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
             for stored in (tmp / "data").rglob("*.fits"):
                 stored.unlink()
 
+            prime_memory(tmp, size)
+            os.sync()
             warm_read(src)
             log(f"round {i + 1} of {rounds}: upload to the bare body sink")
             seconds, code, _ = upload_once(bare, src, answer, "/upload-sink")
@@ -646,7 +653,9 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
         copy.unlink(missing_ok=True)
         for stored in (tmp / "data").rglob("*.fits"):
             stored.unlink()
-    return UploadResult(size, upload_s, cp_s, growth, samples, codes, sha_ok, sink_s, sha256_s)
+    return UploadResult(
+        size, upload_s, cp_s, growth, samples, codes, sha_ok, sink_s, sha256_s, cp_sync_s
+    )
 
 
 def format_tables(
@@ -687,6 +696,7 @@ def format_tables(
         for label, secs in (
             ("bare FastAPI route discarding the body", upload.sink_s),
             ("cp to the same file system", upload.cp_s),
+            ("cp, then sync of the copy (on disk)", upload.cp_sync_s),
             ("openssl dgst -sha256 (the checksum alone)", upload.sha256_s),
         ):
             if not secs:
@@ -702,6 +712,7 @@ def format_tables(
                     ("upload", upload.upload_s),
                     ("sink", upload.sink_s),
                     ("cp", upload.cp_s),
+                    ("cp+sync", upload.cp_sync_s),
                     ("sha256", upload.sha256_s),
                 )
                 if secs

@@ -95,7 +95,6 @@ def evaluate(
     result: Any, blobs: list[tuple[float, float]], others: np.ndarray
 ) -> tuple[int, int, int]:
     """(blobs found, false islands, islands)."""
-    ny, nx = result.image.shape
     found = np.zeros(len(blobs), dtype=bool)
     truth_px = {(int(round(y)), int(round(x))) for x, y in others}
     truth_px |= {(int(round(y)), int(round(x))) for x, y in blobs}
@@ -111,7 +110,6 @@ def evaluate(
         near = bool(np.min(np.hypot(allpos[:, 0] - xp, allpos[:, 1] - yp)) <= 4.0)
         if not (holds or near):
             false += 1
-    del ny, nx
     return int(found.sum()), false, len(islands)
 
 

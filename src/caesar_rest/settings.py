@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     upload_chunk_kib: int = Field(
         1024, ge=16, le=65536, description="Write buffer for uploads, in KiB."
     )
+    upload_fsync: bool = Field(
+        True,
+        description=(
+            "Flush each upload to disk (the file, flushed every 64 MiB as it arrives, then its "
+            "folder) before it is registered and answered, so that an acknowledged upload "
+            "survives a power loss. Turn off only where the storage guarantees durability "
+            "otherwise."
+        ),
+    )
 
     # --- jobs ------------------------------------------------------------------------------
     job_scheduler: Literal["local", "celery", "slurm", "kubernetes"] = Field(

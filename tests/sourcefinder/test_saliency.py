@@ -10,7 +10,6 @@ from sf_synth import RMS, gaussian, noise, write
 
 from caesar_rest.sourcefinder import find_sources, from_legacy, saliency
 from caesar_rest.sourcefinder.extended import block_mean
-from caesar_rest.sourcefinder.islands import MORPH_COMPACT, MORPH_EXTENDED
 from caesar_rest.sourcefinder.options import ineffective_given
 
 
@@ -107,7 +106,7 @@ def test_pipeline_runs_the_method_asked_for(tmp_path: Path) -> None:
             )
         ]
         assert len(hit) == 1, method
-        assert isl.morph[hit[0]] in (MORPH_EXTENDED, MORPH_COMPACT)
+        assert res.sources.stats["n_extended_regions"] >= 1, method
         found[method] = int(isl.npix[hit[0]])
     # Two different searches: the islands differ.
     assert found["WT-THRESH"] != found["SALIENCY-THRESH"]
@@ -129,6 +128,8 @@ def test_saliency_options_take_effect() -> None:
     assert not opts.sal_optimal_thr and opts.sal_guided is None
     assert from_legacy({}).ext_method == "WT-THRESH"
     assert from_legacy({}).sal_guided == (12.0, 0.04)
-    # Implemented now: no longer reported as accepted-only.
-    assert ineffective_given({"saliency-thr": 4.5, "guidedfilter-radius": 6.0}) == []
+    # In effect with the saliency search; reported as without effect with the wavelet one.
+    given = {"saliency-thr": 4.5, "guidedfilter-radius": 6.0}
+    assert ineffective_given({"extsfinder": "SALIENCY-THRESH", **given}) == []
+    assert ineffective_given(given) == ["guidedfilter-radius", "saliency-thr"]
     assert ineffective_given({"saliency-usebkgmap": True}) == ["saliency-usebkgmap"]

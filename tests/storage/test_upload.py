@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from caesar_rest.storage import upload
 from caesar_rest.storage.upload import (
     UploadError,
     UploadTooLarge,
@@ -89,3 +91,32 @@ def test_sweep_keeps_live_processes_files(tmp_path: Path) -> None:
     assert mine.exists() and other_host.exists()
     assert not dead.exists() and not old_other.exists()
     assert sweep_incoming(tmp_path, all_files=True) == 2
+
+
+def test_durable_upload_is_flushed_while_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync")
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        calls.append("fdatasync")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(upload.os, "fsync", fsync)
+    monkeypatch.setattr(upload.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(upload, "SYNC_EVERY", 100_000)
+    payload = bytes(range(256)) * 1500  # 384,000 bytes in batches of ~71 kB
+    got = asyncio.run(
+        receive_upload(chunks(body(payload), 7919), CTYPE, tmp_path, 10**9, 65536, durable=True)
+    )
+    assert got.temp_path.read_bytes() == payload
+    # Flushed on the way (every 100 kB or so), then once whole.
+    assert calls.count("fdatasync") >= 2 and calls[-1] == "fsync"
+    calls.clear()
+    run(body(payload), tmp_path)  # not durable: no flush at all
+    assert calls == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -21,8 +22,35 @@ class DirectRoute(APIRoute):
     documented extension point for this is overriding :meth:`get_route_handler`.
     """
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        d = self.dependant
+        extra = [
+            kind
+            for kind, present in (
+                ("query parameters", d.query_params),
+                ("headers", d.header_params),
+                ("cookies", d.cookie_params),
+                ("a body", d.body_params),
+                ("dependencies", d.dependencies),
+            )
+            if present
+        ]
+        if extra or not inspect.iscoroutinefunction(endpoint) or d.request_param_name != "request":
+            # They would be skipped silently: refuse the route instead.
+            raise TypeError(
+                f"DirectRoute {path}: the endpoint must be an async def taking `request` and "
+                f"path parameters only (it has {', '.join(extra) or 'another signature'})"
+            )
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The handler: the endpoint called with the request and its path parameters."""
+        """The handler FastAPI wraps into the route's ASGI application.
+
+        Returns
+        -------
+        callable
+            ``handler(request)``: awaits the endpoint with ``request`` and the path parameters.
+        """
         endpoint: Callable[..., Coroutine[Any, Any, Response]] = self.endpoint
 
         async def handler(request: Request) -> Response:

@@ -1,7 +1,8 @@
 """The ``caesar`` app: the CAESAR source finder, re-implemented in Python.
 
 It accepts the predecessor's 156 option names (kinds, defaults, bounds, categories and
-"advanced" marks as the legacy service advertised them), plus a few options of its own
+"advanced" marks as the legacy service advertised them, except ``extsfinder``, whose default
+here is the wavelet method), plus a few options of its own
 (``EXTENSION_OPTIONS``: the point-model test of the fits). Options with no meaning in this
 implementation are accepted, reported once in the job log and shown with ``effective: false``
 by ``describe``. The main catalogue (``catalog.*``) is the component catalogue: one row per

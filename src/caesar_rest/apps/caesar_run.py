@@ -305,7 +305,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 2
     values = vars(ns)
     options = {o.name: values[o.name] for o in CaesarApp().options}
-    release_large_blocks()  # a process of its own: keep its image-sized blocks unmapped
     return run_reporting_errors(
         PROG,
         lambda: run(
@@ -315,4 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # A process of its own (the service and `caesar-rest find` run it so): give its freed
+    # image-sized blocks back to the system. Not in main(), which tests call in-process.
+    release_large_blocks()
     sys.exit(main())

@@ -330,8 +330,8 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     _o("no-presmoothing", _F, None, None, None, SMO, "", False, True,
        "No smoothing of the saliency search image (the wavelet search smooths by construction)"),
     _o("smoothfilter", _E, "GUIDED", None, None, SMO, "", False, True,
-       "Smoothing of the saliency search image: GUIDED (edge-preserving) or GAUSSIAN (the "
-       "block means it runs on already smooth more than the predecessor's 5x5 blur)",
+       "Smoothing of the saliency search image: GUIDED (edge-preserving) or GAUSSIAN, which "
+       "adds no smoothing here (the block means it runs on smooth more than a 5x5 blur)",
        ("GAUSSIAN", "GUIDED")),
     _o("guidedfilter-radius", _R, 12.0, 0.0, 1000.0, SMO, "", False, True,
        "Guided filter radius (px) for the saliency search"),
@@ -442,7 +442,8 @@ MAX_FIT_WIDENINGS = 10
 
 @dataclass(frozen=True)
 class FinderOptions:
-    """Typed settings of the whole pipeline (defaults: the legacy ``caesar`` app's).
+    """Typed settings of the whole pipeline (defaults: the legacy ``caesar`` app's, except
+    ``ext_method``: the wavelet method, ``WT-THRESH``).
 
     Only the most used fields are documented here; each maps to the legacy option named in its
     comment (see :data:`LEGACY_OPTIONS` and ``docs/sourcefinder.md``).
@@ -723,8 +724,31 @@ def from_legacy(values: Mapping[str, Any]) -> FinderOptions:
     )
 
 
+#: Options that act on the saliency extended search only (``extsfinder=SALIENCY-THRESH``).
+SALIENCY_ONLY = frozenset(
+    {
+        "sp-beta",
+        "sp-minarea",
+        "saliency-nooptimalthr",
+        "saliency-thr",
+        "saliency-minreso",
+        "saliency-maxreso",
+        "saliency-resostep",
+        "saliency-nn",
+        "saliency-userobustpars",
+        "no-presmoothing",
+        "smoothfilter",
+        "guidedfilter-radius",
+        "guidedfilter-eps",
+    }
+)
+
+
 def ineffective_given(values: Mapping[str, Any]) -> list[str]:
-    """Names of accepted-only options that were given a non-default value.
+    """Names of options without effect on this run that were given a non-default value.
+
+    The accepted-only options, and the saliency-search options (:data:`SALIENCY_ONLY`) when
+    ``extsfinder`` is not ``SALIENCY-THRESH``.
 
     Parameters
     ----------
@@ -739,7 +763,11 @@ def ineffective_given(values: Mapping[str, Any]) -> list[str]:
     out = []
     for name, value in values.items():
         opt = LEGACY_BY_NAME.get(name)
-        if opt is None or opt.effective or value is None:
+        if opt is None or value is None:
+            continue
+        if opt.effective and not (
+            name in SALIENCY_ONLY and values.get("extsfinder") != "SALIENCY-THRESH"
+        ):
             continue
         default = False if opt.kind == "flag" else opt.default
         same = value == default or (

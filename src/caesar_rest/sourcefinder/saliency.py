@@ -20,11 +20,15 @@ filter radii are divided by the block size):
    residual image, whose range is small, that gives superpixels of a pixel or two instead of
    regions of size ``r``. For every region: its mean (median with
    ``saliency-userobustpars``) and centroid. For every pair: ``d = d_c / (1 + d_s)`` with the
-   intensity and centroid distances each divided by their largest value, and
+   intensity distance divided by its largest value and the centroid distance by the diagonal
+   of the centroids' bounding box (at least the largest pair distance, at most 1.42 times
+   it), and
    ``D = exp(-100 d)``. A region's score is the mean of its ``K`` smallest ``D``
    (``K = max(10, round(saliency-nn x N))``): the regions least like the others score low.
    Saliency ``1 - (S - min S) / (max S - min S)``, painted on the region and rescaled to
-   [1, 256]; its threshold ``saliency-thr x median`` (or the optimal one below).
+   [1, 256]; its threshold ``saliency-thr x median`` (or the optimal one below). SLIC runs
+   scikit-image's 10 iterations (the predecessor: up to 100, stopping on a 1e-5 relative
+   energy change).
 2. The maps are combined per pixel: where at least ``round(0.7 n)`` resolutions are above
    their threshold, the largest value if the pixel is above the image median, else the
    smallest of the mean map; elsewhere the smallest value over the resolutions.
@@ -36,7 +40,14 @@ filter radii are divided by the block size):
 The all-pairs score costs ``N^2`` for ``N`` regions. Up to :data:`MAX_PARTNERS` regions it is
 exact; beyond, each region is compared with a fixed random sample of that many regions (the
 mean of the ``K`` smallest then estimates the same quantity with ``K`` scaled to the sample).
-Pixels that are blank or exactly 0 (compact sources removed) take no part, as in the spec.
+Blank pixels take no part (the spec's "I = 0" pixels: zeros mark blanks there). The pixels of
+the removed compact sources are 0 in the background-subtracted search image, the background
+value, and take part like any other (spec 5.1).
+
+The block size is the wavelet search's, ``2**(wtscalemin - 1)``: both methods run on the
+same block means. On a tiled image each tile has its own maps and thresholds, which are
+relative to the tile's content, so the result depends on the tiling (the wavelet method's
+thresholds are in units of the noise and do not).
 """
 
 from __future__ import annotations
@@ -102,7 +113,22 @@ class SaliencySettings:
 
 
 def rescale(img: F32, valid: B, lo: float = 1.0, hi: float = 256.0) -> F32:
-    """Linear rescale of the valid pixels to ``[lo, hi]`` (others ``lo``)."""
+    """Linear rescale of the valid pixels to ``[lo, hi]``.
+
+    Parameters
+    ----------
+    img
+        Image.
+    valid
+        Pixels to rescale (the others are set to ``lo``).
+    lo, hi
+        Output range.
+
+    Returns
+    -------
+    numpy.ndarray
+        The rescaled image (float32).
+    """
     out = np.full(img.shape, lo, dtype=np.float32)
     if not valid.any():
         return out
@@ -140,14 +166,18 @@ def guided_filter(img: F32, use: B, radius: float, eps: float) -> F32:
     v = img[use]
     vmin, vmax = float(v.min()), float(v.max())
     span = (vmax - vmin) or 1.0
+    w = use.astype(np.float64)
     p = np.where(use, 1.0 + 255.0 * (img - vmin) / span, 0.0).astype(np.float64)
     size = max(1, int(round(2 * radius + 1)))
+    # Box means over the used pixels only, so that blank neighbours do not pull them down.
+    norm = np.asarray(ndimage.uniform_filter(w, size, mode="reflect"), dtype=np.float64)
+    norm[norm <= 0] = 1.0
 
     def box(a: F64) -> F64:
-        return np.asarray(ndimage.uniform_filter(a, size, mode="reflect"), dtype=np.float64)
+        return np.asarray(ndimage.uniform_filter(a * w, size, mode="reflect")) / norm
 
     mean = box(p)
-    var = box(p * p) - mean * mean
+    var = np.maximum(box(p * p) - mean * mean, 0.0)
     a = var / (var + eps * 255.0**2)
     q = box(a) * p + box(mean - a * mean)
     out = img.copy()
@@ -155,13 +185,28 @@ def guided_filter(img: F32, use: B, radius: float, eps: float) -> F32:
     return out
 
 
-def superpixels(img: F32, size: int, beta: float, min_area: int) -> npt.NDArray[np.intp]:
+def superpixels(
+    img: F32, size: int, beta: float, min_area: int, use: B | None = None
+) -> npt.NDArray[np.intp]:
     """SLIC superpixels of ``img`` (already in [1, 256]) of about ``size`` pixels a side.
+
+    Parameters
+    ----------
+    img
+        Image in [1, 256].
+    size
+        Region size in pixels.
+    beta
+        Regularisation (see the module notes).
+    min_area
+        Smallest region in pixels.
+    use
+        Pixels to segment (None: all); the others get label 0 and belong to no region.
 
     Returns
     -------
     numpy.ndarray
-        Labels ``0..n-1``.
+        Labels: ``0..n-1`` without ``use``, ``1..n`` (0 outside) with it.
     """
     from skimage.segmentation import slic
 
@@ -176,6 +221,7 @@ def superpixels(img: F32, size: int, beta: float, min_area: int) -> npt.NDArray[
         enforce_connectivity=True,
         min_size_factor=min(1.0, min_area / float(size * size)),
         max_num_iter=10,
+        mask=use,
     )
     return np.asarray(labels, dtype=np.intp)
 
@@ -211,7 +257,7 @@ def region_scores(
     span = math.hypot(float(cy.max() - cy.min()), float(cx.max() - cx.min())) or 1.0
     pm, py, px = mu[partners], cy[partners], cx[partners]
     scores = np.empty(n)
-    chunk = max(1, 4_000_000 // partners.size)
+    chunk = max(1, 1_000_000 // partners.size)  # ~8 MB per pair array
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         dc = np.abs(mu[a:b, None] - pm[None, :]) / dc_max
@@ -245,9 +291,29 @@ def _region_stats(
 def saliency_at(
     img: F32, use: B, size: int, s: SaliencySettings, min_area: int
 ) -> tuple[F32, float]:
-    """Saliency map of one resolution (in [1, 256], 0 where unused) and its threshold."""
+    """Saliency map of one resolution and its threshold.
+
+    Parameters
+    ----------
+    img
+        Search image (block means).
+    use
+        Pixels taking part.
+    size
+        Region size in pixels of ``img``.
+    s
+        Settings.
+    min_area
+        Smallest region in pixels of ``img``.
+
+    Returns
+    -------
+    saliency, threshold
+        The map in [1, 256] (0 where unused) and its threshold (inf when there are fewer than
+        two regions).
+    """
     scaled = rescale(img, use)
-    labels = superpixels(scaled, size, s.beta, min_area)
+    labels = superpixels(scaled, size, s.beta, min_area, None if use.all() else use)
     ids, mu, cy, cx = _region_stats(scaled, labels, use, s.robust)
     out = np.zeros(img.shape, dtype=np.float32)
     if ids.size < 2:
@@ -309,7 +375,7 @@ def saliency_map(img: F32, block: int, s: SaliencySettings) -> tuple[F32, B]:
     Parameters
     ----------
     img
-        The search image reduced by ``block`` (NaN = blank, 0 = removed).
+        The search image reduced by ``block`` (NaN = blank).
     block
         Block size (region sizes and areas are divided by it).
     s
@@ -320,7 +386,7 @@ def saliency_map(img: F32, block: int, s: SaliencySettings) -> tuple[F32, B]:
     saliency, use
         The map in [1, 256] (0 where unused) and the pixels that took part.
     """
-    use = np.isfinite(img) & (img != 0)
+    use = np.isfinite(img)
     out = np.zeros(img.shape, dtype=np.float32)
     if np.count_nonzero(use) < 16:
         return out, use

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +16,21 @@ from caesar_rest.storage.formats import FileFormat
 from caesar_rest.storage.paths import new_id, owner_dirname, safe_join, sanitize_filename
 from caesar_rest.storage.upload import ReceivedUpload
 from caesar_rest.timeutil import utcnow
+
+
+def sync_dir(path: Path) -> None:
+    """Flush a folder's entries to disk (``fsync`` of the folder itself).
+
+    Parameters
+    ----------
+    path
+        The folder.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def store_upload(
@@ -53,6 +69,10 @@ def store_upload(
             lock_user(s, owner)
             check_bytes(s, owner, limits, rec.size)
             os.replace(received.temp_path, final)
+            if settings.upload_fsync:
+                # The new name (and a new owner folder) on disk before the record commits.
+                sync_dir(final.parent)
+                sync_dir(settings.datadir)
             s.add(rec)
     except BaseException:
         received.discard()

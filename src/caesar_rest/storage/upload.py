@@ -5,6 +5,12 @@ folder's ``.incoming`` folder (same file system as its final place, so the final
 atomic) while its SHA-256 is computed. Hashing and writing run in a worker thread, overlapping
 with the receipt of the next chunk. Nothing is held whole in memory, and a temporary file is
 removed on every failure path. Temporary files of dead processes are swept at start-up.
+
+Durability (``durable``, the ``upload_fsync`` setting): the file is flushed to disk before it
+is handed on, so that an upload the service has acknowledged survives a power loss. The
+writer thread starts the flush every :data:`SYNC_EVERY` bytes while the upload arrives
+(``fdatasync``; it waits on the disk, not on the CPU, and overlaps with the receipt of the
+next chunks), so the final ``fsync`` has only the tail left to write.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from caesar_rest.storage.paths import INCOMING, new_id
 
 MAX_FIELD_BYTES = 64 * 1024
+#: Bytes written between two flushes of a durable upload.
+SYNC_EVERY = 64 * 1024 * 1024
 
 
 class UploadError(Exception):
@@ -54,11 +62,13 @@ class ReceivedUpload:
 class _HashingWriter:
     """Writes chunks to a file and hashes them; used from one worker thread at a time."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, durable: bool = False):
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self.hash = hashlib.sha256()
         self.size = 0
+        self.durable = durable
+        self.synced = 0
 
     def write(self, parts: list[memoryview]) -> None:
         """Hash and write views of received chunks (no copy on our side)."""
@@ -76,6 +86,15 @@ class _HashingWriter:
                 else:
                     pending[0] = first[n:]
                     n = 0
+        if self.durable and self.size - self.synced >= SYNC_EVERY:
+            os.fdatasync(self.fd)
+            self.synced = self.size
+
+    def flush_to_disk(self) -> None:
+        """Wait until the file's data and metadata are on disk (durable uploads only)."""
+        if self.durable:
+            os.fsync(self.fd)
+            self.synced = self.size
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -150,8 +169,11 @@ async def receive_upload(
     datadir: Path,
     limit: int,
     buffer_size: int = 1024 * 1024,
+    durable: bool = False,
 ) -> ReceivedUpload:
     """Parse a multipart body from ``chunks`` and store its ``file`` part.
+
+    With ``durable`` the file is on disk (``fsync``) when this returns.
 
     Raises
     ------
@@ -199,7 +221,7 @@ async def receive_upload(
             if writer is not None:
                 raise UploadError("more than one 'file' part")
             filename.append(fname.decode("utf-8", "replace"))
-            writer = _HashingWriter(temp)
+            writer = _HashingWriter(temp, durable)
             target[0] = "file"
         elif name and fname is None:
             target[0] = name
@@ -263,9 +285,10 @@ async def receive_upload(
             await loop.run_in_executor(None, writer.write, list(buf))
             buf.clear()
             buffered[0] = 0
-        writer.close()
         if writer.size == 0:
             raise UploadError("the uploaded file is empty")
+        await loop.run_in_executor(None, writer.flush_to_disk)
+        writer.close()
         return ReceivedUpload(temp, writer.size, writer.hash.hexdigest(), filename[0], fields)
     except BaseException:
         if pending is not None:

@@ -331,6 +331,7 @@ async def _receive_inline(request: Request, ctx: ServiceContext) -> ReceivedUplo
             settings.datadir,
             limit,
             buffer_size=settings.upload_chunk_kib * 1024,
+            durable=settings.upload_fsync,
         )
     except UploadTooLarge:
         raise too_large from None

@@ -122,6 +122,7 @@ async def upload(
             settings.datadir,
             limit,
             buffer_size=settings.upload_chunk_kib * 1024,
+            durable=settings.upload_fsync,
         )
     except UploadTooLarge:
         raise ApiError(
