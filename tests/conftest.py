@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -166,13 +167,17 @@ class LiveServer:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        """Graceful stop."""
+        """Graceful stop; the server's errors go to the test's output (shown on failure)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        with contextlib.suppress(OSError):
+            text = self.log.read_text(errors="replace")
+            if "Traceback" in text or '"level": "error"' in text:
+                print(f"--- {self.log} (last 4000 characters) ---\n{text[-4000:]}", file=sys.stderr)
 
     def client(self) -> httpx.Client:
         """An HTTP client on the v1.0 API."""
