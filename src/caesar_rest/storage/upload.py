@@ -8,9 +8,10 @@ removed on every failure path. Temporary files of dead processes are swept at st
 
 Durability (``durable``, the ``upload_fsync`` setting): the file is flushed to disk before it
 is handed on, so that an upload the service has acknowledged survives a power loss. The
-writer thread starts the flush every :data:`SYNC_EVERY` bytes while the upload arrives
-(``fdatasync``; it waits on the disk, not on the CPU, and overlaps with the receipt of the
-next chunks), so the final ``fsync`` has only the tail left to write.
+writer thread hands a flush (``fdatasync``) to a thread of its own every :data:`SYNC_EVERY`
+bytes while the upload arrives, so that the disk writes overlap with the receipt, hashing and
+writing of the next chunks (a flush still running when the next is due is not doubled), and
+the final ``fsync`` has only the tail left to write.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +71,8 @@ class _HashingWriter:
         self.size = 0
         self.durable = durable
         self.synced = 0
+        self._flusher: ThreadPoolExecutor | None = None
+        self._flushing: Future[None] | None = None
 
     def write(self, parts: list[memoryview]) -> None:
         """Hash and write views of received chunks (no copy on our side)."""
@@ -87,16 +91,24 @@ class _HashingWriter:
                     pending[0] = first[n:]
                     n = 0
         if self.durable and self.size - self.synced >= SYNC_EVERY:
-            os.fdatasync(self.fd)
-            self.synced = self.size
+            if self._flushing is None or self._flushing.done():
+                if self._flusher is None:
+                    self._flusher = ThreadPoolExecutor(1, thread_name_prefix="upload-flush")
+                self._flushing = self._flusher.submit(os.fdatasync, self.fd)
+                self.synced = self.size
 
     def flush_to_disk(self) -> None:
         """Wait until the file's data and metadata are on disk (durable uploads only)."""
         if self.durable:
+            if self._flushing is not None:
+                self._flushing.result()
             os.fsync(self.fd)
             self.synced = self.size
 
     def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.shutdown(wait=True)  # before the descriptor goes
+            self._flusher = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
