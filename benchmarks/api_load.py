@@ -826,7 +826,11 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
             server_argv += ["--loglevel", args.loglevel]
         # No storage quota: the upload rounds add up to several GiB (ignored by versions
         # without quotas).
-        server_env = {**env, "CAESAR_REST_QUOTA_BYTES": "0"}
+        server_env = {
+            **env,
+            "CAESAR_REST_QUOTA_BYTES": "0",
+            "CAESAR_REST_UPLOAD_FSYNC": "false" if args.no_upload_fsync else "true",
+        }
         server = Server("caesar-rest", server_argv, tmp, server_env, port)
         stack.callback(server.stop)
         server.start(status_path)
@@ -896,6 +900,7 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
     title = (
         f"caesar-rest API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
         f"our server on {db_label}, 1 process"
+        + (", uploads not flushed to disk (upload_fsync off)" if args.no_upload_fsync else "")
     )
     print(format_tables(title, rows, upload, args))
     targets, _ = format_targets({"status": status_row}, upload)
@@ -945,6 +950,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "database NEWDB must not exist, it is created and dropped",
     )
     p.add_argument("--skip-upload", action="store_true", help="no upload measurement")
+    p.add_argument(
+        "--no-upload-fsync",
+        action="store_true",
+        help="run our server with upload_fsync off (uploads not flushed to disk before the answer)",
+    )
     p.add_argument(
         "--upload-rounds",
         type=int,
