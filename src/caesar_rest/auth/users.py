@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from caesar_rest.auth.oidc import Identity
+from caesar_rest.db.engine import write_first
 from caesar_rest.db.models import User
 from caesar_rest.settings import Settings
 from caesar_rest.timeutil import utcnow
@@ -41,6 +42,7 @@ class UserStore:
         roles = sorted(ident.roles)
         try:
             with self.sessions.begin() as s:
+                write_first(s)  # read, then write: see write_first
                 user = s.get(User, ident.user_id)
                 if user is None:
                     s.add(
@@ -83,6 +85,7 @@ class UserStore:
     ) -> None:
         """Store per-user overrides (None: back to the default)."""
         with self.sessions.begin() as s:
+            write_first(s)  # read, then write: see write_first
             user = s.get(User, user_id)
             if user is None:
                 user = User(id=user_id, display_name=user_id, roles=[], created_at=utcnow())

@@ -46,6 +46,23 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20, **kwargs)
 
 
+def write_first(session: Session) -> None:
+    """Open a read-then-write transaction with SQLite's write lock taken at once.
+
+    In WAL mode a transaction that reads and then writes fails at once with "database is
+    locked" (the busy timeout does not apply) when another connection has written since its
+    read began. ``BEGIN IMMEDIATE`` takes the write lock first, waiting for it under the busy
+    timeout. Call it first in the transaction; elsewhere than SQLite it does nothing more than
+    open the connection.
+
+    Parameters
+    ----------
+    session
+        A session whose transaction has not yet used its connection.
+    """
+    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Session factory; objects stay usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
