@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     upload_fsync: bool = Field(
         True,
         description=(
-            "Flush each upload to disk (the file, flushed every 64 MiB as it arrives, then its "
+            "Put each upload on disk (the file, written back as it arrives and fsynced, then its "
             "folder) before it is registered and answered, so that an acknowledged upload "
             "survives a power loss. Turn off only where the storage guarantees durability "
             "otherwise."

