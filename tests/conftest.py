@@ -125,6 +125,7 @@ class LiveServer:
         self.proc: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
         self.log = root / "server.log"
+        self._log_start = 0
 
     def start(self, timeout: float = 120.0) -> LiveServer:
         """Start and wait until ``/healthz`` answers."""
@@ -144,6 +145,7 @@ class LiveServer:
         ]
         if self.db_url:
             cmd += ["--db-url", self.db_url]
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603
                 cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -175,7 +177,8 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         with contextlib.suppress(OSError):
-            text = self.log.read_text(errors="replace")
+            # This run's part of the log (it is appended to by restarts).
+            text = self.log.read_bytes()[self._log_start :].decode(errors="replace")
             if "Traceback" in text or '"level": "error"' in text:
                 print(f"--- {self.log} (last 4000 characters) ---\n{text[-4000:]}", file=sys.stderr)
 

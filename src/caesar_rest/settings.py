@@ -57,8 +57,9 @@ class Settings(BaseSettings):
         description=(
             "Put each upload on disk (the file, written back as it arrives and fsynced, then its "
             "folder) before it is registered and answered, so that an acknowledged upload "
-            "survives a power loss. Turn off only where the storage guarantees durability "
-            "otherwise."
+            "survives a power loss (its record too on PostgreSQL; SQLite commits with "
+            "synchronous=NORMAL, see docs/architecture.md). Turn off only where the storage "
+            "guarantees durability otherwise."
         ),
     )
 

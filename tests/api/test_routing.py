@@ -35,6 +35,9 @@ def test_direct_route_refuses_what_it_would_skip() -> None:
     def not_async(item_id: str, request: Request) -> JSONResponse:
         return JSONResponse({})
 
-    for endpoint in (with_query, not_async):
+    async def int_path(item_id: int, request: Request) -> JSONResponse:
+        return JSONResponse({})  # would get a str: FastAPI's conversion is skipped
+
+    for endpoint in (with_query, not_async, int_path):
         with pytest.raises(TypeError, match="DirectRoute"):
             router.add_api_route("/items/{item_id}", endpoint, route_class_override=DirectRoute)

@@ -61,10 +61,16 @@ def test_guided_filter_smooths_flat_parts_and_keeps_edges() -> None:
     assert out[:, 5:30].std() < 0.5 * noisy[:, 5:30].std()
     # The step stays sharp: two pixels either side of it keep their levels.
     assert float(np.median(out[:, 38])) < 1.0 and float(np.median(out[:, 42])) > 9.0
-    # Unused pixels are left alone.
+    # Unused pixels are left alone, and do not pull their neighbours' means.
     use[:10] = False
     kept = saliency.guided_filter(noisy, use, radius=3, eps=0.01)
     np.testing.assert_array_equal(kept[:10], noisy[:10])
+    assert abs(float(np.median(kept[10:13, 5:30]))) < 0.3
+    # eps = 0 (allowed by the option) keeps flat windows as they are, never NaN.
+    flat = img.copy()
+    flat[:5] = np.nan
+    out0 = saliency.guided_filter(flat, np.isfinite(flat), radius=3, eps=0.0)
+    assert np.isfinite(out0[5:]).all()
 
 
 def test_saliency_mask_finds_a_faint_extended_blob() -> None:

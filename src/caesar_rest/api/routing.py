@@ -33,6 +33,14 @@ class DirectRoute(APIRoute):
                 ("cookies", d.cookie_params),
                 ("a body", d.body_params),
                 ("dependencies", d.dependencies),
+                ("a response parameter", d.response_param_name),
+                ("background tasks", d.background_tasks_param_name),
+                ("security scopes", d.security_scopes_param_name),
+                ("a websocket", d.websocket_param_name),
+                (
+                    "path parameters that are not str",
+                    [p for p in d.path_params if p.field_info.annotation is not str],
+                ),
             )
             if present
         ]

@@ -180,7 +180,9 @@ def run(input_path: Path, out_dir: Path, options: Mapping[str, Any], preview: bo
     unused = ineffective_given(given)
     if unused:
         log.warning(
-            "options accepted but without effect in this implementation: %s", ", ".join(unused)
+            "options without effect on this run (not implemented here, or for another "
+            "extsfinder method): %s",
+            ", ".join(unused),
         )
     opts = from_legacy(given)
     try:

@@ -178,16 +178,16 @@ def guided_filter(img: F32, use: B, radius: float, eps: float) -> F32:
 
     mean = box(p)
     var = np.maximum(box(p * p) - mean * mean, 0.0)
-    a = var / (var + eps * 255.0**2)
+    den = var + eps * 255.0**2
+    # eps = 0 on a flat window: keep the pixel (a = 1), not 0 / 0.
+    a = np.divide(var, den, out=np.ones_like(var), where=den > 0)
     q = box(a) * p + box(mean - a * mean)
     out = img.copy()
     out[use] = (vmin + (q[use] - 1.0) * span / 255.0).astype(np.float32)
     return out
 
 
-def superpixels(
-    img: F32, size: int, beta: float, min_area: int, use: B | None = None
-) -> npt.NDArray[np.intp]:
+def superpixels(img: F32, size: int, beta: float, min_area: int) -> npt.NDArray[np.intp]:
     """SLIC superpixels of ``img`` (already in [1, 256]) of about ``size`` pixels a side.
 
     Parameters
@@ -200,13 +200,14 @@ def superpixels(
         Regularisation (see the module notes).
     min_area
         Smallest region in pixels.
-    use
-        Pixels to segment (None: all); the others get label 0 and belong to no region.
 
     Returns
     -------
     numpy.ndarray
-        Labels: ``0..n-1`` without ``use``, ``1..n`` (0 outside) with it.
+        Labels ``0..n-1``. Blank pixels (set to 1 by :func:`rescale`) are segmented like the
+        others and left out of the region statistics by the caller: scikit-image's masked SLIC
+        seeds with k-means and a dense distance matrix of the regions, quadratic in their
+        number.
     """
     from skimage.segmentation import slic
 
@@ -221,7 +222,6 @@ def superpixels(
         enforce_connectivity=True,
         min_size_factor=min(1.0, min_area / float(size * size)),
         max_num_iter=10,
-        mask=use,
     )
     return np.asarray(labels, dtype=np.intp)
 
@@ -313,7 +313,7 @@ def saliency_at(
         two regions).
     """
     scaled = rescale(img, use)
-    labels = superpixels(scaled, size, s.beta, min_area, None if use.all() else use)
+    labels = superpixels(scaled, size, s.beta, min_area)
     ids, mu, cy, cx = _region_stats(scaled, labels, use, s.robust)
     out = np.zeros(img.shape, dtype=np.float32)
     if ids.size < 2:

@@ -42,10 +42,12 @@ def store_upload(
     limits: Limits,
     tag: str = "",
 ) -> FileRecord:
-    """Check the quota, move the file into place and store its record, atomically per user.
+    """Move the file into place, then check the quota and store its record, atomically per user.
 
-    Raises ``QuotaExceeded`` (nothing is stored); on any failure the temporary and the final
-    file are removed.
+    With ``upload_fsync`` the file's folder (and the data folder) are flushed after the move,
+    before the record commits and outside the database's write lock. Raises
+    ``QuotaExceeded`` (nothing is stored); on any failure the temporary and the final file are
+    removed.
     """
     file_id = new_id()
     relpath = f"{owner_dirname(owner)}/{file_id}.{fmt.ext}"
@@ -65,14 +67,15 @@ def store_upload(
     )
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        # In place (and its name on disk) before the record, outside the database's write
+        # lock; the file is removed again when the quota refuses it.
+        os.replace(received.temp_path, final)
+        if settings.upload_fsync:
+            sync_dir(final.parent)
+            sync_dir(settings.datadir)
         with sessions.begin() as s:
             lock_user(s, owner)
             check_bytes(s, owner, limits, rec.size)
-            os.replace(received.temp_path, final)
-            if settings.upload_fsync:
-                # The new name (and a new owner folder) on disk before the record commits.
-                sync_dir(final.parent)
-                sync_dir(settings.datadir)
             s.add(rec)
     except BaseException:
         received.discard()

@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -85,7 +86,11 @@ class ReceivedUpload:
 
 
 class _HashingWriter:
-    """Writes chunks to a file and hashes them; used from one worker thread at a time."""
+    """Writes chunks to a file and hashes them; used from one worker thread at a time.
+
+    A lock makes :meth:`close` wait for a write or flush still running in a worker thread (the
+    request may be cancelled while one runs), and later calls find the file closed.
+    """
 
     def __init__(self, path: Path, durable: bool = False):
         self.path = path
@@ -94,9 +99,15 @@ class _HashingWriter:
         self.size = 0
         self.durable = durable
         self.synced = 0
+        self._lock = threading.Lock()
 
     def write(self, parts: list[memoryview]) -> None:
         """Hash and write views of received chunks (no copy on our side)."""
+        with self._lock:
+            if self.fd >= 0:
+                self._write(parts)
+
+    def _write(self, parts: list[memoryview]) -> None:
         for part in parts:
             self.hash.update(part)  # releases the GIL for large buffers
         pending = [p for p in parts if len(p)]
@@ -118,14 +129,16 @@ class _HashingWriter:
 
     def flush_to_disk(self) -> None:
         """Wait until the file's data and metadata are on disk (durable uploads only)."""
-        if self.durable:
-            os.fsync(self.fd)
-            self.synced = self.size
+        with self._lock:
+            if self.durable and self.fd >= 0:
+                os.fsync(self.fd)
+                self.synced = self.size
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        with self._lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
 
 def incoming_dir(datadir: Path) -> Path:
