@@ -20,6 +20,7 @@ from caesar_rest.jobs.janitor import Janitor
 from caesar_rest.jobs.service import JobService
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
+from caesar_rest.storage.orphans import ORPHANS, quarantine_orphans
 from caesar_rest.storage.upload import sweep_incoming
 
 log = get_logger(__name__)
@@ -78,10 +79,20 @@ class ServiceContext:
         return cls(settings, engine, sessions, apps, jobs, users, validator, reader=reader)
 
     def start(self) -> None:
-        """Sweep partial uploads of dead processes and start the backends."""
+        """Sweep partial uploads of dead processes, set orphan files aside, start the backends."""
         removed = sweep_incoming(self.settings.datadir)
         if removed:
             log.info("partial_uploads_removed", count=removed)
+        st = self.settings
+        orphans = quarantine_orphans(st.datadir, self.sessions, keep=(st.jobdir, st.logdir))
+        if orphans:
+            log.warning(
+                "orphan_files_set_aside",
+                count=len(orphans),
+                files=orphans[:20],
+                folder=str(st.datadir / ORPHANS),
+                note="stored files without a record (interrupted upload or lost commit)",
+            )
         for backend in self.jobs.backends.values():
             backend.start()
         self.janitor = Janitor(self.jobs, self.settings.janitor_interval)
