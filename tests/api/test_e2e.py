@@ -78,6 +78,12 @@ def run_curl_sequence(srv: LiveServer, image: Path, tmp: Path) -> None:
         time.sleep(0.3)
     assert status["state"] == "SUCCESS", status
     assert status["exit_code"] == 0 and status["elapsed_time"] > 0
+    # The state history, oldest first (read in one statement on PostgreSQL, two on SQLite).
+    changes = [(e["from"], e["to"]) for e in status["events"]]
+    assert changes[0] == (None, "PENDING") and changes[-1][1] == "COMPLETED", changes
+    assert all(a[1] == b[0] for a, b in zip(changes, changes[1:], strict=False)), changes
+    code, body = curl(f"{api}/job/{'0' * 32}/status")
+    assert code == 404 and json.loads(body)["job_id"] == "0" * 32
     code, body = curl(f"{api}/jobs")
     assert code == 200 and json.loads(body)[0]["job_id"] == job_id
     # 6. download and unpack the archive

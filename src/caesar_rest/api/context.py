@@ -13,7 +13,7 @@ from caesar_rest.auth.oidc import Identity, OIDCValidator
 from caesar_rest.auth.users import UserStore
 from caesar_rest.backends.local import LocalBackend
 from caesar_rest.backends.remote import register_remote_backends
-from caesar_rest.db.engine import make_engine, make_sessionmaker
+from caesar_rest.db.engine import make_engine, make_read_engine, make_sessionmaker
 from caesar_rest.db.fastread import SQLiteReader
 from caesar_rest.db.migrate import upgrade
 from caesar_rest.jobs.janitor import Janitor
@@ -42,6 +42,8 @@ class ServiceContext:
     janitor: Janitor | None = None
     #: Direct sqlite3 reads for the job-status route (SQLite file databases only).
     reader: SQLiteReader | None = None
+    #: Autocommit engine for the job-status route's one-statement reads (database servers).
+    read_engine: Engine | None = None
 
     @cached_property
     def local_identity(self) -> Identity:
@@ -76,7 +78,18 @@ class ServiceContext:
         users = UserStore(settings, sessions)
         validator = OIDCValidator(settings) if settings.aai else None
         reader = SQLiteReader.for_engine(engine)
-        return cls(settings, engine, sessions, apps, jobs, users, validator, reader=reader)
+        read_engine = make_read_engine(settings.database_url)
+        return cls(
+            settings,
+            engine,
+            sessions,
+            apps,
+            jobs,
+            users,
+            validator,
+            reader=reader,
+            read_engine=read_engine,
+        )
 
     def start(self) -> None:
         """Sweep partial uploads of dead processes, set orphan files aside, start the backends."""
@@ -107,5 +120,7 @@ class ServiceContext:
             backend.stop()
         if self.reader is not None:
             self.reader.close()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
         self.engine.dispose()
         self.started = False

@@ -150,18 +150,22 @@ class LocalBackend:
                 ),
                 {"b": self.name},
             ).first()
-        if row is None:
-            return None
-        job_id = row[0]
-        # The claim is the transition itself: only one process wins it.
-        if not svc.transition(
-            job_id,
-            Phase.EXECUTING,
-            message="Job starting",
-            expect=[Phase.QUEUED],
-            host=hostname(),
-        ):
+            if row is None:
+                return None
+            job_id = row[0]
+            # In the same locked transaction as the count: another process counts this job
+            # as running before it can claim one more.
+            prev = svc.apply_transition(
+                s,
+                job_id,
+                Phase.EXECUTING,
+                message="Job starting",
+                expect=[Phase.QUEUED],
+                host=hostname(),
+            )
+        if prev is None:
             return self._claim()
+        svc.announce(job_id, prev, Phase.EXECUTING, None)
         return svc.get_any(job_id)
 
     def _launch(self, job: JobRecord) -> None:

@@ -229,43 +229,71 @@ class JobService:
         Returns False (and changes nothing) when the job is missing, already final, not in one
         of ``expect``, or the change is not allowed. Extra ``fields`` are stored with the change.
         """
-        now = utcnow()
         with self.sessions() as s, s.begin():
             s.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
-            stmt = select(JobRecord).where(JobRecord.id == job_id)
-            if s.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update()
-            job = s.execute(stmt).scalar_one_or_none()
-            if job is None:
-                return False
-            cur = Phase(job.phase)
-            if expect is not None and cur not in expect:
-                return False
-            try:
-                check_transition(cur, new)
-            except TransitionError:
-                return False
-            job.phase = new.value
-            job.reason = reason.value if reason else job.reason
-            if message:
-                job.message = message
-            job.updated_at = now
-            if new == Phase.EXECUTING and job.started_at is None:
-                job.started_at = now
-            if new in FINAL and job.ended_at is None:
-                job.ended_at = now
-            for k, v in fields.items():
-                setattr(job, k, v)
-            s.add(
-                JobEvent(
-                    job_id=job_id,
-                    at=now,
-                    from_phase=cur.value,
-                    to_phase=new.value,
-                    reason=reason.value if reason else None,
-                    message=message,
-                )
+            cur = self.apply_transition(s, job_id, new, reason, message, expect, **fields)
+        if cur is None:
+            return False
+        self.announce(job_id, cur, new, reason)
+        return True
+
+    def apply_transition(
+        self,
+        s: Session,
+        job_id: str,
+        new: Phase,
+        reason: Reason | None = None,
+        message: str = "",
+        expect: Sequence[Phase] | None = None,
+        **fields: Any,
+    ) -> Phase | None:
+        """:meth:`transition` inside the caller's transaction (which must hold the write lock).
+
+        Returns
+        -------
+        Phase or None
+            The phase before the change, or None when nothing changed. The caller calls
+            :meth:`announce` after its commit.
+        """
+        now = utcnow()
+        stmt = select(JobRecord).where(JobRecord.id == job_id)
+        if s.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        job = s.execute(stmt).scalar_one_or_none()
+        if job is None:
+            return None
+        cur = Phase(job.phase)
+        if expect is not None and cur not in expect:
+            return None
+        try:
+            check_transition(cur, new)
+        except TransitionError:
+            return None
+        job.phase = new.value
+        job.reason = reason.value if reason else job.reason
+        if message:
+            job.message = message
+        job.updated_at = now
+        if new == Phase.EXECUTING and job.started_at is None:
+            job.started_at = now
+        if new in FINAL and job.ended_at is None:
+            job.ended_at = now
+        for k, v in fields.items():
+            setattr(job, k, v)
+        s.add(
+            JobEvent(
+                job_id=job_id,
+                at=now,
+                from_phase=cur.value,
+                to_phase=new.value,
+                reason=reason.value if reason else None,
+                message=message,
             )
+        )
+        return cur
+
+    def announce(self, job_id: str, cur: Phase, new: Phase, reason: Reason | None) -> None:
+        """Log a committed phase change and tell the listeners."""
         log.info(
             "job_phase",
             job_id=job_id,
@@ -278,7 +306,6 @@ class JobService:
                 listener(job_id, new)
             except Exception:  # a listener must never break a transition
                 log.exception("phase_listener_failed", job_id=job_id)
-        return True
 
     def default_destruction(self, now: datetime) -> datetime:
         """When a job created at ``now`` is destroyed unless the client asks otherwise."""

@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -182,6 +183,22 @@ _EVENTS_STMT = (
     .where(JobEvent.job_id == bindparam("job_id"))
     .order_by(JobEvent.id)
 )
+# On a database server: the job and its events in one statement (one round trip).
+_STATUS_EVENTS_STMT = (
+    select(
+        *_STATUS_COLS,
+        JobEvent.id.label("ev_id"),
+        JobEvent.at.label("ev_at"),
+        JobEvent.from_phase.label("ev_from"),
+        JobEvent.to_phase.label("ev_to"),
+        JobEvent.reason.label("ev_reason"),
+        JobEvent.message.label("ev_message"),
+    )
+    .select_from(JobRecord)
+    .outerjoin(JobEvent, JobEvent.job_id == JobRecord.id)
+    .where(JobRecord.id == bindparam("job_id"))
+    .order_by(JobEvent.id)
+)
 
 
 def _status_doc(ctx: ServiceContext, owner: str, job_id: str) -> dict[str, Any] | None:
@@ -194,11 +211,22 @@ def _status_doc(ctx: ServiceContext, owner: str, job_id: str) -> dict[str, Any] 
             return None
         events: Sequence[Any] = ctx.reader.all(_EVENTS_STMT, params)
     else:
-        with ctx.engine.connect() as conn:
-            row = conn.execute(_STATUS_STMT, params).first()
-            if row is None or row.owner != owner:
-                return None
-            events = conn.execute(_EVENTS_STMT, params).all()
+        with (ctx.read_engine or ctx.engine).connect() as conn:
+            rows = conn.execute(_STATUS_EVENTS_STMT, params).all()
+        if not rows or rows[0].owner != owner:
+            return None
+        row = rows[0]
+        events = [
+            SimpleNamespace(
+                at=r.ev_at,
+                from_phase=r.ev_from,
+                to_phase=r.ev_to,
+                reason=r.ev_reason,
+                message=r.ev_message,
+            )
+            for r in rows
+            if r.ev_id is not None
+        ]
     return {
         "job_id": row.id,
         "pid": legacy_pid(row.pid, row.backend_job_id),
