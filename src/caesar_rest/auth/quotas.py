@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from caesar_rest.auth.users import Limits
+from caesar_rest.db.engine import write_first
 from caesar_rest.db.models import FileRecord, JobRecord
 from caesar_rest.jobs.states import FINAL
 from caesar_rest.timeutil import utcnow
@@ -41,7 +42,7 @@ class Usage:
 
 def lock_user(session: Session, owner: str) -> None:
     """Serialise quota checks of one user (call first in the transaction)."""
-    conn = session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    conn = write_first(session)
     if conn.dialect.name == "postgresql":
         conn.execute(
             text("SELECT pg_advisory_xact_lock(:k)"),

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from caesar_rest.db.engine import write_first
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.service import (
     EXIT_FILE,
@@ -133,7 +134,7 @@ class LocalBackend:
         """Atomically move the oldest QUEUED local job to EXECUTING, within the limit."""
         svc = self.service
         with svc.sessions() as s, s.begin():
-            conn = s.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            conn = write_first(s)
             if conn.dialect.name == "postgresql":
                 # Serialise claims so the concurrency limit holds across processes.
                 conn.execute(text("SELECT pg_advisory_xact_lock(7426002)"))

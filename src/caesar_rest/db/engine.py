@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -74,7 +74,7 @@ def make_read_engine(url: str) -> Engine | None:
     )
 
 
-def write_first(session: Session) -> None:
+def write_first(session: Session) -> Connection:
     """Open a read-then-write transaction with SQLite's write lock taken at once.
 
     In WAL mode a transaction that reads and then writes fails at once with "database is
@@ -87,8 +87,13 @@ def write_first(session: Session) -> None:
     ----------
     session
         A session whose transaction has not yet used its connection.
+
+    Returns
+    -------
+    Connection
+        The transaction's connection.
     """
-    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    return session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -19,6 +19,7 @@ from caesar_rest.apps.base import LOG_RESULT, App, OptionError
 from caesar_rest.apps.registry import AppRegistry
 from caesar_rest.auth.quotas import check_jobs, lock_user
 from caesar_rest.auth.users import Limits
+from caesar_rest.db.engine import write_first
 from caesar_rest.db.models import FileRecord, JobEvent, JobRecord, JobResult
 from caesar_rest.jobs.states import FINAL, Phase, Reason, TransitionError, check_transition
 from caesar_rest.logconfig import get_logger
@@ -230,7 +231,7 @@ class JobService:
         of ``expect``, or the change is not allowed. Extra ``fields`` are stored with the change.
         """
         with self.sessions() as s, s.begin():
-            s.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            write_first(s)
             cur = self.apply_transition(s, job_id, new, reason, message, expect, **fields)
         if cur is None:
             return False

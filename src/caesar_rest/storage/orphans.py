@@ -10,6 +10,7 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -65,10 +66,12 @@ def quarantine_orphans(
             rel = f"{folder.name}/{path.name}"
             if rel in known or not path.is_file() or path.is_symlink():
                 continue
-            if now - path.stat().st_mtime < grace:
-                continue
             dest = datadir / ORPHANS / folder.name / path.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, dest)
-            moved.append(rel)
+            # Every worker process runs this at start-up: another may move the file first.
+            with contextlib.suppress(FileNotFoundError):
+                if now - path.stat().st_mtime < grace:
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, dest)
+                moved.append(rel)
     return moved

@@ -66,13 +66,15 @@ def store_upload(
         created_at=utcnow(),
     )
     try:
+        new_folder = not final.parent.is_dir()
         final.parent.mkdir(parents=True, exist_ok=True)
         # In place (and its name on disk) before the record, outside the database's write
         # lock; the file is removed again when the quota refuses it.
         os.replace(received.temp_path, final)
         if settings.upload_fsync:
             sync_dir(final.parent)
-            sync_dir(settings.datadir)
+            if new_folder:  # the user's folder is a new entry of the data folder
+                sync_dir(settings.datadir)
         with sessions.begin() as s:
             lock_user(s, owner)
             check_bytes(s, owner, limits, rec.size)
