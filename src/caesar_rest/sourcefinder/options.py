@@ -441,6 +441,43 @@ MAX_FIT_WIDENINGS = 10
 
 
 @dataclass(frozen=True)
+class SaliencySettings:
+    """Parameters of the saliency search (legacy option names in brackets).
+
+    Attributes
+    ----------
+    reso_min, reso_max, reso_step
+        Region sizes in full-image pixels (``saliency-minreso/maxreso/resostep``).
+    thr_factor
+        Threshold factor on the median (``saliency-thr``).
+    nn_factor
+        Fraction of regions averaged for a region's score (``saliency-nn``).
+    optimal_thr
+        Use the Otsu/valley threshold (not ``saliency-nooptimalthr``).
+    robust
+        Median instead of mean per region (``saliency-userobustpars``).
+    beta
+        SLIC regularisation (``sp-beta``).
+    min_area
+        Smallest superpixel in full-image pixels (``sp-minarea``).
+    guided
+        Guided-filter pre-smoothing ``(radius in full-image pixels, eps)``
+        (``guidedfilter-radius``, ``guidedfilter-eps``), or None (``no-presmoothing``).
+    """
+
+    reso_min: int = 20
+    reso_max: int = 60
+    reso_step: int = 10
+    thr_factor: float = 2.8
+    nn_factor: float = 1.0
+    optimal_thr: bool = True
+    robust: bool = False
+    beta: float = 1.0
+    min_area: int = 10
+    guided: tuple[float, float] | None = (12.0, 0.04)
+
+
+@dataclass(frozen=True)
 class FinderOptions:
     """Typed settings of the whole pipeline (defaults: the legacy ``caesar`` app's, except
     ``ext_method``: the wavelet method, ``WT-THRESH``).
@@ -531,18 +568,8 @@ class FinderOptions:
     ext_method: str = "WT-THRESH"
     wt_scale_min: int = 3
     wt_scale_max: int = 6
-    # Saliency search (ext_method SALIENCY-THRESH); see saliency.SaliencySettings
-    sal_reso_min: int = 20
-    sal_reso_max: int = 60
-    sal_reso_step: int = 10
-    sal_thr: float = 2.8
-    sal_nn: float = 1.0
-    sal_optimal_thr: bool = True
-    sal_robust: bool = False
-    sp_beta: float = 1.0
-    sp_min_area: int = 10
-    #: Guided-filter pre-smoothing of the saliency search image (radius px, eps); None = off.
-    sal_guided: tuple[float, float] | None = (12.0, 0.04)
+    #: The saliency search (``ext_method`` SALIENCY-THRESH).
+    saliency: SaliencySettings = field(default_factory=SaliencySettings)
     merge_sources: bool = True
     # Run and tiling
     nproc: int = 1
@@ -697,19 +724,21 @@ def from_legacy(values: Mapping[str, Any]) -> FinderOptions:
         ext_method=str(v["extsfinder"]),
         wt_scale_min=int(v["wtscalemin"]),
         wt_scale_max=max(int(v["wtscalemin"]), int(v["wtscalemax"])),
-        sal_reso_min=int(v["saliency-minreso"]),
-        sal_reso_max=max(int(v["saliency-minreso"]), int(v["saliency-maxreso"])),
-        sal_reso_step=int(v["saliency-resostep"]),
-        sal_thr=float(v["saliency-thr"]),
-        sal_nn=float(v["saliency-nn"]),
-        sal_optimal_thr=not v["saliency-nooptimalthr"],
-        sal_robust=bool(v["saliency-userobustpars"]),
-        sp_beta=float(v["sp-beta"]),
-        sp_min_area=int(v["sp-minarea"]),
-        sal_guided=(
-            (float(v["guidedfilter-radius"]), float(v["guidedfilter-eps"]))
-            if not v["no-presmoothing"] and v["smoothfilter"] == "GUIDED"
-            else None
+        saliency=SaliencySettings(
+            reso_min=int(v["saliency-minreso"]),
+            reso_max=max(int(v["saliency-minreso"]), int(v["saliency-maxreso"])),
+            reso_step=int(v["saliency-resostep"]),
+            thr_factor=float(v["saliency-thr"]),
+            nn_factor=float(v["saliency-nn"]),
+            optimal_thr=not v["saliency-nooptimalthr"],
+            robust=bool(v["saliency-userobustpars"]),
+            beta=float(v["sp-beta"]),
+            min_area=int(v["sp-minarea"]),
+            guided=(
+                (float(v["guidedfilter-radius"]), float(v["guidedfilter-eps"]))
+                if not v["no-presmoothing"] and v["smoothfilter"] == "GUIDED"
+                else None
+            ),
         ),
         merge_sources=not v["no-mergesources"],
         nproc=int(v["nproc"]),
@@ -724,23 +753,10 @@ def from_legacy(values: Mapping[str, Any]) -> FinderOptions:
     )
 
 
-#: Options that act on the saliency extended search only (``extsfinder=SALIENCY-THRESH``).
+#: Options that act on the saliency extended search only (``extsfinder=SALIENCY-THRESH``):
+#: the effective ones of the smoothing category and of the saliency subcategory.
 SALIENCY_ONLY = frozenset(
-    {
-        "sp-beta",
-        "sp-minarea",
-        "saliency-nooptimalthr",
-        "saliency-thr",
-        "saliency-minreso",
-        "saliency-maxreso",
-        "saliency-resostep",
-        "saliency-nn",
-        "saliency-userobustpars",
-        "no-presmoothing",
-        "smoothfilter",
-        "guidedfilter-radius",
-        "guidedfilter-eps",
-    }
+    o.name for o in LEGACY_OPTIONS if o.effective and (o.category == SMO or o.subcategory == SAL)
 )
 
 

@@ -338,7 +338,7 @@ def find_in_array(
                 data.shape,
                 blank,
                 extended.reduction(opts.wt_scale_min),
-                saliency_settings(opts),
+                opts.saliency,
                 "saliency" in want_maps,
             )
             ext_lab, ext_n = detection.label_mask(sal_mask, opts.min_npix)
@@ -420,22 +420,6 @@ def find_in_array(
     }
     out.timings = {**timings, **out.timings}
     return out
-
-
-def saliency_settings(opts: FinderOptions) -> saliency.SaliencySettings:
-    """The saliency search's settings from the options."""
-    return saliency.SaliencySettings(
-        reso_min=opts.sal_reso_min,
-        reso_max=opts.sal_reso_max,
-        reso_step=opts.sal_reso_step,
-        thr_factor=opts.sal_thr,
-        nn_factor=opts.sal_nn,
-        optimal_thr=opts.sal_optimal_thr,
-        robust=opts.sal_robust,
-        beta=opts.sp_beta,
-        min_area=opts.sp_min_area,
-        guided=opts.sal_guided,
-    )
 
 
 def _label_zmax(

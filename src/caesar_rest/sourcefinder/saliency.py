@@ -53,11 +53,12 @@ thresholds are in units of the noise and do not).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+
+from caesar_rest.sourcefinder.options import SaliencySettings
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -73,43 +74,6 @@ SPATIAL_REG = 1.0
 COMB_THR = 0.7
 #: Image threshold factor of the combination (``saliencyImgThrFactor``).
 IMG_THR = 1.0
-
-
-@dataclass(frozen=True)
-class SaliencySettings:
-    """Parameters of the saliency search (legacy option names in brackets).
-
-    Attributes
-    ----------
-    reso_min, reso_max, reso_step
-        Region sizes in full-image pixels (``saliency-minreso/maxreso/resostep``).
-    thr_factor
-        Threshold factor on the median (``saliency-thr``).
-    nn_factor
-        Fraction of regions averaged for a region's score (``saliency-nn``).
-    optimal_thr
-        Use the Otsu/valley threshold (not ``saliency-nooptimalthr``).
-    robust
-        Median instead of mean per region (``saliency-userobustpars``).
-    beta
-        SLIC regularisation (``sp-beta``).
-    min_area
-        Smallest superpixel in full-image pixels (``sp-minarea``).
-    guided
-        Guided-filter pre-smoothing ``(radius in full-image pixels, eps)``
-        (``guidedfilter-radius``, ``guidedfilter-eps``), or None (``no-presmoothing``).
-    """
-
-    reso_min: int = 20
-    reso_max: int = 60
-    reso_step: int = 10
-    thr_factor: float = 2.8
-    nn_factor: float = 1.0
-    optimal_thr: bool = True
-    robust: bool = False
-    beta: float = 1.0
-    min_area: int = 10
-    guided: tuple[float, float] | None = (12.0, 0.04)
 
 
 def rescale(img: F32, valid: B, lo: float = 1.0, hi: float = 256.0) -> F32:
