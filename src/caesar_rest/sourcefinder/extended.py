@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -168,7 +169,6 @@ def wavelet_mask_reduced(
         Full-resolution mask and the maximum plane significance (full resolution), used as
         the "saliency" map.
     """
-    ny, nx = shape
     f = reduction(scale_min)
     valid = np.isfinite(small)
     n0 = scale_min - int(round(math.log2(f)))
@@ -191,12 +191,30 @@ def wavelet_mask_reduced(
         if nl:
             mask |= lab > 0
         np.fmax(zmax, z, out=zmax)
-    full = np.repeat(np.repeat(mask, f, axis=0), f, axis=1)[:ny, :nx]
+    full = expand(mask, f, shape)
     full[blank] = False
-    if not want_saliency:
-        return full, None
-    zfull = np.repeat(np.repeat(zmax, f, axis=0), f, axis=1)[:ny, :nx]
-    return full, zfull
+    return full, (expand(zmax, f, shape) if want_saliency else None)
+
+
+def expand(small: npt.NDArray[Any], f: int, shape: tuple[int, int]) -> npt.NDArray[Any]:
+    """A block-reduced array back at full resolution (each value repeated ``f x f``, cropped).
+
+    Parameters
+    ----------
+    small
+        Array of block values (``block_mean`` layout).
+    f
+        Block size.
+    shape
+        Full shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new array of ``shape``.
+    """
+    ny, nx = shape
+    return np.repeat(np.repeat(small, f, axis=0), f, axis=1)[:ny, :nx]
 
 
 def removal_mask(labels: I32, remove: npt.NDArray[np.bool_], dilate: int) -> npt.NDArray[np.bool_]:
@@ -257,47 +275,15 @@ def extended_islands(
     labels, n, saliency
         Labels of the extended islands, their number and the significance map.
     """
-    f = reduction(scale_min)
-    return extended_islands_reduced(
-        block_mean(search, f),
+    mask, zmap = wavelet_mask_reduced(
+        block_mean(search, reduction(scale_min)),
         search.shape,
         ~np.isfinite(search),
         scale_min,
         scale_max,
         seed_thr,
         merge_thr,
-        min_npix,
         want_saliency,
-    )
-
-
-def extended_islands_reduced(
-    small: F32,
-    shape: tuple[int, int],
-    blank: npt.NDArray[np.bool_],
-    scale_min: int,
-    scale_max: int,
-    seed_thr: float,
-    merge_thr: float,
-    min_npix: int,
-    want_saliency: bool = True,
-) -> tuple[I32, int, F32 | None]:
-    """:func:`extended_islands` from the block means of the search image.
-
-    Parameters
-    ----------
-    small, shape, blank
-        See :func:`wavelet_mask_reduced`.
-    scale_min, scale_max, seed_thr, merge_thr, min_npix, want_saliency
-        As for :func:`extended_islands`.
-
-    Returns
-    -------
-    labels, n, saliency
-        As for :func:`extended_islands`.
-    """
-    mask, zmap = wavelet_mask_reduced(
-        small, shape, blank, scale_min, scale_max, seed_thr, merge_thr, want_saliency
     )
     lab, n = label_mask(mask, min_npix)
     return lab, n, zmap

@@ -332,19 +332,18 @@ def find_in_array(
             residual_rows, data.shape, extended.reduction(opts.wt_scale_min)
         )
         del removed
+        want_sal = "saliency" in want_maps
         if opts.ext_method == "SALIENCY-THRESH":
-            sal_mask, sal = saliency.saliency_mask_reduced(
+            found, sal = saliency.saliency_mask_reduced(
                 small,
                 data.shape,
                 blank,
                 extended.reduction(opts.wt_scale_min),
                 opts.saliency,
-                "saliency" in want_maps,
+                want_sal,
             )
-            ext_lab, ext_n = detection.label_mask(sal_mask, opts.min_npix)
-            del sal_mask
         else:
-            ext_lab, ext_n, sal = extended.extended_islands_reduced(
+            found, sal = extended.wavelet_mask_reduced(
                 small,
                 data.shape,
                 blank,
@@ -352,10 +351,11 @@ def find_in_array(
                 opts.wt_scale_max,
                 opts.seed_thr,
                 opts.merge_thr,
-                opts.min_npix,
-                "saliency" in want_maps,
+                want_sal,
             )
         del small
+        ext_lab, ext_n = detection.label_mask(found, opts.min_npix)
+        del found
         if sal is not None:
             maps["saliency"] = sal
         del sal

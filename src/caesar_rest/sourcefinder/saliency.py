@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from caesar_rest.sourcefinder.extended import expand
 from caesar_rest.sourcefinder.options import SaliencySettings
 
 F32 = npt.NDArray[np.float32]
@@ -405,7 +406,6 @@ def saliency_mask_reduced(
     mask, saliency
         As :func:`caesar_rest.sourcefinder.extended.wavelet_mask_reduced`.
     """
-    ny, nx = shape
     sal, use = saliency_map(small, block, s)
     if np.count_nonzero(use) >= 16:
         vals = sal[use]
@@ -417,8 +417,6 @@ def saliency_mask_reduced(
         mask = use & (sal >= thr)
     else:
         mask = np.zeros(small.shape, dtype=bool)
-    full = np.repeat(np.repeat(mask, block, axis=0), block, axis=1)[:ny, :nx]
+    full = expand(mask, block, shape)
     full[blank] = False
-    if not want_map:
-        return full, None
-    return full, np.repeat(np.repeat(sal, block, axis=0), block, axis=1)[:ny, :nx]
+    return full, (expand(sal, block, shape) if want_map else None)
