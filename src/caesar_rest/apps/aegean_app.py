@@ -8,10 +8,8 @@ images (beam fallback, covariance-free fitting, no preview).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from caesar_rest.apps.base import (
     CATALOGUE_RESULTS,
@@ -146,21 +144,4 @@ class AegeanApp(App):
             raise OptionError([f"option 'bkggrid' = {grid} must not exceed bkgbox = {box}"])
         return out
 
-    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
-        """Argument list running :mod:`caesar_rest.apps.aegean_run` on ``input_path``.
-
-        Parameters
-        ----------
-        input_path
-            The FITS image.
-        options
-            Validated options (from :meth:`validate`).
-        out_dir
-            Folder receiving the result files.
-
-        Returns
-        -------
-        list of str
-            ``python -m caesar_rest.apps.aegean_run --input ... --outdir ... --opt=value ...``.
-        """
-        return self.module_command("caesar_rest.apps.aegean_run", input_path, options, out_dir)
+    program: ClassVar[str] = "caesar_rest.apps.aegean_run"

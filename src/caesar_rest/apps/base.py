@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 import re
 import sys
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 OptionType = Literal["none", "int", "float", "str"]
 
@@ -185,6 +185,9 @@ class App(ABC):
     results: tuple[ResultSpec, ...] = field(default=CATALOGUE_RESULTS)
     #: Default number of cores a job of this app uses (for schedulers).
     cores: int = 1
+    #: The app's program module (``--input``, ``--outdir``, one argument per option), run by
+    #: the default :meth:`command`.
+    program: ClassVar[str] = ""
 
     def option_map(self) -> dict[str, Option]:
         """Options by name."""
@@ -253,16 +256,14 @@ class App(ABC):
                 args.append(f"--{opt.name}={value}")
         return args
 
-    def module_command(
-        self, module: str, input_path: Path, options: Mapping[str, Any], out_dir: Path
-    ) -> list[str]:
-        """``python -m module --input X --outdir D --opt=value ...``: how the in-tree apps run.
+    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
+        """The argument list that runs this app on ``input_path``, writing into ``out_dir``.
+
+        By default the in-tree program :attr:`program`: ``python -m <program> --input X
+        --outdir D --opt=value ...``. Apps that run something else override this.
 
         Parameters
         ----------
-        module
-            The app's program module (with ``--input``, ``--outdir`` and one argument per
-            option).
         input_path
             The FITS image.
         options
@@ -275,13 +276,16 @@ class App(ABC):
         list of str
             The argument list (never a shell string).
         """
+        if not self.program:
+            raise NotImplementedError(f"app {self.name!r} has no program and no command()")
         return python_module_command(
-            module, "--input", str(input_path), "--outdir", str(out_dir), *self.option_args(options)
+            self.program,
+            "--input",
+            str(input_path),
+            "--outdir",
+            str(out_dir),
+            *self.option_args(options),
         )
-
-    @abstractmethod
-    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
-        """The argument list that runs this app on ``input_path``, writing into ``out_dir``."""
 
 
 def python_module_command(module: str, *args: str) -> list[str]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 from caesar_rest.apps.base import (
     CATALOGUE_RESULTS,
@@ -118,21 +116,4 @@ class PhotutilsApp(App):
     results: tuple[ResultSpec, ...] = field(default=PHOTUTILS_RESULTS)
     cores: int = 1
 
-    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
-        """Argument list running :mod:`caesar_rest.apps.photutils_run` on ``input_path``.
-
-        Parameters
-        ----------
-        input_path
-            The FITS image.
-        options
-            Validated options (from :meth:`App.validate`).
-        out_dir
-            Folder receiving the result files.
-
-        Returns
-        -------
-        list of str
-            ``python -m caesar_rest.apps.photutils_run --input ... --outdir ... --opt=value ...``.
-        """
-        return self.module_command("caesar_rest.apps.photutils_run", input_path, options, out_dir)
+    program: ClassVar[str] = "caesar_rest.apps.photutils_run"

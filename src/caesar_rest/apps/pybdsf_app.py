@@ -9,10 +9,8 @@ app therefore asks for maps by default (``rms_map=True``, ``mean_map='map'``) wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from caesar_rest.apps.base import (
     CATALOGUE_RESULTS,
@@ -176,21 +174,4 @@ class PybdsfApp(App):
             raise OptionError([f"option 'rms_box_step' = {step} must not exceed rms_box = {box}"])
         return out
 
-    def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
-        """Argument list running :mod:`caesar_rest.apps.pybdsf_run` on ``input_path``.
-
-        Parameters
-        ----------
-        input_path
-            The FITS image.
-        options
-            Validated options (from :meth:`validate`).
-        out_dir
-            Folder receiving the result files.
-
-        Returns
-        -------
-        list of str
-            ``python -m caesar_rest.apps.pybdsf_run --input ... --outdir ... --opt=value ...``.
-        """
-        return self.module_command("caesar_rest.apps.pybdsf_run", input_path, options, out_dir)
+    program: ClassVar[str] = "caesar_rest.apps.pybdsf_run"
