@@ -24,6 +24,8 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
+from caesar_rest.sourcefinder.bands import assemble, row_bands
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
@@ -215,12 +217,7 @@ class Background:
     def _full(self, which: str) -> F32:
         m = self._maps.get(which)
         if m is None:
-            ny, nx = self.shape
-            m = np.empty((ny, nx), dtype=np.float32)
-            for a in range(0, ny, _band_rows(nx)):
-                b = min(ny, a + _band_rows(nx))
-                m[a:b] = self._rows(which, a, b)
-            self._maps[which] = m
+            m = self._maps[which] = assemble(self.shape, lambda a, b: self._rows(which, a, b))
         return m
 
     @property
@@ -246,10 +243,7 @@ class Background:
         numpy.ndarray
             float32 map, equal to :func:`significance` of the full maps.
         """
-        z = np.empty(data.shape, dtype=np.float32)
-        for a, b, zb in self.significance_bands(data):
-            z[a:b] = zb
-        return z
+        return assemble(data.shape, lambda a, b: significance(data[a:b], *self.rows(a, b)))
 
     def significance_bands(self, data: F32) -> Iterator[tuple[int, int, F32]]:
         """The significance map by bands of rows, never whole.
@@ -264,20 +258,8 @@ class Background:
         y0, y1, z
             Row range and the significance of those rows.
         """
-        ny, nx = data.shape
-        for a in range(0, ny, _band_rows(nx)):
-            b = min(ny, a + _band_rows(nx))
-            bb, rr = self.rows(a, b)
-            yield a, b, significance(data[a:b], bb, rr)
-
-
-#: Pixels per band of rows when the maps are evaluated by bands (each band's temporaries are
-#: a few times this many float32 values).
-BAND_PIXELS = 1 << 18
-
-
-def _band_rows(nx: int) -> int:
-    return max(1, BAND_PIXELS // max(nx, 1))
+        for a, b in row_bands(*data.shape):
+            yield a, b, significance(data[a:b], *self.rows(a, b))
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,13 +556,7 @@ def interpolate_grid(
     numpy.ndarray
         float32 map.
     """
-    ny = shape[0]
-    interp = _AxisInterp(grid_values, cx, cy, shape, offset, stride)
-    out = np.empty(shape, dtype=np.float32)
-    for a in range(0, ny, _band_rows(shape[1])):
-        b = min(ny, a + _band_rows(shape[1]))
-        out[a:b] = interp.rows(a, b)
-    return out
+    return assemble(shape, _AxisInterp(grid_values, cx, cy, shape, offset, stride).rows)
 
 
 def estimate(

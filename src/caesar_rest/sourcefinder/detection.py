@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from caesar_rest.sourcefinder.bands import row_bands
+
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 
@@ -21,14 +23,6 @@ I32 = npt.NDArray[np.int32]
 CROSS = ndimage.generate_binary_structure(2, 1)
 #: 8-connectivity (used where the spec asks for pixels "within 1 px").
 SQUARE = ndimage.generate_binary_structure(2, 2)
-#: Pixels per block in the label passes below: ``np.bincount`` and fancy indexing make
-#: int64 copies of their input, so image-sized label arrays are walked in blocks.
-BLOCK_PIXELS = 1 << 18
-
-
-def _row_blocks(shape: tuple[int, ...]) -> list[slice]:
-    rows = max(1, BLOCK_PIXELS // max(1, int(np.prod(shape[1:]))))
-    return [slice(a, min(shape[0], a + rows)) for a in range(0, shape[0], rows)]
 
 
 def label_counts(labels: I32, n: int) -> npt.NDArray[np.int64]:
@@ -47,8 +41,9 @@ def label_counts(labels: I32, n: int) -> npt.NDArray[np.int64]:
         ``n + 1`` counts.
     """
     counts = np.zeros(n + 1, dtype=np.int64)
-    for sl in _row_blocks(labels.shape):
-        counts += np.bincount(labels[sl].ravel(), minlength=n + 1)
+    # By bands: np.bincount copies int32 labels as int64.
+    for a, b in row_bands(*labels.shape):
+        counts += np.bincount(labels[a:b].ravel(), minlength=n + 1)
     return counts
 
 
@@ -73,8 +68,8 @@ def relabel(labels: I32, keep: npt.NDArray[np.bool_]) -> tuple[I32, int]:
     n = int(np.count_nonzero(keep))
     lut[keep] = np.arange(1, n + 1, dtype=np.int32)
     # In place, by blocks: the label image is the largest array of the step.
-    for sl in _row_blocks(labels.shape):
-        labels[sl] = lut[labels[sl]]
+    for a, b in row_bands(*labels.shape):
+        labels[a:b] = lut[labels[a:b]]
     return labels, n
 
 

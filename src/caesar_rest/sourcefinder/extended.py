@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from caesar_rest.sourcefinder.bands import row_bands
 from caesar_rest.sourcefinder.detection import find_islands, label_mask
 
 F32 = npt.NDArray[np.float32]
@@ -82,9 +83,7 @@ def block_mean_rows(rows: Callable[[int, int], F32], shape: tuple[int, int], f: 
     oy, ox = -(-ny // f), -(-nx // f)
     out = np.empty((oy, ox), dtype=np.float32)
     # By bands of block rows, so that the temporaries stay small (the image may be large).
-    band = max(1, (1 << 18) // max(1, f * nx))
-    for r0 in range(0, oy, band):
-        r1 = min(oy, r0 + band)
+    for r0, r1 in row_bands(oy, f * nx):
         a = rows(r0 * f, min(ny, r1 * f))
         if f == 1:
             out[r0:r1] = a
@@ -236,9 +235,8 @@ def removal_mask(labels: I32, remove: npt.NDArray[np.bool_], dilate: int) -> npt
     """
     # remove[labels] by blocks of rows (fancy indexing copies the labels as int64).
     m = np.empty(labels.shape, dtype=bool)
-    rows = max(1, (1 << 18) // max(1, labels.shape[1]))
-    for a in range(0, labels.shape[0], rows):
-        m[a : a + rows] = remove[labels[a : a + rows]]
+    for a, b in row_bands(*labels.shape):
+        m[a:b] = remove[labels[a:b]]
     if dilate > 1:
         r = dilate // 2
         yy, xx = np.mgrid[-r : r + 1, -r : r + 1]

@@ -36,6 +36,7 @@ from caesar_rest.sourcefinder import (
     saliency,
 )
 from caesar_rest.sourcefinder import selection as sel
+from caesar_rest.sourcefinder.bands import row_bands
 from caesar_rest.sourcefinder.islands import (
     MORPH_COMPACT,
     MORPH_COMPACT_EXTENDED,
@@ -448,9 +449,7 @@ def _map_medians(bk: background.Background, blank: B) -> tuple[float, float]:
     vb = np.empty(total, dtype=np.float32)
     vr = np.empty(total, dtype=np.float32)
     seen = got = 0
-    rows = max(1, background.BAND_PIXELS // max(nx, 1))
-    for a in range(0, ny, rows):
-        b = min(ny, a + rows)
+    for a, b in row_bands(ny, nx):
         valid = ~blank[a:b]
         bb, rr = bk.rows(a, b)
         bb, rr = bb[valid], rr[valid]
