@@ -90,6 +90,14 @@ def pg_admin() -> str:
     return PG_ADMIN_URL
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: a SQLite file, then a PostgreSQL database (the test runs on each)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def pg_url(pg_admin: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""

@@ -8,8 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from caesar_rest.apps.registry import default_registry
 from caesar_rest.backends.local import LocalBackend
 from caesar_rest.db.engine import make_engine, make_sessionmaker
@@ -21,15 +19,8 @@ from caesar_rest.settings import Settings
 from caesar_rest.timeutil import utcnow
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
-def test_concurrent_claims_respect_the_limit(
-    tmp_path: Path, db: str, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'db.sqlite3'}"
-        if db == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+def test_concurrent_claims_respect_the_limit(tmp_path: Path, db_url: str) -> None:
+    url = db_url
     settings = Settings(datadir=tmp_path / "data", jobdir=tmp_path / "jobs", max_concurrent_jobs=1)
     engine = make_engine(url)
     upgrade(engine)

@@ -33,16 +33,8 @@ from caesar_rest.timeutil import utcnow
 API = "/caesar/api/v1.0"
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
-def test_pass_lock_admits_one_holder(
-    db: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'x.sqlite3'}"
-        if db == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    e1, e2 = make_engine(url), make_engine(url)
+def test_pass_lock_admits_one_holder(db_url: str) -> None:
+    e1, e2 = make_engine(db_url), make_engine(db_url)
     with pass_lock(e1, "slurm") as first:
         assert first
         with pass_lock(e2, "slurm") as second:
