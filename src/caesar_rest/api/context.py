@@ -13,8 +13,8 @@ from caesar_rest.auth.oidc import Identity, OIDCValidator
 from caesar_rest.auth.users import UserStore
 from caesar_rest.backends.local import LocalBackend
 from caesar_rest.backends.remote import register_remote_backends
-from caesar_rest.db.engine import make_engine, make_read_engine, make_sessionmaker
-from caesar_rest.db.fastread import SQLiteReader
+from caesar_rest.db.engine import make_engine, make_sessionmaker
+from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
 from caesar_rest.db.migrate import upgrade
 from caesar_rest.jobs.janitor import Janitor
 from caesar_rest.jobs.service import JobService
@@ -40,10 +40,8 @@ class ServiceContext:
     started: bool = field(default=False)
     #: Removes jobs past their destruction time (running between start and stop).
     janitor: Janitor | None = None
-    #: Direct sqlite3 reads for the job-status route (SQLite file databases only).
-    reader: SQLiteReader | None = None
-    #: Autocommit engine for the job-status route's one-statement reads (database servers).
-    read_engine: Engine | None = None
+    #: Reads of the job-status route (db/fastread.py); made by :meth:`build`.
+    reader: SQLiteReader | EngineReader | None = None
 
     @cached_property
     def local_identity(self) -> Identity:
@@ -77,18 +75,8 @@ class ServiceContext:
         register_remote_backends(jobs)
         users = UserStore(settings, sessions)
         validator = OIDCValidator(settings) if settings.aai else None
-        reader = SQLiteReader.for_engine(engine)
-        read_engine = make_read_engine(settings.database_url)
         return cls(
-            settings,
-            engine,
-            sessions,
-            apps,
-            jobs,
-            users,
-            validator,
-            reader=reader,
-            read_engine=read_engine,
+            settings, engine, sessions, apps, jobs, users, validator, reader=make_reader(engine)
         )
 
     def start(self) -> None:
@@ -120,7 +108,5 @@ class ServiceContext:
             backend.stop()
         if self.reader is not None:
             self.reader.close()
-        if self.read_engine is not None:
-            self.read_engine.dispose()
         self.engine.dispose()
         self.started = False

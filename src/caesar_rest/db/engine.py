@@ -46,34 +46,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20, **kwargs)
 
 
-def make_read_engine(url: str) -> Engine | None:
-    """An autocommit engine for single-statement reads on a database server (None for SQLite).
-
-    A read on the service's engine costs three round trips to PostgreSQL: ``BEGIN``, the
-    statement, and the ``ROLLBACK`` that resets the connection when it goes back to the pool.
-    In autocommit there is no transaction to open or reset, so a one-statement read is one
-    round trip. Its own pool: switching a pooled connection in and out of autocommit costs a
-    round trip as well. SQLite reads use :class:`caesar_rest.db.fastread.SQLiteReader`.
-
-    Parameters
-    ----------
-    url
-        Database URL.
-
-    Returns
-    -------
-    Engine or None
-        The engine, or None for SQLite.
-    """
-    if url.startswith("sqlite"):
-        return None
-    # As many kept connections as requests the thread pool runs at once under load: connections
-    # beyond pool_size are closed on return, and opening one costs PostgreSQL a process.
-    return create_engine(
-        url, isolation_level="AUTOCOMMIT", pool_recycle=1800, pool_size=16, max_overflow=24
-    )
-
-
 def write_first(session: Session) -> Connection:
     """Open a read-then-write transaction with SQLite's write lock taken at once.
 

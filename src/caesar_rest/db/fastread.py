@@ -8,6 +8,11 @@ dialect, on a plain ``sqlite3`` connection per thread, and converts the values w
 column types' own SQLAlchemy result processors (``DateTime`` stored as text, ``JSON``).
 Only reads go through it; every write still goes through SQLAlchemy. It is used for file
 databases only (an in-memory database is private to its SQLAlchemy connection).
+
+:class:`EngineReader` offers the same ``all``/``first`` on an engine: for a database server an
+autocommit engine of its own, so that a one-statement read is one round trip (on the
+service's engine a read also costs the transaction's ``BEGIN`` and the ``ROLLBACK`` that
+resets the pooled connection). :func:`make_reader` picks the reader for a service.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections import namedtuple
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import Engine, Select, create_engine
 
 #: Any Core ``select`` (SQLAlchemy 2.1 types its columns with a variadic tuple).
 AnySelect = Select[*tuple[Any, ...]]
@@ -51,9 +56,12 @@ class SQLiteReader:
         The service's SQLite engine (its file is opened again, read-only use).
     """
 
+    #: Reads take tens of microseconds: callers may run them on the event loop.
+    inline = True
+
     def __init__(self, engine: Engine):
-        path = engine.url.database
-        if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        path = _sqlite_file(engine)
+        if path is None:
             raise ValueError("SQLiteReader needs a SQLite file database")
         self.engine = engine
         self.path = path
@@ -65,10 +73,7 @@ class SQLiteReader:
     @classmethod
     def for_engine(cls, engine: Engine) -> SQLiteReader | None:
         """A reader for a SQLite file engine, else None."""
-        path = engine.url.database
-        if engine.dialect.name != "sqlite" or not path or path == ":memory:":
-            return None
-        return cls(engine)
+        return cls(engine) if _sqlite_file(engine) is not None else None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -124,3 +129,74 @@ class SQLiteReader:
         for conn in conns:
             conn.close()
         self._local = threading.local()
+
+
+def _sqlite_file(engine: Engine) -> str | None:
+    """The database file of a SQLite file engine, else None."""
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+        return None
+    return path
+
+
+class EngineReader:
+    """``all``/``first`` of Core statements through an SQLAlchemy engine.
+
+    Parameters
+    ----------
+    engine
+        The engine to read with.
+    owned
+        Whether :meth:`close` disposes of it (an engine made for the reader).
+    """
+
+    #: Reads wait on a database server: callers run them in a worker thread.
+    inline = False
+
+    def __init__(self, engine: Engine, owned: bool = False):
+        self.engine = engine
+        self.owned = owned
+
+    def all(self, stmt: AnySelect, params: dict[str, Any]) -> list[Any]:
+        """All rows of ``stmt`` with ``params``."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(stmt, params).all())
+
+    def first(self, stmt: AnySelect, params: dict[str, Any]) -> Any | None:
+        """The first row of ``stmt``, or None."""
+        rows = self.all(stmt, params)
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        """Dispose of the engine when the reader made it."""
+        if self.owned:
+            self.engine.dispose()
+
+
+def make_reader(engine: Engine) -> SQLiteReader | EngineReader:
+    """The reader of the hot read routes for the service's ``engine``.
+
+    A SQLite file: :class:`SQLiteReader`. A database server: an :class:`EngineReader` on an
+    autocommit engine with its own pool, as many kept connections as requests the thread pool
+    runs at once under load (connections beyond ``pool_size`` are closed on return, and opening
+    one costs PostgreSQL a process; switching the service's pooled connections in and out of
+    autocommit would cost a round trip each time). An in-memory SQLite database: the engine
+    itself (it is private to the engine's connection).
+
+    Parameters
+    ----------
+    engine
+        The service's engine.
+
+    Returns
+    -------
+    SQLiteReader or EngineReader
+        The reader.
+    """
+    if engine.dialect.name == "sqlite":
+        reader = SQLiteReader.for_engine(engine)
+        return reader if reader is not None else EngineReader(engine)
+    read_engine = create_engine(
+        engine.url, isolation_level="AUTOCOMMIT", pool_recycle=1800, pool_size=16, max_overflow=24
+    )
+    return EngineReader(read_engine, owned=True)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
 from functools import partial
-from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -31,6 +29,7 @@ from caesar_rest.api.schemas import (
 )
 from caesar_rest.apps.base import OptionError
 from caesar_rest.auth.quotas import QuotaExceeded
+from caesar_rest.db.fastread import EngineReader
 from caesar_rest.db.models import JobEvent, JobRecord, JobResult
 from caesar_rest.jobs.archive import ensure_archive
 from caesar_rest.jobs.service import InputFileNotFound, JobNotFound, SubmitError
@@ -176,15 +175,9 @@ def _not_found(job_id: str, owner: str) -> ApiError:
     return ApiError(404, f"Job {job_id} not found for user {owner}!", job_id=job_id)
 
 
-# Built once: compiling these on every request is a measurable part of the status route.
-_STATUS_STMT = select(*_STATUS_COLS).where(JobRecord.id == bindparam("job_id"))
-_EVENTS_STMT = (
-    select(JobEvent.at, JobEvent.from_phase, JobEvent.to_phase, JobEvent.reason, JobEvent.message)
-    .where(JobEvent.job_id == bindparam("job_id"))
-    .order_by(JobEvent.id)
-)
-# On a database server: the job and its events in one statement (one round trip).
-_STATUS_EVENTS_STMT = (
+# Built once: compiling it on every request is a measurable part of the status route. The
+# job and its events in one statement (one round trip on a database server).
+_STATUS_STMT = (
     select(
         *_STATUS_COLS,
         JobEvent.id.label("ev_id"),
@@ -203,30 +196,11 @@ _STATUS_EVENTS_STMT = (
 
 def _status_doc(ctx: ServiceContext, owner: str, job_id: str) -> dict[str, Any] | None:
     """The status document of the caller's job, or None."""
-    params = {"job_id": job_id}
-    if ctx.reader is not None:
-        # The same statements on a plain sqlite3 connection (db/fastread.py).
-        row = ctx.reader.first(_STATUS_STMT, params)
-        if row is None or row.owner != owner:
-            return None
-        events: Sequence[Any] = ctx.reader.all(_EVENTS_STMT, params)
-    else:
-        with (ctx.read_engine or ctx.engine).connect() as conn:
-            rows = conn.execute(_STATUS_EVENTS_STMT, params).all()
-        if not rows or rows[0].owner != owner:
-            return None
-        row = rows[0]
-        events = [
-            SimpleNamespace(
-                at=r.ev_at,
-                from_phase=r.ev_from,
-                to_phase=r.ev_to,
-                reason=r.ev_reason,
-                message=r.ev_message,
-            )
-            for r in rows
-            if r.ev_id is not None
-        ]
+    reader = ctx.reader or EngineReader(ctx.engine)  # build() always makes one
+    rows = reader.all(_STATUS_STMT, {"job_id": job_id})
+    if not rows or rows[0].owner != owner:
+        return None
+    row = rows[0]
     return {
         "job_id": row.id,
         "pid": legacy_pid(row.pid, row.backend_job_id),
@@ -243,13 +217,14 @@ def _status_doc(ctx: ServiceContext, owner: str, job_id: str) -> dict[str, Any] 
         # State changes with time and reason (backend and monitor decisions included).
         "events": [
             {
-                "time": iso(e.at),
-                "from": e.from_phase,
-                "to": e.to_phase,
-                "reason": e.reason,
-                "message": e.message,
+                "time": iso(e.ev_at),
+                "from": e.ev_from,
+                "to": e.ev_to,
+                "reason": e.ev_reason,
+                "message": e.ev_message,
             }
-            for e in events
+            for e in rows
+            if e.ev_id is not None  # a job without events: one row, no event
         ],
     }
 
@@ -261,7 +236,7 @@ async def job_status(job_id: str, request: Request) -> JSONResponse:
     ctx: ServiceContext = request.app.state.ctx
     owner = (await current_identity(request)).user_id
     _check_job_id(job_id)
-    if ctx.reader is not None:
+    if ctx.reader is not None and ctx.reader.inline:
         # SQLite primary-key reads take tens of microseconds: a thread hand-off costs more.
         doc = _status_doc(ctx, owner, job_id)
     else:
