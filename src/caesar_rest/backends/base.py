@@ -24,5 +24,8 @@ class JobBackend(Protocol):
     def cancel(self, job: JobRecord) -> bool:
         """Stop a job (ABORTED); False when it had already ended."""
 
+    def wait_stopped(self, job: JobRecord) -> None:
+        """After :meth:`cancel`: wait (briefly) until the job no longer writes its folder."""
+
     def reconcile(self) -> None:
         """Bring non-final jobs of this backend in line with reality."""

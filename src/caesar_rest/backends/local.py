@@ -91,6 +91,15 @@ class LocalBackend:
             self._kill_group(fresh.pid, fresh.pid_start)
         return True
 
+    def wait_stopped(self, job: JobRecord) -> None:
+        """Wait (at most the kill grace and 2 s) for a canceled job's process to end."""
+        fresh = self.service.get_any(job.id)
+        if fresh is None or not fresh.pid or fresh.host not in (None, hostname()):
+            return
+        deadline = time.monotonic() + self.settings.job_kill_grace + 2.0
+        while process_alive(fresh.pid, fresh.pid_start) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def reconcile(self) -> None:
         """Settle local jobs left EXECUTING or PENDING by an earlier service process."""
         with self.service.sessions() as s:

@@ -127,6 +127,9 @@ class RemoteBackend:
         """Abort the job and stop it in the engine."""
         raise NotImplementedError
 
+    def wait_stopped(self, job: JobRecord) -> None:
+        """Nothing to wait for here: the job runs elsewhere (the folder removal retries)."""
+
     def view(self, job: JobRecord) -> BackendView:  # pragma: no cover - abstract
         """What the engine says about a submitted job."""
         raise NotImplementedError

@@ -395,7 +395,7 @@ class JobService:
         """Cancel if needed, then remove the job's folder and record."""
         if Phase(job.phase) not in FINAL:
             self.cancel(job)
-            self._wait_stopped(job)
+            self.backend_for(job).wait_stopped(job)
         jdir = self.job_dir(job)
         # A stopping job may still write into its folder: remove until it stays gone.
         for _ in range(40):
@@ -408,15 +408,6 @@ class JobService:
             archive.unlink()
         with self.sessions.begin() as s:
             s.execute(delete(JobRecord).where(JobRecord.id == job.id))
-
-    def _wait_stopped(self, job: JobRecord) -> None:
-        """Wait (at most the kill grace and 2 s) for a canceled local job's process to end."""
-        fresh = self.get_any(job.id)
-        if fresh is None or not fresh.pid or fresh.host not in (None, hostname()):
-            return
-        deadline = time.monotonic() + self.settings.job_kill_grace + 2.0
-        while process_alive(fresh.pid, fresh.pid_start) and time.monotonic() < deadline:
-            time.sleep(0.05)
 
     def archive_path(self, job: JobRecord) -> Path:
         """Where the job's tar.gz archive is cached (beside its folder)."""
