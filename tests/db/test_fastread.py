@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, create_engine, insert, select
 
 from caesar_rest.db.engine import make_engine
-from caesar_rest.db.fastread import SQLiteReader
+from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
 from caesar_rest.db.migrate import upgrade
 from caesar_rest.db.models import JobEvent, JobRecord
 
@@ -87,9 +87,40 @@ def test_reader_matches_sqlalchemy(tmp_path: Path) -> None:
 
 
 def test_no_reader_for_memory_or_postgres(pg_url: str) -> None:
-    assert SQLiteReader.for_engine(create_engine("sqlite://")) is None
+    memory = create_engine("sqlite://")
+    assert SQLiteReader.for_engine(memory) is None
+    assert isinstance(make_reader(memory), EngineReader)  # the engine itself, kept open
     engine = make_engine(pg_url)
+    upgrade(engine)
+    reader = make_reader(engine)
     try:
         assert SQLiteReader.for_engine(engine) is None
+        # A server gets its own autocommit engine: one round trip a read, same rows.
+        assert isinstance(reader, EngineReader) and not reader.inline
+        assert reader.engine is not engine
+        with reader.engine.connect() as conn:
+            assert conn.connection.dbapi_connection.autocommit is True  # type: ignore[union-attr]
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            conn.execute(
+                insert(JobRecord).values(
+                    id="j",
+                    owner="ana",
+                    app="sep",
+                    options={},
+                    backend="local",
+                    phase="QUEUED",
+                    message="",
+                    time_limit=60,
+                    reldir="j",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            conn.execute(
+                insert(JobEvent).values(job_id="j", at=now, to_phase="QUEUED", message="m")
+            )
+        assert [e.message for e in reader.all(EVENTS, {"job_id": "j"})] == ["m"]
     finally:
+        reader.close()
         engine.dispose()

@@ -9,7 +9,7 @@ column types' own SQLAlchemy result processors (``DateTime`` stored as text, ``J
 Only reads go through it; every write still goes through SQLAlchemy. It is used for file
 databases only (an in-memory database is private to its SQLAlchemy connection).
 
-:class:`EngineReader` offers the same ``all``/``first`` on an engine: for a database server an
+:class:`EngineReader` offers the same ``all`` on an engine: for a database server an
 autocommit engine of its own, so that a one-statement read is one round trip (on the
 service's engine a read also costs the transaction's ``BEGIN`` and the ``ROLLBACK`` that
 resets the pooled connection). :func:`make_reader` picks the reader for a service.
@@ -140,7 +140,7 @@ def _sqlite_file(engine: Engine) -> str | None:
 
 
 class EngineReader:
-    """``all``/``first`` of Core statements through an SQLAlchemy engine.
+    """``all`` of Core statements through an SQLAlchemy engine.
 
     Parameters
     ----------
@@ -161,11 +161,6 @@ class EngineReader:
         """All rows of ``stmt`` with ``params``."""
         with self.engine.connect() as conn:
             return list(conn.execute(stmt, params).all())
-
-    def first(self, stmt: AnySelect, params: dict[str, Any]) -> Any | None:
-        """The first row of ``stmt``, or None."""
-        rows = self.all(stmt, params)
-        return rows[0] if rows else None
 
     def close(self) -> None:
         """Dispose of the engine when the reader made it."""
