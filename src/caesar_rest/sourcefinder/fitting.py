@@ -600,35 +600,53 @@ def fit_units(units: Units, settings: FitSettings) -> FitResult:
     noise = np.where(np.isfinite(noise) & (noise > 0), noise, 1.0)
     seeds = [s.copy() for s in units.seeds]
     ncomp = np.array([s.shape[0] for s in seeds], dtype=np.int64)
-    result_p: list[F64 | None] = [None] * nu
-    result_cov: list[F64 | None] = [None] * nu
-    chi2 = np.full(nu, np.nan)
-    status = np.full(nu, NOT_CONVERGED, dtype=np.int64)
-    posdef = np.zeros(nu, dtype=bool)
+    out = _Outcomes.empty(nu)
     todo = np.arange(nu)
     while todo.size:
         failed: list[int] = []
         for k in np.unique(ncomp[todo]):
             grp = todo[ncomp[todo] == k]
-            out = (result_p, result_cov, chi2, status, posdef)
             _fit_group(grp, int(k), pix, sub, noise, npix, seeds, settings, out)
-            failed.extend(int(u) for u in grp if status[u] == NOT_CONVERGED)
+            failed.extend(int(u) for u in grp if out.status[u] == NOT_CONVERGED)
         retry = [u for u in failed if settings.retry and ncomp[u] > 1]
         for u in retry:
             seeds[u] = seeds[u][:-1]
             ncomp[u] -= 1
         todo = np.array(sorted(retry), dtype=np.int64)
-    point = _point_models(
-        pix, sub, noise, npix, ncomp, settings, result_p, result_cov, chi2, status, posdef
-    )
-    res = _collect(
-        units, settings, seeds, ncomp, result_p, result_cov, chi2, status, posdef, noise, npix
-    )
+    point = _point_models(pix, sub, noise, npix, ncomp, settings, out)
+    res = _collect(units, settings, seeds, ncomp, out, noise, npix)
     res.point_model = point
     return res
 
 
-_FitOut = tuple[list[F64 | None], list[F64 | None], F64, I64, B]
+@dataclass
+class _Outcomes:
+    """Per fit unit: parameters, covariance, chi2, status and positive-definiteness."""
+
+    p: list[F64 | None]
+    cov: list[F64 | None]
+    chi2: F64
+    status: I64
+    posdef: B
+
+    @classmethod
+    def empty(cls, nu: int) -> _Outcomes:
+        """``nu`` units, none fitted yet."""
+        return cls(
+            [None] * nu,
+            [None] * nu,
+            np.full(nu, np.nan),
+            np.full(nu, NOT_CONVERGED, dtype=np.int64),
+            np.zeros(nu, dtype=bool),
+        )
+
+    def take(self, other: _Outcomes, units: I64) -> None:
+        """Replace the outcomes of ``units`` by those of ``other``."""
+        for u in units:
+            self.p[u], self.cov[u] = other.p[u], other.cov[u]
+        self.chi2[units] = other.chi2[units]
+        self.status[units] = other.status[units]
+        self.posdef[units] = other.posdef[units]
 
 
 def _fit_group(
@@ -640,7 +658,7 @@ def _fit_group(
     npix: I64,
     seeds: list[F64],
     settings: FitSettings,
-    out: _FitOut,
+    out: _Outcomes,
 ) -> None:
     """Fit units with ``k`` components, in batches of similar size bounded in memory."""
     grp = grp[np.argsort(npix[grp], kind="stable")]
@@ -655,7 +673,7 @@ def _fit_group(
                 break
             m = m_next
             b += 1
-        _fit_batch(grp[a:b], k, npar, pix, sub, noise, seeds, settings, *out)
+        _fit_batch(grp[a:b], k, npar, pix, sub, noise, seeds, settings, out)
         a = b
 
 
@@ -666,11 +684,7 @@ def _point_models(
     npix: I64,
     ncomp: I64,
     settings: FitSettings,
-    result_p: list[F64 | None],
-    result_cov: list[F64 | None],
-    chi2: F64,
-    status: I64,
-    posdef: B,
+    out: _Outcomes,
 ) -> B:
     """Keep the beam-shaped model of single components whose shape the data do not constrain.
 
@@ -693,33 +707,24 @@ def _point_models(
     thr = settings.point_model_thr
     if thr is None or settings.beam_sigma is None or settings.fix_sigma or settings.free_bkg:
         return kept
-    cand = np.flatnonzero((status != NOT_CONVERGED) & (ncomp == 1))
+    cand = np.flatnonzero((out.status != NOT_CONVERGED) & (ncomp == 1))
     if cand.size == 0:
         return kept
     bsx, bsy, bth = settings.beam_sigma
     seeds: list[F64] = [np.zeros((0, NPAR))] * nu
     for u in cand:
-        p = result_p[u]
+        p = out.p[u]
         assert p is not None
         seeds[u] = np.array([[p[0], p[1], p[2], bsx, bsy, bth]])
     fixed = replace(
         settings, fix_sigma=True, fix_theta=True, ampl_limit=None, widen=True, free_bkg=False
     )
-    pp: list[F64 | None] = [None] * nu
-    pc: list[F64 | None] = [None] * nu
-    pchi2 = np.full(nu, np.nan)
-    pstat = np.full(nu, NOT_CONVERGED, dtype=np.int64)
-    ppos = np.zeros(nu, dtype=bool)
-    _fit_group(cand, 1, pix, sub, noise, npix, seeds, fixed, (pp, pc, pchi2, pstat, ppos))
+    point = _Outcomes.empty(nu)
+    _fit_group(cand, 1, pix, sub, noise, npix, seeds, fixed, point)
     scale = CORRELATION_FACTOR * max(settings.beam_area_pix, 1.0)
-    gain = (pchi2[cand] - chi2[cand]) / scale
-    use = cand[(pstat[cand] != NOT_CONVERGED) & np.isfinite(gain) & (gain < thr)]
-    for u in use:
-        result_p[u] = pp[u]
-        result_cov[u] = pc[u]
-        chi2[u] = pchi2[u]
-        status[u] = pstat[u]
-        posdef[u] = ppos[u]
+    gain = (point.chi2[cand] - out.chi2[cand]) / scale
+    use = cand[(point.status[cand] != NOT_CONVERGED) & np.isfinite(gain) & (gain < thr)]
+    out.take(point, use)
     kept[use] = True
     return kept
 
@@ -733,11 +738,7 @@ def _fit_batch(
     noise: F64,
     seeds: list[F64],
     s: FitSettings,
-    result_p: list[F64 | None],
-    result_cov: list[F64 | None],
-    chi2: F64,
-    status: I64,
-    posdef: B,
+    out: _Outcomes,
 ) -> None:
     n = batch.size
     npix = np.diff(pix.offsets)[batch]
@@ -806,11 +807,11 @@ def _fit_batch(
             scale[-1] = noise[u]
         cov = res.cov[j] * np.outer(scale, scale)
         bad = ~np.all(q[:, 0] > 0) or not np.all(np.isfinite(p))
-        result_p[u] = p
-        result_cov[u] = cov
-        chi2[u] = res.chi2[j]
-        status[u] = NOT_CONVERGED if bad else res.status[j]
-        posdef[u] = res.posdef[j]
+        out.p[u] = p
+        out.cov[u] = cov
+        out.chi2[u] = res.chi2[j]
+        out.status[u] = NOT_CONVERGED if bad else res.status[j]
+        out.posdef[u] = res.posdef[j]
 
 
 def _collect(
@@ -818,20 +819,17 @@ def _collect(
     s: FitSettings,
     seeds: list[F64],
     ncomp: I64,
-    result_p: list[F64 | None],
-    result_cov: list[F64 | None],
-    chi2: F64,
-    status: I64,
-    posdef: B,
+    out: _Outcomes,
     noise: F64,
     npix: I64,
 ) -> FitResult:
     nu = units.pix.n
+    chi2, status, posdef = out.chi2, out.status, out.posdef
     ok = status != NOT_CONVERGED
     nfree = np.array(
         [
             0 if p is None or c is None else int(np.count_nonzero(np.diag(c) > 0))
-            for p, c in zip(result_p, result_cov, strict=True)
+            for p, c in zip(out.p, out.cov, strict=True)
         ],
         dtype=np.int64,
     )
@@ -857,8 +855,8 @@ def _collect(
     ftot = np.full(nu, np.nan)
     ftot_err = np.full(nu, np.nan)
     for u in np.flatnonzero(ok):
-        p = result_p[u]
-        cov = result_cov[u]
+        p = out.p[u]
+        cov = out.cov[u]
         assert p is not None and cov is not None
         k = int(ncomp[u])
         cov = cov * inflate[u]
