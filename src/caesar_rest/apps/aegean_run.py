@@ -26,30 +26,22 @@ import numpy.typing as npt
 from astropy.io import fits
 from astropy.table import Table
 
-from caesar_rest.apps.aegean_app import AegeanApp
-from caesar_rest.apps.program import (
-    beam_fallback,
-    describe_image,
+from caesar_rest.apps.adapt import (
     extended_mask,
-    finish_summary,
-    image_summary,
     island_labels,
     labels_at,
-    limit_threads,
     nan_sentinels,
     outside_image,
     pixel_errors,
     positions_from_sky,
-    program_main,
     renumber,
-    resolve_options,
-    say,
-    say_options,
     truncated_labels,
-    write_maps,
-    write_products,
     write_work_image,
 )
+from caesar_rest.apps.aegean_app import AegeanApp
+from caesar_rest.apps.console import say
+from caesar_rest.apps.products import Extraction, MapStyle
+from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import (
     FLAG_BLENDED,
     FLAG_EXTENDED,
@@ -57,7 +49,7 @@ from caesar_rest.catalogue.schema import (
     FLAG_TRUNCATED,
 )
 from caesar_rest.catalogue.writers import iau_names, make_table
-from caesar_rest.imaging.fits_image import FitsImage, load_image
+from caesar_rest.imaging.fits_image import FitsImage
 
 PROG = "aegean_run"
 ORIGIN = "caesar-rest aegean (BANE)"
@@ -172,108 +164,79 @@ def components_table(
     return table[np.lexsort((table["component_id"], table["island_id"]))]
 
 
-def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Run BANE and Aegean on ``input_path`` and write every output file into ``out_dir``.
+class AegeanFinder(Finder):
+    """The ``aegean`` program: BANE, then Aegean's source finder, on a clean copy of the image."""
 
-    Parameters
-    ----------
-    input_path
-        The FITS image.
-    out_dir
-        Output folder (created if missing).
-    options
-        Option values by name (validated and completed with defaults here).
+    prog = PROG
+    description = "Extract sources from a FITS image with BANE and Aegean."
+    maps = MapStyle(ORIGIN)
+    threads = 1  # Aegean parallelises with processes (ncores); see limit_threads
 
-    Returns
-    -------
-    dict
-        The summary also written to ``summary.json``.
+    def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
+        """Run BANE and Aegean in a scratch folder inside ``out_dir`` (removed at the end)."""
+        import AegeanTools
+        from AegeanTools import BANE  # heavy imports only once the input is known to be good
+        from AegeanTools.models import ComponentSource
+        from AegeanTools.source_finder import SourceFinder
 
-    Raises
-    ------
-    OptionError, ImageError
-        On bad options or input.
-    """
-    t_start = time.perf_counter()
-    app = AegeanApp()
-    opts = resolve_options(app, options)
-    say_options(PROG, opts)
-    limit_threads(1)  # Aegean parallelises with processes (ncores); see limit_threads
-    image = load_image(input_path, beam_fallback=beam_fallback(opts))
-    describe_image(PROG, image)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {"load": time.perf_counter() - t_start}
-    ncores = int(opts["ncores"])
-    box, grid = int(opts["bkgbox"]), int(opts["bkggrid"])
-
-    from AegeanTools import BANE  # heavy imports only once the input is known to be good
-    from AegeanTools.models import ComponentSource
-    from AegeanTools.source_finder import SourceFinder
-
-    _plain_aegean_logging()  # after the import, which installs AegeanTools' own handler
-    scratch = Path(tempfile.mkdtemp(prefix=".aegean-", dir=out_dir))
-    try:
-        work = write_work_image(image, scratch / "image.fits", ORIGIN)
-        t0 = time.perf_counter()
-        BANE.filter_image(
-            im_name=str(work),
-            out_base=str(scratch / "image"),
-            step_size=(grid, grid),
-            box_size=(box, box),
-            cores=ncores,
+        timings: dict[str, float] = {}
+        ncores = int(opts["ncores"])
+        box, grid = int(opts["bkgbox"]), int(opts["bkggrid"])
+        _plain_aegean_logging()  # after the import, which installs AegeanTools' own handler
+        scratch = Path(tempfile.mkdtemp(prefix=".aegean-", dir=out_dir))
+        try:
+            work = write_work_image(image, scratch / "image.fits", ORIGIN)
+            t0 = time.perf_counter()
+            BANE.filter_image(
+                im_name=str(work),
+                out_base=str(scratch / "image"),
+                step_size=(grid, grid),
+                box_size=(box, box),
+                cores=ncores,
+            )
+            bkg_path, rms_path = scratch / "image_bkg.fits", scratch / "image_rms.fits"
+            background = np.asarray(fits.getdata(bkg_path), dtype=np.float32)
+            rms = np.asarray(fits.getdata(rms_path), dtype=np.float32)
+            t1 = time.perf_counter()
+            timings["background"] = t1 - t0
+            found = SourceFinder().find_sources_in_image(
+                str(work),
+                innerclip=float(opts["seedthr"]),
+                outerclip=float(opts["mergethr"]),
+                max_summits=int(opts["fit-maxcomponents"]),
+                cores=ncores,
+                rmsin=str(rms_path),
+                bkgin=str(bkg_path),
+                docov=not opts["nocov"],
+                progress=False,
+            )
+            timings["find"] = time.perf_counter() - t1
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        components = [s for s in found if isinstance(s, ComponentSource)]
+        table = components_table(image, components, background, rms, float(opts["mergethr"]))
+        n_islands = len({int(c.island) for c in components})
+        good = np.isfinite(rms) & ~image.mask
+        rms_median = float(np.median(rms[good])) if good.any() else float("nan")
+        bkg_median = float(np.median(background[good])) if good.any() else float("nan")
+        say(PROG, f"background: BANE box {box} px, grid {grid} px, median rms {rms_median:.4g}")
+        say(
+            PROG,
+            f"detection: {n_islands} islands (seed {opts['seedthr']} sigma, flood "
+            f"{opts['mergethr']} sigma), {len(table)} components",
         )
-        bkg_path, rms_path = scratch / "image_bkg.fits", scratch / "image_rms.fits"
-        background = np.asarray(fits.getdata(bkg_path), dtype=np.float32)
-        rms = np.asarray(fits.getdata(rms_path), dtype=np.float32)
-        t1 = time.perf_counter()
-        timings["background"] = t1 - t0
-        found = SourceFinder().find_sources_in_image(
-            str(work),
-            innerclip=float(opts["seedthr"]),
-            outerclip=float(opts["mergethr"]),
-            max_summits=int(opts["fit-maxcomponents"]),
-            cores=ncores,
-            rmsin=str(rms_path),
-            bkgin=str(bkg_path),
-            docov=not opts["nocov"],
-            progress=False,
+        return Extraction(
+            table=table,
+            background=background,
+            rms=rms,
+            n_islands=n_islands,
+            timings=timings,
+            tool=f"AegeanTools {AegeanTools.__version__}",
+            summary={"rms_median": rms_median, "background_median": bkg_median},
         )
-        timings["find"] = time.perf_counter() - t1
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    components = [s for s in found if isinstance(s, ComponentSource)]
-    table = components_table(image, components, background, rms, float(opts["mergethr"]))
-    n_islands = len({int(c.island) for c in components})
-    good = np.isfinite(rms) & ~image.mask
-    rms_median = float(np.median(rms[good])) if good.any() else float("nan")
-    bkg_median = float(np.median(background[good])) if good.any() else float("nan")
-    say(PROG, f"background: BANE box {box} px, grid {grid} px, median rms {rms_median:.4g}")
-    say(
-        PROG,
-        f"detection: {n_islands} islands (seed {opts['seedthr']} sigma, flood "
-        f"{opts['mergethr']} sigma), {len(table)} components",
-    )
 
-    files, write_times = write_products(PROG, image, table, out_dir, preview=not opts["no-preview"])
-    timings.update(write_times)
-    files.update(write_maps(opts, out_dir, image, background, rms, ORIGIN))
-    timings["total"] = time.perf_counter() - t_start
 
-    import AegeanTools
-
-    summary: dict[str, Any] = {
-        "app": "aegean",
-        "tool": f"AegeanTools {AegeanTools.__version__}",
-        "input": input_path.name,
-        "n_sources": len(table),
-        "n_islands": n_islands,
-        "image": image_summary(image),
-        "rms_median": rms_median,
-        "background_median": bkg_median,
-        "options": opts,
-        "files": files,
-    }
-    return finish_summary(PROG, out_dir, summary, timings)
+FINDER = AegeanFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,9 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 2 for bad input or options, 1 for an unexpected error.
     """
-    return program_main(
-        AegeanApp(), PROG, "Extract sources from a FITS image with BANE and Aegean.", run, argv
-    )
+    return program_main(AegeanApp(), FINDER, argv)
 
 
 if __name__ == "__main__":

@@ -297,8 +297,56 @@ def parse_cli_options(app: App, tokens: Sequence[str]) -> dict[str, Any]:
     """Turn ``--name value``/``--name=value``/``--flag`` tokens into a ``job_inputs`` dict.
 
     Values stay strings; :meth:`App.validate` casts and checks them.
+
+    Parameters
+    ----------
+    app
+        The app whose options the tokens name.
+    tokens
+        The command-line tokens.
+
+    Returns
+    -------
+    dict
+        Option name to value (a string, or a boolean for a flag).
+
+    Raises
+    ------
+    OptionError
+        On a token that is no option, an unknown option, a flag given a value that is not a
+        boolean, or a missing value.
     """
-    known = app.option_map()
+    return parse_option_tokens(tokens, {o.name: o.is_flag for o in app.options}, app.name)
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_option_tokens(
+    tokens: Sequence[str], flags: Mapping[str, bool], app_name: str
+) -> dict[str, Any]:
+    """The one parser of app-option tokens: for the app programs, ``caesar-rest find`` and the
+    client (which knows the options only from the service's ``describe``).
+
+    Parameters
+    ----------
+    tokens
+        ``--name value``, ``--name=value`` or ``--flag`` (``--flag=true|false|1|0|yes|no``).
+    flags
+        Every known option name, mapped to whether it is a flag.
+    app_name
+        App name, for messages.
+
+    Returns
+    -------
+    dict
+        Option name to value (a string, or a boolean for a flag).
+
+    Raises
+    ------
+    OptionError
+        On a token that is no option, an unknown option, a bad flag value or a missing value.
+    """
     out: dict[str, Any] = {}
     i = 0
     while i < len(tokens):
@@ -306,17 +354,10 @@ def parse_cli_options(app: App, tokens: Sequence[str]) -> dict[str, Any]:
         if not tok.startswith("--"):
             raise OptionError([f"unexpected argument {tok!r}; options look like --name value"])
         name, eq, val = tok[2:].partition("=")
-        opt = known.get(name)
-        if opt is None:
-            raise OptionError([f"unknown option(s) for app '{app.name}': {name}"])
-        if opt.is_flag:
-            if eq:
-                low = val.lower()
-                if low not in ("true", "false", "1", "0", "yes", "no"):
-                    raise OptionError([f"option '{name}' is a flag; use --{name} alone"])
-                out[name] = low in ("true", "1", "yes")
-            else:
-                out[name] = True
+        if name not in flags:
+            raise OptionError([f"unknown option(s) for app '{app_name}': {name}"])
+        if flags[name]:
+            out[name] = _flag_value(name, val) if eq else True
         elif eq:
             out[name] = val
         else:
@@ -326,3 +367,10 @@ def parse_cli_options(app: App, tokens: Sequence[str]) -> dict[str, Any]:
             i += 1
         i += 1
     return out
+
+
+def _flag_value(name: str, value: str) -> bool:
+    low = value.lower()
+    if low not in (*_TRUE, *_FALSE):
+        raise OptionError([f"option '{name}' is a flag; use --{name} alone"])
+    return low in _TRUE

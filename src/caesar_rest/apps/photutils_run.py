@@ -25,29 +25,17 @@ import numpy.typing as npt
 from astropy.table import Table
 from scipy import ndimage
 
+from caesar_rest.apps.adapt import extended_mask, renumber, truncated_labels
+from caesar_rest.apps.console import say
 from caesar_rest.apps.photutils_app import PhotutilsApp
-from caesar_rest.apps.program import (
-    beam_fallback,
-    describe_image,
-    extended_mask,
-    finish_summary,
-    image_summary,
-    program_main,
-    renumber,
-    resolve_options,
-    say,
-    say_options,
-    truncated_labels,
-    write_maps,
-    write_products,
-)
+from caesar_rest.apps.products import Extraction, MapStyle
+from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import iau_names, make_table
 from caesar_rest.imaging.fits_image import (
     FWHM_PER_SIGMA,
     FitsImage,
     ImageError,
-    load_image,
     pixel_ellipse_to_sky,
     pixel_to_radec,
     sky_jacobian,
@@ -297,66 +285,39 @@ def _measure(
     return table[np.lexsort((table["component_id"], table["island_id"]))]
 
 
-def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the whole app and write every output file.
+class PhotutilsFinder(Finder):
+    """The ``photutils`` program: :func:`extract_sources` and its log lines."""
 
-    Parameters
-    ----------
-    input_path
-        The FITS image.
-    out_dir
-        Output folder (created if missing).
-    options
-        Option values by name (validated and completed with defaults here).
+    prog = PROG
+    description = "Extract sources from a FITS image with photutils."
+    maps = MapStyle(ORIGIN)
 
-    Returns
-    -------
-    dict
-        The summary also written to ``summary.json``.
+    def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
+        """Find and measure the sources with photutils (see :func:`extract_sources`)."""
+        import photutils
 
-    Raises
-    ------
-    OptionError, ImageError
-        On bad options or input.
-    """
-    t_start = time.perf_counter()
-    opts = resolve_options(PhotutilsApp(), options)
-    say_options(PROG, opts)
-    image = load_image(input_path, beam_fallback=beam_fallback(opts))
-    describe_image(PROG, image)
-    timings: dict[str, float] = {"load": time.perf_counter() - t_start}
-    result = extract_sources(image, opts)
-    timings.update(result.timings_s)
-    table = result.table
-    rms_median = float(np.median(result.rms[~image.mask]))
-    bkg_median = float(np.median(result.background[~image.mask]))
-    say(PROG, f"background: {opts['bkgbox']} px boxes, median rms {rms_median:.4g}")
-    say(
-        PROG,
-        f"detection: {result.n_segments} segments above {opts['mergethr']} sigma, "
-        f"{result.n_objects} after deblending, {len(table)} sources with peak >= "
-        f"{opts['seedthr']} sigma",
-    )
-    files, write_times = write_products(PROG, image, table, out_dir, preview=not opts["no-preview"])
-    timings.update(write_times)
-    files.update(write_maps(opts, out_dir, image, result.background, result.rms, ORIGIN))
-    timings["total"] = time.perf_counter() - t_start
+        result = extract_sources(image, opts)
+        rms_median = float(np.median(result.rms[~image.mask]))
+        bkg_median = float(np.median(result.background[~image.mask]))
+        say(PROG, f"background: {opts['bkgbox']} px boxes, median rms {rms_median:.4g}")
+        say(
+            PROG,
+            f"detection: {result.n_segments} segments above {opts['mergethr']} sigma, "
+            f"{result.n_objects} after deblending, {len(result.table)} sources with peak >= "
+            f"{opts['seedthr']} sigma",
+        )
+        return Extraction(
+            table=result.table,
+            background=result.background,
+            rms=result.rms,
+            n_islands=result.n_segments,
+            timings=result.timings_s,
+            tool=f"photutils {photutils.__version__}",
+            summary={"rms_median": rms_median, "background_median": bkg_median},
+        )
 
-    import photutils
 
-    summary: dict[str, Any] = {
-        "app": "photutils",
-        "tool": f"photutils {photutils.__version__}",
-        "input": input_path.name,
-        "n_sources": len(table),
-        "n_islands": result.n_segments,
-        "image": image_summary(image),
-        "rms_median": rms_median,
-        "background_median": bkg_median,
-        "options": opts,
-        "files": files,
-    }
-    return finish_summary(PROG, out_dir, summary, timings)
+FINDER = PhotutilsFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -372,9 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 2 for bad input or options, 1 for an unexpected error.
     """
-    return program_main(
-        PhotutilsApp(), PROG, "Extract sources from a FITS image with photutils.", run, argv
-    )
+    return program_main(PhotutilsApp(), FINDER, argv)
 
 
 if __name__ == "__main__":

@@ -27,33 +27,25 @@ import numpy.typing as npt
 from astropy.io import fits
 from astropy.table import Table
 
-from caesar_rest.apps.program import (
-    beam_fallback,
-    describe_image,
+from caesar_rest.apps.adapt import (
     extended_mask,
-    finish_summary,
-    image_summary,
     island_labels,
     labels_at,
-    limit_threads,
     nan_sentinels,
     outside_image,
     pixel_errors,
     positions_from_sky,
-    program_main,
     renumber,
-    resolve_options,
-    say,
-    say_options,
     truncated_labels,
-    write_maps,
-    write_products,
     write_work_image,
 )
+from caesar_rest.apps.console import say
+from caesar_rest.apps.products import Extraction, MapStyle, result_files
+from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.apps.pybdsf_app import RMS_MAP_VALUES, PybdsfApp
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import iau_names, make_table
-from caesar_rest.imaging.fits_image import FitsImage, ImageError, load_image
+from caesar_rest.imaging.fits_image import FitsImage, ImageError
 
 PROG = "pybdsf_run"
 ORIGIN = "caesar-rest pybdsf"
@@ -193,138 +185,129 @@ def convert_list(
     return table[np.lexsort((table["component_id"], table["island_id"]))]
 
 
-def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Run PyBDSF on ``input_path`` and write every output file into ``out_dir``.
-
-    Parameters
-    ----------
-    input_path
-        The FITS image.
-    out_dir
-        Output folder (created if missing).
-    options
-        Option values by name (validated and completed with defaults here).
-
-    Returns
-    -------
-    dict
-        The summary also written to ``summary.json``.
-
-    Raises
-    ------
-    OptionError, ImageError
-        On bad options or input.
-    """
-    t_start = time.perf_counter()
-    app = PybdsfApp()
-    opts = resolve_options(app, options)
-    say_options(PROG, opts)
-    limit_threads(1)  # PyBDSF parallelises its fits with processes (ncores)
-    image = load_image(input_path, beam_fallback=beam_fallback(opts))
-    describe_image(PROG, image)
+def _frequency(image: FitsImage, opts: Mapping[str, Any]) -> tuple[float, str]:
+    # The header's frequency, else the option's, else a default (PyBDSF needs one).
     freq = header_frequency(image.header)
-    freq_source = "header"
-    if freq is None:
-        freq = float(opts["frequency"] or DEFAULT_FREQUENCY_HZ)
-        freq_source = "option" if opts["frequency"] else "default"
-        say(PROG, f"no frequency in the header; giving PyBDSF {freq:.6g} Hz ({freq_source})")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {"load": time.perf_counter() - t_start}
+    if freq is not None:
+        return freq, "header"
+    freq = float(opts["frequency"] or DEFAULT_FREQUENCY_HZ)
+    source = "option" if opts["frequency"] else "default"
+    say(PROG, f"no frequency in the header; giving PyBDSF {freq:.6g} Hz ({source})")
+    return freq, source
 
+
+def _process(work: Path, opts: Mapping[str, Any], freq: float) -> Any:
     import bdsf  # heavy import only once the input is known to be good
 
     box, step = int(opts["rms_box"]), int(opts["rms_box_step"])
-    ny, nx = image.shape
-    if box > min(nx, ny):
-        raise ImageError(f"option 'rms_box' = {box} is larger than the image ({nx}x{ny} pixels)")
-    scratch = Path(tempfile.mkdtemp(prefix=".pybdsf-", dir=out_dir))
     try:
-        work = write_work_image(image, scratch / "image.fits", ORIGIN)
-        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            # PyBDSF 1.14 calls NumPy APIs deprecated in NumPy 2 (hundreds of notes).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bdsf.process_image(
+                str(work),
+                thresh_pix=float(opts["thresh_pix"]),
+                thresh_isl=float(opts["thresh_isl"]),
+                rms_box=(box, step),
+                rms_map=RMS_MAP_VALUES[str(opts["rms_map"])],
+                mean_map=str(opts["mean_map"]),
+                adaptive_rms_box=bool(opts["adaptive_rms_box"]),
+                group_by_isl=bool(opts["group_by_isl"]),
+                atrous_do=bool(opts["atrous_do"]),
+                ncores=int(opts["ncores"]),
+                frequency=freq,
+                quiet=True,
+            )
+    except RuntimeError as exc:  # PyBDSF reports bad input this way (no beam, no data...)
+        raise ImageError(f"PyBDSF could not process the image: {exc}") from None
+
+
+def _lists(img: Any, scratch: Path) -> tuple[Table | None, Table | None]:
+    # The source list (srl) and Gaussian list (gaul); None when PyBDSF found nothing.
+    if int(getattr(img, "nsrc", 0)) <= 0:
+        return None, None
+    srl_path, gaul_path = scratch / "srl.fits", scratch / "gaul.fits"
+    img.write_catalog(outfile=str(srl_path), format="fits", catalog_type="srl", clobber=True)
+    img.write_catalog(outfile=str(gaul_path), format="fits", catalog_type="gaul", clobber=True)
+    return _read_list(srl_path), _read_list(gaul_path)
+
+
+class PybdsfFinder(Finder):
+    """The ``pybdsf`` program: ``bdsf.process_image`` on a clean copy of the image."""
+
+    prog = PROG
+    description = "Extract sources from a FITS image with PyBDSF."
+    maps = MapStyle(ORIGIN)
+    threads = 1  # PyBDSF parallelises its fits with processes (ncores)
+
+    def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
+        """Run PyBDSF in a scratch folder inside ``out_dir`` (removed at the end); its log is
+        kept as the ``pybdsf-log`` result, also when PyBDSF fails."""
+        import bdsf
+
+        freq, freq_source = _frequency(image, opts)
+        box, step = int(opts["rms_box"]), int(opts["rms_box_step"])
+        ny, nx = image.shape
+        if box > min(nx, ny):
+            raise ImageError(
+                f"option 'rms_box' = {box} is larger than the image ({nx}x{ny} pixels)"
+            )
+        timings: dict[str, float] = {}
+        scratch = Path(tempfile.mkdtemp(prefix=".pybdsf-", dir=out_dir))
         try:
-            with warnings.catch_warnings():
-                # PyBDSF 1.14 calls NumPy APIs deprecated in NumPy 2 (hundreds of notes).
-                warnings.simplefilter("ignore", DeprecationWarning)
-                img = bdsf.process_image(
-                    str(work),
-                    thresh_pix=float(opts["thresh_pix"]),
-                    thresh_isl=float(opts["thresh_isl"]),
-                    rms_box=(box, step),
-                    rms_map=RMS_MAP_VALUES[str(opts["rms_map"])],
-                    mean_map=str(opts["mean_map"]),
-                    adaptive_rms_box=bool(opts["adaptive_rms_box"]),
-                    group_by_isl=bool(opts["group_by_isl"]),
-                    atrous_do=bool(opts["atrous_do"]),
-                    ncores=int(opts["ncores"]),
-                    frequency=freq,
-                    quiet=True,
-                )
-        except RuntimeError as exc:  # PyBDSF reports bad input this way (no beam, no data...)
-            raise ImageError(f"PyBDSF could not process the image: {exc}") from None
+            work = write_work_image(image, scratch / "image.fits", ORIGIN)
+            t0 = time.perf_counter()
+            try:
+                img = _process(work, opts, freq)
+            finally:
+                log = work.with_name(work.name + ".pybdsf.log")
+                if log.is_file():
+                    shutil.copyfile(log, out_dir / result_files(PybdsfApp())["pybdsf-log"])
+            timings["find"] = time.perf_counter() - t0
+            # PyBDSF keeps its arrays as [x, y]; NumPy/FITS order is [y, x].
+            rms = np.ascontiguousarray(np.asarray(img.rms_arr, dtype=np.float32).T)
+            background = np.ascontiguousarray(np.asarray(img.mean_arr, dtype=np.float32).T)
+            srl, gaul = _lists(img, scratch)
         finally:
-            log = work.with_name(work.name + ".pybdsf.log")
-            if log.is_file():
-                shutil.copyfile(log, out_dir / "pybdsf.log")
-        timings["find"] = time.perf_counter() - t0
-        # PyBDSF keeps its arrays as [x, y]; NumPy/FITS order is [y, x].
-        rms = np.ascontiguousarray(np.asarray(img.rms_arr, dtype=np.float32).T)
-        background = np.ascontiguousarray(np.asarray(img.mean_arr, dtype=np.float32).T)
-        srl = gaul = None
-        if int(getattr(img, "nsrc", 0)) > 0:
-            srl_path, gaul_path = scratch / "srl.fits", scratch / "gaul.fits"
-            img.write_catalog(
-                outfile=str(srl_path), format="fits", catalog_type="srl", clobber=True
-            )
-            img.write_catalog(
-                outfile=str(gaul_path), format="fits", catalog_type="gaul", clobber=True
-            )
-            srl, gaul = _read_list(srl_path), _read_list(gaul_path)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        significant = ((image.data - background) / rms) >= float(opts["thresh_isl"])
-    significant &= ~image.mask
-    labels, _ = island_labels(significant)
-    truncated = {"labels": labels, "cut": truncated_labels(labels, image.mask)}
-    table = convert_list(image, srl, background, rms, truncated, "srl")
-    components = convert_list(image, gaul, background, rms, truncated, "gaul")
-    n_islands = len(set(np.asarray(srl["Isl_id"]).tolist())) if srl is not None else 0
-    good = np.isfinite(rms) & ~image.mask
-    rms_median = float(np.median(rms[good])) if good.any() else float("nan")
-    bkg_median = float(np.median(background[good])) if good.any() else float("nan")
-    say(PROG, f"background: rms_box ({box}, {step}), median rms {rms_median:.4g}")
-    say(
-        PROG,
-        f"detection: {n_islands} islands, {len(table)} sources, {len(components)} Gaussians "
-        f"(thresh_pix {opts['thresh_pix']}, thresh_isl {opts['thresh_isl']})",
-    )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            significant = ((image.data - background) / rms) >= float(opts["thresh_isl"])
+        significant &= ~image.mask
+        labels, _ = island_labels(significant)
+        truncated = {"labels": labels, "cut": truncated_labels(labels, image.mask)}
+        table = convert_list(image, srl, background, rms, truncated, "srl")
+        components = convert_list(image, gaul, background, rms, truncated, "gaul")
+        n_islands = len(set(np.asarray(srl["Isl_id"]).tolist())) if srl is not None else 0
+        good = np.isfinite(rms) & ~image.mask
+        rms_median = float(np.median(rms[good])) if good.any() else float("nan")
+        bkg_median = float(np.median(background[good])) if good.any() else float("nan")
+        say(PROG, f"background: rms_box ({box}, {step}), median rms {rms_median:.4g}")
+        say(
+            PROG,
+            f"detection: {n_islands} islands, {len(table)} sources, {len(components)} Gaussians "
+            f"(thresh_pix {opts['thresh_pix']}, thresh_isl {opts['thresh_isl']})",
+        )
+        return Extraction(
+            table=table,
+            background=background,
+            rms=rms,
+            n_islands=n_islands,
+            timings=timings,
+            components=components,
+            tool=f"PyBDSF {getattr(bdsf, '__version__', '')}".strip(),
+            counts={"n_components": len(components)},
+            summary={
+                "frequency_hz": freq,
+                "frequency_source": freq_source,
+                "rms_median": rms_median,
+                "background_median": bkg_median,
+            },
+            written=("pybdsf-log",),
+        )
 
-    files, write_times = write_products(
-        PROG, image, table, out_dir, preview=not opts["no-preview"], components=components
-    )
-    timings.update(write_times)
-    if (out_dir / "pybdsf.log").is_file():
-        files["pybdsf-log"] = "pybdsf.log"
-    files.update(write_maps(opts, out_dir, image, background, rms, ORIGIN))
-    timings["total"] = time.perf_counter() - t_start
 
-    summary: dict[str, Any] = {
-        "app": "pybdsf",
-        "tool": f"PyBDSF {getattr(bdsf, '__version__', '')}".strip(),
-        "input": input_path.name,
-        "n_sources": len(table),
-        "n_components": len(components),
-        "n_islands": n_islands,
-        "image": image_summary(image),
-        "frequency_hz": freq,
-        "frequency_source": freq_source,
-        "rms_median": rms_median,
-        "background_median": bkg_median,
-        "options": opts,
-        "files": files,
-    }
-    return finish_summary(PROG, out_dir, summary, timings)
+FINDER = PybdsfFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,9 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 2 for bad input or options, 1 for an unexpected error.
     """
-    return program_main(
-        PybdsfApp(), PROG, "Extract sources from a FITS image with PyBDSF.", run, argv
-    )
+    return program_main(PybdsfApp(), FINDER, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Exit codes: 0 success, 2 bad input or options (clear message on stderr), 1 unexp
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -26,18 +25,10 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 from scipy import ndimage
 
-from caesar_rest.apps import program
-from caesar_rest.apps.program import (
-    beam_fallback,
-    describe_image,
-    finish_summary,
-    image_summary,
-    program_main,
-    say,
-    say_options,
-    write_maps,
-    write_products,
-)
+from caesar_rest.apps.adapt import extended_mask, renumber, truncated_labels
+from caesar_rest.apps.console import say
+from caesar_rest.apps.products import Extraction, MapStyle
+from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.apps.sep_app import SepApp
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import iau_names, make_table
@@ -59,43 +50,8 @@ MIN_PIXSTACK = 2_000_000
 #: Sub-objects SEP may consider while deblending one island (its default of 1024 overflows on
 #: large, structured islands).
 SUB_OBJECT_LIMIT = 8192
-#: Sources whose measured area exceeds this many beams are flagged as extended.
-EXTENDED_AREA_BEAMS = 2.0
 #: Beyond this many unmasked pixels the global statistics use a regular subsample.
 GLOBAL_STATS_MAX_PIXELS = 4_000_000
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Build the command-line parser from :class:`SepApp` options, so names never drift.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        ``--input`` and ``--outdir`` plus one ``--name`` per app option (see
-        :func:`caesar_rest.apps.program.build_parser`).
-    """
-    return program.build_parser(SepApp(), PROG, "Extract sources from a FITS image with SEP.")
-
-
-def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate options with :meth:`SepApp.validate` and fill in the defaults.
-
-    Parameters
-    ----------
-    options
-        Option values by name (absent or None means "use the default").
-
-    Returns
-    -------
-    dict
-        Every option name with its value.
-
-    Raises
-    ------
-    OptionError
-        On unknown names or values out of bounds.
-    """
-    return program.resolve_options(SepApp(), options)
 
 
 @dataclass
@@ -214,7 +170,7 @@ def extract_sources(image: FitsImage, options: Mapping[str, Any]) -> SepResult:
     image
         The image (from :func:`~caesar_rest.imaging.load_image`).
     options
-        Resolved options (see :func:`resolve_options`).
+        Resolved options (see :func:`~caesar_rest.apps.program.resolve_options`).
 
     Returns
     -------
@@ -252,7 +208,7 @@ def extract_sources(image: FitsImage, options: Mapping[str, Any]) -> SepResult:
     island_of = np.where(island_of > 0, island_of, n_islands + 1 + np.arange(n_obj))
     members = np.bincount(island_of, minlength=1) if n_obj else np.zeros(1, dtype=np.int64)
 
-    truncated_islands = _truncated_islands(islands, mask)
+    truncated_islands = truncated_labels(islands, mask)
     sel = np.flatnonzero(keep)
     table = _measure(
         image, objects[sel], back, rms_pk[sel], island_of[sel], members, truncated_islands
@@ -266,17 +222,6 @@ def extract_sources(image: FitsImage, options: Mapping[str, Any]) -> SepResult:
         n_objects=int(n_obj),
         timings_s=timings,
     )
-
-
-def _truncated_islands(islands: npt.NDArray[np.int32], mask: npt.NDArray[np.bool_]) -> set[int]:
-    # Islands touching the image edge or a blank pixel (8-connected) may be cut off.
-    edge = np.concatenate([islands[0, :], islands[-1, :], islands[:, 0], islands[:, -1]])
-    found = set(np.unique(edge).tolist())
-    if mask.any():
-        near_blank = ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
-        found |= set(np.unique(islands[near_blank]).tolist())
-    found.discard(0)
-    return found
 
 
 def _measure(
@@ -327,16 +272,10 @@ def _measure(
     flags[blended] |= FLAG_BLENDED
     trunc = np.isin(island_of, list(truncated_islands)) | ((sep_flags & sep.OBJ_TRUNC) != 0)
     flags[trunc] |= FLAG_TRUNCATED
-    bmaj, bmin, _ = image.beam
-    extended = np.isfinite(maj * mnr) & (maj * mnr > EXTENDED_AREA_BEAMS * bmaj * bmin)
-    flags[extended] |= FLAG_EXTENDED
+    flags[extended_mask(maj, mnr, image.beam)] |= FLAG_EXTENDED
 
     # Islands renumbered 0.. in raster order of their labels; components by decreasing peak.
-    _, island_ids = np.unique(island_of, return_inverse=True)
-    order = np.lexsort((-peak, island_ids))
-    sorted_ids = island_ids[order]
-    component = np.empty(n, dtype=np.int64)
-    component[order] = np.arange(n) - np.searchsorted(sorted_ids, sorted_ids, side="left")
+    island_ids, component = renumber(island_of, peak)
 
     x0, y0 = image.origin
     columns: dict[str, Any] = {
@@ -368,66 +307,37 @@ def _measure(
     return table
 
 
-def run(input_path: Path, out_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the whole app and write every output file.
+class SepFinder(Finder):
+    """The ``sep`` program: :func:`extract_sources` and its log lines."""
 
-    Parameters
-    ----------
-    input_path
-        The FITS image.
-    out_dir
-        Output folder (created if missing).
-    options
-        Option values by name (validated and completed with defaults here).
+    prog = PROG
+    description = "Extract sources from a FITS image with SEP."
+    maps = MapStyle(ORIGIN)
 
-    Returns
-    -------
-    dict
-        The summary also written to ``summary.json``.
+    def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
+        """Find and measure the sources with SEP (see :func:`extract_sources`)."""
+        result = extract_sources(image, opts)
+        rms_median = float(np.median(result.rms[~image.mask]))
+        bkg_median = float(np.median(result.background[~image.mask]))
+        kind = "global" if opts["globalbkg"] else f"local ({opts['bkgbox']} px boxes)"
+        say(PROG, f"background: {kind}, median {bkg_median:.4g}, median rms {rms_median:.4g}")
+        say(
+            PROG,
+            f"detection: {result.n_islands} islands above {opts['mergethr']} sigma, "
+            f"{result.n_objects} objects, {len(result.table)} sources with peak >= "
+            f"{opts['seedthr']} sigma",
+        )
+        return Extraction(
+            table=result.table,
+            background=result.background,
+            rms=result.rms,
+            n_islands=result.n_islands,
+            timings=result.timings_s,
+            summary={"rms_median": rms_median, "background_median": bkg_median},
+        )
 
-    Raises
-    ------
-    OptionError, ImageError
-        On bad options or input.
-    """
-    t_start = time.perf_counter()
-    opts = resolve_options(options)
-    say_options(PROG, opts)
-    image = load_image(input_path, beam_fallback=beam_fallback(opts))
-    t_loaded = time.perf_counter()
-    describe_image(PROG, image)
 
-    result = extract_sources(image, opts)
-    table = result.table
-    rms_median = float(np.median(result.rms[~image.mask]))
-    bkg_median = float(np.median(result.background[~image.mask]))
-    kind = "global" if opts["globalbkg"] else f"local ({opts['bkgbox']} px boxes)"
-    say(PROG, f"background: {kind}, median {bkg_median:.4g}, median rms {rms_median:.4g}")
-    say(
-        PROG,
-        f"detection: {result.n_islands} islands above {opts['mergethr']} sigma, "
-        f"{result.n_objects} objects, {len(table)} sources with peak >= {opts['seedthr']} sigma",
-    )
-
-    files, write_times = write_products(PROG, image, table, out_dir, preview=not opts["no-preview"])
-    files.update(write_maps(opts, out_dir, image, result.background, result.rms, ORIGIN))
-    timings = {"load": t_loaded - t_start, **result.timings_s, **write_times}
-    timings["total"] = time.perf_counter() - t_start
-
-    summary: dict[str, Any] = {
-        "app": "sep",
-        "input": input_path.name,
-        "n_sources": len(table),
-        "n_islands": result.n_islands,
-        "image": image_summary(image),
-        "rms_median": rms_median,
-        "background_median": bkg_median,
-        "options": opts,
-        "files": files,
-    }
-    finish_summary(PROG, out_dir, summary, timings)
-    say(PROG, f"wrote {', '.join(sorted([*files.values(), 'summary.json']))} to {out_dir}")
-    return summary
+FINDER = SepFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -443,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 2 for bad input or options, 1 for an unexpected error.
     """
-    return program_main(SepApp(), PROG, "Extract sources from a FITS image with SEP.", run, argv)
+    return program_main(SepApp(), FINDER, argv)
 
 
 if __name__ == "__main__":

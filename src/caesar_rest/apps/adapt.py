@@ -1,0 +1,232 @@
+"""Catalogue helpers for the third-party finders (SEP, photutils, Aegean, PyBDSF).
+
+Their own catalogues lack what the shared schema holds: island labels, truncation and blend
+flags, pixel errors of sky errors, ids in a fixed order. These helpers compute them the same way
+for every app. :func:`write_work_image` gives tools that read files a clean copy of the input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from astropy.io import fits
+from scipy import ndimage
+
+from caesar_rest.apps.products import image_header
+from caesar_rest.imaging.fits_image import Beam, FitsImage, pixel_to_radec, sky_jacobian
+
+#: Sources whose fitted or measured area exceeds this many beams are flagged as extended.
+EXTENDED_AREA_BEAMS = 2.0
+
+
+def island_labels(
+    significant: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.int32], int]:
+    """8-connected islands of ``significant`` pixels.
+
+    Parameters
+    ----------
+    significant
+        Boolean map of pixels above the island threshold.
+
+    Returns
+    -------
+    labels, n
+        Label map (0 = background) and number of islands.
+    """
+    labels, n = ndimage.label(significant, structure=np.ones((3, 3), dtype=bool))
+    return np.asarray(labels, dtype=np.int32), int(n)
+
+
+def truncated_labels(labels: npt.NDArray[np.int32], mask: npt.NDArray[np.bool_]) -> set[int]:
+    """Labels of islands touching the image edge or a blank pixel (they may be cut off).
+
+    Parameters
+    ----------
+    labels
+        Island label map.
+    mask
+        Blank pixels.
+
+    Returns
+    -------
+    set of int
+        The labels (0 excluded).
+    """
+    edge = np.concatenate([labels[0, :], labels[-1, :], labels[:, 0], labels[:, -1]])
+    found = set(np.unique(edge).tolist())
+    if mask.any():
+        near_blank = ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
+        found |= set(np.unique(labels[near_blank]).tolist())
+    found.discard(0)
+    return {int(v) for v in found}
+
+
+def labels_at(
+    labels: npt.NDArray[np.int32], x: npt.ArrayLike, y: npt.ArrayLike
+) -> npt.NDArray[np.int64]:
+    """Island label under each (0-based) pixel position; 0 outside the image or any island."""
+    ny, nx = labels.shape
+    xi = np.rint(np.nan_to_num(np.asarray(x, dtype=np.float64), nan=-1.0)).astype(np.int64)
+    yi = np.rint(np.nan_to_num(np.asarray(y, dtype=np.float64), nan=-1.0)).astype(np.int64)
+    inside = (xi >= 0) & (xi < nx) & (yi >= 0) & (yi < ny)
+    out = np.zeros(xi.shape, dtype=np.int64)
+    out[inside] = labels[yi[inside], xi[inside]]
+    return out
+
+
+def outside_image(
+    image: FitsImage, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    """Whether full-image pixel positions fall off the image (fits may put a centre there)."""
+    ny, nx = image.shape
+    x0, y0 = image.origin
+    xs, ys = x - x0, y - y0
+    with np.errstate(invalid="ignore"):
+        inside = (xs >= -0.5) & (xs <= nx - 0.5) & (ys >= -0.5) & (ys <= ny - 0.5)
+    return np.asarray(~inside)
+
+
+def renumber(
+    island: npt.ArrayLike, peak: npt.ArrayLike
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Island ids 0..K-1 (in order of the given ids) and component ids by decreasing peak.
+
+    Parameters
+    ----------
+    island
+        Any island identifier per row.
+    peak
+        Peak flux per row.
+
+    Returns
+    -------
+    island_ids, component_ids
+    """
+    isl = np.asarray(island)
+    pk = np.nan_to_num(np.asarray(peak, dtype=np.float64), nan=-np.inf)
+    n = isl.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _, ids = np.unique(isl, return_inverse=True)
+    ids = ids.astype(np.int64).ravel()
+    order = np.lexsort((-pk, ids))
+    sorted_ids = ids[order]
+    comp = np.empty(n, dtype=np.int64)
+    comp[order] = np.arange(n) - np.searchsorted(sorted_ids, sorted_ids, side="left")
+    return ids, comp
+
+
+def positions_from_sky(
+    image: FitsImage, lon: npt.ArrayLike, lat: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], ...]:
+    """Pixel positions and J2000 RA/Dec of sources a tool reported in the image's own frame.
+
+    Parameters
+    ----------
+    image
+        The image (its WCS is the one the tool used).
+    lon, lat
+        Native longitude and latitude in degrees (RA/Dec for equatorial images).
+
+    Returns
+    -------
+    x, y, ra, dec
+        0-based pixel positions in the full image and equatorial coordinates in degrees.
+    """
+    lo = np.asarray(lon, dtype=np.float64)
+    la = np.asarray(lat, dtype=np.float64)
+    if lo.size == 0:
+        empty = np.zeros(0, dtype=np.float64)
+        return empty, empty, empty, empty
+    x, y = image.wcs.world_to_pixel_values(lo, la)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ra, dec = pixel_to_radec(image.wcs, x, y)
+    x0, y0 = image.origin
+    return x + x0, y + y0, ra, dec
+
+
+def pixel_errors(
+    image: FitsImage,
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    east_err: npt.NDArray[np.float64],
+    north_err: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Pixel-space errors of sky-space position errors (arcsec) through the local WCS.
+
+    Parameters
+    ----------
+    image
+        The image.
+    x, y
+        0-based full-image pixel positions.
+    east_err, north_err
+        Position errors along RA and Dec in arcsec (uncorrelated).
+
+    Returns
+    -------
+    x_err, y_err
+        In pixels; NaN where the input error is NaN.
+    """
+    if x.size == 0:
+        return np.zeros(0), np.zeros(0)
+    x0, y0 = image.origin
+    jac = sky_jacobian(image.wcs, x - x0, y - y0)
+    inv = np.linalg.inv(jac)
+    sky = np.zeros(jac.shape, dtype=np.float64)
+    sky[:, 0, 0] = east_err**2
+    sky[:, 1, 1] = north_err**2
+    cov = inv @ sky @ np.transpose(inv, (0, 2, 1))
+    return np.sqrt(cov[:, 0, 0]), np.sqrt(cov[:, 1, 1])
+
+
+def extended_mask(
+    maj: npt.NDArray[np.float64], mnr: npt.NDArray[np.float64], beam: Beam
+) -> npt.NDArray[np.bool_]:
+    """Sources larger than :data:`EXTENDED_AREA_BEAMS` beams (by FWHM ellipse area)."""
+    with np.errstate(invalid="ignore"):
+        area = maj * mnr
+        return np.asarray(np.isfinite(area) & (area > EXTENDED_AREA_BEAMS * beam[0] * beam[1]))
+
+
+def nan_sentinels(values: Any, scale: float = 1.0) -> npt.NDArray[np.float64]:
+    """Float array times ``scale`` with negative sentinels (e.g. Aegean's -1 errors) as NaN."""
+    arr = np.array(values, dtype=np.float64, copy=True)
+    arr[~np.isfinite(arr) | (arr < 0)] = np.nan
+    return arr * scale
+
+
+
+
+def write_work_image(image: FitsImage, path: Path, origin: str) -> Path:
+    """Write ``image`` as a plain 2-D float32 FITS file for tools that read files themselves.
+
+    External finders then see one HDU, no degenerate axes, blank pixels as NaN and the beam in
+    the header; and whatever they write beside their input lands in our folder, never next to the
+    user's upload.
+
+    Parameters
+    ----------
+    image
+        The image.
+    path
+        Output file (overwritten).
+    origin
+        Value of the ORIGIN keyword.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    header = image_header(image, origin)
+    data = np.where(image.mask, np.float32(np.nan), image.data).astype(np.float32)
+    fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
+    return path
+
+

@@ -1,0 +1,548 @@
+"""Writing what an app program found: catalogues, maps, previews and ``summary.json``.
+
+Every file name comes from the app's :class:`~caesar_rest.apps.base.ResultSpec` declarations
+(``App.results``); nothing here spells one. A product the app does not declare is not written,
+so the declaration, the files in the job folder and the results the service lists cannot
+disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from astropy.io import fits
+from astropy.table import Table
+
+from caesar_rest.apps.base import App
+from caesar_rest.apps.console import say
+from caesar_rest.catalogue.writers import (
+    write_csv,
+    write_ds9_regions,
+    write_json,
+    write_votable,
+)
+from caesar_rest.imaging.fits_image import FitsImage, sky_jacobian
+
+#: Longest side of the thumbnail, in pixels.
+THUMBNAIL_SIDE = 256
+
+FloatMap = npt.NDArray[np.floating[Any]]
+#: Writes one product into the path it is given (named by the app's ResultSpec).
+ProductWriter = Callable[[Path], object]
+
+
+@dataclass(frozen=True)
+class CatalogueNames:
+    """Result names of one catalogue in its four formats (file names come from the app)."""
+
+    votable: str
+    csv: str
+    json: str
+    regions: str
+
+    def formats(self) -> tuple[tuple[str, str], ...]:
+        """``(result name, format)`` pairs in the order the files are written."""
+        return (
+            (self.votable, "votable"),
+            (self.csv, "csv"),
+            (self.json, "json"),
+            (self.regions, "regions"),
+        )
+
+
+#: The source catalogue (``CATALOGUE_RESULTS``), the component catalogue (``COMPONENT_RESULTS``)
+#: and an island catalogue.
+SOURCES = CatalogueNames("catalog", "catalog-csv", "catalog-json", "regions")
+COMPONENTS = CatalogueNames(
+    "components", "components-csv", "components-json", "components-regions"
+)
+ISLANDS = CatalogueNames("islands", "islands-csv", "islands-json", "islands-regions")
+
+
+@dataclass(frozen=True)
+class MapStyle:
+    """How an app's FITS maps are written.
+
+    Attributes
+    ----------
+    origin
+        Value of the ORIGIN keyword.
+    blank
+        Whether pixels blank in the image are written as NaN.
+    bunit
+        BUNIT when the image has none.
+    """
+
+    origin: str
+    blank: bool = True
+    bunit: str = "JY/BEAM"
+
+
+@dataclass
+class Extraction:
+    """What a finder's ``extract()`` hands to the shared run to write and summarise.
+
+    Attributes
+    ----------
+    table
+        The source catalogue (shared schema): ``catalog.*``.
+    background, rms
+        Full background and rms maps, written when ``save-bkgmap``/``save-rmsmap`` are set; None
+        when the finder keeps no such maps (it may give them in :attr:`maps` instead).
+    n_islands
+        Islands found (for the summary).
+    timings
+        Seconds per step of the extraction.
+    components, islands
+        Component and island catalogues, for finders that have them.
+    tool
+        Name and version of the third-party tool, for the summary.
+    counts
+        Summary entries after ``n_sources`` and before ``n_islands``.
+    summary
+        Summary entries after ``image``.
+    maps
+        Further maps: result name to ``(what, data)``.
+    writers
+        Products the finder formats itself: result name to a function writing the file.
+    written
+        Result names of files the finder wrote itself into the output folder (listed when
+        present).
+    """
+
+    table: Table
+    background: FloatMap | None = None
+    rms: FloatMap | None = None
+    n_islands: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    components: Table | None = None
+    islands: Table | None = None
+    tool: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    maps: dict[str, tuple[str, FloatMap]] = field(default_factory=dict)
+    writers: dict[str, ProductWriter] = field(default_factory=dict)
+    written: tuple[str, ...] = ()
+
+
+def result_files(app: App) -> dict[str, str]:
+    """File names of the app's results, by result name.
+
+    Parameters
+    ----------
+    app
+        The app.
+
+    Returns
+    -------
+    dict
+        Result name to file name, in declaration order.
+    """
+    return {r.name: r.filename for r in app.results}
+
+
+def image_summary(image: FitsImage) -> dict[str, Any]:
+    """The ``image`` block of ``summary.json``.
+
+    Parameters
+    ----------
+    image
+        The image.
+
+    Returns
+    -------
+    dict
+        Shape, beam, beam source, pixel scale, beam area, BUNIT, blank pixels and frame.
+    """
+    ny, nx = image.shape
+    bmaj, bmin, bpa = image.beam
+    return {
+        "shape": [ny, nx],
+        "beam": {"bmaj_arcsec": bmaj, "bmin_arcsec": bmin, "bpa_deg": bpa},
+        "beam_source": image.beam_source,
+        "pixel_scale_arcsec": image.pixel_scale_arcsec,
+        "beam_area_pix": image.beam_area_pix,
+        "bunit": image.bunit,
+        "n_blank": int(image.mask.sum()),
+        "frame": image.frame,
+    }
+
+
+def image_header(image: FitsImage, origin: str, bunit: str = "JY/BEAM") -> fits.Header:
+    """A clean 2-D header for ``image`` (celestial WCS, beam, BUNIT), e.g. for maps or copies.
+
+    Parameters
+    ----------
+    image
+        The image.
+    origin
+        Value of the ORIGIN keyword.
+    bunit
+        BUNIT when the image has none.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The header; the beam is the one :func:`~caesar_rest.imaging.load_image` settled on (from
+        the header, an AIPS HISTORY card or the options), so every tool sees the same beam.
+    """
+    header = image.wcs.to_header()
+    header["BUNIT"] = image.bunit or bunit
+    header["BMAJ"] = image.beam[0] / 3600.0
+    header["BMIN"] = image.beam[1] / 3600.0
+    header["BPA"] = image.beam[2]
+    header["ORIGIN"] = origin
+    return header
+
+
+def write_map(path: Path, data: FloatMap, image: FitsImage, what: str, style: MapStyle) -> Path:
+    """Write a map with the image's WCS.
+
+    Parameters
+    ----------
+    path
+        Output file (overwritten).
+    data
+        The map, shape ``image.shape``.
+    image
+        The image it belongs to.
+    what
+        What the map is (for the COMMENT card), e.g. ``"background"``.
+    style
+        ORIGIN, blanking and default BUNIT.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    header = image_header(image, style.origin, style.bunit)
+    header["COMMENT"] = f"{what} map of {image.path.name}"
+    out = np.asarray(data, dtype=np.float32)
+    if style.blank:
+        out = np.where(image.mask, np.float32(np.nan), out)
+    fits.PrimaryHDU(out.astype(np.float32), header=header).writeto(path, overwrite=True)
+    return path
+
+
+def write_maps(
+    app: App,
+    opts: Mapping[str, Any],
+    out_dir: Path,
+    image: FitsImage,
+    found: Extraction,
+    style: MapStyle,
+) -> dict[str, str]:
+    """Write the background and rms maps ``save-bkgmap``/``save-rmsmap`` ask for, and the
+    finder's further maps.
+
+    Parameters
+    ----------
+    app
+        The app (its results name the files).
+    opts
+        Resolved option values.
+    out_dir
+        Output folder.
+    image
+        The image the maps belong to.
+    found
+        The extraction.
+    style
+        How maps are written.
+
+    Returns
+    -------
+    dict
+        Result name to file name of the maps written.
+    """
+    maps: dict[str, tuple[str, FloatMap]] = {}
+    if opts.get("save-bkgmap") and found.background is not None:
+        maps["background-map"] = ("background", found.background)
+    if opts.get("save-rmsmap") and found.rms is not None:
+        maps["rms-map"] = ("rms", found.rms)
+    maps.update(found.maps)
+    names = result_files(app)
+    files: dict[str, str] = {}
+    for key, (what, data) in maps.items():
+        if key in names:
+            files[key] = write_map(out_dir / names[key], data, image, what, style).name
+    return files
+
+
+def region_frame(image: FitsImage) -> str:
+    """DS9 frame for the catalogue's J2000 coordinates.
+
+    Parameters
+    ----------
+    image
+        The image.
+
+    Returns
+    -------
+    str
+        ``fk5`` for an FK5 image, else ``icrs``.
+    """
+    return "fk5" if image.frame == "fk5" else "icrs"
+
+
+def write_catalogue(
+    table: Table,
+    out_dir: Path,
+    which: CatalogueNames,
+    names: Mapping[str, str],
+    frame: str,
+    colour: str = "green",
+) -> dict[str, str]:
+    """Write a catalogue in the formats the app declares for it.
+
+    Parameters
+    ----------
+    table
+        A shared-schema table (extra columns are kept in VOTable, CSV and JSON).
+    out_dir
+        Output folder.
+    which
+        Result names of the catalogue's four formats.
+    names
+        Result name to file name of the results to write (others are skipped).
+    frame
+        DS9 frame (``fk5`` or ``icrs``).
+    colour
+        DS9 colour of the regions.
+
+    Returns
+    -------
+    dict
+        Result name to file name.
+    """
+    files: dict[str, str] = {}
+    for key, kind in which.formats():
+        if key not in names:
+            continue
+        path = out_dir / names[key]
+        if kind == "votable":
+            write_votable(table, path)
+        elif kind == "csv":
+            write_csv(table, path)
+        elif kind == "json":
+            write_json(table, path)
+        else:
+            write_ds9_regions(table, path, frame, colour)
+        files[key] = path.name
+    return files
+
+
+def write_products(
+    prog: str,
+    app: App,
+    image: FitsImage,
+    found: Extraction,
+    out_dir: Path,
+    *,
+    preview: bool = True,
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Write the catalogues, the finder's own products, the preview and the thumbnail.
+
+    Parameters
+    ----------
+    prog
+        Program name for the log.
+    app
+        The app (its results name the files; undeclared products are not written).
+    image
+        The image the catalogues come from.
+    found
+        The extraction.
+    out_dir
+        Output folder (created if missing).
+    preview
+        Whether to draw the preview and the thumbnail.
+
+    Returns
+    -------
+    files, timings
+        Result name to file name; seconds spent writing and drawing.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    frame = region_frame(image)
+    # Products the finder formats itself are not also written the generic way.
+    names = {k: v for k, v in result_files(app).items() if k not in found.writers}
+    files = write_catalogue(found.table, out_dir, SOURCES, names, frame)
+    if found.components is not None:
+        # Components in another colour, so both region files can be loaded together in DS9.
+        files.update(write_catalogue(found.components, out_dir, COMPONENTS, names, frame, "magenta"))
+    if found.islands is not None:
+        files.update(write_catalogue(found.islands, out_dir, ISLANDS, names, frame))
+    declared = result_files(app)
+    for key, writer in found.writers.items():
+        writer(out_dir / declared[key])
+        files[key] = declared[key]
+    t1 = time.perf_counter()
+    timings = {"write": t1 - t0}
+    if preview:
+        files.update(write_previews(image, found, out_dir, names))
+        timings["preview"] = time.perf_counter() - t1
+    n_comp = "" if found.components is None else f", {len(found.components)} components"
+    say(prog, f"wrote {len(found.table)} sources{n_comp}")
+    for key in found.written:
+        if (out_dir / declared[key]).is_file():
+            files[key] = declared[key]
+    return files, timings
+
+
+def write_previews(
+    image: FitsImage, found: Extraction, out_dir: Path, names: Mapping[str, str]
+) -> dict[str, str]:
+    """Draw ``preview`` and ``preview-thumb`` where the app declares them.
+
+    Parameters
+    ----------
+    image
+        The image.
+    found
+        The extraction: its components are drawn where it has them (they show how the sources
+        were modelled), else its sources.
+    out_dir
+        Output folder.
+    names
+        Result name to file name.
+
+    Returns
+    -------
+    dict
+        Result name to file name of the images drawn.
+    """
+    from caesar_rest.catalogue.preview import write_preview  # matplotlib is slow to import
+
+    drawn = found.components if found.components is not None else found.table
+    files: dict[str, str] = {}
+    if "preview" in names:
+        files["preview"] = write_preview(image, drawn, out_dir / names["preview"]).name
+    if "preview-thumb" in names:
+        thumb = write_thumbnail(image, drawn, out_dir / names["preview-thumb"])
+        files["preview-thumb"] = thumb.name
+    return files
+
+
+def write_summary(app: App, out_dir: Path, summary: Mapping[str, Any]) -> Path:
+    """Write the summary file (result ``summary``) as indented JSON.
+
+    Parameters
+    ----------
+    app
+        The app (its ``summary`` result names the file).
+    out_dir
+        Output folder.
+    summary
+        JSON-serialisable summary (NumPy scalars and paths are converted).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    path = out_dir / result_files(app)["summary"]
+    path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_thumbnail(
+    image: FitsImage, table: Table | None, path: Path, max_side: int = THUMBNAIL_SIDE
+) -> Path:
+    """Write a small PNG of the image (no axes, asinh stretch) with the sources as ellipses.
+
+    Parameters
+    ----------
+    image
+        The image.
+    table
+        Shared-schema catalogue or None.
+    path
+        Output PNG (overwritten).
+    max_side
+        Longest side in pixels; the other side keeps the image's aspect ratio.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.figure import Figure
+
+    from caesar_rest.catalogue.preview import block_reduce
+    from caesar_rest.imaging.fits_image import sky_ellipse_to_pixel
+
+    ny, nx = image.shape
+    factor = max(1, math.ceil(max(nx, ny) / max_side))
+    small = block_reduce(image.data, factor)
+    sny, snx = small.shape
+    # Pixel size of the PNG: the long side is max_side (or the image's, if smaller).
+    scale = min(1.0, max_side / max(nx, ny))
+    width, height = max(1, round(nx * scale)), max(1, round(ny * scale))
+    dpi = 100.0
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_axis_off()
+    finite = small[np.isfinite(small)]
+    if finite.size:
+        norm = ImageNormalize(finite, interval=PercentileInterval(99.5), stretch=AsinhStretch(0.05))
+    else:
+        norm = ImageNormalize(vmin=0.0, vmax=1.0)
+    cmap = colormaps["inferno"].with_extremes(bad="0.6")
+    ax.imshow(small, origin="lower", cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
+    ax.set_xlim(-0.5, snx - 0.5)
+    ax.set_ylim(-0.5, sny - 0.5)
+    if table is not None and len(table):
+        x0, y0 = image.origin
+        x = np.asarray(table["x"], dtype=np.float64) - x0
+        y = np.asarray(table["y"], dtype=np.float64) - y0
+        maj = np.asarray(table["maj"], dtype=np.float64)
+        mnr = np.asarray(table["min"], dtype=np.float64)
+        pa = np.nan_to_num(np.asarray(table["pa"], dtype=np.float64), nan=0.0)
+        bad = ~(np.isfinite(maj) & np.isfinite(mnr) & (maj > 0) & (mnr > 0))
+        maj, mnr = np.where(bad, image.beam[0], maj), np.where(bad, image.beam[1], mnr)
+        pa = np.where(bad, image.beam[2], pa)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.any():
+            jac = sky_jacobian(image.wcs, x[ok], y[ok])
+            a, b, theta = sky_ellipse_to_pixel(jac, maj[ok], mnr[ok], pa[ok])
+            centre = (factor - 1) / 2.0
+            offsets = np.column_stack([x[ok] - centre, y[ok] - centre]) / factor
+            ax.add_collection(
+                EllipseCollection(
+                    widths=a / factor,
+                    heights=b / factor,
+                    angles=np.degrees(theta),
+                    units="xy",
+                    offsets=offsets,
+                    offset_transform=ax.transData,
+                    facecolors="none",
+                    edgecolors="cyan",
+                    linewidths=0.6,
+                )
+            )
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
