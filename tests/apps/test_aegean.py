@@ -15,9 +15,9 @@ from app_jobs import assert_refused, check_outputs, job_log, run_job, service, u
 from fastapi.testclient import TestClient
 
 from caesar_rest.apps.aegean_app import AegeanApp
-from caesar_rest.apps.aegean_run import main, run
+from caesar_rest.apps.aegean_run import FINDER, main
 from caesar_rest.apps.base import OptionError
-from caesar_rest.apps.program import build_parser
+from caesar_rest.apps.program import parse_arguments, run
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import read_catalogue_csv
 
@@ -67,8 +67,15 @@ def test_validation_and_command() -> None:
         "--no-logredir",
         "--ncores=2",
     ]
-    ns = build_parser(app, "aegean_run", "").parse_args(cmd[3:])
-    assert ns.seedthr == 6.0 and ns.ncores == 2 and ns.bkgbox is None
+    # The program reads back what the command says.
+    input_path, out_dir, given, _ = parse_arguments(app, cmd[3:])
+    assert (input_path, out_dir) == (Path("/in/img.fits"), Path("/out"))
+    assert app.validate(given) == {
+        "save-rmsmap": True,
+        "seedthr": 6.0,
+        "no-logredir": True,
+        "ncores": 2,
+    }
     for bad, name in (
         ({"bkgbox": 4}, "bkgbox"),
         ({"bkggrid": 1001}, "bkggrid"),
@@ -87,7 +94,7 @@ def test_synthetic_field(
     """Fluxes, sizes, islands and flags on an image with known sources."""
     syn = synth_factory()
     out = tmp_path / "out"
-    summary = run(syn.path, out, {"save-bkgmap": True, "no-preview": True})
+    summary = run(AegeanApp(), FINDER, syn.path, out, {"save-bkgmap": True, "no-preview": True})
     t = read_catalogue_csv(out / "catalog.csv")
     assert summary["n_sources"] == len(t)
     assert len(t) == len(syn.sources)

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from caesar_rest.apps.base import OptionError
 from caesar_rest.apps.photutils_app import PhotutilsApp
-from caesar_rest.apps.photutils_run import extract_sources, main, run
-from caesar_rest.apps.program import resolve_options
+from caesar_rest.apps.photutils_run import FINDER, extract_sources, main
+from caesar_rest.apps.program import resolve_options, run
 from caesar_rest.catalogue.schema import (
     COLUMN_NAMES,
     FLAG_BLENDED,
@@ -99,7 +99,7 @@ def test_runner_outputs_and_errors(
 ) -> None:
     syn = synth_factory(sources=[])
     out = tmp_path / "out"
-    summary = run(syn.path, out, {"save-bkgmap": True})
+    summary = run(PhotutilsApp(), FINDER, syn.path, out, {"save-bkgmap": True})
     assert summary["n_sources"] == 0 and len(read_catalogue_csv(out / "catalog.csv")) == 0
     assert (out / "preview-thumb.png").is_file() and (out / "background.fits").is_file()
     assert main(["--input", str(tmp_path / "none.fits"), "--outdir", str(out)]) == 2

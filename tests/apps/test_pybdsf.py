@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 from regions import Regions
 
 from caesar_rest.apps.base import COMPONENT_RESULTS, OptionError
+from caesar_rest.apps.program import run
 from caesar_rest.apps.pybdsf_app import PybdsfApp
-from caesar_rest.apps.pybdsf_run import header_frequency, main, run
+from caesar_rest.apps.pybdsf_run import FINDER, header_frequency, main
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import read_catalogue_csv
 
@@ -74,7 +75,7 @@ def test_synthetic_field(
     indir.mkdir()
     image = Path(shutil.copy(syn.path, indir / "synth.fits"))
     out = tmp_path / "out"
-    summary = run(image, out, {"save-rmsmap": True, "no-preview": True})
+    summary = run(PybdsfApp(), FINDER, image, out, {"save-rmsmap": True, "no-preview": True})
     assert sorted(p.name for p in indir.iterdir()) == ["synth.fits"]
     assert summary["frequency_source"] == "default"
     assert not any(p.name.startswith(".pybdsf") for p in out.iterdir())

@@ -16,9 +16,10 @@ from astropy.io import fits
 from astropy.table import Table
 from regions import Regions
 
+from caesar_rest.apps import program
 from caesar_rest.apps.base import CATALOGUE_RESULTS, OptionError
 from caesar_rest.apps.sep_app import SepApp
-from caesar_rest.apps.sep_run import build_parser, extract_sources, main, resolve_options
+from caesar_rest.apps.sep_run import extract_sources, main
 from caesar_rest.catalogue.schema import (
     COLUMN_NAMES,
     FLAG_BLENDED,
@@ -108,11 +109,15 @@ def test_command() -> None:
         "--seedthr=6.0",
         "--globalbkg",
     ]
-    # The runner's parser accepts exactly the app's options.
-    ns = build_parser().parse_args(cmd[3:])
-    assert ns.seedthr == 6.0 and ns.globalbkg is True and ns.bkgbox is None
-    flags = {a.dest for a in build_parser()._actions} - {"help", "input", "outdir"}
-    assert flags == {o.name for o in app.options}
+    # The runner reads back what the command says, and accepts every option of the app.
+    input_path, out_dir, given, no_preview = program.parse_arguments(app, cmd[3:])
+    assert (input_path, out_dir, no_preview) == (Path("/in/img.fits"), Path("/out"), False)
+    assert app.validate(given) == {"seedthr": 6.0, "globalbkg": True}
+    every = [f"--{o.name}" if o.is_flag else f"--{o.name}={o.default}" for o in app.options]
+    _, _, given, _ = program.parse_arguments(app, ["--input", "x", "--outdir", "y", *every])
+    assert set(given) == {o.name for o in app.options}
+    with pytest.raises(OptionError, match="nosuch"):
+        program.parse_arguments(app, ["--input", "x", "--outdir", "y", "--nosuch=1"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +131,7 @@ def test_standard_field(
 ) -> None:
     syn = synth_factory(rotation_deg=rotation)
     image = load_image(syn.path)
-    result = extract_sources(image, resolve_options({}))
+    result = extract_sources(image, program.resolve_options(SepApp(), {}))
     t = result.table
     assert t.colnames == list(COLUMN_NAMES)
     # Every true source found once, nothing else (no detections from the NaN border).
@@ -190,16 +195,16 @@ def test_options_change_behaviour(
     pair = standard_sources[4:6]
 
     for opts in ({}, {"globalbkg": True}, {"filter": True}):
-        t = extract_sources(image, resolve_options(opts)).table
+        t = extract_sources(image, program.resolve_options(SepApp(), opts)).table
         assert len(t) == len(syn.sources), opts
         assert np.median(t["local_bkg"]) == pytest.approx(5e-4, abs=1e-4), opts
 
-    t = extract_sources(image, resolve_options({"no-deblend": True})).table
+    t = extract_sources(image, program.resolve_options(SepApp(), {"no-deblend": True})).table
     assert len(t) == len(syn.sources) - 1  # the pair is one source
     i = _match(t, pair[0])
     assert t["component_id"][i] == 0
 
-    t = extract_sources(image, resolve_options({"seedthr": 100})).table
+    t = extract_sources(image, program.resolve_options(SepApp(), {"seedthr": 100})).table
     assert len(t) == 1  # only the S/N 200 source
 
 
@@ -330,6 +335,8 @@ def test_pixel_stack_overflow_is_retried(
     monkeypatch.setattr(sep_run, "MIN_PIXSTACK", 1000)
     monkeypatch.setattr(sep_run.sep, "set_extract_pixstack", spy)
     # A threshold of 0.1 sigma joins most of the image into one huge island.
-    result = extract_sources(load_image(syn.path), resolve_options({"mergethr": 0.1}))
+    result = extract_sources(
+        load_image(syn.path), program.resolve_options(SepApp(), {"mergethr": 0.1})
+    )
     assert calls[-1] == 256 * 256 and len(calls) == 2
     assert result.n_islands >= 1

@@ -201,8 +201,6 @@ def nan_sentinels(values: Any, scale: float = 1.0) -> npt.NDArray[np.float64]:
     return arr * scale
 
 
-
-
 def write_work_image(image: FitsImage, path: Path, origin: str) -> Path:
     """Write ``image`` as a plain 2-D float32 FITS file for tools that read files themselves.
 
@@ -228,5 +226,3 @@ def write_work_image(image: FitsImage, path: Path, origin: str) -> Path:
     data = np.where(image.mask, np.float32(np.nan), image.data).astype(np.float32)
     fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
     return path
-
-

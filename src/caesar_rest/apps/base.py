@@ -106,7 +106,12 @@ class Option:
             if len(value) > MAX_STR_LEN or "\x00" in value:
                 raise ValueError(f"option '{n}' is too long or holds a NUL character")
             return value
-        # Numbers: booleans are refused even though bool is an int subclass in Python.
+        return self._check_bounds(self._number(value))
+
+    def _number(self, value: Any) -> int | float:
+        # The value as the option's number type (int or float).
+        n = self.name
+        # Booleans are refused even though bool is an int subclass in Python.
         if isinstance(value, bool):
             raise ValueError(f"option '{n}' takes a number ({self.type}), not a boolean")
         num: int | float
@@ -121,13 +126,16 @@ class Option:
             raise ValueError(f"option '{n}' takes a {self.type}, got {value!r}")
         if isinstance(num, float) and not math.isfinite(num):
             raise ValueError(f"option '{n}' must be finite, got {value!r}")
-        if self.type == "int":
-            if isinstance(num, float):
-                if not num.is_integer():
-                    raise ValueError(f"option '{n}' takes an integer, got {value!r}")
-                num = int(num)
-        else:
-            num = float(num)
+        if self.type != "int":
+            return float(num)
+        if isinstance(num, float):
+            if not num.is_integer():
+                raise ValueError(f"option '{n}' takes an integer, got {value!r}")
+            num = int(num)
+        return num
+
+    def _check_bounds(self, num: int | float) -> int | float:
+        n = self.name
         if self.min is not None and num < self.min:
             raise ValueError(f"option '{n}' = {num} is below its minimum {self.min}")
         if self.max is not None and num > self.max:

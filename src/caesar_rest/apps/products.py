@@ -61,9 +61,7 @@ class CatalogueNames:
 #: The source catalogue (``CATALOGUE_RESULTS``), the component catalogue (``COMPONENT_RESULTS``)
 #: and an island catalogue.
 SOURCES = CatalogueNames("catalog", "catalog-csv", "catalog-json", "regions")
-COMPONENTS = CatalogueNames(
-    "components", "components-csv", "components-json", "components-regions"
-)
+COMPONENTS = CatalogueNames("components", "components-csv", "components-json", "components-regions")
 ISLANDS = CatalogueNames("islands", "islands-csv", "islands-json", "islands-regions")
 
 
@@ -380,7 +378,9 @@ def write_products(
     files = write_catalogue(found.table, out_dir, SOURCES, names, frame)
     if found.components is not None:
         # Components in another colour, so both region files can be loaded together in DS9.
-        files.update(write_catalogue(found.components, out_dir, COMPONENTS, names, frame, "magenta"))
+        files.update(
+            write_catalogue(found.components, out_dir, COMPONENTS, names, frame, "magenta")
+        )
     if found.islands is not None:
         files.update(write_catalogue(found.islands, out_dir, ISLANDS, names, frame))
     declared = result_files(app)

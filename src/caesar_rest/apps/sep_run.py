@@ -36,7 +36,6 @@ from caesar_rest.imaging.fits_image import (
     FWHM_PER_SIGMA,
     FitsImage,
     ImageError,
-    load_image,
     pixel_ellipse_to_sky,
     pixel_to_radec,
     sky_ellipse_to_pixel,

@@ -184,30 +184,16 @@ def _phase(phase: str) -> str:
     return f"[{style}]{phase}[/{style}]" if style else phase
 
 
-def _parse_option_tokens(options: Sequence[AppOption], tokens: Sequence[str]) -> dict[str, Any]:
-    """``--name value`` / ``--name=value`` / ``--flag`` tokens, checked against the schema."""
-    known = {o.name: o for o in options}
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--"):
-            raise UsageError(f"unexpected argument {tok!r}; app options look like --name value")
-        name, eq, val = tok[2:].partition("=")
-        opt = known.get(name)
-        if opt is None:
-            raise UsageError(f"unknown option --{name}; see: caesar-rest describe APP")
-        if opt.is_flag:
-            out[name] = val if eq else "true"
-        elif eq:
-            out[name] = val
-        else:
-            if i + 1 >= len(tokens):
-                raise UsageError(f"option --{name} needs a value")
-            out[name] = tokens[i + 1]
-            i += 1
-        i += 1
-    return out
+def _parse_option_tokens(
+    app: str, options: Sequence[AppOption], tokens: Sequence[str]
+) -> dict[str, Any]:
+    """App-option tokens, checked against the service's schema by the apps' own token parser."""
+    from caesar_rest.apps.base import OptionError, parse_option_tokens
+
+    try:
+        return parse_option_tokens(tokens, {o.name: o.is_flag for o in options}, app)
+    except OptionError as exc:
+        raise UsageError(f"{exc}; see: caesar-rest describe {app}") from None
 
 
 def _progress(err: Console) -> Progress:
@@ -325,28 +311,43 @@ def _show_files(out: Console, files: Sequence[Path]) -> None:
 
 
 # --- commands ------------------------------------------------------------------------------
-def _cmd(args: argparse.Namespace, rest: list[str], client: CaesarClient) -> int:
-    out, err = _consoles()
-    human = not args.json
-    c = args.command
-    if c == "upload":
-        path = Path(args.file)
-        if not path.is_file():
-            raise UsageError(f"no such file: {path}")
-        with _upload_bar(err, path.name, human) as bar:
-            info = client.upload(path, tag=args.tag, progress=bar)
-        if human:
-            out.print(
-                f"uploaded {info.filename} ({_size(info.size)}) as [bold]{info.file_id}[/bold]"
-            )
-        else:
-            _print_json(info.to_dict())
-        return EXIT_OK
-    if c == "apps":
-        apps = client.apps()
-        if not human:
-            _print_json([a.to_dict() for a in apps])
-            return EXIT_OK
+#: What every command gets: parsed arguments, app-option tokens, the client, stdout and stderr.
+Command = Callable[[argparse.Namespace, list[str], "CaesarClient", "Console", "Console"], int]
+
+
+def _emit(out: Console, args: argparse.Namespace, data: Any, human: Callable[[], None]) -> int:
+    # Human output on the terminal, or one JSON document for scripts.
+    if args.json:
+        _print_json(data)
+    else:
+        human()
+    return EXIT_OK
+
+
+def _cmd_upload(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    with _upload_bar(err, path.name, not args.json) as bar:
+        info = client.upload(path, tag=args.tag, progress=bar)
+    return _emit(
+        out,
+        args,
+        info.to_dict(),
+        lambda: out.print(
+            f"uploaded {info.filename} ({_size(info.size)}) as [bold]{info.file_id}[/bold]"
+        ),
+    )
+
+
+def _cmd_apps(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    apps = client.apps()
+
+    def show() -> None:
         from rich.table import Table
 
         table = Table(title="apps")
@@ -356,87 +357,103 @@ def _cmd(args: argparse.Namespace, rest: list[str], client: CaesarClient) -> int
             avail = "yes" if a.available else f"[red]no[/red] {a.reason or ''}"
             table.add_row(a.name, avail, a.description)
         out.print(table)
-        return EXIT_OK
-    if c == "describe":
-        options = client.describe(args.app)
-        if not human:
-            _print_json([o.to_dict() for o in options])
-            return EXIT_OK
+
+    return _emit(out, args, [a.to_dict() for a in apps], show)
+
+
+def _option_range(o: AppOption) -> str:
+    if o.allowed_values:
+        return "|".join(o.allowed_values)
+    if o.minimum is not None or o.maximum is not None:
+        lo = "" if o.minimum is None else o.minimum
+        hi = "" if o.maximum is None else o.maximum
+        return f"{lo}..{hi}"
+    return ""
+
+
+def _cmd_describe(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    options = client.describe(args.app)
+
+    def show() -> None:
         from rich.table import Table
 
         table = Table(title=f"options of {args.app}")
         for col in ("option", "type", "default", "range", "description"):
             table.add_column(col)
         for o in options:
-            if o.allowed_values:
-                rng = "|".join(o.allowed_values)
-            elif o.minimum is not None or o.maximum is not None:
-                lo = "" if o.minimum is None else o.minimum
-                hi = "" if o.maximum is None else o.maximum
-                rng = f"{lo}..{hi}"
-            else:
-                rng = ""
             kind = "flag" if o.is_flag else o.type
-            table.add_row(
-                f"--{o.name}", kind, "" if o.default is None else str(o.default), rng, o.description
-            )
+            default = "" if o.default is None else str(o.default)
+            table.add_row(f"--{o.name}", kind, default, _option_range(o), o.description)
         out.print(table)
-        return EXIT_OK
-    if c == "submit":
-        return _submit(args, rest, client, out, err)
-    if c == "status":
-        job = client.status(args.job)
-        if human:
-            _show_job(out, job)
-        else:
-            _print_json(job.to_dict())
-        return EXIT_OK
-    if c == "wait":
-        job = _wait(client, err, client.status(args.job), args.timeout, human)
-        if human:
-            _show_job(out, job)
-        else:
-            _print_json(job.to_dict())
-        return EXIT_OK if job.succeeded else EXIT_FAILED
-    if c == "results":
-        results = client.results(args.job)
-        if human:
-            _show_results(out, args.job, results)
-        else:
-            _print_json([r.to_dict() for r in results])
-        return EXIT_OK
-    if c == "download":
-        files = _download(client, err, args.job, args.dir, args.names, human)
-        if human:
-            _show_files(out, files)
-        else:
-            _print_json([str(f) for f in files])
-        return EXIT_OK
-    if c == "cancel":
-        job = client.cancel(args.job)
-        if human:
-            out.print(f"job {job.job_id}: {_phase(job.phase)}")
-        else:
-            _print_json(job.to_dict())
-        return EXIT_OK
-    if c == "delete":
-        client.delete(args.job)
-        if human:
-            out.print(f"job {args.job} deleted")
-        else:
-            _print_json({"job_id": args.job, "deleted": True})
-        return EXIT_OK
-    if c == "jobs":
-        after = None
-        if args.after:
-            try:
-                after = datetime.fromisoformat(args.after)
-            except ValueError:
-                raise UsageError(f"--after takes an ISO-8601 instant, not {args.after!r}") from None
-        refs = client.jobs(phases=args.phase, after=after, last=args.last)
-        if not human:
-            _print_json([r.to_dict() for r in refs])
-            return EXIT_OK
+
+    return _emit(out, args, [o.to_dict() for o in options], show)
+
+
+def _cmd_status(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    job = client.status(args.job)
+    return _emit(out, args, job.to_dict(), lambda: _show_job(out, job))
+
+
+def _cmd_wait(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    job = _wait(client, err, client.status(args.job), args.timeout, not args.json)
+    _emit(out, args, job.to_dict(), lambda: _show_job(out, job))
+    return EXIT_OK if job.succeeded else EXIT_FAILED
+
+
+def _cmd_results(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    results = client.results(args.job)
+    data = [r.to_dict() for r in results]
+    return _emit(out, args, data, lambda: _show_results(out, args.job, results))
+
+
+def _cmd_download(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    files = _download(client, err, args.job, args.dir, args.names, not args.json)
+    return _emit(out, args, [str(f) for f in files], lambda: _show_files(out, files))
+
+
+def _cmd_cancel(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    job = client.cancel(args.job)
+    return _emit(
+        out, args, job.to_dict(), lambda: out.print(f"job {job.job_id}: {_phase(job.phase)}")
+    )
+
+
+def _cmd_delete(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    client.delete(args.job)
+    return _emit(
+        out,
+        args,
+        {"job_id": args.job, "deleted": True},
+        lambda: out.print(f"job {args.job} deleted"),
+    )
+
+
+def _cmd_jobs(
+    args: argparse.Namespace, rest: list[str], client: CaesarClient, out: Console, err: Console
+) -> int:
+    after = None
+    if args.after:
+        try:
+            after = datetime.fromisoformat(args.after)
+        except ValueError:
+            raise UsageError(f"--after takes an ISO-8601 instant, not {args.after!r}") from None
+    refs = client.jobs(phases=args.phase, after=after, last=args.last)
+
+    def show() -> None:
         from rich.table import Table
 
         table = Table(title=f"jobs ({len(refs)})")
@@ -445,8 +462,8 @@ def _cmd(args: argparse.Namespace, rest: list[str], client: CaesarClient) -> int
         for r in refs:
             table.add_row(r.job_id, _phase(r.phase), r.run_id or "", _when(r.creation_time))
         out.print(table)
-        return EXIT_OK
-    raise UsageError(f"unknown command {c}")
+
+    return _emit(out, args, [r.to_dict() for r in refs], show)
 
 
 def _submit(
@@ -460,7 +477,7 @@ def _submit(
             raise UsageError(f"-o takes NAME=VALUE, not {item!r}")
         options[name] = value
     if rest:
-        options.update(_parse_option_tokens(client.describe(args.app), rest))
+        options.update(_parse_option_tokens(args.app, client.describe(args.app), rest))
     wait = args.wait or bool(args.download)
     if args.no_run and wait:
         raise UsageError("--no-run cannot be combined with --wait or --download")
@@ -497,6 +514,30 @@ def _submit(
     else:
         _print_json({"job": job.to_dict(), "files": [str(f) for f in files]})
     return EXIT_OK if job.succeeded else EXIT_FAILED
+
+
+#: The command of each client subcommand.
+_COMMANDS: dict[str, Command] = {
+    "upload": _cmd_upload,
+    "apps": _cmd_apps,
+    "describe": _cmd_describe,
+    "submit": _submit,
+    "status": _cmd_status,
+    "wait": _cmd_wait,
+    "results": _cmd_results,
+    "download": _cmd_download,
+    "cancel": _cmd_cancel,
+    "delete": _cmd_delete,
+    "jobs": _cmd_jobs,
+}
+
+
+def _cmd(args: argparse.Namespace, rest: list[str], client: CaesarClient) -> int:
+    command = _COMMANDS.get(args.command)
+    if command is None:
+        raise UsageError(f"unknown command {args.command}")
+    out, err = _consoles()
+    return command(args, rest, client, out, err)
 
 
 def run_client_command(args: argparse.Namespace, rest: list[str]) -> int:
