@@ -17,6 +17,7 @@ from astropy.wcs import WCS
 from regions import EllipseSkyRegion, PointSkyRegion, Regions
 
 from caesar_rest.apps.base import CATALOGUE_RESULTS
+from caesar_rest.apps.products import SOURCES, write_catalogue
 from caesar_rest.catalogue.preview import block_reduce, write_preview
 from caesar_rest.catalogue.schema import COLUMN_NAMES, COLUMNS
 from caesar_rest.catalogue.writers import (
@@ -25,7 +26,6 @@ from caesar_rest.catalogue.writers import (
     make_table,
     read_catalogue_csv,
     table_to_json,
-    write_all,
     write_csv,
     write_ds9_regions,
     write_json,
@@ -200,18 +200,22 @@ def test_regions(tmp_path: Path) -> None:
     assert Regions.read(str(icrs), format="ds9")[0].center.frame.name == "icrs"
 
 
-def test_write_all_names_and_empty(tmp_path: Path) -> None:
-    files = write_all(_sample_table(), tmp_path / "full")
-    expected = {r.name: r.filename for r in CATALOGUE_RESULTS}
-    for key, path in files.items():
-        assert path.name == expected[key] and path.is_file()
-    empty_dir = tmp_path / "empty"
-    files = write_all(make_table(None), empty_dir)
-    assert len(read_catalogue_csv(files["catalog-csv"])) == 0
-    vot = Table.read(files["catalog"])
+def test_catalogue_files_names_and_empty(tmp_path: Path) -> None:
+    """The shared run writes a catalogue under the names of CATALOGUE_RESULTS, also empty."""
+    names = {r.name: r.filename for r in CATALOGUE_RESULTS}
+    full = tmp_path / "full"
+    full.mkdir()
+    files = write_catalogue(_sample_table(), full, SOURCES, names, "fk5")
+    assert files == {k: names[k] for k in ("catalog", "catalog-csv", "catalog-json", "regions")}
+    assert all((full / f).is_file() for f in files.values())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    files = write_catalogue(make_table(None), empty, SOURCES, names, "fk5")
+    assert len(read_catalogue_csv(empty / files["catalog-csv"])) == 0
+    vot = Table.read(empty / files["catalog"])
     assert len(vot) == 0 and vot.colnames == list(COLUMN_NAMES)
-    assert json.loads(files["catalog-json"].read_text())["sources"] == []
-    assert len(Regions.read(str(files["regions"]), format="ds9")) == 0
+    assert json.loads((empty / files["catalog-json"]).read_text())["sources"] == []
+    assert len(Regions.read(str(empty / files["regions"]), format="ds9")) == 0
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -21,14 +21,6 @@ from astropy.table import Table
 
 from caesar_rest.catalogue.schema import COLUMN_NAMES, COLUMNS, Column
 
-#: Output file names, matching ``CATALOGUE_RESULTS`` in :mod:`caesar_rest.apps.base`.
-CATALOGUE_FILES: dict[str, str] = {
-    "catalog": "catalog.vot",
-    "catalog-csv": "catalog.csv",
-    "catalog-json": "catalog.json",
-    "regions": "catalog.reg",
-}
-
 _BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
 RowsOrColumns: TypeAlias = Mapping[str, Any] | Sequence[Mapping[str, Any]] | Table | None
@@ -385,30 +377,3 @@ def write_ds9_regions(
             lines.append(f"point({ra[i] % 360.0:.8f},{dec[i]:.8f}){label}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def write_all(table: Table, out_dir: str | Path, frame: str = "fk5") -> dict[str, Path]:
-    """Write ``catalog.vot``, ``catalog.csv``, ``catalog.json`` and ``catalog.reg``.
-
-    Parameters
-    ----------
-    table
-        A table from :func:`make_table`.
-    out_dir
-        Output folder (created if missing).
-    frame
-        Frame of the DS9 regions (``fk5`` or ``icrs``).
-
-    Returns
-    -------
-    dict
-        Result name (as in ``CATALOGUE_RESULTS``) to the file written.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return {
-        "catalog": write_votable(table, out / CATALOGUE_FILES["catalog"]),
-        "catalog-csv": write_csv(table, out / CATALOGUE_FILES["catalog-csv"]),
-        "catalog-json": write_json(table, out / CATALOGUE_FILES["catalog-json"]),
-        "regions": write_ds9_regions(table, out / CATALOGUE_FILES["regions"], frame=frame),
-    }
