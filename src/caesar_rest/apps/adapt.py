@@ -201,6 +201,32 @@ def nan_sentinels(values: Any, scale: float = 1.0) -> npt.NDArray[np.float64]:
     return arr * scale
 
 
+def map_medians(
+    image: FitsImage, background: npt.NDArray[np.float32], rms: npt.NDArray[np.float32]
+) -> dict[str, float]:
+    """Median rms and background over the valid pixels (not blank, finite rms), for the summary.
+
+    Parameters
+    ----------
+    image
+        The image (its mask marks blank pixels).
+    background, rms
+        The finder's maps.
+
+    Returns
+    -------
+    dict
+        ``rms_median`` and ``background_median`` (NaN when no pixel is valid).
+    """
+    good = np.isfinite(rms) & ~image.mask
+    if not good.any():
+        return {"rms_median": float("nan"), "background_median": float("nan")}
+    return {
+        "rms_median": float(np.median(rms[good])),
+        "background_median": float(np.median(background[good])),
+    }
+
+
 def write_work_image(image: FitsImage, path: Path, origin: str) -> Path:
     """Write ``image`` as a plain 2-D float32 FITS file for tools that read files themselves.
 

@@ -30,6 +30,7 @@ from caesar_rest.apps.adapt import (
     extended_mask,
     island_labels,
     labels_at,
+    map_medians,
     nan_sentinels,
     outside_image,
     pixel_errors,
@@ -216,10 +217,12 @@ class AegeanFinder(Finder):
         components = [s for s in found if isinstance(s, ComponentSource)]
         table = components_table(image, components, background, rms, float(opts["mergethr"]))
         n_islands = len({int(c.island) for c in components})
-        good = np.isfinite(rms) & ~image.mask
-        rms_median = float(np.median(rms[good])) if good.any() else float("nan")
-        bkg_median = float(np.median(background[good])) if good.any() else float("nan")
-        say(PROG, f"background: BANE box {box} px, grid {grid} px, median rms {rms_median:.4g}")
+        medians = map_medians(image, background, rms)
+        say(
+            PROG,
+            f"background: BANE box {box} px, grid {grid} px, "
+            f"median rms {medians['rms_median']:.4g}",
+        )
         say(
             PROG,
             f"detection: {n_islands} islands (seed {opts['seedthr']} sigma, flood "
@@ -232,7 +235,7 @@ class AegeanFinder(Finder):
             n_islands=n_islands,
             timings=timings,
             tool=f"AegeanTools {AegeanTools.__version__}",
-            summary={"rms_median": rms_median, "background_median": bkg_median},
+            summary=medians,
         )
 
 
@@ -240,18 +243,7 @@ FINDER = AegeanFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point.
-
-    Parameters
-    ----------
-    argv
-        Arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        0 on success, 2 for bad input or options, 1 for an unexpected error.
-    """
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
     return program_main(AegeanApp(), FINDER, argv)
 
 

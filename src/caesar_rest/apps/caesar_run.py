@@ -208,18 +208,7 @@ FINDER = CaesarFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point.
-
-    Parameters
-    ----------
-    argv
-        Arguments (default ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        0 on success, 2 for bad input or options, 1 for an unexpected error.
-    """
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
     return program_main(CaesarApp(), FINDER, argv)
 
 

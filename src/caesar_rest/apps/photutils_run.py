@@ -25,7 +25,7 @@ import numpy.typing as npt
 from astropy.table import Table
 from scipy import ndimage
 
-from caesar_rest.apps.adapt import extended_mask, renumber, truncated_labels
+from caesar_rest.apps.adapt import extended_mask, map_medians, renumber, truncated_labels
 from caesar_rest.apps.console import say
 from caesar_rest.apps.photutils_app import PhotutilsApp
 from caesar_rest.apps.products import Extraction, MapStyle
@@ -297,9 +297,8 @@ class PhotutilsFinder(Finder):
         import photutils
 
         result = extract_sources(image, opts)
-        rms_median = float(np.median(result.rms[~image.mask]))
-        bkg_median = float(np.median(result.background[~image.mask]))
-        say(PROG, f"background: {opts['bkgbox']} px boxes, median rms {rms_median:.4g}")
+        medians = map_medians(image, result.background, result.rms)
+        say(PROG, f"background: {opts['bkgbox']} px boxes, median rms {medians['rms_median']:.4g}")
         say(
             PROG,
             f"detection: {result.n_segments} segments above {opts['mergethr']} sigma, "
@@ -313,7 +312,7 @@ class PhotutilsFinder(Finder):
             n_islands=result.n_segments,
             timings=result.timings_s,
             tool=f"photutils {photutils.__version__}",
-            summary={"rms_median": rms_median, "background_median": bkg_median},
+            summary=medians,
         )
 
 
@@ -321,18 +320,7 @@ FINDER = PhotutilsFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point.
-
-    Parameters
-    ----------
-    argv
-        Arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        0 on success, 2 for bad input or options, 1 for an unexpected error.
-    """
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
     return program_main(PhotutilsApp(), FINDER, argv)
 
 

@@ -31,6 +31,7 @@ from caesar_rest.apps.adapt import (
     extended_mask,
     island_labels,
     labels_at,
+    map_medians,
     nan_sentinels,
     outside_image,
     pixel_errors,
@@ -279,10 +280,8 @@ class PybdsfFinder(Finder):
         table = convert_list(image, srl, background, rms, truncated, "srl")
         components = convert_list(image, gaul, background, rms, truncated, "gaul")
         n_islands = len(set(np.asarray(srl["Isl_id"]).tolist())) if srl is not None else 0
-        good = np.isfinite(rms) & ~image.mask
-        rms_median = float(np.median(rms[good])) if good.any() else float("nan")
-        bkg_median = float(np.median(background[good])) if good.any() else float("nan")
-        say(PROG, f"background: rms_box ({box}, {step}), median rms {rms_median:.4g}")
+        medians = map_medians(image, background, rms)
+        say(PROG, f"background: rms_box ({box}, {step}), median rms {medians['rms_median']:.4g}")
         say(
             PROG,
             f"detection: {n_islands} islands, {len(table)} sources, {len(components)} Gaussians "
@@ -300,8 +299,7 @@ class PybdsfFinder(Finder):
             summary={
                 "frequency_hz": freq,
                 "frequency_source": freq_source,
-                "rms_median": rms_median,
-                "background_median": bkg_median,
+                **medians,
             },
             written=("pybdsf-log",),
         )
@@ -311,18 +309,7 @@ FINDER = PybdsfFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point.
-
-    Parameters
-    ----------
-    argv
-        Arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        0 on success, 2 for bad input or options, 1 for an unexpected error.
-    """
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
     return program_main(PybdsfApp(), FINDER, argv)
 
 

@@ -25,7 +25,7 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 from scipy import ndimage
 
-from caesar_rest.apps.adapt import extended_mask, renumber, truncated_labels
+from caesar_rest.apps.adapt import extended_mask, map_medians, renumber, truncated_labels
 from caesar_rest.apps.console import say
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
@@ -316,10 +316,13 @@ class SepFinder(Finder):
     def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
         """Find and measure the sources with SEP (see :func:`extract_sources`)."""
         result = extract_sources(image, opts)
-        rms_median = float(np.median(result.rms[~image.mask]))
-        bkg_median = float(np.median(result.background[~image.mask]))
+        medians = map_medians(image, result.background, result.rms)
         kind = "global" if opts["globalbkg"] else f"local ({opts['bkgbox']} px boxes)"
-        say(PROG, f"background: {kind}, median {bkg_median:.4g}, median rms {rms_median:.4g}")
+        say(
+            PROG,
+            f"background: {kind}, median {medians['background_median']:.4g}, "
+            f"median rms {medians['rms_median']:.4g}",
+        )
         say(
             PROG,
             f"detection: {result.n_islands} islands above {opts['mergethr']} sigma, "
@@ -332,7 +335,7 @@ class SepFinder(Finder):
             rms=result.rms,
             n_islands=result.n_islands,
             timings=result.timings_s,
-            summary={"rms_median": rms_median, "background_median": bkg_median},
+            summary=medians,
         )
 
 
@@ -340,18 +343,7 @@ FINDER = SepFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point.
-
-    Parameters
-    ----------
-    argv
-        Arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        0 on success, 2 for bad input or options, 1 for an unexpected error.
-    """
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
     return program_main(SepApp(), FINDER, argv)
 
 
