@@ -25,19 +25,6 @@ if TYPE_CHECKING:  # imported when a command runs, so `caesar-rest serve` starts
     from caesar_rest.client.core import CaesarClient
     from caesar_rest.client.models import AppOption, Job
 
-CLIENT_COMMANDS = (
-    "upload",
-    "apps",
-    "describe",
-    "submit",
-    "status",
-    "wait",
-    "results",
-    "download",
-    "cancel",
-    "delete",
-    "jobs",
-)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -530,6 +517,8 @@ _COMMANDS: dict[str, Command] = {
     "delete": _cmd_delete,
     "jobs": _cmd_jobs,
 }
+#: The client subcommands of ``caesar-rest``, in the order ``--help`` lists them.
+CLIENT_COMMANDS: tuple[str, ...] = tuple(_COMMANDS)
 
 
 def _cmd(args: argparse.Namespace, rest: list[str], client: CaesarClient) -> int:
