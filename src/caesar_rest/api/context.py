@@ -1,4 +1,6 @@
-"""The service's long-lived objects, built once per process."""
+"""The API's view of the runtime: the service graph (:mod:`caesar_rest.runtime`) plus what only
+HTTP needs (token validation, the local identity, the status route's reader, the janitor, the
+start-up sweeps)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,14 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from caesar_rest.apps.registry import AppRegistry, default_registry
+from caesar_rest.apps.registry import AppRegistry
 from caesar_rest.auth.oidc import Identity, OIDCValidator
 from caesar_rest.auth.users import UserStore
-from caesar_rest.backends.local import LocalBackend
-from caesar_rest.backends.remote import register_remote_backends
-from caesar_rest.db.engine import make_engine, make_sessionmaker
 from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
-from caesar_rest.db.migrate import upgrade
 from caesar_rest.jobs.janitor import Janitor
 from caesar_rest.jobs.service import JobService
 from caesar_rest.logconfig import get_logger
+from caesar_rest.runtime import Runtime, build_runtime
 from caesar_rest.settings import Settings
 from caesar_rest.storage.orphans import ORPHANS, quarantine_orphans
 from caesar_rest.storage.upload import sweep_incoming
@@ -28,7 +27,7 @@ log = get_logger(__name__)
 
 @dataclass
 class ServiceContext:
-    """Settings, database, apps, the job service and its backends."""
+    """Settings, database, apps, the job service and its backends, and the HTTP side."""
 
     settings: Settings
     engine: Engine
@@ -42,6 +41,8 @@ class ServiceContext:
     janitor: Janitor | None = None
     #: Reads of the job-status route (db/fastread.py); made by :meth:`build`.
     reader: SQLiteReader | EngineReader | None = None
+    #: The service graph this context was built on (:func:`caesar_rest.runtime.build_runtime`).
+    runtime: Runtime | None = None
 
     @cached_property
     def local_identity(self) -> Identity:
@@ -65,18 +66,17 @@ class ServiceContext:
     def build(cls, settings: Settings, migrate: bool = True) -> ServiceContext:
         """Create the folders, connect, migrate and wire the backends (not started)."""
         settings.ensure_dirs()
-        engine = make_engine(settings.database_url)
-        if migrate:
-            upgrade(engine)
-        sessions = make_sessionmaker(engine)
-        apps = default_registry(settings.extra_apps)
-        jobs = JobService(settings, sessions, apps)
-        jobs.backends["local"] = LocalBackend(jobs)
-        register_remote_backends(jobs)
-        users = UserStore(settings, sessions)
-        validator = OIDCValidator(settings) if settings.aai else None
+        rt = build_runtime(settings, migrate=migrate)
         return cls(
-            settings, engine, sessions, apps, jobs, users, validator, reader=make_reader(engine)
+            settings,
+            rt.engine,
+            rt.sessions,
+            rt.apps,
+            rt.jobs,
+            rt.users,
+            validator=OIDCValidator(settings) if settings.aai else None,
+            reader=make_reader(rt.engine),
+            runtime=rt,
         )
 
     def start(self) -> None:

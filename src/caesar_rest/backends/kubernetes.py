@@ -39,7 +39,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen, wrapper_argv
+from caesar_rest.backends.process import job_environment, wrapper_argv
+from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
@@ -113,11 +114,10 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         "workingDir": f"{JOBS_MOUNT}/{job.reldir}",
         "env": [
             {"name": "HOME", "value": "/tmp"},
-            {"name": "MPLBACKEND", "value": "Agg"},
             {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
             {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-            {"name": "OMP_NUM_THREADS", "value": str(cores)},
+            *({"name": k, "value": v} for k, v in job_environment(cores).items()),
             {"name": "CAESAR_JOB_ID", "value": job.id},
         ],
         "resources": {

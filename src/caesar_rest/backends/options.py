@@ -206,7 +206,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run the monitor until SIGTERM/SIGINT (or one pass with --once)."""
-    from caesar_rest.jobs.monitor import Monitor
+    from caesar_rest.backends.monitor import Monitor
     from caesar_rest.logconfig import configure_logging, get_logger
     from caesar_rest.settings import get_settings
 
