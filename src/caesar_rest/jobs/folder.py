@@ -60,10 +60,11 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        """A spec from parsed JSON; unknown keys (an old ``time_limit``) are ignored."""
+        """A spec from parsed JSON: only ``command`` is required, unknown keys (the
+        ``time_limit`` of older specs) are ignored."""
         return cls(
-            job_id=str(data["job_id"]),
-            app=str(data["app"]),
+            job_id=str(data.get("job_id", "")),
+            app=str(data.get("app", "")),
             options=dict(data.get("options") or {}),
             input_file=str(data.get("input_file", "")),
             command=[str(a) for a in data["command"]],
