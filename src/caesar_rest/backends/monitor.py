@@ -34,7 +34,6 @@ class Monitor:
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
-        self.passes = 0
 
     @property
     def service(self) -> JobService:
@@ -58,7 +57,6 @@ class Monitor:
                 backend.reconcile(wait)
             except Exception:
                 log.exception("monitor_pass_failed", backend=name)
-        self.passes += 1
 
     def run(self, stop: threading.Event) -> None:
         """Passes every ``monitor_period`` seconds until ``stop`` is set."""

@@ -12,35 +12,6 @@ import threading
 from typing import Any
 from urllib.parse import quote
 
-#: The predecessor's backend options that take a value, now mapped to settings.
-LEGACY_BACKEND_VALUE = (
-    "job_monitoring_period",
-    "result_backend_proto",
-    "result_backend_host",
-    "result_backend_port",
-    "result_backend_user",
-    "result_backend_pass",
-    "result_backend_dbname",
-    "broker_proto",
-    "broker_host",
-    "broker_port",
-    "broker_user",
-    "broker_pass",
-    "kube_config",
-    "kube_cafile",
-    "kube_keyfile",
-    "kube_certfile",
-    "slurm_keyfile",
-    "slurm_user",
-    "slurm_host",
-    "slurm_port",
-    "slurm_queue",
-    "slurm_jobdir",
-    "slurm_datadir",
-    "slurm_max_cores_per_job",
-)
-LEGACY_BACKEND_FLAGS = ("kube_incluster",)
-
 #: Legacy option -> setting, where the value carries over as is.
 _DIRECT = {
     "kube_config": "kube_config",

@@ -72,7 +72,3 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Session factory; objects stay usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
 
-
-def is_sqlite(engine: Engine) -> bool:
-    """Whether the engine talks to SQLite."""
-    return engine.dialect.name == "sqlite"
