@@ -4,18 +4,12 @@ start-up sweeps)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from caesar_rest.apps.registry import AppRegistry
 from caesar_rest.auth.oidc import Identity, OIDCValidator
-from caesar_rest.auth.users import UserStore
 from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
 from caesar_rest.jobs.janitor import Janitor
-from caesar_rest.jobs.service import JobService
 from caesar_rest.logconfig import get_logger
 from caesar_rest.runtime import Runtime, build_runtime
 from caesar_rest.settings import Settings
@@ -26,23 +20,16 @@ log = get_logger(__name__)
 
 
 @dataclass
-class ServiceContext:
-    """Settings, database, apps, the job service and its backends, and the HTTP side."""
+class ServiceContext(Runtime):
+    """The runtime (settings, database, apps, users, the job service and its backends) and the
+    HTTP side."""
 
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    apps: AppRegistry
-    jobs: JobService
-    users: UserStore
     validator: OIDCValidator | None = None
     started: bool = field(default=False)
     #: Removes jobs past their destruction time (running between start and stop).
     janitor: Janitor | None = None
     #: Reads of the job-status route (db/fastread.py); made by :meth:`build`.
     reader: SQLiteReader | EngineReader | None = None
-    #: The service graph this context was built on (:func:`caesar_rest.runtime.build_runtime`).
-    runtime: Runtime | None = None
 
     @cached_property
     def local_identity(self) -> Identity:
@@ -68,15 +55,9 @@ class ServiceContext:
         settings.ensure_dirs()
         rt = build_runtime(settings, migrate=migrate)
         return cls(
-            settings,
-            rt.engine,
-            rt.sessions,
-            rt.apps,
-            rt.jobs,
-            rt.users,
+            **{f.name: getattr(rt, f.name) for f in fields(Runtime)},
             validator=OIDCValidator(settings) if settings.aai else None,
             reader=make_reader(rt.engine),
-            runtime=rt,
         )
 
     def start(self) -> None:
@@ -94,8 +75,7 @@ class ServiceContext:
                 folder=str(st.datadir / ORPHANS),
                 note="stored files without a record (interrupted upload or lost commit)",
             )
-        for backend in self.jobs.backends.values():
-            backend.start()
+        self.start_backends()
         self.janitor = Janitor(self.jobs, self.settings.janitor_interval)
         self.janitor.start()
         self.started = True
@@ -104,8 +84,7 @@ class ServiceContext:
         """Stop the janitor and the backends and close the database pool."""
         if self.janitor is not None:
             self.janitor.stop()
-        for backend in self.jobs.backends.values():
-            backend.stop()
+        self.stop_backends()
         if self.reader is not None:
             self.reader.close()
         self.engine.dispose()
