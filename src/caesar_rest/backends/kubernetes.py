@@ -42,6 +42,7 @@ from typing import Any
 from caesar_rest.backends.process import job_environment, wrapper_argv
 from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen
 from caesar_rest.db.models import JobRecord
+from caesar_rest.jobs.folder import LOG_FILE
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
@@ -80,7 +81,7 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
     argv = [
         "/bin/sh",
         "-c",
-        'exec "$@" >>job.log 2>&1',
+        f'exec "$@" >>{LOG_FILE} 2>&1',
         "caesar-job",
         *wrapper_argv(command, s.kube_python, mapping),
     ]
