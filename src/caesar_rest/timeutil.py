@@ -26,3 +26,13 @@ def timestamp(dt: datetime | None) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def as_aware(dt: datetime) -> datetime:
+    """SQLite returns naive datetimes; they are UTC."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def seconds_ago(dt: datetime) -> float:
+    """Seconds from ``dt`` (naive values are UTC) to now."""
+    return (utcnow() - as_aware(dt)).total_seconds()

@@ -22,12 +22,12 @@ from kube_fake import FakeKube
 from sqlalchemy import select
 
 from caesar_rest.api.app import create_app
+from caesar_rest.backends.monitor import Monitor
 from caesar_rest.backends.options import legacy_backend_env
-from caesar_rest.backends.remote import pass_lock
+from caesar_rest.backends.process import hostname
 from caesar_rest.db.engine import make_engine
+from caesar_rest.db.locks import pass_lock
 from caesar_rest.db.models import JobEvent, JobRecord
-from caesar_rest.jobs.monitor import Monitor
-from caesar_rest.jobs.service import hostname
 from caesar_rest.timeutil import utcnow
 
 API = "/caesar/api/v1.0"

@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from uws_support import create, job_json, make_settings, upload
 
 from caesar_rest.api.app import create_app
+from caesar_rest.backends.process import process_alive
 from caesar_rest.db.models import JobEvent, JobRecord, JobResult
 from caesar_rest.jobs.janitor import Janitor
-from caesar_rest.jobs.service import process_alive
 
 
 @pytest.fixture

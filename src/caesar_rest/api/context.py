@@ -1,24 +1,17 @@
-"""The service's long-lived objects, built once per process."""
+"""The API's view of the runtime: the service graph (:mod:`caesar_rest.runtime`) plus what only
+HTTP needs (token validation, the local identity, the status route's reader, the janitor, the
+start-up sweeps)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from caesar_rest.apps.registry import AppRegistry, default_registry
 from caesar_rest.auth.oidc import Identity, OIDCValidator
-from caesar_rest.auth.users import UserStore
-from caesar_rest.backends.local import LocalBackend
-from caesar_rest.backends.remote import register_remote_backends
-from caesar_rest.db.engine import make_engine, make_sessionmaker
 from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
-from caesar_rest.db.migrate import upgrade
 from caesar_rest.jobs.janitor import Janitor
-from caesar_rest.jobs.service import JobService
 from caesar_rest.logconfig import get_logger
+from caesar_rest.runtime import Runtime, build_runtime
 from caesar_rest.settings import Settings
 from caesar_rest.storage.orphans import ORPHANS, quarantine_orphans
 from caesar_rest.storage.upload import sweep_incoming
@@ -27,15 +20,10 @@ log = get_logger(__name__)
 
 
 @dataclass
-class ServiceContext:
-    """Settings, database, apps, the job service and its backends."""
+class ServiceContext(Runtime):
+    """The runtime (settings, database, apps, users, the job service and its backends) and the
+    HTTP side."""
 
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    apps: AppRegistry
-    jobs: JobService
-    users: UserStore
     validator: OIDCValidator | None = None
     started: bool = field(default=False)
     #: Removes jobs past their destruction time (running between start and stop).
@@ -65,18 +53,11 @@ class ServiceContext:
     def build(cls, settings: Settings, migrate: bool = True) -> ServiceContext:
         """Create the folders, connect, migrate and wire the backends (not started)."""
         settings.ensure_dirs()
-        engine = make_engine(settings.database_url)
-        if migrate:
-            upgrade(engine)
-        sessions = make_sessionmaker(engine)
-        apps = default_registry(settings.extra_apps)
-        jobs = JobService(settings, sessions, apps)
-        jobs.backends["local"] = LocalBackend(jobs)
-        register_remote_backends(jobs)
-        users = UserStore(settings, sessions)
-        validator = OIDCValidator(settings) if settings.aai else None
+        rt = build_runtime(settings, migrate=migrate)
         return cls(
-            settings, engine, sessions, apps, jobs, users, validator, reader=make_reader(engine)
+            **{f.name: getattr(rt, f.name) for f in fields(Runtime)},
+            validator=OIDCValidator(settings) if settings.aai else None,
+            reader=make_reader(rt.engine),
         )
 
     def start(self) -> None:
@@ -94,8 +75,7 @@ class ServiceContext:
                 folder=str(st.datadir / ORPHANS),
                 note="stored files without a record (interrupted upload or lost commit)",
             )
-        for backend in self.jobs.backends.values():
-            backend.start()
+        self.start_backends()
         self.janitor = Janitor(self.jobs, self.settings.janitor_interval)
         self.janitor.start()
         self.started = True
@@ -104,8 +84,7 @@ class ServiceContext:
         """Stop the janitor and the backends and close the database pool."""
         if self.janitor is not None:
             self.janitor.stop()
-        for backend in self.jobs.backends.values():
-            backend.stop()
+        self.stop_backends()
         if self.reader is not None:
             self.reader.close()
         self.engine.dispose()

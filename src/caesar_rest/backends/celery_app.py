@@ -1,7 +1,8 @@
 """The Celery application: configuration, the job task, and ``caesar-rest worker``.
 
 One task, ``caesar_rest.run_job(job_id)``, runs a job that the API has already stored and moved
-to QUEUED (see :mod:`caesar_rest.backends.celery_backend`). Delivery is at-least-once: the task
+to QUEUED (the API side is :mod:`caesar_rest.backends.celery_backend`, the task body
+:mod:`caesar_rest.backends.celery_worker`). Delivery is at-least-once: the task
 is acknowledged late and rejected (so delivered again) when its worker process dies, and the
 task itself makes a repeated delivery harmless by checking the job's phase and heartbeat in the
 database first.
@@ -64,7 +65,7 @@ def make_celery(settings: Settings) -> Celery:
     def _warm(**_: Any) -> None:
         # Build the job service (database pool, app registry) before the first task, so that
         # its start-up does not eat into that task's time limit.
-        from caesar_rest.backends.celery_backend import worker_service
+        from caesar_rest.backends.celery_worker import worker_service
 
         worker_service()
 
@@ -76,8 +77,8 @@ def make_celery(settings: Settings) -> Celery:
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_job(self: Task, job_id: str) -> dict[str, Any]:
-        """Run the job ``job_id`` on this worker (see celery_backend.execute)."""
-        from caesar_rest.backends.celery_backend import execute
+        """Run the job ``job_id`` on this worker (see celery_worker.execute)."""
+        from caesar_rest.backends.celery_worker import execute
 
         return execute(self, job_id)
 

@@ -39,8 +39,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen, wrapper_argv
+from caesar_rest.backends.process import job_environment, wrapper_argv
+from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen
 from caesar_rest.db.models import JobRecord
+from caesar_rest.jobs.folder import LOG_FILE
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
@@ -79,7 +81,7 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
     argv = [
         "/bin/sh",
         "-c",
-        'exec "$@" >>job.log 2>&1',
+        f'exec "$@" >>{LOG_FILE} 2>&1',
         "caesar-job",
         *wrapper_argv(command, s.kube_python, mapping),
     ]
@@ -113,11 +115,10 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         "workingDir": f"{JOBS_MOUNT}/{job.reldir}",
         "env": [
             {"name": "HOME", "value": "/tmp"},
-            {"name": "MPLBACKEND", "value": "Agg"},
             {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
             {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-            {"name": "OMP_NUM_THREADS", "value": str(cores)},
+            *({"name": k, "value": v} for k, v in job_environment(cores).items()),
             {"name": "CAESAR_JOB_ID", "value": job.id},
         ],
         "resources": {

@@ -7,39 +7,36 @@ session. A supervisor thread per job enforces the time limit (SIGTERM, then SIGK
 group: TIMED-OUT) and records the exit code and elapsed time. Cancel kills the process group.
 After a restart, jobs left EXECUTING are adopted when their process still runs (checked by pid
 and process start time, so a reused pid is never mistaken), finished from ``exit.json`` when the
-wrapper recorded an outcome, and otherwise marked ERROR (lost).
+wrapper recorded an outcome, and otherwise marked ERROR (lost). Processes are started and
+stopped through :mod:`caesar_rest.backends.process`, like the Celery worker's.
+
+:meth:`LocalBackend.reconcile` is the monitor's pass: it settles only jobs of this machine whose
+process is gone and whose record has not moved for ``monitor_lost_after`` seconds.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import func, select
 
-from caesar_rest.db.engine import write_first
-from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.service import (
-    EXIT_FILE,
-    LOG_FILE,
-    SPEC_FILE,
-    JobService,
-    Outcome,
+from caesar_rest.backends.process import (
     hostname,
+    kill_group,
+    launch,
     process_alive,
-    process_start_ticks,
-    read_exit_file,
+    reap_group,
 )
+from caesar_rest.db.engine import write_first
+from caesar_rest.db.locks import claim_lock, pass_lock
+from caesar_rest.db.models import JobRecord
+from caesar_rest.jobs.folder import Outcome, lost, outcome_of, read_exit, read_spec
+from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
-from caesar_rest.timeutil import timestamp
+from caesar_rest.timeutil import seconds_ago, timestamp
 
 log = get_logger(__name__)
 
@@ -60,8 +57,8 @@ class LocalBackend:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        """Reconcile, then start the dispatcher thread."""
-        self.reconcile()
+        """Adopt or settle jobs an earlier process left, then start the dispatcher thread."""
+        self.adopt()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="local-dispatcher", daemon=True)
         self._thread.start()
@@ -72,6 +69,7 @@ class LocalBackend:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None
 
     # --- interface -----------------------------------------------------------------------
     def submit(self, job: JobRecord) -> None:
@@ -88,7 +86,7 @@ class LocalBackend:
             return False
         fresh = self.service.get_any(job.id)
         if fresh is not None and fresh.pid:
-            self._kill_group(fresh.pid, fresh.pid_start)
+            kill_group(fresh.pid, fresh.pid_start, self.settings.job_kill_grace, wait=False)
         return True
 
     def wait_stopped(self, job: JobRecord) -> None:
@@ -100,13 +98,19 @@ class LocalBackend:
         while process_alive(fresh.pid, fresh.pid_start) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def reconcile(self) -> None:
-        """Settle local jobs left EXECUTING or PENDING by an earlier service process."""
+    def adopt(self) -> None:
+        """Settle local jobs left EXECUTING or PENDING by an earlier service process.
+
+        A job whose process still runs (same pid and start time) gets a supervisor again; one
+        whose process is gone is finished from ``exit.json``, or marked lost.
+        """
         with self.service.sessions() as s:
             jobs = list(
-                s.query(JobRecord).filter(
-                    JobRecord.backend == self.name,
-                    JobRecord.phase.in_([Phase.EXECUTING.value, Phase.PENDING.value]),
+                s.scalars(
+                    select(JobRecord).where(
+                        JobRecord.backend == self.name,
+                        JobRecord.phase.in_([Phase.EXECUTING.value, Phase.PENDING.value]),
+                    )
                 )
             )
         me = hostname()
@@ -115,15 +119,45 @@ class LocalBackend:
                 if job.run_requested:
                     self.submit(job)
                 continue
-            if job.id in self._supervised:
-                continue
-            if job.host not in (None, me):
-                continue  # another machine's local runner owns it
+            if job.id in self._supervised or job.host not in (None, me):
+                continue  # supervised here already, or another machine's local runner owns it
             if process_alive(job.pid, job.pid_start):
                 log.info("job_adopted", job_id=job.id, pid=job.pid)
                 self._spawn_supervisor(job, None)
                 continue
-            self._finish_vanished(job)
+            self._finish_vanished(
+                job, "Job process vanished (service restart or machine failure); outcome unknown"
+            )
+
+    def reconcile(self, wait: float = 0.0) -> None:
+        """The monitor's pass: settle this machine's jobs whose process and service are gone.
+
+        Local jobs are the business of the API process that runs them; only a job whose
+        process has ended and whose record has not moved for ``monitor_lost_after`` seconds
+        (its API process died too) is settled here.
+        """
+        with pass_lock(self.service.engine, self.name, wait) as got:
+            if not got:
+                return
+            with self.service.sessions() as s:
+                jobs = list(
+                    s.scalars(
+                        select(JobRecord).where(
+                            JobRecord.backend == self.name,
+                            JobRecord.phase == Phase.EXECUTING.value,
+                            JobRecord.host == hostname(),
+                        )
+                    )
+                )
+            for job in jobs:
+                if seconds_ago(job.updated_at) < self.settings.monitor_lost_after:
+                    continue
+                if process_alive(job.pid, job.pid_start):
+                    continue
+                self._finish_vanished(
+                    job,
+                    "Job process vanished and its service did not settle it; outcome unknown",
+                )
 
     # --- dispatcher ----------------------------------------------------------------------
     def _loop(self) -> None:
@@ -142,27 +176,25 @@ class LocalBackend:
     def _claim(self) -> JobRecord | None:
         """Atomically move the oldest QUEUED local job to EXECUTING, within the limit."""
         svc = self.service
+        mine = JobRecord.backend == self.name
         with svc.sessions() as s, s.begin():
-            conn = write_first(s)
-            if conn.dialect.name == "postgresql":
-                # Serialise claims so the concurrency limit holds across processes.
-                conn.execute(text("SELECT pg_advisory_xact_lock(7426002)"))
-            running = conn.execute(
-                text("SELECT count(*) FROM jobs WHERE backend = :b AND phase = 'EXECUTING'"),
-                {"b": self.name},
-            ).scalar_one()
-            if running >= self.settings.max_concurrent_jobs:
+            # Serialise claims so the concurrency limit holds across processes.
+            claim_lock(write_first(s))
+            running = s.scalar(
+                select(func.count())
+                .select_from(JobRecord)
+                .where(mine, JobRecord.phase == Phase.EXECUTING.value)
+            )
+            if (running or 0) >= self.settings.max_concurrent_jobs:
                 return None
-            row = conn.execute(
-                text(
-                    "SELECT id FROM jobs WHERE backend = :b AND phase = 'QUEUED' "
-                    "ORDER BY created_at LIMIT 1"
-                ),
-                {"b": self.name},
-            ).first()
-            if row is None:
+            job_id = s.scalar(
+                select(JobRecord.id)
+                .where(mine, JobRecord.phase == Phase.QUEUED.value)
+                .order_by(JobRecord.created_at)
+                .limit(1)
+            )
+            if job_id is None:
                 return None
-            job_id = row[0]
             # In the same locked transaction as the count: another process counts this job
             # as running before it can claim one more.
             prev = svc.apply_transition(
@@ -181,36 +213,16 @@ class LocalBackend:
     def _launch(self, job: JobRecord) -> None:
         jdir = self.service.job_dir(job)
         try:
-            spec = json.loads((jdir / SPEC_FILE).read_text())
-            argv = [sys.executable, "-m", "caesar_rest.backends.wrapper", "--", *spec["command"]]
-            with contextlib.suppress(FileNotFoundError):
-                (jdir / EXIT_FILE).unlink()
-            with open(jdir / LOG_FILE, "ab") as logf:
-                proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                    argv,
-                    cwd=jdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                    env=self._job_env(),
-                )
+            started = launch(jdir, read_spec(jdir).command, job.cores)
         except Exception as exc:
             log.exception("job_launch_failed", job_id=job.id)
             self.service.finish(job, Outcome(None, 0.0, message=f"Job failed to start: {exc}"))
             return
-        start = process_start_ticks(proc.pid)
-        self.service.update_fields(job.id, pid=proc.pid, pid_start=start, message="Job running")
-        job.pid, job.pid_start = proc.pid, start
-        log.info("job_started", job_id=job.id, pid=proc.pid)
-        self._spawn_supervisor(job, proc)
-
-    def _job_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CAESAR_REST_")}
-        env.setdefault("OMP_NUM_THREADS", "1")
-        env["MPLBACKEND"] = "Agg"
-        return env
+        pid, ticks = started.pid, started.start_ticks
+        self.service.update_fields(job.id, pid=pid, pid_start=ticks, message="Job running")
+        job.pid, job.pid_start = pid, ticks
+        log.info("job_started", job_id=job.id, pid=pid)
+        self._spawn_supervisor(job, started.proc)
 
     # --- supervision ---------------------------------------------------------------------
     def _spawn_supervisor(self, job: JobRecord, proc: subprocess.Popen[bytes] | None) -> None:
@@ -232,84 +244,48 @@ class LocalBackend:
             self._wake.set()  # a slot is free
 
     def _supervise_inner(self, job: JobRecord, proc: subprocess.Popen[bytes] | None) -> None:
+        assert job.pid is not None
         started = timestamp(job.started_at) or time.time()
         deadline = started + job.time_limit
         timed_out = False
         rc: int | None = None
-        assert job.pid is not None
         while True:
-            remaining = deadline - time.time()
-            if proc is not None:
-                try:
-                    rc = proc.wait(timeout=max(0.0, min(remaining, 5.0)))
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-            else:  # adopted after a restart: not our child, poll it
-                if not process_alive(job.pid, job.pid_start):
-                    break
-                time.sleep(min(max(remaining, 0.0), 0.5))
+            ended, rc = self._wait(job, proc, deadline - time.time())
+            if ended:
+                break
             if time.time() >= deadline and not timed_out:
                 timed_out = True
                 log.warning("job_timeout", job_id=job.id, limit=job.time_limit)
-                self._kill_group(job.pid, job.pid_start)
-        # Leave nothing of the job behind (children the app may have spawned).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(job.pid, signal.SIGKILL)
-        elapsed = time.time() - started
-        exit_info = read_exit_file(self.service.job_dir(job))
-        if exit_info is not None and exit_info.get("exit_code") is not None:
-            code = int(exit_info["exit_code"])
-        elif rc is not None:
-            code = rc  # the wrapper itself was killed: its status is the job's
-        else:
-            code = None
-        cpu = exit_info.get("cpu_time") if exit_info else None
-        self.service.finish(
-            job, Outcome(code, round(elapsed, 3), timed_out=timed_out, cpu_time=cpu)
+                kill_group(job.pid, job.pid_start, self.settings.job_kill_grace, wait=False)
+        reap_group(job.pid)  # leave nothing of the job behind
+        record = read_exit(self.service.job_dir(job))
+        # Without a record the wrapper itself was killed: its status is the job's.
+        outcome = outcome_of(
+            record, exit_code=rc, elapsed=time.time() - started, timed_out=timed_out
         )
+        self.service.finish(job, outcome)
 
-    def _finish_vanished(self, job: JobRecord) -> None:
-        exit_info = read_exit_file(self.service.job_dir(job))
-        if exit_info is not None:
+    @staticmethod
+    def _wait(
+        job: JobRecord, proc: subprocess.Popen[bytes] | None, remaining: float
+    ) -> tuple[bool, int | None]:
+        """Wait a little for the job: whether it ended, and its status when it is our child."""
+        if proc is not None:
+            try:
+                return True, proc.wait(timeout=max(0.0, min(remaining, 5.0)))
+            except subprocess.TimeoutExpired:
+                return False, None
+        # Adopted after a restart: not our child, poll it.
+        if not process_alive(job.pid, job.pid_start):
+            return True, None
+        time.sleep(min(max(remaining, 0.0), 0.5))
+        return False, None
+
+    def _finish_vanished(self, job: JobRecord, why: str) -> None:
+        record = read_exit(self.service.job_dir(job))
+        if record is not None and record.recorded:
             log.info("job_finished_while_away", job_id=job.id)
-            self.service.finish(
-                job,
-                Outcome(
-                    int(exit_info["exit_code"]),
-                    float(exit_info.get("elapsed", 0.0)),
-                    cpu_time=exit_info.get("cpu_time"),
-                ),
-            )
+            self.service.finish(job, outcome_of(record))
             return
-        log.warning("job_lost", job_id=job.id, pid=job.pid)
-        self.service.finish(
-            job,
-            Outcome(
-                None,
-                None,
-                message="Job process vanished (service restart or machine failure); "
-                "outcome unknown",
-                reason=Reason.LOST,
-            ),
-        )
-
-    def _kill_group(self, pid: int, pid_start: int | None) -> None:
-        """SIGTERM the job's process group, then SIGKILL after the grace period."""
-        if not process_alive(pid, pid_start):
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        grace = self.settings.job_kill_grace
-
-        def _later() -> None:
-            time.sleep(grace)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-
-        threading.Thread(target=_later, daemon=True).start()
-
-
-def job_log_path(job_dir: Path) -> Path:
-    """The job's log file."""
-    return job_dir / LOG_FILE
+        log.warning("job_lost", backend=self.name, job_id=job.id, pid=job.pid)
+        self.service.finish(job, lost(why))

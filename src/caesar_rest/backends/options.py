@@ -9,37 +9,12 @@ import argparse
 import os
 import signal
 import threading
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-#: The predecessor's backend options that take a value, now mapped to settings.
-LEGACY_BACKEND_VALUE = (
-    "job_monitoring_period",
-    "result_backend_proto",
-    "result_backend_host",
-    "result_backend_port",
-    "result_backend_user",
-    "result_backend_pass",
-    "result_backend_dbname",
-    "broker_proto",
-    "broker_host",
-    "broker_port",
-    "broker_user",
-    "broker_pass",
-    "kube_config",
-    "kube_cafile",
-    "kube_keyfile",
-    "kube_certfile",
-    "slurm_keyfile",
-    "slurm_user",
-    "slurm_host",
-    "slurm_port",
-    "slurm_queue",
-    "slurm_jobdir",
-    "slurm_datadir",
-    "slurm_max_cores_per_job",
-)
-LEGACY_BACKEND_FLAGS = ("kube_incluster",)
+if TYPE_CHECKING:
+    from caesar_rest.settings import Settings
 
 #: Legacy option -> setting, where the value carries over as is.
 _DIRECT = {
@@ -169,8 +144,11 @@ def add_backend_commands(sub: Any) -> None:
 _COMMON_SETTINGS = ("db_url", "datadir", "jobdir", "loglevel", "job_scheduler")
 
 
-def _apply(args: argparse.Namespace, extra: dict[str, Any], poll_setting: str) -> None:
-    from pathlib import Path
+def _settings(args: argparse.Namespace, extra: dict[str, Any], poll_setting: str) -> Settings:
+    """Put the command-line values into the environment (child processes see them too), then
+    read the settings afresh and configure logging."""
+    from caesar_rest.logconfig import configure_logging
+    from caesar_rest.settings import get_settings
 
     for name in _COMMON_SETTINGS:
         value = getattr(args, name, None)
@@ -182,22 +160,18 @@ def _apply(args: argparse.Namespace, extra: dict[str, Any], poll_setting: str) -
     for name, value in extra.items():
         if value is not None:
             os.environ[f"CAESAR_REST_{name.upper()}"] = str(value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    configure_logging(settings)
+    return settings
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker with the project's settings."""
     from caesar_rest.backends.celery_app import run_worker, worker_argv
-    from caesar_rest.logconfig import configure_logging
-    from caesar_rest.settings import get_settings
 
-    _apply(
-        args,
-        {"broker_url": args.broker_url, "result_backend": args.result_backend},
-        "backend_poll_interval",
-    )
-    get_settings.cache_clear()
-    settings = get_settings()
-    configure_logging(settings)
+    extra = {"broker_url": args.broker_url, "result_backend": args.result_backend}
+    settings = _settings(args, extra, "backend_poll_interval")
     settings.ensure_dirs()
     argv = worker_argv(settings, args.concurrency, args.loglevel, args.queue, args.hostname)
     run_worker(settings, argv)
@@ -206,18 +180,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run the monitor until SIGTERM/SIGINT (or one pass with --once)."""
-    from caesar_rest.jobs.monitor import Monitor
-    from caesar_rest.logconfig import configure_logging, get_logger
-    from caesar_rest.settings import get_settings
+    from caesar_rest.backends.monitor import Monitor
+    from caesar_rest.logconfig import get_logger
 
-    _apply(
-        args,
-        {"monitor_period": args.period, "monitor_lost_after": args.lost_after},
-        "monitor_period",
-    )
-    get_settings.cache_clear()
-    settings = get_settings()
-    configure_logging(settings)
+    extra = {"monitor_period": args.period, "monitor_lost_after": args.lost_after}
+    settings = _settings(args, extra, "monitor_period")
     monitor = Monitor.from_settings(settings)
     if args.once:
         monitor.run_once(wait=30.0)  # a single pass waits for a busy backend

@@ -16,34 +16,24 @@ anyway.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import sys
 import threading
-import time
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import select
 
+from caesar_rest.db.locks import pass_lock
 from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.service import SPEC_FILE, JobService, Outcome, read_exit_file
+from caesar_rest.jobs.folder import TIMEOUT_FLAG, lost, outcome_of, read_exit, read_spec
+from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import FINAL, Phase, Reason
 from caesar_rest.logconfig import get_logger
-from caesar_rest.timeutil import utcnow
+from caesar_rest.timeutil import seconds_ago, utcnow
 
 log = get_logger(__name__)
 
-#: Written by a batch script that stopped the job at its time limit.
-TIMEOUT_FLAG = "timed_out"
-#: Module that every backend runs in the job folder.
-WRAPPER_MODULE = "caesar_rest.backends.wrapper"
 #: PENDING jobs meant to run but never handed over are re-dispatched after this many seconds.
 REDISPATCH_AFTER = 30.0
 
@@ -144,7 +134,7 @@ class RemoteBackend:
 
         Skipped when another process is doing one and has not finished within ``wait`` s.
         """
-        with pass_lock(engine_of(self.service), self.name, wait) as got:
+        with pass_lock(self.service.engine, self.name, wait) as got:
             if not got:
                 return
             for job in self.open_jobs():
@@ -180,7 +170,7 @@ class RemoteBackend:
     def _redispatch(self, job: JobRecord) -> None:
         if job.phase != Phase.PENDING.value or not job.run_requested:
             return
-        age = (utcnow() - as_aware(job.created_at)).total_seconds()
+        age = seconds_ago(job.created_at)
         if age < REDISPATCH_AFTER:
             return  # a submission may still be in flight
         found = self.find_submitted(job)
@@ -198,244 +188,115 @@ class RemoteBackend:
         self.service.dispatch(job)
 
     def apply(self, job: JobRecord, view: BackendView) -> None:
-        """Move ``job`` according to ``view``."""
-        svc = self.service
-        phase = Phase(job.phase)
+        """Move ``job`` according to ``view``.
+
+        The engine's word and the sighting are stored with the change (or alone, when the
+        view changes no phase).
+        """
         fields: dict[str, Any] = {}
         if view.sighted and view.seen != Seen.GONE:
             fields["last_seen_at"] = utcnow()
         if view.backend_state and view.backend_state != job.backend_state:
             fields["backend_state"] = view.backend_state[:64]
-        seen = view.seen
-        if seen == Seen.QUEUED:
-            if phase == Phase.SUSPENDED:
-                svc.transition(job.id, Phase.EXECUTING, expect=[phase])
-                phase = Phase.EXECUTING
-            if phase in (Phase.EXECUTING, Phase.UNKNOWN):
-                svc.transition(
-                    job.id,
-                    Phase.QUEUED,
-                    message=view.message or f"Job requeued by {self.name}",
-                    expect=[phase],
-                )
-        elif seen == Seen.RUNNING:
-            if phase in (Phase.QUEUED, Phase.UNKNOWN, Phase.SUSPENDED):
-                svc.transition(
-                    job.id, Phase.EXECUTING, message=view.message or "Job running", expect=[phase]
-                )
-        elif seen == Seen.SUSPENDED:
-            if phase in (Phase.QUEUED, Phase.UNKNOWN):
-                svc.transition(job.id, Phase.EXECUTING, message="Job started", expect=[phase])
-                phase = Phase.EXECUTING
-            if phase == Phase.EXECUTING:
-                svc.transition(
-                    job.id,
-                    Phase.SUSPENDED,
-                    message=view.message or f"Job suspended by {self.name}",
-                    expect=[phase],
-                )
-        elif seen in (Seen.DONE, Seen.FAILED, Seen.TIMEOUT):
+        if view.seen in (Seen.DONE, Seen.FAILED, Seen.TIMEOUT):
             if fields:
-                svc.update_fields(job.id, **fields)
-                fields = {}
+                self.service.update_fields(job.id, **fields)
             self.finish(job, view)
-        elif seen == Seen.CANCELED:
-            info = read_exit_file(svc.job_dir(job))
-            extra: dict[str, Any] = {}
-            if info is not None:
-                extra = {"exit_code": info.get("exit_code"), "elapsed": info.get("elapsed")}
-            elif view.elapsed is not None:
-                extra = {"elapsed": view.elapsed, "exit_code": view.exit_code}
-            if not svc.transition(
-                job.id,
-                Phase.ABORTED,
-                Reason.CANCELED,
-                view.message or f"Job canceled in {self.name}",
-                **extra,
-                **fields,
-            ):
-                svc.update_fields(job.id, **extra, **fields)
             return
-        elif seen == Seen.GONE:
-            self.vanished(job, view.message or f"Job vanished from {self.name}")
-        elif seen == Seen.UNKNOWN:
-            if phase != Phase.UNKNOWN:
-                svc.transition(
-                    job.id,
-                    Phase.UNKNOWN,
-                    message=view.message or f"{self.name} reports state {view.backend_state}",
-                    expect=[phase],
-                )
+        if view.seen == Seen.CANCELED:
+            self._canceled(job, view, fields)
+            return
+        step = self._STEPS.get(view.seen)
+        if step is not None:
+            step(self, job, Phase(job.phase), view)
         if fields:
-            svc.update_fields(job.id, **fields)
+            self.service.update_fields(job.id, **fields)
+
+    def _queued(self, job: JobRecord, phase: Phase, view: BackendView) -> None:
+        if phase == Phase.SUSPENDED:
+            self.service.transition(job.id, Phase.EXECUTING, expect=[phase])
+            phase = Phase.EXECUTING
+        if phase in (Phase.EXECUTING, Phase.UNKNOWN):
+            message = view.message or f"Job requeued by {self.name}"
+            self.service.transition(job.id, Phase.QUEUED, message=message, expect=[phase])
+
+    def _running(self, job: JobRecord, phase: Phase, view: BackendView) -> None:
+        if phase in (Phase.QUEUED, Phase.UNKNOWN, Phase.SUSPENDED):
+            message = view.message or "Job running"
+            self.service.transition(job.id, Phase.EXECUTING, message=message, expect=[phase])
+
+    def _suspended(self, job: JobRecord, phase: Phase, view: BackendView) -> None:
+        svc = self.service
+        if phase in (Phase.QUEUED, Phase.UNKNOWN):
+            svc.transition(job.id, Phase.EXECUTING, message="Job started", expect=[phase])
+            phase = Phase.EXECUTING
+        if phase == Phase.EXECUTING:
+            message = view.message or f"Job suspended by {self.name}"
+            svc.transition(job.id, Phase.SUSPENDED, message=message, expect=[phase])
+
+    def _gone(self, job: JobRecord, _phase: Phase, view: BackendView) -> None:
+        self.vanished(job, view.message or f"Job vanished from {self.name}")
+
+    def _unknown(self, job: JobRecord, phase: Phase, view: BackendView) -> None:
+        if phase != Phase.UNKNOWN:
+            message = view.message or f"{self.name} reports state {view.backend_state}"
+            self.service.transition(job.id, Phase.UNKNOWN, message=message, expect=[phase])
+
+    #: What a sighting that changes no final state does, per :class:`Seen`.
+    _STEPS: ClassVar[dict[Seen, Callable[[RemoteBackend, JobRecord, Phase, BackendView], None]]] = {
+        Seen.QUEUED: _queued,
+        Seen.RUNNING: _running,
+        Seen.SUSPENDED: _suspended,
+        Seen.GONE: _gone,
+        Seen.UNKNOWN: _unknown,
+    }
+
+    def _canceled(self, job: JobRecord, view: BackendView, fields: dict[str, Any]) -> None:
+        """Canceled in the engine: ABORTED, with the figures of the exit record or engine."""
+        record = read_exit(self.service.job_dir(job))
+        extra: dict[str, Any] = {}
+        if record is not None:
+            extra = {"exit_code": record.exit_code, "elapsed": record.elapsed}
+        elif view.elapsed is not None:
+            extra = {"elapsed": view.elapsed, "exit_code": view.exit_code}
+        message = view.message or f"Job canceled in {self.name}"
+        if not self.service.transition(
+            job.id, Phase.ABORTED, Reason.CANCELED, message, **extra, **fields
+        ):
+            self.service.update_fields(job.id, **extra, **fields)
 
     def finish(self, job: JobRecord, view: BackendView) -> None:
         """Finish a job that ended in its engine, trusting the wrapper's ``exit.json`` first."""
         jdir = self.service.job_dir(job)
-        info = read_exit_file(jdir)
-        code = view.exit_code
-        elapsed = view.elapsed
-        if info is not None and info.get("exit_code") is not None:
-            code = int(info["exit_code"])
-            elapsed = float(info.get("elapsed") or 0.0) or elapsed
+        record = read_exit(jdir)
         timed_out = view.seen == Seen.TIMEOUT or (jdir / TIMEOUT_FLAG).exists()
-        if view.seen == Seen.DONE and code is None:
+        code = view.exit_code
+        if view.seen == Seen.DONE and code is None and (record is None or not record.recorded):
             code = 0  # the engine saw a clean exit and the wrapper's record is missing
-        message = ""
+        outcome = outcome_of(record, exit_code=code, seen_elapsed=view.elapsed, timed_out=timed_out)
         if timed_out:
-            message = view.message
+            outcome.message = view.message
         elif view.seen == Seen.FAILED and view.message:
-            message = view.message if code is None else f"{view.message} (exit code {code})"
-        self.service.finish(
-            job,
-            Outcome(
-                code,
-                None if elapsed is None else round(elapsed, 3),
-                timed_out=timed_out,
-                message=message,
-            ),
-        )
+            code = outcome.exit_code
+            outcome.message = view.message if code is None else f"{view.message} (exit code {code})"
+        self.service.finish(job, outcome)
 
     def vanished(self, job: JobRecord, why: str) -> None:
         """The engine has no record of the job: finish it from its exit file, or mark it lost."""
-        jdir = self.service.job_dir(job)
-        info = read_exit_file(jdir)
-        if info is not None and info.get("exit_code") is not None:
+        record = read_exit(self.service.job_dir(job))
+        if record is not None and record.recorded:
             log.info("job_finished_unseen", backend=self.name, job_id=job.id)
-            self.finish(job, BackendView(Seen.DONE, elapsed=info.get("elapsed")))
+            self.finish(job, BackendView(Seen.DONE, elapsed=record.elapsed))
             return
-        ref = job.last_seen_at or job.started_at or job.created_at
-        unseen = (utcnow() - as_aware(ref)).total_seconds()
+        unseen = seconds_ago(job.last_seen_at or job.started_at or job.created_at)
         if unseen < self.settings.monitor_lost_after:
             log.info("job_unseen", backend=self.name, job_id=job.id, seconds=round(unseen, 1))
             return
         log.warning("job_lost", backend=self.name, job_id=job.id, why=why)
-        self.service.finish(
-            job,
-            Outcome(
-                None,
-                None,
-                message=f"{why}; unseen for {unseen:.0f} s and no exit record: outcome unknown",
-                reason=Reason.LOST,
-            ),
-        )
+        message = f"{why}; unseen for {unseen:.0f} s and no exit record: outcome unknown"
+        self.service.finish(job, lost(message))
 
     # --- job command ---------------------------------------------------------------------
     def job_command(self, job: JobRecord) -> list[str]:
         """The app's argument list from the job's ``job.json``."""
-        spec = json.loads((self.service.job_dir(job) / SPEC_FILE).read_text())
-        return [str(a) for a in spec["command"]]
-
-
-def wrapper_argv(
-    command: Sequence[str], python: str | None, mapping: Sequence[tuple[str, str]]
-) -> list[str]:
-    """The wrapper command for an engine whose paths and interpreter may differ from ours.
-
-    ``python`` replaces this interpreter (also where the app command starts with it);
-    ``mapping`` holds (our prefix, engine prefix) pairs for path arguments.
-    """
-    py = python or sys.executable
-    cmd = [remap(a, mapping) for a in command]
-    if cmd and cmd[0] == sys.executable:
-        cmd[0] = py
-    return [py, "-m", WRAPPER_MODULE, "--", *cmd]
-
-
-def remap(arg: str, mapping: Sequence[tuple[str, str]]) -> str:
-    """Replace a leading path prefix of ``arg`` (or of the value in ``--opt=value``)."""
-    for src, dst in mapping:
-        if src == dst:
-            continue
-        if arg == src:
-            return dst
-        if arg.startswith(src.rstrip("/") + "/"):
-            return dst.rstrip("/") + arg[len(src.rstrip("/")) :]
-    if arg.startswith("-") and "=" in arg:
-        key, _, value = arg.partition("=")
-        mapped = remap(value, mapping)
-        if mapped != value:
-            return f"{key}={mapped}"
-    return arg
-
-
-def as_aware(dt: datetime) -> datetime:
-    """SQLite returns naive datetimes; they are UTC."""
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
-
-
-def engine_of(service: JobService) -> Engine:
-    """The engine behind the service's session factory."""
-    bind = service.sessions.kw.get("bind")
-    assert isinstance(bind, Engine)
-    return bind
-
-
-@contextlib.contextmanager
-def pass_lock(engine: Engine, name: str, wait: float = 0.0) -> Iterator[bool]:
-    """Try (for up to ``wait`` s) to take the reconciliation lock of backend ``name``; yield
-    whether it was taken."""
-    key = zlib.crc32(f"caesar-rest-monitor:{name}".encode())
-    deadline = time.monotonic() + wait
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            while True:
-                got = bool(
-                    conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-                )
-                conn.commit()
-                if got or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.1)
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
-        return
-    db = engine.url.database
-    if engine.dialect.name == "sqlite" and db and db != ":memory:":
-        path = Path(f"{db}.{name}.lock")
-        with open(path, "a+b") as fh:
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        yield False
-                        return
-                    time.sleep(0.1)
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return
-    yield True
-
-
-def seconds_since(epoch: float | None) -> float | None:
-    """Seconds elapsed since a Unix time, or None."""
-    return None if not epoch else time.time() - epoch
-
-
-def register_remote_backends(service: JobService) -> None:
-    """Add every remote backend whose settings are present to ``service.backends``.
-
-    A job keeps the backend it was submitted to, so each configured backend stays reachable for
-    status and cancel whatever the current default is.
-    """
-    settings = service.settings
-    if settings.celery_enabled:
-        from caesar_rest.backends.celery_backend import CeleryBackend
-
-        service.backends["celery"] = CeleryBackend(service)
-    if settings.slurm_enabled:
-        from caesar_rest.backends.slurm import SlurmBackend
-
-        service.backends["slurm"] = SlurmBackend(service)
-    if settings.kube_enabled:
-        from caesar_rest.backends.kubernetes import KubernetesBackend
-
-        service.backends["kubernetes"] = KubernetesBackend(service)
+        return read_spec(self.service.job_dir(job)).command

@@ -44,16 +44,12 @@ import shlex
 import time
 from pathlib import Path
 
-from caesar_rest.backends.remote import (
-    TIMEOUT_FLAG,
-    BackendView,
-    RemoteBackend,
-    Seen,
-    wrapper_argv,
-)
+from caesar_rest.backends.process import job_environment, wrapper_argv
+from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen
 from caesar_rest.backends.slurmrest import SlurmClient, SlurmJobInfo, SlurmJobSpec
 from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.service import JobService, read_exit_file
+from caesar_rest.jobs.folder import EXIT_FILE, LOG_FILE, TIMEOUT_FLAG, read_exit
+from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
@@ -170,12 +166,12 @@ class SlurmBackend(RemoteBackend):
             "#!/bin/bash",
             f"# caesar-rest job {job.id} ({job.app})",
             f"cd -- {q(self.cluster_job_dir(job))} || exit 1",
-            f"rm -f -- {q(TIMEOUT_FLAG)} exit.json",
+            f"rm -f -- {q(TIMEOUT_FLAG)} {q(EXIT_FILE)}",
         ]
         if s.slurm_exact_time_limit:
             grace = max(1, math.ceil(s.job_kill_grace))
             lines += [
-                f"timeout --signal=TERM --kill-after={grace} {limit} {run} >> job.log 2>&1",
+                f"timeout --signal=TERM --kill-after={grace} {limit} {run} >> {q(LOG_FILE)} 2>&1",
                 "rc=$?",
                 # timeout says 124 (137 after SIGKILL); SECONDS tells it from an app's own 124.
                 f'if {{ [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; }} && [ "$SECONDS" -ge {limit} ];'
@@ -183,7 +179,7 @@ class SlurmBackend(RemoteBackend):
                 'exit "$rc"',
             ]
         else:
-            lines.append(f"exec {run} >> job.log 2>&1")
+            lines.append(f"exec {run} >> {q(LOG_FILE)} 2>&1")
         return "\n".join(lines) + "\n"
 
     def job_spec(self, job: JobRecord) -> SlurmJobSpec:
@@ -194,8 +190,7 @@ class SlurmBackend(RemoteBackend):
         cores = max(1, min(job.cores, s.slurm_max_cores))
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "OMP_NUM_THREADS": str(cores),
-            "MPLBACKEND": "Agg",
+            **job_environment(cores),
             "CAESAR_JOB_ID": job.id,
             **s.slurm_env,
         }
@@ -258,7 +253,7 @@ class SlurmBackend(RemoteBackend):
         if (
             info.state in _FINAL
             and view.seen != Seen.CANCELED
-            and read_exit_file(self.service.job_dir(job)) is None
+            and read_exit(self.service.job_dir(job)) is None
             and info.end_time
             and time.time() - info.end_time < SETTLE_SECONDS
         ):

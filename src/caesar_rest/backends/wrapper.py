@@ -2,21 +2,21 @@
 
 Usage: ``python -m caesar_rest.backends.wrapper -- PROGRAM ARGS...`` in the job folder. It
 writes ``exit.json`` (exit code, signal, times) atomically when the program ends, so the outcome
-survives a restart of the service that launched it. Standard library only: it starts fast.
+survives a restart of the service that launched it. Standard library and
+:mod:`caesar_rest.jobs.folder` only: it starts fast.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import resource
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
-EXIT_FILE = "exit.json"
+from caesar_rest.jobs.folder import ExitRecord, write_exit
 
 
 def main(argv: list[str]) -> int:
@@ -50,19 +50,16 @@ def main(argv: list[str]) -> int:
 def _write(rc: int, sig: int | None, start: float) -> None:
     end = time.time()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the app and what it waited for
-    data = {
-        "exit_code": rc,
-        "signal": sig,
-        "started": start,
-        "ended": end,
-        "elapsed": end - start,
-        "cpu_time": round(usage.ru_utime + usage.ru_stime, 3),
-        "max_rss_kib": usage.ru_maxrss,
-    }
-    tmp = f"{EXIT_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, EXIT_FILE)
+    record = ExitRecord(
+        exit_code=rc,
+        signal=sig,
+        started=start,
+        ended=end,
+        elapsed=end - start,
+        cpu_time=round(usage.ru_utime + usage.ru_stime, 3),
+        max_rss_kib=usage.ru_maxrss,
+    )
+    write_exit(Path.cwd(), record)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from caesar_rest.apps.base import LOG_RESULT, App, OptionError
@@ -21,6 +18,7 @@ from caesar_rest.auth.quotas import check_jobs, lock_user
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.engine import write_first
 from caesar_rest.db.models import FileRecord, JobEvent, JobRecord, JobResult
+from caesar_rest.jobs.folder import LOG_FILE, SPEC_FILE, JobSpec, Outcome, write_spec
 from caesar_rest.jobs.states import FINAL, Phase, Reason, TransitionError, check_transition
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
@@ -28,14 +26,9 @@ from caesar_rest.storage.paths import new_id, owner_dirname, safe_join
 from caesar_rest.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from caesar_rest.backends.base import JobBackend
+    from caesar_rest.jobs.backend import JobBackend
 
 log = get_logger(__name__)
-
-SPEC_FILE = "job.json"
-EXIT_FILE = "exit.json"
-#: The job log in the job folder (the app's ``log`` result).
-LOG_FILE = LOG_RESULT.filename
 
 
 class JobNotFound(LookupError):
@@ -48,18 +41,6 @@ class InputFileNotFound(LookupError):
 
 class SubmitError(ValueError):
     """The job request is not acceptable (answered with 400)."""
-
-
-@dataclass
-class Outcome:
-    """How a job process ended."""
-
-    exit_code: int | None
-    elapsed: float | None
-    timed_out: bool = False
-    message: str = ""
-    reason: Reason = Reason.FAILED
-    cpu_time: float | None = None
 
 
 class JobService:
@@ -80,6 +61,13 @@ class JobService:
         self.listeners: list[Callable[[str, Phase], None]] = []
 
     # --- helpers -------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The database engine behind :attr:`sessions` (for locks taken outside a session)."""
+        bind = self.sessions.kw.get("bind")
+        assert isinstance(bind, Engine)
+        return bind
+
     def job_dir(self, job: JobRecord) -> Path:
         """Absolute job folder of ``job``."""
         return safe_join(self.settings.jobdir, job.reldir)
@@ -153,15 +141,14 @@ class JobService:
         jdir = safe_join(self.settings.jobdir, reldir)
         jdir.mkdir(parents=True, exist_ok=False)
         input_path = safe_join(self.settings.datadir, frec.relpath)
-        spec = {
-            "job_id": job_id,
-            "app": app.name,
-            "options": options,
-            "input_file": str(input_path),
-            "command": app.command(input_path, options, Path(".")),
-            "time_limit": limit,
-        }
-        (jdir / SPEC_FILE).write_text(json.dumps(spec, indent=1))
+        spec = JobSpec(
+            job_id=job_id,
+            app=app.name,
+            options=options,
+            input_file=str(input_path),
+            command=[str(a) for a in app.command(input_path, options, Path("."))],
+        )
+        write_spec(jdir, spec)
         now = utcnow()
         job = JobRecord(
             id=job_id,
@@ -415,47 +402,9 @@ class JobService:
         return jdir.parent / f"{jdir.name}.tar.gz"
 
 
-def read_exit_file(job_dir: Path) -> dict[str, Any] | None:
-    """The wrapper's record of how the app ended, if it wrote one."""
-    try:
-        data = json.loads((job_dir / EXIT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (Linux), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    rest = stat[stat.rfind(")") + 2 :].split()
-    try:
-        if rest[0] == "Z":  # a zombie has ended
-            return None
-        return int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: int | None, start: int | None) -> bool:
-    """Whether the process ``pid`` that started at ``start`` still runs."""
-    if not pid:
-        return False
-    ticks = process_start_ticks(pid)
-    return ticks is not None and (start is None or ticks == start)
-
-
-def hostname() -> str:
-    """This machine's name."""
-    return os.uname().nodename
-
-
+# LOG_FILE, SPEC_FILE and Outcome live in jobs/folder.py; the routes still import them here.
 __all__ = [
-    "EXIT_FILE",
+    "LOG_FILE",
     "SPEC_FILE",
     "InputFileNotFound",
     "JobNotFound",

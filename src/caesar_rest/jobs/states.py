@@ -38,9 +38,6 @@ class Reason(StrEnum):
 
 
 FINAL: frozenset[Phase] = frozenset({Phase.COMPLETED, Phase.ERROR, Phase.ABORTED, Phase.ARCHIVED})
-ACTIVE: frozenset[Phase] = frozenset(
-    {Phase.QUEUED, Phase.EXECUTING, Phase.HELD, Phase.SUSPENDED, Phase.UNKNOWN}
-)
 
 #: Allowed phase changes.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
@@ -71,20 +68,6 @@ def check_transition(current: Phase, new: Phase) -> None:
     """Raise :class:`TransitionError` unless ``current -> new`` is allowed."""
     if new not in TRANSITIONS[current]:
         raise TransitionError(f"job cannot go from {current} to {new}")
-
-
-#: The predecessor's vocabulary.
-LEGACY_STATES = (
-    "PENDING",
-    "STARTED",
-    "RUNNING",
-    "SUCCESS",
-    "FAILURE",
-    "TIMED-OUT",
-    "ABORTED",
-    "CANCELED",
-    "UNKNOWN",
-)
 
 
 def legacy_state(phase: Phase | str, reason: Reason | str | None) -> str:

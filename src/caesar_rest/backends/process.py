@@ -1,0 +1,214 @@
+"""The job process, for every launcher: argument list, environment, process group, kill.
+
+The local runner and the Celery worker start ``python -m caesar_rest.backends.wrapper -- <app
+argv>`` with :func:`launch`; the Slurm batch script and the Kubernetes pod run the same
+:func:`wrapper_argv` (paths rewritten for the engine) with the same :func:`job_environment`.
+A job runs in its own session, so its process group id is its pid: :func:`kill_group` stops
+the app and whatever it spawned. A pid is only ever trusted together with its start time
+(:func:`process_alive`), so a reused pid is never taken for the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from caesar_rest.jobs.folder import LOG_FILE, clear_exit
+
+#: Module that every backend runs in the job folder.
+WRAPPER_MODULE = "caesar_rest.backends.wrapper"
+
+
+def wrapper_argv(
+    command: Sequence[str],
+    python: str | None = None,
+    mapping: Sequence[tuple[str, str]] = (),
+) -> list[str]:
+    """The wrapper command for an engine whose paths and interpreter may differ from ours.
+
+    Parameters
+    ----------
+    command
+        The app's argument list (``job.json``'s ``command``).
+    python
+        Replaces this interpreter (also where the app command starts with it).
+    mapping
+        (our prefix, engine prefix) pairs for path arguments.
+
+    Returns
+    -------
+    list of str
+        ``[python, "-m", WRAPPER_MODULE, "--", *command]``.
+    """
+    py = python or sys.executable
+    cmd = [remap(a, mapping) for a in command]
+    if cmd and cmd[0] == sys.executable:
+        cmd[0] = py
+    return [py, "-m", WRAPPER_MODULE, "--", *cmd]
+
+
+def remap(arg: str, mapping: Sequence[tuple[str, str]]) -> str:
+    """Replace a leading path prefix of ``arg`` (or of the value in ``--opt=value``)."""
+    for src, dst in mapping:
+        if src == dst:
+            continue
+        if arg == src:
+            return dst
+        if arg.startswith(src.rstrip("/") + "/"):
+            return dst.rstrip("/") + arg[len(src.rstrip("/")) :]
+    if arg.startswith("-") and "=" in arg:
+        key, _, value = arg.partition("=")
+        mapped = remap(value, mapping)
+        if mapped != value:
+            return f"{key}={mapped}"
+    return arg
+
+
+def job_environment(cores: int) -> dict[str, str]:
+    """The variables every job gets, on every backend.
+
+    One rule: ``OMP_NUM_THREADS`` is the job's cores (the app asked for them), and matplotlib
+    draws without a display.
+    """
+    return {"OMP_NUM_THREADS": str(max(1, cores)), "MPLBACKEND": "Agg"}
+
+
+def launch_environment(cores: int) -> dict[str, str]:
+    """This process's environment for a job started here: without the service's own
+    ``CAESAR_REST_*`` settings (secrets among them), and with :func:`job_environment`
+    (an ``OMP_NUM_THREADS`` set by the operator is kept)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAESAR_REST_")}
+    job = job_environment(cores)
+    env.setdefault("OMP_NUM_THREADS", job.pop("OMP_NUM_THREADS"))
+    env.update(job)
+    return env
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A started job process."""
+
+    proc: subprocess.Popen[bytes]
+    #: Start time in clock ticks since boot (:func:`process_start_ticks`).
+    start_ticks: int | None
+    #: Unix time of the start.
+    started: float
+
+    @property
+    def pid(self) -> int:
+        """The wrapper's pid, also the job's process group id."""
+        return self.proc.pid
+
+
+def launch(
+    job_dir: Path,
+    command: Sequence[str],
+    cores: int,
+    preexec: Callable[[], None] | None = None,
+) -> Launched:
+    """Start the wrapper for ``command`` in ``job_dir``, in a new session, logging to job.log.
+
+    Parameters
+    ----------
+    job_dir
+        The job folder (the working directory).
+    command
+        The app's argument list.
+    cores
+        The job's cores (sets ``OMP_NUM_THREADS``).
+    preexec
+        Run in the child before the exec (only where the parent runs no other threads).
+
+    Returns
+    -------
+    Launched
+        The process and its start time.
+    """
+    clear_exit(job_dir)
+    with open(job_dir / LOG_FILE, "ab") as logf:
+        proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+            wrapper_argv(command),
+            cwd=job_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=launch_environment(cores),
+            preexec_fn=preexec,
+        )
+    return Launched(proc, process_start_ticks(proc.pid), time.time())
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def kill_group(pid: int, pid_start: int | None, grace: float, *, wait: bool = True) -> None:
+    """SIGTERM the job's process group, SIGKILL it after ``grace`` seconds.
+
+    Nothing happens when the process that started at ``pid_start`` is gone already. With
+    ``wait=False`` the SIGKILL comes from a background thread and the call returns at once.
+    """
+    if not process_alive(pid, pid_start):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+
+    def finish() -> None:
+        end = time.time() + grace
+        while time.time() < end and process_alive(pid, pid_start):
+            time.sleep(0.05)
+        reap_group(pid)
+
+    if wait:
+        finish()
+    else:
+        threading.Thread(target=finish, name=f"kill-{pid}", daemon=True).start()
+
+
+def reap_group(pid: int) -> None:
+    """SIGKILL what is left of a job's process group (children the app may have spawned)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (Linux), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    rest = stat[stat.rfind(")") + 2 :].split()
+    try:
+        if rest[0] == "Z":  # a zombie has ended
+            return None
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int | None, start: int | None) -> bool:
+    """Whether the process ``pid`` that started at ``start`` still runs."""
+    if not pid:
+        return False
+    ticks = process_start_ticks(pid)
+    return ticks is not None and (start is None or ticks == start)
+
+
+def hostname() -> str:
+    """This machine's name (recorded with a job's pid)."""
+    return os.uname().nodename
