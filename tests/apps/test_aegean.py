@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from app_jobs import assert_refused, check_outputs, job_log, run_job, service, upload
 from fastapi.testclient import TestClient
 
 from caesar_rest.apps.aegean_app import AegeanApp
@@ -20,6 +19,8 @@ from caesar_rest.apps.base import OptionError
 from caesar_rest.apps.program import build_parser
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import read_catalogue_csv
+
+from tests.support.app_jobs import assert_refused, check_outputs, job_log, run_job, service, upload
 
 #: The predecessor's aegean options: kind, default, min, max, category (legacy notes §4.4).
 LEGACY = {

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from app_jobs import API, assert_refused, check_outputs, job_log, run_job, service, upload
 from fastapi.testclient import TestClient
 
 from caesar_rest.apps.base import OptionError
@@ -25,6 +24,16 @@ from caesar_rest.catalogue.schema import (
 )
 from caesar_rest.catalogue.writers import read_catalogue_csv
 from caesar_rest.imaging import load_image
+
+from tests.support.app_jobs import (
+    API,
+    assert_refused,
+    check_outputs,
+    job_log,
+    run_job,
+    service,
+    upload,
+)
 
 
 def test_options_and_command() -> None:

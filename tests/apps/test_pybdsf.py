@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from app_jobs import API, assert_refused, check_outputs, job_log, run_job, service, upload
 from astropy.io import fits
 from astropy.table import Table
 from fastapi.testclient import TestClient
@@ -22,6 +21,16 @@ from caesar_rest.apps.pybdsf_app import PybdsfApp
 from caesar_rest.apps.pybdsf_run import header_frequency, main, run
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import read_catalogue_csv
+
+from tests.support.app_jobs import (
+    API,
+    assert_refused,
+    check_outputs,
+    job_log,
+    run_job,
+    service,
+    upload,
+)
 
 
 def test_options_and_command() -> None:

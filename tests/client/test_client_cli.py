@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_support import LiveServer
 
 from caesar_rest.client.cli import CLIENT_COMMANDS
+
+from tests.support.server import LiveServer
 
 CLI = [sys.executable, "-m", "caesar_rest.cli"]
 

@@ -16,9 +16,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import DEPLOY, REPO
 
 from caesar_rest.settings import Settings
+
+from tests.deploy.deploy_support import DEPLOY, REPO
 
 K8S = DEPLOY / "kubernetes"
 SYSTEMD = DEPLOY / "systemd"

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from sf_synth import BEAM_SIGMA, RMS, gaussian, point_sources, write
 
 from caesar_rest.apps.base import OptionError
 from caesar_rest.apps.caesar_app import CaesarApp
@@ -18,6 +17,8 @@ from caesar_rest.catalogue.writers import read_catalogue_csv
 from caesar_rest.imaging import ImageError
 from caesar_rest.sourcefinder import FinderOptions, build_catalogues, find_sources, from_legacy
 from caesar_rest.sourcefinder.options import EXTENSION_OPTIONS, LEGACY_OPTIONS, ineffective_given
+
+from tests.sourcefinder.sf_synth import BEAM_SIGMA, RMS, gaussian, point_sources, write
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FIT = FinderOptions(fit_sources=True)

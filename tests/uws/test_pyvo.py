@@ -14,9 +14,11 @@ from fastapi.testclient import TestClient
 from pyvo.dal.exceptions import DALServiceError
 from pyvo.dal.tap import AsyncTAPJob
 from pyvo.io.uws import parse_job, parse_job_list
-from uws_support import LiveServer, create, job_json, make_settings, upload
 
 from caesar_rest.api.app import create_app
+
+from tests.support.server import LiveServer, make_settings
+from tests.uws.uws_support import create, job_json, upload
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""The test suite, a package: support code is imported as ``tests.support.<module>``."""
