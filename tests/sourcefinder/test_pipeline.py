@@ -16,9 +16,14 @@ from caesar_rest.apps.registry import default_registry
 from caesar_rest.catalogue.writers import read_catalogue_csv
 from caesar_rest.imaging import ImageError
 from caesar_rest.sourcefinder import FinderOptions, build_catalogues, find_sources, from_legacy
-from caesar_rest.sourcefinder.options import EXTENSION_OPTIONS, LEGACY_OPTIONS, ineffective_given
+from caesar_rest.sourcefinder.options import EXTENSION_OPTIONS, ineffective_given
 
 from tests.sourcefinder.sf_synth import BEAM_SIGMA, RMS, gaussian, point_sources, write
+from tests.support.legacy_options import (
+    describe_like_legacy,
+    expected_caesar_options,
+    read_legacy_caesar_options,
+)
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FIT = FinderOptions(fit_sources=True)
@@ -127,14 +132,15 @@ def test_app_options_match_the_predecessor() -> None:
     app = CaesarApp()
     assert "caesar" in default_registry().names()
     names = [o.name for o in app.options]
-    # The predecessor's 156 names, in its order, then this implementation's extensions.
-    assert len(LEGACY_OPTIONS) == 156
-    assert names[:156] == [o.name for o in LEGACY_OPTIONS]
+    # The predecessor's 156 options (tests/support/data, transcribed from its code), in its
+    # order, with kind, default, bounds, values, category and "advanced"; then the extensions.
+    legacy = read_legacy_caesar_options()
+    kinds = [r.kind for r in legacy]
+    assert len(legacy) == 156 and (kinds.count("flag"), kinds.count("enum")) == (61, 12)
+    assert sum(r.advanced for r in legacy) == 50
+    assert [describe_like_legacy(o) for o in app.options[:156]] == expected_caesar_options()
     assert names[156:] == [o.name for o in EXTENSION_OPTIONS]
     assert len(names) == len(set(names))
-    kinds = [o.kind for o in LEGACY_OPTIONS]
-    assert (kinds.count("flag"), kinds.count("enum")) == (61, 12)
-    assert sum(o.advanced for o in app.options[:156]) == 50
     desc = app.describe()
     assert desc["seedthr"]["default"] == 5.0 and desc["seedthr"]["effective"] is True
     assert desc["fit-minimizer"]["effective"] is False
