@@ -167,11 +167,11 @@ def test_real_image_job(api: tuple[TestClient, str], s17: Path, tmp_path: Path) 
     job_id, status = run_job(client, fid, "aegean", {"save-rmsmap": True, "ncores": 1})
     assert status["state"] == "SUCCESS", job_log(client, job_id)
     t = check_outputs(client, job_id, s17, tmp_path)
-    assert 20 <= len(t) <= 200
+    assert len(t) == 48  # a deterministic run (one core)
     inside = (t["x"] >= -0.5) & (t["x"] <= 999.5) & (t["y"] >= -0.5) & (t["y"] <= 999.5)
     # A fit may put the centre of a source cut by the edge just off the image: flagged.
     assert np.all((t["x"] > -5) & (t["x"] < 1004) & (t["y"] > -5) & (t["y"] < 1004))
-    assert np.all(t["flags"][~inside] & FLAG_TRUNCATED) and inside.sum() >= len(t) - 3
+    assert np.all(t["flags"][~inside] & FLAG_TRUNCATED) and inside.sum() == 47
     assert np.all(t["maj"] >= t["min"]) and np.all((t["pa"] >= 0) & (t["pa"] < 180))
     assert np.nanmedian(np.asarray(t["snr"])) > 5
     summary = client.get(f"/caesar/api/v1.0/job/{job_id}/results/summary").json()

@@ -102,7 +102,7 @@ def run_curl_sequence(srv: ApiBase, image: Path, tmp: Path) -> None:
         tar.extractall(tmp / "unpacked", filter="data")
     cat = tmp / "unpacked" / f"job_{job_id}" / "catalog.csv"
     rows = list(csv.DictReader(io.StringIO(cat.read_text())))
-    assert len(rows) > 10
+    assert len(rows) == 59  # sep on ScorpioS17Field.fits is deterministic
     assert {"name", "ra", "dec", "peak_flux", "flux"} <= set(rows[0])
     # catalogue as JSON through the legacy route
     code, body = curl(f"{api}/job/{job_id}/sources")
