@@ -95,16 +95,16 @@ class CeleryBackend(RemoteBackend):
         # The worker enforces the job's limit to the second from the process start; Celery's
         # soft limit (raised in the task) and hard limit (the process is killed) back it up.
         soft = job.time_limit + self.settings.job_kill_grace + 5
-        hard = soft + self.settings.celery_hard_time_margin
+        hard = soft + self.settings.celery.hard_time_margin
         self.app.send_task(
             TASK_NAME,
             args=[job.id],
             task_id=job.id,
-            queue=self.settings.celery_queue,
+            queue=self.settings.celery.queue,
             soft_time_limit=soft,
             time_limit=hard,
         )
-        log.info("job_sent", backend=self.name, job_id=job.id, queue=self.settings.celery_queue)
+        log.info("job_sent", backend=self.name, job_id=job.id, queue=self.settings.celery.queue)
 
     def cancel(self, job: JobRecord) -> bool:
         """ABORTED first, then revoke and terminate the task on its worker."""
@@ -143,7 +143,7 @@ class CeleryBackend(RemoteBackend):
                 return BackendView(Seen.NOCHANGE, state)  # sighted: restarts the clock
             return BackendView(Seen.GONE, state, message="Celery task message lost")
         beat = job.last_seen_at or job.started_at or job.created_at
-        stale = (utcnow() - as_aware(beat)).total_seconds() > 3 * self.settings.celery_heartbeat
+        stale = (utcnow() - as_aware(beat)).total_seconds() > 3 * self.settings.celery.heartbeat
         if not stale:
             return BackendView(Seen.NOCHANGE, state, sighted=False)
         return BackendView(Seen.GONE, state, message="Celery worker stopped reporting the job")
@@ -179,7 +179,7 @@ class CeleryBackend(RemoteBackend):
         try:
             with self.app.connection_for_write() as conn:
                 ok = conn.default_channel.queue_declare(
-                    queue=self.settings.celery_queue, passive=True
+                    queue=self.settings.celery.queue, passive=True
                 )
                 return int(ok.message_count)
         except Exception as exc:
@@ -267,7 +267,7 @@ def _recover(svc: JobService, job: JobRecord) -> JobRecord | None:
     """A delivery of a job that already started: return it re-queued to run, or None."""
     settings = svc.settings
     beat0 = job.last_seen_at
-    wait_until = time.time() + 2.5 * settings.celery_heartbeat
+    wait_until = time.time() + 2.5 * settings.celery.heartbeat
     while time.time() < wait_until:
         cur = svc.get_any(job.id)
         if cur is None or Phase(cur.phase) in FINAL:
@@ -275,7 +275,7 @@ def _recover(svc: JobService, job: JobRecord) -> JobRecord | None:
         if cur.last_seen_at is not None and cur.last_seen_at != beat0:
             log.info("job_running_elsewhere", job_id=job.id, host=cur.host)
             return None  # another live task beats for it
-        time.sleep(min(1.0, settings.celery_heartbeat / 2))
+        time.sleep(min(1.0, settings.celery.heartbeat / 2))
     job = svc.get_any(job.id) or job
     if Phase(job.phase) in FINAL:
         return None
@@ -295,7 +295,7 @@ def _recover(svc: JobService, job: JobRecord) -> JobRecord | None:
             .select_from(JobEvent)
             .where(JobEvent.job_id == job.id, JobEvent.message == RERUN_MESSAGE)
         )
-    if (reruns or 0) >= settings.celery_max_reruns:
+    if (reruns or 0) >= settings.celery.max_reruns:
         svc.finish(
             job,
             Outcome(
@@ -358,7 +358,7 @@ def _run(svc: JobService, task: Task, job: JobRecord) -> dict[str, Any]:
     timed_out = terminated = canceled = False
     rc: int | None = None
     deadline = started + job.time_limit
-    next_beat = started + settings.celery_heartbeat
+    next_beat = started + settings.celery.heartbeat
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         while True:
@@ -369,7 +369,7 @@ def _run(svc: JobService, task: Task, job: JobRecord) -> dict[str, Any]:
                 pass
             now = time.time()
             if now >= next_beat:
-                next_beat = now + settings.celery_heartbeat
+                next_beat = now + settings.celery.heartbeat
                 cur = svc.get_any(job.id)
                 if cur is None or cur.phase == Phase.ABORTED.value:
                     canceled = True
