@@ -187,7 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             options=ignored,
             note="MongoDB and rclone options have no equivalent; use --db-url for the database",
         )
-    if settings.aai and not settings.oidc_issuer:
+    if settings.aai and not settings.oidc.issuer:
         log.error("aai_needs_issuer", note="set CAESAR_REST_OIDC_ISSUER (and _OIDC_AUDIENCE)")
         return 2
     settings.ensure_dirs()

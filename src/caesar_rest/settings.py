@@ -1,25 +1,303 @@
-"""Service configuration: one pydantic-settings class.
+"""Service configuration: the core settings and one section per subsystem (pydantic-settings).
 
-Every field can be set from the environment with the ``CAESAR_REST_`` prefix (for example
+Every setting can be set from the environment with the ``CAESAR_REST_`` prefix (for example
 ``CAESAR_REST_DATADIR=/srv/caesar/data``), from a ``.env`` file, or from the ``caesar-rest serve``
 command line, which also accepts the predecessor's ``run_app.py`` option names.
+
+:class:`Settings` holds the service core (network, storage, jobs, UWS, users, quotas, logging)
+and the sections ``celery``, ``slurm``, ``kube`` and ``oidc``, each read by the subsystem it
+configures (``settings.slurm.url``). A section's variables keep the names they had when all
+settings were one class (``CAESAR_REST_SLURM_URL``, ``CAESAR_REST_BROKER_URL``), and
+``Settings(slurm_url=...)`` still works: flat names are routed into their section.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, InitErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
+#: Prefix of every environment variable of the service.
+ENV_PREFIX = "CAESAR_REST_"
+
+
+class _Section(BaseSettings):
+    """Base of the subsystem sections: the same ``.env`` file and rules as :class:`Settings`.
+
+    A section reads its own variables (``env_prefix`` of the subclass, or a field's
+    ``validation_alias`` where the historical name lacks the section prefix).
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    @classmethod
+    def flat_names(cls) -> dict[str, str]:
+        """``{flat name: field name}``: the name each field had in the single settings class.
+
+        The flat name is the environment variable without ``CAESAR_REST_``, lower case.
+        """
+        return {env_name(cls, name)[len(ENV_PREFIX) :].lower(): name for name in cls.model_fields}
+
+
+def env_name(model: type[BaseSettings], field: str) -> str:
+    """The environment variable of ``field`` of a settings class (prefix or alias)."""
+    info = model.model_fields[field]
+    if isinstance(info.validation_alias, str):
+        return info.validation_alias.upper()
+    return f"{model.model_config.get('env_prefix', '')}{field}".upper()
+
+
+class CelerySettings(_Section):
+    """The celery backend: broker, result store, queue and worker behaviour (docs/backends.md).
+
+    Environment names: ``CAESAR_REST_CELERY_<FIELD>``, except ``CAESAR_REST_BROKER_URL`` and
+    ``CAESAR_REST_RESULT_BACKEND``, which keep their historical names.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CAESAR_REST_CELERY_")
+
+    broker_url: str | None = Field(
+        None,
+        validation_alias="CAESAR_REST_BROKER_URL",
+        description="Celery broker URL (amqp://... or redis://...); setting it enables the "
+        "celery backend. Default when job_scheduler is celery: amqp://guest:guest@localhost:5672//.",
+    )
+    result_backend: str | None = Field(
+        None,
+        validation_alias="CAESAR_REST_RESULT_BACKEND",
+        description="Celery result backend URL (default redis://localhost:6379/0).",
+    )
+    queue: str = Field("caesar-rest", description="Celery queue the jobs are sent to.")
+    concurrency: int | None = Field(
+        None, ge=1, description="caesar-rest worker: jobs at once per worker (default: cores)."
+    )
+    heartbeat: float = Field(
+        10.0, gt=0, description="Celery worker: seconds between job heartbeats in the database."
+    )
+    hard_time_margin: float = Field(
+        60.0,
+        ge=1,
+        description="Celery: the worker stops a job at its time limit; Celery's soft limit "
+        "follows kill grace + 5 s later and its hard limit (process killed) this much later.",
+    )
+    max_reruns: int = Field(
+        2, ge=0, description="Celery: times a job is run again after its worker was lost."
+    )
+    visibility_timeout: int = Field(
+        3600,
+        ge=60,
+        description="Redis broker only: seconds before an unacknowledged task is delivered again.",
+    )
+
+
+class SlurmSettings(_Section):
+    """The slurm backend: slurmrestd, its tokens, and the batch jobs (docs/backends.md).
+
+    Environment names: ``CAESAR_REST_SLURM_<FIELD>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CAESAR_REST_SLURM_")
+
+    url: str | None = Field(
+        None,
+        description="slurmrestd base URL, e.g. http://slurm-head:6820; setting it (or "
+        "slurm_host) enables the slurm backend.",
+    )
+    host: str | None = Field(
+        None, description="slurmrestd host (legacy; used when slurm_url is not set)."
+    )
+    port: int = Field(6820, ge=1, le=65535, description="slurmrestd port (with slurm_host).")
+    user: str | None = Field(
+        None, description="Slurm user the jobs run as (JWT 'sun' claim; default: this user)."
+    )
+    keyfile: Path | None = Field(
+        None, description="Slurm's HS256 JWT key (jwt_hs256.key) to mint tokens from."
+    )
+    token: SecretStr | None = Field(
+        None, description="A ready JWT for slurmrestd (instead of slurm_keyfile)."
+    )
+    token_lifespan: int = Field(
+        1800, ge=60, description="Lifetime in seconds of the tokens minted from slurm_keyfile."
+    )
+    api_version: str | None = Field(
+        None,
+        description="slurmrestd API version such as v0.0.38 or v0.0.41 (default: the newest "
+        "supported one in the server's OpenAPI document).",
+    )
+    partition: str | None = Field(
+        None, description="Slurm partition (legacy --slurm_queue; default: the cluster's)."
+    )
+    jobdir: Path | None = Field(
+        None, description="The job folder root as mounted on the cluster (default: jobdir)."
+    )
+    datadir: Path | None = Field(
+        None, description="The data folder as mounted on the cluster (default: datadir)."
+    )
+    max_cores: int = Field(
+        4, ge=1, description="Most CPUs a Slurm job asks for (legacy slurm_max_cores_per_job)."
+    )
+    memory_mb: int = Field(
+        0, ge=0, description="Memory per Slurm job in MB (0: the partition's default)."
+    )
+    python: str | None = Field(
+        None,
+        description="Python interpreter with caesar_rest installed, as seen on the cluster "
+        "(default: this one's path).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for Slurm jobs (JSON)."
+    )
+    exact_time_limit: bool = Field(
+        True,
+        description="Enforce the time limit to the second inside the batch script (Slurm "
+        "counts whole minutes; its own limit then stays one minute later as a backstop).",
+    )
+    timeout: float = Field(10.0, gt=0, description="slurmrestd request timeout (s).")
+    verify_tls: bool = Field(True, description="Verify slurmrestd's TLS certificate.")
+
+
+class KubeSettings(_Section):
+    """The kubernetes backend: cluster access, the job image, volumes and limits (docs/backends.md).
+
+    Environment names: ``CAESAR_REST_KUBE_<FIELD>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CAESAR_REST_KUBE_")
+
+    image: str | None = Field(
+        None,
+        description="Container image for Kubernetes jobs (caesar_rest and the apps installed); "
+        "setting it enables the kubernetes backend.",
+    )
+    images: dict[str, str] = Field(
+        default_factory=dict, description="Per-app image overrides, {app: image} (JSON)."
+    )
+    namespace: str | None = Field(
+        None, description="Namespace of the Jobs (default: in-cluster or kubeconfig context's)."
+    )
+    incluster: bool = Field(False, description="Use the pod's service account.")
+    config: Path | None = Field(None, description="kubeconfig file (default ~/.kube/config).")
+    context: str | None = Field(None, description="kubeconfig context (default: current).")
+    certfile: Path | None = Field(None, description="Client certificate override (legacy).")
+    keyfile: Path | None = Field(None, description="Client key override (legacy).")
+    cafile: Path | None = Field(None, description="Cluster CA override (legacy).")
+    pvc: str | None = Field(
+        None, description="PersistentVolumeClaim holding the data folder (and the job folders)."
+    )
+    jobs_pvc: str | None = Field(
+        None, description="PersistentVolumeClaim of the job folders (default: kube_pvc)."
+    )
+    data_subpath: str = Field(
+        "data", description="Path of the data folder inside kube_pvc ('' for its root)."
+    )
+    jobs_subpath: str = Field(
+        "jobs", description="Path of the job folder root inside the jobs PVC ('' for its root)."
+    )
+    python: str = Field("python3", description="Python interpreter inside the job image.")
+    cpu_limit: float = Field(
+        4.0, gt=0, description="Most CPUs a Kubernetes job may use (request: the app's cores)."
+    )
+    memory_request: str = Field("1Gi", description="Memory request of a Kubernetes job.")
+    memory_limit: str = Field("4Gi", description="Memory limit of a Kubernetes job.")
+    ttl_seconds: int = Field(
+        600, ge=0, description="ttlSecondsAfterFinished: finished Jobs are deleted after this."
+    )
+    run_as_user: int = Field(1000, ge=1, description="UID the job container runs as.")
+    run_as_group: int = Field(1000, ge=1, description="GID the job container runs as.")
+    service_account: str | None = Field(
+        None, description="Service account of the job pods (default: the namespace's default)."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of the job container."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Image pull secrets of the job pods (JSON list)."
+    )
+
+
+class OIDCSettings(_Section):
+    """OIDC bearer tokens (with ``aai``): the provider, token checks and roles.
+
+    Environment names: ``CAESAR_REST_OIDC_<FIELD>``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CAESAR_REST_OIDC_")
+
+    issuer: str | None = Field(
+        None, description="OIDC issuer URL; its discovery document gives the JWKS and endpoints."
+    )
+    audience: str | None = Field(
+        None, description="Audience (aud) that access tokens must carry for this service."
+    )
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"],
+        description="Signature algorithms accepted for JWT access tokens (never 'none'/HS*).",
+    )
+    leeway: int = Field(
+        10, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat, in seconds."
+    )
+    jwks_refresh: float = Field(
+        10.0, ge=0, description="Least seconds between two JWKS refetches (unknown key ids)."
+    )
+    introspection: bool = Field(
+        False, description="Validate opaque (non-JWT) tokens at the introspection endpoint."
+    )
+    client_id: str | None = Field(
+        None, description="Client id of this service at the provider (introspection)."
+    )
+    client_secret: str | None = Field(
+        None, description="Client secret of this service at the provider (introspection)."
+    )
+    roles_claim: str = Field(
+        "roles", description="Claim holding the user's roles; dots address nested claims."
+    )
+    admin_role: str = Field("admin", description="Role that grants administration.")
+    http_timeout: float = Field(5.0, gt=0, description="Timeout of calls to the provider.")
+
+
+def _in_section(name: str, error: ErrorDetails) -> InitErrorDetails:
+    """A section's validation error, located under the section (``slurm.port``)."""
+    detail = InitErrorDetails(type=error["type"], loc=(name, *error["loc"]), input=error["input"])
+    if "ctx" in error:
+        detail["ctx"] = error["ctx"]
+    return detail
+
+
+def _build_section(name: str, section: type[_Section], values: dict[str, Any]) -> _Section:
+    """``section(**values)`` (plus its environment); errors name the section (``slurm.port``)."""
+    try:
+        return section(**values)
+    except ValidationError as exc:
+        details = [_in_section(name, e) for e in exc.errors()]
+        raise ValidationError.from_exception_data("Settings", details) from None
+    except SettingsError as exc:
+        # A JSON-valued variable that is no JSON: name the field as a validation error does.
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = (found.group(1),) if found else ()
+        detail = InitErrorDetails(
+            type="value_error", loc=(name, *field), input=None, ctx={"error": str(exc)}
+        )
+        raise ValidationError.from_exception_data("Settings", [detail]) from None
+
 
 class Settings(BaseSettings):
-    """All settings of the service, the job runners and the command-line tools."""
+    """The service core and its sections: the service, the job runners and the command line."""
 
     model_config = SettingsConfigDict(
         env_prefix="CAESAR_REST_", env_file=".env", extra="ignore", validate_default=True
@@ -107,139 +385,14 @@ class Settings(BaseSettings):
         description="Seconds a non-final job may go unseen by its backend (no record, no "
         "heartbeat, no exit file) before it is marked ERROR as lost.",
     )
-    broker_url: str | None = Field(
-        None,
-        description="Celery broker URL (amqp://... or redis://...); setting it enables the "
-        "celery backend. Default when job_scheduler is celery: amqp://guest:guest@localhost:5672//.",
+    celery: CelerySettings = Field(
+        default_factory=lambda: CelerySettings(), description="The celery backend."
     )
-    result_backend: str | None = Field(
-        None, description="Celery result backend URL (default redis://localhost:6379/0)."
+    slurm: SlurmSettings = Field(
+        default_factory=lambda: SlurmSettings(), description="The slurm backend."
     )
-    celery_queue: str = Field("caesar-rest", description="Celery queue the jobs are sent to.")
-    celery_concurrency: int | None = Field(
-        None, ge=1, description="caesar-rest worker: jobs at once per worker (default: cores)."
-    )
-    celery_heartbeat: float = Field(
-        10.0, gt=0, description="Celery worker: seconds between job heartbeats in the database."
-    )
-    celery_hard_time_margin: float = Field(
-        60.0,
-        ge=1,
-        description="Celery: the worker stops a job at its time limit; Celery's soft limit "
-        "follows kill grace + 5 s later and its hard limit (process killed) this much later.",
-    )
-    celery_max_reruns: int = Field(
-        2, ge=0, description="Celery: times a job is run again after its worker was lost."
-    )
-    celery_visibility_timeout: int = Field(
-        3600,
-        ge=60,
-        description="Redis broker only: seconds before an unacknowledged task is delivered again.",
-    )
-    slurm_url: str | None = Field(
-        None,
-        description="slurmrestd base URL, e.g. http://slurm-head:6820; setting it (or "
-        "slurm_host) enables the slurm backend.",
-    )
-    slurm_host: str | None = Field(
-        None, description="slurmrestd host (legacy; used when slurm_url is not set)."
-    )
-    slurm_port: int = Field(6820, ge=1, le=65535, description="slurmrestd port (with slurm_host).")
-    slurm_user: str | None = Field(
-        None, description="Slurm user the jobs run as (JWT 'sun' claim; default: this user)."
-    )
-    slurm_keyfile: Path | None = Field(
-        None, description="Slurm's HS256 JWT key (jwt_hs256.key) to mint tokens from."
-    )
-    slurm_token: SecretStr | None = Field(
-        None, description="A ready JWT for slurmrestd (instead of slurm_keyfile)."
-    )
-    slurm_token_lifespan: int = Field(
-        1800, ge=60, description="Lifetime in seconds of the tokens minted from slurm_keyfile."
-    )
-    slurm_api_version: str | None = Field(
-        None,
-        description="slurmrestd API version such as v0.0.38 or v0.0.41 (default: the newest "
-        "supported one in the server's OpenAPI document).",
-    )
-    slurm_partition: str | None = Field(
-        None, description="Slurm partition (legacy --slurm_queue; default: the cluster's)."
-    )
-    slurm_jobdir: Path | None = Field(
-        None, description="The job folder root as mounted on the cluster (default: jobdir)."
-    )
-    slurm_datadir: Path | None = Field(
-        None, description="The data folder as mounted on the cluster (default: datadir)."
-    )
-    slurm_max_cores: int = Field(
-        4, ge=1, description="Most CPUs a Slurm job asks for (legacy slurm_max_cores_per_job)."
-    )
-    slurm_memory_mb: int = Field(
-        0, ge=0, description="Memory per Slurm job in MB (0: the partition's default)."
-    )
-    slurm_python: str | None = Field(
-        None,
-        description="Python interpreter with caesar_rest installed, as seen on the cluster "
-        "(default: this one's path).",
-    )
-    slurm_env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment variables for Slurm jobs (JSON)."
-    )
-    slurm_exact_time_limit: bool = Field(
-        True,
-        description="Enforce the time limit to the second inside the batch script (Slurm "
-        "counts whole minutes; its own limit then stays one minute later as a backstop).",
-    )
-    slurm_timeout: float = Field(10.0, gt=0, description="slurmrestd request timeout (s).")
-    slurm_verify_tls: bool = Field(True, description="Verify slurmrestd's TLS certificate.")
-    kube_image: str | None = Field(
-        None,
-        description="Container image for Kubernetes jobs (caesar_rest and the apps installed); "
-        "setting it enables the kubernetes backend.",
-    )
-    kube_images: dict[str, str] = Field(
-        default_factory=dict, description="Per-app image overrides, {app: image} (JSON)."
-    )
-    kube_namespace: str | None = Field(
-        None, description="Namespace of the Jobs (default: in-cluster or kubeconfig context's)."
-    )
-    kube_incluster: bool = Field(False, description="Use the pod's service account.")
-    kube_config: Path | None = Field(None, description="kubeconfig file (default ~/.kube/config).")
-    kube_context: str | None = Field(None, description="kubeconfig context (default: current).")
-    kube_certfile: Path | None = Field(None, description="Client certificate override (legacy).")
-    kube_keyfile: Path | None = Field(None, description="Client key override (legacy).")
-    kube_cafile: Path | None = Field(None, description="Cluster CA override (legacy).")
-    kube_pvc: str | None = Field(
-        None, description="PersistentVolumeClaim holding the data folder (and the job folders)."
-    )
-    kube_jobs_pvc: str | None = Field(
-        None, description="PersistentVolumeClaim of the job folders (default: kube_pvc)."
-    )
-    kube_data_subpath: str = Field(
-        "data", description="Path of the data folder inside kube_pvc ('' for its root)."
-    )
-    kube_jobs_subpath: str = Field(
-        "jobs", description="Path of the job folder root inside the jobs PVC ('' for its root)."
-    )
-    kube_python: str = Field("python3", description="Python interpreter inside the job image.")
-    kube_cpu_limit: float = Field(
-        4.0, gt=0, description="Most CPUs a Kubernetes job may use (request: the app's cores)."
-    )
-    kube_memory_request: str = Field("1Gi", description="Memory request of a Kubernetes job.")
-    kube_memory_limit: str = Field("4Gi", description="Memory limit of a Kubernetes job.")
-    kube_ttl_seconds: int = Field(
-        600, ge=0, description="ttlSecondsAfterFinished: finished Jobs are deleted after this."
-    )
-    kube_run_as_user: int = Field(1000, ge=1, description="UID the job container runs as.")
-    kube_run_as_group: int = Field(1000, ge=1, description="GID the job container runs as.")
-    kube_service_account: str | None = Field(
-        None, description="Service account of the job pods (default: the namespace's default)."
-    )
-    kube_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        "IfNotPresent", description="imagePullPolicy of the job container."
-    )
-    kube_image_pull_secrets: list[str] = Field(
-        default_factory=list, description="Image pull secrets of the job pods (JSON list)."
+    kube: KubeSettings = Field(
+        default_factory=lambda: KubeSettings(), description="The kubernetes backend."
     )
 
     # --- job lifetime and UWS --------------------------------------------------------------
@@ -270,36 +423,9 @@ class Settings(BaseSettings):
     local_user_admin: bool = Field(
         True, description="Whether the local user (authentication off) has the admin role."
     )
-    oidc_issuer: str | None = Field(
-        None, description="OIDC issuer URL; its discovery document gives the JWKS and endpoints."
+    oidc: OIDCSettings = Field(
+        default_factory=lambda: OIDCSettings(), description="OIDC bearer tokens."
     )
-    oidc_audience: str | None = Field(
-        None, description="Audience (aud) that access tokens must carry for this service."
-    )
-    oidc_algorithms: list[str] = Field(
-        default_factory=lambda: ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"],
-        description="Signature algorithms accepted for JWT access tokens (never 'none'/HS*).",
-    )
-    oidc_leeway: int = Field(
-        10, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat, in seconds."
-    )
-    oidc_jwks_refresh: float = Field(
-        10.0, ge=0, description="Least seconds between two JWKS refetches (unknown key ids)."
-    )
-    oidc_introspection: bool = Field(
-        False, description="Validate opaque (non-JWT) tokens at the introspection endpoint."
-    )
-    oidc_client_id: str | None = Field(
-        None, description="Client id of this service at the provider (introspection)."
-    )
-    oidc_client_secret: str | None = Field(
-        None, description="Client secret of this service at the provider (introspection)."
-    )
-    oidc_roles_claim: str = Field(
-        "roles", description="Claim holding the user's roles; dots address nested claims."
-    )
-    oidc_admin_role: str = Field("admin", description="Role that grants administration.")
-    oidc_http_timeout: float = Field(5.0, gt=0, description="Timeout of calls to the provider.")
 
     # --- quotas and limits -----------------------------------------------------------------
     quota_bytes: int = Field(
@@ -330,6 +456,28 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="JSON lines on stderr (else a console format).")
     debug: bool = Field(False, description="Debug mode: log at DEBUG level.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_names(cls, data: Any) -> Any:
+        """Build each section from its flat keyword names (``slurm_url=``) and the environment.
+
+        A section given as a mapping or an instance is merged with the flat names; either way
+        the section reads its remaining fields from the environment itself.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, section in SECTIONS.items():
+            given = data.get(name)
+            flat = {
+                field: data.pop(key) for key, field in section.flat_names().items() if key in data
+            }
+            if isinstance(given, _Section) and not flat:
+                continue
+            base = given.model_dump() if isinstance(given, _Section) else dict(given or {})
+            data[name] = _build_section(name, section, {**base, **flat})
+        return data
+
     @field_validator("loglevel", mode="before")
     @classmethod
     def _upper_level(cls, v: object) -> object:
@@ -349,17 +497,17 @@ class Settings(BaseSettings):
     @property
     def celery_enabled(self) -> bool:
         """Whether the celery backend is configured."""
-        return self.job_scheduler == "celery" or self.broker_url is not None
+        return self.job_scheduler == "celery" or self.celery.broker_url is not None
 
     @property
     def slurm_enabled(self) -> bool:
         """Whether the slurm backend is configured."""
-        return self.job_scheduler == "slurm" or bool(self.slurm_url or self.slurm_host)
+        return self.job_scheduler == "slurm" or bool(self.slurm.url or self.slurm.host)
 
     @property
     def kube_enabled(self) -> bool:
         """Whether the kubernetes backend is configured."""
-        return self.job_scheduler == "kubernetes" or self.kube_image is not None
+        return self.job_scheduler == "kubernetes" or self.kube.image is not None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -372,6 +520,29 @@ class Settings(BaseSettings):
         self.jobdir.mkdir(parents=True, exist_ok=True)
         if self.logtofile:
             self.logdir.mkdir(parents=True, exist_ok=True)
+
+
+#: The sections of :class:`Settings`, by attribute name.
+SECTIONS: dict[str, type[_Section]] = {
+    "celery": CelerySettings,
+    "slurm": SlurmSettings,
+    "kube": KubeSettings,
+    "oidc": OIDCSettings,
+}
+
+
+def setting_fields() -> Iterator[tuple[str, str, FieldInfo]]:
+    """Every setting as (environment variable, attribute path, field), in declaration order.
+
+    Sections are expanded in place: ``("CAESAR_REST_SLURM_URL", "slurm.url", ...)``.
+    """
+    for name, info in Settings.model_fields.items():
+        section = SECTIONS.get(name)
+        if section is None:
+            yield env_name(Settings, name), name, info
+            continue
+        for field, sub in section.model_fields.items():
+            yield env_name(section, field), f"{name}.{field}", sub
 
 
 @lru_cache(maxsize=1)

@@ -53,7 +53,7 @@ def test_fits_without_image_is_415(app_client: TestClient, tmp_path: Path) -> No
 def test_oversized_upload_is_413_and_leaves_nothing(tmp_path: Path) -> None:
     from caesar_rest.api.app import create_app
 
-    from conftest import make_settings
+    from tests.support.server import make_settings
 
     with TestClient(create_app(make_settings(tmp_path, max_upload_mib=1))) as client:
         big = b"SIMPLE  =                    T" + b" " * (2 * 1024 * 1024)
@@ -157,7 +157,7 @@ def test_file_id_with_path_characters(app_client: TestClient, bad: str) -> None:
 
 
 def test_cancel_of_finished_job(app_client: TestClient, file_id: str) -> None:
-    from conftest import wait_state
+    from tests.support.server import wait_state
 
     r = submit(app_client, {"app": "sleep", "job_inputs": {"seconds": 0}, "data_inputs": file_id})
     assert r.status_code == 202, r.text

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import LiveServer, wait_state
+from tests.support.server import LiveServer, wait_state
 
 
 def pid_alive(pid: int) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import wait_state
+from tests.support.server import wait_state
 
 API = "/caesar/api/v1.0"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import LiveServer, wait_state
+from tests.support.server import LiveServer, wait_state
 
 
 def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:

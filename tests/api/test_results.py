@@ -11,13 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from app_jobs import API, png_size, run_job, service, upload, wait_state
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from caesar_rest.db.models import JobRecord
 
-from conftest import LiveServer
+from tests.support.app_jobs import API, png_size, run_job, service, upload, wait_state
+from tests.support.server import LiveServer
 
 CATALOGUE_NAMES = {
     "catalog": ("catalog.vot", "application/x-votable+xml"),

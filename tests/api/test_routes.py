@@ -70,7 +70,7 @@ def test_index_page_and_health(app_client: TestClient) -> None:
 
 
 def test_accounting_counts(app_client: TestClient, s17) -> None:  # type: ignore[no-untyped-def]
-    from conftest import wait_state
+    from tests.support.server import wait_state
 
     with open(s17, "rb") as fh:
         fid = app_client.post(f"{API}/upload", files={"file": ("a.fits", fh)}).json()["uuid"]

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from app_jobs import API, assert_refused, service, upload
 
 from caesar_rest.apps.caesar_cpp_app import PATH_ENV, PROGRAM, CaesarCppApp, find_program
 from caesar_rest.apps.registry import default_registry
+
+from tests.support.app_jobs import API, assert_refused, service, upload
 
 
 @pytest.fixture

@@ -306,7 +306,7 @@ def test_real_image(tmp_path: Path) -> None:
     t = read_catalogue_csv(out / "catalog.csv")
     raw = Table.read(out / "catalog.csv", format="ascii.csv")
     assert raw.colnames == list(COLUMN_NAMES)
-    assert 20 <= len(t) <= 500
+    assert len(t) == 59  # a deterministic run
     assert np.all((t["x"] >= 0) & (t["x"] <= 999) & (t["y"] >= 0) & (t["y"] <= 999))
     assert np.all(np.isfinite(t["ra"]) & np.isfinite(t["dec"]))
     assert np.all(t["snr"] >= 5.0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import LiveServer, auth_env, wait_state
-from oidc_provider import OIDCProvider
+from tests.support.oidc_provider import OIDCProvider, auth_env
+from tests.support.server import LiveServer, wait_state
 
 API = "/caesar/api/v1.0"
 

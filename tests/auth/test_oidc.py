@@ -13,8 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import LiveServer, auth_env, free_port
-from oidc_provider import AUDIENCE, OIDCProvider
+from tests.support.oidc_provider import AUDIENCE, OIDCProvider, auth_env
+from tests.support.server import LiveServer, free_port
 
 API = "/caesar/api/v1.0"
 

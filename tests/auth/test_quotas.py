@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from caesar_rest.api.app import create_app
 
-from conftest import LiveServer, auth_env, make_settings, wait_state
-from oidc_provider import OIDCProvider
+from tests.support.oidc_provider import OIDCProvider, auth_env
+from tests.support.server import LiveServer, make_settings, wait_state
 
 API = "/caesar/api/v1.0"
 

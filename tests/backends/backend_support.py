@@ -3,76 +3,32 @@
 The Slurm cluster (munge, slurmctld, slurmd, slurmrestd with JWT) and the workers are started
 through the project's scripts (``scripts/slurm.sh``, ``scripts/celery.sh``), on free ports and
 in private state folders. Outside CI a missing service skips its tests; with ``CI=true`` it
-fails them. The fixtures themselves live in the test modules (a ``conftest.py`` here would
-take the ``conftest`` module name from ``tests/conftest.py``).
+fails them. The fixtures themselves live in the test modules.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO, SUPPORT
+from tests.support.server import LiveServer, free_port
 
-
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def root_conftest() -> ModuleType:
-    """``tests/conftest.py``; another folder's ``conftest`` may hold the name in a session."""
-    mod = sys.modules.get("conftest")
-    if mod is not None and hasattr(mod, "LiveServer"):
-        return mod
-    return _load("caesar_tests_root_conftest", TESTS / "conftest.py")
-
-
-_root = root_conftest()
 API = "/caesar/api/v1.0"
-LiveServer = _root.LiveServer
-wait_state: Callable[..., dict] = _root.wait_state
-REPO: Path = _root.REPO
-SUPPORT: Path = _root.SUPPORT
-free_port: Callable[[], int] = _root.free_port
-
-
-def e2e_sequence() -> Callable[..., None]:
-    """``run_curl_sequence`` of tests/api/test_e2e.py, unchanged."""
-    saved = sys.modules.get("conftest")
-    sys.modules["conftest"] = _root  # test_e2e imports LiveServer from ``conftest``
-    try:
-        mod = _load("caesar_tests_api_e2e", TESTS / "api" / "test_e2e.py")
-    finally:
-        if saved is not None:
-            sys.modules["conftest"] = saved
-        else:
-            sys.modules.pop("conftest", None)
-    fn: Callable[..., None] = mod.run_curl_sequence
-    return fn
 
 
 CI = os.environ.get("CI", "").lower() == "true"

@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_support import (
+from fastapi.testclient import TestClient
+
+from caesar_rest.api.app import create_app
+
+from tests.backends.backend_support import (
     API,
     CeleryRig,
     RigFactory,
@@ -19,23 +23,19 @@ from backend_support import (
     ancestors,
     celery_env,
     delete_queue,
-    e2e_sequence,
     job_folder,
     pid_alive,
     require_broker,
     require_redis,
-    root_conftest,
     status,
     submit_sleep,
     submit_uws,
     upload,
     wait_file,
     wait_for,
-    wait_state,
 )
-from fastapi.testclient import TestClient
-
-from caesar_rest.api.app import create_app
+from tests.support.e2e import run_curl_sequence
+from tests.support.server import make_settings, wait_state
 
 pytestmark = pytest.mark.celery
 
@@ -76,7 +76,7 @@ def rigs(tmp_path: Path, pg_url: str) -> Iterator[RigFactory]:
 def test_curl_sequence_celery(shared: CeleryRig, s17: Path, tmp_path: Path) -> None:
     """The core issue's end-to-end sequence, unchanged, with the job on a Celery worker."""
     rig = shared
-    e2e_sequence()(rig.srv, s17, tmp_path)
+    run_curl_sequence(rig.srv, s17, tmp_path)
     with rig.srv.client() as c:
         job = c.get("/jobs").json()[0]
         doc = status(c, job["job_id"])
@@ -175,7 +175,7 @@ def test_redis_as_broker(tmp_path: Path, s17: Path) -> None:
     redis = require_redis()
     broker = os.environ.get("CAESAR_TEST_REDIS_BROKER", "redis://127.0.0.1:6379/1")
     env = celery_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", broker, redis)
-    settings = root_conftest().make_settings(
+    settings = make_settings(
         tmp_path / "srv",
         db_url=env["CAESAR_REST_DB_URL"],
         job_scheduler="celery",

@@ -12,20 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_support import (
-    SUPPORT,
-    LiveServer,
-    e2e_sequence,
-    job_folder,
-    root_conftest,
-    submit_uws,
-    upload,
-    wait_for,
-)
 from fastapi.testclient import TestClient
-from kube_fake import FakeKube
 
 from caesar_rest.api.app import create_app
+
+from tests.backends.backend_support import job_folder, submit_uws, upload, wait_for
+from tests.backends.kube_fake import FakeKube
+from tests.support.e2e import run_curl_sequence
+from tests.support.paths import SUPPORT
+from tests.support.server import LiveServer, make_settings
 
 API = "/caesar/api/v1.0"
 
@@ -54,7 +49,7 @@ def fake() -> Iterator[FakeKube]:
 
 @pytest.fixture
 def client(fake: FakeKube, tmp_path: Path) -> Iterator[TestClient]:
-    settings = root_conftest().make_settings(tmp_path, **kube_settings(fake, tmp_path))
+    settings = make_settings(tmp_path, **kube_settings(fake, tmp_path))
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -239,7 +234,7 @@ def kube_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def test_curl_sequence_kubernetes(kube_srv: LiveServer, s17: Path, tmp_path: Path) -> None:
-    e2e_sequence()(kube_srv, s17, tmp_path)
+    run_curl_sequence(kube_srv, s17, tmp_path)
 
 
 def test_deadline_exceeded(kube_srv: LiveServer, s17: Path) -> None:

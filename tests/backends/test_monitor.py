@@ -16,9 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from backend_support import SUPPORT, root_conftest
 from fastapi.testclient import TestClient
-from kube_fake import FakeKube
 from sqlalchemy import select
 
 from caesar_rest.api.app import create_app
@@ -29,6 +27,10 @@ from caesar_rest.db.engine import make_engine
 from caesar_rest.db.locks import pass_lock
 from caesar_rest.db.models import JobEvent, JobRecord
 from caesar_rest.timeutil import utcnow
+
+from tests.backends.kube_fake import FakeKube
+from tests.support.paths import SUPPORT
+from tests.support.server import make_settings
 
 API = "/caesar/api/v1.0"
 
@@ -69,7 +71,7 @@ def kube_app(tmp_path: Path) -> Iterator[tuple[TestClient, FakeKube, dict[str, s
         "kube_pvc": "storage",
         "backend_poll_interval": 0,
     }
-    settings = root_conftest().make_settings(tmp_path, **kw)
+    settings = make_settings(tmp_path, **kw)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),
@@ -123,7 +125,7 @@ def test_several_monitors_settle_each_job_once(
 
 def test_monitor_settles_local_jobs_whose_process_vanished(tmp_path: Path) -> None:
     """Local jobs of this machine left EXECUTING by a dead service (and process)."""
-    settings = root_conftest().make_settings(tmp_path, monitor_lost_after=60)
+    settings = make_settings(tmp_path, monitor_lost_after=60)
     monitor = Monitor.from_settings(settings)
     from caesar_rest.db.migrate import upgrade
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_support import (
+
+from caesar_rest.backends.slurmrest import SlurmClient
+
+from tests.backends.backend_support import (
     SlurmCluster,
-    e2e_sequence,
     job_folder,
     pid_alive,
     slurm_server,
@@ -26,8 +28,7 @@ from backend_support import (
     wait_file,
     wait_for,
 )
-
-from caesar_rest.backends.slurmrest import SlurmClient
+from tests.support.e2e import run_curl_sequence
 
 pytestmark = pytest.mark.slurm
 FINAL = {"SUCCESS", "FAILURE", "TIMED-OUT", "ABORTED", "CANCELED"}
@@ -60,7 +61,7 @@ def slurm_state(cluster: SlurmCluster, sid: str) -> str:
 
 def test_curl_sequence_slurm(srv: Any, s17: Path, tmp_path: Path) -> None:
     """The core issue's end-to-end sequence, unchanged, with the job as a Slurm batch job."""
-    e2e_sequence()(srv, s17, tmp_path)
+    run_curl_sequence(srv, s17, tmp_path)
     with srv.client() as c:
         doc = status(c, c.get("/jobs").json()[0]["job_id"])
     assert doc["backend"] == "slurm"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from client_support import LiveServer
 
 from caesar_rest.client import (
     AppOption,
@@ -21,6 +20,8 @@ from caesar_rest.client import (
     JobRef,
     ResultInfo,
 )
+
+from tests.support.server import LiveServer
 
 
 # --- without a server ----------------------------------------------------------------------

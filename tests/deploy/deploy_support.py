@@ -7,7 +7,6 @@ import contextlib
 import ctypes
 import datetime
 import hashlib
-import importlib.util
 import io
 import ipaddress
 import json
@@ -22,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -38,16 +36,6 @@ def nginx_binary() -> str:
     if not path:
         pytest.fail("nginx is not installed: apt-get install -y nginx (.ci/run does it)")
     return path
-
-
-def load_e2e() -> ModuleType:
-    """tests/api/test_e2e.py, for its run_curl_sequence (under a private module name)."""
-    path = REPO / "tests" / "api" / "test_e2e.py"
-    spec = importlib.util.spec_from_file_location("_deploy_e2e", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from deploy_support import small_fits
 
-from conftest import LiveServer
+from tests.deploy.deploy_support import small_fits
+from tests.support.server import LiveServer
 
 
 def _multipart(data: bytes, name: str, boundary: str) -> tuple[bytes, bytes]:

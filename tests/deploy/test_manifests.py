@@ -16,9 +16,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import DEPLOY, REPO
 
-from caesar_rest.settings import Settings
+from caesar_rest.settings import Settings, setting_fields
+
+from tests.deploy.deploy_support import DEPLOY, REPO
 
 K8S = DEPLOY / "kubernetes"
 SYSTEMD = DEPLOY / "systemd"
@@ -33,7 +34,7 @@ def _docs(path: Path) -> list[dict[str, Any]]:
 
 def _setting_names(keys: list[str]) -> list[str]:
     """CAESAR_REST_* variables (and their _FILE forms) that are not settings."""
-    fields = {name.upper() for name in Settings.model_fields}
+    fields = {env.removeprefix("CAESAR_REST_") for env, _, _ in setting_fields()}
     bad = []
     for key in keys:
         if not key.startswith("CAESAR_REST_"):

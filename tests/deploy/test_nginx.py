@@ -28,13 +28,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy_support import (
+
+from tests.deploy.deploy_support import (
     MIB,
     NGINX_DIR,
     Nginx,
     Sampler,
     Site,
-    load_e2e,
     make_big_fits,
     make_cert,
     render_layout,
@@ -43,8 +43,8 @@ from deploy_support import (
     subreaper,
     vm_rss,
 )
-
-from conftest import LiveServer, free_port, wait_state
+from tests.support.e2e import run_curl_sequence
+from tests.support.server import LiveServer, free_port, wait_state
 
 pytestmark = pytest.mark.postgres
 
@@ -178,7 +178,7 @@ def test_socket_layout_end_to_end(
     try:
         url = f"https://localhost:{site.https_port}"
         monkeypatch.setenv("CURL_CA_BUNDLE", str(site.cert))
-        load_e2e().run_curl_sequence(Proxy(url, f"{url}/caesar/api/v1.0"), s17, tmp_path)
+        run_curl_sequence(Proxy(url, f"{url}/caesar/api/v1.0"), s17, tmp_path)
         with httpx.Client(
             base_url=url, verify=ssl.create_default_context(cafile=str(site.cert))
         ) as c:
@@ -267,7 +267,7 @@ def _upstream_counts(nginx: Nginx) -> dict[str, int]:
 def test_upstream_end_to_end_and_1gib_upload(cluster: Cluster, s17: Path, tmp_path: Path) -> None:
     """The curl sequence through nginx, then 1 GiB streamed through it with flat app memory."""
     a, b = cluster.instances
-    load_e2e().run_curl_sequence(Proxy(cluster.url, cluster.api), s17, tmp_path)
+    run_curl_sequence(Proxy(cluster.url, cluster.api), s17, tmp_path)
     # Both instances served some of it (least_conn alternates between idle instances).
     counts = _upstream_counts(cluster.nginx)
     assert set(counts) == {f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"}, counts

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from caesar_rest.api.app import create_app
 from caesar_rest.logconfig import configure_logging
 
-from conftest import free_port, make_settings
+from tests.support.server import free_port, make_settings
 
 
 def test_log_lines_carry_request_user_and_job(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from sf_synth import BEAM_SIGMA, RMS, gaussian, point_sources, write
 
 from caesar_rest.apps.base import OptionError
 from caesar_rest.apps.caesar_app import CaesarApp
@@ -17,7 +16,14 @@ from caesar_rest.apps.registry import default_registry
 from caesar_rest.catalogue.writers import read_catalogue_csv
 from caesar_rest.imaging import ImageError
 from caesar_rest.sourcefinder import FinderOptions, build_catalogues, find_sources, from_legacy
-from caesar_rest.sourcefinder.options import EXTENSION_OPTIONS, LEGACY_OPTIONS, ineffective_given
+from caesar_rest.sourcefinder.options import EXTENSION_OPTIONS, ineffective_given
+
+from tests.sourcefinder.sf_synth import BEAM_SIGMA, RMS, gaussian, point_sources, write
+from tests.support.legacy_options import (
+    describe_like_legacy,
+    expected_caesar_options,
+    read_legacy_caesar_options,
+)
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FIT = FinderOptions(fit_sources=True)
@@ -126,14 +132,15 @@ def test_app_options_match_the_predecessor() -> None:
     app = CaesarApp()
     assert "caesar" in default_registry().names()
     names = [o.name for o in app.options]
-    # The predecessor's 156 names, in its order, then this implementation's extensions.
-    assert len(LEGACY_OPTIONS) == 156
-    assert names[:156] == [o.name for o in LEGACY_OPTIONS]
+    # The predecessor's 156 options (tests/support/data, transcribed from its code), in its
+    # order, with kind, default, bounds, values, category and "advanced"; then the extensions.
+    legacy = read_legacy_caesar_options()
+    kinds = [r.kind for r in legacy]
+    assert len(legacy) == 156 and (kinds.count("flag"), kinds.count("enum")) == (61, 12)
+    assert sum(r.advanced for r in legacy) == 50
+    assert [describe_like_legacy(o) for o in app.options[:156]] == expected_caesar_options()
     assert names[156:] == [o.name for o in EXTENSION_OPTIONS]
     assert len(names) == len(set(names))
-    kinds = [o.kind for o in LEGACY_OPTIONS]
-    assert (kinds.count("flag"), kinds.count("enum")) == (61, 12)
-    assert sum(o.advanced for o in app.options[:156]) == 50
     desc = app.describe()
     assert desc["seedthr"]["default"] == 5.0 and desc["seedthr"]["effective"] is True
     assert desc["fit-minimizer"]["effective"] is False
@@ -218,17 +225,23 @@ def test_program_bad_input(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+#: Deterministic runs with fitting: islands, components, fitted components, median rms (Jy/beam).
+REAL_IMAGE_RESULTS = {
+    "ScorpioS17Field.fits": (48, 68, 54, 8.857972716214135e-05),
+    "ScorpioExtendedSourceField.fits": (52, 66, 53, 7.680856651859358e-05),
+}
+
+
 @pytest.mark.parametrize("name", ["ScorpioS17Field.fits", "ScorpioExtendedSourceField.fits"])
 def test_real_images(name: str) -> None:
     res = find_sources(DATA / name, FIT)
     cats = build_catalogues(res)
     ny, nx = res.image.shape
-    assert 20 <= len(cats.islands) <= 400
-    assert 20 <= len(cats.components) <= 800
-    assert np.asarray(cats.components["fitted"]).sum() >= 10
+    n_islands, n_components, n_fitted, median_rms = REAL_IMAGE_RESULTS[name]
+    assert (len(cats.islands), len(cats.components)) == (n_islands, n_components)
+    assert np.asarray(cats.components["fitted"]).sum() == n_fitted
     for tab in (cats.components, cats.islands):
         x, y = np.asarray(tab["x"]), np.asarray(tab["y"])
         assert ((x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)).all()
         assert np.isfinite(np.asarray(tab["ra"])).all()
-    rms = res.sources.stats["median_rms"]
-    assert 1e-5 < rms < 1e-3
+    assert res.sources.stats["median_rms"] == pytest.approx(median_rms, rel=1e-6)

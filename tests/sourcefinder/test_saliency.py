@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sf_synth import RMS, gaussian, noise, write
 
 from caesar_rest.sourcefinder import find_sources, from_legacy, saliency
 from caesar_rest.sourcefinder.extended import block_mean
 from caesar_rest.sourcefinder.options import ineffective_given
+
+from tests.sourcefinder.sf_synth import RMS, gaussian, noise, write
 
 
 def test_region_scores_single_out_the_odd_region() -> None:

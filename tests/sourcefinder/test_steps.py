@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 import pytest
-from sf_synth import BEAM_SIGMA, RMS, gaussian, noise, point_sources
 
 from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, nesting
 from caesar_rest.sourcefinder import selection as sel
 from caesar_rest.sourcefinder.catalogue import deconvolve
 from caesar_rest.sourcefinder.tiling import merge_pieces
+
+from tests.sourcefinder.sf_synth import BEAM_SIGMA, RMS, gaussian, noise, point_sources
 
 # --------------------------------------------------------------------------------------------
 # Background

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from regions import Regions
 
 from caesar_rest.api.app import create_app
-from caesar_rest.settings import Settings
+
+from tests.support.server import make_settings
 
 API = "/caesar/api/v1.0"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -38,19 +39,8 @@ EXPECTED_UNITS = {
 
 @contextmanager
 def service(root: Path) -> Iterator[TestClient]:
-    """An in-process service (SQLite, local runner) in ``root``, as ``tests/conftest.py`` sets up.
-
-    (``conftest`` cannot be imported from here: in ``tests/apps`` that name is the local one.)
-    """
-    settings = Settings(
-        datadir=root / "data",
-        jobdir=root / "jobs",
-        extra_apps=["caesar_test_apps:SleepApp"],
-        job_poll_interval=0.1,
-        job_kill_grace=1.0,
-        max_concurrent_jobs=2,
-    )
-    with TestClient(create_app(settings)) as client:
+    """An in-process service (SQLite, local runner) in ``root``, as the ``app_client`` fixture."""
+    with TestClient(create_app(make_settings(root))) as client:
         yield client
 
 

@@ -83,3 +83,18 @@ class OIDCProvider:
         )
         r.raise_for_status()
         return str(r.json()["access_token"])
+
+
+def auth_env(provider: OIDCProvider, **extra: str) -> dict[str, str]:
+    """Server settings that turn authentication on against ``provider``."""
+    return {
+        "CAESAR_REST_AAI": "true",
+        "CAESAR_REST_OIDC_ISSUER": provider.issuer,
+        "CAESAR_REST_OIDC_AUDIENCE": AUDIENCE,
+        "CAESAR_REST_OIDC_LEEWAY": "0",
+        "CAESAR_REST_OIDC_JWKS_REFRESH": "0",
+        "CAESAR_REST_OIDC_INTROSPECTION": "true",
+        "CAESAR_REST_OIDC_CLIENT_ID": "caesar-rest",
+        "CAESAR_REST_OIDC_CLIENT_SECRET": "caesar-rest-secret",
+        **extra,
+    }

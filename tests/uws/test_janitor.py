@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from uws_support import create, job_json, make_settings, upload
 
 from caesar_rest.api.app import create_app
 from caesar_rest.backends.process import process_alive
 from caesar_rest.db.models import JobEvent, JobRecord, JobResult
 from caesar_rest.jobs.janitor import Janitor
+
+from tests.support.server import make_settings
+from tests.uws.uws_support import create, job_json, upload
 
 
 @pytest.fixture

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import xmlschema
 from fastapi.testclient import TestClient
-from uws_support import create, job_json, load_uws_schema, make_settings, upload
 
 from caesar_rest.api.app import create_app
 from caesar_rest.api.deps import current_user
+
+from tests.support.server import make_settings
+from tests.uws.uws_support import create, job_json, load_uws_schema, upload
 
 FINAL = {"COMPLETED", "ERROR", "ABORTED"}
 

@@ -12,11 +12,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
-from uws_support import LiveServer, create, job_json, make_settings, upload
 
 from caesar_rest.api.app import create_app
 from caesar_rest.api.uws.waiter import watcher_for
 from caesar_rest.db.models import JobRecord
+
+from tests.support.server import LiveServer, make_settings
+from tests.uws.uws_support import create, job_json, upload
 
 #: What the issue asks: WAIT answers within this many seconds of a phase change.
 LATENCY = 0.5

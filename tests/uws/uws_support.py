@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import xmlschema
 from fastapi.testclient import TestClient
 
+from tests.support.paths import SUPPORT
+
 TESTS = Path(__file__).resolve().parents[1]
 REFERENCE = TESTS.parents[1] / "shared" / "reference"
 XLINK_URL = "http://www.ivoa.net/xml/Xlink/xlink.xsd"
-
-
-def root_conftest() -> ModuleType:
-    """``tests/conftest.py`` (LiveServer, make_settings, ...).
-
-    Another folder's ``conftest.py`` may hold the name ``conftest`` in ``sys.modules`` when
-    several test folders run in one session, so fall back to loading the file by path.
-    """
-    mod = sys.modules.get("conftest")
-    if mod is not None and hasattr(mod, "LiveServer"):
-        return mod
-    name = "caesar_tests_root_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_root = root_conftest()
-LiveServer = _root.LiveServer
-make_settings = _root.make_settings
-SUPPORT: Path = _root.SUPPORT
 
 
 @functools.cache

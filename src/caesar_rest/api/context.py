@@ -36,7 +36,7 @@ class ServiceContext(Runtime):
         """The one user when authentication is off."""
         name = self.settings.local_user
         roles = (
-            frozenset({self.settings.oidc_admin_role})
+            frozenset({self.settings.oidc.admin_role})
             if self.settings.local_user_admin
             else (frozenset())
         )

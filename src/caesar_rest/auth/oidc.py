@@ -59,11 +59,11 @@ class OIDCValidator:
     """Validates bearer tokens for one issuer and audience."""
 
     def __init__(self, settings: Settings, http: httpx.Client | None = None):
-        if not settings.oidc_issuer:
+        if not settings.oidc.issuer:
             raise ValueError("authentication is on but oidc_issuer is not set")
         self.settings = settings
-        self.issuer = settings.oidc_issuer.rstrip("/")
-        self.http = http or httpx.Client(timeout=settings.oidc_http_timeout)
+        self.issuer = settings.oidc.issuer.rstrip("/")
+        self.http = http or httpx.Client(timeout=settings.oidc.http_timeout)
         self._lock = threading.Lock()
         self._discovery: dict[str, Any] | None = None
         self._keys: dict[str, PyJWK] = {}
@@ -91,7 +91,7 @@ class OIDCValidator:
         now = time.monotonic()
         if self._keys and not force:
             return
-        if self._keys and now - self._keys_fetched < self.settings.oidc_jwks_refresh:
+        if self._keys and now - self._keys_fetched < self.settings.oidc.jwks_refresh:
             return  # rate limit: an unknown kid must not make us hammer the provider
         try:
             r = self.http.get(self.discovery()["jwks_uri"])
@@ -137,7 +137,7 @@ class OIDCValidator:
             return cached[1]
         if token.count(".") == 2:
             claims = self._validate_jwt(token)
-        elif self.settings.oidc_introspection:
+        elif self.settings.oidc.introspection:
             claims = self._introspect(token)
         else:
             raise TokenError("token is not a JWT and introspection is not enabled")
@@ -155,7 +155,7 @@ class OIDCValidator:
         except jwt.PyJWTError as exc:
             raise TokenError(f"malformed token: {exc}") from None
         alg = header.get("alg")
-        if alg not in self.settings.oidc_algorithms:
+        if alg not in self.settings.oidc.algorithms:
             raise TokenError(f"token algorithm {alg!r} is not accepted")
         kid = header.get("kid")
         if not isinstance(kid, str):
@@ -166,9 +166,9 @@ class OIDCValidator:
                 token,
                 key=key.key,
                 algorithms=[alg],
-                audience=self.settings.oidc_audience,
+                audience=self.settings.oidc.audience,
                 issuer=self.issuer,
-                leeway=self.settings.oidc_leeway,
+                leeway=self.settings.oidc.leeway,
                 options={"require": ["exp", "iss", "sub"], "verify_aud": True},
             )
         except jwt.ExpiredSignatureError:
@@ -187,7 +187,7 @@ class OIDCValidator:
         endpoint = self.discovery().get("introspection_endpoint")
         if not endpoint:
             raise ProviderError("the provider has no introspection endpoint")
-        auth = (self.settings.oidc_client_id or "", self.settings.oidc_client_secret or "")
+        auth = (self.settings.oidc.client_id or "", self.settings.oidc.client_secret or "")
         try:
             r = self.http.post(endpoint, data={"token": token}, auth=auth)
             r.raise_for_status()
@@ -198,11 +198,11 @@ class OIDCValidator:
             raise TokenError("token is not active")
         aud = data.get("aud")
         auds = aud if isinstance(aud, list) else [aud]
-        if self.settings.oidc_audience and self.settings.oidc_audience not in auds:
+        if self.settings.oidc.audience and self.settings.oidc.audience not in auds:
             raise TokenError("token is for another audience")
         if data.get("iss") and str(data["iss"]).rstrip("/") != self.issuer:
             raise TokenError("token from another issuer")
-        if "exp" in data and float(data["exp"]) + self.settings.oidc_leeway < time.time():
+        if "exp" in data and float(data["exp"]) + self.settings.oidc.leeway < time.time():
             raise TokenError("token expired")
         if not data.get("sub"):
             # A client-credentials token has no end user: the client is the subject.
@@ -214,11 +214,11 @@ class OIDCValidator:
     def _identity(self, claims: dict[str, Any]) -> Identity:
         sub = str(claims["sub"])
         name = str(claims.get("preferred_username") or claims.get("email") or sub)
-        raw = claim_path(claims, self.settings.oidc_roles_claim)
+        raw = claim_path(claims, self.settings.oidc.roles_claim)
         if isinstance(raw, str):
             roles = frozenset(raw.split())
         elif isinstance(raw, list):
             roles = frozenset(str(r) for r in raw)
         else:
             roles = frozenset()
-        return Identity(sub, name, roles, self.settings.oidc_admin_role in roles, claims)
+        return Identity(sub, name, roles, self.settings.oidc.admin_role in roles, claims)

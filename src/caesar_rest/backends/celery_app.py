@@ -25,12 +25,12 @@ DEFAULT_RESULT_BACKEND = "redis://localhost:6379/0"
 
 def broker_url(settings: Settings) -> str:
     """The effective broker URL."""
-    return settings.broker_url or DEFAULT_BROKER
+    return settings.celery.broker_url or DEFAULT_BROKER
 
 
 def result_backend_url(settings: Settings) -> str:
     """The effective result backend URL."""
-    return settings.result_backend or DEFAULT_RESULT_BACKEND
+    return settings.celery.result_backend or DEFAULT_RESULT_BACKEND
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -49,13 +49,13 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         timezone="UTC",
         enable_utc=True,
-        task_default_queue=settings.celery_queue,
-        task_default_routing_key=settings.celery_queue,
+        task_default_queue=settings.celery.queue,
+        task_default_routing_key=settings.celery.queue,
         result_expires=7 * 86400,
         result_extended=True,
         broker_connection_retry_on_startup=True,
         # Redis broker only: redelivery of unacknowledged tasks after this many seconds.
-        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout},
+        broker_transport_options={"visibility_timeout": settings.celery.visibility_timeout},
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -98,7 +98,7 @@ def worker_argv(
         "--loglevel",
         (loglevel or settings.loglevel).upper(),
         "--queues",
-        queues or settings.celery_queue,
+        queues or settings.celery.queue,
         "--hostname",
         hostname or f"caesar-{os.getpid()}@%h",
         "--without-gossip",
@@ -106,7 +106,7 @@ def worker_argv(
         "--pool",
         "prefork",
     ]
-    conc = concurrency or settings.celery_concurrency
+    conc = concurrency or settings.celery.concurrency
     if conc:
         argv += ["--concurrency", str(conc)]
     return argv

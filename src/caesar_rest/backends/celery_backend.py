@@ -59,16 +59,16 @@ class CeleryBackend(RemoteBackend):
         # The worker enforces the job's limit to the second from the process start; Celery's
         # soft limit (raised in the task) and hard limit (the process is killed) back it up.
         soft = job.time_limit + self.settings.job_kill_grace + 5
-        hard = soft + self.settings.celery_hard_time_margin
+        hard = soft + self.settings.celery.hard_time_margin
         self.app.send_task(
             TASK_NAME,
             args=[job.id],
             task_id=job.id,
-            queue=self.settings.celery_queue,
+            queue=self.settings.celery.queue,
             soft_time_limit=soft,
             time_limit=hard,
         )
-        log.info("job_sent", backend=self.name, job_id=job.id, queue=self.settings.celery_queue)
+        log.info("job_sent", backend=self.name, job_id=job.id, queue=self.settings.celery.queue)
 
     def cancel(self, job: JobRecord) -> bool:
         """ABORTED first, then revoke and terminate the task on its worker."""
@@ -105,7 +105,7 @@ class CeleryBackend(RemoteBackend):
                 return BackendView(Seen.NOCHANGE, state)  # sighted: restarts the clock
             return BackendView(Seen.GONE, state, message="Celery task message lost")
         beat = job.last_seen_at or job.started_at or job.created_at
-        stale = seconds_ago(beat) > 3 * self.settings.celery_heartbeat
+        stale = seconds_ago(beat) > 3 * self.settings.celery.heartbeat
         if not stale:
             return BackendView(Seen.NOCHANGE, state, sighted=False)
         return BackendView(Seen.GONE, state, message="Celery worker stopped reporting the job")
@@ -139,7 +139,7 @@ class CeleryBackend(RemoteBackend):
         try:
             with self.app.connection_for_write() as conn:
                 ok = conn.default_channel.queue_declare(
-                    queue=self.settings.celery_queue, passive=True
+                    queue=self.settings.celery.queue, passive=True
                 )
                 return int(ok.message_count)
         except Exception as exc:

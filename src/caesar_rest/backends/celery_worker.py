@@ -128,7 +128,7 @@ def _recover(svc: JobService, job: JobRecord) -> JobRecord | None:
             .select_from(JobEvent)
             .where(JobEvent.job_id == job.id, JobEvent.message == RERUN_MESSAGE)
         )
-    if (reruns or 0) >= settings.celery_max_reruns:
+    if (reruns or 0) >= settings.celery.max_reruns:
         svc.finish(job, lost(f"Worker lost during the run {int(reruns or 0) + 1} times; giving up"))
         return None
     if not svc.transition(job.id, Phase.QUEUED, message=RERUN_MESSAGE, expect=[Phase(job.phase)]):
@@ -138,7 +138,7 @@ def _recover(svc: JobService, job: JobRecord) -> JobRecord | None:
 
 def _beats_elsewhere(svc: JobService, job: JobRecord) -> bool:
     """Whether the job is final, or another live task still beats for it (2.5 heartbeats)."""
-    beat = svc.settings.celery_heartbeat
+    beat = svc.settings.celery.heartbeat
     beat0 = job.last_seen_at
     wait_until = time.time() + 2.5 * beat
     while time.time() < wait_until:
@@ -218,7 +218,7 @@ def _run(svc: JobService, task: Task, job: JobRecord) -> dict[str, Any]:
 
 def _watch(svc: JobService, job: JobRecord, started: Launched) -> _Watch:
     """Wait for the job, beating, watching for a cancel and the time limit."""
-    heartbeat = svc.settings.celery_heartbeat
+    heartbeat = svc.settings.celery.heartbeat
     deadline = started.started + job.time_limit
     next_beat = started.started + heartbeat
     watch = _Watch()

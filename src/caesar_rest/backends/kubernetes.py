@@ -68,11 +68,11 @@ def _label(value: str) -> str:
 def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> dict[str, Any]:
     """The ``batch/v1`` Job for ``job`` running the app ``command``."""
     s = settings
-    image = s.kube_images.get(job.app) or s.kube_image
+    image = s.kube.images.get(job.app) or s.kube.image
     if not image:
         raise ValueError("the kubernetes backend needs kube_image")
-    data_pvc = s.kube_pvc
-    jobs_pvc = s.kube_jobs_pvc or s.kube_pvc
+    data_pvc = s.kube.pvc
+    jobs_pvc = s.kube.jobs_pvc or s.kube.pvc
     if not data_pvc or not jobs_pvc:
         raise ValueError("the kubernetes backend needs kube_pvc (and optionally kube_jobs_pvc)")
     mapping = [(str(s.datadir.resolve()), DATA_MOUNT), (str(s.jobdir.resolve()), JOBS_MOUNT)]
@@ -83,9 +83,9 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         "-c",
         f'exec "$@" >>{LOG_FILE} 2>&1',
         "caesar-job",
-        *wrapper_argv(command, s.kube_python, mapping),
+        *wrapper_argv(command, s.kube.python, mapping),
     ]
-    cores = max(1, min(job.cores, math.floor(s.kube_cpu_limit) or 1))
+    cores = max(1, min(job.cores, math.floor(s.kube.cpu_limit) or 1))
     labels = {
         "app.kubernetes.io/name": "caesar-rest-job",
         "app.kubernetes.io/managed-by": "caesar-rest",
@@ -100,17 +100,17 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         {"name": "jobs" if jobs_pvc != data_pvc else "data-rw", "mountPath": JOBS_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if s.kube_data_subpath:
-        mounts[0]["subPath"] = s.kube_data_subpath
-    if s.kube_jobs_subpath:
-        mounts[1]["subPath"] = s.kube_jobs_subpath
+    if s.kube.data_subpath:
+        mounts[0]["subPath"] = s.kube.data_subpath
+    if s.kube.jobs_subpath:
+        mounts[1]["subPath"] = s.kube.jobs_subpath
     # The job folders need a writable volume: a second reference to the claim when shared.
     volumes.append({"name": mounts[1]["name"], "persistentVolumeClaim": {"claimName": jobs_pvc}})
     volumes.append({"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}})
     container: dict[str, Any] = {
         "name": "job",
         "image": image,
-        "imagePullPolicy": s.kube_image_pull_policy,
+        "imagePullPolicy": s.kube.image_pull_policy,
         "command": argv,
         "workingDir": f"{JOBS_MOUNT}/{job.reldir}",
         "env": [
@@ -122,16 +122,16 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
             {"name": "CAESAR_JOB_ID", "value": job.id},
         ],
         "resources": {
-            "requests": {"cpu": str(cores), "memory": s.kube_memory_request},
-            "limits": {"cpu": str(cores), "memory": s.kube_memory_limit},
+            "requests": {"cpu": str(cores), "memory": s.kube.memory_request},
+            "limits": {"cpu": str(cores), "memory": s.kube.memory_limit},
         },
         "securityContext": {
             "privileged": False,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
-            "runAsUser": s.kube_run_as_user,
-            "runAsGroup": s.kube_run_as_group,
+            "runAsUser": s.kube.run_as_user,
+            "runAsGroup": s.kube.run_as_group,
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": mounts,
@@ -143,18 +143,18 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         "terminationGracePeriodSeconds": max(1, math.ceil(s.job_kill_grace)),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": s.kube_run_as_user,
-            "runAsGroup": s.kube_run_as_group,
-            "fsGroup": s.kube_run_as_group,
+            "runAsUser": s.kube.run_as_user,
+            "runAsGroup": s.kube.run_as_group,
+            "fsGroup": s.kube.run_as_group,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
         "volumes": volumes,
     }
-    if s.kube_service_account:
-        pod_spec["serviceAccountName"] = s.kube_service_account
-    if s.kube_image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in s.kube_image_pull_secrets]
+    if s.kube.service_account:
+        pod_spec["serviceAccountName"] = s.kube.service_account
+    if s.kube.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in s.kube.image_pull_secrets]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -166,7 +166,7 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": int(job.time_limit),
-            "ttlSecondsAfterFinished": s.kube_ttl_seconds,
+            "ttlSecondsAfterFinished": s.kube.ttl_seconds,
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
@@ -229,15 +229,15 @@ class KubernetesBackend(RemoteBackend):
 
     def __init__(self, service: JobService, api: Any = None, namespace: str | None = None):
         super().__init__(service)
-        if not self.settings.kube_image and not self.settings.kube_images:
+        if not self.settings.kube.image and not self.settings.kube.images:
             raise ValueError("the kubernetes backend needs kube_image")
-        if not self.settings.kube_pvc:
+        if not self.settings.kube.pvc:
             raise ValueError("the kubernetes backend needs kube_pvc (the data and job volume)")
         if api is None:
             api, ns = make_batch_api(self.settings)
             namespace = namespace or ns
         self.api = api
-        self.namespace = namespace or self.settings.kube_namespace or "default"
+        self.namespace = namespace or self.settings.kube.namespace or "default"
 
     def close(self) -> None:
         """Close the API client's connection pool."""
@@ -331,28 +331,28 @@ def make_batch_api(settings: Settings) -> tuple[Any, str | None]:
     from kubernetes import client, config
 
     cfg = client.Configuration()
-    namespace = settings.kube_namespace
-    if settings.kube_incluster:
+    namespace = settings.kube.namespace
+    if settings.kube.incluster:
         config.load_incluster_config(client_configuration=cfg)
         if namespace is None and SA_NAMESPACE.is_file():
             namespace = SA_NAMESPACE.read_text().strip()
     else:
-        cfg_file = str(settings.kube_config) if settings.kube_config else None
+        cfg_file = str(settings.kube.config) if settings.kube.config else None
         config.load_kube_config(
-            config_file=cfg_file, context=settings.kube_context, client_configuration=cfg
+            config_file=cfg_file, context=settings.kube.context, client_configuration=cfg
         )
         if namespace is None:
             _, current = config.list_kube_config_contexts(config_file=cfg_file)
             ctx = current
-            if settings.kube_context:
+            if settings.kube.context:
                 contexts, _ = config.list_kube_config_contexts(config_file=cfg_file)
-                ctx = next((c for c in contexts if c["name"] == settings.kube_context), current)
+                ctx = next((c for c in contexts if c["name"] == settings.kube.context), current)
             namespace = (ctx or {}).get("context", {}).get("namespace")
     # The predecessor's certificate overrides.
-    if settings.kube_certfile:
-        cfg.cert_file = str(settings.kube_certfile)
-    if settings.kube_keyfile:
-        cfg.key_file = str(settings.kube_keyfile)
-    if settings.kube_cafile:
-        cfg.ssl_ca_cert = str(settings.kube_cafile)
+    if settings.kube.certfile:
+        cfg.cert_file = str(settings.kube.certfile)
+    if settings.kube.keyfile:
+        cfg.key_file = str(settings.kube.keyfile)
+    if settings.kube.cafile:
+        cfg.ssl_ca_cert = str(settings.kube.cafile)
     return client.BatchV1Api(client.ApiClient(cfg)), namespace

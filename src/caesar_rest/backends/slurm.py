@@ -80,10 +80,10 @@ _FINAL = {"COMPLETED", "CANCELLED", *_FAILED, *_TIMEOUT}
 
 def slurm_url(settings: Settings) -> str:
     """slurmrestd's base URL from ``slurm_url``, or ``slurm_host``/``slurm_port``."""
-    if settings.slurm_url:
-        return settings.slurm_url
-    if settings.slurm_host:
-        return f"http://{settings.slurm_host}:{settings.slurm_port}"
+    if settings.slurm.url:
+        return settings.slurm.url
+    if settings.slurm.host:
+        return f"http://{settings.slurm.host}:{settings.slurm.port}"
     raise ValueError("the slurm backend needs slurm_url (or slurm_host)")
 
 
@@ -126,13 +126,13 @@ class SlurmBackend(RemoteBackend):
         s = self.settings
         self.client = client or SlurmClient(
             slurm_url(s),
-            s.slurm_user or getpass.getuser(),
-            keyfile=s.slurm_keyfile,
-            token=s.slurm_token.get_secret_value() if s.slurm_token else None,
-            version=s.slurm_api_version,
-            lifespan=s.slurm_token_lifespan,
-            timeout=s.slurm_timeout,
-            verify=s.slurm_verify_tls,
+            s.slurm.user or getpass.getuser(),
+            keyfile=s.slurm.keyfile,
+            token=s.slurm.token.get_secret_value() if s.slurm.token else None,
+            version=s.slurm.api_version,
+            lifespan=s.slurm.token_lifespan,
+            timeout=s.slurm.timeout,
+            verify=s.slurm.verify_tls,
         )
 
     def close(self) -> None:
@@ -142,23 +142,23 @@ class SlurmBackend(RemoteBackend):
     # --- paths and script ----------------------------------------------------------------
     def cluster_job_dir(self, job: JobRecord) -> str:
         """The job folder as the cluster sees it."""
-        root = self.settings.slurm_jobdir or self.settings.jobdir.resolve()
+        root = self.settings.slurm.jobdir or self.settings.jobdir.resolve()
         return str(Path(root) / job.reldir)
 
     def path_mapping(self) -> list[tuple[str, str]]:
         """(service path, cluster path) prefixes."""
         s = self.settings
         pairs = []
-        if s.slurm_datadir:
-            pairs.append((str(s.datadir.resolve()), str(s.slurm_datadir)))
-        if s.slurm_jobdir:
-            pairs.append((str(s.jobdir.resolve()), str(s.slurm_jobdir)))
+        if s.slurm.datadir:
+            pairs.append((str(s.datadir.resolve()), str(s.slurm.datadir)))
+        if s.slurm.jobdir:
+            pairs.append((str(s.jobdir.resolve()), str(s.slurm.jobdir)))
         return pairs
 
     def batch_script(self, job: JobRecord) -> str:
         """The batch script: every value quoted with shlex.quote."""
         s = self.settings
-        argv = wrapper_argv(self.job_command(job), s.slurm_python, self.path_mapping())
+        argv = wrapper_argv(self.job_command(job), s.slurm.python, self.path_mapping())
         q = shlex.quote
         run = " ".join(q(a) for a in argv)
         limit = int(job.time_limit)
@@ -168,7 +168,7 @@ class SlurmBackend(RemoteBackend):
             f"cd -- {q(self.cluster_job_dir(job))} || exit 1",
             f"rm -f -- {q(TIMEOUT_FLAG)} {q(EXIT_FILE)}",
         ]
-        if s.slurm_exact_time_limit:
+        if s.slurm.exact_time_limit:
             grace = max(1, math.ceil(s.job_kill_grace))
             lines += [
                 f"timeout --signal=TERM --kill-after={grace} {limit} {run} >> {q(LOG_FILE)} 2>&1",
@@ -186,13 +186,13 @@ class SlurmBackend(RemoteBackend):
         """The Slurm job description."""
         s = self.settings
         jdir = self.cluster_job_dir(job)
-        minutes = math.ceil(job.time_limit / 60) + (1 if s.slurm_exact_time_limit else 0)
-        cores = max(1, min(job.cores, s.slurm_max_cores))
+        minutes = math.ceil(job.time_limit / 60) + (1 if s.slurm.exact_time_limit else 0)
+        cores = max(1, min(job.cores, s.slurm.max_cores))
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             **job_environment(cores),
             "CAESAR_JOB_ID": job.id,
-            **s.slurm_env,
+            **s.slurm.env,
         }
         return SlurmJobSpec(
             name=f"caesar-{job.id}",
@@ -202,8 +202,8 @@ class SlurmBackend(RemoteBackend):
             environment=env,
             time_limit_min=minutes,
             cpus=cores,
-            memory_mb=s.slurm_memory_mb,
-            partition=s.slurm_partition,
+            memory_mb=s.slurm.memory_mb,
+            partition=s.slurm.partition,
         )
 
     # --- interface -----------------------------------------------------------------------

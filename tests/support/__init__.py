@@ -1,0 +1,1 @@
+"""Helpers for the tests: servers, the OIDC provider, synthetic images, test apps."""
