@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
-from caesar_rest.api.errors import ApiError
+from caesar_rest.api.uws.documents import parse_uws_time
 from caesar_rest.apps.base import App
+from caesar_rest.errors import Invalid
 from caesar_rest.jobs.states import Phase
+from caesar_rest.timeutil import utcnow
 
 #: Job-control and input parameters of job creation (lower case); the rest are app options.
 CONTROL = frozenset(
@@ -40,7 +43,7 @@ class Params:
         if not values:
             return None
         if len(set(values)) > 1:
-            raise ApiError(400, f"parameter {name.upper()} is given more than once")
+            raise Invalid(f"parameter {name.upper()} is given more than once")
         return values[0]
 
     def options(self) -> list[tuple[str, str]]:
@@ -53,7 +56,7 @@ def parse_phase(value: str, allowed: Iterable[str]) -> str:
     word = value.strip().upper()
     allowed = tuple(allowed)
     if word not in allowed:
-        raise ApiError(400, f"PHASE must be one of {', '.join(allowed)}; got {value!r}")
+        raise Invalid(f"PHASE must be one of {', '.join(allowed)}; got {value!r}")
     return word
 
 
@@ -67,16 +70,16 @@ def parse_int(name: str, value: str, minimum: int | None = None) -> int:
     try:
         number = int(value.strip())
     except ValueError:
-        raise ApiError(400, f"{name} must be an integer; got {value!r}") from None
+        raise Invalid(f"{name} must be an integer; got {value!r}") from None
     if minimum is not None and number < minimum:
-        raise ApiError(400, f"{name} must be at least {minimum}; got {number}")
+        raise Invalid(f"{name} must be at least {minimum}; got {number}")
     return number
 
 
 def parse_run_id(value: str) -> str:
     """A client run id (free text, bounded)."""
     if len(value) > MAX_RUN_ID or "\x00" in value:
-        raise ApiError(400, f"RUNID is limited to {MAX_RUN_ID} characters")
+        raise Invalid(f"RUNID is limited to {MAX_RUN_ID} characters")
     return value
 
 
@@ -93,7 +96,7 @@ def app_options(app: App, pairs: list[tuple[str, str]]) -> dict[str, Any]:
         opt = by_lower.get(sent.lower())
         name = opt.name if opt is not None else sent
         if name in out:
-            raise ApiError(400, f"option {name!r} is given more than once")
+            raise Invalid(f"option {name!r} is given more than once")
         if opt is not None and opt.is_flag:
             low = value.strip().lower()
             if low in _TRUE:
@@ -101,7 +104,23 @@ def app_options(app: App, pairs: list[tuple[str, str]]) -> dict[str, Any]:
             elif low in _FALSE:
                 out[name] = False
             else:
-                raise ApiError(400, f"option {name!r} is a flag: give true or false, not {value!r}")
+                raise Invalid(f"option {name!r} is a flag: give true or false, not {value!r}")
         else:
             out[name] = value
     return out
+
+
+def parse_duration(value: str, cap: int) -> int:
+    """EXECUTIONDURATION in seconds: 0 (unlimited) and values over ``cap`` give ``cap``."""
+    seconds = parse_int("EXECUTIONDURATION", value, minimum=0)
+    return cap if seconds == 0 else min(seconds, cap)
+
+
+def parse_destruction(value: str, max_days: float) -> datetime:
+    """DESTRUCTION clamped between now and ``max_days`` from now (400 when malformed)."""
+    try:
+        wanted = parse_uws_time(value)
+    except ValueError:
+        raise Invalid(f"DESTRUCTION must be an ISO-8601 instant; got {value!r}") from None
+    now = utcnow()
+    return min(max(wanted, now), now + timedelta(days=max_days))

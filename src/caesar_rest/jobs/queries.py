@@ -1,0 +1,108 @@
+"""Read-only listings the APIs answer with: column selections on one connection, no ORM objects.
+
+The job lists are the large answers (10,000 jobs in one ``GET /jobs``): they select only the
+columns the documents show, on a plain connection, which is several times cheaper than loading
+records. The routes render the rows; they make no query of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, Row, select, text
+
+from caesar_rest.db.models import JobRecord
+from caesar_rest.jobs.states import Phase
+
+#: Columns of a v1.0 job document (``api/v1/jobs.job_doc``).
+V1_COLUMNS = (
+    JobRecord.id,
+    JobRecord.created_at,
+    JobRecord.app,
+    JobRecord.job_inputs,
+    JobRecord.input_file_id,
+    JobRecord.tag,
+    JobRecord.backend,
+    JobRecord.phase,
+    JobRecord.reason,
+    JobRecord.message,
+    JobRecord.pid,
+    JobRecord.backend_job_id,
+    JobRecord.elapsed,
+    JobRecord.exit_code,
+)
+
+
+def v1_jobs(engine: Engine, owner: str, limit: int | None, offset: int) -> Sequence[Row]:
+    """The columns of :data:`V1_COLUMNS` of ``owner``'s jobs, oldest first, one page.
+
+    Parameters
+    ----------
+    engine
+        The database.
+    owner
+        Whose jobs.
+    limit, offset
+        At most ``limit`` jobs (None: all) after skipping ``offset``.
+    """
+    stmt = (
+        select(*V1_COLUMNS)
+        .where(JobRecord.owner == owner)
+        .order_by(JobRecord.created_at, JobRecord.id)
+        .offset(offset)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with engine.connect() as conn:
+        return conn.execute(stmt).all()
+
+
+def uws_jobs(
+    engine: Engine,
+    owner: str,
+    phases: Sequence[str],
+    after: datetime | None,
+    last: int | None,
+) -> Sequence[Row]:
+    """The UWS job list of ``owner``: id, phase, run id, owner and creation time.
+
+    Parameters
+    ----------
+    engine
+        The database.
+    owner
+        Whose jobs.
+    phases
+        Only these phases; empty: every phase but ARCHIVED.
+    after
+        Only jobs created after this instant. Times are shown to the millisecond: given to
+        the millisecond, a job shown at that instant is not after it, even if its stored time
+        has more digits.
+    last
+        The ``last`` most recent jobs, newest first; None: all, oldest first.
+    """
+    stmt = select(
+        JobRecord.id, JobRecord.phase, JobRecord.run_id, JobRecord.owner, JobRecord.created_at
+    ).where(JobRecord.owner == owner)
+    if phases:
+        stmt = stmt.where(JobRecord.phase.in_(phases))
+    else:
+        stmt = stmt.where(JobRecord.phase != Phase.ARCHIVED.value)
+    if after is not None:
+        if after.microsecond % 1000 == 0:
+            stmt = stmt.where(JobRecord.created_at >= after + timedelta(milliseconds=1))
+        else:
+            stmt = stmt.where(JobRecord.created_at > after)
+    if last is not None:
+        stmt = stmt.order_by(JobRecord.created_at.desc(), JobRecord.id.desc()).limit(last)
+    else:
+        stmt = stmt.order_by(JobRecord.created_at, JobRecord.id)
+    with engine.connect() as conn:
+        return conn.execute(stmt).all()
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (raises what the driver raises when it is down)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
