@@ -8,12 +8,14 @@ records. The routes render the rows; they make no query of their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, Row, select, text
+from sqlalchemy import Engine, Row, case, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.states import Phase
+from caesar_rest.jobs.states import FINAL, Phase, legacy_state
 
 #: Columns of a v1.0 job document (``api/v1/jobs.job_doc``).
 V1_COLUMNS = (
@@ -106,3 +108,67 @@ def ping(engine: Engine) -> None:
     """One round trip to the database (raises what the driver raises when it is down)."""
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+def phases(sessions: sessionmaker[Session], ids: Sequence[str]) -> dict[str, str]:
+    """The phase of each job of ``ids`` that exists."""
+    with sessions() as s:
+        rows = s.execute(select(JobRecord.id, JobRecord.phase).where(JobRecord.id.in_(ids)))
+        return {r.id: r.phase for r in rows}
+
+
+@dataclass(frozen=True)
+class JobFigures:
+    """Job figures of the metrics route.
+
+    Parameters
+    ----------
+    by_state
+        Jobs by (legacy state, app).
+    queued
+        QUEUED jobs by backend.
+    durations
+        Per app of finished jobs: (count, sum of elapsed seconds, cumulative count of jobs at
+        or under each bound of the ``bounds`` given).
+    """
+
+    by_state: dict[tuple[str, str], int]
+    queued: dict[str, int]
+    durations: dict[str, tuple[int, float, list[int]]]
+
+
+def job_figures(sessions: sessionmaker[Session], bounds: Sequence[float]) -> JobFigures:
+    """Counts by state and app, queue depth by backend and a duration histogram per app."""
+    with sessions() as s:
+        counts: dict[tuple[str, str], int] = {}
+        for phase, reason, app, n in s.execute(
+            select(
+                JobRecord.phase, JobRecord.reason, JobRecord.app, func.count(JobRecord.id)
+            ).group_by(JobRecord.phase, JobRecord.reason, JobRecord.app)
+        ).all():
+            key = (legacy_state(phase, reason), app)
+            counts[key] = counts.get(key, 0) + int(n)
+        queued = {
+            backend: int(n)
+            for backend, n in s.execute(
+                select(JobRecord.backend, func.count(JobRecord.id))
+                .where(JobRecord.phase == Phase.QUEUED.value)
+                .group_by(JobRecord.backend)
+            ).all()
+        }
+        cols = [func.sum(case((JobRecord.elapsed <= b, 1), else_=0)) for b in bounds]
+        rows = s.execute(
+            select(
+                JobRecord.app,
+                func.count(JobRecord.id),
+                func.coalesce(func.sum(JobRecord.elapsed), 0.0),
+                *cols,
+            )
+            .where(JobRecord.phase.in_([p.value for p in FINAL]), JobRecord.elapsed.is_not(None))
+            .group_by(JobRecord.app)
+        ).all()
+    durations = {
+        app: (int(total), float(ssum), [int(c or 0) for c in cum])
+        for app, total, ssum, *cum in rows
+    }
+    return JobFigures(counts, queued, durations)
