@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, Row, case, func, select, text
+from sqlalchemy import Engine, Row, bindparam, case, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from caesar_rest.db.models import JobRecord
+from caesar_rest.db.models import JobEvent, JobRecord
 from caesar_rest.jobs.states import FINAL, Phase, legacy_state
 
 #: Columns of a v1.0 job document (``api/v1/jobs.job_doc``).
@@ -33,6 +33,45 @@ V1_COLUMNS = (
     JobRecord.backend_job_id,
     JobRecord.elapsed,
     JobRecord.exit_code,
+)
+
+
+#: Columns of the v1.0 status document (``api/v1/jobs._status_doc``).
+STATUS_COLUMNS = (
+    JobRecord.id,
+    JobRecord.owner,
+    JobRecord.pid,
+    JobRecord.phase,
+    JobRecord.reason,
+    JobRecord.message,
+    JobRecord.exit_code,
+    JobRecord.elapsed,
+    JobRecord.tag,
+    JobRecord.backend,
+    JobRecord.backend_job_id,
+    JobRecord.created_at,
+    JobRecord.started_at,
+    JobRecord.ended_at,
+)
+
+
+#: The job and its events in one statement (one round trip on a database server), with the
+#: job id bound as ``job_id``; read through ``db/fastread.py``. Built once: compiling it on
+#: every request is a measurable part of the status route.
+STATUS_STMT = (
+    select(
+        *STATUS_COLUMNS,
+        JobEvent.id.label("ev_id"),
+        JobEvent.at.label("ev_at"),
+        JobEvent.from_phase.label("ev_from"),
+        JobEvent.to_phase.label("ev_to"),
+        JobEvent.reason.label("ev_reason"),
+        JobEvent.message.label("ev_message"),
+    )
+    .select_from(JobRecord)
+    .outerjoin(JobEvent, JobEvent.job_id == JobRecord.id)
+    .where(JobRecord.id == bindparam("job_id"))
+    .order_by(JobEvent.id)
 )
 
 

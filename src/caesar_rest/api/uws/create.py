@@ -101,7 +101,7 @@ def parse_create(
     Raises
     ------
     Invalid
-        The first problem found (options: ``Invalid options: ...`` with ``errors``).
+        The first problem found (an ``OptionError`` for the app's options).
     """
     app = _app(apps, params.get("app"))
     phase = params.get("phase")
@@ -116,17 +116,18 @@ def parse_create(
     )
     file_id = _file_id(params, inline)
     options = app_options(app, params.options())
-    try:
-        app.validate(options)
-    except OptionError as exc:
-        raise creation_error(exc, file_id) from None
+    app.validate(options)  # before an inline upload is stored that would be refused
     return CreateRequest(app, options, file_id, run, run_id, time_limit, destruction)
 
 
-def creation_error(exc: ServiceError, file_id: str | None) -> ServiceError:
-    """The UWS router's adapter: UWS wording for the service errors of a job creation."""
+def creation_error(exc: ServiceError) -> ServiceError:
+    """The UWS router's adapter: UWS wording for the errors of a job creation.
+
+    Bad options and an unknown input file are worded for UWS clients (the v1.0 submission
+    words them as the predecessor did: ``api/v1/jobs.submit_error``); others are unchanged.
+    """
     if isinstance(exc, OptionError):
         return Invalid(f"Invalid options: {exc}", errors=exc.problems)
     if isinstance(exc, InputFileNotFound):
-        return Invalid(f"No uploaded file {file_id}")
+        return Invalid(f"No uploaded file {exc}")
     return exc

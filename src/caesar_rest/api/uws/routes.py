@@ -313,6 +313,8 @@ async def create_job(request: Request, ctx: Ctx, files: Files, owner: Owner) -> 
     try:
         wanted = parse_create(ctx.apps, ctx.settings, params, received is not None)
         job = await _create(ctx, files, owner, wanted, received)
+    except ServiceError as exc:
+        raise creation_error(exc) from None
     finally:
         if received is not None:
             received.discard()  # a no-op once the file was moved into place
@@ -360,11 +362,9 @@ async def _create(
             file_id,
             None,
         )
-    except BaseException as exc:
+    except BaseException:
         if stored is not None:
             await run_in_threadpool(files.forget, stored)
-        if isinstance(exc, ServiceError):
-            raise creation_error(exc, file_id) from None
         raise
 
 

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
-from sqlalchemy import bindparam, select
 
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import Ctx, FinishedJob, OwnedJob, Owner, current_identity, get_and_post
@@ -30,7 +29,7 @@ from caesar_rest.api.schemas import (
 )
 from caesar_rest.apps.base import OptionError
 from caesar_rest.db.fastread import EngineReader
-from caesar_rest.db.models import JobEvent, JobRecord, JobResult
+from caesar_rest.db.models import JobRecord, JobResult
 from caesar_rest.errors import Invalid, NotFound, ServiceError, TooLarge
 from caesar_rest.jobs import queries
 from caesar_rest.jobs.archive import ensure_archive
@@ -43,45 +42,23 @@ from caesar_rest.timeutil import iso
 router = APIRouter(tags=["jobs"])
 log = get_logger(__name__)
 
-_STATUS_COLS = (
-    JobRecord.id,
-    JobRecord.owner,
-    JobRecord.pid,
-    JobRecord.phase,
-    JobRecord.reason,
-    JobRecord.message,
-    JobRecord.exit_code,
-    JobRecord.elapsed,
-    JobRecord.tag,
-    JobRecord.backend,
-    JobRecord.backend_job_id,
-    JobRecord.created_at,
-    JobRecord.started_at,
-    JobRecord.ended_at,
-)
-
-
-#: v1.0 messages of the submission errors whose text differs from the UWS answer.
-_SUBMIT_MESSAGES: dict[type[ServiceError], Callable[[ServiceError], str]] = {
-    OptionError: lambda exc: f"Invalid job_inputs: {exc}",
-    InputFileNotFound: lambda _: "Cannot find file corresponding to given data input uid!",
-}
-
 
 def submit_error(exc: ServiceError, body: Any) -> ServiceError:
     """The v1.0 router's adapter: the predecessor's submit error shape for any service error.
 
-    The answer keeps the error's status, headers and fields, adds ``state``, ``app``,
-    ``job_id`` and ``submit_date``, and rewords the errors listed in :data:`_SUBMIT_MESSAGES`.
+    The answer keeps the error's status, headers and fields and adds ``state``, ``app``,
+    ``job_id`` and ``submit_date``. Bad options and an unknown input file are worded as the
+    predecessor worded them (UWS words them its own way: ``api/uws/create.creation_error``).
     """
-    app = body.get("app", "") if isinstance(body, dict) else ""
-    extra = dict(exc.body)
+    message, extra = exc.message, dict(exc.body)
     if isinstance(exc, OptionError):
-        extra["errors"] = exc.problems
-    reword = next((f for cls, f in _SUBMIT_MESSAGES.items() if isinstance(exc, cls)), None)
+        message, extra["errors"] = f"Invalid job_inputs: {exc}", exc.problems
+    elif isinstance(exc, InputFileNotFound):
+        message = "Cannot find file corresponding to given data input uid!"
+    app = body.get("app", "") if isinstance(body, dict) else ""
     return ServiceError(
         exc.status,
-        exc.message if reword is None else reword(exc),
+        message,
         headers=exc.headers,
         state="ABORTED",
         app=app if isinstance(app, str) else "",
@@ -173,29 +150,10 @@ async def submit_job(request: Request, ctx: Ctx, owner: Owner) -> JSONResponse:
     return JSONResponse({**reply.model_dump(), **warning}, status_code=202)
 
 
-# Built once: compiling it on every request is a measurable part of the status route. The
-# job and its events in one statement (one round trip on a database server).
-_STATUS_STMT = (
-    select(
-        *_STATUS_COLS,
-        JobEvent.id.label("ev_id"),
-        JobEvent.at.label("ev_at"),
-        JobEvent.from_phase.label("ev_from"),
-        JobEvent.to_phase.label("ev_to"),
-        JobEvent.reason.label("ev_reason"),
-        JobEvent.message.label("ev_message"),
-    )
-    .select_from(JobRecord)
-    .outerjoin(JobEvent, JobEvent.job_id == JobRecord.id)
-    .where(JobRecord.id == bindparam("job_id"))
-    .order_by(JobEvent.id)
-)
-
-
 def _status_doc(ctx: ServiceContext, owner: str, job_id: str) -> dict[str, Any] | None:
     """The status document of the caller's job, or None."""
     reader = ctx.reader or EngineReader(ctx.engine)  # build() always makes one
-    rows = reader.all(_STATUS_STMT, {"job_id": job_id})
+    rows = reader.all(queries.STATUS_STMT, {"job_id": job_id})
     if not rows or rows[0].owner != owner:
         return None
     row = rows[0]
