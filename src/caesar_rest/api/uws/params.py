@@ -1,14 +1,19 @@
-"""UWS request parameters: case-insensitive names, job-control values and app options."""
+"""UWS request parameters: reading them, case-insensitive names, job-control values and app
+options."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from caesar_rest.api.uws.documents import parse_uws_time
 from caesar_rest.apps.base import App
-from caesar_rest.errors import Invalid
+from caesar_rest.errors import Invalid, TooLarge, Unsupported
 from caesar_rest.jobs.states import Phase
 from caesar_rest.timeutil import utcnow
 
@@ -124,3 +129,43 @@ def parse_destruction(value: str, max_days: float) -> datetime:
         raise Invalid(f"DESTRUCTION must be an ISO-8601 instant; got {value!r}") from None
     now = utcnow()
     return min(max(wanted, now), now + timedelta(days=max_days))
+
+
+async def _body_params(request: Request, limit: int) -> list[tuple[str, str]]:
+    """Parameters of a small form body (URL-encoded, or multipart without files)."""
+    mtype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if mtype in ("", "application/x-www-form-urlencoded"):
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise TooLarge(f"Request body too large (limit {limit} bytes)")
+        except ClientDisconnect:
+            raise Invalid("Client disconnected during the request") from None
+        if not body:
+            return []
+        try:
+            return parse_qsl(
+                bytes(body).decode("utf-8"), keep_blank_values=True, max_num_fields=1000
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise Invalid("The form body is not valid UTF-8 form data") from None
+    if mtype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=0, max_fields=1000)
+        except Exception as exc:  # starlette's MultiPartException and parser errors
+            raise Invalid(f"Malformed or unexpected multipart form: {exc}") from None
+        return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    raise Unsupported("Send parameters as application/x-www-form-urlencoded or multipart/form-data")
+
+
+async def read_params(request: Request, limit: int) -> Params:
+    """The parameters of the query string and of a small form body of at most ``limit`` bytes.
+
+    Raises
+    ------
+    TooLarge, Invalid, Unsupported
+        A body over the limit, malformed, or of another content type.
+    """
+    return Params([*request.query_params.multi_items(), *await _body_params(request, limit)])

@@ -7,25 +7,18 @@ text. Every change answers 303 See Other; bad input answers a JSON error.
 
 from __future__ import annotations
 
-import contextlib
-import json
 from functools import partial
-from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import Ctx, Files, Owner, UwsJob, find_uws_job
 from caesar_rest.api.uws.create import CreateRequest, creation_error, parse_create
 from caesar_rest.api.uws.documents import (
-    JobDocument,
     JobRef,
-    ResultRef,
     job_list_json,
     job_list_xml,
     parameters_document,
@@ -40,12 +33,24 @@ from caesar_rest.api.uws.params import (
     parse_filter_phase,
     parse_int,
     parse_phase,
+    read_params,
+)
+from caesar_rest.api.uws.render import (
+    ALIAS,
+    PRIMARY,
+    job_document,
+    job_parameters,
+    result_refs,
+    value_response,
+    wants_json,
+    xml_response,
 )
 from caesar_rest.api.uws.waiter import PhaseWatcher, wait_for_change, watcher_for
-from caesar_rest.db.models import FileRecord, JobRecord, JobResult
-from caesar_rest.errors import Forbidden, Invalid, NotFound, ServiceError, TooLarge, Unsupported
+from caesar_rest.auth.users import Limits
+from caesar_rest.db.models import FileRecord, JobRecord
+from caesar_rest.errors import Forbidden, Invalid, NotFound, ServiceError, Unsupported
 from caesar_rest.jobs import queries
-from caesar_rest.jobs.states import FINAL, Phase, Reason, legacy_state
+from caesar_rest.jobs.states import FINAL, Phase
 from caesar_rest.logconfig import get_logger
 from caesar_rest.storage.files import FileService, UploadLimits
 from caesar_rest.storage.upload import ReceivedUpload, UploadError
@@ -53,159 +58,26 @@ from caesar_rest.storage.upload import ReceivedUpload, UploadError
 router = APIRouter(prefix="/uws", tags=["uws"])
 log = get_logger(__name__)
 
-XML_MEDIA = "application/xml"
 #: UWS blocks WAIT only in these phases (UWS 1.1 §2.2.3.4).
 BLOCKING = frozenset({Phase.PENDING.value, Phase.QUEUED.value, Phase.EXECUTING.value})
-#: Id of the alias of the primary VOTable catalogue, for clients that look for "result" (TAP).
-ALIAS = "result"
-PRIMARY = "catalog"
 ERROR_LOG_TAIL = 64 * 1024
 
 
 # --- helpers -----------------------------------------------------------------------------
-def wants_json(request: Request) -> bool:
-    """Whether the client prefers JSON over XML (``Accept: application/json``)."""
-    accept = request.headers.get("accept", "")
-    best: dict[str, float] = {}
-    for item in accept.split(","):
-        mtype, *params = (p.strip() for p in item.split(";"))
-        q = 1.0
-        for p in params:
-            if p.startswith("q="):
-                with contextlib.suppress(ValueError):
-                    q = float(p[2:])
-        best[mtype.lower()] = max(q, best.get(mtype.lower(), 0.0))
-    q_json = best.get("application/json", 0.0)
-    q_xml = max(best.get("application/xml", 0.0), best.get("text/xml", 0.0))
-    return q_json > 0 and q_json >= q_xml
-
-
-def _xml(body: str) -> Response:
-    return Response(body, media_type=XML_MEDIA)
-
-
 def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
-
-
-def _value(request: Request, name: str, value: str | int | None) -> Response:
-    """An atomic value: text (UWS), or ``{name: value}`` for JSON clients."""
-    if wants_json(request):
-        return JSONResponse({name: value})
-    return PlainTextResponse("" if value is None else str(value))
 
 
 def _watcher(ctx: ServiceContext) -> PhaseWatcher:
     return watcher_for(ctx.jobs, ctx.settings.uws_wait_recheck)
 
 
-async def _body_params(request: Request, ctx: ServiceContext) -> list[tuple[str, str]]:
-    """Parameters of a small form body (URL-encoded, or multipart without files)."""
-    mtype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    limit = ctx.settings.max_json_body_kib * 1024
-    if mtype in ("", "application/x-www-form-urlencoded"):
-        body = bytearray()
-        try:
-            async for chunk in request.stream():
-                body.extend(chunk)
-                if len(body) > limit:
-                    raise TooLarge(f"Request body too large (limit {limit} bytes)")
-        except ClientDisconnect:
-            raise Invalid("Client disconnected during the request") from None
-        if not body:
-            return []
-        try:
-            return parse_qsl(
-                bytes(body).decode("utf-8"), keep_blank_values=True, max_num_fields=1000
-            )
-        except (UnicodeDecodeError, ValueError):
-            raise Invalid("The form body is not valid UTF-8 form data") from None
-    if mtype == "multipart/form-data":
-        try:
-            form = await request.form(max_files=0, max_fields=1000)
-        except Exception as exc:  # starlette's MultiPartException and parser errors
-            raise Invalid(f"Malformed or unexpected multipart form: {exc}") from None
-        return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-    raise Unsupported("Send parameters as application/x-www-form-urlencoded or multipart/form-data")
-
-
-async def _all_params(request: Request, ctx: ServiceContext) -> Params:
-    return Params([*request.query_params.multi_items(), *await _body_params(request, ctx)])
-
-
 # --- documents ---------------------------------------------------------------------------
-def _param_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def _result_refs(
-    ctx: ServiceContext, request: Request, job: JobRecord, rows: list[JobResult]
-) -> list[ResultRef]:
-    app = ctx.apps.get(job.app)
-    order = {spec.name: i for i, spec in enumerate(app.results if app else ())}
-    rows = sorted(rows, key=lambda r: (order.get(r.name, len(order)), r.name))
-
-    def href(name: str) -> str:
-        return str(request.url_for("uws_result", job_id=job.id, result_id=name))
-
-    refs = [ResultRef(r.name, href(r.name), r.size, r.mime) for r in rows]
-    names = {r.name for r in rows}
-    primary = next((r for r in rows if r.name == PRIMARY), None)
-    if primary is not None and ALIAS not in names:
-        refs.insert(0, ResultRef(ALIAS, href(ALIAS), primary.size, primary.mime, PRIMARY))
-    return refs
-
-
-def _parameters(job: JobRecord) -> dict[str, str]:
-    params = {"app": job.app, "file": job.input_file_id or ""}
-    for name, value in (job.options or {}).items():
-        params[name] = _param_text(value)
-    return params
-
-
-def _document(ctx: ServiceContext, request: Request, job: JobRecord) -> JobDocument:
-    results = _result_refs(ctx, request, job, ctx.jobs.results(job))
-    error: tuple[str, str] | None = None
-    if job.phase in (Phase.ERROR.value, Phase.ABORTED.value):
-        etype = "transient" if job.reason == Reason.LOST.value else "fatal"
-        error = (etype, job.message or job.phase.lower())
-    info: dict[str, Any] = {
-        "app": job.app,
-        "backend": job.backend,
-        "state": legacy_state(job.phase, job.reason),
-        "message": job.message,
-        "reason": job.reason,
-        "exitCode": job.exit_code,
-        "elapsed": job.elapsed,
-        "cpuTime": job.cpu_time,
-        "tag": None if job.tag is None else _param_text(job.tag),
-    }
-    return JobDocument(
-        job_id=job.id,
-        run_id=job.run_id,
-        owner=job.owner,
-        phase=job.phase,
-        creation_time=job.created_at,
-        start_time=job.started_at,
-        end_time=job.ended_at,
-        execution_duration=job.time_limit,
-        destruction=job.destruction_at,
-        parameters=_parameters(job),
-        results=results,
-        error=error,
-        info=info,
-    )
-
-
 def _render_job(ctx: ServiceContext, request: Request, job: JobRecord) -> Response:
-    doc = _document(ctx, request, job)
+    doc = job_document(ctx.apps, request, job, ctx.jobs.results(job))
     if wants_json(request):
         return JSONResponse(doc.to_json())
-    return _xml(doc.to_xml())
+    return xml_response(doc.to_xml())
 
 
 # --- the job list ------------------------------------------------------------------------
@@ -241,7 +113,7 @@ def list_jobs(request: Request, ctx: Ctx, owner: Owner) -> Response:
     ]
     if wants_json(request):
         return JSONResponse(job_list_json(refs))
-    return _xml(job_list_xml(refs))
+    return xml_response(job_list_xml(refs))
 
 
 # --- creation ----------------------------------------------------------------------------
@@ -309,7 +181,7 @@ async def create_job(request: Request, ctx: Ctx, files: Files, owner: Owner) -> 
         received = await _receive_inline(request, files, owner)
         params = Params([*request.query_params.multi_items(), *received.fields.items()])
     else:
-        params = await _all_params(request, ctx)
+        params = await read_params(request, ctx.settings.max_json_body_kib * 1024)
     try:
         wanted = parse_create(ctx.apps, ctx.settings, params, received is not None)
         job = await _create(ctx, files, owner, wanted, received)
@@ -323,7 +195,7 @@ async def create_job(request: Request, ctx: Ctx, files: Files, owner: Owner) -> 
 
 
 async def _store_inline(
-    files: FileService, owner: str, app_name: str, received: ReceivedUpload, limits: Any
+    files: FileService, owner: str, app_name: str, received: ReceivedUpload, limits: Limits
 ) -> FileRecord:
     """Register an inline upload as a file of ``owner`` (as the v1.0 upload does)."""
     fmt = await files.identify(received)
@@ -433,7 +305,7 @@ async def post_job(job: UwsJob, request: Request, ctx: Ctx, owner: Owner) -> Red
     """``ACTION=DELETE`` (for clients that cannot send DELETE)."""
     # The job dependency checks ownership first: another user learns nothing, not even about
     # bad parameters.
-    action = (await _all_params(request, ctx)).get("action")
+    action = (await read_params(request, ctx.settings.max_json_body_kib * 1024)).get("action")
     if action is None or action.strip().upper() != "DELETE":
         raise Invalid("POST to a job takes ACTION=DELETE")
     await run_in_threadpool(_delete, ctx, owner, job)
@@ -444,7 +316,7 @@ async def post_job(job: UwsJob, request: Request, ctx: Ctx, owner: Owner) -> Red
 @router.get("/jobs/{job_id}/phase", name="uws_phase", summary="The job's phase (text)")
 def get_phase(job: UwsJob, request: Request) -> Response:
     """One phase name."""
-    return _value(request, "phase", job.phase)
+    return value_response(request, "phase", job.phase)
 
 
 def _change_phase(ctx: ServiceContext, owner: str, job: JobRecord, action: str) -> None:
@@ -473,7 +345,7 @@ async def post_phase(job: UwsJob, request: Request, ctx: Ctx, owner: Owner) -> R
 
 async def _param(request: Request, ctx: ServiceContext, name: str, missing: str) -> str:
     """The value of one parameter of the request (400 with ``missing`` when it is absent)."""
-    value = (await _all_params(request, ctx)).get(name)
+    value = (await read_params(request, ctx.settings.max_json_body_kib * 1024)).get(name)
     if value is None:
         raise Invalid(missing)
     return value
@@ -487,7 +359,7 @@ async def _param(request: Request, ctx: ServiceContext, name: str, missing: str)
 )
 def get_executionduration(job: UwsJob, request: Request) -> Response:
     """Seconds the job may run before it is stopped."""
-    return _value(request, "executionDuration", job.time_limit)
+    return value_response(request, "executionDuration", job.time_limit)
 
 
 def _set_time_limit(ctx: ServiceContext, owner: str, job: JobRecord, seconds: int) -> None:
@@ -518,7 +390,7 @@ async def post_executionduration(
 )
 def get_destruction(job: UwsJob, request: Request) -> Response:
     """The destruction instant, or empty when none is set."""
-    return _value(request, "destruction", uws_time(job.destruction_at))
+    return value_response(request, "destruction", uws_time(job.destruction_at))
 
 
 @router.post(
@@ -546,31 +418,31 @@ def get_error(job: UwsJob, ctx: Ctx) -> Response:
 @router.get("/jobs/{job_id}/quote", name="uws_quote", summary="Expected end (text; empty)")
 def get_quote(job: UwsJob, request: Request) -> Response:
     """Empty: run times depend on the image and are not predicted."""
-    return _value(request, "quote", None)
+    return value_response(request, "quote", None)
 
 
 @router.get("/jobs/{job_id}/owner", name="uws_owner", summary="The job's owner (text)")
 def get_owner(job: UwsJob, request: Request) -> Response:
     """The owner's user id."""
-    return _value(request, "ownerId", job.owner)
+    return value_response(request, "ownerId", job.owner)
 
 
 @router.get("/jobs/{job_id}/parameters", name="uws_parameters", summary="The job's parameters")
 def get_parameters(job: UwsJob, request: Request) -> Response:
     """``app``, ``file`` (the input file id) and the app's options as validated."""
-    params = _parameters(job)
+    params = job_parameters(job)
     if wants_json(request):
         return JSONResponse({"parameters": params})
-    return _xml(parameters_document(params))
+    return xml_response(parameters_document(params))
 
 
 @router.get("/jobs/{job_id}/results", name="uws_results", summary="The job's results")
 def get_results(job: UwsJob, request: Request, ctx: Ctx) -> Response:
     """Results with stable ids (``catalog``, ``catalog-csv``, ``regions``, ``log``, ...)."""
-    refs = _result_refs(ctx, request, job, ctx.jobs.results(job))
+    refs = result_refs(ctx.apps, request, job, ctx.jobs.results(job))
     if wants_json(request):
         return JSONResponse({"results": [r.to_json() for r in refs]})
-    return _xml(results_document(refs))
+    return xml_response(results_document(refs))
 
 
 @router.get("/jobs/{job_id}/results/{result_id}", name="uws_result", summary="Download one result")
