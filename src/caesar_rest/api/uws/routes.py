@@ -7,6 +7,7 @@ text. Every change answers 303 See Other; bad input answers a JSON error.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 
 from fastapi import APIRouter, Request
@@ -363,6 +364,7 @@ def get_executionduration(job: UwsJob, request: Request) -> Response:
 
 
 def _set_time_limit(ctx: ServiceContext, owner: str, job: JobRecord, seconds: int) -> None:
+    job = find_uws_job(ctx, owner, job.id)  # read again: gone while the body arrived is 404
     seconds = min(seconds, ctx.users.limits(owner).time_limit)
     if not ctx.jobs.set_time_limit(job, seconds):
         raise Forbidden(f"The execution duration of job {job.id} can be changed only while PENDING")
@@ -393,16 +395,23 @@ def get_destruction(job: UwsJob, request: Request) -> Response:
     return value_response(request, "destruction", uws_time(job.destruction_at))
 
 
+def _set_destruction(ctx: ServiceContext, owner: str, job: JobRecord, when: datetime) -> None:
+    job = find_uws_job(ctx, owner, job.id)  # read again: gone while the body arrived is 404
+    ctx.jobs.set_destruction(job, when)
+
+
 @router.post(
     "/jobs/{job_id}/destruction",
     name="uws_set_destruction",
     summary="DESTRUCTION=ISO-8601 (clamped)",
 )
-async def post_destruction(job: UwsJob, request: Request, ctx: Ctx) -> RedirectResponse:
+async def post_destruction(
+    job: UwsJob, request: Request, ctx: Ctx, owner: Owner
+) -> RedirectResponse:
     """Move the destruction time (not before now, not beyond ``max_destruction_days``)."""
     value = await _param(request, ctx, "destruction", "Missing DESTRUCTION (an ISO-8601 instant)")
     when = parse_destruction(value, ctx.settings.max_destruction_days)
-    await run_in_threadpool(ctx.jobs.set_destruction, job, when)
+    await run_in_threadpool(_set_destruction, ctx, owner, job, when)
     return _see_other(str(request.url_for("uws_job", job_id=job.id)))
 
 
