@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -458,12 +457,14 @@ class JobService:
     def error_text(self, job: JobRecord, tail: int) -> str:
         """``<phase>: <message>`` and the last ``tail`` bytes of the job's log, if it has one."""
         text = f"{job.phase}: {job.message}\n"
-        with contextlib.suppress(OSError), open(self.job_dir(job) / LOG_FILE, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - tail))
-            log_tail = fh.read().decode("utf-8", "replace")
-            text += f"\n--- end of job.log ---\n{log_tail}"
-        return text
+        try:
+            with open(self.job_dir(job) / LOG_FILE, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - tail))
+                log_tail = fh.read().decode("utf-8", "replace")
+        except OSError:  # no log (yet, or any more)
+            return text
+        return f"{text}\n--- end of job.log ---\n{log_tail}"
 
 
 def read_exit_file(job_dir: Path) -> dict[str, Any] | None:
