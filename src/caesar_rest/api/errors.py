@@ -1,4 +1,8 @@
-"""JSON errors for every failure: never a traceback or an HTML page."""
+"""JSON errors for every failure: never a traceback or an HTML page.
+
+Services and routes raise :class:`caesar_rest.errors.ServiceError` (or a subclass): it carries
+its status, and the one handler here answers it.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from caesar_rest.errors import ServiceError
 from caesar_rest.logconfig import get_logger
 
 log = get_logger(__name__)
-
-
-class ApiError(Exception):
-    """An error answered as ``{"status": message, ...extra}`` with ``code``."""
-
-    def __init__(
-        self, code: int, message: str, headers: dict[str, str] | None = None, **extra: Any
-    ):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.headers = headers
-        self.extra = extra
 
 
 def error_body(message: str, **extra: Any) -> dict[str, Any]:
@@ -32,14 +24,20 @@ def error_body(message: str, **extra: Any) -> dict[str, Any]:
     return {"status": message, **extra}
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the JSON error handlers."""
+def answer(exc: ServiceError) -> JSONResponse:
+    """The JSON answer to a service error: its status, its body and its headers."""
+    return JSONResponse(
+        error_body(exc.message, **exc.body), status_code=exc.status, headers=exc.headers
+    )
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.message, **exc.extra), status_code=exc.code, headers=exc.headers
-        )
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the JSON error handlers: one for every :class:`ServiceError`, the others for
+    FastAPI's own errors and for anything unexpected."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return answer(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

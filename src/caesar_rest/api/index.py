@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from html import escape
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from sqlalchemy import text
 
 from caesar_rest import __version__
 from caesar_rest.api.context import ServiceContext
-from caesar_rest.api.deps import current_user, get_ctx
+from caesar_rest.api.deps import Ctx, Owner
 from caesar_rest.api.metrics import render
+from caesar_rest.jobs import queries
 
 router = APIRouter()
 
@@ -34,7 +34,7 @@ form{{margin:1em 0;padding:1em;border:1px solid #ccc}}</style></head>
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def index(ctx: ServiceContext = Depends(get_ctx), user: str = Depends(current_user)) -> str:
+def index(ctx: Ctx, user: Owner) -> str:
     """A small page with an upload and a download form."""
     return _PAGE.format(
         version=__version__, user=escape(user), apps=escape(", ".join(ctx.apps.names()))
@@ -42,7 +42,7 @@ def index(ctx: ServiceContext = Depends(get_ctx), user: str = Depends(current_us
 
 
 @router.get("/login", summary="Compatibility: who am I")
-def login(user: str = Depends(current_user)) -> JSONResponse:
+def login(user: Owner) -> JSONResponse:
     """With authentication off, reports the local user."""
     return JSONResponse({"status": "authentication is off", "user": user})
 
@@ -60,12 +60,11 @@ def healthz() -> JSONResponse:
 
 
 @router.get("/readyz", summary="Readiness: database, storage and broker reachable")
-def readyz(ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
+def readyz(ctx: Ctx) -> JSONResponse:
     """Checks the database, the data and job folders and, when configured, the broker."""
     checks: dict[str, str] = {}
     try:
-        with ctx.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        queries.ping(ctx.engine)
         checks["database"] = "ok"
     except Exception as exc:  # report, do not raise
         checks["database"] = f"error: {type(exc).__name__}"
@@ -94,7 +93,7 @@ def _broker_check(ctx: ServiceContext) -> str:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(ctx: ServiceContext = Depends(get_ctx)) -> Response:
+def metrics(ctx: Ctx) -> Response:
     """Prometheus exposition (requests by route, jobs by state and app, durations)."""
     if not ctx.settings.metrics:
         return JSONResponse({"status": "metrics are off"}, status_code=404)

@@ -22,10 +22,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-from sqlalchemy import case, func, select
 
-from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.states import FINAL, legacy_state
+from caesar_rest.jobs import queries
 
 if TYPE_CHECKING:
     from caesar_rest.api.context import ServiceContext
@@ -87,43 +85,15 @@ class JobsCollector(Collector):
         hist = HistogramMetricFamily(
             "caesar_job_duration_seconds", "Elapsed time of finished jobs", labels=["app"]
         )
-        with self.ctx.sessions() as s:
-            counts: dict[tuple[str, str], int] = {}
-            for phase, reason, app, n in s.execute(
-                select(
-                    JobRecord.phase, JobRecord.reason, JobRecord.app, func.count(JobRecord.id)
-                ).group_by(JobRecord.phase, JobRecord.reason, JobRecord.app)
-            ).all():
-                key = (legacy_state(phase, reason), app)
-                counts[key] = counts.get(key, 0) + int(n)
-            for (state, app), n in sorted(counts.items()):
-                by_state.add_metric([state, app], n)
-            for backend, n in s.execute(
-                select(JobRecord.backend, func.count(JobRecord.id))
-                .where(JobRecord.phase == "QUEUED")
-                .group_by(JobRecord.backend)
-            ).all():
-                queue.add_metric([backend], int(n))
-            cols = [func.sum(case((JobRecord.elapsed <= b, 1), else_=0)) for b in DURATION_BUCKETS]
-            rows = s.execute(
-                select(
-                    JobRecord.app,
-                    func.count(JobRecord.id),
-                    func.coalesce(func.sum(JobRecord.elapsed), 0.0),
-                    *cols,
-                )
-                .where(
-                    JobRecord.phase.in_([p.value for p in FINAL]), JobRecord.elapsed.is_not(None)
-                )
-                .group_by(JobRecord.app)
-            ).all()
-            for app, total, ssum, *cum in rows:
-                buckets = [
-                    (floatToGoString(b), int(c or 0))
-                    for b, c in zip(DURATION_BUCKETS, cum, strict=True)
-                ]
-                buckets.append(("+Inf", int(total)))
-                hist.add_metric([app], buckets, float(ssum))
+        figures = queries.job_figures(self.ctx.sessions, DURATION_BUCKETS)
+        for (state, app), n in sorted(figures.by_state.items()):
+            by_state.add_metric([state, app], n)
+        for backend, n in figures.queued.items():
+            queue.add_metric([backend], n)
+        for app, (total, ssum, cum) in figures.durations.items():
+            buckets = [(floatToGoString(b), c) for b, c in zip(DURATION_BUCKETS, cum, strict=True)]
+            buckets.append(("+Inf", total))
+            hist.add_metric([app], buckets, ssum)
         yield by_state
         yield queue
         yield hist

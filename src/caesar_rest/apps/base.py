@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from caesar_rest.errors import Invalid
+
 OptionType = Literal["none", "int", "float", "str"]
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -143,7 +145,7 @@ class Option:
         return num
 
 
-class OptionError(ValueError):
+class OptionError(Invalid):
     """Validation failed; ``problems`` lists one message per bad option."""
 
     def __init__(self, problems: list[str]):

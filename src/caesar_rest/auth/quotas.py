@@ -10,26 +10,27 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.engine import write_first
 from caesar_rest.db.models import FileRecord, JobRecord
+from caesar_rest.errors import QuotaExceeded
 from caesar_rest.jobs.states import FINAL
 from caesar_rest.timeutil import utcnow
 
-
-class QuotaExceeded(Exception):
-    """A limit would be exceeded; ``body`` says which and the current use."""
-
-    def __init__(self, code: int, message: str, **body: Any):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.body = body
+__all__ = [
+    "QuotaExceeded",
+    "Usage",
+    "check_bytes",
+    "check_jobs",
+    "lock_user",
+    "usage",
+    "usage_warnings",
+    "warnings",
+]
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,12 @@ def warnings(use: Usage, limits: Limits, fraction: float) -> list[str]:
     if limits.active_jobs > 0 and use.active_jobs >= fraction * limits.active_jobs:
         out.append(f"{use.active_jobs} of {limits.active_jobs} unfinished jobs allowed")
     return out
+
+
+def usage_warnings(
+    sessions: sessionmaker[Session], owner: str, limits: Limits, fraction: float
+) -> list[str]:
+    """:func:`warnings` for what ``owner`` holds now."""
+    with sessions() as s:
+        use = usage(s, owner)
+    return warnings(use, limits, fraction)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from caesar_rest.auth.quotas import check_jobs, lock_user
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.engine import write_first
 from caesar_rest.db.models import FileRecord, JobEvent, JobRecord, JobResult
+from caesar_rest.errors import Invalid, NotFound
 from caesar_rest.jobs.folder import LOG_FILE, SPEC_FILE, JobSpec, Outcome, write_spec
 from caesar_rest.jobs.states import FINAL, Phase, Reason, TransitionError, check_transition
 from caesar_rest.logconfig import get_logger
@@ -31,15 +33,15 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-class JobNotFound(LookupError):
+class JobNotFound(NotFound):
     """No such job for this owner."""
 
 
-class InputFileNotFound(LookupError):
+class InputFileNotFound(Invalid):
     """The input file id is unknown for this owner."""
 
 
-class SubmitError(ValueError):
+class SubmitError(Invalid):
     """The job request is not acceptable (answered with 400)."""
 
 
@@ -400,6 +402,57 @@ class JobService:
         """Where the job's tar.gz archive is cached (beside its folder)."""
         jdir = self.job_dir(job)
         return jdir.parent / f"{jdir.name}.tar.gz"
+
+    # --- reads and changes the APIs make (routes make no query of their own) -------------
+    def results(self, job: JobRecord) -> list[JobResult]:
+        """The job's registered results, by name."""
+        with self.sessions() as s:
+            stmt = select(JobResult).where(JobResult.job_id == job.id).order_by(JobResult.name)
+            return list(s.scalars(stmt).all())
+
+    def result(self, job: JobRecord, names: Sequence[str]) -> JobResult | None:
+        """The first of ``names`` that the job has as a result, or None."""
+        rows = {r.name: r for r in self.results(job)}
+        return next((rows[n] for n in names if n in rows), None)
+
+    def result_path(self, job: JobRecord, row: JobResult) -> Path:
+        """Where a result's file is (inside the job folder)."""
+        return safe_join(self.job_dir(job), row.filename)
+
+    def set_time_limit(self, job: JobRecord, seconds: int) -> bool:
+        """Change the time limit of a PENDING job; False if it is no longer PENDING.
+
+        The record alone is changed: backends read the limit from it when they start the job
+        (``job.json``'s copy is what the job was created with, and nothing reads it).
+        """
+        with self.sessions.begin() as s:
+            result = s.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job.id, JobRecord.phase == Phase.PENDING.value)
+                .values(time_limit=seconds, updated_at=utcnow())
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def set_destruction(self, job: JobRecord, when: datetime) -> None:
+        """Move the instant the janitor removes the job."""
+        with self.sessions.begin() as s:
+            s.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job.id)
+                .values(destruction_at=when, updated_at=utcnow())
+            )
+
+    def error_text(self, job: JobRecord, tail: int) -> str:
+        """``<phase>: <message>`` and the last ``tail`` bytes of the job's log, if it has one."""
+        text = f"{job.phase}: {job.message}\n"
+        try:
+            with open(self.job_dir(job) / LOG_FILE, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - tail))
+                log_tail = fh.read().decode("utf-8", "replace")
+        except OSError:  # no log (yet, or any more)
+            return text
+        return f"{text}\n--- end of job.log ---\n{log_tail}"
 
 
 # LOG_FILE, SPEC_FILE and Outcome live in jobs/folder.py; the routes still import them here.

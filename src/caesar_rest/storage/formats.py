@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caesar_rest.errors import Unsupported
+
 FITS_EXTENSIONS = (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts")
 IMAGE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif"}
 
@@ -19,7 +21,7 @@ _MAGIC = {
 }
 
 
-class FormatError(ValueError):
+class FormatError(Unsupported):
     """The file is not an image the service accepts."""
 
 

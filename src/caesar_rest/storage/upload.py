@@ -30,9 +30,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+from caesar_rest.errors import Invalid, TooLarge
 from caesar_rest.storage.paths import INCOMING, new_id
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -61,11 +66,11 @@ def _writeback_starter() -> Callable[[int, int, int], object] | None:
 _START_WRITEBACK = _writeback_starter()
 
 
-class UploadError(Exception):
+class UploadError(Invalid):
     """A malformed upload request (answered with 400)."""
 
 
-class UploadTooLarge(Exception):
+class UploadTooLarge(TooLarge):
     """The upload is over the size limit (answered with 413)."""
 
 
@@ -202,6 +207,100 @@ def _boundary(content_type: str | None) -> bytes:
     return boundary
 
 
+class _Receiver:
+    """The multipart parser's callbacks: form fields kept, the ``file`` part buffered.
+
+    The buffered views of the file part are handed to a :class:`_HashingWriter` by
+    :func:`receive_upload`, in a worker thread, a buffer at a time.
+    """
+
+    def __init__(self, temp: Path, limit: int, durable: bool) -> None:
+        self.temp = temp
+        self.limit = limit
+        self.durable = durable
+        self.headers: dict[bytes, bytes] = {}
+        self.hname = bytearray()
+        self.fields: dict[str, str] = {}
+        # Views of the received chunks (they are immutable bytes): handed to the writer
+        # thread without copying.
+        self.buf: list[memoryview] = []
+        self.buffered = 0
+        self.filename = ""
+        self.writer: _HashingWriter | None = None
+        self.target = ""  # "file", a field name, or "" (ignored part)
+        self.field_buf = bytearray()
+        self.too_large = False
+
+    def callbacks(self) -> MultipartCallbacks:
+        """The callbacks, by the names :class:`MultipartParser` calls them."""
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def take(self) -> list[memoryview]:
+        """The buffered views of the file part (the buffer is emptied)."""
+        data = self.buf
+        self.buf = []
+        self.buffered = 0
+        return data
+
+    def on_part_begin(self) -> None:
+        self.headers.clear()
+        self.target = ""
+        self.field_buf.clear()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.hname.extend(data[start:end])
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        key = bytes(self.hname).lower()
+        self.headers[key] = self.headers.get(key, b"") + data[start:end]
+
+    def on_header_end(self) -> None:
+        self.hname.clear()
+
+    def on_headers_finished(self) -> None:
+        _disp, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        fname = params.get(b"filename")
+        if name == "file" and fname is not None:
+            if self.writer is not None:
+                raise UploadError("more than one 'file' part")
+            self.filename = fname.decode("utf-8", "replace")
+            self.writer = _HashingWriter(self.temp, self.durable)
+            self.target = "file"
+        elif name and fname is None:
+            self.target = name
+        else:
+            self.target = ""
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.target == "file":
+            # The parser may hand us its own (reused) look-behind buffer: copy that one.
+            self.buf.append(
+                memoryview(data)[start:end]
+                if type(data) is bytes
+                else memoryview(bytes(data[start:end]))
+            )
+            self.buffered += end - start
+            if self.writer is not None and self.writer.size + self.buffered > self.limit:
+                self.too_large = True
+        elif self.target:
+            if len(self.field_buf) + (end - start) > MAX_FIELD_BYTES:
+                raise UploadError(f"form field '{self.target}' is too long")
+            self.field_buf.extend(data[start:end])
+
+    def on_part_end(self) -> None:
+        if self.target and self.target != "file":
+            self.fields[self.target] = self.field_buf.decode("utf-8", "replace")
+
+
 async def receive_upload(
     chunks: AsyncIterator[bytes],
     content_type: str | None,
@@ -223,118 +322,44 @@ async def receive_upload(
     """
     boundary = _boundary(content_type)
     temp = incoming_dir(datadir) / f"{_host_tag()}-{os.getpid()}-{new_id()}.part"
-    headers: dict[bytes, bytes] = {}
-    hname = bytearray()
-    fields: dict[str, str] = {}
-    # Views of the received chunks (they are immutable bytes): handed to the writer thread
-    # without copying.
-    buf: list[memoryview] = []
-    buffered = [0]
-    filename: list[str] = []
-    writer: _HashingWriter | None = None
-    target: list[str] = [""]  # "file", a field name, or "" (ignored part)
-    field_buf = bytearray()
-    too_large = False
-
-    def on_part_begin() -> None:
-        headers.clear()
-        target[0] = ""
-        field_buf.clear()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        hname.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        key = bytes(hname).lower()
-        headers[key] = headers.get(key, b"") + data[start:end]
-
-    def on_header_end() -> None:
-        hname.clear()
-
-    def on_headers_finished() -> None:
-        nonlocal writer
-        _disp, params = parse_options_header(headers.get(b"content-disposition", b""))
-        name = params.get(b"name", b"").decode("utf-8", "replace")
-        fname = params.get(b"filename")
-        if name == "file" and fname is not None:
-            if writer is not None:
-                raise UploadError("more than one 'file' part")
-            filename.append(fname.decode("utf-8", "replace"))
-            writer = _HashingWriter(temp, durable)
-            target[0] = "file"
-        elif name and fname is None:
-            target[0] = name
-        else:
-            target[0] = ""
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        nonlocal too_large
-        if target[0] == "file":
-            # The parser may hand us its own (reused) look-behind buffer: copy that one.
-            buf.append(
-                memoryview(data)[start:end]
-                if type(data) is bytes
-                else memoryview(bytes(data[start:end]))
-            )
-            buffered[0] += end - start
-            if writer is not None and writer.size + buffered[0] > limit:
-                too_large = True
-        elif target[0]:
-            if len(field_buf) + (end - start) > MAX_FIELD_BYTES:
-                raise UploadError(f"form field '{target[0]}' is too long")
-            field_buf.extend(data[start:end])
-
-    def on_part_end() -> None:
-        if target[0] and target[0] != "file":
-            fields[target[0]] = field_buf.decode("utf-8", "replace")
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+    rx = _Receiver(temp, limit, durable)
+    parser = MultipartParser(boundary, rx.callbacks())
     loop = asyncio.get_running_loop()
     pending: asyncio.Future[None] | None = None
     try:
         async for chunk in chunks:
             parser.write(chunk)
-            if too_large:
+            if rx.too_large:
                 raise UploadTooLarge(f"the file is larger than the limit of {limit} bytes")
-            if writer is not None and buffered[0] >= buffer_size:
+            if rx.writer is not None and rx.buffered >= buffer_size:
                 if pending is not None:
                     await pending
-                data = list(buf)
-                buf.clear()
-                buffered[0] = 0
-                pending = loop.run_in_executor(None, writer.write, data)
+                pending = loop.run_in_executor(None, rx.writer.write, rx.take())
         parser.finalize()
         if pending is not None:
             await pending
             pending = None
-        if writer is None:
-            raise UploadError("no file part named 'file' in the form")
-        if buf:
-            await loop.run_in_executor(None, writer.write, list(buf))
-            buf.clear()
-            buffered[0] = 0
-        if writer.size == 0:
-            raise UploadError("the uploaded file is empty")
-        await loop.run_in_executor(None, writer.flush_to_disk)
-        writer.close()
-        return ReceivedUpload(temp, writer.size, writer.hash.hexdigest(), filename[0], fields)
+        return await _finish(rx, loop)
     except BaseException:
         if pending is not None:
             with contextlib.suppress(BaseException):
                 await pending
-        if writer is not None:
-            writer.close()
+        if rx.writer is not None:
+            rx.writer.close()
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         raise
+
+
+async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpload:
+    """Write what is left of the file part, flush it and describe it."""
+    writer = rx.writer
+    if writer is None:
+        raise UploadError("no file part named 'file' in the form")
+    if rx.buf:
+        await loop.run_in_executor(None, writer.write, rx.take())
+    if writer.size == 0:
+        raise UploadError("the uploaded file is empty")
+    await loop.run_in_executor(None, writer.flush_to_disk)
+    writer.close()
+    return ReceivedUpload(rx.temp, writer.size, writer.hash.hexdigest(), rx.filename, rx.fields)

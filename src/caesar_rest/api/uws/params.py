@@ -1,13 +1,21 @@
-"""UWS request parameters: case-insensitive names, job-control values and app options."""
+"""UWS request parameters: reading them, case-insensitive names, job-control values and app
+options."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
-from caesar_rest.api.errors import ApiError
+from fastapi import Request
+from starlette.requests import ClientDisconnect
+
+from caesar_rest.api.uws.documents import parse_uws_time
 from caesar_rest.apps.base import App
+from caesar_rest.errors import Invalid, TooLarge, Unsupported
 from caesar_rest.jobs.states import Phase
+from caesar_rest.timeutil import utcnow
 
 #: Job-control and input parameters of job creation (lower case); the rest are app options.
 CONTROL = frozenset(
@@ -40,7 +48,7 @@ class Params:
         if not values:
             return None
         if len(set(values)) > 1:
-            raise ApiError(400, f"parameter {name.upper()} is given more than once")
+            raise Invalid(f"parameter {name.upper()} is given more than once")
         return values[0]
 
     def options(self) -> list[tuple[str, str]]:
@@ -53,7 +61,7 @@ def parse_phase(value: str, allowed: Iterable[str]) -> str:
     word = value.strip().upper()
     allowed = tuple(allowed)
     if word not in allowed:
-        raise ApiError(400, f"PHASE must be one of {', '.join(allowed)}; got {value!r}")
+        raise Invalid(f"PHASE must be one of {', '.join(allowed)}; got {value!r}")
     return word
 
 
@@ -67,16 +75,16 @@ def parse_int(name: str, value: str, minimum: int | None = None) -> int:
     try:
         number = int(value.strip())
     except ValueError:
-        raise ApiError(400, f"{name} must be an integer; got {value!r}") from None
+        raise Invalid(f"{name} must be an integer; got {value!r}") from None
     if minimum is not None and number < minimum:
-        raise ApiError(400, f"{name} must be at least {minimum}; got {number}")
+        raise Invalid(f"{name} must be at least {minimum}; got {number}")
     return number
 
 
 def parse_run_id(value: str) -> str:
     """A client run id (free text, bounded)."""
     if len(value) > MAX_RUN_ID or "\x00" in value:
-        raise ApiError(400, f"RUNID is limited to {MAX_RUN_ID} characters")
+        raise Invalid(f"RUNID is limited to {MAX_RUN_ID} characters")
     return value
 
 
@@ -93,7 +101,7 @@ def app_options(app: App, pairs: list[tuple[str, str]]) -> dict[str, Any]:
         opt = by_lower.get(sent.lower())
         name = opt.name if opt is not None else sent
         if name in out:
-            raise ApiError(400, f"option {name!r} is given more than once")
+            raise Invalid(f"option {name!r} is given more than once")
         if opt is not None and opt.is_flag:
             low = value.strip().lower()
             if low in _TRUE:
@@ -101,7 +109,63 @@ def app_options(app: App, pairs: list[tuple[str, str]]) -> dict[str, Any]:
             elif low in _FALSE:
                 out[name] = False
             else:
-                raise ApiError(400, f"option {name!r} is a flag: give true or false, not {value!r}")
+                raise Invalid(f"option {name!r} is a flag: give true or false, not {value!r}")
         else:
             out[name] = value
     return out
+
+
+def parse_duration(value: str, cap: int) -> int:
+    """EXECUTIONDURATION in seconds: 0 (unlimited) and values over ``cap`` give ``cap``."""
+    seconds = parse_int("EXECUTIONDURATION", value, minimum=0)
+    return cap if seconds == 0 else min(seconds, cap)
+
+
+def parse_destruction(value: str, max_days: float) -> datetime:
+    """DESTRUCTION clamped between now and ``max_days`` from now (400 when malformed)."""
+    try:
+        wanted = parse_uws_time(value)
+    except ValueError:
+        raise Invalid(f"DESTRUCTION must be an ISO-8601 instant; got {value!r}") from None
+    now = utcnow()
+    return min(max(wanted, now), now + timedelta(days=max_days))
+
+
+async def _body_params(request: Request, limit: int) -> list[tuple[str, str]]:
+    """Parameters of a small form body (URL-encoded, or multipart without files)."""
+    mtype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if mtype in ("", "application/x-www-form-urlencoded"):
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise TooLarge(f"Request body too large (limit {limit} bytes)")
+        except ClientDisconnect:
+            raise Invalid("Client disconnected during the request") from None
+        if not body:
+            return []
+        try:
+            return parse_qsl(
+                bytes(body).decode("utf-8"), keep_blank_values=True, max_num_fields=1000
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise Invalid("The form body is not valid UTF-8 form data") from None
+    if mtype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=0, max_fields=1000)
+        except Exception as exc:  # starlette's MultiPartException and parser errors
+            raise Invalid(f"Malformed or unexpected multipart form: {exc}") from None
+        return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    raise Unsupported("Send parameters as application/x-www-form-urlencoded or multipart/form-data")
+
+
+async def read_params(request: Request, limit: int) -> Params:
+    """The parameters of the query string and of a small form body of at most ``limit`` bytes.
+
+    Raises
+    ------
+    TooLarge, Invalid, Unsupported
+        A body over the limit, malformed, or of another content type.
+    """
+    return Params([*request.query_params.multi_items(), *await _body_params(request, limit)])

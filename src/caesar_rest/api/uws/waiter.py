@@ -22,9 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
-from caesar_rest.db.models import JobRecord
+from caesar_rest.jobs import queries
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase
 from caesar_rest.logconfig import get_logger
@@ -114,11 +112,7 @@ class PhaseWatcher:
                     return
                 ids = list(self._waiters)
             try:
-                with self.jobs.sessions() as s:
-                    rows = s.execute(
-                        select(JobRecord.id, JobRecord.phase).where(JobRecord.id.in_(ids))
-                    ).all()
-                phases = {r.id: r.phase for r in rows}
+                phases = queries.phases(self.jobs.sessions, ids)
                 with self._lock:
                     stale = [
                         w

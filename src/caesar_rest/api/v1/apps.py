@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from caesar_rest.api.context import ServiceContext
-from caesar_rest.api.deps import get_ctx
-from caesar_rest.api.errors import ApiError
+from caesar_rest.api.deps import Ctx
+from caesar_rest.errors import Invalid
 
 router = APIRouter(tags=["apps"])
 
 
 @router.get("/apps", summary="List the apps")
-def list_apps(ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
+def list_apps(ctx: Ctx) -> JSONResponse:
     """App names (``apps``) and, per app, availability and description (``details``)."""
     details = []
     for app in ctx.apps:
@@ -25,9 +24,9 @@ def list_apps(ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
 
 
 @router.get("/app/{app_name}/describe", summary="Option schema of an app")
-def describe(app_name: str, ctx: ServiceContext = Depends(get_ctx)) -> JSONResponse:
+def describe(app_name: str, ctx: Ctx) -> JSONResponse:
     """Options keyed by name, in the predecessor's shape."""
     app = ctx.apps.get(app_name)
     if app is None:
-        raise ApiError(400, f"Unknown app {app_name}!")
+        raise Invalid(f"Unknown app {app_name}!")
     return JSONResponse(app.describe())

@@ -14,21 +14,19 @@ import json
 import math
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
-from sqlalchemy import select
 
 from caesar_rest.api.context import ServiceContext
-from caesar_rest.api.deps import current_user, get_ctx
-from caesar_rest.api.errors import ApiError
+from caesar_rest.api.deps import Ctx, FinishedJob, Owner, finished, owned_job
 from caesar_rest.api.schemas import PendingReply, errors
-from caesar_rest.db.models import JobRecord, JobResult
+from caesar_rest.db.models import JobRecord
+from caesar_rest.errors import Invalid, NotFound, ServiceError
 from caesar_rest.jobs.archive import ensure_archive
-from caesar_rest.jobs.service import JobNotFound
-from caesar_rest.jobs.states import LEGACY_UNFINISHED, legacy_state
+from caesar_rest.jobs.states import legacy_state
 from caesar_rest.logconfig import get_logger
-from caesar_rest.storage.paths import is_job_id, safe_join
+from caesar_rest.storage.paths import safe_join
 
 router = APIRouter(tags=["results"])
 log = get_logger(__name__)
@@ -37,40 +35,6 @@ ARCHIVE = "archive"
 ARCHIVE_MIME = "application/gzip"
 #: Shown in the browser rather than downloaded.
 _INLINE_PREFIXES = ("image/", "text/", "application/json")
-
-
-def _check_job_id(job_id: str) -> None:
-    if not is_job_id(job_id):
-        raise ApiError(400, f"Invalid job id {job_id!r}")
-
-
-def _owned_job(ctx: ServiceContext, owner: str, job_id: str) -> JobRecord:
-    _check_job_id(job_id)
-    try:
-        return ctx.jobs.get(owner, job_id)
-    except JobNotFound:
-        raise ApiError(404, f"Job {job_id} not found for user {owner}!", job_id=job_id) from None
-
-
-def _pending(job: JobRecord) -> JSONResponse | None:
-    """The predecessor's 202 answer while a job has not finished, else None."""
-    state = legacy_state(job.phase, job.reason)
-    if state not in LEGACY_UNFINISHED:
-        return None
-    return JSONResponse(
-        {
-            "job_id": job.id,
-            "status": f"Job {job.id} not yet completed (state={state}), output not available",
-            "state": state,
-        },
-        status_code=202,
-    )
-
-
-def _rows(ctx: ServiceContext, job_id: str) -> list[JobResult]:
-    with ctx.sessions() as s:
-        stmt = select(JobResult).where(JobResult.job_id == job_id).order_by(JobResult.name)
-        return list(s.scalars(stmt).all())
 
 
 def _archive_size(ctx: ServiceContext, job: JobRecord) -> int | None:
@@ -84,22 +48,13 @@ def _archive_size(ctx: ServiceContext, job: JobRecord) -> int | None:
     summary="List a job's results",
     responses={202: {"model": PendingReply}, **errors(400, 404)},
 )
-def list_results(
-    job_id: str,
-    request: Request,
-    ctx: ServiceContext = Depends(get_ctx),
-    owner: str = Depends(current_user),
-) -> JSONResponse:
+def list_results(job: FinishedJob, request: Request, ctx: Ctx) -> JSONResponse:
     """Named results with file name, MIME type, size and URL, plus the on-demand ``archive``.
 
     ``archive`` has ``size: null`` until it is first downloaded (it is built then).
     """
-    job = _owned_job(ctx, owner, job_id)
-    pending = _pending(job)
-    if pending is not None:
-        return pending
     items: list[dict[str, Any]] = []
-    for row in _rows(ctx, job.id):
+    for row in ctx.jobs.results(job):
         items.append(
             {
                 "id": row.name,
@@ -143,7 +98,7 @@ def check_range(header: str | None, size: int) -> None:
 
     Raises
     ------
-    ApiError
+    ServiceError
         416 (with ``Content-Range: bytes */size``) when no range can be satisfied, 400 when the
         header is malformed.
     """
@@ -160,13 +115,13 @@ def check_range(header: str | None, size: int) -> None:
     try:
         parse(header, size)
     except unsatisfiable:
-        raise ApiError(
+        raise ServiceError(
             416,
             f"Requested range not satisfiable: {header!r} (file size {size} bytes)",
             headers={"Content-Range": f"bytes */{size}"},
         ) from None
     except malformed as exc:
-        raise ApiError(400, f"Malformed Range header {header!r}: {exc}") from None
+        raise Invalid(f"Malformed Range header {header!r}: {exc}") from None
 
 
 @router.get(
@@ -177,37 +132,27 @@ def check_range(header: str | None, size: int) -> None:
     responses={202: {"model": PendingReply}, **errors(400, 404, 416)},
 )
 async def get_result(
-    job_id: str,
-    name: str,
-    request: Request,
-    ctx: ServiceContext = Depends(get_ctx),
-    owner: str = Depends(current_user),
+    job: FinishedJob, name: str, request: Request, ctx: Ctx, owner: Owner
 ) -> Response:
     """The file of result ``name`` (``archive``: the job folder as tar.gz, built on demand).
 
     Send ``Range: bytes=START-END`` to get part of a file (``206 Partial Content``).
     """
-    job = await run_in_threadpool(_owned_job, ctx, owner, job_id)
-    pending = _pending(job)
-    if pending is not None:
-        return pending
     if name == ARCHIVE:
         path = await run_in_threadpool(ensure_archive, ctx.jobs, job)
         mime, filename = ARCHIVE_MIME, f"job_{job.id}.tar.gz"
     else:
-        rows = {r.name: r for r in await run_in_threadpool(_rows, ctx, job.id)}
+        rows = {r.name: r for r in await run_in_threadpool(ctx.jobs.results, job)}
         row = rows.get(name)
         if row is None:
             known = ", ".join([*sorted(rows), ARCHIVE])
-            raise ApiError(
-                404, f"Job {job.id} has no result {name!r}; results: {known}", job_id=job.id
-            )
-        path = safe_join(ctx.jobs.job_dir(job), row.filename)
+            raise NotFound(f"Job {job.id} has no result {name!r}; results: {known}", job_id=job.id)
+        path = ctx.jobs.result_path(job, row)
         mime, filename = row.mime, row.filename
     try:
         stat = path.stat()
     except OSError:
-        raise ApiError(404, f"Result {name!r} of job {job.id} is missing on disk") from None
+        raise NotFound(f"Result {name!r} of job {job.id} is missing on disk") from None
     check_range(request.headers.get("range"), stat.st_size)
     inline = mime.startswith(_INLINE_PREFIXES)
     log.info("job_result", action="jobresult", user=owner, job_id=job.id, result=name)
@@ -245,14 +190,13 @@ def _read_beam(ctx: ServiceContext, job: JobRecord) -> float | None:
 
 def _catalogue_path(ctx: ServiceContext, job: JobRecord, which: str) -> Any:
     name = "catalog-csv" if which == "catalog" else "components-csv"
-    row = {r.name: r for r in _rows(ctx, job.id)}.get(name)
+    row = ctx.jobs.result(job, (name,))
     if row is None:
-        raise ApiError(
-            404,
+        raise NotFound(
             f"Job {job.id} ({job.app}) has no {which} catalogue to compare",
             job_id=job.id,
         )
-    return safe_join(ctx.jobs.job_dir(job), row.filename)
+    return ctx.jobs.result_path(job, row)
 
 
 def _compare(
@@ -271,7 +215,7 @@ def _compare(
     try:
         result = compare_catalogues(a, b, radius, _read_beam(ctx, job_a), labels=labels)
     except ValueError as exc:
-        raise ApiError(400, f"Cannot compare: {exc}") from None
+        raise Invalid(f"Cannot compare: {exc}") from None
     if as_png:
         return comparison_png(a, b, result)
     return result.to_dict(a, b)
@@ -284,6 +228,8 @@ def _compare(
 )
 async def compare_jobs(
     request: Request,
+    ctx: Ctx,
+    owner: Owner,
     job_a: str = Query(..., description="First job (A)"),
     job_b: str = Query(..., description="Second job (B)"),
     radius: float | None = Query(
@@ -293,8 +239,6 @@ async def compare_jobs(
         "catalog", pattern="^(catalog|components)$", description="'catalog' or 'components'"
     ),
     format: str = Query("json", pattern="^(json|png)$", description="'json' report or 'png' plot"),
-    ctx: ServiceContext = Depends(get_ctx),
-    owner: str = Depends(current_user),
 ) -> Response:
     """Cross-match B against A: matches, unmatched on each side, flux ratio B/A, offsets.
 
@@ -303,20 +247,16 @@ async def compare_jobs(
     """
     jobs = []
     for job_id in (job_a, job_b):
-        job = await run_in_threadpool(_owned_job, ctx, owner, job_id)
-        pending = _pending(job)
-        if pending is not None:
-            return pending
+        job = finished(await run_in_threadpool(owned_job, job_id, ctx, owner))
         state = legacy_state(job.phase, job.reason)
         if state != "SUCCESS":
-            raise ApiError(
-                400, f"Job {job.id} ended with state {state}; it has no catalogue", job_id=job.id
+            raise Invalid(
+                f"Job {job.id} ended with state {state}; it has no catalogue", job_id=job.id
             )
         jobs.append(job)
     ja, jb = jobs
     if ja.input_file_id != jb.input_file_id:
-        raise ApiError(
-            400,
+        raise Invalid(
             f"Jobs {ja.id} and {jb.id} ran on different input files "
             f"({ja.input_file_id} and {jb.input_file_id}); compare jobs of the same image",
         )
