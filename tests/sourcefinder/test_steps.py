@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sf_synth import BEAM_SIGMA, RMS, gaussian, noise, point_sources
 
-from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, nesting
+from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, lm, nesting
 from caesar_rest.sourcefinder import selection as sel
 from caesar_rest.sourcefinder.catalogue import deconvolve
 from caesar_rest.sourcefinder.tiling import merge_pieces
@@ -149,13 +149,13 @@ def test_jacobian_matches_finite_differences() -> None:
     x = rng.uniform(-5, 5, (3, 40))
     y = rng.uniform(-5, 5, (3, 40))
     p = np.array([[2.0, 0.3, -0.2, 1.5, 2.5, 0.4, 1.0, 2.0, 1.0, 1.2, 1.1, -0.3, 0.1]] * 3)
-    _, jac = fitting.gauss_model(x, y, p, 2)
+    _, jac = lm.gauss_model(x, y, p, 2)
     assert jac is not None
     for k in range(p.shape[1]):
         dp = np.zeros_like(p)
         dp[:, k] = 1e-6
-        mp, _ = fitting.gauss_model(x, y, p + dp, 2, jacobian=False)
-        mm, _ = fitting.gauss_model(x, y, p - dp, 2, jacobian=False)
+        mp, _ = lm.gauss_model(x, y, p + dp, 2, jacobian=False)
+        mm, _ = lm.gauss_model(x, y, p - dp, 2, jacobian=False)
         assert np.allclose(jac[:, :, k], (mp - mm) / 2e-6, atol=1e-6)
 
 
