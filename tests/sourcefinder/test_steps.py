@@ -138,7 +138,7 @@ def _fit_image(
     seeds = fitting.seed_components(isl, peaks, (BEAM_SIGMA, BEAM_SIGMA, 0.0), 5.0, max_comp)
     units = fitting.Units(isl, np.arange(isl.n), np.full(isl.n, -1), seeds)
     area = 2 * math.pi * BEAM_SIGMA**2
-    settings = fitting.FitSettings(
+    settings = fitting.FitConfig(
         beam_area_pix=area, beam_sigma=(BEAM_SIGMA, BEAM_SIGMA, 0.0), point_model_thr=point_thr
     )
     return isl, fitting.fit_units(units, settings)

@@ -143,10 +143,6 @@ class _Timer:
         self.t = now
 
 
-def _box_px(opts: FinderOptions, beam: BeamPix) -> float:
-    return opts.bkg_box * beam.width_px if opts.bkg_box_in_beams else opts.bkg_box
-
-
 def estimate_background(
     data: F32,
     beam: BeamPix,
@@ -179,11 +175,11 @@ def estimate_background(
     def est(img: F32, blank: B | None) -> background.Background:
         return background.estimate(
             img,
-            _box_px(opts, beam),
-            opts.bkg_grid,
-            opts.bkg_estimator,
-            opts.local_bkg,
-            opts.bkg_second_pass,
+            opts.background.box_px(beam.width_px),
+            opts.background.grid,
+            opts.background.estimator,
+            opts.background.local,
+            opts.background.second_pass,
             beam.width_px,
             origin,
             full_shape,
@@ -191,9 +187,11 @@ def estimate_background(
         )
 
     bk = est(data, blank)
-    if opts.bkg_skip_outliers:
+    if opts.background.skip_outliers:
         z = bk.significance(data)
-        lab, n = detection.find_islands(z, opts.seed_thr, opts.merge_thr, opts.min_npix)
+        lab, n = detection.find_islands(
+            z, opts.compact.seed_thr, opts.compact.merge_thr, opts.compact.min_npix
+        )
         del z
         if n:
             masked = data.copy()
@@ -287,7 +285,7 @@ def find_in_array(
     tm.lap("compact")
     n_compact = run.n
     ext_n = 0
-    if opts.search_extended:
+    if opts.extended.enabled:
         ext_n = _extended_search(run)
         _merge(run)
     else:
@@ -314,7 +312,7 @@ def _compact_search(run: _ArrayRun) -> None:
     opts, data = run.opts, run.data
     # The whole significance map only when it is kept or iterations recompute it; otherwise
     # it is produced by bands of rows (it would be the largest array of the run).
-    iterate = opts.search_compact and opts.n_iters > 1
+    iterate = opts.compact.enabled and opts.compact.n_iters > 1
     z = run.bk.significance(data) if "significance" in run.want_maps or iterate else None
     if z is not None and "significance" in run.want_maps:
         run.maps["significance"] = z
@@ -323,24 +321,24 @@ def _compact_search(run: _ArrayRun) -> None:
     def recompute(work: F32) -> F32:
         return estimate_background(work, run.beam, opts, run.origin, run.fshape).significance(work)
 
-    if opts.search_compact and z is None:
+    if opts.compact.enabled and z is None:
         run.labels, run.n = detection.find_islands_banded(
             run.bk.significance_bands(data),
             data.shape,
-            opts.seed_thr,
-            opts.merge_thr,
-            opts.min_npix,
+            opts.compact.seed_thr,
+            opts.compact.merge_thr,
+            opts.compact.min_npix,
         )
-    elif opts.search_compact:
+    elif opts.compact.enabled:
         assert z is not None
         run.labels, run.n = detection.iterative_search(
             data,
             z,
-            opts.seed_thr,
-            opts.merge_thr,
-            opts.min_npix,
-            opts.n_iters,
-            opts.seed_thr_step,
+            opts.compact.seed_thr,
+            opts.compact.merge_thr,
+            opts.compact.min_npix,
+            opts.compact.n_iters,
+            opts.compact.seed_thr_step,
             recompute,
         )
     else:
@@ -363,20 +361,22 @@ def _extended_search(run: _ArrayRun) -> int:
     assert labels is not None
     zmax = _label_zmax(bk, data, labels, run.n, run.z)
     run.z = None  # the maps dictionary keeps it when it is wanted
-    remove = zmax > opts.res_zthr
+    remove = zmax > opts.extended.res_zthr
     remove[0] = False
     # The residual image (compact islands removed by dilation), built in an order that
     # keeps the fewest image-sized arrays alive at once.
-    removed = extended.removal_mask(labels, remove, opts.dilate_size)
+    removed = extended.removal_mask(labels, remove, opts.extended.dilate_size)
     run.comp_mask = labels > 0
-    if opts.merge_sources:
+    if opts.extended.merge_sources:
         run.labels = labels = None  # the merge needs only the mask
 
-    small = _residual_means(data, bk, blank, removed, extended.reduction(opts.wt_scale_min))
+    small = _residual_means(
+        data, bk, blank, removed, extended.reduction(opts.extended.wt_scale_min)
+    )
     del removed
     found, sal = _extended_mask(run, small)
     del small
-    ext_lab, ext_n = detection.label_mask(found, opts.min_npix)
+    ext_lab, ext_n = detection.label_mask(found, opts.compact.min_npix)
     del found
     if sal is not None:
         run.maps["saliency"] = sal
@@ -402,12 +402,12 @@ def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
     """The extended method's mask (and search map when wanted) from the block means."""
     opts, shape = run.opts, run.data.shape
     want_sal = "saliency" in run.want_maps
-    if opts.ext_method == "SALIENCY-THRESH":
+    if opts.extended.method == "SALIENCY-THRESH":
         return saliency.saliency_mask_reduced(
             small,
             shape,
             run.blank,
-            extended.reduction(opts.wt_scale_min),
+            extended.reduction(opts.extended.wt_scale_min),
             opts.saliency,
             want_sal,
         )
@@ -415,10 +415,10 @@ def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
         small,
         shape,
         run.blank,
-        opts.wt_scale_min,
-        opts.wt_scale_max,
-        opts.seed_thr,
-        opts.merge_thr,
+        opts.extended.wt_scale_min,
+        opts.extended.wt_scale_max,
+        opts.compact.seed_thr,
+        opts.compact.merge_thr,
         want_sal,
     )
 
@@ -430,20 +430,20 @@ def _merge(run: _ArrayRun) -> None:
     comp_mask, ext_mask = run.comp_mask, run.ext_mask
     run.comp_mask = run.ext_mask = None
     assert comp_mask is not None and ext_mask is not None
-    if opts.merge_sources:
+    if opts.extended.merge_sources:
         # Spec 5.6: union of compact and extended, split again (in place: the masks
         # and the new labels are the largest arrays at this point).
         ext_only = ext_mask & ~comp_mask
         np.logical_or(comp_mask, ext_mask, out=comp_mask)
         del ext_mask
-        run.labels, run.n = detection.label_mask(comp_mask, opts.min_npix)
+        run.labels, run.n = detection.label_mask(comp_mask, opts.compact.min_npix)
         is_ext = np.zeros(run.n + 1, dtype=bool)
         np.logical_or.at(is_ext, run.labels[ext_only], True)
     else:
         labels = run.labels
         assert labels is not None
         ext_mask &= ~comp_mask
-        ext_labels, ne = detection.label_mask(ext_mask, opts.min_npix)
+        ext_labels, ne = detection.label_mask(ext_mask, opts.compact.min_npix)
         np.add(ext_labels, run.n, out=labels, where=ext_labels > 0)
         del ext_labels
         is_ext = np.zeros(run.n + ne + 1, dtype=bool)
@@ -476,7 +476,7 @@ def _islands(
         image_origin,
         maps=run.bk,
     )
-    fittable = isl.npix / run.beam.area_pix <= run.opts.fit_max_nbeams
+    fittable = isl.npix / run.beam.area_pix <= run.opts.fit.max_nbeams
     # Spec 5.6: merged regions with extended pixels are EXTENDED unless fittable.
     isl.morph = np.where(is_ext[1:] & ~fittable, MORPH_EXTENDED, MORPH_COMPACT).astype(np.int64)
     if "segmented" in run.want_maps:
@@ -588,7 +588,7 @@ def process_islands(
     """
     timings = {} if timings is None else timings
     tm = _Timer(timings)
-    if opts.select_sources and isl.n:
+    if opts.selection.enabled and isl.n:
         good, morph = _select(isl, beam, opts)
         isl.morph = np.where(isl.morph == MORPH_EXTENDED, MORPH_EXTENDED, morph)
         isl = isl.subset(good)
@@ -597,18 +597,18 @@ def process_islands(
         isl.morph = np.where(isl.morph == MORPH_EXTENDED, MORPH_EXTENDED, MORPH_POINTLIKE)
     tm.lap("selection")
     nested = islands.empty()
-    if opts.search_nested and isl.n:
-        thr = math.ceil(opts.nested_beams_thr * beam.area_pix)
+    if opts.nested.enabled and isl.n:
+        thr = math.ceil(opts.nested.beams_thr * beam.area_pix)
         eligible = isl.npix > thr
         if eligible.any():
-            if opts.blob_method == "GausLaplacian":
+            if opts.nested.blob_method == "GausLaplacian":
                 scales = [beam.sigma[1]]
             else:
                 scales = nesting.blob_scales(
                     beam.pix_min,
-                    opts.nested_min_scale,
-                    opts.nested_max_scale,
-                    opts.nested_scale_step,
+                    opts.nested.min_scale,
+                    opts.nested.max_scale,
+                    opts.nested.scale_step,
                 )
             nested = nesting.nested_sources(
                 isl,
@@ -616,15 +616,15 @@ def process_islands(
                 read,
                 beam.sigma,
                 scales,
-                opts.nested_peak_zthr,
-                opts.nested_merge_zthr,
-                opts.min_npix,
-                opts.nested_min_mother_dist,
-                opts.nested_max_pix_match,
-                opts.nested_blob_thr,
-                opts.nested_kern_factor,
+                opts.nested.peak_zthr,
+                opts.nested.merge_zthr,
+                opts.compact.min_npix,
+                opts.nested.min_mother_dist,
+                opts.nested.max_pix_match,
+                opts.nested.blob_thr,
+                opts.nested.kern_factor,
             )
-            if nested.n and opts.select_sources:
+            if nested.n and opts.selection.enabled:
                 good, morph = _select(nested, beam, opts)
                 nested.morph = morph
                 nested = nested.subset(good)
@@ -643,30 +643,14 @@ def process_islands(
         allsrc.parent = np.full(allsrc.n, -1, dtype=np.int64)
     fit: fitting.FitResult | None = None
     unit_source = np.zeros(0, dtype=np.int64)
-    if opts.fit_sources and allsrc.n:
+    if opts.fit.enabled and allsrc.n:
         fit, unit_source = fit_sources(allsrc, n_isl, beam, opts, read)
     tm.lap("fit")
     return Sources(allsrc, fit, unit_source, timings=timings)
 
 
 def _select(s: IslandSet, beam: BeamPix, o: FinderOptions) -> tuple[B, I64]:
-    return sel.select(
-        s,
-        beam.area_pix,
-        o.use_bbox_cut,
-        o.min_bbox,
-        o.use_circ_cut,
-        o.circ_thr,
-        o.use_elong_cut,
-        o.elong_thr,
-        o.use_ellipse_area_cut,
-        o.ellipse_area_min,
-        o.ellipse_area_max,
-        o.use_max_npix_cut,
-        o.max_npix,
-        o.use_nbeams_cut,
-        o.nbeams_thr,
-    )
+    return sel.select(s, beam.area_pix, o.selection)
 
 
 def fit_units_of(src: IslandSet, n_isl: int, beam: BeamPix, opts: FinderOptions) -> I64:
@@ -688,7 +672,7 @@ def fit_units_of(src: IslandSet, n_isl: int, beam: BeamPix, opts: FinderOptions)
     numpy.ndarray
         Source indices.
     """
-    small = src.npix / beam.area_pix <= opts.fit_max_nbeams
+    small = src.npix / beam.area_pix <= opts.fit.max_nbeams
     whole = np.zeros(src.n, dtype=bool)
     whole[:n_isl] = small[:n_isl] & np.isin(src.morph[:n_isl], (MORPH_COMPACT, MORPH_POINTLIKE))
     nested = np.zeros(src.n, dtype=bool)
@@ -728,38 +712,16 @@ def fit_sources(
     which = fit_units_of(src, n_isl, beam, opts)
     pix = src.subset(which)
     peaks = _peaks(pix)
-    zthr = max(opts.fit_peak_zthr, opts.seed_thr)
-    seeds = fitting.seed_components(pix, peaks, beam.sigma, zthr, opts.fit_max_components)
-    if opts.fit_use_nested and src.n > n_isl:
+    zthr = max(opts.fit.peak_zthr, opts.compact.seed_thr)
+    seeds = fitting.seed_components(pix, peaks, beam.sigma, zthr, opts.fit.max_components)
+    if opts.fit.use_nested and src.n > n_isl:
         seeds = _nested_seeds(src, n_isl, which, pix, seeds, beam, opts)
     box_b = box_r = None
-    if opts.fit_bkg_box and read is not None:
+    if opts.fit.bkg_box and read is not None:
         box_b, box_r = _box_bkg(src, which, read, opts)
     units = fitting.Units(pix, which, np.where(which >= n_isl, which, -1), seeds, box_b, box_r)
-    theta = None if opts.fit_theta_limit_deg is None else math.radians(opts.fit_theta_limit_deg)
-    settings = fitting.FitSettings(
-        max_components=opts.fit_max_components,
-        ampl_limit=opts.fit_ampl_limit,
-        sigma_limit=opts.fit_sigma_limit,
-        theta_limit=theta,
-        pos_limit=opts.fit_pos_limit,
-        free_bkg=opts.fit_free_bkg,
-        bkg_limits=opts.fit_bkg_limits,
-        fix_sigma=opts.fit_fix_sigma,
-        fix_theta=opts.fit_fix_theta,
-        peak_zthr=zthr,
-        tol=opts.fit_tol,
-        max_iters=min(opts.fit_max_iters, fitting.MAX_FIT_ITERS) or 1,
-        widen=opts.fit_widen_bounds,
-        n_widen=min(opts.fit_n_retries, fitting.MAX_FIT_WIDENINGS),
-        widen_step=opts.fit_bound_step,
-        retry=opts.fit_retry,
-        chi2_cut=opts.fit_chi2_cut,
-        beam_area_pix=beam.area_pix,
-        beam_sigma=beam.sigma,
-        point_model_thr=opts.fit_point_model_thr,
-    )
-    return fitting.fit_units(units, settings), which
+    config = fitting.FitConfig.of(opts.fit, zthr, beam.area_pix, beam.sigma)
+    return fitting.fit_units(units, config), which
 
 
 def _peaks(pix: IslandSet) -> B:
@@ -778,7 +740,7 @@ def _nested_seeds(
     # fit-usenestedascomponents: one beam-shaped component at the peak of each nested source.
     out = list(seeds)
     par = src.parent[n_isl:]
-    zthr = max(opts.fit_peak_zthr, opts.seed_thr)
+    zthr = max(opts.fit.peak_zthr, opts.compact.seed_thr)
     for j, s in enumerate(which):
         if s >= n_isl:
             continue
@@ -788,7 +750,7 @@ def _nested_seeds(
         amp = src.smax[kids] - src.bkg_sum[kids] / src.npix[kids]
         z = src.zmax[kids]
         order = np.argsort(-amp)
-        order = order[z[order] >= zthr][: opts.fit_max_components]
+        order = order[z[order] >= zthr][: opts.fit.max_components]
         if order.size == 0:
             continue
         comp = np.empty((order.size, fitting.NPAR))
@@ -806,7 +768,7 @@ def _box_bkg(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     bb = np.full(which.size, np.nan)
     br = np.full(which.size, np.nan)
-    m = opts.source_bkg_box_border
+    m = opts.background.source_box_border
     for j, s in enumerate(which):
         x0, x1 = int(src.xmin[s]) - m, int(src.xmax[s]) + m + 1
         y0, y1 = int(src.ymin[s]) - m, int(src.ymax[s]) + m + 1

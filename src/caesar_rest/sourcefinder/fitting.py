@@ -9,7 +9,7 @@ overhead is per iteration, not per source.
 
 Model (spec 6.2): ``M(x, y) = offset + sum_k A_k exp(-(u^2 / 2 sx^2 + v^2 / 2 sy^2))`` with
 ``u, v`` the offsets rotated by ``theta`` (radians, counter-clockwise from +x). The offset is
-fixed at 0 above the background map unless ``fit_free_bkg``.
+fixed at 0 above the background map unless ``fit.free_bkg``.
 
 Deviations from upstream, all recommended or allowed by the spec: the background map (or the
 per-source box value) is subtracted pixel by pixel before the fit; no pre-fit is needed;
@@ -34,7 +34,7 @@ from caesar_rest.sourcefinder.lm import (
     NPAR,
     lm_fit,
 )
-from caesar_rest.sourcefinder.options import MAX_FIT_ITERS, MAX_FIT_WIDENINGS
+from caesar_rest.sourcefinder.options import MAX_FIT_ITERS, MAX_FIT_WIDENINGS, FitSettings
 
 #: Smallest sigma (pixels) a component may take.
 MIN_SIGMA = 0.1
@@ -51,8 +51,13 @@ CORRELATION_FACTOR = 0.5
 
 
 @dataclass
-class FitSettings:
-    """Fit parameters (see :class:`~caesar_rest.sourcefinder.options.FinderOptions`)."""
+class FitConfig:
+    """The fit settings as the fitter uses them.
+
+    :meth:`of` makes them from the user's :class:`~caesar_rest.sourcefinder.options.FitSettings`:
+    the angle bound in radians, the loop counts capped, the secondary-peak threshold and the
+    beam resolved.
+    """
 
     max_components: int = 3
     ampl_limit: float | None = 0.3
@@ -76,6 +81,54 @@ class FitSettings:
     beam_sigma: tuple[float, float, float] | None = None
     #: Point-model test threshold on the effective chi2 gain of the free shape (None: off).
     point_model_thr: float | None = None
+
+    @classmethod
+    def of(
+        cls,
+        fit: FitSettings,
+        peak_zthr: float,
+        beam_area_pix: float,
+        beam_sigma: tuple[float, float, float],
+    ) -> FitConfig:
+        """The configuration of a run.
+
+        Parameters
+        ----------
+        fit
+            The fit settings.
+        peak_zthr
+            Significance of secondary peaks (``max(fit.peak_zthr, seed threshold)``).
+        beam_area_pix, beam_sigma
+            The beam: area in pixels and ``(sigma_major, sigma_minor, theta)`` in pixels.
+
+        Returns
+        -------
+        FitConfig
+            The configuration.
+        """
+        theta = None if fit.theta_limit_deg is None else math.radians(fit.theta_limit_deg)
+        return cls(
+            max_components=fit.max_components,
+            ampl_limit=fit.ampl_limit,
+            sigma_limit=fit.sigma_limit,
+            theta_limit=theta,
+            pos_limit=fit.pos_limit,
+            free_bkg=fit.free_bkg,
+            bkg_limits=fit.bkg_limits,
+            fix_sigma=fit.fix_sigma,
+            fix_theta=fit.fix_theta,
+            peak_zthr=peak_zthr,
+            tol=fit.tol,
+            max_iters=min(fit.max_iters, MAX_FIT_ITERS) or 1,
+            widen=fit.widen_bounds,
+            n_widen=min(fit.n_retries, MAX_FIT_WIDENINGS),
+            widen_step=fit.bound_step,
+            retry=fit.retry,
+            chi2_cut=fit.chi2_cut,
+            beam_area_pix=beam_area_pix,
+            beam_sigma=beam_sigma,
+            point_model_thr=fit.point_model_thr,
+        )
 
 
 @dataclass
@@ -266,7 +319,7 @@ def seed_components(
 
 
 def _bounds(
-    seeds: F64, bbox: tuple[float, float, float, float], s: FitSettings
+    seeds: F64, bbox: tuple[float, float, float, float], s: FitConfig
 ) -> tuple[F64, F64, F64, F64, F64]:
     # Start values and bounds of one unit (noise units for A), spec 6.4.
     k = seeds.shape[0]
@@ -324,7 +377,7 @@ def _bounds(
     return p0f, lof, hif, hlof, hhif
 
 
-def fit_units(units: Units, settings: FitSettings) -> FitResult:
+def fit_units(units: Units, settings: FitConfig) -> FitResult:
     """Fit every unit; retry with fewer components when a fit fails (spec 6.4.5).
 
     Parameters
@@ -411,7 +464,7 @@ def _fit_group(
     noise: F64,
     npix: I64,
     seeds: list[F64],
-    settings: FitSettings,
+    settings: FitConfig,
     out: _Outcomes,
 ) -> None:
     """Fit units with ``k`` components, in batches of similar size bounded in memory."""
@@ -437,7 +490,7 @@ def _point_models(
     noise: F64,
     npix: I64,
     ncomp: I64,
-    settings: FitSettings,
+    settings: FitConfig,
     out: _Outcomes,
 ) -> B:
     """Keep the beam-shaped model of single components whose shape the data do not constrain.
@@ -491,7 +544,7 @@ def _fit_batch(
     sub: F64,
     noise: F64,
     seeds: list[F64],
-    s: FitSettings,
+    s: FitConfig,
     out: _Outcomes,
 ) -> None:
     n = batch.size
@@ -570,7 +623,7 @@ def _fit_batch(
 
 def _collect(
     units: Units,
-    s: FitSettings,
+    s: FitConfig,
     seeds: list[F64],
     ncomp: I64,
     out: _Outcomes,

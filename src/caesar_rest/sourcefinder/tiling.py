@@ -106,8 +106,8 @@ def plan_tiles(shape: tuple[int, int], beam: BeamPix, opts: FinderOptions) -> li
     if not (opts.tile_split or auto):
         return [Tile(0, nx, 0, ny, 0, nx, 0, ny, 0)]
     core = opts.tile_size if opts.tile_size > 0 else AUTO_TILE
-    box = opts.bkg_box * beam.width_px if opts.bkg_box_in_beams else opts.bkg_box
-    reach = math.ceil(max(1.0, opts.bkg_grid * box) + box / 2.0) + 1
+    box = opts.background.box_px(beam.width_px)
+    reach = math.ceil(max(1.0, opts.background.grid * box) + box / 2.0) + 1
     margin = 2 * reach + ISLAND_MARGIN
     if opts.tile_step < 1.0:
         margin = max(margin, int(math.ceil((1.0 - opts.tile_step) * core)))
@@ -294,7 +294,7 @@ def run_tiles(
         merged = merge_pieces(pieces, image.shape, image.origin)
         n_merged = merged.n
         if merged.n:
-            fittable = merged.npix / beam.area_pix <= opts.fit_max_nbeams
+            fittable = merged.npix / beam.area_pix <= opts.fit.max_nbeams
             merged.morph = np.where(
                 (merged.morph == MORPH_EXTENDED) & ~fittable, MORPH_EXTENDED, merged.morph
             )
