@@ -136,7 +136,7 @@ def _fit_image(
     isl = islands.from_labels(lab, img, bk.bkg, bk.rms)
     peaks = fitting.find_peaks(isl, isl.flux - isl.bkg)
     seeds = fitting.seed_components(isl, peaks, (BEAM_SIGMA, BEAM_SIGMA, 0.0), 5.0, max_comp)
-    units = fitting.Units(isl, np.arange(isl.n), np.full(isl.n, -1), seeds)
+    units = fitting.Units(isl, seeds)
     area = 2 * math.pi * BEAM_SIGMA**2
     settings = fitting.FitConfig(
         beam_area_pix=area, beam_sigma=(BEAM_SIGMA, BEAM_SIGMA, 0.0), point_model_thr=point_thr
@@ -290,6 +290,15 @@ def test_selection_removes_lines_and_tags_point_like() -> None:
     assert sh.circularity[1] > 0.6 and sh.elongation[0] > 0.9
 
 
+def _extended_islands(search: np.ndarray) -> tuple[np.ndarray, int]:
+    # The wavelet search as the pipeline runs it (scales 3..6, 5/2.6 sigma, 5 px), whole.
+    f = extended.reduction(3)
+    mask, _ = extended.wavelet_mask_reduced(
+        extended.block_mean(search, f), search.shape, ~np.isfinite(search), 3, 6, 5.0, 2.6, False
+    )
+    return detection.label_mask(mask, 5)
+
+
 def test_wavelet_finds_faint_extended_emission() -> None:
     n = 256
     img = noise(n, 21) + gaussian(n, 128, 128, 2.0 * RMS, 25, 18, 0.5)
@@ -297,10 +306,10 @@ def test_wavelet_finds_faint_extended_emission() -> None:
     z = img / RMS
     _, ncomp = detection.find_islands(z, 5.0, 2.6, 5)
     assert ncomp == 0  # too faint per pixel for the compact search
-    lab, n_ext, _ = extended.extended_islands(img, 3, 6, 5.0, 2.6, 5)
+    lab, n_ext = _extended_islands(img)
     assert n_ext == 1 and lab[128, 128] == 1
     # Pure noise gives nothing.
-    _, n0, _ = extended.extended_islands(noise(n, 22).astype(np.float32), 3, 6, 5.0, 2.6, 5)
+    _, n0 = _extended_islands(noise(n, 22).astype(np.float32))
     assert n0 == 0
 
 

@@ -719,7 +719,7 @@ def fit_sources(
     box_b = box_r = None
     if opts.fit.bkg_box and read is not None:
         box_b, box_r = _box_bkg(src, which, read, opts)
-    units = fitting.Units(pix, which, np.where(which >= n_isl, which, -1), seeds, box_b, box_r)
+    units = fitting.Units(pix, seeds, box_b, box_r)
     config = fitting.FitConfig.of(opts.fit, zthr, beam.area_pix, beam.sigma)
     return fitting.fit_units(units, config), which
 

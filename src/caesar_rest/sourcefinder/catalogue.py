@@ -35,14 +35,14 @@ from caesar_rest.catalogue.schema import (
 )
 from caesar_rest.catalogue.writers import iau_names, make_table
 from caesar_rest.imaging.fits_image import pixel_ellipse_to_sky, pixel_to_radec, sky_jacobian
-from caesar_rest.sourcefinder.fitting import FWHM, QUALITY_NAMES
+from caesar_rest.sourcefinder._types import F64, FWHM
+from caesar_rest.sourcefinder.fitting import QUALITY_NAMES
 from caesar_rest.sourcefinder.islands import (
     MORPH_COMPACT_EXTENDED,
     MORPH_EXTENDED,
     MORPH_NAMES,
 )
 
-F64 = npt.NDArray[np.float64]
 MISSING = -999.0
 
 #: Extra columns of the component catalogue: name, dtype, unit, description.
@@ -451,11 +451,41 @@ def islands_dat(
     s = result.sources.isl
     fit = result.sources.fit
     area = result.beam.area_pix
-    cols = (
-        "name iauName npix nComponents nNestedSources x y x_w y_w x_wcs y_wcs x_w_wcs y_w_wcs "
-        "xmin xmax ymin ymax xmin_wcs xmax_wcs ymin_wcs ymax_wcs nu Stot Smax S Serr beamArea "
-        "bkgSum rmsSum morphId sourcenessId isGoodSource sourceNestedLevel"
-    ).split()
+    cols = [
+        "name",
+        "iauName",
+        "npix",
+        "nComponents",
+        "nNestedSources",
+        "x",
+        "y",
+        "x_w",
+        "y_w",
+        "x_wcs",
+        "y_wcs",
+        "x_w_wcs",
+        "y_w_wcs",
+        "xmin",
+        "xmax",
+        "ymin",
+        "ymax",
+        "xmin_wcs",
+        "xmax_wcs",
+        "ymin_wcs",
+        "ymax_wcs",
+        "nu",
+        "Stot",
+        "Smax",
+        "S",
+        "Serr",
+        "beamArea",
+        "bkgSum",
+        "rmsSum",
+        "morphId",
+        "sourcenessId",
+        "isGoodSource",
+        "sourceNestedLevel",
+    ]
     order: list[int] = []
     kids: dict[int, list[int]] = {}
     for j in nest_idx:
@@ -562,11 +592,38 @@ def components_dat(comps: Table) -> str:
     str
         The file text.
     """
-    cols = (
-        "name npix componentId iauName x y x_err y_err x_wcs y_wcs x_wcs_err y_wcs_err Speak "
-        "Speak_err S S_err bmaj_wcs bmin_wcs pa_wcs bmaj_wcs_err bmin_wcs_err pa_wcs_err "
-        "bmaj_deconv_wcs bmin_deconv_wcs pa_deconv_wcs chi2 ndf fitQuality morph resolved"
-    ).split()
+    cols = [
+        "name",
+        "npix",
+        "componentId",
+        "iauName",
+        "x",
+        "y",
+        "x_err",
+        "y_err",
+        "x_wcs",
+        "y_wcs",
+        "x_wcs_err",
+        "y_wcs_err",
+        "Speak",
+        "Speak_err",
+        "S",
+        "S_err",
+        "bmaj_wcs",
+        "bmin_wcs",
+        "pa_wcs",
+        "bmaj_wcs_err",
+        "bmin_wcs_err",
+        "pa_wcs_err",
+        "bmaj_deconv_wcs",
+        "bmin_deconv_wcs",
+        "pa_deconv_wcs",
+        "chi2",
+        "ndf",
+        "fitQuality",
+        "morph",
+        "resolved",
+    ]
     lines = [
         "# CAESAR-style component catalogue (caesar-rest); pixel coordinates 0-based, "
         "fluxes in Jy/beam (Speak) and Jy (S), sizes FWHM in arcsec, angles east of north",

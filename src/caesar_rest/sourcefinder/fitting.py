@@ -136,9 +136,6 @@ class Units:
     """Pixels of the units to fit (an :class:`IslandSet`) and their start components."""
 
     pix: IslandSet
-    #: Per unit: index of the island it comes from (and of the nested source, or -1).
-    island: I64
-    nested: I64
     #: Per unit: start components, each row (A [Jy/beam above bkg], x, y, sx, sy, theta).
     seeds: list[F64]
     #: Per unit: (bkg, rms) constants to use instead of the per-pixel maps (NaN = maps).
