@@ -16,7 +16,11 @@ from caesar_rest.apps.registry import default_registry
 from caesar_rest.catalogue.writers import read_catalogue_csv
 from caesar_rest.imaging import ImageError
 from caesar_rest.sourcefinder import FinderOptions, build_catalogues, find_sources, from_legacy
-from caesar_rest.sourcefinder.options import EXTENSION_OPTIONS, ineffective_given
+from caesar_rest.sourcefinder.options import (
+    EXTENSION_OPTIONS,
+    FitSettings,
+    ineffective_given,
+)
 
 from tests.sourcefinder.sf_synth import BEAM_SIGMA, RMS, gaussian, point_sources, write
 from tests.support.legacy_options import (
@@ -26,7 +30,7 @@ from tests.support.legacy_options import (
 )
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-FIT = FinderOptions(fit_sources=True)
+FIT = FinderOptions(fit=FitSettings(enabled=True))
 
 
 def _field(n: int = 300, seed: int = 3) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
@@ -77,7 +81,7 @@ def test_tiled_equals_untiled(tmp_path: Path) -> None:
     img += gaussian(600, 300.0, 300.0, 8 * RMS, 12.0, 8.0, 0.4)  # extended, across tiles
     path = write(tmp_path / "t.fits", img)
     # The compact pipeline (background, islands, nested sources, fits) is exactly the same.
-    opts = FIT.with_(search_extended=False)
+    opts = FIT.with_(extended={"enabled": False})
     plain = build_catalogues(find_sources(path, opts)).components
     tiled_res = find_sources(path, opts.with_(tile_split=True, tile_size=200, nproc=2))
     assert tiled_res.n_tiles == 9
@@ -103,7 +107,7 @@ def test_tiled_edge_merge_of_large_island(tmp_path: Path) -> None:
     img += gaussian(n, 250.0, 250.0, 10 * RMS, 80.0, 50.0, 0.3)
     path = write(tmp_path / "e.fits", img)
     # A global background keeps the blob; small boxes keep the tile margins small (78 px).
-    base = FIT.with_(local_bkg=False, bkg_box=20, bkg_box_in_beams=False)
+    base = FIT.with_(background={"local": False, "box": 20, "box_in_beams": False})
     plain = build_catalogues(find_sources(path, base))
     res = find_sources(path, base.with_(tile_split=True, tile_size=100))
     tiled = build_catalogues(res)
@@ -159,7 +163,7 @@ def test_app_options_match_the_predecessor() -> None:
     with pytest.raises(OptionError):
         app.validate({"seedthr": -1})
     opts = from_legacy(app.validate({"no-nestedsearch": True, "fit-maxcomponents": 5}))
-    assert not opts.search_nested and opts.fit_max_components == 5
+    assert not opts.nested.enabled and opts.fit.max_components == 5
     assert ineffective_given({"fit-minimizer": "Minuit", "seedthr": 4.0}) == ["fit-minimizer"]
     cmd = app.command(Path("in.fits"), {"seedthr": 4.0, "fitsources": True}, Path("out"))
     assert cmd[-2:] == ["--seedthr=4.0", "--fitsources"]

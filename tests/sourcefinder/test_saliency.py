@@ -130,10 +130,10 @@ def test_saliency_options_take_effect() -> None:
             "no-presmoothing": True,
         }
     )
-    assert opts.ext_method == "SALIENCY-THRESH" and opts.saliency.thr_factor == 4.5
+    assert opts.extended.method == "SALIENCY-THRESH" and opts.saliency.thr_factor == 4.5
     assert (opts.saliency.reso_min, opts.saliency.reso_max) == (30, 30)
     assert not opts.saliency.optimal_thr and opts.saliency.guided is None
-    assert from_legacy({}).ext_method == "WT-THRESH"
+    assert from_legacy({}).extended.method == "WT-THRESH"
     assert from_legacy({}).saliency.guided == (12.0, 0.04)
     # In effect with the saliency search; reported as without effect with the wavelet one.
     given = {"saliency-thr": 4.5, "guidedfilter-radius": 6.0}

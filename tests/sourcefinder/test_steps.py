@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, nesting
+from caesar_rest.sourcefinder import background, detection, extended, fitting, islands, lm, nesting
 from caesar_rest.sourcefinder import selection as sel
 from caesar_rest.sourcefinder.catalogue import deconvolve
 from caesar_rest.sourcefinder.tiling import merge_pieces
@@ -137,9 +137,9 @@ def _fit_image(
     isl = islands.from_labels(lab, img, bk.bkg, bk.rms)
     peaks = fitting.find_peaks(isl, isl.flux - isl.bkg)
     seeds = fitting.seed_components(isl, peaks, (BEAM_SIGMA, BEAM_SIGMA, 0.0), 5.0, max_comp)
-    units = fitting.Units(isl, np.arange(isl.n), np.full(isl.n, -1), seeds)
+    units = fitting.Units(isl, seeds)
     area = 2 * math.pi * BEAM_SIGMA**2
-    settings = fitting.FitSettings(
+    settings = fitting.FitConfig(
         beam_area_pix=area, beam_sigma=(BEAM_SIGMA, BEAM_SIGMA, 0.0), point_model_thr=point_thr
     )
     return isl, fitting.fit_units(units, settings)
@@ -150,13 +150,13 @@ def test_jacobian_matches_finite_differences() -> None:
     x = rng.uniform(-5, 5, (3, 40))
     y = rng.uniform(-5, 5, (3, 40))
     p = np.array([[2.0, 0.3, -0.2, 1.5, 2.5, 0.4, 1.0, 2.0, 1.0, 1.2, 1.1, -0.3, 0.1]] * 3)
-    _, jac = fitting.gauss_model(x, y, p, 2)
+    _, jac = lm.gauss_model(x, y, p, 2)
     assert jac is not None
     for k in range(p.shape[1]):
         dp = np.zeros_like(p)
         dp[:, k] = 1e-6
-        mp, _ = fitting.gauss_model(x, y, p + dp, 2, jacobian=False)
-        mm, _ = fitting.gauss_model(x, y, p - dp, 2, jacobian=False)
+        mp, _ = lm.gauss_model(x, y, p + dp, 2, jacobian=False)
+        mm, _ = lm.gauss_model(x, y, p - dp, 2, jacobian=False)
         assert np.allclose(jac[:, :, k], (mp - mm) / 2e-6, atol=1e-6)
 
 
@@ -291,6 +291,15 @@ def test_selection_removes_lines_and_tags_point_like() -> None:
     assert sh.circularity[1] > 0.6 and sh.elongation[0] > 0.9
 
 
+def _extended_islands(search: np.ndarray) -> tuple[np.ndarray, int]:
+    # The wavelet search as the pipeline runs it (scales 3..6, 5/2.6 sigma, 5 px), whole.
+    f = extended.reduction(3)
+    mask, _ = extended.wavelet_mask_reduced(
+        extended.block_mean(search, f), search.shape, ~np.isfinite(search), 3, 6, 5.0, 2.6, False
+    )
+    return detection.label_mask(mask, 5)
+
+
 def test_wavelet_finds_faint_extended_emission() -> None:
     n = 256
     img = noise(n, 21) + gaussian(n, 128, 128, 2.0 * RMS, 25, 18, 0.5)
@@ -298,10 +307,10 @@ def test_wavelet_finds_faint_extended_emission() -> None:
     z = img / RMS
     _, ncomp = detection.find_islands(z, 5.0, 2.6, 5)
     assert ncomp == 0  # too faint per pixel for the compact search
-    lab, n_ext, _ = extended.extended_islands(img, 3, 6, 5.0, 2.6, 5)
+    lab, n_ext = _extended_islands(img)
     assert n_ext == 1 and lab[128, 128] == 1
     # Pure noise gives nothing.
-    _, n0, _ = extended.extended_islands(noise(n, 22).astype(np.float32), 3, 6, 5.0, 2.6, 5)
+    _, n0 = _extended_islands(noise(n, 22).astype(np.float32))
     assert n0 == 0
 
 

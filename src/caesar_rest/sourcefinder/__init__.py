@@ -1,11 +1,13 @@
 """A Python implementation of the CAESAR source finder (spec: caesar-algorithm.md).
 
 One module per step: :mod:`.options`, :mod:`.background`, :mod:`.detection`,
-:mod:`.islands`, :mod:`.selection`, :mod:`.nesting`, :mod:`.fitting`, :mod:`.extended`,
-:mod:`.tiling`, :mod:`.catalogue`, and :mod:`.pipeline` for the whole run::
+:mod:`.islands`, :mod:`.selection`, :mod:`.nesting`, :mod:`.fitting` (with its solver in
+:mod:`.lm`), :mod:`.extended`, :mod:`.saliency`, :mod:`.tiling`, :mod:`.catalogue`; :mod:`.array`
+runs them on one array (an image or a tile), and :mod:`.pipeline` is the whole run::
 
     from caesar_rest.sourcefinder import FinderOptions, find_sources, build_catalogues
-    result = find_sources("image.fits", FinderOptions(fit_sources=True))
+    from caesar_rest.sourcefinder.options import FitSettings
+    result = find_sources("image.fits", FinderOptions(fit=FitSettings(enabled=True)))
     cats = build_catalogues(result)
     cats.components.write("components.vot", format="votable")
 """

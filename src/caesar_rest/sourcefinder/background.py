@@ -24,10 +24,8 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
+from caesar_rest.sourcefinder._types import F32, F64
 from caesar_rest.sourcefinder.bands import assemble, row_bands
-
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 MAD_TO_SIGMA = 1.4826
 #: Number of sub-sampled pixels aimed at in each box.

@@ -20,7 +20,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
 import numpy as np
@@ -35,14 +35,18 @@ from caesar_rest.catalogue.schema import (
 )
 from caesar_rest.catalogue.writers import iau_names, make_table
 from caesar_rest.imaging.fits_image import pixel_ellipse_to_sky, pixel_to_radec, sky_jacobian
-from caesar_rest.sourcefinder.fitting import FWHM, QUALITY_NAMES
+from caesar_rest.sourcefinder._types import F64, FWHM
+from caesar_rest.sourcefinder.fitting import QUALITY_NAMES
 from caesar_rest.sourcefinder.islands import (
     MORPH_COMPACT_EXTENDED,
     MORPH_EXTENDED,
     MORPH_NAMES,
+    IslandSet,
 )
 
-F64 = npt.NDArray[np.float64]
+if TYPE_CHECKING:  # the catalogues need no finder code at run time
+    from caesar_rest.sourcefinder.pipeline import SourceFinderResult
+
 MISSING = -999.0
 
 #: Extra columns of the component catalogue: name, dtype, unit, description.
@@ -116,7 +120,7 @@ class Catalogues:
     components_json: dict[str, Any]
 
 
-def _sky(result: Any, x: F64, y: F64, a: F64, b: F64, th: F64) -> tuple[F64, ...]:
+def _sky(result: SourceFinderResult, x: F64, y: F64, a: F64, b: F64, th: F64) -> tuple[F64, ...]:
     wcs = result.image.wcs
     ox, oy = result.image.origin
     lx, ly = x - ox, y - oy
@@ -129,7 +133,7 @@ def _sky(result: Any, x: F64, y: F64, a: F64, b: F64, th: F64) -> tuple[F64, ...
     return ra, dec, maj, mnr, pa, jac
 
 
-def build(result: Any) -> Catalogues:
+def build(result: SourceFinderResult) -> Catalogues:
     """Build every catalogue of a :class:`~caesar_rest.sourcefinder.pipeline.SourceFinderResult`.
 
     Parameters
@@ -241,7 +245,9 @@ _SHARED = {
 }
 
 
-def _moment_rows(result: Any, idx: npt.NDArray[np.int64], tried: npt.NDArray[np.bool_]) -> Any:
+def _moment_rows(
+    result: SourceFinderResult, idx: npt.NDArray[np.int64], tried: npt.NDArray[np.bool_]
+) -> Any:
     s = result.sources.isl
     area = result.beam.area_pix
     n = idx.size
@@ -299,13 +305,13 @@ def _moment_rows(result: Any, idx: npt.NDArray[np.int64], tried: npt.NDArray[np.
     }
 
 
-def _moments(s: Any, idx: npt.NDArray[np.int64]) -> tuple[F64, F64, F64]:
+def _moments(s: IslandSet, idx: npt.NDArray[np.int64]) -> tuple[F64, F64, F64]:
     from caesar_rest.sourcefinder.islands import moment_ellipse
 
     return moment_ellipse(s.cxx[idx], s.cyy[idx], s.cxy[idx])
 
 
-def _peak_pixel_values(s: Any, idx: npt.NDArray[np.int64]) -> tuple[F64, F64, F64]:
+def _peak_pixel_values(s: IslandSet, idx: npt.NDArray[np.int64]) -> tuple[F64, F64, F64]:
     # Flux, background and rms at the peak pixel of each source.
     out = np.zeros((3, idx.size))
     for j, i in enumerate(idx):
@@ -315,10 +321,11 @@ def _peak_pixel_values(s: Any, idx: npt.NDArray[np.int64]) -> tuple[F64, F64, F6
     return out[0], out[1], out[2]
 
 
-def _fit_rows(result: Any, src_name: npt.NDArray[Any]) -> Any:
+def _fit_rows(result: SourceFinderResult, src_name: npt.NDArray[Any]) -> Any:
     src = result.sources
     s = src.isl
     fit = src.fit
+    assert fit is not None  # called for runs with fits only
     beam = result.beam
     p = fit.params
     e = fit.errors
@@ -392,7 +399,9 @@ def _fit_rows(result: Any, src_name: npt.NDArray[Any]) -> Any:
     }
 
 
-def _island_table(result: Any, isl_idx: Any, whole_ok: Any, fit: Any, src: Any) -> Table:
+def _island_table(
+    result: SourceFinderResult, isl_idx: Any, whole_ok: Any, fit: Any, src: Any
+) -> Table:
     s = src.isl
     area = result.beam.area_pix
     rows = _moment_rows(result, isl_idx, np.zeros(isl_idx.size, dtype=bool))
@@ -430,7 +439,10 @@ def _fmt(v: Any) -> str:
 
 
 def islands_dat(
-    result: Any, isl_idx: npt.NDArray[np.int64], nest_idx: npt.NDArray[np.int64], names: Any
+    result: SourceFinderResult,
+    isl_idx: npt.NDArray[np.int64],
+    nest_idx: npt.NDArray[np.int64],
+    names: Any,
 ) -> str:
     """Island table of spec 7.1 (each island followed by its nested sources).
 
@@ -451,11 +463,41 @@ def islands_dat(
     s = result.sources.isl
     fit = result.sources.fit
     area = result.beam.area_pix
-    cols = (
-        "name iauName npix nComponents nNestedSources x y x_w y_w x_wcs y_wcs x_w_wcs y_w_wcs "
-        "xmin xmax ymin ymax xmin_wcs xmax_wcs ymin_wcs ymax_wcs nu Stot Smax S Serr beamArea "
-        "bkgSum rmsSum morphId sourcenessId isGoodSource sourceNestedLevel"
-    ).split()
+    cols = [
+        "name",
+        "iauName",
+        "npix",
+        "nComponents",
+        "nNestedSources",
+        "x",
+        "y",
+        "x_w",
+        "y_w",
+        "x_wcs",
+        "y_wcs",
+        "x_w_wcs",
+        "y_w_wcs",
+        "xmin",
+        "xmax",
+        "ymin",
+        "ymax",
+        "xmin_wcs",
+        "xmax_wcs",
+        "ymin_wcs",
+        "ymax_wcs",
+        "nu",
+        "Stot",
+        "Smax",
+        "S",
+        "Serr",
+        "beamArea",
+        "bkgSum",
+        "rmsSum",
+        "morphId",
+        "sourcenessId",
+        "isGoodSource",
+        "sourceNestedLevel",
+    ]
     order: list[int] = []
     kids: dict[int, list[int]] = {}
     for j in nest_idx:
@@ -532,7 +574,7 @@ def islands_dat(
     return "\n".join(lines) + "\n"
 
 
-def _frequency_ghz(result: Any) -> float:
+def _frequency_ghz(result: SourceFinderResult) -> float:
     h = result.image.header
     for i in range(3, 5):
         if str(h.get(f"CTYPE{i}", "")).upper().startswith("FREQ"):
@@ -562,11 +604,38 @@ def components_dat(comps: Table) -> str:
     str
         The file text.
     """
-    cols = (
-        "name npix componentId iauName x y x_err y_err x_wcs y_wcs x_wcs_err y_wcs_err Speak "
-        "Speak_err S S_err bmaj_wcs bmin_wcs pa_wcs bmaj_wcs_err bmin_wcs_err pa_wcs_err "
-        "bmaj_deconv_wcs bmin_deconv_wcs pa_deconv_wcs chi2 ndf fitQuality morph resolved"
-    ).split()
+    cols = [
+        "name",
+        "npix",
+        "componentId",
+        "iauName",
+        "x",
+        "y",
+        "x_err",
+        "y_err",
+        "x_wcs",
+        "y_wcs",
+        "x_wcs_err",
+        "y_wcs_err",
+        "Speak",
+        "Speak_err",
+        "S",
+        "S_err",
+        "bmaj_wcs",
+        "bmin_wcs",
+        "pa_wcs",
+        "bmaj_wcs_err",
+        "bmin_wcs_err",
+        "pa_wcs_err",
+        "bmaj_deconv_wcs",
+        "bmin_deconv_wcs",
+        "pa_deconv_wcs",
+        "chi2",
+        "ndf",
+        "fitQuality",
+        "morph",
+        "resolved",
+    ]
     lines = [
         "# CAESAR-style component catalogue (caesar-rest); pixel coordinates 0-based, "
         "fluxes in Jy/beam (Speak) and Jy (S), sizes FWHM in arcsec, angles east of north",
@@ -611,7 +680,7 @@ def components_dat(comps: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def components_json(result: Any, comps: Table) -> dict[str, Any]:
+def components_json(result: SourceFinderResult, comps: Table) -> dict[str, Any]:
     """Component catalogue as JSON: metadata plus one object per row (all columns).
 
     Parameters

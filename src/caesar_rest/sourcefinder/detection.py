@@ -14,15 +14,11 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from caesar_rest.sourcefinder._types import F32, I32
 from caesar_rest.sourcefinder.bands import row_bands
-
-F32 = npt.NDArray[np.float32]
-I32 = npt.NDArray[np.int32]
 
 #: 4-connectivity (the flood fill of the spec).
 CROSS = ndimage.generate_binary_structure(2, 1)
-#: 8-connectivity (used where the spec asks for pixels "within 1 px").
-SQUARE = ndimage.generate_binary_structure(2, 2)
 
 
 def label_counts(labels: I32, n: int) -> npt.NDArray[np.int64]:

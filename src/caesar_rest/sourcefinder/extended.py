@@ -34,11 +34,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from caesar_rest.sourcefinder._types import F32, I32
 from caesar_rest.sourcefinder.bands import row_bands
-from caesar_rest.sourcefinder.detection import find_islands, label_mask
-
-F32 = npt.NDArray[np.float32]
-I32 = npt.NDArray[np.int32]
+from caesar_rest.sourcefinder.detection import find_islands
 
 B3 = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
@@ -242,46 +240,3 @@ def removal_mask(labels: I32, remove: npt.NDArray[np.bool_], dilate: int) -> npt
         yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
         m = ndimage.binary_dilation(m, structure=(xx**2 + yy**2) <= r * r)
     return np.asarray(m, dtype=bool)
-
-
-def extended_islands(
-    search: F32,
-    scale_min: int,
-    scale_max: int,
-    seed_thr: float,
-    merge_thr: float,
-    min_npix: int,
-    want_saliency: bool = True,
-) -> tuple[I32, int, F32 | None]:
-    """Extended islands of a search image.
-
-    Parameters
-    ----------
-    search
-        Search image (see the module description).
-    scale_min, scale_max
-        Wavelet scale range.
-    seed_thr, merge_thr
-        Thresholds in noise units of each scale.
-    min_npix
-        Minimum pixels.
-    want_saliency
-        Also return the significance map (otherwise None).
-
-    Returns
-    -------
-    labels, n, saliency
-        Labels of the extended islands, their number and the significance map.
-    """
-    mask, zmap = wavelet_mask_reduced(
-        block_mean(search, reduction(scale_min)),
-        search.shape,
-        ~np.isfinite(search),
-        scale_min,
-        scale_max,
-        seed_thr,
-        merge_thr,
-        want_saliency,
-    )
-    lab, n = label_mask(mask, min_npix)
-    return lab, n, zmap

@@ -8,20 +8,17 @@ over islands or pixels.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from caesar_rest.sourcefinder._types import F32, F64, I32, I64
+
 if TYPE_CHECKING:
     from caesar_rest.sourcefinder.background import Background
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-I32 = npt.NDArray[np.int32]
-I64 = npt.NDArray[np.int64]
 
 #: Morphology codes of the CAESAR catalogues.
 MORPH_UNKNOWN, MORPH_COMPACT, MORPH_POINTLIKE, MORPH_EXTENDED, MORPH_COMPACT_EXTENDED = (
@@ -337,59 +334,3 @@ def moment_ellipse(cxx: F64, cyy: F64, cxy: F64) -> tuple[F64, F64, F64]:
     small = np.sqrt(np.clip(mean - half, 0.0, None))
     theta = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
     return big, small, theta
-
-
-def box_background(
-    data: F32,
-    labels: I32,
-    isl: IslandSet,
-    border: int,
-    origin: tuple[int, int] = (0, 0),
-    estimator: str = "Median",
-) -> tuple[F64, F64]:
-    """Per-source background box (spec 3.7, recommended variant).
-
-    The island bounding box grown by ``border`` pixels and clipped to the array; pixels of any
-    island and blank pixels are excluded.
-
-    Parameters
-    ----------
-    data
-        Image.
-    labels
-        Label image of all detected islands (their pixels are excluded).
-    isl
-        Islands (or nested sources) to measure.
-    border
-        Margin in pixels.
-    origin
-        Array origin in the full image.
-    estimator
-        ``Median`` or ``Mean`` (others fall back to ``Median``).
-
-    Returns
-    -------
-    bkg, rms
-        Per island (NaN when no pixel is left).
-    """
-    ny, nx = data.shape
-    out_b = np.full(isl.n, np.nan)
-    out_r = np.full(isl.n, np.nan)
-    ox, oy = origin
-    for i in range(isl.n):
-        x0 = max(0, int(isl.xmin[i]) - ox - border)
-        x1 = min(nx, int(isl.xmax[i]) - ox + border + 1)
-        y0 = max(0, int(isl.ymin[i]) - oy - border)
-        y1 = min(ny, int(isl.ymax[i]) - oy + border + 1)
-        cut = data[y0:y1, x0:x1]
-        vals = cut[(labels[y0:y1, x0:x1] == 0) & np.isfinite(cut)]
-        if vals.size == 0:
-            continue
-        if estimator == "Mean":
-            out_b[i] = float(vals.mean())
-            out_r[i] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
-        else:
-            med = float(np.median(vals))
-            out_b[i] = med
-            out_r[i] = 1.4826 * float(np.median(np.abs(vals - med)))
-    return out_b, out_r

@@ -25,13 +25,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from caesar_rest.sourcefinder._types import F32, F64, FWHM
 from caesar_rest.sourcefinder.detection import CROSS
 from caesar_rest.sourcefinder.islands import MORPH_COMPACT, IslandSet
-
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-
-FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 #: ``read(x0, x1, y0, y1)`` returns the image (NaN = blank) in full-image pixel ranges.
 Reader = Callable[[int, int, int, int], F32]
@@ -127,6 +123,55 @@ def log_response(cut: F32, scale: float, truncate: float) -> F32:
     return np.asarray(resp, dtype=np.float32)
 
 
+def _blob_mask(
+    sub: F32,
+    inside: npt.NDArray[np.bool_],
+    rms_cut: F32,
+    scales: list[float],
+    factors: list[float],
+    truncate: float,
+    peak_zthr: float,
+    merge_zthr: float,
+    min_npix: int,
+    blob_thr: float,
+) -> npt.NDArray[np.bool_] | None:
+    """Blobs of a cut-out (spec 4.3): LoG peaks of every scale, grouped across scales, grown
+    in their scale's significance map; None when no scale has a peak."""
+    blob = np.zeros(sub.shape, dtype=bool)
+    peaks: list[tuple[float, int, int, int]] = []
+    zmaps: list[F32] = []
+    for k, (s, f) in enumerate(zip(scales, factors, strict=True)):
+        resp = log_response(sub, s, truncate)
+        if blob_thr > 0:
+            pos = resp[resp > 0]
+            if pos.size:
+                resp[resp < blob_thr * float(np.median(pos))] = 0.0
+        zs = np.where(inside, resp / (f * rms_cut), 0.0).astype(np.float32)
+        zmaps.append(zs)
+        mx = ndimage.maximum_filter(zs, size=3, mode="constant", cval=0.0)
+        pk = (zs == mx) & (zs >= peak_zthr) & inside
+        pk[0, :] = pk[-1, :] = pk[:, 0] = pk[:, -1] = False
+        for py, px in zip(*np.nonzero(pk), strict=True):
+            peaks.append((float(resp[py, px]), int(px), int(py), k))
+    if not peaks:
+        return None
+    # Cross-scale grouping: peaks within 2 px in x and y; keep the strongest response.
+    peaks.sort(reverse=True)
+    kept: list[tuple[float, int, int, int]] = []
+    for p in peaks:
+        if all(abs(p[1] - q[1]) > 2 or abs(p[2] - q[2]) > 2 for q in kept):
+            kept.append(p)
+    for _, px, py, k in kept:
+        grow = zmaps[k] >= max(0.0, merge_zthr)
+        lab, _ = ndimage.label(grow, structure=CROSS)
+        if lab[py, px] == 0:
+            continue
+        region = lab == lab[py, px]
+        if np.count_nonzero(region) >= min_npix:
+            blob |= region
+    return blob
+
+
 def nested_sources(
     isl: IslandSet,
     eligible: npt.NDArray[np.bool_],
@@ -199,38 +244,20 @@ def nested_sources(
         # Subtract the island's mean background everywhere, the local one on the island.
         sub = cut - np.float32(isl.bkg_sum[i] / isl.npix[i])
         sub[ly, lx] = isl.flux[sl] - isl.bkg[sl]
-        blob = np.zeros(cut.shape, dtype=bool)
-        peaks: list[tuple[float, int, int, int]] = []
-        zmaps: list[F32] = []
-        for k, (s, f) in enumerate(zip(scales, factors, strict=True)):
-            resp = log_response(sub, s, truncate)
-            if blob_thr > 0:
-                pos = resp[resp > 0]
-                if pos.size:
-                    resp[resp < blob_thr * float(np.median(pos))] = 0.0
-            zs = np.where(inside, resp / (f * rms_cut), 0.0).astype(np.float32)
-            zmaps.append(zs)
-            mx = ndimage.maximum_filter(zs, size=3, mode="constant", cval=0.0)
-            pk = (zs == mx) & (zs >= peak_zthr) & inside
-            pk[0, :] = pk[-1, :] = pk[:, 0] = pk[:, -1] = False
-            for py, px in zip(*np.nonzero(pk), strict=True):
-                peaks.append((float(resp[py, px]), int(px), int(py), k))
-        if not peaks:
+        blob = _blob_mask(
+            sub,
+            inside,
+            rms_cut,
+            scales,
+            factors,
+            truncate,
+            peak_zthr,
+            merge_zthr,
+            min_npix,
+            blob_thr,
+        )
+        if blob is None:
             continue
-        # Cross-scale grouping: peaks within 2 px in x and y; keep the strongest response.
-        peaks.sort(reverse=True)
-        kept: list[tuple[float, int, int, int]] = []
-        for p in peaks:
-            if all(abs(p[1] - q[1]) > 2 or abs(p[2] - q[2]) > 2 for q in kept):
-                kept.append(p)
-        for _, px, py, k in kept:
-            grow = zmaps[k] >= max(0.0, merge_zthr)
-            lab, _ = ndimage.label(grow, structure=CROSS)
-            if lab[py, px] == 0:
-                continue
-            region = lab == lab[py, px]
-            if np.count_nonzero(region) >= min_npix:
-                blob |= region
         cand, nc = ndimage.label(blob & inside, structure=CROSS)
         if nc == 0:
             continue

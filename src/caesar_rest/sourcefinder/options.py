@@ -4,17 +4,22 @@ Two views of the same settings:
 
 * :data:`LEGACY_OPTIONS` lists the 156 option names of the predecessor's ``caesar`` app (legacy
   documentation, appendix A) with their kind, default, bounds, category and "advanced" mark,
-  plus whether this implementation honours them (``effective``); :data:`EXTENSION_OPTIONS`
-  adds this implementation's own options with the same conventions. The ``caesar`` app builds
-  its option schema from both (:data:`ALL_OPTIONS`).
-* :class:`FinderOptions` holds the typed settings the pipeline reads. :func:`from_legacy` turns
-  legacy ``name -> value`` pairs into it; defaults are the legacy app's defaults.
+  whether this implementation honours them (``effective``) and, for those it honours, the
+  setting each one sets (``to``, e.g. ``"fit.chi2_cut"``); :data:`EXTENSION_OPTIONS` adds this
+  implementation's own options with the same conventions. The ``caesar`` app builds its option
+  schema from both (:data:`ALL_OPTIONS`).
+* :class:`FinderOptions` holds the typed settings the pipeline reads, one group per step
+  (:class:`BackgroundSettings`, :class:`CompactSettings`, :class:`SelectionSettings`,
+  :class:`NestedSettings`, :class:`FitSettings`, :class:`ExtendedSettings`,
+  :class:`SaliencySettings`) plus the run, tiling and output settings. :func:`from_legacy`
+  turns legacy ``name -> value`` pairs into it, driven by the table's ``to`` column; defaults
+  are the legacy app's.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -34,6 +39,14 @@ SAL = "SALIENCY"
 AC = "ACTIVE-CONTOUR"
 WT = "WAVELET-TRANSFORM"
 RUN = "RUN"
+
+#: How an option's value becomes its setting (:attr:`LegacyOption.how`): the value itself
+#: (converted to the setting's type), the flag negated (``no-...``), the flag clearing the
+#: setting to None (``fit-no...limits``), or one of several options a builder combines
+#: (:data:`_BUILDERS`: the sub-image, the fallback beam, the maps to save, ...).
+VALUE, NOT, OFF, PART = "value", "not", "off", "part"
+#: Target of the options read by the ``caesar`` app's program rather than by the finder.
+APP = "app"
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,12 @@ class LegacyOption:
         One-line help; for accepted-only options it says why.
     values
         Allowed values of an enumeration.
+    to
+        The setting it sets: a :class:`FinderOptions` field, ``"group.field"`` for a field of
+        a step's settings, or :data:`APP` (None for the options without effect).
+    how
+        How the value becomes the setting: :data:`VALUE`, :data:`NOT`, :data:`OFF` or
+        :data:`PART`.
     """
 
     name: str
@@ -73,6 +92,8 @@ class LegacyOption:
     effective: bool
     description: str
     values: tuple[str, ...] | None = None
+    to: str | None = None
+    how: str = VALUE
 
 
 def _o(
@@ -87,8 +108,10 @@ def _o(
     eff: bool,
     desc: str,
     values: tuple[str, ...] | None = None,
+    to: str | None = None,
+    how: str = VALUE,
 ) -> LegacyOption:
-    return LegacyOption(name, kind, default, lo, hi, cat, sub, adv, eff, desc, values)
+    return LegacyOption(name, kind, default, lo, hi, cat, sub, adv, eff, desc, values, to, how)
 
 
 _F, _I, _R, _E = "flag", "int", "float", "enum"
@@ -100,130 +123,153 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     # OUTPUT
     _o("save-fits", _F, None, None, None, OUT, "", False, True,
        "Write FITS maps (input, background, rms, significance, residual, saliency, segmented) "
-       "as selected by the save-*map flags; alone it writes them all"),
-    _o("save-inputmap", _F, None, None, None, OUT, "", False, True, "Write the input map"),
+       "as selected by the save-*map flags; alone it writes them all", to="save_maps", how=PART),
+    _o("save-inputmap", _F, None, None, None, OUT, "", False, True, "Write the input map",
+       to="save_maps", how=PART),
     _o("save-bkgmap", _F, None, None, None, OUT, "", False, True,
-       "Write the background map (background.fits)"),
-    _o("save-rmsmap", _F, None, None, None, OUT, "", False, True, "Write the rms map (rms.fits)"),
+       "Write the background map (background.fits)", to="save_maps", how=PART),
+    _o("save-rmsmap", _F, None, None, None, OUT, "", False, True, "Write the rms map (rms.fits)",
+       to="save_maps", how=PART),
     _o("save-significancemap", _F, None, None, None, OUT, "", False, True,
-       "Write the significance map (significance.fits)"),
+       "Write the significance map (significance.fits)", to="save_maps", how=PART),
     _o("save-residualmap", _F, None, None, None, OUT, "", False, True,
-       "Write the residual map: image minus background minus fitted model (residual.fits)"),
+       "Write the residual map: image minus background minus fitted model (residual.fits)",
+       to="save_maps", how=PART),
     _o("save-saliencymap", _F, None, None, None, OUT, "", False, True,
        "Write the extended-source search map (saliency.fits: the wavelet significance, or the "
-       "saliency map with extsfinder=SALIENCY-THRESH)"),
+       "saliency map with extsfinder=SALIENCY-THRESH)", to="save_maps", how=PART),
     _o("save-segmentedmap", _F, None, None, None, OUT, "", False, True,
-       "Write the island label map (segmented.fits)"),
+       "Write the island label map (segmented.fits)", to="save_maps", how=PART),
     _o("convertregionstowcs", _F, None, None, None, OUT, "", True, True,
-       "Write island polygons (islands.reg) in sky coordinates instead of image pixels"),
+       "Write island polygons (islands.reg) in sky coordinates instead of image pixels",
+       to="regions_wcs"),
     _o("regionwcs", _E, "J2000", None, None, OUT, "", True, True,
-       "Sky frame of converted island regions", ("J2000", "B1950", "GALACTIC")),
+       "Sky frame of converted island regions", ("J2000", "B1950", "GALACTIC"), to="region_frame"),
     # IMGREAD
     _o("read-subimg", _F, None, None, None, READ, "", False, True,
-       "Read only the sub-image xmin..xmax, ymin..ymax (pixels, 0-based, max exclusive)"),
-    _o("xmin", _I, 0, -1000000, 1000000, READ, "", False, True, "Sub-image first column"),
+       "Read only the sub-image xmin..xmax, ymin..ymax (pixels, 0-based, max exclusive)",
+       to="subimage", how=PART),
+    _o("xmin", _I, 0, -1000000, 1000000, READ, "", False, True, "Sub-image first column",
+       to="subimage", how=PART),
     _o("xmax", _I, 0, -1000000, 1000000, READ, "", False, True,
-       "Sub-image end column (exclusive; 0 = image width)"),
-    _o("ymin", _I, 0, -1000000, 1000000, READ, "", False, True, "Sub-image first row"),
+       "Sub-image end column (exclusive; 0 = image width)", to="subimage", how=PART),
+    _o("ymin", _I, 0, -1000000, 1000000, READ, "", False, True, "Sub-image first row",
+       to="subimage", how=PART),
     _o("ymax", _I, 0, -1000000, 1000000, READ, "", False, True,
-       "Sub-image end row (exclusive; 0 = image height)"),
+       "Sub-image end row (exclusive; 0 = image height)", to="subimage", how=PART),
     # IMGSTATS
     _o("no-parallelmedian", _F, None, None, None, STATS, "", True, False,
        _NA + "medians are always computed with NumPy"),
     # IMGBKG
     _o("bmaj", _R, 10.0, 0, 3600, BKG, "", True, True,
-       "Beam major axis (arcsec), used only if the header has no beam and it is given"),
+       "Beam major axis (arcsec), used only if the header has no beam and it is given",
+       to="beam_fallback", how=PART),
     _o("bmin", _R, 5.0, 0, 3600, BKG, "", True, True,
-       "Beam minor axis (arcsec), used only if the header has no beam and it is given"),
+       "Beam minor axis (arcsec), used only if the header has no beam and it is given",
+       to="beam_fallback", how=PART),
     _o("bpa", _R, 0.0, 0, 180, BKG, "", True, True,
-       "Beam position angle (deg), used only if the header has no beam"),
+       "Beam position angle (deg), used only if the header has no beam",
+       to="beam_fallback", how=PART),
     _o("mappixsize", _R, 1.0, 0, 3600, BKG, "", True, False,
        _NA + "the pixel size always comes from the WCS"),
     _o("globalbkg", _F, None, None, None, BKG, "", False, True,
-       "Use one global background and noise instead of local maps"),
+       "Use one global background and noise instead of local maps", to="background.local", how=NOT),
     _o("bkgestimator", _E, "Median", None, None, BKG, "", False, True,
-       "Background/noise estimator of each box", ("Mean", "Median", "BiWeight", "ClippedMedian")),
+       "Background/noise estimator of each box", ("Mean", "Median", "BiWeight", "ClippedMedian"),
+       to="background.estimator"),
     _o("bkgboxpix", _F, None, None, None, BKG, "", False, True,
-       "bkgbox is in pixels instead of beams"),
+       "bkgbox is in pixels instead of beams", to="background.box_in_beams", how=NOT),
     _o("bkgbox", _R, 20.0, 0.01, 1000.0, BKG, "", False, True,
-       "Background box size, in beams (or pixels with bkgboxpix)"),
+       "Background box size, in beams (or pixels with bkgboxpix)", to="background.box"),
     _o("bkggrid", _R, 0.2, 0.0, 1.0, BKG, "", False, True,
-       "Background grid step as a fraction of the box"),
+       "Background grid step as a fraction of the box", to="background.grid"),
     _o("no-bkg2ndpass", _F, None, None, None, BKG, "", True, True,
-       "Skip the second noise pass on the background-subtracted image"),
+       "Skip the second noise pass on the background-subtracted image",
+       to="background.second_pass", how=NOT),
     _o("bkgskipoutliers", _F, None, None, None, BKG, "", True, True,
-       "Mask detected sources and estimate the background again"),
+       "Mask detected sources and estimate the background again", to="background.skip_outliers"),
     _o("sourcebkgboxborder", _I, 20, 0, 1000, BKG, "", True, True,
-       "Border (pixels) of the per-source background box used by fit-usebkgboxestimate"),
+       "Border (pixels) of the per-source background box used by fit-usebkgboxestimate",
+       to="background.source_box_border"),
     # COMPACT-SOURCES
     _o("no-compactsearch", _F, None, None, None, CMP, "", False, True,
-       "Do not search compact sources"),
-    _o("npixmin", _I, 5, 0, 10000, CMP, "", False, True, "Minimum pixels of an island"),
+       "Do not search compact sources", to="compact.enabled", how=NOT),
+    _o("npixmin", _I, 5, 0, 10000, CMP, "", False, True, "Minimum pixels of an island",
+       to="compact.min_npix"),
     _o("seedthr", _R, 5.0, 0, 10000, CMP, "", False, True,
-       "Seed threshold (sigma above the local background)"),
+       "Seed threshold (sigma above the local background)", to="compact.seed_thr"),
     _o("mergethr", _R, 2.6, 0, 10000, CMP, "", False, True,
-       "Merge (flood-fill) threshold (sigma)"),
+       "Merge (flood-fill) threshold (sigma)", to="compact.merge_thr"),
     _o("compactsearchiters", _I, 1, 0, 100, CMP, "", False, True,
-       "Number of compact search iterations (found sources masked, seed lowered)"),
+       "Number of compact search iterations (found sources masked, seed lowered)",
+       to="compact.n_iters", how=PART),
     _o("seedthrstep", _R, 0.5, 0, 10, CMP, "", False, True,
-       "Seed threshold decrease per iteration"),
+       "Seed threshold decrease per iteration", to="compact.seed_thr_step"),
     # SELECTION
     _o("selectsources", _F, None, None, None, CMP, SEL, False, True,
-       "Apply the source selection and point-like tagging cuts"),
+       "Apply the source selection and point-like tagging cuts", to="selection.enabled"),
     _o("no-boundingboxcut", _F, None, None, None, CMP, SEL, False, True,
-       "Do not remove line-like islands (minimum bounding box)"),
+       "Do not remove line-like islands (minimum bounding box)",
+       to="selection.use_bbox_cut", how=NOT),
     _o("minboundingbox", _I, 2, 0, 1000000, CMP, SEL, False, True,
-       "Minimum short side (pixels) of the island's minimum-area rectangle"),
+       "Minimum short side (pixels) of the island's minimum-area rectangle",
+       to="selection.min_bbox"),
     _o("no-circratiocut", _F, None, None, None, CMP, SEL, True, True,
-       "Do not use circularity in point-like tagging"),
+       "Do not use circularity in point-like tagging", to="selection.use_circ_cut", how=NOT),
     _o("circratiothr", _R, 0.4, 0.0, 1.0, CMP, SEL, True, True,
-       "Minimum circularity of point-like sources"),
+       "Minimum circularity of point-like sources", to="selection.circ_thr"),
     _o("no-elongationcut", _F, None, None, None, CMP, SEL, True, True,
-       "Do not use elongation in point-like tagging"),
+       "Do not use elongation in point-like tagging", to="selection.use_elong_cut", how=NOT),
     _o("elongationthr", _R, 0.7, 0.0, 1.0, CMP, SEL, True, True,
-       "Maximum elongation of point-like sources"),
+       "Maximum elongation of point-like sources", to="selection.elong_thr"),
     _o("ellipsearearatiocut", _F, None, None, None, CMP, SEL, True, True,
-       "Use the moment-ellipse to pixel-area ratio in point-like tagging"),
+       "Use the moment-ellipse to pixel-area ratio in point-like tagging",
+       to="selection.use_ellipse_area_cut"),
     _o("ellipsearearatiominthr", _R, 0.6, 0.0, 10.0, CMP, SEL, True, True,
-       "Minimum ellipse area ratio"),
+       "Minimum ellipse area ratio", to="selection.ellipse_area_min"),
     _o("ellipsearearatiomaxthr", _R, 1.4, 0.0, 10.0, CMP, SEL, True, True,
-       "Maximum ellipse area ratio"),
+       "Maximum ellipse area ratio", to="selection.ellipse_area_max"),
     _o("maxnpixcut", _F, None, None, None, CMP, SEL, False, True,
-       "Use a maximum pixel count in point-like tagging"),
+       "Use a maximum pixel count in point-like tagging", to="selection.use_max_npix_cut"),
     _o("maxnpix", _I, 1000, 0.0, 10000000, CMP, SEL, False, True,
-       "Maximum pixels of point-like sources"),
+       "Maximum pixels of point-like sources", to="selection.max_npix"),
     _o("no-nbeamscut", _F, None, None, None, CMP, SEL, False, True,
-       "Do not use the number of beams in point-like tagging"),
+       "Do not use the number of beams in point-like tagging",
+       to="selection.use_nbeams_cut", how=NOT),
     _o("nbeamsthr", _R, 3.0, 0.0, 1000.0, CMP, SEL, False, True,
-       "Maximum number of beams of point-like sources"),
+       "Maximum number of beams of point-like sources", to="selection.nbeams_thr"),
     # NESTED-SOURCES
     _o("no-nestedsearch", _F, None, None, None, CMP, NEST, False, True,
-       "Do not search nested sources inside large islands"),
+       "Do not search nested sources inside large islands", to="nested.enabled", how=NOT),
     _o("blobmaskmethod", _E, "MultiScaleLoG", None, None, CMP, NEST, False, True,
-       "Blob detector of the nested search", ("GausLaplacian", "MultiScaleLoG")),
+       "Blob detector of the nested search", ("GausLaplacian", "MultiScaleLoG"),
+       to="nested.blob_method"),
     _o("nested-sourcetobeamthr", _R, 5.0, 0.0, 1000000.0, CMP, NEST, False, True,
-       "Search nested sources in islands larger than this many beams"),
+       "Search nested sources in islands larger than this many beams", to="nested.beams_thr"),
     _o("nested-blobthr", _R, 0.0, 0.0, 100.0, CMP, NEST, True, True,
-       "Blob response threshold as a multiple of the median positive response"),
+       "Blob response threshold as a multiple of the median positive response",
+       to="nested.blob_thr"),
     _o("nested-minmotherdist", _I, 2, 0, 100, CMP, NEST, True, True,
-       "A single nested blob is kept if its centre is more than this (px) from the mother's"),
+       "A single nested blob is kept if its centre is more than this (px) from the mother's",
+       to="nested.min_mother_dist"),
     _o("nested-maxmotherpixmatch", _R, 0.5, 0.0, 1.0, CMP, NEST, True, True,
-       "... or if it covers less than this fraction of the mother"),
+       "... or if it covers less than this fraction of the mother", to="nested.max_pix_match"),
     _o("nested-blobpeakzthr", _R, 5.0, 0.0, 10000.0, CMP, NEST, False, True,
-       "Peak significance of blobs in the blob-response map"),
+       "Peak significance of blobs in the blob-response map", to="nested.peak_zthr"),
     _o("nested-blobpeakzthrmerge", _R, 2.5, 0.0, 10000.0, CMP, NEST, False, True,
-       "Flood-fill significance of blobs in the blob-response map"),
+       "Flood-fill significance of blobs in the blob-response map", to="nested.merge_zthr"),
     _o("nested-blobminscale", _R, 1.0, 0.0, 10000.0, CMP, NEST, False, True,
-       "Smallest blob scale, in beam FWHM"),
+       "Smallest blob scale, in beam FWHM", to="nested.min_scale"),
     _o("nested-blobmaxscale", _R, 3.0, 0.0, 10000.0, CMP, NEST, False, True,
-       "Largest blob scale, in beam FWHM"),
+       "Largest blob scale, in beam FWHM", to="nested.max_scale"),
     _o("nested-blobscalestep", _R, 1.0, 0.0, 10000.0, CMP, NEST, False, True,
-       "Blob scale step (pixels of sigma)"),
+       "Blob scale step (pixels of sigma)", to="nested.scale_step"),
     _o("nested-blobkernfactor", _R, 1.0, 0.0, 1000.0, CMP, NEST, True, True,
-       "LoG kernel half-size in sigma (at least 3 is used, narrower kernels truncate the LoG)"),
+       "LoG kernel half-size in sigma (at least 3 is used, narrower kernels truncate the LoG)",
+       to="nested.kern_factor"),
     # FITTING
     _o("fitsources", _F, None, None, None, CMP, FIT, False, True,
-       "Fit compact sources with multi-component 2-D Gaussians"),
+       "Fit compact sources with multi-component 2-D Gaussians", to="fit.enabled"),
     _o("fit-usethreads", _F, None, None, None, CMP, FIT, True, False,
        _NA + "fits are vectorised; use nproc for parallel tiles"),
     _o("fit-minimizer", _E, "Minuit2", None, None, CMP, FIT, True, False,
@@ -234,44 +280,48 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     _o("fit-printlevel", _I, 0, 0, 3, CMP, FIT, True, False, _NA + "ROOT minimiser print level"),
     _o("fit-strategy", _I, 2, 0, 3, CMP, FIT, True, False, _NA + "Minuit strategy"),
     _o("fit-maxnbeams", _I, 20, 0, 100000, CMP, FIT, False, True,
-       "Fit an island as a whole only if it spans at most this many beams"),
+       "Fit an island as a whole only if it spans at most this many beams", to="fit.max_nbeams"),
     _o("fit-maxcomponents", _I, 3, 0, 100, CMP, FIT, False, True,
-       "Maximum Gaussian components per fitted source"),
+       "Maximum Gaussian components per fitted source", to="fit.max_components", how=PART),
     _o("fit-usenestedascomponents", _F, None, None, None, CMP, FIT, True, True,
-       "Seed the components from the nested sources"),
+       "Seed the components from the nested sources", to="fit.use_nested"),
     _o("fit-freebkg", _F, None, None, None, CMP, FIT, False, True,
-       "Fit a free constant offset on top of the background map"),
+       "Fit a free constant offset on top of the background map", to="fit.free_bkg"),
     _o("fit-estimatedbkg", _F, None, None, None, CMP, FIT, False, False,
        _NA + "the estimated background map is always subtracted before fitting"),
     _o("fit-usebkgboxestimate", _F, None, None, None, CMP, FIT, False, True,
-       "Subtract the per-source box background (median around the source) instead of the map"),
+       "Subtract the per-source box background (median around the source) instead of the map",
+       to="fit.bkg_box"),
     _o("fit-bkg", _R, 0.0, -1000000.0, 1000000.0, CMP, FIT, False, False,
        _NA + "the estimated background map is always used"),
     _o("fit-ampllimit", _R, 0.3, 0.0, 2.0, CMP, FIT, False, True,
-       "Amplitude bounds: start value times (1 +- limit)"),
+       "Amplitude bounds: start value times (1 +- limit)", to="fit.ampl_limit"),
     _o("prefit-freeampl", _F, None, None, None, CMP, FIT, True, False,
        _NA + "no pre-fit is needed by the Levenberg-Marquardt fitter"),
     _o("fit-sigmalimit", _R, 0.3, 0.0, 2.0, CMP, FIT, False, True,
-       "Sigma bounds: start value times (1 +- limit)"),
+       "Sigma bounds: start value times (1 +- limit)", to="fit.sigma_limit"),
     _o("fit-thetalimit", _R, 90.0, 0.0, 360.0, CMP, FIT, False, True,
-       "Angle bounds: start value +- limit (deg)"),
+       "Angle bounds: start value +- limit (deg)", to="fit.theta_limit_deg"),
     _o("fit-nobkglimits", _F, None, None, None, CMP, FIT, False, True,
-       "No bounds on the free offset"),
-    _o("fit-noampllimits", _F, None, None, None, CMP, FIT, False, True, "No amplitude bounds"),
-    _o("fit-nosigmalimits", _F, None, None, None, CMP, FIT, False, True, "No sigma bounds"),
+       "No bounds on the free offset", to="fit.bkg_limits", how=NOT),
+    _o("fit-noampllimits", _F, None, None, None, CMP, FIT, False, True, "No amplitude bounds",
+       to="fit.ampl_limit", how=OFF),
+    _o("fit-nosigmalimits", _F, None, None, None, CMP, FIT, False, True, "No sigma bounds",
+       to="fit.sigma_limit", how=OFF),
     _o("fit-noposlimits", _F, None, None, None, CMP, FIT, False, True,
-       "No centroid bounds (besides the island bounding box)"),
+       "No centroid bounds (besides the island bounding box)", to="fit.pos_limit", how=OFF),
     _o("fit-poslimit", _I, 3, 0, 1000, CMP, FIT, False, True,
-       "Centroid bounds: start value +- limit (px)"),
+       "Centroid bounds: start value +- limit (px)", to="fit.pos_limit"),
     _o("prefit-freepos", _F, None, None, None, CMP, FIT, False, False,
        _NA + "no pre-fit is needed by the Levenberg-Marquardt fitter"),
-    _o("fit-nothetalimits", _F, None, None, None, CMP, FIT, False, True, "No angle bounds"),
+    _o("fit-nothetalimits", _F, None, None, None, CMP, FIT, False, True, "No angle bounds",
+       to="fit.theta_limit_deg", how=OFF),
     _o("fit-fixsigma", _F, None, None, None, CMP, FIT, True, True,
-       "Keep the component sigmas at their start values"),
+       "Keep the component sigmas at their start values", to="fit.fix_sigma"),
     _o("prefit-fixsigma", _F, None, None, None, CMP, FIT, True, False,
        _NA + "no pre-fit is needed by the Levenberg-Marquardt fitter"),
     _o("fit-fixtheta", _F, None, None, None, CMP, FIT, True, True,
-       "Keep the component angles at their start values"),
+       "Keep the component angles at their start values", to="fit.fix_theta"),
     _o("prefit-fixtheta", _F, None, None, None, CMP, FIT, True, False,
        _NA + "no pre-fit is needed by the Levenberg-Marquardt fitter"),
     _o("fit-peakminkern", _I, 3, 0, 100, CMP, FIT, True, False,
@@ -283,29 +333,31 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     _o("fit-peakshifttol", _I, 2, 0, 20, CMP, FIT, True, False,
        _NA + "component seeds come from curvature summits (3x3 maxima)"),
     _o("fit-peakzthrmin", _R, 1.0, 0.0, 1000.0, CMP, FIT, False, True,
-       "Minimum significance of secondary component peaks (at least seedthr is used)"),
+       "Minimum significance of secondary component peaks (at least seedthr is used)",
+       to="fit.peak_zthr"),
     _o("fit-fcntol", _R, 0.01, 0.0, 100.0, CMP, FIT, True, True,
-       "Convergence tolerance on the chi2 change (relative to the number of data points)"),
+       "Convergence tolerance on the chi2 change (relative to the number of data points)",
+       to="fit.tol"),
     _o("fit-maxniters", _I, 10000, 0, 1000000, CMP, FIT, True, True,
-       "Maximum iterations per fit (capped at 200 here)"),
+       "Maximum iterations per fit (capped at 200 here)", to="fit.max_iters"),
     _o("fit-noimproveconvergence", _F, None, None, None, CMP, FIT, True, True,
-       "Do not widen bounds that a fitted parameter runs into"),
+       "Do not widen bounds that a fitted parameter runs into", to="fit.widen_bounds", how=NOT),
     _o("fit-noretry", _F, None, None, None, CMP, FIT, True, True,
-       "Do not refit with fewer components after a failed fit"),
+       "Do not refit with fewer components after a failed fit", to="fit.retry", how=NOT),
     _o("fit-nretries", _I, 10, 0, 100000, CMP, FIT, True, True,
-       "Maximum bound widenings per fit (capped at 10 here)"),
+       "Maximum bound widenings per fit (capped at 10 here)", to="fit.n_retries"),
     _o("fit-parboundincreasestep", _R, 0.1, 0.0, 10.0, CMP, FIT, True, True,
-       "Bound widening step (fraction of the bound range)"),
+       "Bound widening step (fraction of the bound range)", to="fit.bound_step"),
     _o("fit-improveerrors", _F, None, None, None, CMP, FIT, True, False,
        _NA + "errors always come from the analytic Jacobian at the minimum"),
     _o("fit-scaledatatomax", _F, None, None, None, CMP, FIT, True, False,
        _NA + "fits are done in units of the local noise"),
     _o("fit-nochi2cut", _F, None, None, None, CMP, FIT, False, True,
-       "Do not use the reduced chi2 in the fit quality"),
+       "Do not use the reduced chi2 in the fit quality", to="fit.chi2_cut", how=OFF),
     _o("fit-chi2cut", _R, 5.0, 0.0, 1000.0, CMP, FIT, False, True,
-       "Reduced chi2 below which a converged fit is of high quality"),
-    _o("fit-useellipsecuts", _F, None, None, None, CMP, FIT, True, True,
-       "Flag components whose ellipse differs much from the beam as fake"),
+       "Reduced chi2 below which a converged fit is of high quality", to="fit.chi2_cut"),
+    _o("fit-useellipsecuts", _F, None, None, None, CMP, FIT, True, False,
+       _NA + "the catalogues have no sourceness column to flag a component fake in"),
     # IMGRES
     _o("computeresiduals", _F, None, None, None, RES, "", False, False,
        _NA + "the extended search always runs on the image with compact sources removed"),
@@ -313,11 +365,12 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        _NA + "compact islands above res-zthr are removed whole"),
     _o("res-zthr", _R, 5.0, 0.0, 10000.0, RES, "", False, True,
        "Compact islands peaking above this significance are removed before the extended "
-       "search"),
+       "search", to="extended.res_zthr"),
     _o("res-zhighthr", _R, 10.0, 0.0, 10000.0, RES, "", False, False,
        _NA + "compact islands above res-zthr are removed whole"),
     _o("dilatekernsize", _I, 9, 1, 1001, RES, "", False, True,
-       "Dilation kernel (px) around compact islands removed before the extended search"),
+       "Dilation kernel (px) around compact islands removed before the extended search",
+       to="extended.dilate_size"),
     _o("res-removedsourcetype", _E, "POINT-LIKE", None, None, RES, "", False, False,
        _NA + "compact islands above res-zthr are removed whole",
        ("ALL", "COMPACT", "POINT-LIKE", "EXTENDED")),
@@ -328,49 +381,54 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        _NA + "removed pixels are replaced by the local background map"),
     # IMGSMOOTH
     _o("no-presmoothing", _F, None, None, None, SMO, "", False, True,
-       "No smoothing of the saliency search image (the wavelet search smooths by construction)"),
+       "No smoothing of the saliency search image (the wavelet search smooths by construction)",
+       to="saliency.guided", how=PART),
     _o("smoothfilter", _E, "GUIDED", None, None, SMO, "", False, True,
        "Smoothing of the saliency search image: GUIDED (edge-preserving) or GAUSSIAN, which "
        "adds no smoothing here (the block means it runs on smooth more than a 5x5 blur)",
-       ("GAUSSIAN", "GUIDED")),
+       ("GAUSSIAN", "GUIDED"), to="saliency.guided", how=PART),
     _o("guidedfilter-radius", _R, 12.0, 0.0, 1000.0, SMO, "", False, True,
-       "Guided filter radius (px) for the saliency search"),
+       "Guided filter radius (px) for the saliency search", to="saliency.guided", how=PART),
     _o("guidedfilter-eps", _R, 0.04, 0.0, 1000.0, SMO, "", False, True,
-       "Guided filter regularisation (fraction of 255^2) for the saliency search"),
+       "Guided filter regularisation (fraction of 255^2) for the saliency search",
+       to="saliency.guided", how=PART),
     # EXTENDED-SOURCES
     _o("no-extendedsearch", _F, None, None, None, EXT, "", False, True,
-       "Do not search extended sources"),
+       "Do not search extended sources", to="extended.enabled", how=NOT),
     _o("extsfinder", _E, "WT-THRESH", None, None, EXT, "", False, True,
        "Extended-source method: WT-THRESH (wavelet, the default here) or SALIENCY-THRESH "
        "(multi-resolution saliency, the predecessor's default); SP-HIERCLUST and "
        "ACTIVE-CONTOUR are not implemented and run the wavelet method",
-       ("WT-THRESH", "SP-HIERCLUST", "ACTIVE-CONTOUR", "SALIENCY-THRESH")),
+       ("WT-THRESH", "SP-HIERCLUST", "ACTIVE-CONTOUR", "SALIENCY-THRESH"), to="extended.method"),
     _o("activecontour", _E, "CHANVESE", None, None, EXT, "", False, False,
        _NA + "active contours are not implemented", ("CHANVESE", "LRAC")),
     _o("sp-size", _I, 20, 5, 10000, EXT, SAL, False, False,
        _NA + "superpixel size of the SP-HIERCLUST method, not implemented"),
     _o("sp-beta", _R, 1.0, 1e-10, 1e10, EXT, SAL, False, True,
-       "Superpixel regularisation of the saliency search (SALIENCY-THRESH)"),
+       "Superpixel regularisation of the saliency search (SALIENCY-THRESH)", to="saliency.beta"),
     _o("sp-minarea", _I, 10, 1, 10000, EXT, SAL, False, True,
-       "Smallest superpixel, in pixels, of the saliency search (SALIENCY-THRESH)"),
+       "Smallest superpixel, in pixels, of the saliency search (SALIENCY-THRESH)",
+       to="saliency.min_area"),
     _o("saliency-nooptimalthr", _F, None, None, None, EXT, SAL, False, True,
-       "Cut the saliency map at saliency-thr x median only (no Otsu/valley threshold)"),
+       "Cut the saliency map at saliency-thr x median only (no Otsu/valley threshold)",
+       to="saliency.optimal_thr", how=NOT),
     _o("saliency-thr", _R, 2.8, 0.0, 10.0, EXT, SAL, False, True,
-       "Saliency threshold factor on the map's median (SALIENCY-THRESH)"),
+       "Saliency threshold factor on the map's median (SALIENCY-THRESH)", to="saliency.thr_factor"),
     _o("saliency-minreso", _I, 20, 1, 1000, EXT, SAL, False, True,
-       "Smallest superpixel size, in pixels, of the saliency resolutions"),
+       "Smallest superpixel size, in pixels, of the saliency resolutions", to="saliency.reso_min"),
     _o("saliency-maxreso", _I, 60, 1, 1000, EXT, SAL, False, True,
-       "Largest superpixel size, in pixels, of the saliency resolutions"),
+       "Largest superpixel size, in pixels, of the saliency resolutions",
+       to="saliency.reso_max", how=PART),
     _o("saliency-resostep", _I, 10, 1, 100, EXT, SAL, False, True,
-       "Step between the saliency resolutions, in pixels"),
+       "Step between the saliency resolutions, in pixels", to="saliency.reso_step"),
     _o("saliency-nn", _R, 1.0, 0, 1.0, EXT, SAL, True, True,
-       "Fraction of the regions averaged in a region's saliency score"),
+       "Fraction of the regions averaged in a region's saliency score", to="saliency.nn_factor"),
     _o("saliency-usebkgmap", _F, None, None, None, EXT, SAL, True, False,
        _NA + "the background map is not added to the saliency map"),
     _o("saliency-usermsmap", _F, None, None, None, EXT, SAL, True, False,
        _NA + "the noise map is not added to the saliency map"),
     _o("saliency-userobustpars", _F, None, None, None, EXT, SAL, False, True,
-       "Median instead of mean per superpixel in the saliency search"),
+       "Median instead of mean per superpixel in the saliency search", to="saliency.robust"),
     _o("ac-niters", _I, 1000, 1, 100000, EXT, AC, False, False, _NA + "no active contours"),
     _o("ac-levelset", _E, "CIRCLE", None, None, EXT, AC, False, False,
        _NA + "no active contours", ("CIRCLE", "CHECKERBOARD", "SALIENCY")),
@@ -391,40 +449,42 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
         )
     ),
     _o("wtscalemin", _I, 3, 1, 10, EXT, WT, False, True,
-       "Smallest wavelet scale of the extended search (2**n px)"),
+       "Smallest wavelet scale of the extended search (2**n px)", to="extended.wt_scale_min"),
     _o("wtscalemax", _I, 6, 1, 10, EXT, WT, False, True,
-       "Largest wavelet scale of the extended search"),
+       "Largest wavelet scale of the extended search", to="extended.wt_scale_max", how=PART),
     # RUN
     _o("loglevel", _E, "INFO", None, None, RUN, "", False, True,
-       "Log level of the job log", ("INFO", "DEBUG", "WARN", "ERROR", "OFF")),
+       "Log level of the job log", ("INFO", "DEBUG", "WARN", "ERROR", "OFF"), to=APP),
     _o("no-logredir", _F, None, None, None, RUN, "", False, False,
        _NA + "the log always goes to the job log"),
     _o("no-mpi", _F, None, None, None, RUN, "", False, False,
        _NA + "tiles run in local processes (nproc)"),
     _o("nproc", _I, 1, 1, 1000, RUN, "", False, True,
-       "Number of worker processes for tiles (large images are tiled automatically)"),
+       "Number of worker processes for tiles (large images are tiled automatically)", to="nproc"),
     _o("nthreads", _I, 1, -1, 1000, RUN, "", False, False,
        _NA + "NumPy kernels are single-threaded; use nproc"),
     _o("tilesplit", _F, None, None, None, RUN, "", False, True,
-       "Split the image into tiles (overlapping, merged at the edges)"),
+       "Split the image into tiles (overlapping, merged at the edges)", to="tile_split"),
     _o("tilesize", _I, 0, 0.0, 10000000.0, RUN, "", False, True,
-       "Tile size in pixels (0 = automatic)"),
+       "Tile size in pixels (0 = automatic)", to="tile_size"),
     _o("tilestep", _R, 1.0, 0.001, 1.0, RUN, "", False, True,
-       "Tile step as a fraction of the tile size; below 1 widens the overlap"),
+       "Tile step as a fraction of the tile size; below 1 widens the overlap", to="tile_step"),
     _o("mergeedgesources", _F, None, None, None, RUN, "", False, False,
        _NA + "sources on tile edges are always merged"),
     _o("no-mergesources", _F, None, None, None, RUN, "", False, True,
-       "Do not merge touching compact and extended sources"),
+       "Do not merge touching compact and extended sources", to="extended.merge_sources", how=NOT),
 )
 
 #: Options of this implementation that the predecessor did not have (same conventions).
 EXTENSION_OPTIONS: tuple[LegacyOption, ...] = (
     _o("fit-nopointmodel", _F, None, None, None, CMP, FIT, True, True,
        "Keep the free-shape fit of every single component (by default one whose shape the "
-       "data do not constrain takes the beam's shape: its flux is then the fitted peak)"),
+       "data do not constrain takes the beam's shape: its flux is then the fitted peak)",
+       to="fit.point_model_thr", how=OFF),
     _o("fit-pointmodelthr", _R, 11.34, 0.0, 1000000.0, CMP, FIT, True, True,
        "Effective chi2 gain of the free shape (3 parameters, beam-correlated noise) below "
-       "which the beam-shaped model is kept; 11.34 is the 99th percentile for a point source"),
+       "which the beam-shaped model is kept; 11.34 is the 99th percentile for a point source",
+       to="fit.point_model_thr"),
 )
 # fmt: on
 
@@ -432,12 +492,243 @@ EXTENSION_OPTIONS: tuple[LegacyOption, ...] = (
 ALL_OPTIONS: tuple[LegacyOption, ...] = LEGACY_OPTIONS + EXTENSION_OPTIONS
 LEGACY_BY_NAME: dict[str, LegacyOption] = {o.name: o for o in ALL_OPTIONS}
 
-BKG_ESTIMATORS: dict[str, int] = {"Mean": 1, "Median": 2, "BiWeight": 3, "ClippedMedian": 4}
-SOURCE_TYPES: dict[str, int] = {"ALL": -1, "COMPACT": 1, "POINT-LIKE": 2, "EXTENDED": 3}
-
 #: Upper limits on loop counts that are impractical in Python (documented deviations).
 MAX_FIT_ITERS = 200
 MAX_FIT_WIDENINGS = 10
+
+
+@dataclass(frozen=True)
+class BackgroundSettings:
+    """Background and noise maps (spec 2; legacy option names in brackets).
+
+    Attributes
+    ----------
+    local
+        Local maps on a grid of boxes, else one global value (not ``globalbkg``).
+    estimator
+        Estimator of each box: Mean, Median, BiWeight or ClippedMedian (``bkgestimator``).
+    box, box_in_beams
+        Box size, in beams (``bkgbox``) or in pixels (``bkgboxpix``).
+    grid
+        Grid step as a fraction of the box (``bkggrid``).
+    second_pass
+        Second noise pass on the background-subtracted image (not ``no-bkg2ndpass``).
+    skip_outliers
+        Mask the detected sources and estimate again (``bkgskipoutliers``).
+    source_box_border
+        Border (px) of the per-source box of the fits' box background
+        (``sourcebkgboxborder``, with ``fit-usebkgboxestimate``).
+    """
+
+    local: bool = True
+    estimator: str = "Median"
+    box: float = 20.0
+    box_in_beams: bool = True
+    grid: float = 0.2
+    second_pass: bool = True
+    skip_outliers: bool = False
+    source_box_border: int = 20
+
+    def box_px(self, beam_width_px: float) -> float:
+        """The box size in pixels, for a beam ``beam_width_px`` wide."""
+        return self.box * beam_width_px if self.box_in_beams else self.box
+
+
+@dataclass(frozen=True)
+class CompactSettings:
+    """Compact-source search (spec 3).
+
+    Attributes
+    ----------
+    enabled
+        Search compact sources (not ``no-compactsearch``).
+    min_npix
+        Minimum pixels of an island (``npixmin``; also of extended regions).
+    seed_thr, merge_thr
+        Seed and flood-fill significance (``seedthr``, ``mergethr``).
+    n_iters, seed_thr_step
+        Iterations and seed decrease per iteration (``compactsearchiters``, ``seedthrstep``).
+    """
+
+    enabled: bool = True
+    min_npix: int = 5
+    seed_thr: float = 5.0
+    merge_thr: float = 2.6
+    n_iters: int = 1
+    seed_thr_step: float = 0.5
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """Source selection and point-like tagging (spec 3.6).
+
+    Attributes
+    ----------
+    enabled
+        Apply the cuts (``selectsources``).
+    use_bbox_cut, min_bbox
+        Remove line-like islands (``minboundingbox``; not ``no-boundingboxcut``).
+    use_circ_cut, circ_thr
+        Circularity of point-like sources (``circratiothr``).
+    use_elong_cut, elong_thr
+        Elongation of point-like sources (``elongationthr``).
+    use_ellipse_area_cut, ellipse_area_min, ellipse_area_max
+        Ellipse-to-pixel area ratio (``ellipsearearatiocut``, ``...minthr``, ``...maxthr``).
+    use_max_npix_cut, max_npix
+        Maximum pixels of point-like sources (``maxnpixcut``, ``maxnpix``).
+    use_nbeams_cut, nbeams_thr
+        Maximum beams of point-like sources (``nbeamsthr``; not ``no-nbeamscut``).
+    """
+
+    enabled: bool = False
+    use_bbox_cut: bool = True
+    min_bbox: float = 2.0
+    use_circ_cut: bool = True
+    circ_thr: float = 0.4
+    use_elong_cut: bool = True
+    elong_thr: float = 0.7
+    use_ellipse_area_cut: bool = False
+    ellipse_area_min: float = 0.6
+    ellipse_area_max: float = 1.4
+    use_max_npix_cut: bool = False
+    max_npix: int = 1000
+    use_nbeams_cut: bool = True
+    nbeams_thr: float = 3.0
+
+
+@dataclass(frozen=True)
+class NestedSettings:
+    """Nested sources inside large islands (spec 4; options ``nested-*``).
+
+    Attributes
+    ----------
+    enabled
+        Search nested sources (not ``no-nestedsearch``).
+    blob_method
+        ``MultiScaleLoG`` or ``GausLaplacian`` (``blobmaskmethod``).
+    beams_thr
+        Search islands larger than this many beams (``nested-sourcetobeamthr``).
+    blob_thr
+        Blob response threshold, times the median positive response (``nested-blobthr``).
+    min_mother_dist, max_pix_match
+        Single-blob rule (``nested-minmotherdist``, ``nested-maxmotherpixmatch``).
+    peak_zthr, merge_zthr
+        Peak and flood-fill significance of the blobs (``nested-blobpeakzthr``,
+        ``nested-blobpeakzthrmerge``).
+    min_scale, max_scale, scale_step
+        Blob scales, in beam FWHM (``nested-blobminscale``, ``...maxscale``, ``...scalestep``).
+    kern_factor
+        LoG kernel half-size in sigma (``nested-blobkernfactor``).
+    """
+
+    enabled: bool = True
+    blob_method: str = "MultiScaleLoG"
+    beams_thr: float = 5.0
+    blob_thr: float = 0.0
+    min_mother_dist: float = 2.0
+    max_pix_match: float = 0.5
+    peak_zthr: float = 5.0
+    merge_zthr: float = 2.5
+    min_scale: float = 1.0
+    max_scale: float = 3.0
+    scale_step: float = 1.0
+    kern_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Gaussian fits of compact sources (spec 6; options ``fit-*``).
+
+    :class:`~caesar_rest.sourcefinder.fitting.FitConfig` is these settings as the fitter uses
+    them (resolved against the beam and the seed threshold).
+
+    Attributes
+    ----------
+    enabled
+        Fit (``fitsources``).
+    max_nbeams
+        Fit an island whole only up to this many beams (``fit-maxnbeams``).
+    max_components
+        Components per source (``fit-maxcomponents``, at least 1).
+    use_nested
+        Seed the components from the nested sources (``fit-usenestedascomponents``).
+    free_bkg, bkg_limits
+        A free offset (``fit-freebkg``), bounded (not ``fit-nobkglimits``).
+    bkg_box
+        Subtract the per-source box background instead of the map (``fit-usebkgboxestimate``).
+    ampl_limit, sigma_limit, theta_limit_deg, pos_limit
+        Parameter bounds around the start values, None = unbounded (``fit-ampllimit`` ...
+        ``fit-poslimit``; ``fit-noampllimits`` ... set None).
+    fix_sigma, fix_theta
+        Keep sigmas and angles at their start values (``fit-fixsigma``, ``fit-fixtheta``).
+    peak_zthr
+        Secondary peaks' significance (``fit-peakzthrmin``; at least ``seedthr`` is used).
+    tol, max_iters
+        Convergence tolerance and iteration cap (``fit-fcntol``, ``fit-maxniters``).
+    widen_bounds, n_retries, bound_step
+        Widen bounds that a parameter runs into (not ``fit-noimproveconvergence``), at most
+        ``fit-nretries`` times, by ``fit-parboundincreasestep``.
+    retry
+        Refit with fewer components after a failed fit (not ``fit-noretry``).
+    chi2_cut
+        Reduced chi2 of a HIGH quality fit, None = no cut (``fit-chi2cut``, ``fit-nochi2cut``).
+    point_model_thr
+        Point-model test threshold, None = keep every free-shape fit (``fit-pointmodelthr``,
+        ``fit-nopointmodel``).
+    """
+
+    enabled: bool = False
+    max_nbeams: float = 20.0
+    max_components: int = 3
+    use_nested: bool = False
+    free_bkg: bool = False
+    bkg_box: bool = False
+    ampl_limit: float | None = 0.3
+    sigma_limit: float | None = 0.3
+    theta_limit_deg: float | None = 90.0
+    pos_limit: float | None = 3.0
+    bkg_limits: bool = True
+    fix_sigma: bool = False
+    fix_theta: bool = False
+    peak_zthr: float = 1.0
+    tol: float = 0.01
+    max_iters: int = 10000
+    widen_bounds: bool = True
+    retry: bool = True
+    n_retries: int = 10
+    bound_step: float = 0.1
+    chi2_cut: float | None = 5.0
+    point_model_thr: float | None = 11.34
+
+
+@dataclass(frozen=True)
+class ExtendedSettings:
+    """Extended-source search (spec 5) and its merge with the compact islands (spec 5.6).
+
+    Attributes
+    ----------
+    enabled
+        Search extended sources (not ``no-extendedsearch``).
+    method
+        ``WT-THRESH`` (wavelet) or ``SALIENCY-THRESH`` (``extsfinder``; the other methods
+        run the wavelet one).
+    res_zthr, dilate_size
+        Compact islands peaking above ``res-zthr`` are removed, dilated by ``dilatekernsize``
+        px, before the search.
+    wt_scale_min, wt_scale_max
+        Wavelet scales (``wtscalemin``, ``wtscalemax``; the block means are
+        ``2**(wt_scale_min-1)`` px for both methods).
+    merge_sources
+        Merge touching compact and extended sources (not ``no-mergesources``).
+    """
+
+    enabled: bool = True
+    method: str = "WT-THRESH"
+    res_zthr: float = 5.0
+    dilate_size: int = 9
+    wt_scale_min: int = 3
+    wt_scale_max: int = 6
+    merge_sources: bool = True
 
 
 @dataclass(frozen=True)
@@ -479,119 +770,70 @@ class SaliencySettings:
 
 @dataclass(frozen=True)
 class FinderOptions:
-    """Typed settings of the whole pipeline (defaults: the legacy ``caesar`` app's, except
-    ``ext_method``: the wavelet method, ``WT-THRESH``).
+    """Typed settings of the whole pipeline: one group per step, then the run, tiling and
+    output settings (defaults: the legacy ``caesar`` app's, except ``extended.method``: the
+    wavelet method, ``WT-THRESH``).
 
-    Only the most used fields are documented here; each maps to the legacy option named in its
-    comment (see :data:`LEGACY_OPTIONS` and ``docs/sourcefinder.md``).
+    Attributes
+    ----------
+    background, compact, selection, nested, fit, extended, saliency
+        The settings of each step.
+    nproc
+        Worker processes for tiles (``nproc``).
+    tile_split, tile_size, tile_step
+        Tiling (``tilesplit``, ``tilesize`` (0 = automatic), ``tilestep``).
+    auto_tile_above
+        Images with more pixels than this on a side are tiled even without ``tile_split``.
+    beam_fallback
+        Beam ``(bmaj, bmin, bpa)`` in arcsec and degrees for images without one, or None.
+    save_maps
+        Maps to keep: ``input``, ``bkg``, ``rms``, ``significance``, ``residual``,
+        ``saliency``, ``segmented`` (``save-*``).
+    regions_wcs, region_frame
+        Island regions in sky coordinates, in this frame (read by the ``caesar`` app).
+    subimage
+        ``(xmin, xmax, ymin, ymax)`` to read, or None (``read-subimg``).
     """
 
-    # Background (bkg*, globalbkg, no-bkg2ndpass, bkgskipoutliers)
-    local_bkg: bool = True
-    bkg_estimator: str = "Median"
-    bkg_box: float = 20.0
-    bkg_box_in_beams: bool = True
-    bkg_grid: float = 0.2
-    bkg_second_pass: bool = True
-    bkg_skip_outliers: bool = False
-    source_bkg_box_border: int = 20
-    # Compact search
-    search_compact: bool = True
-    min_npix: int = 5
-    seed_thr: float = 5.0
-    merge_thr: float = 2.6
-    n_iters: int = 1
-    seed_thr_step: float = 0.5
-    # Selection
-    select_sources: bool = False
-    use_bbox_cut: bool = True
-    min_bbox: float = 2.0
-    use_circ_cut: bool = True
-    circ_thr: float = 0.4
-    use_elong_cut: bool = True
-    elong_thr: float = 0.7
-    use_ellipse_area_cut: bool = False
-    ellipse_area_min: float = 0.6
-    ellipse_area_max: float = 1.4
-    use_max_npix_cut: bool = False
-    max_npix: int = 1000
-    use_nbeams_cut: bool = True
-    nbeams_thr: float = 3.0
-    # Nested search
-    search_nested: bool = True
-    blob_method: str = "MultiScaleLoG"
-    nested_beams_thr: float = 5.0
-    nested_blob_thr: float = 0.0
-    nested_min_mother_dist: float = 2.0
-    nested_max_pix_match: float = 0.5
-    nested_peak_zthr: float = 5.0
-    nested_merge_zthr: float = 2.5
-    nested_min_scale: float = 1.0
-    nested_max_scale: float = 3.0
-    nested_scale_step: float = 1.0
-    nested_kern_factor: float = 1.0
-    # Fitting
-    fit_sources: bool = False
-    fit_max_nbeams: float = 20.0
-    fit_max_components: int = 3
-    fit_use_nested: bool = False
-    fit_free_bkg: bool = False
-    fit_bkg_box: bool = False
-    fit_ampl_limit: float | None = 0.3
-    fit_sigma_limit: float | None = 0.3
-    fit_theta_limit_deg: float | None = 90.0
-    fit_pos_limit: float | None = 3.0
-    fit_bkg_limits: bool = True
-    fit_fix_sigma: bool = False
-    fit_fix_theta: bool = False
-    fit_peak_zthr: float = 1.0
-    fit_tol: float = 0.01
-    fit_max_iters: int = 10000
-    fit_widen_bounds: bool = True
-    fit_retry: bool = True
-    fit_n_retries: int = 10
-    fit_bound_step: float = 0.1
-    fit_chi2_cut: float | None = 5.0
-    #: Point-model test threshold (None: keep every free-shape fit).
-    fit_point_model_thr: float | None = 11.34
-    fit_ellipse_cuts: bool = False
-    # Residuals
-    compute_residuals: bool = False
-    res_remove_nested: bool = False
-    res_zthr: float = 5.0
-    res_zhigh_thr: float = 10.0
-    dilate_size: int = 9
-    res_removed_type: str = "POINT-LIKE"
-    res_method: str = "DILATION"
-    # Extended
-    search_extended: bool = True
-    ext_method: str = "WT-THRESH"
-    wt_scale_min: int = 3
-    wt_scale_max: int = 6
-    #: The saliency search (``ext_method`` SALIENCY-THRESH).
+    background: BackgroundSettings = field(default_factory=BackgroundSettings)
+    compact: CompactSettings = field(default_factory=CompactSettings)
+    selection: SelectionSettings = field(default_factory=SelectionSettings)
+    nested: NestedSettings = field(default_factory=NestedSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
+    extended: ExtendedSettings = field(default_factory=ExtendedSettings)
     saliency: SaliencySettings = field(default_factory=SaliencySettings)
-    merge_sources: bool = True
-    # Run and tiling
     nproc: int = 1
     tile_split: bool = False
     tile_size: int = 0
     tile_step: float = 1.0
-    #: Images with more pixels than this on a side are tiled even without ``tile_split``.
     auto_tile_above: int = 4096
-    # Beam fallback (arcsec, deg); None = no fallback
     beam_fallback: tuple[float, float, float] | None = None
-    # Output maps
     save_maps: frozenset[str] = field(default_factory=frozenset)
     regions_wcs: bool = False
     region_frame: str = "J2000"
     subimage: tuple[int, int, int, int] | None = None
 
     def with_(self, **changes: Any) -> FinderOptions:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with some fields changed; a step's group may be given as a mapping of its
+        changed fields, e.g. ``opts.with_(fit={"enabled": True}, nproc=2)``.
+        """
+        resolved = {
+            k: replace(getattr(self, k), **v) if isinstance(v, Mapping) else v
+            for k, v in changes.items()
+        }
+        return replace(self, **resolved)
 
 
-FIELD_NAMES = frozenset(f.name for f in fields(FinderOptions))
+#: The steps' groups of :class:`FinderOptions`, by field name.
+GROUPS: dict[str, type] = {
+    "background": BackgroundSettings,
+    "compact": CompactSettings,
+    "selection": SelectionSettings,
+    "nested": NestedSettings,
+    "fit": FitSettings,
+    "extended": ExtendedSettings,
+    "saliency": SaliencySettings,
+}
 
 _MAPS = ("input", "bkg", "rms", "significance", "residual", "saliency", "segmented")
 
@@ -607,8 +849,77 @@ def legacy_defaults() -> dict[str, Any]:
     return {o.name: (False if o.kind == "flag" else o.default) for o in ALL_OPTIONS}
 
 
+# Builders of the settings that several options make together (the rows with how=PART):
+# ``f(values, given)`` with every option's value (defaults filled in) and the given ones.
+def _save_maps(v: Mapping[str, Any], given: Mapping[str, Any]) -> frozenset[str]:
+    maps = {m for m in _MAPS if v[f"save-{m}map"]}
+    return frozenset(_MAPS) if v["save-fits"] and not maps else frozenset(maps)
+
+
+def _subimage(v: Mapping[str, Any], given: Mapping[str, Any]) -> tuple[int, int, int, int] | None:
+    if not v["read-subimg"]:
+        return None
+    return int(v["xmin"]), int(v["xmax"]), int(v["ymin"]), int(v["ymax"])
+
+
+def _beam(v: Mapping[str, Any], given: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    # The legacy defaults (10" x 5") are advertised but only applied when asked for: a
+    # silent made-up beam would give wrong fluxes.
+    if "bmaj" not in given and "bmin" not in given:
+        return None
+    bmaj = float(v["bmaj"])
+    bmin = float(v["bmin"]) if "bmin" in given else bmaj
+    if "bmaj" not in given:
+        bmaj = bmin
+    return bmaj, bmin, float(v["bpa"])
+
+
+def _guided(v: Mapping[str, Any], given: Mapping[str, Any]) -> tuple[float, float] | None:
+    if v["no-presmoothing"] or v["smoothfilter"] != "GUIDED":
+        return None
+    return float(v["guidedfilter-radius"]), float(v["guidedfilter-eps"])
+
+
+def _at_least(name: str, low: int | str) -> Callable[[Mapping[str, Any], Mapping[str, Any]], int]:
+    # An integer option raised to a floor: a constant or another option's value.
+    def build(v: Mapping[str, Any], given: Mapping[str, Any]) -> int:
+        return max(low if isinstance(low, int) else int(v[low]), int(v[name]))
+
+    return build
+
+
+_BUILDERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Any]] = {
+    "save_maps": _save_maps,
+    "subimage": _subimage,
+    "beam_fallback": _beam,
+    "saliency.guided": _guided,
+    "compact.n_iters": _at_least("compactsearchiters", 1),
+    "fit.max_components": _at_least("fit-maxcomponents", 1),
+    "extended.wt_scale_max": _at_least("wtscalemax", "wtscalemin"),
+    "saliency.reso_max": _at_least("saliency-maxreso", "saliency-minreso"),
+}
+
+_DEFAULT_OPTIONS = FinderOptions()
+
+
+def _default_of(target: str) -> Any:
+    """Default value of a setting (``"field"`` or ``"group.field"``)."""
+    value: Any = _DEFAULT_OPTIONS
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _setting(o: LegacyOption, value: Any) -> Any:
+    """The setting's value for an option's value (rows with how VALUE or NOT)."""
+    if o.how == NOT:
+        return not value
+    # Converted to the type of the setting's default (a float bound of a limit, an int count).
+    return type(_default_of(str(o.to)))(value)
+
+
 def from_legacy(values: Mapping[str, Any]) -> FinderOptions:
-    """Build :class:`FinderOptions` from legacy option values.
+    """Build :class:`FinderOptions` from legacy option values, row by row of the table.
 
     Parameters
     ----------
@@ -630,127 +941,45 @@ def from_legacy(values: Mapping[str, Any]) -> FinderOptions:
         raise KeyError(f"unknown option(s): {', '.join(unknown)}")
     v = legacy_defaults()
     v.update({k: x for k, x in values.items() if x is not None})
+    settings: dict[str, Any] = {}
+    rows = [o for o in ALL_OPTIONS if o.to is not None and o.to != APP and o.how != PART]
+    for o in rows:
+        if o.how != OFF:
+            settings[str(o.to)] = _setting(o, v[o.name])
+    for o in rows:
+        # After the values: a set "no limit" flag wins over the limit's value.
+        if o.how == OFF and v[o.name]:
+            settings[str(o.to)] = None
+    for target, build in _BUILDERS.items():
+        settings[target] = build(v, values)
+    return _assemble(settings)
 
-    def lim(flag: str, name: str) -> float | None:
-        return None if v[flag] else float(v[name])
 
-    maps = {m for m in _MAPS if v[f"save-{m}map" if m != "bkg" else "save-bkgmap"]}
-    if v["save-fits"] and not maps:
-        maps = set(_MAPS)
-    beam: tuple[float, float, float] | None = None
-    if "bmaj" in values or "bmin" in values:
-        # The legacy defaults (10" x 5") are advertised but only applied when asked for: a
-        # silent made-up beam would give wrong fluxes.
-        bmaj = float(v["bmaj"])
-        bmin = float(v["bmin"]) if "bmin" in values else bmaj
-        if "bmaj" not in values:
-            bmaj = bmin
-        beam = (bmaj, bmin, float(v["bpa"]))
-    sub: tuple[int, int, int, int] | None = None
-    if v["read-subimg"]:
-        sub = (int(v["xmin"]), int(v["xmax"]), int(v["ymin"]), int(v["ymax"]))
-    return FinderOptions(
-        local_bkg=not v["globalbkg"],
-        bkg_estimator=str(v["bkgestimator"]),
-        bkg_box=float(v["bkgbox"]),
-        bkg_box_in_beams=not v["bkgboxpix"],
-        bkg_grid=float(v["bkggrid"]),
-        bkg_second_pass=not v["no-bkg2ndpass"],
-        bkg_skip_outliers=bool(v["bkgskipoutliers"]),
-        source_bkg_box_border=int(v["sourcebkgboxborder"]),
-        search_compact=not v["no-compactsearch"],
-        min_npix=int(v["npixmin"]),
-        seed_thr=float(v["seedthr"]),
-        merge_thr=float(v["mergethr"]),
-        n_iters=max(1, int(v["compactsearchiters"])),
-        seed_thr_step=float(v["seedthrstep"]),
-        select_sources=bool(v["selectsources"]),
-        use_bbox_cut=not v["no-boundingboxcut"],
-        min_bbox=float(v["minboundingbox"]),
-        use_circ_cut=not v["no-circratiocut"],
-        circ_thr=float(v["circratiothr"]),
-        use_elong_cut=not v["no-elongationcut"],
-        elong_thr=float(v["elongationthr"]),
-        use_ellipse_area_cut=bool(v["ellipsearearatiocut"]),
-        ellipse_area_min=float(v["ellipsearearatiominthr"]),
-        ellipse_area_max=float(v["ellipsearearatiomaxthr"]),
-        use_max_npix_cut=bool(v["maxnpixcut"]),
-        max_npix=int(v["maxnpix"]),
-        use_nbeams_cut=not v["no-nbeamscut"],
-        nbeams_thr=float(v["nbeamsthr"]),
-        search_nested=not v["no-nestedsearch"],
-        blob_method=str(v["blobmaskmethod"]),
-        nested_beams_thr=float(v["nested-sourcetobeamthr"]),
-        nested_blob_thr=float(v["nested-blobthr"]),
-        nested_min_mother_dist=float(v["nested-minmotherdist"]),
-        nested_max_pix_match=float(v["nested-maxmotherpixmatch"]),
-        nested_peak_zthr=float(v["nested-blobpeakzthr"]),
-        nested_merge_zthr=float(v["nested-blobpeakzthrmerge"]),
-        nested_min_scale=float(v["nested-blobminscale"]),
-        nested_max_scale=float(v["nested-blobmaxscale"]),
-        nested_scale_step=float(v["nested-blobscalestep"]),
-        nested_kern_factor=float(v["nested-blobkernfactor"]),
-        fit_sources=bool(v["fitsources"]),
-        fit_max_nbeams=float(v["fit-maxnbeams"]),
-        fit_max_components=max(1, int(v["fit-maxcomponents"])),
-        fit_use_nested=bool(v["fit-usenestedascomponents"]),
-        fit_free_bkg=bool(v["fit-freebkg"]),
-        fit_bkg_box=bool(v["fit-usebkgboxestimate"]),
-        fit_ampl_limit=lim("fit-noampllimits", "fit-ampllimit"),
-        fit_sigma_limit=lim("fit-nosigmalimits", "fit-sigmalimit"),
-        fit_theta_limit_deg=lim("fit-nothetalimits", "fit-thetalimit"),
-        fit_pos_limit=lim("fit-noposlimits", "fit-poslimit"),
-        fit_bkg_limits=not v["fit-nobkglimits"],
-        fit_fix_sigma=bool(v["fit-fixsigma"]),
-        fit_fix_theta=bool(v["fit-fixtheta"]),
-        fit_peak_zthr=float(v["fit-peakzthrmin"]),
-        fit_tol=float(v["fit-fcntol"]),
-        fit_max_iters=int(v["fit-maxniters"]),
-        fit_widen_bounds=not v["fit-noimproveconvergence"],
-        fit_retry=not v["fit-noretry"],
-        fit_n_retries=int(v["fit-nretries"]),
-        fit_bound_step=float(v["fit-parboundincreasestep"]),
-        fit_chi2_cut=None if v["fit-nochi2cut"] else float(v["fit-chi2cut"]),
-        fit_point_model_thr=None if v["fit-nopointmodel"] else float(v["fit-pointmodelthr"]),
-        fit_ellipse_cuts=bool(v["fit-useellipsecuts"]),
-        compute_residuals=bool(v["computeresiduals"]),
-        res_remove_nested=bool(v["res-removenested"]),
-        res_zthr=float(v["res-zthr"]),
-        res_zhigh_thr=float(v["res-zhighthr"]),
-        dilate_size=int(v["dilatekernsize"]),
-        res_removed_type=str(v["res-removedsourcetype"]),
-        res_method=str(v["res-pssubtractionmethod"]),
-        search_extended=not v["no-extendedsearch"],
-        ext_method=str(v["extsfinder"]),
-        wt_scale_min=int(v["wtscalemin"]),
-        wt_scale_max=max(int(v["wtscalemin"]), int(v["wtscalemax"])),
-        saliency=SaliencySettings(
-            reso_min=int(v["saliency-minreso"]),
-            reso_max=max(int(v["saliency-minreso"]), int(v["saliency-maxreso"])),
-            reso_step=int(v["saliency-resostep"]),
-            thr_factor=float(v["saliency-thr"]),
-            nn_factor=float(v["saliency-nn"]),
-            optimal_thr=not v["saliency-nooptimalthr"],
-            robust=bool(v["saliency-userobustpars"]),
-            beta=float(v["sp-beta"]),
-            min_area=int(v["sp-minarea"]),
-            guided=(
-                (float(v["guidedfilter-radius"]), float(v["guidedfilter-eps"]))
-                if not v["no-presmoothing"] and v["smoothfilter"] == "GUIDED"
-                else None
-            ),
-        ),
-        merge_sources=not v["no-mergesources"],
-        nproc=int(v["nproc"]),
-        tile_split=bool(v["tilesplit"]),
-        tile_size=int(v["tilesize"]),
-        tile_step=float(v["tilestep"]),
-        beam_fallback=beam,
-        save_maps=frozenset(maps),
-        regions_wcs=bool(v["convertregionstowcs"]),
-        region_frame=str(v["regionwcs"]),
-        subimage=sub,
-    )
+def _assemble(settings: Mapping[str, Any]) -> FinderOptions:
+    """:class:`FinderOptions` from ``{"field" or "group.field": value}``."""
+    groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    top: dict[str, Any] = {}
+    for target, value in settings.items():
+        group, _, name = target.rpartition(".")
+        (groups[group] if group else top)[name] = value
+    return FinderOptions(**top, **{g: GROUPS[g](**kw) for g, kw in groups.items()})
+
+
+def setting_names() -> list[str]:
+    """Every leaf setting of :class:`FinderOptions` (``"field"`` or ``"group.field"``).
+
+    Returns
+    -------
+    list of str
+        In declaration order.
+    """
+    out: list[str] = []
+    for f in fields(FinderOptions):
+        if f.name in GROUPS:
+            out.extend(f"{f.name}.{g.name}" for g in fields(GROUPS[f.name]))
+        else:
+            out.append(f.name)
+    return out
 
 
 #: Options that act on the saliency extended search only (``extsfinder=SALIENCY-THRESH``):

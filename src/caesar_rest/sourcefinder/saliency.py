@@ -58,12 +58,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from caesar_rest.sourcefinder._types import F32, F64, B
 from caesar_rest.sourcefinder.extended import expand
 from caesar_rest.sourcefinder.options import SaliencySettings
-
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-B = npt.NDArray[np.bool_]
 
 #: Regions compared with each region at most (see the module notes).
 MAX_PARTNERS = 4096

@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from skimage import measure
 
+from caesar_rest.sourcefinder._types import F64
 from caesar_rest.sourcefinder.islands import MORPH_COMPACT, MORPH_POINTLIKE, IslandSet
-
-F64 = npt.NDArray[np.float64]
+from caesar_rest.sourcefinder.options import SelectionSettings
 
 
 @dataclass
@@ -148,21 +148,7 @@ def shapes(isl: IslandSet) -> Shape:
 
 
 def select(
-    isl: IslandSet,
-    beam_area_pix: float,
-    use_bbox_cut: bool = True,
-    min_bbox: float = 2.0,
-    use_circ_cut: bool = True,
-    circ_thr: float = 0.4,
-    use_elong_cut: bool = True,
-    elong_thr: float = 0.7,
-    use_ellipse_area_cut: bool = False,
-    ellipse_area_min: float = 0.6,
-    ellipse_area_max: float = 1.4,
-    use_max_npix_cut: bool = False,
-    max_npix: int = 1000,
-    use_nbeams_cut: bool = True,
-    nbeams_thr: float = 3.0,
+    isl: IslandSet, beam_area_pix: float, cuts: SelectionSettings | None = None
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """Good-source flags and morphology (POINT-LIKE or COMPACT) per island.
 
@@ -172,33 +158,33 @@ def select(
         Islands.
     beam_area_pix
         Beam area in pixels.
-    use_bbox_cut, min_bbox
-        Remove islands whose minimum-area rectangle is thinner than ``min_bbox`` pixels.
-    use_circ_cut, circ_thr, use_elong_cut, elong_thr, use_ellipse_area_cut, ellipse_area_min,
-    ellipse_area_max, use_max_npix_cut, max_npix, use_nbeams_cut, nbeams_thr
-        Point-like cuts; a source is point-like when every enabled cut passes.
+    cuts
+        The cuts (default: the legacy defaults). The bounding-box cut removes islands whose
+        minimum-area rectangle is thinner than ``min_bbox`` pixels; a source is point-like
+        when every enabled point-like cut passes (``enabled`` is the caller's).
 
     Returns
     -------
     good, morph
         Per island.
     """
+    c = cuts or SelectionSettings()
     sh = shapes(isl)
     good = np.ones(isl.n, dtype=bool)
-    if use_bbox_cut:
+    if c.use_bbox_cut:
         # The short side is the extent of pixel centres; a one-pixel-wide line has 0.
-        good &= ~(np.nan_to_num(sh.bbox_minor, nan=np.inf) + 1.0 < min_bbox)
+        good &= ~(np.nan_to_num(sh.bbox_minor, nan=np.inf) + 1.0 < c.min_bbox)
     point = np.ones(isl.n, dtype=bool)
-    if use_circ_cut:
-        point &= ~(sh.circularity < circ_thr)
-    if use_elong_cut:
-        point &= ~(sh.elongation > elong_thr)
-    if use_ellipse_area_cut:
+    if c.use_circ_cut:
+        point &= ~(sh.circularity < c.circ_thr)
+    if c.use_elong_cut:
+        point &= ~(sh.elongation > c.elong_thr)
+    if c.use_ellipse_area_cut:
         r = sh.ellipse_area_ratio
-        point &= ~((r < ellipse_area_min) | (r > ellipse_area_max))
-    if use_max_npix_cut:
-        point &= isl.npix <= max_npix
-    if use_nbeams_cut:
-        point &= isl.npix / beam_area_pix <= nbeams_thr
+        point &= ~((r < c.ellipse_area_min) | (r > c.ellipse_area_max))
+    if c.use_max_npix_cut:
+        point &= isl.npix <= c.max_npix
+    if c.use_nbeams_cut:
+        point &= isl.npix / beam_area_pix <= c.nbeams_thr
     morph = np.where(point, MORPH_POINTLIKE, MORPH_COMPACT).astype(np.int64)
     return good, morph

@@ -25,19 +25,24 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from caesar_rest.imaging.fits_image import FitsImage
-from caesar_rest.sourcefinder import fitting, islands
+from caesar_rest.sourcefinder import fitting, islands, nesting
+from caesar_rest.sourcefinder._types import F32, I64, B
+from caesar_rest.sourcefinder.array import (
+    BeamPix,
+    Classifier,
+    Sources,
+    find_in_array,
+    process_islands,
+)
 from caesar_rest.sourcefinder.islands import MORPH_EXTENDED, IslandSet
 from caesar_rest.sourcefinder.options import FinderOptions
-
-B = npt.NDArray[np.bool_]
-I64 = npt.NDArray[np.int64]
 
 #: Default core size of automatic tiles (pixels).
 AUTO_TILE = 2048
@@ -75,7 +80,7 @@ def _edges(n: int, core: int) -> list[int]:
     return [int(round(i * n / k)) for i in range(k + 1)]
 
 
-def plan_tiles(shape: tuple[int, int], beam: Any, opts: FinderOptions) -> list[Tile]:
+def plan_tiles(shape: tuple[int, int], beam: BeamPix, opts: FinderOptions) -> list[Tile]:
     """Tiles of an image (a single tile when no tiling is needed).
 
     Tiling is used with ``tile_split``, or automatically when a side exceeds
@@ -87,7 +92,7 @@ def plan_tiles(shape: tuple[int, int], beam: Any, opts: FinderOptions) -> list[T
     shape
         ``(ny, nx)``.
     beam
-        :class:`~caesar_rest.sourcefinder.pipeline.BeamPix`.
+        The beam.
     opts
         Options (``tile_split``, ``tile_size``, ``tile_step``, ``nproc``).
 
@@ -101,8 +106,8 @@ def plan_tiles(shape: tuple[int, int], beam: Any, opts: FinderOptions) -> list[T
     if not (opts.tile_split or auto):
         return [Tile(0, nx, 0, ny, 0, nx, 0, ny, 0)]
     core = opts.tile_size if opts.tile_size > 0 else AUTO_TILE
-    box = opts.bkg_box * beam.width_px if opts.bkg_box_in_beams else opts.bkg_box
-    reach = math.ceil(max(1.0, opts.bkg_grid * box) + box / 2.0) + 1
+    box = opts.background.box_px(beam.width_px)
+    reach = math.ceil(max(1.0, opts.background.grid * box) + box / 2.0) + 1
     margin = 2 * reach + ISLAND_MARGIN
     if opts.tile_step < 1.0:
         margin = max(margin, int(math.ceil((1.0 - opts.tile_step) * core)))
@@ -146,7 +151,7 @@ def _complete_in(isl: IslandSet, t: Tile, nx: int, ny: int, ox: int, oy: int) ->
 
 def classifier(
     tile: Tile, plan: list[Tile], shape: tuple[int, int], origin: tuple[int, int]
-) -> Any:
+) -> Classifier:
     """The island classifier of a tile (see the module description).
 
     Parameters
@@ -195,9 +200,7 @@ def classifier(
 _STATE: dict[str, Any] = {}
 
 
-def _work(index: int) -> Any:
-    from caesar_rest.sourcefinder.pipeline import find_in_array
-
+def _work(index: int) -> Sources:
     image: FitsImage = _STATE["image"]
     plan: list[Tile] = _STATE["plan"]
     t = plan[index]
@@ -224,11 +227,11 @@ def _work(index: int) -> Any:
 
 def run_tiles(
     image: FitsImage,
-    beam: Any,
+    beam: BeamPix,
     opts: FinderOptions,
     plan: list[Tile],
     maps: frozenset[str],
-) -> Any:
+) -> Sources:
     """Process the tiles and merge their sources.
 
     Parameters
@@ -236,7 +239,7 @@ def run_tiles(
     image
         The image.
     beam
-        :class:`~caesar_rest.sourcefinder.pipeline.BeamPix`.
+        The beam.
     opts
         Options.
     plan
@@ -250,10 +253,6 @@ def run_tiles(
         All sources, with per-step timings summed over tiles (``tiles_wall`` is the elapsed
         time of the tile stage).
     """
-    import time
-
-    from caesar_rest.sourcefinder.pipeline import Sources, process_islands
-
     _STATE.update(image=image, plan=plan, beam=beam, opts=opts, maps=maps)
     t0 = time.perf_counter()
     nproc = max(1, min(opts.nproc, len(plan), os.cpu_count() or 1))
@@ -295,7 +294,7 @@ def run_tiles(
         merged = merge_pieces(pieces, image.shape, image.origin)
         n_merged = merged.n
         if merged.n:
-            fittable = merged.npix / beam.area_pix <= opts.fit_max_nbeams
+            fittable = merged.npix / beam.area_pix <= opts.fit.max_nbeams
             merged.morph = np.where(
                 (merged.morph == MORPH_EXTENDED) & ~fittable, MORPH_EXTENDED, merged.morph
             )
@@ -326,11 +325,11 @@ def run_tiles(
     return out
 
 
-def _image_reader(image: FitsImage) -> Any:
+def _image_reader(image: FitsImage) -> nesting.Reader:
     ny, nx = image.shape
     ox, oy = image.origin
 
-    def read(x0: int, x1: int, y0: int, y1: int) -> Any:
+    def read(x0: int, x1: int, y0: int, y1: int) -> F32:
         a0, a1 = max(x0, 0) - ox, min(x1 - ox, nx)
         b0, b1 = max(y0, 0) - oy, min(y1 - oy, ny)
         return np.asarray(image.data[max(b0, 0) : b1, max(a0, 0) : a1], dtype=np.float32)
@@ -416,8 +415,8 @@ def merge_pieces(
     return out.measure()
 
 
-def concat_sources(parts: list[Any]) -> Any:
-    """Concatenate :class:`~caesar_rest.sourcefinder.pipeline.Sources` (indices remapped).
+def concat_sources(parts: list[Sources]) -> Sources:
+    """Concatenate :class:`~caesar_rest.sourcefinder.array.Sources` (indices remapped).
 
     Parameters
     ----------
@@ -429,8 +428,6 @@ def concat_sources(parts: list[Any]) -> Any:
     Sources
         All of them.
     """
-    from caesar_rest.sourcefinder.pipeline import Sources
-
     if len(parts) == 1:
         return parts[0]
     sets = []
