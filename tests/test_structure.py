@@ -151,7 +151,6 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path: Path) -> N
     assert one_cycle(graph, ["pkg.a", "pkg.sub.b"]) == ["pkg.a", "pkg.sub.b", "pkg.a"]
 
 
-@pytest.mark.xfail(strict=False, reason="circles removed by slices runtime/finder")
 def test_no_import_circle_in_src() -> None:
     graph = import_graph()
     found = circles(graph)
