@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from caesar_rest.api.app import create_app
+from caesar_rest.backends.cli import legacy_backend_env
 from caesar_rest.backends.monitor import Monitor
-from caesar_rest.backends.options import legacy_backend_env
 from caesar_rest.backends.process import hostname
 from caesar_rest.db.engine import make_engine
 from caesar_rest.db.locks import pass_lock

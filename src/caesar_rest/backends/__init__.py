@@ -17,7 +17,7 @@ module                      what it holds
 ``slurm.py``                Slurm batch jobs through slurmrestd (``slurmrest.py``: the client)
 ``kubernetes.py``           Kubernetes ``batch/v1`` Jobs
 ``monitor.py``              ``caesar-rest monitor``: every backend's :meth:`reconcile`, periodically
-``options.py``              the ``worker``/``monitor`` command lines and the legacy option names
+``cli.py``                  the ``worker``/``monitor`` command lines and the legacy option names
 ==========================  ==================================================================
 
 This package module stays light: ``python -m caesar_rest.backends.wrapper`` imports it first, and
