@@ -54,7 +54,8 @@ def run_app(app: Any, image: Path, out: Path, repeat: int) -> dict[str, Any]:
             if old.is_file():
                 old.unlink()
         argv = app.command(image, {}, out)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}  # as the local runner
+        # A job's value with the default options (one core), on every backend; here even if set.
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
         t0 = time.perf_counter()
         with open(out / "job.log", "wb") as log:
             rc = subprocess.run(

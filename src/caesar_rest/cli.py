@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from caesar_rest import __version__
-from caesar_rest.backends.options import (
+from caesar_rest.backends.cli import (
     add_backend_commands,
     add_legacy_backend_options,
     cmd_monitor,
@@ -24,7 +24,7 @@ from caesar_rest.backends.options import (
 from caesar_rest.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 
 # The predecessor's run_app.py options that need a value and have no effect here (MongoDB,
-# rclone volumes, ...); its backend options are mapped in caesar_rest.backends.options.
+# rclone volumes, ...); its backend options are mapped in caesar_rest.backends.cli.
 _LEGACY_IGNORED_VALUE = (
     "dbhost",
     "dbport",

@@ -4,6 +4,7 @@ and, with the fake playing the kubelet, the end-to-end sequence and the deadline
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -211,7 +212,7 @@ def test_vanished_job(client: TestClient, fake: FakeKube, tmp_path: Path, s17: P
     backend.reconcile()
     assert _status(client, settled)["state"] == "SUCCESS"
     assert _status(client, lost)["phase"] == "QUEUED"  # unseen, but within the bound
-    backend.settings.monitor_lost_after = 0.5
+    backend.core = dataclasses.replace(backend.core, lost_after=0.5)
     time.sleep(0.6)
     backend.reconcile()
     doc = _status(client, lost)

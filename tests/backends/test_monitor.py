@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from caesar_rest.api.app import create_app
+from caesar_rest.backends.cli import legacy_backend_env
 from caesar_rest.backends.monitor import Monitor
-from caesar_rest.backends.options import legacy_backend_env
 from caesar_rest.backends.process import hostname
 from caesar_rest.db.engine import make_engine
-from caesar_rest.db.locks import pass_lock
+from caesar_rest.db.locks import CLAIM_KEY, pass_key, pass_lock, user_key, user_lock
 from caesar_rest.db.models import JobEvent, JobRecord
 from caesar_rest.timeutil import utcnow
 
@@ -57,6 +57,25 @@ def test_pass_lock_admits_one_holder(db_url: str) -> None:
     with pass_lock(e2, "slurm", wait=5) as waited:
         assert waited  # a --once pass waits for the busy one
     t.join()
+    e1.dispose()
+    e2.dispose()
+
+
+def test_user_lock_holds_one_user_until_commit(pg_url: str) -> None:
+    """The quota lock (PostgreSQL advisory, per user) is held to the end of the transaction,
+    and its keys never meet the pass or claim keys."""
+    assert user_key("alice") != user_key("bob")
+    assert min(user_key("alice"), user_key("")) > max(CLAIM_KEY, pass_key("slurm"), 2**32 - 1)
+    e1, e2 = make_engine(pg_url), make_engine(pg_url)
+    try_lock = text("SELECT pg_try_advisory_xact_lock(:k)")
+    with e1.connect() as c1, e2.connect() as c2:
+        user_lock(c1, "alice")
+        assert not c2.execute(try_lock, {"k": user_key("alice")}).scalar()
+        assert c2.execute(try_lock, {"k": user_key("bob")}).scalar()
+        c2.rollback()
+        c1.commit()
+        assert c2.execute(try_lock, {"k": user_key("alice")}).scalar()
+        c2.rollback()
     e1.dispose()
     e2.dispose()
 

@@ -232,7 +232,7 @@ def test_batch_script_quotes_every_value(tmp_path: Path) -> None:
     )
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     svc = JobService(settings, make_sessionmaker(engine), default_registry())
-    backend = SlurmBackend(svc)
+    backend = SlurmBackend(svc, settings.slurm)
     reldir = "anonymous/job_abc"
     jdir = tmp_path / "jobs" / reldir
     jdir.mkdir(parents=True)

@@ -85,7 +85,7 @@ def _broker_check(ctx: ServiceContext) -> str:
     from caesar_rest.backends.celery_app import broker_url
 
     try:
-        with Connection(broker_url(ctx.settings), connect_timeout=2) as conn:
+        with Connection(broker_url(ctx.settings.celery), connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=0, timeout=2)
         return "ok"
     except Exception as exc:  # report, do not raise

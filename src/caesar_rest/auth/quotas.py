@@ -7,15 +7,15 @@ concurrent requests cannot both slip under a limit.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.engine import write_first
+from caesar_rest.db.locks import user_lock
 from caesar_rest.db.models import FileRecord, JobRecord
 from caesar_rest.errors import QuotaExceeded
 from caesar_rest.jobs.states import FINAL
@@ -43,12 +43,7 @@ class Usage:
 
 def lock_user(session: Session, owner: str) -> None:
     """Serialise quota checks of one user (call first in the transaction)."""
-    conn = write_first(session)
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock(:k)"),
-            {"k": zlib.crc32(owner.encode()) + 7_000_000_000},
-        )
+    user_lock(write_first(session), owner)
 
 
 def usage(session: Session, owner: str) -> Usage:

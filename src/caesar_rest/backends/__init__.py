@@ -17,7 +17,7 @@ module                      what it holds
 ``slurm.py``                Slurm batch jobs through slurmrestd (``slurmrest.py``: the client)
 ``kubernetes.py``           Kubernetes ``batch/v1`` Jobs
 ``monitor.py``              ``caesar-rest monitor``: every backend's :meth:`reconcile`, periodically
-``options.py``              the ``worker``/``monitor`` command lines and the legacy option names
+``cli.py``                  the ``worker``/``monitor`` command lines and the legacy option names
 ==========================  ==================================================================
 
 This package module stays light: ``python -m caesar_rest.backends.wrapper`` imports it first, and
@@ -35,12 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "build_backends"]
 
-#: Every backend: (name, "module:class", the setting that turns it on; None: always on).
-BACKENDS: tuple[tuple[str, str, str | None], ...] = (
-    ("local", "caesar_rest.backends.local:LocalBackend", None),
-    ("celery", "caesar_rest.backends.celery_backend:CeleryBackend", "celery_enabled"),
-    ("slurm", "caesar_rest.backends.slurm:SlurmBackend", "slurm_enabled"),
-    ("kubernetes", "caesar_rest.backends.kubernetes:KubernetesBackend", "kube_enabled"),
+#: Every backend: (name, "module:class", the setting that turns it on (None: always on), its
+#: settings section (None: the core settings only)).
+BACKENDS: tuple[tuple[str, str, str | None, str | None], ...] = (
+    ("local", "caesar_rest.backends.local:LocalBackend", None, None),
+    ("celery", "caesar_rest.backends.celery_backend:CeleryBackend", "celery_enabled", "celery"),
+    ("slurm", "caesar_rest.backends.slurm:SlurmBackend", "slurm_enabled", "slurm"),
+    ("kubernetes", "caesar_rest.backends.kubernetes:KubernetesBackend", "kube_enabled", "kube"),
 )
 
 
@@ -48,7 +49,8 @@ def build_backends(service: JobService) -> dict[str, JobBackend]:
     """The local backend and every backend whose settings are present, by name.
 
     A job keeps the backend it was submitted to, so each configured backend stays reachable for
-    status and cancel whatever the current default is.
+    status and cancel whatever the current default is. Each backend gets the service and its
+    own settings section (``settings.slurm`` for the slurm backend).
 
     Parameters
     ----------
@@ -60,10 +62,12 @@ def build_backends(service: JobService) -> dict[str, JobBackend]:
     dict
         Backend name -> backend (not started).
     """
+    settings = service.settings
     backends: dict[str, JobBackend] = {}
-    for name, target, switch in BACKENDS:
-        if switch is not None and not getattr(service.settings, switch):
+    for name, target, switch, section in BACKENDS:
+        if switch is not None and not getattr(settings, switch):
             continue
         module, _, cls = target.partition(":")
-        backends[name] = getattr(importlib.import_module(module), cls)(service)
+        sections = () if section is None else (getattr(settings, section),)
+        backends[name] = getattr(importlib.import_module(module), cls)(service, *sections)
     return backends

@@ -16,26 +16,26 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready
 
-from caesar_rest.settings import Settings
+from caesar_rest.settings import CelerySettings, Settings
 
 TASK_NAME = "caesar_rest.run_job"
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
 DEFAULT_RESULT_BACKEND = "redis://localhost:6379/0"
 
 
-def broker_url(settings: Settings) -> str:
+def broker_url(celery: CelerySettings) -> str:
     """The effective broker URL."""
-    return settings.celery.broker_url or DEFAULT_BROKER
+    return celery.broker_url or DEFAULT_BROKER
 
 
-def result_backend_url(settings: Settings) -> str:
+def result_backend_url(celery: CelerySettings) -> str:
     """The effective result backend URL."""
-    return settings.celery.result_backend or DEFAULT_RESULT_BACKEND
+    return celery.result_backend or DEFAULT_RESULT_BACKEND
 
 
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app configured from ``settings``, with the job task registered."""
-    app = Celery("caesar_rest", broker=broker_url(settings), backend=result_backend_url(settings))
+def make_celery(celery: CelerySettings) -> Celery:
+    """A Celery app configured from the ``celery`` settings, with the job task registered."""
+    app = Celery("caesar_rest", broker=broker_url(celery), backend=result_backend_url(celery))
     app.conf.update(
         # A job is acknowledged only when its task has returned, and handed to another worker
         # when the process running it dies: nothing is lost with a worker.
@@ -49,13 +49,13 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         timezone="UTC",
         enable_utc=True,
-        task_default_queue=settings.celery.queue,
-        task_default_routing_key=settings.celery.queue,
+        task_default_queue=celery.queue,
+        task_default_routing_key=celery.queue,
         result_expires=7 * 86400,
         result_extended=True,
         broker_connection_retry_on_startup=True,
         # Redis broker only: redelivery of unacknowledged tasks after this many seconds.
-        broker_transport_options={"visibility_timeout": settings.celery.visibility_timeout},
+        broker_transport_options={"visibility_timeout": celery.visibility_timeout},
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -114,5 +114,5 @@ def worker_argv(
 
 def run_worker(settings: Settings, argv: list[str]) -> None:
     """Run a Celery worker in this process until it is stopped."""
-    app = make_celery(settings)
+    app = make_celery(settings.celery)
     app.worker_main(argv)

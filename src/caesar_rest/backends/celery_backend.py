@@ -26,19 +26,29 @@ from caesar_rest.jobs.folder import outcome_of, read_exit
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
+from caesar_rest.settings import CelerySettings
 from caesar_rest.timeutil import seconds_ago
 
 log = get_logger(__name__)
 
 
 class CeleryBackend(RemoteBackend):
-    """Sends jobs to Celery workers."""
+    """Sends jobs to Celery workers.
+
+    Parameters
+    ----------
+    service
+        The job service the backend reports to.
+    config
+        The ``celery`` settings section.
+    """
 
     name = "celery"
 
-    def __init__(self, service: JobService):
+    def __init__(self, service: JobService, config: CelerySettings):
         super().__init__(service)
-        self.app = make_celery(self.settings)
+        self.config = config
+        self.app = make_celery(config)
 
     def close(self) -> None:
         """Release broker and result backend connections."""
@@ -58,17 +68,17 @@ class CeleryBackend(RemoteBackend):
             return
         # The worker enforces the job's limit to the second from the process start; Celery's
         # soft limit (raised in the task) and hard limit (the process is killed) back it up.
-        soft = job.time_limit + self.settings.job_kill_grace + 5
-        hard = soft + self.settings.celery.hard_time_margin
+        soft = job.time_limit + self.core.kill_grace + 5
+        hard = soft + self.config.hard_time_margin
         self.app.send_task(
             TASK_NAME,
             args=[job.id],
             task_id=job.id,
-            queue=self.settings.celery.queue,
+            queue=self.config.queue,
             soft_time_limit=soft,
             time_limit=hard,
         )
-        log.info("job_sent", backend=self.name, job_id=job.id, queue=self.settings.celery.queue)
+        log.info("job_sent", backend=self.name, job_id=job.id, queue=self.config.queue)
 
     def cancel(self, job: JobRecord) -> bool:
         """ABORTED first, then revoke and terminate the task on its worker."""
@@ -98,14 +108,14 @@ class CeleryBackend(RemoteBackend):
             return BackendView(Seen.CANCELED, state, message="Celery task revoked")
         phase = Phase(job.phase)
         if phase == Phase.QUEUED:
-            if seconds_ago(job.last_seen_at or job.created_at) < self.settings.monitor_lost_after:
+            if seconds_ago(job.last_seen_at or job.created_at) < self.core.lost_after:
                 return BackendView(Seen.NOCHANGE, state, sighted=False)
             # Only now the costly look: is the message still somewhere?
             if self._queue_depth() != 0 or self._on_a_worker(task_id):
                 return BackendView(Seen.NOCHANGE, state)  # sighted: restarts the clock
             return BackendView(Seen.GONE, state, message="Celery task message lost")
         beat = job.last_seen_at or job.started_at or job.created_at
-        stale = seconds_ago(beat) > 3 * self.settings.celery.heartbeat
+        stale = seconds_ago(beat) > 3 * self.config.heartbeat
         if not stale:
             return BackendView(Seen.NOCHANGE, state, sighted=False)
         return BackendView(Seen.GONE, state, message="Celery worker stopped reporting the job")
@@ -122,14 +132,14 @@ class CeleryBackend(RemoteBackend):
             super().vanished(job, why)
             return
         unseen = seconds_ago(job.last_seen_at or job.started_at or job.created_at)
-        if unseen < self.settings.monitor_lost_after:
+        if unseen < self.core.lost_after:
             return
         self.service.finish(
             job,
             outcome_of(
                 record,
                 message=f"{why}: the job was stopped by signal {record.signal} and not run "
-                f"again within {self.settings.monitor_lost_after:.0f} s",
+                f"again within {self.core.lost_after:.0f} s",
                 reason=Reason.LOST,
             ),
         )
@@ -138,9 +148,7 @@ class CeleryBackend(RemoteBackend):
         """Messages ready in the job queue (None: cannot tell)."""
         try:
             with self.app.connection_for_write() as conn:
-                ok = conn.default_channel.queue_declare(
-                    queue=self.settings.celery.queue, passive=True
-                )
+                ok = conn.default_channel.queue_declare(queue=self.config.queue, passive=True)
                 return int(ok.message_count)
         except Exception as exc:
             if "NOT_FOUND" in str(exc) or "404" in str(exc):

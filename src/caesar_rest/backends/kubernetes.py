@@ -40,13 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from caesar_rest.backends.process import job_environment, wrapper_argv
-from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen
+from caesar_rest.backends.remote import BackendView, CoreView, RemoteBackend, Seen
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.folder import LOG_FILE
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
-from caesar_rest.settings import Settings
+from caesar_rest.settings import KubeSettings
 
 log = get_logger(__name__)
 
@@ -65,17 +65,35 @@ def _label(value: str) -> str:
     return _LABEL_VALUE.sub("-", value)[:63].strip("-_.") or "x"
 
 
-def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> dict[str, Any]:
-    """The ``batch/v1`` Job for ``job`` running the app ``command``."""
-    s = settings
-    image = s.kube.images.get(job.app) or s.kube.image
+def build_manifest(
+    kube: KubeSettings, core: CoreView, job: JobRecord, command: list[str]
+) -> dict[str, Any]:
+    """The ``batch/v1`` Job for ``job`` running the app ``command``.
+
+    Parameters
+    ----------
+    kube
+        The ``kube`` settings section (image, volumes, resources, security).
+    core
+        The core settings: the folders mounted in the pod and the kill grace.
+    job
+        The job.
+    command
+        The app's argument list (service paths; rewritten to the pod's mounts).
+
+    Returns
+    -------
+    dict
+        The Job object.
+    """
+    image = kube.images.get(job.app) or kube.image
     if not image:
         raise ValueError("the kubernetes backend needs kube_image")
-    data_pvc = s.kube.pvc
-    jobs_pvc = s.kube.jobs_pvc or s.kube.pvc
+    data_pvc = kube.pvc
+    jobs_pvc = kube.jobs_pvc or kube.pvc
     if not data_pvc or not jobs_pvc:
         raise ValueError("the kubernetes backend needs kube_pvc (and optionally kube_jobs_pvc)")
-    mapping = [(str(s.datadir.resolve()), DATA_MOUNT), (str(s.jobdir.resolve()), JOBS_MOUNT)]
+    mapping = [(str(core.datadir.resolve()), DATA_MOUNT), (str(core.jobdir.resolve()), JOBS_MOUNT)]
     # The pod's output also goes to job.log in the job folder, as with the other backends;
     # the arguments reach the shell as positional parameters, never as code.
     argv = [
@@ -83,9 +101,9 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         "-c",
         f'exec "$@" >>{LOG_FILE} 2>&1',
         "caesar-job",
-        *wrapper_argv(command, s.kube.python, mapping),
+        *wrapper_argv(command, kube.python, mapping),
     ]
-    cores = max(1, min(job.cores, math.floor(s.kube.cpu_limit) or 1))
+    cores = max(1, min(job.cores, math.floor(kube.cpu_limit) or 1))
     labels = {
         "app.kubernetes.io/name": "caesar-rest-job",
         "app.kubernetes.io/managed-by": "caesar-rest",
@@ -100,17 +118,17 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         {"name": "jobs" if jobs_pvc != data_pvc else "data-rw", "mountPath": JOBS_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if s.kube.data_subpath:
-        mounts[0]["subPath"] = s.kube.data_subpath
-    if s.kube.jobs_subpath:
-        mounts[1]["subPath"] = s.kube.jobs_subpath
+    if kube.data_subpath:
+        mounts[0]["subPath"] = kube.data_subpath
+    if kube.jobs_subpath:
+        mounts[1]["subPath"] = kube.jobs_subpath
     # The job folders need a writable volume: a second reference to the claim when shared.
     volumes.append({"name": mounts[1]["name"], "persistentVolumeClaim": {"claimName": jobs_pvc}})
     volumes.append({"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}})
     container: dict[str, Any] = {
         "name": "job",
         "image": image,
-        "imagePullPolicy": s.kube.image_pull_policy,
+        "imagePullPolicy": kube.image_pull_policy,
         "command": argv,
         "workingDir": f"{JOBS_MOUNT}/{job.reldir}",
         "env": [
@@ -122,16 +140,16 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
             {"name": "CAESAR_JOB_ID", "value": job.id},
         ],
         "resources": {
-            "requests": {"cpu": str(cores), "memory": s.kube.memory_request},
-            "limits": {"cpu": str(cores), "memory": s.kube.memory_limit},
+            "requests": {"cpu": str(cores), "memory": kube.memory_request},
+            "limits": {"cpu": str(cores), "memory": kube.memory_limit},
         },
         "securityContext": {
             "privileged": False,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
-            "runAsUser": s.kube.run_as_user,
-            "runAsGroup": s.kube.run_as_group,
+            "runAsUser": kube.run_as_user,
+            "runAsGroup": kube.run_as_group,
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": mounts,
@@ -140,21 +158,21 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": max(1, math.ceil(s.job_kill_grace)),
+        "terminationGracePeriodSeconds": max(1, math.ceil(core.kill_grace)),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": s.kube.run_as_user,
-            "runAsGroup": s.kube.run_as_group,
-            "fsGroup": s.kube.run_as_group,
+            "runAsUser": kube.run_as_user,
+            "runAsGroup": kube.run_as_group,
+            "fsGroup": kube.run_as_group,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
         "volumes": volumes,
     }
-    if s.kube.service_account:
-        pod_spec["serviceAccountName"] = s.kube.service_account
-    if s.kube.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in s.kube.image_pull_secrets]
+    if kube.service_account:
+        pod_spec["serviceAccountName"] = kube.service_account
+    if kube.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in kube.image_pull_secrets]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -166,7 +184,7 @@ def build_manifest(settings: Settings, job: JobRecord, command: list[str]) -> di
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": int(job.time_limit),
-            "ttlSecondsAfterFinished": s.kube.ttl_seconds,
+            "ttlSecondsAfterFinished": kube.ttl_seconds,
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
@@ -223,21 +241,40 @@ def view_from_status(status: Any) -> BackendView:
 
 
 class KubernetesBackend(RemoteBackend):
-    """Runs jobs as Kubernetes Jobs."""
+    """Runs jobs as Kubernetes Jobs.
+
+    Parameters
+    ----------
+    service
+        The job service the backend reports to.
+    config
+        The ``kube`` settings section.
+    api
+        A ``BatchV1Api`` (default: one made from ``config``).
+    namespace
+        The namespace of the jobs (default: ``config``'s, the kubeconfig's, or "default").
+    """
 
     name = "kubernetes"
 
-    def __init__(self, service: JobService, api: Any = None, namespace: str | None = None):
+    def __init__(
+        self,
+        service: JobService,
+        config: KubeSettings,
+        api: Any = None,
+        namespace: str | None = None,
+    ):
         super().__init__(service)
-        if not self.settings.kube.image and not self.settings.kube.images:
+        if not config.image and not config.images:
             raise ValueError("the kubernetes backend needs kube_image")
-        if not self.settings.kube.pvc:
+        if not config.pvc:
             raise ValueError("the kubernetes backend needs kube_pvc (the data and job volume)")
+        self.config = config
         if api is None:
-            api, ns = make_batch_api(self.settings)
+            api, ns = make_batch_api(config)
             namespace = namespace or ns
         self.api = api
-        self.namespace = namespace or self.settings.kube.namespace or "default"
+        self.namespace = namespace or config.namespace or "default"
 
     def close(self) -> None:
         """Close the API client's connection pool."""
@@ -247,7 +284,7 @@ class KubernetesBackend(RemoteBackend):
 
     def manifest(self, job: JobRecord) -> dict[str, Any]:
         """The Job object this backend creates for ``job``."""
-        return build_manifest(self.settings, job, self.job_command(job))
+        return build_manifest(self.config, self.core, job, self.job_command(job))
 
     # --- interface -----------------------------------------------------------------------
     def submit(self, job: JobRecord) -> None:
@@ -326,33 +363,33 @@ class KubernetesBackend(RemoteBackend):
         return job_name(job.id)
 
 
-def make_batch_api(settings: Settings) -> tuple[Any, str | None]:
+def make_batch_api(kube: KubeSettings) -> tuple[Any, str | None]:
     """A ``BatchV1Api`` and the namespace, from the service account or a kubeconfig."""
     from kubernetes import client, config
 
     cfg = client.Configuration()
-    namespace = settings.kube.namespace
-    if settings.kube.incluster:
+    namespace = kube.namespace
+    if kube.incluster:
         config.load_incluster_config(client_configuration=cfg)
         if namespace is None and SA_NAMESPACE.is_file():
             namespace = SA_NAMESPACE.read_text().strip()
     else:
-        cfg_file = str(settings.kube.config) if settings.kube.config else None
+        cfg_file = str(kube.config) if kube.config else None
         config.load_kube_config(
-            config_file=cfg_file, context=settings.kube.context, client_configuration=cfg
+            config_file=cfg_file, context=kube.context, client_configuration=cfg
         )
         if namespace is None:
             _, current = config.list_kube_config_contexts(config_file=cfg_file)
             ctx = current
-            if settings.kube.context:
+            if kube.context:
                 contexts, _ = config.list_kube_config_contexts(config_file=cfg_file)
-                ctx = next((c for c in contexts if c["name"] == settings.kube.context), current)
+                ctx = next((c for c in contexts if c["name"] == kube.context), current)
             namespace = (ctx or {}).get("context", {}).get("namespace")
     # The predecessor's certificate overrides.
-    if settings.kube.certfile:
-        cfg.cert_file = str(settings.kube.certfile)
-    if settings.kube.keyfile:
-        cfg.key_file = str(settings.kube.keyfile)
-    if settings.kube.cafile:
-        cfg.ssl_ca_cert = str(settings.kube.cafile)
+    if kube.certfile:
+        cfg.cert_file = str(kube.certfile)
+    if kube.keyfile:
+        cfg.key_file = str(kube.keyfile)
+    if kube.cafile:
+        cfg.ssl_ca_cert = str(kube.cafile)
     return client.BatchV1Api(client.ApiClient(cfg)), namespace

@@ -42,7 +42,11 @@ log = get_logger(__name__)
 
 
 class LocalBackend:
-    """Runs jobs as local processes."""
+    """Runs jobs as local processes.
+
+    It has no settings section of its own: it reads the core job settings (concurrency, poll
+    interval, kill grace, lost bound) of the service's :class:`~caesar_rest.settings.Settings`.
+    """
 
     name = "local"
 

@@ -12,6 +12,9 @@ Reconciliation passes take a lock per backend (a PostgreSQL advisory lock, or a 
 an SQLite database), so API processes and any number of ``caesar-rest monitor`` copies never
 work on the same backend at once; the conditional transitions make a duplicate pass harmless
 anyway.
+
+A remote backend reads its own settings section (``settings.slurm``, given to its constructor)
+and, of the core settings, only the few in :class:`CoreView`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import select
@@ -30,6 +34,7 @@ from caesar_rest.jobs.folder import TIMEOUT_FLAG, lost, outcome_of, read_exit, r
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import FINAL, Phase, Reason
 from caesar_rest.logconfig import get_logger
+from caesar_rest.settings import Settings
 from caesar_rest.timeutil import seconds_ago, utcnow
 
 log = get_logger(__name__)
@@ -66,21 +71,53 @@ class BackendView:
     sighted: bool = True
 
 
+@dataclass(frozen=True)
+class CoreView:
+    """The core settings a remote backend reads besides its own section."""
+
+    #: Seconds between the poll thread's reconciliation passes (0: no thread).
+    poll_interval: float
+    #: Seconds a job may go unseen by its engine before it is marked lost.
+    lost_after: float
+    #: Seconds between SIGTERM and SIGKILL when a job is stopped.
+    kill_grace: float
+    #: The service's data and job folders (as configured; the engine may see them elsewhere).
+    datadir: Path
+    jobdir: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> CoreView:
+        """The view of ``settings``."""
+        return cls(
+            poll_interval=settings.backend_poll_interval,
+            lost_after=settings.monitor_lost_after,
+            kill_grace=settings.job_kill_grace,
+            datadir=settings.datadir,
+            jobdir=settings.jobdir,
+        )
+
+
 class RemoteBackend:
-    """Base of the backends whose jobs run elsewhere; subclasses implement the engine calls."""
+    """Base of the backends whose jobs run elsewhere; subclasses implement the engine calls.
+
+    Parameters
+    ----------
+    service
+        The job service the backend reports to; :attr:`core` is taken from its settings.
+    """
 
     name = "remote"
 
     def __init__(self, service: JobService):
         self.service = service
-        self.settings = service.settings
+        self.core = CoreView.of(service.settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         """Start the poll thread (when ``backend_poll_interval`` > 0)."""
-        interval = self.settings.backend_poll_interval
+        interval = self.core.poll_interval
         if interval <= 0:
             return
         self._stop.clear()
@@ -289,7 +326,7 @@ class RemoteBackend:
             self.finish(job, BackendView(Seen.DONE, elapsed=record.elapsed))
             return
         unseen = seconds_ago(job.last_seen_at or job.started_at or job.created_at)
-        if unseen < self.settings.monitor_lost_after:
+        if unseen < self.core.lost_after:
             log.info("job_unseen", backend=self.name, job_id=job.id, seconds=round(unseen, 1))
             return
         log.warning("job_lost", backend=self.name, job_id=job.id, why=why)

@@ -52,7 +52,7 @@ from caesar_rest.jobs.folder import EXIT_FILE, LOG_FILE, TIMEOUT_FLAG, read_exit
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
-from caesar_rest.settings import Settings
+from caesar_rest.settings import SlurmSettings
 
 log = get_logger(__name__)
 
@@ -78,12 +78,12 @@ _TIMEOUT = {
 _FINAL = {"COMPLETED", "CANCELLED", *_FAILED, *_TIMEOUT}
 
 
-def slurm_url(settings: Settings) -> str:
+def slurm_url(slurm: SlurmSettings) -> str:
     """slurmrestd's base URL from ``slurm_url``, or ``slurm_host``/``slurm_port``."""
-    if settings.slurm.url:
-        return settings.slurm.url
-    if settings.slurm.host:
-        return f"http://{settings.slurm.host}:{settings.slurm.port}"
+    if slurm.url:
+        return slurm.url
+    if slurm.host:
+        return f"http://{slurm.host}:{slurm.port}"
     raise ValueError("the slurm backend needs slurm_url (or slurm_host)")
 
 
@@ -117,22 +117,34 @@ def map_state(info: SlurmJobInfo, started: bool) -> BackendView:
 
 
 class SlurmBackend(RemoteBackend):
-    """Runs jobs as Slurm batch jobs."""
+    """Runs jobs as Slurm batch jobs.
+
+    Parameters
+    ----------
+    service
+        The job service the backend reports to.
+    config
+        The ``slurm`` settings section.
+    client
+        The slurmrestd client (default: one made from ``config``).
+    """
 
     name = "slurm"
 
-    def __init__(self, service: JobService, client: SlurmClient | None = None):
+    def __init__(
+        self, service: JobService, config: SlurmSettings, client: SlurmClient | None = None
+    ):
         super().__init__(service)
-        s = self.settings
+        self.config = config
         self.client = client or SlurmClient(
-            slurm_url(s),
-            s.slurm.user or getpass.getuser(),
-            keyfile=s.slurm.keyfile,
-            token=s.slurm.token.get_secret_value() if s.slurm.token else None,
-            version=s.slurm.api_version,
-            lifespan=s.slurm.token_lifespan,
-            timeout=s.slurm.timeout,
-            verify=s.slurm.verify_tls,
+            slurm_url(config),
+            config.user or getpass.getuser(),
+            keyfile=config.keyfile,
+            token=config.token.get_secret_value() if config.token else None,
+            version=config.api_version,
+            lifespan=config.token_lifespan,
+            timeout=config.timeout,
+            verify=config.verify_tls,
         )
 
     def close(self) -> None:
@@ -142,23 +154,23 @@ class SlurmBackend(RemoteBackend):
     # --- paths and script ----------------------------------------------------------------
     def cluster_job_dir(self, job: JobRecord) -> str:
         """The job folder as the cluster sees it."""
-        root = self.settings.slurm.jobdir or self.settings.jobdir.resolve()
+        root = self.config.jobdir or self.core.jobdir.resolve()
         return str(Path(root) / job.reldir)
 
     def path_mapping(self) -> list[tuple[str, str]]:
         """(service path, cluster path) prefixes."""
-        s = self.settings
+        slurm, core = self.config, self.core
         pairs = []
-        if s.slurm.datadir:
-            pairs.append((str(s.datadir.resolve()), str(s.slurm.datadir)))
-        if s.slurm.jobdir:
-            pairs.append((str(s.jobdir.resolve()), str(s.slurm.jobdir)))
+        if slurm.datadir:
+            pairs.append((str(core.datadir.resolve()), str(slurm.datadir)))
+        if slurm.jobdir:
+            pairs.append((str(core.jobdir.resolve()), str(slurm.jobdir)))
         return pairs
 
     def batch_script(self, job: JobRecord) -> str:
         """The batch script: every value quoted with shlex.quote."""
-        s = self.settings
-        argv = wrapper_argv(self.job_command(job), s.slurm.python, self.path_mapping())
+        slurm = self.config
+        argv = wrapper_argv(self.job_command(job), slurm.python, self.path_mapping())
         q = shlex.quote
         run = " ".join(q(a) for a in argv)
         limit = int(job.time_limit)
@@ -168,8 +180,8 @@ class SlurmBackend(RemoteBackend):
             f"cd -- {q(self.cluster_job_dir(job))} || exit 1",
             f"rm -f -- {q(TIMEOUT_FLAG)} {q(EXIT_FILE)}",
         ]
-        if s.slurm.exact_time_limit:
-            grace = max(1, math.ceil(s.job_kill_grace))
+        if slurm.exact_time_limit:
+            grace = max(1, math.ceil(self.core.kill_grace))
             lines += [
                 f"timeout --signal=TERM --kill-after={grace} {limit} {run} >> {q(LOG_FILE)} 2>&1",
                 "rc=$?",
@@ -184,15 +196,15 @@ class SlurmBackend(RemoteBackend):
 
     def job_spec(self, job: JobRecord) -> SlurmJobSpec:
         """The Slurm job description."""
-        s = self.settings
+        slurm = self.config
         jdir = self.cluster_job_dir(job)
-        minutes = math.ceil(job.time_limit / 60) + (1 if s.slurm.exact_time_limit else 0)
-        cores = max(1, min(job.cores, s.slurm.max_cores))
+        minutes = math.ceil(job.time_limit / 60) + (1 if slurm.exact_time_limit else 0)
+        cores = max(1, min(job.cores, slurm.max_cores))
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             **job_environment(cores),
             "CAESAR_JOB_ID": job.id,
-            **s.slurm.env,
+            **slurm.env,
         }
         return SlurmJobSpec(
             name=f"caesar-{job.id}",
@@ -202,8 +214,8 @@ class SlurmBackend(RemoteBackend):
             environment=env,
             time_limit_min=minutes,
             cpus=cores,
-            memory_mb=s.slurm.memory_mb,
-            partition=s.slurm.partition,
+            memory_mb=slurm.memory_mb,
+            partition=slurm.partition,
         )
 
     # --- interface -----------------------------------------------------------------------

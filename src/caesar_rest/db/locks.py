@@ -1,4 +1,5 @@
-"""Locks shared by several processes: the monitor's per-backend pass lock and the job claim.
+"""Locks shared by several processes: the monitor's per-backend pass lock, the job claim and
+the per-user quota lock.
 
 PostgreSQL advisory locks share one 64-bit key space; the keys in use (one table):
 
@@ -7,11 +8,12 @@ key                                         held by
 =========================================  ==============================================
 ``crc32("caesar-rest-monitor:<backend>")``  a reconciliation pass over one backend
 ``CLAIM_KEY`` (7426002)                     the local runner's claim of a QUEUED job
-``crc32(owner) + 7_000_000_000``            a user's quota check (``auth.quotas.lock_user``)
+``crc32(owner) + USER_KEY_BASE``            a user's quota check (:func:`user_lock`)
 =========================================  ==============================================
 
-On SQLite a pass lock is a file lock beside the database file and the claim is serialised by
-the write lock (``BEGIN IMMEDIATE``); an in-memory database is private to its process.
+On SQLite a pass lock is a file lock beside the database file, and the claim and the quota check
+are serialised by the write lock (``BEGIN IMMEDIATE``); an in-memory database is private to its
+process.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from sqlalchemy import Connection, Engine, text
 
 #: Advisory key of the local runner's claim transaction.
 CLAIM_KEY = 7426002
+#: Offset of the per-user keys, above every crc32 (the pass keys) and the claim key.
+USER_KEY_BASE = 7_000_000_000
 
 
 def pass_key(name: str) -> int:
@@ -38,6 +42,26 @@ def claim_lock(conn: Connection) -> None:
     """Serialise job claims (PostgreSQL; on SQLite the write lock already does)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_KEY})
+
+
+def user_key(owner: str) -> int:
+    """The advisory key of ``owner``'s quota checks."""
+    return zlib.crc32(owner.encode()) + USER_KEY_BASE
+
+
+def user_lock(conn: Connection, owner: str) -> None:
+    """Serialise the quota checks of one user until the transaction ends.
+
+    Parameters
+    ----------
+    conn
+        The connection of a transaction that already holds SQLite's write lock
+        (:func:`caesar_rest.db.engine.write_first`); PostgreSQL takes an advisory lock here.
+    owner
+        The user whose checks are serialised.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": user_key(owner)})
 
 
 @contextlib.contextmanager
