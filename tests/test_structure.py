@@ -8,8 +8,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.support.paths import REPO
 
 PACKAGE = REPO / "src" / "caesar_rest"
