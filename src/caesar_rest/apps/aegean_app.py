@@ -9,13 +9,12 @@ images (beam fallback, covariance-free fitting, no preview).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from caesar_rest.apps.base import (
     CATALOGUE_RESULTS,
     App,
     Option,
-    OptionError,
     ResultSpec,
 )
 from caesar_rest.apps.common_options import (
@@ -135,13 +134,6 @@ class AegeanApp(App):
     results: tuple[ResultSpec, ...] = field(default=AEGEAN_RESULTS)
     cores: int = 1
 
-    def validate(self, job_inputs: Any) -> dict[str, Any]:
-        """Check the options one by one, then that ``bkggrid`` fits inside ``bkgbox``."""
-        out = super().validate(job_inputs)
-        box = out.get("bkgbox", self.option_map()["bkgbox"].default)
-        grid = out.get("bkggrid", self.option_map()["bkggrid"].default)
-        if grid > box:
-            raise OptionError([f"option 'bkggrid' = {grid} must not exceed bkgbox = {box}"])
-        return out
+    at_most: ClassVar[tuple[tuple[str, str], ...]] = (("bkggrid", "bkgbox"),)
 
     program: ClassVar[str] = "caesar_rest.apps.aegean_run"
