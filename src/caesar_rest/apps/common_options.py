@@ -7,13 +7,43 @@ of the options is the order of ``describe()``, which clients rely on.
 
 from __future__ import annotations
 
-from caesar_rest.apps.base import Option, ResultSpec
+from caesar_rest.apps.base import CATALOGUE_RESULTS, Option, ResultSpec
 
 #: Optional background and rms map files (written when ``save-bkgmap``/``save-rmsmap`` are set).
 MAP_RESULTS: tuple[ResultSpec, ...] = (
     ResultSpec("background-map", "background.fits", "application/fits"),
     ResultSpec("rms-map", "rms.fits", "application/fits"),
 )
+
+#: Results of the apps that write the shared catalogue and the optional maps.
+CATALOGUE_MAP_RESULTS: tuple[ResultSpec, ...] = (*CATALOGUE_RESULTS, *MAP_RESULTS)
+
+#: Largest value a threshold in sigma may take.
+MAX_SIGMA = 10000.0
+
+
+def sigma_threshold_option(name: str, description: str, default: float, category: str) -> Option:
+    """A detection threshold in units of the local rms (``seedthr``, ``mergethr``): 0 to 10000.
+
+    Parameters
+    ----------
+    name
+        Option name.
+    description
+        Help text.
+    default
+        Default value in sigma.
+    category
+        Category of the option.
+
+    Returns
+    -------
+    Option
+        The float option.
+    """
+    return Option(
+        name, "float", description, default=default, min=0.0, max=MAX_SIGMA, category=category
+    )
 
 
 def beam_fallback_options(category: str, *, advanced: bool = False) -> tuple[Option, ...]:

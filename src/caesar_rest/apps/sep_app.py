@@ -6,17 +6,17 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from caesar_rest.apps.base import (
-    CATALOGUE_RESULTS,
     App,
     Option,
     ResultSpec,
 )
 from caesar_rest.apps.common_options import (
-    MAP_RESULTS,
+    CATALOGUE_MAP_RESULTS,
     background_filter_options,
     beam_fallback_options,
     map_output_options,
     preview_options,
+    sigma_threshold_option,
 )
 
 _DETECTION = "detection"
@@ -26,25 +26,19 @@ _BEAM = "beam"
 _OUTPUT = "output"
 
 SEP_OPTIONS: tuple[Option, ...] = (
-    Option(
+    sigma_threshold_option(
         "seedthr",
-        "float",
         "Seed threshold in sigma: keep sources whose peak pixel is at least this many times "
         "the local rms",
-        default=5.0,
-        min=0.0,
-        max=10000.0,
-        category=_DETECTION,
+        5.0,
+        _DETECTION,
     ),
-    Option(
+    sigma_threshold_option(
         "mergethr",
-        "float",
         "Extraction threshold in sigma: pixels above this many times the local rms make up "
         "the islands",
-        default=3.0,
-        min=0.0,
-        max=10000.0,
-        category=_DETECTION,
+        3.0,
+        _DETECTION,
     ),
     Option(
         "npixmin",
@@ -115,10 +109,7 @@ SEP_OPTIONS: tuple[Option, ...] = (
     *preview_options(_OUTPUT),
 )
 
-SEP_RESULTS: tuple[ResultSpec, ...] = (
-    *CATALOGUE_RESULTS,
-    *MAP_RESULTS,
-)
+SEP_RESULTS: tuple[ResultSpec, ...] = CATALOGUE_MAP_RESULTS
 
 
 @dataclass
