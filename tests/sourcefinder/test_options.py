@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sf_synth import RMS, gaussian, point_sources, write
 
 from caesar_rest.apps.caesar_run import main
 from caesar_rest.sourcefinder import find_sources, options
@@ -26,6 +25,8 @@ from caesar_rest.sourcefinder.options import (
     from_legacy,
     setting_names,
 )
+
+from tests.sourcefinder.sf_synth import RMS, gaussian, point_sources, write
 
 FINDER_DIR = str(Path(options.__file__).parent)
 #: Settings the ``caesar`` app reads (not the finder): tested through the app below.
