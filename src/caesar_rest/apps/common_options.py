@@ -173,3 +173,54 @@ def background_filter_options(category: str) -> tuple[Option, ...]:
             category=category,
         ),
     )
+
+
+def deblend_options(
+    category: str, levels: tuple[str, str], contrast: tuple[str, str], unit: str
+) -> tuple[Option, ...]:
+    """Multi-threshold deblending as in SExtractor: levels, contrast and ``no-deblend``.
+
+    Parameters
+    ----------
+    category
+        Category of the options.
+    levels, contrast
+        Name and help text of the number-of-levels option (1-1024, default 32) and of the
+        contrast option (0-1, default 0.005): the apps keep their tools' names.
+    unit
+        What a detection is called (``segment``, ``island``), for the ``no-deblend`` help.
+
+    Returns
+    -------
+    tuple of Option
+        The levels, contrast and ``no-deblend`` options.
+    """
+    return (
+        Option(
+            levels[0],
+            "int",
+            levels[1],
+            default=32,
+            min=1,
+            max=1024,
+            category=category,
+            advanced=True,
+        ),
+        Option(
+            contrast[0],
+            "float",
+            contrast[1],
+            default=0.005,
+            min=0.0,
+            max=1.0,
+            category=category,
+            advanced=True,
+        ),
+        Option(
+            "no-deblend",
+            "none",
+            f"Do not deblend: one source per {unit}",
+            default=False,
+            category=category,
+        ),
+    )
