@@ -67,6 +67,43 @@ def _add(img: np.ndarray, x: float, y: float, amp: float, sx: float, sy: float, 
     img[y0:y1, x0:x1] += (amp * np.exp(-0.5 * ((u / sx) ** 2 + (w / sy) ** 2))).astype(img.dtype)
 
 
+def _add_blobs(
+    img: np.ndarray, rng: np.random.Generator, truth: list[dict[str, float]]
+) -> list[tuple[float, float, float]]:
+    """Add the resolved blobs (about 5 per 2048^2 pixels) to ``img`` and their rows to ``truth``.
+
+    Returns
+    -------
+    list of tuple
+        ``(x, y, radius)`` of each blob, the region point sources keep out of.
+    """
+    n = img.shape[0]
+    nblob = max(1, round(5 * (n / 2048) ** 2))
+    blobs: list[tuple[float, float, float]] = []
+    for _ in range(nblob):
+        bx, by = rng.uniform(100, n - 100, 2)
+        fw = rng.uniform(25, 60)
+        bmin = fw * rng.uniform(0.6, 1.0)
+        pa = rng.uniform(0, 180)
+        amp = rng.uniform(8, 30) * RMS
+        bs = _pix_sigma(fw, bmin, pa)
+        _add(img, bx, by, amp, *bs)
+        blobs.append((bx, by, 3.0 * fw / PIX))
+        truth.append(
+            {
+                "type": "blob",
+                "x": bx,
+                "y": by,
+                "peak_jy": amp,
+                "maj": fw,
+                "min": bmin,
+                "pa": pa,
+                "flux_jy": amp * fw * bmin / (BEAM[0] * BEAM[1]),
+            }
+        )
+    return blobs
+
+
 def make_image(n: int, nsrc: int, seed: int = 1) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Image and truth rows.
 
@@ -105,29 +142,7 @@ def make_image(n: int, nsrc: int, seed: int = 1) -> tuple[np.ndarray, list[dict[
     )
     del xv, yv
     truth: list[dict[str, float]] = []
-    nblob = max(1, round(5 * (n / 2048) ** 2))
-    blobs = []
-    for _ in range(nblob):
-        bx, by = rng.uniform(100, n - 100, 2)
-        fw = rng.uniform(25, 60)
-        bmin = fw * rng.uniform(0.6, 1.0)
-        pa = rng.uniform(0, 180)
-        amp = rng.uniform(8, 30) * RMS
-        bs = _pix_sigma(fw, bmin, pa)
-        _add(img, bx, by, amp, *bs)
-        blobs.append((bx, by, 3.0 * fw / PIX))
-        truth.append(
-            {
-                "type": "blob",
-                "x": bx,
-                "y": by,
-                "peak_jy": amp,
-                "maj": fw,
-                "min": bmin,
-                "pa": pa,
-                "flux_jy": amp * fw * bmin / (BEAM[0] * BEAM[1]),
-            }
-        )
+    blobs = _add_blobs(img, rng, truth)
     pos: list[tuple[float, float]] = []
     grid: dict[tuple[int, int], list[tuple[float, float]]] = {}
 

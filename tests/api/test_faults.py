@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -87,15 +88,13 @@ def test_server_killed_during_upload_leaves_nothing(srv: LiveServer, tmp_path: P
         yield b"\r\n--bnd--\r\n"
 
     def do_upload() -> None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             httpx.post(
                 f"{srv.api}/upload",
                 content=body(),
                 timeout=30,
                 headers={"Content-Type": "multipart/form-data; boundary=bnd"},
             )
-        except httpx.HTTPError:
-            pass
 
     t = threading.Thread(target=do_upload)
     t.start()

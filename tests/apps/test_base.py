@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -77,6 +77,21 @@ def test_all_problems_reported() -> None:
     with pytest.raises(OptionError) as err:
         Demo().validate({"npix": 0, "thr": -1, "x": 1})
     assert len(err.value.problems) == 4  # unknown, npix, thr, missing need
+
+
+@dataclass
+class Ordered(Demo):
+    at_most: ClassVar[tuple[tuple[str, str], ...]] = (("thr", "npix"),)
+
+
+def test_at_most_pairs_checked_with_defaults() -> None:
+    app = Ordered()
+    assert app.validate({"need": 1, "thr": 5.0}) == {"need": 1, "thr": 5.0}  # npix default 5
+    with pytest.raises(OptionError) as err:
+        app.validate({"need": 1, "thr": 6.0})
+    assert err.value.problems == ["option 'thr' = 6.0 must not exceed npix = 5"]
+    assert app.validate({"need": 1, "thr": 6.0, "npix": 6})["npix"] == 6
+    assert Demo().validate({"need": 1, "thr": 6.0})["thr"] == 6.0  # no pairs: no check
 
 
 def test_describe_shape() -> None:

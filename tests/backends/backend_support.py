@@ -8,6 +8,7 @@ fails them. The fixtures themselves live in the test modules.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -91,10 +92,8 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the worker's whole process group (its machine died)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def stop(self) -> None:
         subprocess.run(

@@ -12,6 +12,7 @@ honoured. Security settings are recorded, not enforced (the process runs as the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -307,7 +308,5 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(3)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass

@@ -86,12 +86,16 @@ def test_url_from_env_and_errors(no_env: pytest.MonkeyPatch) -> None:
     assert err.value.status == 404 and err.value.message == "No job 0123"
     assert seen[0].url == "http://example.org:9999/uws/jobs/0123"
     assert seen[0].headers["accept"] == "application/json"
-    with CaesarClient("http://svc", transport=httpx.MockTransport(handler)) as c:
-        with pytest.raises(CaesarError, match="not a job id"):
-            c.status("../files")
-    with CaesarClient("http://127.0.0.1:9", timeout=2) as c:
-        with pytest.raises(CaesarError, match="cannot reach"):
-            c.apps()
+    with (
+        CaesarClient("http://svc", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(CaesarError, match="not a job id"),
+    ):
+        c.status("../files")
+    with (
+        CaesarClient("http://127.0.0.1:9", timeout=2) as c,
+        pytest.raises(CaesarError, match="cannot reach"),
+    ):
+        c.apps()
 
 
 def test_models_round_trip_to_json() -> None:

@@ -115,18 +115,20 @@ def _site(root: Path, **kw: object) -> Site:
 def raw_request(port: int, cert: Path, head: str, read_timeout: float = 10.0) -> bytes:
     """Send request headers only (no body) over TLS; return what comes back."""
     ctx = ssl.create_default_context(cafile=str(cert))
-    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(head.encode())
-            data = b""
-            try:
-                while b"\r\n\r\n" not in data or len(data) < 200:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            except TimeoutError:
-                pass
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as s,
+    ):
+        s.sendall(head.encode())
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data or len(data) < 200:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            pass
     return data
 
 
@@ -349,6 +351,74 @@ class Outcome:
     ident: str | None = None
 
 
+def _one_request(
+    c: httpx.Client, kind: str, hdr: dict[str, str], image: bytes, target: str
+) -> tuple[int, str | None]:
+    """One request of ``kind``: (HTTP status or -1 without answer, the new file/job id)."""
+    try:
+        if kind == "upload":
+            r = c.post("/upload", files={"file": ("f.fits", image)}, headers=hdr)
+            return r.status_code, r.json().get("uuid") if r.status_code == 200 else None
+        if kind == "submit":
+            body = {"app": "sleep", "job_inputs": {"seconds": 0.2}, "data_inputs": target}
+            r = c.post("/job", json=body, headers=hdr)
+            return r.status_code, r.json().get("job_id") if r.status_code == 202 else None
+        if kind == "status":
+            return c.get(f"/job/{target}/status", headers=hdr).status_code, None
+        return c.get(f"/{kind}", headers=hdr).status_code, None
+    except httpx.HTTPError:
+        return -1, None
+
+
+def _check_failed_went_to(
+    failed: list[Outcome], log: dict[str, dict[str, object]], addr: str, t_gone: float
+) -> None:
+    """Only requests that were in flight to the stopped instance (``addr``) may fail."""
+    for o in failed:
+        entry = log.get(o.rid)
+        assert entry is not None, o
+        assert str(entry["upstream"]).split(", ")[-1] == addr, (o, entry)
+        assert o.start <= t_gone, o
+
+
+def _monitor_until_final(
+    c: httpx.Client,
+    cluster: Cluster,
+    a: LiveServer,
+    job_ids: list[str],
+    reap: Callable[[list[int]], None],
+) -> None:
+    """Run ``caesar-rest monitor --once`` (reaping orphans) until every job is final (60 s)."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status = [c.get(f"/job/{j}/status").json() for j in job_ids]
+        if all(s["state"] in ("SUCCESS", "FAILURE", "ABORTED", "TIMED-OUT") for s in status):
+            break
+        reap([int(s["pid"]) for s in status if str(s.get("pid") or "").isdigit()])
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "caesar_rest.cli",
+                "monitor",
+                "--once",
+                "--lost-after",
+                "1",
+                "--db-url",
+                cluster.db_url,
+                "--datadir",
+                str(a.datadir),
+                "--jobdir",
+                str(a.jobdir),
+            ],
+            env=a.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def reap() -> Iterator[Callable[[list[int]], None]]:
     """The stopped instance's running jobs become orphans: reap them as systemd/tini would."""
@@ -387,30 +457,11 @@ def test_stop_one_instance_during_requests(
                 rid = uuid.uuid4().hex
                 hdr = {"X-Request-ID": rid}
                 t0 = time.time()
-                ident: str | None = None
-                try:
-                    if kind == "upload":
-                        r = c.post("/upload", files={"file": ("f.fits", image)}, headers=hdr)
-                        ident = r.json().get("uuid") if r.status_code == 200 else None
-                    elif kind == "submit":
-                        body = {
-                            "app": "sleep",
-                            "job_inputs": {"seconds": 0.2},
-                            "data_inputs": seed,
-                        }
-                        r = c.post("/job", json=body, headers=hdr)
-                        ident = r.json().get("job_id") if r.status_code == 202 else None
-                        if ident:
-                            with lock:
-                                job_ids.append(ident)
-                    elif kind == "status":
-                        r = c.get(f"/job/{known[n % len(known)]}/status", headers=hdr)
-                    else:
-                        r = c.get(f"/{kind}", headers=hdr)
-                    status = r.status_code
-                except httpx.HTTPError:
-                    status = -1
+                target = known[n % len(known)] if kind == "status" else seed
+                status, ident = _one_request(c, kind, hdr, image, target)
                 with lock:
+                    if kind == "submit" and ident:
+                        job_ids.append(ident)
                     outcomes.append(Outcome(rid, kind, t0, time.time(), status, ident))
 
     threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(4)]
@@ -433,12 +484,7 @@ def test_stop_one_instance_during_requests(
     log = {str(e["request_id"]): e for e in cluster.nginx.access_log()}
     ok = {"upload": 200, "submit": 202, "status": 200, "fileids": 200, "jobs": 200}
     failed = [o for o in outcomes if o.status != ok[o.kind]]
-    for o in failed:
-        # Only requests that were in flight to the stopped instance may fail.
-        entry = log.get(o.rid)
-        assert entry is not None, o
-        assert str(entry["upstream"]).split(", ")[-1] == addr_a, (o, entry)
-        assert o.start <= t_gone, o
+    _check_failed_went_to(failed, log, addr_a, t_gone)
     assert len(failed) <= 4, failed
 
     def last_upstream(o: Outcome) -> str:
@@ -465,33 +511,6 @@ def test_stop_one_instance_during_requests(
         assert set(job_ids) <= {j["job_id"] for j in c.get("/jobs").json()}
         # Jobs the stopped instance was running go on (own sessions); the monitor records
         # their end (deploy: caesar-rest-monitor), the other instance runs the queued ones.
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            status = [c.get(f"/job/{j}/status").json() for j in job_ids]
-            if all(s["state"] in ("SUCCESS", "FAILURE", "ABORTED", "TIMED-OUT") for s in status):
-                break
-            reap([int(s["pid"]) for s in status if str(s.get("pid") or "").isdigit()])
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "caesar_rest.cli",
-                    "monitor",
-                    "--once",
-                    "--lost-after",
-                    "1",
-                    "--db-url",
-                    cluster.db_url,
-                    "--datadir",
-                    str(a.datadir),
-                    "--jobdir",
-                    str(a.jobdir),
-                ],
-                env=a.env,
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
-            time.sleep(0.5)
+        _monitor_until_final(c, cluster, a, job_ids, reap)
         for j in job_ids:
             assert wait_state(c, j, {"SUCCESS"}, timeout=5)["state"] == "SUCCESS"

@@ -27,7 +27,7 @@ from caesar_rest.jobs.states import Reason
 
 
 def test_log_file_is_the_apps_log_result() -> None:
-    assert LOG_FILE == LOG_RESULT.filename
+    assert LOG_RESULT.filename == LOG_FILE
 
 
 def test_spec_round_trip_and_old_specs(tmp_path: Path) -> None:

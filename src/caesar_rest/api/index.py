@@ -80,7 +80,7 @@ def readyz(ctx: Ctx) -> JSONResponse:
 
 def _broker_check(ctx: ServiceContext) -> str:
     """Connect (and log in) to the Celery broker, with a short timeout: probes must be quick."""
-    from kombu import Connection
+    from kombu.connection import Connection
 
     from caesar_rest.backends.celery_app import broker_url
 

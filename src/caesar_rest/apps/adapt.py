@@ -2,21 +2,35 @@
 
 Their own catalogues lack what the shared schema holds: island labels, truncation and blend
 flags, pixel errors of sky errors, ids in a fixed order. These helpers compute them the same way
-for every app. :func:`write_work_image` gives tools that read files a clean copy of the input.
+for every app: :func:`moments_table` turns the moment measurements of SEP and photutils, and
+:func:`fitted_table` the fitted sky lists of Aegean and PyBDSF, into the shared catalogue.
+:func:`write_work_image` gives tools that read files a clean copy of the input.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
+from astropy.table import Table
 from scipy import ndimage
 
 from caesar_rest.apps.products import image_header
-from caesar_rest.imaging.fits_image import Beam, FitsImage, pixel_to_radec, sky_jacobian
+from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
+from caesar_rest.catalogue.writers import iau_names, make_table
+from caesar_rest.imaging.fits_image import (
+    Beam,
+    FitsImage,
+    pixel_ellipse_to_sky,
+    pixel_to_radec,
+    sky_jacobian,
+)
+
+F64 = npt.NDArray[np.float64]
 
 #: Sources whose fitted or measured area exceeds this many beams are flagged as extended.
 EXTENDED_AREA_BEAMS = 2.0
@@ -252,3 +266,210 @@ def write_work_image(image: FitsImage, path: Path, origin: str) -> Path:
     data = np.where(image.mask, np.float32(np.nan), image.data).astype(np.float32)
     fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
     return path
+
+
+@dataclass
+class Moments:
+    """Moment measurements of ``n`` sources, in pixels of the image the finder saw.
+
+    Attributes
+    ----------
+    x, y
+        Centroids (0-based pixels of the image or its cutout).
+    a, b, theta
+        FWHM axes in pixels and angle in radians (counter-clockwise from +x).
+    cov
+        ``(n, 2, 2)`` centroid covariance in pixels squared.
+    peak, pixel_flux, npix
+        Peak (Jy/beam), pixel sum (Jy/beam summed over pixels) and pixel count.
+    rms, bkg
+        Local rms and background at the peak.
+    island_of
+        Island of each source (any ids; renumbered by :func:`renumber`).
+    flags
+        Flags already known (blended, truncated); extended is added from the size.
+    """
+
+    x: F64
+    y: F64
+    a: F64
+    b: F64
+    theta: F64
+    cov: F64
+    peak: F64
+    pixel_flux: F64
+    npix: F64
+    rms: F64
+    bkg: F64
+    island_of: npt.NDArray[np.int64]
+    flags: npt.NDArray[np.int64]
+
+
+def moments_table(image: FitsImage, m: Moments) -> Table:
+    """The shared-schema catalogue of moment measurements, sorted by island and component.
+
+    Parameters
+    ----------
+    image
+        The image (WCS, beam, origin of a cutout).
+    m
+        The measurements (at least one source).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source.
+    """
+    area = image.beam_area_pix
+    ra, dec = pixel_to_radec(image.wcs, m.x, m.y)
+    jac = sky_jacobian(image.wcs, m.x, m.y)
+    maj, mnr, pa = pixel_ellipse_to_sky(jac, m.a, m.b, m.theta)
+    sky_cov = jac @ m.cov @ np.transpose(jac, (0, 2, 1))
+    flags = m.flags.copy()
+    flags[extended_mask(maj, mnr, image.beam)] |= FLAG_EXTENDED
+    # Islands renumbered 0.. in order of their ids; components by decreasing peak.
+    island_ids, component_ids = renumber(m.island_of, m.peak)
+    x0, y0 = image.origin
+    columns: dict[str, Any] = {
+        "name": iau_names(ra, dec),
+        "island_id": island_ids,
+        "component_id": component_ids,
+        "x": m.x + x0,
+        "y": m.y + y0,
+        "x_err": np.sqrt(m.cov[:, 0, 0]),
+        "y_err": np.sqrt(m.cov[:, 1, 1]),
+        "ra": ra,
+        "dec": dec,
+        "ra_err": np.sqrt(sky_cov[:, 0, 0]),
+        "dec_err": np.sqrt(sky_cov[:, 1, 1]),
+        "peak_flux": m.peak,
+        "peak_flux_err": m.rms,
+        # Jy/beam summed over pixels, divided by the beam area in pixels: Jy; the error for
+        # noise correlated over ``area`` pixels (variance ~ rms^2 * npix * min(npix, area)).
+        "flux": m.pixel_flux / area,
+        "flux_err": m.rms * np.sqrt(m.npix * np.minimum(m.npix, area)) / area,
+        "maj": maj,
+        "min": mnr,
+        "pa": pa,
+        "local_rms": m.rms,
+        "local_bkg": m.bkg,
+        "snr": m.peak / m.rms,
+        "flags": flags,
+    }
+    table = make_table(columns)
+    return table[np.lexsort((table["component_id"], table["island_id"]))]
+
+
+@dataclass
+class SkyPositions:
+    """Positions of ``n`` sources a tool reported on the sky, with their pixel equivalents.
+
+    Attributes
+    ----------
+    x, y, x_err, y_err
+        0-based full-image pixel positions and errors.
+    ra, dec, ra_err, dec_err
+        J2000 RA/Dec in degrees, errors along RA and Dec in arcsec (NaN for sentinels).
+    """
+
+    x: F64
+    y: F64
+    x_err: F64
+    y_err: F64
+    ra: F64
+    dec: F64
+    ra_err: F64
+    dec_err: F64
+
+
+def sky_positions(
+    image: FitsImage, lon: F64, lat: F64, lon_err_deg: F64, lat_err_deg: F64
+) -> SkyPositions:
+    """Pixel and J2000 positions of a tool's sky positions and errors (image frame, degrees).
+
+    Parameters
+    ----------
+    image
+        The image the tool ran on.
+    lon, lat
+        Native longitude and latitude in degrees.
+    lon_err_deg, lat_err_deg
+        Their errors in degrees (negative values are "unknown" sentinels).
+
+    Returns
+    -------
+    SkyPositions
+        The positions.
+    """
+    x, y, ra, dec = positions_from_sky(image, lon, lat)
+    ra_err = nan_sentinels(lon_err_deg, 3600.0)
+    dec_err = nan_sentinels(lat_err_deg, 3600.0)
+    x_err, y_err = pixel_errors(image, x, y, ra_err, dec_err)
+    return SkyPositions(x, y, x_err, y_err, ra, dec, ra_err, dec_err)
+
+
+def fitted_table(
+    image: FitsImage,
+    pos: SkyPositions,
+    island: npt.NDArray[np.int64],
+    flags: npt.NDArray[np.int64],
+    truncation: tuple[npt.NDArray[np.int32], set[int]],
+    values: dict[str, F64],
+) -> Table:
+    """The shared-schema catalogue of a fitted source list, sorted by island and component.
+
+    Sources sharing an island are flagged blended, those larger than
+    :data:`EXTENDED_AREA_BEAMS` beams extended, those on a truncated island or off the image
+    truncated.
+
+    Parameters
+    ----------
+    image
+        The image the tool ran on.
+    pos
+        The positions (:func:`sky_positions`).
+    island
+        The tool's island of each source.
+    flags
+        Tool-specific flags already set (e.g. fit failed); the others are added.
+    truncation
+        Island label map of the image and the set of its truncated labels.
+    values
+        The other schema columns: at least ``peak_flux``, ``maj``, ``min`` and ``local_rms``.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source.
+    """
+    flags = flags.copy()
+    _, isl_index = np.unique(island, return_inverse=True)
+    members = np.bincount(isl_index)
+    flags[members[isl_index] > 1] |= FLAG_BLENDED
+    flags[extended_mask(values["maj"], values["min"], image.beam)] |= FLAG_EXTENDED
+    labels, cut = truncation
+    x0, y0 = image.origin
+    under = labels_at(labels, pos.x - x0, pos.y - y0)
+    flags[np.isin(under, list(cut)) | outside_image(image, pos.x, pos.y)] |= FLAG_TRUNCATED
+
+    island_ids, component_ids = renumber(island, values["peak_flux"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = values["peak_flux"] / values["local_rms"]
+    columns: dict[str, Any] = {
+        "name": iau_names(pos.ra, pos.dec),
+        "island_id": island_ids,
+        "component_id": component_ids,
+        "x": pos.x,
+        "y": pos.y,
+        "x_err": pos.x_err,
+        "y_err": pos.y_err,
+        "ra": pos.ra,
+        "dec": pos.dec,
+        "ra_err": pos.ra_err,
+        "dec_err": pos.dec_err,
+        **values,
+        "snr": snr,
+        "flags": flags,
+    }
+    table = make_table(columns)
+    return table[np.lexsort((table["component_id"], table["island_id"]))]

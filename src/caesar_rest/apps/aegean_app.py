@@ -9,20 +9,19 @@ images (beam fallback, covariance-free fitting, no preview).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from caesar_rest.apps.base import (
-    CATALOGUE_RESULTS,
     App,
     Option,
-    OptionError,
     ResultSpec,
 )
 from caesar_rest.apps.common_options import (
-    MAP_RESULTS,
+    CATALOGUE_MAP_RESULTS,
     beam_fallback_options,
     map_output_options,
     preview_options,
+    sigma_threshold_option,
 )
 
 _OUTPUT = "OUTPUT"
@@ -56,23 +55,17 @@ AEGEAN_OPTIONS: tuple[Option, ...] = (
         max=1000,
         category=_BKG,
     ),
-    Option(
+    sigma_threshold_option(
         "seedthr",
-        "float",
         "Seed threshold in sigma (Aegean --seedclip): islands need a pixel this significant",
-        default=5.0,
-        min=0.0,
-        max=10000.0,
-        category=_COMPACT,
+        5.0,
+        _COMPACT,
     ),
-    Option(
+    sigma_threshold_option(
         "mergethr",
-        "float",
         "Merge threshold in sigma (Aegean --floodclip): islands grow over pixels above it",
-        default=2.6,
-        min=0.0,
-        max=10000.0,
-        category=_COMPACT,
+        2.6,
+        _COMPACT,
     ),
     Option(
         "fit-maxcomponents",
@@ -115,10 +108,7 @@ AEGEAN_OPTIONS: tuple[Option, ...] = (
     *preview_options(_OUTPUT),
 )
 
-AEGEAN_RESULTS: tuple[ResultSpec, ...] = (
-    *CATALOGUE_RESULTS,
-    *MAP_RESULTS,
-)
+AEGEAN_RESULTS: tuple[ResultSpec, ...] = CATALOGUE_MAP_RESULTS
 
 
 @dataclass
@@ -135,13 +125,6 @@ class AegeanApp(App):
     results: tuple[ResultSpec, ...] = field(default=AEGEAN_RESULTS)
     cores: int = 1
 
-    def validate(self, job_inputs: Any) -> dict[str, Any]:
-        """Check the options one by one, then that ``bkggrid`` fits inside ``bkgbox``."""
-        out = super().validate(job_inputs)
-        box = out.get("bkgbox", self.option_map()["bkgbox"].default)
-        grid = out.get("bkggrid", self.option_map()["bkggrid"].default)
-        if grid > box:
-            raise OptionError([f"option 'bkggrid' = {grid} must not exceed bkgbox = {box}"])
-        return out
+    at_most: ClassVar[tuple[tuple[str, str], ...]] = (("bkggrid", "bkgbox"),)
 
     program: ClassVar[str] = "caesar_rest.apps.aegean_run"

@@ -27,15 +27,11 @@ from astropy.io import fits
 from astropy.table import Table
 
 from caesar_rest.apps.adapt import (
-    extended_mask,
+    fitted_table,
     island_labels,
-    labels_at,
     map_medians,
     nan_sentinels,
-    outside_image,
-    pixel_errors,
-    positions_from_sky,
-    renumber,
+    sky_positions,
     truncated_labels,
     write_work_image,
 )
@@ -44,12 +40,9 @@ from caesar_rest.apps.console import say
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import (
-    FLAG_BLENDED,
-    FLAG_EXTENDED,
     FLAG_FIT_FAILED,
-    FLAG_TRUNCATED,
 )
-from caesar_rest.catalogue.writers import iau_names, make_table
+from caesar_rest.catalogue.writers import make_table
 from caesar_rest.imaging.fits_image import FitsImage
 
 PROG = "aegean_run"
@@ -105,64 +98,31 @@ def components_table(
     def get(name: str) -> npt.NDArray[np.float64]:
         return np.array([float(getattr(c, name)) for c in components], dtype=np.float64)
 
-    x, y, ra, dec = positions_from_sky(image, get("ra"), get("dec"))
-    ra_err = nan_sentinels(get("err_ra"), 3600.0)
-    dec_err = nan_sentinels(get("err_dec"), 3600.0)
-    x_err, y_err = pixel_errors(image, x, y, ra_err, dec_err)
-    peak = get("peak_flux")
-    local_rms = get("local_rms")
-    maj, mnr = get("a"), get("b")
-    pa = np.mod(get("pa"), 180.0)  # Aegean reports -90..90; the schema uses 0..180
+    pos = sky_positions(image, get("ra"), get("dec"), get("err_ra"), get("err_dec"))
     aegean_island = np.array([int(c.island) for c in components], dtype=np.int64)
     aegean_flags = np.array([int(c.flags) for c in components], dtype=np.int64)
-
     flags = np.zeros(n, dtype=np.int64)
-    _, isl_index = np.unique(aegean_island, return_inverse=True)
-    members = np.bincount(isl_index)
-    flags[members[isl_index] > 1] |= FLAG_BLENDED
     flags[(aegean_flags & AEGEAN_NOT_FITTED) != 0] |= FLAG_FIT_FAILED
-    flags[extended_mask(maj, mnr, image.beam)] |= FLAG_EXTENDED
     with np.errstate(invalid="ignore", divide="ignore"):
         significant = ((image.data - background) / rms) >= floodclip
     significant &= ~image.mask
     labels, _ = island_labels(significant)
-    cut = truncated_labels(labels, image.mask)
-    x0, y0 = image.origin
-    under = labels_at(labels, x - x0, y - y0)
-    flags[np.isin(under, list(cut)) | outside_image(image, x, y)] |= FLAG_TRUNCATED
-
-    island_ids, component_ids = renumber(aegean_island, peak)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = peak / local_rms
-    columns: dict[str, Any] = {
-        "name": iau_names(ra, dec),
-        "island_id": island_ids,
-        "component_id": component_ids,
-        "x": x,
-        "y": y,
-        "x_err": x_err,
-        "y_err": y_err,
-        "ra": ra,
-        "dec": dec,
-        "ra_err": ra_err,
-        "dec_err": dec_err,
-        "peak_flux": peak,
+    values = {
+        "peak_flux": get("peak_flux"),
         "peak_flux_err": nan_sentinels(get("err_peak_flux")),
         "flux": get("int_flux"),
         "flux_err": nan_sentinels(get("err_int_flux")),
-        "maj": maj,
+        "maj": get("a"),
         "maj_err": nan_sentinels(get("err_a")),
-        "min": mnr,
+        "min": get("b"),
         "min_err": nan_sentinels(get("err_b")),
-        "pa": pa,
+        "pa": np.mod(get("pa"), 180.0),  # Aegean reports -90..90; the schema uses 0..180
         "pa_err": nan_sentinels(get("err_pa")),
-        "local_rms": local_rms,
+        "local_rms": get("local_rms"),
         "local_bkg": get("background"),
-        "snr": snr,
-        "flags": flags,
     }
-    table = make_table(columns)
-    return table[np.lexsort((table["component_id"], table["island_id"]))]
+    truncation = (labels, truncated_labels(labels, image.mask))
+    return fitted_table(image, pos, aegean_island, flags, truncation, values)
 
 
 class AegeanFinder(Finder):

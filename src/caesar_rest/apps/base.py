@@ -198,6 +198,9 @@ class App(ABC):
     #: The app's program module (``--input``, ``--outdir``, one argument per option), run by
     #: the default :meth:`command`.
     program: ClassVar[str] = ""
+    #: ``(small, large)`` option pairs where ``small`` must not exceed ``large`` (a grid step
+    #: inside its box, ...), checked by :meth:`validate` with the defaults filled in.
+    at_most: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def option_map(self) -> dict[str, Option]:
         """Options by name."""
@@ -250,7 +253,17 @@ class App(ABC):
                 problems.append(str(exc))
         if problems:
             raise OptionError(problems)
+        for small, large in self.at_most:
+            self._check_at_most(out, small, large)
         return out
+
+    def _check_at_most(self, out: Mapping[str, Any], small: str, large: str) -> None:
+        """Raise :class:`OptionError` when option ``small`` exceeds option ``large``."""
+        known = self.option_map()
+        value = out.get(small, known[small].default)
+        limit = out.get(large, known[large].default)
+        if value > limit:
+            raise OptionError([f"option '{small}' = {value} must not exceed {large} = {limit}"])
 
     def option_args(self, options: Mapping[str, Any]) -> list[str]:
         """Command-line arguments for validated options, in declaration order."""

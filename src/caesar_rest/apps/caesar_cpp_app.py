@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from caesar_rest.apps.base import App, Option, ResultSpec
+from caesar_rest.apps.common_options import sigma_threshold_option
 
 #: Environment variable naming the program (or its folder).
 PATH_ENV = "CAESAR_REST_CAESAR_CPP_PATH"
@@ -31,23 +32,17 @@ DEFAULT_ARGS: tuple[str, ...] = (
 )
 
 CAESAR_CPP_OPTIONS: tuple[Option, ...] = (
-    Option(
+    sigma_threshold_option(
         "seedthr",
-        "float",
         "Seed threshold (in sigmas) used in flood-fill",
-        default=5.0,
-        min=0.0,
-        max=10000.0,
-        category="COMPACT-SOURCES",
+        5.0,
+        "COMPACT-SOURCES",
     ),
-    Option(
+    sigma_threshold_option(
         "mergethr",
-        "float",
         "Merge threshold (in sigmas) used in flood-fill",
-        default=2.6,
-        min=0.0,
-        max=10000.0,
-        category="COMPACT-SOURCES",
+        2.6,
+        "COMPACT-SOURCES",
     ),
     Option(
         "npixmin",

@@ -7,13 +7,43 @@ of the options is the order of ``describe()``, which clients rely on.
 
 from __future__ import annotations
 
-from caesar_rest.apps.base import Option, ResultSpec
+from caesar_rest.apps.base import CATALOGUE_RESULTS, Option, ResultSpec
 
 #: Optional background and rms map files (written when ``save-bkgmap``/``save-rmsmap`` are set).
 MAP_RESULTS: tuple[ResultSpec, ...] = (
     ResultSpec("background-map", "background.fits", "application/fits"),
     ResultSpec("rms-map", "rms.fits", "application/fits"),
 )
+
+#: Results of the apps that write the shared catalogue and the optional maps.
+CATALOGUE_MAP_RESULTS: tuple[ResultSpec, ...] = (*CATALOGUE_RESULTS, *MAP_RESULTS)
+
+#: Largest value a threshold in sigma may take.
+MAX_SIGMA = 10000.0
+
+
+def sigma_threshold_option(name: str, description: str, default: float, category: str) -> Option:
+    """A detection threshold in units of the local rms (``seedthr``, ``mergethr``): 0 to 10000.
+
+    Parameters
+    ----------
+    name
+        Option name.
+    description
+        Help text.
+    default
+        Default value in sigma.
+    category
+        Category of the option.
+
+    Returns
+    -------
+    Option
+        The float option.
+    """
+    return Option(
+        name, "float", description, default=default, min=0.0, max=MAX_SIGMA, category=category
+    )
 
 
 def beam_fallback_options(category: str, *, advanced: bool = False) -> tuple[Option, ...]:
@@ -140,6 +170,57 @@ def background_filter_options(category: str) -> tuple[Option, ...]:
             default=3,
             min=1,
             max=51,
+            category=category,
+        ),
+    )
+
+
+def deblend_options(
+    category: str, levels: tuple[str, str], contrast: tuple[str, str], unit: str
+) -> tuple[Option, ...]:
+    """Multi-threshold deblending as in SExtractor: levels, contrast and ``no-deblend``.
+
+    Parameters
+    ----------
+    category
+        Category of the options.
+    levels, contrast
+        Name and help text of the number-of-levels option (1-1024, default 32) and of the
+        contrast option (0-1, default 0.005): the apps keep their tools' names.
+    unit
+        What a detection is called (``segment``, ``island``), for the ``no-deblend`` help.
+
+    Returns
+    -------
+    tuple of Option
+        The levels, contrast and ``no-deblend`` options.
+    """
+    return (
+        Option(
+            levels[0],
+            "int",
+            levels[1],
+            default=32,
+            min=1,
+            max=1024,
+            category=category,
+            advanced=True,
+        ),
+        Option(
+            contrast[0],
+            "float",
+            contrast[1],
+            default=0.005,
+            min=0.0,
+            max=1.0,
+            category=category,
+            advanced=True,
+        ),
+        Option(
+            "no-deblend",
+            "none",
+            f"Do not deblend: one source per {unit}",
+            default=False,
             category=category,
         ),
     )

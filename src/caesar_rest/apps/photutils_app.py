@@ -6,17 +6,18 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from caesar_rest.apps.base import (
-    CATALOGUE_RESULTS,
     App,
     Option,
     ResultSpec,
 )
 from caesar_rest.apps.common_options import (
-    MAP_RESULTS,
+    CATALOGUE_MAP_RESULTS,
     background_filter_options,
     beam_fallback_options,
+    deblend_options,
     map_output_options,
     preview_options,
+    sigma_threshold_option,
 )
 
 _DETECTION = "detection"
@@ -26,24 +27,18 @@ _BEAM = "beam"
 _OUTPUT = "output"
 
 PHOTUTILS_OPTIONS: tuple[Option, ...] = (
-    Option(
+    sigma_threshold_option(
         "seedthr",
-        "float",
         "Seed threshold in sigma: keep sources whose peak pixel is at least this many times the "
         "local rms",
-        default=5.0,
-        min=0.0,
-        max=10000.0,
-        category=_DETECTION,
+        5.0,
+        _DETECTION,
     ),
-    Option(
+    sigma_threshold_option(
         "mergethr",
-        "float",
         "Segmentation threshold in sigma: connected pixels above it make up the segments",
-        default=3.0,
-        min=0.0,
-        max=10000.0,
-        category=_DETECTION,
+        3.0,
+        _DETECTION,
     ),
     Option(
         "npixmin",
@@ -64,42 +59,22 @@ PHOTUTILS_OPTIONS: tuple[Option, ...] = (
         category=_BACKGROUND,
     ),
     *background_filter_options(_BACKGROUND),
-    Option(
-        "deblend-nlevels",
-        "int",
-        "Number of multi-thresholding levels used for deblending",
-        default=32,
-        min=1,
-        max=1024,
-        category=_DEBLEND,
-        advanced=True,
-    ),
-    Option(
-        "deblend-contrast",
-        "float",
-        "Minimum fraction of the segment flux a local peak must hold to become a separate source",
-        default=0.005,
-        min=0.0,
-        max=1.0,
-        category=_DEBLEND,
-        advanced=True,
-    ),
-    Option(
-        "no-deblend",
-        "none",
-        "Do not deblend: one source per segment",
-        default=False,
-        category=_DEBLEND,
+    *deblend_options(
+        _DEBLEND,
+        levels=("deblend-nlevels", "Number of multi-thresholding levels used for deblending"),
+        contrast=(
+            "deblend-contrast",
+            "Minimum fraction of the segment flux a local peak must hold to become a separate "
+            "source",
+        ),
+        unit="segment",
     ),
     *beam_fallback_options(_BEAM),
     *map_output_options(_OUTPUT),
     *preview_options(_OUTPUT),
 )
 
-PHOTUTILS_RESULTS: tuple[ResultSpec, ...] = (
-    *CATALOGUE_RESULTS,
-    *MAP_RESULTS,
-)
+PHOTUTILS_RESULTS: tuple[ResultSpec, ...] = CATALOGUE_MAP_RESULTS
 
 
 @dataclass

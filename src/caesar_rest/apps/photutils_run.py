@@ -25,20 +25,17 @@ import numpy.typing as npt
 from astropy.table import Table
 from scipy import ndimage
 
-from caesar_rest.apps.adapt import extended_mask, map_medians, renumber, truncated_labels
+from caesar_rest.apps.adapt import Moments, map_medians, moments_table, truncated_labels
 from caesar_rest.apps.console import say
 from caesar_rest.apps.photutils_app import PhotutilsApp
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
-from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
-from caesar_rest.catalogue.writers import iau_names, make_table
+from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_TRUNCATED
+from caesar_rest.catalogue.writers import make_table
 from caesar_rest.imaging.fits_image import (
     FWHM_PER_SIGMA,
     FitsImage,
     ImageError,
-    pixel_ellipse_to_sky,
-    pixel_to_radec,
-    sky_jacobian,
 )
 
 PROG = "photutils_run"
@@ -231,13 +228,9 @@ def _measure(
     rms_s = rms_pk[sel]
     parent = parent_of[sel]
     area = image.beam_area_pix
-
-    ra, dec = pixel_to_radec(image.wcs, x, y)
-    jac = sky_jacobian(image.wcs, x, y)
     a = _values(cat.semimajor_axis)[sel] * FWHM_PER_SIGMA
     b = _values(cat.semiminor_axis)[sel] * FWHM_PER_SIGMA
     theta = np.radians(_values(cat.orientation)[sel])
-    maj, mnr, pa = pixel_ellipse_to_sky(jac, a, b, theta)
 
     # Centroid errors for noise correlated over a beam: var = corr * rms^2 * sum(dx^2) / F^2.
     dxx, dyy, wsum = (v[sel] for v in spread)
@@ -247,42 +240,26 @@ def _measure(
         y_err = np.sqrt(corr * rms_s**2 * np.clip(dyy, 0.0, None)) / np.abs(wsum)
     cov = np.zeros((sel.size, 2, 2), dtype=np.float64)
     cov[:, 0, 0], cov[:, 1, 1] = x_err**2, y_err**2
-    sky_cov = jac @ cov @ np.transpose(jac, (0, 2, 1))
 
     flags = np.zeros(sel.size, dtype=np.int64)
     flags[members[parent] > 1] |= FLAG_BLENDED
     flags[np.isin(parent, list(cut))] |= FLAG_TRUNCATED
-    flags[extended_mask(maj, mnr, image.beam)] |= FLAG_EXTENDED
-
-    island_ids, component_ids = renumber(parent, peak)
-    x0, y0 = image.origin
-    columns: dict[str, Any] = {
-        "name": iau_names(ra, dec),
-        "island_id": island_ids,
-        "component_id": component_ids,
-        "x": x + x0,
-        "y": y + y0,
-        "x_err": x_err,
-        "y_err": y_err,
-        "ra": ra,
-        "dec": dec,
-        "ra_err": np.sqrt(sky_cov[:, 0, 0]),
-        "dec_err": np.sqrt(sky_cov[:, 1, 1]),
-        "peak_flux": peak,
-        "peak_flux_err": rms_s,
-        # Jy/beam summed over pixels, divided by the beam area in pixels: Jy.
-        "flux": seg_flux / area,
-        "flux_err": rms_s * np.sqrt(npix * np.minimum(npix, area)) / area,
-        "maj": maj,
-        "min": mnr,
-        "pa": pa,
-        "local_rms": rms_s,
-        "local_bkg": back[ypk, xpk].astype(np.float64),
-        "snr": peak / rms_s,
-        "flags": flags,
-    }
-    table = make_table(columns)
-    return table[np.lexsort((table["component_id"], table["island_id"]))]
+    moments = Moments(
+        x=x,
+        y=y,
+        a=a,
+        b=b,
+        theta=theta,
+        cov=cov,
+        peak=peak,
+        pixel_flux=seg_flux,
+        npix=npix,
+        rms=rms_s,
+        bkg=back[ypk, xpk].astype(np.float64),
+        island_of=parent,
+        flags=flags,
+    )
+    return moments_table(image, moments)
 
 
 class PhotutilsFinder(Finder):

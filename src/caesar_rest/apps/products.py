@@ -29,7 +29,7 @@ from caesar_rest.catalogue.writers import (
     write_json,
     write_votable,
 )
-from caesar_rest.imaging.fits_image import FitsImage, sky_jacobian
+from caesar_rest.imaging.fits_image import FitsImage
 
 #: Longest side of the thumbnail, in pixels.
 THUMBNAIL_SIDE = 256
@@ -488,11 +488,9 @@ def write_thumbnail(
     from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import EllipseCollection
     from matplotlib.figure import Figure
 
-    from caesar_rest.catalogue.preview import block_reduce
-    from caesar_rest.imaging.fits_image import sky_ellipse_to_pixel
+    from caesar_rest.catalogue.preview import block_reduce, source_ellipses
 
     ny, nx = image.shape
     factor = max(1, math.ceil(max(nx, ny) / max_side))
@@ -515,34 +513,8 @@ def write_thumbnail(
     ax.imshow(small, origin="lower", cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
     ax.set_xlim(-0.5, snx - 0.5)
     ax.set_ylim(-0.5, sny - 0.5)
-    if table is not None and len(table):
-        x0, y0 = image.origin
-        x = np.asarray(table["x"], dtype=np.float64) - x0
-        y = np.asarray(table["y"], dtype=np.float64) - y0
-        maj = np.asarray(table["maj"], dtype=np.float64)
-        mnr = np.asarray(table["min"], dtype=np.float64)
-        pa = np.nan_to_num(np.asarray(table["pa"], dtype=np.float64), nan=0.0)
-        bad = ~(np.isfinite(maj) & np.isfinite(mnr) & (maj > 0) & (mnr > 0))
-        maj, mnr = np.where(bad, image.beam[0], maj), np.where(bad, image.beam[1], mnr)
-        pa = np.where(bad, image.beam[2], pa)
-        ok = np.isfinite(x) & np.isfinite(y)
-        if ok.any():
-            jac = sky_jacobian(image.wcs, x[ok], y[ok])
-            a, b, theta = sky_ellipse_to_pixel(jac, maj[ok], mnr[ok], pa[ok])
-            centre = (factor - 1) / 2.0
-            offsets = np.column_stack([x[ok] - centre, y[ok] - centre]) / factor
-            ax.add_collection(
-                EllipseCollection(
-                    widths=a / factor,
-                    heights=b / factor,
-                    angles=np.degrees(theta),
-                    units="xy",
-                    offsets=offsets,
-                    offset_transform=ax.transData,
-                    facecolors="none",
-                    edgecolors="cyan",
-                    linewidths=0.6,
-                )
-            )
+    coll = source_ellipses(table, image, factor, ax.transData, linewidth=0.6)
+    if coll is not None:
+        ax.add_collection(coll)
     fig.savefig(path, dpi=dpi, format="png")
     return path

@@ -10,14 +10,13 @@ app therefore asks for maps by default (``rms_map=True``, ``mean_map='map'``) wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from caesar_rest.apps.base import (
     CATALOGUE_RESULTS,
     COMPONENT_RESULTS,
     App,
     Option,
-    OptionError,
     ResultSpec,
 )
 from caesar_rest.apps.common_options import (
@@ -165,13 +164,6 @@ class PybdsfApp(App):
     results: tuple[ResultSpec, ...] = field(default=PYBDSF_RESULTS)
     cores: int = 1
 
-    def validate(self, job_inputs: Any) -> dict[str, Any]:
-        """Check the options one by one, then that ``rms_box_step`` fits inside ``rms_box``."""
-        out = super().validate(job_inputs)
-        box = out.get("rms_box", self.option_map()["rms_box"].default)
-        step = out.get("rms_box_step", self.option_map()["rms_box_step"].default)
-        if step > box:
-            raise OptionError([f"option 'rms_box_step' = {step} must not exceed rms_box = {box}"])
-        return out
+    at_most: ClassVar[tuple[tuple[str, str], ...]] = (("rms_box_step", "rms_box"),)
 
     program: ClassVar[str] = "caesar_rest.apps.pybdsf_run"

@@ -28,15 +28,11 @@ from astropy.io import fits
 from astropy.table import Table
 
 from caesar_rest.apps.adapt import (
-    extended_mask,
+    fitted_table,
     island_labels,
-    labels_at,
     map_medians,
     nan_sentinels,
-    outside_image,
-    pixel_errors,
-    positions_from_sky,
-    renumber,
+    sky_positions,
     truncated_labels,
     write_work_image,
 )
@@ -44,8 +40,7 @@ from caesar_rest.apps.console import say
 from caesar_rest.apps.products import Extraction, MapStyle, result_files
 from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.apps.pybdsf_app import RMS_MAP_VALUES, PybdsfApp
-from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
-from caesar_rest.catalogue.writers import iau_names, make_table
+from caesar_rest.catalogue.writers import make_table
 from caesar_rest.imaging.fits_image import FitsImage, ImageError
 
 PROG = "pybdsf_run"
@@ -132,58 +127,28 @@ def convert_list(
     """
     if raw is None or len(raw) == 0:
         return make_table(None)
-    n = len(raw)
-    x, y, ra, dec = positions_from_sky(image, _column(raw, "RA"), _column(raw, "DEC"))
-    ra_err = nan_sentinels(_column(raw, "E_RA"), 3600.0)
-    dec_err = nan_sentinels(_column(raw, "E_DEC"), 3600.0)
-    x_err, y_err = pixel_errors(image, x, y, ra_err, dec_err)
-    peak = _column(raw, "Peak_flux")
+    pos = sky_positions(
+        image, _column(raw, "RA"), _column(raw, "DEC"), _column(raw, "E_RA"), _column(raw, "E_DEC")
+    )
     x0, y0 = image.origin
-    local_rms = _at(rms, x - x0, y - y0)
-    maj = _column(raw, "Maj", 3600.0)
-    mnr = _column(raw, "Min", 3600.0)
-
-    isl = np.asarray(raw["Isl_id"], dtype=np.int64)
-    _, isl_index = np.unique(isl, return_inverse=True)
-    members = np.bincount(isl_index)
-    flags = np.zeros(n, dtype=np.int64)
-    flags[members[isl_index] > 1] |= FLAG_BLENDED
-    flags[extended_mask(maj, mnr, image.beam)] |= FLAG_EXTENDED
-    under = labels_at(truncated["labels"], x - x0, y - y0)
-    flags[np.isin(under, list(truncated["cut"])) | outside_image(image, x, y)] |= FLAG_TRUNCATED
-
-    island_ids, component_ids = renumber(isl, peak)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = peak / local_rms
-    columns: dict[str, Any] = {
-        "name": iau_names(ra, dec),
-        "island_id": island_ids,
-        "component_id": component_ids,
-        "x": x,
-        "y": y,
-        "x_err": x_err,
-        "y_err": y_err,
-        "ra": ra,
-        "dec": dec,
-        "ra_err": ra_err,
-        "dec_err": dec_err,
-        "peak_flux": peak,
+    values = {
+        "peak_flux": _column(raw, "Peak_flux"),
         "peak_flux_err": nan_sentinels(_column(raw, "E_Peak_flux")),
         "flux": _column(raw, "Total_flux"),
         "flux_err": nan_sentinels(_column(raw, "E_Total_flux")),
-        "maj": maj,
+        "maj": _column(raw, "Maj", 3600.0),
         "maj_err": nan_sentinels(_column(raw, "E_Maj", 3600.0)),
-        "min": mnr,
+        "min": _column(raw, "Min", 3600.0),
         "min_err": nan_sentinels(_column(raw, "E_Min", 3600.0)),
         "pa": np.mod(_column(raw, "PA"), 180.0),
         "pa_err": nan_sentinels(_column(raw, "E_PA")),
-        "local_rms": local_rms,
-        "local_bkg": _at(background, x - x0, y - y0),
-        "snr": snr,
-        "flags": flags,
+        "local_rms": _at(rms, pos.x - x0, pos.y - y0),
+        "local_bkg": _at(background, pos.x - x0, pos.y - y0),
     }
-    table = make_table(columns)
-    return table[np.lexsort((table["component_id"], table["island_id"]))]
+    isl = np.asarray(raw["Isl_id"], dtype=np.int64)
+    flags = np.zeros(len(raw), dtype=np.int64)
+    truncation = (truncated["labels"], truncated["cut"])
+    return fitted_table(image, pos, isl, flags, truncation, values)
 
 
 def _frequency(image: FitsImage, opts: Mapping[str, Any]) -> tuple[float, str]:

@@ -6,17 +6,18 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from caesar_rest.apps.base import (
-    CATALOGUE_RESULTS,
     App,
     Option,
     ResultSpec,
 )
 from caesar_rest.apps.common_options import (
-    MAP_RESULTS,
+    CATALOGUE_MAP_RESULTS,
     background_filter_options,
     beam_fallback_options,
+    deblend_options,
     map_output_options,
     preview_options,
+    sigma_threshold_option,
 )
 
 _DETECTION = "detection"
@@ -26,25 +27,19 @@ _BEAM = "beam"
 _OUTPUT = "output"
 
 SEP_OPTIONS: tuple[Option, ...] = (
-    Option(
+    sigma_threshold_option(
         "seedthr",
-        "float",
         "Seed threshold in sigma: keep sources whose peak pixel is at least this many times "
         "the local rms",
-        default=5.0,
-        min=0.0,
-        max=10000.0,
-        category=_DETECTION,
+        5.0,
+        _DETECTION,
     ),
-    Option(
+    sigma_threshold_option(
         "mergethr",
-        "float",
         "Extraction threshold in sigma: pixels above this many times the local rms make up "
         "the islands",
-        default=3.0,
-        min=0.0,
-        max=10000.0,
-        category=_DETECTION,
+        3.0,
+        _DETECTION,
     ),
     Option(
         "npixmin",
@@ -82,43 +77,22 @@ SEP_OPTIONS: tuple[Option, ...] = (
         default=False,
         category=_BACKGROUND,
     ),
-    Option(
-        "deblend-nthresh",
-        "int",
-        "Number of thresholds used for deblending",
-        default=32,
-        min=1,
-        max=1024,
-        category=_DEBLEND,
-        advanced=True,
-    ),
-    Option(
-        "deblend-cont",
-        "float",
-        "Minimum contrast ratio (fraction of the island flux) for a branch to become a separate "
-        "source",
-        default=0.005,
-        min=0.0,
-        max=1.0,
-        category=_DEBLEND,
-        advanced=True,
-    ),
-    Option(
-        "no-deblend",
-        "none",
-        "Do not deblend: one source per island",
-        default=False,
-        category=_DEBLEND,
+    *deblend_options(
+        _DEBLEND,
+        levels=("deblend-nthresh", "Number of thresholds used for deblending"),
+        contrast=(
+            "deblend-cont",
+            "Minimum contrast ratio (fraction of the island flux) for a branch to become a "
+            "separate source",
+        ),
+        unit="island",
     ),
     *beam_fallback_options(_BEAM),
     *map_output_options(_OUTPUT),
     *preview_options(_OUTPUT),
 )
 
-SEP_RESULTS: tuple[ResultSpec, ...] = (
-    *CATALOGUE_RESULTS,
-    *MAP_RESULTS,
-)
+SEP_RESULTS: tuple[ResultSpec, ...] = CATALOGUE_MAP_RESULTS
 
 
 @dataclass

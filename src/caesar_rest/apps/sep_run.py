@@ -25,19 +25,17 @@ from astropy.stats import sigma_clipped_stats
 from astropy.table import Table
 from scipy import ndimage
 
-from caesar_rest.apps.adapt import extended_mask, map_medians, renumber, truncated_labels
+from caesar_rest.apps.adapt import Moments, map_medians, moments_table, truncated_labels
 from caesar_rest.apps.console import say
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.apps.sep_app import SepApp
-from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_EXTENDED, FLAG_TRUNCATED
-from caesar_rest.catalogue.writers import iau_names, make_table
+from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_TRUNCATED
+from caesar_rest.catalogue.writers import make_table
 from caesar_rest.imaging.fits_image import (
     FWHM_PER_SIGMA,
     FitsImage,
     ImageError,
-    pixel_ellipse_to_sky,
-    pixel_to_radec,
     sky_ellipse_to_pixel,
     sky_jacobian,
 )
@@ -242,12 +240,8 @@ def _measure(
     peak = np.asarray(obj["peak"], dtype=np.float64)
     npix = np.asarray(obj["npix"], dtype=np.float64)
     area = image.beam_area_pix
-
-    ra, dec = pixel_to_radec(image.wcs, x, y)
-    jac = sky_jacobian(image.wcs, x, y)
     a = np.asarray(obj["a"], dtype=np.float64) * FWHM_PER_SIGMA
     b = np.asarray(obj["b"], dtype=np.float64) * FWHM_PER_SIGMA
-    maj, mnr, pa = pixel_ellipse_to_sky(jac, a, b, np.asarray(obj["theta"], dtype=np.float64))
 
     # SEP's centroid variances assume independent pixels; radio noise is correlated over a
     # beam, which inflates them by about the number of pixels per beam.
@@ -258,12 +252,6 @@ def _measure(
     cov[:, 0, 1] = cov[:, 1, 0] = np.asarray(obj["errxy"], dtype=np.float64) * corr
     finite_cov = np.isfinite(cov).all(axis=(1, 2)) & (cov[:, 0, 0] >= 0) & (cov[:, 1, 1] >= 0)
     cov[~finite_cov] = np.nan
-    sky_cov = jac @ cov @ np.transpose(jac, (0, 2, 1))
-
-    # Flux in Jy: the pixel sum over the beam solid angle; its error for noise correlated
-    # over ``area`` pixels (sum of npix pixels has variance ~ rms^2 * npix * min(npix, area)).
-    flux = np.asarray(obj["flux"], dtype=np.float64) / area
-    flux_err = rms_pk * np.sqrt(npix * np.minimum(npix, area)) / area
 
     sep_flags = np.asarray(obj["flag"], dtype=np.int64)
     flags = np.zeros(n, dtype=np.int64)
@@ -271,39 +259,22 @@ def _measure(
     flags[blended] |= FLAG_BLENDED
     trunc = np.isin(island_of, list(truncated_islands)) | ((sep_flags & sep.OBJ_TRUNC) != 0)
     flags[trunc] |= FLAG_TRUNCATED
-    flags[extended_mask(maj, mnr, image.beam)] |= FLAG_EXTENDED
-
-    # Islands renumbered 0.. in raster order of their labels; components by decreasing peak.
-    island_ids, component = renumber(island_of, peak)
-
-    x0, y0 = image.origin
-    columns: dict[str, Any] = {
-        "name": iau_names(ra, dec),
-        "island_id": island_ids,
-        "component_id": component,
-        "x": x + x0,
-        "y": y + y0,
-        "x_err": np.sqrt(cov[:, 0, 0]),
-        "y_err": np.sqrt(cov[:, 1, 1]),
-        "ra": ra,
-        "dec": dec,
-        "ra_err": np.sqrt(sky_cov[:, 0, 0]),
-        "dec_err": np.sqrt(sky_cov[:, 1, 1]),
-        "peak_flux": peak,
-        "peak_flux_err": rms_pk,
-        "flux": flux,
-        "flux_err": flux_err,
-        "maj": maj,
-        "min": mnr,
-        "pa": pa,
-        "local_rms": rms_pk,
-        "local_bkg": back[ypk, xpk].astype(np.float64),
-        "snr": peak / rms_pk,
-        "flags": flags,
-    }
-    table = make_table(columns)
-    table = table[np.lexsort((table["component_id"], table["island_id"]))]
-    return table
+    moments = Moments(
+        x=x,
+        y=y,
+        a=a,
+        b=b,
+        theta=np.asarray(obj["theta"], dtype=np.float64),
+        cov=cov,
+        peak=peak,
+        pixel_flux=np.asarray(obj["flux"], dtype=np.float64),
+        npix=npix,
+        rms=rms_pk,
+        bkg=back[ypk, xpk].astype(np.float64),
+        island_of=island_of,
+        flags=flags,
+    )
+    return moments_table(image, moments)
 
 
 class SepFinder(Finder):

@@ -23,6 +23,7 @@ from scipy.spatial import cKDTree
 
 from caesar_rest.catalogue.schema import COLUMN_NAMES
 from caesar_rest.catalogue.writers import make_table, read_catalogue_csv
+from caesar_rest.imaging.fits_image import sky_offsets_arcsec
 
 #: Gaussian sigma per median absolute deviation.
 MAD_TO_SIGMA = 1.4826
@@ -79,18 +80,6 @@ def read_catalogue(path: str | Path) -> Table:
 def _unit_vectors(ra: FloatArray, dec: FloatArray) -> FloatArray:
     r, d = np.radians(ra), np.radians(dec)
     return np.column_stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)])
-
-
-def _offsets_arcsec(
-    ra0: FloatArray, dec0: FloatArray, ra1: FloatArray, dec1: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    # Offsets of point 1 about point 0 in the tangent plane: east, north, in arcsec.
-    a0, d0, a1, d1 = (np.radians(v) for v in (ra0, dec0, ra1, dec1))
-    da = a1 - a0
-    east = np.cos(d1) * np.sin(da)
-    north = np.cos(d0) * np.sin(d1) - np.sin(d0) * np.cos(d1) * np.cos(da)
-    k = 3600.0 * 180.0 / math.pi
-    return east * k, north * k
 
 
 def cross_match(
@@ -324,7 +313,7 @@ def compare_catalogues(
     ra_a, de_a = (np.asarray(a[c], dtype=np.float64) for c in ("ra", "dec"))
     ra_b, de_b = (np.asarray(b[c], dtype=np.float64) for c in ("ra", "dec"))
     ia, ib, sep = cross_match(ra_a, de_a, ra_b, de_b, radius)
-    east, north = _offsets_arcsec(ra_a[ia], de_a[ia], ra_b[ib], de_b[ib])
+    east, north = sky_offsets_arcsec(ra_a[ia], de_a[ia], ra_b[ib], de_b[ib])
     flux_a, flux_b = (np.asarray(t["flux"], dtype=np.float64) for t in (a, b))
     peak_a, peak_b = (np.asarray(t["peak_flux"], dtype=np.float64) for t in (a, b))
     return Comparison(

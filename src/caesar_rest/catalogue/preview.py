@@ -17,6 +17,7 @@ from astropy.wcs import WCS
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import EllipseCollection
 from matplotlib.figure import Figure
+from matplotlib.transforms import Transform
 
 from caesar_rest.imaging.fits_image import FitsImage, sky_ellipse_to_pixel, sky_jacobian
 
@@ -50,6 +51,68 @@ def block_reduce(data: npt.NDArray[np.float32], factor: int) -> npt.NDArray[np.f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN, silently
         return np.asarray(np.nanmean(blocks, axis=(1, 3), dtype=np.float32), dtype=np.float32)
+
+
+def source_ellipses(
+    table: Table | None,
+    image: FitsImage,
+    factor: int,
+    transform: Transform,
+    linewidth: float,
+) -> EllipseCollection | None:
+    """The catalogue's sources as cyan FWHM ellipses on a picture block-reduced by ``factor``.
+
+    Sources without a usable size are drawn with the beam; those without a finite position are
+    left out.
+
+    Parameters
+    ----------
+    table
+        Shared-schema catalogue (``x``, ``y``, ``maj``, ``min``, ``pa``) or None.
+    image
+        The image the catalogue was made from (origin, beam, WCS).
+    factor
+        Block-reduction factor of the picture.
+    transform
+        The axes' data transform (``ax.transData``).
+    linewidth
+        Line width of the ellipses.
+
+    Returns
+    -------
+    matplotlib.collections.EllipseCollection or None
+        None when there is nothing to draw.
+    """
+    if table is None or not len(table):
+        return None
+    x0, y0 = image.origin
+    x = np.asarray(table["x"], dtype=np.float64) - x0
+    y = np.asarray(table["y"], dtype=np.float64) - y0
+    maj = np.asarray(table["maj"], dtype=np.float64)
+    mnr = np.asarray(table["min"], dtype=np.float64)
+    pa = np.nan_to_num(np.asarray(table["pa"], dtype=np.float64), nan=0.0)
+    bad = ~(np.isfinite(maj) & np.isfinite(mnr) & (maj > 0) & (mnr > 0))
+    maj = np.where(bad, image.beam[0], maj)
+    mnr = np.where(bad, image.beam[1], mnr)
+    pa = np.where(bad, image.beam[2], pa)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y, maj, mnr, pa = x[ok], y[ok], maj[ok], mnr[ok], pa[ok]
+    if not x.size:
+        return None
+    jac = sky_jacobian(image.wcs, x, y)
+    a, b, theta = sky_ellipse_to_pixel(jac, maj, mnr, pa)
+    offsets = np.column_stack([(x - (factor - 1) / 2.0), (y - (factor - 1) / 2.0)])
+    return EllipseCollection(
+        widths=a / factor,  # FWHM: full axis lengths, as EllipseCollection wants
+        heights=b / factor,
+        angles=np.degrees(theta),
+        units="xy",
+        offsets=offsets / factor,
+        offset_transform=transform,
+        facecolors="none",
+        edgecolors="cyan",
+        linewidths=linewidth,
+    )
 
 
 def write_preview(
@@ -124,36 +187,9 @@ def write_preview(
     ax.coords.grid(color="white", alpha=0.25, linestyle="dotted")
 
     n_src = 0 if table is None else len(table)
-    if table is not None and n_src:
-        x0, y0 = image.origin
-        x = np.asarray(table["x"], dtype=np.float64) - x0
-        y = np.asarray(table["y"], dtype=np.float64) - y0
-        maj = np.asarray(table["maj"], dtype=np.float64)
-        mnr = np.asarray(table["min"], dtype=np.float64)
-        pa = np.nan_to_num(np.asarray(table["pa"], dtype=np.float64), nan=0.0)
-        bad = ~(np.isfinite(maj) & np.isfinite(mnr) & (maj > 0) & (mnr > 0))
-        # Sources without a size are drawn with the beam.
-        maj = np.where(bad, image.beam[0], maj)
-        mnr = np.where(bad, image.beam[1], mnr)
-        pa = np.where(bad, image.beam[2], pa)
-        ok = np.isfinite(x) & np.isfinite(y)
-        x, y, maj, mnr, pa = x[ok], y[ok], maj[ok], mnr[ok], pa[ok]
-        if x.size:
-            jac = sky_jacobian(image.wcs, x, y)
-            a, b, theta = sky_ellipse_to_pixel(jac, maj, mnr, pa)
-            offsets = np.column_stack([(x - (factor - 1) / 2.0), (y - (factor - 1) / 2.0)])
-            coll = EllipseCollection(
-                widths=a / factor,  # FWHM: full axis lengths, as EllipseCollection wants
-                heights=b / factor,
-                angles=np.degrees(theta),
-                units="xy",
-                offsets=offsets / factor,
-                offset_transform=ax.transData,
-                facecolors="none",
-                edgecolors="cyan",
-                linewidths=0.8,
-            )
-            ax.add_collection(coll)
+    coll = source_ellipses(table, image, factor, ax.transData, linewidth=0.8)
+    if coll is not None:
+        ax.add_collection(coll)
     if title is None:
         title = f"{image.path.name}: {n_src} source{'s' if n_src != 1 else ''}"
     ax.set_title(title, fontsize=9)

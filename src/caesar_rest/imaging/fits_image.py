@@ -410,10 +410,21 @@ def pixel_to_radec(wcs: WCS, x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[FloatA
     return np.mod(lon, 360.0), lat
 
 
-def _offsets_arcsec(
+def sky_offsets_arcsec(
     ra0: FloatArray, dec0: FloatArray, ra1: FloatArray, dec1: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    # Orthographic (SIN) offsets of point 1 about point 0: east, north, in arcsec.
+    """Orthographic (SIN) offsets of points 1 about points 0 in the tangent plane.
+
+    Parameters
+    ----------
+    ra0, dec0, ra1, dec1
+        Coordinates in degrees (arrays of one shape).
+
+    Returns
+    -------
+    east, north
+        The offsets in arcsec.
+    """
     a0, d0, a1, d1 = (np.radians(v) for v in (ra0, dec0, ra1, dec1))
     da = a1 - a0
     east = np.cos(d1) * np.sin(da)
@@ -454,8 +465,8 @@ def sky_jacobian(
     jac = np.empty((n, 2, 2), dtype=np.float64)
     for col, (plus, minus) in enumerate(((1, 2), (3, 4))):
         sp, sm = slice(plus * n, (plus + 1) * n), slice(minus * n, (minus + 1) * n)
-        e_plus, n_plus = _offsets_arcsec(ra0, dec0, ra[sp], dec[sp])
-        e_minus, n_minus = _offsets_arcsec(ra0, dec0, ra[sm], dec[sm])
+        e_plus, n_plus = sky_offsets_arcsec(ra0, dec0, ra[sp], dec[sp])
+        e_minus, n_minus = sky_offsets_arcsec(ra0, dec0, ra[sm], dec[sm])
         jac[:, 0, col] = (e_plus - e_minus) / (2.0 * step)
         jac[:, 1, col] = (n_plus - n_minus) / (2.0 * step)
     return jac

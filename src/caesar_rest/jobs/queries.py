@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, Row, bindparam, case, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,7 +76,9 @@ STATUS_STMT = (
 )
 
 
-def v1_jobs(engine: Engine, owner: str, limit: int | None, offset: int) -> Sequence[Row]:
+def v1_jobs(
+    engine: Engine, owner: str, limit: int | None, offset: int
+) -> Sequence[Row[*tuple[Any, ...]]]:
     """The columns of :data:`V1_COLUMNS` of ``owner``'s jobs, oldest first, one page.
 
     Parameters
@@ -105,7 +108,7 @@ def uws_jobs(
     phases: Sequence[str],
     after: datetime | None,
     last: int | None,
-) -> Sequence[Row]:
+) -> Sequence[Row[str, str, str | None, str, datetime]]:
     """The UWS job list of ``owner``: id, phase, run id, owner and creation time.
 
     Parameters

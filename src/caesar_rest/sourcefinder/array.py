@@ -38,6 +38,7 @@ from caesar_rest.sourcefinder.islands import (
     MORPH_POINTLIKE,
     IslandSet,
 )
+from caesar_rest.sourcefinder.lm import NPAR
 from caesar_rest.sourcefinder.options import FinderOptions
 
 #: Classifies the islands of a tile: (process here, send to the master) per island.
@@ -753,7 +754,7 @@ def _nested_seeds(
         order = order[z[order] >= zthr][: opts.fit.max_components]
         if order.size == 0:
             continue
-        comp = np.empty((order.size, fitting.NPAR))
+        comp = np.empty((order.size, NPAR))
         comp[:, 0] = amp[order]
         comp[:, 1] = src.xpk[kids[order]]
         comp[:, 2] = src.ypk[kids[order]]

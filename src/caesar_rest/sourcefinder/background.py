@@ -96,16 +96,17 @@ class _AxisInterp:
             return np.repeat(self.xrows[:1], y1 - y0, axis=0)
         w = self.wy[y0:y1, None]
         iy = self.iy[y0:y1]
-        out = np.multiply(self.xrows[iy], 1.0 - w)
+        out: F32 = np.multiply(self.xrows[iy], 1.0 - w)
         out += self.xrows[iy + 1] * w
         return out
 
     def at(self, ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp]) -> F32:
         if self.single_row:
-            return self.xrows[0, xs]
+            row: F32 = self.xrows[0, xs]
+            return row
         w = self.wy[ys]
         iy = self.iy[ys]
-        out = np.multiply(self.xrows[iy, xs], 1.0 - w)
+        out: F32 = np.multiply(self.xrows[iy, xs], 1.0 - w)
         out += self.xrows[iy + 1, xs] * w
         return out
 

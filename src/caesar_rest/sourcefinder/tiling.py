@@ -42,6 +42,7 @@ from caesar_rest.sourcefinder.array import (
     process_islands,
 )
 from caesar_rest.sourcefinder.islands import MORPH_EXTENDED, IslandSet
+from caesar_rest.sourcefinder.lm import NPAR
 from caesar_rest.sourcefinder.options import FinderOptions
 
 #: Default core size of automatic tiles (pixels).
@@ -496,7 +497,7 @@ def concat_fits(fits: list[tuple[fitting.FitResult, I64]]) -> tuple[fitting.FitR
         us.append(u)
         uoff += f.n_units
     kw = {k: np.concatenate(v) for k, v in comp_fields.items()}
-    kw["params"] = kw["params"].reshape(-1, fitting.NPAR)
-    kw["errors"] = kw["errors"].reshape(-1, fitting.NPAR)
+    kw["params"] = kw["params"].reshape(-1, NPAR)
+    kw["errors"] = kw["errors"].reshape(-1, NPAR)
     kw.update({k: np.concatenate(v) for k, v in unit_fields.items()})
     return fitting.FitResult(**kw), np.concatenate(us)

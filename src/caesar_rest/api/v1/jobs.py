@@ -316,41 +316,27 @@ def _file_route(names: tuple[str, ...], as_json: bool) -> Callable[..., Response
 
 _OUT: dict[str, Any] = {"responses": {202: {"model": PendingReply}, **errors(400, 404)}}
 
-router.add_api_route(
-    "/job/{job_id}/sources",
-    _file_route(("catalog-json",), True),
-    methods=["GET"],
-    summary="Source (island) catalogue as JSON",
-    **_OUT,
+#: The catalogue and preview routes: path, result names (first found wins), sent as JSON, summary.
+_FILE_ROUTES: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (
+    ("sources", ("catalog-json",), True, "Source (island) catalogue as JSON"),
+    ("output-sources", ("islands-dat", "catalog-csv"), False, "Source catalogue file"),
+    (
+        "source-components",
+        ("components-json",),
+        True,
+        "Component catalogue as JSON (apps that fit components)",
+    ),
+    ("output-components", ("components-dat", "components-csv"), False, "Component catalogue file"),
+    ("output-plot", ("preview",), False, "Preview picture (PNG)"),
 )
-router.add_api_route(
-    "/job/{job_id}/output-sources",
-    _file_route(("islands-dat", "catalog-csv"), False),
-    methods=["GET"],
-    summary="Source catalogue file",
-    **_OUT,
-)
-router.add_api_route(
-    "/job/{job_id}/source-components",
-    _file_route(("components-json",), True),
-    methods=["GET"],
-    summary="Component catalogue as JSON (apps that fit components)",
-    **_OUT,
-)
-router.add_api_route(
-    "/job/{job_id}/output-components",
-    _file_route(("components-dat", "components-csv"), False),
-    methods=["GET"],
-    summary="Component catalogue file",
-    **_OUT,
-)
-router.add_api_route(
-    "/job/{job_id}/output-plot",
-    _file_route(("preview",), False),
-    methods=["GET"],
-    summary="Preview picture (PNG)",
-    **_OUT,
-)
+for _path, _names, _as_json, _summary in _FILE_ROUTES:
+    router.add_api_route(
+        f"/job/{{job_id}}/{_path}",
+        _file_route(_names, _as_json),
+        methods=["GET"],
+        summary=_summary,
+        **_OUT,
+    )
 
 
 @router.get("/job/{job_id}/preview", summary="Preview picture, base64 in JSON", **_OUT)
