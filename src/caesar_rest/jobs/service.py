@@ -235,19 +235,23 @@ class JobService:
         InputFileNotFound
             When it names no file of ``owner``.
         """
+        ext: str | None = None
         if is_file_id(ref):
-            return ref
-        path = PurePosixPath(ref)
-        match = _UPLOAD_NAME.match(path.name)
-        if match is None or ".." in path.parts or "\x00" in ref:
-            raise SubmitError(
-                "'inputfile' must be a file id or an uploaded file's path "
-                "(<folder>/<file id>.<ext>)"
-            )
-        file_id, ext = match.groups()
+            file_id = ref
+        else:
+            path = PurePosixPath(ref)
+            match = _UPLOAD_NAME.match(path.name)
+            if match is None or ".." in path.parts or "\x00" in ref:
+                raise SubmitError(
+                    "'inputfile' must be a file id or an uploaded file's path "
+                    "(<folder>/<file id>.<ext>)"
+                )
+            file_id, ext = match.groups()
         with self.sessions() as s:
             frec = s.get(FileRecord, file_id)
-        if frec is None or frec.owner != owner or frec.fileext.lower() != ext.lower():
+        if frec is None or frec.owner != owner:
+            raise InputFileNotFound(ref)
+        if ext is not None and frec.fileext.lower() != ext.lower():
             raise InputFileNotFound(ref)
         return file_id
 
