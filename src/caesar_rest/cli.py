@@ -98,7 +98,8 @@ def _serve_parser(sub: Any) -> None:
         "--aai",
         action="store_true",
         default=None,
-        help="require OIDC tokens (not yet available: refused)",
+        help="require OIDC bearer tokens (issuer and audience: CAESAR_REST_OIDC_ISSUER, "
+        "CAESAR_REST_OIDC_AUDIENCE)",
     )
     add_legacy_backend_options(p)
     for name in _LEGACY_IGNORED_VALUE:

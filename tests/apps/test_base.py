@@ -124,3 +124,65 @@ def test_parse_cli_options() -> None:
         parse_cli_options(app, ["--bogus", "1"])
     with pytest.raises(OptionError):
         parse_cli_options(app, ["--npix"])
+
+
+@dataclass
+class Threaded(App):
+    """An app with the three core options, ``nthreads`` accepted without effect."""
+
+    name: str = "threaded"
+    description: str = "threaded"
+    options: tuple[Option, ...] = (
+        Option("nthreads", "int", "no effect here", default=1, min=-1, effective=False),
+        Option("nproc", "int", "worker processes", default=1, min=1),
+    )
+    cores: int = 2
+
+
+def test_job_cores_come_from_the_option_that_takes_effect() -> None:
+    app = Threaded()
+    assert app.job_cores(app.validate({"nthreads": 1, "nproc": 4})) == 4
+    assert app.job_cores(app.validate({"nthreads": 8})) == 2  # no effect: the app's default
+    assert app.job_cores({}) == 2
+
+
+def test_caesar_reserves_nproc_not_nthreads() -> None:
+    from caesar_rest.apps.caesar_app import CaesarApp
+
+    app = CaesarApp()
+    assert app.job_cores(app.validate({"nthreads": 1, "nproc": 4})) == 4
+    assert app.job_cores(app.validate({"nthreads": 6})) == 1
+
+
+def test_compat_run_keys_are_checked_and_kept_apart() -> None:
+    app = Demo()
+    options, compat = app.validate_compat(
+        {"need": 1, "run": True, "envfile": "/x/setvars.sh", "no-mpi": True, "jobcpus": "4"}
+    )
+    assert options == {"need": 1}  # what the program gets
+    assert compat == {"run": True, "envfile": "/x/setvars.sh", "no-mpi": True, "jobcpus": 4}
+    assert app.without_effect({"need": 1, "run": True, "envfile": "e"}) == ["envfile", "run"]
+    assert app.without_effect({"inputfile": "x", "run": True}, used=("inputfile",)) == ["run"]
+    with pytest.raises(OptionError) as err:
+        app.validate_compat({"run": "yes", "nope": 1, "envfile": 3})
+    assert err.value.problems == [
+        "unknown option(s) for app 'demo': nope",
+        "mandatory option 'need' is missing",
+        "option 'run' is a flag and takes true or false, got 'yes'",
+        "option 'envfile' takes a string, got 3",
+    ]
+    with pytest.raises(OptionError, match="unknown option"):  # validate() alone refuses them
+        app.validate({"need": 1, "run": True})
+
+
+def test_an_app_declaring_a_run_key_keeps_its_own() -> None:
+    from caesar_rest.apps.caesar_app import CaesarApp
+
+    app = CaesarApp()
+    assert "no-logredir" not in app.compat_options() and "run" in app.compat_options()
+    options, compat = app.validate_compat({"no-logredir": True, "run": True, "seedthr": 4})
+    assert options == {"no-logredir": True, "seedthr": 4.0} and compat == {"run": True}
+    assert app.without_effect({"no-logredir": True, "run": True, "seedthr": 4}) == [
+        "no-logredir",
+        "run",
+    ]

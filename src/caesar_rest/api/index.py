@@ -42,9 +42,15 @@ def index(ctx: Ctx, user: Owner) -> str:
 
 
 @router.get("/login", summary="Compatibility: who am I")
-def login(user: Owner) -> JSONResponse:
-    """With authentication off, reports the local user."""
-    return JSONResponse({"status": "authentication is off", "user": user})
+def login(ctx: Ctx, user: Owner) -> JSONResponse:
+    """The caller: the local user with authentication off, else the bearer token's user.
+
+    With ``--aai`` an absent or invalid token has already been answered with 401 (as the
+    predecessor's ``/login`` answered), so reaching here means the token is valid.
+    """
+    if ctx.validator is None:
+        return JSONResponse({"status": "authentication is off", "user": user})
+    return JSONResponse({"status": "authenticated by a valid bearer token", "user": user})
 
 
 @router.get("/logout", response_class=PlainTextResponse, summary="Compatibility: log out")

@@ -63,7 +63,11 @@ class SubmitRequest(BaseModel):
     job_inputs: dict[str, Any] = Field(
         default_factory=dict, description="Option values by name, see /app/<name>/describe"
     )
-    data_inputs: str = Field(description="File id of the input image")
+    data_inputs: str | None = Field(
+        None,
+        description="File id of the input image (required unless job_inputs has the "
+        "predecessor's 'inputfile': a file id or an upload's path)",
+    )
     tag: Any = Field(None, description="Free value stored with the job (4 KiB at most)")
 
 
@@ -78,6 +82,9 @@ class SubmitReply(BaseModel):
     job_inputs: dict[str, Any]
     data_inputs: str
     tag: Any
+    #: Given names without effect here (run-control keys of the predecessor, options accepted
+    #: only for compatibility), sorted.
+    ineffective_options: list[str] = Field(default_factory=list)
 
 
 class JobEventDoc(BaseModel):

@@ -185,6 +185,53 @@ COMPONENT_RESULTS: tuple[ResultSpec, ...] = (
 LOG_RESULT = ResultSpec("log", "job.log", "text/plain")
 
 
+def _compat(name: str, kind: OptionType, what: str) -> Option:
+    return Option(
+        name,
+        kind,
+        f"Predecessor's run-control key ({what}); accepted without effect",
+        category="RUN",
+        effective=False,
+    )
+
+
+#: The predecessor's run-control keys of ``job_inputs``: how its scripts were launched (shell
+#: environment, MPI, containers, batch submission, log redirection, output flags it always set).
+#: Some version of its ``caesar`` configurator accepted each; its README's job request sends
+#: ``inputfile``, ``run``, ``envfile``, ``no-logredir`` and ``no-mpi``. Every app accepts them
+#: (unless it declares the name itself), checks their type, and runs without them: they are
+#: named in the submit answer and the job log. ``inputfile`` is the input image when the
+#: request has no ``data_inputs`` (``JobService.create``).
+COMPAT_RUN_OPTIONS: tuple[Option, ...] = (
+    _compat("inputfile", "str", "the input image: a file id or an upload's path"),
+    _compat("filelist", "str", "a list of input files"),
+    _compat("run", "none", "run the generated script"),
+    _compat("envfile", "str", "a shell file of environment variables"),
+    _compat("maxfiles", "int", "files processed from filelist"),
+    _compat("addrunindex", "none", "run index in the script name"),
+    _compat("jobdir", "str", "the run folder"),
+    _compat("outdir", "str", "the output folder"),
+    _compat("no-logredir", "none", "no log redirection: job.log always holds the output"),
+    _compat("no-mpi", "none", "no MPI run"),
+    _compat("mpioptions", "str", "MPI options"),
+    _compat("hostfile", "str", "MPI host file"),
+    _compat("containerrun", "none", "run in a container"),
+    _compat("containerimg", "str", "container image"),
+    _compat("containeroptions", "str", "container options"),
+    _compat("submit", "none", "submit to a batch system"),
+    _compat("batchsystem", "str", "batch system"),
+    _compat("queue", "str", "batch queue"),
+    _compat("jobwalltime", "str", "batch wall time"),
+    _compat("jobcpus", "int", "batch cpus per node"),
+    _compat("jobnodes", "int", "batch nodes"),
+    _compat("jobmemory", "float", "batch memory"),
+    _compat("jobusergroup", "str", "batch user group"),
+    _compat("save-regions", "none", "DS9 regions: always written"),
+    _compat("save-summaryplot", "none", "summary plot: the preview is always drawn"),
+    _compat("save-catalog-to-json", "none", "JSON catalogue: always written"),
+)
+
+
 @dataclass
 class App(ABC):
     """Base class of every app."""
@@ -207,9 +254,15 @@ class App(ABC):
         return {o.name: o for o in self.options}
 
     def job_cores(self, options: Mapping[str, Any]) -> int:
-        """Cores a job with these options uses (for schedulers): the app's ``cores`` option
-        names (``ncores``, ``nthreads``, ``nproc``) when given, else :attr:`cores`."""
+        """Cores a job with these options uses (for schedulers): the first of the app's
+        ``ncores``, ``nthreads``, ``nproc`` options that takes effect here and is given, else
+        :attr:`cores`. An option accepted without effect never sizes the reservation (the
+        ``caesar`` app's ``nthreads`` does nothing; its ``nproc`` sets the worker processes)."""
+        own = self.option_map()
         for name in ("ncores", "nthreads", "nproc"):
+            opt = own.get(name)
+            if opt is None or not opt.effective:
+                continue
             value = options.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
@@ -264,6 +317,65 @@ class App(ABC):
         limit = out.get(large, known[large].default)
         if value > limit:
             raise OptionError([f"option '{small}' = {value} must not exceed {large} = {limit}"])
+
+    def compat_options(self) -> dict[str, Option]:
+        """The predecessor's run-control keys (:data:`COMPAT_RUN_OPTIONS`) this app does not
+        declare itself, by name."""
+        own = self.option_map()
+        return {o.name: o for o in COMPAT_RUN_OPTIONS if o.name not in own}
+
+    def validate_compat(self, job_inputs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`validate`, accepting the predecessor's run-control keys as well.
+
+        Returns
+        -------
+        options, compat
+            The typed options of the app (what the program gets) and the run-control keys
+            given, type-checked (what it does not get).
+
+        Raises
+        ------
+        OptionError
+            With every problem at once: those of :meth:`validate` (names that no version
+            had are "unknown"), then badly typed run-control keys.
+        """
+        if not isinstance(job_inputs, Mapping):
+            return self.validate(job_inputs), {}
+        known = self.compat_options()
+        rest: dict[str, Any] = {}
+        compat: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, value in job_inputs.items():
+            opt = known.get(name)
+            if opt is None:
+                rest[name] = value
+                continue
+            try:
+                compat[name] = opt.check(value)
+            except ValueError as exc:
+                problems.append(str(exc))
+        options: dict[str, Any] = {}
+        try:
+            options = self.validate(rest)
+        except OptionError as exc:
+            problems = [*exc.problems, *problems]
+        if problems:
+            raise OptionError(problems)
+        return options, compat
+
+    def without_effect(self, job_inputs: Any, *, used: Sequence[str] = ()) -> list[str]:
+        """Names in ``job_inputs`` that change nothing here, sorted: the app's options
+        declared ``effective=False`` and the predecessor's run-control keys, except ``used``
+        (``inputfile`` when it named the input)."""
+        if not isinstance(job_inputs, Mapping):
+            return []
+        own, compat = self.option_map(), self.compat_options()
+        names = [
+            str(k)
+            for k in job_inputs
+            if k not in used and (k in compat or (k in own and not own[k].effective))
+        ]
+        return sorted(names)
 
     def option_args(self, options: Mapping[str, Any]) -> list[str]:
         """Command-line arguments for validated options, in declaration order."""

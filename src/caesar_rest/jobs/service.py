@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, select, update
@@ -24,7 +25,7 @@ from caesar_rest.jobs.folder import LOG_FILE, SPEC_FILE, JobSpec, Outcome, write
 from caesar_rest.jobs.states import FINAL, Phase, Reason, TransitionError, check_transition
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
-from caesar_rest.storage.paths import new_id, owner_dirname, safe_join
+from caesar_rest.storage.paths import is_file_id, new_id, owner_dirname, safe_join
 from caesar_rest.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -43,6 +44,13 @@ class InputFileNotFound(Invalid):
 
 class SubmitError(Invalid):
     """The job request is not acceptable (answered with 400)."""
+
+
+#: The name the predecessor gave an upload, ``<file id>.<ext>`` (the extension as uploaded).
+_UPLOAD_NAME = re.compile(r"^([0-9a-f]{32})\.([A-Za-z0-9][A-Za-z0-9.]{0,15})$")
+
+#: The ``job_inputs`` key that names the input when a request has no ``data_inputs``.
+INPUTFILE = "inputfile"
 
 
 class JobService:
@@ -100,7 +108,7 @@ class JobService:
         owner: str,
         app_name: str,
         job_inputs: Any,
-        file_id: str,
+        file_id: str | None,
         tag: Any = None,
         run: bool = True,
         time_limit: int | None = None,
@@ -108,8 +116,15 @@ class JobService:
         limits: Limits | None = None,
         run_id: str | None = None,
         destruction_at: datetime | None = None,
+        compat: bool = False,
     ) -> JobRecord:
         """Validate, persist and (if ``run``) dispatch a job.
+
+        With ``compat`` (the v1.0 API), ``job_inputs`` may also hold the predecessor's
+        run-control keys (``apps.base.COMPAT_RUN_OPTIONS``): they are type-checked, kept out of
+        the program's arguments, and named in the job log (``JobRecord.job_inputs`` keeps the
+        request as sent). ``file_id`` None then takes the input from ``job_inputs.inputfile``
+        (:meth:`input_from_inputfile`).
 
         The record is committed before the backend sees the job, so a crash between the two
         leaves a PENDING job that start-up reconciliation dispatches, never an untracked run.
@@ -124,7 +139,19 @@ class JobService:
         ok, why = app.availability()
         if not ok:
             raise SubmitError(f"App {app_name} is not available on this service: {why}")
-        options = app.validate(job_inputs)  # raises OptionError
+        compat_keys: dict[str, Any] = {}
+        if compat:
+            options, compat_keys = app.validate_compat(job_inputs)  # raises OptionError
+        else:
+            options = app.validate(job_inputs)  # raises OptionError
+        used: tuple[str, ...] = ()
+        if file_id is None:
+            ref = compat_keys.get(INPUTFILE)
+            if not isinstance(ref, str):
+                raise SubmitError(
+                    "Missing 'data_inputs' (the file id of the input image) or job_inputs.inputfile"
+                )
+            file_id, used = self.input_from_inputfile(owner, ref), (INPUTFILE,)
         with self.sessions() as s:
             frec = s.get(FileRecord, file_id)
         if frec is None or frec.owner != owner:
@@ -151,6 +178,8 @@ class JobService:
             command=[str(a) for a in app.command(input_path, options, Path("."))],
         )
         write_spec(jdir, spec)
+        if compat:
+            self._log_compat(jdir, app, job_inputs, used, frec)
         now = utcnow()
         job = JobRecord(
             id=job_id,
@@ -189,6 +218,57 @@ class JobService:
         if run:
             self.dispatch(job)
         return job
+
+    def input_from_inputfile(self, owner: str, ref: str) -> str:
+        """The id of the caller's file that a predecessor's ``job_inputs.inputfile`` names.
+
+        ``ref`` is a file id, or the path the predecessor gave an upload
+        (``<datadir>/[<user>/]<file id>.<ext>``, as its README's job request sends it). Only
+        the file name counts: its id must be one of ``owner``'s files, with that extension
+        (in any case). The path itself is never opened, so no other user's file and nothing
+        outside the caller's data can be reached; a path with ``..`` is refused.
+
+        Raises
+        ------
+        SubmitError
+            When ``ref`` is neither a file id nor such a path.
+        InputFileNotFound
+            When it names no file of ``owner``.
+        """
+        ext: str | None = None
+        if is_file_id(ref):
+            file_id = ref
+        else:
+            path = PurePosixPath(ref)
+            match = _UPLOAD_NAME.match(path.name)
+            if match is None or ".." in path.parts or "\x00" in ref:
+                raise SubmitError(
+                    "'inputfile' must be a file id or an uploaded file's path "
+                    "(<folder>/<file id>.<ext>)"
+                )
+            file_id, ext = match.groups()
+        with self.sessions() as s:
+            frec = s.get(FileRecord, file_id)
+        if frec is None or frec.owner != owner:
+            raise InputFileNotFound(ref)
+        if ext is not None and frec.fileext.lower() != ext.lower():
+            raise InputFileNotFound(ref)
+        return file_id
+
+    def _log_compat(
+        self, jdir: Path, app: App, job_inputs: Any, used: Sequence[str], frec: FileRecord
+    ) -> None:
+        """Start the job log with what the predecessor's keys did: the input that
+        ``inputfile`` named, and the keys accepted without effect."""
+        lines = []
+        if used:
+            ref = job_inputs[INPUTFILE]
+            lines.append(f"[caesar-rest] input: inputfile {ref!r} is file {frec.id}")
+        unused = app.without_effect(job_inputs, used=used)
+        if unused:
+            lines.append(f"[caesar-rest] job_inputs without effect here: {', '.join(unused)}")
+        if lines:
+            (jdir / LOG_FILE).write_text("".join(f"{line}\n" for line in lines), "utf-8")
 
     def dispatch(self, job: JobRecord) -> None:
         """Hand a PENDING job to its backend."""

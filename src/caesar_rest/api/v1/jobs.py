@@ -33,7 +33,7 @@ from caesar_rest.db.models import JobRecord, JobResult
 from caesar_rest.errors import Invalid, NotFound, ServiceError, TooLarge
 from caesar_rest.jobs import queries
 from caesar_rest.jobs.archive import ensure_archive
-from caesar_rest.jobs.service import InputFileNotFound
+from caesar_rest.jobs.service import INPUTFILE, InputFileNotFound
 from caesar_rest.jobs.states import legacy_state
 from caesar_rest.logconfig import get_logger
 from caesar_rest.storage.paths import is_file_id, is_job_id
@@ -85,15 +85,20 @@ def _check_body(body: Any) -> dict[str, Any]:
     app = body.get("app")
     if not isinstance(app, str) or not app:
         raise Invalid("Missing or empty 'app' (the app name)")
-    data_inputs = body.get("data_inputs")
-    if data_inputs is None:
-        raise Invalid("Missing 'data_inputs' (the file id of the input image)")
-    if not isinstance(data_inputs, str) or not is_file_id(data_inputs):
-        raise Invalid("'data_inputs' must be a file id (32 hexadecimal digits)")
     if body.get("job_inputs") is None:
         body["job_inputs"] = {}
     if not isinstance(body["job_inputs"], dict):
         raise Invalid("'job_inputs' must be a JSON object of options")
+    data_inputs = body.get("data_inputs")
+    if data_inputs is None and INPUTFILE not in body["job_inputs"]:
+        # The predecessor's README names the input as job_inputs.inputfile instead.
+        raise Invalid(
+            "Missing 'data_inputs' (the file id of the input image) or job_inputs.inputfile"
+        )
+    if data_inputs is not None and (
+        not isinstance(data_inputs, str) or not is_file_id(data_inputs)
+    ):
+        raise Invalid("'data_inputs' must be a file id (32 hexadecimal digits)")
     tag = body.get("tag")
     if tag is not None and len(json.dumps(tag)) > 4096:
         raise Invalid("'tag' is too long (4 KiB at most)")
@@ -115,7 +120,11 @@ def _check_body(body: Any) -> dict[str, Any]:
 async def submit_job(request: Request, ctx: Ctx, owner: Owner) -> JSONResponse:
     """Body: ``{"app": str, "job_inputs": {option: value}, "data_inputs": file id, "tag": any}``.
 
-    Answers 202 with ``state: PENDING`` once the job is stored and dispatched.
+    Answers 202 with ``state: PENDING`` once the job is stored and dispatched. As the
+    predecessor's README sends it, the input may instead be ``job_inputs.inputfile`` (a file
+    id or an upload's path), and ``job_inputs`` may hold the predecessor's run-control keys
+    (``run``, ``envfile``, ``no-mpi``, ...): the answer's ``ineffective_options`` names them
+    with the app's options that have no effect here.
     """
     max_body = ctx.settings.max_json_body_kib * 1024
     clen = request.headers.get("content-length", "")
@@ -127,15 +136,18 @@ async def submit_job(request: Request, ctx: Ctx, owner: Owner) -> JSONResponse:
         body = _check_body(body)
         limits = await run_in_threadpool(ctx.users.limits, owner)
         job = await run_in_threadpool(
-            partial(ctx.jobs.create, limits=limits),
+            partial(ctx.jobs.create, limits=limits, compat=True),
             owner,
             body["app"],
             body["job_inputs"],
-            body["data_inputs"],
+            body.get("data_inputs"),
             body.get("tag"),
         )
     except ServiceError as exc:
         raise submit_error(exc, body) from None
+    app = ctx.apps.get(job.app)
+    used = (INPUTFILE,) if body.get("data_inputs") is None else ()
+    unused = app.without_effect(job.job_inputs, used=used) if app is not None else []
     reply = SubmitReply(
         status="Job submitted and registered with success",
         state="PENDING",
@@ -145,6 +157,7 @@ async def submit_job(request: Request, ctx: Ctx, owner: Owner) -> JSONResponse:
         job_inputs=job.job_inputs,
         data_inputs=job.input_file_id or "",
         tag=job.tag,
+        ineffective_options=unused,
     )
     warning = await run_in_threadpool(quota_warning, ctx, owner, limits)
     return JSONResponse({**reply.model_dump(), **warning}, status_code=202)
