@@ -337,3 +337,10 @@ def test_the_default_queue_is_the_one_the_documented_command_consumes() -> None:
     assert CelerySettings.model_fields["queue"].default == "celery"
     app = make_celery(CelerySettings(queue="celery"))
     assert app.conf.task_default_queue == "celery"
+
+
+def test_the_mongodb_extra_the_message_names_is_declared() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert [d.split(">")[0] for d in project["optional-dependencies"]["mongodb"]] == ["pymongo"]
