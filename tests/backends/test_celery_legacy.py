@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from caesar_rest.api.app import create_app
-from caesar_rest.backends.celery_app import ResultBackendError, make_celery
-from caesar_rest.settings import CelerySettings
+from caesar_rest.backends.celery_app import ResultBackendError, make_celery, worker_argv
+from caesar_rest.settings import CelerySettings, Settings
 
 from tests.backends.backend_support import (
     REDIS_URL,
@@ -274,6 +274,21 @@ def test_the_documented_worker_command_refuses_mongodb(tmp_path: Path) -> None:
     assert "pymongo" in r.stdout + r.stderr
 
 
+@pytest.mark.skipif(not _pymongo_missing(), reason="pymongo is installed here")
+def test_caesar_rest_worker_refuses_mongodb(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CAESAR_REST_DATADIR": str(tmp_path / "data"),
+        "CAESAR_REST_JOBDIR": str(tmp_path / "jobs"),
+        "CAESAR_REST_DB_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "CAESAR_REST_RESULT_BACKEND": MONGO,
+    }
+    argv = [sys.executable, "-m", "caesar_rest.cli", "worker", "--concurrency", "1"]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr[-3000:]
+    assert "result_backend_unusable" in r.stderr and "caesar-rest[mongodb]" in r.stderr
+
+
 @pytest.mark.parametrize("reachable", [True, False])
 def test_readyz_checks_the_result_backend(tmp_path: Path, reachable: bool) -> None:
     """/readyz reports the result backend the service will use, reached with a ping."""
@@ -333,10 +348,16 @@ def test_the_package_exposes_the_service_celery_app_lazily() -> None:
         _ = caesar_rest.app  # Celery's find_app tries .app first: it must not exist
 
 
-def test_the_default_queue_is_the_one_the_documented_command_consumes() -> None:
-    assert CelerySettings.model_fields["queue"].default == "celery"
-    app = make_celery(CelerySettings(queue="celery"))
-    assert app.conf.task_default_queue == "celery"
+def test_the_default_queue_is_the_one_the_documented_command_consumes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API sends to, and ``caesar-rest worker`` consumes, the queue ``-Q celery`` names."""
+    monkeypatch.delenv("CAESAR_REST_CELERY_QUEUE", raising=False)
+    settings = Settings()
+    assert settings.celery.queue == "celery"
+    assert make_celery(settings.celery).conf.task_default_queue == "celery"
+    argv = worker_argv(settings)
+    assert argv[argv.index("--queues") + 1] == "celery"
 
 
 def test_the_mongodb_extra_the_message_names_is_declared() -> None:

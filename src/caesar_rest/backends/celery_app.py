@@ -265,6 +265,18 @@ def worker_argv(
 
 
 def run_worker(settings: Settings, argv: list[str]) -> None:
-    """Run a Celery worker in this process until it is stopped."""
-    app = make_celery(settings.celery)
+    """Run a Celery worker in this process until it is stopped.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 when the result backend cannot be used (the reason is logged).
+    """
+    try:
+        app = make_celery(settings.celery)
+    except ResultBackendError as exc:
+        from caesar_rest.logconfig import get_logger
+
+        get_logger("caesar_rest.worker").error("result_backend_unusable", note=str(exc))
+        raise SystemExit(2) from None
     app.worker_main(argv)
