@@ -191,6 +191,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.aai and not settings.oidc.issuer:
         log.error("aai_needs_issuer", note="set CAESAR_REST_OIDC_ISSUER (and _OIDC_AUDIENCE)")
         return 2
+    if settings.celery_enabled:
+        from caesar_rest.backends.celery_app import result_backend_problem
+
+        problem = result_backend_problem(settings.celery)
+        if problem:
+            log.error("result_backend_unusable", note=problem)
+            return 2
     settings.ensure_dirs()
     engine = make_engine(settings.database_url)
     upgrade(engine)

@@ -83,7 +83,11 @@ class CelerySettings(_Section):
         validation_alias="CAESAR_REST_RESULT_BACKEND",
         description="Celery result backend URL (default redis://localhost:6379/0).",
     )
-    queue: str = Field("caesar-rest", description="Celery queue the jobs are sent to.")
+    queue: str = Field(
+        "celery",
+        description="Celery queue the jobs are sent to and `caesar-rest worker` consumes (the "
+        "predecessor's `celery ... worker -Q celery` consumes the default).",
+    )
     concurrency: int | None = Field(
         None, ge=1, description="caesar-rest worker: jobs at once per worker (default: cores)."
     )

@@ -65,9 +65,10 @@ def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-@router.get("/readyz", summary="Readiness: database, storage and broker reachable")
+@router.get("/readyz", summary="Readiness: database, storage, broker and result store reachable")
 def readyz(ctx: Ctx) -> JSONResponse:
-    """Checks the database, the data and job folders and, when configured, the broker."""
+    """Checks the database, the data and job folders and, with the celery backend, the broker
+    and the result backend."""
     checks: dict[str, str] = {}
     try:
         queries.ping(ctx.engine)
@@ -78,7 +79,8 @@ def readyz(ctx: Ctx) -> JSONResponse:
         checks[name] = "ok" if path.is_dir() else "missing"
     if ctx.settings.celery_enabled:
         checks["broker"] = _broker_check(ctx)
-    ok = all(v == "ok" for v in checks.values())
+        checks["result_backend"] = _result_backend_check(ctx)
+    ok = all(v.startswith("ok") for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
     )
@@ -96,6 +98,17 @@ def _broker_check(ctx: ServiceContext) -> str:
         return "ok"
     except Exception as exc:  # report, do not raise
         return f"error: {type(exc).__name__}"
+
+
+def _result_backend_check(ctx: ServiceContext) -> str:
+    """Reach the result backend the celery backend uses (a ping with a short timeout)."""
+    from caesar_rest.backends.celery_app import result_backend_check
+
+    backend = ctx.backends.get("celery")
+    app = getattr(backend, "app", None)
+    if app is None:
+        return "error: no celery backend"
+    return result_backend_check(app)
 
 
 @router.get("/metrics", include_in_schema=False)
