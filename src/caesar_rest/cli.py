@@ -295,8 +295,10 @@ def _migrate_at_start(url: str) -> str | None:
 
 
 def _where(url: str) -> str:
-    """The database URL without its credentials, for messages."""
-    return url.split("@")[-1]
+    """The database URL with its password hidden, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _sqlite_folder(url: str) -> None:
