@@ -87,6 +87,18 @@ LEGACY_SINGLE_DASH: dict[str, tuple[str, ...]] = {
     ),
     "worker": ("datadir", "jobdir", "loglevel", "dbhost", "dbport", "dbname", *_LEGACY_BACKEND),
     "monitor": ("job_scheduler", "dbhost", "dbport", "dbname", *_LEGACY_BACKEND),
+    "accounter": (
+        "datadir",
+        "jobdir",
+        "dbhost",
+        "dbport",
+        "dbname",
+        "job_monitoring_period",
+        "mount_rclone_volume",
+        "mount_volume_path",
+        "rclone_storage_name",
+        "rclone_storage_path",
+    ),
 }
 
 
@@ -555,6 +567,92 @@ def cmd_find(args: argparse.Namespace, rest: list[str]) -> int:
     return rc
 
 
+def _accounter_parser(sub: Any) -> None:
+    a = sub.add_parser(
+        "accounter",
+        help="store per-user usage aggregates periodically",
+        description="Every --period seconds, compute every user's usage (files, sizes, jobs by "
+        "state, run and CPU time) and the service totals, and store them in the database "
+        "(table usage_snapshots). Takes the predecessor's run_accounter.py options.",
+    )
+    a.add_argument("--db-url", "--db_url", dest="db_url", help="SQLAlchemy database URL")
+    a.add_argument("--datadir", help="data folder (locates the default SQLite file)")
+    a.add_argument("--jobdir", help="folder of job folders")
+    a.add_argument("--loglevel", help="DEBUG, INFO, WARN, ERROR")
+    a.add_argument(
+        "--period",
+        "--job_monitoring_period",
+        "--job-monitoring-period",
+        dest="period",
+        type=float,
+        default=30.0,
+        help="seconds between passes (default 30, as run_accounter.py)",
+    )
+    a.add_argument("--once", action="store_true", help="one pass, then exit")
+    add_legacy_db_options(a)
+    for name in ("mount_volume_path", "rclone_storage_name", "rclone_storage_path"):
+        a.add_argument(f"--{name}", dest=f"legacy_{name}", help=argparse.SUPPRESS)
+    a.add_argument(
+        "--mount_rclone_volume",
+        dest="legacy_mount_rclone_volume",
+        action="store_true",
+        default=None,
+        help=argparse.SUPPRESS,
+    )
+
+
+def cmd_accounter(args: argparse.Namespace) -> int:
+    """Run the accounter until SIGTERM/SIGINT (or one pass with --once)."""
+    import signal
+    import threading
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from caesar_rest.auth.accounter import run_pass
+    from caesar_rest.db.engine import make_engine, make_sessionmaker
+    from caesar_rest.logconfig import configure_logging, get_logger
+    from caesar_rest.settings import get_settings
+
+    _apply_env(args)
+    try:
+        db_url = legacy_db_url(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if db_url is not None:
+        os.environ["CAESAR_REST_DB_URL"] = db_url
+    get_settings.cache_clear()
+    settings = get_settings()
+    configure_logging(settings)
+    log = get_logger("caesar_rest.accounter")
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    stop = threading.Event()
+
+    def _stop(_sig: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while True:
+            try:
+                users = run_pass(engine, sessions)
+                log.info("accounter_pass", action="accounter", users=users)
+            except SQLAlchemyError as exc:
+                # The predecessor's loop died on its first error; this one says why and goes on
+                # (or stops with --once: a script sees the failure).
+                msg = f"cannot store usage in {_where(settings.database_url)}: {db_error(exc)}"
+                if args.once:
+                    print(f"error: {msg} (has `caesar-rest migrate` run?)", file=sys.stderr)
+                    return 2
+                log.error("accounter_failed", action="accounter", error=msg)
+            if args.once or stop.wait(args.period):
+                return 0
+    finally:
+        engine.dispose()
+
+
 def _compare_parser(sub: Any) -> None:
     c = sub.add_parser(
         "compare",
@@ -607,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="do not echo the app's log")
     f.add_argument("--list-options", action="store_true", help="list the app's options and exit")
     add_backend_commands(sub)  # worker, monitor
+    _accounter_parser(sub)
     add_client_commands(sub)  # upload, apps, describe, submit, status, wait, ... (a client)
     _compare_parser(sub)
     return parser
@@ -628,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_worker(args)
     if args.command == "monitor":
         return cmd_monitor(args)
+    if args.command == "accounter":
+        return cmd_accounter(args)
     if args.command == "compare":
         from caesar_rest.catalogue.compare import run_compare_command  # numpy/scipy on demand
 
