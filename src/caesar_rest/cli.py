@@ -10,26 +10,28 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caesar_rest import __version__
 from caesar_rest.backends.cli import (
     add_backend_commands,
     add_legacy_backend_options,
+    add_legacy_db_options,
     cmd_monitor,
     cmd_worker,
     legacy_backend_env,
+    legacy_db_url,
 )
 from caesar_rest.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 
-# The predecessor's run_app.py options that need a value and have no effect here (MongoDB,
-# rclone volumes, ...); its backend options are mapped in caesar_rest.backends.cli.
+if TYPE_CHECKING:
+    from caesar_rest.settings import Settings
+
+# The predecessor's run_app.py options that need a value and have no effect here (rclone
+# volumes, ...); its backend and database options are mapped in caesar_rest.backends.cli.
 _LEGACY_IGNORED_VALUE = (
-    "dbhost",
-    "dbport",
-    "dbname",
-    "secretfile",
     "openid_realm",
     "mrcnn_weights",
     "slurm_batch_workdir",
@@ -38,6 +40,86 @@ _LEGACY_IGNORED_VALUE = (
     "rclone_storage_path",
 )
 _LEGACY_IGNORED_FLAGS = ("db", "no-db", "mount_rclone_volume")
+
+#: The predecessor's backend options (run_app.py and run_jobmonitor.py).
+_LEGACY_BACKEND = (
+    "job_monitoring_period",
+    *(f"broker_{n}" for n in ("proto", "host", "port", "user", "pass")),
+    *(f"result_backend_{n}" for n in ("proto", "host", "port", "user", "pass", "dbname")),
+    "kube_config",
+    "kube_incluster",
+    "kube_cafile",
+    "kube_keyfile",
+    "kube_certfile",
+    "slurm_keyfile",
+    "slurm_user",
+    "slurm_host",
+    "slurm_port",
+    "slurm_queue",
+    "slurm_jobdir",
+    "slurm_datadir",
+    "slurm_max_cores_per_job",
+)
+#: The long options of the predecessor's scripts, which its argparse also took with one dash
+#: (``-datadir``), by the command that takes them here: run_app.py -> serve (and worker, which
+#: shares its backend options), run_jobmonitor.py -> monitor.
+LEGACY_SINGLE_DASH: dict[str, tuple[str, ...]] = {
+    "serve": (
+        "datadir",
+        "jobdir",
+        "job_scheduler",
+        "aai",
+        "secretfile",
+        "dbhost",
+        "dbport",
+        "dbname",
+        "loglevel",
+        "logtofile",
+        "logdir",
+        "logfile",
+        "logfile_maxsize",
+        "ssl",
+        "debug",
+        "nworkers",
+        *_LEGACY_IGNORED_VALUE,
+        *_LEGACY_IGNORED_FLAGS,
+        *_LEGACY_BACKEND,
+    ),
+    "worker": ("datadir", "jobdir", "loglevel", "dbhost", "dbport", "dbname", *_LEGACY_BACKEND),
+    "monitor": ("job_scheduler", "dbhost", "dbport", "dbname", *_LEGACY_BACKEND),
+    "accounter": (
+        "datadir",
+        "jobdir",
+        "dbhost",
+        "dbport",
+        "dbname",
+        "job_monitoring_period",
+        "mount_rclone_volume",
+        "mount_volume_path",
+        "rclone_storage_name",
+        "rclone_storage_path",
+    ),
+}
+
+
+def legacy_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the predecessor's single-dash long options (``-datadir x``,
+    ``-logfile_maxsize=5``) spelt with two dashes, for the command that takes them.
+
+    Only the names in :data:`LEGACY_SINGLE_DASH` are rewritten, and nothing after ``--``.
+    """
+    out = list(argv)
+    command = next((i for i, a in enumerate(out) if not a.startswith("-")), None)
+    if command is None or out[command] not in LEGACY_SINGLE_DASH:
+        return out
+    names = set(LEGACY_SINGLE_DASH[out[command]])
+    for i in range(command + 1, len(out)):
+        arg = out[i]
+        if arg == "--":
+            break
+        if arg.startswith("-") and not arg.startswith("--") and arg[1:].split("=")[0] in names:
+            out[i] = "-" + arg
+    return out
 
 
 def _serve_parser(sub: Any) -> None:
@@ -84,13 +166,16 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--logtofile", action="store_true", default=None, help="also log to a file")
     p.add_argument("--logdir", help="folder of the log file")
     p.add_argument("--logfile", help="log file name")
-    p.add_argument("--logfile_maxsize", type=int, help="rotate the log file at this size (MB)")
+    p.add_argument(
+        "--logfile_maxsize", type=float, help="rotate the log file at this size (MB, default 5)"
+    )
     p.add_argument("--debug", action="store_true", default=None, help="debug logging")
     p.add_argument(
         "--ssl",
         action="store_true",
         default=None,
-        help="serve HTTPS (needs --ssl-certfile/--ssl-keyfile)",
+        help="serve HTTPS with --ssl-certfile/--ssl-keyfile; without them with a self-signed "
+        "pair made at start (as the predecessor did; clients must trust or skip it)",
     )
     p.add_argument("--ssl-certfile", dest="ssl_certfile", help="TLS certificate (PEM)")
     p.add_argument("--ssl-keyfile", dest="ssl_keyfile", help="TLS key (PEM)")
@@ -101,6 +186,11 @@ def _serve_parser(sub: Any) -> None:
         help="require OIDC bearer tokens (issuer and audience: CAESAR_REST_OIDC_ISSUER, "
         "CAESAR_REST_OIDC_AUDIENCE)",
     )
+    p.add_argument(
+        "--secretfile",
+        help="flask-oidc client_secrets.json: sets the OIDC issuer, client id and secret",
+    )
+    add_legacy_db_options(p)
     add_legacy_backend_options(p)
     for name in _LEGACY_IGNORED_VALUE:
         p.add_argument(f"--{name}", dest=f"legacy_{name}", help=argparse.SUPPRESS)
@@ -166,18 +256,157 @@ def _remove_stale_socket(path: str) -> None:
                 os.unlink(path)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Migrate, then run uvicorn."""
-    import uvicorn
+def _legacy_serve_env(args: argparse.Namespace) -> dict[str, str]:
+    """``CAESAR_REST_*`` variables for ``--dbhost/--dbport/--dbname`` and ``--secretfile``.
+
+    Raises
+    ------
+    ValueError
+        Conflicting database options, or an unreadable client secrets file.
+    """
+    from caesar_rest.auth.oidc import read_client_secrets
+
+    env: dict[str, str] = {}
+    db_url = legacy_db_url(args)
+    if db_url is not None:
+        env["CAESAR_REST_DB_URL"] = db_url
+    if args.secretfile:
+        for key, value in read_client_secrets(args.secretfile).items():
+            env[f"CAESAR_REST_OIDC_{key.upper()}"] = value
+        # The predecessor introspected every token with these client credentials: opaque
+        # tokens keep working (JWTs are still checked locally), unless the setting says no.
+        if "CAESAR_REST_OIDC_CLIENT_SECRET" in env:
+            env["CAESAR_REST_OIDC_INTROSPECTION"] = os.environ.get(
+                "CAESAR_REST_OIDC_INTROSPECTION", "true"
+            )
+    return env
+
+
+def db_error(exc: Exception) -> str:
+    """One line saying why the database could not be opened (the driver's first line)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
+
+
+def _migrate_at_start(url: str) -> str | None:
+    """Upgrade the database at ``url``; an error message (one line) when it cannot be opened."""
+    from sqlalchemy.exc import DBAPIError
 
     from caesar_rest.db.engine import make_engine
     from caesar_rest.db.migrate import upgrade
+
+    _sqlite_folder(url)
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    except DBAPIError as exc:
+        return f"cannot open the database {_where(url)}: {db_error(exc)}"
+    finally:
+        engine.dispose()
+    return None
+
+
+def _where(url: str) -> str:
+    """The database URL with its password hidden, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite file (``sqlite:///path``); other databases need none."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def self_signed_pair(folder: Path, host: str) -> tuple[Path, Path]:
+    """Write a self-signed certificate and its key (PEM) into ``folder``; return their paths.
+
+    The predecessor's ``--ssl`` served Flask's ``ssl_context='adhoc'``, a pair made at each
+    start: this does the same, for ``host``, ``localhost`` and ``127.0.0.1``, valid one year.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host or "localhost")])
+    alt: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    for h in {host, "127.0.0.1"}:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            if h:
+                alt.append(x509.DNSName(h))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.touch(mode=0o600)
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certfile, keyfile
+
+
+def _tls_files(settings: Settings, stack: contextlib.ExitStack) -> tuple[str, str] | None:
+    """The certificate and key files to serve TLS with (None: plain HTTP).
+
+    Raises
+    ------
+    ValueError
+        Only one of the two files is given, or a given file does not exist.
+    """
+    if not settings.ssl:
+        return None
+    cert, key = settings.ssl_certfile, settings.ssl_keyfile
+    if (cert is None) != (key is None):
+        raise ValueError("--ssl needs both --ssl-certfile and --ssl-keyfile (or neither)")
+    if cert is None or key is None:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="caesar-tls-")))
+        made = self_signed_pair(folder, settings.host)
+        return str(made[0]), str(made[1])
+    for path in (cert, key):
+        if not path.is_file():
+            raise ValueError(f"no such TLS file: {path}")
+    return str(cert), str(key)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Migrate, then run uvicorn."""
     from caesar_rest.logconfig import configure_logging, get_logger
-    from caesar_rest.settings import Settings, get_settings
+    from caesar_rest.settings import get_settings
 
     ignored = sorted(k[7:] for k, v in vars(args).items() if k.startswith("legacy_") and v)
     _apply_env(args)
     os.environ.update(legacy_backend_env(args, "backend_poll_interval"))
+    try:
+        os.environ.update(_legacy_serve_env(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     get_settings.cache_clear()
     settings: Settings = get_settings()
     configure_logging(settings)
@@ -198,24 +427,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem:
             log.error("result_backend_unusable", note=problem)
             return 2
-    settings.ensure_dirs()
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    engine.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            tls = _tls_files(settings, stack)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if settings.ssl and not (settings.ssl_certfile and settings.ssl_keyfile):
+            log.warning(
+                "tls_self_signed",
+                note="--ssl without --ssl-certfile/--ssl-keyfile: a self-signed pair made at "
+                "start; clients must trust it or skip verification",
+            )
+        settings.ensure_dirs()
+        problem = _migrate_at_start(settings.database_url)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        _serve(settings, args.uds, tls)
+    return 0
+
+
+def _serve(settings: Settings, uds: str | None, tls: tuple[str, str] | None) -> None:
+    """Print where, then run uvicorn until it stops."""
+    import uvicorn
+
     if settings.workers > 1 and settings.metrics:
         # Request metrics are summed over the worker processes through files in this folder.
         mdir = settings.datadir.resolve().parent / f".metrics-{os.uname().nodename}-{settings.port}"
         shutil.rmtree(mdir, ignore_errors=True)
         mdir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
-    scheme = "https" if settings.ssl else "http"
+    scheme = "https" if tls else "http"
     where = f"{scheme}://{settings.host}:{settings.port}"
-    if args.uds:
-        where = f"unix:{args.uds}"
-        _remove_stale_socket(args.uds)
+    if uds:
+        where = f"unix:{uds}" + (" (TLS)" if tls else "")
+        _remove_stale_socket(uds)
     print(
         f"caesar-rest {__version__} serving on {where} "
-        f"(database {settings.database_url.split('@')[-1]}, data {settings.datadir})",
+        f"(database {_where(settings.database_url)}, data {settings.datadir})",
         flush=True,
     )
     uvicorn.run(
@@ -223,32 +473,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         host=settings.host,
         port=settings.port,
-        uds=args.uds,
+        uds=uds,
         workers=settings.workers,
         log_config=None,
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=30,
-        ssl_certfile=str(settings.ssl_certfile) if settings.ssl and settings.ssl_certfile else None,
-        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl and settings.ssl_keyfile else None,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
-    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """Upgrade the database schema to the latest revision."""
+    """Bring the database schema to ``--revision`` (upgrade or downgrade) and say where it is.
+
+    Only a SQLite file's folder is created (no data or job folders: a PostgreSQL deployment has
+    none here); a database that cannot be opened is one line on stderr and exit code 2.
+    """
+    from sqlalchemy.exc import DBAPIError
+
     from caesar_rest.db.engine import make_engine
-    from caesar_rest.db.migrate import upgrade
+    from caesar_rest.db.migrate import RevisionError, migrate_to
     from caesar_rest.settings import get_settings
 
     _apply_env(args)
+    try:
+        db_url = legacy_db_url(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if db_url is not None:
+        os.environ["CAESAR_REST_DB_URL"] = db_url
     get_settings.cache_clear()
-    settings = get_settings()
-    settings.ensure_dirs()
-    engine = make_engine(settings.database_url)
-    upgrade(engine, args.revision)
-    engine.dispose()
-    print(f"database at {args.revision}: {settings.database_url.split('@')[-1]}")
+    url = get_settings().database_url
+    _sqlite_folder(url)
+    engine = make_engine(url)
+    try:
+        at = migrate_to(engine, args.revision)
+    except RevisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DBAPIError as exc:
+        print(f"error: cannot open the database {_where(url)}: {db_error(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"database at {at or 'base (no schema)'}: {_where(url)}")
     return 0
 
 
@@ -305,6 +575,92 @@ def cmd_find(args: argparse.Namespace, rest: list[str]) -> int:
     return rc
 
 
+def _accounter_parser(sub: Any) -> None:
+    a = sub.add_parser(
+        "accounter",
+        help="store per-user usage aggregates periodically",
+        description="Every --period seconds, compute every user's usage (files, sizes, jobs by "
+        "state, run and CPU time) and the service totals, and store them in the database "
+        "(table usage_snapshots). Takes the predecessor's run_accounter.py options.",
+    )
+    a.add_argument("--db-url", "--db_url", dest="db_url", help="SQLAlchemy database URL")
+    a.add_argument("--datadir", help="data folder (locates the default SQLite file)")
+    a.add_argument("--jobdir", help="folder of job folders")
+    a.add_argument("--loglevel", help="DEBUG, INFO, WARN, ERROR")
+    a.add_argument(
+        "--period",
+        "--job_monitoring_period",
+        "--job-monitoring-period",
+        dest="period",
+        type=float,
+        default=30.0,
+        help="seconds between passes (default 30, as run_accounter.py)",
+    )
+    a.add_argument("--once", action="store_true", help="one pass, then exit")
+    add_legacy_db_options(a)
+    for name in ("mount_volume_path", "rclone_storage_name", "rclone_storage_path"):
+        a.add_argument(f"--{name}", dest=f"legacy_{name}", help=argparse.SUPPRESS)
+    a.add_argument(
+        "--mount_rclone_volume",
+        dest="legacy_mount_rclone_volume",
+        action="store_true",
+        default=None,
+        help=argparse.SUPPRESS,
+    )
+
+
+def cmd_accounter(args: argparse.Namespace) -> int:
+    """Run the accounter until SIGTERM/SIGINT (or one pass with --once)."""
+    import signal
+    import threading
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from caesar_rest.auth.accounter import run_pass
+    from caesar_rest.db.engine import make_engine, make_sessionmaker
+    from caesar_rest.logconfig import configure_logging, get_logger
+    from caesar_rest.settings import get_settings
+
+    _apply_env(args)
+    try:
+        db_url = legacy_db_url(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if db_url is not None:
+        os.environ["CAESAR_REST_DB_URL"] = db_url
+    get_settings.cache_clear()
+    settings = get_settings()
+    configure_logging(settings)
+    log = get_logger("caesar_rest.accounter")
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    stop = threading.Event()
+
+    def _stop(_sig: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while True:
+            try:
+                users = run_pass(engine, sessions)
+                log.info("accounter_pass", action="accounter", users=users)
+            except SQLAlchemyError as exc:
+                # The predecessor's loop died on its first error; this one says why and goes on
+                # (or stops with --once: a script sees the failure).
+                msg = f"cannot store usage in {_where(settings.database_url)}: {db_error(exc)}"
+                if args.once:
+                    print(f"error: {msg} (has `caesar-rest migrate` run?)", file=sys.stderr)
+                    return 2
+                log.error("accounter_failed", action="accounter", error=msg)
+            if args.once or stop.wait(args.period):
+                return 0
+    finally:
+        engine.dispose()
+
+
 def _compare_parser(sub: Any) -> None:
     c = sub.add_parser(
         "compare",
@@ -337,7 +693,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--db-url", "--db_url", dest="db_url", help="SQLAlchemy database URL")
     m.add_argument("--datadir", help="data folder (locates the default SQLite file)")
-    m.add_argument("--revision", default="head", help="target revision (default head)")
+    m.add_argument(
+        "--revision",
+        default="head",
+        help="target revision: head (default), base or a number such as 0001; an older one "
+        "than the database's downgrades",
+    )
+    add_legacy_db_options(m)
     f = sub.add_parser(
         "find",
         help="run an app on a local image without the server",
@@ -351,6 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="do not echo the app's log")
     f.add_argument("--list-options", action="store_true", help="list the app's options and exit")
     add_backend_commands(sub)  # worker, monitor
+    _accounter_parser(sub)
     add_client_commands(sub)  # upload, apps, describe, submit, status, wait, ... (a client)
     _compare_parser(sub)
     return parser
@@ -359,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(legacy_argv(sys.argv[1:] if argv is None else argv))
     if args.command == "find":
         return cmd_find(args, rest)
     if args.command in CLIENT_COMMANDS:
@@ -372,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_worker(args)
     if args.command == "monitor":
         return cmd_monitor(args)
+    if args.command == "accounter":
+        return cmd_accounter(args)
     if args.command == "compare":
         from caesar_rest.catalogue.compare import run_compare_command  # numpy/scipy on demand
 

@@ -118,7 +118,7 @@ def configure_logging(settings: Settings) -> None:
         settings.logdir.mkdir(parents=True, exist_ok=True)
         fh = logging.handlers.RotatingFileHandler(
             settings.logdir / settings.logfile,
-            maxBytes=settings.logfile_maxsize * 1024 * 1024,
+            maxBytes=int(settings.logfile_maxsize * 1024 * 1024),
             backupCount=settings.logfile_backups,
         )
         fh.setFormatter(

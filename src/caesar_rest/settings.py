@@ -312,7 +312,11 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server listens on.")
     workers: int = Field(1, ge=1, le=64, description="Number of API worker processes.")
     root_path: str = Field("", description="URL prefix when served behind a proxy sub-path.")
-    ssl: bool = Field(False, description="Serve HTTPS with ssl_certfile/ssl_keyfile.")
+    ssl: bool = Field(
+        False,
+        description="Serve HTTPS with ssl_certfile/ssl_keyfile (without them: a self-signed pair "
+        "made at start).",
+    )
     ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) for --ssl.")
     ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for --ssl.")
 
@@ -455,7 +459,9 @@ class Settings(BaseSettings):
     logtofile: bool = Field(False, description="Also write JSON log lines to logdir/logfile.")
     logdir: Path = Field(Path("./caesar-data/logs"), description="Folder of the log file.")
     logfile: str = Field("caesar-rest.json", description="Log file name.")
-    logfile_maxsize: int = Field(5, ge=1, description="Rotate the log file at this size (MB).")
+    logfile_maxsize: float = Field(
+        5.0, gt=0, description="Rotate the log file at this size (MB; a decimal like 5.0 too)."
+    )
     logfile_backups: int = Field(5, ge=0, description="Rotated log files kept.")
     log_json: bool = Field(True, description="JSON lines on stderr (else a console format).")
     debug: bool = Field(False, description="Debug mode: log at DEBUG level.")

@@ -10,10 +10,12 @@ repeated on every request.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -222,3 +224,42 @@ class OIDCValidator:
         else:
             roles = frozenset()
         return Identity(sub, name, roles, self.settings.oidc.admin_role in roles, claims)
+
+
+#: Keycloak's endpoints sit under the issuer (the realm URL) at this path.
+_KEYCLOAK_PATH = "/protocol/openid-connect/"
+
+
+def read_client_secrets(path: str | Path) -> dict[str, str]:
+    """The OIDC settings held by a flask-oidc ``client_secrets.json`` (the predecessor's
+    ``--secretfile``): ``{"issuer": ..., "client_id": ..., "client_secret": ...}``.
+
+    The file has one top-level entry, ``web`` (or ``installed``), holding ``issuer``,
+    ``client_id``, ``client_secret`` and the endpoint URLs. Without ``issuer`` it is taken from
+    a Keycloak endpoint URL (``<issuer>/protocol/openid-connect/auth``).
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read, is no JSON, or names no issuer or client id.
+    """
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the client secrets file {path}: {exc}") from None
+    entry = doc.get("web") or doc.get("installed") if isinstance(doc, dict) else None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: no 'web' entry (a flask-oidc client_secrets.json has one)")
+    issuer = entry.get("issuer")
+    if not issuer:
+        for key in ("auth_uri", "token_uri", "token_introspection_uri", "userinfo_uri"):
+            url = str(entry.get(key) or "")
+            if _KEYCLOAK_PATH in url:
+                issuer = url.split(_KEYCLOAK_PATH)[0]
+                break
+    if not issuer or not entry.get("client_id"):
+        raise ValueError(f"{path}: the 'web' entry needs 'issuer' and 'client_id'")
+    found = {"issuer": str(issuer), "client_id": str(entry["client_id"])}
+    if entry.get("client_secret"):
+        found["client_secret"] = str(entry["client_secret"])
+    return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,41 @@ def legacy_backend_env(args: argparse.Namespace, poll_setting: str) -> dict[str,
     return env
 
 
+#: The predecessor's database defaults (MongoDB's were localhost, 27017, caesardb); the port
+#: default here is PostgreSQL's.
+_DB_DEFAULTS = {"dbhost": "localhost", "dbport": "5432", "dbname": "caesardb"}
+
+
+def add_legacy_db_options(p: argparse.ArgumentParser) -> None:
+    """The predecessor's ``--dbhost/--dbport/--dbname``, here naming a PostgreSQL database."""
+    g = p.add_argument_group("database (the predecessor's option names)")
+    g.add_argument("--dbhost", help="PostgreSQL host (builds the database URL; default localhost)")
+    g.add_argument("--dbport", help="PostgreSQL port (default 5432)")
+    g.add_argument("--dbname", help="PostgreSQL database name (default caesardb)")
+
+
+def legacy_db_url(args: argparse.Namespace) -> str | None:
+    """The database URL that ``--dbhost/--dbport/--dbname`` name, or None when none is given.
+
+    User and password are left to libpq (``PGUSER``, ``PGPASSWORD``, ``~/.pgpass``), as the
+    predecessor's options had none.
+
+    Raises
+    ------
+    ValueError
+        ``--db-url`` is given too: the two ways of naming the database conflict.
+    """
+    get = vars(args).get
+    if all(get(name) is None for name in _DB_DEFAULTS):
+        return None
+    if get("db_url"):
+        raise ValueError("give --db-url or --dbhost/--dbport/--dbname, not both")
+    host, port, name = (get(n) or d for n, d in _DB_DEFAULTS.items())
+    if not str(port).isdigit():
+        raise ValueError(f"--dbport must be a port number, not {port!r}")
+    return f"postgresql+psycopg://{quote(host, safe='')}:{port}/{quote(name, safe='')}"
+
+
 def _auth(user: str | None, pw: str | None) -> str:
     if not user and not pw:
         return ""
@@ -105,6 +141,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datadir", help="folder of uploaded files (as mounted here)")
     p.add_argument("--jobdir", help="folder of job folders (as mounted here)")
     p.add_argument("--loglevel", help="DEBUG, INFO, WARN, ERROR")
+    add_legacy_db_options(p)
 
 
 def add_backend_commands(sub: Any) -> None:
@@ -146,10 +183,19 @@ _COMMON_SETTINGS = ("db_url", "datadir", "jobdir", "loglevel", "job_scheduler")
 
 def _settings(args: argparse.Namespace, extra: dict[str, Any], poll_setting: str) -> Settings:
     """Put the command-line values into the environment (child processes see them too), then
-    read the settings afresh and configure logging."""
+    read the settings afresh and configure logging.
+
+    Raises
+    ------
+    ValueError
+        Conflicting database options (see :func:`legacy_db_url`).
+    """
     from caesar_rest.logconfig import configure_logging
     from caesar_rest.settings import get_settings
 
+    db_url = legacy_db_url(args)
+    if db_url is not None:
+        os.environ["CAESAR_REST_DB_URL"] = db_url
     for name in _COMMON_SETTINGS:
         value = getattr(args, name, None)
         if value is not None:
@@ -171,7 +217,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from caesar_rest.backends.celery_app import run_worker, worker_argv
 
     extra = {"broker_url": args.broker_url, "result_backend": args.result_backend}
-    settings = _settings(args, extra, "backend_poll_interval")
+    try:
+        settings = _settings(args, extra, "backend_poll_interval")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     settings.ensure_dirs()
     argv = worker_argv(settings, args.concurrency, args.loglevel, args.queue, args.hostname)
     run_worker(settings, argv)
@@ -184,7 +234,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from caesar_rest.logconfig import get_logger
 
     extra = {"monitor_period": args.period, "monitor_lost_after": args.lost_after}
-    settings = _settings(args, extra, "monitor_period")
+    try:
+        settings = _settings(args, extra, "monitor_period")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     monitor = Monitor.from_settings(settings)
     if args.once:
         monitor.run_once(wait=30.0)  # a single pass waits for a busy backend

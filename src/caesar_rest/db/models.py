@@ -144,3 +144,14 @@ class User(Base):
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     quota_active_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     quota_time_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class UsageSnapshot(Base):
+    """The latest usage aggregates of one user (``owner='*'``: the whole service), written by
+    ``caesar-rest accounter`` every period so that readers need not scan files and jobs."""
+
+    __tablename__ = "usage_snapshots"
+
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
