@@ -261,10 +261,10 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.fail("systemd-analyze is missing (Debian package systemd)")
-    here = Path(sys.executable).parent / "caesar-rest"
+    here = Path(sys.executable).parent
     names = []
     for unit in _units():
-        text = unit.read_text().replace("/opt/caesar-rest/venv/bin/caesar-rest", str(here))
+        text = unit.read_text().replace("/opt/caesar-rest/venv/bin/", f"{here}/")
         name = unit.name.replace("@.", "@8081.")
         (tmp_path / name).write_text(text)
         names.append(f"./{name}")
