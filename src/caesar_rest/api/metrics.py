@@ -143,7 +143,9 @@ def _ppid(pid: str) -> int | None:
 
 
 def server_pids() -> list[int]:
-    """The processes of a multi-worker server: its master (this worker's parent) and workers."""
+    """The processes of a multi-worker server: its master (this worker's parent) and the
+    master's children (the workers; under uvicorn's supervisor also multiprocessing's resource
+    tracker)."""
     master = os.getppid()
     pids = [master]
     try:
