@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from caesar_rest.api.metrics import server_pids
 
 from tests.support.server import wait_state
 
@@ -66,3 +71,67 @@ def test_metrics(app_client: TestClient, s17: Path) -> None:
         and lab["le"] == "1.0"
     ]
     assert inf == [1.0]
+
+
+def test_route_label_is_the_matched_route_template(app_client: TestClient) -> None:
+    """The label is the route's template, not the path with its parameter values replaced:
+    ``/app/caesar/describe`` has the value ``caesar`` also where the prefix has it."""
+    before = request_counts(app_client)
+    app_client.get(f"{API}/app/caesar/describe")
+    app_client.get("/openapi.json")
+    app_client.get("/docs")
+    app_client.get(f"{API}/job/{'0' * 32}/status")
+    app_client.get("/no/such/route")
+    delta = {k: v - before.get(k, 0.0) for k, v in request_counts(app_client).items()}
+    assert delta[(f"{API}/app/{{app_name}}/describe", "200")] == 1
+    assert delta[("/openapi.json", "200")] == 1
+    assert delta[("/docs", "200")] == 1
+    assert delta[(f"{API}/job/{{job_id}}/status", "404")] == 1
+    assert delta[("unmatched", "404")] == 1
+    assert not any("{app_name}/api" in route for route, _ in delta)
+
+
+def test_every_route_is_labelled_with_its_openapi_path(app_client: TestClient) -> None:
+    """Each GET route of the OpenAPI document, requested with every parameter set to the
+    same value, is counted under its own template (and nothing under another)."""
+    paths = [
+        p for p, ops in app_client.get("/openapi.json").json()["paths"].items() if "get" in ops
+    ]
+    assert len(paths) > 15
+    for path in paths:
+        url = re.sub(r"\{[^}]+\}", "caesar", path)
+        before = request_counts(app_client)
+        status = app_client.get(url).status_code
+        delta = {k: v - before.get(k, 0.0) for k, v in request_counts(app_client).items()}
+        # The scrape that read ``before`` is counted too.
+        changed = {k for k, v in delta.items() if v} - {("/metrics", "200")}
+        assert changed == {(path, str(status))}, (path, changed)
+
+
+def test_process_metrics(app_client: TestClient) -> None:
+    """One process: the standard process_* and python_info metrics of this process."""
+    got = {n: (lab, v) for n, lab, v in samples(app_client.get("/metrics").text)}
+    assert got["process_resident_memory_bytes"][1] > 10 * 2**20
+    assert got["process_cpu_seconds_total"][1] > 0
+    assert got["process_open_fds"][1] > 0
+    assert got["process_start_time_seconds"][1] > 1.7e9
+    assert got["python_info"][0]["implementation"] == "CPython"
+    assert "pid" not in got["process_resident_memory_bytes"][0]
+
+
+def test_process_metrics_in_multiprocess_mode(
+    app_client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several workers: the answering worker reports every server process (its parent, the
+    master, and the master's children, itself among them), one series per pid."""
+    mdir = tmp_path / "multiproc"
+    mdir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(mdir))
+    got = samples(app_client.get("/metrics").text)
+    rss = {lab["pid"]: v for n, lab, v in got if n == "process_resident_memory_bytes"}
+    assert {str(os.getpid()), str(os.getppid())} <= set(rss)
+    assert rss[str(os.getpid())] > 10 * 2**20
+    cpu = {lab["pid"] for n, lab, _ in got if n == "process_cpu_seconds_total"}
+    assert cpu == set(rss)
+    assert any(n == "python_info" for n, _, _ in got)
+    assert set(rss) == {str(p) for p in server_pids()}

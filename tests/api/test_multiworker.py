@@ -66,6 +66,17 @@ def exercise(srv: LiveServer, image: Path) -> None:
         )
     ]
     assert len(uploads) == 1 and float(uploads[0].split()[-1]) == 4.0
+    # The process metrics of the server's processes, one series per pid: `serve` (uvicorn's
+    # supervisor) and its children (the two workers, and multiprocessing's resource tracker).
+    rss = {
+        int(line.split('pid="')[1].split('"')[0])
+        for line in text.splitlines()
+        if line.startswith("process_resident_memory_bytes{")
+    }
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    children = {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    assert len(children) >= 2 and rss == {pid} | children, (rss, pid, children)
 
 
 def start(tmp: Path, db_url: str | None) -> LiveServer:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from fastapi.testclient import TestClient
+
+from caesar_rest.api.app import create_app
+
+from tests.support.server import make_settings
 
 API = "/caesar/api/v1.0"
 
@@ -58,6 +65,36 @@ def test_openapi_and_docs(app_client: TestClient) -> None:
     ops = [op["operationId"] for p in spec["paths"].values() for op in p.values()]
     assert len(ops) == len(set(ops))
     assert app_client.get("/docs").status_code == 200
+
+
+def test_docs_assets_are_served_by_the_service(tmp_path: Path) -> None:
+    """/docs works without internet: every URL of the page is the service's own (under its
+    root path), and the script, style sheet and icon answer with their media types."""
+    settings = make_settings(tmp_path, root_path="/caesar-rest")
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/docs")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""", r.text)
+        urls = [a or b for a, b in urls]
+        assert not [u for u in urls if "//" in u], urls  # no other origin
+        kinds = {
+            "swagger-ui-bundle.js": "text/javascript",
+            "swagger-ui.css": "text/css",
+            "favicon-32x32.png": "image/png",
+        }
+        assets = [u for u in urls if u.rsplit("/", 1)[-1] in kinds]
+        assert len(assets) == 3 and all(u.startswith("/caesar-rest/docs/static/") for u in assets)
+        assert "'/caesar-rest/openapi.json'" in r.text
+        for url in assets:
+            a = client.get(url.removeprefix("/caesar-rest"))
+            assert a.status_code == 200, url
+            assert a.headers["content-type"].startswith(kinds[url.rsplit("/", 1)[-1]])
+            assert len(a.content) > 500
+        assert b"SwaggerUIBundle" in client.get("/docs/static/swagger-ui-bundle.js").content
+        # Only those files: no path out of the folder, no other file of it.
+        for name in ("SOURCE.txt", "LICENSE", "..%2F..%2Fapp.py"):
+            assert client.get(f"/docs/static/{name}").status_code == 404
+        assert client.get("/docs/oauth2-redirect").status_code == 200
 
 
 def test_index_page_and_health(app_client: TestClient) -> None:

@@ -261,10 +261,10 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.fail("systemd-analyze is missing (Debian package systemd)")
-    here = Path(sys.executable).parent / "caesar-rest"
+    here = Path(sys.executable).parent
     names = []
     for unit in _units():
-        text = unit.read_text().replace("/opt/caesar-rest/venv/bin/caesar-rest", str(here))
+        text = unit.read_text().replace("/opt/caesar-rest/venv/bin/", f"{here}/")
         name = unit.name.replace("@.", "@8081.")
         (tmp_path / name).write_text(text)
         names.append(f"./{name}")
@@ -315,3 +315,77 @@ def test_filebeat_ships_what_the_units_write() -> None:
     access = re.search(r"access_log (\S+) caesar_rest;", (DEPLOY / "nginx" /
                        "caesar-rest-upstream.conf").read_text())  # fmt: skip
     assert access and access[1] in globs
+
+
+def _runtime_closure() -> dict[str, str]:
+    """The runtime dependencies of pyproject (not its extras) and theirs, with their extras, as
+    installed in this environment: normalised name -> installed version."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r) for r in project["dependencies"]]
+    done: set[tuple[str, frozenset[str]]] = set()
+    versions: dict[str, str] = {}
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), frozenset(req.extras))
+        if key in done:
+            continue
+        done.add(key)
+        dist = metadata.distribution(req.name)
+        versions[key[0]] = dist.version
+        for line in dist.requires or []:
+            sub = Requirement(line)
+            if sub.marker is None or any(
+                sub.marker.evaluate({"extra": e}) for e in ["", *req.extras]
+            ):
+                todo.append(sub)
+    return versions
+
+
+def test_runtime_image_installs_runtime_dependencies_only() -> None:
+    """The API image installs pyproject's dependencies with the lock as a constraint file,
+    not the whole lock (which pins the test tools) nor the test extra: no pytest, mypy or ruff
+    in it. Every package the runtime needs is pinned by the lock."""
+    from packaging.utils import canonicalize_name
+
+    ins = _instructions(DOCKER / "Dockerfile")
+    installs = [rest for word, rest in ins if word == "RUN" and "pip install" in rest]
+    assert installs
+    words = " ".join(installs).split()
+    # The lock only as a constraint (-c), never as requirements (-r requirements.lock).
+    for i, w in enumerate(words[:-1]):
+        if w in ("-r", "--requirement"):
+            assert words[i + 1] != "requirements.lock", installs
+    assert "requirements.lock" in words and words[words.index("requirements.lock") - 1] == "-c"
+    assert not [w for w in words if "[test" in w or w.startswith(".[")], installs
+    extra = tomllib_extra("test")
+    assert not [w for w in words if canonicalize_name(w.split("=")[0]) in extra], installs
+    # What those install lines resolve to: the runtime closure, without the test tools.
+    closure = _runtime_closure()
+    assert {"fastapi", "gunicorn", "uvicorn-worker", "prometheus-client"} <= set(closure)
+    assert not {"pytest", "mypy", "ruff", "pytest-timeout"} & set(closure), closure
+    pins = {
+        canonicalize_name(line.split("==")[0]): line.split("==")[1]
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
+    unpinned = sorted(set(closure) - set(pins))
+    assert not unpinned, f"runtime packages missing from requirements.lock: {unpinned}"
+    # The runtime-requirements.txt the Dockerfile writes is pyproject's dependency list.
+    assert "['project']['dependencies']" in " ".join(installs)
+
+
+def tomllib_extra(name: str) -> set[str]:
+    """The normalised package names of one optional-dependency group of pyproject."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"][name]}

@@ -5,13 +5,19 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from caesar_rest import __version__
 from caesar_rest.api import index, uws, v1
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.errors import install_error_handlers
+from caesar_rest.api.metrics import RouteLabels
 from caesar_rest.api.middleware import RequestIdMiddleware
 from caesar_rest.logconfig import configure_logging, get_logger
 from caesar_rest.settings import Settings, get_settings
@@ -71,14 +77,78 @@ def create_app(settings: Settings | None = None, start_backends: bool = True) ->
         description=DESCRIPTION,
         lifespan=lifespan,
         root_path=settings.root_path,
+        docs_url=None,  # /docs is added below, with its assets served from this package
     )
     install_error_handlers(app)
+    add_docs(app)
     # Matched in order (no path is shared between them): the polled v1 routes first.
     v1.include(app.router)
     app.include_router(uws.router)
     app.include_router(index.router)
-    app.add_middleware(RequestIdMiddleware)
+    labels = RouteLabels(
+        [(v1.PREFIX, r.routes) for r in v1.ROUTERS]
+        + [("", uws.router.routes), ("", index.router.routes)]
+        + [("", [r for r in app.router.routes if isinstance(r, APIRoute)])],
+        plain=[r for r in app.router.routes if not isinstance(r, APIRoute)],
+    )
+    app.add_middleware(RequestIdMiddleware, route_label=labels)
     return app
+
+
+#: The Swagger UI files of ``/docs`` (api/static/swagger-ui, see SOURCE.txt there), by the name
+#: they are served under, with their media types.
+SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
+SWAGGER_FILES = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+DOCS_STATIC = "/docs/static"
+
+
+def add_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) with its script, style sheet and icon served by the service.
+
+    FastAPI's own ``/docs`` loads them from a CDN, which leaves the page blank on a host
+    without internet access.
+    """
+    oauth2_redirect = app.swagger_ui_oauth2_redirect_url
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        # Behind a proxy that strips a prefix, every URL of the page carries it.
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=root + str(app.openapi_url),
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon-32x32.png",
+            oauth2_redirect_url=root + oauth2_redirect if oauth2_redirect else None,
+            init_oauth=app.swagger_ui_init_oauth,
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    async def swagger_oauth2_redirect(request: Request) -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    async def swagger_asset(request: Request, name: str) -> Response:
+        media_type = SWAGGER_FILES.get(name)
+        if media_type is None:
+            return JSONResponse({"status": "No such file"}, status_code=404)
+        return FileResponse(
+            SWAGGER_DIR / name,
+            media_type=media_type,
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
+    if oauth2_redirect:
+        app.add_api_route(
+            oauth2_redirect, swagger_oauth2_redirect, methods=["GET"], include_in_schema=False
+        )
+    app.add_api_route(
+        DOCS_STATIC + "/{name}", swagger_asset, methods=["GET"], include_in_schema=False
+    )
 
 
 def app_from_env() -> FastAPI:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from caesar_rest.api.metrics import observe_request
+from caesar_rest.api.metrics import UNMATCHED, observe_request
 from caesar_rest.logconfig import log_access
 
 
 class RequestIdMiddleware:
-    """Binds a request id (from ``X-Request-ID`` or new) to the logs and the response."""
+    """Binds a request id (from ``X-Request-ID`` or new) to the logs and the response.
 
-    def __init__(self, app: ASGIApp):
+    ``route_label`` names the matched route of a routed request for the request metrics
+    (:class:`caesar_rest.api.metrics.RouteLabels`); without one, routes are labelled with
+    their own path template.
+    """
+
+    def __init__(self, app: ASGIApp, route_label: Callable[[Scope], str] | None = None):
         self.app = app
+        self.route_label = route_label or route_template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,7 +54,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            template = route_template(scope)
+            template = self.route_label(scope)
             observe_request(scope["method"], template, status[0], time.perf_counter() - start)
             log_access(
                 scope["method"],
@@ -60,16 +67,12 @@ class RequestIdMiddleware:
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route as a template (``/job/{job_id}/status``), for low-cardinality labels.
+    """The matched route's own path template (``/job/{job_id}/status``), for labels.
 
-    Built from the request path and its path parameters, since nested routers do not expose
-    their full prefix on the route object.
+    Without the prefix of an included router: :class:`~caesar_rest.api.metrics.RouteLabels`
+    knows those.
     """
-    if scope.get("route") is None:
-        return "unmatched"
-    params: dict[str, Any] = scope.get("path_params") or {}
-    if not params:
-        return str(scope["path"])
-    by_value = {str(v): k for k, v in params.items()}
-    parts = [f"{{{by_value[p]}}}" if p in by_value else p for p in scope["path"].split("/")]
-    return "/".join(parts)
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    return str(getattr(route, "path_format", None) or UNMATCHED)
