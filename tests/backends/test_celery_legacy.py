@@ -3,6 +3,7 @@ checked at start-up and by /readyz."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -84,14 +85,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # the pool processes, should any be left
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=10)
 
 
@@ -204,10 +201,8 @@ def test_the_predecessor_style_systemd_unit_runs_a_job(
             timeout=120,
         )  # fmt: skip
         if pidfile is not None and pidfile.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
     assert r.returncode == 0, r.stdout + r.stderr
     assert not list((tmp_path / "run").glob("*.pid"))  # stopwait waited for the worker
 

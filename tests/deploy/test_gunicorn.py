@@ -78,9 +78,9 @@ class GunicornServer(LiveServer):
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-3000:]}")
                 try:
-                    if c.get("http://app/healthz", timeout=1).status_code == 200:
-                        if len(self.worker_pids()) == self.workers:
-                            return self
+                    healthy = c.get("http://app/healthz", timeout=1).status_code == 200
+                    if healthy and len(self.worker_pids()) == self.workers:
+                        return self
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.1)
