@@ -58,6 +58,7 @@ def write_preview(
     path: str | Path,
     max_pixels: int = 1024,
     title: str | None = None,
+    name: str | None = None,
 ) -> Path:
     """Write a PNG of the image (asinh stretch, WCS axes) with the sources as ellipses.
 
@@ -76,7 +77,10 @@ def write_preview(
         plot fast and light on memory; the PNG's long side is at most this many pixels (but at
         least 600).
     title
-        Plot title; by default the file name and the number of sources.
+        Plot title; by default ``name`` and the number of sources.
+    name
+        The image's name in the default title (e.g. the user's file name); by default the
+        image's file name.
 
     Returns
     -------
@@ -155,7 +159,7 @@ def write_preview(
             )
             ax.add_collection(coll)
     if title is None:
-        title = f"{image.path.name}: {n_src} source{'s' if n_src != 1 else ''}"
+        title = f"{name or image.path.name}: {n_src} source{'s' if n_src != 1 else ''}"
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=dpi, format="png")
     return path
