@@ -681,7 +681,8 @@ class CaesarClient:
                 state.total = _range_total(r.headers.get("content-range")) or state.total
             state.validator = r.headers.get("etag") or r.headers.get("last-modified")
             with open(state.tmp, "ab" if state.done else "wb") as fh:
-                for chunk in r.iter_bytes(CHUNK):
+                # Chunks as they arrive: a sized iterator would hold back what a cut loses.
+                for chunk in r.iter_bytes():
                     fh.write(chunk)
                     state.done += len(chunk)
                     if progress:
