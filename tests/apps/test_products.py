@@ -152,6 +152,13 @@ def test_preview_title_uses_the_name(
     assert seen == ["field 1.fits: 0 sources", "synth.fits: 0 sources"]
 
 
+def test_preview_title_is_plain_text(synth_factory: Callable[..., Any], tmp_path: Path) -> None:
+    """A "$" in a file name is no mathtext: the preview is drawn (unescaped, this raised)."""
+    image = load_image(synth_factory().path)
+    path = preview_module.write_preview(image, None, tmp_path / "a.png", name="x$\\frac$y.fits")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_display_name_is_plain_text() -> None:
     assert display_name("../../etc/passwd") == "passwd"
     assert display_name("C:\\data\\img.fits") == "img.fits"

@@ -159,7 +159,9 @@ def write_preview(
             )
             ax.add_collection(coll)
     if title is None:
-        title = f"{name or image.path.name}: {n_src} source{'s' if n_src != 1 else ''}"
+        # A file name is plain text: "$" would start matplotlib mathtext (and may not parse).
+        shown = (name or image.path.name).replace("$", r"\$")
+        title = f"{shown}: {n_src} source{'s' if n_src != 1 else ''}"
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=dpi, format="png")
     return path
