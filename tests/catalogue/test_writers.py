@@ -11,7 +11,7 @@ import astropy.units as u
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.io.votable import parse_single_table
+from astropy.io.votable import parse, parse_single_table
 from astropy.table import Table
 from astropy.wcs import WCS
 from regions import EllipseSkyRegion, PointSkyRegion, Regions
@@ -21,6 +21,8 @@ from caesar_rest.apps.products import SOURCES, write_catalogue
 from caesar_rest.catalogue.preview import block_reduce, write_preview
 from caesar_rest.catalogue.schema import COLUMN_NAMES, COLUMNS
 from caesar_rest.catalogue.writers import (
+    VOTableMeta,
+    VOTableParam,
     iau_name,
     iau_names,
     make_table,
@@ -136,6 +138,38 @@ def test_votable_units_and_ucds(tmp_path: Path, fmt: str | None) -> None:
     assert back["ra"].meta["ucd"] == "pos.eq.ra;meta.main"
     np.testing.assert_allclose(back["ra"], t["ra"])
     assert list(back["name"]) == list(t["name"])
+
+
+@pytest.mark.parametrize("fmt", [None, "binary"])
+def test_votable_coosys_infos_params(tmp_path: Path, fmt: str | None) -> None:
+    """COOSYS referenced by ra/dec, provenance INFOs, finite PARAMs; the rows unchanged."""
+    t = _sample_table()
+    meta = VOTableMeta(
+        system="eq_FK5",
+        equinox="J2000",
+        infos=(("app", "sep"), ("input_file", 'my "field" <1>.fits')),
+        params=(
+            VOTableParam("beam_major", 6.5, "arcsec", "instr.beam", "Beam major axis"),
+            VOTableParam("rms_median", math.nan, "Jy/beam", "stat.stdev", "Median rms"),
+        ),
+    )
+    path = write_votable(t, tmp_path / "c.vot", tabledata_format=fmt, meta=meta)
+    resource = parse(str(path)).resources[0]
+    (coosys,) = resource.coordinate_systems
+    assert (coosys.system, coosys.equinox) == ("eq_FK5", "J2000")
+    refs = {f.name: f.ref for f in resource.tables[0].fields}
+    assert refs["ra"] == refs["dec"] == coosys.ID
+    assert {k for k, v in refs.items() if v} == {"ra", "dec"}
+    assert {i.name: i.value for i in resource.infos} == dict(meta.infos)
+    (param,) = resource.params  # the NaN one is left out
+    assert (param.name, param.value, str(param.unit)) == ("beam_major", 6.5, "arcsec")
+    assert param.description == "Beam major axis"
+    back = Table.read(path)
+    np.testing.assert_allclose(back["ra"], t["ra"])
+    # Without meta: an ICRS COOSYS and nothing else.
+    plain = parse(str(write_votable(t, tmp_path / "p.vot"))).resources[0]
+    assert [(c.system, c.equinox) for c in plain.coordinate_systems] == [("ICRS", None)]
+    assert not plain.infos and not plain.params
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:

@@ -170,6 +170,10 @@ def test_round_trip(client: CaesarClient, s17: Path, tmp_path: Path) -> None:
 
     refs = client.jobs(phases=["completed"])
     assert job.job_id in [r.job_id for r in refs] and all(isinstance(r, JobRef) for r in refs)
+    mine = next(r for r in refs if r.job_id == job.job_id)
+    assert (mine.app, mine.input_file, mine.input_name) == ("sleep", info.file_id, s17.name)
+    bare = next(r for r in client.jobs(inputs=False) if r.job_id == job.job_id)
+    assert (bare.app, bare.input_name) == ("", "")
     assert client.jobs(last=1)[0].job_id == job.job_id
     assert client.jobs(after=datetime.now(UTC) + timedelta(hours=1)) == []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -128,3 +129,32 @@ def test_human_output_and_usage_errors(server: LiveServer, s17: Path, tmp_path: 
     assert r.returncode == 1 and "cannot reach" in r.stderr
     r = cli("apps", "--token-file", str(tmp_path / "missing"), url=url)
     assert r.returncode == 1 and "token file" in r.stderr
+
+
+def test_wait_timeout_exit_code_and_jobs_columns(server: LiveServer, s17: Path) -> None:
+    """``wait --timeout`` on a running job exits 3 (not 1, a failed job); ``jobs`` shows the
+    app and the input file's name."""
+    url = server.url
+    sub = cli("submit", str(s17), "--app", "sleep", "--seconds", "60", "--json", url=url)
+    jid = json.loads(sub.stdout)["job_id"]
+    try:
+        waited = cli("wait", jid, "--timeout", "1", "--json", url=url)
+        assert waited.returncode == 3, waited.stdout + waited.stderr
+        assert "still running" in waited.stderr
+        listed = cli("jobs", "--json", "--last", "1", url=url)
+        (ref,) = json.loads(listed.stdout)
+        assert ref["job_id"] == jid and ref["app"] == "sleep" and ref["input_name"] == s17.name
+        human = cli("jobs", "--last", "1", url=url, env={"COLUMNS": "200"})
+        line = next(row for row in human.stdout.splitlines() if jid in row)
+        assert "sleep" in line and s17.name in line
+        again = cli("submit", str(s17), "--app", "sleep", "--seconds", "60", "--wait",
+                    "--timeout", "1", url=url)  # fmt: skip
+        assert again.returncode == 3, again.stdout + again.stderr
+        other = re.search(r"job ([0-9a-f]{32}) created", again.stderr)
+        assert other is not None
+        cli("cancel", other.group(1), url=url)
+    finally:
+        cli("cancel", jid, url=url)
+    ended = cli("wait", jid, "--timeout", "30", url=url)
+    assert ended.returncode == 1  # ABORTED: a job that ended without success
+    assert cli("apps", "--retries", "-1", url=url).returncode == 2

@@ -41,10 +41,17 @@ def test_spec_round_trip_and_old_specs(tmp_path: Path) -> None:
         "options": {"seedthr": 5},
         "input_file": "/data/x.fits",
         "command": ["python", "-m", "x", "in.fits"],
+        "input_name": "",
+        "input_sha256": "",
     }
-    # A spec written before (with a time_limit nothing reads) is still read.
-    (tmp_path / "job.json").write_text(json.dumps({**doc, "time_limit": 60}))
+    # A spec written before (with a time_limit nothing reads, without the input's name and
+    # hash) is still read.
+    old = {k: v for k, v in doc.items() if k not in ("input_name", "input_sha256")}
+    (tmp_path / "job.json").write_text(json.dumps({**old, "time_limit": 60}))
     assert read_spec(tmp_path) == spec
+    named = JobSpec("j1", "sep", {}, "/data/x.fits", ["x"], "my image.fits", "ab" * 32)
+    write_spec(tmp_path, named)
+    assert read_spec(tmp_path) == named
     (tmp_path / "job.json").write_text("[1]")
     with pytest.raises(ValueError, match="no object"):
         read_spec(tmp_path)

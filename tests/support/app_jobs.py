@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import astropy.units as u
 from astropy.io import fits
+from astropy.io.votable import parse
 from astropy.table import Table
 from fastapi.testclient import TestClient
 from regions import Regions
@@ -119,6 +121,7 @@ def check_outputs(client: TestClient, job_id: str, image: Path, tmp: Path) -> Ta
     table = Table.read(vot, format="votable")
     for col, unit in EXPECTED_UNITS.items():
         assert table[col].unit == unit, (col, table[col].unit)
+    check_provenance(vot, image)
     reg = tmp / f"{job_id}.reg"
     reg.write_bytes(result_bytes(client, job_id, "regions"))
     assert len(Regions.read(str(reg), format="ds9")) == len(table)
@@ -142,6 +145,18 @@ def check_outputs(client: TestClient, job_id: str, image: Path, tmp: Path) -> Ta
     summary = client.get(f"{API}/job/{job_id}/results/summary").json()
     assert summary["n_sources"] == len(table)
     return table
+
+
+def check_provenance(vot: Path, image: Path) -> None:
+    """The VOTable of a job on the upload of ``image`` names the uploaded file (not the stored
+    file's id) with its hash, and its ra/dec refer to a COOSYS."""
+    resource = parse(str(vot)).resources[0]
+    infos = {i.name: str(i.value) for i in resource.infos}
+    assert infos["input_file"] == image.name, infos
+    assert infos["input_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    (coosys,) = resource.coordinate_systems
+    refs = {f.name: f.ref for f in resource.tables[0].fields}
+    assert refs["ra"] == refs["dec"] == coosys.ID
 
 
 def assert_refused(

@@ -8,6 +8,7 @@ disagree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -18,18 +19,25 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from astropy.coordinates import FK5
 from astropy.io import fits
 from astropy.table import Table
+from astropy.time import Time
+from astropy.wcs.utils import wcs_to_celestial_frame
 
+import caesar_rest
 from caesar_rest.apps.base import App
 from caesar_rest.apps.console import say
 from caesar_rest.catalogue.writers import (
+    VOTableMeta,
+    VOTableParam,
     write_csv,
     write_ds9_regions,
     write_json,
     write_votable,
 )
 from caesar_rest.imaging.fits_image import FitsImage
+from caesar_rest.jobs.folder import read_spec
 
 #: Longest side of the thumbnail, in pixels.
 THUMBNAIL_SIDE = 256
@@ -82,6 +90,129 @@ class MapStyle:
     origin: str
     blank: bool = True
     bunit: str = "JY/BEAM"
+
+
+@dataclass(frozen=True)
+class MapKind:
+    """What a kind of map holds, for its header and data type.
+
+    Attributes
+    ----------
+    bunit
+        BUNIT of the map: None for the image's own unit (intensity maps), ``""`` for a
+        dimensionless quantity.
+    btype
+        BTYPE card (what the values are), or None.
+    labels
+        Whether the map holds integer labels (written as int32, 0 = no label, no BUNIT).
+    """
+
+    bunit: str | None = None
+    btype: str | None = None
+    labels: bool = False
+
+
+#: Map kinds by the ``what`` of a map; kinds not listed are intensity maps in the image's unit.
+MAP_KINDS: dict[str, MapKind] = {
+    "significance": MapKind("", "significance: (image - background) / rms, in units of rms"),
+    "saliency": MapKind("", "saliency: dimensionless, higher where structure stands out"),
+    "segmented": MapKind(None, "segmentation: island label per pixel, 0 outside", labels=True),
+}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who made the products from what: the preview title and the VOTable provenance.
+
+    Attributes
+    ----------
+    app
+        The app's name.
+    options
+        The options of the run.
+    input_name
+        The user's name of the input file (display text only, never a path to open).
+    input_sha256
+        SHA-256 of the input file (hex).
+    """
+
+    app: str
+    options: Mapping[str, Any]
+    input_name: str
+    input_sha256: str
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks.
+
+    Parameters
+    ----------
+    path
+        The file.
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_identity(input_path: Path, out_dir: Path) -> tuple[str, str]:
+    """The user's name and the SHA-256 of the input file.
+
+    A job the service runs has its ``job.json`` in the output folder, with the name the user
+    uploaded the file under and the hash taken at upload (the stored file is named by its id).
+    Elsewhere (``caesar-rest find``, a program run by hand) they are the file's own name and
+    hash.
+
+    Parameters
+    ----------
+    input_path
+        The input image.
+    out_dir
+        The output folder (the job folder for a service job).
+
+    Returns
+    -------
+    name, sha256
+        Display name and hex digest.
+    """
+    try:
+        spec = read_spec(out_dir)
+    except (OSError, ValueError, KeyError):
+        spec = None
+    if (
+        spec is not None
+        and spec.input_name
+        and spec.input_file
+        and Path(spec.input_file).resolve() == input_path.resolve()
+    ):
+        return display_name(spec.input_name), spec.input_sha256 or file_sha256(input_path)
+    return input_path.name, file_sha256(input_path)
+
+
+def display_name(name: str) -> str:
+    """A file name fit for a title: its last path part, control characters dropped, at most
+    200 characters (it is text shown to the user, nothing else is done with it).
+
+    Parameters
+    ----------
+    name
+        The name as given.
+
+    Returns
+    -------
+    str
+        The name to show.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    clean = "".join(ch for ch in base if ch.isprintable())
+    return clean[:200]
 
 
 @dataclass
@@ -201,8 +332,14 @@ def image_header(image: FitsImage, origin: str, bunit: str = "JY/BEAM") -> fits.
     return header
 
 
-def write_map(path: Path, data: FloatMap, image: FitsImage, what: str, style: MapStyle) -> Path:
-    """Write a map with the image's WCS.
+def write_map(
+    path: Path, data: FloatMap, image: FitsImage, what: str, style: MapStyle, name: str = ""
+) -> Path:
+    """Write a map with the image's WCS, its BUNIT and data type by its kind (:data:`MAP_KINDS`).
+
+    Intensity maps (input, background, rms, residual) carry the image's BUNIT (or the style's
+    default) as float32; significance and saliency maps ``BUNIT = ''`` (dimensionless) as
+    float32; label maps (segmented) no BUNIT, as int32.
 
     Parameters
     ----------
@@ -216,18 +353,34 @@ def write_map(path: Path, data: FloatMap, image: FitsImage, what: str, style: Ma
         What the map is (for the COMMENT card), e.g. ``"background"``.
     style
         ORIGIN, blanking and default BUNIT.
+    name
+        The input's name for the COMMENT card (default: the image's file name).
 
     Returns
     -------
     pathlib.Path
         The file written.
     """
+    kind = MAP_KINDS.get(what, MapKind())
     header = image_header(image, style.origin, style.bunit)
-    header["COMMENT"] = f"{what} map of {image.path.name}"
-    out = np.asarray(data, dtype=np.float32)
-    if style.blank:
-        out = np.where(image.mask, np.float32(np.nan), out)
-    fits.PrimaryHDU(out.astype(np.float32), header=header).writeto(path, overwrite=True)
+    if kind.labels:
+        del header["BUNIT"]  # labels are no quantity
+    elif kind.bunit is not None:
+        header["BUNIT"] = kind.bunit
+    if kind.btype:
+        header["BTYPE"] = kind.btype
+    header["COMMENT"] = f"{what} map of {name or image.path.name}"
+    out: npt.NDArray[Any]
+    if kind.labels:
+        out = np.nan_to_num(np.asarray(data, dtype=np.float64), nan=0.0).astype(np.int32)
+        if style.blank:
+            out = np.where(image.mask, np.int32(0), out)
+    else:
+        out = np.asarray(data, dtype=np.float32)
+        if style.blank:
+            out = np.where(image.mask, np.float32(np.nan), out)
+        out = out.astype(np.float32)
+    fits.PrimaryHDU(out, header=header).writeto(path, overwrite=True)
     return path
 
 
@@ -238,6 +391,7 @@ def write_maps(
     image: FitsImage,
     found: Extraction,
     style: MapStyle,
+    name: str = "",
 ) -> dict[str, str]:
     """Write the background and rms maps ``save-bkgmap``/``save-rmsmap`` ask for, and the
     finder's further maps.
@@ -256,6 +410,8 @@ def write_maps(
         The extraction.
     style
         How maps are written.
+    name
+        The input's name for the COMMENT cards (default: the image's file name).
 
     Returns
     -------
@@ -272,7 +428,7 @@ def write_maps(
     files: dict[str, str] = {}
     for key, (what, data) in maps.items():
         if key in names:
-            files[key] = write_map(out_dir / names[key], data, image, what, style).name
+            files[key] = write_map(out_dir / names[key], data, image, what, style, name).name
     return files
 
 
@@ -299,6 +455,7 @@ def write_catalogue(
     names: Mapping[str, str],
     frame: str,
     colour: str = "green",
+    meta: VOTableMeta | None = None,
 ) -> dict[str, str]:
     """Write a catalogue in the formats the app declares for it.
 
@@ -316,6 +473,8 @@ def write_catalogue(
         DS9 frame (``fk5`` or ``icrs``).
     colour
         DS9 colour of the regions.
+    meta
+        COOSYS and provenance of the VOTable (see :func:`votable_meta`).
 
     Returns
     -------
@@ -328,7 +487,7 @@ def write_catalogue(
             continue
         path = out_dir / names[key]
         if kind == "votable":
-            write_votable(table, path)
+            write_votable(table, path, meta=meta)
         elif kind == "csv":
             write_csv(table, path)
         elif kind == "json":
@@ -339,6 +498,100 @@ def write_catalogue(
     return files
 
 
+def catalogue_coosys(image: FitsImage) -> tuple[str, str | None]:
+    """COOSYS ``system`` and ``equinox`` of the catalogue's ``ra``/``dec``.
+
+    They follow :func:`~caesar_rest.imaging.fits_image.pixel_to_radec`: an FK5 J2000 image keeps
+    its FK5 coordinates; ICRS, galactic, FK4 and other equinoxes give ICRS.
+
+    Parameters
+    ----------
+    image
+        The image the catalogue comes from.
+
+    Returns
+    -------
+    system, equinox
+        ``("eq_FK5", "J2000")`` or ``("ICRS", None)``.
+    """
+    try:
+        frame = wcs_to_celestial_frame(image.wcs)
+    except Exception:
+        return "ICRS", None
+    if isinstance(frame, FK5) and abs(frame.equinox.jyear - Time("J2000").jyear) < 1e-6:
+        return "eq_FK5", "J2000"
+    return "ICRS", None
+
+
+def median_rms(found: Extraction) -> float:
+    """The image's median rms as the finder reports it (Jy/beam), NaN when it reports none."""
+    value = found.summary.get("rms_median")
+    if value is None:
+        stats = found.summary.get("stats")
+        value = stats.get("median_rms") if isinstance(stats, Mapping) else None
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def votable_meta(image: FitsImage, found: Extraction, run: RunInfo) -> VOTableMeta:
+    """The COOSYS and the provenance written into every VOTable of a run.
+
+    INFO elements: ``app``, ``caesar_rest_version``, ``tool`` (when the finder is a
+    third-party tool), ``options`` (JSON), ``input_file`` (the user's file name),
+    ``input_sha256``, ``image_frame``; PARAM elements: the beam (``beam_major``,
+    ``beam_minor`` in arcsec, ``beam_pa`` in deg) and ``rms_median`` (Jy/beam, when the finder
+    reports it).
+
+    Parameters
+    ----------
+    image
+        The image.
+    found
+        The extraction.
+    run
+        App, options and input file of the run.
+
+    Returns
+    -------
+    VOTableMeta
+        What :func:`~caesar_rest.catalogue.writers.write_votable` writes besides the rows.
+    """
+    system, equinox = catalogue_coosys(image)
+    infos: list[tuple[str, str]] = [
+        ("app", run.app),
+        ("caesar_rest_version", caesar_rest.__version__),
+    ]
+    if found.tool:
+        infos.append(("tool", found.tool))
+    options = json.dumps(dict(run.options), sort_keys=True, default=_json_default)
+    infos += [("options", options), ("input_file", run.input_name)]
+    if run.input_sha256:
+        infos.append(("input_sha256", run.input_sha256))
+    infos.append(("image_frame", image.frame))
+    bmaj, bmin, bpa = image.beam
+    params = (
+        VOTableParam(
+            "beam_major", bmaj, "arcsec", "instr.beam;phys.angSize.smajAxis", "Beam major axis FWHM"
+        ),
+        VOTableParam(
+            "beam_minor", bmin, "arcsec", "instr.beam;phys.angSize.sminAxis", "Beam minor axis FWHM"
+        ),
+        VOTableParam(
+            "beam_pa", bpa, "deg", "instr.beam;pos.posAng", "Beam position angle, east of north"
+        ),
+        VOTableParam(
+            "rms_median",
+            median_rms(found),
+            "Jy/beam",
+            "stat.stdev;phot.flux.density",
+            "Median of the image's rms (noise) map",
+        ),
+    )
+    return VOTableMeta(system=system, equinox=equinox, infos=tuple(infos), params=params)
+
+
 def write_products(
     prog: str,
     app: App,
@@ -347,6 +600,7 @@ def write_products(
     out_dir: Path,
     *,
     preview: bool = True,
+    run: RunInfo | None = None,
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Write the catalogues, the finder's own products, the preview and the thumbnail.
 
@@ -364,6 +618,9 @@ def write_products(
         Output folder (created if missing).
     preview
         Whether to draw the preview and the thumbnail.
+    run
+        App, options and input file of the run, for the VOTables' provenance and the preview's
+        title (default: the app with no options, the image's own file name).
 
     Returns
     -------
@@ -372,17 +629,20 @@ def write_products(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if run is None:
+        run = RunInfo(app.name, {}, image.path.name, "")
+    meta = votable_meta(image, found, run)
     frame = region_frame(image)
     # Products the finder formats itself are not also written the generic way.
     names = {k: v for k, v in result_files(app).items() if k not in found.writers}
-    files = write_catalogue(found.table, out_dir, SOURCES, names, frame)
+    files = write_catalogue(found.table, out_dir, SOURCES, names, frame, meta=meta)
     if found.components is not None:
         # Components in another colour, so both region files can be loaded together in DS9.
         files.update(
-            write_catalogue(found.components, out_dir, COMPONENTS, names, frame, "magenta")
+            write_catalogue(found.components, out_dir, COMPONENTS, names, frame, "magenta", meta)
         )
     if found.islands is not None:
-        files.update(write_catalogue(found.islands, out_dir, ISLANDS, names, frame))
+        files.update(write_catalogue(found.islands, out_dir, ISLANDS, names, frame, meta=meta))
     declared = result_files(app)
     for key, writer in found.writers.items():
         writer(out_dir / declared[key])
@@ -390,7 +650,7 @@ def write_products(
     t1 = time.perf_counter()
     timings = {"write": t1 - t0}
     if preview:
-        files.update(write_previews(image, found, out_dir, names))
+        files.update(write_previews(image, found, out_dir, names, run.input_name))
         timings["preview"] = time.perf_counter() - t1
     n_comp = "" if found.components is None else f", {len(found.components)} components"
     say(prog, f"wrote {len(found.table)} sources{n_comp}")
@@ -401,7 +661,11 @@ def write_products(
 
 
 def write_previews(
-    image: FitsImage, found: Extraction, out_dir: Path, names: Mapping[str, str]
+    image: FitsImage,
+    found: Extraction,
+    out_dir: Path,
+    names: Mapping[str, str],
+    input_name: str = "",
 ) -> dict[str, str]:
     """Draw ``preview`` and ``preview-thumb`` where the app declares them.
 
@@ -416,6 +680,8 @@ def write_previews(
         Output folder.
     names
         Result name to file name.
+    input_name
+        The name the preview is titled with (default: the image's file name).
 
     Returns
     -------
@@ -427,7 +693,8 @@ def write_previews(
     drawn = found.components if found.components is not None else found.table
     files: dict[str, str] = {}
     if "preview" in names:
-        files["preview"] = write_preview(image, drawn, out_dir / names["preview"]).name
+        path = out_dir / names["preview"]
+        files["preview"] = write_preview(image, drawn, path, name=input_name or None).name
     if "preview-thumb" in names:
         thumb = write_thumbnail(image, drawn, out_dir / names["preview-thumb"])
         files["preview-thumb"] = thumb.name

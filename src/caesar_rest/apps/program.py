@@ -27,7 +27,9 @@ from caesar_rest.apps.console import describe_image, say, say_options
 from caesar_rest.apps.products import (
     Extraction,
     MapStyle,
+    RunInfo,
     image_summary,
+    input_identity,
     write_maps,
     write_products,
     write_summary,
@@ -279,8 +281,9 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     found = finder.extract(image, opts, out_dir)
     draw = preview and not opts.get("no-preview", False)
-    files, write_times = write_products(prog, app, image, found, out_dir, preview=draw)
-    files.update(write_maps(app, opts, out_dir, image, found, finder.maps))
+    info = RunInfo(app.name, opts, *input_identity(input_path, out_dir))
+    files, write_times = write_products(prog, app, image, found, out_dir, preview=draw, run=info)
+    files.update(write_maps(app, opts, out_dir, image, found, finder.maps, info.input_name))
     timings = {"load": t_loaded - t_start, **found.timings, **write_times}
     timings["total"] = time.perf_counter() - t_start
     summary = _summary(app, input_path, image, found, opts, files)

@@ -121,6 +121,7 @@ def write_preview(
     path: str | Path,
     max_pixels: int = 1024,
     title: str | None = None,
+    name: str | None = None,
 ) -> Path:
     """Write a PNG of the image (asinh stretch, WCS axes) with the sources as ellipses.
 
@@ -139,7 +140,10 @@ def write_preview(
         plot fast and light on memory; the PNG's long side is at most this many pixels (but at
         least 600).
     title
-        Plot title; by default the file name and the number of sources.
+        Plot title; by default ``name`` and the number of sources.
+    name
+        The image's name in the default title (e.g. the user's file name); by default the
+        image's file name.
 
     Returns
     -------
@@ -191,7 +195,9 @@ def write_preview(
     if coll is not None:
         ax.add_collection(coll)
     if title is None:
-        title = f"{image.path.name}: {n_src} source{'s' if n_src != 1 else ''}"
+        # A file name is plain text: "$" would start matplotlib mathtext (and may not parse).
+        shown = (name or image.path.name).replace("$", r"\$")
+        title = f"{shown}: {n_src} source{'s' if n_src != 1 else ''}"
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=dpi, format="png")
     return path

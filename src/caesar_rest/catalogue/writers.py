@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io.votable import from_table
 from astropy.io.votable import writeto as votable_writeto
+from astropy.io.votable.tree import CooSys, Info, Param
 from astropy.table import Table
 
 from caesar_rest.catalogue.schema import COLUMN_NAMES, COLUMNS, Column
@@ -229,7 +231,49 @@ def read_catalogue_csv(path: str | Path) -> Table:
 VOTABLE_TABLEDATA_MAX_ROWS = 10_000
 
 
-def write_votable(table: Table, path: str | Path, tabledata_format: str | None = None) -> Path:
+@dataclass(frozen=True)
+class VOTableParam:
+    """A numeric PARAM of the catalogue's RESOURCE (e.g. the beam or the image rms)."""
+
+    name: str
+    value: float
+    unit: str
+    ucd: str
+    description: str
+
+
+@dataclass(frozen=True)
+class VOTableMeta:
+    """What a VOTable says about its catalogue besides the rows.
+
+    Attributes
+    ----------
+    system
+        COOSYS ``system`` of the ``ra``/``dec`` fields: ``ICRS`` or ``eq_FK5``.
+    equinox
+        COOSYS ``equinox`` (``J2000`` for FK5), or None.
+    infos
+        ``(name, value)`` INFO elements (provenance: app, versions, options, input file).
+    params
+        PARAM elements; non-finite values are left out.
+    """
+
+    system: str = "ICRS"
+    equinox: str | None = None
+    infos: tuple[tuple[str, str], ...] = ()
+    params: tuple[VOTableParam, ...] = ()
+
+
+#: ID of the COOSYS element the ``ra``/``dec`` FIELDs refer to.
+COOSYS_ID = "coosys"
+
+
+def write_votable(
+    table: Table,
+    path: str | Path,
+    tabledata_format: str | None = None,
+    meta: VOTableMeta | None = None,
+) -> Path:
     """Write the catalogue as a VOTable whose FIELDs carry unit, ucd and description.
 
     Parameters
@@ -241,6 +285,9 @@ def write_votable(table: Table, path: str | Path, tabledata_format: str | None =
     tabledata_format
         ``"tabledata"`` (readable XML), ``"binary"`` or ``"binary2"``; by default TABLEDATA up
         to :data:`VOTABLE_TABLEDATA_MAX_ROWS` rows and BINARY beyond.
+    meta
+        COOSYS (referenced by the ``ra`` and ``dec`` FIELDs), INFO and PARAM elements of the
+        RESOURCE; by default an ICRS COOSYS and nothing else.
 
     Returns
     -------
@@ -250,7 +297,29 @@ def write_votable(table: Table, path: str | Path, tabledata_format: str | None =
     path = Path(path)
     if tabledata_format is None:
         tabledata_format = "tabledata" if len(table) <= VOTABLE_TABLEDATA_MAX_ROWS else "binary"
+    meta = meta or VOTableMeta()
     votable = from_table(table)
+    resource = votable.resources[0]
+    resource.coordinate_systems.append(
+        CooSys(ID=COOSYS_ID, system=meta.system, equinox=meta.equinox)
+    )
+    for fld in resource.tables[0].fields:
+        if fld.name in ("ra", "dec"):
+            fld.ref = COOSYS_ID
+    for name, value in meta.infos:
+        resource.infos.append(Info(name=name, value=value))
+    for par in meta.params:
+        if math.isfinite(par.value):
+            param = Param(
+                votable,
+                name=par.name,
+                datatype="double",
+                value=float(par.value),
+                unit=par.unit or None,
+                ucd=par.ucd,
+            )
+            param.description = par.description
+            resource.params.append(param)
     votable_writeto(votable, str(path), tabledata_format=tabledata_format)
     return path
 

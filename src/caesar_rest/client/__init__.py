@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from caesar_rest.client.constants import DEFAULT_URL
 
 if TYPE_CHECKING:
-    from caesar_rest.client.core import CaesarClient, CaesarError, CaesarTimeout, resolve_token
+    from caesar_rest.client.core import (
+        CaesarClient,
+        CaesarError,
+        CaesarTimeout,
+        RetryPolicy,
+        resolve_token,
+    )
     from caesar_rest.client.models import (
         FINAL_PHASES,
         AppInfo,
@@ -31,6 +37,7 @@ _WHERE = {
     "CaesarClient": "core",
     "CaesarError": "core",
     "CaesarTimeout": "core",
+    "RetryPolicy": "core",
     "resolve_token": "core",
     "FINAL_PHASES": "models",
     "AppInfo": "models",
@@ -61,5 +68,6 @@ __all__ = [
     "Job",
     "JobRef",
     "ResultInfo",
+    "RetryPolicy",
     "resolve_token",
 ]

@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # imported when a command runs, so `caesar-rest serve` starts
     from caesar_rest.client.core import CaesarClient
     from caesar_rest.client.models import AppOption, Job
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Exit codes: done, failed (or the service refused), usage error, still running when a wait
+#: ran out of ``--timeout``.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RUNNING = 0, 1, 2, 3
 
 
 class UsageError(Exception):
@@ -47,6 +49,14 @@ def _common() -> argparse.ArgumentParser:
         "--token-file",
         dest="token_file",
         help=f"file holding the bearer token (default ${TOKEN_FILE_ENV})",
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="retry idempotent requests N times after 429/503 answers or connection errors, "
+        "honouring Retry-After, and resume cut downloads (default 3; 0: never)",
     )
     g.add_argument("--json", action="store_true", help="print JSON on stdout (for scripts)")
     return p
@@ -98,7 +108,11 @@ def add_client_commands(sub: Any) -> None:
         help="time limit in seconds (the service clamps it)",
     )
     p.add_argument("--wait", action="store_true", help="wait until the job ends")
-    p.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help=f"with --wait: give up after this many seconds (exit {EXIT_RUNNING})",
+    )
     p.add_argument(
         "--download", metavar="DIR", help="download the results into DIR (implies --wait)"
     )
@@ -106,9 +120,16 @@ def add_client_commands(sub: Any) -> None:
     p = cmd("status", "show a job", "Show a job: phase, times, parameters, results.")
     p.add_argument("job", help="job id")
 
-    p = cmd("wait", "wait until a job ends", "Wait until the job ends (exit 1 unless COMPLETED).")
+    p = cmd(
+        "wait",
+        "wait until a job ends",
+        f"Wait until the job ends: exit {EXIT_OK} when it COMPLETED, {EXIT_FAILED} when it "
+        f"ended otherwise, {EXIT_RUNNING} when --timeout passed with the job still running.",
+    )
     p.add_argument("job", help="job id")
-    p.add_argument("--timeout", type=float, help="give up after this many seconds")
+    p.add_argument(
+        "--timeout", type=float, help=f"give up after this many seconds (exit {EXIT_RUNNING})"
+    )
 
     p = cmd("results", "list a job's results", "List the results of a job.")
     p.add_argument("job", help="job id")
@@ -444,10 +465,17 @@ def _cmd_jobs(
         from rich.table import Table
 
         table = Table(title=f"jobs ({len(refs)})")
-        for col in ("job", "phase", "run id", "created"):
+        for col in ("job", "app", "input", "phase", "run id", "created"):
             table.add_column(col)
         for r in refs:
-            table.add_row(r.job_id, _phase(r.phase), r.run_id or "", _when(r.creation_time))
+            table.add_row(
+                r.job_id,
+                r.app,
+                r.input_name or r.input_file,
+                _phase(r.phase),
+                r.run_id or "",
+                _when(r.creation_time),
+            )
         out.print(table)
 
     return _emit(out, args, [r.to_dict() for r in refs], show)
@@ -530,18 +558,28 @@ def _cmd(args: argparse.Namespace, rest: list[str], client: CaesarClient) -> int
 
 
 def run_client_command(args: argparse.Namespace, rest: list[str]) -> int:
-    """Run a client subcommand; return the exit code (0 ok, 1 failed, 2 usage)."""
+    """Run a client subcommand; return the exit code (0 ok, 1 failed, 2 usage, 3 still running
+    after a wait's ``--timeout``)."""
     if rest and args.command != "submit":
         print(f"error: unrecognized arguments: {' '.join(rest)}", file=sys.stderr)
         return EXIT_USAGE
-    from caesar_rest.client.core import CaesarClient, CaesarError
+    from caesar_rest.client.core import CaesarClient, CaesarError, CaesarTimeout, RetryPolicy
 
+    if args.retries < 0:
+        print("error: --retries takes a count >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    retry = RetryPolicy(attempts=args.retries + 1)
     try:
-        with CaesarClient(args.url, token=args.token, token_file=args.token_file) as client:
+        with CaesarClient(
+            args.url, token=args.token, token_file=args.token_file, retry=retry
+        ) as client:
             return _cmd(args, rest, client)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CaesarTimeout as exc:  # the job goes on: not a failure
+        print(f"still running: {exc}", file=sys.stderr)
+        return EXIT_RUNNING
     except CaesarError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -12,8 +12,10 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,6 +43,18 @@ WAIT_STEP = 60.0
 #: Phases in which the server blocks a WAIT; in others the client sleeps between looks.
 _BLOCKING = frozenset({"PENDING", "QUEUED", "EXECUTING"})
 _FILE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+#: Methods whose repetition has no further effect (RFC 9110 §9.2.2): the only ones retried.
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+#: Answers after which the request is tried again: too many requests, service unavailable.
+RETRY_STATUSES = frozenset({429, 503})
+#: Transport failures that are tried again: no connection, or a connection dropped.
+_RETRY_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+)
 
 #: ``progress(bytes_done, bytes_total)``.
 Progress = Callable[[int, int], None]
@@ -70,6 +84,79 @@ class CaesarError(Exception):
 
 class CaesarTimeout(CaesarError):
     """A wait ran out of time before the job ended."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently idempotent requests are tried again.
+
+    A request is tried again after a 429 or 503 answer or a connection error, up to
+    ``attempts`` tries in all; the pause is the answer's ``Retry-After`` (seconds or an HTTP
+    date) when it gives one, else ``backoff`` doubled at each try, and never more than
+    ``max_delay``. A cut download is resumed from where it stopped with the same budget.
+
+    Attributes
+    ----------
+    attempts
+        Tries in all (1: no retry).
+    backoff
+        First pause in seconds.
+    max_delay
+        Longest pause in seconds (a longer ``Retry-After`` is cut to it).
+    """
+
+    attempts: int = 4
+    backoff: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, tried: int, response: httpx.Response | None = None) -> float:
+        """Seconds to pause after the ``tried``-th failed try (1-based).
+
+        Parameters
+        ----------
+        tried
+            Tries made so far.
+        response
+            The refusing answer, whose ``Retry-After`` wins when it is readable.
+
+        Returns
+        -------
+        float
+            The pause, at most :attr:`max_delay`.
+        """
+        wait = self.backoff * (2 ** (tried - 1))
+        after = retry_after(response) if response is not None else None
+        if after is not None:
+            wait = after
+        return max(0.0, min(wait, self.max_delay))
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The pause a ``Retry-After`` header asks for, in seconds (None when absent or unreadable).
+
+    Parameters
+    ----------
+    response
+        The answer.
+
+    Returns
+    -------
+    float or None
+        Seconds from now (an HTTP date in the past gives 0).
+    """
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def resolve_token(token: str | None = None, token_file: str | Path | None = None) -> str | None:
@@ -164,6 +251,25 @@ def _filename(response: httpx.Response, fallback: str) -> str:
     return name or fallback
 
 
+@dataclass
+class _Partial:
+    """A download under way: where it goes and how much of it has arrived."""
+
+    target: Path | None = None
+    tmp: Path | None = None
+    done: int = 0
+    total: int | None = None
+    validator: str | None = None
+
+
+def _range_total(header: str | None) -> int | None:
+    """The full size from ``Content-Range: bytes a-b/size`` (None when not given)."""
+    if not header or "/" not in header:
+        return None
+    size = header.rsplit("/", 1)[1].strip()
+    return int(size) if size.isdigit() else None
+
+
 class CaesarClient:
     """Client of one caesar-rest service.
 
@@ -182,6 +288,11 @@ class CaesarClient:
         TLS verification: True, False or a CA bundle path.
     transport
         An httpx transport (tests).
+    retry
+        Retries of idempotent requests and resumption of cut downloads (default
+        :class:`RetryPolicy()`: 4 tries, pauses from 0.5 s doubling, ``Retry-After`` honoured).
+    sleep
+        How to pause between tries (tests).
 
     Examples
     --------
@@ -199,7 +310,11 @@ class CaesarClient:
         timeout: float = 60.0,
         verify: bool | str = True,
         transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
         headers = {"User-Agent": f"caesar-rest-client/{__version__}"}
         tok = resolve_token(token, token_file)
@@ -231,14 +346,30 @@ class CaesarClient:
         self.close()
 
     def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, url, **kw)
-        except httpx.TimeoutException as exc:
-            raise CaesarError(None, f"{self.url} did not answer in time: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise CaesarError(None, f"cannot reach {self.url}: {exc}") from None
-        self._check(response)
-        return response
+        # Only idempotent requests are tried again: a POST may have had its effect.
+        attempts = max(1, self.retry.attempts) if method.upper() in IDEMPOTENT else 1
+        tried = 0
+        while True:
+            tried += 1
+            try:
+                response = self._http.request(method, url, **kw)
+            except _RETRY_ERRORS as exc:
+                if tried >= attempts:
+                    raise self._transport_error(exc) from None
+                self._sleep(self.retry.delay(tried))
+                continue
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc) from None
+            if response.status_code in RETRY_STATUSES and tried < attempts:
+                self._sleep(self.retry.delay(tried, response))
+                continue
+            self._check(response)
+            return response
+
+    def _transport_error(self, exc: httpx.HTTPError) -> CaesarError:
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+            return CaesarError(None, f"{self.url} did not answer in time: {exc}")
+        return CaesarError(None, f"cannot reach {self.url}: {exc}")
 
     @staticmethod
     def _check(response: httpx.Response) -> None:
@@ -489,36 +620,88 @@ class CaesarClient:
         return written
 
     def _download_one(self, res: ResultInfo, out: Path, progress: DownloadProgress | None) -> Path:
+        """Fetch one result into ``out``; a cut transfer is resumed with a ``Range`` request."""
         url = urljoin(self.url + "/", res.href)
+        state = _Partial()
+        tried = 0
         try:
-            with self._http.stream("GET", url) as r:
-                self._check(r)
-                target = out / _filename(r, res.id)
-                total = int(r.headers.get("content-length", 0)) or None
-                tmp = target.with_name(f".{target.name}.part")
-                done = 0
+            while True:
+                tried += 1
                 try:
-                    with open(tmp, "wb") as fh:
-                        for chunk in r.iter_bytes(CHUNK):
-                            fh.write(chunk)
-                            done += len(chunk)
-                            if progress:
-                                progress(res.id, done, total)
-                    os.replace(tmp, target)
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
-        except httpx.HTTPError as exc:
-            raise CaesarError(None, f"download of {res.id} failed: {exc}") from None
-        return target
+                    response = self._fetch_part(url, res.id, out, state, progress)
+                except _RETRY_ERRORS as exc:
+                    if tried >= max(1, self.retry.attempts):
+                        raise CaesarError(None, f"download of {res.id} failed: {exc}") from None
+                    self._sleep(self.retry.delay(tried))
+                    continue
+                except httpx.HTTPError as exc:
+                    raise CaesarError(None, f"download of {res.id} failed: {exc}") from None
+                if response is not None and tried < max(1, self.retry.attempts):
+                    self._sleep(self.retry.delay(tried, response))
+                    continue
+                if response is not None:
+                    self._check(response)
+                assert state.target is not None and state.tmp is not None
+                os.replace(state.tmp, state.target)
+                return state.target
+        except BaseException:
+            if state.tmp is not None:
+                state.tmp.unlink(missing_ok=True)
+            raise
+
+    def _fetch_part(
+        self,
+        url: str,
+        rid: str,
+        out: Path,
+        state: _Partial,
+        progress: DownloadProgress | None,
+    ) -> httpx.Response | None:
+        """One GET of a download, from ``state.done`` on; the answer when it is to be retried
+        (429/503), else None once the body is in ``state.tmp``."""
+        headers: dict[str, str] = {}
+        if state.done:
+            headers["Range"] = f"bytes={state.done}-"
+            if state.validator:
+                # A result that changed since is sent whole (200), not spliced.
+                headers["If-Range"] = state.validator
+        with self._http.stream("GET", url, headers=headers) as r:
+            if r.status_code in RETRY_STATUSES:
+                r.read()  # a short refusal, read for its message
+                return r
+            self._check(r)
+            if state.target is None:
+                state.target = out / _filename(r, rid)
+                state.tmp = state.target.with_name(f".{state.target.name}.part")
+            assert state.tmp is not None
+            if r.status_code != 206:  # the whole file: (re)start from its first byte
+                state.done = 0
+                state.total = int(r.headers.get("content-length", 0)) or None
+            else:
+                state.total = _range_total(r.headers.get("content-range")) or state.total
+            state.validator = r.headers.get("etag") or r.headers.get("last-modified")
+            with open(state.tmp, "ab" if state.done else "wb") as fh:
+                # Chunks as they arrive: a sized iterator would hold back what a cut loses.
+                for chunk in r.iter_bytes():
+                    fh.write(chunk)
+                    state.done += len(chunk)
+                    if progress:
+                        progress(rid, state.done, state.total)
+        return None
 
     def jobs(
         self,
         phases: Iterable[str] | None = None,
         after: datetime | None = None,
         last: int | None = None,
+        inputs: bool = True,
     ) -> list[JobRef]:
-        """The caller's jobs (UWS filters: any of ``phases``, created ``after``, ``last`` n)."""
+        """The caller's jobs (UWS filters: any of ``phases``, created ``after``, ``last`` n).
+
+        With ``inputs``, each job's app, input file id and the input's file name are filled
+        in from the v1.0 job and file lists (two more requests; left empty when the service
+        does not answer them).
+        """
         params: list[tuple[str, str]] = [("PHASE", p.upper()) for p in phases or ()]
         if after is not None:
             when = after if after.tzinfo else after.replace(tzinfo=UTC)
@@ -526,4 +709,27 @@ class CaesarClient:
         if last is not None:
             params.append(("LAST", str(last)))
         data = self._json("GET", UWS_JOBS, params=params)
-        return [JobRef.from_json(j) for j in data.get("jobs", [])]
+        refs = [JobRef.from_json(j) for j in data.get("jobs", [])]
+        if inputs and refs:
+            self._add_inputs(refs)
+        return refs
+
+    def _add_inputs(self, refs: list[JobRef]) -> None:
+        try:
+            jobs = self._json("GET", f"{V1}/jobs")
+            files = self._json("GET", f"{V1}/fileids")
+        except CaesarError:
+            return  # the list stays usable without them
+        names = {
+            str(f.get("fileid")): str(f.get("filename_orig") or "")
+            for f in files
+            if isinstance(f, dict)
+        }
+        by_id = {str(j.get("job_id")): j for j in jobs if isinstance(j, dict)}
+        for ref in refs:
+            job = by_id.get(ref.job_id)
+            if job is None:
+                continue
+            ref.app = str(job.get("app") or "")
+            ref.input_file = str(job.get("data_inputs") or "")
+            ref.input_name = names.get(ref.input_file, "")

@@ -199,6 +199,10 @@ class JobRef(_Model):
     run_id: str | None = None
     owner: str | None = None
     creation_time: datetime | None = None
+    #: The app, the input's file id and the input's file name (see ``CaesarClient.jobs``).
+    app: str = ""
+    input_file: str = ""
+    input_name: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobRef:

@@ -57,6 +57,10 @@ class JobSpec:
     input_file: str
     #: The app's argument list, run in the job folder by the wrapper.
     command: list[str]
+    #: The user's name of the input file (display text for previews and VOTables only).
+    input_name: str = ""
+    #: SHA-256 of the input file as uploaded (for the VOTable provenance).
+    input_sha256: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
@@ -68,6 +72,8 @@ class JobSpec:
             options=dict(data.get("options") or {}),
             input_file=str(data.get("input_file", "")),
             command=[str(a) for a in data["command"]],
+            input_name=str(data.get("input_name", "")),
+            input_sha256=str(data.get("input_sha256", "")),
         )
 
 

@@ -176,6 +176,8 @@ class JobService:
             options=options,
             input_file=str(input_path),
             command=[str(a) for a in app.command(input_path, options, Path("."))],
+            input_name=frec.filename_orig,
+            input_sha256=frec.sha256,
         )
         write_spec(jdir, spec)
         if compat:
