@@ -166,14 +166,18 @@ def test_post_is_not_retried(stub: _Stub) -> None:
 
 def test_connection_errors_are_retried() -> None:
     pauses: list[float] = []
-    with _client(f"http://127.0.0.1:{free_port()}", pauses, attempts=3) as c:
-        with pytest.raises(CaesarError, match="cannot reach"):
-            c.apps()
+    with (
+        _client(f"http://127.0.0.1:{free_port()}", pauses, attempts=3) as c,
+        pytest.raises(CaesarError, match="cannot reach"),
+    ):
+        c.apps()
     assert pauses == [0.25, 0.5]
     never: list[float] = []
-    with _client(f"http://127.0.0.1:{free_port()}", never, attempts=1) as c:
-        with pytest.raises(CaesarError, match="cannot reach"):
-            c.apps()
+    with (
+        _client(f"http://127.0.0.1:{free_port()}", never, attempts=1) as c,
+        pytest.raises(CaesarError, match="cannot reach"),
+    ):
+        c.apps()
     assert never == []
 
 

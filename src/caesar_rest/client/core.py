@@ -124,7 +124,7 @@ class RetryPolicy:
         float
             The pause, at most :attr:`max_delay`.
         """
-        wait = self.backoff * (2 ** (tried - 1))
+        wait = self.backoff * 2.0 ** (tried - 1)
         after = retry_after(response) if response is not None else None
         if after is not None:
             wait = after
