@@ -289,9 +289,18 @@ class LocalBackend:
             return
         job.pid, job.pid_start = started.pid, started.start_ticks
         log.info("job_started", job_id=job.id, pid=job.pid)
-        # The supervisor records the pid: it waits out a busy database without holding up the
-        # dispatcher, and the process is watched from its first moment.
-        self._spawn_supervisor(job, started.proc, record_pid=True)
+        try:  # at once: a restart can adopt the job only once its pid is recorded
+            self.service.update_fields(
+                job.id, pid=job.pid, pid_start=job.pid_start, message="Job running"
+            )
+            pending = False
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The database is busy: the supervisor records the pid when it can, without
+            # holding up the dispatcher, and watches the process from its first moment.
+            pending = True
+        self._spawn_supervisor(job, started.proc, record_pid=pending)
 
     # --- supervision ---------------------------------------------------------------------
     def _spawn_supervisor(
