@@ -75,7 +75,7 @@ def build_runtime(settings: Settings, *, migrate: bool, backends: bool = True) -
     Runtime
         The wired objects; nothing is started.
     """
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, busy_timeout=settings.db_busy_timeout)
     if migrate:
         upgrade(engine)
     sessions = make_sessionmaker(engine)

@@ -332,6 +332,12 @@ class Settings(BaseSettings):
             "Default: SQLite file caesar-rest.sqlite3 in the parent of the data folder."
         ),
     )
+    db_busy_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="SQLite: seconds a statement waits for another connection's write lock "
+        "before it fails (the request answers 503; a job's state write is tried again).",
+    )
     max_upload_mib: int = Field(
         1000, ge=1, description="Largest accepted upload in MiB (bigger ones get 413)."
     )

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from caesar_rest.db.engine import unavailable
 from caesar_rest.errors import ServiceError
 from caesar_rest.logconfig import get_logger
 
@@ -63,6 +64,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if (busy := unavailable(exc)) is not None:  # database locked or down: 503
+            return answer(busy)
         rid = request.scope.get("state", {}).get("request_id", "")
         log.exception("unhandled_error", path=request.url.path)
         return JSONResponse(

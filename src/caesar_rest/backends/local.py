@@ -12,6 +12,14 @@ stopped through :mod:`caesar_rest.backends.process`, like the Celery worker's.
 
 :meth:`LocalBackend.reconcile` is the monitor's pass: it settles only jobs of this machine whose
 process is gone and whose record has not moved for ``monitor_lost_after`` seconds.
+
+State writes that must not be lost (a job's pid, its final state) are tried again, with a
+growing pause, while the database is locked or out of reach
+(:func:`caesar_rest.db.engine.retry_until_done`): a supervisor keeps its job until the final
+state lands. Each dispatcher pass also settles this machine's EXECUTING jobs that no supervisor
+here watches and whose process has ended (for a few poll intervals: another API process may be
+recording it): finished from ``exit.json``, or ERROR (lost) without one; and it queues PENDING
+jobs whose hand-over to the queue failed. So no job stays EXECUTING after its process ended.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from caesar_rest.backends.process import (
     process_alive,
     reap_group,
 )
-from caesar_rest.db.engine import write_first
+from caesar_rest.db.engine import is_transient, retry_until_done, write_first
 from caesar_rest.db.locks import claim_lock, pass_lock
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.folder import Outcome, lost, outcome_of, read_exit, read_spec
@@ -58,6 +66,8 @@ class LocalBackend:
         self._thread: threading.Thread | None = None
         self._supervised: set[str] = set()
         self._lock = threading.Lock()
+        #: When (monotonic) the sweep first saw an unsupervised job's process ended.
+        self._ended_since: dict[str, float] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -166,16 +176,71 @@ class LocalBackend:
     # --- dispatcher ----------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                while not self._stop.is_set():
-                    job = self._claim()
-                    if job is None:
-                        break
-                    self._launch(job)
-            except Exception:
-                log.exception("dispatcher_error")
+            for step in (self._sweep, self._dispatch):
+                try:
+                    step()
+                except Exception as exc:
+                    if not is_transient(exc):
+                        log.exception("dispatcher_error")
+                    else:  # the database is locked or down: the next pass tries again
+                        log.warning("dispatcher_db_busy", error=str(exc))
             self._wake.wait(self.settings.job_poll_interval)
             self._wake.clear()
+
+    def _dispatch(self) -> None:
+        """Claim and start queued jobs while there is a free slot."""
+        while not self._stop.is_set():
+            job = self._claim()
+            if job is None:
+                break
+            self._launch(job)
+
+    @property
+    def _settle_grace(self) -> float:
+        """Seconds an ended job may wait for another process's supervisor to record it."""
+        return max(2.0, 3 * self.settings.job_poll_interval)
+
+    def _sweep(self) -> None:
+        """Settle this machine's unwatched jobs whose process ended; queue stranded ones.
+
+        A job EXECUTING here with no supervisor in this process belongs to another API
+        process (which records its end itself), or to a supervisor that could not: once its
+        process has been seen ended for :attr:`_settle_grace` seconds, it is finished from
+        ``exit.json`` (ERROR, lost, without one). A job claimed but never given a pid is left
+        to the monitor's ``monitor_lost_after``. A PENDING job to run whose hand-over to the
+        queue failed (the database was busy) is queued.
+        """
+        me = hostname()
+        with self.service.sessions() as s:
+            jobs = list(
+                s.scalars(
+                    select(JobRecord).where(
+                        JobRecord.backend == self.name,
+                        JobRecord.phase.in_([Phase.EXECUTING.value, Phase.PENDING.value]),
+                    )
+                )
+            )
+        now = time.monotonic()
+        seen: set[str] = set()
+        for job in jobs:
+            if job.phase == Phase.PENDING.value:
+                if job.run_requested and seconds_ago(job.created_at) >= self._settle_grace:
+                    self.submit(job)
+                continue
+            with self._lock:
+                watched = job.id in self._supervised
+            if watched or job.host != me or not job.pid:
+                continue
+            if process_alive(job.pid, job.pid_start):
+                continue
+            seen.add(job.id)
+            since = self._ended_since.setdefault(job.id, now)
+            if now - since < self._settle_grace:
+                continue
+            self._finish_vanished(
+                job, "Job process ended and no service recorded its outcome; outcome unknown"
+            )
+        self._ended_since = {k: v for k, v in self._ended_since.items() if k in seen}
 
     def _claim(self) -> JobRecord | None:
         """Atomically move the oldest QUEUED local job to EXECUTING, within the limit."""
@@ -222,23 +287,52 @@ class LocalBackend:
             log.exception("job_launch_failed", job_id=job.id)
             self.service.finish(job, Outcome(None, 0.0, message=f"Job failed to start: {exc}"))
             return
-        pid, ticks = started.pid, started.start_ticks
-        self.service.update_fields(job.id, pid=pid, pid_start=ticks, message="Job running")
-        job.pid, job.pid_start = pid, ticks
-        log.info("job_started", job_id=job.id, pid=pid)
-        self._spawn_supervisor(job, started.proc)
+        job.pid, job.pid_start = started.pid, started.start_ticks
+        log.info("job_started", job_id=job.id, pid=job.pid)
+        try:  # at once: a restart can adopt the job only once its pid is recorded
+            self.service.update_fields(
+                job.id, pid=job.pid, pid_start=job.pid_start, message="Job running"
+            )
+            pending = False
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The database is busy: the supervisor records the pid when it can, without
+            # holding up the dispatcher, and watches the process from its first moment.
+            pending = True
+        self._spawn_supervisor(job, started.proc, record_pid=pending)
 
     # --- supervision ---------------------------------------------------------------------
-    def _spawn_supervisor(self, job: JobRecord, proc: subprocess.Popen[bytes] | None) -> None:
+    def _spawn_supervisor(
+        self, job: JobRecord, proc: subprocess.Popen[bytes] | None, record_pid: bool = False
+    ) -> None:
         with self._lock:
             self._supervised.add(job.id)
         t = threading.Thread(
-            target=self._supervise, args=(job, proc), name=f"job-{job.id[:8]}", daemon=True
+            target=self._supervise,
+            args=(job, proc, record_pid),
+            name=f"job-{job.id[:8]}",
+            daemon=True,
         )
         t.start()
 
-    def _supervise(self, job: JobRecord, proc: subprocess.Popen[bytes] | None) -> None:
+    def _running(self) -> bool:
+        """Whether this backend is still in service (retries stop when it is not)."""
+        return not self._stop.is_set()
+
+    def _supervise(
+        self, job: JobRecord, proc: subprocess.Popen[bytes] | None, record_pid: bool = False
+    ) -> None:
         try:
+            if record_pid:
+                pid, ticks = job.pid, job.pid_start
+                retry_until_done(
+                    "job pid",
+                    lambda: self.service.update_fields(
+                        job.id, pid=pid, pid_start=ticks, message="Job running"
+                    ),
+                    keep_going=self._running,
+                )
             self._supervise_inner(job, proc)
         except Exception:
             log.exception("supervisor_error", job_id=job.id)
@@ -267,7 +361,13 @@ class LocalBackend:
         outcome = outcome_of(
             record, exit_code=rc, elapsed=time.time() - started, timed_out=timed_out
         )
-        self.service.finish(job, outcome)
+        # The final state must land: a busy or unreachable database is waited out.
+        retry_until_done(
+            "job end",
+            lambda: self.service.finish(job, outcome),
+            longest=1.0,
+            keep_going=self._running,
+        )
 
     @staticmethod
     def _wait(

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import select
 
+from caesar_rest.db.engine import is_transient
 from caesar_rest.db.locks import pass_lock
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.folder import TIMEOUT_FLAG, lost, outcome_of, read_exit, read_spec
@@ -169,7 +170,8 @@ class RemoteBackend:
     def reconcile(self, wait: float = 0.0) -> None:
         """One pass over this backend's non-final jobs.
 
-        Skipped when another process is doing one and has not finished within ``wait`` s.
+        Skipped when another process is doing one and has not finished within ``wait`` s;
+        cut short when the database is busy or out of reach (the next pass goes on).
         """
         with pass_lock(self.service.engine, self.name, wait) as got:
             if not got:
@@ -177,7 +179,13 @@ class RemoteBackend:
             for job in self.open_jobs():
                 try:
                     self.refresh(job)
-                except Exception:
+                except Exception as exc:
+                    if is_transient(exc):
+                        # The database is busy or down: each job would wait out the busy
+                        # timeout in turn. The next pass sees the same jobs (none is final
+                        # yet) and records what this one could not.
+                        log.warning("reconcile_db_busy", backend=self.name, error=str(exc))
+                        return
                     log.exception("reconcile_failed", backend=self.name, job_id=job.id)
 
     def open_jobs(self) -> list[JobRecord]:

@@ -6,18 +6,36 @@ runner and the command-line tools can share one database file.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from caesar_rest.errors import Unavailable
+from caesar_rest.logconfig import get_logger
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url`` with the settings this service needs."""
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds a client is told to wait (``Retry-After``) when the database is busy or down.
+RETRY_AFTER = 5
+
+
+def make_engine(url: str, *, busy_timeout: float = 30.0, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` with the settings this service needs.
+
+    ``busy_timeout`` is how long (s) a SQLite statement waits for another connection's write
+    lock before it fails with "database is locked" (setting ``db_busy_timeout``).
+    """
     if url.startswith("sqlite"):
+        busy_ms = max(1, int(busy_timeout * 1000))
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": busy_timeout},
             pool_size=8,
             max_overflow=16,
             **kwargs,
@@ -31,7 +49,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -71,3 +89,78 @@ def write_first(session: Session) -> Connection:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Session factory; objects stay usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database being busy or out of reach, not a bad statement.
+
+    SQLite's "database is locked" (a write lock held past the busy timeout) and PostgreSQL's
+    refused, dropped or timed-out connections are ``OperationalError`` or ``InterfaceError``;
+    any DBAPI error that invalidated its connection counts too. Trying again later may succeed.
+    """
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def unavailable(exc: BaseException) -> Unavailable | None:
+    """The 503 answer (with ``Retry-After``) for a busy or unreachable database, else None.
+
+    The one mapping of database faults to HTTP: the API's handler of unexpected exceptions
+    answers with it when it is not None.
+    """
+    if not is_transient(exc):
+        return None
+    return Unavailable(
+        "The database is busy or unreachable; try again shortly",
+        headers={"Retry-After": str(RETRY_AFTER)},
+        retry_after=RETRY_AFTER,
+    )
+
+
+def retry_until_done(
+    what: str,
+    action: Callable[[], T],
+    *,
+    first: float = 0.2,
+    longest: float = 5.0,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> T:
+    """Run ``action`` until it gets past the database's transient faults.
+
+    A state write that must not be lost (a job's final state, its pid) runs here: each try is
+    bounded by the busy timeout (or the connection timeout), and between tries the pause
+    doubles from ``first`` to ``longest`` seconds. Other exceptions propagate at once, and so
+    does the last transient one when ``keep_going()`` turns False (the service is stopping:
+    the next start settles the job from its folder).
+
+    Parameters
+    ----------
+    what
+        What is written, for the log.
+    action
+        The write; it must be safe to repeat.
+    first, longest
+        The first and the longest pause between tries (s).
+    keep_going
+        Asked after each failed try.
+
+    Returns
+    -------
+    T
+        What ``action`` returned.
+    """
+    pause = first
+    tries = 0
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            tries += 1
+            if not keep_going():
+                raise
+            log.warning("db_write_retry", what=what, tries=tries, pause=pause, error=str(exc))
+            time.sleep(pause)
+            pause = min(longest, pause * 2)

@@ -18,7 +18,7 @@ from caesar_rest.apps.base import LOG_RESULT, App, OptionError
 from caesar_rest.apps.registry import AppRegistry
 from caesar_rest.auth.quotas import check_jobs, lock_user
 from caesar_rest.auth.users import Limits
-from caesar_rest.db.engine import write_first
+from caesar_rest.db.engine import is_transient, write_first
 from caesar_rest.db.models import FileRecord, JobEvent, JobRecord, JobResult
 from caesar_rest.errors import Invalid, NotFound
 from caesar_rest.jobs.folder import LOG_FILE, SPEC_FILE, JobSpec, Outcome, write_spec
@@ -273,10 +273,17 @@ class JobService:
             (jdir / LOG_FILE).write_text("".join(f"{line}\n" for line in lines), "utf-8")
 
     def dispatch(self, job: JobRecord) -> None:
-        """Hand a PENDING job to its backend."""
+        """Hand a PENDING job to its backend.
+
+        When the database is busy or out of reach the job stays PENDING (with its run
+        requested): its backend's next pass hands it over, so the caller still gets its id.
+        """
         try:
             self.backend_for(job).submit(job)
         except Exception as exc:  # the job stays tracked, with the reason
+            if is_transient(exc):
+                log.warning("dispatch_deferred", job_id=job.id, error=str(exc))
+                return
             log.exception("dispatch_failed", job_id=job.id)
             self.transition(job.id, Phase.ERROR, Reason.FAILED, f"could not be dispatched: {exc}")
 
