@@ -378,6 +378,27 @@ class Settings(BaseSettings):
     job_poll_interval: float = Field(
         1.0, gt=0, description="Local runner: seconds between looks at the queue."
     )
+    job_memory_limit_mib: int = Field(
+        4096,
+        ge=0,
+        description="Memory a job's program may allocate, in MiB (RLIMIT_DATA on every backend; "
+        "Slurm's --mem when slurm_memory_mb is 0). Over it the job ends FAILURE with 'memory "
+        "limit ... exceeded'. 0: no limit.",
+    )
+    job_cpu_time_limit: int = Field(
+        0,
+        ge=0,
+        description="CPU seconds a job's program may use (RLIMIT_CPU; over it: TIMED-OUT). "
+        "0: none (the wall-clock job_time_limit still holds).",
+    )
+    job_open_files_limit: int = Field(
+        4096, ge=0, description="Files a job's program may hold open (RLIMIT_NOFILE). 0: none."
+    )
+    job_file_size_limit_mib: int = Field(
+        16384,
+        ge=0,
+        description="Largest file a job's program may write, in MiB (RLIMIT_FSIZE). 0: none.",
+    )
     extra_apps: list[str] = Field(
         default_factory=list,
         description="Extra app classes to register, as 'module:Class' (plug-ins, tests).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -87,10 +88,40 @@ def test_sweep_keeps_live_processes_files(tmp_path: Path) -> None:
         p.write_bytes(b"x")
     past = time.time() - 7200
     os.utime(old_other, (past, past))
-    assert sweep_incoming(tmp_path) == 2
-    assert mine.exists() and other_host.exists()
-    assert not dead.exists() and not old_other.exists()
+    held = os.open(mine, os.O_RDONLY)  # a live writer holds its file's lock
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert sweep_incoming(tmp_path) == 2
+        assert mine.exists() and other_host.exists()
+        assert not dead.exists() and not old_other.exists()
+    finally:
+        os.close(held)
     assert sweep_incoming(tmp_path, all_files=True) == 2
+
+
+def test_sweep_removes_a_dead_writers_file_with_my_pid(tmp_path: Path) -> None:
+    """Issue 14 item 7: a restarted server with the same pid (a container) still sweeps."""
+    import socket
+
+    inc = tmp_path / ".incoming"
+    inc.mkdir()
+    left = inc / f"{socket.gethostname()}-{os.getpid()}-old.part"  # our pid, no writer
+    left.write_bytes(b"x" * 1000)
+    live = upload._HashingWriter(inc / f"{socket.gethostname()}-{os.getpid()}-new.part")
+    live.write([memoryview(b"partial")])
+    assert sweep_incoming(tmp_path) == 1
+    assert not left.exists() and live.path.exists()  # the live writer's file stays
+    live.close()
+    assert sweep_incoming(tmp_path) == 0  # closed but not yet moved into place: still held
+    live.part_lock.release()
+    assert sweep_incoming(tmp_path) == 1 and not live.path.exists()
+
+
+def test_received_upload_holds_its_lock_until_moved(tmp_path: Path) -> None:
+    got = run(body(b"payload"), tmp_path)
+    assert sweep_incoming(tmp_path) == 0 and got.temp_path.exists()
+    got.release()
+    assert sweep_incoming(tmp_path) == 1
 
 
 def test_durable_upload_is_written_back_while_it_arrives(

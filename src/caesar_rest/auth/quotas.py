@@ -22,6 +22,7 @@ from caesar_rest.jobs.states import FINAL
 from caesar_rest.timeutil import utcnow
 
 __all__ = [
+    "INFLATED_KEY",
     "QuotaExceeded",
     "Usage",
     "check_bytes",
@@ -31,6 +32,10 @@ __all__ = [
     "usage_warnings",
     "warnings",
 ]
+
+
+#: Key of a file record's ``info`` holding a compressed file's inflated size (what it counts).
+INFLATED_KEY = "inflated_size"
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,10 @@ def lock_user(session: Session, owner: str) -> None:
 
 
 def usage(session: Session, owner: str) -> Usage:
-    """Stored bytes and unfinished jobs of ``owner``."""
+    """Stored bytes and unfinished jobs of ``owner`` (a compressed file counts inflated)."""
+    charged = func.coalesce(FileRecord.info[INFLATED_KEY].as_integer(), FileRecord.size)
     nbytes = session.execute(
-        select(func.coalesce(func.sum(FileRecord.size), 0)).where(FileRecord.owner == owner)
+        select(func.coalesce(func.sum(charged), 0)).where(FileRecord.owner == owner)
     ).scalar_one()
     active = session.execute(
         select(func.count(JobRecord.id)).where(

@@ -34,6 +34,7 @@ from caesar_rest.backends.process import (
     Launched,
     die_with_parent,
     hostname,
+    job_limits,
     kill_group,
     launch,
     process_alive,
@@ -178,8 +179,15 @@ def _run(svc: JobService, task: Task, job: JobRecord) -> dict[str, Any]:
     job = svc.get_any(job.id) or job
     jdir = svc.job_dir(job)
     try:
-        # Safe: a pool process runs no other threads.
-        started = launch(jdir, read_spec(jdir).command, job.cores, preexec=die_with_parent)
+        # Safe: a pool process runs no other threads. The job's limits hold per child: each
+        # job process gets them from the wrapper.
+        started = launch(
+            jdir,
+            read_spec(jdir).command,
+            job.cores,
+            preexec=die_with_parent,
+            limits=job_limits(svc.settings),
+        )
     except Exception as exc:
         log.exception("job_launch_failed", job_id=job.id)
         svc.finish(job, Outcome(None, 0.0, message=f"Job failed to start on the worker: {exc}"))

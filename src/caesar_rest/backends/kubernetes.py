@@ -136,7 +136,8 @@ def build_manifest(
             {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
             {"name": "XDG_CACHE_HOME", "value": "/tmp/cache"},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-            *({"name": k, "value": v} for k, v in job_environment(cores).items()),
+            # The wrapper's rlimits (memory, CPU time, files), inside the pod's own limits.
+            *({"name": k, "value": v} for k, v in job_environment(cores, core.limits).items()),
             {"name": "CAESAR_JOB_ID", "value": job.id},
         ],
         "resources": {

@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 
 from caesar_rest.backends.process import (
     hostname,
+    job_limits,
     kill_group,
     launch,
     process_alive,
@@ -282,7 +283,9 @@ class LocalBackend:
     def _launch(self, job: JobRecord) -> None:
         jdir = self.service.job_dir(job)
         try:
-            started = launch(jdir, read_spec(jdir).command, job.cores)
+            started = launch(
+                jdir, read_spec(jdir).command, job.cores, limits=job_limits(self.settings)
+            )
         except Exception as exc:
             log.exception("job_launch_failed", job_id=job.id)
             self.service.finish(job, Outcome(None, 0.0, message=f"Job failed to start: {exc}"))

@@ -6,6 +6,12 @@ argv>`` with :func:`launch`; the Slurm batch script and the Kubernetes pod run t
 A job runs in its own session, so its process group id is its pid: :func:`kill_group` stops
 the app and whatever it spawned. A pid is only ever trusted together with its start time
 (:func:`process_alive`), so a reused pid is never taken for the job.
+
+Every backend hands the job's resource limits (:func:`job_limits`, from the settings) to the
+wrapper in the environment (:func:`job_environment`), and the wrapper sets them as rlimits on
+the app: the local runner and the Celery worker (per child: each job process) through
+:func:`launch`, Slurm and Kubernetes through the job's environment, beside their own memory
+limits (``--mem``, ``resources.limits``).
 """
 
 from __future__ import annotations
@@ -21,8 +27,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from caesar_rest.jobs.folder import LOG_FILE, clear_exit
+from caesar_rest.jobs.folder import LIMITS_ENV, LOG_FILE, JobLimits, clear_exit
+
+if TYPE_CHECKING:
+    from caesar_rest.settings import Settings
+
+MIB = 1024 * 1024
 
 #: Module that every backend runs in the job folder.
 WRAPPER_MODULE = "caesar_rest.backends.wrapper"
@@ -73,21 +85,37 @@ def remap(arg: str, mapping: Sequence[tuple[str, str]]) -> str:
     return arg
 
 
-def job_environment(cores: int) -> dict[str, str]:
+def job_limits(settings: Settings) -> JobLimits:
+    """The resource limits of every job, from the ``job_*_limit`` settings (0: none)."""
+    return JobLimits(
+        memory=settings.job_memory_limit_mib * MIB,
+        cpu_time=settings.job_cpu_time_limit,
+        open_files=settings.job_open_files_limit,
+        file_size=settings.job_file_size_limit_mib * MIB,
+    )
+
+
+def job_environment(cores: int, limits: JobLimits | None = None) -> dict[str, str]:
     """The variables every job gets, on every backend.
 
     One rule: ``OMP_NUM_THREADS`` is the job's cores (the app asked for them), and matplotlib
-    draws without a display.
+    draws without a display. With ``limits``, ``CAESAR_JOB_LIMITS`` tells the wrapper the
+    rlimits to set on the app.
     """
-    return {"OMP_NUM_THREADS": str(max(1, cores)), "MPLBACKEND": "Agg"}
+    env = {"OMP_NUM_THREADS": str(max(1, cores)), "MPLBACKEND": "Agg"}
+    if limits is not None and limits.to_env():
+        env[LIMITS_ENV] = limits.to_env()
+    return env
 
 
-def launch_environment(cores: int) -> dict[str, str]:
+def launch_environment(cores: int, limits: JobLimits | None = None) -> dict[str, str]:
     """This process's environment for a job started here: without the service's own
-    ``CAESAR_REST_*`` settings (secrets among them), and with :func:`job_environment`
-    (an ``OMP_NUM_THREADS`` set by the operator is kept)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAESAR_REST_")}
-    job = job_environment(cores)
+    ``CAESAR_REST_*`` settings (secrets among them) and any inherited job limits, and with
+    :func:`job_environment` (an ``OMP_NUM_THREADS`` set by the operator is kept)."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CAESAR_REST_") and k != LIMITS_ENV
+    }
+    job = job_environment(cores, limits)
     env.setdefault("OMP_NUM_THREADS", job.pop("OMP_NUM_THREADS"))
     env.update(job)
     return env
@@ -114,6 +142,7 @@ def launch(
     command: Sequence[str],
     cores: int,
     preexec: Callable[[], None] | None = None,
+    limits: JobLimits | None = None,
 ) -> Launched:
     """Start the wrapper for ``command`` in ``job_dir``, in a new session, logging to job.log.
 
@@ -127,6 +156,8 @@ def launch(
         The job's cores (sets ``OMP_NUM_THREADS``).
     preexec
         Run in the child before the exec (only where the parent runs no other threads).
+    limits
+        The job's resource limits (:func:`job_limits`), set by the wrapper on the app.
 
     Returns
     -------
@@ -143,7 +174,7 @@ def launch(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            env=launch_environment(cores),
+            env=launch_environment(cores, limits),
             preexec_fn=preexec,
         )
     return Launched(proc, process_start_ticks(proc.pid), time.time())

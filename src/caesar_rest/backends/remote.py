@@ -28,10 +28,11 @@ from typing import Any, ClassVar
 
 from sqlalchemy import select
 
+from caesar_rest.backends.process import job_limits
 from caesar_rest.db.engine import is_transient
 from caesar_rest.db.locks import pass_lock
 from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.folder import TIMEOUT_FLAG, lost, outcome_of, read_exit, read_spec
+from caesar_rest.jobs.folder import TIMEOUT_FLAG, JobLimits, lost, outcome_of, read_exit, read_spec
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import FINAL, Phase, Reason
 from caesar_rest.logconfig import get_logger
@@ -85,6 +86,8 @@ class CoreView:
     #: The service's data and job folders (as configured; the engine may see them elsewhere).
     datadir: Path
     jobdir: Path
+    #: The jobs' resource limits (set by the wrapper; the engine's memory limit beside them).
+    limits: JobLimits = JobLimits()
 
     @classmethod
     def of(cls, settings: Settings) -> CoreView:
@@ -95,6 +98,7 @@ class CoreView:
             kill_grace=settings.job_kill_grace,
             datadir=settings.datadir,
             jobdir=settings.jobdir,
+            limits=job_limits(settings),
         )
 
 

@@ -3,7 +3,9 @@
 ``submit`` writes a batch script that enters the job folder as the cluster mounts it
 (``slurm_jobdir``) and runs the wrapper there, with the input paths rewritten from ``datadir`` to
 ``slurm_datadir``; it asks for the partition, the app's cores (at most ``slurm_max_cores``),
-``slurm_memory_mb`` and the time limit. Slurm counts the limit in whole minutes, so with
+``slurm_memory_mb`` (``--mem``; when 0, ``job_memory_limit_mib``) and the time limit; the
+wrapper sets the jobs' rlimits (``CAESAR_JOB_LIMITS`` in the job's environment). Slurm
+counts the limit in whole minutes, so with
 ``slurm_exact_time_limit`` the script enforces the job's own limit to the second (``timeout``,
 then ``timed_out`` is written) and Slurm's limit, one minute later, is the backstop. Every value
 in the script is quoted with :func:`shlex.quote`.
@@ -44,7 +46,7 @@ import shlex
 import time
 from pathlib import Path
 
-from caesar_rest.backends.process import job_environment, wrapper_argv
+from caesar_rest.backends.process import MIB, job_environment, wrapper_argv
 from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen
 from caesar_rest.backends.slurmrest import SlurmClient, SlurmJobInfo, SlurmJobSpec
 from caesar_rest.db.models import JobRecord
@@ -202,7 +204,7 @@ class SlurmBackend(RemoteBackend):
         cores = max(1, min(job.cores, slurm.max_cores))
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            **job_environment(cores),
+            **job_environment(cores, self.core.limits),
             "CAESAR_JOB_ID": job.id,
             **slurm.env,
         }
@@ -214,7 +216,9 @@ class SlurmBackend(RemoteBackend):
             environment=env,
             time_limit_min=minutes,
             cpus=cores,
-            memory_mb=slurm.memory_mb,
+            # --mem: the section's own value, else the jobs' memory limit (the wrapper's
+            # rlimit catches an allocation first and names the limit in the status).
+            memory_mb=slurm.memory_mb or self.core.limits.memory // MIB,
             partition=slurm.partition,
         )
 

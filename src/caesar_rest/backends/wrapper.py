@@ -1,22 +1,55 @@
-"""The job process: runs an app's argument list and records how it ended.
+"""The job process: runs an app's argument list under its limits and records how it ended.
 
 Usage: ``python -m caesar_rest.backends.wrapper -- PROGRAM ARGS...`` in the job folder. It
 writes ``exit.json`` (exit code, signal, times) atomically when the program ends, so the outcome
 survives a restart of the service that launched it. Standard library and
 :mod:`caesar_rest.jobs.folder` only: it starts fast.
+
+Limits: the job's :class:`~caesar_rest.jobs.folder.JobLimits` come in the environment
+(``CAESAR_JOB_LIMITS``, the same on every backend) and are set as rlimits on the app only (in
+the child, before its exec), so the wrapper itself can always record the end. When the app
+fails, the wrapper tells which limit ended it, from the signal (``SIGXCPU``, ``SIGXFSZ``, a
+``SIGKILL`` at the memory limit) or from the error the app printed last (``MemoryError``,
+``Too many open files``, ``File too large``), and writes it into ``exit.json`` (``limit``,
+``reason``) and the log.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from caesar_rest.jobs.folder import ExitRecord, write_exit
+from caesar_rest.jobs.folder import (
+    CPU_TIME,
+    FILE_SIZE,
+    LIMITS_ENV,
+    LOG_FILE,
+    MEMORY,
+    OPEN_FILES,
+    ExitRecord,
+    JobLimits,
+    write_exit,
+)
+
+#: Seconds of CPU time between SIGXCPU (the soft limit) and SIGKILL (the hard one).
+CPU_GRACE = 5
+#: How much of the end of job.log is searched for the app's last error.
+LOG_TAIL = 64 * 1024
+#: What programs print when an allocation fails (Python, numpy, C++, C, Fortran runtimes).
+MEMORY_ERRORS = (
+    b"MemoryError",
+    b"Unable to allocate",
+    b"std::bad_alloc",
+    b"Cannot allocate memory",
+    b"out of memory",
+)
 
 
 def main(argv: list[str]) -> int:
@@ -25,13 +58,17 @@ def main(argv: list[str]) -> int:
         print("usage: python -m caesar_rest.backends.wrapper -- PROGRAM [ARGS...]", file=sys.stderr)
         return 2
     cmd = argv[argv.index("--") + 1 :]
+    limits = JobLimits.from_env(os.environ.get(LIMITS_ENV))
     start = time.time()
     print(f"[caesar-rest] running: {cmd!r}", flush=True)
+    if limits.to_env():
+        print(f"[caesar-rest] limits: {limits.to_env()}", flush=True)
     try:
-        proc = subprocess.Popen(cmd)  # noqa: S603 - an argument list, never a shell
+        # Safe: the wrapper runs no other threads.
+        proc = subprocess.Popen(cmd, preexec_fn=_limiter(limits))  # noqa: S603, PLW1509 - no shell
     except OSError as exc:
         print(f"[caesar-rest] cannot start {cmd[0]}: {exc}", file=sys.stderr, flush=True)
-        _write(127, None, start)
+        _write(127, None, start, limits)
         return 127
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -42,24 +79,108 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     rc = proc.wait()
-    _write(rc, -rc if rc < 0 else None, start)
+    record = _write(rc, -rc if rc < 0 else None, start, limits)
+    if record.reason:
+        print(f"[caesar-rest] {record.reason}", flush=True)
     print(f"[caesar-rest] exit code {rc}, {time.time() - start:.2f} s", flush=True)
     return rc if rc >= 0 else 128 - rc
 
 
-def _write(rc: int, sig: int | None, start: float) -> None:
+def _limiter(limits: JobLimits) -> Callable[[], None] | None:
+    """The function the app's child process runs before its exec: set the rlimits."""
+    wanted = [
+        (resource.RLIMIT_DATA, limits.memory, 0),
+        (resource.RLIMIT_CPU, limits.cpu_time, CPU_GRACE),
+        (resource.RLIMIT_NOFILE, limits.open_files, 0),
+        (resource.RLIMIT_FSIZE, limits.file_size, 0),
+    ]
+    wanted = [w for w in wanted if w[1] > 0]
+    if not wanted:
+        return None
+
+    def apply() -> None:
+        for which, soft, extra in wanted:
+            _, hard_now = resource.getrlimit(which)
+            hard = soft + extra
+            if hard_now != resource.RLIM_INFINITY:  # never above what we may set
+                hard = min(hard, hard_now)
+                soft = min(soft, hard)
+            resource.setrlimit(which, (soft, hard))
+
+    return apply
+
+
+def limit_hit(
+    rc: int, limits: JobLimits, cpu_time: float, max_rss_kib: int, log_tail: bytes
+) -> str | None:
+    """Which limit ended an app that failed with status ``rc``, if one did.
+
+    Parameters
+    ----------
+    rc
+        The app's status (negative: the signal that ended it).
+    limits
+        The job's limits.
+    cpu_time, max_rss_kib
+        What the app used.
+    log_tail
+        The end of the job log (the app's last error message).
+
+    Returns
+    -------
+    str or None
+        ``memory``, ``cpu_time``, ``open_files`` or ``file_size``; None when no limit is to
+        blame (or none was set).
+    """
+    if rc == 0:
+        return None
+    sig = -rc if rc < 0 else None
+    if limits.cpu_time and (
+        sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_time >= limits.cpu_time)
+    ):
+        return CPU_TIME
+    if limits.file_size and (sig == signal.SIGXFSZ or b"File too large" in log_tail):
+        return FILE_SIZE
+    if limits.memory and (
+        any(m in log_tail for m in MEMORY_ERRORS)
+        or (sig == signal.SIGKILL and max_rss_kib * 1024 >= 0.9 * limits.memory)
+    ):
+        return MEMORY
+    if limits.open_files and b"Too many open files" in log_tail:
+        return OPEN_FILES
+    return None
+
+
+def _log_tail(path: Path) -> bytes:
+    """The last :data:`LOG_TAIL` bytes of ``path`` (nothing when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - LOG_TAIL))
+            return fh.read(LOG_TAIL)
+    except OSError:
+        return b""
+
+
+def _write(rc: int, sig: int | None, start: float, limits: JobLimits) -> ExitRecord:
     end = time.time()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the app and what it waited for
+    cpu = round(usage.ru_utime + usage.ru_stime, 3)
+    hit = None
+    if rc != 0 and limits.to_env():
+        hit = limit_hit(rc, limits, cpu, usage.ru_maxrss, _log_tail(Path.cwd() / LOG_FILE))
     record = ExitRecord(
         exit_code=rc,
         signal=sig,
         started=start,
         ended=end,
         elapsed=end - start,
-        cpu_time=round(usage.ru_utime + usage.ru_stime, 3),
+        cpu_time=cpu,
         max_rss_kib=usage.ru_maxrss,
+        limit=hit,
+        reason=limits.describe(hit) if hit else None,
     )
     write_exit(Path.cwd(), record)
+    return record
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ from caesar_rest.jobs.states import Reason
 
 __all__ = [
     "EXIT_FILE",
+    "LIMITS_ENV",
     "LOG_FILE",
     "SPEC_FILE",
     "TIMEOUT_FLAG",
     "ExitRecord",
+    "JobLimits",
     "JobSpec",
     "Outcome",
     "clear_exit",
@@ -43,6 +45,58 @@ EXIT_FILE = "exit.json"
 LOG_FILE = "job.log"
 #: Written by a Slurm batch script that stopped the job at its time limit.
 TIMEOUT_FLAG = "timed_out"
+#: The job's resource limits, for the wrapper (:meth:`JobLimits.to_env`), on every backend.
+LIMITS_ENV = "CAESAR_JOB_LIMITS"
+#: Names of the limits in ``exit.json``'s ``limit`` (the one that ended the app).
+MEMORY, CPU_TIME, OPEN_FILES, FILE_SIZE = "memory", "cpu_time", "open_files", "file_size"
+
+
+def size_text(nbytes: int) -> str:
+    """``4 GiB``, ``200 MiB`` or ``1536 KiB``: a limit as people write it."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale and nbytes % scale == 0:
+            return f"{nbytes // scale} {unit}"
+    return f"{nbytes} bytes"
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """Resource limits of a job's app (0: none), set by the wrapper as rlimits.
+
+    ``memory`` is ``RLIMIT_DATA`` (heap and private writable mappings: what a program
+    allocates, not its shared libraries), ``cpu_time`` ``RLIMIT_CPU`` in seconds,
+    ``open_files`` ``RLIMIT_NOFILE`` and ``file_size`` ``RLIMIT_FSIZE`` (the largest file the
+    app may write, its part of job.log included).
+    """
+
+    memory: int = 0
+    cpu_time: int = 0
+    open_files: int = 0
+    file_size: int = 0
+
+    def to_env(self) -> str:
+        """The :data:`LIMITS_ENV` value: ``memory=4294967296,open_files=4096`` (set ones)."""
+        return ",".join(f"{k}={v}" for k, v in asdict(self).items() if v)
+
+    @classmethod
+    def from_env(cls, text: str | None) -> JobLimits:
+        """Limits from a :data:`LIMITS_ENV` value; unknown or malformed items are ignored."""
+        values: dict[str, int] = {}
+        for item in (text or "").split(","):
+            key, _, value = item.partition("=")
+            if key.strip() in cls.__dataclass_fields__ and value.strip().isdigit():
+                values[key.strip()] = int(value)
+        return cls(**values)
+
+    def describe(self, limit: str) -> str:
+        """The message of a job ended by ``limit``: ``memory limit 4 GiB exceeded``."""
+        if limit == MEMORY:
+            return f"memory limit {size_text(self.memory)} exceeded"
+        if limit == CPU_TIME:
+            return f"CPU time limit of {self.cpu_time} s exceeded"
+        if limit == OPEN_FILES:
+            return f"open files limit {self.open_files} exceeded"
+        return f"output file size limit {size_text(self.file_size)} exceeded"
 
 
 @dataclass(frozen=True)
@@ -104,6 +158,10 @@ class ExitRecord:
     #: CPU seconds of the app and what it waited for.
     cpu_time: float | None = None
     max_rss_kib: int | None = None
+    #: The resource limit that ended the app (``memory``, ``cpu_time``, ``open_files``,
+    #: ``file_size``), and its message; None when none did (and in older records).
+    limit: str | None = None
+    reason: str | None = None
 
     @property
     def recorded(self) -> bool:
@@ -135,6 +193,8 @@ class ExitRecord:
             elapsed=num("elapsed"),
             cpu_time=num("cpu_time"),
             max_rss_kib=whole("max_rss_kib"),
+            limit=None if data.get("limit") is None else str(data["limit"]),
+            reason=None if data.get("reason") is None else str(data["reason"]),
         )
 
 
@@ -202,13 +262,17 @@ def outcome_of(
     -------
     Outcome
         The app's exit code (the record's first), the elapsed time rounded to the millisecond
-        and the record's CPU time.
+        and the record's CPU time. A record that names a resource limit gives the message
+        (``memory limit 4 GiB exceeded``); the CPU-time limit ends the job TIMED-OUT.
     """
     code = exit_code
     cpu = None
     if record is not None and record.recorded:
         code = record.exit_code
         cpu = record.cpu_time
+        if record.reason and not message:
+            message = record.reason
+            timed_out = timed_out or record.limit == CPU_TIME
         if elapsed is None:
             elapsed = record.elapsed or seen_elapsed
     elif elapsed is None:

@@ -28,7 +28,12 @@ from caesar_rest.settings import Settings
 from caesar_rest.storage.formats import FileFormat, FormatError, sniff
 from caesar_rest.storage.paths import is_file_id, safe_join
 from caesar_rest.storage.register import store_upload
-from caesar_rest.storage.upload import ReceivedUpload, UploadTooLarge, receive_upload
+from caesar_rest.storage.upload import (
+    InflatedTooLarge,
+    ReceivedUpload,
+    UploadTooLarge,
+    receive_upload,
+)
 
 log = get_logger(__name__)
 
@@ -146,7 +151,7 @@ class FileService:
         UploadError
             Malformed request, no ``file`` part, empty file (400).
         TooLarge, Forbidden
-            Over the size limit, or over the storage quota.
+            Over the size limit (a compressed file: inflated), or over the storage quota.
         Invalid
             A malformed multipart body, or the client went away.
         """
@@ -164,6 +169,11 @@ class FileService:
                 buffer_size=st.upload_chunk_kib * 1024,
                 durable=st.upload_fsync,
             )
+        except InflatedTooLarge:
+            raise TooLarge(
+                "Upload too large: the compressed file inflates to more than the limit of "
+                f"{st.max_upload_mib} MiB"
+            ) from None
         except UploadTooLarge:
             raise self._too_large() from None
         except MultipartParseError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from caesar_rest.auth.quotas import check_bytes, lock_user
+from caesar_rest.auth.quotas import INFLATED_KEY, check_bytes, lock_user
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.models import FileRecord
 from caesar_rest.settings import Settings
@@ -48,8 +48,15 @@ def store_upload(
     before the record commits and outside the database's write lock. Raises
     ``QuotaExceeded`` (nothing is stored); on any failure the temporary and the final file are
     removed.
+
+    The quota counts ``received.charged``: the inflated size of a compressed file, which is
+    also kept in the record's ``info`` as ``inflated_size`` (the stored total sums it,
+    :func:`caesar_rest.auth.quotas.usage`).
     """
     file_id = new_id()
+    info = dict(fmt.info)
+    if received.inflated is not None:
+        info[INFLATED_KEY] = received.inflated
     relpath = f"{owner_dirname(owner)}/{file_id}.{fmt.ext}"
     final = safe_join(settings.datadir, relpath)
     rec = FileRecord(
@@ -62,7 +69,7 @@ def store_upload(
         sha256=received.sha256,
         relpath=relpath,
         tag=tag,
-        info=fmt.info,
+        info=info,
         created_at=utcnow(),
     )
     try:
@@ -71,13 +78,14 @@ def store_upload(
         # In place (and its name on disk) before the record, outside the database's write
         # lock; the file is removed again when the quota refuses it.
         os.replace(received.temp_path, final)
+        received.release()  # no longer a partial upload: nothing for the sweep to hold off
         if settings.upload_fsync:
             sync_dir(final.parent)
             if new_folder:  # the user's folder is a new entry of the data folder
                 sync_dir(settings.datadir)
         with sessions.begin() as s:
             lock_user(s, owner)
-            check_bytes(s, owner, limits, rec.size)
+            check_bytes(s, owner, limits, received.charged)
             s.add(rec)
     except BaseException:
         received.discard()

@@ -4,7 +4,16 @@ The request body is parsed as it arrives; the ``file`` part goes to a temporary 
 folder's ``.incoming`` folder (same file system as its final place, so the final rename is
 atomic) while its SHA-256 is computed. Hashing and writing run in a worker thread, overlapping
 with the receipt of the next chunk. Nothing is held whole in memory, and a temporary file is
-removed on every failure path. Temporary files of dead processes are swept at start-up.
+removed on every failure path. The writer holds an exclusive ``flock`` on its temporary file
+until the file is moved into place or discarded; the start-up sweep removes every temporary
+file of this host that it can lock, so a partial upload of a dead process goes even when a
+restarted server has the same pid (as in a container).
+
+Compressed uploads (gzip, the one compressed form :mod:`caesar_rest.storage.formats` accepts)
+are inflated as they arrive, in the writer thread, a bounded block at a time with the output
+thrown away: an upload whose inflated content is over the size limit is refused (413) as soon
+as the inflated bytes pass it, so a small "gzip bomb" can never be stored, and the inflated
+size is what the storage quota counts (``ReceivedUpload.inflated``).
 
 Durability (``durable``, the ``upload_fsync`` setting): the file is flushed to disk before it
 is handed on, so that an upload the service has acknowledged survives a power loss. Every
@@ -21,16 +30,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import os
 import re
 import socket
 import threading
 import time
+import weakref
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -45,6 +57,12 @@ MAX_FIELD_BYTES = 64 * 1024
 WRITEBACK_EVERY = 8 * 1024 * 1024
 #: ``SYNC_FILE_RANGE_WRITE`` of Linux's ``fcntl.h``: start write-back, do not wait.
 SYNC_FILE_RANGE_WRITE = 2
+#: Most bytes one inflate step produces (the output is counted, then dropped).
+INFLATE_STEP = 1024 * 1024
+#: The two bytes that start a gzip member.
+GZIP_MAGIC = b"\x1f\x8b"
+#: Suffix of a temporary file between its creation and its lock (never swept as live).
+NEW_SUFFIX = ".new"
 
 
 def _writeback_starter() -> Callable[[int, int, int], object] | None:
@@ -74,6 +92,58 @@ class UploadTooLarge(TooLarge):
     """The upload is over the size limit (answered with 413)."""
 
 
+class InflatedTooLarge(UploadTooLarge):
+    """A compressed upload whose inflated content is over the size limit (413)."""
+
+
+class _Inflater:
+    """Counts the inflated size of a gzip stream as it arrives (members one after another).
+
+    Each step produces at most :data:`INFLATE_STEP` bytes, which are counted and dropped, so
+    memory stays bounded whatever the compression ratio. Zero bytes between members are
+    skipped, as Python's ``gzip`` reader (astropy's) skips them. A stream that zlib cannot
+    read stops the count there: a reader stops at the same place.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.broken = False
+        self._z: Any = None  # the member being inflated; None between members
+
+    def feed(self, data: bytes | memoryview) -> None:
+        """Inflate ``data``; raise :class:`InflatedTooLarge` once the count passes the limit."""
+        pending: bytes | memoryview = data
+        while not self.broken:
+            if self._z is None:  # between members: padding, the next member, or trailing bytes
+                pending = bytes(pending).lstrip(b"\0")
+                if not pending:
+                    return
+                if pending[:1] != GZIP_MAGIC[:1]:
+                    self.broken = True
+                    return
+                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                out = self._z.decompress(pending, INFLATE_STEP)
+            except zlib.error:
+                self.broken = True
+                return
+            self.size += len(out)
+            if self.size > self.limit:
+                raise InflatedTooLarge(
+                    f"the file inflates to more than the limit of {self.limit} bytes"
+                )
+            if self._z.eof:
+                pending = self._z.unused_data
+                self._z = None
+                if not pending:
+                    return
+                continue
+            pending = self._z.unconsumed_tail
+            if not pending and len(out) < INFLATE_STEP:  # all in, nothing more to come out
+                return
+
+
 @dataclass
 class ReceivedUpload:
     """A completely received file part, waiting in its temporary file."""
@@ -83,11 +153,62 @@ class ReceivedUpload:
     sha256: str
     client_filename: str
     fields: dict[str, str] = field(default_factory=dict)
+    #: The inflated size of a compressed (gzip) file; None for an uncompressed one.
+    inflated: int | None = None
+    #: The temporary file's lock, held until it is moved into place or discarded.
+    lock: _PartLock | None = None
+
+    @property
+    def charged(self) -> int:
+        """The bytes the storage quota counts: the inflated size of a compressed file."""
+        return max(self.size, self.inflated or 0)
+
+    def release(self) -> None:
+        """Let go of the temporary file's lock (once it is moved into place)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def discard(self) -> None:
-        """Remove the temporary file."""
+        """Remove the temporary file (and let go of its lock)."""
         with contextlib.suppress(FileNotFoundError):
             self.temp_path.unlink()
+        self.release()
+
+
+class _PartLock:
+    """An exclusive ``flock`` on a temporary upload file, held by an open descriptor.
+
+    ``flock`` locks belong to the open file, not to the process: a sweep in the same process
+    (another application instance) sees the lock too. The lock is let go when released, or
+    when the object is collected, or with the process.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+def _create_locked(path: Path) -> tuple[int, _PartLock]:
+    """Create ``path`` for writing, locked before it can be seen under its ``.part`` name.
+
+    The file is made as ``<name>.new``, locked, then renamed: the sweep never finds an
+    unlocked ``.part`` file of a live writer.
+    """
+    fresh = path.with_name(path.name + NEW_SUFFIX)
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        lock = _PartLock(os.dup(fd))
+        os.rename(fresh, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            fresh.unlink()
+        raise
+    return fd, lock
 
 
 class _HashingWriter:
@@ -97,14 +218,18 @@ class _HashingWriter:
     request may be cancelled while one runs), and later calls find the file closed.
     """
 
-    def __init__(self, path: Path, durable: bool = False):
+    def __init__(self, path: Path, durable: bool = False, inflate_limit: int | None = None):
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self.fd, self.part_lock = _create_locked(path)
         self.hash = hashlib.sha256()
         self.size = 0
         self.durable = durable
         self.synced = 0
         self._lock = threading.Lock()
+        #: Inflated-size limit of a compressed file; None: do not look.
+        self.inflate_limit = inflate_limit
+        self.inflater: _Inflater | None = None
+        self._head = b""
 
     def write(self, parts: list[memoryview]) -> None:
         """Hash and write views of received chunks (no copy on our side)."""
@@ -112,7 +237,28 @@ class _HashingWriter:
             if self.fd >= 0:
                 self._write(parts)
 
+    def _inflate(self, parts: list[memoryview]) -> None:
+        """Count the inflated size of a gzip file (decided on its first two bytes)."""
+        if self.inflate_limit is None:
+            return
+        if self.inflater is None:
+            if self.size > len(self._head):  # the start was seen: not compressed
+                return
+            for part in parts:
+                if len(self._head) >= 2:
+                    break
+                self._head += bytes(part[: 2 - len(self._head)])
+            if len(self._head) < 2:
+                return
+            if self._head != GZIP_MAGIC:
+                self.inflate_limit = None
+                return
+            self.inflater = _Inflater(self.inflate_limit)
+        for part in parts:
+            self.inflater.feed(part)
+
     def _write(self, parts: list[memoryview]) -> None:
+        self._inflate(parts)  # raises before a byte over the inflated limit is written
         for part in parts:
             self.hash.update(part)  # releases the GIL for large buffers
         pending = [p for p in parts if len(p)]
@@ -140,6 +286,7 @@ class _HashingWriter:
                 self.synced = self.size
 
     def close(self) -> None:
+        """Close the file (its lock stays held: :attr:`part_lock`)."""
         with self._lock:
             if self.fd >= 0:
                 os.close(self.fd)
@@ -159,12 +306,15 @@ def _host_tag() -> str:
 
 
 def sweep_incoming(datadir: Path, all_files: bool = False, grace: float = 3600.0) -> int:
-    """Remove partial uploads left by processes that no longer run.
+    """Remove partial uploads that no live writer holds.
 
-    Temporary files are named ``<host>-<pid>-<id>.part``. Files of this host are removed when
-    their process is gone. The data folder may be shared by instances on other hosts: their
-    files are left alone unless untouched for ``grace`` seconds (a crashed host). With
-    ``all_files`` every partial file is removed (tests, maintenance).
+    Temporary files are named ``<host>-<pid>-<id>.part`` and locked (``flock``) by their
+    writer. Files of this host are removed when they can be locked: their writer is gone,
+    whatever its pid (a restarted server in a container may have the same one). The data
+    folder may be shared by instances on other hosts, whose locks a shared file system may not
+    show: their files are left alone unless untouched for ``grace`` seconds (a crashed host).
+    A ``.part.new`` file (a writer killed between creating and locking its file) goes after
+    ``grace`` too. With ``all_files`` every partial file is removed (tests, maintenance).
     """
     removed = 0
     folder = datadir / INCOMING
@@ -172,27 +322,39 @@ def sweep_incoming(datadir: Path, all_files: bool = False, grace: float = 3600.0
         return 0
     me = _host_tag()
     now = time.time()
-    for path in folder.glob("*.part"):
-        host, _, rest = path.name.partition("-")
-        pid_s = rest.split("-", 1)[0]
-        stale = False
+    for path in [*folder.glob("*.part"), *folder.glob(f"*.part{NEW_SUFFIX}")]:
+        host = path.name.partition("-")[0]
         if all_files:
             stale = True
-        elif host == me and pid_s.isdigit():
-            try:
-                os.kill(int(pid_s), 0)
-            except ProcessLookupError:
-                stale = True
-            except PermissionError:
-                stale = False
+        elif host == me and path.suffix == ".part":
+            removed += _remove_unlocked(path)
+            continue
         else:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 stale = now - path.stat().st_mtime > grace
+            except FileNotFoundError:
+                continue
         if stale:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed += 1
     return removed
+
+
+def _remove_unlocked(path: Path) -> int:
+    """Remove ``path`` if no writer holds its lock (removed while holding it): 1 or 0."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink()
+    except (BlockingIOError, FileNotFoundError):
+        return 0
+    finally:
+        os.close(fd)
+    return 1
 
 
 def _boundary(content_type: str | None) -> bytes:
@@ -273,7 +435,7 @@ class _Receiver:
             if self.writer is not None:
                 raise UploadError("more than one 'file' part")
             self.filename = fname.decode("utf-8", "replace")
-            self.writer = _HashingWriter(self.temp, self.durable)
+            self.writer = _HashingWriter(self.temp, self.durable, inflate_limit=self.limit)
             self.target = "file"
         elif name and fname is None:
             self.target = name
@@ -318,7 +480,8 @@ async def receive_upload(
     UploadError
         Malformed request or no ``file`` part.
     UploadTooLarge
-        The file part exceeds ``limit`` bytes. The temporary file is removed.
+        The file part exceeds ``limit`` bytes, or a gzip file part inflates to more
+        (:class:`InflatedTooLarge`). The temporary file is removed.
     """
     boundary = _boundary(content_type)
     temp = incoming_dir(datadir) / f"{_host_tag()}-{os.getpid()}-{new_id()}.part"
@@ -344,10 +507,11 @@ async def receive_upload(
         if pending is not None:
             with contextlib.suppress(BaseException):
                 await pending
-        if rx.writer is not None:
-            rx.writer.close()
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+        if rx.writer is not None:
+            rx.writer.close()
+            rx.writer.part_lock.release()
         raise
 
 
@@ -362,4 +526,13 @@ async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpl
         raise UploadError("the uploaded file is empty")
     await loop.run_in_executor(None, writer.flush_to_disk)
     writer.close()
-    return ReceivedUpload(rx.temp, writer.size, writer.hash.hexdigest(), rx.filename, rx.fields)
+    inflated = writer.inflater.size if writer.inflater is not None else None
+    return ReceivedUpload(
+        rx.temp,
+        writer.size,
+        writer.hash.hexdigest(),
+        rx.filename,
+        rx.fields,
+        inflated=inflated,
+        lock=writer.part_lock,
+    )
