@@ -17,6 +17,7 @@ from caesar_rest.settings import setting_fields
 FACTORY_DEFAULTS = {
     "max_concurrent_jobs": "cores",
     "extra_apps": "[]",
+    "cors_origins": "[]",
     "oidc.algorithms": "RS*, PS256, ES*, EdDSA",
 }
 

@@ -462,6 +462,18 @@ class Settings(BaseSettings):
         default_factory=lambda: OIDCSettings(), description="OIDC bearer tokens."
     )
 
+    # --- browsers (docs/auth.md, "Cross-site requests") ------------------------------------
+    public_url: str | None = Field(
+        None,
+        description="Public base URL of the service (behind a proxy): its origin counts as the "
+        "service's own for the cross-site check.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) of other sites whose pages may call the "
+        "API: answered CORS and let through the cross-site check. Empty: CORS off.",
+    )
+
     # --- quotas and limits -----------------------------------------------------------------
     quota_bytes: int = Field(
         10 * 1024**3, ge=0, description="Default stored bytes per user (uploads); 0: no limit."

@@ -16,6 +16,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from caesar_rest import __version__
 from caesar_rest.api import index, uws, v1
 from caesar_rest.api.context import ServiceContext
+from caesar_rest.api.crossorigin import install_cross_origin
 from caesar_rest.api.errors import install_error_handlers
 from caesar_rest.api.metrics import RouteLabels
 from caesar_rest.api.middleware import RequestIdMiddleware
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, start_backends: bool = True) ->
         + [("", [r for r in app.router.routes if isinstance(r, APIRoute)])],
         plain=[r for r in app.router.routes if not isinstance(r, APIRoute)],
     )
+    install_cross_origin(app, settings)  # inside the request ids: refusals carry one
     app.add_middleware(RequestIdMiddleware, route_label=labels)
     return app
 

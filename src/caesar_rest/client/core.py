@@ -316,7 +316,8 @@ class CaesarClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
-        headers = {"User-Agent": f"caesar-rest-client/{__version__}"}
+        # X-CAESAR-Client: a non-browser client, let through the cross-site check.
+        headers = {"User-Agent": f"caesar-rest-client/{__version__}", "X-CAESAR-Client": "python"}
         tok = resolve_token(token, token_file)
         if tok:
             headers["Authorization"] = f"Bearer {tok}"

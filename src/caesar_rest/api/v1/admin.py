@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from caesar_rest.api.crossorigin import require_json
 from caesar_rest.api.deps import Admin, Ctx
 from caesar_rest.auth.accounting import users_overview
 
@@ -26,7 +27,11 @@ def list_users(ctx: Ctx, _: Admin) -> JSONResponse:
     return JSONResponse(users_overview(ctx.users))
 
 
-@router.put("/users/{user_id}/quota", summary="Set a user's limits")
+@router.put(
+    "/users/{user_id}/quota",
+    summary="Set a user's limits",
+    dependencies=[Depends(require_json)],  # JSON only (415), as every JSON route
+)
 def set_quota(user_id: str, body: QuotaUpdate, ctx: Ctx, _: Admin) -> JSONResponse:
     """Store per-user overrides of the default limits."""
     ctx.users.set_limits(user_id, body.bytes, body.active_jobs, body.time_limit)

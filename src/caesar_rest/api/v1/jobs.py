@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from caesar_rest.api.context import ServiceContext
+from caesar_rest.api.crossorigin import require_json
 from caesar_rest.api.deps import Ctx, FinishedJob, OwnedJob, Owner, current_identity, get_and_post
 from caesar_rest.api.quota import quota_warning
 from caesar_rest.api.routing import DirectRoute
@@ -132,6 +133,7 @@ async def submit_job(request: Request, ctx: Ctx, owner: Owner) -> JSONResponse:
     try:
         if clen.isdigit() and int(clen) > max_body:
             raise TooLarge(f"Request body too large (limit {max_body} bytes)")
+        require_json(request)  # a text/plain body is a cross-site form post (415)
         body = _parse_body(await request.body(), max_body)
         body = _check_body(body)
         limits = await run_in_threadpool(ctx.users.limits, owner)
