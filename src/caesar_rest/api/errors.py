@@ -6,6 +6,8 @@ its status, and the one handler here answers it.
 
 from __future__ import annotations
 
+import errno
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,13 +63,35 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=400,
         )
 
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno not in STORAGE_FULL:
+            raise exc  # an unexpected error: RequestIdMiddleware answers, logs and counts it
+        log.error("storage_full", path=request.url.path, error=str(exc))
+        return JSONResponse(
+            error_body("No space left on the service's storage; try again later"),
+            status_code=507,
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Only what escapes RequestIdMiddleware reaches here (it answers the rest itself).
         rid = request.scope.get("state", {}).get("request_id", "")
-        log.exception("unhandled_error", path=request.url.path)
+        log.error("unhandled_error", path=request.url.path, request_id=rid, exc_info=exc)
         return JSONResponse(
-            error_body(
-                "Internal server error; quote this request id to the operators", request_id=rid
-            ),
+            json.loads(internal_error_body(rid)),
             status_code=500,
+            headers={"X-Request-ID": rid} if rid else None,
         )
+
+
+#: ``errno`` values of a full disk or an exhausted disk quota: 507 Insufficient Storage.
+STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def internal_error_body(request_id: str) -> bytes:
+    """The body of a 500: JSON, with the request id the operators find in the log."""
+    body = error_body(
+        "Internal server error; quote this request id to the operators", request_id=request_id
+    )
+    return json.dumps(body).encode()
