@@ -48,8 +48,8 @@ def assert_json_error(r, code: int) -> dict:  # type: ignore[no-untyped-def]
 
 
 def upload_fits(client: TestClient, tmp_path: Path) -> str:
-    from astropy.io import fits
     import numpy as np
+    from astropy.io import fits
 
     path = tmp_path / "img.fits"
     fits.PrimaryHDU(np.zeros((8, 8), dtype="float32")).writeto(path)
@@ -129,8 +129,8 @@ def test_largest_quota_numbers_are_stored(client: TestClient) -> None:
 
 
 def test_nul_in_upload_tag_is_400(client: TestClient, tmp_path: Path) -> None:
-    from astropy.io import fits
     import numpy as np
+    from astropy.io import fits
 
     path = tmp_path / "img.fits"
     fits.PrimaryHDU(np.zeros((8, 8), dtype="float32")).writeto(path)
@@ -201,8 +201,10 @@ def test_unhandled_error_is_logged_with_request_id(
     # The traceback line itself names the request.
     assert errors[0]["request_id"] == "rid-log-test"
     assert "RuntimeError: unexpected failure" in errors[0]["exception"]
-    access = [e for e in events if e.get("request_id") == "rid-log-test" and "status" in e]
-    assert access and access[-1]["status"] == 500, events
+    # The access line (pre-rendered JSON) says 500, not 0.
+    lines = [json.loads(r.msg) for r in caplog.records if r.name == "caesar_rest.access"]
+    access = [e for e in lines if e.get("request_id") == "rid-log-test"]
+    assert access and access[-1]["status"] == 500, lines
 
 
 def test_unhandled_error_is_counted_as_500(failing_client: TestClient) -> None:
@@ -211,7 +213,8 @@ def test_unhandled_error_is_counted_as_500(failing_client: TestClient) -> None:
     counted = [
         line
         for line in text.splitlines()
-        if line.startswith("caesar_http_requests_total{") and 'route="/caesar/api/v1.0/fileids"' in line
+        if line.startswith("caesar_http_requests_total{")
+        and 'route="/caesar/api/v1.0/fileids"' in line
     ]
     assert any('status="500"' in line for line in counted), counted
     assert not any('status="0"' in line for line in text.splitlines()), counted

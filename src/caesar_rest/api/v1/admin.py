@@ -42,7 +42,9 @@ def list_users(ctx: Ctx, _: Admin) -> JSONResponse:
 
 
 @router.put("/users/{user_id}/quota", summary="Set a user's limits")
-def set_quota(user_id: Annotated[str, USER_ID], body: QuotaUpdate, ctx: Ctx, _: Admin) -> JSONResponse:
+def set_quota(
+    user_id: Annotated[str, USER_ID], body: QuotaUpdate, ctx: Ctx, _: Admin
+) -> JSONResponse:
     """Store per-user overrides of the default limits."""
     ctx.users.set_limits(user_id, body.bytes, body.active_jobs, body.time_limit)
     lim = ctx.users.limits(user_id)

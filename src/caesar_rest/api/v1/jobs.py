@@ -13,8 +13,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.body import loads_strict
+from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import Ctx, FinishedJob, OwnedJob, Owner, current_identity, get_and_post
 from caesar_rest.api.quota import quota_warning
 from caesar_rest.api.routing import DirectRoute
