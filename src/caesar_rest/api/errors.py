@@ -6,11 +6,14 @@ its status, and the one handler here answers it.
 
 from __future__ import annotations
 
+import errno
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caesar_rest.db.engine import unavailable
@@ -62,15 +65,45 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=400,
         )
 
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # A handler of its own (not the one for Exception, which RequestIdMiddleware pre-empts):
+        # a locked or unreachable database is a 503 with Retry-After, anything else a 500.
+        busy = unavailable(exc)
+        if busy is None:
+            raise exc
+        log.warning("database_unavailable", path=request.url.path, error=str(exc.orig))
+        return answer(busy)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno not in STORAGE_FULL:
+            raise exc  # an unexpected error: RequestIdMiddleware answers, logs and counts it
+        log.error("storage_full", path=request.url.path, error=str(exc))
+        return JSONResponse(
+            error_body("No space left on the service's storage; try again later"),
+            status_code=507,
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if (busy := unavailable(exc)) is not None:  # database locked or down: 503
-            return answer(busy)
+        # Only what escapes RequestIdMiddleware reaches here (it answers the rest itself).
         rid = request.scope.get("state", {}).get("request_id", "")
-        log.exception("unhandled_error", path=request.url.path)
+        log.error("unhandled_error", path=request.url.path, request_id=rid, exc_info=exc)
         return JSONResponse(
-            error_body(
-                "Internal server error; quote this request id to the operators", request_id=rid
-            ),
+            json.loads(internal_error_body(rid)),
             status_code=500,
+            headers={"X-Request-ID": rid} if rid else None,
         )
+
+
+#: ``errno`` values of a full disk or an exhausted disk quota: 507 Insufficient Storage.
+STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def internal_error_body(request_id: str) -> bytes:
+    """The body of a 500: JSON, with the request id the operators find in the log."""
+    body = error_body(
+        "Internal server error; quote this request id to the operators", request_id=request_id
+    )
+    return json.dumps(body).encode()

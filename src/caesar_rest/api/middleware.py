@@ -10,8 +10,11 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from caesar_rest.api.errors import internal_error_body
 from caesar_rest.api.metrics import UNMATCHED, observe_request
-from caesar_rest.logconfig import log_access
+from caesar_rest.logconfig import get_logger, log_access
+
+log = get_logger(__name__)
 
 
 class RequestIdMiddleware:
@@ -53,6 +56,15 @@ class RequestIdMiddleware:
         structlog.contextvars.bind_contextvars(request_id=rid)
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Answered here, not by Starlette's outer error middleware: there the request id is
+            # unbound already, the answer would lack X-Request-ID and the count would say 0.
+            log.exception("unhandled_error", path=scope["path"])
+            started = status[0] != 0
+            status[0] = 500
+            if started:
+                raise  # the answer has begun: the server can only drop the connection
+            await _internal_error(send, rid_b)
         finally:
             template = self.route_label(scope)
             observe_request(scope["method"], template, status[0], time.perf_counter() - start)
@@ -64,6 +76,23 @@ class RequestIdMiddleware:
             )
             # user and job_id are bound by the current_identity dependency.
             structlog.contextvars.unbind_contextvars("request_id", "user", "job_id")
+
+
+async def _internal_error(send: Send, rid: bytes) -> None:
+    """Send the JSON 500 of an unexpected error."""
+    body = internal_error_body(rid.decode())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def route_template(scope: Scope) -> str:

@@ -234,6 +234,10 @@ class FileService:
         received = await self.receive(stream, content_type, owner, limits)
         fmt = await self.identify(received)
         tag = received.fields.get("tag", "")
+        if "\x00" in tag:
+            # PostgreSQL's text refuses NUL; refused everywhere, before anything is stored.
+            received.discard()
+            raise Invalid("The tag holds a NUL character, which is refused")
         rec = await run_in_threadpool(self.store, owner, received, fmt, limits.quota, tag)
         return Stored(rec, fmt)
 

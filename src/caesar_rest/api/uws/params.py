@@ -70,14 +70,24 @@ def parse_filter_phase(value: str) -> str:
     return parse_phase(value, [p.value for p in Phase])
 
 
-def parse_int(name: str, value: str, minimum: int | None = None) -> int:
-    """An integer parameter, 400 when malformed or below ``minimum``."""
+#: The largest integer parameter (LAST, EXECUTIONDURATION): a 32-bit database integer.
+MAX_INT = 2**31 - 1
+
+
+def parse_int(name: str, value: str, minimum: int | None = None, maximum: int = MAX_INT) -> int:
+    """An integer parameter, 400 when malformed, below ``minimum`` or above ``maximum``."""
+    text = value.strip()
+    # Bounded before int(): a 5,000-digit string is refused without being converted.
+    if len(text) > 20:
+        raise Invalid(f"{name} must be an integer of at most {maximum}; got {value[:24]!r}...")
     try:
-        number = int(value.strip())
+        number = int(text)
     except ValueError:
         raise Invalid(f"{name} must be an integer; got {value!r}") from None
     if minimum is not None and number < minimum:
         raise Invalid(f"{name} must be at least {minimum}; got {number}")
+    if number > maximum:
+        raise Invalid(f"{name} must be at most {maximum}; got {number}")
     return number
 
 
@@ -117,7 +127,10 @@ def app_options(app: App, pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
 def parse_duration(value: str, cap: int) -> int:
     """EXECUTIONDURATION in seconds: 0 (unlimited) and values over ``cap`` give ``cap``."""
-    seconds = parse_int("EXECUTIONDURATION", value, minimum=0)
+    text = value.strip()
+    if text.isdigit() and len(text) > 18:
+        return cap  # longer than any cap: clamped (UWS), without converting the digits
+    seconds = parse_int("EXECUTIONDURATION", text, minimum=0, maximum=2**63 - 1)
     return cap if seconds == 0 else min(seconds, cap)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -12,13 +14,26 @@ from caesar_rest.auth.accounting import users_overview
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
+#: Bounds of the quota numbers: the columns are 64-bit (bytes) and 32-bit integers; 2**53 is
+#: also the largest integer every JSON reader keeps exactly.
+MAX_BYTES = 2**53
+MAX_INT32 = 2**31 - 1
+#: A user id as the token's ``sub`` or the local user name gives it: printable, bounded.
+USER_ID = Path(pattern=r"^[^\x00-\x1f\x7f]{1,255}$", description="The user id")
+
 
 class QuotaUpdate(BaseModel):
     """Per-user limits; null restores the default."""
 
-    bytes: int | None = Field(None, ge=0, description="Stored bytes (0: no limit)")
-    active_jobs: int | None = Field(None, ge=0, description="Unfinished jobs (0: no limit)")
-    time_limit: int | None = Field(None, ge=1, description="Largest job time limit, seconds")
+    bytes: int | None = Field(
+        None, ge=0, le=MAX_BYTES, description="Stored bytes (0: no limit; at most 2**53)"
+    )
+    active_jobs: int | None = Field(
+        None, ge=0, le=MAX_INT32, description="Unfinished jobs (0: no limit)"
+    )
+    time_limit: int | None = Field(
+        None, ge=1, le=MAX_INT32, description="Largest job time limit, seconds"
+    )
 
 
 @router.get("/users", summary="Users with their usage and limits")
@@ -32,7 +47,9 @@ def list_users(ctx: Ctx, _: Admin) -> JSONResponse:
     summary="Set a user's limits",
     dependencies=[Depends(require_json)],  # JSON only (415), as every JSON route
 )
-def set_quota(user_id: str, body: QuotaUpdate, ctx: Ctx, _: Admin) -> JSONResponse:
+def set_quota(
+    user_id: Annotated[str, USER_ID], body: QuotaUpdate, ctx: Ctx, _: Admin
+) -> JSONResponse:
     """Store per-user overrides of the default limits."""
     ctx.users.set_limits(user_id, body.bytes, body.active_jobs, body.time_limit)
     lim = ctx.users.limits(user_id)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from caesar_rest.api.body import loads_strict
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.crossorigin import require_json
 from caesar_rest.api.deps import Ctx, FinishedJob, OwnedJob, Owner, current_identity, get_and_post
@@ -41,6 +42,8 @@ from caesar_rest.storage.paths import is_file_id, is_job_id
 from caesar_rest.timeutil import iso
 
 router = APIRouter(tags=["jobs"])
+#: The largest integer query parameter: what a 32-bit database integer holds.
+MAX_INT32 = 2**31 - 1
 log = get_logger(__name__)
 
 
@@ -70,13 +73,14 @@ def submit_error(exc: ServiceError, body: Any) -> ServiceError:
 
 
 def _parse_body(raw: bytes, max_body: int) -> Any:
-    """The request body as JSON (raises :class:`TooLarge` or :class:`Invalid`)."""
+    """The request body as strict JSON (raises :class:`TooLarge` or :class:`Invalid`).
+
+    NaN, Infinity, nesting deeper than Python's parser takes and NUL characters are refused:
+    none of them can be stored in every database, or written back as JSON.
+    """
     if len(raw) > max_body:
         raise TooLarge(f"Request body too large (limit {max_body} bytes)")
-    try:
-        return json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("Request body is not valid JSON") from None
+    return loads_strict(raw) if raw else None
 
 
 def _check_body(body: Any) -> dict[str, Any]:
@@ -269,7 +273,9 @@ def list_jobs(
     limit: Annotated[
         int | None, Query(ge=1, le=100000, description="At most this many jobs")
     ] = None,
-    offset: Annotated[int, Query(ge=0, description="Skip this many jobs (oldest first)")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_INT32, description="Skip this many jobs (oldest first)")
+    ] = 0,
 ) -> Response:
     """All jobs of the caller, oldest first (``limit``/``offset`` page through them)."""
     rows = queries.v1_jobs(ctx.engine, owner, limit, offset)
