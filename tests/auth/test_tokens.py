@@ -22,8 +22,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_encode
 from pydantic import ValidationError
@@ -156,7 +156,9 @@ def test_token_bucket() -> None:
 
 
 def test_flood_of_random_tokens_bounded() -> None:
-    stub = StubProvider(introspect=lambda t: {"active": t == "good", "sub": "carol", "aud": AUDIENCE})
+    stub = StubProvider(
+        introspect=lambda t: {"active": t == "good", "sub": "carol", "aud": AUDIENCE}
+    )
     v = stub.validator(introspection_rate=1, introspection_burst=5)
     busy = []
     start = time.monotonic()
@@ -269,9 +271,7 @@ def provider_validator(oidc: OIDCProvider, **extra: str) -> tuple[OIDCValidator,
     fields = {k.removeprefix("CAESAR_REST_").lower(): v for k, v in env.items()}
     fields.pop("aai")
     seen: list[str] = []
-    client = httpx.Client(
-        timeout=10, event_hooks={"request": [lambda r: seen.append(r.url.path)]}
-    )
+    client = httpx.Client(timeout=10, event_hooks={"request": [lambda r: seen.append(r.url.path)]})
     return OIDCValidator(Settings(**fields), client), seen
 
 
