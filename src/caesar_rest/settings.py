@@ -273,6 +273,30 @@ class OIDCSettings(_Section):
     )
     admin_role: str = Field("admin", description="Role that grants administration.")
     http_timeout: float = Field(5.0, gt=0, description="Timeout of calls to the provider.")
+    max_token_bytes: int = Field(
+        8192, ge=256, le=1048576, description="Longest bearer token read (longer: 401)."
+    )
+    negative_cache_size: int = Field(
+        10000, ge=0, description="Refused opaque tokens remembered (by hash); 0: none."
+    )
+    negative_cache_ttl: float = Field(
+        60.0, ge=0, description="Seconds a refused opaque token is answered 401 from memory."
+    )
+    introspection_rate: float = Field(
+        10.0, ge=0, description="Introspection calls per second per process (0: no limit)."
+    )
+    introspection_burst: int = Field(
+        20, ge=1, description="Introspection calls allowed at once above the rate."
+    )
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        # Public keys must never serve as an HMAC secret, and unsigned tokens are no tokens.
+        bad = [a for a in value if a.lower() == "none" or a.upper().startswith("HS")]
+        if bad:
+            raise ValueError(f"not accepted for access tokens: {bad} (asymmetric only)")
+        return value
 
 
 def _in_section(name: str, error: ErrorDetails) -> InitErrorDetails:

@@ -76,7 +76,8 @@ async def current_identity(request: Request) -> Identity:
         except TokenError as exc:
             raise _unauthorized(str(exc)) from None
         except ProviderError as exc:
-            raise Unavailable(f"identity provider unavailable: {exc}") from None
+            retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+            raise Unavailable(f"identity provider unavailable: {exc}", headers=retry) from None
     request.scope.setdefault("state", {})["identity"] = ident
     # Later log lines of this request name the user and, on job routes, the job.
     job_id = request.path_params.get("job_id")

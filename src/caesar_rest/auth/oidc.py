@@ -6,11 +6,21 @@ with a key id we do not know triggers one refetch of the JWKS (rate-limited), so
 the provider needs no restart. Opaque tokens go to the provider's introspection endpoint when
 that is enabled. Validated tokens are cached until they expire, so the signature check is not
 repeated on every request.
+
+Hostile tokens cost little: a token longer than ``max_token_bytes`` is refused before it is
+parsed; an opaque token the provider refused is remembered (by its SHA-256, in a bounded LRU with
+a time to live), and introspection calls are rate-limited per process (a token bucket: over it
+the caller gets 503 with ``Retry-After``), so a flood of random tokens costs at most
+``introspection_burst + introspection_rate * seconds`` provider calls. A JWT's algorithm must be
+one of the accepted ones and fit its key: the key's own ``alg`` when its JWK names one, the key
+type (and curve) otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -33,7 +43,121 @@ class TokenError(Exception):
 
 
 class ProviderError(Exception):
-    """The identity provider could not be reached or answered nonsense (answered 503)."""
+    """The identity provider could not be reached or answered nonsense (answered 503).
+
+    ``retry_after`` (seconds), when set, is sent as the answer's ``Retry-After``.
+    """
+
+    retry_after: int | None = None
+
+
+class IntrospectionBusy(ProviderError):
+    """The per-process introspection rate is used up (503 with ``Retry-After``)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many token introspections; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+#: Never accepted, whatever the settings say: unsigned tokens, and HMAC (a public key would
+#: serve as the shared secret).
+_FORBIDDEN_ALGS = frozenset({"none", "HS256", "HS384", "HS512"})
+#: The algorithm each elliptic curve signs with (RFC 7518 3.4).
+_EC_ALGS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "secp256k1": "ES256K"}
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A signing key of the issuer and what its JWK says of it."""
+
+    jwk: PyJWK
+    kty: str
+    alg: str | None
+    crv: str | None
+
+    def fits(self, alg: str) -> bool:
+        """Whether a token signed with ``alg`` may be verified with this key."""
+        if self.alg is not None:
+            return alg == self.alg  # the JWK's own alg wins over the token header
+        if self.kty == "RSA":
+            return alg[:2] in ("RS", "PS")
+        if self.kty == "EC":
+            return self.crv is not None and _EC_ALGS.get(self.crv) == alg
+        if self.kty == "OKP":
+            return alg in ("EdDSA", "Ed25519", "Ed448")
+        return False
+
+
+def token_digest(token: str) -> bytes:
+    """The key under which a token is cached (the token itself is not kept)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+class TokenBucket:
+    """A thread-safe token bucket: ``rate`` calls a second, ``burst`` at once.
+
+    Parameters
+    ----------
+    rate
+        Tokens added per second; 0 means no limit.
+    burst
+        Size of the bucket (it starts full).
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take one token: 0 when allowed, otherwise the seconds until one is there."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) / self.rate
+
+
+class NegativeCache:
+    """Refused tokens (by digest) with the reason, at most ``size``, each for ``ttl`` seconds."""
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._items: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> str | None:
+        """Why ``key`` was refused, while that is remembered; else None."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if item[0] <= time.monotonic():
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def put(self, key: bytes, reason: str) -> None:
+        """Remember that ``key`` was refused for ``reason`` (the oldest entry goes first)."""
+        if self.size <= 0 or self.ttl <= 0:
+            return
+        with self._lock:
+            self._items[key] = (time.monotonic() + self.ttl, reason)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass(frozen=True)
@@ -68,10 +192,13 @@ class OIDCValidator:
         self.http = http or httpx.Client(timeout=settings.oidc.http_timeout)
         self._lock = threading.Lock()
         self._discovery: dict[str, Any] | None = None
-        self._keys: dict[str, PyJWK] = {}
+        self._keys: dict[str, _Key] = {}
         self._keys_fetched = 0.0
-        self._cache: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
         self._cache_size = 10000
+        oidc = settings.oidc
+        self.refused = NegativeCache(oidc.negative_cache_size, oidc.negative_cache_ttl)
+        self.bucket = TokenBucket(oidc.introspection_rate, oidc.introspection_burst)
 
     # --- provider documents --------------------------------------------------------------
     def discovery(self) -> dict[str, Any]:
@@ -101,18 +228,25 @@ class OIDCValidator:
             keys = r.json().get("keys", [])
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             raise ProviderError(f"cannot read the JWKS: {exc}") from None
-        fresh: dict[str, PyJWK] = {}
+        fresh: dict[str, _Key] = {}
         for k in keys:
-            if k.get("use", "sig") != "sig" or "kid" not in k:
+            if not isinstance(k, dict) or k.get("use", "sig") != "sig" or "kid" not in k:
                 continue
             try:
-                fresh[k["kid"]] = PyJWK(k)
+                jwk = PyJWK(k)
             except (jwt.PyJWKError, jwt.InvalidKeyError):
                 continue
+            alg, crv = k.get("alg"), k.get("crv")
+            fresh[str(k["kid"])] = _Key(
+                jwk,
+                str(k.get("kty")),
+                str(alg) if alg is not None else None,
+                str(crv) if crv is not None else None,
+            )
         self._keys, self._keys_fetched = fresh, now
         log.info("jwks_loaded", kids=sorted(fresh))
 
-    def _key_for(self, kid: str) -> PyJWK:
+    def _key_for(self, kid: str) -> _Key:
         with self._lock:
             self._refresh_keys(force=False)
             if kid not in self._keys:
@@ -133,20 +267,24 @@ class OIDCValidator:
         ProviderError
             The provider is unreachable.
         """
+        limit = self.settings.oidc.max_token_bytes
+        if len(token) > limit:  # before any parsing, hashing or provider call
+            raise TokenError(f"token longer than {limit} bytes")
         now = time.time()
-        cached = self._cache.get(token)
+        digest = token_digest(token)
+        cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
         if token.count(".") == 2:
             claims = self._validate_jwt(token)
         elif self.settings.oidc.introspection:
-            claims = self._introspect(token)
+            claims = self._introspect_limited(digest, token)
         else:
             raise TokenError("token is not a JWT and introspection is not enabled")
         ident = self._identity(claims)
         exp = float(claims.get("exp", now + 60))
         with self._lock:
-            self._cache[token] = (min(exp, now + 3600), ident)
+            self._cache[digest] = (min(exp, now + 3600), ident)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return ident
@@ -157,16 +295,23 @@ class OIDCValidator:
         except jwt.PyJWTError as exc:
             raise TokenError(f"malformed token: {exc}") from None
         alg = header.get("alg")
-        if alg not in self.settings.oidc.algorithms:
+        if (
+            not isinstance(alg, str)
+            or alg in _FORBIDDEN_ALGS
+            or alg not in self.settings.oidc.algorithms
+        ):
             raise TokenError(f"token algorithm {alg!r} is not accepted")
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise TokenError("token has no key id (kid)")
         key = self._key_for(kid)
+        if not key.fits(alg):
+            want = key.alg or f"a {key.kty} algorithm"
+            raise TokenError(f"token algorithm {alg!r} does not fit its key (which takes {want})")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key=key.key,
+                key=key.jwk.key,
                 algorithms=[alg],
                 audience=self.settings.oidc.audience,
                 issuer=self.issuer,
@@ -183,7 +328,23 @@ class OIDCValidator:
             raise TokenError("token signature does not verify") from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token: {exc}") from None
+        _require_subject(claims.get("sub"))
         return claims
+
+    def _introspect_limited(self, digest: bytes, token: str) -> dict[str, Any]:
+        """:meth:`_introspect` behind the negative cache and the rate limit."""
+        reason = self.refused.get(digest)
+        if reason is not None:
+            raise TokenError(reason)
+        wait = self.bucket.take()
+        if wait > 0:
+            log.warning("introspection_rate_limited", retry_after=wait)
+            raise IntrospectionBusy(max(1, math.ceil(wait)))
+        try:
+            return self._introspect(token)
+        except TokenError as exc:
+            self.refused.put(digest, str(exc))
+            raise
 
     def _introspect(self, token: str) -> dict[str, Any]:
         endpoint = self.discovery().get("introspection_endpoint")
@@ -206,11 +367,12 @@ class OIDCValidator:
             raise TokenError("token from another issuer")
         if "exp" in data and float(data["exp"]) + self.settings.oidc.leeway < time.time():
             raise TokenError("token expired")
-        if not data.get("sub"):
+        if data.get("sub") is None:
             # A client-credentials token has no end user: the client is the subject.
             if not data.get("client_id"):
                 raise TokenError("token has no subject")
             data["sub"] = data["client_id"]
+        _require_subject(data["sub"])
         return data
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
@@ -224,6 +386,12 @@ class OIDCValidator:
         else:
             roles = frozenset()
         return Identity(sub, name, roles, self.settings.oidc.admin_role in roles, claims)
+
+
+def _require_subject(sub: Any) -> None:
+    """Refuse a subject that names nobody (the user id must be a non-blank string)."""
+    if not isinstance(sub, str) or not sub.strip():
+        raise TokenError("token has an empty or invalid subject (sub)")
 
 
 #: Keycloak's endpoints sit under the issuer (the realm URL) at this path.
