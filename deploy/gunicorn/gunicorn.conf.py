@@ -26,7 +26,10 @@ _settings = get_settings()
 # The application factory, called once in each worker (no preload: each worker opens its own
 # database pool and backends, as under ``caesar-rest serve --workers N``).
 wsgi_app = "caesar_rest.api.app:app_from_env()"
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn_worker.UvicornWorker with the service's HTTP protocol: header and body read timeouts
+# and the connection limit (CAESAR_REST_HEADER_TIMEOUT, _BODY_TIMEOUT, _MAX_CONNECTIONS, per
+# worker process; docs/deployment.md "Timeouts").
+worker_class = "caesar_rest.httpserver.UvicornWorker"
 
 # uwsgi `socket` / `http`: CAESAR_REST_HOST and _PORT, or --bind unix:PATH on the command line.
 bind = [f"{_settings.host}:{_settings.port}"]
@@ -44,10 +47,10 @@ timeout = 120
 # uwsgi `die-on-term`: SIGTERM stops gracefully; workers finish their requests within this
 # many seconds, then are killed (``caesar-rest serve`` waits as long).
 graceful_timeout = 30
-# Keep idle keep-alive connections from nginx (upstream keepalive) longer than nginx does
-# (its upstream keepalive_timeout is 60 s), so that nginx never reuses a connection the app
-# has just closed.
-keepalive = 75
+# Idle keep-alive connections (uvicorn's timeout_keep_alive): CAESAR_REST_KEEP_ALIVE_TIMEOUT
+# (default 5 s). nginx closes its idle upstream connections first (keepalive_timeout 4s in the
+# upstream blocks), so that it never reuses a connection the app has just closed.
+keepalive = _settings.keep_alive_timeout
 # uwsgi `buffer-size 32768` (the largest request header block): nginx bounds the headers it
 # passes on (large_client_header_buffers); gunicorn's limit_request_* apply to its own (WSGI)
 # workers only, the uvicorn worker parses with httptools.

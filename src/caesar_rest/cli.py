@@ -452,6 +452,8 @@ def _serve(settings: Settings, uds: str | None, tls: tuple[str, str] | None) -> 
     """Print where, then run uvicorn until it stops."""
     import uvicorn
 
+    from caesar_rest.httpserver import uvicorn_options
+
     if settings.workers > 1 and settings.metrics:
         # Request metrics are summed over the worker processes through files in this folder.
         mdir = settings.datadir.resolve().parent / f".metrics-{os.uname().nodename}-{settings.port}"
@@ -481,6 +483,8 @@ def _serve(settings: Settings, uds: str | None, tls: tuple[str, str] | None) -> 
         timeout_graceful_shutdown=30,
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
+        # Read timeouts (headers, body pauses), keep-alive and the connection limit.
+        **uvicorn_options(settings),
     )
 
 

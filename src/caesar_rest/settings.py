@@ -343,6 +343,31 @@ class Settings(BaseSettings):
     )
     ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM) for --ssl.")
     ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for --ssl.")
+    header_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a client has to send a request's line and headers, from the "
+        "connection's start (kept alive: from the request's first byte); then the connection "
+        "is closed (0: no limit).",
+    )
+    body_timeout: float = Field(
+        60.0,
+        ge=0,
+        description="Longest pause in seconds between two parts of a request body (an upload); "
+        "then the request gets 408 and nothing of it is kept (0: no limit).",
+    )
+    keep_alive_timeout: int = Field(
+        5,
+        ge=1,
+        description="Seconds an idle kept-alive connection stays open between two requests "
+        "(gunicorn: its keepalive).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=0,
+        description="Open connections per server process; a request on one more gets 503 "
+        "(0: no limit).",
+    )
 
     # --- storage ---------------------------------------------------------------------------
     datadir: Path = Field(

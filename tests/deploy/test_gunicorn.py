@@ -142,7 +142,7 @@ def test_gunicorn_uvicorn_workers_behind_nginx(behind_nginx, s17: Path, tmp_path
     workers = srv.worker_pids()
     assert len(workers) == 2
     text = srv.log.read_text()
-    assert "uvicorn_worker.UvicornWorker" in text and text.count("Booting worker") == 2
+    assert "caesar_rest.httpserver.UvicornWorker" in text and text.count("Booting worker") == 2
     assert "Control socket" not in text  # one per instance would collide in $HOME
     assert "Application startup complete" in srv.err.read_text()
     # The socket is 0660 (uwsgi's chmod-socket 660) and the database was migrated by the master.

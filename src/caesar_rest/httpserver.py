@@ -1,0 +1,202 @@
+"""The HTTP server's read timeouts and connection limit (uvicorn, and gunicorn's uvicorn worker).
+
+uvicorn bounds only the idle time between two requests on a kept-alive connection
+(``timeout_keep_alive``). It has no limit on the time a client takes to send a request's line
+and headers (a connection that sends nothing, or one byte now and then, is held forever) nor
+on a pause in the middle of a request body. :class:`GuardedHttpProtocol` is uvicorn's
+httptools protocol with three more timers and a connection limit, all read from the settings:
+
+* ``header_timeout``: from the connection's start (on a kept-alive connection: from the next
+  request's first byte) to the end of the request's headers; then the connection is closed
+  (with a JSON 408 when part of a request had come).
+* ``body_timeout``: the longest pause between two parts of a request body; then the request is
+  answered with a JSON 408 and the connection closed. The app sees the client go away (as for
+  a dropped connection), so a half-received upload leaves nothing behind. The timer does not
+  run while the server itself holds the body back (the app has not asked for more yet, or the
+  client waits for ``100 Continue``).
+* ``max_connections``: open connections of this process; a request that comes on one more is
+  answered with a JSON 503 and ``Connection: close``.
+
+``caesar-rest serve`` selects the protocol through uvicorn's ``http`` option; gunicorn through
+the worker class :class:`UvicornWorker` (deploy/gunicorn/gunicorn.conf.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
+
+from caesar_rest.logconfig import get_logger
+from caesar_rest.settings import Settings, get_settings
+
+log = get_logger("caesar_rest.httpserver")
+
+#: uvicorn's ``http`` option: the protocol by its import path (picklable for ``--workers N``).
+PROTOCOL = "caesar_rest.httpserver:GuardedHttpProtocol"
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options of the timeouts and the connection limit.
+
+    The connection limit is the protocol's own (its 503 is JSON), so uvicorn's
+    ``limit_concurrency`` stays off.
+    """
+    return {"http": PROTOCOL, "timeout_keep_alive": settings.keep_alive_timeout}
+
+
+def _answer(status: int, reason: str, message: str, extra: str = "") -> bytes:
+    """A complete HTTP/1.1 answer with a JSON body that closes the connection."""
+    body = json.dumps({"status": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+_BUSY_BODY = json.dumps({"status": "Too many connections: try again later"}).encode()
+
+
+async def _busy(scope: Any, receive: Any, send: Any) -> None:
+    """ASGI app of a request over the connection limit: 503, and the connection is closed."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_BUSY_BODY)).encode()),
+                (b"retry-after", b"1"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _BUSY_BODY})
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header and body read timeouts and a connection limit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = get_settings()
+        self.header_timeout = settings.header_timeout
+        self.body_timeout = settings.body_timeout
+        self.max_connections = settings.max_connections
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        # Whether part of the current request has come (a 408 then makes sense to the client).
+        self._request_begun = False
+
+    # --- timers ------------------------------------------------------------------------
+    def _arm_header_timer(self) -> None:
+        if self.header_timeout > 0 and self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        if self.body_timeout > 0:
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_late)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _headers_late(self) -> None:
+        """The request line and headers did not come in time: close the connection."""
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        log.info("request_header_timeout", client=_client(self.client), begun=self._request_begun)
+        if self._request_begun:
+            self.transport.write(
+                _answer(408, "Request Timeout", "Request headers not received in time")
+            )
+        self.transport.close()
+
+    def _body_late(self) -> None:
+        """The request body paused too long: answer 408 and close (the app sees a disconnect)."""
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None:
+            return
+        if self.flow.read_paused or cycle.waiting_for_100_continue:
+            # The server holds the body back, not the client: wait for the app to read on.
+            self._arm_body_timer()
+            return
+        log.info("request_body_timeout", client=_client(self.client), path=self.scope.get("path"))
+        if not cycle.response_started:
+            self.transport.write(
+                _answer(408, "Request Timeout", "Request body not received in time")
+            )
+        # The app's next receive() answers http.disconnect and its answer is dropped.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self.transport.close()
+
+    # --- uvicorn protocol hooks --------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        self._cancel_body_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._request_begun = True
+        # On a kept-alive connection the headers' time starts with the request's first byte.
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        if len(self.connections) > self.max_connections > 0:
+            log.warning("connection_limit", connections=len(self.connections))
+            app, self.app = self.app, _busy
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        else:
+            super().on_headers_complete()
+        self._arm_body_timer()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm_body_timer()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._cancel_body_timer()
+        self._request_begun = False
+
+    def handle_websocket_upgrade(self) -> None:
+        self._cancel_header_timer()
+        self._cancel_body_timer()
+        super().handle_websocket_upgrade()
+
+
+def _client(addr: tuple[str, int] | None) -> str | None:
+    return f"{addr[0]}:{addr[1]}" if addr else None
+
+
+class UvicornWorker(_BaseUvicornWorker):  # type: ignore[misc]
+    """gunicorn's uvicorn worker with :class:`GuardedHttpProtocol`.
+
+    The worker passes gunicorn's ``keepalive`` on as uvicorn's ``timeout_keep_alive``; the
+    header and body timeouts and the connection limit come from the settings.
+    """
+
+    CONFIG_KWARGS = {"loop": "auto", "http": PROTOCOL}
