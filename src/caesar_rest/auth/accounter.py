@@ -15,45 +15,14 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from caesar_rest.auth.accounting import report
+from caesar_rest.auth.accounting import add_jobs, blank_usage, report
 from caesar_rest.db.engine import write_first
 from caesar_rest.db.locks import pass_lock
 from caesar_rest.db.models import FileRecord, JobRecord, JobResult, UsageSnapshot
-from caesar_rest.jobs.states import legacy_state
 from caesar_rest.timeutil import iso
 
 #: The owner of the service-wide snapshot (no user id is ``*``: ids are sanitised names).
 SERVICE = "*"
-
-_COUNTERS = {
-    "SUCCESS": "njobs_completed",
-    "FAILURE": "njobs_failed",
-    "ABORTED": "njobs_aborted",
-    "CANCELED": "njobs_aborted",
-    "RUNNING": "njobs_running",
-    "PENDING": "njobs_pending",
-    "TIMED-OUT": "njobs_timedout",
-}
-
-
-def _blank() -> dict[str, Any]:
-    return {
-        "nfiles": 0,
-        "datasize": 0.0,
-        "jobsize": 0.0,
-        "size_unit": "KiB",
-        "njobs": 0,
-        "njobs_completed": 0,
-        "njobs_failed": 0,
-        "njobs_aborted": 0,
-        "njobs_running": 0,
-        "njobs_pending": 0,
-        "njobs_timedout": 0,
-        "njobs_unknown": 0,
-        "job_runtime": 0.0,
-        "job_completed_runtime": 0.0,
-        "job_cputime": 0.0,
-    }
 
 
 def per_owner(session: Session) -> dict[str, dict[str, Any]]:
@@ -63,7 +32,7 @@ def per_owner(session: Session) -> dict[str, dict[str, Any]]:
         FileRecord.owner, func.count(FileRecord.id), func.coalesce(func.sum(FileRecord.size), 0)
     ).group_by(FileRecord.owner)
     for owner, n, size in session.execute(files).all():
-        row = out.setdefault(owner, _blank())
+        row = out.setdefault(owner, blank_usage())
         row["nfiles"], row["datasize"] = int(n), round(int(size) / 1024.0, 3)
     results = (
         select(JobRecord.owner, func.coalesce(func.sum(JobResult.size), 0))
@@ -71,7 +40,7 @@ def per_owner(session: Session) -> dict[str, dict[str, Any]]:
         .group_by(JobRecord.owner)
     )
     for owner, size in session.execute(results).all():
-        out.setdefault(owner, _blank())["jobsize"] = round(int(size) / 1024.0, 3)
+        out.setdefault(owner, blank_usage())["jobsize"] = round(int(size) / 1024.0, 3)
     jobs = select(
         JobRecord.owner,
         JobRecord.phase,
@@ -81,14 +50,7 @@ def per_owner(session: Session) -> dict[str, dict[str, Any]]:
         func.coalesce(func.sum(JobRecord.cpu_time), 0.0),
     ).group_by(JobRecord.owner, JobRecord.phase, JobRecord.reason)
     for owner, phase, reason, n, runtime, cputime in session.execute(jobs).all():
-        row = out.setdefault(owner, _blank())
-        state = legacy_state(phase, reason)
-        row[_COUNTERS.get(state, "njobs_unknown")] += int(n)
-        row["njobs"] += int(n)
-        row["job_runtime"] += float(runtime or 0.0)
-        row["job_cputime"] += float(cputime or 0.0)
-        if state == "SUCCESS":
-            row["job_completed_runtime"] += float(runtime or 0.0)
+        add_jobs(out.setdefault(owner, blank_usage()), phase, reason, n, runtime, cputime)
     return out
 
 

@@ -24,7 +24,42 @@ _COUNTERS = {
     "CANCELED": "njobs_aborted",
     "RUNNING": "njobs_running",
     "PENDING": "njobs_pending",
+    "TIMED-OUT": "njobs_timedout",
 }
+
+
+def blank_usage() -> dict[str, Any]:
+    """The counters of one usage report, all zero (sizes in KiB)."""
+    return {
+        "nfiles": 0,
+        "datasize": 0.0,
+        "jobsize": 0.0,
+        "size_unit": "KiB",
+        "njobs": 0,
+        "njobs_completed": 0,
+        "njobs_failed": 0,
+        "njobs_aborted": 0,
+        "njobs_running": 0,
+        "njobs_pending": 0,
+        "njobs_timedout": 0,
+        "njobs_unknown": 0,
+        "job_runtime": 0.0,
+        "job_completed_runtime": 0.0,
+        "job_cputime": 0.0,
+    }
+
+
+def add_jobs(
+    out: dict[str, Any], phase: str, reason: str | None, n: int, runtime: Any, cputime: Any
+) -> None:
+    """Add one ``(phase, reason)`` group of jobs to the counters of a usage report."""
+    state = legacy_state(phase, reason)
+    out[_COUNTERS.get(state, "njobs_unknown")] += int(n)
+    out["njobs"] += int(n)
+    out["job_runtime"] += float(runtime or 0.0)
+    out["job_cputime"] += float(cputime or 0.0)
+    if state == "SUCCESS":
+        out["job_completed_runtime"] += float(runtime or 0.0)
 
 
 def report(sessions: sessionmaker[Session], owner: str | None) -> dict[str, Any]:
@@ -59,33 +94,13 @@ def report(sessions: sessionmaker[Session], owner: str | None) -> dict[str, Any]
         jobsize = int(s.execute(rq).scalar_one())
         out: dict[str, Any] = {
             "timestamp": datetime.now(UTC).isoformat(),
+            **blank_usage(),
             "nfiles": int(nfiles),
             "datasize": round(int(datasize) / 1024.0, 3),
             "jobsize": round(jobsize / 1024.0, 3),
-            "size_unit": "KiB",
-            "njobs": 0,
-            "njobs_completed": 0,
-            "njobs_failed": 0,
-            "njobs_aborted": 0,
-            "njobs_running": 0,
-            "njobs_pending": 0,
-            "njobs_timedout": 0,
-            "njobs_unknown": 0,
-            "job_runtime": 0.0,
-            "job_completed_runtime": 0.0,
-            "job_cputime": 0.0,
         }
         for phase, reason, n, runtime, cputime in s.execute(jq).all():
-            state = legacy_state(phase, reason)
-            key = _COUNTERS.get(
-                state, "njobs_timedout" if state == "TIMED-OUT" else "njobs_unknown"
-            )
-            out[key] += int(n)
-            out["njobs"] += int(n)
-            out["job_runtime"] += float(runtime or 0.0)
-            out["job_cputime"] += float(cputime or 0.0)
-            if state == "SUCCESS":
-                out["job_completed_runtime"] += float(runtime or 0.0)
+            add_jobs(out, phase, reason, n, runtime, cputime)
         if owner is None:
             out["nusers"] = int(s.execute(uq).scalar_one())
             out["totsize"] = round(out["datasize"] + out["jobsize"], 3)
