@@ -16,13 +16,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.support.server import LiveServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -335,3 +339,74 @@ def subreaper() -> Iterator[Callable[[list[int]], None]]:
         yield reap
     finally:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@dataclass
+class Proxy:
+    """What run_curl_sequence needs of a server: its API base URL (here nginx's)."""
+
+    url: str
+    api: str
+
+
+def make_site(root: Path, **kw: object) -> Site:
+    """A :class:`Site` on free ports with a fresh self-signed certificate under ``root``."""
+    cert, key = make_cert(root / "tls")
+    return Site(
+        https_port=free_port(),
+        http_port=free_port(),
+        cert=cert,
+        key=key,
+        logs=root / "nginx" / "logs",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+class UdsServer(LiveServer):
+    """``caesar-rest serve --uds PATH --workers N`` (the socket layout's app).
+
+    Subclasses change :meth:`command`, :attr:`name` and :meth:`ready` for another server
+    program on the same socket (gunicorn).
+    """
+
+    name = "server"
+
+    def __init__(self, root: Path, sock: Path, workers: int = 2, **env: str):
+        super().__init__(root, **env)
+        self.sock = sock
+        self.workers = workers
+        self.err: Path | None = None  # stderr's own file; None: with stdout in the log
+
+    def command(self) -> list[str]:
+        """The server's argument list."""
+        return [
+            sys.executable, "-m", "caesar_rest.cli", "serve", "--uds", str(self.sock),
+            "--workers", str(self.workers),
+            "--datadir", str(self.datadir), "--jobdir", str(self.jobdir),
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        """Whether the started server counts as up, once ``/healthz`` answers 200."""
+        return True
+
+    def start(self, timeout: float = 90.0) -> UdsServer:
+        """Start the server and wait until it answers on its socket."""
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(open(self.log, "ab"))
+            err = files.enter_context(open(self.err, "ab")) if self.err else subprocess.STDOUT
+            self.proc = subprocess.Popen(
+                self.command(), env=self.env, stdout=log, stderr=err, start_new_session=True
+            )
+        transport = httpx.HTTPTransport(uds=str(self.sock))
+        deadline = time.time() + timeout
+        with httpx.Client(transport=transport) as c:
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-3000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    healthy = c.get("http://app/healthz", timeout=1).status_code == 200
+                    if healthy and self.ready():
+                        return self
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"{self.name} did not start: {self.log.read_text()[-3000:]}")

@@ -18,35 +18,34 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.deploy.deploy_support import DEPLOY, Nginx, Site, make_cert, render_layout, small_fits
+from tests.deploy.deploy_support import (
+    DEPLOY,
+    Nginx,
+    Proxy,
+    UdsServer,
+    make_site,
+    render_layout,
+    small_fits,
+)
 from tests.support.e2e import run_curl_sequence
-from tests.support.server import LiveServer, free_port, wait_state
+from tests.support.server import wait_state
 
 GUNICORN_CONF = DEPLOY / "gunicorn" / "gunicorn.conf.py"
 
 
-@dataclass
-class Proxy:
-    """What run_curl_sequence needs of a server: its API base URL (here nginx's)."""
-
-    url: str
-    api: str
-
-
-class GunicornServer(LiveServer):
+class GunicornServer(UdsServer):
     """``gunicorn -c deploy/gunicorn/gunicorn.conf.py --bind unix:SOCK --workers N``."""
 
+    name = "gunicorn"
+
     def __init__(self, root: Path, sock: Path, workers: int = 2, **env: str):
-        super().__init__(root, **env)
-        self.sock = sock
-        self.workers = workers
+        super().__init__(root, sock, workers, **env)
         self.env.update(
             {
                 "CAESAR_REST_DATADIR": str(self.datadir),
@@ -54,38 +53,18 @@ class GunicornServer(LiveServer):
                 "CAESAR_REST_WORKERS": str(workers),
             }
         )
-
-    def start(self, timeout: float = 90.0) -> GunicornServer:
-        cmd = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(GUNICORN_CONF),
-            "--bind",
-            f"unix:{self.sock}",
-        ]
         # stdout: gunicorn's own lines (the journal); stderr: the app's JSON lines (filebeat).
         self.err = self.root / "server.json"
-        with open(self.log, "ab") as log, open(self.err, "ab") as err:
-            self.proc = subprocess.Popen(
-                cmd, env=self.env, stdout=log, stderr=err, start_new_session=True
-            )
-        transport = httpx.HTTPTransport(uds=str(self.sock))
-        deadline = time.time() + timeout
-        with httpx.Client(transport=transport) as c:
-            while time.time() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-3000:]}")
-                try:
-                    healthy = c.get("http://app/healthz", timeout=1).status_code == 200
-                    if healthy and len(self.worker_pids()) == self.workers:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-3000:]}")
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF),
+            "--bind", f"unix:{self.sock}",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        """Every worker has started."""
+        return len(self.worker_pids()) == self.workers
 
     def worker_pids(self) -> set[int]:
         """The master's children (its workers)."""
@@ -97,18 +76,6 @@ class GunicornServer(LiveServer):
             ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
         ).stdout
         return {int(p) for p in out.split()}
-
-
-def _site(root: Path, sock: Path) -> Site:
-    cert, key = make_cert(root / "tls")
-    return Site(
-        https_port=free_port(),
-        http_port=free_port(),
-        cert=cert,
-        key=key,
-        logs=root / "nginx" / "logs",
-        uds=sock,
-    )
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -124,7 +91,7 @@ def behind_nginx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: igno
     sock = tmp_path / "run" / "caesar-rest.sock"
     sock.parent.mkdir()
     srv = GunicornServer(tmp_path / "srv", sock).start()
-    site = _site(tmp_path, sock)
+    site = make_site(tmp_path, uds=sock)
     conf = render_layout("caesar-rest-socket.conf", site, tmp_path / "site")
     nginx = Nginx(tmp_path / "nginx", conf, site.https_port).start()
     monkeypatch.setenv("CURL_CA_BUNDLE", str(site.cert))

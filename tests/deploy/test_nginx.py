@@ -33,10 +33,11 @@ from tests.deploy.deploy_support import (
     MIB,
     NGINX_DIR,
     Nginx,
+    Proxy,
     Sampler,
-    Site,
+    UdsServer,
     make_big_fits,
-    make_cert,
+    make_site,
     render_layout,
     sha256_file,
     small_fits,
@@ -44,72 +45,9 @@ from tests.deploy.deploy_support import (
     vm_rss,
 )
 from tests.support.e2e import run_curl_sequence
-from tests.support.server import LiveServer, free_port, wait_state
+from tests.support.server import LiveServer, wait_state
 
 pytestmark = pytest.mark.postgres
-
-
-@dataclass
-class Proxy:
-    """What run_curl_sequence needs of a server: its API base URL (here nginx's)."""
-
-    url: str
-    api: str
-
-
-class UdsServer(LiveServer):
-    """``caesar-rest serve --uds PATH --workers N`` (the socket layout's app)."""
-
-    def __init__(self, root: Path, sock: Path, workers: int = 2, **env: str):
-        super().__init__(root, **env)
-        self.sock = sock
-        self.workers = workers
-
-    def start(self, timeout: float = 90.0) -> UdsServer:
-        cmd = [
-            sys.executable,
-            "-m",
-            "caesar_rest.cli",
-            "serve",
-            "--uds",
-            str(self.sock),
-            "--workers",
-            str(self.workers),
-            "--datadir",
-            str(self.datadir),
-            "--jobdir",
-            str(self.jobdir),
-        ]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        transport = httpx.HTTPTransport(uds=str(self.sock))
-        deadline = time.time() + timeout
-        with httpx.Client(transport=transport) as c:
-            while time.time() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-                try:
-                    if c.get("http://app/healthz", timeout=1).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
-
-
-def _site(root: Path, **kw: object) -> Site:
-    cert, key = make_cert(root / "tls")
-    return Site(
-        https_port=free_port(),
-        http_port=free_port(),
-        cert=cert,
-        key=key,
-        logs=root / "nginx" / "logs",
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 def raw_request(port: int, cert: Path, head: str, read_timeout: float = 10.0) -> bytes:
@@ -135,7 +73,7 @@ def raw_request(port: int, cert: Path, head: str, read_timeout: float = 10.0) ->
 @pytest.mark.parametrize("layout", ["caesar-rest-upstream.conf", "caesar-rest-socket.conf"])
 def test_layouts_pass_nginx_check(tmp_path: Path, layout: str) -> None:
     """Both shipped layouts are valid for the Debian nginx (``nginx -t``)."""
-    site = _site(tmp_path, upstreams=["127.0.0.1:1", "127.0.0.1:2"], uds=tmp_path / "app.sock")
+    site = make_site(tmp_path, upstreams=["127.0.0.1:1", "127.0.0.1:2"], uds=tmp_path / "app.sock")
     if layout == "caesar-rest-socket.conf":
         site.upstreams = []
     else:
@@ -147,7 +85,7 @@ def test_layouts_pass_nginx_check(tmp_path: Path, layout: str) -> None:
 
 def test_compose_layout_passes_nginx_check(tmp_path: Path) -> None:
     """deploy/nginx/caesar-rest-compose.conf, with the compose names and paths of this machine."""
-    site = _site(tmp_path)
+    site = make_site(tmp_path)
     text = (NGINX_DIR / "caesar-rest-compose.conf").read_text()
     for old, new in (
         ("server api:8080", "server 127.0.0.1:1"),
@@ -174,7 +112,7 @@ def test_socket_layout_end_to_end(
     sock = tmp_path / "run" / "caesar-rest.sock"
     sock.parent.mkdir()
     srv = UdsServer(tmp_path / "srv", sock).start()
-    site = _site(tmp_path, uds=sock)
+    site = make_site(tmp_path, uds=sock)
     conf = render_layout("caesar-rest-socket.conf", site, tmp_path / "site")
     nginx = Nginx(tmp_path / "nginx", conf, site.https_port).start()
     try:
@@ -245,7 +183,7 @@ def cluster(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     # Both at once: their migrations are serialised by a PostgreSQL advisory lock.
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda s: s.start(), instances))
-    site = _site(tmp_path, upstreams=[f"127.0.0.1:{s.port}" for s in instances], body_mib=1101)
+    site = make_site(tmp_path, upstreams=[f"127.0.0.1:{s.port}" for s in instances], body_mib=1101)
     conf = render_layout("caesar-rest-upstream.conf", site, tmp_path / "site")
     nginx = Nginx(tmp_path / "nginx", conf, site.https_port).start()
     monkeypatch.setenv("CURL_CA_BUNDLE", str(site.cert))
