@@ -18,9 +18,8 @@ EXAMPLES = 6
 
 
 def summary(report: FuzzReport) -> str:
-    lines = [
-        f"{report.cases} cases ({report.unsendable} unsendable), statuses {sorted(report.statuses.items())}"
-    ]
+    statuses = sorted(report.statuses.items())
+    lines = [f"{report.cases} cases ({report.unsendable} unsendable), statuses {statuses}"]
     lines += [f"{op} -> {status}: {msg[:300]}" for op, status, msg in sorted(report.distinct())]
     return "\n".join(lines)
 
