@@ -21,7 +21,7 @@ from caesar_rest.auth.users import Limits
 from caesar_rest.db.engine import is_transient, write_first
 from caesar_rest.db.models import FileRecord, JobEvent, JobRecord, JobResult
 from caesar_rest.errors import Invalid, NotFound
-from caesar_rest.jobs.folder import LOG_FILE, SPEC_FILE, JobSpec, Outcome, write_spec
+from caesar_rest.jobs.folder import LOG_FILE, JobSpec, Outcome, write_spec
 from caesar_rest.jobs.states import FINAL, Phase, Reason, TransitionError, check_transition
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
@@ -544,15 +544,11 @@ class JobService:
         return f"{text}\n--- end of job.log ---\n{log_tail}"
 
 
-# LOG_FILE, SPEC_FILE and Outcome live in jobs/folder.py; the routes still import them here.
 __all__ = [
-    "LOG_FILE",
-    "SPEC_FILE",
     "InputFileNotFound",
     "JobNotFound",
     "JobService",
     "OptionError",
-    "Outcome",
     "SubmitError",
     "App",
 ]
