@@ -19,6 +19,7 @@ from caesar_rest.apps.base import (
 from caesar_rest.apps.common_options import (
     CATALOGUE_MAP_RESULTS,
     beam_fallback_options,
+    classify_options,
     map_output_options,
     preview_options,
     sigma_threshold_option,
@@ -106,6 +107,7 @@ AEGEAN_OPTIONS: tuple[Option, ...] = (
     ),
     *beam_fallback_options(_BKG, advanced=True),
     *preview_options(_OUTPUT),
+    *classify_options(_OUTPUT),
 )
 
 AEGEAN_RESULTS: tuple[ResultSpec, ...] = CATALOGUE_MAP_RESULTS

@@ -387,6 +387,8 @@ class App(ABC):
             if opt.is_flag:
                 if value:
                     args.append(f"--{opt.name}")
+                elif opt.default is True:  # a flag on by default is turned off explicitly
+                    args.append(f"--{opt.name}=false")
             else:
                 args.append(f"--{opt.name}={value}")
         return args

@@ -20,6 +20,7 @@ from caesar_rest.apps.base import (
     Option,
     ResultSpec,
 )
+from caesar_rest.apps.common_options import classify_options
 from caesar_rest.sourcefinder.options import ALL_OPTIONS, LegacyOption
 
 _KINDS = {"flag": "none", "int": "int", "float": "float", "enum": "str"}
@@ -41,7 +42,10 @@ def _option(o: LegacyOption) -> Option:
     )
 
 
-CAESAR_OPTIONS: tuple[Option, ...] = tuple(_option(o) for o in ALL_OPTIONS)
+CAESAR_OPTIONS: tuple[Option, ...] = (
+    *(_option(o) for o in ALL_OPTIONS),
+    *classify_options("OUTPUT"),
+)
 
 CAESAR_RESULTS: tuple[ResultSpec, ...] = (
     *CATALOGUE_RESULTS,

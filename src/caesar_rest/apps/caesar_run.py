@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from caesar_rest.apps.caesar_app import CaesarApp
+from caesar_rest.apps.common_options import CLASSIFY
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import COLUMN_NAMES
@@ -69,8 +70,15 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
     OptionError
         On unknown names or bad values.
     """
-    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    given = {
+        k: v for k, v in options.items() if v is not None and (v is not False or k == CLASSIFY)
+    }
     return CaesarApp().validate(given)
+
+
+def finder_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of the CAESAR pipeline: ``opts`` without the shared run's own (``classify``)."""
+    return {k: v for k, v in opts.items() if k != CLASSIFY}
 
 
 def island_regions(result: Any, wcs_frame: str | None) -> str:
@@ -139,7 +147,7 @@ class CaesarFinder(Finder):
 
     def load(self, input_path: Path, opts: Mapping[str, Any]) -> FitsImage:
         """Load the image with the finder's beam fallback and sub-image options."""
-        fo = from_legacy(opts)
+        fo = from_legacy(finder_options(opts))
         return load_image(input_path, beam_fallback=fo.beam_fallback, subimage=fo.subimage)
 
     def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
@@ -148,14 +156,14 @@ class CaesarFinder(Finder):
         logging.basicConfig(
             level=level, format=f"{PROG}: %(message)s", stream=sys.stdout, force=True
         )
-        unused = ineffective_given(opts)
+        unused = ineffective_given(finder_options(opts))
         if unused:
             log.warning(
                 "options without effect on this run (not implemented here, or for another "
                 "extsfinder method): %s",
                 ", ".join(unused),
             )
-        fo = from_legacy(opts)
+        fo = from_legacy(finder_options(opts))
         try:
             result = find_sources(image, fo)
         except ValueError as exc:

@@ -224,3 +224,35 @@ def deblend_options(
             category=category,
         ),
     )
+
+
+#: Name of the option turning the classification of the catalogue rows on or off.
+CLASSIFY = "classify"
+
+
+def classify_options(category: str) -> tuple[Option, ...]:
+    """The ``classify`` flag (on by default): add ``class`` and ``class_score`` to the catalogue.
+
+    Parameters
+    ----------
+    category
+        Category of the flag.
+
+    Returns
+    -------
+    tuple of Option
+        ``classify``; its description lists the classes.
+    """
+    from caesar_rest.classify import CLASSES
+
+    return (
+        Option(
+            CLASSIFY,
+            "none",
+            "Classify every catalogue row (columns class and class_score); classes: "
+            + ", ".join(CLASSES)
+            + "; false turns it off",
+            default=True,
+            category=category,
+        ),
+    )

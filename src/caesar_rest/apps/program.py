@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from caesar_rest.apps.base import App, OptionError, parse_cli_options
+from caesar_rest.apps.common_options import CLASSIFY
 from caesar_rest.apps.console import describe_image, say, say_options
 from caesar_rest.apps.products import (
     Extraction,
@@ -280,6 +281,8 @@ def run(
     describe_image(prog, image)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = finder.extract(image, opts, out_dir)
+    if classification_wanted(app, opts):
+        classify_rows(prog, image, found)
     draw = preview and not opts.get("no-preview", False)
     info = RunInfo(app.name, opts, *input_identity(input_path, out_dir))
     files, write_times = write_products(prog, app, image, found, out_dir, preview=draw, run=info)
@@ -319,6 +322,57 @@ def _summary(
         }
     )
     return summary
+
+
+def classification_wanted(app: App, opts: Mapping[str, Any]) -> bool:
+    """Whether the run classifies its catalogue: the app has the ``classify`` option and it is
+    not turned off.
+
+    Parameters
+    ----------
+    app
+        The app.
+    opts
+        Resolved options (an absent option takes its default).
+
+    Returns
+    -------
+    bool
+        True to classify.
+    """
+    opt = app.option_map().get(CLASSIFY)
+    return opt is not None and bool(opts.get(CLASSIFY, opt.default))
+
+
+def classify_rows(prog: str, image: FitsImage, found: Extraction) -> None:
+    """Add ``class`` and ``class_score`` to the extraction's catalogue (and to its component
+    catalogue when that holds the same rows), the counts per class to the summary and the
+    time taken to the timings.
+
+    Parameters
+    ----------
+    prog
+        Program name for the log.
+    image
+        The image.
+    found
+        The extraction (changed in place).
+    """
+    from caesar_rest.classify import CLASSES, classify_table
+    from caesar_rest.classify.features import find_islands
+
+    t0 = time.perf_counter()
+    classify_table(image, found.table, islands=find_islands(image))
+    comps = found.components
+    if comps is not None and comps is not found.table and len(comps) == len(found.table):
+        for name in ("class", "class_score"):
+            comps[name] = found.table[name]
+    labels = [str(c) for c in found.table["class"]]
+    counts = {c: labels.count(c) for c in CLASSES}
+    found.summary["classes"] = counts
+    found.timings["classify"] = time.perf_counter() - t0
+    shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    say(prog, f"classified {len(labels)} rows: {shown or 'none'}")
 
 
 def program_main(app: App, finder: Finder, argv: Sequence[str] | None = None) -> int:

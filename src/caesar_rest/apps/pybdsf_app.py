@@ -22,6 +22,7 @@ from caesar_rest.apps.base import (
 from caesar_rest.apps.common_options import (
     MAP_RESULTS,
     beam_fallback_options,
+    classify_options,
     map_output_options,
     preview_options,
 )
@@ -140,6 +141,7 @@ PYBDSF_OPTIONS: tuple[Option, ...] = (
         rms="Write PyBDSF's rms map (rms.fits)",
     ),
     *preview_options(_OUTPUT),
+    *classify_options(_OUTPUT),
 )
 
 PYBDSF_RESULTS: tuple[ResultSpec, ...] = (

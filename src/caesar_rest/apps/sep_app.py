@@ -14,6 +14,7 @@ from caesar_rest.apps.common_options import (
     CATALOGUE_MAP_RESULTS,
     background_filter_options,
     beam_fallback_options,
+    classify_options,
     deblend_options,
     map_output_options,
     preview_options,
@@ -90,6 +91,7 @@ SEP_OPTIONS: tuple[Option, ...] = (
     *beam_fallback_options(_BEAM),
     *map_output_options(_OUTPUT),
     *preview_options(_OUTPUT),
+    *classify_options(_OUTPUT),
 )
 
 SEP_RESULTS: tuple[ResultSpec, ...] = CATALOGUE_MAP_RESULTS

@@ -60,7 +60,8 @@ def source_ellipses(
     transform: Transform,
     linewidth: float,
 ) -> EllipseCollection | None:
-    """The catalogue's sources as cyan FWHM ellipses on a picture block-reduced by ``factor``.
+    """The catalogue's sources as FWHM ellipses on a picture block-reduced by ``factor``, cyan
+    or coloured by class (:func:`class_colours`).
 
     Sources without a usable size are drawn with the beam; those without a finite position are
     left out.
@@ -97,6 +98,8 @@ def source_ellipses(
     pa = np.where(bad, image.beam[2], pa)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y, maj, mnr, pa = x[ok], y[ok], maj[ok], mnr[ok], pa[ok]
+    edges = class_colours(table)
+    colours = edges if isinstance(edges, str) else [c for c, k in zip(edges, ok, strict=True) if k]
     if not x.size:
         return None
     jac = sky_jacobian(image.wcs, x, y)
@@ -110,7 +113,7 @@ def source_ellipses(
         offsets=offsets / factor,
         offset_transform=transform,
         facecolors="none",
-        edgecolors="cyan",
+        edgecolors=colours,
         linewidths=linewidth,
     )
 
@@ -194,6 +197,7 @@ def write_preview(
     coll = source_ellipses(table, image, factor, ax.transData, linewidth=0.8)
     if coll is not None:
         ax.add_collection(coll)
+        add_class_legend(ax, table)
     if title is None:
         # A file name is plain text: "$" would start matplotlib mathtext (and may not parse).
         shown = (name or image.path.name).replace("$", r"\$")
@@ -201,3 +205,73 @@ def write_preview(
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=dpi, format="png")
     return path
+
+
+#: Ellipse colour of each class of the classifier (caesar_rest.classify.CLASSES).
+CLASS_COLOURS: dict[str, str] = {
+    "compact": "cyan",
+    "extended": "lime",
+    "extended-multisland": "magenta",
+    "spurious": "red",
+    "flagged": "orange",
+    "diffuse": "deepskyblue",
+}
+#: Colour of rows without a class (unclassified catalogue, unknown class).
+UNCLASSIFIED = "cyan"
+
+
+def class_colours(table: Table) -> str | list[str]:
+    """Edge colours of the sources: one per row by its ``class`` (:data:`CLASS_COLOURS`), or
+    :data:`UNCLASSIFIED` for every row of a catalogue without classes.
+
+    Parameters
+    ----------
+    table
+        The catalogue.
+
+    Returns
+    -------
+    str or list of str
+        One colour for all rows, or one per row.
+    """
+    if "class" not in table.colnames:
+        return UNCLASSIFIED
+    return [CLASS_COLOURS.get(str(c), UNCLASSIFIED) for c in table["class"]]
+
+
+def add_class_legend(ax: object, table: Table | None) -> None:
+    """A legend of the classes present in ``table`` (their colours and counts), if any.
+
+    Parameters
+    ----------
+    ax
+        The matplotlib axes.
+    table
+        The catalogue drawn.
+    """
+    if table is None or "class" not in table.colnames or not len(table):
+        return
+    from matplotlib.lines import Line2D
+
+    names = [str(c) for c in table["class"]]
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colour,
+            marker="o",
+            linestyle="",
+            markerfacecolor="none",
+            label=f"{name} ({names.count(name)})",
+        )
+        for name, colour in CLASS_COLOURS.items()
+        if name in names
+    ]
+    ax.legend(  # type: ignore[attr-defined]
+        handles=handles,
+        loc="upper right",
+        fontsize=7,
+        framealpha=0.6,
+        title="class",
+        title_fontsize=7,
+    )

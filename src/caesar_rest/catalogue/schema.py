@@ -59,3 +59,16 @@ FLAG_BLENDED = 1  # the source shares its island with others (deblended)
 FLAG_TRUNCATED = 2  # the island touches the image border or a blank region
 FLAG_FIT_FAILED = 4  # a model fit did not converge; moments were used
 FLAG_EXTENDED = 8  # the source is resolved / extended
+
+#: Columns the classifier adds to every app's catalogue (``classify``, on by default); the
+#: classes are those of :data:`caesar_rest.classify.CLASSES`.
+CLASS_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "class",
+        "U19",
+        "",
+        "src.class",
+        "Source class: compact, extended, extended-multisland, spurious, flagged or diffuse",
+    ),
+    Column("class_score", "f8", "", "stat.probability", "Classifier score of the class (0-1)"),
+)

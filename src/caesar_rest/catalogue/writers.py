@@ -21,7 +21,7 @@ from astropy.io.votable import writeto as votable_writeto
 from astropy.io.votable.tree import CooSys, Info, Param
 from astropy.table import Table
 
-from caesar_rest.catalogue.schema import COLUMN_NAMES, COLUMNS, Column
+from caesar_rest.catalogue.schema import CLASS_COLUMNS, COLUMN_NAMES, COLUMNS, Column
 
 _BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
@@ -344,16 +344,17 @@ def table_to_json(table: Table) -> dict[str, Any]:
     -------
     dict
         ``{"columns": [{name, unit, ucd, description}], "sources": [{column: value}]}``, with
-        NaN as None.
+        NaN as None; the schema's columns, then ``class`` and ``class_score`` when the table
+        has them.
     """
+    present = [*COLUMNS, *(c for c in CLASS_COLUMNS if c.name in table.colnames)]
     columns = [
         {"name": c.name, "unit": c.unit, "ucd": c.ucd, "description": c.description}
-        for c in COLUMNS
+        for c in present
     ]
-    lists = {name: table[name].tolist() for name in COLUMN_NAMES}
-    sources = [
-        {name: _json_value(lists[name][i]) for name in COLUMN_NAMES} for i in range(len(table))
-    ]
+    names = [c.name for c in present]
+    lists = {name: table[name].tolist() for name in names}
+    sources = [{name: _json_value(lists[name][i]) for name in names} for i in range(len(table))]
     return {"columns": columns, "sources": sources}
 
 

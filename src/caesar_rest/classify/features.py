@@ -1,0 +1,411 @@
+"""Features of every catalogue row for the classifier.
+
+Every finder's catalogue is described the same way, from the image and the row alone, so that
+one model serves every app: the classifier makes its own coarse background and noise maps
+(median and MAD in boxes of about ten beams, on a regular subsample of the pixels) and its own
+islands (8-connected pixels above 3 sigma). A row belongs to the island under its position.
+
+Features (:data:`FEATURE_NAMES`), all dimensionless:
+
+* the row: S/N (peak over the local rms), peak S/N over the mean rms of its island (CAESAR's
+  sourceness feature), fitted-ellipse area over the beam's and eccentricity, integrated over
+  peak flux, rows sharing its island, the truncated/blended flags;
+* its island: area in beams, eccentricity and fill factor of its moment ellipse, peak S/N,
+  flux over peak times beam;
+* the local context: distance (beams) and flux ratio to the nearest bright source (an island
+  peaking above :data:`BRIGHT_SNR`), how radially the island points at it, the local rms over
+  the image's median rms, the islands around it (count within 10 beams, nearest distance and
+  flux ratio, and whether two neighbours lie on opposite sides);
+* a cut-out of the significance map around the row's peak (radius 2.5 beams): fraction of
+  pixels below -3 sigma, residual after a beam-shaped fit, mean level 1-2 beams out, and
+  point asymmetry.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from astropy.table import Table
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_TRUNCATED
+from caesar_rest.imaging.fits_image import FitsImage
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+
+#: Islands whose peak exceeds this many sigma are "bright sources" for the context features.
+BRIGHT_SNR = 100.0
+#: Island threshold in sigma.
+ISLAND_SNR = 3.0
+#: Value of a feature that cannot be computed (no island, no bright source, no neighbour).
+MISSING = -9.0
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_snr",
+    "log_peak_over_island_rms",
+    "log_area_over_beam",
+    "eccentricity",
+    "log_flux_over_peak",
+    "log_rows_in_island",
+    "truncated",
+    "blended",
+    "log_island_beams",
+    "island_eccentricity",
+    "island_fill",
+    "log_island_peak_snr",
+    "log_island_flux_over_peak",
+    "log_bright_distance",
+    "log_bright_flux_ratio",
+    "bright_alignment",
+    "rms_rise",
+    "neighbours_10_beams",
+    "log_neighbour_distance",
+    "log_neighbour_flux_ratio",
+    "neighbour_opposition",
+    "cutout_negative_fraction",
+    "cutout_beam_residual",
+    "cutout_annulus",
+    "cutout_asymmetry",
+)
+
+
+@dataclass
+class Islands:
+    """The classifier's own islands of an image.
+
+    Attributes
+    ----------
+    labels
+        Island label per pixel (0 outside).
+    sig
+        Significance map ``(image - background) / rms``, 0 at blank pixels.
+    rms
+        Noise map (Jy/beam).
+    median_rms
+        Median of the noise map.
+    npix, flux, peak, mean_rms, cx, cy, ecc, fill, theta
+        Per island (index 0 unused): pixels, background-subtracted flux sum, peak significance,
+        mean rms, centroid, moment eccentricity, fill factor of the moment ellipse, and its
+        angle from +x (radians).
+    """
+
+    labels: npt.NDArray[np.int32]
+    sig: F32
+    rms: F32
+    median_rms: float
+    npix: F64
+    flux: F64
+    peak: F64
+    mean_rms: F64
+    cx: F64
+    cy: F64
+    ecc: F64
+    fill: F64
+    theta: F64
+
+
+def beam_fwhm_pix(image: FitsImage) -> float:
+    """Geometric-mean beam FWHM in pixels."""
+    return math.sqrt(image.beam[0] * image.beam[1]) / image.pixel_scale_arcsec
+
+
+def noise_maps(data: F32, mask: npt.NDArray[np.bool_], box: int) -> tuple[F32, F32]:
+    """Background (median) and rms (1.4826 MAD) in ``box x box`` blocks, block-constant.
+
+    The statistics of a block come from a regular subsample of its pixels (at most 32 x 32),
+    which keeps the cost small at any image size.
+
+    Parameters
+    ----------
+    data
+        Image.
+    mask
+        Blank pixels (ignored).
+    box
+        Block side in pixels.
+
+    Returns
+    -------
+    background, rms
+        float32 maps of the image's shape.
+    """
+    ny, nx = data.shape
+    box = max(4, min(box, ny, nx))
+    step = max(1, box // 32)
+    work = np.where(mask, np.float32(np.nan), data)[::step, ::step]
+    b = max(1, box // step)
+    sy, sx = work.shape
+    by, bx = -(-sy // b), -(-sx // b)
+    padded = np.full((by * b, bx * b), np.nan, dtype=np.float32)
+    padded[:sy, :sx] = work
+    blocks = padded.reshape(by, b, bx, b).transpose(0, 2, 1, 3).reshape(by, bx, b * b)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
+        med = np.nanmedian(blocks, axis=-1)
+        mad = np.nanmedian(np.abs(blocks - med[..., None]), axis=-1) * 1.4826
+    good = np.isfinite(mad) & (mad > 0)
+    fill_rms = float(np.median(mad[good])) if good.any() else 1.0
+    fill_bkg = float(np.median(med[good])) if good.any() else 0.0
+    med = np.where(good, med, fill_bkg)
+    mad = np.where(good, mad, fill_rms)
+    cell = b * step
+    bkg = np.repeat(np.repeat(med, cell, axis=0), cell, axis=1)[:ny, :nx]
+    rms = np.repeat(np.repeat(mad, cell, axis=0), cell, axis=1)[:ny, :nx]
+    return bkg.astype(np.float32), rms.astype(np.float32)
+
+
+def find_islands(image: FitsImage) -> Islands:
+    """Noise maps, significance and islands of ``image`` with their moments.
+
+    Parameters
+    ----------
+    image
+        The image.
+
+    Returns
+    -------
+    Islands
+        Maps and per-island measurements.
+    """
+    fwhm = beam_fwhm_pix(image)
+    data, mask = image.data, image.mask
+    bkg, rms = noise_maps(data, mask, int(round(10 * fwhm)))
+    sig = np.where(mask, np.float32(0.0), (data - bkg) / rms).astype(np.float32)
+    labels, n = ndimage.label(sig > ISLAND_SNR, structure=np.ones((3, 3), dtype=bool))
+    labels = np.asarray(labels, dtype=np.int32)
+    idx = np.flatnonzero(labels)
+    lab = labels.ravel()[idx]
+    yy, xx = np.divmod(idx, labels.shape[1])
+    s = sig.ravel()[idx].astype(np.float64)
+    flux = (data.ravel()[idx] - bkg.ravel()[idx]).astype(np.float64)
+    w = np.maximum(s, 0.0)
+    m = n + 1
+
+    def total(weights: F64 | None = None) -> F64:
+        return np.bincount(lab, weights=weights, minlength=m).astype(np.float64)
+
+    npix = total()
+    wsum = np.maximum(total(w), 1e-12)
+    cx, cy = total(w * xx) / wsum, total(w * yy) / wsum
+    dx, dy = xx - cx[lab], yy - cy[lab]
+    sxx, syy, sxy = total(w * dx * dx) / wsum, total(w * dy * dy) / wsum, total(w * dx * dy) / wsum
+    tr, det = sxx + syy, sxx * syy - sxy * sxy
+    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 0.0)
+    ecc = np.sqrt(np.clip(1.0 - l2 / np.maximum(l1, 1e-12), 0.0, 1.0))
+    # Pixels inside the 2-sigma moment ellipse of an island that fills it: about 4 pi a b.
+    fill = npix / np.maximum(4.0 * math.pi * np.sqrt(l1 * l2), 1.0)
+    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    peak = np.zeros(m)
+    np.maximum.at(peak, lab, s)
+    return Islands(
+        labels=labels,
+        sig=sig,
+        rms=rms,
+        median_rms=float(np.median(rms)),
+        npix=npix,
+        flux=total(flux),
+        peak=peak,
+        mean_rms=total(rms.ravel()[idx].astype(np.float64)) / np.maximum(npix, 1),
+        cx=cx,
+        cy=cy,
+        ecc=ecc,
+        fill=np.minimum(fill, 5.0),
+        theta=theta,
+    )
+
+
+def _log(values: F64, floor: float = 1e-6) -> F64:
+    out = np.log10(np.maximum(values, floor))
+    return np.where(np.isfinite(values), out, MISSING)
+
+
+def _row_islands(
+    isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp]
+) -> npt.NDArray[np.intp]:
+    # The island under each row, else the largest label within 2 pixels (0: none).
+    ny, nx = isl.labels.shape
+    own = isl.labels[yi, xi].astype(np.intp)
+    for i in np.flatnonzero(own == 0):
+        win = isl.labels[max(yi[i] - 2, 0) : yi[i] + 3, max(xi[i] - 2, 0) : xi[i] + 3]
+        own[i] = int(win.max()) if win.size else 0
+    return own
+
+
+def _context(
+    isl: Islands, own: npt.NDArray[np.intp], x: F64, y: F64, peak_snr: F64, fwhm: float
+) -> F64:
+    """Bright-source and neighbour features (columns 13-20 of :data:`FEATURE_NAMES`)."""
+    n = len(own)
+    out = np.full((n, 8), MISSING)
+    ids = np.arange(1, len(isl.npix))
+    bright = ids[isl.peak[1:] >= BRIGHT_SNR]
+    if bright.size:
+        tree = cKDTree(np.column_stack([isl.cx[bright], isl.cy[bright]]))
+        k = min(2, bright.size)
+        d, j = tree.query(np.column_stack([x, y]), k=k)
+        d, j = d.reshape(n, k), j.reshape(n, k)
+        # The nearest bright source that is not the row's own island.
+        pick = np.where(bright[j[:, 0]] == own, 1, 0) if k > 1 else np.zeros(n, dtype=int)
+        rows = np.arange(n)
+        dist, b = d[rows, pick], bright[j[rows, pick]]
+        alone = (k == 1) & (bright[j[:, 0]] == own)
+        dist = np.where(alone, np.inf, dist)
+        out[:, 0] = np.where(np.isfinite(dist), _log(dist / fwhm), MISSING)
+        out[:, 1] = np.where(np.isfinite(dist), _log(peak_snr / isl.peak[b]), MISSING)
+        phi = np.arctan2(y - isl.cy[b], x - isl.cx[b])
+        align = np.abs(np.cos(isl.theta[np.maximum(own, 0)] - phi))
+        out[:, 2] = np.where(np.isfinite(dist) & (own > 0), align, MISSING)
+    out[:, 3] = (
+        isl.rms[
+            np.clip(np.rint(y), 0, isl.rms.shape[0] - 1).astype(int),
+            np.clip(np.rint(x), 0, isl.rms.shape[1] - 1).astype(int),
+        ]
+        / isl.median_rms
+    )
+    strong = ids[isl.peak[1:] >= 5.0]
+    if strong.size >= 2:
+        pts = np.column_stack([isl.cx[strong], isl.cy[strong]])
+        tree = cKDTree(pts)
+        me = np.column_stack([x, y])
+        near = tree.query_ball_point(me, r=20.0 * fwhm)
+        for i, cand in enumerate(near):
+            others = [c for c in cand if strong[c] != own[i]]
+            if not others:
+                continue
+            o = np.asarray(others)
+            dv = pts[o] - me[i]
+            dd = np.hypot(dv[:, 0], dv[:, 1])
+            out[i, 4] = float(np.sum(dd <= 10.0 * fwhm))
+            j = int(np.argmin(dd))
+            out[i, 5] = math.log10(max(dd[j] / fwhm, 1e-3))
+            out[i, 6] = math.log10(max(isl.peak[strong[o[j]]] / max(peak_snr[i], 1e-3), 1e-6))
+            if len(o) >= 2:
+                u = dv / np.maximum(dd[:, None], 1e-9)
+                cos = u @ u.T
+                out[i, 7] = float(cos.min())
+        out[:, 4] = np.where(out[:, 4] == MISSING, 0.0, out[:, 4])
+    return out
+
+
+def _cutouts(isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp], fwhm: float) -> F64:
+    """Cut-out features (the last four columns of :data:`FEATURE_NAMES`)."""
+    n = len(xi)
+    r = max(3, int(math.ceil(2.5 * fwhm)))
+    pad = np.pad(isl.sig, r + 2, mode="constant")
+    # Move each position to the brightest pixel within 2 px (the row's peak).
+    offs = np.arange(-2, 3)
+    win = pad[
+        (yi + r + 2)[:, None, None] + offs[None, :, None],
+        (xi + r + 2)[:, None, None] + offs[None, None, :],
+    ]
+    best = win.reshape(n, -1).argmax(axis=1)
+    py, px = yi + best // 5 - 2 + r + 2, xi + best % 5 - 2 + r + 2
+    k = np.arange(-r, r + 1)
+    cut = pad[py[:, None, None] + k[None, :, None], px[:, None, None] + k[None, None, :]].astype(
+        np.float64
+    )
+    rr = np.hypot(k[:, None], k[None, :])
+    centre = np.maximum(cut[:, r, r], 1e-3)
+    beam = np.exp(-0.5 * (rr / (fwhm / 2.3548)) ** 2)
+    inner = rr <= 1.5 * fwhm
+    resid = cut - centre[:, None, None] * beam[None]
+    out = np.empty((n, 4))
+    out[:, 0] = (cut < -3.0).reshape(n, -1).mean(axis=1)
+    out[:, 1] = np.sqrt((resid[:, inner] ** 2).mean(axis=1)) / centre
+    ring = (rr >= fwhm) & (rr <= 2.0 * fwhm)
+    out[:, 2] = cut[:, ring].mean(axis=1) / centre
+    flip = cut[:, ::-1, ::-1]
+    out[:, 3] = np.abs(cut - flip).reshape(n, -1).sum(axis=1) / np.maximum(
+        np.abs(cut).reshape(n, -1).sum(axis=1), 1e-9
+    )
+    return out
+
+
+def _column(table: Table, name: str) -> F64:
+    if name not in table.colnames:
+        return np.full(len(table), np.nan)
+    col = table[name]
+    values = col.filled(np.nan) if hasattr(col, "filled") else col
+    return np.asarray(values, dtype=np.float64)
+
+
+def row_features(image: FitsImage, table: Table, islands: Islands | None = None) -> F64:
+    """The feature matrix of a catalogue (rows x :data:`FEATURE_NAMES`).
+
+    Parameters
+    ----------
+    image
+        The image the catalogue comes from.
+    table
+        Shared-schema catalogue (``x``, ``y``, ``peak_flux``, ``flux``, ``maj``, ``min``,
+        ``flags``; missing values allowed).
+    islands
+        The image's islands (:func:`find_islands`), computed when not given.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 matrix; features that cannot be computed are :data:`MISSING`.
+    """
+    n = len(table)
+    if n == 0:
+        return np.zeros((0, len(FEATURE_NAMES)))
+    isl = islands if islands is not None else find_islands(image)
+    fwhm = beam_fwhm_pix(image)
+    ny, nx = image.shape
+    ox, oy = image.origin
+    x = np.nan_to_num(_column(table, "x") - ox, nan=0.0)
+    y = np.nan_to_num(_column(table, "y") - oy, nan=0.0)
+    xi = np.clip(np.rint(x), 0, nx - 1).astype(np.intp)
+    yi = np.clip(np.rint(y), 0, ny - 1).astype(np.intp)
+    own = _row_islands(isl, xi, yi)
+    rms_here = isl.rms[yi, xi].astype(np.float64)
+    peak = _column(table, "peak_flux")
+    peak_snr = np.where(np.isfinite(peak), peak / rms_here, isl.sig[yi, xi])
+    island_rms = np.where(own > 0, isl.mean_rms[own], rms_here)
+    bmaj, bmin, _ = image.beam
+    maj, mnr = _column(table, "maj"), _column(table, "min")
+    area = maj * mnr / (bmaj * bmin)
+    ecc = np.sqrt(np.clip(1.0 - (mnr / maj) ** 2, 0.0, 1.0))
+    has_island = own > 0
+    isl_beams = np.where(has_island, isl.npix[own] / image.beam_area_pix, np.nan)
+    area = np.where(np.isfinite(area) & (area > 0), area, isl_beams)
+    ecc = np.where(np.isfinite(ecc), ecc, np.where(has_island, isl.ecc[own], MISSING))
+    flux = _column(table, "flux")
+    fop = flux / peak
+    isl_fop = np.where(
+        has_island,
+        isl.flux[own] / np.maximum(isl.peak[own] * isl.mean_rms[own] * image.beam_area_pix, 1e-12),
+        np.nan,
+    )
+    fop = np.where(np.isfinite(fop) & (fop > 0), fop, isl_fop)
+    counts = np.bincount(own, minlength=len(isl.npix))
+    rows_in = np.where(has_island, counts[own], 1)
+    flags = np.nan_to_num(_column(table, "flags"), nan=0.0).astype(np.int64)
+    feats = np.column_stack(
+        [
+            _log(peak_snr),
+            _log(peak / island_rms),
+            _log(area),
+            ecc,
+            _log(fop),
+            np.log10(rows_in),
+            ((flags & FLAG_TRUNCATED) != 0).astype(float),
+            ((flags & FLAG_BLENDED) != 0).astype(float),
+            _log(isl_beams),
+            np.where(has_island, isl.ecc[own], MISSING),
+            np.where(has_island, isl.fill[own], MISSING),
+            np.where(has_island, _log(isl.peak[own]), MISSING),
+            _log(isl_fop),
+            _context(isl, own, x, y, peak_snr, fwhm),
+            _cutouts(isl, xi, yi, fwhm),
+        ]
+    )
+    return np.where(np.isfinite(feats), feats, MISSING)

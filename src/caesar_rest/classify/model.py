@@ -1,0 +1,150 @@
+"""A gradient-boosted tree ensemble evaluated with NumPy alone.
+
+The weights file (``weights.npz``, shipped in this package, written by
+``scripts/train_classifier.py`` from a scikit-learn ``GradientBoostingClassifier``) holds every
+tree as flat node arrays. A prediction walks all trees at once, one depth level per step:
+a node goes left when ``x[feature] <= threshold``, as scikit-learn does (features are rounded to
+float32 first, as scikit-learn's trees see them). The class scores are the softmax of
+``init + learning_rate * sum of the leaf values`` of each class's trees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+#: The weights shipped with the package.
+WEIGHTS = Path(__file__).with_name("weights.npz")
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """Trees of a multi-class gradient-boosting model as flat arrays.
+
+    Attributes
+    ----------
+    classes
+        Class names, in the order of the scores.
+    features
+        Feature names the model was trained on (checked against the caller's).
+    init
+        Initial raw score per class.
+    learning_rate
+        Shrinkage applied to every leaf value.
+    roots
+        Index of the root node of every tree.
+    tree_class
+        Class each tree scores.
+    feature, threshold, left, right, value
+        Per node: the feature tested (-1 at a leaf), the threshold, the children (global node
+        indices, the node itself at a leaf) and the leaf value.
+    depth
+        Depth of the deepest tree (number of steps of a prediction).
+    """
+
+    classes: tuple[str, ...]
+    features: tuple[str, ...]
+    init: F64
+    learning_rate: float
+    roots: I64
+    tree_class: I64
+    feature: I64
+    threshold: F64
+    left: I64
+    right: I64
+    value: F64
+    depth: int
+
+    def raw(self, x: F64) -> F64:
+        """Raw (pre-softmax) class scores of the rows of ``x`` (rows x classes)."""
+        xs = np.asarray(x, dtype=np.float32).astype(np.float64)
+        n = xs.shape[0]
+        nodes = np.broadcast_to(self.roots, (n, self.roots.size)).copy()
+        rows = np.arange(n)[:, None]
+        for _ in range(self.depth):
+            f = self.feature[nodes]
+            leaf = f < 0
+            go_left = xs[rows, np.maximum(f, 0)] <= self.threshold[nodes]
+            nodes = np.where(leaf, nodes, np.where(go_left, self.left[nodes], self.right[nodes]))
+        leaves = self.value[nodes]
+        out = np.tile(self.init, (n, 1))
+        for k in range(len(self.classes)):
+            out[:, k] += self.learning_rate * leaves[:, self.tree_class == k].sum(axis=1)
+        return out
+
+    def proba(self, x: F64) -> F64:
+        """Class probabilities (softmax of :meth:`raw`)."""
+        r = self.raw(x)
+        r -= r.max(axis=1, keepdims=True)
+        e = np.exp(r)
+        return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+def save(model: TreeEnsemble, path: Path) -> None:
+    """Write a model as a compressed ``.npz``.
+
+    Parameters
+    ----------
+    model
+        The model.
+    path
+        Output file.
+    """
+    np.savez_compressed(
+        path,
+        classes=np.asarray(model.classes),
+        features=np.asarray(model.features),
+        init=model.init,
+        learning_rate=np.float64(model.learning_rate),
+        roots=model.roots.astype(np.int32),
+        tree_class=model.tree_class.astype(np.int8),
+        feature=model.feature.astype(np.int8),
+        threshold=model.threshold,
+        left=model.left.astype(np.int32),
+        right=model.right.astype(np.int32),
+        value=model.value,
+        depth=np.int64(model.depth),
+    )
+
+
+def load(path: Path = WEIGHTS) -> TreeEnsemble:
+    """Read a model written by :func:`save`.
+
+    Parameters
+    ----------
+    path
+        The ``.npz`` file.
+
+    Returns
+    -------
+    TreeEnsemble
+        The model.
+    """
+    with np.load(path, allow_pickle=False) as z:
+        return TreeEnsemble(
+            classes=tuple(str(c) for c in z["classes"]),
+            features=tuple(str(f) for f in z["features"]),
+            init=np.asarray(z["init"], dtype=np.float64),
+            learning_rate=float(z["learning_rate"]),
+            roots=np.asarray(z["roots"], dtype=np.int64),
+            tree_class=np.asarray(z["tree_class"], dtype=np.int64),
+            feature=np.asarray(z["feature"], dtype=np.int64),
+            threshold=np.asarray(z["threshold"], dtype=np.float64),
+            left=np.asarray(z["left"], dtype=np.int64),
+            right=np.asarray(z["right"], dtype=np.int64),
+            value=np.asarray(z["value"], dtype=np.float64),
+            depth=int(z["depth"]),
+        )
+
+
+@lru_cache(maxsize=1)
+def shipped() -> TreeEnsemble:
+    """The model shipped with the package (read once per process)."""
+    return load(WEIGHTS)
