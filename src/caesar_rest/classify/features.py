@@ -14,8 +14,9 @@ Features (:data:`FEATURE_NAMES`), all dimensionless:
   flux over peak times beam;
 * the local context: distance (beams) and flux ratio to the nearest bright source (an island
   peaking above :data:`BRIGHT_SNR`), how radially the island points at it, the local rms over
-  the image's median rms, the islands around it (count within 10 beams, nearest distance and
-  flux ratio, and whether two neighbours lie on opposite sides);
+  the image's median rms, the islands around it (count within 10 beams, nearest distance,
+  flux ratio, size and alignment with the row's island, and whether two neighbours within 20
+  or 12 beams lie on opposite sides);
 * a cut-out of the significance map around the row's peak (radius 2.5 beams): fraction of
   pixels below -3 sigma, residual after a beam-shaped fit, mean level 1-2 beams out, and
   point asymmetry.
@@ -68,6 +69,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_neighbour_distance",
     "log_neighbour_flux_ratio",
     "neighbour_opposition",
+    "neighbour_alignment",
+    "log_neighbour_beams",
+    "neighbour_opposition_12_beams",
     "cutout_negative_fraction",
     "cutout_beam_residual",
     "cutout_annulus",
@@ -239,11 +243,17 @@ def _row_islands(
 
 
 def _context(
-    isl: Islands, own: npt.NDArray[np.intp], x: F64, y: F64, peak_snr: F64, fwhm: float
+    isl: Islands,
+    own: npt.NDArray[np.intp],
+    x: F64,
+    y: F64,
+    peak_snr: F64,
+    fwhm: float,
+    beam_area: float,
 ) -> F64:
-    """Bright-source and neighbour features (columns 13-20 of :data:`FEATURE_NAMES`)."""
+    """Bright-source and neighbour features (columns 13-23 of :data:`FEATURE_NAMES`)."""
     n = len(own)
-    out = np.full((n, 8), MISSING)
+    out = np.full((n, 11), MISSING)
     ids = np.arange(1, len(isl.npix))
     bright = ids[isl.peak[1:] >= BRIGHT_SNR]
     if bright.size:
@@ -286,10 +296,17 @@ def _context(
             j = int(np.argmin(dd))
             out[i, 5] = math.log10(max(dd[j] / fwhm, 1e-3))
             out[i, 6] = math.log10(max(isl.peak[strong[o[j]]] / max(peak_snr[i], 1e-3), 1e-6))
+            out[i, 9] = math.log10(max(isl.npix[strong[o[j]]] / beam_area, 1e-3))
+            if own[i] > 0:
+                phi = math.atan2(dv[j, 1], dv[j, 0])
+                out[i, 8] = abs(math.cos(isl.theta[own[i]] - phi))
             if len(o) >= 2:
                 u = dv / np.maximum(dd[:, None], 1e-9)
                 cos = u @ u.T
                 out[i, 7] = float(cos.min())
+                close = dd <= 12.0 * fwhm
+                if close.sum() >= 2:
+                    out[i, 10] = float(cos[np.ix_(close, close)].min())
         out[:, 4] = np.where(out[:, 4] == MISSING, 0.0, out[:, 4])
     return out
 
@@ -404,7 +421,7 @@ def row_features(image: FitsImage, table: Table, islands: Islands | None = None)
             np.where(has_island, isl.fill[own], MISSING),
             np.where(has_island, _log(isl.peak[own]), MISSING),
             _log(isl_fop),
-            _context(isl, own, x, y, peak_snr, fwhm),
+            _context(isl, own, x, y, peak_snr, fwhm, image.beam_area_pix),
             _cutouts(isl, xi, yi, fwhm),
         ]
     )

@@ -213,7 +213,8 @@ def _add_galaxies(m: F32, rng: np.random.Generator, pl: _Placer, beam: Beam, cou
             lx, ly = x + d * math.cos(a + side), y + d * math.sin(a + side)
             f = float(rng.uniform(1.5, 3.0))
             lobe = core * float(rng.uniform(0.5, 2.0)) if core > 15 else float(rng.uniform(8, 40))
-            pa = 90.0 - math.degrees(a) + float(rng.uniform(-30, 30))
+            # Elongated along the jet axis (pixel angle a + side from +x).
+            pa = math.degrees(a + side) - 90.0 + float(rng.uniform(-20, 20))
             _gauss(m, lx, ly, lobe * RMS, *_pix_sigma(beam[0] * f, beam[1] * f * 0.6, pa))
 
 
