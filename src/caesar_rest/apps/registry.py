@@ -56,6 +56,8 @@ BUILTIN_APPS: tuple[str, ...] = (
     "caesar_rest.apps.pybdsf_app:PybdsfApp",
     "caesar_rest.apps.photutils_app:PhotutilsApp",
     "caesar_rest.apps.caesar_cpp_app:CaesarCppApp",
+    "caesar_rest.apps.cutex_app:CutexApp",
+    "caesar_rest.apps.mrcnn_app:MrcnnApp",
 )
 
 

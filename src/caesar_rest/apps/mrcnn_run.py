@@ -1,0 +1,217 @@
+"""Run the ``mrcnn`` app's native model: ``python -m caesar_rest.apps.mrcnn_run --input X ...``.
+
+Steps (see :mod:`caesar_rest.apps.mrcnn_app` for what this model is and is not):
+
+1. segmentation: the classifier's islands (8-connected pixels above 3 sigma of its own noise
+   maps, :func:`caesar_rest.classify.features.find_islands`); an object is an island of at
+   least 3 pixels peaking above 5 sigma, its mask the island's pixels;
+2. measurement: intensity-weighted moments of each mask (position, FWHM sizes, angle, flux);
+3. classification of every object (:func:`caesar_rest.classify.classify_table`);
+4. post-processing as Mask R-CNN's: objects scoring below ``scoreThr`` are dropped, then of two
+   objects whose bounding boxes overlap with IoU above ``iouThr`` the lower-scored one.
+
+Writes the shared catalogue (with ``class`` and ``class_score``) and ``segmented.fits`` (the
+mask of each kept object labelled ``island_id + 1``, 0 elsewhere).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from caesar_rest.apps.adapt import Moments, moments_table, truncated_labels
+from caesar_rest.apps.console import say
+from caesar_rest.apps.mrcnn_app import MrcnnApp
+from caesar_rest.apps.products import Extraction, MapStyle
+from caesar_rest.apps.program import Finder, program_main
+from caesar_rest.catalogue.schema import FLAG_TRUNCATED
+from caesar_rest.catalogue.writers import make_table
+from caesar_rest.classify import classify_table
+from caesar_rest.classify.features import Islands, find_islands
+from caesar_rest.imaging.fits_image import FWHM_PER_SIGMA, FitsImage
+
+PROG = "mrcnn_run"
+#: Peak significance an island needs to be an object.
+OBJECT_SNR = 5.0
+#: Pixels an object needs.
+OBJECT_NPIX = 3
+
+F64 = npt.NDArray[np.float64]
+
+
+def _moments(image: FitsImage, isl: Islands, ids: npt.NDArray[np.intp]) -> Moments:
+    """Intensity-weighted moments of the islands ``ids``."""
+    labels = isl.labels
+    pick = np.zeros(len(isl.npix), dtype=bool)
+    pick[ids] = True
+    idx = np.flatnonzero(pick[labels.ravel()])
+    lab = labels.ravel()[idx]
+    yy, xx = np.divmod(idx, labels.shape[1])
+    flux = (isl.sig.ravel()[idx] * isl.rms.ravel()[idx]).astype(np.float64)
+    w = np.maximum(flux, 0.0)
+    m = len(isl.npix)
+
+    def total(weights: F64) -> F64:
+        return np.bincount(lab, weights=weights, minlength=m).astype(np.float64)
+
+    ws = np.maximum(total(w), 1e-30)
+    cx, cy = total(w * xx) / ws, total(w * yy) / ws
+    dx, dy = xx - cx[lab], yy - cy[lab]
+    sxx, syy, sxy = total(w * dx * dx) / ws, total(w * dy * dy) / ws, total(w * dx * dy) / ws
+    tr, det = sxx + syy, sxx * syy - sxy * sxy
+    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1.0 / 12.0)
+    peak = np.zeros(m)
+    np.maximum.at(peak, lab, flux)
+    pos = ndimage.maximum_position(isl.sig, labels, ids)
+    py = np.array([p[0] for p in pos], dtype=np.intp)
+    px = np.array([p[1] for p in pos], dtype=np.intp)
+    n = len(ids)
+    var = (isl.rms[py, px].astype(np.float64) ** 2) * l1[ids] / np.maximum(isl.npix[ids], 1)
+    cov = np.zeros((n, 2, 2))
+    cov[:, 0, 0] = cov[:, 1, 1] = var * max(1.0, image.beam_area_pix)
+    flags = np.zeros(n, dtype=np.int64)
+    flags[np.isin(ids, list(truncated_labels(labels, image.mask)))] |= FLAG_TRUNCATED
+    rms_pk = isl.rms[py, px].astype(np.float64)
+    return Moments(
+        x=cx[ids],
+        y=cy[ids],
+        a=FWHM_PER_SIGMA * np.sqrt(l1[ids]),
+        b=FWHM_PER_SIGMA * np.sqrt(l2[ids]),
+        theta=0.5 * np.arctan2(2 * sxy[ids], sxx[ids] - syy[ids]),
+        cov=cov,
+        peak=peak[ids],
+        pixel_flux=total(flux)[ids],
+        npix=isl.npix[ids],
+        rms=rms_pk,
+        bkg=(image.data[py, px] - isl.sig[py, px] * rms_pk).astype(np.float64),
+        island_of=ids.astype(np.int64),
+        flags=flags,
+    )
+
+
+def suppress(boxes: F64, scores: F64, iou_thr: float) -> npt.NDArray[np.intp]:
+    """Indices kept by non-maximum suppression of ``(x0, y0, x1, y1)`` boxes, best first.
+
+    Parameters
+    ----------
+    boxes
+        One box per object (inclusive pixel bounds).
+    scores
+        Object scores.
+    iou_thr
+        Of two boxes overlapping with a larger IoU, the lower-scored one goes.
+
+    Returns
+    -------
+    numpy.ndarray
+        Kept indices.
+    """
+    order = np.argsort(-scores, kind="stable")
+    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    keep: list[int] = []
+    for i in order:
+        if keep:
+            k = np.asarray(keep)
+            ix = np.minimum(boxes[k, 2], boxes[i, 2]) - np.maximum(boxes[k, 0], boxes[i, 0]) + 1
+            iy = np.minimum(boxes[k, 3], boxes[i, 3]) - np.maximum(boxes[k, 1], boxes[i, 1]) + 1
+            inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+            iou = inter / (area[k] + area[i] - inter)
+            if (iou > iou_thr).any():
+                continue
+        keep.append(int(i))
+    return np.asarray(keep, dtype=np.intp)
+
+
+def detect(image: FitsImage, opts: Mapping[str, Any]) -> tuple[Any, npt.NDArray[np.int32], int]:
+    """Objects of ``image``: the catalogue, the mask map and the candidates before the cuts.
+
+    Parameters
+    ----------
+    image
+        The image.
+    opts
+        Resolved options (``scoreThr``, ``iouThr``).
+
+    Returns
+    -------
+    table, masks, n_candidates
+        Shared-schema catalogue with classes, label map of the kept objects.
+    """
+    isl = find_islands(image)
+    ids = np.flatnonzero((isl.peak >= OBJECT_SNR) & (isl.npix >= OBJECT_NPIX))
+    ids = ids[ids > 0]
+    masks = np.zeros(image.shape, dtype=np.int32)
+    if not ids.size:
+        return make_table(None), masks, 0
+    table = classify_table(image, moments_table(image, _moments(image, isl, ids)), islands=isl)
+    # moments_table numbers islands in the order of their ids (ids are sorted, one row each).
+    score = np.asarray(table["class_score"], dtype=np.float64)
+    objs = ndimage.find_objects(isl.labels)
+    boxes = np.array(
+        [
+            [
+                objs[i - 1][1].start,
+                objs[i - 1][0].start,
+                objs[i - 1][1].stop - 1,
+                objs[i - 1][0].stop - 1,
+            ]
+            for i in ids
+        ],
+        dtype=np.float64,
+    )
+    good = np.flatnonzero(score >= float(opts["scoreThr"]))
+    kept = np.sort(good[suppress(boxes[good], score[good], float(opts["iouThr"]))])
+    table = table[kept]
+    table["island_id"] = np.arange(len(kept))
+    lut = np.zeros(len(isl.npix), dtype=np.int32)
+    lut[ids[kept]] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    masks = lut[isl.labels]
+    return table, masks, int(ids.size)
+
+
+class MrcnnFinder(Finder):
+    """The native ``mrcnn`` program: :func:`detect` and its log lines."""
+
+    prog = PROG
+    description = "Detect and classify radio objects with masks (native model)."
+    maps = MapStyle("caesar-rest mrcnn")
+
+    def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
+        """Detect, classify and select the objects (see :func:`detect`)."""
+        table, masks, n_cand = detect(image, opts)
+        say(
+            PROG,
+            f"{n_cand} candidate objects (islands above 3 sigma peaking above {OBJECT_SNR:g}), "
+            f"{len(table)} kept with score >= {opts['scoreThr']} after NMS at IoU "
+            f"{opts['iouThr']}",
+        )
+        names = [str(c) for c in table["class"]] if len(table) else []
+        return Extraction(
+            table=table,
+            n_islands=len(table),
+            counts={"n_candidates": n_cand},
+            summary={
+                "model": "native: segmentation + caesar_rest.classify (not a neural network)",
+                "classes": {c: names.count(c) for c in sorted(set(names))},
+            },
+            maps={"segmented-map": ("segmented", masks.astype(np.float64))},
+        )
+
+
+FINDER = MrcnnFinder()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
+    return program_main(MrcnnApp(), FINDER, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
