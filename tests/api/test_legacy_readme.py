@@ -11,8 +11,9 @@ process; the documented job submission (``job_inputs.inputfile`` as an upload's 
 a small synthetic image stored under the README's file name.
 
 Not replayed: the README's ``/datasets`` route (a later README, for apps this service does not
-have) and its describe examples of the ``mrcnn`` and ``umap`` apps, which this service lacks
-(answered 400 "Unknown app", as the predecessor answered for an app it did not know).
+have) and its describe example of the ``umap`` app, which this service lacks (answered 400
+"Unknown app", as the predecessor answered for an app it did not know); its ``mrcnn`` example
+is answered with that app's options.
 """
 
 from __future__ import annotations
@@ -152,9 +153,10 @@ def test_readme_requests_verbatim(readme: Readme) -> None:
     for name in ("no-logredir", "no-mpi", "no-nestedsearch", "no-extendedsearch"):
         assert schema[name]["type"] == "none", name
     assert not schema["no-logredir"]["effective"] and not schema["no-mpi"]["effective"]
-    for missing in ("mrcnn", "umap"):
-        err = r.json(f"curl -X GET --url '{DESCRIBE_URL.format(app_name=missing)}'", 400)
-        assert err == {"status": f"Unknown app {missing}!"}
+    mrcnn = r.json(f"curl -X GET --url '{DESCRIBE_URL.format(app_name='mrcnn')}'")
+    assert mrcnn["scoreThr"]["default"] == 0.7 and mrcnn["iouThr"]["default"] == 0.6
+    err = r.json(f"curl -X GET --url '{DESCRIBE_URL.format(app_name='umap')}'", 400)
+    assert err == {"status": "Unknown app umap!"}
 
     # Job submission: the README's body, inputfile as the path of the upload.
     sub = r.json(SUBMIT, 202)

@@ -29,7 +29,9 @@ from caesar_rest.catalogue.schema import (
 from caesar_rest.catalogue.writers import read_catalogue_csv
 from caesar_rest.imaging import load_image
 
-DATA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+from tests.support.paths import SHARED_DATA
+
+DATA_DIR = SHARED_DATA
 REAL_IMAGE = DATA_DIR / "ScorpioS17Field.fits"
 
 
@@ -74,6 +76,7 @@ def test_app_options_and_results() -> None:
         "save-bkgmap",
         "save-rmsmap",
         "no-preview",
+        "classify",
     ]
     for opt in app.options:
         assert opt.description and opt.category, opt.name
@@ -305,7 +308,7 @@ def test_real_image(tmp_path: Path) -> None:
     assert "sources with peak >=" in proc.stdout
     t = read_catalogue_csv(out / "catalog.csv")
     raw = Table.read(out / "catalog.csv", format="ascii.csv")
-    assert raw.colnames == list(COLUMN_NAMES)
+    assert raw.colnames == [*COLUMN_NAMES, "class", "class_score"]
     assert len(t) == 59  # a deterministic run
     assert np.all((t["x"] >= 0) & (t["x"] <= 999) & (t["y"] >= 0) & (t["y"] <= 999))
     assert np.all(np.isfinite(t["ra"]) & np.isfinite(t["dec"]))

@@ -9,8 +9,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 #: ``tests/support``: test apps run as programs by module name (see ``child_pythonpath``).
 SUPPORT = Path(__file__).resolve().parent
-#: The folder of real radio images, beside the repository.
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: The folder of real radio images, beside the repository (``CAESAR_TEST_SHARED_DATA`` names
+#: another, e.g. for a git worktree that has no ``../shared``).
+SHARED_DATA = Path(os.environ.get("CAESAR_TEST_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def child_pythonpath(current: str | None) -> str:

@@ -8,6 +8,7 @@ of the options is the order of ``describe()``, which clients rely on.
 from __future__ import annotations
 
 from caesar_rest.apps.base import CATALOGUE_RESULTS, Option, ResultSpec
+from caesar_rest.catalogue.schema import CLASSES
 
 #: Optional background and rms map files (written when ``save-bkgmap``/``save-rmsmap`` are set).
 MAP_RESULTS: tuple[ResultSpec, ...] = (
@@ -243,8 +244,6 @@ def classify_options(category: str) -> tuple[Option, ...]:
     tuple of Option
         ``classify``; its description lists the classes.
     """
-    from caesar_rest.classify import CLASSES
-
     return (
         Option(
             CLASSIFY,

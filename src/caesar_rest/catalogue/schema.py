@@ -60,8 +60,19 @@ FLAG_TRUNCATED = 2  # the island touches the image border or a blank region
 FLAG_FIT_FAILED = 4  # a model fit did not converge; moments were used
 FLAG_EXTENDED = 8  # the source is resolved / extended
 
+#: Classes of the classifier (:mod:`caesar_rest.classify`), in the order of the documentation
+#: and of the preview legend.
+CLASSES: tuple[str, ...] = (
+    "compact",
+    "extended",
+    "extended-multisland",
+    "spurious",
+    "flagged",
+    "diffuse",
+)
+
 #: Columns the classifier adds to every app's catalogue (``classify``, on by default); the
-#: classes are those of :data:`caesar_rest.classify.CLASSES`.
+#: classes are those of :data:`CLASSES`.
 CLASS_COLUMNS: tuple[Column, ...] = (
     Column(
         "class",

@@ -20,20 +20,10 @@ import numpy as np
 import numpy.typing as npt
 from astropy.table import Table
 
-from caesar_rest.catalogue.schema import FLAG_TRUNCATED
+from caesar_rest.catalogue.schema import CLASSES, FLAG_TRUNCATED
 from caesar_rest.classify.features import FEATURE_NAMES, Islands, row_features
 from caesar_rest.classify.model import TreeEnsemble, shipped
 from caesar_rest.imaging.fits_image import FitsImage
-
-#: Every class, in the order of the documentation and the preview legend.
-CLASSES: tuple[str, ...] = (
-    "compact",
-    "extended",
-    "extended-multisland",
-    "spurious",
-    "flagged",
-    "diffuse",
-)
 
 __all__ = ["CLASSES", "classify", "classify_table", "predict"]
 
