@@ -143,7 +143,7 @@ def test_app_options_match_the_predecessor() -> None:
     assert len(legacy) == 156 and (kinds.count("flag"), kinds.count("enum")) == (61, 12)
     assert sum(r.advanced for r in legacy) == 50
     assert [describe_like_legacy(o) for o in app.options[:156]] == expected_caesar_options()
-    assert names[156:] == [o.name for o in EXTENSION_OPTIONS]
+    assert names[156:] == [*(o.name for o in EXTENSION_OPTIONS), "classify"]
     assert len(names) == len(set(names))
     desc = app.describe()
     assert desc["seedthr"]["default"] == 5.0 and desc["seedthr"]["effective"] is True
