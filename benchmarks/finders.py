@@ -1,5 +1,5 @@
 """Compare source finders on simulated images (issue 3): caesar (ours), sep, photutils, Aegean
-(BANE + aegean) and PyBDSF.
+(BANE + aegean), PyBDSF and cutex (issue 17).
 
 Each finder runs in its own process (``finders.py --run-one NAME IMAGE OUT.csv``), which
 loads the image, finds and measures the sources and writes a small CSV (x, y, peak, flux).
@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 RMS = 1e-4
-FINDERS = ("caesar", "sep", "photutils", "aegean", "pybdsf")
+FINDERS = ("caesar", "sep", "photutils", "aegean", "pybdsf", "cutex")
 BINS = ((3, 5), (5, 10), (10, 50), (50, 1e9))
 CORES = 2
 
@@ -176,6 +176,17 @@ def _beam_area(path: str) -> float:
     h = fits.getheader(path)
     pix = abs(h["CDELT2"])
     return math.pi / (4 * math.log(2)) * h["BMAJ"] * h["BMIN"] / pix**2
+
+
+def run_cutex(path: str, out_dir: Path) -> list[tuple[float, float, float, float]]:
+    from caesar_rest.apps.cutex_app import CutexApp
+    from caesar_rest.apps.cutex_run import extract_sources
+    from caesar_rest.apps.program import resolve_options
+    from caesar_rest.imaging import load_image
+
+    opts = resolve_options(CutexApp(), {"classify": False})
+    t = extract_sources(load_image(path), opts).table
+    return list(zip(t["x"], t["y"], t["peak_flux"], t["flux"], strict=True))
 
 
 def run_one(name: str, image: str, out_csv: str) -> None:
