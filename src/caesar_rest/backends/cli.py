@@ -233,7 +233,7 @@ def _schema_problem(engine: Any) -> str | None:
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
-    from caesar_rest.cli import db_error
+    from caesar_rest.db.engine import db_error
     from caesar_rest.db.models import JobRecord
 
     where = engine.url.render_as_string(hide_password=True)
