@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,10 @@ from caesar_rest.auth.accounter import SERVICE, latest
 from caesar_rest.auth.accounting import report
 from caesar_rest.db.engine import make_engine, make_sessionmaker
 from caesar_rest.db.migrate import revisions, upgrade
-from caesar_rest.db.models import FileRecord, JobRecord, JobResult
+from caesar_rest.db.models import FileRecord, JobRecord
 
 from tests.support.paths import child_pythonpath
+from tests.support.usage_rows import add_file, add_job, fill
 
 CLI = [sys.executable, "-m", "caesar_rest.cli"]
 
@@ -41,60 +41,6 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
     upgrade(engine)
     yield make_sessionmaker(engine)
     engine.dispose()
-
-
-def add_file(s: Session, owner: str, n: int, size: int) -> None:
-    now = datetime.now(UTC)
-    s.add(
-        FileRecord(
-            id=f"{owner}{n}".ljust(8, "x"),
-            owner=owner,
-            filename_orig="a.fits",
-            fileext="fits",
-            kind="fits",
-            size=size,
-            sha256="0" * 64,
-            relpath=f"{owner}/{n}.fits",
-            created_at=now,
-        )
-    )
-
-
-def add_job(s: Session, owner: str, n: int, phase: str, reason: str | None, **kw: Any) -> None:
-    now = datetime.now(UTC)
-    job_id = f"{owner}-job-{n}"
-    s.add(
-        JobRecord(
-            id=job_id,
-            owner=owner,
-            app="sep",
-            backend="local",
-            phase=phase,
-            reason=reason,
-            time_limit=60,
-            reldir=f"{owner}/{job_id}",
-            created_at=now,
-            updated_at=now,
-            **kw,
-        )
-    )
-    s.flush()
-    if phase == "COMPLETED":
-        s.add(
-            JobResult(job_id=job_id, name="catalog", filename="c.csv", mime="text/csv", size=4096)
-        )
-
-
-def fill(sessions: sessionmaker[Session]) -> None:
-    with sessions() as s, s.begin():
-        add_file(s, "alice", 1, 2048)
-        add_file(s, "alice", 2, 1024)
-        add_file(s, "bob", 1, 512)
-        add_job(s, "alice", 1, "COMPLETED", "success", elapsed=10.0, cpu_time=8.0)
-        add_job(s, "alice", 2, "ERROR", "timeout", elapsed=60.0, cpu_time=59.0)
-        add_job(s, "alice", 3, "EXECUTING", None)
-        add_job(s, "carol", 1, "ABORTED", "canceled", elapsed=1.5)
-        add_job(s, "carol", 2, "QUEUED", None)
 
 
 def without_times(d: dict[str, Any] | None) -> dict[str, Any]:

@@ -276,6 +276,14 @@ def test_monitor_and_migrate_take_dbhost_dbport_dbname(tmp_path: Path, pg_name: 
     assert r.stdout.strip() == f"database at {HEAD}: postgresql+psycopg://127.0.0.1:5432/{pg_name}"
     r = run("monitor", "--once", *db, cwd=tmp_path, PGUSER="postgres")
     assert r.returncode == 0, r.stderr
+    # A database that does not exist, or has no schema: one line and exit code 2.
+    missing = ("--dbhost", "127.0.0.1", "--dbname", f"{pg_name}_missing")
+    r = run("monitor", "--once", *missing, cwd=tmp_path, PGUSER="postgres")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "does not exist" in r.stderr
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    r = run("monitor", "--once", "--db-url", empty, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().endswith("run `caesar-rest migrate` first")
     r = run("monitor", "--once", "--db-url", "sqlite://", "--dbhost", "h", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().endswith("not both")
 

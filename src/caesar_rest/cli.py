@@ -284,9 +284,9 @@ def _legacy_serve_env(args: argparse.Namespace) -> dict[str, str]:
 
 def db_error(exc: Exception) -> str:
     """One line saying why the database could not be opened (the driver's first line)."""
-    orig = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-    return lines[0] if lines else type(orig).__name__
+    from caesar_rest.db.engine import db_error as first_line
+
+    return first_line(exc)
 
 
 def _migrate_at_start(url: str) -> str | None:

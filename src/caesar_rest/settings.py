@@ -511,6 +511,14 @@ class Settings(BaseSettings):
         default_factory=lambda: OIDCSettings(), description="OIDC bearer tokens."
     )
 
+    accounting_snapshot_max_age: float = Field(
+        120.0,
+        ge=0,
+        description="/accounting and /appstats answer from the aggregates stored by "
+        "'caesar-rest accounter' while its last pass is at most this many seconds old, else "
+        "compute them on request. 0: always on request.",
+    )
+
     # --- browsers (docs/auth.md, "Cross-site requests") ------------------------------------
     public_url: str | None = Field(
         None,

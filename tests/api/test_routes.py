@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from caesar_rest.api.app import create_app
+from caesar_rest.api.app import STATIC_DIR, create_app
 
 from tests.support.server import make_settings
 
@@ -95,6 +96,31 @@ def test_docs_assets_are_served_by_the_service(tmp_path: Path) -> None:
         for name in ("SOURCE.txt", "LICENSE", "..%2F..%2Fapp.py"):
             assert client.get(f"/docs/static/{name}").status_code == 404
         assert client.get("/docs/oauth2-redirect").status_code == 200
+
+
+def test_redoc_assets_are_served_by_the_service(tmp_path: Path) -> None:
+    """/redoc works without internet: its script and icon are the service's own (no CDN, no
+    Google Fonts) and are served; the page loads the service's own OpenAPI document."""
+    settings = make_settings(tmp_path, root_path="/caesar-rest")
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/redoc")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        urls = re.findall(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']""", r.text)
+        assert not [u for u in urls if "//" in u], urls  # no other origin
+        assert "googleapis" not in r.text and "cdn." not in r.text
+        assert sorted(urls) == [
+            "/caesar-rest/docs/static/favicon-32x32.png",
+            "/caesar-rest/docs/static/redoc.standalone.js",
+            "/caesar-rest/openapi.json",
+        ]
+        js = client.get("/docs/static/redoc.standalone.js")
+        assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+        digest = hashlib.sha256(js.content).hexdigest()
+        source = (STATIC_DIR / "redoc" / "SOURCE.txt").read_text()
+        assert digest in source and "redoc@2.5.4" in source  # the recorded, unchanged file
+        assert client.get("/docs/static/favicon-32x32.png").status_code == 200
+        assert client.get("/openapi.json").json()["info"]["title"] == "caesar-rest"
+        assert client.get("/docs/static/redoc.standalone.js.LICENSE.txt").status_code == 404
 
 
 def test_index_page_and_health(app_client: TestClient) -> None:

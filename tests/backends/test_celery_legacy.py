@@ -3,6 +3,7 @@ checked at start-up and by /readyz."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from caesar_rest.api.app import create_app
 from caesar_rest.backends.celery_app import ResultBackendError, make_celery, worker_argv
+from caesar_rest.backends.cli import legacy_backend_env
 from caesar_rest.settings import CelerySettings, Settings
 
 from tests.backends.backend_support import (
@@ -214,6 +216,22 @@ def _pymongo_missing() -> bool:
     except ImportError:
         return True
     return False
+
+
+def test_legacy_mongodb_options_make_a_mongodb_url() -> None:
+    """``--result_backend_proto mongodb``: the predecessor's defaults (27017, caesardb) and,
+    as it did, no user or password in the URL unless given."""
+    opts = {f"result_backend_{n}": None for n in ("host", "port", "user", "pass", "dbname")}
+    ns = argparse.Namespace(result_backend_proto="mongodb", **opts)
+    env = legacy_backend_env(ns, "backend_poll_interval")
+    assert env["CAESAR_REST_RESULT_BACKEND"] == "mongodb://localhost:27017/caesardb"
+    ns = argparse.Namespace(
+        **{**opts, "result_backend_proto": "mongodb", "result_backend_host": "db",
+           "result_backend_user": "u", "result_backend_pass": "p@ss",
+           "result_backend_dbname": "jobs"}
+    )  # fmt: skip
+    env = legacy_backend_env(ns, "backend_poll_interval")
+    assert env["CAESAR_REST_RESULT_BACKEND"] == "mongodb://u:p%40ss@db:27017/jobs"
 
 
 @pytest.mark.skipif(not _pymongo_missing(), reason="pymongo is installed here")

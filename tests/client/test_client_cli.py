@@ -15,7 +15,9 @@ import pytest
 
 from caesar_rest.client.cli import CLIENT_COMMANDS
 
+from tests.support.cut_proxy import CutProxy
 from tests.support.server import LiveServer
+from tests.support.synth_images import write_synth
 
 CLI = [sys.executable, "-m", "caesar_rest.cli"]
 
@@ -158,3 +160,54 @@ def test_wait_timeout_exit_code_and_jobs_columns(server: LiveServer, s17: Path) 
     ended = cli("wait", jid, "--timeout", "30", url=url)
     assert ended.returncode == 1  # ABORTED: a job that ended without success
     assert cli("apps", "--retries", "-1", url=url).returncode == 2
+
+
+def test_download_resumes_across_runs(server: LiveServer, tmp_path: Path) -> None:
+    """A download cut short (``--retries 0`` through a proxy that drops the connection) leaves
+    its part; the next ``caesar-rest download`` asks for the rest with Range and If-Range (206)
+    and ends with the server's bytes; after the file changed on the server it is fetched whole
+    (200), not spliced."""
+    image = tmp_path / "tiny.fits"
+    write_synth(image, [], n=64)
+    sub = cli("submit", str(image), "--app", "sleep", "--seconds", "0", "--wait", "--json",
+              url=server.url)  # fmt: skip
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    jid = json.loads(sub.stdout)["job"]["job_id"]
+    (on_disk,) = [p for p in server.jobdir.rglob("result.txt") if jid in str(p)]
+    payload = bytes(range(256)) * 8192  # 2 MiB, every offset distinguishable
+    on_disk.write_bytes(payload)
+    out = tmp_path / "out"
+    with CutProxy(server.url) as proxy:
+        proxy.cut_after = 300_000
+        first = cli("download", jid, str(out), "--name", "result", "--retries", "0",
+                    url=proxy.url)  # fmt: skip
+        assert first.returncode == 1 and "300000 bytes kept" in first.stderr, first.stderr
+        (part,) = out.glob(".result.*.part")
+        assert part.read_bytes() == payload[:300_000] and not (out / "result.txt").exists()
+        (h1, s1) = proxy.downloads()[-1]
+        assert "range" not in h1 and s1 == 200
+
+        proxy.cut_after = None
+        second = cli("download", jid, str(out), "--name", "result", url=proxy.url)
+        assert second.returncode == 0, second.stderr
+        assert (out / "result.txt").read_bytes() == payload
+        assert [p.name for p in out.iterdir()] == ["result.txt"]  # the part and its record gone
+        (h2, s2) = proxy.downloads()[-1]
+        assert h2["range"] == "bytes=300000-" and h2["if-range"].startswith('"') and s2 == 206
+
+        # Cut again, then the file changes on the server: the next run gets the new one whole.
+        (out / "result.txt").unlink()
+        proxy.cut_after = 500_000
+        third = cli("download", jid, str(out), "--name", "result", "--retries", "0",
+                    url=proxy.url)  # fmt: skip
+        assert third.returncode == 1
+        changed = bytes(reversed(payload))
+        on_disk.write_bytes(changed)
+        os.utime(on_disk, (1_000_000_000, 1_000_000_000))  # another mtime: another ETag
+        proxy.cut_after = None
+        fourth = cli("download", jid, str(out), "--name", "result", url=proxy.url)
+        assert fourth.returncode == 0, fourth.stderr
+        assert (out / "result.txt").read_bytes() == changed
+        (h4, s4) = proxy.downloads()[-1]
+        assert h4["range"] == "bytes=500000-" and s4 == 200  # If-Range did not match
+        assert [p.name for p in out.iterdir()] == ["result.txt"]

@@ -211,13 +211,47 @@ def test_changed_file_is_fetched_whole(stub: _Stub, tmp_path: Path) -> None:
     assert path.read_bytes() == PAYLOAD
 
 
-def test_download_gives_up_and_leaves_no_part(stub: _Stub, tmp_path: Path) -> None:
+def test_download_gives_up_and_the_next_client_resumes(stub: _Stub, tmp_path: Path) -> None:
+    """A download given up keeps its part and what resuming needs; a new client (a later run)
+    asks for the rest with Range and If-Range and gets the whole file."""
     stub.plan.append(answer(200, RESULTS))
     stub.default = cut_after(1000)
     pauses: list[float] = []
-    with _client(stub.url, pauses, attempts=2) as c, pytest.raises(CaesarError, match="catalog"):
+    with _client(stub.url, pauses, attempts=2) as c, pytest.raises(CaesarError) as err:
         c.download("j1", tmp_path)
-    assert len(pauses) == 1 and list(tmp_path.iterdir()) == []
+    # The stub answers the second (ranged) try with the whole file again: its 1000 bytes stay.
+    assert len(pauses) == 1 and "1000 bytes kept" in str(err.value)
+    (part,) = tmp_path.glob(".catalog.*.part")
+    assert part.read_bytes() == PAYLOAD[:1000]
+    stub.plan.append(answer(200, RESULTS))
+    stub.default = ranged
+    stub.seen.clear()
+    with _client(stub.url, []) as c:
+        (path,) = c.download("j1", tmp_path)
+    assert path.read_bytes() == PAYLOAD and sorted(p.name for p in tmp_path.iterdir()) == [
+        "catalog"
+    ]
+    (get,) = [h for m, p, h in stub.seen if p.startswith("/files/")]
+    assert (get.get("range"), get.get("if-range")) == ("bytes=1000-", ETAG)
+
+
+def test_part_longer_than_the_file_restarts(stub: _Stub, tmp_path: Path) -> None:
+    """A part the server cannot continue (416: the file is now shorter) is fetched whole."""
+    stub.plan.extend([answer(200, RESULTS), cut_after(5000)])
+    with _client(stub.url, [], attempts=1) as c, pytest.raises(CaesarError):
+        c.download("j1", tmp_path)
+
+    def too_far(h: _Handler) -> None:
+        h.send(416, b"{}", {"Content-Range": f"bytes */{len(PAYLOAD)}"})
+
+    stub.plan.extend([answer(200, RESULTS), too_far])
+    stub.default = ranged
+    stub.seen.clear()
+    with _client(stub.url, [], attempts=1) as c:
+        (path,) = c.download("j1", tmp_path)
+    assert path.read_bytes() == PAYLOAD and len(list(tmp_path.iterdir())) == 1
+    ranges = [h.get("range") for m, p, h in stub.seen if p.startswith("/files/")]
+    assert ranges == ["bytes=5000-", None]
 
 
 def test_retry_after_forms() -> None:

@@ -8,7 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -78,7 +82,8 @@ def create_app(settings: Settings | None = None, start_backends: bool = True) ->
         description=DESCRIPTION,
         lifespan=lifespan,
         root_path=settings.root_path,
-        docs_url=None,  # /docs is added below, with its assets served from this package
+        docs_url=None,  # /docs and /redoc are added below, with their assets served from
+        redoc_url=None,  # this package
     )
     install_error_handlers(app)
     add_docs(app)
@@ -97,22 +102,26 @@ def create_app(settings: Settings | None = None, start_backends: bool = True) ->
     return app
 
 
-#: The Swagger UI files of ``/docs`` (api/static/swagger-ui, see SOURCE.txt there), by the name
-#: they are served under, with their media types.
-SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
-SWAGGER_FILES = {
-    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
-    "swagger-ui.css": "text/css; charset=utf-8",
-    "favicon-32x32.png": "image/png",
+#: The files of ``/docs`` (Swagger UI, api/static/swagger-ui) and ``/redoc`` (ReDoc,
+#: api/static/redoc; see SOURCE.txt in each), by the name they are served under, with their
+#: folder and media type.
+STATIC_DIR = Path(__file__).parent / "static"
+SWAGGER_DIR = STATIC_DIR / "swagger-ui"
+DOCS_FILES = {
+    "swagger-ui-bundle.js": (SWAGGER_DIR, "text/javascript; charset=utf-8"),
+    "swagger-ui.css": (SWAGGER_DIR, "text/css; charset=utf-8"),
+    "favicon-32x32.png": (SWAGGER_DIR, "image/png"),
+    "redoc.standalone.js": (STATIC_DIR / "redoc", "text/javascript; charset=utf-8"),
 }
 DOCS_STATIC = "/docs/static"
 
 
 def add_docs(app: FastAPI) -> None:
-    """``/docs`` (Swagger UI) with its script, style sheet and icon served by the service.
+    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) with their scripts, style sheet and icon
+    served by the service.
 
-    FastAPI's own ``/docs`` loads them from a CDN, which leaves the page blank on a host
-    without internet access.
+    FastAPI's own pages load them from a CDN (and ReDoc its fonts from Google), which leaves
+    them blank on a host without internet access.
     """
     oauth2_redirect = app.swagger_ui_oauth2_redirect_url
 
@@ -130,20 +139,32 @@ def add_docs(app: FastAPI) -> None:
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
 
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(
+            openapi_url=root + str(app.openapi_url),
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+
     async def swagger_oauth2_redirect(request: Request) -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
     async def swagger_asset(request: Request, name: str) -> Response:
-        media_type = SWAGGER_FILES.get(name)
-        if media_type is None:
+        found = DOCS_FILES.get(name)
+        if found is None:
             return JSONResponse({"status": "No such file"}, status_code=404)
+        folder, media_type = found
         return FileResponse(
-            SWAGGER_DIR / name,
+            folder / name,
             media_type=media_type,
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
     app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
     if oauth2_redirect:
         app.add_api_route(
             oauth2_redirect, swagger_oauth2_redirect, methods=["GET"], include_in_schema=False

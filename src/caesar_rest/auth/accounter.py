@@ -5,6 +5,9 @@ Each pass computes, for every user and for the whole service (``owner='*'``), th
 user) and replaces the rows of ``usage_snapshots`` in one transaction. Readers then take one row
 by primary key, whatever the number of users. This is the home of the predecessor's
 ``run_accounter.py`` loop, which stored the same counters per user and in ``appstats``.
+
+:func:`user_usage` and :func:`service_usage` are what ``/accounting`` and ``/appstats`` answer:
+the stored aggregates while the last pass is recent, else the numbers computed on request.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from caesar_rest.auth.accounting import add_jobs, blank_usage, report
+from caesar_rest.auth.accounting import add_jobs, blank_usage, per_user, report
 from caesar_rest.db.engine import write_first
 from caesar_rest.db.locks import pass_lock
 from caesar_rest.db.models import FileRecord, JobRecord, JobResult, UsageSnapshot
-from caesar_rest.timeutil import iso
+from caesar_rest.timeutil import iso, seconds_ago
 
 #: The owner of the service-wide snapshot (no user id is ``*``: ids are sanitised names).
 SERVICE = "*"
+#: Where an answer of :func:`user_usage` / :func:`service_usage` comes from.
+SNAPSHOT, LIVE = "snapshot", "live"
+#: The fields of each user's entry in ``/appstats``'s ``users`` (as :func:`per_user` gives).
+_PER_USER = ("nfiles", "datasize", "njobs", "job_runtime", "job_cputime")
 
 
 def per_owner(session: Session) -> dict[str, dict[str, Any]]:
@@ -82,3 +89,66 @@ def latest(sessions: sessionmaker[Session], owner: str = SERVICE) -> dict[str, A
         if row is None:
             return None
         return {**row.data, "computed_at": iso(row.computed_at)}
+
+
+def _fresh_service(s: Session, max_age: float) -> UsageSnapshot | None:
+    """The service snapshot when it is at most ``max_age`` seconds old (0: never)."""
+    if max_age <= 0:
+        return None
+    row = s.get(UsageSnapshot, SERVICE)
+    if row is None or seconds_ago(row.computed_at) > max_age:
+        return None
+    return row
+
+
+def user_usage(
+    sessions: sessionmaker[Session], owner: str, max_age: float
+) -> tuple[dict[str, Any], str]:
+    """The usage of ``owner`` and where it comes from (:data:`SNAPSHOT` or :data:`LIVE`).
+
+    Parameters
+    ----------
+    sessions
+        Database sessions.
+    owner
+        The user.
+    max_age
+        Oldest accepted snapshot in seconds (0: always computed on request).
+
+    Returns
+    -------
+    tuple
+        The fields of :func:`report` (with ``computed_at`` for a snapshot) and the source.
+        All snapshots are written in one transaction, so while the service's is recent a user
+        without a row had nothing: all counters zero.
+    """
+    with sessions() as s:
+        service = _fresh_service(s, max_age)
+        if service is not None:
+            row = s.get(UsageSnapshot, owner)
+            when = iso(service.computed_at)
+            data = dict(row.data) if row is not None else {"timestamp": when, **blank_usage()}
+            return {**data, "computed_at": when}, SNAPSHOT
+    return report(sessions, owner), LIVE
+
+
+def service_usage(sessions: sessionmaker[Session], max_age: float) -> tuple[dict[str, Any], str]:
+    """The service's totals with the per-user breakdown (``users``), and their source.
+
+    As :func:`user_usage`, for ``/appstats``: the stored rows (one per user) while the last
+    pass is at most ``max_age`` seconds old, else :func:`report` and :func:`per_user`.
+    """
+    with sessions() as s:
+        service = _fresh_service(s, max_age)
+        if service is not None:
+            rows = s.execute(
+                select(UsageSnapshot.owner, UsageSnapshot.data)
+                .where(UsageSnapshot.owner != SERVICE)
+                .order_by(UsageSnapshot.owner)
+            ).all()
+            users = [{"user": o, **{k: d[k] for k in _PER_USER}} for o, d in rows]
+            out = {**service.data, "computed_at": iso(service.computed_at), "users": users}
+            return out, SNAPSHOT
+    out = report(sessions, None)
+    out["users"] = per_user(sessions)
+    return out, LIVE

@@ -228,6 +228,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema_problem(engine: Any) -> str | None:
+    """One line saying why the monitor cannot use the database (None: it can)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from caesar_rest.db.engine import db_error
+    from caesar_rest.db.models import JobRecord
+
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        found = inspect(engine).has_table(JobRecord.__tablename__)
+    except SQLAlchemyError as exc:
+        return f"cannot open the database {where}: {db_error(exc)}"
+    return None if found else f"no job tables in {where}: run `caesar-rest migrate` first"
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run the monitor until SIGTERM/SIGINT (or one pass with --once)."""
     from caesar_rest.backends.monitor import Monitor
@@ -240,6 +256,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     monitor = Monitor.from_settings(settings)
+    problem = _schema_problem(monitor.engine)
+    if problem is not None:
+        monitor.close()
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.once:
         monitor.run_once(wait=30.0)  # a single pass waits for a busy backend
         monitor.close()

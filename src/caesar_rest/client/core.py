@@ -7,6 +7,9 @@ one request per phase change instead of polling.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import re
 import time
@@ -253,13 +256,58 @@ def _filename(response: httpx.Response, fallback: str) -> str:
 
 @dataclass
 class _Partial:
-    """A download under way: where it goes and how much of it has arrived."""
+    """A download under way: where it goes and how much of it has arrived.
 
+    The bytes go to ``tmp`` (``.<result>.<hash of the URL>.part`` in the target folder) and
+    what is needed to resume them to ``meta`` beside it (the URL, the server's validator, the
+    full size). A download cut short leaves both, so that the next download of the same URL,
+    in this process or a later one, asks for the rest (``Range`` from the part's size, with
+    ``If-Range``); a file changed since comes whole and replaces the part.
+    """
+
+    tmp: Path
+    meta: Path
+    url: str
     target: Path | None = None
-    tmp: Path | None = None
     done: int = 0
     total: int | None = None
     validator: str | None = None
+
+    @classmethod
+    def open(cls, out: Path, rid: str, url: str) -> _Partial:
+        """The state of ``url``'s download into ``out``, resumed from a part left on disk."""
+        key = hashlib.sha256(url.encode()).hexdigest()[:16]
+        tmp = out / f".{rid}.{key}.part"
+        state = cls(tmp=tmp, meta=tmp.with_name(tmp.name + ".json"), url=url)
+        try:
+            saved = json.loads(state.meta.read_text())
+            size = tmp.stat().st_size
+        except (OSError, ValueError):
+            state.discard()
+            return state
+        if isinstance(saved, dict) and saved.get("url") == url and size > 0:
+            state.done, state.total = size, saved.get("total")
+            state.validator = saved.get("validator")
+        return state
+
+    def save(self) -> None:
+        """Record what resuming needs (before the body's bytes are written)."""
+        data = {"url": self.url, "validator": self.validator, "total": self.total}
+        self.meta.write_text(json.dumps(data))
+
+    def restart(self) -> None:
+        """Forget the bytes so far: the next request asks for the whole file."""
+        self.done, self.total, self.validator = 0, None, None
+
+    def discard(self) -> None:
+        """Remove the part and its record."""
+        for path in (self.tmp, self.meta):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+class _Restart(Exception):
+    """The part on disk cannot be continued (416, or another size): fetch from the start."""
 
 
 def _range_total(header: str | None) -> int | None:
@@ -268,6 +316,25 @@ def _range_total(header: str | None) -> int | None:
         return None
     size = header.rsplit("/", 1)[1].strip()
     return int(size) if size.isdigit() else None
+
+
+def _not_continuable(response: httpx.Response, state: _Partial) -> bool:
+    """Whether the answer to a resumed request says the part cannot be continued: 416 (the
+    file is no longer than the part), or a part of a file of another size."""
+    if response.status_code == 416:
+        return True
+    if response.status_code != 206:
+        return False
+    total = _range_total(response.headers.get("content-range"))
+    return state.total is not None and total is not None and total != state.total
+
+
+def _cut_message(rid: str, exc: Exception, state: _Partial) -> str:
+    """The error of a download given up, saying what was kept for the next try."""
+    msg = f"download of {rid} failed: {exc}"
+    if state.done and state.validator:
+        msg += f" ({state.done} bytes kept in {state.tmp}; downloading again resumes)"
+    return msg
 
 
 class CaesarClient:
@@ -621,33 +688,39 @@ class CaesarClient:
         return written
 
     def _download_one(self, res: ResultInfo, out: Path, progress: DownloadProgress | None) -> Path:
-        """Fetch one result into ``out``; a cut transfer is resumed with a ``Range`` request."""
+        """Fetch one result into ``out``; a cut transfer is resumed with a ``Range`` request,
+        in this call and, from the part it leaves on disk, in a later one."""
         url = urljoin(self.url + "/", res.href)
-        state = _Partial()
+        state = _Partial.open(out, res.id, url)
         tried = 0
         try:
             while True:
                 tried += 1
                 try:
                     response = self._fetch_part(url, res.id, out, state, progress)
+                except _Restart:
+                    state.restart()  # bytes already sent do not count as a try
+                    tried -= 1
+                    continue
                 except _RETRY_ERRORS as exc:
                     if tried >= max(1, self.retry.attempts):
-                        raise CaesarError(None, f"download of {res.id} failed: {exc}") from None
+                        raise CaesarError(None, _cut_message(res.id, exc, state)) from None
                     self._sleep(self.retry.delay(tried))
                     continue
                 except httpx.HTTPError as exc:
-                    raise CaesarError(None, f"download of {res.id} failed: {exc}") from None
+                    raise CaesarError(None, _cut_message(res.id, exc, state)) from None
                 if response is not None and tried < max(1, self.retry.attempts):
                     self._sleep(self.retry.delay(tried, response))
                     continue
                 if response is not None:
                     self._check(response)
-                assert state.target is not None and state.tmp is not None
+                assert state.target is not None
                 os.replace(state.tmp, state.target)
+                state.discard()
                 return state.target
         except BaseException:
-            if state.tmp is not None:
-                state.tmp.unlink(missing_ok=True)
+            if not (state.done and state.validator):
+                state.discard()  # nothing a later call could verify and continue
             raise
 
     def _fetch_part(
@@ -670,17 +743,19 @@ class CaesarClient:
             if r.status_code in RETRY_STATUSES:
                 r.read()  # a short refusal, read for its message
                 return r
+            if state.done and _not_continuable(r, state):
+                r.read()
+                raise _Restart
             self._check(r)
             if state.target is None:
                 state.target = out / _filename(r, rid)
-                state.tmp = state.target.with_name(f".{state.target.name}.part")
-            assert state.tmp is not None
             if r.status_code != 206:  # the whole file: (re)start from its first byte
                 state.done = 0
                 state.total = int(r.headers.get("content-length", 0)) or None
             else:
                 state.total = _range_total(r.headers.get("content-range")) or state.total
             state.validator = r.headers.get("etag") or r.headers.get("last-modified")
+            state.save()
             with open(state.tmp, "ab" if state.done else "wb") as fh:
                 # Chunks as they arrive: a sized iterator would hold back what a cut loses.
                 for chunk in r.iter_bytes():

@@ -164,3 +164,10 @@ def retry_until_done(
             log.warning("db_write_retry", what=what, tries=tries, pause=pause, error=str(exc))
             time.sleep(pause)
             pause = min(longest, pause * 2)
+
+
+def db_error(exc: Exception) -> str:
+    """One line saying why the database could not be opened (the driver's first line)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
