@@ -549,6 +549,17 @@ class Settings(BaseSettings):
     )
     max_json_body_kib: int = Field(1024, ge=1, description="Largest JSON request body, in KiB.")
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="With authentication on, a bearer token that may read /metrics (for the "
+        "scraper); an admin's token may too. Unused with authentication off (/metrics open).",
+    )
+    ready_min_free_mib: int = Field(
+        512,
+        ge=0,
+        description="/readyz answers 503 when the data or job folder's disk has less free "
+        "space than this, MiB; 0: not checked.",
+    )
 
     # --- logging ---------------------------------------------------------------------------
     loglevel: LogLevel = Field("INFO", description="Log level.")

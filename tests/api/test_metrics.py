@@ -25,9 +25,14 @@ def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     ]
 
 
-def request_counts(client: TestClient) -> dict[tuple[str, str], float]:
+def request_counts(client: TestClient) -> dict[tuple[str, str, str], float]:
+    """Requests counted so far by (method, route, status).
+
+    The method belongs to the key: ``GET`` and ``POST`` of one route with one status are two
+    series, and a key without it would keep only one of them.
+    """
     return {
-        (lab["route"], lab["status"]): v
+        (lab["method"], lab["route"], lab["status"]): v
         for n, lab, v in samples(client.get("/metrics").text)
         if n == "caesar_http_requests_total"
     }
@@ -48,11 +53,13 @@ def test_metrics(app_client: TestClient, s17: Path) -> None:
     got = samples(r.text)
     status_route = f"{API}/job/{{job_id}}/status"
     reqs = {
-        (lab["route"], lab["status"]): v for n, lab, v in got if n == "caesar_http_requests_total"
+        (lab["method"], lab["route"], lab["status"]): v
+        for n, lab, v in got
+        if n == "caesar_http_requests_total"
     }
     delta = {k: v - before.get(k, 0.0) for k, v in reqs.items()}
-    assert delta[(status_route, "200")] >= 1 and delta[(status_route, "404")] == 1
-    assert delta[(f"{API}/upload", "200")] == 1
+    assert delta[("GET", status_route, "200")] >= 1 and delta[("GET", status_route, "404")] == 1
+    assert delta[("POST", f"{API}/upload", "200")] == 1
     assert any(
         n == "caesar_http_request_duration_seconds_bucket" and lab["route"] == f"{API}/upload"
         for n, lab, _ in got
@@ -83,12 +90,12 @@ def test_route_label_is_the_matched_route_template(app_client: TestClient) -> No
     app_client.get(f"{API}/job/{'0' * 32}/status")
     app_client.get("/no/such/route")
     delta = {k: v - before.get(k, 0.0) for k, v in request_counts(app_client).items()}
-    assert delta[(f"{API}/app/{{app_name}}/describe", "200")] == 1
-    assert delta[("/openapi.json", "200")] == 1
-    assert delta[("/docs", "200")] == 1
-    assert delta[(f"{API}/job/{{job_id}}/status", "404")] == 1
-    assert delta[("unmatched", "404")] == 1
-    assert not any("{app_name}/api" in route for route, _ in delta)
+    assert delta[("GET", f"{API}/app/{{app_name}}/describe", "200")] == 1
+    assert delta[("GET", "/openapi.json", "200")] == 1
+    assert delta[("GET", "/docs", "200")] == 1
+    assert delta[("GET", f"{API}/job/{{job_id}}/status", "404")] == 1
+    assert delta[("GET", "unmatched", "404")] == 1
+    assert not any("{app_name}/api" in route for _, route, _ in delta)
 
 
 def test_every_route_is_labelled_with_its_openapi_path(app_client: TestClient) -> None:
@@ -104,8 +111,8 @@ def test_every_route_is_labelled_with_its_openapi_path(app_client: TestClient) -
         status = app_client.get(url).status_code
         delta = {k: v - before.get(k, 0.0) for k, v in request_counts(app_client).items()}
         # The scrape that read ``before`` is counted too.
-        changed = {k for k, v in delta.items() if v} - {("/metrics", "200")}
-        assert changed == {(path, str(status))}, (path, changed)
+        changed = {k for k, v in delta.items() if v} - {("GET", "/metrics", "200")}
+        assert changed == {("GET", path, str(status))}, (path, changed)
 
 
 def test_process_metrics(app_client: TestClient) -> None:

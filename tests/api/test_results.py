@@ -113,10 +113,10 @@ def test_ranges(jobs: Jobs) -> None:
     r = _get(jobs, url, headers={"Range": f"bytes={size}-"})
     assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
     assert "not satisfiable" in r.json()["status"]
-    r = _get(jobs, url, headers={"Range": "items=0-10"})
-    assert r.status_code == 400 and "Range" in r.json()["status"]
-    r = _get(jobs, url, headers={"Range": "bytes=20-10"})
-    assert r.status_code == 400
+    for bad in ("items=0-10", "bytes=20-10", "bytes", "bytes=a-b", f"bytes={size}-,{size + 9}-"):
+        r = _get(jobs, url, headers={"Range": bad})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}", bad
+        assert "not satisfiable" in r.json()["status"]
     # HEAD: size and range support without the body.
     r = jobs.client.head(f"{API}{url}")
     assert r.status_code == 200 and r.content == b""

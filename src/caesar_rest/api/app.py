@@ -15,15 +15,19 @@ from fastapi.openapi.docs import (
 )
 from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from caesar_rest import __version__
 from caesar_rest.api import index, uws, v1
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.crossorigin import install_cross_origin
+from caesar_rest.api.downloads import RangedFileResponse
 from caesar_rest.api.errors import install_error_handlers
+from caesar_rest.api.methods import AllowTable, HeadAsGet
 from caesar_rest.api.metrics import RouteLabels
 from caesar_rest.api.middleware import RequestIdMiddleware
+from caesar_rest.api.openapi import install_openapi
+from caesar_rest.api.publichost import PublicHost
 from caesar_rest.logconfig import configure_logging, get_logger
 from caesar_rest.settings import Settings, get_settings
 
@@ -91,12 +95,17 @@ def create_app(settings: Settings | None = None, start_backends: bool = True) ->
     v1.include(app.router)
     app.include_router(uws.router)
     app.include_router(index.router)
-    labels = RouteLabels(
+    included = (
         [(v1.PREFIX, r.routes) for r in v1.ROUTERS]
         + [("", uws.router.routes), ("", index.router.routes)]
-        + [("", [r for r in app.router.routes if isinstance(r, APIRoute)])],
-        plain=[r for r in app.router.routes if not isinstance(r, APIRoute)],
+        + [("", [r for r in app.router.routes if isinstance(r, APIRoute)])]
     )
+    plain = [r for r in app.router.routes if not isinstance(r, APIRoute)]
+    labels = RouteLabels(included, plain=plain)
+    app.state.allow_table = AllowTable([*included, ("", plain)])
+    install_openapi(app, settings, included)
+    app.add_middleware(HeadAsGet)  # innermost: every layer outside sees the real method
+    app.add_middleware(PublicHost, public_url=settings.public_url)
     install_cross_origin(app, settings)  # inside the request ids: refusals carry one
     app.add_middleware(RequestIdMiddleware, route_label=labels)
     return app
@@ -157,7 +166,7 @@ def add_docs(app: FastAPI) -> None:
         if found is None:
             return JSONResponse({"status": "No such file"}, status_code=404)
         folder, media_type = found
-        return FileResponse(
+        return RangedFileResponse(
             folder / name,
             media_type=media_type,
             headers={"Cache-Control": "public, max-age=86400"},

@@ -44,14 +44,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return answer(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "error"
+        headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 404 and message == "Not Found":
             message = "No such route"
         elif exc.status_code == 405:
-            message = "Method not allowed on this route"
+            # Every method of every route of this path (the router names one route's only).
+            table = getattr(request.app.state, "allow_table", None)
+            allow = ", ".join(table.allowed(request.scope)) if table else ""
+            headers["Allow"] = allow
+            message = f"Method {request.method} not allowed on this route; allowed: {allow}"
         return JSONResponse(
-            error_body(message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+            error_body(message), status_code=exc.status_code, headers=headers or None
         )
 
     @app.exception_handler(RequestValidationError)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
+import shutil
 from html import escape
+from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from caesar_rest import __version__
 from caesar_rest.api.context import ServiceContext
-from caesar_rest.api.deps import Ctx, Owner
+from caesar_rest.api.deps import Ctx, Owner, current_identity
 from caesar_rest.api.metrics import render
+from caesar_rest.api.schemas import ReadyReply
+from caesar_rest.errors import Forbidden
 from caesar_rest.jobs import queries
 
 router = APIRouter()
@@ -65,10 +70,16 @@ def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-@router.get("/readyz", summary="Readiness: database, storage, broker and result store reachable")
+@router.get(
+    "/readyz",
+    summary="Readiness: database, storage (and its free space), broker and result store",
+    responses={503: {"model": ReadyReply}},
+)
 def readyz(ctx: Ctx) -> JSONResponse:
-    """Checks the database, the data and job folders and, with the celery backend, the broker
-    and the result backend."""
+    """Checks the database, the data and job folders (present, with ``ready_min_free_mib``
+    free on their disk) and, with the celery backend, the broker and the result backend.
+
+    503 names the failed check (``"datadir": "error: disk nearly full (...)"``)."""
     checks: dict[str, str] = {}
     try:
         queries.ping(ctx.engine)
@@ -76,7 +87,7 @@ def readyz(ctx: Ctx) -> JSONResponse:
     except Exception as exc:  # report, do not raise
         checks["database"] = f"error: {type(exc).__name__}"
     for name, path in (("datadir", ctx.settings.datadir), ("jobdir", ctx.settings.jobdir)):
-        checks[name] = "ok" if path.is_dir() else "missing"
+        checks[name] = _folder_check(path, ctx.settings.ready_min_free_mib)
     if ctx.settings.celery_enabled:
         checks["broker"] = _broker_check(ctx)
         checks["result_backend"] = _result_backend_check(ctx)
@@ -84,6 +95,22 @@ def readyz(ctx: Ctx) -> JSONResponse:
     return JSONResponse(
         {"status": "ok" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
     )
+
+
+def _folder_check(path: Path, min_free_mib: int) -> str:
+    """``ok`` when ``path`` is a folder whose disk has ``min_free_mib`` free (0: any)."""
+    if not path.is_dir():
+        return "missing"
+    if min_free_mib <= 0:
+        return "ok"
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError as exc:  # report, do not raise
+        return f"error: {type(exc).__name__}"
+    free_mib = free // 2**20
+    if free_mib < min_free_mib:
+        return f"error: disk nearly full ({free_mib} MiB free, ready_min_free_mib {min_free_mib})"
+    return "ok"
 
 
 def _broker_check(ctx: ServiceContext) -> str:
@@ -111,9 +138,34 @@ def _result_backend_check(ctx: ServiceContext) -> str:
     return result_backend_check(app)
 
 
-@router.get("/metrics", include_in_schema=False)
+async def metrics_reader(request: Request) -> None:
+    """Let the caller read ``/metrics``: anyone with authentication off; with it on, the
+    ``metrics_token`` bearer token or an admin's token (401 without a valid token, 403 for
+    another user).
+    """
+    ctx: ServiceContext = request.app.state.ctx
+    if ctx.validator is None:
+        return
+    wanted = ctx.settings.metrics_token
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if (
+        wanted is not None
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), wanted.get_secret_value().encode())
+    ):
+        return
+    ident = await current_identity(request)
+    if not ident.admin:
+        raise Forbidden("/metrics needs the admin role or the metrics token")
+
+
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_reader)])
 def metrics(ctx: Ctx) -> Response:
-    """Prometheus exposition (requests by route, jobs by state and app, durations)."""
+    """Prometheus exposition (requests by route, jobs by state and app, durations).
+
+    Open with authentication off; with it on, for the metrics token or an admin
+    (:func:`metrics_reader`).
+    """
     if not ctx.settings.metrics:
         return JSONResponse({"status": "metrics are off"}, status_code=404)
     body, ctype = render(ctx)

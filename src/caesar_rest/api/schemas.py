@@ -150,6 +150,13 @@ class PendingReply(BaseModel):
     state: str
 
 
+class ReadyReply(BaseModel):
+    """Answer of ``/readyz``: ``ok`` or ``not ready`` (503), with each check's verdict."""
+
+    status: str
+    checks: dict[str, str] = Field(description="'ok', 'missing' or 'error: <why>' per check")
+
+
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for error codes."""
     return {code: {"model": ErrorBody} for code in codes}

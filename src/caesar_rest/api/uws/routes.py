@@ -12,11 +12,12 @@ from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.responses import Response
 
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import Ctx, Files, Owner, UwsJob, find_uws_job
+from caesar_rest.api.downloads import RangedFileResponse
 from caesar_rest.api.uws.create import CreateRequest, creation_error, parse_create
 from caesar_rest.api.uws.documents import (
     JobRef,
@@ -455,11 +456,11 @@ def get_results(job: UwsJob, request: Request, ctx: Ctx) -> Response:
 
 
 @router.get("/jobs/{job_id}/results/{result_id}", name="uws_result", summary="Download one result")
-def get_result(job: UwsJob, result_id: str, ctx: Ctx) -> FileResponse:
+def get_result(job: UwsJob, result_id: str, ctx: Ctx) -> RangedFileResponse:
     """The result file, with its MIME type and file name."""
     names = (result_id, PRIMARY) if result_id == ALIAS else (result_id,)
     row = ctx.jobs.result(job, names)
     path = None if row is None else ctx.jobs.result_path(job, row)
     if row is None or path is None or not path.is_file():
         raise NotFound(f"Job {job.id} has no result {result_id!r}", job_id=job.id)
-    return FileResponse(path, media_type=row.mime, filename=row.filename)
+    return RangedFileResponse(path, media_type=row.mime, filename=row.filename)

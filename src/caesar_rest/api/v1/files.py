@@ -7,9 +7,10 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from caesar_rest.api.deps import Ctx, Files, Owner, get_and_post
+from caesar_rest.api.downloads import RangedFileResponse
 from caesar_rest.api.quota import quota_warning
 from caesar_rest.api.schemas import FileDoc, MessageReply, UploadReply, errors
 from caesar_rest.db.models import FileRecord
@@ -118,16 +119,18 @@ async def download_redirect(request: Request) -> RedirectResponse:
     router,
     "/download/{file_uuid}",
     name="download_by_uuid",
-    summary="Download a file",
+    summary="Download a file (HTTP range requests supported)",
+    response_class=RangedFileResponse,
+    responses=errors(400, 404, 416),
 )
-def download(file_uuid: str, files: Files, owner: Owner) -> FileResponse:
+def download(file_uuid: str, files: Files, owner: Owner) -> RangedFileResponse:
     """Send the file under its original (sanitised) name."""
     f = files.owned(owner, file_uuid)
     path = files.path(f)
     if not path.is_file():
         raise NotFound(f"File with uuid {file_uuid} not found on the system!")
     log.info("file_download", action="download", user=owner, file_id=f.id)
-    return FileResponse(
+    return RangedFileResponse(
         path,
         media_type="application/octet-stream",
         headers={"Content-Disposition": content_disposition(f.filename_orig)},

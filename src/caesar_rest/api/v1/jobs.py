@@ -11,12 +11,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from caesar_rest.api.body import loads_strict
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.crossorigin import require_json
 from caesar_rest.api.deps import Ctx, FinishedJob, OwnedJob, Owner, current_identity, get_and_post
+from caesar_rest.api.downloads import RangedFileResponse
 from caesar_rest.api.quota import quota_warning
 from caesar_rest.api.routing import DirectRoute
 from caesar_rest.api.schemas import (
@@ -315,14 +316,14 @@ def _result(ctx: ServiceContext, job: JobRecord, names: tuple[str, ...]) -> tupl
 @router.get(
     "/job/{job_id}/output",
     summary="The job folder as a tar.gz",
-    response_class=FileResponse,
+    response_class=RangedFileResponse,
     responses={202: {"model": PendingReply}, **errors(400, 404)},
 )
 async def job_output(job: FinishedJob, ctx: Ctx, owner: Owner) -> Response:
     """202 while the job runs; then ``job_<id>.tar.gz`` of its folder."""
     path = await run_in_threadpool(ensure_archive, ctx.jobs, job)
     log.info("job_output", action="joboutput", user=owner, job_id=job.id)
-    return FileResponse(path, media_type="application/gzip", filename=f"job_{job.id}.tar.gz")
+    return RangedFileResponse(path, media_type="application/gzip", filename=f"job_{job.id}.tar.gz")
 
 
 def _file_route(names: tuple[str, ...], as_json: bool) -> Callable[..., Response]:
@@ -330,7 +331,7 @@ def _file_route(names: tuple[str, ...], as_json: bool) -> Callable[..., Response
         row, path = _result(ctx, job, names)
         if as_json:
             return Response(path.read_bytes(), media_type="application/json")
-        return FileResponse(path, media_type=row.mime, filename=row.filename)
+        return RangedFileResponse(path, media_type=row.mime, filename=row.filename)
 
     return handler
 

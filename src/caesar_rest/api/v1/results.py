@@ -3,9 +3,9 @@
 Every finished job has the results its app registered (``catalog``, ``catalog-csv``,
 ``catalog-json``, ``regions``, ``preview``, ``preview-thumb``, ``components``..., ``log``) plus
 ``archive``, the tar.gz of its folder, built on first request. Files are served with HTTP range
-support (Starlette's ``FileResponse``: ``206`` with ``Content-Range`` for one range,
-``multipart/byteranges`` for several); unsatisfiable or malformed ranges are answered here in
-JSON (``416`` with ``Content-Range: bytes */size``, or ``400``) before the file is opened.
+support (:class:`~caesar_rest.api.downloads.RangedFileResponse`: ``206`` with ``Content-Range``
+for one range, ``multipart/byteranges`` for several, a JSON ``416`` with
+``Content-Range: bytes */size`` for a range it cannot serve) and ``HEAD``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from caesar_rest.api.context import ServiceContext
 from caesar_rest.api.deps import Ctx, FinishedJob, Owner, finished, owned_job
+from caesar_rest.api.downloads import RangedFileResponse
 from caesar_rest.api.schemas import PendingReply, errors
 from caesar_rest.db.models import JobRecord
-from caesar_rest.errors import Invalid, NotFound, ServiceError
+from caesar_rest.errors import Invalid, NotFound
 from caesar_rest.jobs.archive import ensure_archive
 from caesar_rest.jobs.states import legacy_state
 from caesar_rest.logconfig import get_logger
@@ -86,49 +87,11 @@ def list_results(job: FinishedJob, request: Request, ctx: Ctx) -> JSONResponse:
     )
 
 
-def check_range(header: str | None, size: int) -> None:
-    """Refuse, in JSON, a ``Range`` header that Starlette would refuse in plain text.
-
-    Parameters
-    ----------
-    header
-        The request's ``Range`` header, or None.
-    size
-        File size in bytes.
-
-    Raises
-    ------
-    ServiceError
-        416 (with ``Content-Range: bytes */size``) when no range can be satisfied, 400 when the
-        header is malformed.
-    """
-    if header is None:
-        return
-    from starlette import responses as sr
-
-    # Starlette's own parser, so that what passes here is exactly what it serves.
-    parse = getattr(FileResponse, "_parse_range_header", None)
-    malformed = getattr(sr, "MalformedRangeHeader", None)
-    unsatisfiable = getattr(sr, "RangeNotSatisfiable", None)
-    if parse is None or malformed is None or unsatisfiable is None:
-        return  # another Starlette: it answers bad ranges itself
-    try:
-        parse(header, size)
-    except unsatisfiable:
-        raise ServiceError(
-            416,
-            f"Requested range not satisfiable: {header!r} (file size {size} bytes)",
-            headers={"Content-Range": f"bytes */{size}"},
-        ) from None
-    except malformed as exc:
-        raise Invalid(f"Malformed Range header {header!r}: {exc}") from None
-
-
 @router.get(
     "/job/{job_id}/results/{name}",
     name="get_result",
     summary="Download one result by name (HTTP range requests supported)",
-    response_class=FileResponse,
+    response_class=RangedFileResponse,
     responses={202: {"model": PendingReply}, **errors(400, 404, 416)},
 )
 async def get_result(
@@ -153,29 +116,15 @@ async def get_result(
         stat = path.stat()
     except OSError:
         raise NotFound(f"Result {name!r} of job {job.id} is missing on disk") from None
-    check_range(request.headers.get("range"), stat.st_size)
     inline = mime.startswith(_INLINE_PREFIXES)
     log.info("job_result", action="jobresult", user=owner, job_id=job.id, result=name)
-    return FileResponse(
+    return RangedFileResponse(
         path,
         media_type=mime,
         filename=filename,
         stat_result=stat,
         content_disposition_type="inline" if inline else "attachment",
     )
-
-
-# HEAD gives the size and Accept-Ranges without the body (its own operation id in OpenAPI).
-router.add_api_route(
-    "/job/{job_id}/results/{name}",
-    get_result,
-    methods=["HEAD"],
-    name="head_result",
-    operation_id="head_result",
-    summary="Headers of one result (size, type, Accept-Ranges)",
-    response_class=FileResponse,
-    responses={202: {"model": PendingReply}, **errors(400, 404, 416)},
-)
 
 
 def _read_beam(ctx: ServiceContext, job: JobRecord) -> float | None:
