@@ -56,6 +56,10 @@ def test_find_on_real_image(tmp_path: Path, s17: Path) -> None:
     rows = list(csv.DictReader((out / "catalog.csv").open()))
     assert len(rows) == 35  # a deterministic run
     assert all(float(r["snr"]) >= 6 for r in rows)
+    # The program ran in the CLI's own process and its output still reached job.log.
+    log = (out / "job.log").read_text()
+    assert "sep_run: timings:" in log and "wrote 35 sources" in log
+    assert r.stdout.strip().startswith("wrote catalog.vot")  # --quiet: no log on the terminal
 
 
 def test_find_refuses_bad_options(tmp_path: Path, s17: Path) -> None:

@@ -561,22 +561,115 @@ def cmd_find(args: argparse.Namespace, rest: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     argv = app.command(image, options, out)
     with open(out / LOG_RESULT.filename, "wb") as logf:
-        proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
-            argv, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            logf.write(line)
-            if not args.quiet:
-                sys.stdout.buffer.write(line)
-                sys.stdout.flush()
-        rc = proc.wait()
+        module = in_tree_program(argv)
+        if module is not None:
+            rc = run_program_here(module, argv[3:], out, logf, quiet=args.quiet)
+        else:
+            rc = _run_program_process(argv, out, logf, quiet=args.quiet)
     if rc == 0:
         written = [spec.filename for spec in app.results if (out / spec.filename).exists()]
         print(f"wrote {', '.join(written)} in {out}")
     else:
         print(f"error: {app.name} ended with code {rc}; see {out / 'job.log'}", file=sys.stderr)
     return rc
+
+
+def in_tree_program(argv: list[str]) -> str | None:
+    """The module of an in-tree app program run as ``python -m caesar_rest.apps.X``, or None.
+
+    Parameters
+    ----------
+    argv
+        An app's command (:meth:`~caesar_rest.apps.base.App.command`).
+
+    Returns
+    -------
+    str or None
+        The module name, when ``argv`` runs one with this interpreter.
+    """
+    here = len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m"
+    if here and argv[2].startswith("caesar_rest.apps.") and argv[2].endswith("_run"):
+        return argv[2]
+    return None
+
+
+def run_program_here(module: str, args: list[str], out: Path, logf: Any, quiet: bool) -> int:
+    """Run an in-tree app program in this process (one interpreter start-up, not two).
+
+    Everything written on file descriptors 1 and 2 (Python and C libraries alike) goes to
+    ``logf`` and, unless ``quiet``, to this process's standard output, as with a child
+    process; the working folder is ``out`` while it runs.
+
+    Parameters
+    ----------
+    module
+        The program's module (it has ``main(argv) -> int``).
+    args
+        Its arguments.
+    out
+        Working folder.
+    logf
+        Binary file receiving the log.
+    quiet
+        Whether to keep the log off the terminal.
+
+    Returns
+    -------
+    int
+        The program's exit code.
+    """
+    import importlib
+    import threading
+
+    from caesar_rest.sourcefinder.allocator import release_large_blocks
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    read_end, write_end = os.pipe()
+    terminal = os.fdopen(os.dup(saved[0]), "wb", buffering=0)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                logf.write(chunk)
+                if not quiet:
+                    terminal.write(chunk)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    cwd = os.getcwd()
+    try:
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        os.chdir(out)
+        release_large_blocks()
+        rc = int(importlib.import_module(module).main(args))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.chdir(cwd)
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        reader.join()
+        terminal.close()
+    return rc
+
+
+def _run_program_process(argv: list[str], out: Path, logf: Any, quiet: bool) -> int:
+    proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+        argv, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        logf.write(line)
+        if not quiet:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+    return proc.wait()
 
 
 def _accounter_parser(sub: Any) -> None:

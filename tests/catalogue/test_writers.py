@@ -18,7 +18,7 @@ from regions import EllipseSkyRegion, PointSkyRegion, Regions
 
 from caesar_rest.apps.base import CATALOGUE_RESULTS
 from caesar_rest.apps.products import SOURCES, write_catalogue
-from caesar_rest.catalogue.preview import block_reduce, write_preview
+from caesar_rest.catalogue.preview import block_reduce, render, write_preview
 from caesar_rest.catalogue.schema import COLUMN_NAMES, COLUMNS
 from caesar_rest.catalogue.writers import (
     VOTableMeta,
@@ -276,6 +276,28 @@ def test_preview_aspect(tmp_path: Path, nx: int, ny: int, max_pixels: int) -> No
     # No sources at all is fine too.
     write_preview(image, make_table(None), tmp_path / "e.png")
     assert _png_size(tmp_path / "e.png")[0] > 0
+
+
+def test_preview_draws_outlines_in_source_colours(tmp_path: Path) -> None:
+    """The renderer paints each source's ellipse in its colour, at its position (y up)."""
+    data = np.zeros((100, 200), dtype=np.float32)
+    header = _wcs().to_header()
+    header["BMAJ"] = header["BMIN"] = 6.0 / 3600.0
+    fits.PrimaryHDU(data, header=header).writeto(tmp_path / "im.fits")
+    image = load_image(tmp_path / "im.fits")
+    t = _sample_table()
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    rgb = render(image, t, 1024, colors=colours)
+    assert rgb.shape == (100, 200, 3)
+    for (x, y), c in zip([(50, 40), (120, 60), (150, 20)], colours, strict=True):
+        hit = np.argwhere(np.all(rgb == c, axis=2))
+        rows, cols = 99 - hit[:, 0], hit[:, 1]  # PNG rows run top down
+        assert hit.shape[0] >= 12
+        assert abs(cols.mean() - x) < 1.0 and abs(rows.mean() - y) < 1.0
+    # Default colour cyan; the flat image is the colour map's lowest colour.
+    plain = render(image, t, 1024)
+    assert int(np.all(plain == (0, 255, 255), axis=2).sum()) > 36
+    assert tuple(plain[0, 0]) == (0, 0, 4)
 
 
 def test_block_reduce() -> None:

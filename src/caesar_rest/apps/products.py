@@ -688,7 +688,7 @@ def write_previews(
     dict
         Result name to file name of the images drawn.
     """
-    from caesar_rest.catalogue.preview import write_preview  # matplotlib is slow to import
+    from caesar_rest.catalogue.preview import write_preview
 
     drawn = found.components if found.components is not None else found.table
     files: dict[str, str] = {}
@@ -734,7 +734,7 @@ def _json_default(value: Any) -> Any:
 def write_thumbnail(
     image: FitsImage, table: Table | None, path: Path, max_side: int = THUMBNAIL_SIDE
 ) -> Path:
-    """Write a small PNG of the image (no axes, asinh stretch) with the sources as ellipses.
+    """Write a small PNG of the image (asinh stretch) with the sources as ellipses.
 
     Parameters
     ----------
@@ -752,36 +752,6 @@ def write_thumbnail(
     pathlib.Path
         The file written.
     """
-    from astropy.visualization import AsinhStretch, ImageNormalize, PercentileInterval
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from caesar_rest.catalogue.preview import write_thumbnail as draw_thumbnail
 
-    from caesar_rest.catalogue.preview import block_reduce, source_ellipses
-
-    ny, nx = image.shape
-    factor = max(1, math.ceil(max(nx, ny) / max_side))
-    small = block_reduce(image.data, factor)
-    sny, snx = small.shape
-    # Pixel size of the PNG: the long side is max_side (or the image's, if smaller).
-    scale = min(1.0, max_side / max(nx, ny))
-    width, height = max(1, round(nx * scale)), max(1, round(ny * scale))
-    dpi = 100.0
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.set_axis_off()
-    finite = small[np.isfinite(small)]
-    if finite.size:
-        norm = ImageNormalize(finite, interval=PercentileInterval(99.5), stretch=AsinhStretch(0.05))
-    else:
-        norm = ImageNormalize(vmin=0.0, vmax=1.0)
-    cmap = colormaps["inferno"].with_extremes(bad="0.6")
-    ax.imshow(small, origin="lower", cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
-    ax.set_xlim(-0.5, snx - 0.5)
-    ax.set_ylim(-0.5, sny - 0.5)
-    coll = source_ellipses(table, image, factor, ax.transData, linewidth=0.6)
-    if coll is not None:
-        ax.add_collection(coll)
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    return draw_thumbnail(image, table, path, max_side)
