@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from caesar_rest.api.app import create_app
 from caesar_rest.db.models import FileRecord
 from caesar_rest.storage.files import FileService
-from caesar_rest.storage.remote import Remote, check_rel, remote_target
+from caesar_rest.storage.remote import Remote, RemoteUnavailable, check_rel, remote_target
 from caesar_rest.storage.volume import remote_volume
 
 from tests.support.server import free_port, make_settings, wait_state
@@ -209,3 +209,19 @@ def _one_file(root: Path) -> Path:
     path = root / "f.bin"
     path.write_bytes(b"x" * 100)
     return path
+
+
+def test_verification_by_hash_or_size(tmp_path: Path, webdav: WebdavRemote) -> None:
+    """``rclone_verify=hash`` on a remote without hashes compares sizes: a copy cut short is
+    refused; ``download`` also catches a copy of the same size with other bytes."""
+    local = _one_file(tmp_path)
+    for verify in ("hash", "download"):
+        remote = Remote(webdav.remote, "v", verify=verify)
+        remote.put_file(local, f"{verify}.bin")
+        assert (webdav.folder / "v" / f"{verify}.bin").read_bytes() == local.read_bytes()
+    (webdav.folder / "v" / "hash.bin").write_bytes(b"x" * 10)
+    with pytest.raises(RemoteUnavailable, match="wrong size"):
+        Remote(webdav.remote, "v", verify="hash").check_hashes(local, "hash.bin", 100)
+    (webdav.folder / "v" / "download.bin").write_bytes(b"y" * 100)
+    assert Remote(webdav.remote, "v").remote_sha256("download.bin")[1] == 100
+    assert Remote(webdav.remote, "v").remote_sha256("download.bin")[0] != _sha(local)

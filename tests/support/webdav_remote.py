@@ -50,7 +50,17 @@ class WebdavRemote:
     def start(self, timeout: float = 15.0) -> WebdavRemote:
         """Start serving; return once the port answers."""
         self.proc = subprocess.Popen(  # noqa: S603 - argument list
-            [self.binary, "serve", "webdav", str(self.folder), "--addr", f"127.0.0.1:{self.port}"],
+            [
+                self.binary,
+                "serve",
+                "webdav",
+                str(self.folder),
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                # Serve the folder as it is now (a test changes files behind the server's back).
+                "--dir-cache-time",
+                "0s",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

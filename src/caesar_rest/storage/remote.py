@@ -145,8 +145,27 @@ class Remote:
             got, nbytes = self.remote_sha256(rel)
             if got != digest or nbytes != size:
                 raise RemoteUnavailable(f"the remote copy of {rel} differs from what was sent")
-        elif self.stat(rel) != size:
+        else:
+            self.check_hashes(local, rel, size)
+
+    def check_hashes(self, local: Path, rel: str, size: int) -> None:
+        """Compare the remote file's size, and its MD5/SHA-1 where the remote keeps them
+        (Nextcloud does), with ``local``'s."""
+        out = self.run("lsjson", "--files-only", "--no-mimetype", "--hash", self.path(rel)).stdout
+        items = json.loads(out or b"[]")
+        if not items or int(items[0]["Size"]) != size:
             raise RemoteUnavailable(f"the remote copy of {rel} has the wrong size")
+        theirs = {k.lower(): v for k, v in (items[0].get("Hashes") or {}).items() if v}
+        if not theirs.keys() & {"md5", "sha1"}:
+            return
+        ours = {"md5": hashlib.md5(), "sha1": hashlib.sha1()}  # noqa: S324 - the remote's sums
+        with open(local, "rb") as fh:
+            while chunk := fh.read(READ_STEP):
+                for h in ours.values():
+                    h.update(chunk)
+        for name, h in ours.items():
+            if name in theirs and theirs[name] != h.hexdigest():
+                raise RemoteUnavailable(f"the remote copy of {rel} differs ({name})")
 
     def get_file(self, rel: str, local: Path, sha256: str | None = None) -> None:
         """Copy ``rel`` to ``local`` (through a temporary name), checked with ``sha256``."""
