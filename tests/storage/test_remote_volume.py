@@ -107,6 +107,11 @@ def test_upload_caesar_job_download_and_tar_from_the_remote(
             member = tar.extractfile(f"job_{job_id}/catalog.json")
             assert member is not None and member.read() == catalogue
         assert f"job_{job_id}/exit.json" in names
+        # A file download from the remote (the local cache is gone again), then the delete
+        # removes both copies.
+        local.unlink()
+        r = c.get(f"{API}/download/{fid}")
+        assert r.status_code == 200 and r.content == image.read_bytes()
         # Accounting: the stored bytes are what the remote holds.
         ctx = c.app.state.ctx  # type: ignore[attr-defined]
         volume = remote_volume(ctx.settings)
@@ -118,6 +123,11 @@ def test_upload_caesar_job_download_and_tar_from_the_remote(
             == FileService(ctx.settings, ctx.sessions).stored_bytes("anonymous")
         )
         assert job_bytes == sum(on_remote.values())
+        ctx.jobs.delete(ctx.jobs.get("anonymous", job_id))
+        assert webdav.files("appdata/jobs/anonymous") == {}
+        r = c.post(f"{API}/delete/{fid}")
+        assert r.status_code == 200, r.text
+        assert webdav.files("appdata/data/anonymous") == {}
 
 
 def _noise_fits(path: Path, n: int) -> Path:
