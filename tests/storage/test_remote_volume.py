@@ -187,6 +187,12 @@ def test_remote_gone_during_a_job_then_retried(tmp_path: Path, webdav: WebdavRem
         assert st["status"].startswith("remote storage unavailable, results not stored:"), st
         log = (tmp_path / "jobs" / "anonymous" / f"job_{job_id}" / "job.log").read_text()
         assert "[caesar-rest] remote storage unavailable, results not stored" in log
+        # While it is away, a job whose input is not cached here cannot start its app.
+        (tmp_path / "data" / "anonymous" / f"{fid}.fits").unlink()
+        body_now = {**body, "job_inputs": {"seconds": 0}}
+        early = c.post(f"{API}/job", json=body_now).json()["job_id"]
+        st = wait_state(c, early, {"SUCCESS", "FAILURE"}, timeout=60, prefix=API)
+        assert st["status"].startswith("remote storage unavailable, input not staged in:"), st
         webdav.start()
         assert webdav.files(f"appdata/jobs/anonymous/job_{job_id}").get("exit.json") is None
         again = c.post(f"{API}/job", json=body).json()["job_id"]
