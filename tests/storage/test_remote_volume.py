@@ -241,3 +241,48 @@ def test_verification_by_hash_or_size(tmp_path: Path, webdav: WebdavRemote) -> N
     (webdav.folder / "v" / "download.bin").write_bytes(b"y" * 100)
     assert Remote(webdav.remote, "v").remote_sha256("download.bin")[1] == 100
     assert Remote(webdav.remote, "v").remote_sha256("download.bin")[0] != _sha(local)
+
+
+def test_slurm_jobs_get_the_staging_with_cluster_paths(tmp_path: Path) -> None:
+    """A Slurm job's environment carries the staging: the input where the cluster reads it
+    (slurm_datadir), its remote path and hash, the job folder's remote path."""
+    import json
+
+    from caesar_rest.apps.registry import default_registry
+    from caesar_rest.backends.slurm import SlurmBackend
+    from caesar_rest.db.engine import make_engine, make_sessionmaker
+    from caesar_rest.db.models import JobRecord
+    from caesar_rest.jobs.service import JobService
+    from caesar_rest.settings import Settings
+    from caesar_rest.storage.remote import STORAGE_ENV, Staging
+
+    settings = Settings(
+        datadir=tmp_path / "data",
+        jobdir=tmp_path / "jobs",
+        slurm_url="http://slurm:6820",
+        slurm_token="t",
+        slurm_datadir=Path("/cluster/data"),
+        slurm_jobdir=Path("/cluster/jobs"),
+        mount_rclone_volume=True,
+        rclone_storage_name="neanias-nextcloud",
+        rclone_storage_path="appdata",
+        rclone_flags=["--bwlimit", "50M"],
+    )
+    svc = JobService(
+        settings,
+        make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")),
+        default_registry(),
+    )
+    jdir = tmp_path / "jobs" / "u" / "job_abc"
+    jdir.mkdir(parents=True)
+    input_file = str((tmp_path / "data" / "u" / "f.fits").resolve())
+    spec = {"command": ["x", "--input", input_file], "input_file": input_file}
+    (jdir / "job.json").write_text(json.dumps({**spec, "input_sha256": "ab" * 32}))
+    job = JobRecord(id="abc", app="sep", reldir="u/job_abc", time_limit=90, cores=1, owner="u")
+    env = SlurmBackend(svc, settings.slurm).job_spec(job).environment
+    staging = Staging.from_env(env[STORAGE_ENV])
+    assert staging.remote == Remote(
+        "neanias-nextcloud:", "appdata", None, ("--bwlimit", "50M"), 600
+    )
+    assert (staging.input_local, staging.input_rel) == ("/cluster/data/u/f.fits", "data/u/f.fits")
+    assert (staging.input_sha256, staging.job_rel) == ("ab" * 32, "jobs/u/job_abc")
