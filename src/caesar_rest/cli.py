@@ -29,17 +29,12 @@ from caesar_rest.client.cli import CLIENT_COMMANDS, add_client_commands, run_cli
 if TYPE_CHECKING:
     from caesar_rest.settings import Settings
 
-# The predecessor's run_app.py options that need a value and have no effect here (rclone
-# volumes, ...); its backend and database options are mapped in caesar_rest.backends.cli.
-_LEGACY_IGNORED_VALUE = (
-    "openid_realm",
-    "mrcnn_weights",
-    "slurm_batch_workdir",
-    "mount_volume_path",
-    "rclone_storage_name",
-    "rclone_storage_path",
-)
-_LEGACY_IGNORED_FLAGS = ("db", "no-db", "mount_rclone_volume")
+# The predecessor's run_app.py options that need a value and have no effect here; its
+# backend and database options are mapped in caesar_rest.backends.cli.
+_LEGACY_IGNORED_VALUE = ("openid_realm", "mrcnn_weights", "slurm_batch_workdir")
+_LEGACY_IGNORED_FLAGS = ("db", "no-db")
+#: The predecessor's rclone volume options: settings of the same names (docs/storage.md).
+_RCLONE_VALUE = ("mount_volume_path", "rclone_storage_name", "rclone_storage_path")
 
 #: The predecessor's backend options (run_app.py and run_jobmonitor.py).
 _LEGACY_BACKEND = (
@@ -83,6 +78,8 @@ LEGACY_SINGLE_DASH: dict[str, tuple[str, ...]] = {
         "nworkers",
         *_LEGACY_IGNORED_VALUE,
         *_LEGACY_IGNORED_FLAGS,
+        *_RCLONE_VALUE,
+        "mount_rclone_volume",
         *_LEGACY_BACKEND,
     ),
     "worker": ("datadir", "jobdir", "loglevel", "dbhost", "dbport", "dbname", *_LEGACY_BACKEND),
@@ -192,6 +189,7 @@ def _serve_parser(sub: Any) -> None:
     )
     add_legacy_db_options(p)
     add_legacy_backend_options(p)
+    add_rclone_options(p)
     for name in _LEGACY_IGNORED_VALUE:
         p.add_argument(f"--{name}", dest=f"legacy_{name}", help=argparse.SUPPRESS)
     for name in _LEGACY_IGNORED_FLAGS:
@@ -202,6 +200,20 @@ def _serve_parser(sub: Any) -> None:
             default=None,
             help=argparse.SUPPRESS,
         )
+
+
+def add_rclone_options(p: argparse.ArgumentParser) -> None:
+    """The predecessor's rclone volume options (``--mount_rclone_volume`` and the three
+    values), as the settings of the same names."""
+    for name in _RCLONE_VALUE:
+        p.add_argument(f"--{name}", dest=name, help=f"remote storage: the {name} setting")
+    p.add_argument(
+        "--mount_rclone_volume",
+        dest="mount_rclone_volume",
+        action="store_true",
+        default=None,
+        help="keep the data and job folders on the rclone remote (docs/storage.md)",
+    )
 
 
 _SETTING_ARGS = (
@@ -227,6 +239,8 @@ _SETTING_ARGS = (
     "aai",
     "oidc_issuer",
     "oidc_audience",
+    "mount_rclone_volume",
+    *_RCLONE_VALUE,
 )
 
 
@@ -415,7 +429,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning(
             "legacy_options_ignored",
             options=ignored,
-            note="MongoDB and rclone options have no equivalent; use --db-url for the database",
+            note="MongoDB options have no equivalent; use --db-url for the database",
         )
     if settings.aai and not settings.oidc.issuer:
         log.error("aai_needs_issuer", note="set CAESAR_REST_OIDC_ISSUER (and _OIDC_AUDIENCE)")
@@ -695,15 +709,7 @@ def _accounter_parser(sub: Any) -> None:
     )
     a.add_argument("--once", action="store_true", help="one pass, then exit")
     add_legacy_db_options(a)
-    for name in ("mount_volume_path", "rclone_storage_name", "rclone_storage_path"):
-        a.add_argument(f"--{name}", dest=f"legacy_{name}", help=argparse.SUPPRESS)
-    a.add_argument(
-        "--mount_rclone_volume",
-        dest="legacy_mount_rclone_volume",
-        action="store_true",
-        default=None,
-        help=argparse.SUPPRESS,
-    )
+    add_rclone_options(a)
 
 
 def cmd_accounter(args: argparse.Namespace) -> int:

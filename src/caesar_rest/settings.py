@@ -404,6 +404,50 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- remote storage (rclone; docs/storage.md) -----------------------------------------
+    mount_rclone_volume: bool = Field(
+        False,
+        description="Keep the data and job folders on the rclone remote rclone_storage_name: "
+        "uploads and job folders are copied there and verified before they are reported "
+        "stored, job inputs are staged in and outputs out by the job itself (the local "
+        "folders stay as staging area and cache).",
+    )
+    mount_volume_path: Path = Field(
+        Path("/mnt/storage"),
+        description="Local folder that mirrors the remote's folder: a data or job folder "
+        "under it keeps its relative path on the remote (else 'data' and 'jobs'); also the "
+        "pods' working folder of Kubernetes jobs.",
+    )
+    rclone_storage_name: str = Field(
+        "neanias-nextcloud",
+        description="rclone remote (a name from rclone.conf, or a connection string such as "
+        ":webdav,url='https://host/remote.php/dav/files/u':).",
+    )
+    rclone_storage_path: str = Field(
+        ".", description="Folder inside the remote that holds the data and job folders."
+    )
+    rclone_config: Path | None = Field(
+        None, description="rclone.conf to use (default: rclone's own)."
+    )
+    rclone_flags: list[str] = Field(
+        default_factory=list,
+        description="Extra rclone flags (JSON list, each item an option or its value, e.g. "
+        '["--bwlimit", "50M"]).',
+    )
+    rclone_timeout: float = Field(
+        600.0, gt=0, description="Longest single rclone run (copy, check) in seconds."
+    )
+    rclone_verify: Literal["download", "hash"] = Field(
+        "download",
+        description="How copies to the remote are verified: 'download' reads them back and "
+        "compares the bytes; 'hash' uses rclone check with the remote's hashes (sizes only "
+        "on a remote without hashes).",
+    )
+    rclone_secret_name: str = Field(
+        "rclone-secret",
+        description="Kubernetes Secret with rclone.conf, mounted read-only in job pods.",
+    )
+
     # --- jobs ------------------------------------------------------------------------------
     job_scheduler: Literal["local", "celery", "slurm", "kubernetes"] = Field(
         "local",
@@ -594,6 +638,14 @@ class Settings(BaseSettings):
             base = given.model_dump() if isinstance(given, _Section) else dict(given or {})
             data[name] = _build_section(name, section, {**base, **flat})
         return data
+
+    @field_validator("rclone_flags")
+    @classmethod
+    def _flags_only(cls, value: list[str]) -> list[str]:
+        # Options and their values only: a bare first item would be taken as a path.
+        if value and not value[0].startswith("--"):
+            raise ValueError("rclone_flags must start with an option (--name)")
+        return value
 
     @field_validator("loglevel", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -246,3 +247,64 @@ def test_deadline_exceeded(kube_srv: LiveServer, s17: Path) -> None:
         doc = wait_for(c, job_id, {"TIMED-OUT", "FAILURE", "SUCCESS"}, timeout=30)
     assert doc["state"] == "TIMED-OUT", doc
     assert job_folder(kube_srv, job_id).is_dir()
+
+
+def test_the_job_manifest_with_an_rclone_volume(fake: FakeKube, tmp_path: Path) -> None:
+    """mount_rclone_volume: no PVC, no FUSE, no privilege: an emptyDir to work in, the rclone
+    Secret read-only, and the wrapper's staging (input in, folder out) in the environment."""
+    from astropy.io import fits
+    from kubernetes.client import ApiClient, V1Job
+
+    from caesar_rest.storage.remote import STORAGE_ENV, Staging
+
+    from tests.support.webdav_remote import WebdavRemote
+
+    remote = WebdavRemote(tmp_path / "remote").start()
+    try:
+        kube = {k: v for k, v in kube_settings(fake, tmp_path).items() if k != "kube_pvc"}
+        settings = make_settings(
+            tmp_path,
+            **kube,
+            mount_rclone_volume=True,
+            rclone_storage_name=remote.remote,
+            rclone_storage_path="appdata",
+        )
+        image = tmp_path / "in.fits"
+        fits.PrimaryHDU(np.zeros((32, 32), np.float32)).writeto(image)
+        with TestClient(create_app(settings)) as client:
+            job_id = _submit(client, image)
+        fid = next(iter(remote.files("appdata/data/anonymous")))
+    finally:
+        remote.stop()
+    (_, job), *_ = fake.jobs.items()
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["securityContext"]["privileged"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert all("persistentVolumeClaim" not in v and "hostPath" not in v for v in pod["volumes"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["work"] == {"name": "work", "emptyDir": {}}
+    assert volumes["rclone-config"]["secret"]["secretName"] == "rclone-secret"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/mnt/storage"]["name"] == "work"
+    assert mounts["/etc/rclone"] == {
+        "name": "rclone-config",
+        "mountPath": "/etc/rclone",
+        "readOnly": True,
+    }
+    reldir = job_folder_rel(tmp_path, job_id)
+    assert c["workingDir"] == "/mnt/storage"
+    assert c["command"][3] == f"/mnt/storage/jobs/{reldir}"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    staging = Staging.from_env(env[STORAGE_ENV])
+    assert staging.remote.config == "/etc/rclone/rclone.conf"
+    assert staging.remote.target == remote.remote and staging.remote.root == "appdata"
+    assert staging.job_rel == f"jobs/{reldir}"
+    assert staging.input_rel == f"data/anonymous/{fid}"
+    assert staging.input_local == f"/mnt/storage/data/anonymous/{fid}"
+    cmd = c["command"]
+    assert cmd[cmd.index("--input") + 1] == f"/mnt/storage/data/anonymous/{fid}"
+    assert str(tmp_path) not in json.dumps(c)
+    # The manifest is a valid V1Job for the official client (round trip through its model).
+    body = ApiClient().sanitize_for_serialization(V1Job.from_dict(job))
+    assert body["spec"]["template"]["spec"]["volumes"] == pod["volumes"]

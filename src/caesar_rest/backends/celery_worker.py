@@ -187,6 +187,7 @@ def _run(svc: JobService, task: Task, job: JobRecord) -> dict[str, Any]:
             job.cores,
             preexec=die_with_parent,
             limits=job_limits(svc.settings),
+            extra_env=svc.staging_env(job),
         )
     except Exception as exc:
         log.exception("job_launch_failed", job_id=job.id)

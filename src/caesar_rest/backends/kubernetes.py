@@ -36,17 +36,19 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from caesar_rest.backends.process import job_environment, wrapper_argv
+from caesar_rest.backends.process import job_environment, remap, wrapper_argv
 from caesar_rest.backends.remote import BackendView, CoreView, RemoteBackend, Seen
 from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.folder import LOG_FILE
+from caesar_rest.jobs.folder import LOG_FILE, read_spec
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import KubeSettings
+from caesar_rest.storage.remote import STORAGE_ENV, Staging
 
 log = get_logger(__name__)
 
@@ -65,8 +67,71 @@ def _label(value: str) -> str:
     return _LABEL_VALUE.sub("-", value)[:63].strip("-_.") or "x"
 
 
+@dataclass(frozen=True)
+class RcloneVolume:
+    """The rclone volume of a Job's pod: staged by the job's wrapper, no FUSE mount.
+
+    Parameters
+    ----------
+    workdir
+        Where the pod keeps its data and job folders (an emptyDir; ``mount_volume_path``).
+    secret
+        The Secret holding ``rclone.conf`` (``rclone_secret_name``), mounted read-only.
+    staging
+        The :data:`~caesar_rest.storage.remote.STORAGE_ENV` value of the job.
+    """
+
+    workdir: str
+    secret: str
+    staging: str
+
+
+#: Where the rclone Secret is mounted in a job pod.
+RCLONE_CONFIG_DIR = "/etc/rclone"
+
+
+def _pvc_volumes(kube: KubeSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and mounts on the PVCs: data read-only, job folders writable."""
+    data_pvc = kube.pvc
+    jobs_pvc = kube.jobs_pvc or kube.pvc
+    if not data_pvc or not jobs_pvc:
+        raise ValueError("the kubernetes backend needs kube_pvc (and optionally kube_jobs_pvc)")
+    volumes: list[dict[str, Any]] = [
+        {"name": "data", "persistentVolumeClaim": {"claimName": data_pvc, "readOnly": True}}
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
+        {"name": "jobs" if jobs_pvc != data_pvc else "data-rw", "mountPath": JOBS_MOUNT},
+    ]
+    if kube.data_subpath:
+        mounts[0]["subPath"] = kube.data_subpath
+    if kube.jobs_subpath:
+        mounts[1]["subPath"] = kube.jobs_subpath
+    # The job folders need a writable volume: a second reference to the claim when shared.
+    volumes.append({"name": mounts[1]["name"], "persistentVolumeClaim": {"claimName": jobs_pvc}})
+    return volumes, mounts
+
+
+def _rclone_volumes(rclone: RcloneVolume) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and mounts with an rclone volume: an emptyDir to work in and the
+    rclone Secret (read-only); the wrapper stages the input in and the folder out."""
+    volumes: list[dict[str, Any]] = [
+        {"name": "work", "emptyDir": {}},
+        {"name": "rclone-config", "secret": {"secretName": rclone.secret, "defaultMode": 0o440}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "work", "mountPath": rclone.workdir},
+        {"name": "rclone-config", "mountPath": RCLONE_CONFIG_DIR, "readOnly": True},
+    ]
+    return volumes, mounts
+
+
 def build_manifest(
-    kube: KubeSettings, core: CoreView, job: JobRecord, command: list[str]
+    kube: KubeSettings,
+    core: CoreView,
+    job: JobRecord,
+    command: list[str],
+    rclone: RcloneVolume | None = None,
 ) -> dict[str, Any]:
     """The ``batch/v1`` Job for ``job`` running the app ``command``.
 
@@ -80,6 +145,9 @@ def build_manifest(
         The job.
     command
         The app's argument list (service paths; rewritten to the pod's mounts).
+    rclone
+        The rclone volume (``mount_rclone_volume``): folders staged from and to the remote
+        instead of the PVCs.
 
     Returns
     -------
@@ -89,11 +157,13 @@ def build_manifest(
     image = kube.images.get(job.app) or kube.image
     if not image:
         raise ValueError("the kubernetes backend needs kube_image")
-    data_pvc = kube.pvc
-    jobs_pvc = kube.jobs_pvc or kube.pvc
-    if not data_pvc or not jobs_pvc:
-        raise ValueError("the kubernetes backend needs kube_pvc (and optionally kube_jobs_pvc)")
     mapping = [(str(core.datadir.resolve()), DATA_MOUNT), (str(core.jobdir.resolve()), JOBS_MOUNT)]
+    if rclone is not None:
+        root = rclone.workdir.rstrip("/")
+        mapping = [
+            (core.datadir.resolve().as_posix(), f"{root}/data"),
+            (core.jobdir.resolve().as_posix(), f"{root}/jobs"),
+        ]
     # The pod's output also goes to job.log in the job folder, as with the other backends;
     # the arguments reach the shell as positional parameters, never as code.
     argv = [
@@ -110,27 +180,24 @@ def build_manifest(
         "caesar-rest/job-id": job.id,
         "caesar-rest/app": _label(job.app),
     }
-    volumes: list[dict[str, Any]] = [
-        {"name": "data", "persistentVolumeClaim": {"claimName": data_pvc, "readOnly": True}}
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
-        {"name": "jobs" if jobs_pvc != data_pvc else "data-rw", "mountPath": JOBS_MOUNT},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
-    if kube.data_subpath:
-        mounts[0]["subPath"] = kube.data_subpath
-    if kube.jobs_subpath:
-        mounts[1]["subPath"] = kube.jobs_subpath
-    # The job folders need a writable volume: a second reference to the claim when shared.
-    volumes.append({"name": mounts[1]["name"], "persistentVolumeClaim": {"claimName": jobs_pvc}})
+    if rclone is None:
+        volumes, mounts = _pvc_volumes(kube)
+        workdir = f"{JOBS_MOUNT}/{job.reldir}"
+    else:
+        volumes, mounts = _rclone_volumes(rclone)
+        workdir = f"{rclone.workdir.rstrip('/')}/jobs/{job.reldir}"
+        # The emptyDir starts empty: the job folder is made first (the path is an argument).
+        argv[2] = f'mkdir -p -- "$0" && cd -- "$0" && exec "$@" >>{LOG_FILE} 2>&1'
+        argv[3] = workdir
     volumes.append({"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}})
+    mounts.append({"name": "tmp", "mountPath": "/tmp"})
+    staging = [] if rclone is None else [{"name": STORAGE_ENV, "value": rclone.staging}]
     container: dict[str, Any] = {
         "name": "job",
         "image": image,
         "imagePullPolicy": kube.image_pull_policy,
         "command": argv,
-        "workingDir": f"{JOBS_MOUNT}/{job.reldir}",
+        "workingDir": workdir if rclone is None else rclone.workdir,
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
@@ -139,6 +206,7 @@ def build_manifest(
             # The wrapper's rlimits (memory, CPU time, files), inside the pod's own limits.
             *({"name": k, "value": v} for k, v in job_environment(cores, core.limits).items()),
             {"name": "CAESAR_JOB_ID", "value": job.id},
+            *staging,
         ],
         "resources": {
             "requests": {"cpu": str(cores), "memory": kube.memory_request},
@@ -268,7 +336,7 @@ class KubernetesBackend(RemoteBackend):
         super().__init__(service)
         if not config.image and not config.images:
             raise ValueError("the kubernetes backend needs kube_image")
-        if not config.pvc:
+        if not config.pvc and service.volume is None:
             raise ValueError("the kubernetes backend needs kube_pvc (the data and job volume)")
         self.config = config
         if api is None:
@@ -285,7 +353,30 @@ class KubernetesBackend(RemoteBackend):
 
     def manifest(self, job: JobRecord) -> dict[str, Any]:
         """The Job object this backend creates for ``job``."""
-        return build_manifest(self.config, self.core, job, self.job_command(job))
+        return build_manifest(
+            self.config, self.core, job, self.job_command(job), self.rclone_volume(job)
+        )
+
+    def rclone_volume(self, job: JobRecord) -> RcloneVolume | None:
+        """The pod's rclone volume with the job's staging (None without a remote volume).
+
+        The pod reads rclone.conf from the Secret, and its input from its own folder.
+        """
+        volume = self.service.volume
+        if volume is None:
+            return None
+        settings = self.service.settings
+        workdir = settings.mount_volume_path.as_posix().rstrip("/") or "/mnt/storage"
+        spec = read_spec(self.service.job_dir(job))
+        pod_input = remap(
+            spec.input_file, [(self.core.datadir.resolve().as_posix(), f"{workdir}/data")]
+        )
+        env = self.service.staging_env(job, pod_input)[STORAGE_ENV]
+        staging = Staging.from_env(env)
+        remote = replace(staging.remote, config=f"{RCLONE_CONFIG_DIR}/rclone.conf")
+        return RcloneVolume(
+            workdir, settings.rclone_secret_name, replace(staging, remote=remote).to_env()
+        )
 
     # --- interface -----------------------------------------------------------------------
     def submit(self, job: JobRecord) -> None:

@@ -284,7 +284,11 @@ class LocalBackend:
         jdir = self.service.job_dir(job)
         try:
             started = launch(
-                jdir, read_spec(jdir).command, job.cores, limits=job_limits(self.settings)
+                jdir,
+                read_spec(jdir).command,
+                job.cores,
+                limits=job_limits(self.settings),
+                extra_env=self.service.staging_env(job),
             )
         except Exception as exc:
             log.exception("job_launch_failed", job_id=job.id)

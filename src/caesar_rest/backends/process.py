@@ -143,6 +143,7 @@ def launch(
     cores: int,
     preexec: Callable[[], None] | None = None,
     limits: JobLimits | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Launched:
     """Start the wrapper for ``command`` in ``job_dir``, in a new session, logging to job.log.
 
@@ -158,6 +159,9 @@ def launch(
         Run in the child before the exec (only where the parent runs no other threads).
     limits
         The job's resource limits (:func:`job_limits`), set by the wrapper on the app.
+    extra_env
+        More variables for the job (its remote staging,
+        :meth:`~caesar_rest.jobs.service.JobService.staging_env`).
 
     Returns
     -------
@@ -174,7 +178,7 @@ def launch(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            env=launch_environment(cores, limits),
+            env={**launch_environment(cores, limits), **(extra_env or {})},
             preexec_fn=preexec,
         )
     return Launched(proc, process_start_ticks(proc.pid), time.time())

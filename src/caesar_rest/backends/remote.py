@@ -32,6 +32,7 @@ from caesar_rest.backends.process import job_limits
 from caesar_rest.db.engine import is_transient
 from caesar_rest.db.locks import pass_lock
 from caesar_rest.db.models import JobRecord
+from caesar_rest.errors import ServiceError
 from caesar_rest.jobs.folder import TIMEOUT_FLAG, JobLimits, lost, outcome_of, read_exit, read_spec
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import FINAL, Phase, Reason
@@ -315,7 +316,14 @@ class RemoteBackend:
             self.service.update_fields(job.id, **extra, **fields)
 
     def finish(self, job: JobRecord, view: BackendView) -> None:
-        """Finish a job that ended in its engine, trusting the wrapper's ``exit.json`` first."""
+        """Finish a job that ended in its engine, trusting the wrapper's ``exit.json`` first.
+
+        With a remote volume, the job folder is brought back from the remote first when it
+        is not here (a pod's emptyDir); while the remote cannot be read the job is left as
+        it is, for the next pass.
+        """
+        if not self._pulled(job):
+            return
         jdir = self.service.job_dir(job)
         record = read_exit(jdir)
         timed_out = view.seen == Seen.TIMEOUT or (jdir / TIMEOUT_FLAG).exists()
@@ -332,6 +340,8 @@ class RemoteBackend:
 
     def vanished(self, job: JobRecord, why: str) -> None:
         """The engine has no record of the job: finish it from its exit file, or mark it lost."""
+        if not self._pulled(job):
+            return
         record = read_exit(self.service.job_dir(job))
         if record is not None and record.recorded:
             log.info("job_finished_unseen", backend=self.name, job_id=job.id)
@@ -344,6 +354,15 @@ class RemoteBackend:
         log.warning("job_lost", backend=self.name, job_id=job.id, why=why)
         message = f"{why}; unseen for {unseen:.0f} s and no exit record: outcome unknown"
         self.service.finish(job, lost(message))
+
+    def _pulled(self, job: JobRecord) -> bool:
+        """Whether the job folder is here (pulled from the remote volume if need be)."""
+        try:
+            self.service.pull_folder(job)
+        except ServiceError as exc:
+            log.warning("job_folder_not_pulled", backend=self.name, job_id=job.id, why=str(exc))
+            return False
+        return True
 
     # --- job command ---------------------------------------------------------------------
     def job_command(self, job: JobRecord) -> list[str]:

@@ -46,11 +46,11 @@ import shlex
 import time
 from pathlib import Path
 
-from caesar_rest.backends.process import MIB, job_environment, wrapper_argv
+from caesar_rest.backends.process import MIB, job_environment, remap, wrapper_argv
 from caesar_rest.backends.remote import BackendView, RemoteBackend, Seen
 from caesar_rest.backends.slurmrest import SlurmClient, SlurmJobInfo, SlurmJobSpec
 from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.folder import EXIT_FILE, LOG_FILE, TIMEOUT_FLAG, read_exit
+from caesar_rest.jobs.folder import EXIT_FILE, LOG_FILE, TIMEOUT_FLAG, read_exit, read_spec
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase, Reason
 from caesar_rest.logconfig import get_logger
@@ -169,6 +169,13 @@ class SlurmBackend(RemoteBackend):
             pairs.append((str(core.jobdir.resolve()), str(slurm.jobdir)))
         return pairs
 
+    def staging_env(self, job: JobRecord) -> dict[str, str]:
+        """The remote volume's staging of the job, its input where the cluster reads it."""
+        if self.service.volume is None:
+            return {}
+        spec = read_spec(self.service.job_dir(job))
+        return self.service.staging_env(job, remap(spec.input_file, self.path_mapping()))
+
     def batch_script(self, job: JobRecord) -> str:
         """The batch script: every value quoted with shlex.quote."""
         slurm = self.config
@@ -206,6 +213,7 @@ class SlurmBackend(RemoteBackend):
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             **job_environment(cores, self.core.limits),
             "CAESAR_JOB_ID": job.id,
+            **self.staging_env(job),
             **slurm.env,
         }
         return SlurmJobSpec(

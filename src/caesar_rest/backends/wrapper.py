@@ -37,6 +37,11 @@ from caesar_rest.jobs.folder import (
     JobLimits,
     write_exit,
 )
+from caesar_rest.storage.remote import STORAGE_ENV, RemoteUnavailable, Staging
+
+#: Exit status of a job whose input or results could not be moved to or from the remote
+#: (``EX_TEMPFAIL``: run it again once the remote is back).
+STAGE_FAILED = 75
 
 #: Seconds of CPU time between SIGXCPU (the soft limit) and SIGKILL (the hard one).
 CPU_GRACE = 5
@@ -60,6 +65,40 @@ def main(argv: list[str]) -> int:
     cmd = argv[argv.index("--") + 1 :]
     limits = JobLimits.from_env(os.environ.get(LIMITS_ENV))
     start = time.time()
+    staging = _staging()
+    if staging is not None and not _stage(staging.stage_in, "input not staged in", start):
+        return STAGE_FAILED
+    rc = _run(cmd, limits, start)
+    if staging is not None and not _stage(staging.stage_out, "results not stored", start):
+        return STAGE_FAILED
+    return rc
+
+
+def _staging() -> Staging | None:
+    """The job's remote staging from :data:`STORAGE_ENV`, if it has one."""
+    text = os.environ.get(STORAGE_ENV)
+    return Staging.from_env(text) if text else None
+
+
+def _stage(step: Callable[[Path], None], what: str, start: float) -> bool:
+    """Run a staging step in the job folder; on failure record the job as failed with the
+    reason (``exit.json``, the log) and return False."""
+    try:
+        step(Path.cwd())
+    except (RemoteUnavailable, OSError, ValueError) as exc:
+        reason = f"remote storage unavailable, {what}: {exc}"
+        print(f"[caesar-rest] {reason}", flush=True)
+        end = time.time()
+        record = ExitRecord(
+            STAGE_FAILED, started=start, ended=end, elapsed=end - start, reason=reason
+        )
+        write_exit(Path.cwd(), record)
+        return False
+    return True
+
+
+def _run(cmd: list[str], limits: JobLimits, start: float) -> int:
+    """Run the app under its limits; write ``exit.json``; its status in shell convention."""
     print(f"[caesar-rest] running: {cmd!r}", flush=True)
     if limits.to_env():
         print(f"[caesar-rest] limits: {limits.to_env()}", flush=True)

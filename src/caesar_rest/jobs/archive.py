@@ -13,8 +13,10 @@ from caesar_rest.jobs.service import JobService
 def ensure_archive(service: JobService, job: JobRecord) -> Path:
     """Build ``job_<id>.tar.gz`` if missing or older than the folder; return its path.
 
-    Written to a temporary name and renamed, so a reader never sees a partial archive.
+    Written to a temporary name and renamed, so a reader never sees a partial archive. With a
+    remote volume, a job folder missing here is fetched from the remote first.
     """
+    service.pull_folder(job)
     jdir = service.job_dir(job)
     target = service.archive_path(job)
     newest = max((p.stat().st_mtime for p in jdir.rglob("*") if p.is_file()), default=0.0)

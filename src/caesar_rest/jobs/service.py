@@ -21,11 +21,13 @@ from caesar_rest.auth.users import Limits
 from caesar_rest.db.engine import is_transient, write_first
 from caesar_rest.db.models import FileRecord, JobEvent, JobRecord, JobResult
 from caesar_rest.errors import Invalid, NotFound
-from caesar_rest.jobs.folder import LOG_FILE, JobSpec, Outcome, write_spec
+from caesar_rest.jobs.folder import EXIT_FILE, LOG_FILE, JobSpec, Outcome, read_spec, write_spec
 from caesar_rest.jobs.states import FINAL, Phase, Reason, TransitionError, check_transition
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
 from caesar_rest.storage.paths import is_file_id, new_id, owner_dirname, safe_join
+from caesar_rest.storage.remote import STORAGE_ENV
+from caesar_rest.storage.volume import remote_volume
 from caesar_rest.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -69,6 +71,8 @@ class JobService:
         #: Called as ``listener(job_id, new_phase)`` after each committed phase change (from any
         #: thread; must be quick and must not raise). The UWS long-poll (WAIT) hangs on this.
         self.listeners: list[Callable[[str, Phase], None]] = []
+        #: The rclone volume (``mount_rclone_volume``), or None: folders are local only.
+        self.volume = remote_volume(settings)
 
     # --- helpers -------------------------------------------------------------------------
     @property
@@ -81,6 +85,46 @@ class JobService:
     def job_dir(self, job: JobRecord) -> Path:
         """Absolute job folder of ``job``."""
         return safe_join(self.settings.jobdir, job.reldir)
+
+    def staging_env(
+        self, job: JobRecord, input_local: str | None = None, fetch_folder: bool = False
+    ) -> dict[str, str]:
+        """The job's :data:`~caesar_rest.storage.remote.STORAGE_ENV` for its wrapper (the
+        input staged in, the folder staged out); empty without a remote volume.
+
+        Parameters
+        ----------
+        job
+            The job.
+        input_local
+            Where the job reads its input (default: the service's path of it).
+        fetch_folder
+            Whether the job starts by fetching its folder from the remote.
+        """
+        if self.volume is None:
+            return {}
+        spec = read_spec(self.job_dir(job))
+        rel = ""
+        with_input = Path(spec.input_file)
+        if spec.input_file and with_input.is_relative_to(self.settings.datadir.resolve()):
+            rel = with_input.relative_to(self.settings.datadir.resolve()).as_posix()
+        staging = self.volume.staging(
+            job.reldir, rel, input_local or spec.input_file, spec.input_sha256, fetch_folder
+        )
+        return {STORAGE_ENV: staging.to_env()}
+
+    def pull_folder(self, job: JobRecord) -> None:
+        """Bring a job folder back from the remote volume when the local copy has no
+        ``exit.json`` (a job that ran elsewhere, or a cleared cache); nothing without one.
+
+        Raises
+        ------
+        StorageUnavailable
+            The remote cannot be read (503).
+        """
+        jdir = self.job_dir(job)
+        if self.volume is not None and not (jdir / EXIT_FILE).is_file():
+            self.volume.fetch_job(job.reldir, jdir)
 
     def backend_for(self, job: JobRecord) -> JobBackend:
         """The job's own backend (not the current default)."""
@@ -484,6 +528,8 @@ class JobService:
         archive = self.archive_path(job)
         if archive.exists():
             archive.unlink()
+        if self.volume is not None:
+            self.volume.remove_job(job.reldir)
         with self.sessions.begin() as s:
             s.execute(delete(JobRecord).where(JobRecord.id == job.id))
 
@@ -505,8 +551,12 @@ class JobService:
         return next((rows[n] for n in names if n in rows), None)
 
     def result_path(self, job: JobRecord, row: JobResult) -> Path:
-        """Where a result's file is (inside the job folder)."""
-        return safe_join(self.job_dir(job), row.filename)
+        """Where a result's file is (inside the job folder; from the remote volume when the
+        local copy is gone)."""
+        path = safe_join(self.job_dir(job), row.filename)
+        if self.volume is not None and not path.is_file():
+            self.volume.fetch_job(job.reldir, self.job_dir(job))
+        return path
 
     def set_time_limit(self, job: JobRecord, seconds: int) -> bool:
         """Change the time limit of a PENDING job; False if it is no longer PENDING.

@@ -34,6 +34,7 @@ from caesar_rest.storage.upload import (
     UploadTooLarge,
     receive_upload,
 )
+from caesar_rest.storage.volume import remote_volume
 
 log = get_logger(__name__)
 
@@ -266,8 +267,13 @@ class FileService:
         return rec
 
     def path(self, rec: FileRecord) -> Path:
-        """Where the file is stored."""
-        return safe_join(self.settings.datadir, rec.relpath)
+        """Where the file is stored (brought back from the remote volume into the local cache
+        when the local copy is gone)."""
+        path = safe_join(self.settings.datadir, rec.relpath)
+        volume = remote_volume(self.settings)
+        if volume is not None and not path.is_file():
+            volume.fetch_file(rec.relpath, path, rec.sha256)
+        return path
 
     def list(self, owner: str) -> list[FileRecord]:
         """Every file of ``owner``, oldest first."""
@@ -309,3 +315,6 @@ class FileService:
             s.execute(delete(FileRecord).where(FileRecord.id == rec.id))
         with contextlib.suppress(FileNotFoundError, ValueError):
             self.path(rec).unlink()
+        volume = remote_volume(self.settings)
+        if volume is not None:
+            volume.remove_file(rec.relpath)

@@ -15,6 +15,7 @@ from caesar_rest.settings import Settings
 from caesar_rest.storage.formats import FileFormat
 from caesar_rest.storage.paths import new_id, owner_dirname, safe_join, sanitize_filename
 from caesar_rest.storage.upload import ReceivedUpload
+from caesar_rest.storage.volume import remote_volume
 from caesar_rest.timeutil import utcnow
 
 
@@ -52,6 +53,10 @@ def store_upload(
     The quota counts ``received.charged``: the inflated size of a compressed file, which is
     also kept in the record's ``info`` as ``inflated_size`` (the stored total sums it,
     :func:`caesar_rest.auth.quotas.usage`).
+
+    With ``mount_rclone_volume`` the file is copied to the remote and verified there before
+    the record is stored (``StorageUnavailable``, 503, when it cannot be: nothing is
+    registered, and the local and remote copies are removed).
     """
     file_id = new_id()
     info = dict(fmt.info)
@@ -72,6 +77,8 @@ def store_upload(
         info=info,
         created_at=utcnow(),
     )
+    volume = remote_volume(settings)
+    sent = False
     try:
         new_folder = not final.parent.is_dir()
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +90,9 @@ def store_upload(
             sync_dir(final.parent)
             if new_folder:  # the user's folder is a new entry of the data folder
                 sync_dir(settings.datadir)
+        if volume is not None:
+            sent = True
+            volume.put_upload(final, relpath, received.sha256)
         with sessions.begin() as s:
             lock_user(s, owner)
             check_bytes(s, owner, limits, received.charged)
@@ -91,5 +101,7 @@ def store_upload(
         received.discard()
         with contextlib.suppress(FileNotFoundError):
             final.unlink()
+        if sent and volume is not None:
+            volume.remove_file(relpath)
         raise
     return rec
