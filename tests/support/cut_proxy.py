@@ -1,8 +1,10 @@
 """An HTTP proxy in front of a live server that can cut result downloads short.
 
-It forwards each GET to the real server (headers as sent, ``Range`` and ``If-Range`` included;
-``Host`` too, so that the links the server writes lead back through the proxy)
-and streams the answer back; while :attr:`CutProxy.cut_after` is set, the body of a result
+It forwards each GET to the real server (headers as sent, ``Range`` and ``If-Range`` included)
+and streams the answer back; the server never takes links from ``Host`` (it writes its own
+socket address), so in JSON answers the proxy puts its own address in place of the server's,
+as a reverse proxy with ``public_url`` would, and the links lead back through it;
+while :attr:`CutProxy.cut_after` is set, the body of a result
 download (a path with ``/results/``) stops after that many bytes and the connection is dropped,
 as a broken network or a killed client would leave it. Each request's headers and the upstream
 status are recorded in :attr:`CutProxy.seen`.
@@ -33,6 +35,15 @@ class _Handler(BaseHTTPRequestHandler):
                 (self.path, {k.lower(): v for k, v in headers.items()}, r.status_code)
             )
             self.send_response(r.status_code)
+            if "json" in r.headers.get("content-type", ""):
+                body = r.read().replace(proxy.target.encode(), proxy.url.encode())
+                for k, v in r.headers.items():
+                    if k.lower() not in _HOP:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             for k, v in r.headers.items():
                 if k.lower() not in _HOP:
                     self.send_header(k, v)
@@ -63,6 +74,7 @@ class CutProxy(ThreadingHTTPServer):
 
     def __init__(self, target: str):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.target = target.rstrip("/")
         self.upstream = httpx.Client(base_url=target, timeout=60)
         self.cut_after: int | None = None
         self.seen: list[tuple[str, dict[str, str], int]] = []
