@@ -8,7 +8,14 @@ from html import escape
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 
 from caesar_rest import __version__
 from caesar_rest.api.context import ServiceContext
@@ -25,7 +32,8 @@ _PAGE = """<!doctype html>
 <style>body{{font-family:sans-serif;max-width:46em;margin:2em auto;line-height:1.4}}
 form{{margin:1em 0;padding:1em;border:1px solid #ccc}}</style></head>
 <body><h1>caesar-rest {version}</h1>
-<p>Welcome, you are using the service as <b>{user}</b>.</p>
+<p>Welcome, you are using the service as <b>{user}</b>.
+<a href="app/">Open the web application</a>.</p>
 <p>API: <code>/caesar/api/v1.0</code> &middot; <a href="/docs">interactive documentation</a>
 &middot; <a href="/openapi.json">OpenAPI</a></p>
 <form method="post" action="caesar/api/v1.0/upload" enctype="multipart/form-data">
@@ -43,6 +51,37 @@ def index(ctx: Ctx, user: Owner) -> str:
     """A small page with an upload and a download form."""
     return _PAGE.format(
         version=__version__, user=escape(user), apps=escape(", ".join(ctx.apps.names()))
+    )
+
+
+#: The web application's files (api/static/app): plain ES modules and CSS, no build step.
+APP_DIR = Path(__file__).parent / "static" / "app"
+APP_FILES = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
+
+
+@router.get("/app", include_in_schema=False)
+def app_redirect() -> RedirectResponse:
+    """The application's page lives at ``/app/`` (its asset URLs are relative)."""
+    return RedirectResponse(url="app/", status_code=307)
+
+
+@router.get("/app/", include_in_schema=False)
+def app_page() -> FileResponse:
+    """The single-page web application (files, jobs, job page, viewer)."""
+    return FileResponse(APP_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/app/static/{name}", include_in_schema=False)
+def app_asset(name: str) -> Response:
+    """One of the application's files, by name (no paths)."""
+    media_type = APP_FILES.get(name)
+    if media_type is None:
+        return JSONResponse({"status": "No such file"}, status_code=404)
+    return FileResponse(
+        APP_DIR / name, media_type=media_type, headers={"Cache-Control": "no-cache"}
     )
 
 
