@@ -76,8 +76,8 @@ base() {  # local/debian:bookworm from Debian's packages, the tarball cached
   mkdir -p "$CACHE"
   if [[ ! -s $CACHE/debian-bookworm.tar ]]; then
     log "making the Debian base with mmdebstrap"
-    nice mmdebstrap --quiet --variant=minbase bookworm "$CACHE/debian-bookworm.tar.part"
-    mv "$CACHE/debian-bookworm.tar.part" "$CACHE/debian-bookworm.tar"
+    nice mmdebstrap --quiet --variant=minbase bookworm "$CACHE/debian-bookworm.part.tar"
+    mv "$CACHE/debian-bookworm.part.tar" "$CACHE/debian-bookworm.tar"
   fi
   docker import "$CACHE/debian-bookworm.tar" "$LOCAL_BASE" >/dev/null
 }
