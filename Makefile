@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: serve test lint typecheck unit bench-api bench-backends slurm-up slurm-down slurm-env celery-up celery-down venv clean
+.PHONY: serve test lint typecheck unit bench-api bench-backends slurm-up slurm-down slurm-env celery-up celery-down images stack-up stack-down venv clean
 
 $(BIN)/caesar-rest: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,19 @@ celery-up: venv
 
 celery-down:
 	scripts/celery.sh stop
+
+## Container images (no registry needed: a Debian base and a wheelhouse cached in
+## /var/cache/caesar-rest): caesar-rest (API, worker, monitor), caesar-rest-job, caesar-rest-nginx.
+images:
+	scripts/docker.sh images
+
+## The stack from those images, host networking, against this machine's PostgreSQL, Redis and
+## RabbitMQ: nginx on 127.0.0.1:18480 -> the API, a Celery worker, the monitor (docs/deployment.md).
+stack-up:
+	scripts/docker.sh up
+
+stack-down:
+	scripts/docker.sh down
 
 clean:
 	rm -rf $(VENV) caesar-data .mypy_cache .ruff_cache

@@ -148,7 +148,8 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("name", ["Dockerfile", "job.Dockerfile"])
 def test_dockerfiles_are_multistage_non_root(name: str) -> None:
-    """The images cannot be built here (no Docker engine): check what can be checked."""
+    """What the files say (test_containers builds and runs the images): the wheelhouse, made
+    by pip download (scripts/docker.sh), is the one build input not in the repository."""
     ins = _instructions(DOCKER / name)
     stages = [rest for word, rest in ins if word == "FROM"]
     assert len(stages) >= 2, "multi-stage"
@@ -161,7 +162,8 @@ def test_dockerfiles_are_multistage_non_root(name: str) -> None:
             continue
         *sources, _dest = [a for a in rest.split() if not a.startswith("--")]
         for src in sources:
-            assert (REPO / src).exists(), f"{name}: COPY {src}: not in the repository"
+            made = src == "wheelhouse" and "wheelhouse/" in (REPO / ".gitignore").read_text()
+            assert made or (REPO / src).exists(), f"{name}: COPY {src}: not in the repository"
             assert f"!{src.rstrip('/')}" in {i.rstrip("/") for i in ignore}, f"{src} ignored"
     # Build tools stay in the build stage; pins come from the lock file.
     assert "requirements.lock" in (DOCKER / name).read_text()
