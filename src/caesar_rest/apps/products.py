@@ -688,7 +688,7 @@ def write_previews(
     dict
         Result name to file name of the images drawn.
     """
-    from caesar_rest.catalogue.preview import write_preview
+    from caesar_rest.catalogue.preview import write_preview, write_thumbnail
 
     drawn = found.components if found.components is not None else found.table
     files: dict[str, str] = {}
@@ -696,7 +696,7 @@ def write_previews(
         path = out_dir / names["preview"]
         files["preview"] = write_preview(image, drawn, path, name=input_name or None).name
     if "preview-thumb" in names:
-        thumb = write_thumbnail(image, drawn, out_dir / names["preview-thumb"])
+        thumb = write_thumbnail(image, drawn, out_dir / names["preview-thumb"], THUMBNAIL_SIDE)
         files["preview-thumb"] = thumb.name
     return files
 
@@ -729,29 +729,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def write_thumbnail(
-    image: FitsImage, table: Table | None, path: Path, max_side: int = THUMBNAIL_SIDE
-) -> Path:
-    """Write a small PNG of the image (asinh stretch) with the sources as ellipses.
-
-    Parameters
-    ----------
-    image
-        The image.
-    table
-        Shared-schema catalogue or None.
-    path
-        Output PNG (overwritten).
-    max_side
-        Longest side in pixels; the other side keeps the image's aspect ratio.
-
-    Returns
-    -------
-    pathlib.Path
-        The file written.
-    """
-    from caesar_rest.catalogue.preview import write_thumbnail as draw_thumbnail
-
-    return draw_thumbnail(image, table, path, max_side)
