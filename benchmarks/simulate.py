@@ -27,32 +27,20 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import fft
 
+from caesar_rest.imaging.synthetic import field_header, pix_sigma
+
 RMS = 1e-4
 PIX = 1.5
 BEAM = (6.0, 5.0, 30.0)
-FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 def header(n: int) -> fits.Header:
     """The image header (SIN, FK5, beam, Jy/beam, 1.4 GHz)."""
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
-    w.wcs.crval = [150.0, -30.0]
-    w.wcs.crpix = [n / 2 + 0.5, n / 2 + 0.5]
-    w.wcs.cdelt = [-PIX / 3600.0, PIX / 3600.0]
-    w.wcs.radesys = "FK5"
-    w.wcs.equinox = 2000.0
-    h = w.to_header()
-    h["BMAJ"], h["BMIN"], h["BPA"] = BEAM[0] / 3600.0, BEAM[1] / 3600.0, BEAM[2]
-    h["BUNIT"] = "JY/BEAM"
-    h["RESTFRQ"] = 1.4e9
-    h["FREQ"] = 1.4e9
-    return h
+    return field_header(n, PIX, BEAM, freq=1.4e9)
 
 
 def _pix_sigma(maj: float, mnr: float, pa: float) -> tuple[float, float, float]:
-    # Sky FWHM (arcsec) and PA east of north -> pixel sigma and angle from +x (east = -x).
-    return maj / FWHM / PIX, mnr / FWHM / PIX, math.radians(90.0 + pa)
+    return pix_sigma(maj, mnr, pa, PIX)
 
 
 def _add(img: np.ndarray, x: float, y: float, amp: float, sx: float, sy: float, th: float) -> None:

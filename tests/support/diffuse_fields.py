@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
-from astropy.wcs import WCS
 from scipy import ndimage
+
+from caesar_rest.imaging.synthetic import FWHM_PER_SIGMA, field_header
 
 RMS = 1e-4
 PIX = 1.5  # arcsec
@@ -60,7 +61,7 @@ class Field:
         for s in self.structures:
             h, w = s.model.shape
             out[s.y0 : s.y0 + h, s.x0 : s.x0 + w] += s.model
-        sig = BEAM[0] / PIX / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        sig = BEAM[0] / PIX / FWHM_PER_SIGMA
         for x, y, peak in self.points:
             _paint(out, x, y, lambda r2, p=peak: p * np.exp(-0.5 * r2 / sig**2), 5 * sig)
         return out
@@ -74,17 +75,8 @@ class Field:
 
 
 def header(n: int) -> fits.Header:
-    """SIN header with the beam, Jy/beam."""
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
-    w.wcs.crval = [250.0, -45.0]
-    w.wcs.crpix = [n / 2 + 0.5, n / 2 + 0.5]
-    w.wcs.cdelt = [-PIX / 3600.0, PIX / 3600.0]
-    h = w.to_header()
-    h["BMAJ"], h["BMIN"], h["BPA"] = BEAM[0] / 3600.0, BEAM[1] / 3600.0, BEAM[2]
-    h["BUNIT"] = "JY/BEAM"
-    h["RESTFRQ"] = 1.4e9
-    return h
+    """SIN header with the beam, Jy/beam and a frequency (PyBDSF needs one)."""
+    return field_header(n, PIX, BEAM, crval=(250.0, -45.0), freq=1.4e9)
 
 
 def _paint(img: npt.NDArray[np.float32], x: float, y: float, prof: object, r: float) -> None:
@@ -156,7 +148,7 @@ def make_field(n: int = 512, n_struct: int = 4, n_points: int = 20, seed: int = 
     """
     rng = np.random.default_rng(seed)
     scale = min(1.0, n / 1024)
-    sig = BEAM[0] / PIX / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    sig = BEAM[0] / PIX / FWHM_PER_SIGMA
     noise = ndimage.gaussian_filter(rng.standard_normal((n, n)).astype(np.float32), sig)
     img = (noise * (RMS / noise.std())).astype(np.float32)
     occupied = np.zeros((n, n), dtype=bool)

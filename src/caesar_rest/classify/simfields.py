@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
-from astropy.wcs import WCS
+
+from caesar_rest.imaging.synthetic import FWHM_PER_SIGMA, field_header, pix_sigma
 
 F32 = npt.NDArray[np.float32]
 #: (bmaj, bmin, bpa): arcsec, arcsec, degrees east of north.
@@ -36,7 +37,6 @@ Beam = tuple[float, float, float]
 RMS = 1e-4
 #: Pixel size, arcsec.
 PIX = 1.5
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Classes with a model map, in the order of :attr:`Field.models` (indices of CLASSES).
 MODEL_CLASSES = ("compact", "extended", "extended-multisland", "spurious", "diffuse")
 
@@ -87,22 +87,11 @@ class Field:
 
 def header(n: int, beam: tuple[float, float, float]) -> fits.Header:
     """FITS header of an ``n x n`` field with ``beam``."""
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
-    w.wcs.crval = [150.0, -30.0]
-    w.wcs.crpix = [n / 2 + 0.5, n / 2 + 0.5]
-    w.wcs.cdelt = [-PIX / 3600.0, PIX / 3600.0]
-    w.wcs.radesys = "FK5"
-    w.wcs.equinox = 2000.0
-    h = w.to_header()
-    h["BMAJ"], h["BMIN"], h["BPA"] = beam[0] / 3600.0, beam[1] / 3600.0, beam[2]
-    h["BUNIT"] = "JY/BEAM"
-    return h
+    return field_header(n, PIX, beam)
 
 
 def _pix_sigma(maj: float, mnr: float, pa: float) -> tuple[float, float, float]:
-    # Sky FWHM (arcsec) and PA east of north -> pixel sigmas and angle from +x (east = -x).
-    return maj / FWHM_PER_SIGMA / PIX, mnr / FWHM_PER_SIGMA / PIX, math.radians(90.0 + pa)
+    return pix_sigma(maj, mnr, pa, PIX)
 
 
 def _gauss(
