@@ -218,7 +218,7 @@ def render(
         The picture's long side in pixels (the other keeps the image's aspect ratio); the
         averaged image is resampled to it (nearest pixel). Default: the averaged image's size.
     colors
-        One RGB triple per table row (None: cyan).
+        One RGB triple per table row (None: by ``class`` (:func:`class_rgb`), cyan without).
 
     Returns
     -------
@@ -238,6 +238,8 @@ def render(
             cols = np.minimum(((np.arange(w) + 0.5) * snx / w).astype(np.intp), snx - 1)
             rgb = rgb[rows][:, cols]
     h, w = rgb.shape[:2]
+    if colors is None:
+        colors = class_rgb(table)
     px, py, col = ellipse_outlines(table, image, factor, colors)
     ix = np.floor((px + 0.5) * w / snx).astype(np.int64)
     iy = np.floor((py + 0.5) * h / sny).astype(np.int64)
@@ -359,7 +361,7 @@ def write_preview(
         The image's name in the default title (e.g. the user's file name); by default the
         image's file name.
     colors
-        One RGB triple (0-255) per catalogue row, e.g. by source class (None: cyan).
+        One RGB triple (0-255) per catalogue row (None: as :func:`render`).
 
     Returns
     -------
@@ -369,8 +371,6 @@ def write_preview(
     path = Path(path)
     ny, nx = image.shape
     side = max(600, min(int(max_pixels), max(nx, ny)))
-    if colors is None:
-        colors = class_rgb(table)
     rgb = render(image, table, max_pixels, long_side=side, colors=colors)
     legend = class_legend(table)
     if legend:
@@ -403,7 +403,7 @@ def write_thumbnail(
     max_side
         Longest side in pixels (smaller images keep their size).
     colors
-        One RGB triple per catalogue row (None: cyan).
+        One RGB triple per catalogue row (None: as :func:`render`).
 
     Returns
     -------
@@ -413,8 +413,6 @@ def write_thumbnail(
     path = Path(path)
     ny, nx = image.shape
     side = min(int(max_side), max(nx, ny))
-    if colors is None:
-        colors = class_rgb(table)
     path.write_bytes(encode_png(render(image, table, max_side, long_side=side, colors=colors)))
     return path
 
