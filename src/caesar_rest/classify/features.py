@@ -36,6 +36,7 @@ from scipy.spatial import cKDTree
 
 from caesar_rest.catalogue.schema import FLAG_BLENDED, FLAG_TRUNCATED
 from caesar_rest.imaging.fits_image import FitsImage
+from caesar_rest.sourcefinder.islands import moment_ellipse
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -199,13 +200,10 @@ def find_islands(image: FitsImage) -> Islands:
     cx, cy = total(w * xx) / wsum, total(w * yy) / wsum
     dx, dy = xx - cx[lab], yy - cy[lab]
     sxx, syy, sxy = total(w * dx * dx) / wsum, total(w * dy * dy) / wsum, total(w * dx * dy) / wsum
-    tr, det = sxx + syy, sxx * syy - sxy * sxy
-    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
-    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 0.0)
-    ecc = np.sqrt(np.clip(1.0 - l2 / np.maximum(l1, 1e-12), 0.0, 1.0))
+    big, small, theta = moment_ellipse(sxx, syy, sxy)
+    ecc = np.sqrt(np.clip(1.0 - (small / np.maximum(big, 1e-12)) ** 2, 0.0, 1.0))
     # Pixels inside the 2-sigma moment ellipse of an island that fills it: about 4 pi a b.
-    fill = npix / np.maximum(4.0 * math.pi * np.sqrt(l1 * l2), 1.0)
-    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    fill = npix / np.maximum(4.0 * math.pi * big * small, 1.0)
     peak = np.zeros(m)
     np.maximum.at(peak, lab, s)
     return Islands(
