@@ -153,6 +153,9 @@ def test_every_setting_is_read_by_the_finder(tmp_path: Path) -> None:
         ),
         # The saliency search, kept apart from the compact islands.
         from_legacy({"extsfinder": "SALIENCY-THRESH", "no-mergesources": True}),
+        # The active-contour and superpixel searches.
+        from_legacy({"extsfinder": "ACTIVE-CONTOUR"}),
+        from_legacy({"extsfinder": "SP-HIERCLUST"}),
         # Tiles.
         from_legacy({"tilesplit": True, "tilesize": 130, "tilestep": 0.9, "fitsources": True}),
     ]

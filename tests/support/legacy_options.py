@@ -14,7 +14,10 @@ LEGACY_CAESAR_OPTIONS = Path(__file__).resolve().parent / "data" / "legacy_caesa
 
 #: Where this implementation deliberately differs from the predecessor, as documented in
 #: docs/compatibility.md ("the default of ``extsfinder`` is ``WT-THRESH``").
-DOCUMENTED_DEVIATIONS: dict[str, dict[str, Any]] = {"extsfinder": {"default": "WT-THRESH"}}
+DOCUMENTED_DEVIATIONS: dict[str, dict[str, Any]] = {
+    "extsfinder": {"default": "WT-THRESH"},
+    "ac-levelset": {"default": "SALIENCY"},
+}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from caesar_rest.imaging.fits_image import FitsImage, sky_ellipse_to_pixel, sky_jacobian
 from caesar_rest.sourcefinder import (
+    activecontour,
     background,
     detection,
     extended,
@@ -27,6 +28,7 @@ from caesar_rest.sourcefinder import (
     islands,
     nesting,
     saliency,
+    superpixel,
 )
 from caesar_rest.sourcefinder import selection as sel
 from caesar_rest.sourcefinder._types import F32, FWHM, I32, I64, B
@@ -403,7 +405,8 @@ def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
     """The extended method's mask (and search map when wanted) from the block means."""
     opts, shape = run.opts, run.data.shape
     want_sal = "saliency" in run.want_maps
-    if opts.extended.method == "SALIENCY-THRESH":
+    method = opts.extended.method
+    if method == "SALIENCY-THRESH":
         return saliency.saliency_mask_reduced(
             small,
             shape,
@@ -412,6 +415,12 @@ def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
             opts.saliency,
             want_sal,
         )
+    if method == "ACTIVE-CONTOUR":
+        return activecontour.contour_mask_reduced(small, shape, run.blank, opts, want_sal)
+    if method == "SP-HIERCLUST":
+        return superpixel.superpixel_mask_reduced(small, shape, run.blank, opts, want_sal)
+    if method != "WT-THRESH":
+        raise ValueError(f"unknown extended-source method extsfinder={method!r}")
     return extended.wavelet_mask_reduced(
         small,
         shape,

@@ -396,18 +396,23 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     _o("no-extendedsearch", _F, None, None, None, EXT, "", False, True,
        "Do not search extended sources", to="extended.enabled", how=NOT),
     _o("extsfinder", _E, "WT-THRESH", None, None, EXT, "", False, True,
-       "Extended-source method: WT-THRESH (wavelet, the default here) or SALIENCY-THRESH "
-       "(multi-resolution saliency, the predecessor's default); SP-HIERCLUST and "
-       "ACTIVE-CONTOUR are not implemented and run the wavelet method",
+       "Extended-source method: WT-THRESH (wavelet, the default here), SALIENCY-THRESH "
+       "(multi-resolution saliency, the predecessor's default), SP-HIERCLUST (superpixels "
+       "merged hierarchically, sp-*) or ACTIVE-CONTOUR (the wavelet seeds refined by an "
+       "active contour, activecontour, ac-*, cv-*)",
        ("WT-THRESH", "SP-HIERCLUST", "ACTIVE-CONTOUR", "SALIENCY-THRESH"), to="extended.method"),
-    _o("activecontour", _E, "CHANVESE", None, None, EXT, "", False, False,
-       _NA + "active contours are not implemented", ("CHANVESE", "LRAC")),
-    _o("sp-size", _I, 20, 5, 10000, EXT, SAL, False, False,
-       _NA + "superpixel size of the SP-HIERCLUST method, not implemented"),
+    _o("activecontour", _E, "CHANVESE", None, None, EXT, "", False, True,
+       "Active contour of ACTIVE-CONTOUR: CHANVESE (Chan-Vese level set, cv-*) or LRAC "
+       "(localised region-based contour: local means in a window)",
+       ("CHANVESE", "LRAC"), to="contour.method"),
+    _o("sp-size", _I, 20, 5, 10000, EXT, SAL, False, True,
+       "Superpixel size, in pixels, of the SP-HIERCLUST method", to="superpixel.size"),
     _o("sp-beta", _R, 1.0, 1e-10, 1e10, EXT, SAL, False, True,
-       "Superpixel regularisation of the saliency search (SALIENCY-THRESH)", to="saliency.beta"),
+       "Superpixel regularisation of the saliency and superpixel searches (SALIENCY-THRESH, "
+       "SP-HIERCLUST)", to="saliency.beta"),
     _o("sp-minarea", _I, 10, 1, 10000, EXT, SAL, False, True,
-       "Smallest superpixel, in pixels, of the saliency search (SALIENCY-THRESH)",
+       "Smallest superpixel, in pixels, of the saliency and superpixel searches "
+       "(SALIENCY-THRESH, SP-HIERCLUST)",
        to="saliency.min_area"),
     _o("saliency-nooptimalthr", _F, None, None, None, EXT, SAL, False, True,
        "Cut the saliency map at saliency-thr x median only (no Otsu/valley threshold)",
@@ -429,25 +434,37 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        _NA + "the noise map is not added to the saliency map"),
     _o("saliency-userobustpars", _F, None, None, None, EXT, SAL, False, True,
        "Median instead of mean per superpixel in the saliency search", to="saliency.robust"),
-    _o("ac-niters", _I, 1000, 1, 100000, EXT, AC, False, False, _NA + "no active contours"),
-    _o("ac-levelset", _E, "CIRCLE", None, None, EXT, AC, False, False,
-       _NA + "no active contours", ("CIRCLE", "CHECKERBOARD", "SALIENCY")),
-    *(
-        _o(n, k, d, lo, hi, EXT, AC, adv, False, _NA + "no active contours")
-        for n, k, d, lo, hi, adv in (
-            ("ac-levelsetsize", _R, 0.1, 0.0, 1.0, False),
-            ("ac-tolerance", _R, 0.1, 0.0, 1.0, False),
-            ("cv-nitersinner", _I, 5, 0, 100000, True),
-            ("cv-nitersreinit", _I, 5, 0, 100000, True),
-            ("cv-timestep", _R, 0.007, 0.0, 1000.0, False),
-            ("cv-wsize", _R, 1.0, 0.0, 1000.0, False),
-            ("cv-lambda1", _R, 1.0, 0.0, 100.0, False),
-            ("cv-lambda2", _R, 2.0, 0.0, 100.0, False),
-            ("cv-mu", _R, 0.5, 0.0, 100.0, False),
-            ("cv-nu", _R, 0.0, 0.0, 100.0, False),
-            ("cv-p", _R, 1.0, 0.0, 100.0, False),
-        )
-    ),
+    _o("ac-niters", _I, 1000, 1, 100000, EXT, AC, False, True,
+       "Most contour iterations of ACTIVE-CONTOUR", to="contour.n_iters"),
+    _o("ac-levelset", _E, "SALIENCY", None, None, EXT, AC, False, True,
+       "Initial contour of ACTIVE-CONTOUR: SALIENCY (the seeds: the wavelet search's mask; "
+       "the default here), CIRCLE (a centred disk) or CHECKERBOARD",
+       ("CIRCLE", "CHECKERBOARD", "SALIENCY"), to="contour.init"),
+    _o("ac-levelsetsize", _R, 0.1, 0.0, 1.0, EXT, AC, False, True,
+       "Radius of the CIRCLE, side of the CHECKERBOARD squares, as a fraction of the "
+       "image's smaller side", to="contour.init_size"),
+    _o("ac-tolerance", _R, 0.1, 0.0, 1.0, EXT, AC, False, True,
+       "The contour stops when fewer pixels than this fraction of its boundary change side "
+       "in an outer iteration", to="contour.tolerance"),
+    _o("cv-nitersinner", _I, 5, 0, 100000, EXT, AC, True, True,
+       "Chan-Vese steps per outer iteration (CHANVESE)", to="contour.cv_inner"),
+    _o("cv-nitersreinit", _I, 5, 0, 100000, EXT, AC, True, True,
+       "Re-initialise the Chan-Vese level set to a signed distance every this many outer "
+       "iterations (0 = never)", to="contour.cv_reinit"),
+    _o("cv-timestep", _R, 0.007, 0.0, 1000.0, EXT, AC, False, True,
+       "Chan-Vese time step (image in [0, 1])", to="contour.dt"),
+    _o("cv-wsize", _R, 1.0, 0.0, 1000.0, EXT, AC, False, True,
+       "Chan-Vese grid step h of the finite differences (reduced pixels)", to="contour.h"),
+    _o("cv-lambda1", _R, 1.0, 0.0, 100.0, EXT, AC, False, True,
+       "Chan-Vese weight of the inside fit (also LRAC's)", to="contour.lambda1"),
+    _o("cv-lambda2", _R, 2.0, 0.0, 100.0, EXT, AC, False, True,
+       "Chan-Vese weight of the outside fit (also LRAC's)", to="contour.lambda2"),
+    _o("cv-mu", _R, 0.5, 0.0, 100.0, EXT, AC, False, True,
+       "Chan-Vese weight of the contour length", to="contour.mu"),
+    _o("cv-nu", _R, 0.0, 0.0, 100.0, EXT, AC, False, True,
+       "Chan-Vese weight of the inside area (shrinks the contour)", to="contour.nu"),
+    _o("cv-p", _R, 1.0, 0.0, 100.0, EXT, AC, False, True,
+       "Chan-Vese exponent of the length term (length**p)", to="contour.p"),
     _o("wtscalemin", _I, 3, 1, 10, EXT, WT, False, True,
        "Smallest wavelet scale of the extended search (2**n px)", to="extended.wt_scale_min"),
     _o("wtscalemax", _I, 6, 1, 10, EXT, WT, False, True,
@@ -710,8 +727,8 @@ class ExtendedSettings:
     enabled
         Search extended sources (not ``no-extendedsearch``).
     method
-        ``WT-THRESH`` (wavelet) or ``SALIENCY-THRESH`` (``extsfinder``; the other methods
-        run the wavelet one).
+        ``WT-THRESH`` (wavelet), ``SALIENCY-THRESH``, ``SP-HIERCLUST`` or
+        ``ACTIVE-CONTOUR`` (``extsfinder``).
     res_zthr, dilate_size
         Compact islands peaking above ``res-zthr`` are removed, dilated by ``dilatekernsize``
         px, before the search.
@@ -769,6 +786,65 @@ class SaliencySettings:
 
 
 @dataclass(frozen=True)
+class ContourSettings:
+    """Active contours of ``extsfinder=ACTIVE-CONTOUR`` (spec 5.4; legacy names in brackets).
+
+    Attributes
+    ----------
+    method
+        ``CHANVESE`` or ``LRAC`` (``activecontour``).
+    n_iters
+        Most contour steps (``ac-niters``).
+    init
+        Initial contour: ``SALIENCY`` (the wavelet seeds), ``CIRCLE`` or ``CHECKERBOARD``
+        (``ac-levelset``).
+    init_size
+        Circle radius or checkerboard square side over the smaller image side
+        (``ac-levelsetsize``).
+    tolerance
+        Stop when fewer pixels than this fraction of the boundary change side in an outer
+        iteration (``ac-tolerance``).
+    cv_inner, cv_reinit
+        Chan-Vese steps per outer iteration; re-initialisation every ``cv_reinit`` outer
+        iterations, 0 = never (``cv-nitersinner``, ``cv-nitersreinit``).
+    dt, h
+        Time step and grid step (``cv-timestep``, ``cv-wsize``).
+    lambda1, lambda2, mu, nu, p
+        Weights of the inside and outside fits, of the length (to the power ``p``) and of
+        the area (``cv-lambda1``, ``cv-lambda2``, ``cv-mu``, ``cv-nu``, ``cv-p``).
+    """
+
+    method: str = "CHANVESE"
+    n_iters: int = 1000
+    init: str = "SALIENCY"
+    init_size: float = 0.1
+    tolerance: float = 0.1
+    cv_inner: int = 5
+    cv_reinit: int = 5
+    dt: float = 0.007
+    h: float = 1.0
+    lambda1: float = 1.0
+    lambda2: float = 2.0
+    mu: float = 0.5
+    nu: float = 0.0
+    p: float = 1.0
+
+
+@dataclass(frozen=True)
+class SuperpixelSettings:
+    """Superpixel search of ``extsfinder=SP-HIERCLUST`` (spec 5.3); its SLIC regularisation
+    and smallest region are the saliency search's (``sp-beta``, ``sp-minarea``).
+
+    Attributes
+    ----------
+    size
+        Superpixel size in full-image pixels (``sp-size``).
+    """
+
+    size: int = 20
+
+
+@dataclass(frozen=True)
 class FinderOptions:
     """Typed settings of the whole pipeline: one group per step, then the run, tiling and
     output settings (defaults: the legacy ``caesar`` app's, except ``extended.method``: the
@@ -776,7 +852,7 @@ class FinderOptions:
 
     Attributes
     ----------
-    background, compact, selection, nested, fit, extended, saliency
+    background, compact, selection, nested, fit, extended, saliency, contour, superpixel
         The settings of each step.
     nproc
         Worker processes for tiles (``nproc``).
@@ -802,6 +878,8 @@ class FinderOptions:
     fit: FitSettings = field(default_factory=FitSettings)
     extended: ExtendedSettings = field(default_factory=ExtendedSettings)
     saliency: SaliencySettings = field(default_factory=SaliencySettings)
+    contour: ContourSettings = field(default_factory=ContourSettings)
+    superpixel: SuperpixelSettings = field(default_factory=SuperpixelSettings)
     nproc: int = 1
     tile_split: bool = False
     tile_size: int = 0
@@ -833,6 +911,8 @@ GROUPS: dict[str, type] = {
     "fit": FitSettings,
     "extended": ExtendedSettings,
     "saliency": SaliencySettings,
+    "contour": ContourSettings,
+    "superpixel": SuperpixelSettings,
 }
 
 _MAPS = ("input", "bkg", "rms", "significance", "residual", "saliency", "segmented")
@@ -982,18 +1062,34 @@ def setting_names() -> list[str]:
     return out
 
 
-#: Options that act on the saliency extended search only (``extsfinder=SALIENCY-THRESH``):
-#: the effective ones of the smoothing category and of the saliency subcategory.
-SALIENCY_ONLY = frozenset(
-    o.name for o in LEGACY_OPTIONS if o.effective and (o.category == SMO or o.subcategory == SAL)
-)
+#: Options that act on some extended methods only, with those methods (``extsfinder``): the
+#: effective ones of the smoothing category and of the saliency subcategory act on the saliency
+#: search, the superpixel ones (``sp-*``) also on SP-HIERCLUST (``sp-size`` on it only), the
+#: active-contour ones on ACTIVE-CONTOUR.
+METHOD_ONLY: dict[str, frozenset[str]] = {
+    **{
+        o.name: frozenset({"SALIENCY-THRESH"})
+        for o in LEGACY_OPTIONS
+        if o.effective and (o.category == SMO or o.subcategory == SAL)
+    },
+    "sp-beta": frozenset({"SALIENCY-THRESH", "SP-HIERCLUST"}),
+    "sp-minarea": frozenset({"SALIENCY-THRESH", "SP-HIERCLUST"}),
+    "sp-size": frozenset({"SP-HIERCLUST"}),
+    **{
+        o.name: frozenset({"ACTIVE-CONTOUR"})
+        for o in LEGACY_OPTIONS
+        if o.subcategory == AC or o.name == "activecontour"
+    },
+}
+#: Options that act on the saliency extended search only (``extsfinder=SALIENCY-THRESH``).
+SALIENCY_ONLY = frozenset(k for k, v in METHOD_ONLY.items() if v == {"SALIENCY-THRESH"})
 
 
 def ineffective_given(values: Mapping[str, Any]) -> list[str]:
     """Names of options without effect on this run that were given a non-default value.
 
-    The accepted-only options, and the saliency-search options (:data:`SALIENCY_ONLY`) when
-    ``extsfinder`` is not ``SALIENCY-THRESH``.
+    The accepted-only options, and the options of other extended methods than the chosen
+    ``extsfinder`` (:data:`METHOD_ONLY`).
 
     Parameters
     ----------
@@ -1005,14 +1101,13 @@ def ineffective_given(values: Mapping[str, Any]) -> list[str]:
     list of str
         Sorted option names.
     """
+    method = values.get("extsfinder") or LEGACY_BY_NAME["extsfinder"].default
     out = []
     for name, value in values.items():
         opt = LEGACY_BY_NAME.get(name)
         if opt is None or value is None:
             continue
-        if opt.effective and not (
-            name in SALIENCY_ONLY and values.get("extsfinder") != "SALIENCY-THRESH"
-        ):
+        if opt.effective and method in METHOD_ONLY.get(name, {method}):
             continue
         default = False if opt.kind == "flag" else opt.default
         same = value == default or (

@@ -1,0 +1,332 @@
+"""Extended sources: active contours (spec 5.4, ``extsfinder=ACTIVE-CONTOUR``).
+
+Like the other methods, it runs on the block means of the search image (the background-
+subtracted image without its bright compact sources, reduced by ``2**(wtscalemin - 1)``).
+
+1. Image: the block means in units of their robust noise, clipped to ``[-1, 5]`` and scaled
+   to ``[0, 1]`` (so that a few bright structures do not set the inside mean alone).
+2. Initial contour (``ac-levelset``): ``SALIENCY``, the seeds, i.e. the mask of the wavelet
+   search (:func:`caesar_rest.sourcefinder.extended.wavelet_mask_reduced`; the default
+   here: the predecessor's binarised saliency map is replaced by the search map it trusts
+   most); ``CIRCLE``, a centred disk of radius ``ac-levelsetsize`` x the smaller side (the
+   predecessor's default); ``CHECKERBOARD``, squares of that side.
+3. Evolution (``activecontour``):
+
+   * ``CHANVESE``: the Chan-Vese level set, semi-implicit scheme of Getreuer (IPOL 2012, as
+     scikit-image's ``chan_vese``, which lacks the area term, the length exponent and the grid
+     step, hence this implementation): ``cv-nitersinner`` steps of time step
+     ``cv-timestep`` per outer iteration, weights ``cv-lambda1`` (inside), ``cv-lambda2``
+     (outside), ``cv-mu`` (length, to the power ``cv-p``), ``cv-nu`` (area), grid step
+     ``cv-wsize``; every ``cv-nitersreinit`` outer iterations the level set is reset to the
+     signed distance to its contour (clipped at 3 px).
+   * ``LRAC``: a localised region-based contour (Lankton and Tannenbaum 2008) in the
+     morphological form of Marquez-Neila et al. (scikit-image's ``morphological_chan_vese``,
+     with the inside and outside means taken in a window of :data:`LRAC_RADIUS` reduced
+     pixels around each boundary pixel instead of over the whole image): a boundary pixel goes
+     inside when ``cv-lambda1 (I - c_in)^2 < cv-lambda2 (I - c_out)^2``, then one 3 x 3
+     majority smoothing. Local means follow a faint structure next to a bright one, which one
+     pair of global means cannot.
+
+   Both stop after ``ac-niters`` steps, or when fewer pixels than ``ac-tolerance`` x the
+   boundary length change side in an outer iteration.
+4. The inside, back at full resolution, in 4-connected parts; a part is kept when its
+   significance ``sum(z) / sqrt(n)`` (block-mean noise units) reaches ``seedthr``, which drops
+   the noise the contour takes in without refusing a large faint structure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from caesar_rest.sourcefinder._types import F32, F64, B
+from caesar_rest.sourcefinder.extended import expand, wavelet_mask_reduced
+from caesar_rest.sourcefinder.options import ContourSettings, FinderOptions
+
+#: Clip of the noise-unit image before scaling to [0, 1].
+Z_LO, Z_HI = -1.0, 5.0
+#: Window radius (reduced pixels) of the LRAC local means.
+LRAC_RADIUS = 8
+#: Clip of the re-initialised signed distance (pixels).
+REINIT_CLIP = 3.0
+#: Steps of one LRAC outer iteration.
+LRAC_INNER = 1
+
+
+def robust_sigma(vals: npt.NDArray[np.floating]) -> float:
+    """Robust standard deviation (1.4826 x median absolute deviation)."""
+    med = float(np.median(vals))
+    return 1.4826 * float(np.median(np.abs(vals - med)))
+
+
+def noise_units(small: F32) -> tuple[F64, B]:
+    """The block means in units of their robust noise (median removed), NaN -> 0.
+
+    Parameters
+    ----------
+    small
+        Block means of the search image (NaN = blank).
+
+    Returns
+    -------
+    z, valid
+        Significance image and its valid pixels.
+    """
+    valid = np.isfinite(small)
+    z = np.zeros(small.shape, dtype=np.float64)
+    if np.count_nonzero(valid) < 16:
+        return z, valid
+    vals = small[valid].astype(np.float64)
+    med, sig = float(np.median(vals)), robust_sigma(vals)
+    if sig > 0:
+        z[valid] = (vals - med) / sig
+    return z, valid
+
+
+def initial_mask(shape: tuple[int, int], s: ContourSettings, seeds: B) -> B:
+    """The initial inside (``ac-levelset``).
+
+    Parameters
+    ----------
+    shape
+        Reduced image shape.
+    s
+        Settings.
+    seeds
+        The seed mask (used by ``SALIENCY``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean inside.
+    """
+    ny, nx = shape
+    size = max(1.0, s.init_size * min(ny, nx))
+    if s.init == "SALIENCY":
+        return seeds.copy()
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    if s.init == "CIRCLE":
+        return np.asarray((yy - (ny - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2 <= size**2)
+    if s.init == "CHECKERBOARD":
+        sq = max(1, round(size))
+        return np.asarray(((yy // sq) + (xx // sq)) % 2 == 0)
+    raise ValueError(f"unknown initial contour ac-levelset={s.init!r}")
+
+
+def signed_distance(inside: B) -> F64:
+    """Signed distance to the contour, positive inside, clipped at :data:`REINIT_CLIP`."""
+    d_in = ndimage.distance_transform_edt(inside)
+    d_out = ndimage.distance_transform_edt(~inside)
+    phi = np.where(inside, d_in - 0.5, 0.5 - d_out)
+    return np.asarray(np.clip(phi, -REINIT_CLIP, REINIT_CLIP), dtype=np.float64)
+
+
+def boundary(inside: B) -> B:
+    """Pixels of either side that have a 4-neighbour on the other side."""
+    return np.asarray(
+        ndimage.binary_dilation(inside) & ~ndimage.binary_erosion(inside, border_value=1)
+    )
+
+
+def chan_vese_step(phi: F64, img: F64, s: ContourSettings) -> F64:
+    """One semi-implicit Chan-Vese step (Getreuer's scheme, Jacobi form).
+
+    Parameters
+    ----------
+    phi
+        Level set (inside where positive).
+    img
+        Image in [0, 1].
+    s
+        Settings (``dt``, ``h``, ``lambda1``, ``lambda2``, ``mu``, ``nu``, ``p``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The new level set.
+    """
+    eta, h = 1e-16, max(s.h, 1e-6)
+    pp = np.pad(phi, 1, mode="edge")
+    c = pp[1:-1, 1:-1]
+    xp, xn = pp[1:-1, 2:], pp[1:-1, :-2]
+    yp, yn = pp[2:, 1:-1], pp[:-2, 1:-1]
+    phix0, phiy0 = (xp - xn) / (2 * h), (yp - yn) / (2 * h)
+    c1 = 1.0 / np.sqrt(eta + ((xp - c) / h) ** 2 + phiy0**2)
+    c2 = 1.0 / np.sqrt(eta + ((c - xn) / h) ** 2 + phiy0**2)
+    c3 = 1.0 / np.sqrt(eta + phix0**2 + ((yp - c) / h) ** 2)
+    c4 = 1.0 / np.sqrt(eta + phix0**2 + ((c - yn) / h) ** 2)
+    delta = h / (math.pi * (h * h + phi * phi))
+    mu = s.mu
+    if s.p != 1.0:
+        # Length**p: the length term's weight is mu * p * length**(p - 1).
+        length = float(np.sum(delta * np.hypot(phix0, phiy0))) * h * h
+        mu = s.mu * s.p * max(length, 1e-6) ** (s.p - 1.0)
+    inside = phi > 0
+    n_in = int(np.count_nonzero(inside))
+    m_in = float(img[inside].mean()) if n_in else 0.0
+    m_out = float(img[~inside].mean()) if n_in < img.size else 0.0
+    force = -s.lambda1 * (img - m_in) ** 2 + s.lambda2 * (img - m_out) ** 2 - s.nu
+    k = mu / (h * h)
+    num = phi + s.dt * delta * (k * (c1 * xp + c2 * xn + c3 * yp + c4 * yn) + force)
+    return np.asarray(num / (1.0 + s.dt * delta * k * (c1 + c2 + c3 + c4)))
+
+
+def lrac_step(inside: B, img: F64, s: ContourSettings) -> B:
+    """One morphological localised region-based step (see the module notes).
+
+    Parameters
+    ----------
+    inside
+        Current inside.
+    img
+        Image in [0, 1].
+    s
+        Settings (``lambda1``, ``lambda2``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The new inside.
+    """
+    size = 2 * LRAC_RADIUS + 1
+    fin = inside.astype(np.float64)
+    w_in = ndimage.uniform_filter(fin, size, mode="constant")
+    w_out = ndimage.uniform_filter(1.0 - fin, size, mode="constant")
+    s_in = ndimage.uniform_filter(img * fin, size, mode="constant")
+    s_out = ndimage.uniform_filter(img * (1.0 - fin), size, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c_in = np.where(w_in > 0, s_in / np.maximum(w_in, 1e-12), 1.0)
+        c_out = np.where(w_out > 0, s_out / np.maximum(w_out, 1e-12), 0.0)
+    go_in = s.lambda1 * (img - c_in) ** 2 < s.lambda2 * (img - c_out) ** 2
+    edge = boundary(inside)
+    out = np.where(edge, go_in, inside)
+    # 3 x 3 majority vote: the morphological curvature smoothing.
+    votes = ndimage.uniform_filter(out.astype(np.float64), 3, mode="nearest")
+    return np.asarray(votes > 0.5)
+
+
+def evolve(img: F64, init: B, s: ContourSettings) -> tuple[B, int]:
+    """Evolve the contour from ``init`` until it settles or ``n_iters`` steps are spent.
+
+    Parameters
+    ----------
+    img
+        Image in [0, 1].
+    init
+        Initial inside.
+    s
+        Settings.
+
+    Returns
+    -------
+    inside, steps
+        Final inside and the steps made.
+    """
+    inside = init.copy()
+    steps, outer = 0, 0
+    phi = signed_distance(inside) if s.method == "CHANVESE" else None
+    inner = max(1, s.cv_inner) if s.method == "CHANVESE" else LRAC_INNER
+    while steps < s.n_iters:
+        before = inside
+        for _ in range(min(inner, s.n_iters - steps)):
+            if phi is not None:
+                phi = chan_vese_step(phi, img, s)
+            else:
+                inside = lrac_step(inside, img, s)
+            steps += 1
+        outer += 1
+        if phi is not None:
+            inside = phi > 0
+            if s.cv_reinit > 0 and outer % s.cv_reinit == 0:
+                phi = signed_distance(inside)
+        changed = int(np.count_nonzero(inside != before))
+        if changed <= s.tolerance * max(int(np.count_nonzero(boundary(inside))), 1):
+            break
+    return inside, steps
+
+
+def significant_parts(inside: B, z: F64, thr: float) -> B:
+    """The 4-connected parts of ``inside`` whose ``sum(z) / sqrt(n)`` reaches ``thr``.
+
+    Parameters
+    ----------
+    inside
+        Mask.
+    z
+        Significance image (noise units per pixel).
+    thr
+        Threshold.
+
+    Returns
+    -------
+    numpy.ndarray
+        The kept parts.
+    """
+    lab, n = ndimage.label(inside)
+    if n == 0:
+        return np.zeros(inside.shape, dtype=bool)
+    idx = np.arange(1, n + 1)
+    total = ndimage.sum_labels(z, lab, idx)
+    npix = ndimage.sum_labels(np.ones_like(z), lab, idx)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = total / np.sqrt(np.maximum(npix, 1.0)) >= thr
+    return np.asarray(keep[lab])
+
+
+def contour_mask_reduced(
+    small: F32,
+    shape: tuple[int, int],
+    blank: B,
+    opts: FinderOptions,
+    want_map: bool = True,
+) -> tuple[B, F32 | None]:
+    """Full-resolution mask of the active-contour search (and its map when wanted).
+
+    Parameters
+    ----------
+    small
+        Block means of the search image (``extended.block_mean_rows``), block
+        ``2**(wtscalemin - 1)``.
+    shape
+        Full image shape.
+    blank
+        Blank pixels of the full image.
+    opts
+        Finder options (``contour``, the wavelet scales and thresholds for the seeds).
+    want_map
+        Also return the map (the scaled image the contour ran on, full resolution).
+
+    Returns
+    -------
+    mask, map
+        As :func:`caesar_rest.sourcefinder.extended.wavelet_mask_reduced`.
+    """
+    s, ext = opts.contour, opts.extended
+    if s.method not in ("CHANVESE", "LRAC"):
+        raise ValueError(f"unknown active contour activecontour={s.method!r}")
+    f = 2 ** max(ext.wt_scale_min - 1, 0)
+    z, valid = noise_units(small)
+    img = (np.clip(z, Z_LO, Z_HI) - Z_LO) / (Z_HI - Z_LO)
+    img[~valid] = 0.0
+    seeds = np.zeros(small.shape, dtype=bool)
+    if s.init == "SALIENCY":
+        full, _ = wavelet_mask_reduced(
+            small,
+            shape,
+            blank,
+            ext.wt_scale_min,
+            ext.wt_scale_max,
+            opts.compact.seed_thr,
+            opts.compact.merge_thr,
+            want_saliency=False,
+        )
+        seeds = full[::f, ::f][: small.shape[0], : small.shape[1]] & valid
+    inside, _ = evolve(img, initial_mask(small.shape, s, seeds) & valid, s)
+    inside &= valid
+    kept = significant_parts(inside, z, opts.compact.seed_thr)
+    out = expand(kept, f, shape)
+    out[blank] = False
+    return out, (expand(img.astype(np.float32), f, shape) if want_map else None)
