@@ -3,8 +3,11 @@
 Like the other methods, it runs on the block means of the search image (the background-
 subtracted image without its bright compact sources, reduced by ``2**(wtscalemin - 1)``).
 
-1. Image: the block means in units of their robust noise, clipped to ``[-1, 5]`` and scaled
-   to ``[0, 1]`` (so that a few bright structures do not set the inside mean alone).
+1. Image: the block means in units of their robust noise, smoothed by a Gaussian of
+   :data:`SMOOTH_SIGMA` reduced pixels and brought back to unit noise, clipped to
+   ``[-1, 10]`` (so that a few bright structures do not set the inside mean alone) and scaled
+   to ``[0, 255]`` (the predecessor's contours run on images rescaled to 8 bits; its default
+   time step is for that range).
 2. Initial contour (``ac-levelset``): ``SALIENCY``, the seeds, i.e. the mask of the wavelet
    search (:func:`caesar_rest.sourcefinder.extended.wavelet_mask_reduced`; the default
    here: the predecessor's binarised saliency map is replaced by the search map it trusts
@@ -46,8 +49,12 @@ from caesar_rest.sourcefinder._types import F32, F64, B
 from caesar_rest.sourcefinder.extended import expand, wavelet_mask_reduced
 from caesar_rest.sourcefinder.options import ContourSettings, FinderOptions
 
-#: Clip of the noise-unit image before scaling to [0, 1].
-Z_LO, Z_HI = -1.0, 5.0
+#: Clip of the noise-unit image before scaling to [0, 255].
+Z_LO, Z_HI = -1.0, 10.0
+#: Top of the scaled image.
+SCALE = 255.0
+#: Gaussian smoothing (reduced pixels) of the image the contour runs on.
+SMOOTH_SIGMA = 2.0
 #: Window radius (reduced pixels) of the LRAC local means.
 LRAC_RADIUS = 8
 #: Clip of the re-initialised signed distance (pixels).
@@ -84,6 +91,31 @@ def noise_units(small: F32) -> tuple[F64, B]:
     if sig > 0:
         z[valid] = (vals - med) / sig
     return z, valid
+
+
+def contour_image(z: F64, valid: B) -> F64:
+    """The image the contour runs on (module notes, step 1).
+
+    Parameters
+    ----------
+    z
+        Block means in noise units (:func:`noise_units`).
+    valid
+        Their valid pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        Smoothed, clipped image in ``[0, SCALE]`` (0 on blanks).
+    """
+    zs = np.asarray(ndimage.gaussian_filter(z, SMOOTH_SIGMA), dtype=np.float64)
+    if np.count_nonzero(valid) >= 16:
+        sig = robust_sigma(zs[valid])
+        if sig > 0:
+            zs /= sig
+    img = SCALE * (np.clip(zs, Z_LO, Z_HI) - Z_LO) / (Z_HI - Z_LO)
+    img[~valid] = 0.0
+    return np.asarray(img, dtype=np.float64)
 
 
 def initial_mask(shape: tuple[int, int], s: ContourSettings, seeds: B) -> B:
@@ -139,7 +171,7 @@ def chan_vese_step(phi: F64, img: F64, s: ContourSettings) -> F64:
     phi
         Level set (inside where positive).
     img
-        Image in [0, 1].
+        Image in [0, 255].
     s
         Settings (``dt``, ``h``, ``lambda1``, ``lambda2``, ``mu``, ``nu``, ``p``).
 
@@ -182,7 +214,7 @@ def lrac_step(inside: B, img: F64, s: ContourSettings) -> B:
     inside
         Current inside.
     img
-        Image in [0, 1].
+        Image in [0, 255].
     s
         Settings (``lambda1``, ``lambda2``).
 
@@ -214,7 +246,7 @@ def evolve(img: F64, init: B, s: ContourSettings) -> tuple[B, int]:
     Parameters
     ----------
     img
-        Image in [0, 1].
+        Image in [0, 255].
     init
         Initial inside.
     s
@@ -309,8 +341,7 @@ def contour_mask_reduced(
         raise ValueError(f"unknown active contour activecontour={s.method!r}")
     f = 2 ** max(ext.wt_scale_min - 1, 0)
     z, valid = noise_units(small)
-    img = (np.clip(z, Z_LO, Z_HI) - Z_LO) / (Z_HI - Z_LO)
-    img[~valid] = 0.0
+    img = contour_image(z, valid)
     seeds = np.zeros(small.shape, dtype=bool)
     if s.init == "SALIENCY":
         full, _ = wavelet_mask_reduced(

@@ -452,7 +452,7 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        "Re-initialise the Chan-Vese level set to a signed distance every this many outer "
        "iterations (0 = never)", to="contour.cv_reinit"),
     _o("cv-timestep", _R, 0.007, 0.0, 1000.0, EXT, AC, False, True,
-       "Chan-Vese time step (image in [0, 1])", to="contour.dt"),
+       "Chan-Vese time step (image in [0, 255])", to="contour.dt"),
     _o("cv-wsize", _R, 1.0, 0.0, 1000.0, EXT, AC, False, True,
        "Chan-Vese grid step h of the finite differences (reduced pixels)", to="contour.h"),
     _o("cv-lambda1", _R, 1.0, 0.0, 100.0, EXT, AC, False, True,

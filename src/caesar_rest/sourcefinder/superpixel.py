@@ -3,10 +3,12 @@
 Like the other methods, it runs on the block means of the search image (reduced by
 ``2**(wtscalemin - 1)``; sizes in full-image pixels are divided by the block size).
 
-1. The block means in units of their robust noise (``z``), clipped to ``[-1, 5]`` and rescaled
+1. The block means in units of their robust noise (``z``), smoothed by a Gaussian of
+   :data:`SMOOTH` reduced pixels (back to unit noise), clipped to ``[-1, 10]`` and rescaled
    to [1, 256], are cut in SLIC superpixels of about ``sp-size`` pixels a side, regularisation
    ``sp-beta``, smallest region ``sp-minarea`` (scikit-image's ``slic``, as the saliency
-   search: :func:`caesar_rest.sourcefinder.saliency.superpixels`).
+   search: :func:`caesar_rest.sourcefinder.saliency.superpixels`). The region statistics
+   below use the unsmoothed ``z``.
 2. Hierarchical merging, level by level (the spec's scheme, with a dissimilarity that has a
    statistical meaning): for every pair of adjacent regions, ``D = |mean_i - mean_j| /
    sqrt(1/n_i + 1/n_j)``, the difference of their mean ``z`` in units of its noise. Each
@@ -28,9 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from caesar_rest.sourcefinder._types import F32, F64, B
-from caesar_rest.sourcefinder.activecontour import Z_HI, Z_LO, noise_units
+from caesar_rest.sourcefinder.activecontour import Z_HI, Z_LO, noise_units, robust_sigma
 from caesar_rest.sourcefinder.extended import expand
 from caesar_rest.sourcefinder.options import FinderOptions
 from caesar_rest.sourcefinder.saliency import superpixels
@@ -40,7 +43,9 @@ MERGE_THR = 3.0
 #: Most merging levels.
 MAX_LEVELS = 200
 #: Smallest mean (noise units of a block mean) of a signal region.
-SIGNAL_MEAN = 0.5
+SIGNAL_MEAN = 0.7
+#: Gaussian smoothing (reduced pixels) of the image the superpixels are cut in.
+SMOOTH = 1.0
 
 Ints = npt.NDArray[np.intp]
 
@@ -149,7 +154,9 @@ def superpixel_mask_reduced(
     mask = np.zeros(small.shape, dtype=bool)
     means = np.zeros(small.shape, dtype=np.float32)
     if np.count_nonzero(valid) >= 16:
-        img = (1.0 + 255.0 * (np.clip(z, Z_LO, Z_HI) - Z_LO) / (Z_HI - Z_LO)).astype(np.float32)
+        zs = np.asarray(ndimage.gaussian_filter(z, SMOOTH), dtype=np.float64) if SMOOTH else z
+        zs = zs / max(robust_sigma(zs[valid]), 1e-12)
+        img = (1.0 + 255.0 * (np.clip(zs, Z_LO, Z_HI) - Z_LO) / (Z_HI - Z_LO)).astype(np.float32)
         size = max(2, round(opts.superpixel.size / f))
         min_area = max(1, round(opts.saliency.min_area / f**2))
         labels = superpixels(img, size, opts.saliency.beta, min_area)
