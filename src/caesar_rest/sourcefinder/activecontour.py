@@ -5,7 +5,8 @@ subtracted image without its bright compact sources, reduced by ``2**(wtscalemin
 
 1. Image: the block means in units of their robust noise, smoothed by a Gaussian of
    :data:`SMOOTH_SIGMA` reduced pixels and brought back to unit noise, clipped to
-   ``[-1, 10]`` (so that a few bright structures do not set the inside mean alone) and scaled
+   ``[0, 10]`` (so that neither a few bright structures nor the negative side of the
+   noise sets a mean alone) and scaled
    to ``[0, 255]`` (the predecessor's contours run on images rescaled to 8 bits; its default
    time step is for that range).
 2. Initial contour (``ac-levelset``): ``SALIENCY``, the seeds, i.e. the mask of the wavelet
@@ -50,7 +51,7 @@ from caesar_rest.sourcefinder.extended import expand, wavelet_mask_reduced
 from caesar_rest.sourcefinder.options import ContourSettings, FinderOptions
 
 #: Clip of the noise-unit image before scaling to [0, 255].
-Z_LO, Z_HI = -1.0, 10.0
+Z_LO, Z_HI = 0.0, 10.0
 #: Top of the scaled image.
 SCALE = 255.0
 #: Gaussian smoothing (reduced pixels) of the image the contour runs on.

@@ -4,7 +4,7 @@ Like the other methods, it runs on the block means of the search image (reduced 
 ``2**(wtscalemin - 1)``; sizes in full-image pixels are divided by the block size).
 
 1. The block means in units of their robust noise (``z``), smoothed by a Gaussian of
-   :data:`SMOOTH` reduced pixels (back to unit noise), clipped to ``[-1, 10]`` and rescaled
+   :data:`SMOOTH` reduced pixels (back to unit noise), clipped to ``[0, 10]`` and rescaled
    to [1, 256], are cut in SLIC superpixels of about ``sp-size`` pixels a side, regularisation
    ``sp-beta``, smallest region ``sp-minarea`` (scikit-image's ``slic``, as the saliency
    search: :func:`caesar_rest.sourcefinder.saliency.superpixels`). The region statistics
