@@ -195,3 +195,16 @@ def test_picture_is_refused_for_sep(app_client: TestClient) -> None:
     fid = r.json()["uuid"]
     r = submit(app_client, {"app": "sep", "job_inputs": {}, "data_inputs": fid})
     assert_json_error(r, 400, "needs a FITS image")
+
+
+def test_unknown_extended_method_is_400(app_client: TestClient, file_id: str) -> None:
+    # No silent fallback: a method (or contour, or initial contour) the caesar app lacks.
+    for name, value in (
+        ("extsfinder", "SP-KMEANS"),
+        ("activecontour", "GAC"),
+        ("ac-levelset", "SQUARE"),
+    ):
+        r = submit(
+            app_client, {"app": "caesar", "job_inputs": {name: value}, "data_inputs": file_id}
+        )
+        assert_json_error(r, 400, f"option '{name}' must be one of")
