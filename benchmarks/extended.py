@@ -34,7 +34,8 @@ from tests.support import diffuse_fields as df  # noqa: E402
 CONFIGS: dict[str, dict[str, Any]] = {
     "caesar defaults (WT-THRESH)": {},
     "caesar SALIENCY-THRESH": {"extsfinder": "SALIENCY-THRESH"},
-    "caesar ACTIVE-CONTOUR": {"extsfinder": "ACTIVE-CONTOUR"},
+    "caesar ACTIVE-CONTOUR (Chan-Vese)": {"extsfinder": "ACTIVE-CONTOUR"},
+    "caesar ACTIVE-CONTOUR (LRAC)": {"extsfinder": "ACTIVE-CONTOUR", "activecontour": "LRAC"},
     "caesar SP-HIERCLUST": {"extsfinder": "SP-HIERCLUST"},
     "caesar no-extendedsearch": {"no-extendedsearch": True},
 }

@@ -43,6 +43,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "no extended search": {"no-extendedsearch": True},
     "WT-THRESH (default)": {"extsfinder": "WT-THRESH"},
     "SALIENCY-THRESH (defaults)": {"extsfinder": "SALIENCY-THRESH"},
+    "ACTIVE-CONTOUR (Chan-Vese)": {"extsfinder": "ACTIVE-CONTOUR"},
+    "ACTIVE-CONTOUR (LRAC)": {"extsfinder": "ACTIVE-CONTOUR", "activecontour": "LRAC"},
+    "SP-HIERCLUST": {"extsfinder": "SP-HIERCLUST"},
 }
 
 

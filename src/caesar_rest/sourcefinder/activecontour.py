@@ -47,7 +47,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from caesar_rest.sourcefinder._types import F32, F64, B
-from caesar_rest.sourcefinder.extended import expand, wavelet_mask_reduced
+from caesar_rest.sourcefinder.extended import expand, reduction, wavelet_mask_reduced
 from caesar_rest.sourcefinder.options import ContourSettings, FinderOptions
 
 #: Clip of the noise-unit image before scaling to [0, 255].
@@ -340,7 +340,7 @@ def contour_mask_reduced(
     s, ext = opts.contour, opts.extended
     if s.method not in ("CHANVESE", "LRAC"):
         raise ValueError(f"unknown active contour activecontour={s.method!r}")
-    f = 2 ** max(ext.wt_scale_min - 1, 0)
+    f = reduction(ext.wt_scale_min)
     z, valid = noise_units(small)
     img = contour_image(z, valid)
     seeds = np.zeros(small.shape, dtype=bool)

@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from caesar_rest.sourcefinder._types import F32, F64, B
 from caesar_rest.sourcefinder.activecontour import Z_HI, Z_LO, noise_units, robust_sigma
-from caesar_rest.sourcefinder.extended import expand
+from caesar_rest.sourcefinder.extended import expand, reduction
 from caesar_rest.sourcefinder.options import FinderOptions
 from caesar_rest.sourcefinder.saliency import superpixels
 
@@ -149,7 +149,7 @@ def superpixel_mask_reduced(
     mask, map
         As :func:`caesar_rest.sourcefinder.extended.wavelet_mask_reduced`.
     """
-    f = 2 ** max(opts.extended.wt_scale_min - 1, 0)
+    f = reduction(opts.extended.wt_scale_min)
     z, valid = noise_units(small)
     mask = np.zeros(small.shape, dtype=bool)
     means = np.zeros(small.shape, dtype=np.float32)
