@@ -309,6 +309,40 @@ def significant_parts(inside: B, z: F64, thr: float) -> B:
     return np.asarray(keep[lab])
 
 
+def seed_mask(small: F32, shape: tuple[int, int], blank: B, opts: FinderOptions) -> B:
+    """The seeds: the wavelet search's mask on the block-mean grid.
+
+    Parameters
+    ----------
+    small
+        Block means of the search image, block ``2**(wtscalemin - 1)``.
+    shape
+        Full image shape.
+    blank
+        Blank pixels of the full image.
+    opts
+        Finder options (wavelet scales, ``seedthr``, ``mergethr``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of ``small``'s shape.
+    """
+    ext = opts.extended
+    f = reduction(ext.wt_scale_min)
+    full, _ = wavelet_mask_reduced(
+        small,
+        shape,
+        blank,
+        ext.wt_scale_min,
+        ext.wt_scale_max,
+        opts.compact.seed_thr,
+        opts.compact.merge_thr,
+        want_saliency=False,
+    )
+    return np.asarray(full[::f, ::f][: small.shape[0], : small.shape[1]], dtype=bool)
+
+
 def contour_mask_reduced(
     small: F32,
     shape: tuple[int, int],
@@ -345,17 +379,7 @@ def contour_mask_reduced(
     img = contour_image(z, valid)
     seeds = np.zeros(small.shape, dtype=bool)
     if s.init == "SALIENCY":
-        full, _ = wavelet_mask_reduced(
-            small,
-            shape,
-            blank,
-            ext.wt_scale_min,
-            ext.wt_scale_max,
-            opts.compact.seed_thr,
-            opts.compact.merge_thr,
-            want_saliency=False,
-        )
-        seeds = full[::f, ::f][: small.shape[0], : small.shape[1]] & valid
+        seeds = seed_mask(small, shape, blank, opts) & valid
     inside, _ = evolve(img, initial_mask(small.shape, s, seeds) & valid, s)
     inside &= valid
     kept = significant_parts(inside, z, opts.compact.seed_thr)

@@ -17,11 +17,14 @@ Like the other methods, it runs on the block means of the search image (reduced 
    :data:`MAX_LEVELS`). Background regions merge into a few large ones; a structure stays
    apart as long as its mean differs significantly from its surroundings'.
 3. A merged region is signal when its mean is at least :data:`SIGNAL_MEAN` (noise units of a
-   block mean) and its significance ``mean x sqrt(n)`` reaches ``seedthr``. Their union, back
-   at full resolution, in 4-connected parts, gives the extended islands.
+   block mean) and its significance ``mean x sqrt(n)`` reaches ``seedthr``, or when at least
+   :data:`SEED_SHARE` of its pixels are seeds (the spec's markers by majority vote; the seeds
+   are the wavelet search's mask, as for the active contours, in place of the thresholded
+   saliency map). Their union, back at full resolution, in 4-connected parts, gives the
+   extended islands.
 
-The spec's version tags the superpixels with saliency markers, weighs in curvature and edge
-maps and ranks regions by PageRank; none of those has an option in the predecessor's app
+The spec's version also tags background markers, weighs in curvature and edge maps and
+ranks regions by PageRank; none of those has an option in the predecessor's app
 (only ``sp-size``, ``sp-beta``, ``sp-minarea``), and the test of step 2 replaces its
 arbitrary-unit dissimilarity thresholds.
 """
@@ -33,7 +36,13 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from caesar_rest.sourcefinder._types import F32, F64, B
-from caesar_rest.sourcefinder.activecontour import Z_HI, Z_LO, noise_units, robust_sigma
+from caesar_rest.sourcefinder.activecontour import (
+    Z_HI,
+    Z_LO,
+    noise_units,
+    robust_sigma,
+    seed_mask,
+)
 from caesar_rest.sourcefinder.extended import expand, reduction
 from caesar_rest.sourcefinder.options import FinderOptions
 from caesar_rest.sourcefinder.saliency import superpixels
@@ -44,6 +53,8 @@ MERGE_THR = 3.0
 MAX_LEVELS = 200
 #: Smallest mean (noise units of a block mean) of a signal region.
 SIGNAL_MEAN = 0.7
+#: Share of seed pixels that makes a merged region signal (the spec's majority vote).
+SEED_SHARE = 0.5
 #: Gaussian smoothing (reduced pixels) of the image the superpixels are cut in.
 SMOOTH = 1.0
 
@@ -172,6 +183,13 @@ def superpixel_mask_reduced(
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(mcnt > 0, msum / np.maximum(mcnt, 1.0), 0.0)
         signal = (mean >= SIGNAL_MEAN) & (mean * np.sqrt(mcnt) >= opts.compact.seed_thr)
+        # The spec's markers: a merged region whose pixels are mostly seeds is signal too.
+        seeds = seed_mask(small, shape, blank, opts) & valid
+        nseed = np.bincount(
+            labels.ravel(), weights=seeds.ravel().astype(np.float64), minlength=nlab
+        )
+        mseed = np.bincount(root, weights=nseed, minlength=nlab)
+        signal |= (mcnt > 0) & (mseed >= SEED_SHARE * mcnt)
         region = root[labels]
         mask = signal[region] & valid
         means = mean[region].astype(np.float32)
