@@ -230,3 +230,15 @@ def test_unknown_methods_are_refused(tmp_path: Path) -> None:
         activecontour.contour_mask_reduced(_small(), f.image.shape, blank, opts)
     with pytest.raises(ValueError, match="ac-levelset"):
         activecontour.initial_mask((8, 8), opts.contour.__class__(init="SQUARE"), blank[:8, :8])
+
+
+@pytest.mark.parametrize("method", ["ACTIVE-CONTOUR", "SP-HIERCLUST"])
+def test_search_map_is_saved(tmp_path: Path, method: str) -> None:
+    f = _field()
+    opts = from_legacy({"extsfinder": method, "save-saliencymap": True})
+    res = find_sources(f.write(tmp_path / "field.fits"), opts)
+    sal = res.sources.maps["saliency"]
+    assert sal.shape == f.image.shape and np.isfinite(sal).all()
+    # The map is higher on the structures than off them.
+    truth = f.truth_sum() >= df.RMS
+    assert float(np.median(sal[truth])) > float(np.median(sal[~truth]))

@@ -136,8 +136,10 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        "Write the residual map: image minus background minus fitted model (residual.fits)",
        to="save_maps", how=PART),
     _o("save-saliencymap", _F, None, None, None, OUT, "", False, True,
-       "Write the extended-source search map (saliency.fits: the wavelet significance, or the "
-       "saliency map with extsfinder=SALIENCY-THRESH)", to="save_maps", how=PART),
+       "Write the extended-source search map (saliency.fits: the wavelet significance; the "
+       "saliency map with extsfinder=SALIENCY-THRESH, the image the contour ran on with "
+       "ACTIVE-CONTOUR, the merged regions' mean significance with SP-HIERCLUST)",
+       to="save_maps", how=PART),
     _o("save-segmentedmap", _F, None, None, None, OUT, "", False, True,
        "Write the island label map (segmented.fits)", to="save_maps", how=PART),
     _o("convertregionstowcs", _F, None, None, None, OUT, "", True, True,
