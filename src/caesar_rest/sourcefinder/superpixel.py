@@ -77,8 +77,17 @@ def adjacent_pairs(labels: Ints) -> Ints:
     a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
     b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
     diff = a != b
-    lo, hi = np.minimum(a[diff], b[diff]), np.maximum(a[diff], b[diff])
-    return np.unique(np.stack([lo, hi], axis=1), axis=0) if lo.size else np.zeros((0, 2), np.intp)
+    return _unique_pairs(a[diff], b[diff])
+
+
+def _unique_pairs(a: Ints, b: Ints) -> Ints:
+    """Unique ``(min, max)`` pairs of two label arrays, as an ``(n, 2)`` array."""
+    if a.size == 0:
+        return np.zeros((0, 2), dtype=np.intp)
+    lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+    n = int(hi.max()) + 1
+    code = np.unique(lo * n + hi)
+    return np.stack([code // n, code % n], axis=1).astype(np.intp)
 
 
 def merge_regions(sums: F64, counts: F64, pairs: Ints, thr: float = MERGE_THR) -> Ints:
@@ -107,7 +116,7 @@ def merge_regions(sums: F64, counts: F64, pairs: Ints, thr: float = MERGE_THR) -
         a, b = a[keep], b[keep]
         if a.size == 0:
             break
-        ab = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
+        ab = _unique_pairs(a, b)
         a, b = ab[:, 0], ab[:, 1]
         d = np.abs(s[a] / c[a] - s[b] / c[b]) / np.sqrt(1.0 / c[a] + 1.0 / c[b])
         best_d = np.full(n, np.inf)
