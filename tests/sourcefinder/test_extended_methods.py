@@ -74,7 +74,7 @@ def _superpixel_mask(**legacy: Any) -> np.ndarray:
     ("legacy", "found", "regions"),
     [
         ({"no-extendedsearch": True}, 2, 0),
-        ({"extsfinder": "ACTIVE-CONTOUR"}, 4, 4),
+        ({"extsfinder": "ACTIVE-CONTOUR"}, 4, 2),
         ({"extsfinder": "ACTIVE-CONTOUR", "activecontour": "LRAC"}, 4, 2),
         ({"extsfinder": "SP-HIERCLUST"}, 4, 3),
     ],
@@ -144,7 +144,7 @@ def test_contour_weights_move_the_boundary_the_expected_way() -> None:
 
 def test_evolve_stops_on_the_tolerance_or_the_step_cap() -> None:
     z, valid = activecontour.noise_units(_small())
-    img = activecontour.contour_image(z, valid)
+    img = activecontour.contour_image(activecontour.smoothed_significance(z, valid), valid)
     opts = from_legacy({"extsfinder": "ACTIVE-CONTOUR", "ac-levelset": "CIRCLE"}).contour
     init = activecontour.initial_mask(img.shape, opts, np.zeros(img.shape, bool))
     _, steps = activecontour.evolve(img, init, opts)
@@ -158,8 +158,11 @@ def test_significant_parts_drop_small_noise_blobs() -> None:
     z[5:15, 5:15] = 1.0  # 100 px at 1 sigma: sum/sqrt(n) = 10
     z[30, 30] = 3.0  # one bright pixel: 3
     inside = z > 0.5
-    kept = activecontour.significant_parts(inside, z, 5.0)
+    zs = activecontour.smoothed_significance(z, np.ones(z.shape, bool))
+    kept = activecontour.significant_parts(inside, z, zs, 5.0)
     assert int(kept.sum()) == 100 and not kept[30, 30]
+    # A part whose smoothed peak stays below the threshold is dropped.
+    assert not activecontour.significant_parts(inside, z, zs * 0.0, 5.0).any()
 
 
 # --------------------------------------------------------------------------------------------

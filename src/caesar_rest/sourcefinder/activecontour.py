@@ -34,8 +34,9 @@ subtracted image without its bright compact sources, reduced by ``2**(wtscalemin
    Both stop after ``ac-niters`` steps, or when fewer pixels than ``ac-tolerance`` x the
    boundary length change side in an outer iteration.
 4. The inside, back at full resolution, in 4-connected parts; a part is kept when its
-   significance ``sum(z) / sqrt(n)`` (block-mean noise units) reaches ``seedthr``, which drops
-   the noise the contour takes in without refusing a large faint structure.
+   significance ``sum(z) / sqrt(n)`` (block-mean noise units) reaches ``seedthr`` and the peak
+   of the smoothed significance (in units of its own noise) :data:`PEAK_FACTOR` x ``seedthr``,
+   which drops the noise the contour takes in without refusing a large faint structure.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ SMOOTH_SIGMA = 2.0
 LRAC_RADIUS = 8
 #: Clip of the re-initialised signed distance (pixels).
 REINIT_CLIP = 3.0
+#: A kept part's peak of the smoothed significance is at least this times ``seedthr``.
+PEAK_FACTOR = 0.7
 #: Steps of one LRAC outer iteration.
 LRAC_INNER = 1
 
@@ -94,8 +97,8 @@ def noise_units(small: F32) -> tuple[F64, B]:
     return z, valid
 
 
-def contour_image(z: F64, valid: B) -> F64:
-    """The image the contour runs on (module notes, step 1).
+def smoothed_significance(z: F64, valid: B, sigma: float = SMOOTH_SIGMA) -> F64:
+    """``z`` smoothed by a Gaussian of ``sigma`` px, brought back to unit noise.
 
     Parameters
     ----------
@@ -103,17 +106,37 @@ def contour_image(z: F64, valid: B) -> F64:
         Block means in noise units (:func:`noise_units`).
     valid
         Their valid pixels.
+    sigma
+        Gaussian sigma in reduced pixels.
 
     Returns
     -------
     numpy.ndarray
-        Smoothed, clipped image in ``[0, SCALE]`` (0 on blanks).
+        The smoothed significance (its own robust noise is 1, whatever the noise correlation).
     """
-    zs = np.asarray(ndimage.gaussian_filter(z, SMOOTH_SIGMA), dtype=np.float64)
+    zs = np.asarray(ndimage.gaussian_filter(z, sigma), dtype=np.float64)
     if np.count_nonzero(valid) >= 16:
         sig = robust_sigma(zs[valid])
         if sig > 0:
             zs /= sig
+    return zs
+
+
+def contour_image(zs: F64, valid: B) -> F64:
+    """The image the contour runs on (module notes, step 1).
+
+    Parameters
+    ----------
+    zs
+        Smoothed significance (:func:`smoothed_significance`).
+    valid
+        Its valid pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        Clipped image scaled to ``[0, SCALE]`` (0 on blanks).
+    """
     img = SCALE * (np.clip(zs, Z_LO, Z_HI) - Z_LO) / (Z_HI - Z_LO)
     img[~valid] = 0.0
     return np.asarray(img, dtype=np.float64)
@@ -281,8 +304,13 @@ def evolve(img: F64, init: B, s: ContourSettings) -> tuple[B, int]:
     return inside, steps
 
 
-def significant_parts(inside: B, z: F64, thr: float) -> B:
-    """The 4-connected parts of ``inside`` whose ``sum(z) / sqrt(n)`` reaches ``thr``.
+def significant_parts(inside: B, z: F64, zs: F64, thr: float) -> B:
+    """The 4-connected parts of ``inside`` whose ``sum(z) / sqrt(n)`` reaches ``thr`` and whose
+    peak of the smoothed significance reaches :data:`PEAK_FACTOR` x ``thr``.
+
+    The first test keeps a large faint structure; the second drops the noise blobs that pass
+    the first because the noise of neighbouring block means is correlated (the smoothed map is
+    in units of its own measured noise, so its peak test holds whatever the correlation).
 
     Parameters
     ----------
@@ -290,6 +318,8 @@ def significant_parts(inside: B, z: F64, thr: float) -> B:
         Mask.
     z
         Significance image (noise units per pixel).
+    zs
+        Smoothed significance (:func:`smoothed_significance`).
     thr
         Threshold.
 
@@ -304,8 +334,11 @@ def significant_parts(inside: B, z: F64, thr: float) -> B:
     idx = np.arange(1, n + 1)
     total = ndimage.sum_labels(z, lab, idx)
     npix = ndimage.sum_labels(np.ones_like(z), lab, idx)
+    peak = ndimage.maximum(zs, lab, idx)
     keep = np.zeros(n + 1, dtype=bool)
-    keep[1:] = total / np.sqrt(np.maximum(npix, 1.0)) >= thr
+    keep[1:] = (total / np.sqrt(np.maximum(npix, 1.0)) >= thr) & (
+        np.asarray(peak) >= PEAK_FACTOR * thr
+    )
     return np.asarray(keep[lab])
 
 
@@ -376,13 +409,14 @@ def contour_mask_reduced(
         raise ValueError(f"unknown active contour activecontour={s.method!r}")
     f = reduction(ext.wt_scale_min)
     z, valid = noise_units(small)
-    img = contour_image(z, valid)
+    zs = smoothed_significance(z, valid)
+    img = contour_image(zs, valid)
     seeds = np.zeros(small.shape, dtype=bool)
     if s.init == "SALIENCY":
         seeds = seed_mask(small, shape, blank, opts) & valid
     inside, _ = evolve(img, initial_mask(small.shape, s, seeds) & valid, s)
     inside &= valid
-    kept = significant_parts(inside, z, opts.compact.seed_thr)
+    kept = significant_parts(inside, z, zs, opts.compact.seed_thr)
     out = expand(kept, f, shape)
     out[blank] = False
     return out, (expand(img.astype(np.float32), f, shape) if want_map else None)

@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from caesar_rest.sourcefinder._types import F32, F64, B
 from caesar_rest.sourcefinder.activecontour import (
     Z_HI,
     Z_LO,
     noise_units,
-    robust_sigma,
     seed_mask,
+    smoothed_significance,
 )
 from caesar_rest.sourcefinder.extended import expand, reduction
 from caesar_rest.sourcefinder.options import FinderOptions
@@ -53,10 +52,10 @@ MERGE_THR = 3.0
 MAX_LEVELS = 200
 #: Smallest mean (noise units of a block mean) of a signal region.
 SIGNAL_MEAN = 0.7
-#: Share of seed pixels that makes a merged region signal (the spec's majority vote).
-SEED_SHARE = 0.5
 #: Gaussian smoothing (reduced pixels) of the image the superpixels are cut in.
 SMOOTH = 1.0
+#: Share of seed pixels that makes a merged region signal (the spec's majority vote).
+SEED_SHARE = 0.5
 
 Ints = npt.NDArray[np.intp]
 
@@ -174,8 +173,7 @@ def superpixel_mask_reduced(
     mask = np.zeros(small.shape, dtype=bool)
     means = np.zeros(small.shape, dtype=np.float32)
     if np.count_nonzero(valid) >= 16:
-        zs = np.asarray(ndimage.gaussian_filter(z, SMOOTH), dtype=np.float64) if SMOOTH else z
-        zs = zs / max(robust_sigma(zs[valid]), 1e-12)
+        zs = smoothed_significance(z, valid, SMOOTH)
         img = (1.0 + 255.0 * (np.clip(zs, Z_LO, Z_HI) - Z_LO) / (Z_HI - Z_LO)).astype(np.float32)
         size = max(2, round(opts.superpixel.size / f))
         min_area = max(1, round(opts.saliency.min_area / f**2))
