@@ -25,6 +25,7 @@ from caesar_rest.sourcefinder import (
     extended,
     fitting,
     islands,
+    masks,
     nesting,
     saliency,
 )
@@ -371,12 +372,12 @@ def _extended_search(run: _ArrayRun) -> int:
     if opts.extended.merge_sources:
         run.labels = labels = None  # the merge needs only the mask
 
-    small = _residual_means(
-        data, bk, blank, removed, extended.reduction(opts.extended.wt_scale_min)
-    )
+    raw, gone = _raw_means(data, blank, removed, extended.reduction(opts.extended.wt_scale_min))
     del removed
-    found, sal = _extended_mask(run, small)
-    del small
+    found, sal, _ = masks.search(
+        raw, gone, lambda small: _extended_mask(run, small), _search_grid(run), masks.MaskSettings()
+    )
+    del raw, gone
     ext_lab, ext_n = detection.label_mask(found, opts.compact.min_npix)
     del found
     if sal is not None:
@@ -386,17 +387,42 @@ def _extended_search(run: _ArrayRun) -> int:
     return ext_n
 
 
-def _residual_means(data: F32, bk: background.Background, blank: B, removed: B, scale: int) -> F32:
-    """Block means (``scale`` px) of the residual (image minus background, ``removed`` pixels
-    at 0), made band by band: the extended search runs on them."""
+def _search_grid(run: _ArrayRun) -> masks.SearchGrid:
+    """Geometry of the extended search's block grid (:mod:`.masks`)."""
+    opts = run.opts
+    f = extended.reduction(opts.extended.wt_scale_min)
+    k = int(round(math.log2(f)))
+    # The background box of the extended search: at least 4 times the largest searched
+    # scale (the compact search's box swallows large faint structures).
+    box = max(opts.background.box_px(run.beam.width_px), 4.0 * 2.0**opts.extended.wt_scale_max)
+    return masks.SearchGrid(
+        f=f,
+        shape=run.data.shape,
+        n0=max(opts.extended.wt_scale_min - k, 0),
+        n1=opts.extended.wt_scale_max - k,
+        box=box / f,
+        grid_fraction=opts.background.grid,
+        estimator=opts.background.estimator,
+        rms=float(run.bk.global_rms),
+        beam_area=run.beam.area_pix / float(f * f),
+    )
 
-    def residual_rows(y0: int, y1: int) -> F32:
-        band = np.subtract(data[y0:y1], bk.bkg_rows(y0, y1), dtype=np.float32)
-        band[removed[y0:y1]] = 0.0
-        band[blank[y0:y1]] = np.nan
+
+def _raw_means(data: F32, blank: B, removed: B, f: int) -> tuple[F32, B]:
+    """Block means (``f`` px) of the image without the removed compact islands, and the
+    blocks whose valid pixels were all removed."""
+
+    def rows(y0: int, y1: int) -> F32:
+        band = data[y0:y1].copy()
+        band[removed[y0:y1]] = np.nan
         return band
 
-    return extended.block_mean_rows(residual_rows, data.shape, scale)
+    def valid_rows(y0: int, y1: int) -> F32:
+        return np.where(blank[y0:y1], np.float32(np.nan), np.float32(1.0))
+
+    raw = extended.block_mean_rows(rows, data.shape, f)
+    has_valid = np.isfinite(extended.block_mean_rows(valid_rows, data.shape, f))
+    return raw, has_valid & ~np.isfinite(raw)
 
 
 def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
