@@ -421,7 +421,10 @@ def _raw_means(data: F32, blank: B, removed: B, f: int) -> tuple[F32, B]:
         return np.where(blank[y0:y1], np.float32(np.nan), np.float32(1.0))
 
     raw = extended.block_mean_rows(rows, data.shape, f)
-    has_valid = np.isfinite(extended.block_mean_rows(valid_rows, data.shape, f))
+    if blank.any():
+        has_valid = np.isfinite(extended.block_mean_rows(valid_rows, data.shape, f))
+    else:
+        has_valid = np.ones(raw.shape, dtype=bool)
     return raw, has_valid & ~np.isfinite(raw)
 
 

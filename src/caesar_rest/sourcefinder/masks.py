@@ -70,6 +70,10 @@ class MaskSettings:
         Side (block pixels) of the opening; 0 or 1 for none.
     bkg_iters
         Re-estimates of the background with the regions found masked.
+    inpaint
+        Blocks emptied by a removed compact source are filled with a Gaussian average (this
+        sigma, in blocks) of their neighbours, so that the emission under it stays one
+        region; 0 for none (they are then background).
     """
 
     plane_thr: float = 2.0
@@ -81,6 +85,7 @@ class MaskSettings:
     unseeded_snr: float = 20
     open_size: int = 2
     bkg_iters: int = 1
+    inpaint: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,29 +160,54 @@ def search(
         block grid.
     """
     blank = ~np.isfinite(raw) & ~gone
-    found_small = np.zeros(raw.shape, dtype=bool)
+    found = np.zeros(raw.shape, dtype=bool)
     sal: F32 | None = None
     bkg = np.zeros(raw.shape, dtype=np.float32)
-    for _ in range(settings.bkg_iters + 1):
+    d = bkg
+    for k in range(settings.bkg_iters + 1):
         masked = raw.copy()
-        masked[found_small] = np.nan
+        masked[found] = np.nan
         bkg = _block_background(masked, blank, grid)
         small = np.subtract(raw, bkg, dtype=np.float32)
-        small[gone] = 0.0
+        if settings.inpaint > 0:
+            small = _inpaint(small, gone, settings.inpaint)
+        small[gone & ~np.isfinite(small)] = 0.0
         small[blank] = np.nan
-        seeds, sal = method(small)
-        seeds_small = reduce_mask(seeds, grid.f, raw.shape) | found_small
-        found_small, d = refine(
-            small, seeds_small, grid.rms, grid.n0, grid.n1, grid.beam_area, settings
-        )
-    full = outline(found_small, d, settings.grow * grid.rms, grid.f, grid.shape)
-    return np.asarray(full, dtype=bool), sal, bkg
+        if k == 0:
+            # The method seeds once; the later passes refine what is found.
+            seeds, sal = method(small)
+            found = reduce_mask(seeds, grid.f, raw.shape)
+        found, d = refine(small, found, grid.rms, grid.n0, grid.n1, grid.beam_area, settings)
+    full = outline(found, d, settings.grow * grid.rms, grid.f, grid.shape)
+    return full, sal, bkg
+
+
+def _inpaint(small: F32, gone: npt.NDArray[np.bool_], sigma: float) -> F32:
+    """``small`` with the ``gone`` blocks filled by a normalised Gaussian average of their
+    valid neighbours (the emission under a removed compact source)."""
+    if not gone.any():
+        return small
+    ok = np.isfinite(small) & ~gone
+    num = ndimage.gaussian_filter(np.where(ok, small, np.float32(0.0)), sigma)
+    den = ndimage.gaussian_filter(ok.astype(np.float32), sigma)
+    out = small.copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fill = np.where(den > 0.05, num / den, np.float32(0.0))
+    out[gone] = fill[gone]
+    return out
 
 
 def _block_background(masked: F32, blank: npt.NDArray[np.bool_], grid: SearchGrid) -> F32:
     try:
         bk = background.estimate(
-            masked, grid.box, grid.grid_fraction, grid.estimator, True, False, 1.0, blank=blank
+            masked,
+            grid.box,
+            max(grid.grid_fraction, 0.5),
+            grid.estimator,
+            True,
+            False,
+            grid.box,
+            blank=blank,
         )
     except ValueError:  # nothing left to estimate from
         return np.zeros(masked.shape, dtype=np.float32)
@@ -207,7 +237,7 @@ def denoised(small: F32, n0: int, n1: int, plane_thr: float, plane_lo: float) ->
         The denoised image (image units; NaN where ``small`` is blank).
     """
     valid = np.isfinite(small)
-    planes = atrous(small, n1 + 1)
+    planes = atrous(np.nan_to_num(small, nan=0.0), n1 + 1)
     out = np.zeros(small.shape, dtype=np.float32)
     for n in range(max(n0, 0), n1 + 1):
         w = planes[n] - planes[n + 1]
@@ -215,8 +245,9 @@ def denoised(small: F32, n0: int, n1: int, plane_thr: float, plane_lo: float) ->
         if sig > 0:
             sup = _plane_support(w / sig, plane_thr, plane_lo)
             if n >= 1:
-                sup = ndimage.binary_dilation(sup, structure=_CROSS, iterations=2 ** (n - 1))
+                sup = ndimage.maximum_filter(sup, size=2**n + 1)
             out += np.where(sup, w, np.float32(0.0))
+    np.maximum(out, 0.0, out=out)
     out[~valid] = np.nan
     return out
 
@@ -326,18 +357,29 @@ def outline(
     numpy.ndarray
         Full-resolution mask.
     """
-    if not found.any():
-        return np.zeros(shape, dtype=bool)
     ny, nx = shape
-    near = expand(ndimage.binary_dilation(found, structure=_SQUARE), f, shape)
-    up = ndimage.zoom(d, f, order=1, mode="nearest", grid_mode=True)[:ny, :nx]
-    cut = near & (up >= level)
-    core = expand(ndimage.binary_erosion(found, structure=_CROSS), f, shape) & cut
-    lab, n = ndimage.label(cut, structure=_CROSS)
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[np.unique(lab[core])] = True
-    keep[0] = False
-    return np.asarray(keep[lab], dtype=bool)
+    out = np.zeros(shape, dtype=bool)
+    near = ndimage.binary_dilation(found, structure=_SQUARE)
+    core = ndimage.binary_erosion(found, structure=_CROSS)
+    lab, _ = ndimage.label(near, structure=_SQUARE)
+    # Region by region (bounding box and one block of margin): the full-resolution arrays
+    # cover the regions only.
+    for sl in ndimage.find_objects(lab):
+        if sl is None:
+            continue
+        y0, y1 = max(sl[0].start - 1, 0), min(sl[0].stop + 1, found.shape[0])
+        x0, x1 = max(sl[1].start - 1, 0), min(sl[1].stop + 1, found.shape[1])
+        h, w = min(ny, y1 * f) - y0 * f, min(nx, x1 * f) - x0 * f
+        up = ndimage.zoom(d[y0:y1, x0:x1], f, order=1, mode="nearest", grid_mode=True)
+        box = (slice(y0, y1), slice(x0, x1))
+        cut = expand(near[box], f, (h, w)) & (up[:h, :w] >= level)
+        seed = expand(core[box], f, (h, w)) & cut
+        parts, n = ndimage.label(cut, structure=_CROSS)
+        keep = np.zeros(n + 1, dtype=bool)
+        keep[np.unique(parts[seed])] = True
+        keep[0] = False
+        out[y0 * f : y0 * f + h, x0 * f : x0 * f + w] |= keep[parts]
+    return out
 
 
 def reduce_mask(
