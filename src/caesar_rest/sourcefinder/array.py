@@ -231,6 +231,8 @@ class _ArrayRun:
     ext_mask: B | None = None
     #: Per label ``0..n``: the region holds extended pixels.
     is_ext: B | None = None
+    #: Background of the extended search on its block grid (:func:`.masks.search`).
+    ext_bkg: F32 | None = None
 
 
 def find_in_array(
@@ -259,7 +261,8 @@ def find_in_array(
         full-image coordinates); ``full_shape`` is ``(y_end, x_end)`` of the image.
     want_maps
         Maps to return: ``bkg``, ``rms``, ``significance``, ``residual``, ``saliency``,
-        ``segmented``.
+        ``segmented`` (the last is made by :func:`.pipeline.find_sources` from the final
+        islands, in catalogue order).
     classify
         For tiles: which islands to process here and which to send to the master (islands
         in neither are dropped: another tile reports them).
@@ -296,6 +299,8 @@ def find_in_array(
     isl, edge = _islands(run, classify, origin if image_origin is None else image_origin)
     tm.lap("islands")
     out = process_islands(isl, _array_reader(data, origin), beam, opts, timings)
+    if run.ext_bkg is not None:
+        _extended_island_background(out.isl, run.ext_bkg, opts, origin)
     if "residual" in want_maps:
         run.maps["residual"] = residual_map(data, bk.bkg, out, origin)
     if "bkg" in want_maps:
@@ -374,7 +379,7 @@ def _extended_search(run: _ArrayRun) -> int:
 
     raw, gone = _raw_means(data, blank, removed, extended.reduction(opts.extended.wt_scale_min))
     del removed
-    found, sal, _ = masks.search(
+    found, sal, run.ext_bkg = masks.search(
         raw, gone, lambda small: _extended_mask(run, small), _search_grid(run), masks.MaskSettings()
     )
     del raw, gone
@@ -385,6 +390,27 @@ def _extended_search(run: _ArrayRun) -> int:
     del sal
     run.ext_mask = ext_lab > 0
     return ext_n
+
+
+def _extended_island_background(
+    isl: IslandSet, bkg_small: F32, opts: FinderOptions, origin: tuple[int, int]
+) -> None:
+    """Measure the extended islands against the extended search's background (in place).
+
+    The compact search's background (boxes of 20 beams) holds a good part of a large faint
+    structure; the flux of an extended island is its pixel sum above the background its
+    mask was found on. Nested sources keep theirs (a compact source sits on the diffuse
+    emission around it).
+    """
+    ext = (isl.parent < 0) & np.isin(isl.morph, (MORPH_EXTENDED, MORPH_COMPACT_EXTENDED))
+    if not ext.any():
+        return
+    f = extended.reduction(opts.extended.wt_scale_min)
+    pix = np.repeat(ext, np.diff(isl.offsets))
+    by = np.minimum((isl.ys[pix] - origin[1]) // f, bkg_small.shape[0] - 1)
+    bx = np.minimum((isl.xs[pix] - origin[0]) // f, bkg_small.shape[1] - 1)
+    isl.bkg[pix] = bkg_small[by, bx]
+    isl.measure()
 
 
 def _search_grid(run: _ArrayRun) -> masks.SearchGrid:
@@ -509,8 +535,6 @@ def _islands(
     fittable = isl.npix / run.beam.area_pix <= run.opts.fit.max_nbeams
     # Spec 5.6: merged regions with extended pixels are EXTENDED unless fittable.
     isl.morph = np.where(is_ext[1:] & ~fittable, MORPH_EXTENDED, MORPH_COMPACT).astype(np.int64)
-    if "segmented" in run.want_maps:
-        run.maps["segmented"] = labels.astype(np.float32)
     del labels
     if classify is None:
         return isl, None
