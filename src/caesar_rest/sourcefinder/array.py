@@ -379,8 +379,9 @@ def _extended_search(run: _ArrayRun) -> int:
 
     raw, gone = _raw_means(data, blank, removed, extended.reduction(opts.extended.wt_scale_min))
     del removed
+    settings = masks.MaskSettings(refine=opts.extended.method in REFINED_METHODS)
     found, sal, run.ext_bkg = masks.search(
-        raw, gone, lambda small: _extended_mask(run, small), _search_grid(run), masks.MaskSettings()
+        raw, gone, lambda small: _extended_mask(run, small), _search_grid(run), settings
     )
     del raw, gone
     ext_lab, ext_n = detection.label_mask(found, opts.compact.min_npix)
@@ -390,6 +391,13 @@ def _extended_search(run: _ArrayRun) -> int:
     del sal
     run.ext_mask = ext_lab > 0
     return ext_n
+
+
+#: Extended methods whose masks :func:`.masks.search` refines: the default wavelet method
+#: (its mask is as wide as the scale that found it). The others keep their own boundaries
+#: (refined, the saliency mask would be the wavelet one: both seed the same regions), on
+#: the extended search's background.
+REFINED_METHODS = frozenset({"WT-THRESH"})
 
 
 def _extended_island_background(
@@ -429,6 +437,7 @@ def _search_grid(run: _ArrayRun) -> masks.SearchGrid:
         box=box / f,
         grid_fraction=opts.background.grid,
         estimator=opts.background.estimator,
+        local=opts.background.local,
         rms=float(run.bk.global_rms),
         beam_area=run.beam.area_pix / float(f * f),
     )

@@ -74,6 +74,9 @@ class MaskSettings:
         Blocks emptied by a removed compact source are filled with a Gaussian average (this
         sigma, in blocks) of their neighbours, so that the emission under it stays one
         region; 0 for none (they are then background).
+    refine
+        Refine the method's mask (steps 2-5); else the method's own mask, on the
+        background of step 1.
     """
 
     plane_thr: float = 2.0
@@ -86,6 +89,7 @@ class MaskSettings:
     open_size: int = 2
     bkg_iters: int = 1
     inpaint: float = 1.0
+    refine: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,9 @@ class SearchGrid:
         Detail planes of the searched scales (block-grid units).
     box
         Background box (block pixels).
-    grid_fraction, estimator
-        Background grid step and estimator (as the compact search's).
+    grid_fraction, estimator, local
+        Background grid step, estimator and local (else global) estimate, as the compact
+        search's.
     rms
         Pixel noise of the full-resolution image.
     beam_area
@@ -117,6 +122,7 @@ class SearchGrid:
     box: float
     grid_fraction: float
     estimator: str
+    local: bool
     rms: float
     beam_area: float
 
@@ -161,6 +167,7 @@ def search(
     """
     blank = ~np.isfinite(raw) & ~gone
     found = np.zeros(raw.shape, dtype=bool)
+    seeds = np.zeros(grid.shape, dtype=bool)
     sal: F32 | None = None
     bkg = np.zeros(raw.shape, dtype=np.float32)
     d = bkg
@@ -173,13 +180,18 @@ def search(
             small = _inpaint(small, gone, settings.inpaint)
         small[gone & ~np.isfinite(small)] = 0.0
         small[blank] = np.nan
+        if not settings.refine:
+            seeds, sal = method(small)
+            found = reduce_mask(seeds, grid.f, raw.shape)
+            continue
         if k == 0:
             # The method seeds once; the later passes refine what is found.
             seeds, sal = method(small)
             found = reduce_mask(seeds, grid.f, raw.shape)
         found, d = refine(small, found, grid.rms, grid.n0, grid.n1, grid.beam_area, settings)
-    full = outline(found, d, settings.grow * grid.rms, grid.f, grid.shape)
-    return full, sal, bkg
+    if not settings.refine:
+        return seeds, sal, bkg
+    return outline(found, d, settings.grow * grid.rms, grid.f, grid.shape), sal, bkg
 
 
 def _inpaint(small: F32, gone: npt.NDArray[np.bool_], sigma: float) -> F32:
@@ -204,7 +216,7 @@ def _block_background(masked: F32, blank: npt.NDArray[np.bool_], grid: SearchGri
             grid.box,
             max(grid.grid_fraction, 0.5),
             grid.estimator,
-            True,
+            grid.local,
             False,
             grid.box,
             blank=blank,
