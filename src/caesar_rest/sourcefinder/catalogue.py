@@ -6,7 +6,10 @@
   (:mod:`caesar_rest.catalogue.schema`) plus CAESAR extras (island/nested/component names,
   deconvolved sizes, chi2, ndf, fit quality, morphology).
 * Island catalogue: one row per island in the shared schema (flux = fitted total when the
-  island was fitted as a whole, else the background-subtracted pixel sum).
+  island was fitted as a whole, else the background-subtracted pixel sum; position = the
+  flux-weighted centroid, size = the moment ellipse) plus :data:`ISLAND_COLUMNS` (name,
+  segmentation label, pixels, area, beams, morphology, nested sources). Row ``k`` is island
+  ``S<k>``, label ``k + 1`` of the segmentation map and polygon ``k`` of ``islands.reg``.
 * ``.dat`` tables with the columns of spec 7.1 (islands, each followed by its nested sources)
   and 7.2 (components), tab-separated, ``#`` header, -999 for missing values.
 
