@@ -85,7 +85,7 @@ class MaskSettings:
     grow: float = 0.4
     min_beams: float = 3.0
     min_snr: float = 5.0
-    unseeded_snr: float = 20
+    unseeded_snr: float = 20.0
     open_size: int = 2
     bkg_iters: int = 1
     inpaint: float = 1.0
