@@ -15,7 +15,7 @@ from scipy import ndimage
 from caesar_rest.apps.caesar_run import island_regions
 from caesar_rest.apps.caesar_run import main as caesar_main
 from caesar_rest.catalogue.writers import read_catalogue_csv
-from caesar_rest.sourcefinder import build_catalogues, find_sources, from_legacy, masks
+from caesar_rest.sourcefinder import build_catalogues, extended, find_sources, from_legacy, masks
 from caesar_rest.sourcefinder.islands import MORPH_NAMES
 
 from tests.support import diffuse_fields as df
@@ -194,3 +194,16 @@ def test_app_segmented_map_is_integer_labels_of_the_island_rows(
     assert int(seg.max()) == len(rows) and sorted(np.unique(seg[seg > 0])) == list(rows["label"])
     assert np.bincount(seg.ravel())[1:].tolist() == list(rows["npix"])
     assert (out / "islands.reg").read_text().count("polygon(") == len(rows)
+
+
+@pytest.mark.parametrize("frac", [0.002, 0.3])
+def test_removal_mask_equals_a_disk_dilation(frac: float) -> None:
+    # Few removed pixels take the shifted-pixel path, many the whole-image dilation.
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random((301, 257)) < frac).astype(np.int32) * rng.integers(1, 4, (301, 257))
+    labels[0, 0] = labels[-1, -1] = labels[5, -1] = 1
+    remove = np.array([False, True, False, True])
+    yy, xx = np.mgrid[-4:5, -4:5]
+    want = ndimage.binary_dilation(np.isin(labels, [1, 3]), structure=(xx**2 + yy**2) <= 16)
+    assert np.array_equal(extended.removal_mask(labels.astype(np.int32), remove, 9), want)
