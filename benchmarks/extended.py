@@ -41,18 +41,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def finder_mask(result: Any, shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
-    """Pixels of the islands (nested sources excluded) of a ``find_sources`` result."""
-    isl = result.sources.isl
-    mask = np.zeros(shape, dtype=bool)
-    for i in range(len(isl.npix)):
-        if isl.parent.size and isl.parent[i] >= 0:
-            continue
-        a, b = isl.offsets[i], isl.offsets[i + 1]
-        mask[isl.ys[a:b], isl.xs[a:b]] = True
-    return mask
-
-
 def run_pybdsf(path: Path, tmp: Path) -> tuple[npt.NDArray[np.bool_], float]:
     """PyBDSF with ``atrous_do=True``: its island mask and wall time."""
     import bdsf
@@ -109,7 +97,7 @@ def main() -> int:
             except Exception as exc:  # a method this version lacks: say so, go on
                 print(f"| {label} | failed: {type(exc).__name__}: {exc} | | | | |")
                 continue
-            print(_row(label, df.score(f, finder_mask(res, f.image.shape)), wall), flush=True)
+            print(_row(label, df.score(f, df.finder_mask(res, f.image.shape)), wall), flush=True)
         if not args.no_pybdsf:
             mask, wall = run_pybdsf(path, Path(tmp))
             print(_row("PyBDSF atrous_do=True (island mask)", df.score(f, mask), wall))

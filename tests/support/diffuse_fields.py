@@ -227,3 +227,28 @@ def score(f: Field, mask: npt.NDArray[np.bool_]) -> Score:
         fin / ftot if ftot else 0.0,
         prec,
     )
+
+
+def finder_mask(result: object, shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
+    """Claimed pixels of a ``find_sources`` result: every island (nested sources excluded).
+
+    Parameters
+    ----------
+    result
+        A :class:`~caesar_rest.sourcefinder.pipeline.SourceFinderResult`.
+    shape
+        Image shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask.
+    """
+    isl = result.sources.isl  # type: ignore[attr-defined]
+    mask = np.zeros(shape, dtype=bool)
+    for i in range(len(isl.npix)):
+        if isl.parent.size and isl.parent[i] >= 0:
+            continue
+        a, b = isl.offsets[i], isl.offsets[i + 1]
+        mask[isl.ys[a:b], isl.xs[a:b]] = True
+    return mask

@@ -34,6 +34,7 @@ from caesar_rest.imaging.fits_image import FitsImage, ImageError, load_image, pi
 from caesar_rest.sourcefinder import build_catalogues, find_sources
 from caesar_rest.sourcefinder.allocator import release_large_blocks
 from caesar_rest.sourcefinder.catalogue import write_components_json
+from caesar_rest.sourcefinder.islands import island_order
 from caesar_rest.sourcefinder.options import from_legacy, ineffective_given
 from caesar_rest.sourcefinder.selection import contour
 
@@ -84,6 +85,9 @@ def finder_options(opts: Mapping[str, Any]) -> dict[str, Any]:
 def island_regions(result: Any, wcs_frame: str | None) -> str:
     """Island contours as DS9 polygons (image pixels, 1-based; or sky coordinates).
 
+    One polygon per row of the island catalogue, in its order (line ``k`` after the header
+    is island ``S<k>``, label ``k + 1`` of the segmentation map), tagged with the name.
+
     Parameters
     ----------
     result
@@ -104,11 +108,8 @@ def island_regions(result: Any, wcs_frame: str | None) -> str:
         wcs_frame or "image",
     ]
     ox, oy = result.image.origin
-    for i in range(s.n):
-        c = contour(s, i)
-        if c.shape[0] < 3:
-            continue
-        c = c[:: max(1, c.shape[0] // 200)]
+    for k, i in enumerate(island_order(s)):
+        c = _outline(s, int(i))
         if wcs_frame is None:
             pts = ",".join(f"{x + 1:.1f},{y + 1:.1f}" for x, y in c)
         else:
@@ -119,8 +120,19 @@ def island_regions(result: Any, wcs_frame: str | None) -> str:
                 sc = SkyCoord(ra, dec, unit="deg", frame="icrs").transform_to(wcs_frame)
                 ra, dec = sc.spherical.lon.deg, sc.spherical.lat.deg
             pts = ",".join(f"{a:.5f},{d:.5f}" for a, d in zip(ra, dec, strict=True))
-        lines.append(f"polygon({pts}) # color={colours.get(int(s.morph[i]), 'red')}")
+        colour = colours.get(int(s.morph[i]), "red")
+        lines.append(f"polygon({pts}) # color={colour} text={{S{k}}} tag={{label {k + 1}}}")
     return "\n".join(lines) + "\n"
+
+
+def _outline(s: Any, i: int) -> Any:
+    """Outer contour of island ``i`` (at most ~200 vertices); its pixel box if it has none."""
+    c = contour(s, i)
+    if c.shape[0] < 3:
+        x0, x1 = float(s.xmin[i]) - 0.5, float(s.xmax[i]) + 0.5
+        y0, y1 = float(s.ymin[i]) - 0.5, float(s.ymax[i]) + 0.5
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
+    return c[:: max(1, c.shape[0] // 200)]
 
 
 def _text_writer(text: str) -> Any:

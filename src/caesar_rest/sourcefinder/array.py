@@ -26,6 +26,7 @@ from caesar_rest.sourcefinder import (
     extended,
     fitting,
     islands,
+    masks,
     nesting,
     saliency,
     superpixel,
@@ -232,6 +233,8 @@ class _ArrayRun:
     ext_mask: B | None = None
     #: Per label ``0..n``: the region holds extended pixels.
     is_ext: B | None = None
+    #: Background of the extended search on its block grid (:func:`.masks.search`).
+    ext_bkg: F32 | None = None
 
 
 def find_in_array(
@@ -260,7 +263,8 @@ def find_in_array(
         full-image coordinates); ``full_shape`` is ``(y_end, x_end)`` of the image.
     want_maps
         Maps to return: ``bkg``, ``rms``, ``significance``, ``residual``, ``saliency``,
-        ``segmented``.
+        ``segmented`` (the last is made by :func:`.pipeline.find_sources` from the final
+        islands, in catalogue order).
     classify
         For tiles: which islands to process here and which to send to the master (islands
         in neither are dropped: another tile reports them).
@@ -297,6 +301,8 @@ def find_in_array(
     isl, edge = _islands(run, classify, origin if image_origin is None else image_origin)
     tm.lap("islands")
     out = process_islands(isl, _array_reader(data, origin), beam, opts, timings)
+    if run.ext_bkg is not None:
+        _extended_island_background(out.isl, run.ext_bkg, opts, origin)
     if "residual" in want_maps:
         run.maps["residual"] = residual_map(data, bk.bkg, out, origin)
     if "bkg" in want_maps:
@@ -373,12 +379,13 @@ def _extended_search(run: _ArrayRun) -> int:
     if opts.extended.merge_sources:
         run.labels = labels = None  # the merge needs only the mask
 
-    small = _residual_means(
-        data, bk, blank, removed, extended.reduction(opts.extended.wt_scale_min)
-    )
+    raw, gone = _raw_means(data, blank, removed, extended.reduction(opts.extended.wt_scale_min))
     del removed
-    found, sal = _extended_mask(run, small)
-    del small
+    settings = masks.MaskSettings(refine=opts.extended.method in REFINED_METHODS)
+    found, sal, run.ext_bkg = masks.search(
+        raw, gone, lambda small: _extended_mask(run, small), _search_grid(run), settings
+    )
+    del raw, gone
     ext_lab, ext_n = detection.label_mask(found, opts.compact.min_npix)
     del found
     if sal is not None:
@@ -388,17 +395,74 @@ def _extended_search(run: _ArrayRun) -> int:
     return ext_n
 
 
-def _residual_means(data: F32, bk: background.Background, blank: B, removed: B, scale: int) -> F32:
-    """Block means (``scale`` px) of the residual (image minus background, ``removed`` pixels
-    at 0), made band by band: the extended search runs on them."""
+#: Extended methods whose masks :func:`.masks.search` refines: the default wavelet method
+#: (its mask is as wide as the scale that found it). The others keep their own boundaries
+#: (refined, the saliency mask would be the wavelet one: both seed the same regions), on
+#: the extended search's background.
+REFINED_METHODS = frozenset({"WT-THRESH"})
 
-    def residual_rows(y0: int, y1: int) -> F32:
-        band = np.subtract(data[y0:y1], bk.bkg_rows(y0, y1), dtype=np.float32)
-        band[removed[y0:y1]] = 0.0
-        band[blank[y0:y1]] = np.nan
+
+def _extended_island_background(
+    isl: IslandSet, bkg_small: F32, opts: FinderOptions, origin: tuple[int, int]
+) -> None:
+    """Measure the extended islands against the extended search's background (in place).
+
+    The compact search's background (boxes of 20 beams) holds a good part of a large faint
+    structure; the flux of an extended island is its pixel sum above the background its
+    mask was found on. Nested sources keep theirs (a compact source sits on the diffuse
+    emission around it).
+    """
+    ext = (isl.parent < 0) & np.isin(isl.morph, (MORPH_EXTENDED, MORPH_COMPACT_EXTENDED))
+    if not ext.any():
+        return
+    f = extended.reduction(opts.extended.wt_scale_min)
+    pix = np.repeat(ext, np.diff(isl.offsets))
+    by = np.minimum((isl.ys[pix] - origin[1]) // f, bkg_small.shape[0] - 1)
+    bx = np.minimum((isl.xs[pix] - origin[0]) // f, bkg_small.shape[1] - 1)
+    isl.bkg[pix] = bkg_small[by, bx]
+    isl.measure()
+
+
+def _search_grid(run: _ArrayRun) -> masks.SearchGrid:
+    """Geometry of the extended search's block grid (:mod:`.masks`)."""
+    opts = run.opts
+    f = extended.reduction(opts.extended.wt_scale_min)
+    k = int(round(math.log2(f)))
+    # The background box of the extended search: at least 4 times the largest searched
+    # scale (the compact search's box swallows large faint structures).
+    box = max(opts.background.box_px(run.beam.width_px), 4.0 * 2.0**opts.extended.wt_scale_max)
+    return masks.SearchGrid(
+        f=f,
+        shape=run.data.shape,
+        n0=max(opts.extended.wt_scale_min - k, 0),
+        n1=opts.extended.wt_scale_max - k,
+        box=box / f,
+        grid_fraction=opts.background.grid,
+        estimator=opts.background.estimator,
+        local=opts.background.local,
+        rms=float(run.bk.global_rms),
+        beam_area=run.beam.area_pix / float(f * f),
+    )
+
+
+def _raw_means(data: F32, blank: B, removed: B, f: int) -> tuple[F32, B]:
+    """Block means (``f`` px) of the image without the removed compact islands, and the
+    blocks whose valid pixels were all removed."""
+
+    def rows(y0: int, y1: int) -> F32:
+        band = data[y0:y1].copy()
+        band[removed[y0:y1]] = np.nan
         return band
 
-    return extended.block_mean_rows(residual_rows, data.shape, scale)
+    def valid_rows(y0: int, y1: int) -> F32:
+        return np.where(blank[y0:y1], np.float32(np.nan), np.float32(1.0))
+
+    raw = extended.block_mean_rows(rows, data.shape, f)
+    if blank.any():
+        has_valid = np.isfinite(extended.block_mean_rows(valid_rows, data.shape, f))
+    else:
+        has_valid = np.ones(raw.shape, dtype=bool)
+    return raw, has_valid & ~np.isfinite(raw)
 
 
 def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
@@ -489,8 +553,6 @@ def _islands(
     fittable = isl.npix / run.beam.area_pix <= run.opts.fit.max_nbeams
     # Spec 5.6: merged regions with extended pixels are EXTENDED unless fittable.
     isl.morph = np.where(is_ext[1:] & ~fittable, MORPH_EXTENDED, MORPH_COMPACT).astype(np.int64)
-    if "segmented" in run.want_maps:
-        run.maps["segmented"] = labels.astype(np.float32)
     del labels
     if classify is None:
         return isl, None

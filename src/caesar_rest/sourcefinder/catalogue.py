@@ -6,7 +6,10 @@
   (:mod:`caesar_rest.catalogue.schema`) plus CAESAR extras (island/nested/component names,
   deconvolved sizes, chi2, ndf, fit quality, morphology).
 * Island catalogue: one row per island in the shared schema (flux = fitted total when the
-  island was fitted as a whole, else the background-subtracted pixel sum).
+  island was fitted as a whole, else the background-subtracted pixel sum; position = the
+  flux-weighted centroid, size = the moment ellipse) plus :data:`ISLAND_COLUMNS` (name,
+  segmentation label, pixels, area, beams, morphology, nested sources). Row ``k`` is island
+  ``S<k>``, label ``k + 1`` of the segmentation map and polygon ``k`` of ``islands.reg``.
 * ``.dat`` tables with the columns of spec 7.1 (islands, each followed by its nested sources)
   and 7.2 (components), tab-separated, ``#`` header, -999 for missing values.
 
@@ -42,6 +45,7 @@ from caesar_rest.sourcefinder.islands import (
     MORPH_EXTENDED,
     MORPH_NAMES,
     IslandSet,
+    island_order,
 )
 
 if TYPE_CHECKING:  # the catalogues need no finder code at run time
@@ -69,6 +73,20 @@ EXTRA_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("morph", "U16", "", "Morphology of the island or nested source"),
     ("resolved", "bool", "", "S_int/S_peak > 1.08 + 2.03/SNR"),
     ("npix", "i8", "", "Pixels of the island or nested source"),
+)
+
+
+#: Extra columns of the island catalogue (one row per island; an extended source is one
+#: island): name, dtype, unit, description. ``label`` is the island's value in the
+#: segmentation map (``segmented.fits``) and its polygon is line ``label`` of ``islands.reg``.
+ISLAND_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("island_name", "U32", "", "CAESAR island name (S<n>)"),
+    ("label", "i8", "", "Label of the island in the segmentation map (island_id + 1)"),
+    ("npix", "i8", "", "Pixels of the island's mask"),
+    ("area", "f8", "arcsec2", "Area of the island's mask"),
+    ("nbeams", "f8", "", "Area of the island's mask in beams"),
+    ("morph", "U16", "", "Morphology of the island"),
+    ("n_nested", "i8", "", "Nested (compact) sources found inside the island"),
 )
 
 
@@ -149,9 +167,8 @@ def build(result: SourceFinderResult) -> Catalogues:
     src = result.sources
     s = src.isl
     is_isl = s.parent < 0
-    isl_idx = np.flatnonzero(is_isl)
-    # Tiling-independent order: by peak row, then column.
-    isl_idx = isl_idx[np.lexsort((s.xpk[isl_idx], s.ypk[isl_idx]))]
+    # Tiling-independent order (by peak row, then column), shared with the segmentation map.
+    isl_idx = island_order(s)
     rank = np.full(s.n, -1, dtype=np.int64)
     rank[isl_idx] = np.arange(isl_idx.size)
     names = np.array([f"S{i}" for i in range(isl_idx.size)], dtype=object)
@@ -414,7 +431,6 @@ def _island_table(
         ok = (uu >= 0) & whole_ok[isl_idx]
         flux[ok] = fit.flux_total[uu[ok]]
         flux_err[ok] = fit.flux_total_err[uu[ok]]
-    del area
     cols = {k: rows[k] for k in rows if k in _SHARED}
     cols["flux"] = flux
     cols["flux_err"] = flux_err
@@ -422,7 +438,23 @@ def _island_table(
     cols["name"] = iau_names(rows["ra"], rows["dec"])
     cols["island_id"] = np.arange(isl_idx.size)
     cols["component_id"] = np.zeros(isl_idx.size, dtype=np.int64)
-    return make_table(cols)
+    table = make_table(cols)
+    pix_area = result.image.pixel_scale_arcsec**2
+    nnest = np.bincount(s.parent[s.parent >= 0], minlength=s.n) if s.n else np.zeros(0, int)
+    extra = {
+        "island_name": [f"S{k}" for k in range(isl_idx.size)],
+        "label": np.arange(1, isl_idx.size + 1),
+        "npix": s.npix[isl_idx],
+        "area": s.npix[isl_idx] * pix_area,
+        "nbeams": s.npix[isl_idx] / area,
+        "morph": rows["morph"],
+        "n_nested": nnest[isl_idx],
+    }
+    for name, dtype, unit, desc in ISLAND_COLUMNS:
+        table[name] = np.asarray(extra[name], dtype=dtype)
+        table[name].unit = u.Unit(unit) if unit else None
+        table[name].description = desc
+    return table
 
 
 def _fmt(v: Any) -> str:

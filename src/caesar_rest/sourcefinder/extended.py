@@ -238,5 +238,18 @@ def removal_mask(labels: I32, remove: npt.NDArray[np.bool_], dilate: int) -> npt
     if dilate > 1:
         r = dilate // 2
         yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-        m = ndimage.binary_dilation(m, structure=(xx**2 + yy**2) <= r * r)
+        disk = (xx**2 + yy**2) <= r * r
+        ys, xs = np.nonzero(m)
+        if ys.size * int(disk.sum()) > m.size // 2:
+            return np.asarray(ndimage.binary_dilation(m, structure=disk), dtype=bool)
+        # Few removed pixels (the usual case): the same dilation as the union of the shifted
+        # pixel sets, several times faster than a pass of the disk over the whole image.
+        out = m.copy()
+        ny, nx = labels.shape
+        oy, ox = np.nonzero(disk)
+        for dy, dx in zip(oy.tolist(), ox.tolist(), strict=True):
+            y, x = ys + (dy - r), xs + (dx - r)
+            ok = (y >= 0) & (y < ny) & (x >= 0) & (x < nx)
+            out[y[ok], x[ok]] = True
+        m = out
     return np.asarray(m, dtype=bool)

@@ -13,9 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from caesar_rest.imaging.fits_image import FitsImage, load_image, without_empty_mask
 from caesar_rest.sourcefinder import tiling
 from caesar_rest.sourcefinder.array import BeamPix, Sources, beam_pixels, find_in_array
+from caesar_rest.sourcefinder.islands import label_image
 from caesar_rest.sourcefinder.options import FinderOptions
 
 
@@ -70,6 +73,10 @@ def find_sources(
     else:
         src = tiling.run_tiles(image, beam, opts, plan, maps)
         n_tiles = len(plan)
+    if "segmented" in maps:
+        # Labels in catalogue order (island S<k> is label k + 1), after the selection.
+        labels = label_image(src.isl, image.shape, image.origin)
+        src.maps["segmented"] = labels.astype(np.float32)
     timings = {"load": t_load, **src.timings}
     timings["total"] = time.perf_counter() - t0
     return SourceFinderResult(image, beam, opts, src, timings, n_tiles)

@@ -81,6 +81,10 @@ def _edges(n: int, core: int) -> list[int]:
     return [int(round(i * n / k)) for i in range(k + 1)]
 
 
+#: Tile margin of the extended search, in units of its largest scale.
+EXT_MARGIN_SCALES = 3
+
+
 def plan_tiles(shape: tuple[int, int], beam: BeamPix, opts: FinderOptions) -> list[Tile]:
     """Tiles of an image (a single tile when no tiling is needed).
 
@@ -110,6 +114,9 @@ def plan_tiles(shape: tuple[int, int], beam: BeamPix, opts: FinderOptions) -> li
     box = opts.background.box_px(beam.width_px)
     reach = math.ceil(max(1.0, opts.background.grid * box) + box / 2.0) + 1
     margin = 2 * reach + ISLAND_MARGIN
+    if opts.extended.enabled:
+        # The extended search reaches as far as its largest wavelet scale, twice.
+        margin = max(margin, EXT_MARGIN_SCALES * 2**opts.extended.wt_scale_max)
     if opts.tile_step < 1.0:
         margin = max(margin, int(math.ceil((1.0 - opts.tile_step) * core)))
     xe = _edges(nx, core)
