@@ -14,6 +14,7 @@ from caesar_rest.logconfig import get_logger
 from caesar_rest.runtime import Runtime, build_runtime
 from caesar_rest.settings import Settings
 from caesar_rest.storage.orphans import ORPHANS, quarantine_orphans
+from caesar_rest.storage.tus import sweep_expired
 from caesar_rest.storage.upload import sweep_incoming
 
 log = get_logger(__name__)
@@ -65,6 +66,9 @@ class ServiceContext(Runtime):
         removed = sweep_incoming(self.settings.datadir)
         if removed:
             log.info("partial_uploads_removed", count=removed)
+        expired = sweep_expired(self.settings)
+        if expired:
+            log.info("expired_resumable_uploads_removed", count=expired)
         st = self.settings
         orphans = quarantine_orphans(st.datadir, self.sessions, keep=(st.jobdir, st.logdir))
         if orphans:
