@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -230,3 +231,43 @@ def test_client_resumes_an_interrupted_run(
     assert info.size == 4_017_600 and info.tag == "resumed"
     assert info.sha256 == hashlib.sha256(s17.read_bytes()).hexdigest()
     assert list(state.iterdir()) == []
+
+
+def test_quota_counts_unfinished_uploads(srv: LiveServer, oidc: OIDCProvider) -> None:
+    admin = {"Authorization": f"Bearer {oidc.token('admin')}"}
+    r = httpx.put(f"{srv.api}/admin/users/bob/quota", headers=admin, json={"bytes": 8 * CHUNK})
+    assert r.status_code == 200, r.text
+    with httpx.Client(
+        base_url=srv.api, headers={"Authorization": f"Bearer {oidc.token('bob')}"}, timeout=60
+    ) as bob:
+        first = create(bob, 5 * CHUNK, filename="a.fits")
+        r = bob.post(TUS, headers={**V, "Upload-Length": str(5 * CHUNK)})
+        assert r.status_code == 403, r.text
+        assert r.json()["used"] == 5 * CHUNK and r.json()["quota"] == 8 * CHUNK
+        assert bob.delete(first, headers=V).status_code == 204  # the reservation goes with it
+        create(bob, 5 * CHUNK, filename="b.fits")
+
+
+def test_concurrent_patch_is_423(alice: httpx.Client, srv: LiveServer) -> None:
+    url = create(alice, 4 * CHUNK, filename="slow.fits")
+    started = threading.Event()
+
+    def slow() -> Iterator[bytes]:
+        yield b"S" * 65536
+        started.set()
+        time.sleep(1.5)
+        yield b"S" * 65536
+
+    holder: dict[str, httpx.Response] = {}
+    headers = {**V, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    t = threading.Thread(
+        target=lambda: holder.setdefault("r", alice.patch(url, content=slow(), headers=headers))
+    )
+    t.start()
+    started.wait(10)
+    time.sleep(0.3)
+    with httpx.Client(headers=alice.headers, timeout=30) as other:
+        r = other.patch(url, content=b"S", headers=headers)
+    assert r.status_code == 423, r.text
+    t.join(30)
+    assert holder["r"].status_code == 204 and holder["r"].headers["upload-offset"] == "131072"
