@@ -271,3 +271,12 @@ def test_concurrent_patch_is_423(alice: httpx.Client, srv: LiveServer) -> None:
     assert r.status_code == 423, r.text
     t.join(30)
     assert holder["r"].status_code == 204 and holder["r"].headers["upload-offset"] == "131072"
+
+
+def test_head_of_json_routes_under_uvicorn(alice: httpx.Client) -> None:
+    """HEAD keeps the GET answer's Content-Length and sends no body (uvicorn used to fail
+    such answers as short: the routed scope said GET)."""
+    for path in ("/fileids", "/apps", f"{TUS}/{'0' * 32}"):
+        got, head = alice.get(path, headers=V), alice.head(path, headers=V)
+        assert head.status_code == got.status_code and head.content == b""
+        assert head.headers["content-length"] == got.headers["content-length"] != "0"
