@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from caesar_rest.client import CaesarClient
+from caesar_rest.client import CaesarClient, CaesarError
 
 from tests.support.oidc_provider import OIDCProvider, auth_env
 from tests.support.server import LiveServer
@@ -280,3 +280,18 @@ def test_head_of_json_routes_under_uvicorn(alice: httpx.Client) -> None:
         got, head = alice.get(path, headers=V), alice.head(path, headers=V)
         assert head.status_code == got.status_code and head.content == b""
         assert head.headers["content-length"] == got.headers["content-length"] != "0"
+
+
+def test_client_refused_upload_leaves_no_state(
+    srv: LiveServer, oidc: OIDCProvider, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"not an image\n" * 1000)
+    state = tmp_path / "state"
+    with (
+        CaesarClient(srv.url, token=oidc.token("alice")) as c,
+        pytest.raises(CaesarError) as err,
+    ):
+        c.upload(notes, resumable=True, chunk_size=4096, state_dir=state)
+    assert err.value.status == 415 and err.value.message.startswith("File refused:")
+    assert list(state.iterdir()) == []

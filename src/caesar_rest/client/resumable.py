@@ -29,6 +29,9 @@ DEFAULT_CHUNK = 8 * 1024 * 1024
 #: The header that names the registered file once the upload is complete.
 FILE_ID_HEADER = "X-Caesar-File-Id"
 _TUS = {"Tus-Resumable": TUS_VERSION}
+#: Answers after which the upload is gone on the server (refused at completion, quota, size,
+#: malformed): the state file is removed, a later run starts again.
+FINAL_REFUSALS = frozenset({400, 403, 404, 410, 413, 415})
 
 
 def default_state_dir() -> Path:
@@ -122,6 +125,15 @@ class ResumableUpload:
             The server refused the upload, or it could not be reached ``tries`` times in a row.
         """
         state = self.state_file()
+        try:
+            return self._run(state)
+        except ResumeError as exc:
+            if exc.status in FINAL_REFUSALS:  # the server dropped the upload: nothing to resume
+                with contextlib.suppress(FileNotFoundError):
+                    state.unlink()
+            raise
+
+    def _run(self, state: Path) -> dict[str, Any]:
         url, offset = self._resume(state)
         if url is None:
             url = self._create()
