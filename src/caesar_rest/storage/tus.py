@@ -205,10 +205,9 @@ class TusService:
     def _load(self, owner: str, upload_id: str) -> TusUpload | None:
         meta, _ = self._paths(owner, upload_id)
         try:
-            data = json.loads(meta.read_text())
-        except (FileNotFoundError, ValueError):
+            up = TusUpload(**json.loads(meta.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):  # gone, or not one of our records
             return None
-        up = TusUpload(**data)
         return up if up.owner == owner else None
 
     def _remove(self, owner: str, upload_id: str) -> None:
@@ -480,29 +479,30 @@ class TusService:
 
     def sweep_owner(self, owner: str) -> int:
         """Remove the caller's expired uploads; how many."""
-        return self._sweep_folder(self._folder(owner), time.time())
+        return _sweep_folder(self._folder(owner), time.time(), self.settings.tus_expiry_hours)
 
-    def _sweep_folder(self, folder: Path, now: float) -> int:
-        removed = 0
-        hours = self.settings.tus_expiry_hours
-        for meta in folder.glob("*.json"):
-            try:
-                data = json.loads(meta.read_text())
-                stale = now > float(data["touched"]) + hours * 3600.0
-            except (FileNotFoundError, ValueError, KeyError, TypeError):
-                stale = True
-            if stale:
-                for path in (meta, meta.with_suffix(".part")):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-                removed += 1
-        for part in folder.glob("*.part"):  # a .part whose .json never got written
-            if not part.with_suffix(".json").exists():
+
+def _sweep_folder(folder: Path, now: float, hours: float) -> int:
+    """Remove the expired uploads of one user's folder (and unreadable records); how many."""
+    removed = 0
+    for meta in folder.glob("*.json"):
+        try:
+            data = json.loads(meta.read_text())
+            stale = now > float(data["touched"]) + hours * 3600.0
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            stale = True
+        if stale:
+            for path in (meta, meta.with_suffix(".part")):
                 with contextlib.suppress(FileNotFoundError):
-                    if now - part.stat().st_mtime > hours * 3600.0:
-                        part.unlink()
-                        removed += 1
-        return removed
+                    path.unlink()
+            removed += 1
+    for part in folder.glob("*.part"):  # a .part whose .json never got written
+        if not part.with_suffix(".json").exists():
+            with contextlib.suppress(FileNotFoundError):
+                if now - part.stat().st_mtime > hours * 3600.0:
+                    part.unlink()
+                    removed += 1
+    return removed
 
 
 def sweep_expired(settings: Settings, now: float | None = None) -> int:
@@ -518,12 +518,10 @@ def sweep_expired(settings: Settings, now: float | None = None) -> int:
     root = settings.datadir / TUS_DIR
     if not root.is_dir():
         return 0
-    svc = TusService.__new__(TusService)
-    svc.settings = settings
     removed = 0
     for folder in root.iterdir():
         if folder.is_dir():
-            removed += svc._sweep_folder(folder, now or time.time())
+            removed += _sweep_folder(folder, now or time.time(), settings.tus_expiry_hours)
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty
     return removed
