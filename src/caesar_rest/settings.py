@@ -403,6 +403,12 @@ class Settings(BaseSettings):
             "guarantees durability otherwise."
         ),
     )
+    tus_expiry_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Hours an unfinished resumable (tus) upload is kept after its last bytes "
+        "arrived; then it is removed and its upload URL answers 404.",
+    )
 
     # --- remote storage (rclone; docs/storage.md) -----------------------------------------
     mount_rclone_volume: bool = Field(

@@ -61,7 +61,7 @@ def test_box_suppression() -> None:
     assert list(suppress(boxes, np.array([0.8, 0.9, 0.75]), 0.7)) == [1, 0, 2]
 
 
-def test_external_program_is_run_as_the_predecessor(
+def test_external_program_is_named_to_the_job(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     prog = tmp_path / "run_mrcnn.sh"
@@ -72,10 +72,12 @@ def test_external_program_is_run_as_the_predecessor(
                                          "run_mrcnn.sh")  # fmt: skip
     os.chmod(prog, 0o755)
     app = MrcnnApp()
-    assert app.availability() == (True, None) and app.results == ()
+    assert app.availability() == (True, None)
+    assert [r.name for r in app.results][-1] == "segmented-map"  # converted: the same files
     cmd = app.command(Path("/in.fits"), {"scoreThr": 0.5}, tmp_path)
-    assert cmd == [str(prog), "--runmode=detect", "--weights=/w/m.h5", "--scoreThr=0.5",
-                   "--image=/in.fits"]  # fmt: skip
+    assert cmd[1:] == ["-m", "caesar_rest.apps.mrcnn_run", "--input", "/in.fits", "--outdir",
+                       str(tmp_path), "--scoreThr=0.5", "--external", str(prog),
+                       "--external-weights", "/w/m.h5"]  # fmt: skip
 
 
 def test_cutex_and_mrcnn_through_the_api(

@@ -29,6 +29,8 @@ from tests.backends.backend_support import (
     wait_for,
 )
 from tests.support.e2e import run_curl_sequence
+from tests.support.server import wait_state
+from tests.support.webdav_remote import WebdavRemote
 
 pytestmark = pytest.mark.slurm
 FINAL = {"SUCCESS", "FAILURE", "TIMED-OUT", "ABORTED", "CANCELED"}
@@ -189,3 +191,34 @@ def test_monitor_reconciles_jobs_that_vanished_from_slurmctld(
     phase, reason, message, _ = record(held)
     assert (phase, reason) == ("ERROR", "lost"), message
     assert "unknown to slurmctld" in message and "outcome unknown" in message
+
+
+def test_slurm_job_with_the_remote_volume(cluster: SlurmCluster, tmp_path: Path, s17: Path) -> None:
+    """End to end with the rclone volume: the upload is on the remote before 200, the input
+    is staged in on the node when it is not cached, and the Slurm job ends SUCCESS only with
+    its whole folder on the remote (a real ``rclone serve webdav``)."""
+    webdav = WebdavRemote(tmp_path / "remote").start()
+    s = slurm_server(
+        tmp_path / "srv",
+        cluster,
+        CAESAR_REST_MOUNT_RCLONE_VOLUME="true",
+        CAESAR_REST_RCLONE_STORAGE_NAME=webdav.remote,
+        CAESAR_REST_RCLONE_STORAGE_PATH="appdata",
+    )
+    try:
+        s.start(timeout=60)
+        with s.client() as c:
+            fid = upload(c, s17)
+            assert webdav.files("appdata/data") == {f"anonymous/{fid}.fits": 4_017_600}
+            (s.datadir / "anonymous" / f"{fid}.fits").unlink()  # not cached: staged in
+            job_id = submit_sleep(c, fid, 0.2)
+            st = wait_state(c, job_id, FINAL, timeout=90)
+        assert st["state"] == "SUCCESS", st
+        on_remote = webdav.files(f"appdata/jobs/anonymous/job_{job_id}")
+        assert {"job.json", "job.log", "exit.json"} <= set(on_remote)
+        jdir = s.jobdir / "anonymous" / f"job_{job_id}"
+        assert on_remote == {p.name: p.stat().st_size for p in jdir.iterdir() if p.is_file()}
+        assert (s.datadir / "anonymous" / f"{fid}.fits").read_bytes() == s17.read_bytes()
+    finally:
+        s.stop()
+        webdav.stop()

@@ -211,3 +211,16 @@ def test_download_resumes_across_runs(server: LiveServer, tmp_path: Path) -> Non
         (h4, s4) = proxy.downloads()[-1]
         assert h4["range"] == "bytes=500000-" and s4 == 200  # If-Range did not match
         assert [p.name for p in out.iterdir()] == ["result.txt"]
+
+
+def test_resumable_upload_command(server: LiveServer, s17: Path, tmp_path: Path) -> None:
+    """``caesar-rest upload --resumable`` goes by tus and keeps no state once done."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    up = cli("upload", str(s17), "--tag", "tus", "--resumable", "--json", url=server.url, env=env)
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    assert info["size"] == 4_017_600 and info["tag"] == "tus" and info["format"] == "fits"
+    assert list((tmp_path / "cache" / "caesar-rest" / "uploads").iterdir()) == []
+    # By tus: the completed upload's record stays until it expires, its bytes are registered.
+    (done,) = (server.datadir / ".tus" / "anonymous").iterdir()
+    assert done.suffix == ".json" and json.loads(done.read_text())["file_id"] == info["file_id"]

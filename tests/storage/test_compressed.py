@@ -83,7 +83,7 @@ def test_compressed_upload_under_the_limit_counts_inflated(tmp_path: Path, chunk
 
 def test_inflater_memory_stays_bounded() -> None:
     """Each step yields at most INFLATE_STEP bytes, however dense the stream."""
-    inf = upload._Inflater(limit=1 << 40)
+    inf = upload.Inflater(limit=1 << 40)
     seen: list[int] = []
     real = zlib.decompressobj
 

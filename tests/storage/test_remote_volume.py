@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 import threading
 import time
@@ -27,8 +28,14 @@ from sqlalchemy import func, select
 from caesar_rest.api.app import create_app
 from caesar_rest.db.models import FileRecord
 from caesar_rest.storage.files import FileService
-from caesar_rest.storage.remote import Remote, RemoteUnavailable, check_rel, remote_target
-from caesar_rest.storage.volume import remote_volume
+from caesar_rest.storage.remote import (
+    Remote,
+    RemoteUnavailable,
+    check_rel,
+    remote_target,
+    rfc3339_epoch,
+)
+from caesar_rest.storage.volume import StorageUnavailable, remote_volume
 
 from tests.support.server import free_port, make_settings, wait_state
 from tests.support.synth_images import Synth
@@ -286,3 +293,42 @@ def test_slurm_jobs_get_the_staging_with_cluster_paths(tmp_path: Path) -> None:
     )
     assert (staging.input_local, staging.input_rel) == ("/cluster/data/u/f.fits", "data/u/f.fits")
     assert (staging.input_sha256, staging.job_rel) == ("ab" * 32, "jobs/u/job_abc")
+
+
+def test_rclone_time_stamps() -> None:
+    assert rfc3339_epoch("2026-12-02T07:00:00.123456789Z") == 1796194800.123456
+    assert rfc3339_epoch("2026-12-02T08:00:00+01:00") == 1796194800.0
+
+
+def test_stale_partial_copies_removed_at_start(tmp_path: Path, webdav: WebdavRemote) -> None:
+    """Partial upload copies of dead processes on the remote (``.incoming/*.part`` older than
+    the grace hour) and stale local fetches go at start-up; a copy in progress, and what is
+    not a partial copy, stay. A remote that is away is reported, the sweep fails cleanly."""
+    incoming = webdav.folder / "appdata" / "data" / ".incoming"
+    incoming.mkdir(parents=True)
+    old = time.time() - 7200
+    for name, size in (("dead.fits.part", 1000), ("notes.txt", 5)):
+        (incoming / name).write_bytes(b"x" * size)
+        os.utime(incoming / name, (old, old))
+    (incoming / "live.fits.part").write_bytes(b"y" * 10)
+    stage = tmp_path / "data" / "anonymous" / ".abc.fits.4242.stage"
+    stage.parent.mkdir(parents=True)
+    stage.write_bytes(b"partial")
+    os.utime(stage, (old, old))
+    with TestClient(create_app(_settings(tmp_path, webdav))) as c:
+        deadline = time.time() + 20
+        while ".incoming/dead.fits.part" in webdav.files("appdata/data"):
+            assert time.time() < deadline, "the start-up sweep did not run"
+            time.sleep(0.1)
+        assert webdav.files("appdata/data") == {
+            ".incoming/live.fits.part": 10,
+            ".incoming/notes.txt": 5,
+        }
+        assert not stage.exists()
+        assert c.get("/healthz").status_code == 200
+        volume = remote_volume(c.app.state.ctx.settings)  # type: ignore[attr-defined]
+        assert volume is not None
+        assert volume.sweep_partials(now=time.time() + 7200) == [".incoming/live.fits.part"]
+        webdav.stop()
+        with pytest.raises(StorageUnavailable, match="Remote storage unavailable"):
+            volume.sweep_partials()

@@ -5,7 +5,7 @@ start-up sweeps)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from functools import cached_property
+from functools import cached_property, partial
 
 from caesar_rest.auth.oidc import Identity, OIDCValidator
 from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
@@ -14,7 +14,9 @@ from caesar_rest.logconfig import get_logger
 from caesar_rest.runtime import Runtime, build_runtime
 from caesar_rest.settings import Settings
 from caesar_rest.storage.orphans import ORPHANS, quarantine_orphans
+from caesar_rest.storage.tus import sweep_expired
 from caesar_rest.storage.upload import sweep_incoming
+from caesar_rest.storage.volume import RemoteVolume, remote_volume, sweep_stage_files
 
 log = get_logger(__name__)
 
@@ -61,11 +63,23 @@ class ServiceContext(Runtime):
         )
 
     def start(self) -> None:
-        """Sweep partial uploads of dead processes, set orphan files aside, start the backends."""
+        """Sweep partial uploads of dead processes (and, with the rclone volume, stale fetches
+        here and, from the janitor, partial copies on the remote), set orphan files aside,
+        start the backends."""
         removed = sweep_incoming(self.settings.datadir)
         if removed:
             log.info("partial_uploads_removed", count=removed)
+        expired = sweep_expired(self.settings)
+        if expired:
+            log.info("expired_resumable_uploads_removed", count=expired)
         st = self.settings
+        volume = remote_volume(st)
+        tasks = []
+        if volume is not None:
+            stale = sweep_stage_files(st.datadir)  # before the orphans: they have no record
+            if stale:
+                log.info("stale_remote_fetches_removed", count=stale)
+            tasks.append(partial(sweep_remote_partials, volume))
         orphans = quarantine_orphans(st.datadir, self.sessions, keep=(st.jobdir, st.logdir))
         if orphans:
             log.warning(
@@ -76,7 +90,7 @@ class ServiceContext(Runtime):
                 note="stored files without a record (interrupted upload or lost commit)",
             )
         self.start_backends()
-        self.janitor = Janitor(self.jobs, self.settings.janitor_interval)
+        self.janitor = Janitor(self.jobs, self.settings.janitor_interval, tasks)
         self.janitor.start()
         self.started = True
 
@@ -89,3 +103,16 @@ class ServiceContext(Runtime):
             self.reader.close()
         self.engine.dispose()
         self.started = False
+
+
+def sweep_remote_partials(volume: RemoteVolume) -> None:
+    """Remove stale partial upload copies from the remote and log them (a janitor task: at
+    start-up, then every ``janitor_interval``)."""
+    removed = volume.sweep_partials()
+    if removed:
+        log.warning(
+            "remote_partial_copies_removed",
+            count=len(removed),
+            files=removed[:20],
+            note="interrupted uploads (a process stopped during the copy to the remote)",
+        )

@@ -38,6 +38,18 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: sends ``X-CAESAR-Client``, JavaScript libraries often ``X-Requested-With``.
 CLIENT_HEADERS = (b"x-caesar-client", b"x-requested-with")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Headers of the resumable (tus) upload a page of another allowed origin sends and reads.
+TUS_REQUEST_HEADERS = ("Tus-Resumable", "Upload-Length", "Upload-Metadata", "Upload-Offset")
+TUS_RESPONSE_HEADERS = (
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Expires",
+    "X-Caesar-File-Id",
+)
 
 Origin = tuple[str, str, int]
 
@@ -176,7 +188,7 @@ def install_cross_origin(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",
@@ -184,7 +196,14 @@ def install_cross_origin(app: FastAPI, settings: Settings) -> None:
                 "X-Request-ID",
                 "X-CAESAR-Client",
                 "X-Requested-With",
+                *TUS_REQUEST_HEADERS,
             ],
-            expose_headers=["Location", "Content-Disposition", "Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "Location",
+                "Content-Disposition",
+                "Retry-After",
+                "X-Request-ID",
+                *TUS_RESPONSE_HEADERS,
+            ],
             max_age=600,
         )

@@ -37,7 +37,11 @@ class HeadAsGet:
             return
 
         async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
+            if message["type"] == "http.response.start":
+                # Routed: the server sees HEAD again (uvicorn then expects no body despite the
+                # Content-Length of the GET answer; with GET it fails the answer as short).
+                scope["method"] = "HEAD"
+            elif message["type"] == "http.response.body":
                 if message.get("more_body", False):
                     return  # the rest of a streamed body: nothing of it goes out
                 message = {"type": "http.response.body", "body": b"", "more_body": False}

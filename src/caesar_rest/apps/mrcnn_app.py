@@ -9,10 +9,13 @@ post-processing (score threshold, non-maximum suppression of overlapping boxes).
 masks are written in ``segmented.fits``.
 
 When a site installs the original program, ``CAESAR_REST_MRCNN_PATH`` names it (the
-predecessor's ``run_mrcnn.sh``, or a folder holding it) and ``CAESAR_REST_MRCNN_WEIGHTS`` its
-weights file; the app then runs it as the predecessor did (``--runmode=detect
---weights=<file> --image=<input>``) and its own output files are in the job archive (they are
-not converted to the shared catalogue).
+predecessor's ``run_mrcnn.sh``, or a folder holding it; caesar-yolo's entry point works the
+same) and ``CAESAR_REST_MRCNN_WEIGHTS`` its weights file; the job's program then runs it as the
+predecessor did (``--runmode=detect --weights=<file> --image=<input>``, in the job's
+``external/`` folder) and converts its detections to the shared catalogue and
+``segmented.fits`` (:mod:`caesar_rest.apps.mrcnn_external`). The settings are read by the
+service (jobs do not get its ``CAESAR_REST_*`` environment) and passed to the job's program as
+``--external <program> --external-weights <file>``: the paths must be valid where the job runs.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ MRCNN_RESULTS: tuple[ResultSpec, ...] = (
 )
 
 
+def weights_path() -> str:
+    """The external program's weights file (``CAESAR_REST_MRCNN_WEIGHTS``, else the
+    predecessor's default)."""
+    return os.environ.get(WEIGHTS_ENV, "").strip() or DEFAULT_WEIGHTS
+
+
 def find_program() -> Path | None:
     """The external program named by ``CAESAR_REST_MRCNN_PATH``, or None (native model).
 
@@ -103,10 +112,6 @@ class MrcnnApp(App):
 
     program: ClassVar[str] = "caesar_rest.apps.mrcnn_run"
 
-    def __post_init__(self) -> None:
-        if find_program() is not None:
-            self.results = ()  # the program's own files, in the job archive
-
     def availability(self) -> tuple[bool, str | None]:
         """Always available natively; a configured external program must be executable."""
         program = find_program()
@@ -117,7 +122,7 @@ class MrcnnApp(App):
         return True, None
 
     def command(self, input_path: Path, options: Mapping[str, Any], out_dir: Path) -> list[str]:
-        """The native program, or the predecessor's command line of the external one.
+        """The in-tree program, told which external program to run when one is configured.
 
         Parameters
         ----------
@@ -133,15 +138,8 @@ class MrcnnApp(App):
         list of str
             The argument list.
         """
+        argv = super().command(input_path, options, out_dir)
         program = find_program()
         if program is None:
-            return super().command(input_path, options, out_dir)
-        weights = os.environ.get(WEIGHTS_ENV, "").strip() or DEFAULT_WEIGHTS
-        args = [f"--{k}={v}" for k, v in options.items() if k in ("scoreThr", "iouThr")]
-        return [
-            str(program),
-            "--runmode=detect",
-            f"--weights={weights}",
-            *args,
-            f"--image={input_path}",
-        ]
+            return argv
+        return [*argv, "--external", str(program), "--external-weights", weights_path()]

@@ -12,12 +12,18 @@ Steps (see :mod:`caesar_rest.apps.mrcnn_app` for what this model is and is not):
 
 Writes the shared catalogue (with ``class`` and ``class_score``) and ``segmented.fits`` (the
 mask of each kept object labelled ``island_id + 1``, 0 elsewhere).
+
+With ``CAESAR_REST_MRCNN_PATH`` set the site's original program runs instead and its detections
+are converted (:mod:`caesar_rest.apps.mrcnn_external`, :func:`convert_external`): the same
+files, with the program's classes, scores and masks.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +33,22 @@ from scipy import ndimage
 
 from caesar_rest.apps.adapt import Moments, moments_table, truncated_labels
 from caesar_rest.apps.console import say
-from caesar_rest.apps.mrcnn_app import MrcnnApp
+from caesar_rest.apps.mrcnn_app import DEFAULT_WEIGHTS, MrcnnApp
+from caesar_rest.apps.mrcnn_external import (
+    Detection,
+    ExternalError,
+    external_command,
+    label_map,
+    read_detections,
+    run_program,
+)
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import make_table
 from caesar_rest.classify import classify_table
 from caesar_rest.classify.features import Islands, find_islands
-from caesar_rest.imaging.fits_image import FWHM_PER_SIGMA, FitsImage
+from caesar_rest.imaging.fits_image import FWHM_PER_SIGMA, FitsImage, ImageError
 
 PROG = "mrcnn_run"
 #: Peak significance an island needs to be an object.
@@ -176,15 +190,86 @@ def detect(image: FitsImage, opts: Mapping[str, Any]) -> tuple[Any, npt.NDArray[
     return table, masks, int(ids.size)
 
 
+def measure(image: FitsImage, labels: npt.NDArray[np.int32], ids: npt.NDArray[np.intp]) -> Any:
+    """The shared-schema rows of the objects ``ids`` of a label map (moments of each mask).
+
+    Parameters
+    ----------
+    image
+        The image.
+    labels
+        Object label per pixel (0 outside), for example an external program's masks.
+    ids
+        The labels to measure, ascending; row ``k`` of the table is ``ids[k]``.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per object (without classes).
+    """
+    isl = find_islands(image)  # its significance and noise maps
+    npix = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1).astype(np.float64)
+    own = replace(isl, labels=labels, npix=npix)
+    return moments_table(image, _moments(image, own, ids))
+
+
+def convert_external(
+    image: FitsImage, detections: Sequence[Detection]
+) -> tuple[Any, npt.NDArray[np.int32]]:
+    """The shared catalogue and the mask map of an external program's detections.
+
+    Parameters
+    ----------
+    image
+        The image the program ran on.
+    detections
+        Its objects (:func:`~caesar_rest.apps.mrcnn_external.read_detections`).
+
+    Returns
+    -------
+    table, masks
+        One row per object that kept pixels (``island_id`` = its label - 1, ``class`` and
+        ``class_score`` the program's; flagged truncated at the image edge), and the label map
+        renumbered 1..n in row order.
+    """
+    labels = label_map(detections, image.shape)
+    ids = np.flatnonzero(np.bincount(labels.ravel(), minlength=len(detections) + 1)[1:]) + 1
+    if not ids.size:
+        return make_table(None), np.zeros(image.shape, dtype=np.int32)
+    table = measure(image, labels, ids)
+    picked = [detections[int(i) - 1] for i in ids]
+    table["class"] = np.array([d.cls for d in picked], dtype="U19")
+    table["class_score"] = np.array([d.score for d in picked], dtype=np.float64)
+    edge = np.array([d.edge for d in picked])
+    table["flags"][edge] |= FLAG_TRUNCATED
+    lut = np.zeros(len(detections) + 1, dtype=np.int32)
+    lut[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return table, lut[labels]
+
+
 class MrcnnFinder(Finder):
-    """The native ``mrcnn`` program: :func:`detect` and its log lines."""
+    """The ``mrcnn`` program: the native :func:`detect`, or the site's original program
+    (``CAESAR_REST_MRCNN_PATH``) and :func:`convert_external`."""
 
     prog = PROG
-    description = "Detect and classify radio objects with masks (native model)."
+    description = "Detect and classify radio objects with masks (native model or caesar-mrcnn)."
     maps = MapStyle("caesar-rest mrcnn")
+    #: The input image (the external program reads it from its file).
+    input_path: Path | None = None
+    #: The external program and its weights file (``--external``, ``--external-weights``).
+    external: Path | None = None
+    weights: str = ""
+
+    def load(self, input_path: Path, opts: Mapping[str, Any]) -> FitsImage:
+        """Load the image and remember its file for the external program."""
+        self.input_path = input_path
+        return super().load(input_path, opts)
 
     def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
-        """Detect, classify and select the objects (see :func:`detect`)."""
+        """Detect, classify and select the objects (see :func:`detect`), or have the external
+        program do it and convert its output."""
+        if self.external is not None:
+            return self._external(self.external, image, opts, out_dir)
         table, masks, n_cand = detect(image, opts)
         say(
             PROG,
@@ -204,13 +289,45 @@ class MrcnnFinder(Finder):
             maps={"segmented-map": ("segmented", masks.astype(np.float64))},
         )
 
+    def _external(
+        self, program: Path, image: FitsImage, opts: Mapping[str, Any], out_dir: Path
+    ) -> Extraction:
+        assert self.input_path is not None
+        argv = external_command(program, self.weights, self.input_path.resolve(), opts)
+        say(PROG, "running " + " ".join(argv))
+        try:
+            detections = read_detections(run_program(argv, out_dir))
+            table, masks = convert_external(image, detections)
+        except ExternalError as exc:
+            raise ImageError(str(exc)) from None
+        say(PROG, f"{len(detections)} objects from {program.name}, {len(table)} with pixels")
+        names = [str(c) for c in table["class"]] if len(table) else []
+        return Extraction(
+            table=table,
+            n_islands=len(table),
+            counts={"n_candidates": len(detections)},
+            summary={
+                "model": f"external: {program}",
+                "classes": {c: names.count(c) for c in sorted(set(names))},
+            },
+            maps={"segmented-map": ("segmented", masks.astype(np.float64))},
+        )
+
 
 FINDER = MrcnnFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
-    return program_main(MrcnnApp(), FINDER, argv)
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`), with
+    ``--external PROGRAM --external-weights FILE`` to run the site's caesar-mrcnn instead of
+    the native model."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--external", type=Path)
+    pre.add_argument("--external-weights", default=DEFAULT_WEIGHTS)
+    ns, rest = pre.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    finder = MrcnnFinder()
+    finder.external, finder.weights = ns.external, ns.external_weights
+    return program_main(MrcnnApp(), finder, rest)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,13 @@ def add_client_commands(sub: Any) -> None:
     p = cmd("upload", "upload a FITS image to a service", "Upload a FITS image; print its id.")
     p.add_argument("file", help="local FITS image")
     p.add_argument("--tag", help="a label stored with the file")
+    p.add_argument(
+        "--resumable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send it in chunks that a later run resumes after an interruption "
+        "(default: for files over 64 MiB)",
+    )
 
     cmd("apps", "list a service's apps", "List the apps of the service.")
 
@@ -339,7 +346,7 @@ def _cmd_upload(
     if not path.is_file():
         raise UsageError(f"no such file: {path}")
     with _upload_bar(err, path.name, not args.json) as bar:
-        info = client.upload(path, tag=args.tag, progress=bar)
+        info = client.upload(path, tag=args.tag, progress=bar, resumable=args.resumable)
     return _emit(
         out,
         args,

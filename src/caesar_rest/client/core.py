@@ -37,8 +37,11 @@ from caesar_rest.client.models import (
     JobRef,
     ResultInfo,
 )
+from caesar_rest.client.resumable import DEFAULT_CHUNK, ResumableUpload, ResumeError
 
 V1 = "/caesar/api/v1.0"
+#: Files larger than this are uploaded by the resumable (tus) upload unless told otherwise.
+RESUMABLE_ABOVE = 64 * 1024 * 1024
 UWS_JOBS = "/uws/jobs"
 CHUNK = 1024 * 1024
 #: Longest single WAIT the client asks for (the server may cap it lower).
@@ -472,15 +475,45 @@ class CaesarClient:
 
     # --- files and apps ------------------------------------------------------------------
     def upload(
-        self, path: str | Path, tag: str | None = None, progress: Progress | None = None
+        self,
+        path: str | Path,
+        tag: str | None = None,
+        progress: Progress | None = None,
+        resumable: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+        state_dir: str | Path | None = None,
     ) -> FileInfo:
         """Upload a FITS image (streamed); ``progress(done, total)`` follows the bytes sent.
+
+        Parameters
+        ----------
+        path
+            The local file.
+        tag
+            A label stored with the file.
+        progress
+            ``progress(bytes_done, bytes_total)``.
+        resumable
+            Send it by the resumable (tus) upload, in chunks of ``chunk_size`` bytes: a cut
+            connection is resumed where the server stopped, and so is an interrupted earlier
+            run of the same upload (its URL is kept under ``state_dir``, by default
+            ``~/.cache/caesar-rest/uploads``). Default: for files over
+            :data:`RESUMABLE_ABOVE` bytes.
+        chunk_size
+            Bytes per request of a resumable upload.
+        state_dir
+            Where a resumable upload keeps its URL until it is complete.
 
         Returns
         -------
         FileInfo
             The stored file, with the id to submit jobs on.
         """
+        path = Path(path)
+        if resumable is None:
+            resumable = path.stat().st_size > RESUMABLE_ABOVE
+        if resumable:
+            return self._upload_resumable(path, tag, progress, chunk_size, state_dir)
         body = _MultipartFile([("tag", tag)] if tag else [], Path(path), progress)
         r = self._request(
             "POST",
@@ -490,6 +523,33 @@ class CaesarClient:
             timeout=httpx.Timeout(self.timeout, write=None, read=None),
         )
         return FileInfo.from_upload(r.json())
+
+    def _upload_resumable(
+        self,
+        path: Path,
+        tag: str | None,
+        progress: Progress | None,
+        chunk_size: int,
+        state_dir: str | Path | None,
+    ) -> FileInfo:
+        up = ResumableUpload(
+            self._http,
+            f"{V1}/files/tus",
+            path,
+            tag=tag,
+            chunk_size=chunk_size,
+            state_dir=Path(state_dir) if state_dir is not None else None,
+            tries=max(1, self.retry.attempts),
+            sleep=lambda tried: self._sleep(self.retry.delay(tried)),
+            progress=progress,
+        )
+        try:
+            reply = up.run()
+        except ResumeError as exc:
+            raise CaesarError(exc.status, exc.message, exc.body) from None
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        return FileInfo.from_upload(reply)
 
     def apps(self) -> list[AppInfo]:
         """The service's apps."""

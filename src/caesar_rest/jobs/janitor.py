@@ -5,7 +5,8 @@ asked for another, never beyond ``max_destruction_days``; UWS clients may move i
 thread wakes every ``janitor_interval`` seconds, finds the jobs whose time has come, cancels
 those still running and removes their folder, archive and records (UWS §2.2.3.3 allows
 forgetting a destroyed job instead of keeping it ARCHIVED). Uploaded input files are not
-touched: they are the user's, with their own lifetime.
+touched: they are the user's, with their own lifetime. Further housekeeping tasks run after
+each sweep (with the rclone volume: the partial upload copies left on the remote).
 
 Several API processes may run a janitor on the same database: removal is idempotent, so two
 janitors meeting on one job do no harm.
@@ -14,6 +15,7 @@ janitors meeting on one job do no harm.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -40,9 +42,13 @@ class Janitor:
         Seconds between two sweeps.
     """
 
-    def __init__(self, jobs: JobService, interval: float):
+    def __init__(
+        self, jobs: JobService, interval: float, tasks: Sequence[Callable[[], object]] = ()
+    ):
         self.jobs = jobs
         self.interval = interval
+        #: Further housekeeping run after each sweep (the remote's partial copies).
+        self.tasks = tuple(tasks)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,6 +73,13 @@ class Janitor:
                 self.sweep()
             except Exception:  # the database may be briefly away: try again next time
                 log.exception("janitor_sweep_failed")
+            for task in self.tasks:
+                try:
+                    task()
+                except Exception as exc:  # a remote that is away: try again next time
+                    log.warning(
+                        "janitor_task_failed", task=getattr(task, "__name__", "?"), error=str(exc)
+                    )
             self._stop.wait(self.interval)
 
     def sweep(self, now: datetime | None = None) -> int:

@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,23 @@ class Remote:
         items = json.loads(out or b"[]")
         return int(items[0]["Size"]) if items else None
 
+    def list_files(self, rel: str) -> dict[str, float]:
+        """The files directly in the remote folder ``rel``: name to modification time (epoch
+        seconds); empty when the folder does not exist.
+
+        Raises
+        ------
+        RemoteUnavailable
+            The remote could not be listed.
+        """
+        try:
+            out = self.run("lsjson", "--files-only", "--no-mimetype", self.path(rel)).stdout
+        except RemoteUnavailable as exc:
+            if "directory not found" in str(exc):
+                return {}
+            raise
+        return {str(i["Name"]): rfc3339_epoch(str(i["ModTime"])) for i in json.loads(out or b"[]")}
+
     def delete_file(self, rel: str) -> bool:
         """Remove the remote file ``rel``; False when the remote could not be asked (no
         error when the file is gone already)."""
@@ -268,6 +286,23 @@ def _last_error(stderr: bytes) -> str:
     lines = [ln for ln in lines if "Config file" not in ln] or lines or ["no message"]
     text = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ", "", lines[-1])
     return text[:500]
+
+
+def rfc3339_epoch(stamp: str) -> float:
+    """Epoch seconds of an rclone time stamp (RFC 3339, nanoseconds allowed).
+
+    Parameters
+    ----------
+    stamp
+        For example ``2026-12-02T07:00:00.123456789Z`` or ``...+01:00``.
+
+    Returns
+    -------
+    float
+        Seconds since the epoch.
+    """
+    text = re.sub(r"(\.\d{6})\d+", r"\1", stamp.strip()).replace("Z", "+00:00")
+    return datetime.fromisoformat(text).timestamp()
 
 
 def file_sha256(path: Path) -> str:

@@ -96,7 +96,7 @@ class InflatedTooLarge(UploadTooLarge):
     """A compressed upload whose inflated content is over the size limit (413)."""
 
 
-class _Inflater:
+class Inflater:
     """Counts the inflated size of a gzip stream as it arrives (members one after another).
 
     Each step produces at most :data:`INFLATE_STEP` bytes, which are counted and dropped, so
@@ -228,7 +228,7 @@ class _HashingWriter:
         self._lock = threading.Lock()
         #: Inflated-size limit of a compressed file; None: do not look.
         self.inflate_limit = inflate_limit
-        self.inflater: _Inflater | None = None
+        self.inflater: Inflater | None = None
         self._head = b""
 
     def write(self, parts: list[memoryview]) -> None:
@@ -253,7 +253,7 @@ class _HashingWriter:
             if self._head != GZIP_MAGIC:
                 self.inflate_limit = None
                 return
-            self.inflater = _Inflater(self.inflate_limit)
+            self.inflater = Inflater(self.inflate_limit)
         for part in parts:
             self.inflater.feed(part)
 

@@ -10,6 +10,7 @@ folders fetched back for reading, removals. The jobs move their own input and re
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from caesar_rest.storage.remote import Remote, RemoteUnavailable, Staging, remot
 
 #: (remote, path) of partial copies that could not be removed when an upload failed.
 LEFTOVERS: set[tuple[Remote, str]] = set()
+#: Seconds a partial copy on the remote (or a local ``.stage`` file) is left alone.
+PARTIAL_GRACE = 3600.0
 
 
 class StorageUnavailable(Unavailable):
@@ -91,6 +94,48 @@ class RemoteVolume:
             if remote.delete_file(rel):
                 LEFTOVERS.discard(item)
 
+    def sweep_partials(self, grace: float = PARTIAL_GRACE, now: float | None = None) -> list[str]:
+        """Remove the partial upload copies on the remote that no upload is still writing.
+
+        :meth:`put_upload` copies to ``<data>/.incoming/<file>.part`` and renames the copy
+        into place once verified; a process killed in between (or a remote that went away
+        before the copy could be removed, with the process gone since) leaves that file on the
+        remote, where it counts against the store. Those untouched for ``grace`` seconds are
+        removed: a copy in progress is younger (rclone keeps the source's time, which is the
+        end of the local receipt, and an upload's copy takes less than the grace).
+
+        Parameters
+        ----------
+        grace
+            Seconds a partial copy is left alone.
+        now
+            The present time (tests).
+
+        Returns
+        -------
+        list of str
+            The removed files, as remote paths relative to the data folder.
+
+        Raises
+        ------
+        StorageUnavailable
+            The remote could not be listed.
+        """
+        folder = self.data_rel(INCOMING)
+        try:
+            items = self.remote.list_files(folder)
+        except RemoteUnavailable as exc:
+            raise StorageUnavailable(
+                f"Remote storage unavailable: {exc}", reason="remote_storage"
+            ) from None
+        moment = time.time() if now is None else now
+        removed: list[str] = []
+        for name, mtime in sorted(items.items()):
+            stale = name.endswith(".part") and moment - mtime > grace
+            if stale and self.remote.delete_file(f"{folder}/{name}"):
+                removed.append(f"{INCOMING}/{name}")
+        return removed
+
     def fetch_file(self, relpath: str, local: Path, sha256: str) -> None:
         """Bring a stored file back into the local cache (verified with its SHA-256)."""
         try:
@@ -143,6 +188,36 @@ class RemoteVolume:
             input_sha256=input_sha256,
             fetch_folder=fetch_folder,
         )
+
+
+def sweep_stage_files(datadir: Path, grace: float = PARTIAL_GRACE, now: float | None = None) -> int:
+    """Remove the temporary local copies of files fetched from the remote that were left
+    behind (``.<file>.<pid>.stage`` in the users' folders, :meth:`Remote.get_file`).
+
+    Parameters
+    ----------
+    datadir
+        The data folder.
+    grace
+        Seconds such a file is left alone (a fetch may be running).
+    now
+        The present time (tests).
+
+    Returns
+    -------
+    int
+        How many were removed.
+    """
+    if not datadir.is_dir():
+        return 0
+    moment = time.time() if now is None else now
+    removed = 0
+    for path in datadir.glob("*/.*.stage"):
+        with contextlib.suppress(FileNotFoundError):
+            if moment - path.stat().st_mtime > grace:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def make_remote(settings: Settings) -> Remote:

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from caesar_rest.api.v1 import accounting, admin, apps, files, jobs, results
+from caesar_rest.api.v1 import accounting, admin, apps, files, jobs, results, tus
 
 PREFIX = "/caesar/api/v1.0"
 
@@ -10,6 +10,7 @@ PREFIX = "/caesar/api/v1.0"
 ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     files.router,
+    tus.router,
     apps.router,
     accounting.router,
     admin.router,
