@@ -17,12 +17,11 @@ SQLite) the rows are SQLAlchemy's and :func:`normalise` turns them into the same
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, tuple_
+from sqlalchemy import Label, Select, bindparam, literal_column, tuple_
 from sqlalchemy import select as sa_select
 
 from caesar_rest.db.fastread import EngineReader, SQLiteReader
@@ -49,10 +48,11 @@ LIST_COLUMNS = (
 
 
 class ListRow(NamedTuple):
-    """One job of the list, in the form the renderer writes.
+    """The fields of one job of the list, in the form the renderer writes.
 
-    ``submit_date`` is ISO 8601 with its offset (``timeutil.iso``); ``job_inputs`` and ``tag``
-    are JSON text.
+    The store returns plain tuples in this order (a named tuple a row costs as much as the
+    rendering of the row); this class names the fields. ``submit_date`` is ISO 8601 with its
+    offset (``timeutil.iso``); ``job_inputs`` and ``tag`` are JSON text.
     """
 
     id: str
@@ -79,13 +79,26 @@ class ListKey:
     id: str
 
 
-def _statement(descending: bool, keyed: bool) -> Select[Any]:
+#: ``timeutil.iso`` of SQLAlchemy's SQLite ``DateTime`` text (``2025-01-01 00:00:00.000000``
+#: to ``2025-01-01T00:00:00+00:00``, microseconds only when not zero), computed by SQLite.
+_SQLITE_ISO: Label[str] = literal_column(
+    "substr(jobs.created_at, 1, 10) || 'T' || substr(jobs.created_at, 12, 8) || "
+    "CASE WHEN substr(jobs.created_at, 21, 6) = '000000' THEN '' "
+    "ELSE substr(jobs.created_at, 20, 7) END || '+00:00'"
+).label("submit_date")
+
+
+def _statement(descending: bool, keyed: bool, sqlite_text: bool = False) -> Select[Any]:
     """A page of one owner's jobs, with ``owner``, ``n``, ``o`` and (keyed) ``c``/``i`` bound.
 
     The offset is always a parameter: SQLite's dialect writes an ``OFFSET`` beside every
-    bound ``LIMIT``.
+    bound ``LIMIT``. With ``sqlite_text`` the creation time is selected as the ISO text the
+    answer shows (for the plain ``sqlite3`` reads).
     """
-    stmt = sa_select(*LIST_COLUMNS).where(JobRecord.owner == bindparam("owner"))
+    cols: list[Any] = list(LIST_COLUMNS)
+    if sqlite_text:
+        cols[1] = _SQLITE_ISO
+    stmt = sa_select(*cols).where(JobRecord.owner == bindparam("owner"))
     key = tuple_(JobRecord.created_at, JobRecord.id)
     at = tuple_(bindparam("c", type_=JobRecord.created_at.type), bindparam("i"))
     if keyed:
@@ -99,7 +112,10 @@ def _statement(descending: bool, keyed: bool) -> Select[Any]:
 
 #: The statements, built once (the SQLite reader keys its compiled form on their identity).
 _STATEMENTS = {
-    (desc, keyed): _statement(desc, keyed) for desc in (False, True) for keyed in (False, True)
+    (desc, keyed, text): _statement(desc, keyed, text)
+    for desc in (False, True)
+    for keyed in (False, True)
+    for text in (False, True)
 }
 
 
@@ -110,23 +126,13 @@ def _sqlite_text(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def sqlite_iso(text: str) -> str:
-    """SQLAlchemy's SQLite ``DateTime`` text (``2025-01-01 00:00:00.000000``) as ``timeutil.iso``
-    writes the instant (``2025-01-01T00:00:00+00:00``): microseconds only when not zero."""
-    if len(text) == 26 and text[10] == " " and text[19] == ".":
-        if text.endswith("000000"):
-            return f"{text[:10]}T{text[11:19]}+00:00"
-        return f"{text[:10]}T{text[11:]}+00:00"
-    return iso(datetime.fromisoformat(text))  # another writer's format: parse it
-
-
 def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def normalise(row: Any) -> ListRow:
-    """A row of SQLAlchemy values (datetimes, decoded JSON) in :class:`ListRow` form."""
-    return ListRow(
+def normalise(row: Any) -> tuple[Any, ...]:
+    """A row of SQLAlchemy values (datetimes, decoded JSON) in :class:`ListRow` order."""
+    return (
         row.id,
         iso(row.created_at),
         row.app,
@@ -141,27 +147,6 @@ def normalise(row: Any) -> ListRow:
         row.backend_job_id,
         row.elapsed,
         row.exit_code,
-    )
-
-
-def _stored(row: tuple[Any, ...]) -> ListRow:
-    """A raw ``sqlite3`` row (text dates, JSON text) in :class:`ListRow` form."""
-    (jid, created, app, inputs, fid, tag, backend, phase, reason, msg, pid, bjid, el, ex) = row
-    return ListRow(
-        jid,
-        sqlite_iso(created),
-        app,
-        "null" if inputs is None else inputs,
-        fid,
-        "null" if tag is None else tag,
-        backend,
-        phase,
-        reason,
-        msg,
-        pid,
-        bjid,
-        el,
-        ex,
     )
 
 
@@ -188,8 +173,11 @@ class JobListStore:
         after: ListKey | None = None,
         descending: bool = False,
         offset: int = 0,
-    ) -> list[ListRow]:
+    ) -> list[tuple[Any, ...]]:
         """Up to ``limit`` of ``owner``'s jobs after ``after`` in the order asked for.
+
+        Rows are tuples in :class:`ListRow` order. On a SQLite file they are read with the
+        creation time as the answer's text and JSON columns as stored; NULL JSON is ``None``.
 
         Parameters
         ----------
@@ -205,13 +193,12 @@ class JobListStore:
         offset
             Skip this many rows first.
         """
-        stmt = _STATEMENTS[(descending, after is not None)]
+        stmt = _STATEMENTS[(descending, after is not None, self.raw)]
         params: dict[str, Any] = {"owner": owner, "n": limit, "o": offset}
         if after is not None:
             params["i"] = after.id
             params["c"] = _sqlite_text(after.created) if self.raw else after.created
         if self.raw:
             assert isinstance(self.reader, SQLiteReader)
-            return [_stored(r) for r in self.reader.raw(stmt, params)]
-        convert: Callable[[Any], ListRow] = normalise
-        return [convert(r) for r in self.reader.all(stmt, params)]
+            return self.reader.raw(stmt, params)
+        return [normalise(r) for r in self.reader.all(stmt, params)]
