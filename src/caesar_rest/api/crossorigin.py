@@ -185,6 +185,12 @@ def install_cross_origin(app: FastAPI, settings: Settings) -> None:
                 "X-CAESAR-Client",
                 "X-Requested-With",
             ],
-            expose_headers=["Location", "Content-Disposition", "Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "Location",
+                "Content-Disposition",
+                "Retry-After",
+                "X-Request-ID",
+                "Link",
+            ],
             max_age=600,
         )
