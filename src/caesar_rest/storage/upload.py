@@ -2,14 +2,12 @@
 
 The request body is parsed as it arrives; the ``file`` part goes to a temporary file in the data
 folder's ``.incoming`` folder (same file system as its final place, so the final rename is
-atomic) while its SHA-256 is computed. Hashing and writing run in two worker threads at the
-same time (both let go of the GIL on large buffers), overlapping with each other and with the
-receipt of the next chunk on the event loop; each byte is copied once on our side, by the
-kernel into the file (the chunks are handed on as views). Nothing is held whole in memory,
-and a temporary file is removed on every failure path. The writer holds an exclusive
-``flock`` on its temporary file until the file is moved into place or discarded; the start-up
-sweep removes every temporary file of this host that it can lock, so a partial upload of a
-dead process goes even when a restarted server has the same pid (as in a container).
+atomic) while its SHA-256 is computed. Hashing and writing run in a worker thread, overlapping
+with the receipt of the next chunk. Nothing is held whole in memory, and a temporary file is
+removed on every failure path. The writer holds an exclusive ``flock`` on its temporary file
+until the file is moved into place or discarded; the start-up sweep removes every temporary
+file of this host that it can lock, so a partial upload of a dead process goes even when a
+restarted server has the same pid (as in a container).
 
 Compressed uploads (gzip, the one compressed form :mod:`caesar_rest.storage.formats` accepts)
 are inflated as they arrive, in the writer thread, a bounded block at a time with the output
@@ -234,20 +232,10 @@ class _HashingWriter:
         self._head = b""
 
     def write(self, parts: list[memoryview]) -> None:
-        """Write views of received chunks (no copy on our side); :meth:`digest` hashes them."""
+        """Hash and write views of received chunks (no copy on our side)."""
         with self._lock:
             if self.fd >= 0:
                 self._write(parts)
-
-    def digest(self, parts: list[memoryview]) -> None:
-        """Add views of received chunks to the checksum, in order.
-
-        Runs in a thread of its own beside :meth:`write` of the same views: the caller hands
-        over the next views only once both are done, so one thread at a time updates the hash.
-        """
-        update = self.hash.update
-        for part in parts:
-            update(part)  # releases the GIL for large buffers
 
     def _inflate(self, parts: list[memoryview]) -> None:
         """Count the inflated size of a gzip file (decided on its first two bytes)."""
@@ -271,6 +259,8 @@ class _HashingWriter:
 
     def _write(self, parts: list[memoryview]) -> None:
         self._inflate(parts)  # raises before a byte over the inflated limit is written
+        for part in parts:
+            self.hash.update(part)  # releases the GIL for large buffers
         pending = [p for p in parts if len(p)]
         while pending:
             n = os.writev(self.fd, pending[:1024])
@@ -498,7 +488,7 @@ async def receive_upload(
     rx = _Receiver(temp, limit, durable)
     parser = MultipartParser(boundary, rx.callbacks())
     loop = asyncio.get_running_loop()
-    pending: asyncio.Future[Any] | None = None
+    pending: asyncio.Future[None] | None = None
     try:
         async for chunk in chunks:
             parser.write(chunk)
@@ -507,7 +497,7 @@ async def receive_upload(
             if rx.writer is not None and rx.buffered >= buffer_size:
                 if pending is not None:
                     await pending
-                pending = _hand_over(loop, rx.writer, rx.take())
+                pending = loop.run_in_executor(None, rx.writer.write, rx.take())
         parser.finalize()
         if pending is not None:
             await pending
@@ -525,23 +515,13 @@ async def receive_upload(
         raise
 
 
-def _hand_over(
-    loop: asyncio.AbstractEventLoop, writer: _HashingWriter, parts: list[memoryview]
-) -> asyncio.Future[Any]:
-    """Write and hash ``parts`` in two worker threads at once; done when both are."""
-    return asyncio.gather(
-        loop.run_in_executor(None, writer.write, parts),
-        loop.run_in_executor(None, writer.digest, parts),
-    )
-
-
 async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpload:
     """Write what is left of the file part, flush it and describe it."""
     writer = rx.writer
     if writer is None:
         raise UploadError("no file part named 'file' in the form")
     if rx.buf:
-        await _hand_over(loop, writer, rx.take())
+        await loop.run_in_executor(None, writer.write, rx.take())
     if writer.size == 0:
         raise UploadError("the uploaded file is empty")
     await loop.run_in_executor(None, writer.flush_to_disk)
