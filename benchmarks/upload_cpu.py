@@ -50,15 +50,20 @@ async def body(mib: int, block: bytes) -> AsyncIterator[bytes]:
 def run(mode: str, mib: int, folder: Path) -> str:
     """One upload in ``mode``; its line of the table."""
     writer = upload._HashingWriter
-    saved = writer.write, writer.digest
+    saved = writer.write
+
+    def count(self: upload._HashingWriter, parts: list[memoryview]) -> None:
+        self.size += sum(len(p) for p in parts)
+
+    def hash_only(self: upload._HashingWriter, parts: list[memoryview]) -> None:
+        for part in parts:
+            self.hash.update(part)
+        count(self, parts)
+
     if mode == "parse":
-        writer.digest = lambda self, parts: None  # type: ignore[method-assign]
-    if mode in ("parse", "hash"):
-
-        def count(self: upload._HashingWriter, parts: list[memoryview]) -> None:
-            self.size += sum(len(p) for p in parts)
-
         writer.write = count  # type: ignore[method-assign]
+    elif mode == "hash":
+        writer.write = hash_only  # type: ignore[method-assign]
     block = os.urandom(CHUNK)
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     try:
@@ -72,7 +77,7 @@ def run(mode: str, mib: int, folder: Path) -> str:
             )
         )
     finally:
-        writer.write, writer.digest = saved  # type: ignore[method-assign]
+        writer.write = saved  # type: ignore[method-assign]
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     got.discard()
     per = 1024 / mib
