@@ -12,7 +12,12 @@ What it measures, from separate load processes (``wrk``, ``curl``, ``cp``):
 * MB/s of a 1 GiB FITS upload with ``curl -F`` against ``cp`` of the same file to the same file
   system, both from the page cache, and the server's peak RSS growth during the upload; beside
   them, the same curl upload to a bare FastAPI route that discards the body (the ceiling of any
-  upload route here) and ``openssl dgst -sha256`` of the file (the checksum's own cost).
+  upload route here) and ``openssl dgst -sha256`` of the file (the checksum's own cost);
+* the server's CPU time per answer of each route and per GiB uploaded (ours and the bare
+  sink's, and curl's), read from ``/proc``: on a machine shared with other work the rates
+  depend on the CPU the processes get, the CPU time much less;
+* ``/accounting`` and ``/appstats`` with 100,000 jobs (``benchmarks/accounting.py``, run from
+  here on a database of its own; ``--accounting-jobs 0`` skips it).
 
 Everything lives in a temporary folder that is removed at the end; the servers are subprocesses on
 free ports, always stopped. With ``--db-url postgresql+psycopg://...`` our server runs on
@@ -61,6 +66,11 @@ TARGET_STATUS_VS_BARE = 0.50
 TARGET_STATUS_P99_MS = 20.0
 TARGET_UPLOAD_VS_CP = 0.50
 TARGET_UPLOAD_RSS_MB = 64.0
+# Targets of issue 19 (lists, accounting, uploads).
+TARGET_LIST_RPS = 20.0
+TARGET_PAGE_RPS = 1000.0
+TARGET_UPLOAD_VS_SINK = 0.80
+TARGET_ACCOUNTING_MS = 100.0
 
 WRK_INSTALL = (
     "wrk is not installed. Install it with 'apt-get install wrk' (Debian/Ubuntu), "
@@ -142,6 +152,22 @@ def prime_memory(folder: Path, size: int) -> None:
         scratch.unlink(missing_ok=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (curl, cp, ...)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of a process in KiB (0 when it is gone)."""
     try:
@@ -165,6 +191,9 @@ class RssSampler(threading.Thread):
         self.peak_kib = self.start_kib
         self.samples = 0
         self._stop_event = threading.Event()
+        #: CPU seconds of the server and of curl over the sampled transfer (upload_once).
+        self.server_cpu = 0.0
+        self.curl_cpu = 0.0
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -468,6 +497,8 @@ class Row:
     result: WrkResult
     vs_bare: float | None = None
     rounds: list[float] = field(default_factory=list)
+    #: The server's CPU milliseconds per answer during the measured run.
+    cpu_ms: float | None = None
 
 
 @dataclass
@@ -484,6 +515,11 @@ class UploadResult:
     sink_s: list[float] = field(default_factory=list)
     sha256_s: list[float] = field(default_factory=list)
     cp_sync_s: list[float] = field(default_factory=list)
+    #: CPU seconds per round: our server, the bare sink's server, curl to each.
+    upload_cpu: list[float] = field(default_factory=list)
+    sink_cpu: list[float] = field(default_factory=list)
+    curl_cpu: list[float] = field(default_factory=list)
+    sink_curl_cpu: list[float] = field(default_factory=list)
 
     @property
     def upload_mbs(self) -> float:
@@ -509,18 +545,23 @@ def measure(
     args: argparse.Namespace,
     connections: int | None = None,
     duration: float | None = None,
+    pid: int | None = None,
 ) -> Row:
-    """Warm-up, then the measured wrk run."""
+    """Warm-up, then the measured wrk run (with the CPU time of server ``pid`` per answer)."""
     conns = connections or args.connections
     secs = duration or args.duration
     log(f"{label}: warm-up {args.warmup:.0f} s, then {secs:.0f} s, {conns} connections")
     run_wrk(wrk, url, args.warmup, conns, args.threads)
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     res = run_wrk(wrk, url, secs, conns, args.threads)
+    cpu_ms = None
+    if pid and res.requests:
+        cpu_ms = (cpu_seconds(pid) - cpu0) * 1000.0 / res.requests
     if res.requests == 0:
         res.errors = "no request completed (run longer or use fewer connections)"
     if res.errors:
         log(f"{label}: {res.errors}")
-    return Row(label, res)
+    return Row(label, res, cpu_ms=cpu_ms)
 
 
 def check_status_answer(base: str, job_id: str) -> None:
@@ -555,12 +596,15 @@ def upload_once(
     ]
     sampler = RssSampler(server.pid)
     sampler.start()
+    cpu0, curl0 = cpu_seconds(server.pid), children_cpu()
     try:
         t0 = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
         seconds = time.perf_counter() - t0
     finally:
         sampler.stop()
+    sampler.server_cpu = cpu_seconds(server.pid) - cpu0
+    sampler.curl_cpu = children_cpu() - curl0
     if proc.returncode != 0:
         raise RuntimeError(f"curl failed ({proc.returncode}): {proc.stderr.strip()}")
     return seconds, int(proc.stdout.strip() or 0), sampler
@@ -592,6 +636,7 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
     sink_s: list[float] = []
     sha256_s: list[float] = []
     cp_sync_s: list[float] = []
+    cpu: dict[str, list[float]] = {"ours": [], "sink": [], "curl": [], "sink_curl": []}
     codes: list[int] = []
     growth = 0.0
     samples = 0
@@ -616,6 +661,8 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
             log(f"round {i + 1} of {rounds}: upload of {size / MIB:.0f} MiB with curl")
             seconds, code, sampler = upload_once(server, src, answer)
             upload_s.append(seconds)
+            cpu["ours"].append(sampler.server_cpu)
+            cpu["curl"].append(sampler.curl_cpu)
             codes.append(code)
             growth = max(growth, sampler.growth_mb)
             samples += sampler.samples
@@ -633,10 +680,12 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
             os.sync()
             warm_read(src)
             log(f"round {i + 1} of {rounds}: upload to the bare body sink")
-            seconds, code, _ = upload_once(bare, src, answer, "/upload-sink")
+            seconds, code, sink_sampler = upload_once(bare, src, answer, "/upload-sink")
             if code != 200:
                 raise RuntimeError(f"bare upload sink: HTTP {code}")
             sink_s.append(seconds)
+            cpu["sink"].append(sink_sampler.server_cpu)
+            cpu["sink_curl"].append(sink_sampler.curl_cpu)
             warm_read(src)
             t0 = time.perf_counter()
             # OpenSSL: the library behind Python's hashlib (coreutils' sha256sum may lack the
@@ -654,7 +703,20 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
         for stored in (tmp / "data").rglob("*.fits"):
             stored.unlink()
     return UploadResult(
-        size, upload_s, cp_s, growth, samples, codes, sha_ok, sink_s, sha256_s, cp_sync_s
+        size,
+        upload_s,
+        cp_s,
+        growth,
+        samples,
+        codes,
+        sha_ok,
+        sink_s,
+        sha256_s,
+        cp_sync_s,
+        cpu["ours"],
+        cpu["sink"],
+        cpu["curl"],
+        cpu["sink_curl"],
     )
 
 
@@ -670,14 +732,17 @@ def format_tables(
     )
     out.append("")
     head = f"{'request':<44} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'vs bare':>8}"
+    head += f" {'CPU ms':>7}"
     out.append(head)
     out.append("-" * len(head))
     for r in rows:
         vs = "" if r.vs_bare is None else f"{r.vs_bare * 100:.0f} %"
+        cpu = "" if r.cpu_ms is None else f"{r.cpu_ms:.2f}"
         out.append(
             f"{r.label:<44} {r.result.rps:>9.1f} {r.result.p50_ms:>9.2f} "
-            f"{r.result.p99_ms:>9.2f} {vs:>8}"
+            f"{r.result.p99_ms:>9.2f} {vs:>8} {cpu:>7}"
         )
+    out.append("(CPU ms: the server's CPU time per answer during the measured run)")
     for r in rows:
         if len(r.rounds) > 1:
             runs = ", ".join(f"{x:.0f}" for x in r.rounds)
@@ -718,6 +783,18 @@ def format_tables(
                 if secs
             )
             out.append(f"  rounds (MB/s): {rounds}; medians shown")
+        if upload.upload_cpu and upload.sink_cpu:
+            gib = upload.size / (1024 * MIB)
+
+            def per_gib(xs: list[float]) -> float:
+                return statistics.median(xs) / gib
+
+            out.append(
+                f"CPU seconds per GiB (medians): our server {per_gib(upload.upload_cpu):.2f} "
+                f"+ curl {per_gib(upload.curl_cpu):.2f}; bare sink's server "
+                f"{per_gib(upload.sink_cpu):.2f} + curl {per_gib(upload.sink_curl_cpu):.2f}; "
+                f"upload vs sink {upload.upload_mbs / upload.mbs(upload.sink_s) * 100:.0f} %"
+            )
         check = "yes" if upload.sha_ok else "NO"
         codes = ", ".join(str(c) for c in upload.http_status)
         out.append(
@@ -727,7 +804,9 @@ def format_tables(
     return "\n".join(out)
 
 
-def format_targets(rows: dict[str, Row], upload: UploadResult | None) -> tuple[str, bool]:
+def format_targets(
+    rows: dict[str, Row], upload: UploadResult | None, accounting_p95: float | None = None
+) -> tuple[str, bool]:
     """One line per target: met or not met."""
     lines = ["", "targets:"]
     all_met = True
@@ -758,6 +837,30 @@ def format_targets(rows: dict[str, Row], upload: UploadResult | None) -> tuple[s
             upload.rss_growth_mb <= TARGET_UPLOAD_RSS_MB,
             f"server RSS growth during the upload {upload.rss_growth_mb:.1f} MB "
             f"(target <= {TARGET_UPLOAD_RSS_MB:.0f} MB)",
+        )
+        vs_sink = upload.mbs(upload.upload_s) / upload.mbs(upload.sink_s)
+        line(
+            vs_sink >= TARGET_UPLOAD_VS_SINK,
+            f"upload {vs_sink * 100:.0f} % of the bare body sink "
+            f"(target >= {TARGET_UPLOAD_VS_SINK * 100:.0f} %)",
+        )
+    if "list" in rows:
+        rps = rows["list"].result.rps
+        line(
+            rps >= TARGET_LIST_RPS,
+            f"full job list {rps:.1f} answers/s (target >= {TARGET_LIST_RPS:.0f})",
+        )
+    if "page" in rows:
+        rps = rows["page"].result.rps
+        line(
+            rps >= TARGET_PAGE_RPS,
+            f"page of 100 jobs {rps:.0f} answers/s (target >= {TARGET_PAGE_RPS:.0f})",
+        )
+    if accounting_p95 is not None:
+        line(
+            accounting_p95 <= TARGET_ACCOUNTING_MS,
+            f"/accounting p95 {accounting_p95:.1f} ms from snapshots "
+            f"(target <= {TARGET_ACCOUNTING_MS:.0f} ms)",
         )
     return "\n".join(lines), all_met
 
@@ -890,12 +993,20 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
             args,
             connections=args.list_connections,
             duration=list_secs,
+            pid=server.pid,
         )
         page_row = measure(
-            wrk, "caesar-rest: GET /jobs?limit=100", f"{server.base}{API}/jobs?limit=100", args
+            wrk,
+            "caesar-rest: GET /jobs?limit=100",
+            f"{server.base}{API}/jobs?limit=100",
+            args,
+            pid=server.pid,
         )
         server_rss_mb = rss_kib(server.pid) * 1024 / MB
 
+    accounting_p95 = None
+    if args.accounting_jobs:
+        acct_lines, acct_ok, accounting_p95 = run_accounting(args, tmp)
     rows = [bare_sync_row, bare_async_row, status_row, light_bare, light_ours, list_row, page_row]
     title = (
         f"caesar-rest API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
@@ -903,7 +1014,14 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         + (", uploads not flushed to disk (upload_fsync off)" if args.no_upload_fsync else "")
     )
     print(format_tables(title, rows, upload, args))
-    targets, _ = format_targets({"status": status_row}, upload)
+    if args.accounting_jobs:
+        print("\naccounting (benchmarks/accounting.py, same run):")
+        print("\n".join(acct_lines))
+        if not acct_ok:
+            log("accounting: the stored numbers differ from the live ones, or the target is missed")
+    targets, _ = format_targets(
+        {"status": status_row, "list": list_row, "page": page_row}, upload, accounting_p95
+    )
     print(targets)
     print(
         f"(server RSS at the end: {server_rss_mb:.0f} MB; 1-minute load average of the machine "
@@ -918,6 +1036,27 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         print("the upload failed its checks", file=sys.stderr)
         return 1
     return 0
+
+
+def run_accounting(args: argparse.Namespace, tmp: Path) -> tuple[list[str], bool, float]:
+    """``benchmarks/accounting.py`` on a database of its own (SQLite, or a second new
+    PostgreSQL database ``<name>_acct`` with ``--db-url``)."""
+    import accounting  # benchmarks/accounting.py (it imports this module)
+
+    folder = tmp / "accounting"
+    folder.mkdir()
+    ns = argparse.Namespace(
+        jobs=args.accounting_jobs, users=1000, caller_share=0.5, requests=args.accounting_requests
+    )
+    log(f"accounting: {ns.jobs} jobs, {ns.requests} requests per case")
+    if not args.db_url:
+        return accounting.run(ns, folder, f"sqlite:///{folder / 'bench.sqlite3'}")
+    from sqlalchemy.engine import make_url
+
+    u = make_url(args.db_url)
+    url = u.set(database=f"{u.database}_acct").render_as_string(hide_password=False)
+    with fresh_postgres_database(url) as db:
+        return accounting.run(ns, folder, db)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -964,6 +1103,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loglevel", help="our server's --loglevel (default: the server's default, INFO)"
     )
     p.add_argument("--tmpdir", help="parent of the temporary folder (default: the system's)")
+    p.add_argument(
+        "--accounting-jobs",
+        type=int,
+        default=100_000,
+        help="jobs of the /accounting measurement (default 100000; 0: skip it)",
+    )
+    p.add_argument(
+        "--accounting-requests",
+        type=int,
+        default=50,
+        help="sequential requests per /accounting case (default 50)",
+    )
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0

@@ -258,6 +258,9 @@ def test_cors_answers_only_the_configured_origins(tmp_path: Path) -> None:
         r = attack_upload(c, {"Origin": friend})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == friend
         assert_refused(attack_upload(c, {"Origin": EVIL}))
+        # A page of the job list: its Link header (next/prev pages) is readable by the page.
+        r = c.get(f"{API}/jobs", params={"limit": 1}, headers={"Origin": friend})
+        assert "link" in r.headers["access-control-expose-headers"].lower()
 
 
 def test_parse_origin() -> None:

@@ -91,6 +91,22 @@ def test_lists_and_queries_do_not_leak(world: Setup) -> None:
     assert world.done not in uws.text and world.running not in uws.text
 
 
+def test_pages_do_not_leak(world: Setup) -> None:
+    """Pages list the caller's jobs only, and another user's cursor shows none of them."""
+    a = httpx.Client(headers={"Authorization": f"Bearer {world.alice}"}, timeout=30)
+    b = httpx.Client(headers={"Authorization": f"Bearer {world.bob}"}, timeout=30)
+    first = a.get(f"{world.srv.api}/jobs", params={"limit": 1})
+    assert [d["job_id"] for d in first.json()] == [world.done]
+    nxt = first.links["next"]["url"]
+    assert [d["job_id"] for d in a.get(nxt).json()] == [world.running]
+    # Alice's cursor in Bob's request: a position in Bob's own (empty) list.
+    mine = b.get(nxt)
+    assert mine.status_code == 200 and mine.json() == [] and "link" not in mine.headers
+    assert b.get(f"{world.srv.api}/jobs", params={"limit": 1, "order": "desc"}).json() == []
+    newest = a.get(f"{world.srv.api}/jobs", params={"limit": 5, "order": "desc"}).json()
+    assert [d["job_id"] for d in newest] == [world.running, world.done]
+
+
 def test_a_still_has_everything(world: Setup) -> None:
     a = httpx.Client(
         base_url=world.srv.api, headers={"Authorization": f"Bearer {world.alice}"}, timeout=30

@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from caesar_rest.db.engine import make_engine
-from caesar_rest.db.migrate import upgrade
+from caesar_rest.db.migrate import migrate_to, upgrade
 from caesar_rest.db.models import Base
 
 
@@ -27,7 +27,8 @@ def check_schema(url: str) -> None:
             insp.get_table_names()
         )
         indexed = {tuple(ix["column_names"]) for ix in insp.get_indexes("jobs")}
-        assert ("owner", "created_at") in indexed and ("phase", "backend") in indexed
+        assert ("owner", "created_at", "id") in indexed and ("phase", "backend") in indexed
+        assert ("owner", "created_at") not in indexed  # replaced by the keyset index (0004)
     finally:
         engine.dispose()
 
@@ -39,3 +40,41 @@ def test_sqlite_schema(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_schema(pg_url: str) -> None:
     check_schema(pg_url)
+
+
+def test_keyset_index_down_and_up(tmp_path: Path) -> None:
+    """0004 goes down to the (owner, created_at) index of 0003 and up again."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    try:
+        upgrade(engine)
+        assert migrate_to(engine, "0003") == "0003"
+        names = {ix["name"] for ix in inspect(engine).get_indexes("jobs")}
+        assert "ix_jobs_owner_created" in names and "ix_jobs_owner_created_id" not in names
+        assert migrate_to(engine, "head") == "0004"
+        names = {ix["name"] for ix in inspect(engine).get_indexes("jobs")}
+        assert "ix_jobs_owner_created_id" in names and "ix_jobs_owner_created" not in names
+    finally:
+        engine.dispose()
+
+
+def test_list_pages_are_one_index_range_scan(tmp_path: Path) -> None:
+    """SQLite plans every page of the job list on the keyset index, without a sort."""
+    from caesar_rest.db.joblist import _STATEMENTS
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:
+            for stmt in _STATEMENTS.values():
+                sql = str(stmt.compile(dialect=engine.dialect))
+                plan = conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + sql,
+                    ("u", "2025-01-01 00:00:00.000000", "x", 1, 0)
+                    if "(?, ?)" in sql
+                    else ("u", 1, 0),
+                ).all()
+                steps = " ".join(str(row[-1]) for row in plan)
+                assert "USING INDEX ix_jobs_owner_created_id" in steps, (sql, steps)
+                assert "TEMP B-TREE" not in steps, steps
+    finally:
+        engine.dispose()

@@ -9,7 +9,9 @@ from functools import cached_property, partial
 
 from caesar_rest.auth.oidc import Identity, OIDCValidator
 from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
+from caesar_rest.db.joblist import JobListStore
 from caesar_rest.jobs.janitor import Janitor
+from caesar_rest.jobs.listing import JobLister
 from caesar_rest.logconfig import get_logger
 from caesar_rest.runtime import Runtime, build_runtime
 from caesar_rest.settings import Settings
@@ -32,6 +34,8 @@ class ServiceContext(Runtime):
     janitor: Janitor | None = None
     #: Reads of the job-status route (db/fastread.py); made by :meth:`build`.
     reader: SQLiteReader | EngineReader | None = None
+    #: The v1.0 job list (pages and the streamed full list), on :attr:`reader`.
+    job_lists: JobLister | None = None
 
     @cached_property
     def local_identity(self) -> Identity:
@@ -56,10 +60,12 @@ class ServiceContext(Runtime):
         """Create the folders, connect, migrate and wire the backends (not started)."""
         settings.ensure_dirs()
         rt = build_runtime(settings, migrate=migrate)
+        reader = make_reader(rt.engine)
         return cls(
             **{f.name: getattr(rt, f.name) for f in fields(Runtime)},
             validator=OIDCValidator(settings) if settings.aai else None,
-            reader=make_reader(rt.engine),
+            reader=reader,
+            job_lists=JobLister(JobListStore(reader)),
         )
 
     def start(self) -> None:

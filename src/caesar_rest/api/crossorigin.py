@@ -203,6 +203,7 @@ def install_cross_origin(app: FastAPI, settings: Settings) -> None:
                 "Content-Disposition",
                 "Retry-After",
                 "X-Request-ID",
+                "Link",
                 *TUS_RESPONSE_HEADERS,
             ],
             max_age=600,

@@ -117,6 +117,20 @@ class SQLiteReader:
             return out
         return [c.row_type._make(r) for r in rows]
 
+    def raw(self, stmt: AnySelect, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """All rows of ``stmt`` as ``sqlite3`` gives them: the stored values, unconverted.
+
+        ``DateTime`` columns are SQLAlchemy's SQLite text and ``JSON`` columns their JSON
+        text; bound values are passed as they are (text for a ``DateTime`` too).
+        """
+        c = self._compiled.get(id(stmt))
+        if c is None:
+            c = self._compiled[id(stmt)] = _Compiled(stmt, self.engine)
+        rows: list[tuple[Any, ...]] = (
+            self._conn().execute(c.sql, [params[k] for k in c.order]).fetchall()
+        )
+        return rows
+
     def first(self, stmt: AnySelect, params: dict[str, Any]) -> Any | None:
         """The first row of ``stmt``, or None."""
         rows = self.all(stmt, params)

@@ -92,7 +92,8 @@ class JobRecord(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
-        Index("ix_jobs_owner_created", "owner", "created_at"),
+        # The v1.0 list's keyset order (db/joblist.py), and any owner-only filter.
+        Index("ix_jobs_owner_created_id", "owner", "created_at", "id"),
         Index("ix_jobs_phase_backend", "phase", "backend"),
         Index("ix_jobs_input_file", "input_file_id"),
         Index("ix_jobs_destruction", "destruction_at"),

@@ -10,32 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Engine, Row, bindparam, case, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from caesar_rest.db.models import JobEvent, JobRecord
 from caesar_rest.jobs.states import FINAL, Phase, legacy_state
-
-#: Columns of a v1.0 job document (``api/v1/jobs.job_doc``).
-V1_COLUMNS = (
-    JobRecord.id,
-    JobRecord.created_at,
-    JobRecord.app,
-    JobRecord.job_inputs,
-    JobRecord.input_file_id,
-    JobRecord.tag,
-    JobRecord.backend,
-    JobRecord.phase,
-    JobRecord.reason,
-    JobRecord.message,
-    JobRecord.pid,
-    JobRecord.backend_job_id,
-    JobRecord.elapsed,
-    JobRecord.exit_code,
-)
-
 
 #: Columns of the v1.0 status document (``api/v1/jobs._status_doc``).
 STATUS_COLUMNS = (
@@ -74,32 +54,6 @@ STATUS_STMT = (
     .where(JobRecord.id == bindparam("job_id"))
     .order_by(JobEvent.id)
 )
-
-
-def v1_jobs(
-    engine: Engine, owner: str, limit: int | None, offset: int
-) -> Sequence[Row[*tuple[Any, ...]]]:
-    """The columns of :data:`V1_COLUMNS` of ``owner``'s jobs, oldest first, one page.
-
-    Parameters
-    ----------
-    engine
-        The database.
-    owner
-        Whose jobs.
-    limit, offset
-        At most ``limit`` jobs (None: all) after skipping ``offset``.
-    """
-    stmt = (
-        select(*V1_COLUMNS)
-        .where(JobRecord.owner == owner)
-        .order_by(JobRecord.created_at, JobRecord.id)
-        .offset(offset)
-    )
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    with engine.connect() as conn:
-        return conn.execute(stmt).all()
 
 
 def uws_jobs(

@@ -1,0 +1,249 @@
+"""The v1.0 job list: keyset pages behind an opaque cursor, and the predecessor's full list.
+
+Two answers share one renderer:
+
+* **The full list** (``GET /jobs`` without paging parameters, as the predecessor's clients
+  send it): every job of the caller, oldest first, the predecessor's JSON array. It is
+  streamed: read :data:`BATCH` jobs at a time with the keyset query (each batch one index
+  range scan) and written as it is read, so that neither the rows nor the answer are ever
+  held whole. Jobs created while it streams come after the last one read and are included;
+  no job is listed twice.
+* **Pages** (any of ``limit``, ``cursor``, ``order``, ``offset``): at most ``limit`` jobs
+  (:data:`DEFAULT_PAGE` when not given, at most :data:`MAX_PAGE`), the same array, and
+  cursors to the next and the previous page, which the route sends as ``Link`` headers
+  (RFC 8288). A cursor names a position (the creation time and id of a job), not a count, so
+  pages stay right while jobs are added or removed: a walk from the first page along ``next``
+  lists every job that existed at its start exactly once.
+
+Cursors are opaque to clients: URL-safe base64 of a small JSON array (format version,
+order, direction, creation time, job id). A cursor that does not decode is refused with 400.
+A cursor carries no owner: it only says where to start in the caller's own jobs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _js
+from typing import Any
+
+from caesar_rest.db.joblist import JobListStore, ListKey
+from caesar_rest.errors import Invalid
+from caesar_rest.storage.paths import is_job_id
+
+#: Jobs of a page when the request names no ``limit``.
+DEFAULT_PAGE = 100
+#: The largest ``limit`` of a page.
+MAX_PAGE = 1000
+#: Jobs read per batch of the streamed full list.
+BATCH = 1000
+#: The cursor format's version (first element of the array).
+CURSOR_VERSION = 1
+
+_STATES = {
+    "PENDING": "PENDING",
+    "QUEUED": "PENDING",
+    "HELD": "PENDING",
+    "EXECUTING": "RUNNING",
+    "SUSPENDED": "RUNNING",
+    "COMPLETED": "SUCCESS",
+}
+
+
+class BadCursor(Invalid):
+    """A ``cursor`` this service did not make, or one for another order (400)."""
+
+
+def _state(phase: str, reason: str | None) -> str:
+    """``jobs.states.legacy_state`` without the enum round trip (the list's hot loop)."""
+    state = _STATES.get(phase)
+    if state is not None:
+        return state
+    if phase == "ERROR":
+        return "TIMED-OUT" if reason == "timeout" else "FAILURE"
+    if phase == "ABORTED":
+        return "CANCELED" if reason == "canceled" else "ABORTED"
+    return "UNKNOWN"
+
+
+def render(rows: list[tuple[Any, ...]]) -> str:
+    """Jobs (tuples in ``db.joblist.ListRow`` order) as the predecessor's list documents, in
+    JSON, separated by commas.
+
+    The fields and values of the documents as they were built from dictionaries and
+    ``json.dumps``; ``job_inputs`` and ``tag`` are written as stored (their JSON text). One
+    loop with local names: this is the cost of the 10,000-job list.
+    """
+    out: list[str] = []
+    add = out.append
+    js, states = _js, _STATES
+    for jid, date, app, inputs, fid, tag, backend, phase, reason, msg, pid, bjid, el, ex in rows:
+        state = states.get(phase) or _state(phase, reason)
+        add(
+            f'{{"job_id":{js(jid)},"submit_date":"{date}","app":{js(app)},'
+            f'"job_inputs":{"null" if inputs is None else inputs},'
+            f'"data_inputs":{"null" if fid is None else js(fid)},"metadata":"",'
+            f'"tag":{"null" if tag is None else tag},"scheduler":{js(backend)},'
+            f'"state":"{state}","status":{js(msg)},'
+            f'"pid":{js(str(pid) if pid is not None else (bjid or ""))},'
+            f'"elapsed_time":{0 if el is None else el!r},"exit_code":{-1 if ex is None else ex}}}'
+        )
+    return ",".join(out)
+
+
+def encode_cursor(descending: bool, backwards: bool, row: tuple[Any, ...]) -> str:
+    """The opaque cursor of a position: after (``backwards``: before) ``row``."""
+    doc = [CURSOR_VERSION, "d" if descending else "a", "p" if backwards else "n"]
+    raw = json.dumps([*doc, row[1], row[0]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A decoded cursor: the order, the direction and the position."""
+
+    descending: bool
+    backwards: bool
+    key: ListKey
+
+
+def decode_cursor(text: str) -> Cursor:
+    """The cursor ``text`` made by :func:`encode_cursor` (raises :class:`BadCursor`)."""
+    try:
+        if len(text) > 256:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        version, order, way, created, job_id = json.loads(raw)
+        if version != CURSOR_VERSION or order not in ("a", "d") or way not in ("n", "p"):
+            raise ValueError("unknown cursor")
+        if not isinstance(job_id, str) or not is_job_id(job_id):
+            raise ValueError("bad job id")
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("no offset")
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor(
+            "Invalid cursor: pass the cursor of a Link header of an earlier page as it is"
+        ) from None
+    return Cursor(order == "d", way == "p", ListKey(when.astimezone(UTC), job_id))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page: its JSON array and the cursors of its neighbours (None: none there)."""
+
+    body: bytes
+    next: str | None
+    prev: str | None
+    count: int
+
+
+class JobLister:
+    """The v1.0 job list of a service.
+
+    Parameters
+    ----------
+    store
+        The keyset reads.
+    """
+
+    def __init__(self, store: JobListStore):
+        self.store = store
+
+    @property
+    def inline(self) -> bool:
+        """Whether a small page may be read on the event loop (the SQLite reader)."""
+        return self.store.inline
+
+    def page(
+        self,
+        owner: str,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+        descending: bool | None = None,
+        offset: int = 0,
+    ) -> Page:
+        """One page of ``owner``'s jobs.
+
+        Parameters
+        ----------
+        owner
+            Whose jobs.
+        limit
+            At most this many (1 to :data:`MAX_PAGE`).
+        cursor
+            A cursor of an earlier page (its order applies); None: the first page.
+        descending
+            Newest first (None: as the cursor says, else oldest first).
+        offset
+            Skip this many jobs first (the first page only; prefer cursors).
+
+        Raises
+        ------
+        Invalid
+            A limit out of bounds, a cursor with an offset, or an order against the cursor's.
+        BadCursor
+            A cursor that does not decode.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
+        if cursor is None:
+            return self._first(owner, limit, bool(descending), offset)
+        if offset:
+            raise Invalid("offset cannot be combined with cursor")
+        cur = decode_cursor(cursor)
+        if descending is not None and descending != cur.descending:
+            raise Invalid("order differs from the cursor's; drop one of them")
+        if cur.backwards:
+            # The page before: read it in the opposite order, then turn it round.
+            rows = self.store.page(owner, limit + 1, cur.key, not cur.descending)
+            more = len(rows) > limit
+            rows = rows[:limit][::-1]
+            prev = encode_cursor(cur.descending, True, rows[0]) if more else None
+            nxt = encode_cursor(cur.descending, False, rows[-1]) if rows else None
+            return self._render(rows, nxt, prev)
+        rows = self.store.page(owner, limit + 1, cur.key, cur.descending)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = encode_cursor(cur.descending, False, rows[-1]) if more else None
+        prev = encode_cursor(cur.descending, True, rows[0]) if rows else None
+        return self._render(rows, nxt, prev)
+
+    def _first(self, owner: str, limit: int, descending: bool, offset: int) -> Page:
+        rows = self.store.page(owner, limit + 1, None, descending, offset)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = encode_cursor(descending, False, rows[-1]) if more else None
+        prev = encode_cursor(descending, True, rows[0]) if rows and offset else None
+        return self._render(rows, nxt, prev)
+
+    @staticmethod
+    def _render(rows: list[tuple[Any, ...]], nxt: str | None, prev: str | None) -> Page:
+        body = "[" + render(rows) + "]"
+        return Page(body.encode(), nxt, prev, len(rows))
+
+    def stream(self, owner: str, batch: int = BATCH) -> Iterator[bytes]:
+        """The full list of ``owner``'s jobs, oldest first, as chunks of one JSON array.
+
+        Each chunk is one batch of ``batch`` jobs read with the keyset query after the last
+        job of the batch before, so that memory is bounded by a batch.
+        """
+        yield b"["
+        after: ListKey | None = None
+        first = True
+        while True:
+            rows = self.store.page(owner, batch, after)
+            if not rows:
+                break
+            text = render(rows)
+            yield (text if first else "," + text).encode()
+            first = False
+            if len(rows) < batch:
+                break
+            last = rows[-1]
+            after = ListKey(datetime.fromisoformat(last[1]), last[0])
+        yield b"]"
