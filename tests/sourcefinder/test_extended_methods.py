@@ -74,9 +74,9 @@ def _superpixel_mask(**legacy: Any) -> np.ndarray:
     ("legacy", "found", "regions"),
     [
         ({"no-extendedsearch": True}, 2, 0),
-        ({"extsfinder": "ACTIVE-CONTOUR"}, 4, 2),
+        ({"extsfinder": "ACTIVE-CONTOUR"}, 4, 4),
         ({"extsfinder": "ACTIVE-CONTOUR", "activecontour": "LRAC"}, 4, 2),
-        ({"extsfinder": "SP-HIERCLUST"}, 4, 3),
+        ({"extsfinder": "SP-HIERCLUST"}, 4, 2),
     ],
     ids=["none", "chan-vese", "lrac", "sp-hierclust"],
 )
