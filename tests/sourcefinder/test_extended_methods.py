@@ -153,6 +153,24 @@ def test_evolve_stops_on_the_tolerance_or_the_step_cap() -> None:
     assert capped == 7
 
 
+def test_contour_steps_are_capped_by_the_work_budget(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 2048^2 image, wtscalemin 3: 512^2 block means, 1,907 steps at most.
+    assert activecontour.step_budget(100_000, 512 * 512) == 1907
+    assert activecontour.step_budget(1000, 512 * 512) == 1000
+    assert activecontour.step_budget(100_000, 10**12) == 1
+    z, valid = activecontour.noise_units(_small())
+    img = activecontour.contour_image(activecontour.smoothed_significance(z, valid), valid)
+    opts = from_legacy({"ac-niters": 100_000, "ac-tolerance": 0.0}).contour
+    init = activecontour.initial_mask(img.shape, opts, np.zeros(img.shape, bool))
+    monkeypatch.setattr(activecontour, "MAX_WORK", 12 * img.size)
+    with caplog.at_level("WARNING", logger=activecontour.__name__):
+        _, steps = activecontour.evolve(img, init, opts)
+    assert steps == 12
+    assert "ac-niters=100000 capped at 12 steps" in caplog.text
+
+
 def test_significant_parts_drop_small_noise_blobs() -> None:
     z = np.zeros((40, 40))
     z[5:15, 5:15] = 1.0  # 100 px at 1 sigma: sum/sqrt(n) = 10
