@@ -13,7 +13,7 @@ import pytest
 
 from caesar_rest.apps.base import OptionError
 from caesar_rest.apps.caesar_app import CaesarApp
-from caesar_rest.sourcefinder import activecontour, find_sources, from_legacy, superpixel
+from caesar_rest.sourcefinder import activecontour, extended, find_sources, from_legacy, superpixel
 from caesar_rest.sourcefinder.extended import block_mean
 from caesar_rest.sourcefinder.options import ineffective_given
 
@@ -263,3 +263,19 @@ def test_search_map_is_saved(tmp_path: Path, method: str) -> None:
     # The map is higher on the structures than off them.
     truth = f.truth_sum() >= df.RMS
     assert float(np.median(sal[truth])) > float(np.median(sal[~truth]))
+
+
+@pytest.mark.parametrize("shape", [(97, 130), (7, 5)])
+def test_atrous_equals_the_correlation_with_the_holed_kernel(shape: tuple[int, int]) -> None:
+    # The 5-tap sums give exactly ndimage.correlate1d's result with the kernel's zeros.
+    from scipy import ndimage
+
+    img = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    ref = [img]
+    for n in range(5):
+        k = np.zeros(4 * 2**n + 1)
+        k[:: 2**n] = extended.B3
+        g = ndimage.correlate1d(ref[-1], k, axis=0, mode="mirror")
+        ref.append(ndimage.correlate1d(g, k, axis=1, mode="mirror").astype(np.float32))
+    got = extended.atrous(img, 5)
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
