@@ -13,7 +13,7 @@ import pytest
 
 from caesar_rest.apps.base import OptionError
 from caesar_rest.apps.caesar_app import CaesarApp
-from caesar_rest.sourcefinder import activecontour, find_sources, from_legacy, superpixel
+from caesar_rest.sourcefinder import activecontour, extended, find_sources, from_legacy, superpixel
 from caesar_rest.sourcefinder.extended import block_mean
 from caesar_rest.sourcefinder.options import ineffective_given
 
@@ -74,9 +74,9 @@ def _superpixel_mask(**legacy: Any) -> np.ndarray:
     ("legacy", "found", "regions"),
     [
         ({"no-extendedsearch": True}, 2, 0),
-        ({"extsfinder": "ACTIVE-CONTOUR"}, 4, 2),
+        ({"extsfinder": "ACTIVE-CONTOUR"}, 4, 4),
         ({"extsfinder": "ACTIVE-CONTOUR", "activecontour": "LRAC"}, 4, 2),
-        ({"extsfinder": "SP-HIERCLUST"}, 4, 3),
+        ({"extsfinder": "SP-HIERCLUST"}, 4, 2),
     ],
     ids=["none", "chan-vese", "lrac", "sp-hierclust"],
 )
@@ -151,6 +151,24 @@ def test_evolve_stops_on_the_tolerance_or_the_step_cap() -> None:
     assert steps == 15  # settled after 3 outer iterations of 5 steps
     _, capped = activecontour.evolve(img, init, from_legacy({"ac-niters": 7}).contour)
     assert capped == 7
+
+
+def test_contour_steps_are_capped_by_the_work_budget(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 2048^2 image, wtscalemin 3: 512^2 block means, 1,907 steps at most.
+    assert activecontour.step_budget(100_000, 512 * 512) == 1907
+    assert activecontour.step_budget(1000, 512 * 512) == 1000
+    assert activecontour.step_budget(100_000, 10**12) == 1
+    z, valid = activecontour.noise_units(_small())
+    img = activecontour.contour_image(activecontour.smoothed_significance(z, valid), valid)
+    opts = from_legacy({"ac-niters": 100_000, "ac-tolerance": 0.0}).contour
+    init = activecontour.initial_mask(img.shape, opts, np.zeros(img.shape, bool))
+    monkeypatch.setattr(activecontour, "MAX_WORK", 12 * img.size)
+    with caplog.at_level("WARNING", logger=activecontour.__name__):
+        _, steps = activecontour.evolve(img, init, opts)
+    assert steps == 12
+    assert "ac-niters=100000 capped at 12 steps" in caplog.text
 
 
 def test_significant_parts_drop_small_noise_blobs() -> None:
@@ -245,3 +263,19 @@ def test_search_map_is_saved(tmp_path: Path, method: str) -> None:
     # The map is higher on the structures than off them.
     truth = f.truth_sum() >= df.RMS
     assert float(np.median(sal[truth])) > float(np.median(sal[~truth]))
+
+
+@pytest.mark.parametrize("shape", [(97, 130), (7, 5)])
+def test_atrous_equals_the_correlation_with_the_holed_kernel(shape: tuple[int, int]) -> None:
+    # The 5-tap sums give exactly ndimage.correlate1d's result with the kernel's zeros.
+    from scipy import ndimage
+
+    img = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    ref = [img]
+    for n in range(5):
+        k = np.zeros(4 * 2**n + 1)
+        k[:: 2**n] = extended.B3
+        g = ndimage.correlate1d(ref[-1], k, axis=0, mode="mirror")
+        ref.append(ndimage.correlate1d(g, k, axis=1, mode="mirror").astype(np.float32))
+    got = extended.atrous(img, 5)
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))

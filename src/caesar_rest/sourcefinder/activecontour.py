@@ -32,7 +32,10 @@ subtracted image without its bright compact sources, reduced by ``2**(wtscalemin
      pair of global means cannot.
 
    Both stop after ``ac-niters`` steps, or when fewer pixels than ``ac-tolerance`` x the
-   boundary length change side in an outer iteration.
+   boundary length change side in an outer iteration. The steps are also capped by a work
+   budget (:data:`MAX_WORK` pixel-steps, :func:`step_budget`: about 1,900 steps on the
+   512 x 512 block means of a 2048 x 2048 image), so ``ac-niters`` (up to 100,000) cannot make
+   a job spend unbounded CPU; a capped run logs a warning.
 4. The inside, back at full resolution, in 4-connected parts; a part is kept when its
    significance ``sum(z) / sqrt(n)`` (block-mean noise units) reaches ``seedthr`` and the peak
    of the smoothed significance (in units of its own noise) :data:`PEAK_FACTOR` x ``seedthr``,
@@ -41,6 +44,7 @@ subtracted image without its bright compact sources, reduced by ``2**(wtscalemin
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -65,6 +69,30 @@ REINIT_CLIP = 3.0
 PEAK_FACTOR = 0.7
 #: Steps of one LRAC outer iteration.
 LRAC_INNER = 1
+#: Work budget of one contour evolution, in pixel-steps (steps x reduced pixels).
+MAX_WORK = 500_000_000
+
+_log = logging.getLogger(__name__)
+
+
+def step_budget(n_iters: int, npix: int, max_work: int = MAX_WORK) -> int:
+    """The steps allowed: ``n_iters`` capped by the work budget (at least 1).
+
+    Parameters
+    ----------
+    n_iters
+        Steps asked for (``ac-niters``).
+    npix
+        Pixels of the image the contour runs on.
+    max_work
+        Budget in pixel-steps.
+
+    Returns
+    -------
+    int
+        ``min(n_iters, max(1, max_work // npix))``.
+    """
+    return min(n_iters, max(1, max_work // max(npix, 1)))
 
 
 def robust_sigma(vals: npt.NDArray[np.floating]) -> float:
@@ -279,15 +307,26 @@ def evolve(img: F64, init: B, s: ContourSettings) -> tuple[B, int]:
     Returns
     -------
     inside, steps
-        Final inside and the steps made.
+        Final inside and the steps made (at most ``s.n_iters`` capped by
+        :func:`step_budget`).
     """
     inside = init.copy()
     steps, outer = 0, 0
+    n_iters = step_budget(s.n_iters, img.size, MAX_WORK)
+    if n_iters < s.n_iters:
+        _log.warning(
+            "active contour: ac-niters=%d capped at %d steps (work budget of %d pixel-steps "
+            "on %d pixels)",
+            s.n_iters,
+            n_iters,
+            MAX_WORK,
+            img.size,
+        )
     phi = signed_distance(inside) if s.method == "CHANVESE" else None
     inner = max(1, s.cv_inner) if s.method == "CHANVESE" else LRAC_INNER
-    while steps < s.n_iters:
+    while steps < n_iters:
         before = inside
-        for _ in range(min(inner, s.n_iters - steps)):
+        for _ in range(min(inner, n_iters - steps)):
             if phi is not None:
                 phi = chan_vese_step(phi, img, s)
             else:

@@ -116,12 +116,37 @@ def atrous(img: F32, n_scales: int) -> list[F32]:
     f = np.nan_to_num(img.astype(np.float32), nan=0.0)
     planes = [f]
     for n in range(n_scales):
-        k = np.zeros(4 * 2**n + 1)
-        k[:: 2**n] = B3
-        g = ndimage.correlate1d(planes[-1], k, axis=0, mode="mirror")
-        g = ndimage.correlate1d(g, k, axis=1, mode="mirror")
-        planes.append(g.astype(np.float32))
+        g = _b3_smooth(planes[-1], 2**n, axis=0)
+        g = _b3_smooth(g, 2**n, axis=1)
+        planes.append(g)
     return planes
+
+
+def _b3_smooth(a: F32, step: int, axis: int) -> F32:
+    """The B3 spline with holes ``step`` apart along ``axis`` (mirrored edges).
+
+    The same sums as ``ndimage.correlate1d`` with the kernel's zeros (in the same order for
+    a symmetric kernel: centre, then each pair of taps added before the weight, in double
+    precision), so the result is identical, but 5 taps instead of ``4 step + 1``.
+    """
+    n = a.shape[axis]
+    if 2 * step >= n:
+        k = np.zeros(4 * step + 1)
+        k[::step] = B3
+        return np.asarray(ndimage.correlate1d(a, k, axis=axis, mode="mirror"), dtype=np.float32)
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (2 * step, 2 * step)
+    p = np.pad(a, pad, mode="reflect").astype(np.float64)
+
+    def tap(j: int) -> npt.NDArray[np.float64]:
+        sl = [slice(None), slice(None)]
+        sl[axis] = slice(2 * step + j, 2 * step + j + n)
+        return p[tuple(sl)]
+
+    acc = tap(0) * B3[2]
+    acc += (tap(-step) + tap(step)) * B3[3]
+    acc += (tap(-2 * step) + tap(2 * step)) * B3[4]
+    return np.asarray(acc, dtype=np.float32)
 
 
 def reduction(scale_min: int) -> int:
