@@ -12,6 +12,11 @@ fails, the wrapper tells which limit ended it, from the signal (``SIGXCPU``, ``S
 ``SIGKILL`` at the memory limit) or from the error the app printed last (``MemoryError``,
 ``Too many open files``, ``File too large``), and writes it into ``exit.json`` (``limit``,
 ``reason``) and the log.
+
+Started by the fork server (:mod:`caesar_rest.backends.forkserver`), the wrapper is a fork of
+a process that has the science stack imported already: :func:`main` then gets a ``start``
+that forks the app too (a ``python -m module`` command runs with :mod:`runpy` in that fork,
+under the same rlimits) instead of executing a new interpreter.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from caesar_rest.jobs.folder import (
     CPU_TIME,
@@ -57,8 +63,46 @@ MEMORY_ERRORS = (
 )
 
 
-def main(argv: list[str]) -> int:
-    """Run the command after ``--``; return its exit status in shell convention."""
+class AppProcess(Protocol):
+    """The running app, as :func:`main` waits for it (a ``subprocess.Popen`` is one)."""
+
+    @property
+    def pid(self) -> int:
+        """The app's pid."""
+
+    def wait(self) -> int:
+        """Wait for the app; its status (negative: the signal that ended it)."""
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the app (nothing once it has ended)."""
+
+
+#: Starts the app: its argument list and the function that sets its limits in the child.
+Starter = Callable[[list[str], Callable[[], None] | None], AppProcess]
+
+
+def exec_app(cmd: list[str], limiter: Callable[[], None] | None) -> AppProcess:
+    """Start the app as a new program (``fork`` + ``exec``), its limits set before the exec."""
+    # Safe: the wrapper runs no other threads.
+    return subprocess.Popen(cmd, preexec_fn=limiter)  # noqa: S603, PLW1509 - no shell
+
+
+def main(argv: list[str], starter: Starter = exec_app) -> int:
+    """Run the command after ``--``; return its exit status in shell convention.
+
+    Parameters
+    ----------
+    argv
+        ``["--", PROGRAM, ARGS...]`` (anything before ``--`` is ignored).
+    starter
+        How the app is started (default: a new program; the fork server forks it).
+
+    Returns
+    -------
+    int
+        The app's status in shell convention (128 + signal), 2 on a usage error, 75 when
+        staging failed, 127 when the app could not be started.
+    """
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         print("usage: python -m caesar_rest.backends.wrapper -- PROGRAM [ARGS...]", file=sys.stderr)
         return 2
@@ -68,7 +112,7 @@ def main(argv: list[str]) -> int:
     staging = _staging()
     if staging is not None and not _stage(staging.stage_in, "input not staged in", start):
         return STAGE_FAILED
-    rc = _run(cmd, limits, start)
+    rc = _run(cmd, limits, start, starter)
     if staging is not None and not _stage(staging.stage_out, "results not stored", start):
         return STAGE_FAILED
     return rc
@@ -97,14 +141,13 @@ def _stage(step: Callable[[Path], None], what: str, start: float) -> bool:
     return True
 
 
-def _run(cmd: list[str], limits: JobLimits, start: float) -> int:
+def _run(cmd: list[str], limits: JobLimits, start: float, starter: Starter = exec_app) -> int:
     """Run the app under its limits; write ``exit.json``; its status in shell convention."""
     print(f"[caesar-rest] running: {cmd!r}", flush=True)
     if limits.to_env():
         print(f"[caesar-rest] limits: {limits.to_env()}", flush=True)
     try:
-        # Safe: the wrapper runs no other threads.
-        proc = subprocess.Popen(cmd, preexec_fn=_limiter(limits))  # noqa: S603, PLW1509 - no shell
+        proc = starter(cmd, _limiter(limits))
     except OSError as exc:
         print(f"[caesar-rest] cannot start {cmd[0]}: {exc}", file=sys.stderr, flush=True)
         _write(127, None, start, limits)
@@ -112,8 +155,7 @@ def _run(cmd: list[str], limits: JobLimits, start: float) -> int:
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         # The whole process group usually gets the signal; forwarding covers a lone kill.
-        if proc.poll() is None:
-            proc.send_signal(signum)
+        proc.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
