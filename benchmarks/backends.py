@@ -19,7 +19,8 @@ against the tests' in-process fake of the API whose "kubelet" runs that many pod
 The Kubernetes figures therefore measure this service's side only (Job creation, polling,
 status mapping), not a cluster's scheduling; no cluster can run here.
 
-Two more patterns (``--idle N``, ``--stress N``), each on a fresh server of the same backend:
+Every pattern runs on a fresh server of the backend, after one warm-up job (the service is past
+its start-up, as one in use is). Two more patterns (``--idle N``, ``--stress N``):
 
 * ``--idle N``: N ``sleep`` jobs one after the other on an idle service (each submitted once the
   one before is final). Reported: submit-to-start p50/p95 as above, and submit-to-running
@@ -156,6 +157,7 @@ def base_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
         "CAESAR_REST_MAX_CONCURRENT_JOBS": str(args.slots),
         "CAESAR_REST_LOGLEVEL": "WARNING",
         **({"CAESAR_REST_DB_URL": args.db_url} if args.db_url else {}),
+        **({"CAESAR_REST_JOB_FORK_SERVER": args.fork_server} if args.fork_server else {}),
     }
 
 
@@ -289,6 +291,12 @@ def wait_final(c: httpx.Client, ids: list[str], timeout: float) -> dict[str, dic
     return docs
 
 
+def warm_up(c: httpx.Client, fid: str) -> None:
+    """One job before the measurement: the service is past its start (its fork server, if it
+    has one, has imported the science stack), as a service in use is."""
+    wait_final(c, [submit(c, SLEEP_JOB, fid)], 120)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -297,6 +305,7 @@ def pct(values: list[float], q: float) -> float:
 def run_jobs(srv: Server, backend: str, n: int) -> Result:
     with httpx.Client(base_url=f"{srv.url}{API}", timeout=60) as c:
         fid = upload_image(c)
+        warm_up(c, fid)
         t0 = time.time()
         ids = [submit(c, SLEEP_JOB, fid) for _ in range(n)]
         try:
@@ -339,6 +348,7 @@ def run_idle(srv: Server, backend: str, n: int) -> Idle:
     failed = 0
     with httpx.Client(base_url=f"{srv.url}{API}", timeout=60) as c:
         fid = upload_image(c)
+        warm_up(c, fid)
         for _ in range(n):
             time.sleep(0.3)  # idle: the dispatcher has gone back to waiting
             sent = time.time()
@@ -374,6 +384,7 @@ def run_stress(srv: Server, backend: str, n: int) -> Stress:
     """The predecessor's stress pattern: N concurrent caesar jobs on the 1000x1000 image."""
     with httpx.Client(base_url=f"{srv.url}{API}", timeout=120) as c:
         fid = upload_image(c)
+        warm_up(c, fid)
         with ThreadPoolExecutor(n) as pool:
             ids = list(pool.map(lambda _: submit(c, STRESS_JOB, fid), range(n)))
         docs = wait_final(c, ids, 60 + 30 * n)
@@ -416,6 +427,11 @@ def main() -> int:
     p.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="jobs at once")
     p.add_argument("--poll", type=float, default=0.5, help="server poll interval (s)")
     p.add_argument("--db-url", help="database URL (default: SQLite in a temporary folder)")
+    p.add_argument(
+        "--fork-server",
+        choices=["eager", "lazy", "off"],
+        help="the job_fork_server setting (default: the service's default)",
+    )
     p.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = p.parse_args()

@@ -77,12 +77,13 @@ def worker_service() -> JobService:
 
 
 def worker_fork_server() -> ForkServer | None:
-    """The fork server of this worker process (started at its first call, after the fork);
-    None when ``job_fork_server`` is off."""
+    """The fork server of this worker process (made at its first call, after the fork; started
+    then when ``job_fork_server`` is eager, else with the first job); None when it is off."""
     pid = os.getpid()
     if pid not in _FORK_SERVERS:
-        server = fork_server(worker_service().settings, die_with_launcher=True)
-        if server is not None:
+        settings = worker_service().settings
+        server = fork_server(settings, die_with_launcher=True)
+        if server is not None and settings.job_fork_server == "eager":
             server.start()
         _FORK_SERVERS.clear()
         _FORK_SERVERS[pid] = server

@@ -6,14 +6,18 @@ on these machines) before it reads a pixel. The fork server is one long-lived pr
 launching process (an API process's local runner, a Celery pool process) that has imported
 them once (``job_fork_server_preload``) and forks a child per job:
 
-* the child is the wrapper (:func:`caesar_rest.backends.wrapper.main`): its own session (so its
-  process group id is its pid and :func:`~caesar_rest.backends.process.kill_group` stops the
-  job), in the job folder, standard output and error on ``job.log``, standard input
-  ``/dev/null``, the job's environment and no other file descriptor, default signal handlers;
-* the app is a fork of that child (:func:`fork_app`): the job's rlimits, then ``python -m
-  module`` through :mod:`runpy`. A command that is not ``python -m`` with this interpreter is
-  executed as a new program, as on the cold path. The wrapper writes ``exit.json`` and the
-  outcome rule (:func:`~caesar_rest.jobs.folder.outcome_of`) is unchanged.
+* the child has its own session (so its process group id is its pid and
+  :func:`~caesar_rest.backends.process.kill_group` stops the job), runs in the job folder with
+  standard output and error on ``job.log``, standard input ``/dev/null``, the job's
+  environment and no other file descriptor, and the signal handlers of a new interpreter;
+* a ``python -m module`` command with this interpreter is that child: the job's rlimits, then
+  the module through :mod:`runpy`. The server is its wrapper: it reaps it (``wait4``: status
+  and resource use) and writes ``exit.json`` and the last lines of ``job.log`` with the
+  wrapper's own functions (:func:`~caesar_rest.backends.wrapper.record_exit`), so the outcome
+  rule (:func:`~caesar_rest.jobs.folder.outcome_of`) is unchanged;
+* a job that stages files to a remote (the wrapper's steps before and after the app), or
+  another program, gets the wrapper (:func:`caesar_rest.backends.wrapper.main`) as that child;
+  the wrapper forks the app (:func:`fork_app`) or executes it, as on the cold path.
 
 Safety of the fork: the server forks only while it runs one thread. It is a fresh interpreter
 (``python -m caesar_rest.backends.forkserver``, started by :class:`ForkServer`) whose BLAS and
@@ -30,8 +34,11 @@ dies with the launcher) with two file descriptors: the job's own socket and ``jo
 server answers on the job's socket with ``{"pid", "ticks"}`` (or ``{"error"}``) and, when the
 wrapper ends, ``{"status"}`` (its exit status, negative: the signal). When the launcher closes
 a job's socket (it died), a job that dies with its launcher (Celery) gets SIGTERM in its whole
-group; its wrapper also has ``PR_SET_PDEATHSIG`` on the server. When the control socket closes
-the server exits; local jobs go on (adopted by the next service process, as today).
+group; it also has ``PR_SET_PDEATHSIG`` on the server. When the control socket closes (or on
+SIGTERM) the server takes no more jobs and exits once the last job whose end it records has
+ended; local jobs go on (adopted by the next service process, as today). A server killed
+outright leaves its running jobs without an ``exit.json`` (they end ERROR, lost) unless they
+have a wrapper of their own.
 
 When the fork server is off (``job_fork_server``), cannot start, has died or refuses, the
 launcher starts the job cold (:func:`caesar_rest.backends.process.launch`) and logs why once.
@@ -202,7 +209,7 @@ def _fresh_state() -> None:
     if numpy is not None:
         numpy.random.seed()
     threads = next((os.environ[v] for v in THREAD_VARS[::-1] if v in os.environ), "")
-    if threads.isdigit():
+    if threads.isdigit() and int(threads) > 1:  # the server's BLAS runs one thread already
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:  # optional: BLAS then keeps the server's one thread
@@ -212,33 +219,55 @@ def _fresh_state() -> None:
 
 # --- the server ------------------------------------------------------------------------------
 @dataclass
+class _Direct:
+    """A job whose app the server forked itself: the server records its end (as the wrapper
+    would): ``exit.json`` and the last lines of ``job.log``."""
+
+    folder: Path
+    start: float
+    limits: Any  # JobLimits
+    log_fd: int
+
+
+@dataclass
 class _Job:
-    """A wrapper the server forked and its launcher's socket."""
+    """A job the server forked (the wrapper, or the app itself) and its launcher's socket."""
 
     pid: int
     sock: socket.socket | None
     die_with_launcher: bool
+    direct: _Direct | None = None
 
 
 class _Server:
     """The fork server's loop (single-threaded): requests, forks, reaping."""
 
     def __init__(self, ctl: socket.socket):
-        self.ctl = ctl
+        self.ctl: socket.socket | None = ctl
         self.jobs: dict[int, _Job] = {}
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)
-        signal.signal(signal.SIGTERM, lambda _s, _f: self._shutdown(0))
+        self._stopping = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, _signum: int, _frame: Any) -> None:
+        # Only a flag: the loop shuts down after select (which the wakeup fd ends).
+        self._stopping = True
 
     def serve(self) -> None:
-        """Serve until the launcher closes the control socket."""
-        while True:
+        """Serve until the launcher closes the control socket and the last job the server
+        records itself has ended."""
+        while self.ctl is not None or any(j.direct for j in self.jobs.values()):
             socks = [s for s in (j.sock for j in self.jobs.values()) if s is not None]
-            ready, _, _ = select.select([self.ctl, self.wake_r, *socks], [], [], 5.0)
+            listen = [self.wake_r, *socks] + ([self.ctl] if self.ctl is not None else [])
+            ready, _, _ = select.select(listen, [], [], 5.0)
             self._reap()
+            if self._stopping:
+                self._shutdown()
+                continue
             for s in ready:
                 if s is self.ctl:
                     self._request()
@@ -249,18 +278,21 @@ class _Server:
                     self._launcher_gone(s)
 
     def _request(self) -> None:
+        assert self.ctl is not None
         try:
             data, fds, _, _ = socket.recv_fds(self.ctl, MAX_MESSAGE, 2)
         except OSError:
             data, fds = b"", []
         if not data:
-            self._shutdown(0)
+            self._shutdown()
+            return
         if len(fds) != 2:
             for fd in fds:
                 os.close(fd)
             return
         job_sock = socket.socket(fileno=fds[0])
         log_fd = fds[1]
+        keep_log = False
         try:
             req = json.loads(data)
             threads = thread_count()
@@ -268,20 +300,37 @@ class _Server:
                 self._reply(job_sock, {"error": f"fork server runs {threads} threads"})
                 job_sock.close()
                 return
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                self._child(req, job_sock, log_fd)  # never returns
-            from caesar_rest.backends.process import process_start_ticks
-
-            self.jobs[pid] = _Job(pid, job_sock, bool(req.get("die_with_launcher")))
-            self._reply(job_sock, {"pid": pid, "ticks": process_start_ticks(pid)})
+            keep_log = self._fork(req, job_sock, log_fd)
         except Exception as exc:
             self._reply(job_sock, {"error": f"{type(exc).__name__}: {exc}"})
             job_sock.close()
         finally:
-            os.close(log_fd)
+            if not keep_log:
+                os.close(log_fd)
+
+    def _fork(self, req: dict[str, Any], job_sock: socket.socket, log_fd: int) -> bool:
+        """Fork the job; whether the server keeps ``log_fd`` (it records the end itself)."""
+        from caesar_rest.backends.process import process_start_ticks
+        from caesar_rest.jobs.folder import LIMITS_ENV, JobLimits
+        from caesar_rest.storage.remote import STORAGE_ENV
+
+        argv = [str(a) for a in req["argv"]]
+        env = {str(k): str(v) for k, v in req["env"].items()}
+        # One fork (the server is the app's wrapper) unless the job stages files (the
+        # wrapper's steps before and after the app) or runs another program.
+        direct = None
+        if python_module(argv) is not None and STORAGE_ENV not in env:
+            limits = JobLimits.from_env(env.get(LIMITS_ENV))
+            direct = _Direct(Path(req["cwd"]), time.time(), limits, log_fd)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._child(req, argv, env, job_sock, log_fd, direct)  # never returns
+        die = bool(req.get("die_with_launcher"))
+        self.jobs[pid] = _Job(pid, job_sock, die, direct)
+        self._reply(job_sock, {"pid": pid, "ticks": process_start_ticks(pid)})
+        return direct is not None
 
     @staticmethod
     def _reply(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -291,15 +340,35 @@ class _Server:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             job = self.jobs.pop(pid, None)
-            if job is not None and job.sock is not None:
-                self._reply(job.sock, {"status": os.waitstatus_to_exitcode(status)})
+            if job is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if job.direct is not None:
+                code = self._record(job.direct, code, usage)
+            if job.sock is not None:
+                self._reply(job.sock, {"status": code})
                 job.sock.close()
+
+    @staticmethod
+    def _record(direct: _Direct, rc: int, usage: Any) -> int:
+        """Record the end of an app the server forked itself, as the wrapper does; the
+        wrapper's status for it (shell convention)."""
+        from caesar_rest.backends.wrapper import end_lines, record_exit, shell_status
+
+        try:
+            record = record_exit(direct.folder, rc, direct.start, direct.limits, usage)
+            os.write(direct.log_fd, end_lines(record).encode())
+        except OSError as exc:  # the folder has gone: nothing to record
+            print(f"{MODULE}: cannot record the end in {direct.folder}: {exc}", file=sys.stderr)
+        finally:
+            os.close(direct.log_fd)
+        return shell_status(rc)
 
     def _launcher_gone(self, sock: socket.socket) -> None:
         """A job's launcher closed its socket: it died (or gave the job up)."""
@@ -315,16 +384,28 @@ class _Server:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(job.pid, signal.SIGTERM)
 
-    def _shutdown(self, code: int) -> None:
+    def _shutdown(self) -> None:
+        """The launcher has gone (or SIGTERM): stop taking jobs; end the jobs that die with
+        the launcher; stay until the last job whose end the server records has ended."""
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
         for job in self.jobs.values():
             if job.die_with_launcher:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(job.pid, signal.SIGTERM)
-        os._exit(code)
 
     # --- in the child ------------------------------------------------------------------
-    def _child(self, req: dict[str, Any], job_sock: socket.socket, log_fd: int) -> None:
-        """The forked wrapper: isolate, then run :func:`caesar_rest.backends.wrapper.main`."""
+    def _child(
+        self,
+        req: dict[str, Any],
+        argv: list[str],
+        env: dict[str, str],
+        job_sock: socket.socket,
+        log_fd: int,
+        direct: _Direct | None,
+    ) -> None:
+        """The forked job: isolate it, then run the app (``direct``) or the wrapper."""
         code = 1
         try:
             server = os.getppid()
@@ -335,7 +416,8 @@ class _Server:
                     os._exit(1)
             signal.set_wakeup_fd(-1)
             for s in (self.ctl, self.wake_r, self.wake_w, job_sock):
-                s.close()
+                if s is not None:
+                    s.close()
             for job in self.jobs.values():
                 if job.sock is not None:
                     job.sock.close()
@@ -344,13 +426,11 @@ class _Server:
             _own_fds(log_fd)
             os.chdir(req["cwd"])
             os.environ.clear()
-            os.environ.update({str(k): str(v) for k, v in req["env"].items()})
+            os.environ.update(env)
             _job_path(os.environ.get("PYTHONPATH", ""))
             _reset_logging()
-            from caesar_rest.backends.wrapper import main
-
             print(f"[caesar-rest] warm start (fork server {server})", flush=True)
-            code = main(["--", *req["argv"]], starter=fork_app)
+            code = self._run_job(argv, direct)
         except BaseException:
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
@@ -359,6 +439,20 @@ class _Server:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+
+    @staticmethod
+    def _run_job(argv: list[str], direct: _Direct | None) -> int:
+        from caesar_rest.backends.wrapper import limiter, main, start_lines
+
+        if direct is None:
+            return main(["--", *argv], starter=fork_app)
+        target = python_module(argv)
+        assert target is not None
+        print(start_lines(argv, direct.limits), end="", flush=True)
+        apply = limiter(direct.limits)
+        if apply is not None:
+            apply()
+        return _run_module(*target)
 
 
 def _die_with_parent() -> None:
@@ -426,6 +520,10 @@ def serve_main(argv: Sequence[str]) -> int:
         why = f"{threads} threads after the preload (forking is unsafe)"
         print(json.dumps({"ready": False, "why": why}), flush=True)
         return 3
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the children's collections then leave the preloaded objects' pages shared
     print(
         json.dumps({"ready": True, "pid": os.getpid(), "preloaded": loaded, "failed": failed}),
         flush=True,

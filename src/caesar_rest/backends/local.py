@@ -9,7 +9,8 @@ After a restart, jobs left EXECUTING are adopted when their process still runs (
 and process start time, so a reused pid is never mistaken), finished from ``exit.json`` when the
 wrapper recorded an outcome, and otherwise marked ERROR (lost). Processes are started and
 stopped through :mod:`caesar_rest.backends.process`, like the Celery worker's: warm, from this
-process's fork server (:mod:`caesar_rest.backends.forkserver`, started with the first job),
+process's fork server (:mod:`caesar_rest.backends.forkserver`, started with the runner or the
+first job: ``job_fork_server``),
 unless ``job_fork_server`` is off or the server is unavailable. Jobs of the fork server do not
 die with it or with this process: the next service process adopts them as before.
 
@@ -79,7 +80,11 @@ class LocalBackend:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        """Adopt or settle jobs an earlier process left, then start the dispatcher thread."""
+        """Adopt or settle jobs an earlier process left, then start the dispatcher thread
+        (and the fork server, when it starts eagerly and local is the default backend)."""
+        eager = self.settings.job_fork_server == "eager"
+        if self.fork_server is not None and eager and self.settings.job_scheduler == self.name:
+            self.fork_server.start()
         self.adopt()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="local-dispatcher", daemon=True)

@@ -223,7 +223,7 @@ def launch(
 def fork_server(settings: Settings, *, die_with_launcher: bool) -> ForkServer | None:
     """A fork server for this launching process per the ``job_fork_server*`` settings (not
     started: it starts on first use or with ``start()``); None when the setting is off."""
-    if not settings.job_fork_server:
+    if settings.job_fork_server == "off":
         return None
     from caesar_rest.backends.forkserver import ForkServer
 

@@ -143,14 +143,12 @@ def _stage(step: Callable[[Path], None], what: str, start: float) -> bool:
 
 def _run(cmd: list[str], limits: JobLimits, start: float, starter: Starter = exec_app) -> int:
     """Run the app under its limits; write ``exit.json``; its status in shell convention."""
-    print(f"[caesar-rest] running: {cmd!r}", flush=True)
-    if limits.to_env():
-        print(f"[caesar-rest] limits: {limits.to_env()}", flush=True)
+    print(start_lines(cmd, limits), end="", flush=True)
     try:
-        proc = starter(cmd, _limiter(limits))
+        proc = starter(cmd, limiter(limits))
     except OSError as exc:
         print(f"[caesar-rest] cannot start {cmd[0]}: {exc}", file=sys.stderr, flush=True)
-        _write(127, None, start, limits)
+        _write(127, start, limits)
         return 127
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -160,14 +158,31 @@ def _run(cmd: list[str], limits: JobLimits, start: float, starter: Starter = exe
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     rc = proc.wait()
-    record = _write(rc, -rc if rc < 0 else None, start, limits)
-    if record.reason:
-        print(f"[caesar-rest] {record.reason}", flush=True)
-    print(f"[caesar-rest] exit code {rc}, {time.time() - start:.2f} s", flush=True)
+    record = _write(rc, start, limits)
+    print(end_lines(record), end="", flush=True)
+    return shell_status(rc)
+
+
+def shell_status(rc: int) -> int:
+    """An app's status in shell convention (a signal ``n`` as ``128 + n``)."""
     return rc if rc >= 0 else 128 - rc
 
 
-def _limiter(limits: JobLimits) -> Callable[[], None] | None:
+def start_lines(cmd: list[str], limits: JobLimits) -> str:
+    """The job log's lines when the app starts: its command and limits."""
+    text = f"[caesar-rest] running: {cmd!r}\n"
+    if limits.to_env():
+        text += f"[caesar-rest] limits: {limits.to_env()}\n"
+    return text
+
+
+def end_lines(record: ExitRecord) -> str:
+    """The job log's lines when the app has ended: the limit that ended it, the status."""
+    text = f"[caesar-rest] {record.reason}\n" if record.reason else ""
+    return text + f"[caesar-rest] exit code {record.exit_code}, {record.elapsed or 0:.2f} s\n"
+
+
+def limiter(limits: JobLimits) -> Callable[[], None] | None:
     """The function the app's child process runs before its exec: set the rlimits."""
     wanted = [
         (resource.RLIMIT_DATA, limits.memory, 0),
@@ -242,16 +257,42 @@ def _log_tail(path: Path) -> bytes:
         return b""
 
 
-def _write(rc: int, sig: int | None, start: float, limits: JobLimits) -> ExitRecord:
-    end = time.time()
+def _write(rc: int, start: float, limits: JobLimits) -> ExitRecord:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the app and what it waited for
+    return record_exit(Path.cwd(), rc, start, limits, usage)
+
+
+def record_exit(
+    folder: Path, rc: int, start: float, limits: JobLimits, usage: resource.struct_rusage
+) -> ExitRecord:
+    """Write the ``exit.json`` of an app that ended with status ``rc``; the record.
+
+    Parameters
+    ----------
+    folder
+        The job folder (its ``job.log`` tells which limit ended the app).
+    rc
+        The app's status (negative: the signal that ended it).
+    start
+        When the job started (Unix time).
+    limits
+        The job's limits.
+    usage
+        What the app and the processes it waited for used (``getrusage``, ``wait4``).
+
+    Returns
+    -------
+    ExitRecord
+        The record written.
+    """
+    end = time.time()
     cpu = round(usage.ru_utime + usage.ru_stime, 3)
     hit = None
     if rc != 0 and limits.to_env():
-        hit = limit_hit(rc, limits, cpu, usage.ru_maxrss, _log_tail(Path.cwd() / LOG_FILE))
+        hit = limit_hit(rc, limits, cpu, usage.ru_maxrss, _log_tail(folder / LOG_FILE))
     record = ExitRecord(
         exit_code=rc,
-        signal=sig,
+        signal=-rc if rc < 0 else None,
         started=start,
         ended=end,
         elapsed=end - start,
@@ -260,7 +301,7 @@ def _write(rc: int, sig: int | None, start: float, limits: JobLimits) -> ExitRec
         limit=hit,
         reason=limits.describe(hit) if hit else None,
     )
-    write_exit(Path.cwd(), record)
+    write_exit(folder, record)
     return record
 
 
