@@ -209,6 +209,23 @@ def test_unsafe_preload_is_refused(tmp_path: Path) -> None:
         srv.close()
 
 
+def test_a_local_job_outlives_its_launcher_and_keeps_its_record(tmp_path: Path) -> None:
+    srv = _server()
+    started = launch(
+        tmp_path, [sys.executable, "-m", "caesar_test_apps", "--seconds", "1"], 1, warm=srv
+    )
+    server = srv.pid
+    srv.close()  # the service stops (or restarts): the job goes on
+    assert started.warm and server is not None
+    assert started.proc.wait(timeout=20) == 0
+    record = read_exit(tmp_path)
+    assert record is not None and (record.exit_code, record.signal) == (0, None)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and process_alive(server, None):
+        time.sleep(0.05)
+    assert not process_alive(server, None)  # then the server has gone too
+
+
 def test_a_launcher_that_dies_takes_its_celery_jobs_along(tmp_path: Path) -> None:
     srv = _server(die_with_launcher=True)
     try:

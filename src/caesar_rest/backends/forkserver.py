@@ -808,21 +808,20 @@ class ForkServer:
         get_logger(__name__).warning("fork_server_unavailable", reason=why, start="cold")
 
     def close(self) -> None:
-        """Stop the server (its local jobs go on; jobs that die with the launcher end)."""
+        """Stop the server taking jobs. It exits once the jobs whose end it records have ended
+        (jobs that die with the launcher get SIGTERM), so running local jobs keep their
+        ``exit.json``: it is not waited for longer than a moment, nor killed."""
         with self._lock:
             proc, sock = self._proc, self._sock
             self._proc, self._sock, self._ready = None, None, False
             self.why = "closed"
             if sock is not None:
-                sock.close()  # the server exits on the end of its control socket
+                sock.close()  # the server stops on the end of its control socket
             if proc is not None:
                 if proc.stdout is not None:
                     proc.stdout.close()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(0.5)
 
 
 if __name__ == "__main__":
