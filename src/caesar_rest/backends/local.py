@@ -190,8 +190,15 @@ class LocalBackend:
 
     # --- dispatcher ----------------------------------------------------------------------
     def _loop(self) -> None:
+        swept = 0.0
         while not self._stop.is_set():
-            for step in (self._sweep, self._dispatch):
+            # A wake-up (a submit, a free slot) dispatches at once; the sweep, a look at every
+            # running job, waits for its interval: it is not on a job's way to its start.
+            steps = [self._dispatch]
+            if time.monotonic() - swept >= self.settings.job_poll_interval:
+                steps.append(self._sweep)
+                swept = time.monotonic()
+            for step in steps:
                 try:
                     step()
                 except Exception as exc:
