@@ -310,7 +310,7 @@ class _Server:
 
     def _fork(self, req: dict[str, Any], job_sock: socket.socket, log_fd: int) -> bool:
         """Fork the job; whether the server keeps ``log_fd`` (it records the end itself)."""
-        from caesar_rest.backends.process import process_start_ticks
+        from caesar_rest.backends.pids import process_start_ticks
         from caesar_rest.jobs.folder import LIMITS_ENV, JobLimits
         from caesar_rest.storage.remote import STORAGE_ENV
 
@@ -508,7 +508,7 @@ def serve_main(argv: Sequence[str]) -> int:
     loaded: list[str] = []
     for name in [m for m in args.preload.split(",") if m] + [
         "caesar_rest.backends.wrapper",
-        "caesar_rest.backends.process",
+        "caesar_rest.backends.pids",
     ]:
         try:
             importlib.import_module(name)
@@ -533,6 +533,14 @@ def serve_main(argv: Sequence[str]) -> int:
 
 
 # --- the launcher's side ---------------------------------------------------------------------
+def _readable(fd: int, timeout: float | None) -> bool:
+    """Whether ``fd`` has something to read (or its end) within ``timeout`` seconds (``poll``:
+    an API process may hold descriptors past ``select``'s 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+
 class WarmProcess:
     """A job started by the fork server, as the launcher waits for it (like ``Popen``).
 
@@ -562,14 +570,13 @@ class WarmProcess:
         subprocess.TimeoutExpired
             When it still runs after ``timeout`` seconds.
         """
-        from caesar_rest.backends.process import process_alive
+        from caesar_rest.backends.pids import process_alive
 
         end = None if timeout is None else time.monotonic() + timeout
         while not self._done:
             left = None if end is None else max(0.0, end - time.monotonic())
             if self._sock is not None:
-                ready, _, _ = select.select([self._sock], [], [], left)
-                if ready:
+                if _readable(self._sock.fileno(), left):
                     self._receive()
                     continue
             elif not process_alive(self.pid, self.ticks):
@@ -692,8 +699,7 @@ class ForkServer:
         proc = self._proc
         if proc is None or proc.stdout is None:
             return False
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        if not ready:
+        if not _readable(proc.stdout.fileno(), timeout):
             self._fail(f"not ready after {timeout:.0f} s")
             return False
         line = proc.stdout.readline()

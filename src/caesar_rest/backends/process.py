@@ -34,11 +34,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from caesar_rest.backends.pids import process_alive, process_start_ticks
 from caesar_rest.jobs.folder import LIMITS_ENV, LOG_FILE, JobLimits, clear_exit
 
 if TYPE_CHECKING:
     from caesar_rest.backends.forkserver import ForkServer
     from caesar_rest.settings import Settings
+
+__all__ = [
+    "WRAPPER_MODULE",
+    "JobProcess",
+    "Launched",
+    "die_with_parent",
+    "fork_server",
+    "hostname",
+    "job_environment",
+    "job_limits",
+    "kill_group",
+    "launch",
+    "launch_environment",
+    "process_alive",
+    "process_start_ticks",
+    "reap_group",
+    "remap",
+    "wrapper_argv",
+]
 
 MIB = 1024 * 1024
 
@@ -267,31 +287,6 @@ def reap_group(pid: int) -> None:
     """SIGKILL what is left of a job's process group (children the app may have spawned)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (Linux), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    rest = stat[stat.rfind(")") + 2 :].split()
-    try:
-        if rest[0] == "Z":  # a zombie has ended
-            return None
-        return int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: int | None, start: int | None) -> bool:
-    """Whether the process ``pid`` that started at ``start`` still runs."""
-    if not pid:
-        return False
-    ticks = process_start_ticks(pid)
-    return ticks is not None and (start is None or ticks == start)
 
 
 def hostname() -> str:
