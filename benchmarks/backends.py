@@ -19,8 +19,22 @@ against the tests' in-process fake of the API whose "kubelet" runs that many pod
 The Kubernetes figures therefore measure this service's side only (Job creation, polling,
 status mapping), not a cluster's scheduling; no cluster can run here.
 
+Every pattern runs on a fresh server of the backend, after one warm-up job (the service is past
+its start-up, as one in use is). Two more patterns (``--idle N``, ``--stress N``):
+
+* ``--idle N``: N ``sleep`` jobs one after the other on an idle service (each submitted once the
+  one before is final). Reported: submit-to-start p50/p95 as above, and submit-to-running
+  p50/p95: from the moment the client sends ``POST /job`` to the moment the app's own code
+  begins (the test app writes ``started.txt`` with ``time.time()`` first thing; same clock,
+  same machine).
+* ``--stress N``: the predecessor's stress client (``scripts/test_jobsub.py``): N concurrent
+  ``POST /job`` of the ``caesar`` app on the 1000x1000 ``ScorpioS17Field.fits`` with its job
+  inputs (``no-mpi``, ``no-logredir``, ``no-extendedsearch``, ``fitsources``). Reported: wall
+  from the first submit to the last end, per-job elapsed min/median/max, failures.
+
 Needs: RabbitMQ and Redis on 127.0.0.1 for celery, root for Slurm. Run:
-``.venv/bin/python benchmarks/backends.py [--jobs 200] [--backends local celery slurm kubernetes]``.
+``.venv/bin/python benchmarks/backends.py [--jobs 200] [--idle 20] [--stress 20]
+[--backends local celery slurm kubernetes]`` (``--jobs 0`` skips the burst).
 """
 
 from __future__ import annotations
@@ -39,6 +53,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -142,6 +157,7 @@ def base_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
         "CAESAR_REST_MAX_CONCURRENT_JOBS": str(args.slots),
         "CAESAR_REST_LOGLEVEL": "WARNING",
         **({"CAESAR_REST_DB_URL": args.db_url} if args.db_url else {}),
+        **({"CAESAR_REST_JOB_FORK_SERVER": args.fork_server} if args.fork_server else {}),
     }
 
 
@@ -232,32 +248,71 @@ def ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+SLEEP_JOB: dict[str, Any] = {"app": "sleep", "job_inputs": {"seconds": 0}}
+#: The predecessor's stress client's job (scripts/test_jobsub.py).
+STRESS_JOB: dict[str, Any] = {
+    "app": "caesar",
+    "tag": "stresstest",
+    "job_inputs": {
+        "no-mpi": True,
+        "no-logredir": True,
+        "no-extendedsearch": True,
+        "fitsources": True,
+    },
+}
+
+
+def upload_image(c: httpx.Client) -> str:
+    with open(IMAGE, "rb") as fh:
+        return str(c.post("/upload", files={"file": (IMAGE.name, fh)}).json()["uuid"])
+
+
+def submit(c: httpx.Client, body: dict[str, Any], fid: str) -> str:
+    r = c.post("/job", json={**body, "data_inputs": fid})
+    if r.status_code != 202:
+        raise RuntimeError(f"submit refused: {r.status_code} {r.text}")
+    return str(r.json()["job_id"])
+
+
+def wait_final(c: httpx.Client, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Status documents of ``ids`` once final. Jobs end about in submit order, so only the
+    oldest unfinished job is polled (a light load on the server being measured)."""
+    docs: dict[str, dict[str, Any]] = {}
+    deadline = time.time() + timeout
+    pending = list(ids)
+    while pending and time.time() < deadline:
+        doc = c.get(f"/job/{pending[0]}/status").json()
+        if doc["state"] in FINAL:
+            docs[pending.pop(0)] = doc
+            continue
+        time.sleep(0.05)
+    if pending:
+        raise RuntimeError(f"{len(pending)} jobs not final")
+    return docs
+
+
+def warm_up(c: httpx.Client, fid: str) -> None:
+    """One job before the measurement: the service is past its start (its fork server, if it
+    has one, has imported the science stack), as a service in use is."""
+    wait_final(c, [submit(c, SLEEP_JOB, fid)], 120)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 def run_jobs(srv: Server, backend: str, n: int) -> Result:
     with httpx.Client(base_url=f"{srv.url}{API}", timeout=60) as c:
-        with open(IMAGE, "rb") as fh:
-            fid = c.post("/upload", files={"file": (IMAGE.name, fh)}).json()["uuid"]
+        fid = upload_image(c)
+        warm_up(c, fid)
         t0 = time.time()
-        ids = []
-        for _ in range(n):
-            r = c.post(
-                "/job", json={"app": "sleep", "job_inputs": {"seconds": 0}, "data_inputs": fid}
-            )
-            if r.status_code != 202:
-                raise RuntimeError(f"submit refused: {r.status_code} {r.text}")
-            ids.append(r.json()["job_id"])
-        pending = set(ids)
-        docs: dict[str, dict] = {}
-        deadline = time.time() + 60 + 10 * n
-        while pending and time.time() < deadline:
-            for job_id in list(pending):
-                doc = c.get(f"/job/{job_id}/status").json()
-                if doc["state"] in FINAL:
-                    docs[job_id] = doc
-                    pending.discard(job_id)
-            time.sleep(0.5)
+        ids = [submit(c, SLEEP_JOB, fid) for _ in range(n)]
+        try:
+            docs = wait_final(c, ids, 60 + 10 * n)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{backend}: {exc}") from None
         wall = time.time() - t0
-    if pending:
-        raise RuntimeError(f"{backend}: {len(pending)} jobs not final")
     lat = sorted(
         ts(d["start_date"]) - ts(d["submit_date"]) for d in docs.values() if d["start_date"]
     )
@@ -275,9 +330,94 @@ def run_jobs(srv: Server, backend: str, n: int) -> Result:
     )
 
 
+@dataclass
+class Idle:
+    backend: str
+    jobs: int
+    start_p50: float
+    start_p95: float
+    running_p50: float
+    running_p95: float
+    failed: int
+
+
+def run_idle(srv: Server, backend: str, n: int) -> Idle:
+    """N jobs one after the other: submit-to-start and submit-to-running on an idle service."""
+    starts: list[float] = []
+    running: list[float] = []
+    failed = 0
+    with httpx.Client(base_url=f"{srv.url}{API}", timeout=60) as c:
+        fid = upload_image(c)
+        warm_up(c, fid)
+        for _ in range(n):
+            time.sleep(0.3)  # idle: the dispatcher has gone back to waiting
+            sent = time.time()
+            job_id = submit(c, SLEEP_JOB, fid)
+            doc = wait_final(c, [job_id], 60)[job_id]
+            failed += doc["state"] != "SUCCESS"
+            starts.append(ts(doc["start_date"]) - ts(doc["submit_date"]))
+            (folder,) = (srv.root / "jobs").glob(f"*/job_{job_id}")
+            running.append(float((folder / "started.txt").read_text()) - sent)
+    return Idle(
+        backend,
+        n,
+        statistics.median(starts),
+        pct(starts, 0.95),
+        statistics.median(running),
+        pct(running, 0.95),
+        failed,
+    )
+
+
+@dataclass
+class Stress:
+    backend: str
+    jobs: int
+    wall: float
+    elapsed_min: float
+    elapsed_median: float
+    elapsed_max: float
+    failed: int
+
+
+def run_stress(srv: Server, backend: str, n: int) -> Stress:
+    """The predecessor's stress pattern: N concurrent caesar jobs on the 1000x1000 image."""
+    with httpx.Client(base_url=f"{srv.url}{API}", timeout=120) as c:
+        fid = upload_image(c)
+        warm_up(c, fid)
+        with ThreadPoolExecutor(n) as pool:
+            ids = list(pool.map(lambda _: submit(c, STRESS_JOB, fid), range(n)))
+        docs = wait_final(c, ids, 60 + 30 * n)
+        first = min(ts(d["submit_date"]) for d in docs.values())
+        last = max(ts(d["end_date"]) for d in docs.values())
+    elapsed = [float(d["elapsed_time"] or 0) for d in docs.values()]
+    return Stress(
+        backend,
+        n,
+        last - first,
+        min(elapsed),
+        statistics.median(elapsed),
+        max(elapsed),
+        sum(d["state"] != "SUCCESS" for d in docs.values()),
+    )
+
+
+@contextlib.contextmanager
+def fresh_server(backend: str, args: argparse.Namespace) -> Iterator[Server]:
+    """One rig per pattern, so every pattern starts on a fresh, idle service."""
+    root = Path(tempfile.mkdtemp(prefix=f"cbench-{backend}-"))
+    try:
+        with rig(backend, root, args) as srv:
+            yield srv
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--jobs", type=int, default=200, help="jobs per backend (default 200)")
+    p.add_argument("--jobs", type=int, default=200, help="burst: jobs per backend (default 200)")
+    p.add_argument("--idle", type=int, default=0, help="idle: jobs one after the other")
+    p.add_argument("--stress", type=int, default=0, help="stress: concurrent caesar jobs")
     p.add_argument(
         "--backends",
         nargs="+",
@@ -287,27 +427,63 @@ def main() -> int:
     p.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="jobs at once")
     p.add_argument("--poll", type=float, default=0.5, help="server poll interval (s)")
     p.add_argument("--db-url", help="database URL (default: SQLite in a temporary folder)")
+    p.add_argument(
+        "--fork-server",
+        choices=["eager", "lazy", "off"],
+        help="the job_fork_server setting (default: the service's default)",
+    )
     p.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = p.parse_args()
-    results = []
+    results: list[Result] = []
+    idles: list[Idle] = []
+    stresses: list[Stress] = []
     for backend in args.backends:
-        root = Path(tempfile.mkdtemp(prefix=f"cbench-{backend}-"))
-        try:
-            with rig(backend, root, args) as srv:
+        if args.jobs:
+            with fresh_server(backend, args) as srv:
                 print(f"{backend}: {args.jobs} jobs ...", file=sys.stderr, flush=True)
                 results.append(run_jobs(srv, backend, args.jobs))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-    print(f"\n{args.jobs} jobs per backend, {args.slots} at once, poll {args.poll} s\n")
-    print("| backend | jobs | submit-to-start p50 (s) | p95 (s) | jobs/min | failed | wall (s) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in results:
+        if args.idle:
+            with fresh_server(backend, args) as srv:
+                print(f"{backend}: {args.idle} jobs on an idle service ...", file=sys.stderr)
+                idles.append(run_idle(srv, backend, args.idle))
+        if args.stress:
+            with fresh_server(backend, args) as srv:
+                print(f"{backend}: {args.stress} concurrent caesar jobs ...", file=sys.stderr)
+                stresses.append(run_stress(srv, backend, args.stress))
+    if results:
+        print(f"\n{args.jobs} jobs per backend, {args.slots} at once, poll {args.poll} s\n")
         print(
-            f"| {r.backend} | {r.jobs} | {r.p50:.2f} | {r.p95:.2f} | {r.per_minute:.0f} | "
-            f"{r.failed} | {r.wall:.0f} |"
+            "| backend | jobs | submit-to-start p50 (s) | p95 (s) | jobs/min | failed | wall (s) |"
         )
-    return 1 if any(r.failed for r in results) else 0
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in results:
+            print(
+                f"| {r.backend} | {r.jobs} | {r.p50:.2f} | {r.p95:.2f} | {r.per_minute:.0f} | "
+                f"{r.failed} | {r.wall:.0f} |"
+            )
+    if idles:
+        print(f"\n{args.idle} jobs one after the other on an idle service (ms)\n")
+        print(
+            "| backend | jobs | submit-to-start p50 | p95 | submit-to-running p50 | p95 | failed |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for i in idles:
+            print(
+                f"| {i.backend} | {i.jobs} | {i.start_p50 * 1000:.0f} | {i.start_p95 * 1000:.0f} | "
+                f"{i.running_p50 * 1000:.0f} | {i.running_p95 * 1000:.0f} | {i.failed} |"
+            )
+    if stresses:
+        print(f"\n{args.stress} concurrent caesar jobs on {IMAGE.name}, {args.slots} at once\n")
+        print("| backend | jobs | wall (s) | job elapsed min (s) | median | max | failed |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for t in stresses:
+            print(
+                f"| {t.backend} | {t.jobs} | {t.wall:.1f} | {t.elapsed_min:.2f} | "
+                f"{t.elapsed_median:.2f} | {t.elapsed_max:.2f} | {t.failed} |"
+            )
+    failed = [r.failed for r in results] + [i.failed for i in idles] + [t.failed for t in stresses]
+    return 1 if any(failed) else 0
 
 
 if __name__ == "__main__":

@@ -498,6 +498,32 @@ class Settings(BaseSettings):
         ge=0,
         description="Largest file a job's program may write, in MiB (RLIMIT_FSIZE). 0: none.",
     )
+    job_fork_server: Literal["eager", "lazy", "off"] = Field(
+        "eager",
+        description="Local runner and Celery workers: start jobs from a fork server, a process "
+        "that has imported the science stack once (warm starts, docs/backends.md), with the "
+        "same session, limits, cancel and exit record as a new interpreter. 'eager': the "
+        "server starts with the local runner (when job_scheduler is local) and with each "
+        "Celery pool process; 'lazy': with the first job (which waits for its imports); "
+        "'off': every job starts a new interpreter. When the server cannot start or has "
+        "died, jobs start cold and the reason is logged.",
+    )
+    job_fork_server_preload: list[str] = Field(
+        default_factory=lambda: [
+            "numpy",
+            "scipy.ndimage",
+            "astropy.io.fits",
+            "astropy.wcs",
+            "threadpoolctl",
+            "caesar_rest.apps.program",
+            "caesar_rest.apps.caesar_run",
+            "caesar_rest.apps.sep_run",
+            "caesar_rest.apps.photutils_run",
+        ],
+        description="Modules the fork server imports before it serves (one that fails to "
+        "import is skipped). Modules that start threads at import cannot be preloaded: the "
+        "server then refuses to fork and jobs start cold.",
+    )
     extra_apps: list[str] = Field(
         default_factory=list,
         description="Extra app classes to register, as 'module:Class' (plug-ins, tests).",

@@ -40,6 +40,8 @@ def make_settings(root: Path, **kw: object) -> Settings:
         "job_poll_interval": 0.1,
         "job_kill_grace": 1.0,
         "max_concurrent_jobs": 2,
+        # Most in-process apps run no job: the fork server starts with the first one.
+        "job_fork_server": "lazy",
     }
     base.update(kw)
     return Settings(**base)  # type: ignore[arg-type]
@@ -62,6 +64,7 @@ class LiveServer:
             "CAESAR_REST_EXTRA_APPS": f'["{SLEEP_APP_CHILD}"]',
             "CAESAR_REST_JOB_POLL_INTERVAL": "0.2",
             "CAESAR_REST_JOB_KILL_GRACE": "1",
+            "CAESAR_REST_JOB_FORK_SERVER": "lazy",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -8,6 +8,8 @@ module                      what it holds
                             pid + start-time checks, process-group kill
 ``wrapper.py``              ``python -m caesar_rest.backends.wrapper``: runs the app, writes
                             ``exit.json``
+``pids.py``                 a process by pid and start time (``process_alive``)
+``forkserver.py``           warm starts: the fork server and its client (``ForkServer``)
 ``local.py``                the local runner: dispatcher, supervisors, the monitor's local pass
 ``remote.py``               :class:`RemoteBackend` (reconciliation of an engine's view),
                             ``BackendView``, ``Seen``

@@ -92,9 +92,10 @@ def make_celery(celery: CelerySettings) -> Celery:
     def _warm(**_: Any) -> None:
         # Build the job service (database pool, app registry) before the first task, so that
         # its start-up does not eat into that task's time limit.
-        from caesar_rest.backends.celery_worker import worker_service
+        from caesar_rest.backends.celery_worker import worker_fork_server, worker_service
 
         worker_service()
+        worker_fork_server()  # its imports run beside the worker's start
 
     @worker_ready.connect(weak=False)
     def _ready(sender: Any = None, **_: Any) -> None:

@@ -2,7 +2,10 @@
 
 The task moves the job QUEUED -> EXECUTING, runs the wrapper in the job folder in its own
 session (:func:`caesar_rest.backends.process.launch`; the job dies with the task's process,
-through ``PR_SET_PDEATHSIG``), writes a heartbeat (``last_seen_at``) every ``celery_heartbeat``
+through ``PR_SET_PDEATHSIG``), warm from the pool process's fork server
+(:mod:`caesar_rest.backends.forkserver`, started with the pool process; its jobs die with the
+pool process too) unless ``job_fork_server`` is off or the server is unavailable, writes a
+heartbeat (``last_seen_at``) every ``celery_heartbeat``
 seconds, watches for a cancel in the database, enforces the time limit (Celery's soft limit
 raises in the task; the job then ends TIMED-OUT) and records the outcome like the local backend.
 
@@ -30,9 +33,11 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import func, select
 
+from caesar_rest.backends.forkserver import ForkServer
 from caesar_rest.backends.process import (
     Launched,
     die_with_parent,
+    fork_server,
     hostname,
     job_limits,
     kill_group,
@@ -53,6 +58,7 @@ log = get_logger(__name__)
 RERUN_MESSAGE = "Worker lost during the run; running the job again"
 
 _SERVICES: dict[int, JobService] = {}
+_FORK_SERVERS: dict[int, ForkServer | None] = {}
 
 
 def worker_service() -> JobService:
@@ -68,6 +74,20 @@ def worker_service() -> JobService:
         _SERVICES.clear()
         _SERVICES[pid] = svc
     return svc
+
+
+def worker_fork_server() -> ForkServer | None:
+    """The fork server of this worker process (made at its first call, after the fork; started
+    then when ``job_fork_server`` is eager, else with the first job); None when it is off."""
+    pid = os.getpid()
+    if pid not in _FORK_SERVERS:
+        settings = worker_service().settings
+        server = fork_server(settings, die_with_launcher=True)
+        if server is not None and settings.job_fork_server == "eager":
+            server.start()
+        _FORK_SERVERS.clear()
+        _FORK_SERVERS[pid] = server
+    return _FORK_SERVERS[pid]
 
 
 class Terminated(Exception):
@@ -188,13 +208,14 @@ def _run(svc: JobService, task: Task, job: JobRecord) -> dict[str, Any]:
             preexec=die_with_parent,
             limits=job_limits(svc.settings),
             extra_env=svc.staging_env(job),
+            warm=worker_fork_server(),
         )
     except Exception as exc:
         log.exception("job_launch_failed", job_id=job.id)
         svc.finish(job, Outcome(None, 0.0, message=f"Job failed to start on the worker: {exc}"))
         return {"job_id": job.id, "result": "launch failed"}
     svc.update_fields(job.id, pid=started.pid, pid_start=started.start_ticks, last_seen_at=utcnow())
-    log.info("job_started", backend="celery", job_id=job.id, pid=started.pid)
+    log.info("job_started", backend="celery", job_id=job.id, pid=started.pid, warm=started.warm)
     watch = _watch(svc, job, started)
     if watch.rc is None:
         kill_group(started.pid, started.start_ticks, svc.settings.job_kill_grace)

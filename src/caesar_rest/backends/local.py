@@ -8,7 +8,11 @@ group: TIMED-OUT) and records the exit code and elapsed time. Cancel kills the p
 After a restart, jobs left EXECUTING are adopted when their process still runs (checked by pid
 and process start time, so a reused pid is never mistaken), finished from ``exit.json`` when the
 wrapper recorded an outcome, and otherwise marked ERROR (lost). Processes are started and
-stopped through :mod:`caesar_rest.backends.process`, like the Celery worker's.
+stopped through :mod:`caesar_rest.backends.process`, like the Celery worker's: warm, from this
+process's fork server (:mod:`caesar_rest.backends.forkserver`, started with the runner or the
+first job: ``job_fork_server``),
+unless ``job_fork_server`` is off or the server is unavailable. Jobs of the fork server do not
+die with it or with this process: the next service process adopts them as before.
 
 :meth:`LocalBackend.reconcile` is the monitor's pass: it settles only jobs of this machine whose
 process is gone and whose record has not moved for ``monitor_lost_after`` seconds.
@@ -24,13 +28,15 @@ jobs whose hand-over to the queue failed. So no job stays EXECUTING after its pr
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
+from subprocess import TimeoutExpired
 
 from sqlalchemy import func, select
 
 from caesar_rest.backends.process import (
+    JobProcess,
+    fork_server,
     hostname,
     job_limits,
     kill_group,
@@ -69,10 +75,16 @@ class LocalBackend:
         self._lock = threading.Lock()
         #: When (monotonic) the sweep first saw an unsupervised job's process ended.
         self._ended_since: dict[str, float] = {}
+        #: Where jobs start warm (None: the setting is off); started with the first job.
+        self.fork_server = fork_server(self.settings, die_with_launcher=False)
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        """Adopt or settle jobs an earlier process left, then start the dispatcher thread."""
+        """Adopt or settle jobs an earlier process left, then start the dispatcher thread
+        (and the fork server, when it starts eagerly and local is the default backend)."""
+        eager = self.settings.job_fork_server == "eager"
+        if self.fork_server is not None and eager and self.settings.job_scheduler == self.name:
+            self.fork_server.start()
         self.adopt()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="local-dispatcher", daemon=True)
@@ -85,6 +97,8 @@ class LocalBackend:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self.fork_server is not None:
+            self.fork_server.close()
 
     # --- interface -----------------------------------------------------------------------
     def submit(self, job: JobRecord) -> None:
@@ -176,8 +190,15 @@ class LocalBackend:
 
     # --- dispatcher ----------------------------------------------------------------------
     def _loop(self) -> None:
+        swept = 0.0
         while not self._stop.is_set():
-            for step in (self._sweep, self._dispatch):
+            # A wake-up (a submit, a free slot) dispatches at once; the sweep, a look at every
+            # running job, waits for its interval: it is not on a job's way to its start.
+            steps = [self._dispatch]
+            if time.monotonic() - swept >= self.settings.job_poll_interval:
+                steps.append(self._sweep)
+                swept = time.monotonic()
+            for step in steps:
                 try:
                     step()
                 except Exception as exc:
@@ -289,13 +310,14 @@ class LocalBackend:
                 job.cores,
                 limits=job_limits(self.settings),
                 extra_env=self.service.staging_env(job),
+                warm=self.fork_server,
             )
         except Exception as exc:
             log.exception("job_launch_failed", job_id=job.id)
             self.service.finish(job, Outcome(None, 0.0, message=f"Job failed to start: {exc}"))
             return
         job.pid, job.pid_start = started.pid, started.start_ticks
-        log.info("job_started", job_id=job.id, pid=job.pid)
+        log.info("job_started", job_id=job.id, pid=job.pid, warm=started.warm)
         try:  # at once: a restart can adopt the job only once its pid is recorded
             self.service.update_fields(
                 job.id, pid=job.pid, pid_start=job.pid_start, message="Job running"
@@ -311,7 +333,7 @@ class LocalBackend:
 
     # --- supervision ---------------------------------------------------------------------
     def _spawn_supervisor(
-        self, job: JobRecord, proc: subprocess.Popen[bytes] | None, record_pid: bool = False
+        self, job: JobRecord, proc: JobProcess | None, record_pid: bool = False
     ) -> None:
         with self._lock:
             self._supervised.add(job.id)
@@ -327,9 +349,7 @@ class LocalBackend:
         """Whether this backend is still in service (retries stop when it is not)."""
         return not self._stop.is_set()
 
-    def _supervise(
-        self, job: JobRecord, proc: subprocess.Popen[bytes] | None, record_pid: bool = False
-    ) -> None:
+    def _supervise(self, job: JobRecord, proc: JobProcess | None, record_pid: bool = False) -> None:
         try:
             if record_pid:
                 pid, ticks = job.pid, job.pid_start
@@ -348,7 +368,7 @@ class LocalBackend:
                 self._supervised.discard(job.id)
             self._wake.set()  # a slot is free
 
-    def _supervise_inner(self, job: JobRecord, proc: subprocess.Popen[bytes] | None) -> None:
+    def _supervise_inner(self, job: JobRecord, proc: JobProcess | None) -> None:
         assert job.pid is not None
         started = timestamp(job.started_at) or time.time()
         deadline = started + job.time_limit
@@ -377,14 +397,12 @@ class LocalBackend:
         )
 
     @staticmethod
-    def _wait(
-        job: JobRecord, proc: subprocess.Popen[bytes] | None, remaining: float
-    ) -> tuple[bool, int | None]:
+    def _wait(job: JobRecord, proc: JobProcess | None, remaining: float) -> tuple[bool, int | None]:
         """Wait a little for the job: whether it ended, and its status when it is our child."""
         if proc is not None:
             try:
                 return True, proc.wait(timeout=max(0.0, min(remaining, 5.0)))
-            except subprocess.TimeoutExpired:
+            except TimeoutExpired:
                 return False, None
         # Adopted after a restart: not our child, poll it.
         if not process_alive(job.pid, job.pid_start):

@@ -12,6 +12,11 @@ wrapper in the environment (:func:`job_environment`), and the wrapper sets them 
 the app: the local runner and the Celery worker (per child: each job process) through
 :func:`launch`, Slurm and Kubernetes through the job's environment, beside their own memory
 limits (``--mem``, ``resources.limits``).
+
+With a fork server (:mod:`caesar_rest.backends.forkserver`, the ``job_fork_server`` setting)
+:func:`launch` starts the job warm, from a process that has the science stack imported, with the
+same session, limits, environment, ``job.log`` and ``exit.json``; when the server cannot, the
+job starts cold as above and the reason is logged once.
 """
 
 from __future__ import annotations
@@ -27,12 +32,33 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from caesar_rest.backends.pids import process_alive, process_start_ticks
 from caesar_rest.jobs.folder import LIMITS_ENV, LOG_FILE, JobLimits, clear_exit
 
 if TYPE_CHECKING:
+    from caesar_rest.backends.forkserver import ForkServer
     from caesar_rest.settings import Settings
+
+__all__ = [
+    "WRAPPER_MODULE",
+    "JobProcess",
+    "Launched",
+    "die_with_parent",
+    "fork_server",
+    "hostname",
+    "job_environment",
+    "job_limits",
+    "kill_group",
+    "launch",
+    "launch_environment",
+    "process_alive",
+    "process_start_ticks",
+    "reap_group",
+    "remap",
+    "wrapper_argv",
+]
 
 MIB = 1024 * 1024
 
@@ -121,15 +147,33 @@ def launch_environment(cores: int, limits: JobLimits | None = None) -> dict[str,
     return env
 
 
+class JobProcess(Protocol):
+    """A started wrapper as its launcher waits for it: a ``subprocess.Popen`` (cold) or a
+    :class:`~caesar_rest.backends.forkserver.WarmProcess` (forked by the fork server)."""
+
+    @property
+    def pid(self) -> int:
+        """The wrapper's pid."""
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the end (``subprocess.TimeoutExpired`` after ``timeout`` seconds); the
+        status (negative: the signal; None when it cannot be known)."""
+
+    def poll(self) -> int | None:
+        """The status if ended, else None."""
+
+
 @dataclass(frozen=True)
 class Launched:
     """A started job process."""
 
-    proc: subprocess.Popen[bytes]
+    proc: JobProcess
     #: Start time in clock ticks since boot (:func:`process_start_ticks`).
     start_ticks: int | None
     #: Unix time of the start.
     started: float
+    #: Whether the fork server started it.
+    warm: bool = False
 
     @property
     def pid(self) -> int:
@@ -144,6 +188,7 @@ def launch(
     preexec: Callable[[], None] | None = None,
     limits: JobLimits | None = None,
     extra_env: dict[str, str] | None = None,
+    warm: ForkServer | None = None,
 ) -> Launched:
     """Start the wrapper for ``command`` in ``job_dir``, in a new session, logging to job.log.
 
@@ -162,6 +207,8 @@ def launch(
     extra_env
         More variables for the job (its remote staging,
         :meth:`~caesar_rest.jobs.service.JobService.staging_env`).
+    warm
+        The fork server to start the job from (None, or unavailable: a new interpreter).
 
     Returns
     -------
@@ -169,6 +216,15 @@ def launch(
         The process and its start time.
     """
     clear_exit(job_dir)
+    env = {**launch_environment(cores, limits), **(extra_env or {})}
+    if warm is not None:
+        from caesar_rest.backends.forkserver import ForkServerUnavailable
+
+        try:
+            wp = warm.launch(job_dir, command, env)
+            return Launched(wp, wp.ticks, time.time(), warm=True)
+        except ForkServerUnavailable as exc:
+            warm.report_cold(str(exc))
     with open(job_dir / LOG_FILE, "ab") as logf:
         proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
             wrapper_argv(command),
@@ -178,10 +234,24 @@ def launch(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            env={**launch_environment(cores, limits), **(extra_env or {})},
+            env=env,
             preexec_fn=preexec,
         )
     return Launched(proc, process_start_ticks(proc.pid), time.time())
+
+
+def fork_server(settings: Settings, *, die_with_launcher: bool) -> ForkServer | None:
+    """A fork server for this launching process per the ``job_fork_server*`` settings (not
+    started: it starts on first use or with ``start()``); None when the setting is off."""
+    if settings.job_fork_server == "off":
+        return None
+    from caesar_rest.backends.forkserver import ForkServer
+
+    return ForkServer(
+        settings.job_fork_server_preload,
+        die_with_launcher=die_with_launcher,
+        env=launch_environment(1),
+    )
 
 
 def die_with_parent() -> None:
@@ -217,31 +287,6 @@ def reap_group(pid: int) -> None:
     """SIGKILL what is left of a job's process group (children the app may have spawned)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (Linux), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after the last ')'.
-    rest = stat[stat.rfind(")") + 2 :].split()
-    try:
-        if rest[0] == "Z":  # a zombie has ended
-            return None
-        return int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def process_alive(pid: int | None, start: int | None) -> bool:
-    """Whether the process ``pid`` that started at ``start`` still runs."""
-    if not pid:
-        return False
-    ticks = process_start_ticks(pid)
-    return ticks is not None and (start is None or ticks == start)
 
 
 def hostname() -> str:

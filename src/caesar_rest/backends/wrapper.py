@@ -12,6 +12,11 @@ fails, the wrapper tells which limit ended it, from the signal (``SIGXCPU``, ``S
 ``SIGKILL`` at the memory limit) or from the error the app printed last (``MemoryError``,
 ``Too many open files``, ``File too large``), and writes it into ``exit.json`` (``limit``,
 ``reason``) and the log.
+
+Started by the fork server (:mod:`caesar_rest.backends.forkserver`), the wrapper is a fork of
+a process that has the science stack imported already: :func:`main` then gets a ``start``
+that forks the app too (a ``python -m module`` command runs with :mod:`runpy` in that fork,
+under the same rlimits) instead of executing a new interpreter.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from caesar_rest.jobs.folder import (
     CPU_TIME,
@@ -57,8 +63,46 @@ MEMORY_ERRORS = (
 )
 
 
-def main(argv: list[str]) -> int:
-    """Run the command after ``--``; return its exit status in shell convention."""
+class AppProcess(Protocol):
+    """The running app, as :func:`main` waits for it (a ``subprocess.Popen`` is one)."""
+
+    @property
+    def pid(self) -> int:
+        """The app's pid."""
+
+    def wait(self) -> int:
+        """Wait for the app; its status (negative: the signal that ended it)."""
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the app (nothing once it has ended)."""
+
+
+#: Starts the app: its argument list and the function that sets its limits in the child.
+Starter = Callable[[list[str], Callable[[], None] | None], AppProcess]
+
+
+def exec_app(cmd: list[str], limiter: Callable[[], None] | None) -> AppProcess:
+    """Start the app as a new program (``fork`` + ``exec``), its limits set before the exec."""
+    # Safe: the wrapper runs no other threads.
+    return subprocess.Popen(cmd, preexec_fn=limiter)  # noqa: S603, PLW1509 - no shell
+
+
+def main(argv: list[str], starter: Starter = exec_app) -> int:
+    """Run the command after ``--``; return its exit status in shell convention.
+
+    Parameters
+    ----------
+    argv
+        ``["--", PROGRAM, ARGS...]`` (anything before ``--`` is ignored).
+    starter
+        How the app is started (default: a new program; the fork server forks it).
+
+    Returns
+    -------
+    int
+        The app's status in shell convention (128 + signal), 2 on a usage error, 75 when
+        staging failed, 127 when the app could not be started.
+    """
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         print("usage: python -m caesar_rest.backends.wrapper -- PROGRAM [ARGS...]", file=sys.stderr)
         return 2
@@ -68,7 +112,7 @@ def main(argv: list[str]) -> int:
     staging = _staging()
     if staging is not None and not _stage(staging.stage_in, "input not staged in", start):
         return STAGE_FAILED
-    rc = _run(cmd, limits, start)
+    rc = _run(cmd, limits, start, starter)
     if staging is not None and not _stage(staging.stage_out, "results not stored", start):
         return STAGE_FAILED
     return rc
@@ -97,35 +141,48 @@ def _stage(step: Callable[[Path], None], what: str, start: float) -> bool:
     return True
 
 
-def _run(cmd: list[str], limits: JobLimits, start: float) -> int:
+def _run(cmd: list[str], limits: JobLimits, start: float, starter: Starter = exec_app) -> int:
     """Run the app under its limits; write ``exit.json``; its status in shell convention."""
-    print(f"[caesar-rest] running: {cmd!r}", flush=True)
-    if limits.to_env():
-        print(f"[caesar-rest] limits: {limits.to_env()}", flush=True)
+    print(start_lines(cmd, limits), end="", flush=True)
     try:
-        # Safe: the wrapper runs no other threads.
-        proc = subprocess.Popen(cmd, preexec_fn=_limiter(limits))  # noqa: S603, PLW1509 - no shell
+        proc = starter(cmd, limiter(limits))
     except OSError as exc:
         print(f"[caesar-rest] cannot start {cmd[0]}: {exc}", file=sys.stderr, flush=True)
-        _write(127, None, start, limits)
+        _write(127, start, limits)
         return 127
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         # The whole process group usually gets the signal; forwarding covers a lone kill.
-        if proc.poll() is None:
-            proc.send_signal(signum)
+        proc.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     rc = proc.wait()
-    record = _write(rc, -rc if rc < 0 else None, start, limits)
-    if record.reason:
-        print(f"[caesar-rest] {record.reason}", flush=True)
-    print(f"[caesar-rest] exit code {rc}, {time.time() - start:.2f} s", flush=True)
+    record = _write(rc, start, limits)
+    print(end_lines(record), end="", flush=True)
+    return shell_status(rc)
+
+
+def shell_status(rc: int) -> int:
+    """An app's status in shell convention (a signal ``n`` as ``128 + n``)."""
     return rc if rc >= 0 else 128 - rc
 
 
-def _limiter(limits: JobLimits) -> Callable[[], None] | None:
+def start_lines(cmd: list[str], limits: JobLimits) -> str:
+    """The job log's lines when the app starts: its command and limits."""
+    text = f"[caesar-rest] running: {cmd!r}\n"
+    if limits.to_env():
+        text += f"[caesar-rest] limits: {limits.to_env()}\n"
+    return text
+
+
+def end_lines(record: ExitRecord) -> str:
+    """The job log's lines when the app has ended: the limit that ended it, the status."""
+    text = f"[caesar-rest] {record.reason}\n" if record.reason else ""
+    return text + f"[caesar-rest] exit code {record.exit_code}, {record.elapsed or 0:.2f} s\n"
+
+
+def limiter(limits: JobLimits) -> Callable[[], None] | None:
     """The function the app's child process runs before its exec: set the rlimits."""
     wanted = [
         (resource.RLIMIT_DATA, limits.memory, 0),
@@ -200,16 +257,42 @@ def _log_tail(path: Path) -> bytes:
         return b""
 
 
-def _write(rc: int, sig: int | None, start: float, limits: JobLimits) -> ExitRecord:
-    end = time.time()
+def _write(rc: int, start: float, limits: JobLimits) -> ExitRecord:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the app and what it waited for
+    return record_exit(Path.cwd(), rc, start, limits, usage)
+
+
+def record_exit(
+    folder: Path, rc: int, start: float, limits: JobLimits, usage: resource.struct_rusage
+) -> ExitRecord:
+    """Write the ``exit.json`` of an app that ended with status ``rc``; the record.
+
+    Parameters
+    ----------
+    folder
+        The job folder (its ``job.log`` tells which limit ended the app).
+    rc
+        The app's status (negative: the signal that ended it).
+    start
+        When the job started (Unix time).
+    limits
+        The job's limits.
+    usage
+        What the app and the processes it waited for used (``getrusage``, ``wait4``).
+
+    Returns
+    -------
+    ExitRecord
+        The record written.
+    """
+    end = time.time()
     cpu = round(usage.ru_utime + usage.ru_stime, 3)
     hit = None
     if rc != 0 and limits.to_env():
-        hit = limit_hit(rc, limits, cpu, usage.ru_maxrss, _log_tail(Path.cwd() / LOG_FILE))
+        hit = limit_hit(rc, limits, cpu, usage.ru_maxrss, _log_tail(folder / LOG_FILE))
     record = ExitRecord(
         exit_code=rc,
-        signal=sig,
+        signal=-rc if rc < 0 else None,
         started=start,
         ended=end,
         elapsed=end - start,
@@ -218,7 +301,7 @@ def _write(rc: int, sig: int | None, start: float, limits: JobLimits) -> ExitRec
         limit=hit,
         reason=limits.describe(hit) if hit else None,
     )
-    write_exit(Path.cwd(), record)
+    write_exit(folder, record)
     return record
 
 
