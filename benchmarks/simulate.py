@@ -32,6 +32,9 @@ from caesar_rest.imaging.synthetic import field_header, pix_sigma
 RMS = 1e-4
 PIX = 1.5
 BEAM = (6.0, 5.0, 30.0)
+#: Scenarios: (minimum separation px, fraction of close pairs, pair separation range px).
+STANDARD = (12.0, 0.05, (6.0, 10.0))
+CROWDED = (8.0, 0.15, (5.0, 9.0))
 
 
 def header(n: int) -> fits.Header:
@@ -92,7 +95,9 @@ def _add_blobs(
     return blobs
 
 
-def make_image(n: int, nsrc: int, seed: int = 1) -> tuple[np.ndarray, list[dict[str, float]]]:
+def make_image(
+    n: int, nsrc: int, seed: int = 1, crowded: bool = False
+) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Image and truth rows.
 
     Parameters
@@ -103,6 +108,9 @@ def make_image(n: int, nsrc: int, seed: int = 1) -> tuple[np.ndarray, list[dict[
         Number of point sources (pairs and resolved sources come on top).
     seed
         Random seed.
+    crowded
+        The crowded scenario (:data:`CROWDED`): sources at least 8 px apart instead of 12, 15 %
+        close pairs 5-9 px apart instead of 5 % at 6-10 px.
 
     Returns
     -------
@@ -170,22 +178,23 @@ def make_image(n: int, nsrc: int, seed: int = 1) -> tuple[np.ndarray, list[dict[
         )
 
     tries = 0
-    npairs = round(0.05 * nsrc)
+    min_sep, pair_frac, (pair_lo, pair_hi) = CROWDED if crowded else STANDARD
+    npairs = round(pair_frac * nsrc)
     nres = round(0.04 * nsrc)
     while len(pos) < nsrc + npairs + nres and tries < 100 * nsrc:
         tries += 1
         x, y = rng.uniform(10, n - 10, 2)
-        if not free(x, y, 12.0):
+        if not free(x, y, min_sep):
             continue
         k = len(pos)
         if k < nsrc:
             place(x, y)
             add_point("point", x, y, snr_draw())
         elif k < nsrc + npairs:
-            d = rng.uniform(6, 10)
+            d = rng.uniform(pair_lo, pair_hi)
             a = rng.uniform(0, 2 * np.pi)
             x2, y2 = x + d * math.cos(a), y + d * math.sin(a)
-            if not (10 < x2 < n - 10 and 10 < y2 < n - 10 and free(x2, y2, 12.0)):
+            if not (10 < x2 < n - 10 and 10 < y2 < n - 10 and free(x2, y2, min_sep)):
                 continue
             place(x, y)
             place(x2, y2)
@@ -212,7 +221,7 @@ def make_image(n: int, nsrc: int, seed: int = 1) -> tuple[np.ndarray, list[dict[
     return img, truth
 
 
-def write(n: int, path: Path, nsrc: int, seed: int = 1) -> Path:
+def write(n: int, path: Path, nsrc: int, seed: int = 1, crowded: bool = False) -> Path:
     """Write the image and ``<stem>_truth.csv``.
 
     Parameters
@@ -225,13 +234,15 @@ def write(n: int, path: Path, nsrc: int, seed: int = 1) -> Path:
         Number of point sources.
     seed
         Random seed.
+    crowded
+        The crowded scenario (see :func:`make_image`).
 
     Returns
     -------
     pathlib.Path
         The truth file.
     """
-    img, truth = make_image(n, nsrc, seed)
+    img, truth = make_image(n, nsrc, seed, crowded)
     h = header(n)
     fits.PrimaryHDU(img, header=h).writeto(path, overwrite=True)
     w = WCS(h)
@@ -269,9 +280,10 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--nsrc", type=int, default=None, help="point sources (default ~500 per 2k^2)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--crowded", action="store_true", help="the crowded scenario")
     a = ap.parse_args()
     nsrc = a.nsrc if a.nsrc is not None else round(500 * (a.n / 2048) ** 2)
-    print(write(a.n, a.out, nsrc, a.seed))
+    print(write(a.n, a.out, nsrc, a.seed, a.crowded))
 
 
 if __name__ == "__main__":

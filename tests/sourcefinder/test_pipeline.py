@@ -253,3 +253,22 @@ def test_real_images(name: str) -> None:
         assert ((x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)).all()
         assert np.isfinite(np.asarray(tab["ra"])).all()
     assert res.sources.stats["median_rms"] == pytest.approx(median_rms, rel=1e-6)
+
+
+def test_fitting_is_on_by_default_and_deblends_a_single_peaked_pair(tmp_path: Path) -> None:
+    # Two point sources 0.9 beam FWHM apart: the app's defaults fit them (no fitsources
+    # needed) and the catalogue has one row per source with its flux; the predecessor's
+    # default (no-fitsources) one island row.
+    img = point_sources(48, [(22.0, 24.0, 100 * RMS), (24.8, 26.2, 50 * RMS)], seed=1)
+    path = write(tmp_path / "pair.fits", img)
+    assert from_legacy({}).fit.enabled and not from_legacy({"no-fitsources": True}).fit.enabled
+    assert from_legacy({"fitsources": True, "no-fitsources": True}).fit.enabled
+    comps = build_catalogues(find_sources(path, from_legacy({}))).components
+    assert len(comps) == 2
+    order = np.argsort(-np.asarray(comps["flux"]))
+    assert np.allclose(np.asarray(comps["x"])[order], [22.0, 24.8], atol=0.1)
+    assert np.allclose(np.asarray(comps["flux"])[order] / RMS, [100, 50], rtol=0.05)
+    nofit = build_catalogues(find_sources(path, from_legacy({"no-fitsources": True})))
+    assert len(nofit.components) == 1
+    single = build_catalogues(find_sources(path, from_legacy({"fit-nodeblend": True})))
+    assert len(single.components) == 1

@@ -52,6 +52,43 @@ def test_estimators_on_gaussian_values(estimator: str) -> None:
         assert np.allclose(scale, 3.0, rtol=0.1)
 
 
+def _clipped_reference(v: np.ndarray, k: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    # Spec 2.2.4 row by row, as written: clip around the median at k std until the std settles.
+    med, std = np.full(v.shape[0], np.nan), np.full(v.shape[0], np.nan)
+    for i, row in enumerate(v):
+        keep = np.isfinite(row)
+        if keep.sum() < 2:
+            med[i] = np.median(row[keep]) if keep.any() else np.nan
+            continue
+        m, s = np.median(row[keep]), np.std(row[keep], ddof=1)
+        for _ in range(100):
+            if not s > 0:
+                break
+            new = keep & (np.abs(row - m) < k * s)
+            if new.sum() < 2:
+                break
+            m2, s2 = np.median(row[new]), np.std(row[new], ddof=1)
+            done = abs(s2 - s) / s <= 0.1
+            m, s, keep = m2, s2, new
+            if done:
+                break
+        med[i], std[i] = m, s
+    return med, std
+
+
+def test_clipped_estimator_equals_the_spec_loop() -> None:
+    # The sorted-run implementation keeps the same values as clipping the rows directly.
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((200, 300))
+    v[:, :6] += 30 * rng.random((200, 6))  # sources
+    v[::5, 20:90] = np.nan  # blanks
+    v[7, 1:] = np.nan
+    med, std = background._clipped_rows(v.copy())
+    ref_med, ref_std = _clipped_reference(v)
+    assert np.allclose(med, ref_med, rtol=0, atol=1e-12, equal_nan=True)
+    assert np.allclose(std, ref_std, rtol=1e-12, atol=0, equal_nan=True)
+
+
 def test_nan_border_and_grid_alignment() -> None:
     n = 400
     img = noise(n, 5).astype(np.float32)
@@ -128,7 +165,10 @@ def test_islands_measurements() -> None:
 
 
 def _fit_image(
-    img: np.ndarray, max_comp: int = 3, point_thr: float | None = None
+    img: np.ndarray,
+    max_comp: int = 3,
+    point_thr: float | None = None,
+    deblend_thr: float | None = None,
 ) -> tuple[islands.IslandSet, fitting.FitResult]:
     img = img.astype(np.float32)
     bk = background.estimate(img, 80, 0.2, beam_width_px=4)
@@ -140,7 +180,10 @@ def _fit_image(
     units = fitting.Units(isl, seeds)
     area = 2 * math.pi * BEAM_SIGMA**2
     settings = fitting.FitConfig(
-        beam_area_pix=area, beam_sigma=(BEAM_SIGMA, BEAM_SIGMA, 0.0), point_model_thr=point_thr
+        beam_area_pix=area,
+        beam_sigma=(BEAM_SIGMA, BEAM_SIGMA, 0.0),
+        point_model_thr=point_thr,
+        deblend_thr=deblend_thr,
     )
     return isl, fitting.fit_units(units, settings)
 
@@ -236,6 +279,37 @@ def test_blended_pair_split_in_two() -> None:
     p = fit.params[order]
     assert np.allclose(p[:, 1], [60.0, 68.0], atol=0.3)
     assert np.allclose(p[:, 0] / RMS, [40, 25], rtol=0.15)
+
+
+def test_single_peaked_blend_deblended_into_its_two_sources() -> None:
+    # Two point sources 0.9 beam FWHM apart (3.6 px, one peak): one stretched component
+    # without the blend test, the two sources with it (positions and fluxes of the truth).
+    truth = [(22.0, 24.0, 100 * RMS), (24.8, 26.2, 50 * RMS)]
+    img = point_sources(48, truth, seed=1)
+    isl, one = _fit_image(img)
+    assert isl.n == 1 and one.params.shape[0] == 1 and not one.deblended.any()
+    assert one.params[0, 3] > 1.15 * BEAM_SIGMA  # stretched along the pair
+    _, two = _fit_image(img, deblend_thr=22.46)
+    assert two.ncomp[0] == 2 and two.deblended[0]
+    p = two.params[np.argsort(-two.flux)]
+    assert np.allclose(p[:, 1:3], [t[:2] for t in truth], atol=0.1)
+    flux = two.flux[np.argsort(-two.flux)]
+    assert np.allclose(flux / RMS, [100, 50], rtol=0.05)
+    assert flux == pytest.approx([0.01015138, 0.0051795], rel=1e-5)  # this noise realisation
+    # The single component took the pair's flux plus 2 % (its stretched wings).
+    assert two.flux_total[0] == pytest.approx(one.flux_total[0] / 1.016, rel=1e-3)
+
+
+def test_blend_test_leaves_single_sources_whole() -> None:
+    # A point source, an elongated and a resolved one at S/N 20 and 100: never split.
+    for seed in range(3):
+        for sx, sy in ((1.0, 1.0), (2.0, 1.0), (2.0, 2.0)):
+            for snr in (20, 100):
+                img = noise(64, seed) + gaussian(
+                    64, 31.3, 32.6, snr * RMS, sx * BEAM_SIGMA, sy * BEAM_SIGMA, 0.5
+                )
+                _, fit = _fit_image(img, deblend_thr=22.46)
+                assert fit.params.shape[0] == 1 and not fit.deblended.any()
 
 
 def test_deconvolution_recovers_intrinsic_size() -> None:

@@ -271,7 +271,8 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        to="nested.kern_factor"),
     # FITTING
     _o("fitsources", _F, None, None, None, CMP, FIT, False, True,
-       "Fit compact sources with multi-component 2-D Gaussians", to="fit.enabled"),
+       "Fit compact sources with multi-component 2-D Gaussians (on by default here; "
+       "no-fitsources turns it off)", to="fit.enabled", how=PART),
     _o("fit-usethreads", _F, None, None, None, CMP, FIT, True, False,
        _NA + "fits are vectorised; use nproc for parallel tiles"),
     _o("fit-minimizer", _E, "Minuit2", None, None, CMP, FIT, True, False,
@@ -496,6 +497,10 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
 
 #: Options of this implementation that the predecessor did not have (same conventions).
 EXTENSION_OPTIONS: tuple[LegacyOption, ...] = (
+    _o("no-fitsources", _F, None, None, None, CMP, FIT, False, True,
+       "Do not fit compact sources (the predecessor's default): one catalogue row per island "
+       "or nested source, fluxes summed over its pixels; fitsources wins when both are given",
+       to="fit.enabled", how=PART),
     _o("fit-nopointmodel", _F, None, None, None, CMP, FIT, True, True,
        "Keep the free-shape fit of every single component (by default one whose shape the "
        "data do not constrain takes the beam's shape: its flux is then the fitted peak)",
@@ -504,6 +509,14 @@ EXTENSION_OPTIONS: tuple[LegacyOption, ...] = (
        "Effective chi2 gain of the free shape (3 parameters, beam-correlated noise) below "
        "which the beam-shaped model is kept; 11.34 is the 99th percentile for a point source",
        to="fit.point_model_thr"),
+    _o("fit-nodeblend", _F, None, None, None, CMP, FIT, True, True,
+       "Keep one component for a single-peaked source (by default one stretched beyond the "
+       "beam is fitted again as a blended pair, kept when significantly better)",
+       to="fit.deblend_thr", how=OFF),
+    _o("fit-deblendthr", _R, 22.46, 0.0, 1000000.0, CMP, FIT, True, True,
+       "Effective chi2 gain of a blended pair over one component (6 more parameters, "
+       "beam-correlated noise) at which the pair is kept; 22.46 is the 99.9th percentile",
+       to="fit.deblend_thr"),
 )
 # fmt: on
 
@@ -664,7 +677,7 @@ class FitSettings:
     Attributes
     ----------
     enabled
-        Fit (``fitsources``).
+        Fit (on by default, unlike the predecessor; ``no-fitsources`` turns it off).
     max_nbeams
         Fit an island whole only up to this many beams (``fit-maxnbeams``).
     max_components
@@ -694,9 +707,13 @@ class FitSettings:
     point_model_thr
         Point-model test threshold, None = keep every free-shape fit (``fit-pointmodelthr``,
         ``fit-nopointmodel``).
+    deblend_thr
+        Blend test threshold: a stretched one-component fit becomes two components when
+        their effective chi2 gain is at least this, None = no test (``fit-deblendthr``,
+        ``fit-nodeblend``).
     """
 
-    enabled: bool = False
+    enabled: bool = True
     max_nbeams: float = 20.0
     max_components: int = 3
     use_nested: bool = False
@@ -718,6 +735,7 @@ class FitSettings:
     bound_step: float = 0.1
     chi2_cut: float | None = 5.0
     point_model_thr: float | None = 11.34
+    deblend_thr: float | None = 22.46
 
 
 @dataclass(frozen=True)
@@ -970,7 +988,13 @@ def _at_least(name: str, low: int | str) -> Callable[[Mapping[str, Any], Mapping
     return build
 
 
+def _fit_enabled(v: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
+    # Fitting is on by default (docs/compatibility.md); ``no-fitsources`` turns it off.
+    return bool(v["fitsources"]) or not v["no-fitsources"]
+
+
 _BUILDERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Any]] = {
+    "fit.enabled": _fit_enabled,
     "save_maps": _save_maps,
     "subimage": _subimage,
     "beam_fallback": _beam,
