@@ -27,6 +27,7 @@ import numpy as np
 
 from caesar_rest.apps.caesar_app import CaesarApp
 from caesar_rest.apps.common_options import CLASSIFY
+from caesar_rest.apps.grant import granted_cores
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import COLUMN_NAMES
@@ -34,7 +35,7 @@ from caesar_rest.imaging.fits_image import FitsImage, ImageError, load_image, pi
 from caesar_rest.sourcefinder import build_catalogues, find_sources
 from caesar_rest.sourcefinder.allocator import release_large_blocks
 from caesar_rest.sourcefinder.catalogue import write_components_json
-from caesar_rest.sourcefinder.options import from_legacy, ineffective_given
+from caesar_rest.sourcefinder.options import FinderOptions, from_legacy, ineffective_given
 from caesar_rest.sourcefinder.selection import contour
 
 PROG = "caesar_run"
@@ -79,6 +80,26 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def finder_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     """The options of the CAESAR pipeline: ``opts`` without the shared run's own (``classify``)."""
     return {k: v for k, v in opts.items() if k != CLASSIFY}
+
+
+def pipeline_options(opts: Mapping[str, Any]) -> FinderOptions:
+    """The pipeline's settings for the given options; ``nproc`` when not given is the cores the
+    job was granted (:func:`~caesar_rest.apps.grant.granted_cores`).
+
+    Parameters
+    ----------
+    opts
+        The given options, typed (:func:`resolve_options`).
+
+    Returns
+    -------
+    FinderOptions
+        The settings.
+    """
+    fo = from_legacy(finder_options(opts))
+    if opts.get("nproc") is None:
+        fo = fo.with_(nproc=granted_cores())
+    return fo
 
 
 def island_regions(result: Any, wcs_frame: str | None) -> str:
@@ -147,7 +168,7 @@ class CaesarFinder(Finder):
 
     def load(self, input_path: Path, opts: Mapping[str, Any]) -> FitsImage:
         """Load the image with the finder's beam fallback and sub-image options."""
-        fo = from_legacy(finder_options(opts))
+        fo = pipeline_options(opts)
         return load_image(input_path, beam_fallback=fo.beam_fallback, subimage=fo.subimage)
 
     def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
@@ -163,7 +184,8 @@ class CaesarFinder(Finder):
                 "extsfinder method): %s",
                 ", ".join(unused),
             )
-        fo = from_legacy(finder_options(opts))
+        fo = pipeline_options(opts)
+        log.info("nproc %d%s", fo.nproc, "" if opts.get("nproc") else " (the cores granted)")
         try:
             result = find_sources(image, fo)
         except ValueError as exc:

@@ -460,7 +460,8 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
     _o("no-mpi", _F, None, None, None, RUN, "", False, False,
        _NA + "tiles run in local processes (nproc)"),
     _o("nproc", _I, 1, 1, 1000, RUN, "", False, True,
-       "Number of worker processes for tiles (large images are tiled automatically)", to="nproc"),
+       "Number of worker processes for tiles (large images are tiled automatically); "
+       "when not given, the cores the backend granted the job", to="nproc"),
     _o("nthreads", _I, 1, -1, 1000, RUN, "", False, False,
        _NA + "NumPy kernels are single-threaded; use nproc"),
     _o("tilesplit", _F, None, None, None, RUN, "", False, True,
