@@ -167,9 +167,12 @@ class CaesarFinder(Finder):
         return resolve_options(options)
 
     def load(self, input_path: Path, opts: Mapping[str, Any]) -> FitsImage:
-        """Load the image with the finder's beam fallback and sub-image options."""
+        """Load the image with the finder's beam fallback and sub-image options (and no
+        image-sized mask when no pixel is blank: the finder only reads and slices it)."""
         fo = pipeline_options(opts)
-        return load_image(input_path, beam_fallback=fo.beam_fallback, subimage=fo.subimage)
+        return load_image(
+            input_path, beam_fallback=fo.beam_fallback, subimage=fo.subimage, compact_mask=True
+        )
 
     def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
         """Run the CAESAR pipeline and build its catalogues and maps."""

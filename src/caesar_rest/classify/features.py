@@ -250,24 +250,47 @@ def noise_grid(data: F32, mask: npt.NDArray[np.bool_], box: int) -> NoiseMaps:
     ny, nx = data.shape
     box = max(4, min(box, ny, nx))
     step = max(1, box // 32)
-    sub = data[::step, ::step]
-    work = np.where(mask[::step, ::step], np.float32(np.nan), sub)
     b = max(1, box // step)
-    sy, sx = work.shape
+    sy, sx = -(-ny // step), -(-nx // step)
     by, bx = -(-sy // b), -(-sx // b)
-    padded = np.full((by * b, bx * b), np.nan, dtype=np.float32)
-    padded[:sy, :sx] = work
-    blocks = padded.reshape(by, b, bx, b).transpose(0, 2, 1, 3).reshape(by, bx, b * b)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
-        med = np.nanmedian(blocks, axis=-1)
-        mad = np.nanmedian(np.abs(blocks - med[..., None]), axis=-1) * 1.4826
+    med = np.empty((by, bx), dtype=np.float32)
+    mad = np.empty((by, bx), dtype=np.float32)
+    # By bands of block rows: the subsample of a band, padded and cut into blocks.
+    chunk = max(1, (1 << 22) // max(bx * b * b, 1))
+    for j0 in range(0, by, chunk):
+        j1 = min(by, j0 + chunk)
+        rows = slice(j0 * b * step, min(ny, j1 * b * step), step)
+        work = np.where(mask[rows, ::step], np.float32(np.nan), data[rows, ::step])
+        padded = np.full(((j1 - j0) * b, bx * b), np.nan, dtype=np.float32)
+        padded[: work.shape[0], :sx] = work
+        blocks = padded.reshape(j1 - j0, b, bx, b).transpose(0, 2, 1, 3).reshape(j1 - j0, bx, -1)
+        med[j0:j1], mad[j0:j1] = _block_stats(blocks)
     good = np.isfinite(mad) & (mad > 0)
     fill_rms = float(np.median(mad[good])) if good.any() else 1.0
     fill_bkg = float(np.median(med[good])) if good.any() else 0.0
     med = np.where(good, med, fill_bkg)
     mad = np.where(good, mad, fill_rms)
     return NoiseMaps(data, mask, med.astype(np.float32), mad.astype(np.float32), b * step)
+
+
+def _block_stats(blocks: F32) -> tuple[F32, F32]:
+    """NaN-ignoring median and 1.4826 MAD of each block (last axis), as ``numpy.nanmedian``
+    gives them; blocks without NaN through ``numpy.median`` at once (what ``nanmedian`` does
+    for them one by one when a block has 600 values or more)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
+        if blocks.shape[-1] < 600:
+            med = np.nanmedian(blocks, axis=-1)
+            return med, np.nanmedian(np.abs(blocks - med[..., None]), axis=-1) * 1.4826
+        holes = np.isnan(blocks).any(axis=-1)
+        med = np.median(blocks, axis=-1)
+        if holes.any():
+            med[holes] = np.nanmedian(blocks[holes], axis=-1)
+        dev = np.abs(blocks - med[..., None])
+        mad = np.median(dev, axis=-1)
+        if holes.any():
+            mad[holes] = np.nanmedian(dev[holes], axis=-1)
+        return med, mad * 1.4826
 
 
 def noise_maps(data: F32, mask: npt.NDArray[np.bool_], box: int) -> tuple[F32, F32]:
