@@ -36,7 +36,9 @@ from caesar_rest.sourcefinder import build_catalogues, find_sources
 from caesar_rest.sourcefinder.allocator import release_large_blocks
 from caesar_rest.sourcefinder.catalogue import write_components_json
 from caesar_rest.sourcefinder.options import FinderOptions, from_legacy, ineffective_given
+from caesar_rest.sourcefinder.ranks import MPIUnavailable, Ranks, connect, serve
 from caesar_rest.sourcefinder.selection import contour
+from caesar_rest.sourcefinder.tiling import tile_from_file
 
 PROG = "caesar_run"
 #: Result names (see :class:`CaesarApp`) of the finder's maps, by map key.
@@ -160,6 +162,8 @@ class CaesarFinder(Finder):
 
     prog = PROG
     description = "Find sources with the CAESAR pipeline."
+    #: The MPI ranks when this process is rank 0 of several (set by :func:`main`).
+    ranks: Ranks | None = None
     maps = MapStyle("caesar-rest caesar", blank=False, bunit="")
 
     def resolve(self, app: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,7 +194,8 @@ class CaesarFinder(Finder):
         fo = pipeline_options(opts)
         log.info("nproc %d%s", fo.nproc, "" if opts.get("nproc") else " (the cores granted)")
         try:
-            result = find_sources(image, fo)
+            ranks = None if opts.get("no-mpi") else self.ranks
+            result = find_sources(image, fo, ranks=ranks)
         except ValueError as exc:
             if isinstance(exc, ImageError):
                 raise
@@ -241,8 +246,26 @@ FINDER = CaesarFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
-    return program_main(CaesarApp(), FINDER, argv)
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`).
+
+    Under ``mpirun`` with several ranks, rank 0 runs the program and shares the tiles with the
+    others (:mod:`caesar_rest.sourcefinder.ranks`), which only process tiles.
+    """
+    try:
+        ranks = connect()
+    except MPIUnavailable as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    if ranks is None:
+        return program_main(CaesarApp(), FINDER, argv)
+    if ranks.rank > 0:
+        return serve(ranks, tile_from_file)
+    FINDER.ranks = ranks
+    try:
+        return program_main(CaesarApp(), FINDER, argv)
+    finally:
+        ranks.send(None)  # the run needed no tiles, or failed before them
+        FINDER.ranks = None
 
 
 if __name__ == "__main__":

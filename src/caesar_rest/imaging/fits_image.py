@@ -181,6 +181,42 @@ def load_image(
     )
 
 
+def read_pixels(
+    path: str | Path, hdu: int, box: tuple[int, int, int, int]
+) -> npt.NDArray[np.float32]:
+    """The pixels of a box of an image HDU, as :func:`load_image` gives them (native float32,
+    NaN at non-finite and BLANK pixels), reading only that part of the file.
+
+    Parameters
+    ----------
+    path
+        The FITS file.
+    hdu
+        Index of the image HDU.
+    box
+        ``(xmin, xmax, ymin, ymax)``, 0-based, half-open, in the HDU's pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ymax - ymin, xmax - xmin)`` float32.
+
+    Raises
+    ------
+    ImageError
+        When the file cannot be read or the box is outside the image.
+    """
+    try:
+        _, _, data, blank, _ = _read(Path(path), hdu, box, memmap=True)
+    except _NeedsNoMemmap:
+        _, _, data, blank, _ = _read(Path(path), hdu, box, memmap=False)
+    bad = ~np.isfinite(data)
+    if blank is not None:
+        bad |= blank
+    data[bad] = np.nan
+    return data
+
+
 def _blank_pixels(
     data: npt.NDArray[np.float32], blank: npt.NDArray[np.bool_] | None, compact: bool
 ) -> npt.NDArray[np.bool_]:

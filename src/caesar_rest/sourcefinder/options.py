@@ -457,8 +457,9 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        "Log level of the job log", ("INFO", "DEBUG", "WARN", "ERROR", "OFF"), to=APP),
     _o("no-logredir", _F, None, None, None, RUN, "", False, False,
        _NA + "the log always goes to the job log"),
-    _o("no-mpi", _F, None, None, None, RUN, "", False, False,
-       _NA + "tiles run in local processes (nproc)"),
+    _o("no-mpi", _F, None, None, None, RUN, "", False, True,
+       "Under mpirun, run on rank 0 alone (the tiles are otherwise shared among the ranks)",
+       to=APP),
     _o("nproc", _I, 1, 1, 1000, RUN, "", False, True,
        "Number of worker processes for tiles (large images are tiled automatically); "
        "when not given, the cores the backend granted the job", to="nproc"),
