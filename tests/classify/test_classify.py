@@ -182,3 +182,16 @@ def test_islands_by_bands_equal_the_whole_image_labels(
     np.testing.assert_array_equal(
         row_features(image, table, banded), row_features(image, table, whole)
     )
+
+
+def test_model_scores_by_chunks_of_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scores are computed by chunks of rows (bounded memory on large catalogues): the same
+    values as all rows at once."""
+    from caesar_rest.classify import model
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 1.0, (50, len(FEATURE_NAMES)))
+    ens = shipped()
+    whole = ens.raw(x)
+    monkeypatch.setattr(model, "ROW_CHUNK", 7)
+    np.testing.assert_array_equal(ens.raw(x), whole)
