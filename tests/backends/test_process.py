@@ -25,7 +25,11 @@ from caesar_rest.jobs.folder import LOG_FILE, read_exit
 
 
 def test_one_environment_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert job_environment(4) == {"OMP_NUM_THREADS": "4", "MPLBACKEND": "Agg"}
+    assert job_environment(4) == {
+        "OMP_NUM_THREADS": "4",
+        "CAESAR_JOB_CORES": "4",
+        "MPLBACKEND": "Agg",
+    }
     assert job_environment(0)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("CAESAR_REST_SLURM_TOKEN", "secret")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -154,3 +154,47 @@ def test_classify_on_and_off_in_a_run(field7: Path, tmp_path: Path) -> None:
     # The preview colours rows by class.
     assert class_colours(t_on) == [CLASS_COLOURS[str(c)] for c in t_on["class"]]
     assert class_colours(t_off) == "cyan"
+
+
+def test_islands_by_bands_equal_the_whole_image_labels(
+    field7: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The islands are made band by band of rows (no image-sized map); cutting the field into
+    bands of 7 rows gives the labels, numbering and features of one whole-image
+    ``ndimage.label``."""
+    from scipy import ndimage
+
+    from caesar_rest.classify import features
+
+    image = load_image(field7)
+    whole = find_islands(image)
+    bands = features._bands
+    monkeypatch.setattr(features, "_bands", lambda ny, nx, pixels=0: bands(ny, nx, 7 * nx))
+    banded = find_islands(image)
+    assert len(features._bands(256, 256)) == 37
+    expected, n = ndimage.label(whole.sig > 3.0, structure=np.ones((3, 3), dtype=bool))
+    assert n == 43
+    np.testing.assert_array_equal(banded.labels, expected)
+    np.testing.assert_array_equal(banded.npix, whole.npix)
+    np.testing.assert_array_equal(banded.flux, whole.flux)
+    assert banded.median_rms == whole.median_rms == float(np.median(whole.rms))
+    _, _, table = _rows(field7)
+    np.testing.assert_array_equal(
+        row_features(image, table, banded), row_features(image, table, whole)
+    )
+
+
+def test_model_scores_by_chunks_of_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scores are computed by chunks of rows (bounded memory on large catalogues): the values
+    of all rows at once (to the rounding of NumPy's sums over trees, whose order depends on
+    the number of rows) and the same classes."""
+    from caesar_rest.classify import model
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 1.0, (50, len(FEATURE_NAMES)))
+    ens = shipped()
+    whole = ens.raw(x)
+    monkeypatch.setattr(model, "ROW_CHUNK", 7)
+    chunked = ens.raw(x)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(chunked.argmax(axis=1), whole.argmax(axis=1))

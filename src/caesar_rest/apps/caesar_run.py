@@ -27,6 +27,7 @@ import numpy as np
 
 from caesar_rest.apps.caesar_app import CaesarApp
 from caesar_rest.apps.common_options import CLASSIFY
+from caesar_rest.apps.grant import granted_cores
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import COLUMN_NAMES
@@ -35,8 +36,10 @@ from caesar_rest.sourcefinder import build_catalogues, find_sources
 from caesar_rest.sourcefinder.allocator import release_large_blocks
 from caesar_rest.sourcefinder.catalogue import write_components_json
 from caesar_rest.sourcefinder.islands import island_order
-from caesar_rest.sourcefinder.options import from_legacy, ineffective_given
+from caesar_rest.sourcefinder.options import FinderOptions, from_legacy, ineffective_given
+from caesar_rest.sourcefinder.ranks import MPIUnavailable, Ranks, connect, serve
 from caesar_rest.sourcefinder.selection import contour
+from caesar_rest.sourcefinder.tiling import tile_from_file
 
 PROG = "caesar_run"
 #: Result names (see :class:`CaesarApp`) of the finder's maps, by map key.
@@ -80,6 +83,26 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def finder_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     """The options of the CAESAR pipeline: ``opts`` without the shared run's own (``classify``)."""
     return {k: v for k, v in opts.items() if k != CLASSIFY}
+
+
+def pipeline_options(opts: Mapping[str, Any]) -> FinderOptions:
+    """The pipeline's settings for the given options; ``nproc`` when not given is the cores the
+    job was granted (:func:`~caesar_rest.apps.grant.granted_cores`).
+
+    Parameters
+    ----------
+    opts
+        The given options, typed (:func:`resolve_options`).
+
+    Returns
+    -------
+    FinderOptions
+        The settings.
+    """
+    fo = from_legacy(finder_options(opts))
+    if opts.get("nproc") is None:
+        fo = fo.with_(nproc=granted_cores())
+    return fo
 
 
 def island_regions(result: Any, wcs_frame: str | None) -> str:
@@ -151,6 +174,8 @@ class CaesarFinder(Finder):
 
     prog = PROG
     description = "Find sources with the CAESAR pipeline."
+    #: The MPI ranks when this process is rank 0 of several (set by :func:`main`).
+    ranks: Ranks | None = None
     maps = MapStyle("caesar-rest caesar", blank=False, bunit="")
 
     def resolve(self, app: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,9 +183,12 @@ class CaesarFinder(Finder):
         return resolve_options(options)
 
     def load(self, input_path: Path, opts: Mapping[str, Any]) -> FitsImage:
-        """Load the image with the finder's beam fallback and sub-image options."""
-        fo = from_legacy(finder_options(opts))
-        return load_image(input_path, beam_fallback=fo.beam_fallback, subimage=fo.subimage)
+        """Load the image with the finder's beam fallback and sub-image options (and no
+        image-sized mask when no pixel is blank: the finder only reads and slices it)."""
+        fo = pipeline_options(opts)
+        return load_image(
+            input_path, beam_fallback=fo.beam_fallback, subimage=fo.subimage, compact_mask=True
+        )
 
     def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
         """Run the CAESAR pipeline and build its catalogues and maps."""
@@ -175,9 +203,11 @@ class CaesarFinder(Finder):
                 "extsfinder method): %s",
                 ", ".join(unused),
             )
-        fo = from_legacy(finder_options(opts))
+        fo = pipeline_options(opts)
+        log.info("nproc %d%s", fo.nproc, "" if opts.get("nproc") else " (the cores granted)")
         try:
-            result = find_sources(image, fo)
+            ranks = None if opts.get("no-mpi") else self.ranks
+            result = find_sources(image, fo, ranks=ranks)
         except ValueError as exc:
             if isinstance(exc, ImageError):
                 raise
@@ -228,8 +258,26 @@ FINDER = CaesarFinder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`)."""
-    return program_main(CaesarApp(), FINDER, argv)
+    """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`).
+
+    Under ``mpirun`` with several ranks, rank 0 runs the program and shares the tiles with the
+    others (:mod:`caesar_rest.sourcefinder.ranks`), which only process tiles.
+    """
+    try:
+        ranks = connect()
+    except MPIUnavailable as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    if ranks is None:
+        return program_main(CaesarApp(), FINDER, argv)
+    if ranks.rank > 0:
+        return serve(ranks, tile_from_file)
+    FINDER.ranks = ranks
+    try:
+        return program_main(CaesarApp(), FINDER, argv)
+    finally:
+        ranks.send(None)  # the run needed no tiles, or failed before them
+        FINDER.ranks = None
 
 
 if __name__ == "__main__":

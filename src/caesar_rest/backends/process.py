@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from caesar_rest.backends.pids import process_alive, process_start_ticks
-from caesar_rest.jobs.folder import LIMITS_ENV, LOG_FILE, JobLimits, clear_exit
+from caesar_rest.jobs.folder import CORES_ENV, LIMITS_ENV, LOG_FILE, JobLimits, clear_exit
 
 if TYPE_CHECKING:
     from caesar_rest.backends.forkserver import ForkServer
@@ -124,11 +124,13 @@ def job_limits(settings: Settings) -> JobLimits:
 def job_environment(cores: int, limits: JobLimits | None = None) -> dict[str, str]:
     """The variables every job gets, on every backend.
 
-    One rule: ``OMP_NUM_THREADS`` is the job's cores (the app asked for them), and matplotlib
-    draws without a display. With ``limits``, ``CAESAR_JOB_LIMITS`` tells the wrapper the
-    rlimits to set on the app.
+    One rule: ``OMP_NUM_THREADS`` and ``CAESAR_JOB_CORES`` are the job's cores (the app asked
+    for them; the second one is the grant an app sizes its worker pool by, which an operator's
+    ``OMP_NUM_THREADS`` does not override), and matplotlib draws without a display. With
+    ``limits``, ``CAESAR_JOB_LIMITS`` tells the wrapper the rlimits to set on the app.
     """
-    env = {"OMP_NUM_THREADS": str(max(1, cores)), "MPLBACKEND": "Agg"}
+    n = str(max(1, cores))
+    env = {"OMP_NUM_THREADS": n, CORES_ENV: n, "MPLBACKEND": "Agg"}
     if limits is not None and limits.to_env():
         env[LIMITS_ENV] = limits.to_env()
     return env

@@ -59,8 +59,9 @@ _INFERNO = np.array(
     ],
     dtype=np.float64,
 )
-#: Rows of blocks averaged at a time by :func:`block_reduce` (bounds its scratch memory).
-_STRIP_BLOCKS = 64
+#: Pixels of the image averaged at a time by :func:`block_reduce`, and of the picture coloured
+#: at a time by :func:`colourise` (bounds their scratch memory at any image size).
+_STRIP_PIXELS = 1 << 22
 
 
 def _lut() -> U8:
@@ -95,8 +96,9 @@ def block_reduce(data: npt.NDArray[np.float32], factor: int) -> npt.NDArray[np.f
     ny, nx = data.shape
     by, bx = -(-ny // factor), -(-nx // factor)
     out = np.empty((by, bx), dtype=np.float32)
-    for j0 in range(0, by, _STRIP_BLOCKS):
-        j1 = min(by, j0 + _STRIP_BLOCKS)
+    strip = max(1, _STRIP_PIXELS // (factor * factor * bx))
+    for j0 in range(0, by, strip):
+        j1 = min(by, j0 + strip)
         rows = data[j0 * factor : min(ny, j1 * factor)]
         padded = np.full(((j1 - j0) * factor, bx * factor), np.nan, dtype=np.float32)
         padded[: rows.shape[0], :nx] = rows
@@ -126,12 +128,19 @@ def colourise(small: npt.NDArray[np.float32]) -> U8:
         lo, hi = (float(v) for v in np.percentile(vals, [0.25, 99.75]))
     else:
         lo, hi = 0.0, 1.0
+    del vals
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
-    x = np.clip((np.where(finite, small, lo) - lo) * scale, 0.0, 1.0)
     a = 0.05
-    y = np.arcsinh(x / a) / math.asinh(1.0 / a)
-    rgb = _LUT[np.clip((y * 255.0 + 0.5).astype(np.intp), 0, 255)]
-    rgb[~finite] = GREY
+    rgb = np.empty((*small.shape, 3), dtype=np.uint8)
+    # By strips of rows: the stretch works in float64.
+    step = max(1, _STRIP_PIXELS // 8 // max(small.shape[1], 1))
+    for r0 in range(0, small.shape[0], step):
+        f = finite[r0 : r0 + step]
+        x = np.clip((np.where(f, small[r0 : r0 + step], lo) - lo) * scale, 0.0, 1.0)
+        y = np.arcsinh(x / a) / math.asinh(1.0 / a)
+        part = _LUT[np.clip((y * 255.0 + 0.5).astype(np.intp), 0, 255)]
+        part[~f] = GREY
+        rgb[r0 : r0 + step] = part
     return rgb
 
 

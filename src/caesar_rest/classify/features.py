@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -81,17 +82,84 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 
 @dataclass
-class Islands:
-    """The classifier's own islands of an image.
+class NoiseMaps:
+    """The classifier's block-constant background and noise maps, kept as their grids.
+
+    Values at a pixel are those of the ``cell x cell`` block holding it, as float32: a map of
+    the image's size is never made (:meth:`rows` gives one band of rows, :meth:`at` any pixels).
 
     Attributes
     ----------
-    labels
-        Island label per pixel (0 outside).
-    sig
-        Significance map ``(image - background) / rms``, 0 at blank pixels.
-    rms
-        Noise map (Jy/beam).
+    data, mask
+        The image and its blank pixels.
+    bkg_grid, rms_grid
+        float32 block medians and rms (1.4826 MAD), ``(by, bx)``.
+    cell
+        Block side in image pixels.
+    """
+
+    data: F32
+    mask: npt.NDArray[np.bool_]
+    bkg_grid: F32
+    rms_grid: F32
+    cell: int
+
+    def rows(self, y0: int, y1: int) -> tuple[F32, F32, F32]:
+        """Background, rms and significance (0 at blank pixels) of rows ``y0:y1``."""
+        nx = self.data.shape[1]
+        by = np.arange(y0, y1) // self.cell
+        bx = np.arange(nx) // self.cell
+        bkg = self.bkg_grid[by[:, None], bx[None, :]]
+        rms = self.rms_grid[by[:, None], bx[None, :]]
+        return bkg, rms, _significance(self.data[y0:y1], self.mask[y0:y1], bkg, rms)
+
+    def at(self, yi: npt.NDArray[np.intp], xi: npt.NDArray[np.intp]) -> tuple[F32, F32]:
+        """Rms and significance at pixels (any shape); significance 0 outside the image."""
+        ny, nx = self.data.shape
+        inside = (yi >= 0) & (yi < ny) & (xi >= 0) & (xi < nx)
+        y, x = np.clip(yi, 0, ny - 1), np.clip(xi, 0, nx - 1)
+        by, bx = y // self.cell, x // self.cell
+        bkg, rms = self.bkg_grid[by, bx], self.rms_grid[by, bx]
+        sig = _significance(self.data[y, x], self.mask[y, x] | ~inside, bkg, rms)
+        return rms, sig
+
+    def median_rms(self) -> float:
+        """Median of the full rms map (each block counted by its pixels in the image)."""
+        ny, nx = self.data.shape
+        cy = np.minimum(ny - np.arange(self.rms_grid.shape[0]) * self.cell, self.cell)
+        cx = np.minimum(nx - np.arange(self.rms_grid.shape[1]) * self.cell, self.cell)
+        values = self.rms_grid.ravel()
+        counts = (cy[:, None] * cx[None, :]).ravel().astype(np.int64)
+        order = np.argsort(values, kind="stable")
+        ends = np.cumsum(counts[order])
+        n = int(ends[-1])
+        # numpy.median of the n values: the middle one, or the mean of the two middle ones.
+        mid = values[order[np.searchsorted(ends, [(n - 1) // 2, n // 2], side="right")]]
+        return float(np.median(mid))
+
+
+def _significance(data: F32, mask: npt.NDArray[np.bool_], bkg: F32, rms: F32) -> F32:
+    with np.errstate(all="ignore"):
+        return np.where(mask, np.float32(0.0), (data - bkg) / rms).astype(np.float32)
+
+
+@dataclass
+class Islands:
+    """The classifier's own islands of an image.
+
+    The island pixels are kept as a list (the image's size is held by no array of this
+    object): :meth:`label_at` looks labels up; :attr:`labels`, :attr:`sig` and :attr:`rms`
+    build the image-sized maps for callers that need them whole (made on first use).
+
+    Attributes
+    ----------
+    pixels
+        Flat indices (``y * nx + x``, ascending) of the island pixels.
+    pixel_labels
+        Island label of each of them (1, 2, ... in raster order of their first pixel, as
+        ``scipy.ndimage.label`` numbers them).
+    maps
+        The background and noise maps.
     median_rms
         Median of the noise map.
     npix, flux, peak, mean_rms, cx, cy, ecc, fill, theta
@@ -100,9 +168,9 @@ class Islands:
         angle from +x (radians).
     """
 
-    labels: npt.NDArray[np.int32]
-    sig: F32
-    rms: F32
+    pixels: npt.NDArray[np.int64]
+    pixel_labels: npt.NDArray[np.int32]
+    maps: NoiseMaps
     median_rms: float
     npix: F64
     flux: F64
@@ -114,13 +182,52 @@ class Islands:
     fill: F64
     theta: F64
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(ny, nx)`` of the image."""
+        ny, nx = self.maps.data.shape
+        return int(ny), int(nx)
+
+    def label_at(self, yi: npt.NDArray[np.intp], xi: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Island labels at pixels (0 outside islands and outside the image)."""
+        ny, nx = self.shape
+        inside = (yi >= 0) & (yi < ny) & (xi >= 0) & (xi < nx)
+        key = np.where(inside, yi.astype(np.int64) * nx + xi, -1)
+        if self.pixels.size == 0:
+            return np.zeros(key.shape, dtype=np.intp)
+        pos = np.clip(np.searchsorted(self.pixels, key), 0, self.pixels.size - 1)
+        hit = inside & (self.pixels[pos] == key)
+        return np.where(hit, self.pixel_labels[pos], 0).astype(np.intp)
+
+    @cached_property
+    def labels(self) -> npt.NDArray[np.int32]:
+        """Island label per pixel (0 outside): an image-sized array."""
+        out = np.zeros(self.shape, dtype=np.int32)
+        out.ravel()[self.pixels] = self.pixel_labels
+        return out
+
+    @cached_property
+    def sig(self) -> F32:
+        """Significance map ``(image - background) / rms``, 0 at blank pixels (image-sized)."""
+        return np.concatenate([self.maps.rows(a, b)[2] for a, b in _bands(*self.shape)])
+
+    @cached_property
+    def rms(self) -> F32:
+        """Noise map (Jy/beam), image-sized."""
+        return np.concatenate([self.maps.rows(a, b)[1] for a, b in _bands(*self.shape)])
+
+
+def _bands(ny: int, nx: int, pixels: int = 1 << 21) -> list[tuple[int, int]]:
+    step = max(1, pixels // max(nx, 1))
+    return [(a, min(ny, a + step)) for a in range(0, ny, step)]
+
 
 def beam_fwhm_pix(image: FitsImage) -> float:
     """Geometric-mean beam FWHM in pixels."""
     return math.sqrt(image.beam[0] * image.beam[1]) / image.pixel_scale_arcsec
 
 
-def noise_maps(data: F32, mask: npt.NDArray[np.bool_], box: int) -> tuple[F32, F32]:
+def noise_grid(data: F32, mask: npt.NDArray[np.bool_], box: int) -> NoiseMaps:
     """Background (median) and rms (1.4826 MAD) in ``box x box`` blocks, block-constant.
 
     The statistics of a block come from a regular subsample of its pixels (at most 32 x 32),
@@ -137,36 +244,139 @@ def noise_maps(data: F32, mask: npt.NDArray[np.bool_], box: int) -> tuple[F32, F
 
     Returns
     -------
-    background, rms
-        float32 maps of the image's shape.
+    NoiseMaps
+        The maps.
     """
     ny, nx = data.shape
     box = max(4, min(box, ny, nx))
     step = max(1, box // 32)
-    work = np.where(mask, np.float32(np.nan), data)[::step, ::step]
     b = max(1, box // step)
-    sy, sx = work.shape
+    sy, sx = -(-ny // step), -(-nx // step)
     by, bx = -(-sy // b), -(-sx // b)
-    padded = np.full((by * b, bx * b), np.nan, dtype=np.float32)
-    padded[:sy, :sx] = work
-    blocks = padded.reshape(by, b, bx, b).transpose(0, 2, 1, 3).reshape(by, bx, b * b)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
-        med = np.nanmedian(blocks, axis=-1)
-        mad = np.nanmedian(np.abs(blocks - med[..., None]), axis=-1) * 1.4826
+    med = np.empty((by, bx), dtype=np.float32)
+    mad = np.empty((by, bx), dtype=np.float32)
+    # By bands of block rows: the subsample of a band, padded and cut into blocks.
+    chunk = max(1, (1 << 22) // max(bx * b * b, 1))
+    for j0 in range(0, by, chunk):
+        j1 = min(by, j0 + chunk)
+        rows = slice(j0 * b * step, min(ny, j1 * b * step), step)
+        work = np.where(mask[rows, ::step], np.float32(np.nan), data[rows, ::step])
+        padded = np.full(((j1 - j0) * b, bx * b), np.nan, dtype=np.float32)
+        padded[: work.shape[0], :sx] = work
+        blocks = padded.reshape(j1 - j0, b, bx, b).transpose(0, 2, 1, 3).reshape(j1 - j0, bx, -1)
+        med[j0:j1], mad[j0:j1] = _block_stats(blocks)
     good = np.isfinite(mad) & (mad > 0)
     fill_rms = float(np.median(mad[good])) if good.any() else 1.0
     fill_bkg = float(np.median(med[good])) if good.any() else 0.0
     med = np.where(good, med, fill_bkg)
     mad = np.where(good, mad, fill_rms)
-    cell = b * step
-    bkg = np.repeat(np.repeat(med, cell, axis=0), cell, axis=1)[:ny, :nx]
-    rms = np.repeat(np.repeat(mad, cell, axis=0), cell, axis=1)[:ny, :nx]
-    return bkg.astype(np.float32), rms.astype(np.float32)
+    return NoiseMaps(data, mask, med.astype(np.float32), mad.astype(np.float32), b * step)
+
+
+def _block_stats(blocks: F32) -> tuple[F32, F32]:
+    """NaN-ignoring median and 1.4826 MAD of each block (last axis), as ``numpy.nanmedian``
+    gives them; blocks without NaN through ``numpy.median`` at once (what ``nanmedian`` does
+    for them one by one when a block has 600 values or more)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
+        if blocks.shape[-1] < 600:
+            med = np.nanmedian(blocks, axis=-1)
+            return med, np.nanmedian(np.abs(blocks - med[..., None]), axis=-1) * 1.4826
+        holes = np.isnan(blocks).any(axis=-1)
+        med = np.median(blocks, axis=-1)
+        if holes.any():
+            med[holes] = np.nanmedian(blocks[holes], axis=-1)
+        dev = np.abs(blocks - med[..., None])
+        mad = np.median(dev, axis=-1)
+        if holes.any():
+            mad[holes] = np.nanmedian(dev[holes], axis=-1)
+        return med, mad * 1.4826
+
+
+def noise_maps(data: F32, mask: npt.NDArray[np.bool_], box: int) -> tuple[F32, F32]:
+    """:func:`noise_grid` as two image-sized float32 maps (background, rms)."""
+    maps = noise_grid(data, mask, box)
+    bands = [maps.rows(a, b) for a, b in _bands(*data.shape)]
+    return np.concatenate([b[0] for b in bands]), np.concatenate([b[1] for b in bands])
+
+
+def _label_bands(
+    maps: NoiseMaps,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], F32, F32, F32]:
+    """8-connected pixels above :data:`ISLAND_SNR`, band by band of rows, joined across bands.
+
+    Returns
+    -------
+    pixels, labels, sig, flux, rms
+        Per island pixel (raster order): flat index, label (numbered as ``ndimage.label``
+        numbers the whole image), significance, image minus background, and rms.
+    """
+    ny, nx = maps.data.shape
+    structure = np.ones((3, 3), dtype=bool)
+    parts: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], F32, F32, F32]] = []
+    links: list[npt.NDArray[np.int64]] = []
+    offset = 0
+    last: npt.NDArray[np.int64] | None = None
+    for y0, y1 in _bands(ny, nx):
+        bkg, rms, sig = maps.rows(y0, y1)
+        lab, n = ndimage.label(sig > ISLAND_SNR, structure=structure)
+        lab = np.asarray(lab, dtype=np.int64)
+        lab[lab > 0] += offset
+        if last is not None:
+            # 8-connectivity across the band border: (x - 1, x, x + 1) of the row above.
+            first = lab[0]
+            for dx in (-1, 0, 1):
+                a = last[max(0, -dx) : nx - max(0, dx)]
+                b = first[max(0, dx) : nx - max(0, -dx)]
+                both = (a > 0) & (b > 0)
+                links.append(np.stack([a[both], b[both]]))
+        last = lab[-1].copy()
+        idx = np.flatnonzero(lab)
+        flux = (maps.data[y0:y1].ravel()[idx] - bkg.ravel()[idx]).astype(np.float32)
+        parts.append((idx + y0 * nx, lab.ravel()[idx], sig.ravel()[idx], flux, rms.ravel()[idx]))
+        offset += n
+    pixels = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    prov = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    final = _join(prov, links, offset)
+    return (
+        pixels,
+        final,
+        np.concatenate([p[2] for p in parts]),
+        np.concatenate([p[3] for p in parts]),
+        np.concatenate([p[4] for p in parts]),
+    )
+
+
+def _join(
+    prov: npt.NDArray[np.int64], links: list[npt.NDArray[np.int64]], n: int
+) -> npt.NDArray[np.int32]:
+    """Final labels of pixels from their band labels (``1..n``) joined by ``links``: one label
+    per connected group, numbered by the group's first band label (its first pixel)."""
+    if n == 0:
+        return np.zeros(prov.shape, dtype=np.int32)
+    pairs = np.concatenate(links, axis=1) if links else np.zeros((2, 0), dtype=np.int64)
+    if pairs.size:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        g = coo_matrix((np.ones(pairs.shape[1]), (pairs[0] - 1, pairs[1] - 1)), shape=(n, n))
+        _, comp = connected_components(g, directed=False)
+    else:
+        comp = np.arange(n)
+    # Band labels are in raster order of their first pixel, so a group's first pixel is that
+    # of its smallest band label.
+    _, first = np.unique(comp, return_index=True)
+    rank = np.empty(first.size, dtype=np.int32)
+    rank[np.argsort(first)] = np.arange(1, first.size + 1, dtype=np.int32)
+    lut = np.concatenate([[0], rank[comp]]).astype(np.int32)
+    return lut[prov]
 
 
 def find_islands(image: FitsImage) -> Islands:
     """Noise maps, significance and islands of ``image`` with their moments.
+
+    Made band by band of rows: the memory is the island pixels and a few bands, not the
+    image's size again.
 
     Parameters
     ----------
@@ -179,16 +389,13 @@ def find_islands(image: FitsImage) -> Islands:
         Maps and per-island measurements.
     """
     fwhm = beam_fwhm_pix(image)
-    data, mask = image.data, image.mask
-    bkg, rms = noise_maps(data, mask, int(round(10 * fwhm)))
-    sig = np.where(mask, np.float32(0.0), (data - bkg) / rms).astype(np.float32)
-    labels, n = ndimage.label(sig > ISLAND_SNR, structure=np.ones((3, 3), dtype=bool))
-    labels = np.asarray(labels, dtype=np.int32)
-    idx = np.flatnonzero(labels)
-    lab = labels.ravel()[idx]
-    yy, xx = np.divmod(idx, labels.shape[1])
-    s = sig.ravel()[idx].astype(np.float64)
-    flux = (data.ravel()[idx] - bkg.ravel()[idx]).astype(np.float64)
+    maps = noise_grid(image.data, image.mask, int(round(10 * fwhm)))
+    idx, lab, sig, flux32, rms_pix = _label_bands(maps)
+    n = int(lab.max()) if lab.size else 0
+    nx = image.shape[1]
+    yy, xx = np.divmod(idx, nx)
+    s = sig.astype(np.float64)
+    flux = flux32.astype(np.float64)
     w = np.maximum(s, 0.0)
     m = n + 1
 
@@ -207,14 +414,14 @@ def find_islands(image: FitsImage) -> Islands:
     peak = np.zeros(m)
     np.maximum.at(peak, lab, s)
     return Islands(
-        labels=labels,
-        sig=sig,
-        rms=rms,
-        median_rms=float(np.median(rms)),
+        pixels=idx,
+        pixel_labels=lab,
+        maps=maps,
+        median_rms=maps.median_rms(),
         npix=npix,
         flux=total(flux),
         peak=peak,
-        mean_rms=total(rms.ravel()[idx].astype(np.float64)) / np.maximum(npix, 1),
+        mean_rms=total(rms_pix.astype(np.float64)) / np.maximum(npix, 1),
         cx=cx,
         cy=cy,
         ecc=ecc,
@@ -232,11 +439,14 @@ def _row_islands(
     isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp]
 ) -> npt.NDArray[np.intp]:
     # The island under each row, else the largest label within 2 pixels (0: none).
-    ny, nx = isl.labels.shape
-    own = isl.labels[yi, xi].astype(np.intp)
-    for i in np.flatnonzero(own == 0):
-        win = isl.labels[max(yi[i] - 2, 0) : yi[i] + 3, max(xi[i] - 2, 0) : xi[i] + 3]
-        own[i] = int(win.max()) if win.size else 0
+    own = isl.label_at(yi, xi)
+    lost = np.flatnonzero(own == 0)
+    if lost.size:
+        offs = np.arange(-2, 3)
+        win = isl.label_at(
+            yi[lost, None, None] + offs[None, :, None], xi[lost, None, None] + offs[None, None, :]
+        )
+        own[lost] = win.reshape(lost.size, -1).max(axis=1)
     return own
 
 
@@ -270,13 +480,12 @@ def _context(
         phi = np.arctan2(y - isl.cy[b], x - isl.cx[b])
         align = np.abs(np.cos(isl.theta[np.maximum(own, 0)] - phi))
         out[:, 2] = np.where(np.isfinite(dist) & (own > 0), align, MISSING)
-    out[:, 3] = (
-        isl.rms[
-            np.clip(np.rint(y), 0, isl.rms.shape[0] - 1).astype(int),
-            np.clip(np.rint(x), 0, isl.rms.shape[1] - 1).astype(int),
-        ]
-        / isl.median_rms
+    ny, nx = isl.shape
+    rms_near, _ = isl.maps.at(
+        np.clip(np.rint(y), 0, ny - 1).astype(np.intp),
+        np.clip(np.rint(x), 0, nx - 1).astype(np.intp),
     )
+    out[:, 3] = rms_near / isl.median_rms
     strong = ids[isl.peak[1:] >= 5.0]
     if strong.size >= 2:
         pts = np.column_stack([isl.cx[strong], isl.cy[strong]])
@@ -310,22 +519,32 @@ def _context(
 
 
 def _cutouts(isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp], fwhm: float) -> F64:
-    """Cut-out features (the last four columns of :data:`FEATURE_NAMES`)."""
+    """Cut-out features (the last four columns of :data:`FEATURE_NAMES`), by chunks of rows."""
+    n = len(xi)
+    out = np.empty((n, 4))
+    for a in range(0, n, 4096):
+        out[a : a + 4096] = _cutout_chunk(isl, xi[a : a + 4096], yi[a : a + 4096], fwhm)
+    return out
+
+
+def _cutout_chunk(
+    isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp], fwhm: float
+) -> F64:
     n = len(xi)
     r = max(3, int(math.ceil(2.5 * fwhm)))
-    pad = np.pad(isl.sig, r + 2, mode="constant")
-    # Move each position to the brightest pixel within 2 px (the row's peak).
+    # Significance around each row (0 outside the image); move each position to the
+    # brightest pixel within 2 px (the row's peak).
     offs = np.arange(-2, 3)
-    win = pad[
-        (yi + r + 2)[:, None, None] + offs[None, :, None],
-        (xi + r + 2)[:, None, None] + offs[None, None, :],
-    ]
-    best = win.reshape(n, -1).argmax(axis=1)
-    py, px = yi + best // 5 - 2 + r + 2, xi + best % 5 - 2 + r + 2
-    k = np.arange(-r, r + 1)
-    cut = pad[py[:, None, None] + k[None, :, None], px[:, None, None] + k[None, None, :]].astype(
-        np.float64
+    _, win = isl.maps.at(
+        yi[:, None, None] + offs[None, :, None], xi[:, None, None] + offs[None, None, :]
     )
+    best = win.reshape(n, -1).argmax(axis=1)
+    py, px = yi + best // 5 - 2, xi + best % 5 - 2
+    k = np.arange(-r, r + 1)
+    _, cut32 = isl.maps.at(
+        py[:, None, None] + k[None, :, None], px[:, None, None] + k[None, None, :]
+    )
+    cut = cut32.astype(np.float64)
     rr = np.hypot(k[:, None], k[None, :])
     centre = np.maximum(cut[:, r, r], 1e-3)
     beam = np.exp(-0.5 * (rr / (fwhm / 2.3548)) ** 2)
@@ -381,9 +600,10 @@ def row_features(image: FitsImage, table: Table, islands: Islands | None = None)
     xi = np.clip(np.rint(x), 0, nx - 1).astype(np.intp)
     yi = np.clip(np.rint(y), 0, ny - 1).astype(np.intp)
     own = _row_islands(isl, xi, yi)
-    rms_here = isl.rms[yi, xi].astype(np.float64)
+    rms_at, sig_at = isl.maps.at(yi, xi)
+    rms_here = rms_at.astype(np.float64)
     peak = _column(table, "peak_flux")
-    peak_snr = np.where(np.isfinite(peak), peak / rms_here, isl.sig[yi, xi])
+    peak_snr = np.where(np.isfinite(peak), peak / rms_here, sig_at)
     island_rms = np.where(own > 0, isl.mean_rms[own], rms_here)
     bmaj, bmin, _ = image.beam
     maj, mnr = _column(table, "maj"), _column(table, "min")

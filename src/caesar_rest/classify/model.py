@@ -24,6 +24,10 @@ I64 = npt.NDArray[np.int64]
 WEIGHTS = Path(__file__).with_name("weights.npz")
 
 
+#: Rows scored at a time by :meth:`TreeEnsemble.raw`.
+ROW_CHUNK = 2048
+
+
 @dataclass(frozen=True)
 class TreeEnsemble:
     """Trees of a multi-class gradient-boosting model as flat arrays.
@@ -63,8 +67,16 @@ class TreeEnsemble:
     depth: int
 
     def raw(self, x: F64) -> F64:
-        """Raw (pre-softmax) class scores of the rows of ``x`` (rows x classes)."""
+        """Raw (pre-softmax) class scores of the rows of ``x`` (rows x classes), by chunks
+        of rows (each step holds rows x trees node indices)."""
         xs = np.asarray(x, dtype=np.float32).astype(np.float64)
+        if xs.shape[0] <= ROW_CHUNK:
+            return self._raw(xs)
+        return np.concatenate(
+            [self._raw(xs[a : a + ROW_CHUNK]) for a in range(0, xs.shape[0], ROW_CHUNK)]
+        )
+
+    def _raw(self, xs: F64) -> F64:
         n = xs.shape[0]
         nodes = np.broadcast_to(self.roots, (n, self.roots.size)).copy()
         rows = np.arange(n)[:, None]

@@ -103,8 +103,13 @@ def load_image(
     hdu: int | str | None = None,
     beam_fallback: Beam | tuple[float, float] | None = None,
     subimage: tuple[int, int, int, int] | None = None,
+    compact_mask: bool = False,
 ) -> FitsImage:
     """Load a FITS image (``.fits`` or ``.fits.gz``) for source finding.
+
+    The image is read into one native float32 array band by band of rows (a plain float32
+    image straight from the file, without a memory map or a second copy), so loading needs
+    the image's bytes and a band.
 
     Parameters
     ----------
@@ -117,6 +122,9 @@ def load_image(
     subimage
         ``(xmin, xmax, ymin, ymax)``, 0-based, half-open (``data[ymin:ymax, xmin:xmax]``): read
         only this part of the image (through ``HDU.section``, so the rest is not loaded).
+    compact_mask
+        When no pixel is blank, give a zero-stride all-False mask (see
+        :func:`without_empty_mask`) instead of an image-sized one.
 
     Returns
     -------
@@ -139,12 +147,7 @@ def load_image(
         index, header, data, blank, origin = _read(path, hdu, subimage, memmap=False)
     xmin, ymin = origin
     ny, nx = data.shape
-    mask = ~np.isfinite(data)
-    if blank is not None:
-        mask |= blank
-    if mask.all():
-        raise ImageError("the image has no valid pixels (all NaN or BLANK)")
-    data[mask] = np.nan
+    mask = _blank_pixels(data, blank, compact_mask)
 
     wcs = _celestial_wcs(header, index)
     if subimage is not None:
@@ -176,6 +179,66 @@ def load_image(
         origin=(xmin, ymin),
         beam_source=source,
     )
+
+
+def read_pixels(
+    path: str | Path, hdu: int, box: tuple[int, int, int, int]
+) -> npt.NDArray[np.float32]:
+    """The pixels of a box of an image HDU, as :func:`load_image` gives them (native float32,
+    NaN at non-finite and BLANK pixels), reading only that part of the file.
+
+    Parameters
+    ----------
+    path
+        The FITS file.
+    hdu
+        Index of the image HDU.
+    box
+        ``(xmin, xmax, ymin, ymax)``, 0-based, half-open, in the HDU's pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ymax - ymin, xmax - xmin)`` float32.
+
+    Raises
+    ------
+    ImageError
+        When the file cannot be read or the box is outside the image.
+    """
+    try:
+        _, _, data, blank, _ = _read(Path(path), hdu, box, memmap=True)
+    except _NeedsNoMemmap:
+        _, _, data, blank, _ = _read(Path(path), hdu, box, memmap=False)
+    bad = ~np.isfinite(data)
+    if blank is not None:
+        bad |= blank
+    data[bad] = np.nan
+    return data
+
+
+def _blank_pixels(
+    data: npt.NDArray[np.float32], blank: npt.NDArray[np.bool_] | None, compact: bool
+) -> npt.NDArray[np.bool_]:
+    """The blank pixels (non-finite or BLANK), set to NaN in ``data``, by bands of rows."""
+    ny, nx = data.shape
+    step = max(1, (1 << 22) // max(nx, 1))
+    bands = [(a, min(ny, a + step)) for a in range(0, ny, step)]
+    if compact and blank is None and all(np.isfinite(data[a:b]).all() for a, b in bands):
+        return np.broadcast_to(np.False_, data.shape)
+    mask = np.empty(data.shape, dtype=bool)
+    n_blank = 0
+    for a, b in bands:
+        m = mask[a:b]
+        np.isfinite(data[a:b], out=m)
+        np.logical_not(m, out=m)
+        if blank is not None:
+            m |= blank[a:b]
+        data[a:b][m] = np.nan
+        n_blank += int(np.count_nonzero(m))
+    if n_blank == data.size:
+        raise ImageError("the image has no valid pixels (all NaN or BLANK)")
+    return mask
 
 
 def without_empty_mask(image: FitsImage) -> FitsImage:
@@ -236,15 +299,57 @@ def _read(
         lead: tuple[int, ...] = (0,) * (len(shape) - 2)
         index_tuple = (*lead, slice(ymin, ymax), slice(xmin, xmax))
         try:
-            # .section reads only the requested part; .data maps the whole array.
-            raw = chosen.section[index_tuple] if subimage is not None else chosen.data[index_tuple]
-            data = np.array(raw, dtype=np.float32, order="C")  # copy: native endian, C order
+            plain = subimage is None and _plain_float32(hdul, chosen)
+            if plain:
+                data = _read_float32(path, int(hdul.fileinfo(index)["datLoc"]), ny, nx)
+                raw = data
+            else:
+                # .section reads only the requested part; .data maps the whole array.
+                raw = (
+                    chosen.section[index_tuple]
+                    if subimage is not None
+                    else chosen.data[index_tuple]
+                )
+                data = np.array(raw, dtype=np.float32, order="C")  # copy: native endian, C order
         except Exception as exc:
             if memmap and "memory-mapped" in str(exc):
                 raise _NeedsNoMemmap() from None
             raise ImageError(f"cannot read image data of HDU {index}: {exc}") from None
         blank = _blank_mask(raw, header)
     return index, header, data, blank, (xmin, ymin)
+
+
+def _plain_float32(hdul: fits.HDUList, hdu: Any) -> bool:
+    """Whether the HDU's data are float32 pixels stored as they are (no scaling, no
+    compression): then :func:`_read_float32` reads them from the file directly."""
+    h = hdu.header
+    return (
+        isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU)
+        and h.get("BITPIX") == -32
+        and float(h.get("BSCALE", 1.0)) == 1.0
+        and float(h.get("BZERO", 0.0)) == 0.0
+        and getattr(hdul._file, "compression", None) is None
+        and not hdu._data_loaded
+    )
+
+
+def _read_float32(path: Path, offset: int, ny: int, nx: int) -> npt.NDArray[np.float32]:
+    """``ny x nx`` big-endian float32 pixels at ``offset`` of ``path`` as a native array,
+    read band by band into the array itself (the page cache holds the file, not this
+    process)."""
+    out = np.empty((ny, nx), dtype=np.float32)
+    step = max(1, (1 << 22) // max(nx, 1))
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for a in range(0, ny, step):
+            band = out[a : a + step]
+            view = band.data.cast("B")
+            got = fh.readinto(view)
+            if got != view.nbytes:
+                raise ImageError(f"{path.name}: the image data end early")
+            if np.little_endian:
+                band.byteswap(inplace=True)
+    return out
 
 
 def _is_image_hdu(h: Any) -> bool:

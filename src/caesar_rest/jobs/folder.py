@@ -19,6 +19,7 @@ from typing import Any
 from caesar_rest.jobs.states import Reason
 
 __all__ = [
+    "CORES_ENV",
     "EXIT_FILE",
     "LIMITS_ENV",
     "LOG_FILE",
@@ -47,6 +48,9 @@ LOG_FILE = "job.log"
 TIMEOUT_FLAG = "timed_out"
 #: The job's resource limits, for the wrapper (:meth:`JobLimits.to_env`), on every backend.
 LIMITS_ENV = "CAESAR_JOB_LIMITS"
+#: The cores the backend granted the job (a positive integer), on every backend: the ``caesar``
+#: app's default ``nproc`` (:func:`caesar_rest.apps.grant.granted_cores`).
+CORES_ENV = "CAESAR_JOB_CORES"
 #: Names of the limits in ``exit.json``'s ``limit`` (the one that ended the app).
 MEMORY, CPU_TIME, OPEN_FILES, FILE_SIZE = "memory", "cpu_time", "open_files", "file_size"
 

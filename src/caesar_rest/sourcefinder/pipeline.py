@@ -20,6 +20,7 @@ from caesar_rest.sourcefinder import tiling
 from caesar_rest.sourcefinder.array import BeamPix, Sources, beam_pixels, find_in_array
 from caesar_rest.sourcefinder.islands import label_image
 from caesar_rest.sourcefinder.options import FinderOptions
+from caesar_rest.sourcefinder.ranks import Ranks
 
 
 @dataclass
@@ -38,6 +39,7 @@ def find_sources(
     image: FitsImage | str | Path,
     opts: FinderOptions | None = None,
     want_maps: frozenset[str] | None = None,
+    ranks: Ranks | None = None,
 ) -> SourceFinderResult:
     """Find sources in a FITS image.
 
@@ -49,6 +51,10 @@ def find_sources(
         Options (default: the legacy app's defaults).
     want_maps
         Maps to keep (default: ``opts.save_maps``).
+    ranks
+        The MPI ranks of the run when this is rank 0 of several (:mod:`.ranks`): the tiles are
+        shared among them (and among ``nproc`` processes on each); an image that needs no
+        tiles leaves them idle.
 
     Returns
     -------
@@ -64,14 +70,18 @@ def find_sources(
     t_load = time.perf_counter() - t0
     beam = beam_pixels(image)
     maps = opts.save_maps if want_maps is None else want_maps
-    plan = tiling.plan_tiles(image.shape, beam, opts)
+    # The workers of every rank count for the automatic tiling.
+    workers = opts.nproc * (ranks.size if ranks is not None else 1)
+    plan = tiling.plan_tiles(image.shape, beam, opts.with_(nproc=workers))
+    if len(plan) <= 1 and ranks is not None:
+        ranks.send(None)
     if len(plan) <= 1:
         src = find_in_array(
             image.data, beam, opts, image.origin, _full_shape(image), maps, blank=image.mask
         )
         n_tiles = 1
     else:
-        src = tiling.run_tiles(image, beam, opts, plan, maps)
+        src = tiling.run_tiles(image, beam, opts, plan, maps, ranks)
         n_tiles = len(plan)
     if "segmented" in maps:
         # Labels in catalogue order (island S<k> is label k + 1), after the selection.

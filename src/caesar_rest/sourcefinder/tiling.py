@@ -17,7 +17,9 @@ Each island is reported exactly once:
   runs the nested search and the fit on the merged island (the recommended behaviour).
 
 Tiles run in a :mod:`multiprocessing` pool (``fork``: the image is shared, not copied);
-``nproc = 1`` processes them one after the other (tiling then only bounds the memory).
+``nproc = 1`` processes them one after the other (tiling then only bounds the memory). Under
+``mpirun`` the tiles are shared among the MPI ranks as well (:mod:`.ranks`): the merge is the
+same, so the catalogue is the one of a single process.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import math
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from caesar_rest.imaging.fits_image import FitsImage
+from caesar_rest.imaging.fits_image import FitsImage, read_pixels
 from caesar_rest.sourcefinder import fitting, islands, nesting
 from caesar_rest.sourcefinder._types import F32, I64, B
 from caesar_rest.sourcefinder.array import (
@@ -44,6 +48,7 @@ from caesar_rest.sourcefinder.array import (
 from caesar_rest.sourcefinder.islands import MORPH_EXTENDED, IslandSet
 from caesar_rest.sourcefinder.lm import NPAR
 from caesar_rest.sourcefinder.options import FinderOptions
+from caesar_rest.sourcefinder.ranks import Ranks, TileJob
 
 #: Default core size of automatic tiles (pixels).
 AUTO_TILE = 2048
@@ -207,22 +212,51 @@ def classifier(
 # Worker state (inherited through fork).
 _STATE: dict[str, Any] = {}
 
+#: Reads a tile's pixels: a native, C-contiguous float32 array, NaN at blank pixels.
+TileReader = Callable[[Tile], F32]
 
-def _work(index: int) -> Sources:
-    image: FitsImage = _STATE["image"]
-    plan: list[Tile] = _STATE["plan"]
+
+def tile_sources(
+    read: TileReader,
+    plan: list[Tile],
+    index: int,
+    shape: tuple[int, int],
+    origin: tuple[int, int],
+    beam: BeamPix,
+    opts: FinderOptions,
+    maps: frozenset[str],
+) -> Sources:
+    """The sources of one tile (its maps cut to the tile's core).
+
+    Parameters
+    ----------
+    read
+        Reads the tile's pixels.
+    plan
+        All tiles.
+    index
+        The tile.
+    shape, origin
+        The image's shape and origin.
+    beam, opts, maps
+        As in :func:`run_tiles`.
+
+    Returns
+    -------
+    Sources
+        The tile's sources, its island pieces for the master, its maps' cores.
+    """
     t = plan[index]
-    ox, oy = image.origin
-    data = image.data[t.y0 : t.y1, t.x0 : t.x1]
-    ny, nx = image.shape
+    ox, oy = origin
+    ny, nx = shape
     src = find_in_array(
-        np.ascontiguousarray(data),
-        _STATE["beam"],
-        _STATE["opts"],
+        read(t),
+        beam,
+        opts,
         (ox + t.x0, oy + t.y0),
         (oy + ny, ox + nx),
-        _STATE["maps"],
-        classifier(t, plan, image.shape, image.origin),
+        maps,
+        classifier(t, plan, shape, origin),
         (ox, oy),
     )
     # Keep only the cores of the maps (the master pastes them).
@@ -233,12 +267,107 @@ def _work(index: int) -> Sources:
     return src
 
 
+def _memory_reader(image: FitsImage) -> TileReader:
+    def read(t: Tile) -> F32:
+        return np.ascontiguousarray(image.data[t.y0 : t.y1, t.x0 : t.x1])
+
+    return read
+
+
+def tile_from_file(job: TileJob, index: int) -> Sources:
+    """The sources of tile ``index`` of ``job``, reading only its pixels from the file (the
+    ranks other than 0 of an MPI run, :func:`caesar_rest.sourcefinder.ranks.serve`).
+
+    Parameters
+    ----------
+    job
+        What rank 0 sent.
+    index
+        The tile.
+
+    Returns
+    -------
+    Sources
+        As :func:`tile_sources`.
+    """
+    ox, oy = job.origin
+
+    def read(t: Tile) -> F32:
+        return read_pixels(Path(job.path), job.hdu, (ox + t.x0, ox + t.x1, oy + t.y0, oy + t.y1))
+
+    return tile_sources(read, job.plan, index, job.shape, job.origin, job.beam, job.opts, job.maps)
+
+
+def _work(index: int) -> Sources:
+    return tile_sources(
+        _STATE["read"],
+        _STATE["plan"],
+        index,
+        _STATE["shape"],
+        _STATE["origin"],
+        _STATE["beam"],
+        _STATE["opts"],
+        _STATE["maps"],
+    )
+
+
+def _run_local(indices: list[int], nproc: int) -> list[Sources]:
+    if nproc > 1 and len(indices) > 1 and "fork" in mp.get_all_start_methods():
+        ctx = mp.get_context("fork")
+        with ctx.Pool(min(nproc, len(indices)), maxtasksperchild=None) as pool:
+            return pool.map(_work, indices, chunksize=1)
+    return [_work(i) for i in indices]
+
+
+def _process_tiles(
+    image: FitsImage,
+    beam: BeamPix,
+    opts: FinderOptions,
+    plan: list[Tile],
+    maps: frozenset[str],
+    ranks: Ranks | None,
+) -> list[Sources]:
+    """Every tile's sources in plan order: this machine's share in ``nproc`` processes, and
+    under MPI the other ranks' shares gathered (any failure then aborts every rank)."""
+    _STATE.update(
+        read=_memory_reader(image),
+        plan=plan,
+        shape=image.shape,
+        origin=image.origin,
+        beam=beam,
+        opts=opts,
+        maps=maps,
+    )
+    nproc = max(1, min(opts.nproc, len(plan), os.cpu_count() or 1))
+    mine = list(range(len(plan)))
+    try:
+        if ranks is not None:
+            job = TileJob(
+                str(image.path), image.hdu_index, image.origin, image.shape, plan, beam, opts, maps
+            )
+            ranks.send(job)
+            mine = ranks.mine(len(plan))
+        local = _run_local(mine, nproc)
+        if ranks is not None:
+            gathered = ranks.gather(list(zip(mine, local, strict=True)))
+            assert gathered is not None
+            local = gathered
+    except BaseException:
+        if ranks is not None:
+            ranks.abort(1)
+        raise
+    finally:
+        _STATE.clear()
+    return local
+
+
 def run_tiles(
     image: FitsImage,
     beam: BeamPix,
     opts: FinderOptions,
     plan: list[Tile],
     maps: frozenset[str],
+    ranks: Ranks | None = None,
 ) -> Sources:
     """Process the tiles and merge their sources.
 
@@ -254,6 +383,9 @@ def run_tiles(
         Tiles from :func:`plan_tiles`.
     maps
         Maps to assemble.
+    ranks
+        MPI ranks sharing the tiles (rank 0 calls this; :mod:`.ranks`), or None: this
+        machine's processes only.
 
     Returns
     -------
@@ -261,18 +393,8 @@ def run_tiles(
         All sources, with per-step timings summed over tiles (``tiles_wall`` is the elapsed
         time of the tile stage).
     """
-    _STATE.update(image=image, plan=plan, beam=beam, opts=opts, maps=maps)
     t0 = time.perf_counter()
-    nproc = max(1, min(opts.nproc, len(plan), os.cpu_count() or 1))
-    try:
-        if nproc > 1 and "fork" in mp.get_all_start_methods():
-            ctx = mp.get_context("fork")
-            with ctx.Pool(nproc, maxtasksperchild=None) as pool:
-                results = pool.map(_work, range(len(plan)), chunksize=1)
-        else:
-            results = [_work(i) for i in range(len(plan))]
-    finally:
-        _STATE.clear()
+    results = _process_tiles(image, beam, opts, plan, maps, ranks)
     t1 = time.perf_counter()
     timings: dict[str, float] = {}
     for r in results:
@@ -320,6 +442,7 @@ def run_tiles(
         "bkg_step_px": results[0].stats["bkg_step_px"],
         "n_edge_pieces": int(sum(p.n for p in pieces)),
         "n_merged_edge_islands": n_merged,
+        "n_ranks": ranks.size if ranks is not None else 1,
     }
     if maps:
         ny, nx = image.shape

@@ -1,0 +1,100 @@
+"""Tiles over MPI ranks: launcher detection, tile reads from the file, and a 2-rank run of the
+caesar app that gives the single-process catalogue (``mpiexec`` with mpi4py and OpenMPI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caesar_rest.imaging.fits_image import load_image, read_pixels
+from caesar_rest.sourcefinder.ranks import connect, launched_ranks
+
+from tests.sourcefinder.sf_synth import RMS, gaussian, point_sources, write
+from tests.support.paths import REPO
+
+#: The options of the runs: 9 tiles of 140 px on a 420 x 420 field, no preview, no classes.
+TILES = ["--tilesplit", "--tilesize=140", "--no-preview", "--classify=false"]
+
+
+def test_launched_ranks_from_the_launchers_variables() -> None:
+    assert launched_ranks({}) == 1
+    assert launched_ranks({"OMPI_COMM_WORLD_SIZE": "4"}) == 4
+    assert launched_ranks({"PMI_SIZE": "2"}) == 2
+    assert launched_ranks({"OMPI_COMM_WORLD_SIZE": "1"}) == 1
+    # SLURM_NTASKS alone is a batch script's allocation, not a step's ranks.
+    assert launched_ranks({"SLURM_NTASKS": "8"}) == 1
+    assert launched_ranks({"SLURM_NTASKS": "8", "SLURM_STEP_ID": "0"}) == 8
+    assert connect({}) is None  # outside MPI, mpi4py is not even imported
+
+
+def test_read_pixels_is_the_loaded_image(tmp_path: Path) -> None:
+    img = point_sources(120, [(60.0, 50.0, 20 * RMS)], seed=2).astype(np.float32)
+    img[10:20, 30:40] = np.nan
+    img[5, 7] = np.inf
+    path = write(tmp_path / "p.fits", img)
+    whole = load_image(path)
+    box = read_pixels(path, 0, (25, 70, 3, 60))
+    np.testing.assert_array_equal(box, whole.data[3:60, 25:70])
+    assert box.dtype == np.float32 and np.isnan(box[7:17, 5:15]).all()
+    assert np.isnan(read_pixels(path, 0, (0, 10, 0, 10))[5, 7])
+
+
+def _mpiexec() -> str | None:
+    here = Path(sys.executable).parent / "mpiexec"
+    found = str(here) if here.exists() else shutil.which("mpiexec")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    return found
+
+
+def _field(path: Path) -> Path:
+    rng = np.random.default_rng(11)
+    srcs = [
+        (float(x), float(y), float(rng.uniform(8, 60) * RMS))
+        for x, y in rng.uniform(15, 405, (30, 2))
+    ]
+    img = point_sources(420, srcs, seed=11)
+    img += gaussian(420, 210.0, 210.0, 8 * RMS, 12.0, 8.0, 0.4)  # extended, across tiles
+    return write(path, img)
+
+
+def _run(cmd: list[str], out: Path) -> tuple[str, dict[str, object]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.update(OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    return (out / "catalog.csv").read_text(), summary
+
+
+def test_two_ranks_give_the_single_process_catalogue(tmp_path: Path) -> None:
+    mpiexec = _mpiexec()
+    if mpiexec is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mpiexec and mpi4py are required (requirements.lock, .ci/run)")
+        pytest.skip("no mpiexec / mpi4py here")
+    image = _field(tmp_path / "f.fits")
+    app = [sys.executable, "-m", "caesar_rest.apps.caesar_run", "--input", str(image)]
+    one, s1 = _run([*app, "--outdir", str(tmp_path / "one"), *TILES, "--nproc=1"], tmp_path / "one")
+    mpi = [mpiexec, "--allow-run-as-root", "--oversubscribe", "-n", "2"]
+    two, s2 = _run(
+        [*mpi, *app, "--outdir", str(tmp_path / "two"), *TILES, "--nproc=1"], tmp_path / "two"
+    )
+    assert s1["n_tiles"] == s2["n_tiles"] == 9
+    assert (s1["stats"]["n_ranks"], s2["stats"]["n_ranks"]) == (1, 2)  # type: ignore[index]
+    assert s1["n_sources"] == s2["n_sources"] == 32
+    assert one == two
+    # no-mpi: rank 0 alone, the same catalogue; the other rank only waits.
+    out = tmp_path / "solo"
+    solo, s3 = _run([*mpi, *app, "--outdir", str(out), *TILES, "--nproc=1", "--no-mpi"], out)
+    assert s3["stats"]["n_ranks"] == 1  # type: ignore[index]
+    assert solo == one
