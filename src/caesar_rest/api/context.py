@@ -9,6 +9,7 @@ from functools import cached_property
 
 from caesar_rest.auth.oidc import Identity, OIDCValidator
 from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
+from caesar_rest.imaging.tiles import TileService
 from caesar_rest.jobs.janitor import Janitor
 from caesar_rest.logconfig import get_logger
 from caesar_rest.runtime import Runtime, build_runtime
@@ -30,6 +31,8 @@ class ServiceContext(Runtime):
     janitor: Janitor | None = None
     #: Reads of the job-status route (db/fastread.py); made by :meth:`build`.
     reader: SQLiteReader | EngineReader | None = None
+    #: Open images and PNG tiles of the web viewer (bounded caches).
+    viewer: TileService = field(default_factory=TileService)
 
     @cached_property
     def local_identity(self) -> Identity:

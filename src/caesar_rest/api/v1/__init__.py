@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from caesar_rest.api.v1 import accounting, admin, apps, files, jobs, results
+from caesar_rest.api.v1 import accounting, admin, apps, files, jobs, results, viewer
 
 PREFIX = "/caesar/api/v1.0"
 
@@ -14,6 +14,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     accounting.router,
     admin.router,
     results.router,
+    viewer.router,
 )
 
 

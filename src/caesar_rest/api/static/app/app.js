@@ -1,4 +1,8 @@
 // caesar-rest web application: plain ES module, no build step, every asset from the service.
+import { createViewer } from "./viewer.js";
+import * as samp from "./samp.js";
+import * as auth from "./auth.js";
+
 const API = new URL("../caesar/api/v1.0/", document.baseURI).href;
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
@@ -13,11 +17,25 @@ const el = (tag, attrs = {}, ...kids) => {
 const state = { apps: [], files: [], jobs: [], job: null, timer: null };
 
 async function api(path, opts = {}) {
-  const r = await fetch(API + path, { credentials: "same-origin", ...opts });
+  const headers = { ...(opts.headers || {}), ...auth.headers() };
+  const r = await fetch(API + path, { credentials: "same-origin", ...opts, headers });
   const type = r.headers.get("content-type") || "";
   const body = type.includes("json") ? await r.json() : await r.text();
   if (!r.ok) { const err = new Error((body && body.status) || r.statusText); err.body = body; throw err; }
   return body;
+}
+
+async function fetchBlob(url) {
+  const r = await fetch(url, { credentials: "same-origin", headers: auth.headers() });
+  if (!r.ok) throw new Error(r.statusText);
+  return r.blob();
+}
+/** The caller's jobs, oldest first, whether the list comes whole or as a page object. */
+async function listJobs() {
+  const body = await api("jobs?limit=500&offset=0");
+  if (Array.isArray(body)) return body;
+  const items = body.jobs || body.items || body.results || [];
+  return Array.isArray(items) ? items : [];
 }
 
 // ---------- screens ----------
@@ -28,6 +46,7 @@ function route() {
   const [name, arg] = location.hash.slice(1).split("/");
   clearInterval(state.timer);
   if (name === "job" && arg) { show("job"); openJob(arg); }
+  else if (name === "viewer" && arg) { show("viewer"); viewer.open(arg).catch((e) => { $("#v-title").textContent = e.message; }); }
   else if (name === "jobs") { show("jobs"); refreshJobs(); state.timer = setInterval(refreshJobs, 1000); }
   else { show("files"); refreshFiles(); }
 }
@@ -186,7 +205,7 @@ async function submitJob(e) {
 // ---------- job list ----------
 const FINAL = new Set(["SUCCESS", "FAILURE", "CANCELED", "TIMED-OUT", "ABORTED"]);
 async function refreshJobs() {
-  state.jobs = await api("jobs?limit=500&offset=0");
+  state.jobs = await listJobs();
   const fs = $("#filter-state").value, fa = $("#filter-app").value;
   const names = Object.fromEntries(state.files.map((f) => [f.fileid, f.filename_orig]));
   const rows = state.jobs.filter((j) => (!fs || j.state === fs) && (!fa || j.app === fa)).reverse();
@@ -229,6 +248,24 @@ async function showResults(id, st) {
   }
 }
 
+// ---------- hand-offs: downloads and SAMP ----------
+function handoffs(jobId) {
+  const link = (name, text) => el("a", { class: "button", href: API + `job/${jobId}/results/${name}`, download: "", text });
+  $("#downloads").replaceChildren(link("catalog", "VOTable"), " ", link("catalog-csv", "CSV"), " ",
+    link("regions", "DS9 regions"), " ");
+  const send = async (kind) => {
+    $("#samp-msg").textContent = "";
+    const url = kind === "image" ? API + "download/" + viewer.state.fileId : API + `job/${jobId}/results/catalog`;
+    try {
+      await samp.broadcast(samp.loadMessage(kind, new URL(url, location.href).href, `caesar-rest ${jobId.slice(0, 8)}`));
+      $("#samp-msg").textContent = "sent";
+    } catch (e) { $("#samp-msg").textContent = e.message; }
+  };
+  $("#samp-table").onclick = () => send("table");
+  $("#samp-image").onclick = () => send("image");
+}
+const viewer = createViewer({ api, fetchBlob, listJobs, handoffs, apiBase: API, el, $ });
+
 // ---------- start ----------
 setupFiles();
 $("#job-app").addEventListener("change", buildForm);
@@ -236,7 +273,8 @@ $("#job-form").addEventListener("submit", submitJob);
 $("#filter-state").addEventListener("change", refreshJobs);
 $("#filter-app").addEventListener("change", refreshJobs);
 window.addEventListener("hashchange", route);
-fetch("../login").then((r) => r.json()).then((b) => { $("#who").textContent = b.user || ""; }).catch(() => {});
+if (!(await auth.start({ el, $ }))) throw new Error("not logged in"); // the login screen is shown
+fetch("../login", { headers: auth.headers() }).then((r) => r.json()).then((b) => { $("#who").textContent = b.user || ""; }).catch(() => {});
 await refreshFiles();
 await loadApps();
 route();
