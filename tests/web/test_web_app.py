@@ -91,6 +91,7 @@ def test_upload_choose_sep_validate_submit_and_follow(server: LiveServer, tmp_pa
         page.goto(f"{server.url}/app/#job/{job_id}")  # type: ignore[attr-defined]
         page.click("#open-viewer")  # type: ignore[attr-defined]
         walk_viewer(page, tmp_path, job_id, other_id)
+        check_samp_encoding(page)
 
 
 def wait_success(api: httpx.Client, job_id: str) -> None:
@@ -165,29 +166,27 @@ def walk_viewer(page: Any, tmp_path: Path, job_id: str, other_id: str) -> None:
     page.screenshot(path=str(shot_path(tmp_path, "viewer-compare")))
 
 
-def test_samp_messages_are_xml_rpc(server: LiveServer) -> None:
+def check_samp_encoding(page: Any) -> None:
     """The SAMP web-profile client's encoding (a test cannot run a hub: no SAMP hub here)."""
-    with browser_page() as page:
-        page.goto(f"{server.url}/app/")  # type: ignore[attr-defined]
-        got = page.evaluate(  # type: ignore[attr-defined]
-            """async () => {
-            const s = await import("./static/samp.js");
-            const msg = s.loadMessage("table", "http://h/x.vot", "cat <1>");
-            const call = s.encodeCall("notifyAll", ["key-1", msg]);
-            const reply = '<?xml version="1.0"?><methodResponse><params><param><value><struct>' +
-              '<member><name>samp.private-key</name><value>k-9</value></member>' +
-              '<member><name>ids</name><value><array><data><value><string>c1</string></value>' +
-              '</data></array></value></member></struct></value></param></params></methodResponse>';
-            const fault = '<methodResponse><fault><value><struct><member><name>faultString</name>' +
-              '<value><string>no</string></value></member></struct></value></fault></methodResponse>';
-            let err = null;
-            try { s.decodeResponse(fault); } catch (e) { err = e.message; }
-            let nohub = null;
-            try { await s.call("ping", [], "http://127.0.0.1:9/"); }
-            catch (e) { nohub = e.message; }
-            return { call, reply: s.decodeResponse(reply), err, nohub };
-        }"""
-        )
+    got = page.evaluate(
+        """async () => {
+        const s = await import("./static/samp.js");
+        const msg = s.loadMessage("table", "http://h/x.vot", "cat <1>");
+        const call = s.encodeCall("notifyAll", ["key-1", msg]);
+        const reply = '<?xml version="1.0"?><methodResponse><params><param><value><struct>' +
+          '<member><name>samp.private-key</name><value>k-9</value></member>' +
+          '<member><name>ids</name><value><array><data><value><string>c1</string></value>' +
+          '</data></array></value></member></struct></value></param></params></methodResponse>';
+        const fault = '<methodResponse><fault><value><struct><member><name>faultString</name>' +
+          '<value><string>no</string></value></member></struct></value></fault></methodResponse>';
+        let err = null;
+        try { s.decodeResponse(fault); } catch (e) { err = e.message; }
+        let nohub = null;
+        try { await s.call("ping", [], "http://127.0.0.1:9/"); }
+        catch (e) { nohub = e.message; }
+        return { call, reply: s.decodeResponse(reply), err, nohub };
+    }"""
+    )
     assert got["call"] == (
         '<?xml version="1.0"?><methodCall><methodName>samp.webhub.notifyAll</methodName><params>'
         "<param><value><string>key-1</string></value></param><param><value><struct>"

@@ -84,6 +84,7 @@ function uploadOne(file, tag) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", API + "upload");
+    for (const [k, v] of Object.entries(auth.headers())) xhr.setRequestHeader(k, v);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total; };
     xhr.onload = () => {
       let body = {};
@@ -265,6 +266,22 @@ function handoffs(jobId) {
   $("#samp-image").onclick = () => send("image");
 }
 const viewer = createViewer({ api, fetchBlob, listJobs, handoffs, apiBase: API, el, $ });
+
+// With authentication on, links to the API cannot carry the token: fetch, then save the blob.
+document.addEventListener("click", async (e) => {
+  const a = e.target.closest && e.target.closest("a[href]");
+  if (!a || !auth.enabled() || !a.href.startsWith(API)) return;
+  e.preventDefault();
+  try {
+    const r = await fetch(a.href, { headers: auth.headers() });
+    if (!r.ok) throw new Error(r.statusText);
+    const m = /filename="([^"]+)"/.exec(r.headers.get("content-disposition") || "");
+    const url = URL.createObjectURL(await r.blob());
+    const save = el("a", { href: url, download: a.getAttribute("download") || (m && m[1]) || "download" });
+    document.body.append(save); save.click(); save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  } catch (err) { alert(err.message); }
+});
 
 // ---------- start ----------
 setupFiles();

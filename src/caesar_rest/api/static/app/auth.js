@@ -22,6 +22,9 @@ function saved() {
   } catch { return null; }
 }
 
+/** Whether the service wants a token. */
+export const enabled = () => cfg.auth === true;
+
 /** Headers that carry the access token (none with authentication off or logged out). */
 export function headers() {
   const t = cfg.auth ? saved() : null;
