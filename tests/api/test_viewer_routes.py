@@ -37,7 +37,7 @@ def test_image_tiles_and_pixel(app_client: TestClient) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.headers["cache-control"] == "private, max-age=86400, immutable"
     assert r.content[16:24] == (250).to_bytes(4, "big") * 2  # IHDR: 250 x 250 (level 2)
-    edge = app_client.get(f"{API}/file/{fid}/tiles/0/3/3", params={"lo": lo, "hi": hi})
+    edge = app_client.get(f"{API}/file/{fid}/tiles/0/3/3")  # default limits: 99.5 %
     assert edge.content[16:24] == (232).to_bytes(4, "big") * 2  # 1000 - 3 * 256
 
     px = app_client.get(f"{API}/file/{fid}/pixel", params={"x": 500, "y": 500}).json()
@@ -57,6 +57,10 @@ def test_viewer_routes_refuse_bad_input(app_client: TestClient) -> None:
     r = app_client.get(f"{tile}/0/0/0", params={"lo": 1, "hi": 0})
     assert r.status_code == 400 and "hi > lo" in r.json()["status"]
     assert app_client.get(f"{tile}/0/0/0", params={"lo": 0, "hi": 1, "cmap": "jet"}).is_client_error
+    r = app_client.get(f"{tile}/log/0/0")
+    assert r.status_code == 400 and r.json()["status"] == "level must be an integer, got 'log'"
+    r = app_client.get(f"{API}/file/{fid}/pixel")
+    assert r.status_code == 400 and r.json()["status"].startswith("give the pixel as x=")
     r = app_client.get(f"{API}/file/{fid}/pixel", params={"x": -3, "y": 0})
     assert r.status_code == 400 and "outside the image" in r.json()["status"]
     other = "0" * 32

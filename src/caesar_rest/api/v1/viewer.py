@@ -45,6 +45,13 @@ def _view(ctx: Ctx, files: FileService, owner: str, file_id: str) -> ImageView:
         raise Invalid(f"File {file_id} cannot be shown: {exc}") from None
 
 
+def _index(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise Invalid(f"{name} must be an integer, got {value!r}") from None
+
+
 @router.get("/file/{file_uuid}/image", summary="Describe an image for the viewer")
 def image_info(file_uuid: str, ctx: Ctx, files: Files, owner: Owner) -> JSONResponse:
     """Shape, tile size, pyramid levels, BUNIT, percentiles (for scale limits) and WCS header."""
@@ -63,22 +70,27 @@ def image_tile(
     ctx: Ctx,
     files: Files,
     owner: Owner,
-    level: int,
-    tx: int,
-    ty: int,
-    lo: float = Query(..., description="Value drawn as the first colour"),
-    hi: float = Query(..., description="Value drawn as the last colour (> lo)"),
+    level: str,
+    tx: str,
+    ty: str,
+    lo: float | None = Query(None, description="Value of the first colour (default: 0.25 %)"),
+    hi: float | None = Query(None, description="Value of the last colour (default: 99.75 %)"),
     scale: str = Query("linear", pattern=_SCALE_PATTERN),
     cmap: str = Query("grey", pattern=_CMAP_PATTERN),
 ) -> Response:
     """Tile ``(tx, ty)`` of level ``level`` (0: full resolution; k: 2^k pixels averaged).
 
     ``ty`` counts from the bottom row of the image (FITS order); the PNG has north up as the
-    image is stored (its first row is the tile's highest y).
+    image is stored (its first row is the tile's highest y). The file is looked up before the
+    rest is read, so another user's file is 404 whatever the other parameters.
     """
     view = _view(ctx, files, owner, file_uuid)
+    k, x, y = (_index(name, value) for name, value in (("level", level), ("tx", tx), ("ty", ty)))
+    p = view.percentiles()
+    low = p["0.25"] if lo is None else lo
+    high = p["99.75"] if hi is None else hi
     try:
-        png = ctx.viewer.tile(file_uuid, view.path, level, tx, ty, scale, lo, hi, cmap)
+        png = ctx.viewer.tile(file_uuid, view.path, k, x, y, scale, low, high, cmap)
     except ValueError as exc:
         raise Invalid(str(exc)) from None
     return Response(png, media_type="image/png", headers={"Cache-Control": TILE_CACHE})
@@ -90,11 +102,13 @@ def image_pixel(
     ctx: Ctx,
     files: Files,
     owner: Owner,
-    x: float = Query(..., description="0-based pixel x"),
-    y: float = Query(..., description="0-based pixel y"),
+    x: float | None = Query(None, description="0-based pixel x (required)"),
+    y: float | None = Query(None, description="0-based pixel y (required)"),
 ) -> JSONResponse:
     """The value at ``(x, y)`` with BUNIT, and RA/Dec (degrees, the catalogues' frame)."""
     view = _view(ctx, files, owner, file_uuid)
+    if x is None or y is None:
+        raise Invalid("give the pixel as x=<float>&y=<float> (0-based)")
     try:
         return JSONResponse(view.pixel(x, y))
     except ValueError as exc:

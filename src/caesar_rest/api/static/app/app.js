@@ -46,6 +46,7 @@ function route() {
   const [name, arg] = location.hash.slice(1).split("/");
   clearInterval(state.timer);
   if (name === "job" && arg) { show("job"); openJob(arg); }
+  else if (name === "image" && arg) { show("viewer"); viewer.openFile(arg).catch((e) => { $("#v-title").textContent = e.message; }); }
   else if (name === "viewer" && arg) { show("viewer"); viewer.open(arg).catch((e) => { $("#v-title").textContent = e.message; }); }
   else if (name === "jobs") { show("jobs"); refreshJobs(); state.timer = setInterval(refreshJobs, 1000); }
   else { show("files"); refreshFiles(); }
@@ -67,7 +68,8 @@ async function refreshFiles() {
       el("td", { text: (m.shape || []).join(" × ") }), el("td", { text: beamText(m) }),
       el("td", { text: (m.ctype || []).join(", ") }), el("td", { text: f.filedate.slice(0, 19).replace("T", " ") }),
       el("td", { text: f.tag || "" }),
-      el("td", {}, el("a", { class: "button", href: API + "download/" + f.fileid, text: "download" }), " ",
+      el("td", {}, el("a", { class: "button", href: "#image/" + f.fileid, text: "view" }), " ",
+        el("a", { class: "button", href: API + "download/" + f.fileid, text: "download" }), " ",
         el("button", { class: "delete", onclick: () => deleteFile(f) , text: "delete" })));
   }));
   fillFileChooser();

@@ -59,6 +59,7 @@ export function createViewer(env) {
       if (!t.loaded) missing++;
       place(t, k, tx, ty, nxk, nyk);
     }
+    if (missing === 0 && v.firstView == null) v.firstView = performance.now() - v.t0;
     // Tiles of other levels stay under the new ones until these have loaded.
     for (const [key, t] of v.tiles) {
       if (want.has(key)) { t.img.style.zIndex = 2; continue; }
@@ -231,24 +232,41 @@ export function createViewer(env) {
   }
 
   // ---------- open ----------
-  async function open(jobId) {
-    v.jobId = jobId;
-    clearTiles(); v.sel = null; v.compare = null; v.cat2 = null;
-    $("#v-row").replaceChildren(); $("#v-compare-report").textContent = ""; $("#ov-b").replaceChildren();
-    $("#v-title").textContent = jobId;
+  function reset() {
+    clearTiles(); v.sel = null; v.compare = null; v.cat2 = null; v.cat = null; v.firstView = null; v.frames = [];
+    $("#v-row").replaceChildren(); $("#v-compare-report").textContent = "";
+    for (const id of ["#ov-a", "#ov-b", "#cat-table thead", "#cat-table tbody", "#cat-legend", "#downloads"]) $(id).replaceChildren();
+    $("#cat-count").textContent = "";
     v.t0 = performance.now();
-    const cat = await env.api(`job/${jobId}/overlay`);
-    v.cat = cat; v.fileId = cat.file_id;
-    v.info = await env.api(`file/${cat.file_id}/image`);
-    $("#v-title").textContent = `${cat.app} ${jobId.slice(0, 8)} · ${v.info.shape[1]} × ${v.info.shape[0]} px · ${cat.sources.length} sources`;
+  }
+  async function showImage(fileId, title) {
+    v.fileId = fileId;
+    v.info = await env.api(`file/${fileId}/image`);
+    $("#v-title").textContent = `${title} · ${v.info.shape[1]} × ${v.info.shape[0]} px`;
     $("#v-interval").replaceChildren(...v.info.intervals.map((q) => el("option", { value: q, text: q === 100 ? "min–max" : q + " %" })));
     $("#v-interval").value = "99.5";
+    fit();
+  }
+  /** The image of an uploaded file alone. */
+  async function openFile(fileId) {
+    v.jobId = null; reset();
+    $("#v-job-only").hidden = true; $("#v-compare-label").hidden = true;
+    await showImage(fileId, "file " + fileId.slice(0, 8));
+  }
+  /** A job's input image with its catalogue. */
+  async function open(jobId) {
+    v.jobId = jobId; reset();
+    $("#v-job-only").hidden = false; $("#v-compare-label").hidden = false;
+    $("#v-title").textContent = jobId;
+    const cat = await env.api(`job/${jobId}/overlay`);
+    v.cat = cat;
     const classes = [...new Set(cat.sources.map((s) => s.class).filter(Boolean))].sort();
     $("#cat-class").replaceChildren(el("option", { value: "", text: "all classes" }), ...classes.map((c) => el("option", { value: c, text: c })));
     $("#cat-legend").replaceChildren(...classes.map((c) => el("span", { class: "swatch", text: c, style: `border-color:${colourOf(cat, { class: c })}` })));
     drawCatalogue(cat, $("#ov-a"), false);
     fillTable();
-    fit();
+    await showImage(cat.file_id, `${cat.app} ${jobId.slice(0, 8)}`);
+    $("#v-title").textContent += ` · ${cat.sources.length} sources`;
     env.handoffs(jobId, v.fileId);
     listCompareJobs().catch(() => {});
   }
@@ -257,7 +275,7 @@ export function createViewer(env) {
   $("#cat-filter").addEventListener("input", fillTable);
   $("#cat-class").addEventListener("change", fillTable);
   $("#v-compare").addEventListener("change", (e) => setCompare(e.target.value));
-  return { open, state: v };
+  return { open, openFile, state: v };
 }
 
 export function fmt(x) {
