@@ -12,6 +12,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from caesar_rest.catalogue.preview import block_reduce
 from caesar_rest.imaging.synthetic import field_header
 from caesar_rest.imaging.tiles import (
     COLOURMAPS,
@@ -19,6 +20,7 @@ from caesar_rest.imaging.tiles import (
     TILE,
     ImageView,
     TileService,
+    halve,
     overlay_ellipses,
     render_tile,
     stretch,
@@ -81,6 +83,15 @@ def test_pyramid_levels_and_tile_shapes(ramp: Path) -> None:
     with pytest.raises(ValueError, match="level must be in 0..2"):
         view.level(3)
     view.close()
+
+
+def test_halve_is_the_nan_ignoring_block_mean() -> None:
+    data = np.random.default_rng(3).normal(size=(1031, 517)).astype(np.float32)
+    data[5:9, 7:300] = np.nan
+    data[0:2, 0:2] = np.nan  # a block with no finite pixel stays NaN
+    got = halve(data)
+    assert got.shape == (516, 259) and np.isnan(got[0, 0])
+    np.testing.assert_array_equal(got, block_reduce(data, 2))
 
 
 def test_tile_png_is_north_up_with_blank_grey(ramp: Path) -> None:

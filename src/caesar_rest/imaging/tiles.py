@@ -36,7 +36,6 @@ from caesar_rest.catalogue.preview import (
     CLASS_COLOURS,
     GREY,
     UNCLASSIFIED,
-    block_reduce,
     encode_png,
 )
 from caesar_rest.imaging.fits_image import (
@@ -56,6 +55,7 @@ __all__ = [
     "ImageView",
     "TileService",
     "catalogue_overlay",
+    "halve",
     "overlay_ellipses",
     "render_tile",
     "stretch",
@@ -200,6 +200,38 @@ def render_tile(
     return encode_png(np.ascontiguousarray(rgb[::-1]))
 
 
+def halve(data: npt.NDArray[Any]) -> F32:
+    """Average 2x2 blocks ignoring NaN (odd edges padded with NaN), in strips of rows.
+
+    Parameters
+    ----------
+    data
+        2-D image (an array or a memory map).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of shape ``ceil(ny / 2), ceil(nx / 2)``; NaN where a block has no finite
+        pixel.
+    """
+    ny, nx = data.shape
+    by, bx = -(-ny // 2), -(-nx // 2)
+    out = np.empty((by, bx), dtype=np.float32)
+    strip = 512
+    for j0 in range(0, by, strip):
+        j1 = min(by, j0 + strip)
+        rows = np.asarray(data[2 * j0 : min(ny, 2 * j1)], dtype=np.float32)
+        block = np.full((2 * (j1 - j0), 2 * bx), np.nan, dtype=np.float32)
+        block[: rows.shape[0], :nx] = rows
+        finite = np.isfinite(block)
+        block[~finite] = 0.0
+        total = block.reshape(j1 - j0, 2, bx, 2).sum(axis=(1, 3), dtype=np.float32)
+        count = finite.reshape(j1 - j0, 2, bx, 2).sum(axis=(1, 3), dtype=np.int8)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[j0:j1] = np.where(count > 0, total / count, np.nan)
+    return out
+
+
 @dataclass
 class ImageView:
     """One open image: its 2-D data (memory-mapped when the file allows), WCS and pyramid.
@@ -225,7 +257,7 @@ class ImageView:
     levels: int
     _hdul: Any = None
     _reduced: dict[int, F32] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _percentiles: dict[str, float] | None = None
 
     @classmethod
@@ -265,19 +297,20 @@ class ImageView:
         return int(ny), int(nx)
 
     def level(self, k: int) -> npt.NDArray[Any]:
-        """The pyramid level ``k`` (0: the image; k: ``2**k`` blocks averaged, from level k-1)."""
+        """The pyramid level ``k`` (0: the image; k: ``2**k`` blocks averaged, from level k-1).
+
+        Built once: concurrent requests for a level that is being built wait for it.
+        """
         if not 0 <= k < self.levels:
             raise ValueError(f"level must be in 0..{self.levels - 1}, got {k}")
         if k == 0:
             return self.data
-        with self._lock:
-            have = self._reduced.get(k)
+        have = self._reduced.get(k)
         if have is not None:
             return have
-        below = self.level(k - 1)
-        reduced = block_reduce(np.asarray(below, dtype=np.float32), 2)
-        with self._lock:
-            self._reduced.setdefault(k, reduced)
+        with self._lock:  # re-entrant: level k-1 is built under the same lock
+            if k not in self._reduced:
+                self._reduced[k] = halve(self.level(k - 1))
             return self._reduced[k]
 
     def percentiles(self) -> dict[str, float]:
