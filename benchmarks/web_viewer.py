@@ -106,7 +106,14 @@ def open_viewer(page: Any, url: str) -> dict[str, float]:
             page.evaluate("window.caesarViewer.t0 + window.caesarViewer.firstView"), 1
         ),
         "tiles": page.evaluate("window.caesarViewer.tiles.size"),
+        "marks_ms": {k: round(v, 1) for k, v in page.evaluate("window.caesarViewer.marks").items()},
         "ellipses": page.evaluate("document.querySelectorAll('#ov-a ellipse').length"),
+        "tile_fetch_ms": stats(
+            [t["fetched"] for t in page.evaluate("window.caesarViewer.tileTimes")]
+        ),
+        "tile_kib": round(
+            sum(t["bytes"] for t in page.evaluate("window.caesarViewer.tileTimes")) / 1024
+        ),
     }
 
 

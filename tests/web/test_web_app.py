@@ -155,6 +155,7 @@ def walk_viewer(page: Any, tmp_path: Path, job_id: str, other_id: str) -> None:
     # Downloads for TOPCAT/DS9, then a second job's catalogue overlaid and compared.
     hrefs = page.locator("#downloads a").evaluate_all("(as) => as.map((a) => a.href)")
     assert [h.rsplit("/", 1)[1] for h in hrefs] == ["catalog", "catalog-csv", "regions"]
+    page.click("#v-fit")
     page.select_option("#v-compare", other_id)
     page.locator("#v-compare-report", has_text="matched").wait_for()
     assert page.inner_text("#v-compare-report") == (

@@ -3,6 +3,7 @@
 // ways with the overlay, and a second job's catalogue overlaid and compared.
 const SVGNS = "http://www.w3.org/2000/svg";
 const FINAL_OK = "SUCCESS";
+const MAX_ROWS = 300;
 
 export function createViewer(env) {
   // env: { api(path, opts), fetchBlob(url), apiBase, el, $ }
@@ -20,7 +21,9 @@ export function createViewer(env) {
     const p = info.percentiles, lo = p[String((100 - q) / 2)], hi = p[String((100 + Number(q)) / 2)];
     return { scale: $("#v-scale").value, cmap: $("#v-cmap").value, lo, hi: hi > lo ? hi : lo + 1e-30 };
   };
-  const levelFor = (zoom) => Math.max(0, Math.min(v.info.levels - 1, Math.floor(Math.log2(1 / zoom))));
+  // The coarsest level whose pixel covers at most ~1.2 screen pixels (4x fewer tiles than
+  // the level below, for a barely visible up-sampling); level 0 from zoom 1/1.19 on.
+  const levelFor = (zoom) => Math.max(0, Math.min(v.info.levels - 1, Math.floor(Math.log2(1 / zoom) + 0.25)));
   const levelSize = (k) => [Math.ceil(v.info.shape[0] / 2 ** k), Math.ceil(v.info.shape[1] / 2 ** k)];
 
   // ---------- coordinates: image pixels (0-based centres, y up) <-> screen ----------
@@ -80,10 +83,12 @@ export function createViewer(env) {
     const img = el("img", { class: "tile", alt: "" });
     const t = { img, loaded: false, url: null };
     const q = new URLSearchParams({ scale: P.scale, cmap: P.cmap, lo: P.lo, hi: P.hi });
+    const t0 = performance.now();
     env.fetchBlob(`${env.apiBase}file/${v.fileId}/tiles/${k}/${tx}/${ty}?${q}`).then((blob) => {
       if (!v.tiles.has(key)) return;
+      v.tileTimes.push({ fetched: performance.now() - t0, bytes: blob.size });
       t.url = URL.createObjectURL(blob);
-      img.onload = () => { t.loaded = true; draw(); };
+      img.onload = () => { t.loaded = true; v.tileTimes.at(-1).decoded = performance.now() - t0; draw(); };
       img.src = t.url;
     }).catch(() => {});
     $("#tiles").append(img);
@@ -170,8 +175,16 @@ export function createViewer(env) {
     for (const n of document.querySelectorAll("#ov-a ellipse.sel, #cat-table tr.sel")) n.classList.remove("sel");
     const node = document.querySelector(`#ov-a ellipse[data-row="${row}"]`);
     if (node) { node.classList.add("sel"); node.parentNode.append(node); }
+    if (!document.querySelector(`#cat-table tbody tr[data-row="${row}"]`)) fillTable();
     const tr = document.querySelector(`#cat-table tbody tr[data-row="${row}"]`);
-    if (tr) { tr.classList.add("sel"); tr.scrollIntoView({ block: "nearest" }); }
+    if (tr) {
+      tr.classList.add("sel");
+      // Scroll the table's own box only (scrollIntoView would move the page off the image).
+      const wrap = tr.closest(".cat-wrap");
+      if (tr.offsetTop < wrap.scrollTop || tr.offsetTop + tr.offsetHeight > wrap.scrollTop + wrap.clientHeight) {
+        wrap.scrollTop = tr.offsetTop - wrap.clientHeight / 2;
+      }
+    }
     showRow(v.cat, row);
     if (centre) { const s = v.cat.sources[row]; v.cx = s.x; v.cy = s.y; if (v.zoom < 1) v.zoom = 1; draw(); }
   }
@@ -201,8 +214,13 @@ export function createViewer(env) {
     const rows = tableRows();
     const shown = new Set(rows);
     for (const n of document.querySelectorAll("#ov-a ellipse")) n.classList.toggle("hidden", !shown.has(Number(n.dataset.row)));
-    $("#cat-count").textContent = `${rows.length} of ${v.cat.sources.length} sources`;
-    $("#cat-table tbody").replaceChildren(...rows.slice(0, 2000).map((i) => {
+    // At most MAX_ROWS rows in the page (plus the selected one): a long table costs the
+    // browser more layout than the whole image.
+    let page = rows.slice(0, MAX_ROWS);
+    if (v.sel != null && shown.has(v.sel) && !page.includes(v.sel)) page = [v.sel, ...page];
+    $("#cat-count").textContent = `${rows.length} of ${v.cat.sources.length} sources` +
+      (rows.length > page.length ? ` (the first ${MAX_ROWS} listed: sort or filter for others)` : "");
+    $("#cat-table tbody").replaceChildren(...page.map((i) => {
       const s = v.cat.sources[i];
       return el("tr", { "data-row": i, class: i === v.sel ? "sel" : "", onclick: () => select(i, true) },
         ...cols.map((c) => el("td", { text: fmt(s[c]) })));
@@ -233,7 +251,7 @@ export function createViewer(env) {
 
   // ---------- open ----------
   function reset() {
-    clearTiles(); v.sel = null; v.compare = null; v.cat2 = null; v.cat = null; v.firstView = null; v.frames = [];
+    clearTiles(); v.sel = null; v.compare = null; v.cat2 = null; v.cat = null; v.firstView = null; v.frames = []; v.marks = {}; v.tileTimes = [];
     $("#v-row").replaceChildren(); $("#v-compare-report").textContent = "";
     for (const id of ["#ov-a", "#ov-b", "#cat-table thead", "#cat-table tbody", "#cat-legend", "#downloads"]) $(id).replaceChildren();
     $("#cat-count").textContent = "";
@@ -242,6 +260,7 @@ export function createViewer(env) {
   async function showImage(fileId, title) {
     v.fileId = fileId;
     v.info = await env.api(`file/${fileId}/image`);
+    v.marks.info = performance.now() - v.t0;
     $("#v-title").textContent = `${title} · ${v.info.shape[1]} × ${v.info.shape[0]} px`;
     $("#v-interval").replaceChildren(...v.info.intervals.map((q) => el("option", { value: q, text: q === 100 ? "min–max" : q + " %" })));
     $("#v-interval").value = "99.5";
@@ -259,13 +278,17 @@ export function createViewer(env) {
     $("#v-job-only").hidden = false; $("#v-compare-label").hidden = false;
     $("#v-title").textContent = jobId;
     const cat = await env.api(`job/${jobId}/overlay`);
+    v.marks.overlay = performance.now() - v.t0;
     v.cat = cat;
+    // The tiles first (their requests go out in fit()), then the overlay and the table.
+    await showImage(cat.file_id, `${cat.app} ${jobId.slice(0, 8)}`);
+    v.marks.tiles_requested = performance.now() - v.t0;
     const classes = [...new Set(cat.sources.map((s) => s.class).filter(Boolean))].sort();
     $("#cat-class").replaceChildren(el("option", { value: "", text: "all classes" }), ...classes.map((c) => el("option", { value: c, text: c })));
     $("#cat-legend").replaceChildren(...classes.map((c) => el("span", { class: "swatch", text: c, style: `border-color:${colourOf(cat, { class: c })}` })));
     drawCatalogue(cat, $("#ov-a"), false);
     fillTable();
-    await showImage(cat.file_id, `${cat.app} ${jobId.slice(0, 8)}`);
+    v.marks.catalogue_drawn = performance.now() - v.t0;
     $("#v-title").textContent += ` · ${cat.sources.length} sources`;
     env.handoffs(jobId, v.fileId);
     listCompareJobs().catch(() => {});
