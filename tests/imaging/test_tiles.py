@@ -120,8 +120,9 @@ def test_percentiles_and_pixel_lookup(ramp: Path) -> None:
     assert (got["x"], got["y"], got["value"], got["bunit"]) == (20, 31, 31.0, "JY/BEAM")
     assert got["ra"] == pytest.approx(ra, abs=1e-9) and got["dec"] == pytest.approx(dec, abs=1e-9)
     assert view.pixel(20, 10)["value"] is None  # blank
-    with pytest.raises(ValueError, match="outside the image"):
-        view.pixel(1000, 0)
+    for x, y in ((1000, 0), (math.inf, 0), (0, math.nan)):
+        with pytest.raises(ValueError, match="outside the image"):
+            view.pixel(x, y)
     view.close()
 
 

@@ -364,6 +364,8 @@ class ImageView:
             Outside the image.
         """
         ny, nx = self.shape
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"pixel ({x}, {y}) is outside the image ({nx}x{ny})")
         ix, iy = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
         if not (0 <= ix < nx and 0 <= iy < ny):
             raise ValueError(f"pixel ({x}, {y}) is outside the image ({nx}x{ny})")

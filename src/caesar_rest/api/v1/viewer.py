@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from caesar_rest.api.deps import Ctx, Files, FinishedJob, Owner
+from caesar_rest.api.schemas import PendingReply, errors
 from caesar_rest.errors import Invalid, NotFound
 from caesar_rest.imaging.fits_image import ImageError
 from caesar_rest.imaging.tiles import COLOURMAPS, SCALES, ImageView, catalogue_overlay
@@ -52,7 +53,11 @@ def _index(name: str, value: str) -> int:
         raise Invalid(f"{name} must be an integer, got {value!r}") from None
 
 
-@router.get("/file/{file_uuid}/image", summary="Describe an image for the viewer")
+@router.get(
+    "/file/{file_uuid}/image",
+    summary="Describe an image for the viewer",
+    responses=errors(400, 404),
+)
 def image_info(file_uuid: str, ctx: Ctx, files: Files, owner: Owner) -> JSONResponse:
     """Shape, tile size, pyramid levels, BUNIT, percentiles (for scale limits) and WCS header."""
     view = _view(ctx, files, owner, file_uuid)
@@ -63,7 +68,7 @@ def image_info(file_uuid: str, ctx: Ctx, files: Files, owner: Owner) -> JSONResp
     "/file/{file_uuid}/tiles/{level}/{tx}/{ty}",
     summary="One 256x256 PNG tile of a pyramid level of an image",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {"image/png": {}}}, **errors(400, 404)},
 )
 def image_tile(
     file_uuid: str,
@@ -96,7 +101,9 @@ def image_tile(
     return Response(png, media_type="image/png", headers={"Cache-Control": TILE_CACHE})
 
 
-@router.get("/file/{file_uuid}/pixel", summary="Pixel value and sky position")
+@router.get(
+    "/file/{file_uuid}/pixel", summary="Pixel value and sky position", responses=errors(400, 404)
+)
 def image_pixel(
     file_uuid: str,
     ctx: Ctx,
@@ -115,7 +122,11 @@ def image_pixel(
         raise Invalid(str(exc)) from None
 
 
-@router.get("/job/{job_id}/overlay", summary="A job's catalogue with ellipses in pixels")
+@router.get(
+    "/job/{job_id}/overlay",
+    summary="A job's catalogue with ellipses in pixels",
+    responses={202: {"model": PendingReply}, **errors(400, 404)},
+)
 def job_overlay(job: FinishedJob, ctx: Ctx, files: Files, owner: Owner) -> JSONResponse:
     """``catalog.json`` of a successful job plus one pixel ellipse (FWHM semi-axes) per source."""
     if legacy_state(job.phase, job.reason) != "SUCCESS" or not job.input_file_id:
