@@ -268,6 +268,14 @@ class OIDCSettings(_Section):
     client_secret: str | None = Field(
         None, description="Client secret of this service at the provider (introspection)."
     )
+    web_client_id: str | None = Field(
+        None,
+        description="Public client id of the web application at the provider (authorization "
+        "code flow with PKCE, redirect URI <public URL>/app/); unset: the page cannot log in.",
+    )
+    web_scope: str = Field(
+        "openid api", description="Scopes the web application asks for when it logs in."
+    )
     roles_claim: str = Field(
         "roles", description="Claim holding the user's roles; dots address nested claims."
     )

@@ -10,6 +10,7 @@ from functools import cached_property, partial
 from caesar_rest.auth.oidc import Identity, OIDCValidator
 from caesar_rest.db.fastread import EngineReader, SQLiteReader, make_reader
 from caesar_rest.db.joblist import JobListStore
+from caesar_rest.imaging.tiles import TileService
 from caesar_rest.jobs.janitor import Janitor
 from caesar_rest.jobs.listing import JobLister
 from caesar_rest.logconfig import get_logger
@@ -36,6 +37,8 @@ class ServiceContext(Runtime):
     reader: SQLiteReader | EngineReader | None = None
     #: The v1.0 job list (pages and the streamed full list), on :attr:`reader`.
     job_lists: JobLister | None = None
+    #: Open images and PNG tiles of the web viewer (bounded caches).
+    viewer: TileService = field(default_factory=TileService)
 
     @cached_property
     def local_identity(self) -> Identity:

@@ -58,6 +58,9 @@ def index(ctx: Ctx, user: Owner) -> str:
 APP_DIR = Path(__file__).parent / "static" / "app"
 APP_FILES = {
     "app.js": "text/javascript; charset=utf-8",
+    "viewer.js": "text/javascript; charset=utf-8",
+    "samp.js": "text/javascript; charset=utf-8",
+    "auth.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 
@@ -72,6 +75,23 @@ def app_redirect() -> RedirectResponse:
 def app_page() -> FileResponse:
     """The single-page web application (files, jobs, job page, viewer)."""
     return FileResponse(APP_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/app/config", include_in_schema=False)
+def app_config(ctx: Ctx) -> JSONResponse:
+    """What the page needs to log in: whether tokens are required, and the provider's client."""
+    oidc = ctx.settings.oidc
+    if ctx.validator is None:
+        return JSONResponse({"auth": False})
+    return JSONResponse(
+        {
+            "auth": True,
+            "issuer": oidc.issuer,
+            "client_id": oidc.web_client_id,
+            "scope": oidc.web_scope,
+            "resource": oidc.audience,
+        }
+    )
 
 
 @router.get("/app/static/{name}", include_in_schema=False)

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from caesar_rest.api.v1 import accounting, admin, apps, files, jobs, results, tus
+from caesar_rest.api.v1 import accounting, admin, apps, files, jobs, results, tus, viewer
 
 PREFIX = "/caesar/api/v1.0"
 
@@ -15,6 +15,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     accounting.router,
     admin.router,
     results.router,
+    viewer.router,
 )
 
 

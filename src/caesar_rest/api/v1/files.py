@@ -149,9 +149,10 @@ def content_disposition(name: str) -> str:
     summary="Delete a file",
     responses={200: {"model": MessageReply}, **errors(400, 404, 409)},
 )
-def delete_file(file_uuid: str, files: Files, owner: Owner) -> JSONResponse:
+def delete_file(file_uuid: str, ctx: Ctx, files: Files, owner: Owner) -> JSONResponse:
     """Remove the record, then the file. Refused while an unfinished job reads it."""
     files.delete(owner, file_uuid)
+    ctx.viewer.forget(file_uuid)
     return JSONResponse(
         MessageReply(status="File deleted and removed from DB").model_dump(exclude_none=True)
     )

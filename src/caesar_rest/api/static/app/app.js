@@ -1,4 +1,8 @@
 // caesar-rest web application: plain ES module, no build step, every asset from the service.
+import { createViewer } from "./viewer.js";
+import * as samp from "./samp.js";
+import * as auth from "./auth.js";
+
 const API = new URL("../caesar/api/v1.0/", document.baseURI).href;
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
@@ -13,11 +17,25 @@ const el = (tag, attrs = {}, ...kids) => {
 const state = { apps: [], files: [], jobs: [], job: null, timer: null };
 
 async function api(path, opts = {}) {
-  const r = await fetch(API + path, { credentials: "same-origin", ...opts });
+  const headers = { ...(opts.headers || {}), ...auth.headers() };
+  const r = await fetch(API + path, { credentials: "same-origin", ...opts, headers });
   const type = r.headers.get("content-type") || "";
   const body = type.includes("json") ? await r.json() : await r.text();
   if (!r.ok) { const err = new Error((body && body.status) || r.statusText); err.body = body; throw err; }
   return body;
+}
+
+async function fetchBlob(url) {
+  const r = await fetch(url, { credentials: "same-origin", headers: auth.headers() });
+  if (!r.ok) throw new Error(r.statusText);
+  return r.blob();
+}
+/** The caller's jobs, oldest first, whether the list comes whole or as a page object. */
+async function listJobs() {
+  const body = await api("jobs?limit=500&offset=0");
+  if (Array.isArray(body)) return body;
+  const items = body.jobs || body.items || body.results || [];
+  return Array.isArray(items) ? items : [];
 }
 
 // ---------- screens ----------
@@ -28,6 +46,8 @@ function route() {
   const [name, arg] = location.hash.slice(1).split("/");
   clearInterval(state.timer);
   if (name === "job" && arg) { show("job"); openJob(arg); }
+  else if (name === "image" && arg) { show("viewer"); viewer.openFile(arg).catch((e) => { $("#v-title").textContent = e.message; }); }
+  else if (name === "viewer" && arg) { show("viewer"); viewer.open(arg).catch((e) => { $("#v-title").textContent = e.message; }); }
   else if (name === "jobs") { show("jobs"); refreshJobs(); state.timer = setInterval(refreshJobs, 1000); }
   else { show("files"); refreshFiles(); }
 }
@@ -48,7 +68,8 @@ async function refreshFiles() {
       el("td", { text: (m.shape || []).join(" × ") }), el("td", { text: beamText(m) }),
       el("td", { text: (m.ctype || []).join(", ") }), el("td", { text: f.filedate.slice(0, 19).replace("T", " ") }),
       el("td", { text: f.tag || "" }),
-      el("td", {}, el("a", { class: "button", href: API + "download/" + f.fileid, text: "download" }), " ",
+      el("td", {}, el("a", { class: "button", href: "#image/" + f.fileid, text: "view" }), " ",
+        el("a", { class: "button", href: API + "download/" + f.fileid, text: "download" }), " ",
         el("button", { class: "delete", onclick: () => deleteFile(f) , text: "delete" })));
   }));
   fillFileChooser();
@@ -65,6 +86,7 @@ function uploadOne(file, tag) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", API + "upload");
+    for (const [k, v] of Object.entries(auth.headers())) xhr.setRequestHeader(k, v);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total; };
     xhr.onload = () => {
       let body = {};
@@ -186,7 +208,7 @@ async function submitJob(e) {
 // ---------- job list ----------
 const FINAL = new Set(["SUCCESS", "FAILURE", "CANCELED", "TIMED-OUT", "ABORTED"]);
 async function refreshJobs() {
-  state.jobs = await api("jobs?limit=500&offset=0");
+  state.jobs = await listJobs();
   const fs = $("#filter-state").value, fa = $("#filter-app").value;
   const names = Object.fromEntries(state.files.map((f) => [f.fileid, f.filename_orig]));
   const rows = state.jobs.filter((j) => (!fs || j.state === fs) && (!fa || j.app === fa)).reverse();
@@ -229,6 +251,40 @@ async function showResults(id, st) {
   }
 }
 
+// ---------- hand-offs: downloads and SAMP ----------
+function handoffs(jobId) {
+  const link = (name, text) => el("a", { class: "button", href: API + `job/${jobId}/results/${name}`, download: "", text });
+  $("#downloads").replaceChildren(link("catalog", "VOTable"), " ", link("catalog-csv", "CSV"), " ",
+    link("regions", "DS9 regions"), " ");
+  const send = async (kind) => {
+    $("#samp-msg").textContent = "";
+    const url = kind === "image" ? API + "download/" + viewer.state.fileId : API + `job/${jobId}/results/catalog`;
+    try {
+      await samp.broadcast(samp.loadMessage(kind, new URL(url, location.href).href, `caesar-rest ${jobId.slice(0, 8)}`));
+      $("#samp-msg").textContent = "sent";
+    } catch (e) { $("#samp-msg").textContent = e.message; }
+  };
+  $("#samp-table").onclick = () => send("table");
+  $("#samp-image").onclick = () => send("image");
+}
+const viewer = createViewer({ api, fetchBlob, listJobs, handoffs, apiBase: API, el, $ });
+
+// With authentication on, links to the API cannot carry the token: fetch, then save the blob.
+document.addEventListener("click", async (e) => {
+  const a = e.target.closest && e.target.closest("a[href]");
+  if (!a || !auth.enabled() || !a.href.startsWith(API)) return;
+  e.preventDefault();
+  try {
+    const r = await fetch(a.href, { headers: auth.headers() });
+    if (!r.ok) throw new Error(r.statusText);
+    const m = /filename="([^"]+)"/.exec(r.headers.get("content-disposition") || "");
+    const url = URL.createObjectURL(await r.blob());
+    const save = el("a", { href: url, download: a.getAttribute("download") || (m && m[1]) || "download" });
+    document.body.append(save); save.click(); save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  } catch (err) { alert(err.message); }
+});
+
 // ---------- start ----------
 setupFiles();
 $("#job-app").addEventListener("change", buildForm);
@@ -236,7 +292,8 @@ $("#job-form").addEventListener("submit", submitJob);
 $("#filter-state").addEventListener("change", refreshJobs);
 $("#filter-app").addEventListener("change", refreshJobs);
 window.addEventListener("hashchange", route);
-fetch("../login").then((r) => r.json()).then((b) => { $("#who").textContent = b.user || ""; }).catch(() => {});
+if (!(await auth.start({ el, $ }))) throw new Error("not logged in"); // the login screen is shown
+fetch("../login", { headers: auth.headers() }).then((r) => r.json()).then((b) => { $("#who").textContent = b.user || ""; }).catch(() => {});
 await refreshFiles();
 await loadApps();
 route();
