@@ -209,7 +209,8 @@ def measure(image: FitsImage, labels: npt.NDArray[np.int32], ids: npt.NDArray[np
     """
     isl = find_islands(image)  # its significance and noise maps
     npix = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1).astype(np.float64)
-    own = replace(isl, labels=labels, npix=npix)
+    flat = np.flatnonzero(labels.ravel()).astype(np.int64)
+    own = replace(isl, pixels=flat, pixel_labels=labels.ravel()[flat].astype(np.int32), npix=npix)
     return moments_table(image, _moments(image, own, ids))
 
 
