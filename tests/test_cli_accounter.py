@@ -48,8 +48,9 @@ def without_times(d: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in ("timestamp", "computed_at")}
 
 
-def test_head_is_the_snapshot_migration() -> None:
-    assert revisions() == ["0001", "0002", "0003"]
+def test_the_snapshot_migration_precedes_head() -> None:
+    # 0003 made the accounting snapshots; 0004 (job-list keyset index) came after it.
+    assert revisions() == ["0001", "0002", "0003", "0004"]
 
 
 def test_accounter_once_stores_what_report_computes(

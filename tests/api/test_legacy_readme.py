@@ -68,7 +68,7 @@ CANCEL_URL = "http://localhost:8080/caesar/api/v1.0/job/[job_id]/cancel"
 JOBS_URL = "http://localhost:8080/caesar/api/v1.0/jobs"
 
 # What the README's job request sends besides the input: the predecessor's run-control keys.
-WITHOUT_EFFECT = ["envfile", "no-logredir", "no-mpi", "run"]
+WITHOUT_EFFECT = ["envfile", "no-logredir", "run"]
 
 
 class Readme:
@@ -152,7 +152,8 @@ def test_readme_requests_verbatim(readme: Readme) -> None:
     assert isinstance(schema, dict)
     for name in ("no-logredir", "no-mpi", "no-nestedsearch", "no-extendedsearch"):
         assert schema[name]["type"] == "none", name
-    assert not schema["no-logredir"]["effective"] and not schema["no-mpi"]["effective"]
+    # no-mpi takes effect (tiles over MPI ranks when launched under mpirun); no-logredir does not.
+    assert not schema["no-logredir"]["effective"] and schema["no-mpi"]["effective"]
     mrcnn = r.json(f"curl -X GET --url '{DESCRIBE_URL.format(app_name='mrcnn')}'")
     assert mrcnn["scoreThr"]["default"] == 0.7 and mrcnn["iouThr"]["default"] == 0.6
     err = r.json(f"curl -X GET --url '{DESCRIBE_URL.format(app_name='umap')}'", 400)
