@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from proctree import rollup, tree
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -245,32 +247,6 @@ def run_one(name: str, image: str, out_csv: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _tree(pid: int) -> list[int]:
-    out = [pid]
-    i = 0
-    while i < len(out):
-        p = out[i]
-        i += 1
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as fh:
-                    out.extend(int(c) for c in fh.read().split())
-        except OSError:
-            continue
-    return out
-
-
-def _pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def measure(name: str, image: Path, work: Path, reuse: bool = False) -> dict[str, Any]:
     """Run one finder in a child process; wall time, finder time and peak tree PSS."""
     out_csv = work / f"{name}_{image.stem}.csv"
@@ -291,7 +267,7 @@ def measure(name: str, image: Path, work: Path, reuse: bool = False) -> dict[str
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, sum(_pss_kib(p) for p in _tree(proc.pid)))
+        peak = max(peak, sum(rollup(p)[1] for p in tree(proc.pid)))
         time.sleep(0.1)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""

@@ -41,6 +41,7 @@ from astropy.io import fits
 from scipy import ndimage
 
 from caesar_rest.imaging.synthetic import field_header, pix_sigma
+from proctree import rollup, tree
 
 RMS = 1e-4
 PIX = 1.5
@@ -134,36 +135,6 @@ def make_field(n: int, path: Path, seed: int = 1) -> int:
     return int(src.shape[0])
 
 
-def _tree(pid: int) -> list[int]:
-    out = [pid]
-    i = 0
-    while i < len(out):
-        p = out[i]
-        i += 1
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as fh:
-                    out.extend(int(c) for c in fh.read().split())
-        except OSError:
-            continue
-    return out
-
-
-def _rollup(pid: int) -> tuple[int, int]:
-    """``(Rss, Pss)`` of a process in KiB (0 when it is gone)."""
-    rss = pss = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1])
-    except OSError:
-        pass
-    return rss, pss
-
-
 def digest(catalog: Path) -> tuple[int, str]:
     """Rows of a ``catalog.csv`` and a digest of its rows (positions, fluxes) sorted."""
     tab = np.genfromtxt(catalog, delimiter=",", names=True, ndmin=1, dtype=None, encoding="utf-8")
@@ -190,9 +161,9 @@ def run_app(image: Path, out: Path, nproc: int | None, ranks: int) -> dict[str, 
     peak_pss = peak_rss = 0
     status = None
     while status is None:
-        tree = [_rollup(p) for p in _tree(proc.pid)]
-        peak_pss = max(peak_pss, sum(p for _, p in tree))
-        peak_rss = max([peak_rss, *(r for r, _ in tree)])
+        mem = [rollup(p) for p in tree(proc.pid)]
+        peak_pss = max(peak_pss, sum(p for _, p in mem))
+        peak_rss = max([peak_rss, *(r for r, _ in mem)])
         pid, st, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             status = os.waitstatus_to_exitcode(st)
