@@ -35,18 +35,6 @@ def _small() -> np.ndarray:
     return block_mean(_field().image, 4)
 
 
-def _island_mask(res: Any, shape: tuple[int, int]) -> np.ndarray:
-    # Pixels of the islands (nested sources left out) of a find_sources result.
-    isl = res.sources.isl
-    mask = np.zeros(shape, dtype=bool)
-    for i in range(len(isl.npix)):
-        if isl.parent.size and isl.parent[i] >= 0:
-            continue
-        a, b = isl.offsets[i], isl.offsets[i + 1]
-        mask[isl.ys[a:b], isl.xs[a:b]] = True
-    return mask
-
-
 def _contour_mask(**legacy: Any) -> np.ndarray:
     f = _field()
     opts = from_legacy({"extsfinder": "ACTIVE-CONTOUR", **legacy})
@@ -85,7 +73,7 @@ def test_each_method_finds_the_structures(
 ) -> None:
     f = _field()
     res = find_sources(f.write(tmp_path / "field.fits"), from_legacy(legacy))
-    score = df.score(f, _island_mask(res, f.image.shape))
+    score = df.score(f, df.finder_mask(res, f.image.shape))
     assert (score.found, score.total) == (found, 4)
     assert res.sources.stats["n_extended_regions"] == regions
 
