@@ -143,8 +143,9 @@ def test_wait_on_a_live_server(tmp_path: Path, s17: Path) -> None:
         with httpx.Client(base_url=srv.url, timeout=60, follow_redirects=True) as http:
             with open(s17, "rb") as fh:
                 fid = http.post(f"{srv.api}/upload", files={"file": fh}).json()["uuid"]
+            # Long enough to be seen EXECUTING on a loaded machine (1.5 s once ended first).
             r = http.post(
-                "/uws/jobs", data={"app": "sleep", "file": fid, "seconds": "1.5", "PHASE": "RUN"}
+                "/uws/jobs", data={"app": "sleep", "file": fid, "seconds": "4", "PHASE": "RUN"}
             )
             assert r.status_code == 200 and r.history[0].status_code == 303
             url = str(r.url)
