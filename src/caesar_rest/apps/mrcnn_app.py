@@ -2,11 +2,13 @@
 
 The predecessor ran caesar-mrcnn (a Mask R-CNN trained on radio images) with the options
 ``scoreThr`` and ``iouThr`` and a weights file from its configuration. This app takes the same
-options and, by default, runs a native model (:mod:`caesar_rest.apps.mrcnn_run`): it is **not a
-neural network** but the service's own segmentation (3-sigma islands holding a 5-sigma peak)
-followed by the service's classifier (:mod:`caesar_rest.classify`), with the Mask R-CNN
-post-processing (score threshold, non-maximum suppression of overlapping boxes). The object
-masks are written in ``segmented.fits``.
+options and, by default, runs a native model (:mod:`caesar_rest.apps.mrcnn_run`): a small
+fully convolutional network (a U-Net, :mod:`caesar_rest.apps.mrcnn_net`, trained on simulated
+fields by ``scripts/train_mrcnn.py`` and run in NumPy) that classifies every pixel; objects are
+the connected pixels of one class, scored by the mean probability of their class over their
+mask, then cut as Mask R-CNN's are (``scoreThr``: the score threshold; ``iouThr``: of two
+objects whose bounding boxes overlap with a larger IoU, the lower-scored one is dropped). The
+object masks are written in ``segmented.fits``.
 
 When a site installs the original program, ``CAESAR_REST_MRCNN_PATH`` names it (the
 predecessor's ``run_mrcnn.sh``, or a folder holding it; caesar-yolo's entry point works the
@@ -103,8 +105,8 @@ class MrcnnApp(App):
     name: str = "mrcnn"
     description: str = (
         "Detection of radio objects with masks and their classification (compact, extended, "
-        "extended-multisland, spurious, flagged, diffuse); native model: segmentation and the "
-        "service's classifier, or the original caesar-mrcnn when the site configures it"
+        "extended-multisland, spurious, flagged, diffuse); native model: a small U-Net "
+        "segmentation network, or the original caesar-mrcnn when the site configures it"
     )
     options: tuple[Option, ...] = MRCNN_OPTIONS
     results: tuple[ResultSpec, ...] = field(default=MRCNN_RESULTS)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 F32 = npt.NDArray[np.float32]
@@ -45,7 +46,7 @@ RESAMPLE_TOL = 0.05
 #: The range of resampling factors (a beam of 2 to 32 pixels reaches :data:`BEAM_PIX` within it).
 ZOOM_RANGE = (1.0 / 8.0, 2.0)
 #: Output tile side and the margin of input around it (network pixels, multiples of 4).
-TILE = 256
+TILE = 1024
 HALO = 48
 #: Pieces of a multi-island class within this many beams (edge to edge) are one object.
 GROUP_BEAMS = 6.0
@@ -53,6 +54,8 @@ GROUP_BEAMS = 6.0
 GROUPED = ("extended-multisland", "spurious")
 #: Objects need at least this many pixels.
 MIN_NPIX = 3
+#: Values gathered per matrix product of a convolution (bounds its memory: 4 bytes each).
+BAND_VALUES = 1 << 22
 #: The shipped weights.
 WEIGHTS = Path(__file__).with_name("mrcnn_weights.npz")
 
@@ -118,8 +121,9 @@ def shipped() -> Net:
 def conv2d(x: F32, w: F32, b: F32, dilation: int = 1) -> F32:
     """Cross-correlation of ``x`` (C, H, W) with ``w`` (O, C, k, k), zero padding, plus ``b``.
 
-    As PyTorch's ``conv2d(padding=dilation * (k // 2), dilation=dilation)``: one matrix
-    product per kernel tap.
+    As PyTorch's ``conv2d(padding=dilation * (k // 2), dilation=dilation)``: the kernel taps of
+    a band of rows gathered into one matrix (about :data:`BAND_VALUES` values) and multiplied
+    by the weights at once.
 
     Parameters
     ----------
@@ -136,18 +140,23 @@ def conv2d(x: F32, w: F32, b: F32, dilation: int = 1) -> F32:
         (O, H, W) float32.
     """
     c, h, wd = x.shape
-    k = w.shape[2]
+    o, k = w.shape[0], w.shape[2]
     if k == 1:
-        out = w[:, :, 0, 0] @ x.reshape(c, -1)
-        return (out + b[:, None]).reshape(-1, h, wd).astype(np.float32, copy=False)
+        out = w[:, :, 0, 0] @ x.reshape(c, -1) + b[:, None]
+        return out.reshape(o, h, wd).astype(np.float32, copy=False)
     p = dilation * (k // 2)
     xp = np.pad(x, ((0, 0), (p, p), (p, p)))
-    out = np.repeat(b[:, None], h * wd, axis=1).astype(np.float32)
-    for i in range(k):
-        for j in range(k):
-            tap = xp[:, i * dilation : i * dilation + h, j * dilation : j * dilation + wd]
-            out += w[:, :, i, j] @ tap.reshape(c, -1)
-    return out.reshape(-1, h, wd)
+    wm = w.reshape(o, c * k * k)
+    res = np.empty((o, h, wd), dtype=np.float32)
+    step = max(1, BAND_VALUES // max(c * k * k * wd, 1))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        band = xp[:, r0 : r1 + 2 * p, :]
+        win = sliding_window_view(band, (2 * p + 1, 2 * p + 1), axis=(1, 2))
+        cols = win[:, :, :, ::dilation, ::dilation].transpose(0, 3, 4, 1, 2)
+        res[:, r0:r1, :] = (wm @ cols.reshape(c * k * k, -1)).reshape(o, r1 - r0, wd)
+    res += b[:, None, None]
+    return res
 
 
 def _relu(x: F32) -> F32:

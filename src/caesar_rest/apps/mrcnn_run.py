@@ -1,17 +1,25 @@
 """Run the ``mrcnn`` app's native model: ``python -m caesar_rest.apps.mrcnn_run --input X ...``.
 
-Steps (see :mod:`caesar_rest.apps.mrcnn_app` for what this model is and is not):
+Steps (see :mod:`caesar_rest.apps.mrcnn_app`):
 
-1. segmentation: the classifier's islands (8-connected pixels above 3 sigma of its own noise
-   maps, :func:`caesar_rest.classify.features.find_islands`); an object is an island of at
-   least 3 pixels peaking above 5 sigma, its mask the island's pixels;
-2. measurement: intensity-weighted moments of each mask (position, FWHM sizes, angle, flux);
-3. classification of every object (:func:`caesar_rest.classify.classify_table`);
-4. post-processing as Mask R-CNN's: objects scoring below ``scoreThr`` are dropped, then of two
-   objects whose bounding boxes overlap with IoU above ``iouThr`` the lower-scored one.
+1. the network (:mod:`caesar_rest.apps.mrcnn_net`, a small U-Net in NumPy) gives each pixel a
+   class (background, compact, extended, extended-multisland, spurious, diffuse) and its
+   probability, from the significance map of the classifier's noise maps resampled to the
+   network's beam;
+2. objects: connected pixels of one class (the pieces of a multi-island or spurious object
+   within a few beams grouped), of at least 3 pixels; score: the mean probability of the
+   object's class over its mask;
+3. post-processing as Mask R-CNN's: objects scoring below ``scoreThr`` are dropped, then of two
+   objects whose bounding boxes overlap with IoU above ``iouThr`` the lower-scored one;
+4. measurement: intensity-weighted moments of each mask (position, FWHM sizes, angle, flux);
+   an object cut by the image edge or blank pixels that is not spurious is ``flagged``, as the
+   classifier's rule has it.
 
-Writes the shared catalogue (with ``class`` and ``class_score``) and ``segmented.fits`` (the
-mask of each kept object labelled ``island_id + 1``, 0 elsewhere).
+Writes the shared catalogue (``class`` and ``class_score`` the network's) and ``segmented.fits``
+(the mask of row ``k`` labelled ``k + 1``, 0 elsewhere).
+
+:func:`detect_islands` is the previous native model (the classifier's 3-sigma islands and its
+tree classifier, no network), kept for ``benchmarks/mrcnn.py`` to compare against.
 
 With ``CAESAR_REST_MRCNN_PATH`` set the site's original program runs instead and its detections
 are converted (:mod:`caesar_rest.apps.mrcnn_external`, :func:`convert_external`): the same
@@ -31,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from caesar_rest.apps import mrcnn_net
 from caesar_rest.apps.adapt import Moments, moments_table, truncated_labels
 from caesar_rest.apps.console import say
 from caesar_rest.apps.mrcnn_app import DEFAULT_WEIGHTS, MrcnnApp
@@ -44,14 +53,14 @@ from caesar_rest.apps.mrcnn_external import (
 )
 from caesar_rest.apps.products import Extraction, MapStyle
 from caesar_rest.apps.program import Finder, program_main
-from caesar_rest.catalogue.schema import FLAG_TRUNCATED
+from caesar_rest.catalogue.schema import CLASS_COLUMNS, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import make_table
 from caesar_rest.classify import classify_table
-from caesar_rest.classify.features import Islands, find_islands
+from caesar_rest.classify.features import Islands, beam_fwhm_pix, find_islands
 from caesar_rest.imaging.fits_image import FWHM_PER_SIGMA, FitsImage, ImageError
 
 PROG = "mrcnn_run"
-#: Peak significance an island needs to be an object.
+#: Peak significance an island needs to be an object (:func:`detect_islands`).
 OBJECT_SNR = 5.0
 #: Pixels an object needs.
 OBJECT_NPIX = 3
@@ -143,8 +152,11 @@ def suppress(boxes: F64, scores: F64, iou_thr: float) -> npt.NDArray[np.intp]:
     return np.asarray(keep, dtype=np.intp)
 
 
-def detect(image: FitsImage, opts: Mapping[str, Any]) -> tuple[Any, npt.NDArray[np.int32], int]:
-    """Objects of ``image``: the catalogue, the mask map and the candidates before the cuts.
+def detect_islands(
+    image: FitsImage, opts: Mapping[str, Any]
+) -> tuple[Any, npt.NDArray[np.int32], int]:
+    """The previous native model (no network): islands above 3 sigma peaking above 5, the
+    tree classifier, the score cut and box NMS.
 
     Parameters
     ----------
@@ -190,7 +202,71 @@ def detect(image: FitsImage, opts: Mapping[str, Any]) -> tuple[Any, npt.NDArray[
     return table, masks, int(ids.size)
 
 
-def measure(image: FitsImage, labels: npt.NDArray[np.int32], ids: npt.NDArray[np.intp]) -> Any:
+def detect(
+    image: FitsImage, opts: Mapping[str, Any], net: mrcnn_net.Net | None = None
+) -> tuple[Any, npt.NDArray[np.int32], int]:
+    """Objects of ``image`` found by the network: the catalogue, the mask map and the number of
+    candidates before the cuts.
+
+    Parameters
+    ----------
+    image
+        The image.
+    opts
+        Resolved options (``scoreThr``, ``iouThr``).
+    net
+        The network's weights (default: the shipped ones).
+
+    Returns
+    -------
+    table, masks, n_candidates
+        Shared-schema catalogue with the network's classes and scores (row ``k`` is the mask
+        labelled ``k + 1``), and the label map of the kept objects.
+    """
+    isl = find_islands(image)
+    fwhm = beam_fwhm_pix(image)
+    obj = mrcnn_net.objects(*mrcnn_net.class_maps(isl.sig, fwhm, net), fwhm)
+    n_cand = len(obj.scores)
+    good = np.flatnonzero(obj.scores >= float(opts["scoreThr"]))
+    kept = np.sort(good[suppress(obj.boxes[good], obj.scores[good], float(opts["iouThr"]))])
+    if not kept.size:
+        empty = make_table(None)
+        set_classes(empty, np.zeros(0, dtype="U19"), np.zeros(0))
+        return empty, np.zeros(image.shape, dtype=np.int32), n_cand
+    table = measure(image, obj.labels, (kept + 1).astype(np.intp), islands=isl)
+    names = obj.classes[kept]
+    truncated = (np.asarray(table["flags"], dtype=np.int64) & FLAG_TRUNCATED) != 0
+    names = np.where(truncated & (names != "spurious"), "flagged", names)
+    set_classes(table, names, np.round(obj.scores[kept], 4))
+    table["island_id"] = np.arange(len(kept))
+    lut = np.zeros(n_cand + 1, dtype=np.int32)
+    lut[kept + 1] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    return table, lut[obj.labels], n_cand
+
+
+def set_classes(table: Any, names: npt.NDArray[np.str_], scores: npt.NDArray[np.float64]) -> None:
+    """Set a catalogue's ``class`` and ``class_score`` columns (with the schema's metadata).
+
+    Parameters
+    ----------
+    table
+        The catalogue (changed in place).
+    names, scores
+        One class and score per row.
+    """
+    for col, values in zip(CLASS_COLUMNS, (names, scores), strict=True):
+        table[col.name] = np.asarray(values, dtype=col.dtype)
+        table[col.name].unit = None
+        table[col.name].description = col.description
+        table[col.name].meta["ucd"] = col.ucd
+
+
+def measure(
+    image: FitsImage,
+    labels: npt.NDArray[np.int32],
+    ids: npt.NDArray[np.intp],
+    islands: Islands | None = None,
+) -> Any:
     """The shared-schema rows of the objects ``ids`` of a label map (moments of each mask).
 
     Parameters
@@ -201,13 +277,16 @@ def measure(image: FitsImage, labels: npt.NDArray[np.int32], ids: npt.NDArray[np
         Object label per pixel (0 outside), for example an external program's masks.
     ids
         The labels to measure, ascending; row ``k`` of the table is ``ids[k]``.
+    islands
+        The image's islands (:func:`~caesar_rest.classify.features.find_islands`; computed
+        when not given): their significance and noise maps are used.
 
     Returns
     -------
     astropy.table.Table
         One row per object (without classes).
     """
-    isl = find_islands(image)  # its significance and noise maps
+    isl = islands if islands is not None else find_islands(image)
     npix = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1).astype(np.float64)
     flat = np.flatnonzero(labels.ravel()).astype(np.int64)
     own = replace(isl, pixels=flat, pixel_labels=labels.ravel()[flat].astype(np.int32), npix=npix)
@@ -255,6 +334,8 @@ class MrcnnFinder(Finder):
     prog = PROG
     description = "Detect and classify radio objects with masks (native model or caesar-mrcnn)."
     maps = MapStyle("caesar-rest mrcnn")
+    #: One BLAS thread: the network's many small products lose with more on a busy machine.
+    threads = 1
     #: The input image (the external program reads it from its file).
     input_path: Path | None = None
     #: The external program and its weights file (``--external``, ``--external-weights``).
@@ -274,9 +355,8 @@ class MrcnnFinder(Finder):
         table, masks, n_cand = detect(image, opts)
         say(
             PROG,
-            f"{n_cand} candidate objects (islands above 3 sigma peaking above {OBJECT_SNR:g}), "
-            f"{len(table)} kept with score >= {opts['scoreThr']} after NMS at IoU "
-            f"{opts['iouThr']}",
+            f"{n_cand} candidate objects from the network, {len(table)} kept with score >= "
+            f"{opts['scoreThr']} after NMS at IoU {opts['iouThr']}",
         )
         names = [str(c) for c in table["class"]] if len(table) else []
         return Extraction(
@@ -284,7 +364,7 @@ class MrcnnFinder(Finder):
             n_islands=len(table),
             counts={"n_candidates": n_cand},
             summary={
-                "model": "native: segmentation + caesar_rest.classify (not a neural network)",
+                "model": "native: U-Net (caesar_rest.apps.mrcnn_net, mrcnn_weights.npz)",
                 "classes": {c: names.count(c) for c in sorted(set(names))},
             },
             maps={"segmented-map": ("segmented", masks.astype(np.float64))},
