@@ -104,7 +104,7 @@ def test_cutex_and_mrcnn_through_the_api(
         job2, status2 = run_job(client, fid2, "mrcnn", {"scoreThr": 0.7, "iouThr": 0.6})
         assert status2["state"] == "SUCCESS", job_log(client, job2)
         table2 = check_outputs(client, job2, extended, tmp_path)
-        assert len(table2) == 39
+        assert len(table2) == 27  # the shipped network (mrcnn_weights.npz), deterministic
         assert np.all(np.asarray(table2["class_score"]) >= 0.7)
         seg = tmp_path / "segmented.fits"
         seg.write_bytes(result_bytes(client, job2, "segmented-map"))

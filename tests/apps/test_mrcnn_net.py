@@ -79,6 +79,12 @@ def test_objects_of_a_class_map() -> None:
     assert obj.boxes[2].tolist() == [10, 30, 27, 33]
     assert set(np.unique(obj.labels[30:34, 10:28])) == {0, 3}
     assert obj.labels[50, 70] == 0
+    # With the significance map: the second compact object peaks at 4 sigma, below the cut.
+    sig = np.zeros(classes.shape, dtype=np.float32)
+    sig[5:9, 5:9], sig[5:9, 12:16], sig[30:34, 24:28] = 6.0, 4.0, -7.0
+    cut = mn.objects(classes, prob, 4.0, sig)
+    assert list(cut.classes) == ["compact", "extended-multisland"]
+    assert set(np.unique(cut.labels[5:9, 12:16])) == {0}
 
 
 def test_truth_field_is_make_fields_field() -> None:

@@ -18,9 +18,11 @@ tiles (:data:`TILE` output pixels with a :data:`HALO` margin): the memory is a t
 tiled run gives the same maps as one over the whole image.
 
 Objects (:func:`objects`): the connected pixels (8-connectivity) of one class form an object;
-the pieces of an ``extended-multisland`` or ``spurious`` object closer than
+the pieces of an ``extended-multisland``, ``spurious`` or ``diffuse`` object closer than
 :data:`GROUP_BEAMS` beams are one object (a radio galaxy's core and lobes, the sidelobes of
-one source). An object's score is the mean, over its pixels, of the probability of its class.
+one source). An object needs :data:`MIN_NPIX` pixels and a pixel above :data:`MIN_PEAK_SNR`
+sigma (a diffuse one: :data:`MIN_DIFFUSE_BEAMS` beams of area instead). Its score is the mean,
+over its pixels, of the probability of its class.
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ HALO = 48
 #: Pieces of a multi-island class within this many beams (edge to edge) are one object.
 GROUP_BEAMS = 6.0
 #: Classes whose pieces are grouped.
-GROUPED = ("extended-multisland", "spurious")
+GROUPED = ("extended-multisland", "spurious", "diffuse")
 #: Objects need at least this many pixels.
 MIN_NPIX = 3
+#: Objects need a pixel this significant (absolute value: sidelobes may be negative)...
+MIN_PEAK_SNR = 5.0
+#: ... except diffuse ones (3-8 sigma), which need this many beams of area instead.
+MIN_DIFFUSE_BEAMS = 25.0
 #: Values gathered per matrix product of a convolution (bounds its memory: 4 bytes each).
 BAND_VALUES = 1 << 22
 #: The shipped weights.
@@ -349,7 +355,9 @@ class Objects:
     boxes: npt.NDArray[np.float64]
 
 
-def objects(classes: npt.NDArray[np.uint8], prob: F32, beam_fwhm_pix: float) -> Objects:
+def objects(
+    classes: npt.NDArray[np.uint8], prob: F32, beam_fwhm_pix: float, sig: F32 | None = None
+) -> Objects:
     """The objects of a class map (see the module notes).
 
     Parameters
@@ -357,7 +365,9 @@ def objects(classes: npt.NDArray[np.uint8], prob: F32, beam_fwhm_pix: float) -> 
     classes, prob
         From :func:`class_maps`.
     beam_fwhm_pix
-        Beam FWHM in image pixels (the grouping distance).
+        Beam FWHM in image pixels (the grouping distance, the diffuse objects' least area).
+    sig
+        The significance map (None: no cut on the peak or the area).
 
     Returns
     -------
@@ -378,7 +388,13 @@ def objects(classes: npt.NDArray[np.uint8], prob: F32, beam_fwhm_pix: float) -> 
         else:
             lab, n = ndimage.label(mask, structure=eight)
         npix = np.bincount(lab.ravel(), minlength=n + 1)
-        keep = np.flatnonzero(npix >= MIN_NPIX)
+        good = npix >= MIN_NPIX
+        if sig is not None and name == "diffuse":
+            good &= npix >= MIN_DIFFUSE_BEAMS * 1.1331 * beam_fwhm_pix**2
+        elif sig is not None:
+            peak = ndimage.maximum(np.abs(np.nan_to_num(sig)), lab, np.arange(n + 1))
+            good &= np.asarray(peak) >= MIN_PEAK_SNR
+        keep = np.flatnonzero(good)
         keep = keep[keep > 0]
         lut = np.zeros(n + 1, dtype=np.int32)
         lut[keep] = len(names) + 1 + np.arange(keep.size, dtype=np.int32)

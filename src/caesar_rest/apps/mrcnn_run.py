@@ -6,9 +6,9 @@ Steps (see :mod:`caesar_rest.apps.mrcnn_app`):
    class (background, compact, extended, extended-multisland, spurious, diffuse) and its
    probability, from the significance map of the classifier's noise maps resampled to the
    network's beam;
-2. objects: connected pixels of one class (the pieces of a multi-island or spurious object
-   within a few beams grouped), of at least 3 pixels; score: the mean probability of the
-   object's class over its mask;
+2. objects: connected pixels of one class (the pieces of a multi-island, spurious or diffuse
+   object within a few beams grouped), of at least 3 pixels with one above 5 sigma (diffuse:
+   25 beams of area instead); score: the mean probability of the object's class over its mask;
 3. post-processing as Mask R-CNN's: objects scoring below ``scoreThr`` are dropped, then of two
    objects whose bounding boxes overlap with IoU above ``iouThr`` the lower-scored one;
 4. measurement: intensity-weighted moments of each mask (position, FWHM sizes, angle, flux);
@@ -225,7 +225,7 @@ def detect(
     """
     isl = find_islands(image)
     fwhm = beam_fwhm_pix(image)
-    obj = mrcnn_net.objects(*mrcnn_net.class_maps(isl.sig, fwhm, net), fwhm)
+    obj = mrcnn_net.objects(*mrcnn_net.class_maps(isl.sig, fwhm, net), fwhm, isl.sig)
     n_cand = len(obj.scores)
     good = np.flatnonzero(obj.scores >= float(opts["scoreThr"]))
     kept = np.sort(good[suppress(obj.boxes[good], obj.scores[good], float(opts["iouThr"]))])
