@@ -120,3 +120,24 @@ def test_app_run_ends_with_a_catalogue(tmp_path: Path, monkeypatch: pytest.Monke
     y, x = np.unravel_index(np.argmax(compact), compact.shape)
     row = table[int(masks[y, x]) - 1]
     assert masks[y, x] > 0 and row["class"] == "compact"
+
+
+def test_numpy_network_equals_the_training_network_with_other_weights() -> None:
+    """Where PyTorch is installed (the ``train`` extra): the training script's network with
+    random weights and the NumPy network with the same weights give the same logits."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_mrcnn.py"
+    spec = importlib.util.spec_from_file_location("train_mrcnn", script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(3)
+    model = mod.UNet()
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    net = mn.Net({n: (state[f"{n}.weight"], state[f"{n}.bias"]) for n, *_ in mn.LAYERS})
+    x = np.random.default_rng(4).standard_normal((2, 40, 36)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x[None]))[0].numpy()
+    np.testing.assert_allclose(mn.forward(net, x), want, atol=1e-4)
