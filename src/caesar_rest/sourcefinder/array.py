@@ -192,11 +192,14 @@ def estimate_background(
 
     bk = est(data, blank)
     if opts.background.skip_outliers:
-        z = bk.significance(data)
-        lab, n = detection.find_islands(
-            z, opts.compact.seed_thr, opts.compact.merge_thr, opts.compact.min_npix
+        # The significance by bands of rows (never a whole map): the same islands.
+        lab, n = detection.find_islands_banded(
+            bk.significance_bands(data),
+            data.shape,
+            opts.compact.seed_thr,
+            opts.compact.merge_thr,
+            opts.compact.min_npix,
         )
-        del z
         if n:
             masked = data.copy()
             masked[lab > 0] = np.nan
