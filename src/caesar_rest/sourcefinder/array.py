@@ -200,10 +200,12 @@ def estimate_background(
             opts.compact.merge_thr,
             opts.compact.min_npix,
         )
+        found = lab > 0
+        del lab
         if n:
             masked = data.copy()
-            masked[lab > 0] = np.nan
-            del lab, bk  # free the first maps before the second pass makes its own
+            masked[found] = np.nan
+            del found, bk  # free the first maps before the second pass makes its own
             # The masked pixels keep interpolated map values (they are not blank).
             bk = est(masked, ~np.isfinite(data) if blank is None else blank)
     return bk
