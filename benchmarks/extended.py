@@ -58,7 +58,7 @@ def run_pybdsf(path: Path, tmp: Path) -> tuple[npt.NDArray[np.bool_], float]:
 def _row(label: str, s: df.Score, wall: float) -> str:
     return (
         f"| {label} | {s.found}/{s.total} | {s.mean_recall:.2f} | {s.flux_recovered:.2f} | "
-        f"{s.precision:.2f} | {wall:.1f} |"
+        f"{s.precision:.3f} | {wall:.1f} |"
     )
 
 

@@ -135,15 +135,15 @@ def test_default_extended_search_masks_on_a_small_field(
     res = find_sources(path, from_legacy({}))
     mask = df.finder_mask(res, f.image.shape)
     s = df.score(f, mask)
-    assert (s.found, s.total, int(mask.sum())) == (4, 4, 10648)
-    assert s.precision == pytest.approx(0.90148, abs=1e-5)
-    assert s.flux_recovered == pytest.approx(0.68526, abs=1e-5)
+    assert (s.found, s.total, int(mask.sum())) == (4, 4, 10831)
+    assert s.precision == pytest.approx(0.90112, abs=1e-5)
+    assert s.flux_recovered == pytest.approx(0.70298, abs=1e-5)
     # Without the extended search: compact islands only.
     off = df.score(
         f,
         df.finder_mask(find_sources(path, from_legacy({"no-extendedsearch": True})), f.image.shape),
     )
-    assert off.found == 2 and off.flux_recovered < 0.31
+    assert off.found == 2 and off.flux_recovered < 0.32  # 0.3165 (0.3002, predecessor's bkg)
 
 
 def test_extended_rows_labels_and_polygons_map_one_to_one(
@@ -165,10 +165,11 @@ def test_extended_rows_labels_and_polygons_map_one_to_one(
         assert xs.min() <= row["x"] <= xs.max() and ys.min() <= row["y"] <= ys.max()
     ext = tab[np.isin(tab["morph"], [MORPH_NAMES[3], MORPH_NAMES[4]])]
     assert list(ext["island_name"]) == ["S5", "S12", "S24"]
-    assert list(ext["morph"]) == ["EXTENDED", "EXTENDED", "COMPACT-EXTENDED"]
-    assert list(ext["npix"]) == [2135, 5611, 774] and list(ext["n_nested"]) == [0, 0, 1]
+    # (S24 held a nested compact source, COMPACT-EXTENDED, with the predecessor's background.)
+    assert list(ext["morph"]) == ["EXTENDED", "EXTENDED", "EXTENDED"]
+    assert list(ext["npix"]) == [2147, 5640, 779] and list(ext["n_nested"]) == [0, 0, 0]
     assert (ext["flags"] & 8).all()
-    assert list(np.round(ext["flux"] * 1e3, 2)) == [18.62, 53.77, 20.51]  # mJy
+    assert list(np.round(ext["flux"] * 1e3, 2)) == [18.76, 53.83, 20.34]  # mJy
     assert (ext["flux"] > 10 * ext["flux_err"]).all()
     assert np.allclose(ext["area"], ext["npix"] * 1.5**2)
     # One polygon per row, in row order, tagged with the row's name and label.

@@ -36,7 +36,11 @@ LIBRARY_ONLY = {"auto_tile_above"}
 #: Options a changed value needs to take effect (the sub-image's corners need read-subimg).
 NEEDS: dict[str, dict[str, Any]] = {
     k: {"read-subimg": True} for k in ("xmin", "xmax", "ymin", "ymax")
-} | {"bpa": {"bmaj": 6.0}, "fitsources": {"no-fitsources": True}}
+} | {
+    "bpa": {"bmaj": 6.0},
+    "fitsources": {"no-fitsources": True},
+    "bkgskipoutliers": {"no-bkgskipoutliers": True},
+}
 
 
 def _value_at(opts: FinderOptions, target: str) -> Any:

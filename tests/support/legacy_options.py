@@ -13,10 +13,12 @@ from typing import Any
 LEGACY_CAESAR_OPTIONS = Path(__file__).resolve().parent / "data" / "legacy_caesar_options.tsv"
 
 #: Where this implementation deliberately differs from the predecessor, as documented in
-#: docs/compatibility.md ("the default of ``extsfinder`` is ``WT-THRESH``").
+#: docs/compatibility.md ("the default of ``extsfinder`` is ``WT-THRESH``", "the noise of the
+#: background boxes").
 DOCUMENTED_DEVIATIONS: dict[str, dict[str, Any]] = {
     "extsfinder": {"default": "WT-THRESH"},
     "ac-levelset": {"default": "SALIENCY"},
+    "bkgestimator": {"default": "ClippedMedian"},
 }
 
 

@@ -192,15 +192,20 @@ def estimate_background(
 
     bk = est(data, blank)
     if opts.background.skip_outliers:
-        z = bk.significance(data)
-        lab, n = detection.find_islands(
-            z, opts.compact.seed_thr, opts.compact.merge_thr, opts.compact.min_npix
+        # The significance by bands of rows (never a whole map): the same islands.
+        lab, n = detection.find_islands_banded(
+            bk.significance_bands(data),
+            data.shape,
+            opts.compact.seed_thr,
+            opts.compact.merge_thr,
+            opts.compact.min_npix,
         )
-        del z
+        found = lab > 0
+        del lab
         if n:
             masked = data.copy()
-            masked[lab > 0] = np.nan
-            del lab, bk  # free the first maps before the second pass makes its own
+            masked[found] = np.nan
+            del found, bk  # free the first maps before the second pass makes its own
             # The masked pixels keep interpolated map values (they are not blank).
             bk = est(masked, ~np.isfinite(data) if blank is None else blank)
     return bk

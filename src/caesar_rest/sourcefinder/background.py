@@ -543,7 +543,10 @@ def _grid_stats(
     loc = np.empty((cy.size, cx.size))
     scale = np.empty((cy.size, cx.size))
     count = np.empty((cy.size, cx.size), dtype=np.int64)
-    rows_per_chunk = max(1, CHUNK_VALUES // max(1, cx.size * bs * bs))
+    # The clipped estimator holds about 6 float64 copies of a chunk (sorted values, prefix
+    # sums): a quarter of the chunk keeps it near the others' temporary memory.
+    chunk = CHUNK_VALUES // 4 if estimator == "ClippedMedian" else CHUNK_VALUES
+    rows_per_chunk = max(1, chunk // max(1, cx.size * bs * bs))
     for a in range(0, cy.size, rows_per_chunk):
         b = min(cy.size, a + rows_per_chunk)
         vals = view[np.ix_(sy[a:b], sx)].reshape(-1, bs * bs)

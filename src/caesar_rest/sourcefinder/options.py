@@ -176,8 +176,9 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        _NA + "the pixel size always comes from the WCS"),
     _o("globalbkg", _F, None, None, None, BKG, "", False, True,
        "Use one global background and noise instead of local maps", to="background.local", how=NOT),
-    _o("bkgestimator", _E, "Median", None, None, BKG, "", False, True,
-       "Background/noise estimator of each box", ("Mean", "Median", "BiWeight", "ClippedMedian"),
+    _o("bkgestimator", _E, "ClippedMedian", None, None, BKG, "", False, True,
+       "Background/noise estimator of each box (ClippedMedian here, Median in the predecessor)",
+       ("Mean", "Median", "BiWeight", "ClippedMedian"),
        to="background.estimator"),
     _o("bkgboxpix", _F, None, None, None, BKG, "", False, True,
        "bkgbox is in pixels instead of beams", to="background.box_in_beams", how=NOT),
@@ -189,7 +190,8 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
        "Skip the second noise pass on the background-subtracted image",
        to="background.second_pass", how=NOT),
     _o("bkgskipoutliers", _F, None, None, None, BKG, "", True, True,
-       "Mask detected sources and estimate the background again", to="background.skip_outliers"),
+       "Mask detected sources and estimate the background again (on by default here; "
+       "no-bkgskipoutliers turns it off)", to="background.skip_outliers", how=PART),
     _o("sourcebkgboxborder", _I, 20, 0, 1000, BKG, "", True, True,
        "Border (pixels) of the per-source background box used by fit-usebkgboxestimate",
        to="background.source_box_border"),
@@ -499,6 +501,10 @@ LEGACY_OPTIONS: tuple[LegacyOption, ...] = (
 
 #: Options of this implementation that the predecessor did not have (same conventions).
 EXTENSION_OPTIONS: tuple[LegacyOption, ...] = (
+    _o("no-bkgskipoutliers", _F, None, None, None, BKG, "", True, True,
+       "Estimate the background once, without masking the detected sources (the "
+       "predecessor's default); bkgskipoutliers wins when both are given",
+       to="background.skip_outliers", how=PART),
     _o("no-fitsources", _F, None, None, None, CMP, FIT, False, True,
        "Do not fit compact sources (the predecessor's default): one catalogue row per island "
        "or nested source, fluxes summed over its pixels; fitsources wins when both are given",
@@ -555,12 +561,12 @@ class BackgroundSettings:
     """
 
     local: bool = True
-    estimator: str = "Median"
+    estimator: str = "ClippedMedian"
     box: float = 20.0
     box_in_beams: bool = True
     grid: float = 0.2
     second_pass: bool = True
-    skip_outliers: bool = False
+    skip_outliers: bool = True
     source_box_border: int = 20
 
     def box_px(self, beam_width_px: float) -> float:
@@ -995,8 +1001,14 @@ def _fit_enabled(v: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
     return bool(v["fitsources"]) or not v["no-fitsources"]
 
 
+def _skip_outliers(v: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
+    # On by default (the predecessor's template configuration; docs/compatibility.md).
+    return bool(v["bkgskipoutliers"]) or not v["no-bkgskipoutliers"]
+
+
 _BUILDERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Any]] = {
     "fit.enabled": _fit_enabled,
+    "background.skip_outliers": _skip_outliers,
     "save_maps": _save_maps,
     "subimage": _subimage,
     "beam_fallback": _beam,
