@@ -97,7 +97,7 @@ def test_cutex_and_mrcnn_through_the_api(
         assert status["state"] == "SUCCESS", job_log(client, job)
         table = check_outputs(client, job, s17, tmp_path)
         assert len(table) == 22  # a deterministic run
-        assert table.colnames == [*COLUMN_NAMES, "class", "class_score"]
+        assert table.colnames == [*COLUMN_NAMES, "class", "class_score", "group_id"]
         assert set(table["class"]) <= set(CLASSES)
 
         fid2 = upload(client, extended)
