@@ -7,12 +7,20 @@
 * Reliability of sep and photutils on those fields (every one holds bright sources with
   sidelobe rings and spokes): the fraction of their rows that are true sources, before and
   after dropping the rows classified ``spurious``, and the fraction of true-source rows lost.
+* Grouping of multi-island rows (``group_id``) on those fields, per finder: of the pairs of
+  rows that belong to one simulated galaxy, the fraction put in one group (recall), of the
+  pairs put in one group, the fraction of one galaxy (precision), and the galaxies whose
+  detected rows form exactly one group. Rows are classified by the model first, so its errors
+  count.
 * Time the classification adds to a caesar run (``caesar_rest.apps.program.run``, no preview)
   on a 2048^2 simulated field.
 
+``--weights`` evaluates another weights file (for example the one before a change); grouping
+is left out when the file has no pair model.
+
 Usage::
 
-    python benchmarks/classify.py [--fields 8] [--no-timing]
+    python benchmarks/classify.py [--fields 8] [--no-timing] [--weights PATH] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from caesar_rest.classify import CLASSES, predict
+from caesar_rest.classify import CLASSES, model_features, predict
+from caesar_rest.classify.grouping import group_rows, grouping_scores
+from caesar_rest.classify.model import Classifier, load_classifier, shipped_classifier
 from caesar_rest.classify.simfields import make_field, write_field
-from caesar_rest.classify.training import Rows, field_rows
+from caesar_rest.classify.training import Rows, cached_field_rows
 
 FIRST_HELD_OUT = 1001
 TARGETS = ("compact", "extended", "extended-multisland", "spurious")
@@ -87,6 +97,26 @@ def reliability(rows: list[Rows], pred: dict[int, np.ndarray], finder: str) -> N
     )
 
 
+def grouping(rows: list[Rows], pred: dict[int, np.ndarray], model: Classifier) -> None:
+    """Print how well each finder's multi-island rows are grouped."""
+    print("\ngrouping of multi-island rows (pairs of rows of one galaxy; galaxies exactly grouped)")
+    for finder in ("sep", "photutils", "caesar"):
+        tot = np.zeros(5, dtype=int)
+        for k, r in enumerate(rows):
+            if r.finder == finder:
+                groups = group_rows(r.geometry, pred[k], model.pairs)
+                tot += np.asarray(grouping_scores(r.galaxy, groups))
+        true_pairs, pred_pairs, right, galaxies, exact = (int(v) for v in tot)
+        rec = right / true_pairs if true_pairs else float("nan")
+        prec = right / pred_pairs if pred_pairs else float("nan")
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else float("nan")
+        print(
+            f"{finder:>10}: pairs precision {prec:.3f} recall {rec:.3f} F1 {f1:.3f} "
+            f"({true_pairs} true pairs); galaxies exactly grouped {exact}/{galaxies} "
+            f"= {exact / max(galaxies, 1):.3f}"
+        )
+
+
 def timing(n: int = 2048) -> None:
     """Print the time classification adds to a caesar run on an ``n x n`` field."""
     from caesar_rest.apps.caesar_app import CaesarApp
@@ -120,11 +150,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fields", type=int, default=8, help="held-out fields (seeds 1001...)")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--weights", type=Path, help="weights file (default: the shipped one)")
+    ap.add_argument("--cache", type=Path, help="folder keeping each field's rows (your own)")
     a = ap.parse_args()
+    model = load_classifier(a.weights) if a.weights else shipped_classifier()
     rows: list[Rows] = []
     for seed in range(FIRST_HELD_OUT, FIRST_HELD_OUT + a.fields):
-        rows.extend(field_rows(seed)[1])
-    pred = {k: predict(r.features, np.asarray(r.table["flags"]))[0] for k, r in enumerate(rows)}
+        rows.extend(cached_field_rows(seed, a.cache))
+    pred = {
+        k: predict(
+            model_features(model, r.features, r.stamps), np.asarray(r.table["flags"]), model.rows
+        )[0]
+        for k, r in enumerate(rows)
+    }
     truth = np.concatenate([r.labels for r in rows])
     allp = np.concatenate([pred[k] for k in range(len(rows))])
     print(
@@ -142,6 +180,8 @@ def main() -> None:
     print("\nreliability on fields with artefacts (true source: any class but spurious)")
     for finder in ("sep", "photutils"):
         reliability(rows, pred, finder)
+    if model.pairs is not None:
+        grouping(rows, pred, model)
     if not a.no_timing:
         timing()
 

@@ -97,7 +97,7 @@ def test_cutex_and_mrcnn_through_the_api(
         assert status["state"] == "SUCCESS", job_log(client, job)
         table = check_outputs(client, job, s17, tmp_path)
         assert len(table) == 22  # a deterministic run
-        assert table.colnames == [*COLUMN_NAMES, "class", "class_score"]
+        assert table.colnames == [*COLUMN_NAMES, "class", "class_score", "group_id"]
         assert set(table["class"]) <= set(CLASSES)
 
         fid2 = upload(client, extended)
@@ -105,6 +105,8 @@ def test_cutex_and_mrcnn_through_the_api(
         assert status2["state"] == "SUCCESS", job_log(client, job2)
         table2 = check_outputs(client, job2, extended, tmp_path)
         assert len(table2) == 27  # the shipped network (mrcnn_weights.npz), deterministic
+        multi = np.asarray(table2["class"]) == "extended-multisland"
+        assert np.all((np.asarray(table2["group_id"]) >= 1) == multi)
         assert np.all(np.asarray(table2["class_score"]) >= 0.7)
         seg = tmp_path / "segmented.fits"
         seg.write_bytes(result_bytes(client, job2, "segmented-map"))

@@ -308,7 +308,7 @@ def test_real_image(tmp_path: Path) -> None:
     assert "sources with peak >=" in proc.stdout
     t = read_catalogue_csv(out / "catalog.csv")
     raw = Table.read(out / "catalog.csv", format="ascii.csv")
-    assert raw.colnames == [*COLUMN_NAMES, "class", "class_score"]
+    assert raw.colnames == [*COLUMN_NAMES, "class", "class_score", "group_id"]
     assert len(t) == 59  # a deterministic run
     assert np.all((t["x"] >= 0) & (t["x"] <= 999) & (t["y"] >= 0) & (t["y"] <= 999))
     assert np.all(np.isfinite(t["ra"]) & np.isfinite(t["dec"]))

@@ -28,6 +28,7 @@ from caesar_rest.catalogue.writers import (
     make_table,
     read_catalogue_csv,
     table_to_json,
+    with_group_column,
     write_csv,
     write_ds9_regions,
     write_json,
@@ -250,6 +251,28 @@ def test_catalogue_files_names_and_empty(tmp_path: Path) -> None:
     assert len(vot) == 0 and vot.colnames == list(COLUMN_NAMES)
     assert json.loads((empty / files["catalog-json"]).read_text())["sources"] == []
     assert len(Regions.read(str(empty / files["regions"]), format="ds9")) == 0
+
+
+def test_classes_from_elsewhere_get_groups(tmp_path: Path) -> None:
+    """A catalogue with classes but no group_id (an external program's objects, each whole)
+    is written with one group per multi-island row and -1 for the others."""
+    table = _sample_table()
+    table["class"] = np.array(["extended-multisland", "compact", "extended-multisland"])
+    table["class_score"] = np.full(len(table), 0.9)
+    done = with_group_column(table)
+    assert "group_id" not in table.colnames  # the caller's table is left alone
+    multi = np.asarray(done["class"]) == "extended-multisland"
+    assert list(done["group_id"][multi]) == list(range(1, int(multi.sum()) + 1))
+    assert np.all(done["group_id"][~multi] == -1)
+    assert with_group_column(done) is done and with_group_column(make_table(None)).colnames == (
+        list(COLUMN_NAMES)
+    )
+    names = {r.name: r.filename for r in CATALOGUE_RESULTS}
+    files = write_catalogue(table, tmp_path, SOURCES, names, "fk5")
+    doc = json.loads((tmp_path / files["catalog-json"]).read_text())
+    assert [c["name"] for c in doc["columns"]][-3:] == ["class", "class_score", "group_id"]
+    csv = Table.read(tmp_path / files["catalog-csv"], format="ascii.csv")
+    assert list(csv["group_id"]) == list(done["group_id"])
 
 
 def _png_size(path: Path) -> tuple[int, int]:

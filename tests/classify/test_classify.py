@@ -17,8 +17,14 @@ from caesar_rest.catalogue.preview import CLASS_COLOURS, class_colours
 from caesar_rest.catalogue.schema import CLASSES, COLUMN_NAMES, FLAG_TRUNCATED
 from caesar_rest.catalogue.writers import make_table
 from caesar_rest.classify import classify, predict
-from caesar_rest.classify.features import FEATURE_NAMES, find_islands, row_features
-from caesar_rest.classify.model import TreeEnsemble, load, save, shipped
+from caesar_rest.classify.features import (
+    FEATURE_NAMES,
+    STAMP_SIDE,
+    find_islands,
+    row_features,
+    stamps,
+)
+from caesar_rest.classify.model import TreeEnsemble, load, save, shipped, shipped_classifier
 from caesar_rest.classify.simfields import make_field, write_field
 from caesar_rest.imaging import load_image
 
@@ -75,15 +81,19 @@ def test_islands_and_features_are_pinned(field7: Path) -> None:
 
 def test_shipped_model_classifies_the_truth(field7: Path) -> None:
     image, isl, table = _rows(field7)
-    names, scores = classify(image, table, islands=isl)
+    names, scores, groups = classify(image, table, islands=isl)
     assert list(names) == list(ISLANDS.values())
-    np.testing.assert_allclose(scores, [0.9988, 0.9841, 0.9995], atol=1e-4)
+    # The one multi-island row is a group of its own (its partners are not in this table).
+    assert list(groups) == [-1, 1, -1]
+    np.testing.assert_allclose(scores, [0.9895, 0.9797, 0.9994], atol=1e-4)
     # A truncated row is flagged (the rule); its score stays the model's for its class.
     table["flags"][0] = FLAG_TRUNCATED
-    names2, scores2 = classify(image, table, islands=isl)
+    names2, scores2, _ = classify(image, table, islands=isl)
     assert list(names2) == ["flagged", *list(ISLANDS.values())[1:]]
-    assert scores2[0] == pytest.approx(0.9985, abs=1e-4)
+    assert scores2[0] == pytest.approx(0.9874, abs=1e-4)
     assert shipped().features == FEATURE_NAMES
+    # The shipped weights: the row model and the pair model (no image model, see the docs).
+    assert shipped_classifier().pairs is not None and shipped_classifier().image is None
     assert set(shipped().classes) == set(CLASSES) - {"flagged"}
 
 
@@ -140,14 +150,18 @@ def test_classify_on_and_off_in_a_run(field7: Path, tmp_path: Path) -> None:
     t_on = Table.read(tmp_path / "on" / "catalog.csv", format="ascii.csv")
     t_off = Table.read(tmp_path / "off" / "catalog.csv", format="ascii.csv")
     assert t_off.colnames == list(COLUMN_NAMES)
-    assert t_on.colnames == [*COLUMN_NAMES, "class", "class_score"]
+    assert t_on.colnames == [*COLUMN_NAMES, "class", "class_score", "group_id"]
     assert len(t_on) == len(t_off) == on["n_sources"] == off["n_sources"]
     assert set(t_on["class"]) <= set(CLASSES)
     assert np.all((t_on["class_score"] > 0) & (t_on["class_score"] <= 1))
     assert on["classes"] == {c: int((t_on["class"] == c).sum()) for c in CLASSES}
+    # group_id: a number from 1 for every multi-island row, -1 for the others.
+    multi = t_on["class"] == "extended-multisland"
+    assert np.all((t_on["group_id"] >= 1) == multi) and np.all(t_on["group_id"][~multi] == -1)
+    assert on["multisland_objects"] == max(int(t_on["group_id"].max()), 0)
     assert "classes" not in off and "classify" in on["timings_s"]
     doc = json.loads((tmp_path / "on" / "catalog.json").read_text())
-    assert [c["name"] for c in doc["columns"]][-2:] == ["class", "class_score"]
+    assert [c["name"] for c in doc["columns"]][-3:] == ["class", "class_score", "group_id"]
     assert doc["sources"][0]["class"] == t_on["class"][0]
     vot = Table.read(tmp_path / "on" / "catalog.vot", format="votable")
     assert list(vot["class"]) == list(t_on["class"])
@@ -198,3 +212,20 @@ def test_model_scores_by_chunks_of_rows(monkeypatch: pytest.MonkeyPatch) -> None
     chunked = ens.raw(x)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(chunked.argmax(axis=1), whole.argmax(axis=1))
+
+
+def test_stamps_and_galaxy_truth(field7: Path) -> None:
+    image, isl, table = _rows(field7)
+    cut = stamps(image, table, isl).reshape(-1, STAMP_SIDE, STAMP_SIDE)
+    mid = STAMP_SIDE // 2
+    # Over the peak's significance: 1 at the centre, within the clip everywhere.
+    np.testing.assert_allclose(cut[:, mid, mid], 1.0)
+    assert np.all(np.abs(cut) <= 2.0)
+    # The compact source (row 0) falls below half its peak one beam away on every side.
+    assert np.all(cut[0, mid, [mid - 2, mid + 2]] < 0.5) and np.all(
+        cut[0, [mid - 2, mid + 2], mid] < 0.5
+    )
+    field = make_field(7, 256)
+    gal = field.galaxy_at(np.asarray(table["x"]), np.asarray(table["y"]))
+    assert list(gal) == [0, 1, 0]  # the multi-island row is galaxy 1, the only one
+    assert set(np.unique(field.galaxies)) == {0, 1}

@@ -31,6 +31,7 @@ from caesar_rest.apps.console import say
 from caesar_rest.catalogue.writers import (
     VOTableMeta,
     VOTableParam,
+    with_group_column,
     write_csv,
     write_ds9_regions,
     write_json,
@@ -482,6 +483,7 @@ def write_catalogue(
         Result name to file name.
     """
     files: dict[str, str] = {}
+    table = with_group_column(table)
     for key, kind in which.formats():
         if key not in names:
             continue

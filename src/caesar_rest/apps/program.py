@@ -345,9 +345,9 @@ def classification_wanted(app: App, opts: Mapping[str, Any]) -> bool:
 
 
 def classify_rows(prog: str, image: FitsImage, found: Extraction) -> None:
-    """Add ``class`` and ``class_score`` to the extraction's catalogue (and to its component
-    catalogue when that holds the same rows), the counts per class to the summary and the
-    time taken to the timings.
+    """Add ``class``, ``class_score`` and ``group_id`` to the extraction's catalogue (and to its
+    component catalogue when that holds the same rows), the counts per class and the number of
+    multi-island objects to the summary and the time taken to the timings.
 
     Parameters
     ----------
@@ -358,6 +358,7 @@ def classify_rows(prog: str, image: FitsImage, found: Extraction) -> None:
     found
         The extraction (changed in place).
     """
+    from caesar_rest.catalogue.schema import CLASS_COLUMNS
     from caesar_rest.classify import CLASSES, classify_table
     from caesar_rest.classify.features import find_islands
 
@@ -365,11 +366,12 @@ def classify_rows(prog: str, image: FitsImage, found: Extraction) -> None:
     classify_table(image, found.table, islands=find_islands(image))
     comps = found.components
     if comps is not None and comps is not found.table and len(comps) == len(found.table):
-        for name in ("class", "class_score"):
-            comps[name] = found.table[name]
+        for col in CLASS_COLUMNS:
+            comps[col.name] = found.table[col.name]
     labels = [str(c) for c in found.table["class"]]
     counts = {c: labels.count(c) for c in CLASSES}
     found.summary["classes"] = counts
+    found.summary["multisland_objects"] = max([int(g) for g in found.table["group_id"]] + [0])
     found.timings["classify"] = time.perf_counter() - t0
     shown = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     say(prog, f"classified {len(labels)} rows: {shown or 'none'}")

@@ -82,4 +82,14 @@ CLASS_COLUMNS: tuple[Column, ...] = (
         "Source class: compact, extended, extended-multisland, spurious, flagged or diffuse",
     ),
     Column("class_score", "f8", "", "stat.probability", "Classifier score of the class (0-1)"),
+    Column(
+        "group_id",
+        "i8",
+        "",
+        "meta.id.parent",
+        "Multi-island object of the row: rows of class extended-multisland that form one "
+        "source (core and lobes) share a number 1, 2, ...; -1 for rows of other classes",
+    ),
 )
+#: ``group_id`` of a row in no multi-island object.
+NO_GROUP = -1

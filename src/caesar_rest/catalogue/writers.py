@@ -21,7 +21,7 @@ from astropy.io.votable import writeto as votable_writeto
 from astropy.io.votable.tree import CooSys, Info, Param
 from astropy.table import Table
 
-from caesar_rest.catalogue.schema import CLASS_COLUMNS, COLUMN_NAMES, COLUMNS, Column
+from caesar_rest.catalogue.schema import CLASS_COLUMNS, COLUMN_NAMES, COLUMNS, NO_GROUP, Column
 
 _BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
@@ -170,6 +170,37 @@ def iau_names(
     for name in names:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
+
+
+def with_group_column(table: Table) -> Table:
+    """The catalogue with a ``group_id`` column when it has classes but no groups.
+
+    A catalogue classified elsewhere (an external program's objects, each a whole object with
+    its own mask) gets one group per ``extended-multisland`` row and
+    :data:`~caesar_rest.catalogue.schema.NO_GROUP` for the other rows, so that every classified
+    catalogue has the same columns.
+
+    Parameters
+    ----------
+    table
+        A catalogue.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``table`` itself when it has no ``class`` column or has ``group_id``; else a copy (the
+        data shared) with ``group_id`` added after the other class columns.
+    """
+    if "class" not in table.colnames or "group_id" in table.colnames:
+        return table
+    multi = np.asarray(table["class"]).astype(str) == "extended-multisland"
+    groups = np.where(multi, np.cumsum(multi), NO_GROUP).astype(np.int64)
+    out = table.copy(copy_data=False)
+    col = next(c for c in CLASS_COLUMNS if c.name == "group_id")
+    out[col.name] = groups
+    out[col.name].description = col.description
+    out[col.name].meta["ucd"] = col.ucd
     return out
 
 
@@ -344,8 +375,8 @@ def table_to_json(table: Table) -> dict[str, Any]:
     -------
     dict
         ``{"columns": [{name, unit, ucd, description}], "sources": [{column: value}]}``, with
-        NaN as None; the schema's columns, then ``class`` and ``class_score`` when the table
-        has them.
+        NaN as None; the schema's columns, then ``class``, ``class_score`` and ``group_id``
+        when the table has them.
     """
     present = [*COLUMNS, *(c for c in CLASS_COLUMNS if c.name in table.colnames)]
     columns = [

@@ -20,6 +20,10 @@ Features (:data:`FEATURE_NAMES`), all dimensionless:
 * a cut-out of the significance map around the row's peak (radius 2.5 beams): fraction of
   pixels below -3 sigma, residual after a beam-shaped fit, mean level 1-2 beams out, and
   point asymmetry.
+
+:func:`stamps` gives the input of the image model (:mod:`caesar_rest.classify.image_model`):
+the significance map around the row's peak resampled to :data:`STAMP_SIDE` x
+:data:`STAMP_SIDE` points :data:`STAMP_STEP_BEAMS` beams apart, over the peak's significance.
 """
 
 from __future__ import annotations
@@ -48,6 +52,12 @@ BRIGHT_SNR = 100.0
 ISLAND_SNR = 3.0
 #: Value of a feature that cannot be computed (no island, no bright source, no neighbour).
 MISSING = -9.0
+#: Side of the image model's cut-out, in points of its grid.
+STAMP_SIDE = 15
+#: Spacing of the cut-out's points, in beams (the cut-out spans 7 beams).
+STAMP_STEP_BEAMS = 0.5
+#: Cut-out values are clipped to +-this (in units of the peak's significance).
+STAMP_CLIP = 2.0
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_snr",
@@ -435,10 +445,10 @@ def _log(values: F64, floor: float = 1e-6) -> F64:
     return np.where(np.isfinite(values), out, MISSING)
 
 
-def _row_islands(
+def row_islands(
     isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp]
 ) -> npt.NDArray[np.intp]:
-    # The island under each row, else the largest label within 2 pixels (0: none).
+    """The island under each row's pixel, else the largest label within 2 pixels (0: none)."""
     own = isl.label_at(yi, xi)
     lost = np.flatnonzero(own == 0)
     if lost.size:
@@ -527,19 +537,26 @@ def _cutouts(isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp], f
     return out
 
 
-def _cutout_chunk(
-    isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp], fwhm: float
-) -> F64:
+def _peak_pixels(
+    isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Each row's position moved to the brightest pixel within 2 px (the row's peak)."""
     n = len(xi)
-    r = max(3, int(math.ceil(2.5 * fwhm)))
-    # Significance around each row (0 outside the image); move each position to the
-    # brightest pixel within 2 px (the row's peak).
     offs = np.arange(-2, 3)
     _, win = isl.maps.at(
         yi[:, None, None] + offs[None, :, None], xi[:, None, None] + offs[None, None, :]
     )
     best = win.reshape(n, -1).argmax(axis=1)
-    py, px = yi + best // 5 - 2, xi + best % 5 - 2
+    return yi + best // 5 - 2, xi + best % 5 - 2
+
+
+def _cutout_chunk(
+    isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp], fwhm: float
+) -> F64:
+    n = len(xi)
+    r = max(3, int(math.ceil(2.5 * fwhm)))
+    # Significance around each row's peak (0 outside the image).
+    py, px = _peak_pixels(isl, xi, yi)
     k = np.arange(-r, r + 1)
     _, cut32 = isl.maps.at(
         py[:, None, None] + k[None, :, None], px[:, None, None] + k[None, None, :]
@@ -570,6 +587,74 @@ def _column(table: Table, name: str) -> F64:
     return np.asarray(values, dtype=np.float64)
 
 
+def row_pixels(
+    image: FitsImage, table: Table
+) -> tuple[F64, F64, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Rows' positions in the image's pixels: ``x, y`` (0-based, NaN as 0) and the nearest
+    pixel ``xi, yi`` inside the image.
+
+    Parameters
+    ----------
+    image
+        The image.
+    table
+        The catalogue (``x``, ``y`` in the image's full-frame pixels).
+
+    Returns
+    -------
+    x, y, xi, yi
+        Positions and pixel indices.
+    """
+    ny, nx = image.shape
+    ox, oy = image.origin
+    x = np.nan_to_num(_column(table, "x") - ox, nan=0.0)
+    y = np.nan_to_num(_column(table, "y") - oy, nan=0.0)
+    xi = np.clip(np.rint(x), 0, nx - 1).astype(np.intp)
+    yi = np.clip(np.rint(y), 0, ny - 1).astype(np.intp)
+    return x, y, xi, yi
+
+
+def stamps(image: FitsImage, table: Table, islands: Islands | None = None) -> F32:
+    """The image model's input of every row: a cut-out of the significance map.
+
+    :data:`STAMP_SIDE` x :data:`STAMP_SIDE` points :data:`STAMP_STEP_BEAMS` beams apart (nearest
+    pixel), centred on the row's peak (the brightest pixel within 2 px of its position), over
+    the peak's significance (at least 1), clipped to +-:data:`STAMP_CLIP`; 0 outside the image.
+
+    Parameters
+    ----------
+    image
+        The image the catalogue comes from.
+    table
+        The catalogue.
+    islands
+        The image's islands (:func:`find_islands`), computed when not given.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, rows x ``STAMP_SIDE ** 2`` (row-major: y then x).
+    """
+    n = len(table)
+    if n == 0:
+        return np.zeros((0, STAMP_SIDE**2), dtype=np.float32)
+    isl = islands if islands is not None else find_islands(image)
+    _, _, xi, yi = row_pixels(image, table)
+    half = STAMP_SIDE // 2
+    offs = np.rint(np.arange(-half, half + 1) * STAMP_STEP_BEAMS * beam_fwhm_pix(image))
+    k = offs.astype(np.intp)
+    out = np.empty((n, STAMP_SIDE**2), dtype=np.float32)
+    for a in range(0, n, 4096):
+        py, px = _peak_pixels(isl, xi[a : a + 4096], yi[a : a + 4096])
+        _, cut = isl.maps.at(
+            py[:, None, None] + k[None, :, None], px[:, None, None] + k[None, None, :]
+        )
+        centre = np.maximum(cut[:, half, half], np.float32(1.0))
+        scaled = np.clip(cut / centre[:, None, None], -STAMP_CLIP, STAMP_CLIP)
+        out[a : a + 4096] = scaled.reshape(len(py), -1)
+    return out
+
+
 def row_features(image: FitsImage, table: Table, islands: Islands | None = None) -> F64:
     """The feature matrix of a catalogue (rows x :data:`FEATURE_NAMES`).
 
@@ -593,13 +678,8 @@ def row_features(image: FitsImage, table: Table, islands: Islands | None = None)
         return np.zeros((0, len(FEATURE_NAMES)))
     isl = islands if islands is not None else find_islands(image)
     fwhm = beam_fwhm_pix(image)
-    ny, nx = image.shape
-    ox, oy = image.origin
-    x = np.nan_to_num(_column(table, "x") - ox, nan=0.0)
-    y = np.nan_to_num(_column(table, "y") - oy, nan=0.0)
-    xi = np.clip(np.rint(x), 0, nx - 1).astype(np.intp)
-    yi = np.clip(np.rint(y), 0, ny - 1).astype(np.intp)
-    own = _row_islands(isl, xi, yi)
+    x, y, xi, yi = row_pixels(image, table)
+    own = row_islands(isl, xi, yi)
     rms_at, sig_at = isl.maps.at(yi, xi)
     rms_here = rms_at.astype(np.float64)
     peak = _column(table, "peak_flux")

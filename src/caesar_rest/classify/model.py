@@ -6,6 +6,11 @@ tree as flat node arrays. A prediction walks all trees at once, one depth level 
 a node goes left when ``x[feature] <= threshold``, as scikit-learn does (features are rounded to
 float32 first, as scikit-learn's trees see them). The class scores are the softmax of
 ``init + learning_rate * sum of the leaf values`` of each class's trees.
+
+The same file holds, beside the row model, the image model whose probabilities it takes
+(:mod:`caesar_rest.classify.image_model`) and the pair model that groups multi-island rows
+(:mod:`caesar_rest.classify.grouping`, a two-class tree ensemble), their arrays' names
+prefixed ``image_`` and ``pair_`` (:class:`Classifier`).
 """
 
 from __future__ import annotations
@@ -13,9 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from caesar_rest.classify.image_model import ImageModel
+from caesar_rest.classify.image_model import from_arrays as image_from_arrays
+from caesar_rest.classify.image_model import to_arrays as image_to_arrays
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -99,8 +109,75 @@ class TreeEnsemble:
         return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def save(model: TreeEnsemble, path: Path) -> None:
-    """Write a model as a compressed ``.npz``.
+def tree_arrays(model: TreeEnsemble, prefix: str = "") -> dict[str, npt.NDArray[np.generic]]:
+    """The arrays that store ``model`` in an ``.npz`` (names start with ``prefix``)."""
+    arrays: dict[str, npt.NDArray[np.generic]] = {
+        "classes": np.asarray(model.classes),
+        "features": np.asarray(model.features),
+        "init": model.init,
+        "learning_rate": np.asarray(np.float64(model.learning_rate)),
+        "roots": model.roots.astype(np.int32),
+        "tree_class": model.tree_class.astype(np.int8),
+        "feature": model.feature.astype(np.int8),
+        "threshold": model.threshold,
+        "left": model.left.astype(np.int32),
+        "right": model.right.astype(np.int32),
+        "value": model.value,
+        "depth": np.asarray(np.int64(model.depth)),
+    }
+    return {prefix + k: v for k, v in arrays.items()}
+
+
+def tree_from(z: Any, prefix: str = "") -> TreeEnsemble | None:
+    """The model stored by :func:`tree_arrays` in an open ``.npz`` (None when it holds none)."""
+    if prefix + "roots" not in z.files:
+        return None
+    return TreeEnsemble(
+        classes=tuple(str(c) for c in z[prefix + "classes"]),
+        features=tuple(str(f) for f in z[prefix + "features"]),
+        init=np.asarray(z[prefix + "init"], dtype=np.float64),
+        learning_rate=float(z[prefix + "learning_rate"]),
+        roots=np.asarray(z[prefix + "roots"], dtype=np.int64),
+        tree_class=np.asarray(z[prefix + "tree_class"], dtype=np.int64),
+        feature=np.asarray(z[prefix + "feature"], dtype=np.int64),
+        threshold=np.asarray(z[prefix + "threshold"], dtype=np.float64),
+        left=np.asarray(z[prefix + "left"], dtype=np.int64),
+        right=np.asarray(z[prefix + "right"], dtype=np.int64),
+        value=np.asarray(z[prefix + "value"], dtype=np.float64),
+        depth=int(z[prefix + "depth"]),
+    )
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """Everything the classifier runs: the row model, the image model whose probabilities
+    it takes (when its features name them) and the pair model that groups multi-island rows.
+
+    Attributes
+    ----------
+    rows
+        The tree ensemble that classifies rows.
+    image
+        The image model (None: the row model takes no image features).
+    pairs
+        The pair model (:mod:`caesar_rest.classify.grouping`; None: rows are not grouped).
+    """
+
+    rows: TreeEnsemble
+    image: ImageModel | None = None
+    pairs: TreeEnsemble | None = None
+
+
+#: Name prefixes of the image and pair models' arrays in the weights file.
+IMAGE_PREFIX, PAIR_PREFIX = "image_", "pair_"
+
+
+def save(
+    model: TreeEnsemble | Classifier,
+    path: Path,
+) -> None:
+    """Write a model (the row model alone, or with its image and pair models) as a
+    compressed ``.npz``.
 
     Parameters
     ----------
@@ -109,25 +186,37 @@ def save(model: TreeEnsemble, path: Path) -> None:
     path
         Output file.
     """
-    np.savez_compressed(
-        path,
-        classes=np.asarray(model.classes),
-        features=np.asarray(model.features),
-        init=model.init,
-        learning_rate=np.float64(model.learning_rate),
-        roots=model.roots.astype(np.int32),
-        tree_class=model.tree_class.astype(np.int8),
-        feature=model.feature.astype(np.int8),
-        threshold=model.threshold,
-        left=model.left.astype(np.int32),
-        right=model.right.astype(np.int32),
-        value=model.value,
-        depth=np.int64(model.depth),
-    )
+    bundle = model if isinstance(model, Classifier) else Classifier(model)
+    arrays = tree_arrays(bundle.rows)
+    if bundle.image is not None:
+        arrays.update(image_to_arrays(bundle.image, IMAGE_PREFIX))
+    if bundle.pairs is not None:
+        arrays.update(tree_arrays(bundle.pairs, PAIR_PREFIX))
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+
+def load_classifier(path: Path = WEIGHTS) -> Classifier:
+    """Read the models written by :func:`save`.
+
+    Parameters
+    ----------
+    path
+        The ``.npz`` file.
+
+    Returns
+    -------
+    Classifier
+        The row model and, when the file holds them, the image and pair models.
+    """
+    with np.load(path, allow_pickle=False) as z:
+        rows = tree_from(z)
+        if rows is None:
+            raise ValueError(f"{path}: no row model")
+        return Classifier(rows, image_from_arrays(z, IMAGE_PREFIX), tree_from(z, PAIR_PREFIX))
 
 
 def load(path: Path = WEIGHTS) -> TreeEnsemble:
-    """Read a model written by :func:`save`.
+    """Read the row model written by :func:`save`.
 
     Parameters
     ----------
@@ -139,24 +228,15 @@ def load(path: Path = WEIGHTS) -> TreeEnsemble:
     TreeEnsemble
         The model.
     """
-    with np.load(path, allow_pickle=False) as z:
-        return TreeEnsemble(
-            classes=tuple(str(c) for c in z["classes"]),
-            features=tuple(str(f) for f in z["features"]),
-            init=np.asarray(z["init"], dtype=np.float64),
-            learning_rate=float(z["learning_rate"]),
-            roots=np.asarray(z["roots"], dtype=np.int64),
-            tree_class=np.asarray(z["tree_class"], dtype=np.int64),
-            feature=np.asarray(z["feature"], dtype=np.int64),
-            threshold=np.asarray(z["threshold"], dtype=np.float64),
-            left=np.asarray(z["left"], dtype=np.int64),
-            right=np.asarray(z["right"], dtype=np.int64),
-            value=np.asarray(z["value"], dtype=np.float64),
-            depth=int(z["depth"]),
-        )
+    return load_classifier(path).rows
 
 
 @lru_cache(maxsize=1)
+def shipped_classifier() -> Classifier:
+    """The models shipped with the package (read once per process)."""
+    return load_classifier(WEIGHTS)
+
+
 def shipped() -> TreeEnsemble:
-    """The model shipped with the package (read once per process)."""
-    return load(WEIGHTS)
+    """The row model shipped with the package."""
+    return shipped_classifier().rows

@@ -15,7 +15,9 @@ background gradient and the emission of every class the classifier knows:
 
 Besides the image, the field keeps one model map per class (:attr:`Field.models`). The class of
 a position is the class whose model is brightest there, if that model reaches 2 sigma;
-elsewhere a detection is noise and counts as spurious (:meth:`Field.label_at`).
+elsewhere a detection is noise and counts as spurious (:meth:`Field.label_at`). The field also
+keeps which radio galaxy each pixel belongs to (:attr:`Field.galaxies`, the galaxy whose model is
+brightest there): the truth of the grouping of multi-island rows (:meth:`Field.galaxy_at`).
 """
 
 from __future__ import annotations
@@ -56,12 +58,16 @@ class Field:
         ``(bmaj, bmin, bpa)`` in arcsec and degrees east of north.
     header
         FITS header (SIN projection, FK5, beam, BUNIT).
+    galaxies
+        Per pixel, the number (1, 2, ...) of the radio galaxy whose model is brightest there
+        (0 where no galaxy has emission), same shape as the image.
     """
 
     image: F32
     models: npt.NDArray[np.float32]
     beam: tuple[float, float, float]
     header: fits.Header
+    galaxies: npt.NDArray[np.int16]
 
     def label_at(self, x: npt.ArrayLike, y: npt.ArrayLike) -> npt.NDArray[np.str_]:
         """The true class at pixel positions (0-based, rounded to the nearest pixel).
@@ -83,6 +89,26 @@ class Field:
         best = np.argmax(vals, axis=0)
         names = np.asarray(MODEL_CLASSES)[best]
         return np.where(vals.max(axis=0) >= 2.0 * RMS, names, "spurious")
+
+    def galaxy_at(self, x: npt.ArrayLike, y: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """The radio galaxy at pixel positions: its number where the true class is
+        ``extended-multisland``, else 0.
+
+        Parameters
+        ----------
+        x, y
+            Pixel positions (0-based, rounded to the nearest pixel).
+
+        Returns
+        -------
+        numpy.ndarray
+            Galaxy numbers (1, 2, ...), 0 for rows of no galaxy.
+        """
+        ny, nx = self.image.shape
+        xi = np.clip(np.rint(np.nan_to_num(np.asarray(x, dtype=float))).astype(int), 0, nx - 1)
+        yi = np.clip(np.rint(np.nan_to_num(np.asarray(y, dtype=float))).astype(int), 0, ny - 1)
+        multi = self.label_at(x, y) == "extended-multisland"
+        return np.where(multi, self.galaxies[yi, xi], 0).astype(np.int64)
 
 
 def header(n: int, beam: tuple[float, float, float]) -> fits.Header:
@@ -185,26 +211,48 @@ def _add_extended(m: F32, rng: np.random.Generator, pl: _Placer, beam: Beam, cou
             )
 
 
-def _add_galaxies(m: F32, rng: np.random.Generator, pl: _Placer, beam: Beam, count: int) -> None:
-    for _ in range(count):
-        sep_beams = float(rng.uniform(8, 20))
-        half = sep_beams * beam[0] / PIX / 2.0
-        pos = pl.take(half + 4.0 * beam[0] / PIX)
-        if pos is None:
+def _add_galaxies(
+    m: F32,
+    gid: npt.NDArray[np.int16],
+    rng: np.random.Generator,
+    pl: _Placer,
+    beam: Beam,
+    count: int,
+) -> None:
+    # Each galaxy is drawn alone, added to ``m``; ``gid`` takes its number where it is the
+    # brightest galaxy.
+    one = np.zeros_like(m)
+    best = np.zeros_like(m)
+    for k in range(count):
+        one.fill(0.0)
+        if not _add_galaxy(one, rng, pl, beam):
             return
-        x, y = pos
-        core = float(rng.uniform(8, 60))
-        if rng.uniform() > 0.25:
-            _gauss(m, x, y, core * RMS, *_pix_sigma(*beam))
-        a = float(rng.uniform(0, 2 * math.pi))
-        for side in (0.0, math.pi + float(rng.uniform(-0.35, 0.35))):
-            d = half * float(rng.uniform(0.8, 1.2))
-            lx, ly = x + d * math.cos(a + side), y + d * math.sin(a + side)
-            f = float(rng.uniform(1.5, 3.0))
-            lobe = core * float(rng.uniform(0.5, 2.0)) if core > 15 else float(rng.uniform(8, 40))
-            # Elongated along the jet axis (pixel angle a + side from +x).
-            pa = math.degrees(a + side) - 90.0 + float(rng.uniform(-20, 20))
-            _gauss(m, lx, ly, lobe * RMS, *_pix_sigma(beam[0] * f, beam[1] * f * 0.6, pa))
+        m += one
+        gid[one > best] = k + 1
+        np.maximum(best, one, out=best)
+
+
+def _add_galaxy(m: F32, rng: np.random.Generator, pl: _Placer, beam: Beam) -> bool:
+    # One radio galaxy (core and two lobes) added to ``m``; False when there is no room.
+    sep_beams = float(rng.uniform(8, 20))
+    half = sep_beams * beam[0] / PIX / 2.0
+    pos = pl.take(half + 4.0 * beam[0] / PIX)
+    if pos is None:
+        return False
+    x, y = pos
+    core = float(rng.uniform(8, 60))
+    if rng.uniform() > 0.25:
+        _gauss(m, x, y, core * RMS, *_pix_sigma(*beam))
+    a = float(rng.uniform(0, 2 * math.pi))
+    for side in (0.0, math.pi + float(rng.uniform(-0.35, 0.35))):
+        d = half * float(rng.uniform(0.8, 1.2))
+        lx, ly = x + d * math.cos(a + side), y + d * math.sin(a + side)
+        f = float(rng.uniform(1.5, 3.0))
+        lobe = core * float(rng.uniform(0.5, 2.0)) if core > 15 else float(rng.uniform(8, 40))
+        # Elongated along the jet axis (pixel angle a + side from +x).
+        pa = math.degrees(a + side) - 90.0 + float(rng.uniform(-20, 20))
+        _gauss(m, lx, ly, lobe * RMS, *_pix_sigma(beam[0] * f, beam[1] * f * 0.6, pa))
+    return True
 
 
 def _add_artefacts(
@@ -300,7 +348,8 @@ def make_field(seed: int, n: int = 1024, density: float = 1.0) -> Field:
     pl = _Placer(rng, n)
     art = np.zeros((n, n), dtype=np.float32)
     _add_artefacts(models[0], art, rng, pl, beam, max(1, round(3 * scale)))
-    _add_galaxies(models[2], rng, pl, beam, max(1, round(6 * scale)))
+    galaxies = np.zeros((n, n), dtype=np.int16)
+    _add_galaxies(models[2], galaxies, rng, pl, beam, max(1, round(6 * scale)))
     _add_diffuse(models[4], rng, pl, beam, max(1, round(2 * scale)))
     _add_extended(models[1], rng, pl, beam, max(1, round(25 * scale)))
     _add_compact(models[0], rng, pl, beam, max(1, round(180 * scale)))
@@ -311,7 +360,13 @@ def make_field(seed: int, n: int = 1024, density: float = 1.0) -> Field:
     # The artefacts' class map is their absolute level (positive sidelobes and negative
     # troughs alike); the bright source's own model outshines it near its centre.
     models[3] = np.abs(art)
-    return Field(image=img.astype(np.float32), models=models, beam=beam, header=header(n, beam))
+    return Field(
+        image=img.astype(np.float32),
+        models=models,
+        beam=beam,
+        header=header(n, beam),
+        galaxies=galaxies,
+    )
 
 
 def write_field(field: Field, path: str) -> None:

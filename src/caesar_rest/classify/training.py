@@ -3,14 +3,17 @@
 Used by ``scripts/train_classifier.py`` and ``benchmarks/classify.py``; the service never
 imports it. :func:`field_rows` runs the in-tree finders (the same code as the apps, with their
 default options) on one simulated field (:mod:`caesar_rest.classify.simfields`) and labels each
-row with the true class at its position. :func:`export_gradient_boosting` turns a trained
-scikit-learn ``GradientBoostingClassifier`` into the NumPy model of
-:mod:`caesar_rest.classify.model` (scikit-learn itself is not imported here).
+row with the true class at its position (and the radio galaxy it belongs to, the truth of the
+grouping). :func:`export_gradient_boosting` turns a trained scikit-learn
+``GradientBoostingClassifier`` (multi-class, or two-class for the pair model) into the NumPy
+model of :mod:`caesar_rest.classify.model`; :func:`pair_examples` makes the pair model's
+training pairs (scikit-learn itself is not imported here).
 """
 
 from __future__ import annotations
 
 import importlib
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,15 @@ import numpy as np
 import numpy.typing as npt
 from astropy.table import Table
 
-from caesar_rest.classify.features import FEATURE_NAMES, find_islands, row_features
+from caesar_rest.classify.features import FEATURE_NAMES, find_islands, row_features, stamps
+from caesar_rest.classify.grouping import (
+    MULTI,
+    RowGeometry,
+    candidate_pairs,
+    pair_features,
+    pair_labels,
+    row_geometry,
+)
 from caesar_rest.classify.model import TreeEnsemble
 from caesar_rest.classify.simfields import Field, make_field, write_field
 
@@ -30,19 +41,41 @@ FINDERS: dict[str, tuple[str, str]] = {
     "photutils": ("caesar_rest.apps.photutils_app:PhotutilsApp", "caesar_rest.apps.photutils_run"),
     "caesar": ("caesar_rest.apps.caesar_app:CaesarApp", "caesar_rest.apps.caesar_run"),
 }
+#: Rows the row model gives at least this multi-island probability are pair candidates in
+#: training (:func:`pair_examples`).
+PAIR_CANDIDATE_P = 0.02
 #: The classes the model learns (``flagged`` is a rule, see :mod:`caesar_rest.classify`).
 LEARNED = ("compact", "extended", "extended-multisland", "spurious", "diffuse")
 
 
 @dataclass
 class Rows:
-    """Labelled rows of one finder on one field."""
+    """Labelled rows of one finder on one field.
+
+    Attributes
+    ----------
+    finder, seed
+        The finder and the field.
+    table
+        Its catalogue.
+    features, stamps
+        The rows' features and cut-outs.
+    labels
+        True classes.
+    galaxy
+        True radio galaxy of each row (0: none).
+    geometry
+        What the pair features need.
+    """
 
     finder: str
     seed: int
     table: Table
     features: npt.NDArray[np.float64]
     labels: npt.NDArray[np.str_]
+    stamps: npt.NDArray[np.float32]
+    galaxy: npt.NDArray[np.int64]
+    geometry: RowGeometry
 
 
 def run_finder(name: str, path: Path, options: dict[str, Any] | None = None) -> tuple[Any, Table]:
@@ -104,9 +137,52 @@ def field_rows(
             if islands is None:
                 islands = find_islands(image)
             feats = row_features(image, table, islands)
-            labels = field.label_at(np.asarray(table["x"]), np.asarray(table["y"]))
-            out.append(Rows(name, seed, table, feats, labels))
+            x, y = np.asarray(table["x"]), np.asarray(table["y"])
+            out.append(
+                Rows(
+                    finder=name,
+                    seed=seed,
+                    table=table,
+                    features=feats,
+                    labels=field.label_at(x, y),
+                    stamps=stamps(image, table, islands),
+                    galaxy=field.galaxy_at(x, y),
+                    geometry=row_geometry(image, table, islands, feats),
+                )
+            )
     return field, out
+
+
+def cached_field_rows(seed: int, cache: Path | None) -> list[Rows]:
+    """:func:`field_rows` of field ``seed``, kept in (and read back from) ``cache``.
+
+    The cache is a local folder of this function's own output (``rows_<seed>.pkl``, Python
+    pickles: only for folders this process or its user wrote); it must be emptied when the
+    simulation, the finders or the features change.
+
+    Parameters
+    ----------
+    seed
+        Field seed.
+    cache
+        Folder (None: no cache).
+
+    Returns
+    -------
+    list of Rows
+        One per finder.
+    """
+    path = cache / f"rows_{seed}.pkl" if cache is not None else None
+    if path is not None and path.exists():
+        with path.open("rb") as fh:
+            rows: list[Rows] = pickle.load(fh)  # noqa: S301 - the user's own cache
+        return rows
+    rows = field_rows(seed)[1]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            pickle.dump(rows, fh)
+    return rows
 
 
 def export_gradient_boosting(clf: Any, features: tuple[str, ...] = FEATURE_NAMES) -> TreeEnsemble:
@@ -122,12 +198,15 @@ def export_gradient_boosting(clf: Any, features: tuple[str, ...] = FEATURE_NAMES
     Returns
     -------
     TreeEnsemble
-        The same model: its :meth:`~TreeEnsemble.proba` matches ``clf.predict_proba``.
+        The same model: its :meth:`~TreeEnsemble.proba` matches ``clf.predict_proba`` (a
+        two-class model's trees score the second class, the first one's raw score staying 0).
     """
     feature, threshold, left, right, value, roots, tree_class = [], [], [], [], [], [], []
     offset, depth = 0, 0
+    binary = len(clf.classes_) == 2
     for stage in clf.estimators_:
-        for k, est in enumerate(stage):
+        for k0, est in enumerate(stage):
+            k = 1 if binary else k0
             t = est.tree_
             idx = np.arange(t.node_count)
             leaf = t.children_left < 0
@@ -176,5 +255,37 @@ def fit_init(model: TreeEnsemble, clf: Any, x: npt.NDArray[np.float64]) -> TreeE
     """
     from dataclasses import replace
 
-    init = np.asarray(clf.decision_function(x[:1]), dtype=np.float64)[0] - model.raw(x[:1])[0]
-    return replace(model, init=init)
+    decision = np.asarray(clf.decision_function(x[:1]), dtype=np.float64)
+    first = np.concatenate([[0.0], decision]) if decision.ndim == 1 else decision[0]
+    return replace(model, init=first - model.raw(x[:1])[0])
+
+
+def pair_examples(
+    rows: Rows, predicted: npt.NDArray[np.str_], p_multi: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Training pairs of one catalogue for the pair model.
+
+    The candidates are the rows predicted ``extended-multisland``, those that truly are, and
+    those the row model gives a multi-island probability of :data:`PAIR_CANDIDATE_P` or more
+    (the model's training rows are classified better than new ones: these stand for the
+    neighbours it will wrongly call multi-island); a pair is positive when both rows belong to
+    one simulated galaxy.
+
+    Parameters
+    ----------
+    rows
+        The catalogue's labelled rows.
+    predicted
+        The classes the row model gives them.
+    p_multi
+        Its probability of ``extended-multisland`` for each.
+
+    Returns
+    -------
+    features, labels
+        Pairs x :data:`~caesar_rest.classify.grouping.PAIR_FEATURE_NAMES`, and their truth.
+    """
+    maybe = (predicted == MULTI) | (rows.labels == MULTI) | (p_multi >= PAIR_CANDIDATE_P)
+    cand = np.flatnonzero(maybe).astype(np.int64)
+    i, j, ri, rj = candidate_pairs(rows.geometry, cand)
+    return pair_features(rows.geometry, cand, i, j, ri, rj), pair_labels(rows.galaxy, i, j)
