@@ -102,6 +102,25 @@ context() {  # the files the Dockerfiles copy, next to the cached wheelhouse
 }
 
 build() {  # build DOCKERFILE TAG [ARGS...]
+  # The deps stage first, tagged TAG-deps: a tagged image is no dangling one, so `image prune`
+  # leaves the installed dependencies as the cache of the next build (only the code layers
+  # are built again when only the code changed). CAESAR_DOCKER_BUILD_LOG=FILE appends the
+  # builder's steps ("Using cache" where a layer is reused) to FILE.
+  local file=$1 tag=$2 out=/dev/null quiet=(-q) target
+  shift 2
+  if [[ -n ${CAESAR_DOCKER_BUILD_LOG:-} ]]; then out=$CAESAR_DOCKER_BUILD_LOG quiet=(); fi
+  for target in deps runtime; do
+    log "building $tag ($target)"
+    local name=$tag
+    [[ $target == deps ]] && name=$tag-deps
+    echo "### $(date -u +%FT%TZ) $file --target $target -t $name" >>"$out"
+    nice docker build "${quiet[@]}" --force-rm --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+      "$@" --target "$target" -f "$CTX/deploy/docker/$file" -t "$name" "$CTX" >>"$out" \
+      2> >(grep -v -e "DEPRECATED: The legacy builder" -e "BuildKit is currently disabled" -e "environment-variable." -e "^$" >&2)
+  done
+}
+
+build_one() {  # build_one DOCKERFILE TAG [ARGS...]: a Dockerfile without a deps stage
   local file=$1 tag=$2
   shift 2
   log "building $tag"
@@ -117,8 +136,8 @@ images() {
   context
   build Dockerfile "$IMAGE"
   build job.Dockerfile "$JOB_IMAGE" --build-arg APP_PACKAGES=sep
-  build nginx.Dockerfile "$NGINX_IMAGE"
-  docker image prune -f >/dev/null  # the superseded layers of earlier builds
+  build_one nginx.Dockerfile "$NGINX_IMAGE"
+  docker image prune -f >/dev/null  # the superseded layers of earlier builds (not *-deps)
 }
 
 run() {  # run NAME [DOCKER RUN ARGS...] -- COMMAND...

@@ -29,7 +29,9 @@ RUN need=""; \
     && useradd --uid 1000 --gid 1000 --home-dir /srv/caesar-rest --no-create-home \
         --shell /usr/sbin/nologin caesar
 
-FROM base AS build
+# The libraries first (cached while only the code changes; scripts/docker.sh tags this stage
+# <image>-deps), then the package into /opt/caesar-rest/app, found through a .pth file.
+FROM base AS deps
 ARG APP_PACKAGES="sep"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1 \
     PIP_FIND_LINKS=/wheelhouse PYTHONDONTWRITEBYTECODE=1
@@ -39,16 +41,21 @@ WORKDIR /src
 COPY requirements.lock ./
 COPY wheelhouse /wheelhouse
 # What the job runner and the catalogue writers import, plus the apps' own libraries.
-RUN pip install --only-binary=:all: -c requirements.lock numpy scipy astropy matplotlib ${APP_PACKAGES}
-COPY pyproject.toml README.md ./
-COPY src ./src
-RUN pip install --no-deps . \
+RUN pip install --only-binary=:all: -c requirements.lock numpy scipy astropy matplotlib ${APP_PACKAGES} \
+    && echo /opt/caesar-rest/app > "$(python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/caesar-rest-app.pth" \
     && find /opt/caesar-rest/venv -name '__pycache__' -prune -exec rm -rf {} +
 
+FROM deps AS build
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-deps --target /opt/caesar-rest/app . \
+    && find /opt/caesar-rest/app -name '__pycache__' -prune -exec rm -rf {} +
+
 FROM base AS runtime
-COPY --from=build /opt/caesar-rest/venv /opt/caesar-rest/venv
+COPY --from=deps /opt/caesar-rest/venv /opt/caesar-rest/venv
+COPY --from=build /opt/caesar-rest/app /opt/caesar-rest/app
 # The pod runs with a read-only root file system and /tmp in memory (see the backend).
-ENV PATH=/opt/caesar-rest/venv/bin:$PATH \
+ENV PATH=/opt/caesar-rest/app/bin:/opt/caesar-rest/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MPLBACKEND=Agg \

@@ -257,6 +257,36 @@ def _apply_env(args: argparse.Namespace) -> None:
         )
 
 
+def _db_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a command that opens the database: the command-line values and the
+    predecessor's ``--dbhost/--dbport/--dbname`` go to the environment, then the settings are
+    read afresh.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+
+    Returns
+    -------
+    Settings
+        The settings, with the command line's values.
+
+    Raises
+    ------
+    ValueError
+        Conflicting database options (see :func:`legacy_db_url`).
+    """
+    from caesar_rest.settings import get_settings
+
+    _apply_env(args)
+    db_url = legacy_db_url(args)
+    if db_url is not None:
+        os.environ["CAESAR_REST_DB_URL"] = db_url
+    get_settings.cache_clear()
+    return get_settings()
+
+
 def _remove_stale_socket(path: str) -> None:
     """Remove a unix socket left by a killed server (it would make the bind fail), but not
     one that a running server still answers on."""
@@ -512,18 +542,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     from caesar_rest.db.engine import make_engine
     from caesar_rest.db.migrate import RevisionError, migrate_to
-    from caesar_rest.settings import get_settings
 
-    _apply_env(args)
     try:
-        db_url = legacy_db_url(args)
+        url = _db_settings(args).database_url
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if db_url is not None:
-        os.environ["CAESAR_REST_DB_URL"] = db_url
-    get_settings.cache_clear()
-    url = get_settings().database_url
     _sqlite_folder(url)
     engine = make_engine(url)
     try:
@@ -722,18 +746,12 @@ def cmd_accounter(args: argparse.Namespace) -> int:
     from caesar_rest.auth.accounter import run_pass
     from caesar_rest.db.engine import make_engine, make_sessionmaker
     from caesar_rest.logconfig import configure_logging, get_logger
-    from caesar_rest.settings import get_settings
 
-    _apply_env(args)
     try:
-        db_url = legacy_db_url(args)
+        settings = _db_settings(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if db_url is not None:
-        os.environ["CAESAR_REST_DB_URL"] = db_url
-    get_settings.cache_clear()
-    settings = get_settings()
     configure_logging(settings)
     log = get_logger("caesar_rest.accounter")
     engine = make_engine(settings.database_url)

@@ -105,8 +105,8 @@ def test_time_limit_clamped_to_user_maximum(tmp_path: Path, s17: Path) -> None:
         j = c.post(
             f"{API}/job", json={"app": "sleep", "job_inputs": {"seconds": 30}, "data_inputs": fid}
         ).json()["job_id"]
-        st = wait_state(c, j, {"TIMED-OUT"}, timeout=20, prefix=API)
-        assert st["elapsed_time"] < 15
+        st = wait_state(c, j, {"TIMED-OUT"}, prefix=API)
+        assert st["elapsed_time"] < 25  # the 1 s maximum, not the job's own 30 s, ended it
 
 
 def test_per_user_override_by_admin(oidc: OIDCProvider, tmp_path: Path, s17: Path) -> None:

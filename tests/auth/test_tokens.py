@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_encode
 from pydantic import ValidationError
 
+from caesar_rest.auth import oidc
 from caesar_rest.auth.oidc import (
     IntrospectionBusy,
     NegativeCache,
@@ -131,27 +133,41 @@ def test_refused_opaque_token_asked_once() -> None:
     assert len(v.refused) == 1
 
 
-def test_negative_cache_bounded_and_expires() -> None:
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The monotonic clock of :mod:`caesar_rest.auth.oidc`, set by the test (``clock[0]``):
+    the cache and the bucket see only the time the test lets pass, however loaded the
+    machine is."""
+    now = [1000.0]
+    fake = types.SimpleNamespace(monotonic=lambda: now[0], time=time.time, sleep=time.sleep)
+    monkeypatch.setattr(oidc, "time", fake)
+    return now
+
+
+def test_negative_cache_bounded_and_expires(clock: list[float]) -> None:
     cache = NegativeCache(size=3, ttl=0.3)
     for i in range(10):
         cache.put(bytes([i]), f"reason {i}")
     assert len(cache) == 3
     assert cache.get(bytes([0])) is None  # the oldest went first
+    clock[0] += 0.29
     assert cache.get(bytes([9])) == "reason 9"
-    time.sleep(0.35)
+    clock[0] += 0.02
     assert cache.get(bytes([9])) is None
     off = NegativeCache(size=0, ttl=60)
     off.put(b"k", "r")
     assert off.get(b"k") is None
 
 
-def test_token_bucket() -> None:
+def test_token_bucket(clock: list[float]) -> None:
     bucket = TokenBucket(rate=2.0, burst=3)
     assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = bucket.take()
-    assert 0.3 < wait <= 0.5
-    time.sleep(0.55)
+    assert bucket.take() == pytest.approx(0.5)
+    clock[0] += 0.3
+    assert bucket.take() == pytest.approx(0.2)  # 0.6 of a token refilled
+    clock[0] += 0.2
     assert bucket.take() == 0.0
+    assert bucket.take() == pytest.approx(0.5)
     assert all(TokenBucket(rate=0, burst=1).take() == 0.0 for _ in range(100))
 
 

@@ -43,18 +43,21 @@ def test_pass_lock_admits_one_holder(db_url: str) -> None:
             assert not second
         with pass_lock(e2, "kubernetes") as other:
             assert other  # one lock per backend
-    released = threading.Event()
+    acquired, released = threading.Event(), threading.Event()
+    held: list[bool] = []
 
     def hold() -> None:
-        with pass_lock(e1, "slurm"):
-            released.wait(5)
+        with pass_lock(e1, "slurm") as got:
+            held.append(got)
+            acquired.set()
+            released.wait(30)
             time.sleep(0.3)
 
     t = threading.Thread(target=hold)
     t.start()
-    time.sleep(0.2)
+    assert acquired.wait(30) and held == [True]
     released.set()
-    with pass_lock(e2, "slurm", wait=5) as waited:
+    with pass_lock(e2, "slurm", wait=30) as waited:
         assert waited  # a --once pass waits for the busy one
     t.join()
     e1.dispose()

@@ -87,9 +87,9 @@ def test_cancel_through_the_api(srv: Any, cluster: SlurmCluster, s17: Path) -> N
         sid = slurm_id(cluster, job_id)
         app_pid, child_pid = map(int, wait_file(job_folder(srv, job_id) / "pids.txt").split())
         assert c.post(f"/job/{job_id}/cancel").status_code == 200
-        doc = wait_for(c, job_id, {"CANCELED"}, timeout=10)
+        doc = wait_for(c, job_id, {"CANCELED"}, timeout=60)
     assert doc["phase"] == "ABORTED"
-    deadline = time.time() + 15
+    deadline = time.time() + 60
     while time.time() < deadline and (
         pid_alive(app_pid) or slurm_state(cluster, sid) != "CANCELLED"
     ):
@@ -122,9 +122,9 @@ def test_time_limit_to_the_second(srv: Any, s17: Path) -> None:
         fid = upload(c, s17)
     job_id = submit_uws(srv, fid, seconds=60, limit=3)
     with srv.client() as c:
-        doc = wait_for(c, job_id, FINAL, timeout=40)
+        doc = wait_for(c, job_id, FINAL, timeout=90)
     assert doc["state"] == "TIMED-OUT", doc
-    assert 2.5 < doc["elapsed_time"] < 15
+    assert 2.5 < doc["elapsed_time"] < 45, doc  # the 3 s limit, not the job's own 60 s
 
 
 def test_slurm_timeout_state(srv: Any, cluster: SlurmCluster, s17: Path) -> None:

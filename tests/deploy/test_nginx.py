@@ -402,15 +402,27 @@ def test_stop_one_instance_during_requests(
                         job_ids.append(ident)
                     outcomes.append(Outcome(rid, kind, t0, time.time(), status, ident))
 
+    def answered(since: float, n: int) -> None:
+        """Wait (up to 60 s, however loaded the machine) for ``n`` answers to requests sent
+        after ``since``."""
+        deadline = time.time() + 60
+        while True:
+            with lock:
+                got = sum(1 for o in outcomes if o.start > since)
+            if got >= n:
+                return
+            assert time.time() < deadline, f"{got} of {n} requests answered in 60 s"
+            time.sleep(0.1)
+
     threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(4)]
     for t in threads:
         t.start()
     try:
-        time.sleep(2.0)
+        answered(0.0, 20)  # both instances serve (nginx takes turns)
         t_stop = time.time()
         a.stop()  # SIGTERM: graceful, in-flight requests are answered
         t_gone = time.time()
-        time.sleep(2.5)
+        answered(t_gone, 20)  # then only the other one
     finally:
         stop.set()
         for t in threads:

@@ -154,8 +154,9 @@ def test_remote_gone_in_the_middle_of_an_upload(tmp_path: Path, webdav: WebdavRe
         answer: dict[str, httpx.Response] = {}
         t = threading.Thread(target=lambda: answer.setdefault("r", _upload(c, image)))
         t.start()
-        deadline = time.time() + 20
-        while not webdav.files("appdata/data") and time.time() < deadline:
+        deadline = time.time() + 60
+        while not webdav.files("appdata/data"):
+            assert time.time() < deadline, "the copy to the remote did not begin"
             time.sleep(0.05)  # the copy has begun (its first bytes are on the remote)
         time.sleep(0.5)
         webdav.stop()

@@ -65,7 +65,7 @@ def test_destroyed_jobs_answer_404_and_their_folders_are_gone(
     for url in (done, running):
         r = client.post(f"{url}/destruction", data={"DESTRUCTION": past}, follow_redirects=False)
         assert r.status_code == 303
-    deadline = time.time() + 10
+    deadline = time.time() + 60
     while any(client.get(u).status_code != 404 for u in (done, running)):
         assert time.time() < deadline, "the janitor did not destroy the jobs"
         time.sleep(0.1)
@@ -77,7 +77,7 @@ def test_destroyed_jobs_answer_404_and_their_folders_are_gone(
         for model in (JobRecord, JobResult, JobEvent):
             assert _count(ctx, model, jid) == 0, model
     assert not ctx.jobs.archive_path(jobs[done]).exists()
-    deadline = time.time() + 10  # the running job's processes were stopped
+    deadline = time.time() + 60  # the running job's processes were stopped
     while process_alive(proc.pid, proc.pid_start):
         assert time.time() < deadline, "the destroyed job's process still runs"
         time.sleep(0.1)

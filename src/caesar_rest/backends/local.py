@@ -127,14 +127,16 @@ class LocalBackend:
         while process_alive(fresh.pid, fresh.pid_start) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def adopt(self) -> None:
-        """Settle local jobs left EXECUTING or PENDING by an earlier service process.
+    def _open_jobs(self) -> list[JobRecord]:
+        """This backend's jobs that are EXECUTING or PENDING (on any machine).
 
-        A job whose process still runs (same pid and start time) gets a supervisor again; one
-        whose process is gone is finished from ``exit.json``, or marked lost.
+        Returns
+        -------
+        list of JobRecord
+            The jobs, detached from their session.
         """
         with self.service.sessions() as s:
-            jobs = list(
+            return list(
                 s.scalars(
                     select(JobRecord).where(
                         JobRecord.backend == self.name,
@@ -142,6 +144,14 @@ class LocalBackend:
                     )
                 )
             )
+
+    def adopt(self) -> None:
+        """Settle local jobs left EXECUTING or PENDING by an earlier service process.
+
+        A job whose process still runs (same pid and start time) gets a supervisor again; one
+        whose process is gone is finished from ``exit.json``, or marked lost.
+        """
+        jobs = self._open_jobs()
         me = hostname()
         for job in jobs:
             if job.phase == Phase.PENDING.value:
@@ -233,15 +243,7 @@ class LocalBackend:
         queue failed (the database was busy) is queued.
         """
         me = hostname()
-        with self.service.sessions() as s:
-            jobs = list(
-                s.scalars(
-                    select(JobRecord).where(
-                        JobRecord.backend == self.name,
-                        JobRecord.phase.in_([Phase.EXECUTING.value, Phase.PENDING.value]),
-                    )
-                )
-            )
+        jobs = self._open_jobs()
         now = time.monotonic()
         seen: set[str] = set()
         for job in jobs:
