@@ -110,7 +110,7 @@ def test_app_run_ends_with_a_catalogue(tmp_path: Path, monkeypatch: pytest.Monke
     summary = run(MrcnnApp(), MrcnnFinder(), path, tmp_path / "out", {}, preview=False)
     assert summary["model"].startswith("native: U-Net")
     table = Table.read(tmp_path / "out" / "catalog.csv")
-    assert table.colnames == [*COLUMN_NAMES, "class", "class_score"]
+    assert table.colnames == [*COLUMN_NAMES, "class", "class_score", "group_id"]
     assert len(table) > 0 and set(table["class"]) <= set(CLASSES)
     assert np.all(np.asarray(table["class_score"]) >= 0.7)
     masks = fits.getdata(tmp_path / "out" / "segmented.fits")

@@ -254,7 +254,8 @@ def set_classes(table: Any, names: npt.NDArray[np.str_], scores: npt.NDArray[np.
     names, scores
         One class and score per row.
     """
-    for col, values in zip(CLASS_COLUMNS, (names, scores), strict=True):
+    # ``group_id`` is added by the catalogue writer: an mrcnn object is whole (one mask).
+    for col, values in zip(CLASS_COLUMNS[:2], (names, scores), strict=True):
         table[col.name] = np.asarray(values, dtype=col.dtype)
         table[col.name].unit = None
         table[col.name].description = col.description

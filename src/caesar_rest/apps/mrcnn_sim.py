@@ -90,7 +90,8 @@ def truth_field(seed: int, n: int = 1024, density: float = 1.0) -> TruthField:
     sf._add_artefacts(models[0], art, rng, pl, beam, count(3))
     centres[4] = _placed(pl, 0)
     start = len(pl.taken)
-    sf._add_galaxies(models[2], rng, pl, beam, count(6))
+    galaxies = np.zeros((n, n), dtype=np.int16)
+    sf._add_galaxies(models[2], galaxies, rng, pl, beam, count(6))
     centres[3], start = _placed(pl, start), len(pl.taken)
     sf._add_diffuse(models[4], rng, pl, beam, count(2))
     centres[5], start = _placed(pl, start), len(pl.taken)
@@ -105,7 +106,11 @@ def truth_field(seed: int, n: int = 1024, density: float = 1.0) -> TruthField:
     img += models[0] + models[1] + models[2] + models[4] + art
     models[3] = np.abs(art)
     field = sf.Field(
-        image=img.astype(np.float32), models=models, beam=beam, header=sf.header(n, beam)
+        image=img.astype(np.float32),
+        models=models,
+        beam=beam,
+        header=sf.header(n, beam),
+        galaxies=galaxies,
     )
     classes = class_map(models)
     objects, object_class = object_map(classes, centres)
