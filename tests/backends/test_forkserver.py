@@ -77,9 +77,10 @@ def test_a_job_runs_warm_with_the_cold_isolation(server: ForkServer, tmp_path: P
     assert started.warm
     assert started.proc.wait(timeout=20) == 3
     rep = _report(tmp_path)
-    # Forked by the server (numpy there already), in a session and process group of its own.
-    assert rep["numpy_before"] is True and rep["ppid"] == server.pid
-    assert rep["pid"] == started.pid == rep["sid"] == rep["pgid"]
+    # Forked by the job's wrapper, itself forked by the server (numpy there already), in a
+    # session and process group of its own: the wrapper's.
+    assert rep["numpy_before"] is True and rep["ppid"] == started.pid
+    assert started.pid == rep["sid"] == rep["pgid"] != rep["pid"]
     assert rep["cwd"] == str(tmp_path) and rep["argv"] == ["--exit-code", "3"]
     # Only its standard streams: nothing of the server (its sockets, pipes) is left open.
     log = str(tmp_path / LOG_FILE)
@@ -130,7 +131,7 @@ def test_cancel_kills_the_warm_job_group(server: ForkServer, tmp_path: Path) -> 
     )
     assert started.warm
     app, child = map(int, _wait_file(tmp_path / "pids.txt").split())
-    assert app == started.pid and os.getpgid(child) == started.pid
+    assert os.getpgid(app) == os.getpgid(child) == started.pid  # the wrapper's group
     kill_group(started.pid, started.start_ticks, grace=2.0)
     assert started.proc.wait(timeout=10) == 128 + signal.SIGTERM
     assert not process_alive(app, None) and not process_alive(child, None)
@@ -224,6 +225,26 @@ def test_a_local_job_outlives_its_launcher_and_keeps_its_record(tmp_path: Path) 
     while time.monotonic() < deadline and process_alive(server, None):
         time.sleep(0.05)
     assert not process_alive(server, None)  # then the server has gone too
+
+
+def test_a_local_job_outlives_a_killed_server_and_records_its_end(tmp_path: Path) -> None:
+    srv = _server()
+    try:
+        started = launch(
+            tmp_path, [sys.executable, "-m", "caesar_test_apps", "--seconds", "1.5"], 1, warm=srv
+        )
+        _wait_file(tmp_path / "pids.txt")
+        assert started.warm and srv.pid is not None
+        os.kill(srv.pid, signal.SIGKILL)  # as when the service's process group is killed
+        # The launcher no longer hears the status (None), but the job ends as it would have,
+        # and its wrapper (in the job's own session) has recorded how.
+        assert started.proc.wait(timeout=20) is None
+        record = read_exit(tmp_path)
+        assert record is not None and (record.exit_code, record.signal) == (0, None)
+        assert (tmp_path / "result.txt").read_text() == "done\n"
+        assert "[caesar-rest] exit code 0," in (tmp_path / LOG_FILE).read_text()
+    finally:
+        srv.close()
 
 
 def test_a_launcher_that_dies_takes_its_celery_jobs_along(tmp_path: Path) -> None:
