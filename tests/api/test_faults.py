@@ -41,8 +41,8 @@ def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-
 
 @pytest.fixture
 def srv(tmp_path: Path) -> Iterator[LiveServer]:
-    # The default (no fork server): a SIGKILLed service takes a fork server with it, and the
-    # restart tests below show what the cold path keeps (docs/backends.md).
+    # Cold starts (the fallback when the fork server cannot serve): the tests below show what
+    # the cold path keeps; the warm tests at the end, the same for jobs of the fork server.
     s = LiveServer(tmp_path / "srv", CAESAR_REST_JOB_FORK_SERVER="off").start()
     yield s
     s.stop()

@@ -43,7 +43,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, pg_admin: str) -> Iterator[Cel
         require_broker(),
         require_redis(),
     )
-    rig = factory(CAESAR_REST_JOB_FORK_SERVER="eager")  # warm starts are opt-in
+    rig = factory(CAESAR_REST_JOB_FORK_SERVER="eager")  # the default, whatever the rig sets
     rig.worker()
     yield rig
     factory.close()
