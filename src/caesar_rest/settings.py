@@ -528,6 +528,12 @@ class Settings(BaseSettings):
             "caesar_rest.apps.caesar_run",
             "caesar_rest.apps.sep_run",
             "caesar_rest.apps.photutils_run",
+            # What a caesar run imports on its way (classification, preview legend).
+            "caesar_rest.classify",
+            "caesar_rest.catalogue.preview",
+            "PIL.ImageDraw",
+            "PIL.ImageFile",
+            "PIL.ImageFont",
         ],
         description="Modules the fork server imports before it serves (one that fails to "
         "import is skipped). Modules that start threads at import cannot be preloaded: the "

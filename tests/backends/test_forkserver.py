@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -292,3 +293,39 @@ def test_off_starts_every_job_cold(tmp_path: Path, image: Path) -> None:
         job_id, status = run_job(client, upload(client, image), "sleep", {"seconds": 0}, 30)
         assert status["state"] == "SUCCESS", status
         assert "warm start" not in job_log(client, job_id)
+
+
+# What a warm caesar job still imports itself, after the server's default preload (the module
+# names a run adds; a new heavy import on the run's way shows here and costs every job).
+_NEW_IMPORTS = """
+import importlib, json, os, runpy, sys
+from caesar_rest.settings import Settings
+for name in Settings().job_fork_server_preload:
+    importlib.import_module(name)
+before = set(sys.modules)
+sys.argv = ["caesar_run", "--input", sys.argv[1], "--outdir", os.getcwd(), "--fitsources",
+            "--no-extendedsearch", "--no-mpi"]
+try:
+    runpy.run_module("caesar_rest.apps.caesar_run", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_default_preload_covers_a_caesar_run(tmp_path: Path, s17: Path) -> None:
+    env = {**launch_environment(1), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(  # noqa: S603 - argument list, no shell
+        [sys.executable, "-c", _NEW_IMPORTS, str(s17)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    added = json.loads(out.stdout.strip().splitlines()[-1])
+    heavy = [m for m in added if m.split(".")[0] in {"numpy", "scipy", "astropy", "PIL"}]
+    ours = [m for m in added if m.startswith("caesar_rest.")]
+    assert heavy == [] and ours == [], (heavy, ours)
+    assert (tmp_path / "catalog.vot").exists()

@@ -345,7 +345,7 @@ class LocalBackend:
             # The database is busy: the supervisor records the pid when it can, without
             # holding up the dispatcher, and watches the process from its first moment.
             pending = True
-        self._spawn_supervisor(job, started.proc, record_pid=pending)
+        self._spawn_supervisor(job, started.proc, record_pid=pending, since=started.started)
 
     def _record_pid(self, job: JobRecord) -> None:
         """Store the started job's pid while it is EXECUTING; a job canceled (or settled)
@@ -364,13 +364,19 @@ class LocalBackend:
 
     # --- supervision ---------------------------------------------------------------------
     def _spawn_supervisor(
-        self, job: JobRecord, proc: JobProcess | None, record_pid: bool = False
+        self,
+        job: JobRecord,
+        proc: JobProcess | None,
+        record_pid: bool = False,
+        since: float | None = None,
     ) -> None:
+        """Watch the job in a thread of its own; ``since``: when its process started (Unix
+        time; else the job's start), from which its time limit and elapsed time count."""
         with self._lock:
             self._supervised.add(job.id)
         t = threading.Thread(
             target=self._supervise,
-            args=(job, proc, record_pid),
+            args=(job, proc, record_pid, since),
             name=f"job-{job.id[:8]}",
             daemon=True,
         )
@@ -380,11 +386,13 @@ class LocalBackend:
         """Whether this backend is still in service (retries stop when it is not)."""
         return not self._stop.is_set()
 
-    def _supervise(self, job: JobRecord, proc: JobProcess | None, record_pid: bool = False) -> None:
+    def _supervise(
+        self, job: JobRecord, proc: JobProcess | None, record_pid: bool, since: float | None
+    ) -> None:
         try:
             if record_pid:
                 retry_until_done("job pid", lambda: self._record_pid(job), keep_going=self._running)
-            self._supervise_inner(job, proc)
+            self._supervise_inner(job, proc, since)
         except Exception:
             log.exception("supervisor_error", job_id=job.id)
         finally:
@@ -392,9 +400,13 @@ class LocalBackend:
                 self._supervised.discard(job.id)
             self._wake.set()  # a slot is free
 
-    def _supervise_inner(self, job: JobRecord, proc: JobProcess | None) -> None:
+    def _supervise_inner(
+        self, job: JobRecord, proc: JobProcess | None, since: float | None = None
+    ) -> None:
         assert job.pid is not None
-        started = timestamp(job.started_at) or time.time()
+        # The time limit counts from the process's start: a launch that waited for a starting
+        # fork server's imports does not eat into the job's time.
+        started = since or timestamp(job.started_at) or time.time()
         deadline = started + job.time_limit
         timed_out = False
         rc: int | None = None
