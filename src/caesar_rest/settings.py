@@ -507,16 +507,15 @@ class Settings(BaseSettings):
         description="Largest file a job's program may write, in MiB (RLIMIT_FSIZE). 0: none.",
     )
     job_fork_server: Literal["eager", "lazy", "off"] = Field(
-        "off",
+        "eager",
         description="Local runner and Celery workers: start jobs from a fork server, a process "
         "that has imported the science stack once (warm starts, docs/backends.md), with the "
-        "same session, limits, cancel and exit record as a new interpreter. 'eager': the "
-        "server starts with the local runner (when job_scheduler is local) and with each "
-        "Celery pool process; 'lazy': with the first job (which waits for its imports); "
-        "'off' (the default until a fork server outlives a crash of the service: a SIGKILLed "
-        "service takes it along and its running local jobs end ERROR, lost): every job starts "
-        "a new interpreter. When the server cannot start or has "
-        "died, jobs start cold and the reason is logged.",
+        "same session, limits, cancel and exit record as a new interpreter: each job is its "
+        "own wrapper and records its end, so local jobs outlive a killed service as cold ones "
+        "do. 'eager': the server starts with the local runner (when job_scheduler is local) "
+        "and with each Celery pool process; 'lazy': with the first job (which waits for its "
+        "imports); 'off': every job starts a new interpreter. When the server cannot start or "
+        "has died, jobs start cold and the reason is logged.",
     )
     job_fork_server_preload: list[str] = Field(
         default_factory=lambda: [
@@ -529,6 +528,12 @@ class Settings(BaseSettings):
             "caesar_rest.apps.caesar_run",
             "caesar_rest.apps.sep_run",
             "caesar_rest.apps.photutils_run",
+            # What a caesar run imports on its way (classification, preview legend).
+            "caesar_rest.classify",
+            "caesar_rest.catalogue.preview",
+            "PIL.ImageDraw",
+            "PIL.ImageFile",
+            "PIL.ImageFont",
         ],
         description="Modules the fork server imports before it serves (one that fails to "
         "import is skipped). Modules that start threads at import cannot be preloaded: the "

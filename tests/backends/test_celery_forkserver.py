@@ -43,7 +43,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, pg_admin: str) -> Iterator[Cel
         require_broker(),
         require_redis(),
     )
-    rig = factory(CAESAR_REST_JOB_FORK_SERVER="eager")  # warm starts are opt-in
+    rig = factory(CAESAR_REST_JOB_FORK_SERVER="eager")  # the default, whatever the rig sets
     rig.worker()
     yield rig
     factory.close()
@@ -66,10 +66,12 @@ def test_a_job_runs_warm_on_the_worker_and_cancel_kills_its_group(
         folder = job_folder(rig.srv, job_id)
         app, child = map(int, wait_file(folder / "pids.txt").split())
         server = _fork_server_of((folder / "job.log").read_text())
-        # app -> fork server -> pool process -> worker: the job descends from its worker.
+        # app -> its wrapper -> fork server -> pool process -> worker: the job descends from
+        # its worker, in the wrapper's session and process group.
         chain = ancestors(app)
-        assert chain[0] == server and worker.pid in chain[1:3], chain
-        assert os.getsid(app) == app and os.getpgid(child) == app
+        wrapper = chain[0]
+        assert chain[1] == server and worker.pid in chain[2:4], chain
+        assert os.getsid(app) == wrapper and os.getpgid(child) == wrapper
         r = c.post(f"/job/{job_id}/cancel")
         assert r.status_code == 200, r.text
         doc = wait_for(c, job_id, {"CANCELED"}, timeout=60)
@@ -77,7 +79,7 @@ def test_a_job_runs_warm_on_the_worker_and_cancel_kills_its_group(
     deadline = time.time() + 60
     while time.time() < deadline and (pid_alive(app) or pid_alive(child)):
         time.sleep(0.1)
-    assert not pid_alive(app) and not pid_alive(child)
+    assert not pid_alive(app) and not pid_alive(child) and not pid_alive(wrapper)
     assert pid_alive(server)  # the fork server serves the next job
 
 

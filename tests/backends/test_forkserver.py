@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -77,9 +78,10 @@ def test_a_job_runs_warm_with_the_cold_isolation(server: ForkServer, tmp_path: P
     assert started.warm
     assert started.proc.wait(timeout=20) == 3
     rep = _report(tmp_path)
-    # Forked by the server (numpy there already), in a session and process group of its own.
-    assert rep["numpy_before"] is True and rep["ppid"] == server.pid
-    assert rep["pid"] == started.pid == rep["sid"] == rep["pgid"]
+    # Forked by the job's wrapper, itself forked by the server (numpy there already), in a
+    # session and process group of its own: the wrapper's.
+    assert rep["numpy_before"] is True and rep["ppid"] == started.pid
+    assert started.pid == rep["sid"] == rep["pgid"] != rep["pid"]
     assert rep["cwd"] == str(tmp_path) and rep["argv"] == ["--exit-code", "3"]
     # Only its standard streams: nothing of the server (its sockets, pipes) is left open.
     log = str(tmp_path / LOG_FILE)
@@ -130,7 +132,7 @@ def test_cancel_kills_the_warm_job_group(server: ForkServer, tmp_path: Path) -> 
     )
     assert started.warm
     app, child = map(int, _wait_file(tmp_path / "pids.txt").split())
-    assert app == started.pid and os.getpgid(child) == started.pid
+    assert os.getpgid(app) == os.getpgid(child) == started.pid  # the wrapper's group
     kill_group(started.pid, started.start_ticks, grace=2.0)
     assert started.proc.wait(timeout=10) == 128 + signal.SIGTERM
     assert not process_alive(app, None) and not process_alive(child, None)
@@ -226,6 +228,26 @@ def test_a_local_job_outlives_its_launcher_and_keeps_its_record(tmp_path: Path) 
     assert not process_alive(server, None)  # then the server has gone too
 
 
+def test_a_local_job_outlives_a_killed_server_and_records_its_end(tmp_path: Path) -> None:
+    srv = _server()
+    try:
+        started = launch(
+            tmp_path, [sys.executable, "-m", "caesar_test_apps", "--seconds", "1.5"], 1, warm=srv
+        )
+        _wait_file(tmp_path / "pids.txt")
+        assert started.warm and srv.pid is not None
+        os.kill(srv.pid, signal.SIGKILL)  # as when the service's process group is killed
+        # The launcher no longer hears the status (None), but the job ends as it would have,
+        # and its wrapper (in the job's own session) has recorded how.
+        assert started.proc.wait(timeout=20) is None
+        record = read_exit(tmp_path)
+        assert record is not None and (record.exit_code, record.signal) == (0, None)
+        assert (tmp_path / "result.txt").read_text() == "done\n"
+        assert "[caesar-rest] exit code 0," in (tmp_path / LOG_FILE).read_text()
+    finally:
+        srv.close()
+
+
 def test_a_launcher_that_dies_takes_its_celery_jobs_along(tmp_path: Path) -> None:
     srv = _server(die_with_launcher=True)
     try:
@@ -271,3 +293,39 @@ def test_off_starts_every_job_cold(tmp_path: Path, image: Path) -> None:
         job_id, status = run_job(client, upload(client, image), "sleep", {"seconds": 0}, 30)
         assert status["state"] == "SUCCESS", status
         assert "warm start" not in job_log(client, job_id)
+
+
+# What a warm caesar job still imports itself, after the server's default preload (the module
+# names a run adds; a new heavy import on the run's way shows here and costs every job).
+_NEW_IMPORTS = """
+import importlib, json, os, runpy, sys
+from caesar_rest.settings import Settings
+for name in Settings().job_fork_server_preload:
+    importlib.import_module(name)
+before = set(sys.modules)
+sys.argv = ["caesar_run", "--input", sys.argv[1], "--outdir", os.getcwd(), "--fitsources",
+            "--no-extendedsearch", "--no-mpi"]
+try:
+    runpy.run_module("caesar_rest.apps.caesar_run", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_default_preload_covers_a_caesar_run(tmp_path: Path, s17: Path) -> None:
+    env = {**launch_environment(1), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(  # noqa: S603 - argument list, no shell
+        [sys.executable, "-c", _NEW_IMPORTS, str(s17)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    added = json.loads(out.stdout.strip().splitlines()[-1])
+    heavy = [m for m in added if m.split(".")[0] in {"numpy", "scipy", "astropy", "PIL"}]
+    ours = [m for m in added if m.startswith("caesar_rest.")]
+    assert heavy == [] and ours == [], (heavy, ours)
+    assert (tmp_path / "catalog.vot").exists()

@@ -64,8 +64,9 @@ class LiveServer:
             "CAESAR_REST_EXTRA_APPS": f'["{SLEEP_APP_CHILD}"]',
             "CAESAR_REST_JOB_POLL_INTERVAL": "0.2",
             "CAESAR_REST_JOB_KILL_GRACE": "1",
-            # The default: warm starts are opt-in (a test that wants them says so).
-            "CAESAR_REST_JOB_FORK_SERVER": "off",
+            # Warm starts, as by default, but the fork server starts with the first job: most
+            # live servers run few jobs (the multi-worker tests thus start it lazily in each).
+            "CAESAR_REST_JOB_FORK_SERVER": "lazy",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -10,14 +10,15 @@ them once (``job_fork_server_preload``) and forks a child per job:
   :func:`~caesar_rest.backends.process.kill_group` stops the job), runs in the job folder with
   standard output and error on ``job.log``, standard input ``/dev/null``, the job's
   environment and no other file descriptor, and the signal handlers of a new interpreter;
-* a ``python -m module`` command with this interpreter is that child: the job's rlimits, then
-  the module through :mod:`runpy`. The server is its wrapper: it reaps it (``wait4``: status
-  and resource use) and writes ``exit.json`` and the last lines of ``job.log`` with the
-  wrapper's own functions (:func:`~caesar_rest.backends.wrapper.record_exit`), so the outcome
-  rule (:func:`~caesar_rest.jobs.folder.outcome_of`) is unchanged;
-* a job that stages files to a remote (the wrapper's steps before and after the app), or
-  another program, gets the wrapper (:func:`caesar_rest.backends.wrapper.main`) as that child;
-  the wrapper forks the app (:func:`fork_app`) or executes it, as on the cold path.
+* that child is the job's wrapper (:func:`caesar_rest.backends.wrapper.main`), as on the cold
+  path: it stages files to a remote if the job has one, forks the app (:func:`fork_app`: a
+  ``python -m module`` command runs there with :mod:`runpy` under the job's rlimits; another
+  program is executed), waits for it and writes ``exit.json`` and the last lines of
+  ``job.log``. So each job records its own end in its own session, whatever becomes of the
+  server and the service: a service killed outright (with its process group, the server in
+  it) leaves its jobs running, and the next service process adopts them or finishes them from
+  ``exit.json``, as cold ones. The outcome rule (:func:`~caesar_rest.jobs.folder.outcome_of`)
+  is unchanged.
 
 Safety of the fork: the server forks only while it runs one thread. It is a fresh interpreter
 (``python -m caesar_rest.backends.forkserver``, started by :class:`ForkServer`) whose BLAS and
@@ -35,10 +36,8 @@ server answers on the job's socket with ``{"pid", "ticks"}`` (or ``{"error"}``) 
 wrapper ends, ``{"status"}`` (its exit status, negative: the signal). When the launcher closes
 a job's socket (it died), a job that dies with its launcher (Celery) gets SIGTERM in its whole
 group; it also has ``PR_SET_PDEATHSIG`` on the server. When the control socket closes (or on
-SIGTERM) the server takes no more jobs and exits once the last job whose end it records has
-ended; local jobs go on (adopted by the next service process, as today). A server killed
-outright leaves its running jobs without an ``exit.json`` (they end ERROR, lost) unless they
-have a wrapper of their own.
+SIGTERM) the server takes no more jobs and exits once no launcher waits for a job's status;
+local jobs go on (adopted by the next service process, as today).
 
 When the fork server is off (``job_fork_server``), cannot start, has died or refuses, the
 launcher starts the job cold (:func:`caesar_rest.backends.process.launch`) and logs why once.
@@ -219,24 +218,12 @@ def _fresh_state() -> None:
 
 # --- the server ------------------------------------------------------------------------------
 @dataclass
-class _Direct:
-    """A job whose app the server forked itself: the server records its end (as the wrapper
-    would): ``exit.json`` and the last lines of ``job.log``."""
-
-    folder: Path
-    start: float
-    limits: Any  # JobLimits
-    log_fd: int
-
-
-@dataclass
 class _Job:
-    """A job the server forked (the wrapper, or the app itself) and its launcher's socket."""
+    """A job the server forked (its wrapper) and its launcher's socket."""
 
     pid: int
     sock: socket.socket | None
     die_with_launcher: bool
-    direct: _Direct | None = None
 
 
 class _Server:
@@ -258,9 +245,9 @@ class _Server:
         self._stopping = True
 
     def serve(self) -> None:
-        """Serve until the launcher closes the control socket and the last job the server
-        records itself has ended."""
-        while self.ctl is not None or any(j.direct for j in self.jobs.values()):
+        """Serve until the launcher closes the control socket and no launcher waits for the
+        status of a job any more (the jobs themselves go on: they record their own end)."""
+        while self.ctl is not None or any(j.sock is not None for j in self.jobs.values()):
             socks = [s for s in (j.sock for j in self.jobs.values()) if s is not None]
             listen = [self.wake_r, *socks] + ([self.ctl] if self.ctl is not None else [])
             ready, _, _ = select.select(listen, [], [], 5.0)
@@ -292,7 +279,6 @@ class _Server:
             return
         job_sock = socket.socket(fileno=fds[0])
         log_fd = fds[1]
-        keep_log = False
         try:
             req = json.loads(data)
             threads = thread_count()
@@ -300,37 +286,27 @@ class _Server:
                 self._reply(job_sock, {"error": f"fork server runs {threads} threads"})
                 job_sock.close()
                 return
-            keep_log = self._fork(req, job_sock, log_fd)
+            self._fork(req, job_sock, log_fd)
         except Exception as exc:
             self._reply(job_sock, {"error": f"{type(exc).__name__}: {exc}"})
             job_sock.close()
         finally:
-            if not keep_log:
-                os.close(log_fd)
+            os.close(log_fd)
 
-    def _fork(self, req: dict[str, Any], job_sock: socket.socket, log_fd: int) -> bool:
-        """Fork the job; whether the server keeps ``log_fd`` (it records the end itself)."""
+    def _fork(self, req: dict[str, Any], job_sock: socket.socket, log_fd: int) -> None:
+        """Fork the job's wrapper and answer its pid and start time."""
         from caesar_rest.backends.pids import process_start_ticks
-        from caesar_rest.jobs.folder import LIMITS_ENV, JobLimits
-        from caesar_rest.storage.remote import STORAGE_ENV
 
         argv = [str(a) for a in req["argv"]]
         env = {str(k): str(v) for k, v in req["env"].items()}
-        # One fork (the server is the app's wrapper) unless the job stages files (the
-        # wrapper's steps before and after the app) or runs another program.
-        direct = None
-        if python_module(argv) is not None and STORAGE_ENV not in env:
-            limits = JobLimits.from_env(env.get(LIMITS_ENV))
-            direct = _Direct(Path(req["cwd"]), time.time(), limits, log_fd)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            self._child(req, argv, env, job_sock, log_fd, direct)  # never returns
+            self._child(req, argv, env, job_sock, log_fd)  # never returns
         die = bool(req.get("die_with_launcher"))
-        self.jobs[pid] = _Job(pid, job_sock, die, direct)
+        self.jobs[pid] = _Job(pid, job_sock, die)
         self._reply(job_sock, {"pid": pid, "ticks": process_start_ticks(pid)})
-        return direct is not None
 
     @staticmethod
     def _reply(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -340,35 +316,15 @@ class _Server:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status, usage = os.wait4(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             job = self.jobs.pop(pid, None)
-            if job is None:
-                continue
-            code = os.waitstatus_to_exitcode(status)
-            if job.direct is not None:
-                code = self._record(job.direct, code, usage)
-            if job.sock is not None:
-                self._reply(job.sock, {"status": code})
+            if job is not None and job.sock is not None:
+                self._reply(job.sock, {"status": os.waitstatus_to_exitcode(status)})
                 job.sock.close()
-
-    @staticmethod
-    def _record(direct: _Direct, rc: int, usage: Any) -> int:
-        """Record the end of an app the server forked itself, as the wrapper does; the
-        wrapper's status for it (shell convention)."""
-        from caesar_rest.backends.wrapper import end_lines, record_exit, shell_status
-
-        try:
-            record = record_exit(direct.folder, rc, direct.start, direct.limits, usage)
-            os.write(direct.log_fd, end_lines(record).encode())
-        except OSError as exc:  # the folder has gone: nothing to record
-            print(f"{MODULE}: cannot record the end in {direct.folder}: {exc}", file=sys.stderr)
-        finally:
-            os.close(direct.log_fd)
-        return shell_status(rc)
 
     def _launcher_gone(self, sock: socket.socket) -> None:
         """A job's launcher closed its socket: it died (or gave the job up)."""
@@ -386,7 +342,7 @@ class _Server:
 
     def _shutdown(self) -> None:
         """The launcher has gone (or SIGTERM): stop taking jobs; end the jobs that die with
-        the launcher; stay until the last job whose end the server records has ended."""
+        the launcher; stay while a launcher still waits for a job's status."""
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
@@ -403,9 +359,9 @@ class _Server:
         env: dict[str, str],
         job_sock: socket.socket,
         log_fd: int,
-        direct: _Direct | None,
     ) -> None:
-        """The forked job: isolate it, then run the app (``direct``) or the wrapper."""
+        """The forked job: isolate it (its own session), then be its wrapper, which forks the
+        app, waits for it and records its end in the job folder."""
         code = 1
         try:
             server = os.getppid()
@@ -430,7 +386,9 @@ class _Server:
             _job_path(os.environ.get("PYTHONPATH", ""))
             _reset_logging()
             print(f"[caesar-rest] warm start (fork server {server})", flush=True)
-            code = self._run_job(argv, direct)
+            from caesar_rest.backends.wrapper import main
+
+            code = main(["--", *argv], starter=fork_app)
         except BaseException:
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
@@ -439,20 +397,6 @@ class _Server:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
-
-    @staticmethod
-    def _run_job(argv: list[str], direct: _Direct | None) -> int:
-        from caesar_rest.backends.wrapper import limiter, main, start_lines
-
-        if direct is None:
-            return main(["--", *argv], starter=fork_app)
-        target = python_module(argv)
-        assert target is not None
-        print(start_lines(argv, direct.limits), end="", flush=True)
-        apply = limiter(direct.limits)
-        if apply is not None:
-            apply()
-        return _run_module(*target)
 
 
 def _die_with_parent() -> None:
@@ -814,9 +758,9 @@ class ForkServer:
         get_logger(__name__).warning("fork_server_unavailable", reason=why, start="cold")
 
     def close(self) -> None:
-        """Stop the server taking jobs. It exits once the jobs whose end it records have ended
-        (jobs that die with the launcher get SIGTERM), so running local jobs keep their
-        ``exit.json``: it is not waited for longer than a moment, nor killed."""
+        """Stop the server taking jobs. It exits once no launcher waits for a job's status
+        (jobs that die with the launcher get SIGTERM; local jobs go on and record their own
+        end): it is not waited for longer than a moment, nor killed."""
         with self._lock:
             proc, sock = self._proc, self._sock
             self._proc, self._sock, self._ready = None, None, False

@@ -7,12 +7,16 @@ session. A supervisor thread per job enforces the time limit (SIGTERM, then SIGK
 group: TIMED-OUT) and records the exit code and elapsed time. Cancel kills the process group.
 After a restart, jobs left EXECUTING are adopted when their process still runs (checked by pid
 and process start time, so a reused pid is never mistaken), finished from ``exit.json`` when the
-wrapper recorded an outcome, and otherwise marked ERROR (lost). Processes are started and
+wrapper recorded an outcome, and otherwise marked ERROR (lost); a job claimed but not yet given
+a pid is left to the API process launching it (several share the queue), and settled only once
+its record has not moved for ``monitor_lost_after`` seconds. The pid is recorded only while the
+job is EXECUTING: one canceled while it was being launched is stopped. Processes are started and
 stopped through :mod:`caesar_rest.backends.process`, like the Celery worker's: warm, from this
 process's fork server (:mod:`caesar_rest.backends.forkserver`, started with the runner or the
-first job: ``job_fork_server``),
-unless ``job_fork_server`` is off or the server is unavailable. Jobs of the fork server do not
-die with it or with this process: the next service process adopts them as before.
+first job: ``job_fork_server``), unless ``job_fork_server`` is off or the server is
+unavailable. Jobs of the fork server do not die with it or with this process: each records its
+own end (``exit.json``) in its own session, and the next service process adopts them as cold
+ones.
 
 :meth:`LocalBackend.reconcile` is the monitor's pass: it settles only jobs of this machine whose
 process is gone and whose record has not moved for ``monitor_lost_after`` seconds.
@@ -149,7 +153,10 @@ class LocalBackend:
         """Settle local jobs left EXECUTING or PENDING by an earlier service process.
 
         A job whose process still runs (same pid and start time) gets a supervisor again; one
-        whose process is gone is finished from ``exit.json``, or marked lost.
+        whose process is gone is finished from ``exit.json``, or marked lost. A job without a
+        pid is being launched (by a sibling API process that started first and waits for its
+        fork server, say) unless its record has not moved for ``monitor_lost_after`` seconds:
+        it is left alone until then.
         """
         jobs = self._open_jobs()
         me = hostname()
@@ -160,6 +167,8 @@ class LocalBackend:
                 continue
             if job.id in self._supervised or job.host not in (None, me):
                 continue  # supervised here already, or another machine's local runner owns it
+            if not job.pid and not self._stale(job):
+                continue  # claimed and being launched, perhaps by a sibling API process
             if process_alive(job.pid, job.pid_start):
                 log.info("job_adopted", job_id=job.id, pid=job.pid)
                 self._spawn_supervisor(job, None)
@@ -189,7 +198,7 @@ class LocalBackend:
                     )
                 )
             for job in jobs:
-                if seconds_ago(job.updated_at) < self.settings.monitor_lost_after:
+                if not self._stale(job):
                     continue
                 if process_alive(job.pid, job.pid_start):
                     continue
@@ -227,6 +236,10 @@ class LocalBackend:
                 break
             self._launch(job)
 
+    def _stale(self, job: JobRecord) -> bool:
+        """Whether the job's record has not moved for ``monitor_lost_after`` seconds."""
+        return seconds_ago(job.updated_at) >= self.settings.monitor_lost_after
+
     @property
     def _settle_grace(self) -> float:
         """Seconds an ended job may wait for another process's supervisor to record it."""
@@ -238,9 +251,10 @@ class LocalBackend:
         A job EXECUTING here with no supervisor in this process belongs to another API
         process (which records its end itself), or to a supervisor that could not: once its
         process has been seen ended for :attr:`_settle_grace` seconds, it is finished from
-        ``exit.json`` (ERROR, lost, without one). A job claimed but never given a pid is left
-        to the monitor's ``monitor_lost_after``. A PENDING job to run whose hand-over to the
-        queue failed (the database was busy) is queued.
+        ``exit.json`` (ERROR, lost, without one). A job claimed but never given a pid is
+        settled (lost) once its record has not moved for ``monitor_lost_after`` seconds. A
+        PENDING job to run whose hand-over to the queue failed (the database was busy) is
+        queued.
         """
         me = hostname()
         jobs = self._open_jobs()
@@ -253,7 +267,11 @@ class LocalBackend:
                 continue
             with self._lock:
                 watched = job.id in self._supervised
-            if watched or job.host != me or not job.pid:
+            if watched or job.host != me:
+                continue
+            if not job.pid:
+                if self._stale(job):  # claimed, never given a pid, its launcher gone
+                    self._finish_vanished(job, "Job process never started; outcome unknown")
                 continue
             if process_alive(job.pid, job.pid_start):
                 continue
@@ -321,9 +339,7 @@ class LocalBackend:
         job.pid, job.pid_start = started.pid, started.start_ticks
         log.info("job_started", job_id=job.id, pid=job.pid, warm=started.warm)
         try:  # at once: a restart can adopt the job only once its pid is recorded
-            self.service.update_fields(
-                job.id, pid=job.pid, pid_start=job.pid_start, message="Job running"
-            )
+            self._record_pid(job)
             pending = False
         except Exception as exc:
             if not is_transient(exc):
@@ -331,17 +347,38 @@ class LocalBackend:
             # The database is busy: the supervisor records the pid when it can, without
             # holding up the dispatcher, and watches the process from its first moment.
             pending = True
-        self._spawn_supervisor(job, started.proc, record_pid=pending)
+        self._spawn_supervisor(job, started.proc, record_pid=pending, since=started.started)
+
+    def _record_pid(self, job: JobRecord) -> None:
+        """Store the started job's pid while it is EXECUTING; a job canceled (or settled)
+        while it was being launched is stopped instead (its record keeps the final state)."""
+        assert job.pid is not None
+        if self.service.update_fields(
+            job.id,
+            only_in=Phase.EXECUTING,
+            pid=job.pid,
+            pid_start=job.pid_start,
+            message="Job running",
+        ):
+            return
+        log.info("job_ended_while_starting", job_id=job.id, pid=job.pid)
+        kill_group(job.pid, job.pid_start, self.settings.job_kill_grace, wait=False)
 
     # --- supervision ---------------------------------------------------------------------
     def _spawn_supervisor(
-        self, job: JobRecord, proc: JobProcess | None, record_pid: bool = False
+        self,
+        job: JobRecord,
+        proc: JobProcess | None,
+        record_pid: bool = False,
+        since: float | None = None,
     ) -> None:
+        """Watch the job in a thread of its own; ``since``: when its process started (Unix
+        time; else the job's start), from which its time limit and elapsed time count."""
         with self._lock:
             self._supervised.add(job.id)
         t = threading.Thread(
             target=self._supervise,
-            args=(job, proc, record_pid),
+            args=(job, proc, record_pid, since),
             name=f"job-{job.id[:8]}",
             daemon=True,
         )
@@ -351,18 +388,13 @@ class LocalBackend:
         """Whether this backend is still in service (retries stop when it is not)."""
         return not self._stop.is_set()
 
-    def _supervise(self, job: JobRecord, proc: JobProcess | None, record_pid: bool = False) -> None:
+    def _supervise(
+        self, job: JobRecord, proc: JobProcess | None, record_pid: bool, since: float | None
+    ) -> None:
         try:
             if record_pid:
-                pid, ticks = job.pid, job.pid_start
-                retry_until_done(
-                    "job pid",
-                    lambda: self.service.update_fields(
-                        job.id, pid=pid, pid_start=ticks, message="Job running"
-                    ),
-                    keep_going=self._running,
-                )
-            self._supervise_inner(job, proc)
+                retry_until_done("job pid", lambda: self._record_pid(job), keep_going=self._running)
+            self._supervise_inner(job, proc, since)
         except Exception:
             log.exception("supervisor_error", job_id=job.id)
         finally:
@@ -370,9 +402,13 @@ class LocalBackend:
                 self._supervised.discard(job.id)
             self._wake.set()  # a slot is free
 
-    def _supervise_inner(self, job: JobRecord, proc: JobProcess | None) -> None:
+    def _supervise_inner(
+        self, job: JobRecord, proc: JobProcess | None, since: float | None = None
+    ) -> None:
         assert job.pid is not None
-        started = timestamp(job.started_at) or time.time()
+        # The time limit counts from the process's start: a launch that waited for a starting
+        # fork server's imports does not eat into the job's time.
+        started = since or timestamp(job.started_at) or time.time()
         deadline = started + job.time_limit
         timed_out = False
         rc: int | None = None

@@ -435,11 +435,19 @@ class JobService:
         days = min(self.settings.destruction_days, self.settings.max_destruction_days)
         return now + timedelta(days=days)
 
-    def update_fields(self, job_id: str, **fields: Any) -> None:
-        """Store fields without a phase change (pid, exit code, ...)."""
+    def update_fields(self, job_id: str, *, only_in: Phase | None = None, **fields: Any) -> bool:
+        """Store fields without a phase change (pid, exit code, ...); whether the job had them.
+
+        With ``only_in``, only while the job is in that phase: a job canceled or settled by
+        another process meanwhile keeps its final state and message (False).
+        """
         fields["updated_at"] = utcnow()
+        where = [JobRecord.id == job_id]
+        if only_in is not None:
+            where.append(JobRecord.phase == only_in.value)
         with self.sessions.begin() as s:
-            s.execute(update(JobRecord).where(JobRecord.id == job_id).values(**fields))
+            result = s.execute(update(JobRecord).where(*where).values(**fields))
+        return bool(getattr(result, "rowcount", 1))
 
     def finish(self, job: JobRecord, outcome: Outcome) -> None:
         """Record how a job process ended: COMPLETED with its results, or ERROR."""
