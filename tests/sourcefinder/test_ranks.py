@@ -17,7 +17,7 @@ import pytest
 from caesar_rest.imaging.fits_image import load_image, read_pixels
 from caesar_rest.sourcefinder.ranks import connect, launched_ranks
 
-from tests.sourcefinder.sf_synth import RMS, gaussian, point_sources, write
+from tests.sourcefinder.sf_synth import RMS, point_sources, ranks_field, write
 from tests.support.paths import REPO
 
 #: The options of the runs: 9 tiles of 140 px on a 420 x 420 field (classes and previews on:
@@ -60,17 +60,6 @@ def _mpiexec() -> str | None:
     return found
 
 
-def _field(path: Path) -> Path:
-    rng = np.random.default_rng(11)
-    srcs = [
-        (float(x), float(y), float(rng.uniform(8, 60) * RMS))
-        for x, y in rng.uniform(15, 405, (30, 2))
-    ]
-    img = point_sources(420, srcs, seed=11)
-    img += gaussian(420, 210.0, 210.0, 8 * RMS, 12.0, 8.0, 0.4)  # extended, across tiles
-    return write(path, img)
-
-
 def _run(cmd: list[str], out: Path) -> tuple[str, dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     env.update(OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
@@ -87,7 +76,7 @@ def test_two_ranks_give_the_single_process_catalogue(tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("mpiexec and mpi4py are required (requirements.lock, .ci/run)")
         pytest.skip("no mpiexec / mpi4py here")
-    image = _field(tmp_path / "f.fits")
+    image = ranks_field(tmp_path / "f.fits")
     app = [sys.executable, "-m", "caesar_rest.apps.caesar_run", "--input", str(image)]
     one, s1 = _run([*app, "--outdir", str(tmp_path / "one"), *TILES, "--nproc=1"], tmp_path / "one")
     mpi = [mpiexec, "--allow-run-as-root", "--oversubscribe", "-n", "2"]
