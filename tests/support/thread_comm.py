@@ -2,8 +2,8 @@
 
 :func:`run_ranks` runs ``work(ranks)`` on ``size`` threads, each with a
 :class:`~caesar_rest.sourcefinder.ranks.Ranks` over a :class:`ThreadComm` that implements the
-collectives the ranks' tasks use (``bcast``, ``gather``, ``allgather``, ``Abort``), so the
-tasks' sharing can be tested without ``mpiexec``.
+collectives the ranks' tasks use (``bcast``, ``gather``, ``allgather``, ``Ibarrier``,
+``Abort``), so the tasks' sharing can be tested without ``mpiexec``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ class _Shared:
         self.size = size
         self.barrier = threading.Barrier(size, timeout=60)
         self.slots: list[Any] = [None] * size
+
+
+class _Done:
+    """A completed request."""
+
+    def Test(self) -> bool:  # noqa: N802
+        return True
 
 
 class ThreadComm:
@@ -48,6 +55,10 @@ class ThreadComm:
 
     def bcast(self, value: Any, root: int = 0) -> Any:
         return self.allgather(value)[root]
+
+    def Ibarrier(self) -> _Done:  # noqa: N802
+        self.shared.barrier.wait()
+        return _Done()
 
     def Abort(self, code: int) -> None:  # noqa: N802
         self.shared.barrier.abort()

@@ -657,7 +657,7 @@ class WriteTask:
         elif ranks.rank == 1:
             for w in self.writes:
                 files.update(w.write())
-        parts = ranks.comm.gather(files, root=0)
+        parts = ranks.collect(files)
         return own, {k: v for part in parts or [] for k, v in part.items()}
 
 

@@ -114,14 +114,14 @@ class IslandsTask:
             read = file_rows(self.path, self.hdu, self.origin, nx)
         g = grid_shape(ny, nx, self.box)
         j0, j1 = share(g.by, ranks.size, ranks.rank)
-        grids = ranks.comm.allgather(grid_rows(read, g, j0, j1))
+        grids = ranks.exchange(grid_rows(read, g, j0, j1))
         bkg, rms = fill_grid(
             np.concatenate([m for m, _ in grids]), np.concatenate([d for _, d in grids])
         )
         part = label_rows(
             read, bkg, rms, g.cell, self.shape, min(ny, j0 * g.cell), min(ny, j1 * g.cell)
         )
-        parts: list[LabelPart] | None = ranks.comm.gather(part, root=0)
+        parts: list[LabelPart] | None = ranks.collect(part)
         if image is None or parts is None:
             return None
         maps = NoiseMaps(image.data, image.mask, bkg, rms, g.cell)

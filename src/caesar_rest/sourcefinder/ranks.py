@@ -26,10 +26,13 @@ imported only then (it starts MPI).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+#: Seconds between two looks of a waiting rank (:meth:`Ranks.idle`).
+IDLE_POLL_S = 0.002
 #: Variables in which launchers give the number of ranks.
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
 
@@ -130,7 +133,7 @@ class Ranks:
         if not self.sent:
             self.sent = True
             self.serving = job is not None
-            self.comm.bcast(job, root=0)
+            self.bcast(job)
 
     def run(self, task: Task, local: Any) -> Any:
         """Rank 0: send a task to the other ranks and run rank 0's share (a failure aborts
@@ -155,7 +158,7 @@ class Ranks:
         """
         if not self.serving:
             raise RuntimeError("the other ranks are not waiting for tasks")
-        self.comm.bcast(task, root=0)
+        self.bcast(task)
         try:
             return task.run(self, local)
         except BaseException:
@@ -168,11 +171,11 @@ class Ranks:
             self.send(None)
         elif self.serving:
             self.serving = False
-            self.comm.bcast(None, root=0)
+            self.bcast(None)
 
     def receive(self) -> TileJob | None:
         """The other ranks: the job from rank 0."""
-        job: TileJob | None = self.comm.bcast(None, root=0)
+        job: TileJob | None = self.bcast(None)
         return job
 
     def mine(self, n: int) -> list[int]:
@@ -181,11 +184,35 @@ class Ranks:
 
     def gather(self, results: list[tuple[int, Any]]) -> list[Any] | None:
         """Every rank's ``(index, result)`` pairs; on rank 0 the results in index order."""
-        parts = self.comm.gather(results, root=0)
+        parts = self.collect(results)
         if parts is None:
             return None
         pairs = sorted((i, r) for part in parts for i, r in part)
         return [r for _, r in pairs]
+
+    def idle(self) -> None:
+        """Wait until every rank is here, sleeping (not spinning, as MPI's blocking calls do
+        while they wait: a waiting rank would take a core from the ones at work)."""
+        req = self.comm.Ibarrier()
+        while not req.Test():
+            time.sleep(IDLE_POLL_S)
+
+    def bcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (after :meth:`idle`)."""
+        self.idle()
+        return self.comm.bcast(value, root=0)
+
+    def collect(self, value: Any) -> list[Any] | None:
+        """Every rank's ``value``, in rank order, on rank 0 (None elsewhere; after :meth:`idle`)."""
+        self.idle()
+        parts: list[Any] | None = self.comm.gather(value, root=0)
+        return parts
+
+    def exchange(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order, on every rank (after :meth:`idle`)."""
+        self.idle()
+        parts: list[Any] = self.comm.allgather(value)
+        return parts
 
     def abort(self, code: int) -> None:
         """End every rank of the MPI job (a rank failed)."""
@@ -249,7 +276,7 @@ def serve(ranks: Ranks, work: Callable[[TileJob, int], Any]) -> int:
         _fail(ranks)
         raise
     ranks.gather(results)
-    while (task := ranks.comm.bcast(None, root=0)) is not None:
+    while (task := ranks.bcast(None)) is not None:
         try:
             task.run(ranks, None)
         except BaseException:
