@@ -174,6 +174,31 @@ class SlurmSettings(_Section):
     )
     timeout: float = Field(10.0, gt=0, description="slurmrestd request timeout (s).")
     verify_tls: bool = Field(True, description="Verify slurmrestd's TLS certificate.")
+    mpi_ranks: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="MPI ranks of a job of slurm_mpi_apps (0 or 1: one process); each rank "
+        "gets the job's cores. A job given no-mpi runs as one process.",
+    )
+    mpi_nodes: int = Field(
+        0, ge=0, le=4096, description="Nodes the MPI ranks are spread over (0: Slurm's choice)."
+    )
+    mpi_launcher: str = Field(
+        "srun",
+        pattern=r"^(/[\w./-]+/)?(srun|mpirun|mpiexec)$",
+        description="Launcher of the ranks inside the batch job: srun (with --mpi="
+        "slurm_mpi_type) or OpenMPI's mpirun/mpiexec, a bare name (the job's PATH) or a path.",
+    )
+    mpi_type: str = Field(
+        "pmix",
+        pattern=r"^[a-z0-9_]+$",
+        description="srun's --mpi plugin (pmix, pmi2, ...; see srun --mpi=list).",
+    )
+    mpi_apps: list[str] = Field(
+        default_factory=lambda: ["caesar"],
+        description="Apps whose programs share their work over MPI ranks (JSON list).",
+    )
 
 
 class KubeSettings(_Section):

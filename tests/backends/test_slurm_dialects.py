@@ -7,6 +7,7 @@ import json
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -268,3 +269,81 @@ def test_batch_script_quotes_every_value(tmp_path: Path) -> None:
     assert spec.time_limit_min == 3  # 90 s -> 2 min, plus the one-minute backstop
     assert spec.cpus == 4  # capped at slurm_max_cores
     assert spec.cwd == "/mnt/storage/jobs with space/anonymous/job_abc"
+
+
+def _mpi_backend(tmp_path: Path, **slurm: Any) -> tuple[SlurmBackend, Path]:
+    from caesar_rest.apps.registry import default_registry
+    from caesar_rest.db.engine import make_engine, make_sessionmaker
+    from caesar_rest.jobs.service import JobService
+    from caesar_rest.settings import Settings
+
+    settings = Settings(
+        datadir=tmp_path / "data",
+        jobdir=tmp_path / "jobs",
+        slurm_url="http://slurm:6820",
+        slurm_token="t",
+        slurm_max_cores=2,
+        slurm_memory_mb=1000,
+        **slurm,
+    )
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    svc = JobService(settings, make_sessionmaker(engine), default_registry())
+    return SlurmBackend(svc, settings.slurm), tmp_path / "jobs"
+
+
+def _mpi_job(jobs: Path, name: str, app: str, options: dict[str, Any]) -> Any:
+    from caesar_rest.db.models import JobRecord
+
+    (jobs / "u" / name).mkdir(parents=True)
+    spec = {"command": ["/py", "-m", "caesar_rest.apps.caesar_run"], "options": options}
+    (jobs / "u" / name / "job.json").write_text(json.dumps(spec))
+    return JobRecord(id=name, app=app, reldir=f"u/{name}", time_limit=90, cores=2, owner="u")
+
+
+def _run_line(script: str) -> list[str]:
+    argv = shlex.split(next(line for line in script.splitlines() if line.startswith("timeout ")))
+    return argv[argv.index("--") + 1 : argv.index(">>")]
+
+
+def test_mpi_jobs_run_their_ranks_through_the_launcher(tmp_path: Path) -> None:
+    """slurm_mpi_ranks tasks with the app's cores each, started by srun (or mpirun) inside
+    the wrapper; other apps and no-mpi jobs stay one task."""
+    backend, jobs = _mpi_backend(tmp_path, slurm_mpi_ranks=4, slurm_mpi_nodes=2)
+    caesar = _mpi_job(jobs, "a", "caesar", {})
+    assert _run_line(backend.batch_script(caesar)) == [
+        "srun",
+        "--mpi=pmix",
+        "--ntasks=4",
+        "--cpus-per-task=2",
+        "--kill-on-bad-exit=1",
+        "/py",
+        "-m",
+        "caesar_rest.apps.caesar_run",
+    ]
+    spec = backend.job_spec(caesar)
+    assert (spec.tasks, spec.nodes, spec.cpus) == (4, 2, 2)
+    body = submit_body("v0.0.38", spec)["job"]
+    assert (body["tasks"], body["minimum_nodes"], body["maximum_nodes"]) == (4, 2, 2)
+    assert body["memory_per_cpu"] == 500 and "memory_per_node" not in body
+    for job in (_mpi_job(jobs, "b", "sep", {}), _mpi_job(jobs, "c", "caesar", {"no-mpi": True})):
+        assert _run_line(backend.batch_script(job))[0] == "/py"
+        spec = backend.job_spec(job)
+        assert (spec.tasks, spec.nodes) == (1, 0)
+        assert submit_body("v0.0.41", spec)["job"]["memory_per_node"]["number"] == 1000
+    other, jobs2 = _mpi_backend(
+        tmp_path / "m", slurm_mpi_ranks=2, slurm_mpi_launcher="/opt/ompi/bin/mpirun"
+    )
+    line = _run_line(other.batch_script(_mpi_job(jobs2, "d", "caesar", {})))
+    assert line[:5] == ["/opt/ompi/bin/mpirun", "-n", "2", "--bind-to", "none"]
+
+
+def test_the_launcher_setting_is_checked() -> None:
+    from pydantic import ValidationError
+
+    from caesar_rest.settings import SlurmSettings
+
+    for bad in ("srun; id", "bash", "/x/../srun -x", "mpirun --foo"):
+        with pytest.raises(ValidationError):
+            SlurmSettings(mpi_launcher=bad)
+    with pytest.raises(ValidationError):
+        SlurmSettings(mpi_type="pmix --x")

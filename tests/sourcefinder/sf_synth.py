@@ -67,3 +67,16 @@ def point_sources(
     for x, y, a in srcs:
         img += gaussian(n, x, y, a, BEAM_SIGMA, BEAM_SIGMA, 0.0, ny=ny)
     return img
+
+
+def ranks_field(path: Path) -> Path:
+    """A 420 x 420 field of 30 point sources and an extended source across the tiles (the MPI
+    runs split it into 9 tiles of 140 px)."""
+    rng = np.random.default_rng(11)
+    srcs = [
+        (float(x), float(y), float(rng.uniform(8, 60) * RMS))
+        for x, y in rng.uniform(15, 405, (30, 2))
+    ]
+    img = point_sources(420, srcs, seed=11)
+    img += gaussian(420, 210.0, 210.0, 8 * RMS, 12.0, 8.0, 0.4)  # extended, across tiles
+    return write(path, img)

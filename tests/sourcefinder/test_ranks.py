@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,11 +17,14 @@ import pytest
 from caesar_rest.imaging.fits_image import load_image, read_pixels
 from caesar_rest.sourcefinder.ranks import connect, launched_ranks
 
-from tests.sourcefinder.sf_synth import RMS, gaussian, point_sources, write
+from tests.sourcefinder.sf_synth import RMS, point_sources, ranks_field, write
 from tests.support.paths import REPO
 
-#: The options of the runs: 9 tiles of 140 px on a 420 x 420 field, no preview, no classes.
-TILES = ["--tilesplit", "--tilesize=140", "--no-preview", "--classify=false"]
+#: The options of the runs: 9 tiles of 140 px on a 420 x 420 field (classes and previews on:
+#: the classifier's islands and the catalogue files are shared among the ranks too).
+TILES = ["--tilesplit", "--tilesize=140"]
+#: Files that must be the same with one rank and two.
+SAME = ("components.csv", "islands.csv", "islands.vot", "catalog.reg", "islands.reg")
 
 
 def test_launched_ranks_from_the_launchers_variables() -> None:
@@ -56,23 +60,13 @@ def _mpiexec() -> str | None:
     return found
 
 
-def _field(path: Path) -> Path:
-    rng = np.random.default_rng(11)
-    srcs = [
-        (float(x), float(y), float(rng.uniform(8, 60) * RMS))
-        for x, y in rng.uniform(15, 405, (30, 2))
-    ]
-    img = point_sources(420, srcs, seed=11)
-    img += gaussian(420, 210.0, 210.0, 8 * RMS, 12.0, 8.0, 0.4)  # extended, across tiles
-    return write(path, img)
-
-
-def _run(cmd: list[str], out: Path) -> tuple[str, dict[str, object]]:
+def _run(cmd: list[str], out: Path) -> tuple[str, dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     env.update(OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
+    summary["stdout"] = done.stdout
     return (out / "catalog.csv").read_text(), summary
 
 
@@ -82,7 +76,7 @@ def test_two_ranks_give_the_single_process_catalogue(tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("mpiexec and mpi4py are required (requirements.lock, .ci/run)")
         pytest.skip("no mpiexec / mpi4py here")
-    image = _field(tmp_path / "f.fits")
+    image = ranks_field(tmp_path / "f.fits")
     app = [sys.executable, "-m", "caesar_rest.apps.caesar_run", "--input", str(image)]
     one, s1 = _run([*app, "--outdir", str(tmp_path / "one"), *TILES, "--nproc=1"], tmp_path / "one")
     mpi = [mpiexec, "--allow-run-as-root", "--oversubscribe", "-n", "2"]
@@ -90,11 +84,18 @@ def test_two_ranks_give_the_single_process_catalogue(tmp_path: Path) -> None:
         [*mpi, *app, "--outdir", str(tmp_path / "two"), *TILES, "--nproc=1"], tmp_path / "two"
     )
     assert s1["n_tiles"] == s2["n_tiles"] == 9
-    assert (s1["stats"]["n_ranks"], s2["stats"]["n_ranks"]) == (1, 2)  # type: ignore[index]
+    assert (s1["stats"]["n_ranks"], s2["stats"]["n_ranks"]) == (1, 2)
     assert s1["n_sources"] == s2["n_sources"] == 31
-    assert one == two
+    assert one == two and "class_score" in one.splitlines()[0]
+    assert s1["classes"] == s2["classes"]
+    # The classifier's islands and the catalogue files were shared (rank 1 wrote some).
+    assert "islands shared among 2 ranks" in s2["stdout"]
+    assert "write_all" in s2["timings_s"] and "write_all" not in s1["timings_s"]
+    assert sorted(s1["files"].items()) == sorted(s2["files"].items())
+    for name in SAME:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     # no-mpi: rank 0 alone, the same catalogue; the other rank only waits.
     out = tmp_path / "solo"
     solo, s3 = _run([*mpi, *app, "--outdir", str(out), *TILES, "--nproc=1", "--no-mpi"], out)
-    assert s3["stats"]["n_ranks"] == 1  # type: ignore[index]
+    assert s3["stats"]["n_ranks"] == 1
     assert solo == one

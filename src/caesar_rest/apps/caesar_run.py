@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 from caesar_rest.apps.caesar_app import CaesarApp
 from caesar_rest.apps.common_options import CLASSIFY
 from caesar_rest.apps.grant import granted_cores
-from caesar_rest.apps.products import Extraction, MapStyle
+from caesar_rest.apps.products import CatalogueWrite, Extraction, MapStyle, Offload, WriteTask
 from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import COLUMN_NAMES
 from caesar_rest.imaging.fits_image import FitsImage, ImageError, load_image, pixel_to_radec
@@ -176,6 +176,9 @@ class CaesarFinder(Finder):
     description = "Find sources with the CAESAR pipeline."
     #: The MPI ranks when this process is rank 0 of several (set by :func:`main`).
     ranks: Ranks | None = None
+    #: The ranks the run shares its work with (:attr:`ranks` unless ``no-mpi``; set by
+    #: :meth:`extract`).
+    active: Ranks | None = None
     maps = MapStyle("caesar-rest caesar", blank=False, bunit="")
 
     def resolve(self, app: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,8 +209,8 @@ class CaesarFinder(Finder):
         fo = pipeline_options(opts)
         log.info("nproc %d%s", fo.nproc, "" if opts.get("nproc") else " (the cores granted)")
         try:
-            ranks = None if opts.get("no-mpi") else self.ranks
-            result = find_sources(image, fo, ranks=ranks)
+            self.active = None if opts.get("no-mpi") else self.ranks
+            result = find_sources(image, fo, ranks=self.active)
         except ValueError as exc:
             if isinstance(exc, ImageError):
                 raise
@@ -253,6 +256,35 @@ class CaesarFinder(Finder):
             },
         )
 
+    def _serving(self) -> Ranks | None:
+        """The ranks, when they shared the tiles and wait for more work."""
+        ranks = self.active
+        return ranks if ranks is not None and ranks.serving else None
+
+    def classifier_islands(self, image: FitsImage) -> Any:
+        """The classifier's islands, shared among the MPI ranks when there are several
+        (:mod:`caesar_rest.classify.ranked`)."""
+        ranks = self._serving()
+        if ranks is None:
+            return super().classifier_islands(image)
+        from caesar_rest.classify.ranked import ranked_islands
+
+        log.info("classifier's islands shared among %d ranks", ranks.size)
+        return ranked_islands(image, ranks)
+
+    def offload(self) -> Offload | None:
+        """Under MPI, rank 1 writes the component and island catalogues while rank 0 writes
+        the main one, the CAESAR tables and the previews (:class:`WriteTask`)."""
+        ranks = self._serving()
+        if ranks is None:
+            return None
+        serving = ranks
+
+        def offload(writes: list[CatalogueWrite], own: Callable[[], Any]) -> Any:
+            return serving.run(WriteTask(tuple(writes)), own)
+
+        return offload
+
 
 FINDER = CaesarFinder()
 
@@ -276,8 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return program_main(CaesarApp(), FINDER, argv)
     finally:
-        ranks.send(None)  # the run needed no tiles, or failed before them
-        FINDER.ranks = None
+        ranks.close()  # no tiles, a failure before them, or no more tasks
+        FINDER.ranks = FINDER.active = None
 
 
 if __name__ == "__main__":

@@ -594,6 +594,75 @@ def votable_meta(image: FitsImage, found: Extraction, run: RunInfo) -> VOTableMe
     return VOTableMeta(system=system, equinox=equinox, infos=tuple(infos), params=params)
 
 
+@dataclass(frozen=True)
+class CatalogueWrite:
+    """One :func:`write_catalogue` call, picklable (for another MPI rank to make).
+
+    Attributes
+    ----------
+    table, out_dir, which, names, frame, colour, meta
+        The arguments of :func:`write_catalogue`.
+    """
+
+    table: Table
+    out_dir: Path
+    which: CatalogueNames
+    names: Mapping[str, str]
+    frame: str
+    colour: str = "green"
+    meta: VOTableMeta | None = None
+
+    def write(self) -> dict[str, str]:
+        """Write the files; result name to file name."""
+        return write_catalogue(
+            self.table, self.out_dir, self.which, self.names, self.frame, self.colour, self.meta
+        )
+
+
+#: ``offload(writes, own)``: make ``writes`` elsewhere while ``own()`` runs here; ``own()``'s
+#: result and the files written elsewhere (result name to file name).
+Offload = Callable[[list[CatalogueWrite], Callable[[], Any]], tuple[Any, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class WriteTask:
+    """Catalogue files written by rank 1 of an MPI run while rank 0 writes the others (a
+    :class:`~caesar_rest.sourcefinder.ranks.Task`; the ranks beyond 1 write nothing).
+
+    Attributes
+    ----------
+    writes
+        Rank 1's files.
+    """
+
+    writes: tuple[CatalogueWrite, ...]
+
+    def run(self, ranks: Any, local: Any) -> tuple[Any, dict[str, str]]:
+        """Rank 0 runs ``local()`` (its own files), rank 1 writes :attr:`writes`.
+
+        Parameters
+        ----------
+        ranks
+            The communicator (:class:`~caesar_rest.sourcefinder.ranks.Ranks`).
+        local
+            Rank 0's work; None elsewhere.
+
+        Returns
+        -------
+        own, files
+            On rank 0: ``local()``'s result and rank 1's files.
+        """
+        own: Any = None
+        files: dict[str, str] = {}
+        if ranks.rank == 0:
+            own = local()
+        elif ranks.rank == 1:
+            for w in self.writes:
+                files.update(w.write())
+        parts = ranks.collect(files)
+        return own, {k: v for part in parts or [] for k, v in part.items()}
+
+
 def write_products(
     prog: str,
     app: App,
@@ -603,6 +672,7 @@ def write_products(
     *,
     preview: bool = True,
     run: RunInfo | None = None,
+    offload: Offload | None = None,
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Write the catalogues, the finder's own products, the preview and the thumbnail.
 
@@ -623,11 +693,15 @@ def write_products(
     run
         App, options and input file of the run, for the VOTables' provenance and the preview's
         title (default: the app with no options, the image's own file name).
+    offload
+        Another writer (another MPI rank): the component and island catalogues are written
+        there while this process writes the rest and draws the previews.
 
     Returns
     -------
     files, timings
-        Result name to file name; seconds spent writing and drawing.
+        Result name to file name; seconds spent writing and drawing here (with an offload,
+        ``write_all`` is the time until both writers are done, previews included).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -637,23 +711,37 @@ def write_products(
     frame = region_frame(image)
     # Products the finder formats itself are not also written the generic way.
     names = {k: v for k, v in result_files(app).items() if k not in found.writers}
-    files = write_catalogue(found.table, out_dir, SOURCES, names, frame, meta=meta)
+    writes = [CatalogueWrite(found.table, out_dir, SOURCES, names, frame, meta=meta)]
     if found.components is not None:
         # Components in another colour, so both region files can be loaded together in DS9.
-        files.update(
-            write_catalogue(found.components, out_dir, COMPONENTS, names, frame, "magenta", meta)
+        writes.append(
+            CatalogueWrite(found.components, out_dir, COMPONENTS, names, frame, "magenta", meta)
         )
     if found.islands is not None:
-        files.update(write_catalogue(found.islands, out_dir, ISLANDS, names, frame, meta=meta))
+        writes.append(CatalogueWrite(found.islands, out_dir, ISLANDS, names, frame, meta=meta))
     declared = result_files(app)
-    for key, writer in found.writers.items():
-        writer(out_dir / declared[key])
-        files[key] = declared[key]
-    t1 = time.perf_counter()
-    timings = {"write": t1 - t0}
-    if preview:
-        files.update(write_previews(image, found, out_dir, names, run.input_name))
-        timings["preview"] = time.perf_counter() - t1
+    timings: dict[str, float] = {}
+
+    def own(mine: list[CatalogueWrite]) -> dict[str, str]:
+        files: dict[str, str] = {}
+        for w in mine:
+            files.update(w.write())
+        for key, writer in found.writers.items():
+            writer(out_dir / declared[key])
+            files[key] = declared[key]
+        t1 = time.perf_counter()
+        timings["write"] = t1 - t0
+        if preview:
+            files.update(write_previews(image, found, out_dir, names, run.input_name))
+            timings["preview"] = time.perf_counter() - t1
+        return files
+
+    if offload is not None and len(writes) > 1:
+        files, elsewhere = offload(writes[1:], lambda: own(writes[:1]))
+        files.update(elsewhere)
+        timings["write_all"] = time.perf_counter() - t0
+    else:
+        files = own(writes)
     n_comp = "" if found.components is None else f", {len(found.components)} components"
     say(prog, f"wrote {len(found.table)} sources{n_comp}")
     for key in found.written:

@@ -28,6 +28,7 @@ from caesar_rest.apps.console import describe_image, say, say_options
 from caesar_rest.apps.products import (
     Extraction,
     MapStyle,
+    Offload,
     RunInfo,
     image_summary,
     input_identity,
@@ -120,6 +121,36 @@ class Finder:
             The catalogues, maps and summary entries.
         """
         raise NotImplementedError
+
+    def classifier_islands(self, image: FitsImage) -> Any:
+        """The classifier's islands of ``image`` (by default
+        :func:`~caesar_rest.classify.features.find_islands` in this process; a finder run
+        over MPI ranks shares them among its ranks).
+
+        Parameters
+        ----------
+        image
+            The image.
+
+        Returns
+        -------
+        caesar_rest.classify.features.Islands
+            The islands.
+        """
+        from caesar_rest.classify.features import find_islands
+
+        return find_islands(image)
+
+    def offload(self) -> Offload | None:
+        """Where part of the catalogue files is written at the same time as the rest (by
+        default nowhere: this process writes them all).
+
+        Returns
+        -------
+        Offload or None
+            The other writer.
+        """
+        return None
 
 
 def parse_arguments(
@@ -282,10 +313,12 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     found = finder.extract(image, opts, out_dir)
     if classification_wanted(app, opts):
-        classify_rows(prog, image, found)
+        classify_rows(prog, image, found, finder.classifier_islands)
     draw = preview and not opts.get("no-preview", False)
     info = RunInfo(app.name, opts, *input_identity(input_path, out_dir))
-    files, write_times = write_products(prog, app, image, found, out_dir, preview=draw, run=info)
+    files, write_times = write_products(
+        prog, app, image, found, out_dir, preview=draw, run=info, offload=finder.offload()
+    )
     files.update(write_maps(app, opts, out_dir, image, found, finder.maps, info.input_name))
     timings = {"load": t_loaded - t_start, **found.timings, **write_times}
     timings["total"] = time.perf_counter() - t_start
@@ -344,7 +377,12 @@ def classification_wanted(app: App, opts: Mapping[str, Any]) -> bool:
     return opt is not None and bool(opts.get(CLASSIFY, opt.default))
 
 
-def classify_rows(prog: str, image: FitsImage, found: Extraction) -> None:
+def classify_rows(
+    prog: str,
+    image: FitsImage,
+    found: Extraction,
+    islands_of: Callable[[FitsImage], Any] | None = None,
+) -> None:
     """Add ``class``, ``class_score`` and ``group_id`` to the extraction's catalogue (and to its
     component catalogue when that holds the same rows), the counts per class and the number of
     multi-island objects to the summary and the time taken to the timings.
@@ -357,13 +395,19 @@ def classify_rows(prog: str, image: FitsImage, found: Extraction) -> None:
         The image.
     found
         The extraction (changed in place).
+    islands_of
+        The classifier's islands of the image (default:
+        :func:`~caesar_rest.classify.features.find_islands`).
     """
     from caesar_rest.catalogue.schema import CLASS_COLUMNS
     from caesar_rest.classify import CLASSES, classify_table
     from caesar_rest.classify.features import find_islands
 
     t0 = time.perf_counter()
-    classify_table(image, found.table, islands=find_islands(image))
+    islands = (islands_of or find_islands)(image)
+    t1 = time.perf_counter()
+    classify_table(image, found.table, islands=islands)
+    found.timings["classify_islands"] = t1 - t0
     comps = found.components
     if comps is not None and comps is not found.table and len(comps) == len(found.table):
         for col in CLASS_COLUMNS:

@@ -4,7 +4,10 @@
 (``slurm_jobdir``) and runs the wrapper there, with the input paths rewritten from ``datadir`` to
 ``slurm_datadir``; it asks for the partition, the app's cores (at most ``slurm_max_cores``),
 ``slurm_memory_mb`` (``--mem``; when 0, ``job_memory_limit_mib``) and the time limit; the
-wrapper sets the jobs' rlimits (``CAESAR_JOB_LIMITS`` in the job's environment). Slurm
+wrapper sets the jobs' rlimits (``CAESAR_JOB_LIMITS`` in the job's environment). A job of an
+app that shares its work over MPI ranks (``slurm_mpi_apps``) asks for ``slurm_mpi_ranks``
+tasks (on ``slurm_mpi_nodes`` nodes) with the app's cores each, and the wrapper starts the
+app through ``slurm_mpi_launcher`` (``srun --mpi=<slurm_mpi_type>`` or ``mpirun``). Slurm
 counts the limit in whole minutes, so with
 ``slurm_exact_time_limit`` the script enforces the job's own limit to the second (``timeout``,
 then ``timed_out`` is written) and Slurm's limit, one minute later, is the backstop. Every value
@@ -176,10 +179,46 @@ class SlurmBackend(RemoteBackend):
         spec = read_spec(self.service.job_dir(job))
         return self.service.staging_env(job, remap(spec.input_file, self.path_mapping()))
 
+    def mpi_ranks(self, job: JobRecord) -> int:
+        """The job's MPI ranks: ``slurm_mpi_ranks`` for an app of ``slurm_mpi_apps`` not
+        given ``no-mpi``, else 1."""
+        slurm = self.config
+        if slurm.mpi_ranks <= 1 or job.app not in slurm.mpi_apps:
+            return 1
+        if read_spec(self.service.job_dir(job)).options.get("no-mpi"):
+            return 1
+        return slurm.mpi_ranks
+
+    def launcher(self, job: JobRecord) -> list[str]:
+        """The launcher of the app's ranks (empty for one process): ``srun`` with the job's
+        tasks and CPUs, or OpenMPI's ``mpirun`` (which takes the ranks' nodes from the
+        allocation; no binding, so each rank's tile processes use all of its CPUs)."""
+        ranks = self.mpi_ranks(job)
+        if ranks <= 1:
+            return []
+        slurm = self.config
+        name = slurm.mpi_launcher.rsplit("/", 1)[-1]
+        if name == "srun":
+            cores = self.cores(job)
+            return [
+                slurm.mpi_launcher,
+                f"--mpi={slurm.mpi_type}",
+                f"--ntasks={ranks}",
+                f"--cpus-per-task={cores}",
+                "--kill-on-bad-exit=1",
+            ]
+        return [slurm.mpi_launcher, "-n", str(ranks), "--bind-to", "none"]
+
+    def cores(self, job: JobRecord) -> int:
+        """CPUs per task: the app's cores, at most ``slurm_max_cores``."""
+        return max(1, min(job.cores, self.config.max_cores))
+
     def batch_script(self, job: JobRecord) -> str:
         """The batch script: every value quoted with shlex.quote."""
         slurm = self.config
         argv = wrapper_argv(self.job_command(job), slurm.python, self.path_mapping())
+        # The wrapper runs the launcher, which starts the app's ranks.
+        argv[4:4] = self.launcher(job)
         q = shlex.quote
         run = " ".join(q(a) for a in argv)
         limit = int(job.time_limit)
@@ -208,7 +247,7 @@ class SlurmBackend(RemoteBackend):
         slurm = self.config
         jdir = self.cluster_job_dir(job)
         minutes = math.ceil(job.time_limit / 60) + (1 if slurm.exact_time_limit else 0)
-        cores = max(1, min(job.cores, slurm.max_cores))
+        cores = self.cores(job)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             **job_environment(cores, self.core.limits),
@@ -228,6 +267,8 @@ class SlurmBackend(RemoteBackend):
             # rlimit catches an allocation first and names the limit in the status).
             memory_mb=slurm.memory_mb or self.core.limits.memory // MIB,
             partition=slurm.partition,
+            tasks=self.mpi_ranks(job),
+            nodes=slurm.mpi_nodes if self.mpi_ranks(job) > 1 else 0,
         )
 
     # --- interface -----------------------------------------------------------------------

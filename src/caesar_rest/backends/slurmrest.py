@@ -74,6 +74,10 @@ class SlurmJobSpec:
     cpus: int = 1
     memory_mb: int = 0
     partition: str | None = None
+    #: Tasks (MPI ranks), each with ``cpus`` CPUs and ``memory_mb`` of memory.
+    tasks: int = 1
+    #: Nodes the tasks are spread over (0: Slurm's choice).
+    nodes: int = 0
 
 
 @dataclass
@@ -156,22 +160,30 @@ def submit_body(version: str, spec: SlurmJobSpec) -> dict[str, Any]:
         "current_working_directory": spec.cwd,
         "standard_output": spec.stdout,
         "standard_error": spec.stdout,
-        "tasks": 1,
+        "tasks": spec.tasks,
         "cpus_per_task": spec.cpus,
         "requeue": False,
     }
+    if spec.nodes:
+        job["minimum_nodes"] = job["maximum_nodes"] = spec.nodes
     if spec.partition:
         job["partition"] = spec.partition
+    # One task: the memory of its node; several (MPI ranks, maybe on one node): per CPU.
+    memory = (
+        ("memory_per_node", spec.memory_mb)
+        if spec.tasks <= 1
+        else ("memory_per_cpu", -(-spec.memory_mb // max(1, spec.cpus)))
+    )
     if old:
         job["environment"] = dict(spec.environment)
         job["time_limit"] = spec.time_limit_min
         if spec.memory_mb:
-            job["memory_per_node"] = spec.memory_mb
+            job[memory[0]] = memory[1]
         return {"job": job, "script": spec.script}
     job["environment"] = [f"{k}={v}" for k, v in spec.environment.items()]
     job["time_limit"] = {"set": True, "infinite": False, "number": spec.time_limit_min}
     if spec.memory_mb:
-        job["memory_per_node"] = {"set": True, "infinite": False, "number": spec.memory_mb}
+        job[memory[0]] = {"set": True, "infinite": False, "number": memory[1]}
     if version == "v0.0.39":
         return {"job": job, "script": spec.script}
     job["script"] = spec.script

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -116,12 +118,9 @@ class NoiseMaps:
 
     def rows(self, y0: int, y1: int) -> tuple[F32, F32, F32]:
         """Background, rms and significance (0 at blank pixels) of rows ``y0:y1``."""
-        nx = self.data.shape[1]
-        by = np.arange(y0, y1) // self.cell
-        bx = np.arange(nx) // self.cell
-        bkg = self.bkg_grid[by[:, None], bx[None, :]]
-        rms = self.rms_grid[by[:, None], bx[None, :]]
-        return bkg, rms, _significance(self.data[y0:y1], self.mask[y0:y1], bkg, rms)
+        return band_maps(
+            self.bkg_grid, self.rms_grid, self.cell, y0, self.data[y0:y1], self.mask[y0:y1]
+        )
 
     def at(self, yi: npt.NDArray[np.intp], xi: npt.NDArray[np.intp]) -> tuple[F32, F32]:
         """Rms and significance at pixels (any shape); significance 0 outside the image."""
@@ -151,6 +150,34 @@ class NoiseMaps:
 def _significance(data: F32, mask: npt.NDArray[np.bool_], bkg: F32, rms: F32) -> F32:
     with np.errstate(all="ignore"):
         return np.where(mask, np.float32(0.0), (data - bkg) / rms).astype(np.float32)
+
+
+def band_maps(
+    bkg_grid: F32, rms_grid: F32, cell: int, y0: int, data: F32, mask: npt.NDArray[np.bool_]
+) -> tuple[F32, F32, F32]:
+    """Background, rms and significance (0 at blank pixels) of a band of rows.
+
+    Parameters
+    ----------
+    bkg_grid, rms_grid
+        The block grids (:class:`NoiseMaps`).
+    cell
+        Block side in pixels.
+    y0
+        Image row of the band's first row.
+    data, mask
+        The band's pixels and blank pixels (full rows).
+
+    Returns
+    -------
+    bkg, rms, sig
+        float32 maps of the band's shape.
+    """
+    by = np.arange(y0, y0 + data.shape[0]) // cell
+    bx = np.arange(data.shape[1]) // cell
+    bkg = bkg_grid[by[:, None], bx[None, :]]
+    rms = rms_grid[by[:, None], bx[None, :]]
+    return bkg, rms, _significance(data, mask, bkg, rms)
 
 
 @dataclass
@@ -237,6 +264,120 @@ def beam_fwhm_pix(image: FitsImage) -> float:
     return math.sqrt(image.beam[0] * image.beam[1]) / image.pixel_scale_arcsec
 
 
+#: ``read(y0, y1)``: rows ``y0:y1`` of an image (float32, NaN at blanks) and their blank pixels.
+RowReader = Callable[[int, int], tuple[F32, npt.NDArray[np.bool_]]]
+
+
+def memory_rows(data: F32, mask: npt.NDArray[np.bool_]) -> RowReader:
+    """A :data:`RowReader` of an image in memory (views, no copy)."""
+
+    def read(y0: int, y1: int) -> tuple[F32, npt.NDArray[np.bool_]]:
+        return data[y0:y1], mask[y0:y1]
+
+    return read
+
+
+@dataclass(frozen=True)
+class GridShape:
+    """The block layout of :func:`noise_grid` on an image.
+
+    Attributes
+    ----------
+    ny, nx
+        Image shape.
+    step
+        Subsampling step (pixels).
+    b
+        Block side in subsampled pixels (the block is ``b * step`` image pixels).
+    """
+
+    ny: int
+    nx: int
+    step: int
+    b: int
+
+    @property
+    def cell(self) -> int:
+        """Block side in image pixels."""
+        return self.b * self.step
+
+    @property
+    def by(self) -> int:
+        """Block rows."""
+        return _ceil(_ceil(self.ny, self.step), self.b)
+
+    @property
+    def bx(self) -> int:
+        """Block columns."""
+        return _ceil(_ceil(self.nx, self.step), self.b)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def grid_shape(ny: int, nx: int, box: int) -> GridShape:
+    """The block layout for blocks of about ``box`` pixels (at most 32 x 32 samples each)."""
+    box = max(4, min(box, ny, nx))
+    step = max(1, box // 32)
+    return GridShape(ny, nx, step, max(1, box // step))
+
+
+def _sampled(read: RowReader, g: GridShape, y0: int, y1: int) -> F32:
+    """Rows ``y0, y0 + step, ... < y1`` and every ``step``-th column, NaN at blanks, read in
+    bands of at most ~4 Mpixel (``y0`` is a multiple of ``step``)."""
+    h = max(1, (1 << 22) // max(g.nx, 1) // g.step) * g.step
+    parts = []
+    for a in range(y0, y1, h):
+        data, mask = read(a, min(y1, a + h))
+        s = (slice(None, None, g.step), slice(None, None, g.step))
+        parts.append(np.where(mask[s], np.float32(np.nan), data[s]))
+    return np.concatenate(parts) if parts else np.zeros((0, -(-g.nx // g.step)), np.float32)
+
+
+def grid_rows(read: RowReader, g: GridShape, j0: int, j1: int) -> tuple[F32, F32]:
+    """Median and 1.4826 MAD of block rows ``j0:j1`` (before :func:`fill_grid`).
+
+    Parameters
+    ----------
+    read
+        The image's rows.
+    g
+        The layout.
+    j0, j1
+        Block rows.
+
+    Returns
+    -------
+    med, mad
+        float32 ``(j1 - j0, bx)``; NaN for blocks without valid pixels.
+    """
+    b, bx = g.b, g.bx
+    sx = -(-g.nx // g.step)
+    med = np.empty((j1 - j0, bx), dtype=np.float32)
+    mad = np.empty((j1 - j0, bx), dtype=np.float32)
+    # By bands of block rows: the subsample of a band, padded and cut into blocks.
+    chunk = max(1, (1 << 22) // max(bx * b * b, 1))
+    for c0 in range(j0, j1, chunk):
+        c1 = min(j1, c0 + chunk)
+        work = _sampled(read, g, c0 * g.cell, min(g.ny, c1 * g.cell))
+        padded = np.full(((c1 - c0) * b, bx * b), np.nan, dtype=np.float32)
+        padded[: work.shape[0], :sx] = work
+        blocks = padded.reshape(c1 - c0, b, bx, b).transpose(0, 2, 1, 3).reshape(c1 - c0, bx, -1)
+        med[c0 - j0 : c1 - j0], mad[c0 - j0 : c1 - j0] = _block_stats(blocks)
+    return med, mad
+
+
+def fill_grid(med: F32, mad: F32) -> tuple[F32, F32]:
+    """The whole grid's blocks without a valid rms take the median background and rms."""
+    good = np.isfinite(mad) & (mad > 0)
+    fill_rms = float(np.median(mad[good])) if good.any() else 1.0
+    fill_bkg = float(np.median(med[good])) if good.any() else 0.0
+    med = np.where(good, med, fill_bkg)
+    mad = np.where(good, mad, fill_rms)
+    return med.astype(np.float32), mad.astype(np.float32)
+
+
 def noise_grid(data: F32, mask: npt.NDArray[np.bool_], box: int) -> NoiseMaps:
     """Background (median) and rms (1.4826 MAD) in ``box x box`` blocks, block-constant.
 
@@ -258,29 +399,9 @@ def noise_grid(data: F32, mask: npt.NDArray[np.bool_], box: int) -> NoiseMaps:
         The maps.
     """
     ny, nx = data.shape
-    box = max(4, min(box, ny, nx))
-    step = max(1, box // 32)
-    b = max(1, box // step)
-    sy, sx = -(-ny // step), -(-nx // step)
-    by, bx = -(-sy // b), -(-sx // b)
-    med = np.empty((by, bx), dtype=np.float32)
-    mad = np.empty((by, bx), dtype=np.float32)
-    # By bands of block rows: the subsample of a band, padded and cut into blocks.
-    chunk = max(1, (1 << 22) // max(bx * b * b, 1))
-    for j0 in range(0, by, chunk):
-        j1 = min(by, j0 + chunk)
-        rows = slice(j0 * b * step, min(ny, j1 * b * step), step)
-        work = np.where(mask[rows, ::step], np.float32(np.nan), data[rows, ::step])
-        padded = np.full(((j1 - j0) * b, bx * b), np.nan, dtype=np.float32)
-        padded[: work.shape[0], :sx] = work
-        blocks = padded.reshape(j1 - j0, b, bx, b).transpose(0, 2, 1, 3).reshape(j1 - j0, bx, -1)
-        med[j0:j1], mad[j0:j1] = _block_stats(blocks)
-    good = np.isfinite(mad) & (mad > 0)
-    fill_rms = float(np.median(mad[good])) if good.any() else 1.0
-    fill_bkg = float(np.median(med[good])) if good.any() else 0.0
-    med = np.where(good, med, fill_bkg)
-    mad = np.where(good, mad, fill_rms)
-    return NoiseMaps(data, mask, med.astype(np.float32), mad.astype(np.float32), b * step)
+    g = grid_shape(int(ny), int(nx), box)
+    bkg, rms = fill_grid(*grid_rows(memory_rows(data, mask), g, 0, g.by))
+    return NoiseMaps(data, mask, bkg, rms, g.cell)
 
 
 def _block_stats(blocks: F32) -> tuple[F32, F32]:
@@ -310,51 +431,174 @@ def noise_maps(data: F32, mask: npt.NDArray[np.bool_], box: int) -> tuple[F32, F
     return np.concatenate([b[0] for b in bands]), np.concatenate([b[1] for b in bands])
 
 
-def _label_bands(
-    maps: NoiseMaps,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], F32, F32, F32]:
-    """8-connected pixels above :data:`ISLAND_SNR`, band by band of rows, joined across bands.
+@dataclass
+class LabelPart:
+    """The islands of a range of rows, labelled on their own (:func:`label_rows`).
+
+    Attributes
+    ----------
+    pixels, labels, sig, flux, rms
+        Per island pixel (raster order): flat index in the image, label in the range
+        (``1..n``, raster order of first pixels, joined across the range's bands by
+        :attr:`links`), significance, image minus background, and rms.
+    links
+        ``(2, k)`` pairs of labels that touch across a band border inside the range.
+    first, last
+        Labels of the range's first and last rows (None for an empty range).
+    n
+        Labels used.
+    """
+
+    pixels: npt.NDArray[np.int64]
+    labels: npt.NDArray[np.int64]
+    sig: F32
+    flux: F32
+    rms: F32
+    links: list[npt.NDArray[np.int64]]
+    first: npt.NDArray[np.int64] | None
+    last: npt.NDArray[np.int64] | None
+    n: int
+
+
+def _touching(
+    last: npt.NDArray[np.int64], first: npt.NDArray[np.int64]
+) -> list[npt.NDArray[np.int64]]:
+    """8-connectivity across a row border: pairs of labels of (x - 1, x, x + 1) above."""
+    nx = last.size
+    out = []
+    for dx in (-1, 0, 1):
+        a = last[max(0, -dx) : nx - max(0, dx)]
+        b = first[max(0, dx) : nx - max(0, -dx)]
+        both = (a > 0) & (b > 0)
+        out.append(np.stack([a[both], b[both]]))
+    return out
+
+
+def label_rows(
+    read: RowReader,
+    bkg_grid: F32,
+    rms_grid: F32,
+    cell: int,
+    shape: tuple[int, int],
+    y0: int,
+    y1: int,
+) -> LabelPart:
+    """8-connected pixels above :data:`ISLAND_SNR` in rows ``y0:y1``, band by band.
+
+    Parameters
+    ----------
+    read
+        The image's rows.
+    bkg_grid, rms_grid, cell
+        The noise grid (:class:`NoiseMaps`).
+    shape
+        ``(ny, nx)`` of the image.
+    y0, y1
+        The rows.
 
     Returns
     -------
-    pixels, labels, sig, flux, rms
-        Per island pixel (raster order): flat index, label (numbered as ``ndimage.label``
-        numbers the whole image), significance, image minus background, and rms.
+    LabelPart
+        The range's island pixels and labels.
     """
-    ny, nx = maps.data.shape
+    ny, nx = shape
     structure = np.ones((3, 3), dtype=bool)
     parts: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], F32, F32, F32]] = []
     links: list[npt.NDArray[np.int64]] = []
     offset = 0
+    first: npt.NDArray[np.int64] | None = None
     last: npt.NDArray[np.int64] | None = None
-    for y0, y1 in _bands(ny, nx):
-        bkg, rms, sig = maps.rows(y0, y1)
+    for a, b in _bands(ny, nx):
+        a, b = max(a, y0), min(b, y1)
+        if a >= b:
+            continue
+        data, mask = read(a, b)
+        bkg, rms, sig = band_maps(bkg_grid, rms_grid, cell, a, data, mask)
         lab, n = ndimage.label(sig > ISLAND_SNR, structure=structure)
         lab = np.asarray(lab, dtype=np.int64)
         lab[lab > 0] += offset
         if last is not None:
-            # 8-connectivity across the band border: (x - 1, x, x + 1) of the row above.
-            first = lab[0]
-            for dx in (-1, 0, 1):
-                a = last[max(0, -dx) : nx - max(0, dx)]
-                b = first[max(0, dx) : nx - max(0, -dx)]
-                both = (a > 0) & (b > 0)
-                links.append(np.stack([a[both], b[both]]))
+            links += _touching(last, lab[0])
+        else:
+            first = lab[0].copy()
         last = lab[-1].copy()
         idx = np.flatnonzero(lab)
-        flux = (maps.data[y0:y1].ravel()[idx] - bkg.ravel()[idx]).astype(np.float32)
-        parts.append((idx + y0 * nx, lab.ravel()[idx], sig.ravel()[idx], flux, rms.ravel()[idx]))
+        flux = (data.ravel()[idx] - bkg.ravel()[idx]).astype(np.float32)
+        parts.append((idx + a * nx, lab.ravel()[idx], sig.ravel()[idx], flux, rms.ravel()[idx]))
         offset += n
-    pixels = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-    prov = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
-    final = _join(prov, links, offset)
-    return (
-        pixels,
-        final,
-        np.concatenate([p[2] for p in parts]),
-        np.concatenate([p[3] for p in parts]),
-        np.concatenate([p[4] for p in parts]),
+    i64, f32 = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return LabelPart(
+        pixels=np.concatenate([p[0] for p in parts]) if parts else i64,
+        labels=np.concatenate([p[1] for p in parts]) if parts else i64,
+        sig=np.concatenate([p[2] for p in parts]) if parts else f32,
+        flux=np.concatenate([p[3] for p in parts]) if parts else f32,
+        rms=np.concatenate([p[4] for p in parts]) if parts else f32,
+        links=links,
+        first=first,
+        last=last,
+        n=offset,
     )
+
+
+def join_parts(
+    parts: list[LabelPart],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], F32, F32, F32]:
+    """The islands of the whole image from its row ranges' (in row order, covering it).
+
+    Returns
+    -------
+    pixels, labels, sig, flux, rms
+        Per island pixel (raster order), with the labels ``scipy.ndimage.label`` gives the
+        whole image.
+    """
+    links: list[npt.NDArray[np.int64]] = []
+    provs = []
+    offset = 0
+    last: npt.NDArray[np.int64] | None = None
+    for p in parts:
+        if p.n == 0 and p.first is None:
+            continue
+        provs.append(np.where(p.labels > 0, p.labels + offset, 0))
+        links += [lk + offset for lk in p.links]
+        first = np.where(p.first > 0, p.first + offset, 0) if p.first is not None else None
+        if last is not None and first is not None:
+            links += _touching(last, first)
+        if p.last is not None:
+            last = np.where(p.last > 0, p.last + offset, 0)
+        offset += p.n
+    prov = np.concatenate(provs) if provs else np.zeros(0, dtype=np.int64)
+    final = _join(prov, links, offset)
+
+    def cat(name: str, dtype: type) -> npt.NDArray[Any]:
+        arrays = [getattr(p, name) for p in parts]
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+
+    return (
+        cat("pixels", np.int64),
+        final,
+        cat("sig", np.float32),
+        cat("flux", np.float32),
+        cat("rms", np.float32),
+    )
+
+
+def _label_bands(
+    maps: NoiseMaps,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], F32, F32, F32]:
+    """8-connected pixels above :data:`ISLAND_SNR`, band by band of rows, joined across bands
+    (:func:`join_parts` of one :func:`label_rows` over every row)."""
+    read = memory_rows(maps.data, maps.mask)
+    shape = maps.data.shape
+    part = label_rows(
+        read,
+        maps.bkg_grid,
+        maps.rms_grid,
+        maps.cell,
+        (int(shape[0]), int(shape[1])),
+        0,
+        int(shape[0]),
+    )
+    return join_parts([part])
 
 
 def _join(
@@ -398,11 +642,40 @@ def find_islands(image: FitsImage) -> Islands:
     Islands
         Maps and per-island measurements.
     """
-    fwhm = beam_fwhm_pix(image)
-    maps = noise_grid(image.data, image.mask, int(round(10 * fwhm)))
-    idx, lab, sig, flux32, rms_pix = _label_bands(maps)
+    maps = noise_grid(image.data, image.mask, island_box(image))
+    return islands_from(maps, *_label_bands(maps))
+
+
+def island_box(image: FitsImage) -> int:
+    """Side of the noise grid's blocks: about ten beams."""
+    return int(round(10 * beam_fwhm_pix(image)))
+
+
+def islands_from(
+    maps: NoiseMaps,
+    idx: npt.NDArray[np.int64],
+    lab: npt.NDArray[np.int32],
+    sig: F32,
+    flux32: F32,
+    rms_pix: F32,
+) -> Islands:
+    """:class:`Islands` from the noise maps and the island pixels (:func:`join_parts`): the
+    per-island moments.
+
+    Parameters
+    ----------
+    maps
+        The noise maps.
+    idx, lab, sig, flux32, rms_pix
+        Per island pixel: flat index, label, significance, flux, rms.
+
+    Returns
+    -------
+    Islands
+        Maps and per-island measurements.
+    """
     n = int(lab.max()) if lab.size else 0
-    nx = image.shape[1]
+    nx = maps.data.shape[1]
     yy, xx = np.divmod(idx, nx)
     s = sig.astype(np.float64)
     flux = flux32.astype(np.float64)

@@ -1,0 +1,88 @@
+"""An in-process stand-in for an mpi4py communicator: ranks as threads.
+
+:func:`run_ranks` runs ``work(ranks)`` on ``size`` threads, each with a
+:class:`~caesar_rest.sourcefinder.ranks.Ranks` over a :class:`ThreadComm` that implements the
+collectives the ranks' tasks use (``bcast``, ``gather``, ``allgather``, ``Ibarrier``,
+``Abort``), so the tasks' sharing can be tested without ``mpiexec``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from caesar_rest.sourcefinder.ranks import Ranks
+
+
+class _Shared:
+    def __init__(self, size: int):
+        self.size = size
+        self.barrier = threading.Barrier(size, timeout=60)
+        self.slots: list[Any] = [None] * size
+
+
+class _Done:
+    """A completed request."""
+
+    def Test(self) -> bool:  # noqa: N802
+        return True
+
+
+class ThreadComm:
+    """One rank's view of a group of threads (collectives only, in the same order on all)."""
+
+    def __init__(self, shared: _Shared, rank: int):
+        self.shared = shared
+        self.rank = rank
+
+    def Get_rank(self) -> int:  # noqa: N802 (mpi4py's name)
+        return self.rank
+
+    def Get_size(self) -> int:  # noqa: N802
+        return self.shared.size
+
+    def allgather(self, value: Any) -> list[Any]:
+        self.shared.slots[self.rank] = value
+        self.shared.barrier.wait()
+        out = list(self.shared.slots)
+        self.shared.barrier.wait()
+        return out
+
+    def gather(self, value: Any, root: int = 0) -> list[Any] | None:
+        out = self.allgather(value)
+        return out if self.rank == root else None
+
+    def bcast(self, value: Any, root: int = 0) -> Any:
+        return self.allgather(value)[root]
+
+    def Ibarrier(self) -> _Done:  # noqa: N802
+        self.shared.barrier.wait()
+        return _Done()
+
+    def Abort(self, code: int) -> None:  # noqa: N802
+        self.shared.barrier.abort()
+        raise RuntimeError(f"aborted ({code})")
+
+
+def run_ranks(size: int, work: Callable[[Ranks], Any]) -> list[Any]:
+    """``work(ranks)`` on ``size`` threads; every rank's result (an exception re-raised)."""
+    shared = _Shared(size)
+    results: list[Any] = [None] * size
+    errors: list[BaseException] = []
+
+    def one(rank: int) -> None:
+        try:
+            results[rank] = work(Ranks(ThreadComm(shared, rank)))
+        except BaseException as exc:  # noqa: BLE001 (re-raised below)
+            errors.append(exc)
+            shared.barrier.abort()
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return results
