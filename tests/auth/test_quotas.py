@@ -132,3 +132,27 @@ def test_per_user_override_by_admin(oidc: OIDCProvider, tmp_path: Path, s17: Pat
         assert bob.get("/accounting").json()["quota"]["bytes"] == 1000
     finally:
         srv.stop()
+
+
+def test_declared_size_precheck_is_one_function() -> None:
+    """The v1.0 upload's and tus's pre-checks: one function, their two messages."""
+    import pytest
+
+    from caesar_rest.auth.quotas import check_declared_bytes
+    from caesar_rest.auth.users import Limits
+    from caesar_rest.errors import Forbidden
+
+    calls: list[int] = []
+
+    def used() -> int:
+        calls.append(1)
+        return 600
+
+    check_declared_bytes(Limits(0, 0, 3600), used, 10**12)  # no quota: usage not even read
+    assert calls == []
+    check_declared_bytes(Limits(1000, 0, 3600), used, 400)  # exactly full: allowed
+    with pytest.raises(Forbidden, match=r"^Storage quota exceeded: 600 of 1000 bytes used$") as e:
+        check_declared_bytes(Limits(1000, 0, 3600), used, 401, 999)
+    assert e.value.body == {"limit": "bytes", "quota": 1000, "used": 600, "requested": 999}
+    with pytest.raises(Forbidden, match="bytes used or reserved$"):
+        check_declared_bytes(Limits(1000, 0, 3600), used, 401, reserved=True)

@@ -157,3 +157,51 @@ def test_durable_upload_is_written_back_while_it_arrives(
     fsyncs.clear()
     run(body(payload), tmp_path)  # not durable: nothing asked of the disk
     assert ranges == [] and fsyncs == []
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+def test_large_batches_hashed_from_the_written_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mapped: bool
+) -> None:
+    """Batches of at least MAP_HASH_MIN bytes are hashed back from the file's memory map
+    (from unaligned offsets: the part starts after the form's headers); where the file
+    cannot be mapped, they are hashed part by part, with the same result."""
+    calls: list[int] = []
+    real_mmap = upload.mmap.mmap
+
+    def spy(fd: int, length: int, **kw: int) -> object:
+        calls.append(length)
+        if not mapped:
+            raise OSError(19, "No such device")
+        return real_mmap(fd, length, **kw)
+
+    monkeypatch.setattr(upload.mmap, "mmap", spy)
+    payload = os.urandom(3 * upload.MAP_HASH_MIN + 12345)
+    got = run(body(payload), tmp_path, chunk=65521, buf=upload.MAP_HASH_MIN + 7)
+    assert got.temp_path.read_bytes() == payload
+    assert got.sha256 == hashlib.sha256(payload).hexdigest()
+    assert calls if mapped else len(calls) == 1  # after one failure, no more tries
+    got.discard()
+
+
+def test_limit_and_broken_connection_mid_stream_leave_nothing(tmp_path: Path) -> None:
+    """Large (mapped) batches: over the limit mid-stream, or a client gone mid-stream, the
+    temporary file goes and the error is the caller's to answer (413 / 400 above)."""
+    from starlette.requests import ClientDisconnect
+
+    big = os.urandom(4 * upload.MAP_HASH_MIN)
+    with pytest.raises(UploadTooLarge):
+        run(body(big), tmp_path, limit=len(big) // 2, chunk=65536, buf=upload.MAP_HASH_MIN)
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+    async def cut() -> AsyncIterator[bytes]:
+        data = body(big)
+        async for chunk in chunks(data[: len(data) // 2], 65536):
+            yield chunk
+        raise ClientDisconnect
+
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(
+            receive_upload(cut(), CTYPE, tmp_path, 10**9, upload.MAP_HASH_MIN, durable=True)
+        )
+    assert list((tmp_path / ".incoming").iterdir()) == []

@@ -7,6 +7,7 @@ concurrent requests cannot both slip under a limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,7 +18,7 @@ from caesar_rest.auth.users import Limits
 from caesar_rest.db.engine import write_first
 from caesar_rest.db.locks import user_lock
 from caesar_rest.db.models import FileRecord, JobRecord
-from caesar_rest.errors import QuotaExceeded
+from caesar_rest.errors import Forbidden, QuotaExceeded
 from caesar_rest.jobs.states import FINAL
 from caesar_rest.timeutil import utcnow
 
@@ -26,6 +27,7 @@ __all__ = [
     "QuotaExceeded",
     "Usage",
     "check_bytes",
+    "check_declared_bytes",
     "check_jobs",
     "lock_user",
     "usage",
@@ -79,6 +81,55 @@ def check_bytes(session: Session, owner: str, limits: Limits, extra: int) -> Non
             quota=limits.bytes,
             used=used,
             requested=extra,
+        )
+
+
+def check_declared_bytes(
+    limits: Limits,
+    used: Callable[[], int],
+    needed: int,
+    requested: int | None = None,
+    *,
+    reserved: bool = False,
+) -> None:
+    """Refuse (403) an upload whose declared size cannot fit in the storage quota, before any
+    of it is read: the pre-check of the v1.0 upload and of a tus upload's creation.
+
+    The check at registration (:func:`check_bytes`, under the user's lock) still follows;
+    this one only spares the transfer of a body that would be refused anyway.
+
+    Parameters
+    ----------
+    limits
+        The caller's limits; a ``bytes`` quota of 0 or less means none (``used`` is not
+        called then).
+    used
+        The bytes counted against the quota now (stored files; for tus also the caller's
+        other unfinished uploads).
+    needed
+        The bytes the upload will add at least.
+    requested
+        The size reported in the error body (default: ``needed``).
+    reserved
+        Whether ``used`` includes reservations of unfinished uploads (said in the message).
+
+    Raises
+    ------
+    Forbidden
+        ``used() + needed`` is over the quota; the body holds ``limit``, ``quota``, ``used``
+        and ``requested``.
+    """
+    if limits.bytes <= 0:
+        return
+    now = used()
+    if now + needed > limits.bytes:
+        held = "used or reserved" if reserved else "used"
+        raise Forbidden(
+            f"Storage quota exceeded: {now} of {limits.bytes} bytes {held}",
+            limit="bytes",
+            quota=limits.bytes,
+            used=now,
+            requested=needed if requested is None else requested,
         )
 
 

@@ -18,10 +18,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import ClientDisconnect
 
-from caesar_rest.auth.quotas import usage
+from caesar_rest.auth.quotas import check_declared_bytes, usage
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.models import FileRecord, JobRecord
-from caesar_rest.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unsupported
+from caesar_rest.errors import Conflict, Invalid, NotFound, TooLarge, Unsupported
 from caesar_rest.jobs.states import FINAL
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
@@ -108,17 +108,9 @@ class FileService:
             return
         if length > self.settings.max_upload_bytes + FRAMING:
             raise self._too_large()
-        quota = limits.quota
-        if quota is None or quota.bytes <= 0:
-            return
-        used = self.stored_bytes(owner)
-        if used + length - FRAMING > quota.bytes:
-            raise Forbidden(
-                f"Storage quota exceeded: {used} of {quota.bytes} bytes used",
-                limit="bytes",
-                quota=quota.bytes,
-                used=used,
-                requested=length,
+        if limits.quota is not None:
+            check_declared_bytes(
+                limits.quota, lambda: self.stored_bytes(owner), length - FRAMING, length
             )
 
     async def receive(

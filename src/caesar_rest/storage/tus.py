@@ -39,9 +39,10 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import ClientDisconnect
 
+from caesar_rest.auth.quotas import check_declared_bytes
 from caesar_rest.auth.users import Limits
 from caesar_rest.db.models import FileRecord
-from caesar_rest.errors import Forbidden, Invalid, NotFound, ServiceError, TooLarge, Unsupported
+from caesar_rest.errors import Invalid, NotFound, ServiceError, TooLarge, Unsupported
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
 from caesar_rest.storage.files import FileService
@@ -278,16 +279,12 @@ class TusService:
         if length > self.settings.max_upload_bytes:
             raise TooLarge(f"Upload too large: the limit is {self.settings.max_upload_mib} MiB")
         self.sweep_owner(owner)
-        if limits.bytes > 0:
-            used = self.files.stored_bytes(owner) + self.pending_bytes(owner)
-            if used + length > limits.bytes:
-                raise Forbidden(
-                    f"Storage quota exceeded: {used} of {limits.bytes} bytes used or reserved",
-                    limit="bytes",
-                    quota=limits.bytes,
-                    used=used,
-                    requested=length,
-                )
+        check_declared_bytes(
+            limits,
+            lambda: self.files.stored_bytes(owner) + self.pending_bytes(owner),
+            length,
+            reserved=True,
+        )
         now = time.time()
         up = TusUpload(
             id=new_id(),
