@@ -137,6 +137,7 @@ def test_upload_choose_sep_validate_submit_and_follow(
     page.click("#open-viewer")
     walk_viewer(page, tmp_path, job_id, other_id)
     check_samp_encoding(page)
+    check_tus_metadata(page)
     wait_success(api, caesar_id)
     walk_islands(page, api, server, tmp_path, caesar_id)
 
@@ -272,6 +273,15 @@ def walk_islands(
     assert page.locator("#ov-i polygon.of-sel").get_attribute("data-island") == str(k)
     page.uncheck("#v-islands")
     assert not page.locator(f'#ov-i polygon[data-island="{k}"]').is_visible()
+
+
+def check_tus_metadata(page: Any) -> None:
+    """``Upload-Metadata`` as the server decodes it: base64 of UTF-8, empty values left out."""
+    got = page.evaluate(
+        """async () => (await import("./static/tus.js"))
+        .encodeMetadata({ filename: "Feld \u03a9.fits", tag: "", note: "a,b" })"""
+    )
+    assert got == "filename RmVsZCDOqS5maXRz,note YSxi"
 
 
 def check_samp_encoding(page: Any) -> None:
