@@ -45,19 +45,33 @@ def test_app_assets_are_served_locally(server: LiveServer) -> None:
     assert not re.search(r'(src|href)="(https?:)?//', page.text)
 
 
-def cut_second_patch(page: Any) -> list[str]:
-    """Abort the second tus ``PATCH`` (a cut connection); the methods of the tus requests."""
+def upload_cut_then_resumed(page: Any, server: LiveServer) -> None:
+    """A tus upload whose connection is cut after its first chunk resumes on a reloaded page."""
     seen: list[str] = []
+    cut = [True]
 
     def handle(route: Any) -> None:
         seen.append(route.request.method)
-        if seen.count("PATCH") == 2 and seen[-1] == "PATCH":
-            route.abort()
+        if cut[0] and route.request.method == "PATCH" and seen.count("PATCH") >= 2:
+            route.abort()  # the network is gone from the second chunk on
         else:
             route.continue_()
 
     page.route("**/files/tus**", handle)
-    return seen
+    page.goto(f"{server.url}/app/")
+    page.set_input_files("#file-input", str(IMAGE))
+    page.locator(".upload .error", has_text="failed 4 times").wait_for()
+    # Each cut chunk: the offset asked again (HEAD) and the chunk tried again, 4 times.
+    assert seen == ["POST", "PATCH", "PATCH", "HEAD", "PATCH", "HEAD", "PATCH", "HEAD", "PATCH"]
+    assert page.evaluate("Object.keys(localStorage).length") == 1  # the upload's URL
+    cut[0] = False
+    seen.clear()
+    page.reload()
+    page.set_input_files("#file-input", str(IMAGE))
+    page.locator(".upload.resumable.done").wait_for()
+    # The same upload: its offset (1 MiB) asked, the three other chunks sent.
+    assert seen == ["HEAD", "PATCH", "PATCH", "PATCH"]
+    assert page.evaluate("Object.keys(localStorage).length") == 0  # nothing left to resume
 
 
 def test_upload_choose_sep_validate_submit_and_follow(
@@ -66,9 +80,7 @@ def test_upload_choose_sep_validate_submit_and_follow(
     page = new_page(browser, init=SETTINGS)
     job_lists: list[str] = []
     page.on("request", lambda r: job_lists.append(r.url) if "/jobs?" in r.url else None)
-    tus = cut_second_patch(page)
-    page.goto(f"{server.url}/app/")
-    page.set_input_files("#file-input", str(IMAGE))
+    upload_cut_then_resumed(page, server)
     row = page.locator("#file-table tbody tr")
     row.first.wait_for()
     api = httpx.Client(base_url=f"{server.url}/caesar/api/v1.0", timeout=20)
@@ -76,10 +88,7 @@ def test_upload_choose_sep_validate_submit_and_follow(
     # A caesar job (islands) runs while the page walks the sep one.
     caesar = api.post("/job", json={"app": "caesar", "data_inputs": fid, "job_inputs": {}})
     caesar_id = caesar.json()["job_id"]
-    # Four 1 MiB chunks, the second cut once: asked again (HEAD) and sent again.
-    assert tus == ["POST", "PATCH", "PATCH", "HEAD", "PATCH", "PATCH", "PATCH"]
     assert page.locator(".upload.resumable.done").get_attribute("data-file-id") == fid
-    assert page.evaluate("Object.keys(localStorage).length") == 0  # nothing left to resume
     cells = row.first.locator("td").all_inner_texts()
     assert cells[:5] == [
         "ScorpioS17Field.fits",
