@@ -1,12 +1,16 @@
-"""The viewer's routes: image description, PNG tiles (cached by the browser), pixel values."""
+"""The viewer's routes: image description, PNG tiles (cached by the browser), pixel values,
+overlays (ellipses and island contours)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from tests.support.app_jobs import run_job
 from tests.support.paths import SHARED_DATA
+from tests.support.synth_images import Synth
 
 API = "/caesar/api/v1.0"
 IMAGE = SHARED_DATA / "ScorpioS17Field.fits"
@@ -67,3 +71,29 @@ def test_viewer_routes_refuse_bad_input(app_client: TestClient) -> None:
     assert app_client.get(f"{API}/file/{other}/image").status_code == 404
     assert app_client.get(f"{API}/file/not-an-id/image").status_code == 400
     assert app_client.get(f"{API}/job/{other}/overlay").status_code == 404
+
+
+def test_caesar_overlay_has_island_contours_linked_to_rows(
+    app_client: TestClient, synth_factory: Callable[..., Synth]
+) -> None:
+    """A caesar job's overlay: one contour per island row, each around its catalogue rows."""
+    fid = _upload(app_client, synth_factory().path)
+    job_id, status = run_job(app_client, fid, "caesar", {"convertregionstowcs": True}, timeout=120)
+    assert status["state"] == "SUCCESS", status
+    body = app_client.get(f"{API}/job/{job_id}/overlay").json()
+    isl = body["islands"]
+    islands_json = app_client.get(f"{API}/job/{job_id}/results/islands-json").json()
+    assert isl["from"] == "islands.reg" and not isl["truncated"]
+    regions = app_client.get(f"{API}/job/{job_id}/results/islands-regions").text
+    assert regions.splitlines()[2] == "fk5"  # polygons in RA/Dec: the WCS places them
+    assert isl["table"]["sources"] == islands_json["sources"]
+    assert len(isl["contours"]) == len(islands_json["sources"]) >= 5
+    rows = sorted(r for c in isl["contours"] for r in c["rows"])
+    assert rows == list(range(len(body["sources"])))  # every catalogue row in one island
+    for c in isl["contours"]:
+        assert c["name"] == f"S{c['island_id']}" and c["row"] == c["island_id"]
+        xs, ys = c["points"][0::2], c["points"][1::2]
+        for r in c["rows"]:  # sky polygons placed back on the pixels: around their peaks
+            island = isl["table"]["sources"][c["row"]]
+            assert min(xs) <= island["x"] <= max(xs) and min(ys) <= island["y"] <= max(ys)
+            assert body["sources"][r]["island_id"] == c["island_id"]

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,18 +34,36 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def browser_page(width: int = 1100, height: int = 800) -> Iterator[object]:
-    """A headless Chromium page (Playwright's sync API)."""
+def chromium() -> Iterator[Any]:
+    """One headless Chromium (Playwright's sync API), for a module's tests to share."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(20_000)
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser: Any, width: int = 1100, height: int = 800, init: str | None = None) -> Any:
+    """A page in a fresh context (no cookies, no storage) of ``browser``.
+
+    ``init`` is a script run before the page's own (``window.caesarSettings = {...}``).
+    """
+    context = browser.new_context(viewport={"width": width, "height": height})
+    if init:
+        context.add_init_script(init)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    return page
+
+
+@contextmanager
+def browser_page(width: int = 1100, height: int = 800) -> Iterator[Any]:
+    """A headless Chromium page of its own (a browser started for it)."""
+    with chromium() as browser:
+        yield new_page(browser, width, height)
 
 
 def shot_path(tmp: Path, name: str) -> Path:

@@ -16,7 +16,7 @@ import pytest
 from tests.support.oidc_provider import OIDCProvider, auth_env
 from tests.support.paths import SHARED_DATA
 from tests.support.server import LiveServer
-from tests.support.web import browser_page, require_chromium, shot_path
+from tests.support.web import chromium, new_page, require_chromium, shot_path
 
 IMAGE = SHARED_DATA / "ScorpioS17Field.fits"
 
@@ -49,8 +49,8 @@ def log_in(page: Any, server: LiveServer, user: str) -> str:
 
 
 def test_login_walk_and_a_second_user_sees_nothing(server: LiveServer, tmp_path: Path) -> None:
-    with browser_page() as opened:
-        page: Any = opened
+    with chromium() as browser:
+        page = new_page(browser)
         page.goto(f"{server.url}/app/")
         page.locator("#login-screen").wait_for()
         page.screenshot(path=str(shot_path(tmp_path, "login")))
@@ -60,7 +60,9 @@ def test_login_walk_and_a_second_user_sees_nothing(server: LiveServer, tmp_path:
 
         page.set_input_files("#file-input", str(IMAGE))
         page.locator("#file-table tbody tr").first.wait_for()
-        page.click("a[data-screen=jobs]")
+        with page.expect_response(lambda r: "/jobs?" in r.url) as listed:
+            page.click("a[data-screen=jobs]")
+        assert listed.value.url.endswith("/jobs?order=desc&limit=100")  # the default page
         page.select_option("#job-app", "sep")
         page.locator("#opt-seedthr").wait_for()
         page.click("#submit")
@@ -84,11 +86,13 @@ def test_login_walk_and_a_second_user_sees_nothing(server: LiveServer, tmp_path:
         assert page.evaluate("sessionStorage.getItem('caesar-rest.auth')") is None
 
         # A second user, in a fresh browser context (no cookies, no session storage).
-        page = page.context.browser.new_context().new_page()
+        page = new_page(browser)
         bob = log_in(page, server, "web-bob")
         assert page.locator("#file-table tbody tr").count() == 0
-        page.click("a[data-screen=jobs]")
-        page.wait_for_timeout(1200)
+        with page.expect_response(lambda r: "/jobs?" in r.url) as listed:
+            page.click("a[data-screen=jobs]")
+        assert listed.value.ok and listed.value.json() == []
+        page.wait_for_function("!document.querySelector('#jobs').hidden")
         assert page.locator("#job-table tbody tr").count() == 0
         headers = {"Authorization": f"Bearer {bob}"}
         assert api.get("/fileids", headers=headers).json() == []

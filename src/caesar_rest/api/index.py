@@ -61,6 +61,7 @@ APP_FILES = {
     "viewer.js": "text/javascript; charset=utf-8",
     "samp.js": "text/javascript; charset=utf-8",
     "auth.js": "text/javascript; charset=utf-8",
+    "tus.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 

@@ -16,7 +16,8 @@ from caesar_rest.api.deps import Ctx, Files, FinishedJob, Owner
 from caesar_rest.api.schemas import PendingReply, errors
 from caesar_rest.errors import Invalid, NotFound
 from caesar_rest.imaging.fits_image import ImageError
-from caesar_rest.imaging.tiles import COLOURMAPS, SCALES, ImageView, catalogue_overlay
+from caesar_rest.imaging.overlay import overlay_for_job
+from caesar_rest.imaging.tiles import COLOURMAPS, SCALES, ImageView
 from caesar_rest.jobs.states import legacy_state
 from caesar_rest.storage.files import FileService
 from caesar_rest.storage.paths import is_file_id
@@ -124,16 +125,14 @@ def image_pixel(
 
 @router.get(
     "/job/{job_id}/overlay",
-    summary="A job's catalogue with ellipses in pixels",
+    summary="A job's catalogue with ellipses, and its islands' contours, in pixels",
     responses={202: {"model": PendingReply}, **errors(400, 404)},
 )
 def job_overlay(job: FinishedJob, ctx: Ctx, files: Files, owner: Owner) -> JSONResponse:
-    """``catalog.json`` of a successful job plus one pixel ellipse (FWHM semi-axes) per source."""
+    """``catalog.json`` of a successful job plus one pixel ellipse (FWHM semi-axes) per source,
+    and the island contours (``islands.reg`` or ``segmented.fits``) when the job wrote them."""
     if legacy_state(job.phase, job.reason) != "SUCCESS" or not job.input_file_id:
         raise Invalid(f"Job {job.id} has no catalogue to show", job_id=job.id)
-    row = ctx.jobs.result(job, ("catalog-json",))
-    if row is None:
-        raise NotFound(f"Job {job.id} ({job.app}) has no catalog.json", job_id=job.id)
     view = _view(ctx, files, owner, job.input_file_id)
-    body = catalogue_overlay(view, ctx.jobs.result_path(job, row))
+    body = overlay_for_job(ctx.jobs, job, view)
     return JSONResponse({"job_id": job.id, "app": job.app, "file_id": job.input_file_id, **body})

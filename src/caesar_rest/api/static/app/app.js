@@ -2,6 +2,7 @@
 import { createViewer } from "./viewer.js";
 import * as samp from "./samp.js";
 import * as auth from "./auth.js";
+import * as tus from "./tus.js";
 
 const API = new URL("../caesar/api/v1.0/", document.baseURI).href;
 const $ = (sel) => document.querySelector(sel);
@@ -14,7 +15,11 @@ const el = (tag, attrs = {}, ...kids) => {
   e.append(...kids);
   return e;
 };
-const state = { apps: [], files: [], jobs: [], job: null, timer: null };
+const state = { apps: [], files: [], jobs: [], job: null, timer: null, jobPages: 1, jobsBusy: false };
+// Page size of the job list; files above `resumableAbove` bytes go by tus in `chunkSize`
+// chunks. A page (or a test) may set window.caesarSettings before this module runs.
+const MiB = 1024 * 1024;
+const settings = { jobPage: 100, resumableAbove: 16 * MiB, chunkSize: 8 * MiB, ...(window.caesarSettings || {}) };
 
 async function api(path, opts = {}) {
   const headers = { ...(opts.headers || {}), ...auth.headers() };
@@ -30,12 +35,28 @@ async function fetchBlob(url) {
   if (!r.ok) throw new Error(r.statusText);
   return r.blob();
 }
-/** The caller's jobs, oldest first, whether the list comes whole or as a page object. */
-async function listJobs() {
-  const body = await api("jobs?limit=500&offset=0");
-  if (Array.isArray(body)) return body;
-  const items = body.jobs || body.items || body.results || [];
-  return Array.isArray(items) ? items : [];
+/** The `rel="next"` URL of a Link header (RFC 8288), or null. */
+export function nextLink(header) {
+  for (const part of (header || "").split(",")) {
+    const m = /<([^>]+)>\s*;\s*rel="?next"?/.exec(part);
+    if (m) return new URL(m[1], API).href;
+  }
+  return null;
+}
+/** The caller's newest jobs: `jobs?order=desc&limit=N`, then up to `pages - 1` more pages
+ * from the Link headers (keyset cursors); `more` tells whether there is a next page. */
+async function listJobs(pages = 1) {
+  let url = API + `jobs?order=desc&limit=${settings.jobPage}`, more = false;
+  const jobs = [];
+  for (let i = 0; i < pages && url; i++) {
+    const r = await fetch(url, { credentials: "same-origin", headers: auth.headers() });
+    if (!r.ok) throw new Error(r.statusText);
+    const body = await r.json();
+    jobs.push(...(Array.isArray(body) ? body : body.jobs || []));
+    url = nextLink(r.headers.get("Link"));
+    more = url != null;
+  }
+  return { jobs, more };
 }
 
 // ---------- screens ----------
@@ -83,6 +104,7 @@ function uploadOne(file, tag) {
   const msg = el("span", { class: "msg" });
   const row = el("div", { class: "upload" }, el("span", { text: file.name + " " }), bar, " ", msg);
   $("#uploads").append(row);
+  if (file.size > settings.resumableAbove) return uploadResumable(file, tag, bar, msg, row);
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", API + "upload");
@@ -101,6 +123,17 @@ function uploadOne(file, tag) {
     if (tag) form.append("tag", tag);
     xhr.send(form);
   });
+}
+/** A large file by tus: chunks, resumed after a cut (also after a reload of the page). */
+async function uploadResumable(file, tag, bar, msg, row) {
+  row.classList.add("resumable");
+  try {
+    const id = await tus.upload(file, {
+      endpoint: API + "files/tus", headers: auth.headers, tag, chunkSize: settings.chunkSize,
+      onProgress: (done, total) => { bar.value = (100 * done) / total; },
+    });
+    bar.value = 100; msg.textContent = "uploaded (resumable)"; row.classList.add("done"); row.dataset.fileId = id;
+  } catch (e) { msg.textContent = e.message; msg.className = "error"; }
 }
 async function uploadAll(files) {
   const tag = $("#upload-tag").value;
@@ -208,10 +241,17 @@ async function submitJob(e) {
 // ---------- job list ----------
 const FINAL = new Set(["SUCCESS", "FAILURE", "CANCELED", "TIMED-OUT", "ABORTED"]);
 async function refreshJobs() {
-  state.jobs = await listJobs();
+  if (state.jobsBusy) return; // the previous look has not answered yet
+  state.jobsBusy = true;
+  try { await showJobs(); } finally { state.jobsBusy = false; }
+}
+async function showJobs() {
+  const { jobs, more } = await listJobs(state.jobPages);
+  state.jobs = jobs;
+  $("#jobs-more").hidden = !more;
   const fs = $("#filter-state").value, fa = $("#filter-app").value;
   const names = Object.fromEntries(state.files.map((f) => [f.fileid, f.filename_orig]));
-  const rows = state.jobs.filter((j) => (!fs || j.state === fs) && (!fa || j.app === fa)).reverse();
+  const rows = state.jobs.filter((j) => (!fs || j.state === fs) && (!fa || j.app === fa));
   $("#job-table tbody").replaceChildren(...rows.map((j) => el("tr", { "data-id": j.job_id, "data-state": j.state },
     el("td", {}, el("a", { href: "#job/" + j.job_id, text: j.job_id.slice(0, 8) })),
     el("td", { text: j.app }), el("td", { text: names[j.data_inputs] || j.data_inputs || "" }),
@@ -267,7 +307,7 @@ function handoffs(jobId) {
   $("#samp-table").onclick = () => send("table");
   $("#samp-image").onclick = () => send("image");
 }
-const viewer = createViewer({ api, fetchBlob, listJobs, handoffs, apiBase: API, el, $ });
+const viewer = createViewer({ api, fetchBlob, listJobs: async () => (await listJobs(5)).jobs, handoffs, apiBase: API, el, $ });
 
 // With authentication on, links to the API cannot carry the token: fetch, then save the blob.
 document.addEventListener("click", async (e) => {
@@ -291,6 +331,7 @@ $("#job-app").addEventListener("change", buildForm);
 $("#job-form").addEventListener("submit", submitJob);
 $("#filter-state").addEventListener("change", refreshJobs);
 $("#filter-app").addEventListener("change", refreshJobs);
+$("#jobs-more").addEventListener("click", () => { state.jobPages += 1; refreshJobs(); });
 window.addEventListener("hashchange", route);
 if (!(await auth.start({ el, $ }))) throw new Error("not logged in"); // the login screen is shown
 fetch("../login", { headers: auth.headers() }).then((r) => r.json()).then((b) => { $("#who").textContent = b.user || ""; }).catch(() => {});

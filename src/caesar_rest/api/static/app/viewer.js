@@ -1,6 +1,7 @@
 // Image viewer: PNG tiles of a pyramid (pan, zoom), scale and colour map, cursor readout,
-// the catalogue as ellipses over the image (SVG), a sortable and filterable table linked both
-// ways with the overlay, and a second job's catalogue overlaid and compared.
+// the catalogue as ellipses and its islands as contours over the image (SVG), a sortable and
+// filterable table linked both ways with the overlay, and a second job's catalogue overlaid
+// and compared.
 const SVGNS = "http://www.w3.org/2000/svg";
 const FINAL_OK = "SUCCESS";
 const MAX_ROWS = 300;
@@ -11,7 +12,7 @@ export function createViewer(env) {
   const v = {
     info: null, fileId: null, jobId: null, zoom: 1, cx: 0, cy: 0, W: 0, H: 0,
     tiles: new Map(), cat: null, cat2: null, compare: null, sel: null, sortKey: null, sortDir: 1,
-    frames: [], pending: false, pixelBusy: false,
+    frames: [], pending: false, pixelBusy: false, selIsland: null,
   };
   window.caesarViewer = v; // for the benchmark and the tests
 
@@ -109,8 +110,18 @@ export function createViewer(env) {
   function setupInput() {
     const b = box();
     let drag = null;
-    b.addEventListener("pointerdown", (e) => { if (e.target.tagName === "ellipse") return; drag = { x: e.clientX, y: e.clientY, cx: v.cx, cy: v.cy }; b.setPointerCapture(e.pointerId); });
-    b.addEventListener("pointerup", () => { drag = null; });
+    b.addEventListener("pointerdown", (e) => {
+      if (e.target.tagName === "ellipse") return;
+      // Islands cover their inside: a drag may start on them, a press and release in place
+      // (pointer capture sends no click to the polygon) selects the island.
+      const island = e.target.tagName === "polygon" ? Number(e.target.dataset.island) : null;
+      drag = { x: e.clientX, y: e.clientY, cx: v.cx, cy: v.cy, island };
+      b.setPointerCapture(e.pointerId);
+    });
+    b.addEventListener("pointerup", (e) => {
+      if (drag && drag.island != null && Math.hypot(e.clientX - drag.x, e.clientY - drag.y) < 4) selectIsland(drag.island);
+      drag = null;
+    });
     b.addEventListener("pointermove", (e) => {
       const r = b.getBoundingClientRect();
       if (drag) { v.cx = drag.cx - (e.clientX - drag.x) / v.zoom; v.cy = drag.cy + (e.clientY - drag.y) / v.zoom; draw(); }
@@ -122,6 +133,7 @@ export function createViewer(env) {
     $("#v-fit").onclick = fit;
     $("#v-one").onclick = () => { v.zoom = 1; draw(); };
     for (const id of ["#v-scale", "#v-cmap", "#v-interval"]) $(id).onchange = () => { clearTiles(); draw(); };
+    $("#v-islands").onchange = () => $("#ov-i").classList.toggle("hidden", !$("#v-islands").checked);
     window.addEventListener("resize", () => { if (v.info && !$("#viewer").hidden) { const r = b.getBoundingClientRect(); v.W = r.width; v.H = r.height; draw(); } });
   }
   let lastPos = null;
@@ -159,6 +171,61 @@ export function createViewer(env) {
       group.append(node);
     }
   }
+  // ---------- island contours ----------
+  function drawIslands(cat) {
+    const group = $("#ov-i");
+    group.replaceChildren();
+    const isl = cat.islands;
+    $("#v-islands-label").hidden = !isl;
+    if (!isl) return;
+    isl.contours.forEach((c, i) => {
+      const node = document.createElementNS(SVGNS, "polygon");
+      const pts = [];
+      for (let j = 0; j < c.points.length; j += 2) pts.push(c.points[j] + "," + c.points[j + 1]);
+      node.setAttribute("points", pts.join(" "));
+      node.setAttribute("class", "island");
+      node.setAttribute("data-island", i);
+      node.setAttribute("vector-effect", "non-scaling-stroke");
+      node.style.stroke = colourOf(cat, { class: c.class });
+      node.addEventListener("mouseenter", (ev) => hoverIsland(c, ev));
+      node.addEventListener("mouseleave", () => { $("#v-tip").hidden = true; });
+      group.append(node);
+    });
+  }
+  function hoverIsland(c, ev) {
+    const tip = $("#v-tip"), r = box().getBoundingClientRect();
+    tip.textContent = `island ${c.name}  ${c.rows.length} source${c.rows.length === 1 ? "" : "s"}  ${c.class || ""}`;
+    tip.style.left = ev.clientX - r.left + 12 + "px"; tip.style.top = ev.clientY - r.top + 12 + "px";
+    tip.hidden = false;
+  }
+  /** An island clicked: its contour and its sources marked, its row (islands.json) shown. */
+  function selectIsland(i) {
+    const isl = v.cat.islands, c = isl.contours[i];
+    v.selIsland = i;
+    for (const n of document.querySelectorAll("#ov-i .sel, .in-island")) n.classList.remove("sel", "in-island");
+    const node = document.querySelector(`#ov-i polygon[data-island="${i}"]`);
+    if (node) node.classList.add("sel");
+    for (const r of c.rows) {
+      for (const n of document.querySelectorAll(`#ov-a ellipse[data-row="${r}"], #cat-table tbody tr[data-row="${r}"]`)) n.classList.add("in-island");
+    }
+    const kids = [el("h4", { text: `island ${c.name}` }),
+      el("p", {}, `${c.rows.length} catalogue row${c.rows.length === 1 ? "" : "s"}: `, ...c.rows.flatMap((r, k) => [k ? ", " : "",
+        el("a", { href: "#", text: v.cat.sources[r].name, onclick: (e) => { e.preventDefault(); select(r, true); } })]))];
+    const row = isl.table && c.row != null ? isl.table.sources[c.row] : null;
+    if (row) {
+      kids.push(el("table", {}, el("tbody", {}, ...isl.table.columns.map((col) => el("tr", {},
+        el("th", { text: col.name }), el("td", { text: `${fmt(row[col.name])} ${col.unit || ""}` }))))));
+    }
+    $("#v-row").replaceChildren(...kids);
+  }
+  function markIslandOf(row) {
+    for (const n of document.querySelectorAll("#ov-i .of-sel")) n.classList.remove("of-sel");
+    const isl = v.cat.islands, id = v.cat.sources[row].island_id;
+    if (!isl || id == null) return;
+    const i = isl.contours.findIndex((c) => c.island_id === id);
+    if (i >= 0) document.querySelector(`#ov-i polygon[data-island="${i}"]`).classList.add("of-sel");
+  }
+
   function hover(cat, row, ev) {
     const s = cat.sources[row], tip = $("#v-tip"), r = box().getBoundingClientRect();
     tip.textContent = `${s.name}  ${s.class || ""}  peak ${fmt(s.peak_flux)} Jy/beam  snr ${fmt(s.snr)}`;
@@ -186,6 +253,7 @@ export function createViewer(env) {
       }
     }
     showRow(v.cat, row);
+    markIslandOf(row);
     if (centre) { const s = v.cat.sources[row]; v.cx = s.x; v.cy = s.y; if (v.zoom < 1) v.zoom = 1; draw(); }
   }
   const COLS = ["name", "class", "x", "y", "ra", "dec", "peak_flux", "flux", "maj", "min", "pa", "snr", "flags"];
@@ -218,11 +286,14 @@ export function createViewer(env) {
     // browser more layout than the whole image.
     let page = rows.slice(0, MAX_ROWS);
     if (v.sel != null && shown.has(v.sel) && !page.includes(v.sel)) page = [v.sel, ...page];
-    $("#cat-count").textContent = `${rows.length} of ${v.cat.sources.length} sources` +
+    const islands = v.cat.islands ? ` in ${v.cat.islands.contours.length} islands` : "";
+    $("#cat-count").textContent = `${rows.length} of ${v.cat.sources.length} sources${islands}` +
       (rows.length > page.length ? ` (the first ${MAX_ROWS} listed: sort or filter for others)` : "");
+    const inIsland = new Set(v.selIsland != null ? v.cat.islands.contours[v.selIsland].rows : []);
     $("#cat-table tbody").replaceChildren(...page.map((i) => {
       const s = v.cat.sources[i];
-      return el("tr", { "data-row": i, class: i === v.sel ? "sel" : "", onclick: () => select(i, true) },
+      const cls = [i === v.sel ? "sel" : "", inIsland.has(i) ? "in-island" : ""].join(" ").trim();
+      return el("tr", { "data-row": i, class: cls, onclick: () => select(i, true) },
         ...cols.map((c) => el("td", { text: fmt(s[c]) })));
     }));
   }
@@ -251,9 +322,9 @@ export function createViewer(env) {
 
   // ---------- open ----------
   function reset() {
-    clearTiles(); v.sel = null; v.compare = null; v.cat2 = null; v.cat = null; v.firstView = null; v.frames = []; v.marks = {}; v.tileTimes = [];
+    clearTiles(); v.sel = null; v.selIsland = null; v.compare = null; v.cat2 = null; v.cat = null; v.firstView = null; v.frames = []; v.marks = {}; v.tileTimes = [];
     $("#v-row").replaceChildren(); $("#v-compare-report").textContent = "";
-    for (const id of ["#ov-a", "#ov-b", "#cat-table thead", "#cat-table tbody", "#cat-legend", "#downloads"]) $(id).replaceChildren();
+    for (const id of ["#ov-a", "#ov-b", "#ov-i", "#cat-table thead", "#cat-table tbody", "#cat-legend", "#downloads"]) $(id).replaceChildren();
     $("#cat-count").textContent = "";
     v.t0 = performance.now();
   }
@@ -269,7 +340,7 @@ export function createViewer(env) {
   /** The image of an uploaded file alone. */
   async function openFile(fileId) {
     v.jobId = null; reset();
-    $("#v-job-only").hidden = true; $("#v-compare-label").hidden = true;
+    $("#v-job-only").hidden = true; $("#v-compare-label").hidden = true; $("#v-islands-label").hidden = true;
     await showImage(fileId, "file " + fileId.slice(0, 8));
   }
   /** A job's input image with its catalogue. */
@@ -286,6 +357,7 @@ export function createViewer(env) {
     const classes = [...new Set(cat.sources.map((s) => s.class).filter(Boolean))].sort();
     $("#cat-class").replaceChildren(el("option", { value: "", text: "all classes" }), ...classes.map((c) => el("option", { value: c, text: c })));
     $("#cat-legend").replaceChildren(...classes.map((c) => el("span", { class: "swatch", text: c, style: `border-color:${colourOf(cat, { class: c })}` })));
+    drawIslands(cat);
     drawCatalogue(cat, $("#ov-a"), false);
     fillTable();
     v.marks.catalogue_drawn = performance.now() - v.t0;
