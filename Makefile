@@ -26,7 +26,7 @@ test: venv
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -p no:cacheprovider $(ARGS)
+	$(BIN)/pytest -p no:cacheprovider --durations=40 $(ARGS)
 
 lint: venv
 	$(BIN)/ruff format src tests benchmarks

@@ -201,6 +201,19 @@ class SlurmCluster:
             list(argv), env=self.env, capture_output=True, text=True, timeout=60, check=check
         )
 
+    def wait_idle(self, timeout: float = 90) -> None:
+        """Wait until the node is idle: slurmctld restarted without state takes a while to hear
+        from slurmd again, and until then it refuses jobs of several tasks ("Requested partition
+        configuration not available now") while it queues one-task jobs."""
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.run("sinfo", "-h", "-o", "%t", check=False).stdout.strip()
+            if state == "idle":
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"the Slurm node is {state!r}, not idle, after {timeout} s")
+
     def script(self, cmd: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(SCRIPTS / "slurm.sh"), cmd, str(self.state)],

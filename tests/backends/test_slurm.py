@@ -257,6 +257,7 @@ def test_mpi_caesar_job_over_two_ranks(cluster: SlurmCluster, tmp_path: Path) ->
     )
     try:
         s.start(timeout=60)
+        cluster.wait_idle()  # the test before restarted slurmctld without state
         with s.client() as c:
             r = c.post(
                 "/job", json={"app": "caesar", "job_inputs": opts, "data_inputs": upload(c, image)}
