@@ -107,9 +107,14 @@ def test_upload_choose_sep_validate_submit_and_follow(
     page.locator('.field[data-option="seedthr"] input').wait_for()
     assert page.input_value("#opt-seedthr") == "5"
     page.fill("#opt-seedthr", "-5")
-    page.click("#submit")
+    # The server says no (400) and the page shows its message at the field.
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/job"), timeout=60_000
+    ) as refused:
+        page.click("#submit")
+    assert refused.value.status == 400, refused.value.text()
     err = page.locator('.field[data-option="seedthr"] .error')
-    err.filter(has_text="below").wait_for()
+    err.filter(has_text="below").wait_for(timeout=60_000)
     assert err.inner_text() == "option 'seedthr' = -5.0 is below its minimum 0.0"
     page.screenshot(path=str(shot_path(tmp_path, "jobs-validation")))
 
