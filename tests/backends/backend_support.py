@@ -234,6 +234,9 @@ def start_slurm() -> Iterator[SlurmCluster]:
         "SLURMCTLD_PORT": str(free_port()),
         "SLURMD_PORT": str(free_port()),
         "SLURMRESTD_PORT": str(free_port()),
+        # The machine's cores, not nproc's: a test earlier in the run may have narrowed this
+        # process's CPU affinity, and a 1-CPU node refuses a job of 2 tasks.
+        "SLURM_CPUS": os.environ.get("SLURM_CPUS", str(os.cpu_count() or 1)),
     }
     r = subprocess.run(
         [str(SCRIPTS / "slurm.sh"), "start", str(state)],
