@@ -192,14 +192,29 @@ def detect_islands(
         ],
         dtype=np.float64,
     )
-    good = np.flatnonzero(score >= float(opts["scoreThr"]))
-    kept = np.sort(good[suppress(boxes[good], score[good], float(opts["iouThr"]))])
+    kept = _kept(boxes, score, opts)
     table = table[kept]
     table["island_id"] = np.arange(len(kept))
-    lut = np.zeros(len(isl.npix), dtype=np.int32)
-    lut[ids[kept]] = np.arange(1, len(kept) + 1, dtype=np.int32)
-    masks = lut[isl.labels]
-    return table, masks, int(ids.size)
+    return table, _relabel(isl.labels, ids[kept], len(isl.npix)), int(ids.size)
+
+
+def _kept(
+    boxes: npt.NDArray[np.float64], scores: npt.NDArray[np.float64], opts: Mapping[str, Any]
+) -> npt.NDArray[np.intp]:
+    """Indices (sorted) of the candidates passing the ``scoreThr`` cut and box NMS at
+    ``iouThr``."""
+    good = np.flatnonzero(scores >= float(opts["scoreThr"]))
+    return np.sort(good[suppress(boxes[good], scores[good], float(opts["iouThr"]))])
+
+
+def _relabel(
+    labels: npt.NDArray[Any], kept_labels: npt.NDArray[Any], size: int
+) -> npt.NDArray[np.int32]:
+    """The label map with the labels ``kept_labels`` renumbered 1, 2, ... and the rest 0."""
+    lut = np.zeros(size, dtype=np.int32)
+    lut[kept_labels] = np.arange(1, len(kept_labels) + 1, dtype=np.int32)
+    relabelled: npt.NDArray[np.int32] = lut[labels]
+    return relabelled
 
 
 def detect(
@@ -227,8 +242,7 @@ def detect(
     fwhm = beam_fwhm_pix(image)
     obj = mrcnn_net.objects(*mrcnn_net.class_maps(isl.sig, fwhm, net), fwhm, isl.sig)
     n_cand = len(obj.scores)
-    good = np.flatnonzero(obj.scores >= float(opts["scoreThr"]))
-    kept = np.sort(good[suppress(obj.boxes[good], obj.scores[good], float(opts["iouThr"]))])
+    kept = _kept(obj.boxes, obj.scores, opts)
     if not kept.size:
         empty = make_table(None)
         set_classes(empty, np.zeros(0, dtype="U19"), np.zeros(0))
@@ -239,9 +253,7 @@ def detect(
     names = np.where(truncated & (names != "spurious"), "flagged", names)
     set_classes(table, names, np.round(obj.scores[kept], 4))
     table["island_id"] = np.arange(len(kept))
-    lut = np.zeros(n_cand + 1, dtype=np.int32)
-    lut[kept + 1] = np.arange(1, len(kept) + 1, dtype=np.int32)
-    return table, lut[obj.labels], n_cand
+    return table, _relabel(obj.labels, kept + 1, n_cand + 1), n_cand
 
 
 def set_classes(table: Any, names: npt.NDArray[np.str_], scores: npt.NDArray[np.float64]) -> None:
