@@ -84,9 +84,7 @@ def _caesar(
 ) -> list[tuple[float, float, float, float]]:
     from caesar_rest.catalogue.writers import write_csv
     from caesar_rest.sourcefinder import build_catalogues, find_sources, from_legacy
-    from caesar_rest.sourcefinder.allocator import release_large_blocks
 
-    release_large_blocks()  # as the caesar app's program does at start-up
     opts = from_legacy(values)
     res = find_sources(path, opts)
     cats = build_catalogues(res)

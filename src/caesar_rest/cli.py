@@ -659,8 +659,6 @@ def run_program_here(module: str, args: list[str], out: Path, logf: Any, quiet: 
     import importlib
     import threading
 
-    from caesar_rest.sourcefinder.allocator import release_large_blocks
-
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -682,7 +680,6 @@ def run_program_here(module: str, args: list[str], out: Path, logf: Any, quiet: 
         os.dup2(write_end, 2)
         os.close(write_end)
         os.chdir(out)
-        release_large_blocks()
         rc = int(importlib.import_module(module).main(args))
     finally:
         sys.stdout.flush()

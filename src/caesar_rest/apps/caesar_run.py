@@ -33,7 +33,6 @@ from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import COLUMN_NAMES
 from caesar_rest.imaging.fits_image import FitsImage, ImageError, load_image, pixel_to_radec
 from caesar_rest.sourcefinder import build_catalogues, find_sources
-from caesar_rest.sourcefinder.allocator import release_large_blocks
 from caesar_rest.sourcefinder.catalogue import write_components_json
 from caesar_rest.sourcefinder.islands import island_order
 from caesar_rest.sourcefinder.options import FinderOptions, from_legacy, ineffective_given
@@ -313,7 +312,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # A process of its own (the service and `caesar-rest find` run it so): give its freed
-    # image-sized blocks back to the system. Not in main(), which tests call in-process.
-    release_large_blocks()
     sys.exit(main())

@@ -176,7 +176,9 @@ def estimate_background(
         The maps.
     """
 
-    def est(img: F32, blank: B | None) -> background.Background:
+    def est(
+        img: F32, blank: B | None, reuse: tuple[background.Background, F32] | None = None
+    ) -> background.Background:
         return background.estimate(
             img,
             opts.background.box_px(beam.width_px),
@@ -188,6 +190,7 @@ def estimate_background(
             origin,
             full_shape,
             blank,
+            reuse,
         )
 
     bk = est(data, blank)
@@ -205,9 +208,13 @@ def estimate_background(
         if n:
             masked = data.copy()
             masked[found] = np.nan
-            del found, bk  # free the first maps before the second pass makes its own
-            # The masked pixels keep interpolated map values (they are not blank).
-            bk = est(masked, ~np.isfinite(data) if blank is None else blank)
+            del found
+            # The masked pixels keep interpolated map values (they are not blank). Only the
+            # boxes that sample a masked pixel, or whose subtracted background moved, are
+            # estimated again: the others would get the first estimate's values.
+            first = bk
+            bk = est(masked, ~np.isfinite(data) if blank is None else blank, (first, data))
+            del first
     return bk
 
 

@@ -147,6 +147,8 @@ class Background:
     cy: npt.NDArray[np.int64] | None = None
     _maps: dict[str, F32] = field(default_factory=dict, repr=False)
     _interp: dict[str, _AxisInterp] = field(default_factory=dict, repr=False)
+    #: The box estimates, for an estimate of the same image with some pixels changed.
+    _passes: _Passes | None = field(default=None, repr=False)
 
     def _of(self, which: str) -> _AxisInterp | None:
         if self.grid is None or self.cx is None or self.cy is None:
@@ -315,7 +317,7 @@ def estimate_rows(
         elif estimator == "BiWeight":
             loc, scale = _biweight_rows(v.astype(np.float64))
         elif estimator == "ClippedMedian":
-            loc, scale = _clipped_rows(v.astype(np.float64))
+            loc, scale = _clipped_rows(v)
         else:
             raise ValueError(f"unknown background estimator {estimator!r}")
     loc = np.asarray(loc, dtype=np.float64)
@@ -352,35 +354,58 @@ def _biweight_rows(v: F64, c: float = 6.0, max_iter: int = 10) -> tuple[F64, F64
     return t, s
 
 
-def _clipped_rows(v: F64, k: float = 3.0, max_iter: int = 100) -> tuple[F64, F64]:
+def _clipped_rows(
+    v: npt.NDArray[np.floating], k: float = 3.0, max_iter: int = 100
+) -> tuple[F64, F64]:
     # Spec 2.2.4: clip around the previous median at k * previous std until the std settles.
     # Each row is sorted once: the values kept are then a contiguous run [lo, hi) of the
     # sorted row (every clip intersects the previous run with an interval), whose median is
-    # read at its middle and whose std comes from prefix sums, so an iteration costs two
-    # comparisons per value instead of a NaN-aware median (the same kept sets as clipping
-    # the unsorted values).
+    # read at its middle and whose std comes from prefix sums, so an iteration costs a binary
+    # search per row instead of a NaN-aware median (the same kept sets as clipping the
+    # unsorted values). float32 rows are sorted as float32 (the same order and values as
+    # their float64 upcast, for half the work) and every value read is upcast first, so the
+    # results are those of the float64 rows.
     srt = np.sort(v, axis=1)  # NaN last
     nrow, ncol = srt.shape
+    fin = np.isfinite(srt)
     lo = np.zeros(nrow, dtype=np.int64)
-    hi = np.count_nonzero(np.isfinite(srt), axis=1).astype(np.int64)
+    hi = np.count_nonzero(fin, axis=1).astype(np.int64)
     rows = np.arange(nrow)
     med = _run_median(srt, rows, lo, hi)
-    # Prefix sums of the values centred on the first median (fewer cancellations).
-    c = np.where(np.isfinite(srt), srt - np.where(np.isfinite(med), med, 0.0)[:, None], 0.0)
-    s1 = np.concatenate([np.zeros((nrow, 1)), np.cumsum(c, axis=1)], axis=1)
-    s2 = np.concatenate([np.zeros((nrow, 1)), np.cumsum(c * c, axis=1)], axis=1)
+    # Prefix sums of the values centred on the first median (fewer cancellations), written
+    # into their final arrays (a leading zero column) without image-sized temporaries.
+    c = np.subtract(srt, np.where(np.isfinite(med), med, 0.0)[:, None], dtype=np.float64)
+    c[~fin] = 0.0
+    del fin
+    s1 = np.empty((nrow, ncol + 1))
+    s2 = np.empty((nrow, ncol + 1))
+    s1[:, 0] = 0.0
+    s2[:, 0] = 0.0
+    np.cumsum(c, axis=1, out=s1[:, 1:])
+    np.multiply(c, c, out=c)
+    np.cumsum(c, axis=1, out=s2[:, 1:])
+    del c
     std = _run_std(s1, s2, rows, lo, hi)
     active = np.isfinite(std) & (std > 0)
     for _ in range(max_iter):
         if not active.any():
             break
         idx = np.flatnonzero(active)
-        a = (med[idx] - k * std[idx])[:, None]
-        b = (med[idx] + k * std[idx])[:, None]
-        sub = srt[idx]
-        # Kept: a < value < b (NaN compares False on both sides).
-        new_lo = np.maximum(lo[idx], np.count_nonzero(sub <= a, axis=1))
-        new_hi = np.minimum(hi[idx], np.count_nonzero(sub < b, axis=1))
+        a = med[idx] - k * std[idx]
+        b = med[idx] + k * std[idx]
+        # Kept: a < value < b. Within the current run (sorted, finite) the first value > a
+        # (the first >= the next float above a) and the first value >= b, in one search; a
+        # count outside the run is clamped to it, which changes only rows whose new run is
+        # empty (n <= 1 either way).
+        m = idx.size
+        found = _first_at_least(
+            srt,
+            np.concatenate([idx, idx]),
+            np.concatenate([lo[idx], lo[idx]]),
+            np.concatenate([hi[idx], hi[idx]]),
+            np.concatenate([np.nextafter(a, np.inf), b]),
+        )
+        new_lo, new_hi = found[:m], found[m:]
         n = new_hi - new_lo
         ok = n > 1
         oi = idx[ok]
@@ -395,14 +420,40 @@ def _clipped_rows(v: F64, k: float = 3.0, max_iter: int = 100) -> tuple[F64, F64
     return med, std
 
 
+def _first_at_least(
+    srt: npt.NDArray[np.floating],
+    rows: npt.NDArray[np.int64],
+    lo: npt.NDArray[np.int64],
+    hi: npt.NDArray[np.int64],
+    bound: F64,
+) -> npt.NDArray[np.int64]:
+    # Per row, the first index i in [lo, hi) of the sorted run with srt[row, i] >= bound
+    # (compared in float64), else hi: a vectorised binary search, about log2(hi - lo) steps
+    # of one gather per row. It equals the count of values < bound whenever that count lies
+    # in [lo, hi].
+    pos = lo.copy()
+    span = int((hi - lo).max(initial=0))
+    step = 1 << max(0, span.bit_length() - 1) if span else 0
+    last = srt.shape[1] - 1
+    while step:
+        cand = pos + step
+        x = srt[rows, np.minimum(cand - 1, last)].astype(np.float64)
+        pos += step * ((cand <= hi) & (x < bound))
+        step >>= 1
+    return pos
+
+
 def _run_median(
-    srt: F64, rows: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]
+    srt: npt.NDArray[np.floating],
+    rows: npt.NDArray[np.int64],
+    lo: npt.NDArray[np.int64],
+    hi: npt.NDArray[np.int64],
 ) -> F64:
-    # Median of the sorted runs srt[rows, lo:hi] (NaN for an empty run).
+    # Median of the sorted runs srt[rows, lo:hi] (NaN for an empty run), in float64.
     n = hi - lo
     a = np.clip(lo + (n - 1) // 2, 0, srt.shape[1] - 1)
     b = np.clip(lo + n // 2, 0, srt.shape[1] - 1)
-    out = 0.5 * (srt[rows, a] + srt[rows, b])
+    out = 0.5 * (srt[rows, a].astype(np.float64) + srt[rows, b].astype(np.float64))
     return np.where(n > 0, out, np.nan)
 
 
@@ -528,42 +579,101 @@ def _box_values(
     return np.asarray(sub, dtype=np.float32), cx, cy, i0, j0
 
 
-def _grid_stats(
-    data: F32, grid: GridSpec, estimator: str, sub_bkg: F32 | None
-) -> tuple[F64, F64, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    sub, cx, cy, i0, j0 = _box_values(data, grid, sub_bkg)
-    s, half, bs = grid.stride, grid.box // 2, grid.box // grid.stride
-    if cx.size == 0 or cy.size == 0:
-        empty = np.empty((0, 0))
-        return empty, empty, cx, cy
-    # Box starts in sub-sampled coordinates (exact: starts and stride are aligned).
-    sx = (cx - half - i0) // s
-    sy = (cy - half - j0) // s
+@dataclass
+class _BoxPass:
+    """Per-box estimates of one pass, before the missing boxes are filled."""
+
+    loc: F64
+    scale: F64
+    count: npt.NDArray[np.int64]
+
+
+@dataclass
+class _Passes:
+    """What :func:`estimate` keeps so that an estimate of a changed image can reuse it.
+
+    ``key`` names the geometry and settings; ``first`` and ``second`` are the unfilled box
+    estimates of both passes and ``loc`` the filled background the second pass subtracted.
+    """
+
+    key: tuple[object, ...]
+    first: _BoxPass
+    loc: F64
+    second: _BoxPass | None
+
+
+def _box_stats(
+    sub: F32,
+    sx: npt.NDArray[np.int64],
+    sy: npt.NDArray[np.int64],
+    bs: int,
+    estimator: str,
+    todo: npt.NDArray[np.bool_] | None = None,
+    prev: _BoxPass | None = None,
+) -> _BoxPass:
+    """Estimates of the boxes starting at ``(sy, sx)`` (sub-sampled pixels) of side ``bs``.
+
+    With ``todo`` only the flagged boxes are estimated and the others are copied from
+    ``prev``: every row of :func:`estimate_rows` is estimated on its own, so a box gets the
+    same values alone or among others.
+    """
     view = sliding_window_view(sub, (bs, bs))
-    loc = np.empty((cy.size, cx.size))
-    scale = np.empty((cy.size, cx.size))
-    count = np.empty((cy.size, cx.size), dtype=np.int64)
-    # The clipped estimator holds about 6 float64 copies of a chunk (sorted values, prefix
-    # sums): a quarter of the chunk keeps it near the others' temporary memory.
-    chunk = CHUNK_VALUES // 4 if estimator == "ClippedMedian" else CHUNK_VALUES
-    rows_per_chunk = max(1, chunk // max(1, cx.size * bs * bs))
-    for a in range(0, cy.size, rows_per_chunk):
-        b = min(cy.size, a + rows_per_chunk)
-        vals = view[np.ix_(sy[a:b], sx)].reshape(-1, bs * bs)
+    shape = (sy.size, sx.size)
+    # The clipped estimator holds the sorted float32 values, a float64 copy and two float64
+    # prefix sums of a chunk (about 29 bytes a value): half the chunk keeps it near the
+    # others' temporary memory.
+    chunk = CHUNK_VALUES // 2 if estimator == "ClippedMedian" else CHUNK_VALUES
+    if todo is None or prev is None:
+        loc = np.empty(shape)
+        scale = np.empty(shape)
+        count = np.empty(shape, dtype=np.int64)
+        rows_per_chunk = max(1, chunk // max(1, sx.size * bs * bs))
+        for a in range(0, sy.size, rows_per_chunk):
+            b = min(sy.size, a + rows_per_chunk)
+            vals = view[np.ix_(sy[a:b], sx)].reshape(-1, bs * bs)
+            lo_, sc_, n_ = estimate_rows(vals, estimator)
+            loc[a:b] = lo_.reshape(b - a, sx.size)
+            scale[a:b] = sc_.reshape(b - a, sx.size)
+            count[a:b] = n_.reshape(b - a, sx.size)
+        return _BoxPass(loc, scale, count)
+    out = _BoxPass(prev.loc.copy(), prev.scale.copy(), prev.count.copy())
+    ry, rx = np.nonzero(todo)
+    per_chunk = max(1, chunk // max(1, bs * bs))
+    for a in range(0, ry.size, per_chunk):
+        ya, xa = ry[a : a + per_chunk], rx[a : a + per_chunk]
+        vals = view[sy[ya], sx[xa]].reshape(-1, bs * bs)
         lo_, sc_, n_ = estimate_rows(vals, estimator)
-        loc[a:b] = lo_.reshape(b - a, cx.size)
-        scale[a:b] = sc_.reshape(b - a, cx.size)
-        count[a:b] = n_.reshape(b - a, cx.size)
+        out.loc[ya, xa], out.scale[ya, xa], out.count[ya, xa] = lo_, sc_, n_
+    return out
+
+
+def _filled(p: _BoxPass) -> tuple[F64, F64]:
+    # Recommended fix of spec 2.3: missing boxes take the values of the nearest valid one
+    # (all NaN when no box is valid).
+    loc, scale, count = p.loc, p.scale, p.count
     bad = (count < MIN_BOX_SAMPLES) | ~np.isfinite(scale) | (scale <= 0) | ~np.isfinite(loc)
     if bad.all():
-        loc[:] = np.nan
-        scale[:] = np.nan
-    elif bad.any():
-        # Recommended fix of spec 2.3: fill missing boxes from the nearest valid one.
+        return np.full_like(loc, np.nan), np.full_like(scale, np.nan)
+    if bad.any():
         _, (iy, ix) = ndimage.distance_transform_edt(bad, return_indices=True)
-        loc = loc[iy, ix]
-        scale = scale[iy, ix]
-    return loc, scale, cx, cy
+        return loc[iy, ix], scale[iy, ix]
+    return loc.copy(), scale.copy()
+
+
+def _box_sums(
+    flags: npt.NDArray[np.bool_],
+    y0: npt.NDArray[np.int64],
+    y1: npt.NDArray[np.int64],
+    x0: npt.NDArray[np.int64],
+    x1: npt.NDArray[np.int64],
+) -> npt.NDArray[np.bool_]:
+    # Whether any of flags[y0[r]:y1[r], x0[c]:x1[c]] is set, for every (r, c): summed areas.
+    t = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(flags, axis=0), axis=1, out=t[1:, 1:])
+    y0c, y1c = y0[:, None], y1[:, None]
+    total = t[y1c, x1] - t[y0c, x1] - t[y1c, x0] + t[y0c, x0]
+    out: npt.NDArray[np.bool_] = total > 0
+    return out
 
 
 def _axis_weights(
@@ -618,6 +728,7 @@ def estimate(
     origin: tuple[int, int] = (0, 0),
     full_shape: tuple[int, int] | None = None,
     blank: npt.NDArray[np.bool_] | None = None,
+    reuse: tuple[Background, F32] | None = None,
 ) -> Background:
     """Estimate background and noise maps.
 
@@ -644,6 +755,13 @@ def estimate(
         Pixels whose map values are NaN (default: the non-finite pixels of ``data``). A
         second pass gives the image's own blanks here, so that pixels it masked out of the
         statistics still get interpolated map values.
+    reuse
+        ``(earlier, image)``: an estimate made by this function on ``image`` (the same shape,
+        placement and settings), typically before sources were masked. Only the boxes whose
+        sampled pixels differ from ``image``'s (and, in the second pass, those whose
+        subtracted background changed) are estimated again; the others keep the earlier
+        values, which are what estimating them again would give. The result is that of a
+        call without ``reuse``.
 
     Returns
     -------
@@ -663,21 +781,71 @@ def estimate(
         blank = ~np.isfinite(data)
     fshape = full_shape if full_shape is not None else (ny, nx)
     grid = make_grid(box_px, grid_fraction, beam_width_px, origin, fshape)
-    cx = cy = np.empty(0, dtype=np.int64)
-    loc = np.empty((0, 0))
-    if local and grid.box < min(fshape):
-        loc, scale, cx, cy = _grid_stats(data, grid, estimator, None)
-    if not local or cx.size == 0 or cy.size == 0 or not np.isfinite(loc).all():
-        # Box larger than the image (spec 2.3) or no valid box: global estimate.
-        return Background(gbkg, grms, (ny, nx), blank)
-    s = grid.stride
+    s, half, bs = grid.stride, grid.box // 2, grid.box // grid.stride
     i0, j0 = (-origin[0]) % s, (-origin[1]) % s
+    sub, cx, cy, _, _ = _box_values(data, grid, None)
+    if not local or grid.box >= min(fshape) or cx.size == 0 or cy.size == 0:
+        # Box larger than the image (spec 2.3): global estimate.
+        return Background(gbkg, grms, (ny, nx), blank)
+    # Box starts in sub-sampled coordinates (exact: starts and stride are aligned).
+    sx = (cx - half - i0) // s
+    sy = (cy - half - j0) // s
+    key = (grid.box, grid.step, s, origin, fshape, (ny, nx), estimator, second_pass)
+    prev, changed = _reusable(reuse, key, sub, grid)
+    todo = None if changed is None else _box_sums(changed, sy, sy + bs, sx, sx + bs)
+    first = _box_stats(sub, sx, sy, bs, estimator, todo, prev.first if prev else None)
+    del sub
+    loc, scale = _filled(first)
+    if not np.isfinite(loc).all():
+        # No valid box: global estimate.
+        return Background(gbkg, grms, (ny, nx), blank)
+    second = None
     if second_pass:
         sny, snx = data[j0::s, i0::s].shape
         sub_bkg = interpolate_grid(loc, cx, cy, (sny, snx), (i0, j0), s)
-        _, scale, _, _ = _grid_stats(data, grid, estimator, sub_bkg)
+        sub, _, _, _, _ = _box_values(data, grid, sub_bkg)
         del sub_bkg
-    return Background(gbkg, grms, (ny, nx), blank, grid, loc, scale, cx, cy)
+        todo2 = None
+        if prev is not None and prev.second is not None and todo is not None:
+            # A box's subtracted background is interpolated from the grid nodes around its
+            # sampled pixels: where none of those changed, nor its pixels, nothing changed.
+            iy, _ = _axis_weights(sny, cy, j0, s)
+            ix, _ = _axis_weights(snx, cx, i0, s)
+            top = cy.size - 1
+            right = cx.size - 1
+            todo2 = todo | _box_sums(
+                loc != prev.loc,
+                iy[sy],
+                np.minimum(iy[sy + bs - 1] + 1, top) + 1,
+                ix[sx],
+                np.minimum(ix[sx + bs - 1] + 1, right) + 1,
+            )
+        second = _box_stats(
+            sub, sx, sy, bs, estimator, todo2, prev.second if prev is not None else None
+        )
+        del sub
+        _, scale = _filled(second)
+    bk = Background(gbkg, grms, (ny, nx), blank, grid, loc, scale, cx, cy)
+    bk._passes = _Passes(key, first, loc, second)
+    return bk
+
+
+def _reusable(
+    reuse: tuple[Background, F32] | None, key: tuple[object, ...], sub: F32, grid: GridSpec
+) -> tuple[_Passes | None, npt.NDArray[np.bool_] | None]:
+    # The earlier estimate's boxes and the sampled pixels that differ (bit for bit) from the
+    # image it was made on, when it was made with the same geometry and settings.
+    if reuse is None:
+        return None, None
+    bk, old = reuse
+    p = bk._passes
+    if p is None or p.key != key:
+        return None, None
+    old_sub, _, _, _, _ = _box_values(old, grid, None)
+    if old_sub.shape != sub.shape:
+        return None, None
+    changed = old_sub.view(np.uint32) != sub.view(np.uint32)
+    return p, changed
 
 
 def significance(data: F32, bkg: F32, rms: F32) -> F32:

@@ -1,0 +1,154 @@
+"""Exactness of the background's shortcuts: the float32 clipped estimator and the partial
+second estimate of an image with masked sources (issue 19)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from caesar_rest.sourcefinder import background
+
+
+def _clipped_float64(v: npt.NDArray[np.float64], k: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    # The earlier implementation (float64 sort, full comparisons each iteration), kept as
+    # the reference the faster one must equal bit for bit.
+    srt = np.sort(v, axis=1)
+    nrow, ncol = srt.shape
+    lo = np.zeros(nrow, dtype=np.int64)
+    hi = np.count_nonzero(np.isfinite(srt), axis=1).astype(np.int64)
+    rows = np.arange(nrow)
+
+    def median(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        n = b - a
+        i = np.clip(a + (n - 1) // 2, 0, ncol - 1)
+        j = np.clip(a + n // 2, 0, ncol - 1)
+        return np.where(n > 0, 0.5 * (srt[r, i] + srt[r, j]), np.nan)
+
+    med = median(rows, lo, hi)
+    c = np.where(np.isfinite(srt), srt - np.where(np.isfinite(med), med, 0.0)[:, None], 0.0)
+    s1 = np.concatenate([np.zeros((nrow, 1)), np.cumsum(c, axis=1)], axis=1)
+    s2 = np.concatenate([np.zeros((nrow, 1)), np.cumsum(c * c, axis=1)], axis=1)
+
+    def std(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        n = (b - a).astype(np.float64)
+        t1 = s1[r, b] - s1[r, a]
+        t2 = s2[r, b] - s2[r, a]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = (t2 - t1 * t1 / n) / (n - 1.0)
+        return np.where(n > 1, np.sqrt(np.maximum(var, 0.0)), np.nan)
+
+    sd = std(rows, lo, hi)
+    active = np.isfinite(sd) & (sd > 0)
+    for _ in range(100):
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        a = (med[idx] - k * sd[idx])[:, None]
+        b = (med[idx] + k * sd[idx])[:, None]
+        new_lo = np.maximum(lo[idx], np.count_nonzero(srt[idx] <= a, axis=1))
+        new_hi = np.minimum(hi[idx], np.count_nonzero(srt[idx] < b, axis=1))
+        ok = new_hi - new_lo > 1
+        oi, nlo, nhi = idx[ok], new_lo[ok], new_hi[ok]
+        m2, s2_ = median(oi, nlo, nhi), std(oi, nlo, nhi)
+        conv = np.abs(s2_ - sd[oi]) / np.maximum(sd[oi], 1e-300) <= 0.1
+        med[oi], sd[oi], lo[oi], hi[oi] = m2, s2_, nlo, nhi
+        active[oi[conv]] = False
+        active[idx[~ok]] = False
+    return med, sd
+
+
+def _rows(seed: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((300, 400)).astype(np.float32)
+    v[:, :8] += (40 * rng.random((300, 8))).astype(np.float32)  # sources
+    v[::7, 30:200] = np.nan  # blanks
+    v[3, 2:] = np.nan  # two values
+    v[4] = np.nan  # none
+    v[5] = 1.0  # constant
+    v[6] = np.round(v[6] * 2) / 2  # ties at the clip bounds
+    v[8, :5] = np.inf
+    return v
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clipped_rows_of_float32_equal_the_float64_reference(seed: int) -> None:
+    v = _rows(seed)
+    med, std = background._clipped_rows(v)
+    ref_med, ref_std = _clipped_float64(v.astype(np.float64))
+    assert np.array_equal(med, ref_med, equal_nan=True)
+    assert np.array_equal(std, ref_std, equal_nan=True)
+    # float64 rows take the same path.
+    med64, std64 = background._clipped_rows(v.astype(np.float64))
+    assert np.array_equal(med64, ref_med, equal_nan=True)
+    assert np.array_equal(std64, ref_std, equal_nan=True)
+
+
+def _field(n: int = 480, seed: int = 4) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(0.0, 1.0, (n, n)) + np.linspace(0.0, 2.0, n)[None, :]
+    yy, xx = np.mgrid[:n, :n]
+    for x, y in rng.uniform(20, n - 20, (12, 2)):
+        img += 40.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0)
+    img[:, :9] = np.nan
+    return img.astype(np.float32)
+
+
+def _grids(bk: background.Background) -> tuple[np.ndarray, np.ndarray]:
+    assert bk.grid_bkg is not None and bk.grid_rms is not None
+    return bk.grid_bkg, bk.grid_rms
+
+
+@pytest.mark.parametrize("estimator", ["ClippedMedian", "Median"])
+@pytest.mark.parametrize("origin", [(0, 0), (37, 5)])
+def test_second_estimate_of_masked_image_equals_a_fresh_one(
+    estimator: str, origin: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = _field()
+    full = (img.shape[0] + origin[1] + 11, img.shape[1] + origin[0] + 3)
+    kw = dict(estimator=estimator, beam_width_px=3, origin=origin, full_shape=full)
+    first = background.estimate(img, 60, 0.2, **kw)  # type: ignore[arg-type]
+    masked = img.copy()
+    masked[(img - first.bkg) / first.rms > 5.0] = np.nan
+    # Count the boxes estimated again (the shortcut is taken, and saves work).
+    done: list[int] = []
+    real = background._box_stats
+
+    def spy(*args: object, **kwargs: object) -> background._BoxPass:
+        todo = args[5] if len(args) > 5 else kwargs.get("todo")
+        if todo is not None:
+            done.append(int(np.count_nonzero(todo)))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(background, "_box_stats", spy)
+    again = background.estimate(masked, 60, 0.2, reuse=(first, img), **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(background, "_box_stats", real)
+    fresh = background.estimate(masked, 60, 0.2, **kw)  # type: ignore[arg-type]
+    assert len(done) == 2 and 0 < done[0] <= done[1]
+    assert first.grid_bkg is not None and done[0] < first.grid_bkg.size
+    for a, b in zip(_grids(again), _grids(fresh), strict=True):
+        assert np.array_equal(a, b)
+    assert (again.global_bkg, again.global_rms) == (fresh.global_bkg, fresh.global_rms)
+    assert np.array_equal(again.rms, fresh.rms, equal_nan=True)
+    assert np.array_equal(again.bkg, fresh.bkg, equal_nan=True)
+
+
+def test_reuse_with_other_settings_estimates_every_box() -> None:
+    img = _field(seed=6)
+    first = background.estimate(img, 60, 0.2, "ClippedMedian", beam_width_px=3)
+    masked = img.copy()
+    masked[100:120, 100:120] = np.nan
+    for kw in ({"estimator": "Median"}, {"second_pass": False}, {"grid_fraction": 0.25}):
+        args = {"estimator": "ClippedMedian", "grid_fraction": 0.2, **kw}
+        a = background.estimate(masked, 60, beam_width_px=3, reuse=(first, img), **args)  # type: ignore[arg-type]
+        b = background.estimate(masked, 60, beam_width_px=3, **args)  # type: ignore[arg-type]
+        for x, y in zip(_grids(a), _grids(b), strict=True):
+            assert np.array_equal(x, y)
+
+
+def test_unchanged_image_reuses_every_box() -> None:
+    img = _field(seed=8)
+    first = background.estimate(img, 60, 0.2, "ClippedMedian", beam_width_px=3)
+    again = background.estimate(img, 60, 0.2, "ClippedMedian", beam_width_px=3, reuse=(first, img))
+    for x, y in zip(_grids(again), _grids(first), strict=True):
+        assert np.array_equal(x, y)
