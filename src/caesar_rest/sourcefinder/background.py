@@ -548,10 +548,16 @@ def global_stats(data: F32, estimator: str = "Median") -> tuple[float, float]:
     # estimates work in place on one float64 copy of the sample).
     flat = data.reshape(-1)
     sample = flat[:: max(1, int(math.ceil(flat.size / GLOBAL_MAX_SAMPLES)))]
-    vals = sample[np.isfinite(sample)].astype(np.float64)
+    finite = sample[np.isfinite(sample)]
     del flat, sample
-    if vals.size == 0:
+    if finite.size == 0:
         return math.nan, math.nan
+    if estimator == "ClippedMedian":
+        # Sorted as they are (float32): the same values as their float64 upcast.
+        cl_loc, cl_scale, _ = estimate_rows(finite[None, :], estimator)
+        return float(cl_loc[0]), float(cl_scale[0])
+    vals = finite.astype(np.float64)
+    del finite
     if estimator == "Median":
         loc = float(np.median(vals, overwrite_input=True))
         np.subtract(vals, loc, out=vals)
