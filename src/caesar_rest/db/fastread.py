@@ -17,6 +17,7 @@ resets the pooled connection). :func:`make_reader` picks the reader for a servic
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from collections import namedtuple
@@ -69,6 +70,8 @@ class SQLiteReader:
         self._compiled: dict[int, _Compiled] = {}
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        #: Serial numbers of the connections (never reused, unlike ``id``).
+        self._serials = itertools.count(1)
 
     @classmethod
     def for_engine(cls, engine: Engine) -> SQLiteReader | None:
@@ -84,6 +87,7 @@ class SQLiteReader:
             )
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
+            self._local.serial = next(self._serials)
             with self._lock:
                 self._conns.append(conn)
         return conn
@@ -130,6 +134,21 @@ class SQLiteReader:
             self._conn().execute(c.sql, [params[k] for k in c.order]).fetchall()
         )
         return rows
+
+    def version(self) -> tuple[int, int]:
+        """A marker of the database's content as this thread's connection sees it now.
+
+        The connection's serial number and SQLite's ``PRAGMA data_version``, which changes
+        whenever another connection (of this process or any other) has committed a change
+        to the file since the last call, and costs no read of any table. This reader never
+        writes, so every change to the database changes it. Markers of two threads are not
+        comparable (their serials differ), so a cache keyed on them only misses more.
+        Rows read after the call reflect at least the state it marks: content cached with
+        the marker stays right while a later call returns the same marker.
+        """
+        conn = self._conn()
+        (value,) = conn.execute("PRAGMA data_version").fetchone()
+        return (self._local.serial, value)
 
     def first(self, stmt: AnySelect, params: dict[str, Any]) -> Any | None:
         """The first row of ``stmt``, or None."""

@@ -166,6 +166,17 @@ class JobListStore:
         #: Reads are short enough for the event loop (the SQLite reader's).
         self.inline = reader.inline
 
+    def version(self) -> tuple[int, int] | None:
+        """A marker that changes with any committed change to the database, or None where
+        there is none to read cheaply (a database server: answers are not cached there).
+
+        See :meth:`~caesar_rest.db.fastread.SQLiteReader.version`.
+        """
+        if self.raw:
+            assert isinstance(self.reader, SQLiteReader)
+            return self.reader.version()
+        return None
+
     def page(
         self,
         owner: str,

@@ -15,6 +15,14 @@ Two answers share one renderer:
   pages stay right while jobs are added or removed: a walk from the first page along ``next``
   lists every job that existed at its start exactly once.
 
+Both are cached (:class:`AnswerCache`): a rendered answer is kept with the marker of the
+database's content it was read at (:meth:`~caesar_rest.db.joblist.JobListStore.version`,
+SQLite's ``PRAGMA data_version``, which any commit of any connection of any process changes)
+and served again while the marker is the same, so that clients polling the list between two
+changes cost a pragma and a copy, not a read and a rendering. Without such a marker (a
+database server) nothing is cached. A cached full list is held whole, up to
+:data:`CACHE_ENTRY_BYTES`; longer ones are only streamed.
+
 Cursors are opaque to clients: URL-safe base64 of a small JSON array (format version,
 order, direction, creation time, job id). A cursor that does not decode is refused with 400.
 A cursor carries no owner: it only says where to start in the caller's own jobs.
@@ -25,7 +33,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _js
@@ -43,6 +53,10 @@ MAX_PAGE = 1000
 BATCH = 1000
 #: The cursor format's version (first element of the array).
 CURSOR_VERSION = 1
+#: Bytes of rendered answers (full lists and pages) a service process keeps.
+CACHE_BYTES = 64 * 1024 * 1024
+#: The longest answer kept (a full list of about 45,000 jobs).
+CACHE_ENTRY_BYTES = 16 * 1024 * 1024
 
 _STATES = {
     "PENDING": "PENDING",
@@ -142,6 +156,63 @@ class Page:
     count: int
 
 
+class AnswerCache:
+    """Rendered answers, each valid for the content marker it was read at.
+
+    Least recently used entries go first once the answers hold more than ``max_bytes``.
+    Thread-safe (pages may be rendered in worker threads).
+
+    Parameters
+    ----------
+    max_bytes
+        The budget of all entries.
+    max_entry
+        Answers longer than this are not kept.
+    """
+
+    def __init__(self, max_bytes: int = CACHE_BYTES, max_entry: int = CACHE_ENTRY_BYTES):
+        self.max_bytes = max_bytes
+        self.max_entry = min(max_entry, max_bytes)
+        self._entries: OrderedDict[Hashable, tuple[Hashable, Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        #: Answers served from the cache, and looked up but not found (or stale).
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable, version: Hashable | None) -> Any | None:
+        """The answer kept for ``key`` at ``version``; None if there is none (or no version)."""
+        if version is None:
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != version:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[1]
+
+    def put(self, key: Hashable, version: Hashable | None, value: Any, size: int) -> None:
+        """Keep ``value`` (``size`` bytes) for ``key``, read at ``version`` (None: not kept)."""
+        if version is None or size > self.max_entry:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._entries[key] = (version, value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, _, n) = self._entries.popitem(last=False)
+                self._bytes -= n
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._bytes
+
+
 class JobLister:
     """The v1.0 job list of a service.
 
@@ -149,10 +220,13 @@ class JobLister:
     ----------
     store
         The keyset reads.
+    cache
+        The rendered answers (default: a new :class:`AnswerCache`).
     """
 
-    def __init__(self, store: JobListStore):
+    def __init__(self, store: JobListStore, cache: AnswerCache | None = None):
         self.store = store
+        self.cache = AnswerCache() if cache is None else cache
 
     @property
     def inline(self) -> bool:
@@ -191,6 +265,18 @@ class JobLister:
         """
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
+        # The marker before the read: a change committed during it changes the marker.
+        version = self.store.version()
+        key = ("page", owner, limit, cursor, descending, offset)
+        page: Page | None = self.cache.get(key, version)
+        if page is None:
+            page = self._page(owner, limit, cursor, descending, offset)
+            self.cache.put(key, version, page, len(page.body))
+        return page
+
+    def _page(
+        self, owner: str, limit: int, cursor: str | None, descending: bool | None, offset: int
+    ) -> Page:
         if cursor is None:
             return self._first(owner, limit, bool(descending), offset)
         if offset:
@@ -230,20 +316,37 @@ class JobLister:
         """The full list of ``owner``'s jobs, oldest first, as chunks of one JSON array.
 
         Each chunk is one batch of ``batch`` jobs read with the keyset query after the last
-        job of the batch before, so that memory is bounded by a batch.
+        job of the batch before, so that the rows read are bounded by a batch. The answer
+        is kept in :attr:`cache` (up to its ``max_entry`` bytes) and, while the store's
+        marker stays the same, sent again whole as one chunk.
         """
+        version = self.store.version()  # before the first read (see page)
+        key = ("all", owner)
+        whole: bytes | None = self.cache.get(key, version)
+        if whole is not None:
+            yield whole
+            return
+        keep: list[bytes] | None = [b"["] if version is not None else None
+        size = 2
         yield b"["
         after: ListKey | None = None
-        first = True
         while True:
             rows = self.store.page(owner, batch, after)
             if not rows:
                 break
             text = render(rows)
-            yield (text if first else "," + text).encode()
-            first = False
+            chunk = (text if after is None else "," + text).encode()
+            if keep is not None:
+                keep.append(chunk)
+                size += len(chunk)
+                if size > self.cache.max_entry:
+                    keep = None  # too long to keep: streamed only
+            yield chunk
             if len(rows) < batch:
                 break
             last = rows[-1]
             after = ListKey(datetime.fromisoformat(last[1]), last[0])
+        if keep is not None:  # before the last chunk: a consumer may stop after it
+            keep.append(b"]")
+            self.cache.put(key, version, b"".join(keep), size)
         yield b"]"
