@@ -18,9 +18,11 @@ import os
 
 def test_leaks():
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 def test_after():
     assert len(os.sched_getaffinity(0)) == %d
+    assert "OMP_NUM_THREADS" not in os.environ
 """
 
 
@@ -46,9 +48,24 @@ def test_a_leaking_test_is_named_and_the_next_one_has_every_cpu(tmp_path: Path) 
     # No plugin autoload: schemathesis' and hypothesis' imports would take seconds.
     path = os.pathsep.join([str(REPO), str(REPO / "src")])
     env = {**os.environ, "PYTHONPATH": path, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env.pop("OMP_NUM_THREADS", None)
     done = subprocess.run(
         [*cmd, "-q", "test_leaky.py"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "2 passed, 1 warning" in done.stdout
+    assert "2 passed, 2 warnings" in done.stdout
     assert "AffinityLeak: test_leaky.py::test_leaks changed" in done.stdout
+    assert "test_leaks left {'OMP_NUM_THREADS': '1'}" in done.stdout
+
+
+def test_restore_env_puts_back_the_thread_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    start = affinity._thread_env()
+    assert affinity.restore_env(start, "t::same") == {}
+    # What an app program run in-process does (apps.program.limit_threads).
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    with pytest.warns(affinity.AffinityLeak, match="t::app left"):
+        changed = affinity.restore_env(start, "t::app")
+    assert changed == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["OPENBLAS_NUM_THREADS"] == "3"
