@@ -21,6 +21,9 @@ from tests.support.paths import SHARED_DATA, child_pythonpath
 from tests.support.server import LiveServer, free_port, make_settings
 from tests.support.synth_images import STANDARD_SOURCES, Src, Synth, write_synth
 
+# The CPU affinity guard: a test that narrows the run's affinity is named and undone.
+pytest_plugins = ["tests.support.affinity"]
+
 PG_ADMIN_URL = os.environ.get("CAESAR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Job processes started in-process (TestClient) run the test apps as programs by module name.
