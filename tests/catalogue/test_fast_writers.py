@@ -8,9 +8,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 import pytest
-from astropy.io.votable import from_table, parse_single_table
-from astropy.io.votable import writeto as votable_writeto
-from astropy.io.votable.tree import CooSys, Info, Param
+from astropy.io.votable import parse_single_table
 from astropy.table import MaskedColumn, Table
 
 from caesar_rest.catalogue import writers
@@ -45,30 +43,7 @@ META = VOTableMeta(
 
 def _astropy_votable(table: Table, path: Path, meta: VOTableMeta) -> bytes:
     """What write_votable wrote before the fast path: astropy's from_table and writeto."""
-    votable = from_table(table)
-    resource = votable.resources[0]
-    resource.coordinate_systems.append(
-        CooSys(ID=writers.COOSYS_ID, system=meta.system, equinox=meta.equinox)
-    )
-    for fld in resource.tables[0].fields:
-        if fld.name in ("ra", "dec"):
-            fld.ref = writers.COOSYS_ID
-    for name, value in meta.infos:
-        resource.infos.append(Info(name=name, value=value))
-    for par in meta.params:
-        if math.isfinite(par.value):
-            param = Param(
-                votable,
-                name=par.name,
-                datatype="double",
-                value=float(par.value),
-                unit=par.unit or None,
-                ucd=par.ucd,
-            )
-            param.description = par.description
-            resource.params.append(param)
-    votable_writeto(votable, str(path), tabledata_format="tabledata")
-    return path.read_bytes()
+    return writers._astropy_votable(table, path, meta, "tabledata").read_bytes()
 
 
 def _edge_table(n: int) -> Table:

@@ -386,6 +386,12 @@ def write_votable(
         if text is not None:
             path.write_text(text, encoding="utf-8")
             return path
+    return _astropy_votable(table, path, meta, tabledata_format)
+
+
+def _astropy_votable(table: Table, path: Path, meta: VOTableMeta, tabledata_format: str) -> Path:
+    """The VOTable through astropy's ``from_table`` and ``writeto`` (BINARY, and the tables
+    :func:`_tabledata_votable` leaves to astropy)."""
     votable = from_table(table)
     resource = votable.resources[0]
     resource.coordinate_systems.append(
