@@ -14,12 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
-from caesar_rest.api.app import create_app
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.listing import MAX_PAGE
 
-from tests.support.job_rows import BASE, insert_jobs, job_row, old_job_list
-from tests.support.server import make_settings
+from tests.support.job_rows import BASE, insert_jobs, job_row, listing_client, old_job_list
 
 API = "/caesar/api/v1.0"
 ME, OTHER = "alice", "mallory"
@@ -45,11 +43,7 @@ LINK = re.compile(r'<([^>]+)>; rel="(next|prev)"')
 @pytest.fixture
 def client(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     """The app (backends not started) with N jobs of alice and 5 of another user."""
-    settings = make_settings(tmp_path, db_url=db_url, local_user=ME)
-    with TestClient(create_app(settings, start_backends=False)) as c:
-        engine = c.app.state.ctx.engine  # type: ignore[attr-defined]
-        insert_jobs(engine, [job_row(ME, i) for i in range(N)])
-        insert_jobs(engine, [job_row(OTHER, i) for i in range(5)])
+    with listing_client(tmp_path, db_url, {ME: N, OTHER: 5}, ME) as c:
         yield c
 
 

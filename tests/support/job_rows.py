@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, select
 
+from caesar_rest.api.app import create_app
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.states import legacy_state
 from caesar_rest.timeutil import iso
+
+from tests.support.server import make_settings
 
 #: (phase, reason, message) of the rows, in turn: every legacy state appears.
 STATES = (
@@ -112,3 +118,17 @@ def old_job_list(engine: Engine, owner: str) -> str:
         for j in rows
     ]
     return json.dumps(docs, separators=(",", ":"))
+
+
+@contextmanager
+def listing_client(
+    tmp_path: Path, db_url: str, jobs: dict[str, int], local_user: str
+) -> Iterator[TestClient]:
+    """The app (backends not started) as ``local_user``, with ``jobs[owner]`` rows of each
+    owner written first (:func:`job_row`, in the order of ``jobs``)."""
+    settings = make_settings(tmp_path, db_url=db_url, local_user=local_user)
+    with TestClient(create_app(settings, start_backends=False)) as c:
+        engine = c.app.state.ctx.engine  # type: ignore[attr-defined]
+        for owner, n in jobs.items():
+            insert_jobs(engine, [job_row(owner, i) for i in range(n)])
+        yield c
