@@ -212,9 +212,7 @@ def estimate_background(
             # The masked pixels keep interpolated map values (they are not blank). Only the
             # boxes that sample a masked pixel, or whose subtracted background moved, are
             # estimated again: the others would get the first estimate's values.
-            first = bk
-            bk = est(masked, ~np.isfinite(data) if blank is None else blank, (first, data))
-            del first
+            bk = est(masked, ~np.isfinite(data) if blank is None else blank, (bk, data))
     return bk
 
 
