@@ -210,6 +210,57 @@ class RssSampler(threading.Thread):
         return (self.peak_kib - self.start_kib) * 1024 / MB
 
 
+class JobWriter(threading.Thread):
+    """Changes one job of the list (its message and elapsed time) ``hz`` times a second, each
+    change its own commit, so that the list is measured while the jobs change (the answer
+    cache, keyed by the database's content, then seldom serves an answer twice)."""
+
+    def __init__(self, url: str, job_ids: list[str], hz: float):
+        super().__init__(daemon=True)
+        self.url = url
+        self.job_ids = job_ids
+        self.hz = hz
+        self.writes = 0
+        self.seconds = 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        from sqlalchemy import bindparam, update
+
+        from caesar_rest.db.engine import make_engine
+        from caesar_rest.db.models import JobRecord
+
+        engine = make_engine(self.url)
+        stmt = update(JobRecord).where(JobRecord.id == bindparam("jid"))
+        t0 = time.monotonic()
+        try:
+            i = 0
+            while not self._stop_event.is_set():
+                job_id = self.job_ids[(i * 7919) % len(self.job_ids)]
+                with engine.begin() as conn:
+                    conn.execute(
+                        stmt.values(message=f"Job changed ({i})", elapsed=31.5 + i / 1000),
+                        {"jid": job_id},
+                    )
+                self.writes += 1
+                i += 1
+                # The next write on schedule (writes slower than hz just run back to back).
+                delay = t0 + i / self.hz - time.monotonic()
+                if delay > 0:
+                    self._stop_event.wait(delay)
+        finally:
+            self.seconds = time.monotonic() - t0
+            engine.dispose()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    @property
+    def rate(self) -> float:
+        return self.writes / self.seconds if self.seconds else 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # wrk
 
@@ -816,17 +867,19 @@ def format_targets(
         all_met &= ok
         lines.append(f"  [{'met' if ok else 'NOT MET'}] {text}")
 
-    status = rows["status"]
-    assert status.vs_bare is not None
-    line(
-        status.vs_bare >= TARGET_STATUS_VS_BARE,
-        f"status route {status.vs_bare * 100:.0f} % of the bare baseline "
-        f"(target >= {TARGET_STATUS_VS_BARE * 100:.0f} %)",
-    )
-    line(
-        status.result.p99_ms <= TARGET_STATUS_P99_MS,
-        f"status route p99 {status.result.p99_ms:.2f} ms (target <= {TARGET_STATUS_P99_MS:.0f} ms)",
-    )
+    status = rows.get("status")
+    if status is not None:
+        assert status.vs_bare is not None
+        line(
+            status.vs_bare >= TARGET_STATUS_VS_BARE,
+            f"status route {status.vs_bare * 100:.0f} % of the bare baseline "
+            f"(target >= {TARGET_STATUS_VS_BARE * 100:.0f} %)",
+        )
+        line(
+            status.result.p99_ms <= TARGET_STATUS_P99_MS,
+            f"status route p99 {status.result.p99_ms:.2f} ms "
+            f"(target <= {TARGET_STATUS_P99_MS:.0f} ms)",
+        )
     if upload is not None:
         ratio = upload.upload_mbs / upload.cp_mbs
         line(
@@ -876,6 +929,50 @@ def median_row(label: str, results: list[WrkResult]) -> Row:
     return row
 
 
+def measure_status(
+    wrk: str, args: argparse.Namespace, bare: Server, server: Server, status_path: str, job_id: str
+) -> tuple[list[Row], Row]:
+    """The status rows: both bare variants and ours, then the lighter load; and ours."""
+    # Status: both bare variants and ours in alternation, so that a slow spell of the
+    # machine hits all three. The faster bare variant is the baseline.
+    bare_runs: list[WrkResult] = []
+    bare_async_runs: list[WrkResult] = []
+    ours_runs: list[WrkResult] = []
+    bare_async_url = bare.base + "/async" + status_path
+    check_status_answer(bare.base + "/async", job_id)
+    for i in range(args.rounds):
+        log(f"status round {i + 1} of {args.rounds}")
+        bare_runs.append(measure(wrk, "bare status", bare.base + status_path, args).result)
+        bare_async_runs.append(measure(wrk, "bare async status", bare_async_url, args).result)
+        ours_runs.append(measure(wrk, "our status", server.base + status_path, args).result)
+    bare_sync_row = median_row("bare FastAPI + sqlite3, def handler", bare_runs)
+    bare_async_row = median_row("bare FastAPI + sqlite3, async def handler", bare_async_runs)
+    status_row = median_row("caesar-rest: GET /job/<id>/status", ours_runs)
+    bare_row = max(bare_sync_row, bare_async_row, key=lambda r: r.result.rps)
+    for r in (bare_sync_row, bare_async_row, status_row):
+        r.vs_bare = r.result.rps / bare_row.result.rps
+    # Latency at a lighter load (fewer requests in flight, less queueing).
+    light = max(1, args.connections // 4)
+    light_bare = measure(
+        wrk,
+        f"{bare_row.label.replace('bare FastAPI + sqlite3', 'bare')} (-c{light})",
+        bare_async_url if bare_row is bare_async_row else bare.base + status_path,
+        args,
+        connections=light,
+    )
+    light_ours = measure(
+        wrk,
+        f"caesar-rest: GET /job/<id>/status (-c{light})",
+        server.base + status_path,
+        args,
+        connections=light,
+    )
+    light_ours.vs_bare = light_ours.result.rps / light_bare.result.rps
+    light_bare.vs_bare = 1.0
+    rows = [bare_sync_row, bare_async_row, status_row, light_bare, light_ours]
+    return rows, status_row
+
+
 def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
     """Populate, start the bare baseline and our server, measure; print the tables."""
     sqlite_path = tmp / "caesar-rest.sqlite3"  # the default: <parent of datadir>
@@ -900,9 +997,10 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
             env,
             bare_port,
         )
-        stack.callback(bare.stop)
-        bare.start(status_path)
-        check_status_answer(bare.base, job_id)
+        if not args.lists_only:
+            stack.callback(bare.stop)
+            bare.start(status_path)
+            check_status_answer(bare.base, job_id)
 
         # Our server.
         server_argv = [
@@ -917,8 +1015,9 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
             "--max-upload-mib",
             str(max(1000, 2 * args.upload_side**2 * 4 // MIB)),
         ]
+        db_url = sqlite_url
         if args.db_url:
-            pg_url = stack.enter_context(fresh_postgres_database(args.db_url))
+            pg_url = db_url = stack.enter_context(fresh_postgres_database(args.db_url))
             log(f"storing {args.jobs} jobs in PostgreSQL")
             populate(pg_url, rows_data)
             server_argv += ["--db-url", pg_url]
@@ -933,6 +1032,8 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
             **env,
             "CAESAR_REST_QUOTA_BYTES": "0",
             "CAESAR_REST_UPLOAD_FSYNC": "false" if args.no_upload_fsync else "true",
+            # Ignored by versions without the setting (they always keep answers).
+            "CAESAR_REST_JOB_LIST_ANSWER_CACHE": "false" if args.no_answer_cache else "true",
         }
         server = Server("caesar-rest", server_argv, tmp, server_env, port)
         stack.callback(server.stop)
@@ -941,50 +1042,25 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         check_list_answer(server.base, "", args.jobs)
         check_list_answer(server.base, "?limit=100", 100)
 
-        # Status: both bare variants and ours in alternation, so that a slow spell of the
-        # machine hits all three. The faster bare variant is the baseline.
-        bare_runs: list[WrkResult] = []
-        bare_async_runs: list[WrkResult] = []
-        ours_runs: list[WrkResult] = []
-        bare_async_url = bare.base + "/async" + status_path
-        check_status_answer(bare.base + "/async", job_id)
-        for i in range(args.rounds):
-            log(f"status round {i + 1} of {args.rounds}")
-            bare_runs.append(measure(wrk, "bare status", bare.base + status_path, args).result)
-            bare_async_runs.append(measure(wrk, "bare async status", bare_async_url, args).result)
-            ours_runs.append(measure(wrk, "our status", server.base + status_path, args).result)
-        bare_sync_row = median_row("bare FastAPI + sqlite3, def handler", bare_runs)
-        bare_async_row = median_row("bare FastAPI + sqlite3, async def handler", bare_async_runs)
-        status_row = median_row("caesar-rest: GET /job/<id>/status", ours_runs)
-        bare_row = max(bare_sync_row, bare_async_row, key=lambda r: r.result.rps)
-        for r in (bare_sync_row, bare_async_row, status_row):
-            r.vs_bare = r.result.rps / bare_row.result.rps
-        # Latency at a lighter load (fewer requests in flight, less queueing).
-        light = max(1, args.connections // 4)
-        light_bare = measure(
-            wrk,
-            f"{bare_row.label.replace('bare FastAPI + sqlite3', 'bare')} (-c{light})",
-            bare_async_url if bare_row is bare_async_row else bare.base + status_path,
-            args,
-            connections=light,
-        )
-        light_ours = measure(
-            wrk,
-            f"caesar-rest: GET /job/<id>/status (-c{light})",
-            server.base + status_path,
-            args,
-            connections=light,
-        )
-        light_ours.vs_bare = light_ours.result.rps / light_bare.result.rps
-        light_bare.vs_bare = 1.0
-
-        # The upload before the list loads, whose memory would hide the upload's RSS growth.
-        upload = (
-            None
-            if args.skip_upload
-            else run_upload(server, bare, tmp, args.upload_side, args.upload_rounds)
-        )
-        bare.stop()
+        if args.lists_only:
+            status_rows: list[Row] = []
+            status_row = None
+            upload = None
+        else:
+            status_rows, status_row = measure_status(wrk, args, bare, server, status_path, job_id)
+            # The upload before the list loads, whose memory would hide the upload's RSS growth.
+            upload = (
+                None
+                if args.skip_upload
+                else run_upload(server, bare, tmp, args.upload_side, args.upload_rounds)
+            )
+            bare.stop()
+        writer = None
+        if args.list_writes:
+            ids = [r["id"] for r in rows_data]
+            writer = JobWriter(db_url, ids, args.list_writes)
+            stack.callback(writer.stop)
+            writer.start()
         list_secs = max(args.duration, 10.0)  # each answer takes seconds under load
         list_row = measure(
             wrk,
@@ -1002,16 +1078,25 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
             args,
             pid=server.pid,
         )
+        if writer is not None:
+            writer.stop()
+            log(f"writer: {writer.writes} job changes, {writer.rate:.1f} /s")
         server_rss_mb = rss_kib(server.pid) * 1024 / MB
 
     accounting_p95 = None
     if args.accounting_jobs:
         acct_lines, acct_ok, accounting_p95 = run_accounting(args, tmp)
-    rows = [bare_sync_row, bare_async_row, status_row, light_bare, light_ours, list_row, page_row]
+    rows = [*status_rows, list_row, page_row]
     title = (
         f"caesar-rest API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
         f"our server on {db_label}, 1 process"
         + (", uploads not flushed to disk (upload_fsync off)" if args.no_upload_fsync else "")
+        + (", whole job-list answers not kept" if args.no_answer_cache else "")
+        + (
+            f", lists measured while {writer.rate:.0f} jobs/s change (one commit each)"
+            if writer is not None
+            else ""
+        )
     )
     print(format_tables(title, rows, upload, args))
     if args.accounting_jobs:
@@ -1019,9 +1104,10 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         print("\n".join(acct_lines))
         if not acct_ok:
             log("accounting: the stored numbers differ from the live ones, or the target is missed")
-    targets, _ = format_targets(
-        {"status": status_row, "list": list_row, "page": page_row}, upload, accounting_p95
-    )
+    named = {"list": list_row, "page": page_row}
+    if status_row is not None:
+        named["status"] = status_row
+    targets, _ = format_targets(named, upload, accounting_p95)
     print(targets)
     print(
         f"(server RSS at the end: {server_rss_mb:.0f} MB; 1-minute load average of the machine "
@@ -1089,6 +1175,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "database NEWDB must not exist, it is created and dropped",
     )
     p.add_argument("--skip-upload", action="store_true", help="no upload measurement")
+    p.add_argument(
+        "--lists-only",
+        action="store_true",
+        help="only the job lists (no bare baseline, status route or upload)",
+    )
+    p.add_argument(
+        "--list-writes",
+        type=float,
+        default=0.0,
+        metavar="HZ",
+        help="while the lists are measured, change one job this many times a second, each "
+        "change its own commit (default 0: the jobs do not change)",
+    )
+    p.add_argument(
+        "--no-answer-cache",
+        action="store_true",
+        help="run our server with job_list_answer_cache off: no whole list answer is served "
+        "twice, each is assembled from the jobs' documents (as when every request follows a "
+        "change)",
+    )
     p.add_argument(
         "--no-upload-fsync",
         action="store_true",

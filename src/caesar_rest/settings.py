@@ -614,6 +614,12 @@ class Settings(BaseSettings):
         description="Seconds between database re-checks of waited-on jobs (catches phase "
         "changes made by other processes).",
     )
+    job_list_answer_cache: bool = Field(
+        True,
+        description="SQLite: keep whole rendered job lists (GET /jobs) while the database "
+        "does not change (off: each answer is assembled from the jobs' rendered documents, "
+        "kept by row revision either way).",
+    )
 
     # --- users -----------------------------------------------------------------------------
     aai: bool = Field(False, description="Require OIDC bearer tokens on every API route.")

@@ -27,8 +27,11 @@ def check_schema(url: str) -> None:
             insp.get_table_names()
         )
         indexed = {tuple(ix["column_names"]) for ix in insp.get_indexes("jobs")}
-        assert ("owner", "created_at", "id") in indexed and ("phase", "backend") in indexed
-        assert ("owner", "created_at") not in indexed  # replaced by the keyset index (0004)
+        assert ("owner", "created_at", "id", "list_rev") in indexed
+        assert ("phase", "backend") in indexed
+        # Replaced by the keyset index (0004), then by the one with the revision (0005).
+        assert ("owner", "created_at") not in indexed
+        assert ("owner", "created_at", "id") not in indexed
     finally:
         engine.dispose()
 
@@ -50,22 +53,46 @@ def test_keyset_index_down_and_up(tmp_path: Path) -> None:
         assert migrate_to(engine, "0003") == "0003"
         names = {ix["name"] for ix in inspect(engine).get_indexes("jobs")}
         assert "ix_jobs_owner_created" in names and "ix_jobs_owner_created_id" not in names
-        assert migrate_to(engine, "head") == "0004"
+        assert migrate_to(engine, "0004") == "0004"
         names = {ix["name"] for ix in inspect(engine).get_indexes("jobs")}
         assert "ix_jobs_owner_created_id" in names and "ix_jobs_owner_created" not in names
     finally:
         engine.dispose()
 
 
+def test_list_revisions_down_and_up(db_url: str) -> None:
+    """0005 goes down to 0004 (no revision column, no triggers) and up again, giving the jobs
+    already there revisions of their own."""
+    from caesar_rest.db.joblist import revisions_kept
+
+    from tests.support.job_rows import insert_jobs, job_row
+
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine)
+        insert_jobs(engine, [job_row("a", i) for i in range(3)])
+        assert revisions_kept(engine)
+        assert migrate_to(engine, "0004") == "0004"
+        assert not revisions_kept(engine)
+        assert "list_rev" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+        assert migrate_to(engine, "head") == "0005"
+        assert revisions_kept(engine)
+        with engine.connect() as conn:
+            revs = conn.exec_driver_sql("SELECT list_rev FROM jobs").scalars().all()
+        assert len(set(revs)) == 3 and 0 not in revs
+    finally:
+        engine.dispose()
+
+
 def test_list_pages_are_one_index_range_scan(tmp_path: Path) -> None:
     """SQLite plans every page of the job list on the keyset index, without a sort."""
-    from caesar_rest.db.joblist import _STATEMENTS
+    from caesar_rest.db.joblist import _KEY_STATEMENTS, _STATEMENTS
 
     engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
     try:
         upgrade(engine)
         with engine.connect() as conn:
-            for stmt in _STATEMENTS.values():
+            for stmt in [*_STATEMENTS.values(), *_KEY_STATEMENTS.values()]:
                 sql = str(stmt.compile(dialect=engine.dialect))
                 plan = conn.exec_driver_sql(
                     "EXPLAIN QUERY PLAN " + sql,
@@ -74,7 +101,9 @@ def test_list_pages_are_one_index_range_scan(tmp_path: Path) -> None:
                     else ("u", 1, 0),
                 ).all()
                 steps = " ".join(str(row[-1]) for row in plan)
-                assert "USING INDEX ix_jobs_owner_created_id" in steps, (sql, steps)
+                assert "INDEX ix_jobs_owner_created_id_rev" in steps, (sql, steps)
+                if "list_rev" in sql and "jobs.app" not in sql:  # (id, revision): index only
+                    assert "COVERING INDEX" in steps, steps
                 assert "TEMP B-TREE" not in steps, steps
     finally:
         engine.dispose()

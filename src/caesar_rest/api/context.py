@@ -68,7 +68,7 @@ class ServiceContext(Runtime):
             **{f.name: getattr(rt, f.name) for f in fields(Runtime)},
             validator=OIDCValidator(settings) if settings.aai else None,
             reader=reader,
-            job_lists=JobLister(JobListStore(reader)),
+            job_lists=JobLister(JobListStore(reader), answers=settings.job_list_answer_cache),
         )
 
     def start(self) -> None:

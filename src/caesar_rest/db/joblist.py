@@ -12,6 +12,12 @@ SQLAlchemy's SQLite text, JSON columns as their JSON text, which the renderer
 (:mod:`caesar_rest.jobs.listing`) writes into the answer without decoding them. That is most of
 the speed of the 10,000-job list (``docs/benchmarks.md``). Elsewhere (PostgreSQL, an in-memory
 SQLite) the rows are SQLAlchemy's and :func:`normalise` turns them into the same form.
+
+Where the database keeps row revisions (``jobs.list_rev``, renewed by the triggers of
+migration 0005; :func:`revisions_kept`), the lister first reads only ``(id, list_rev)`` of a
+page or batch (:meth:`JobListStore.keys`, the keyset index alone, as plain driver tuples)
+and reads whole only the jobs it has no document of at that revision
+(:meth:`JobListStore.by_id`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Label, Select, bindparam, literal_column, tuple_
+from sqlalchemy import Engine, Label, Select, bindparam, func, literal_column, text, tuple_
 from sqlalchemy import select as sa_select
 
 from caesar_rest.db.fastread import EngineReader, SQLiteReader
@@ -119,6 +125,70 @@ _STATEMENTS = {
 }
 
 
+def _keys_statement(descending: bool, keyed: bool) -> Select[Any]:
+    """As :func:`_statement`, but only each job's id and revision (``list_rev``): read from
+    the keyset index alone, which carries both (migration 0005)."""
+    cols: list[Any] = [JobRecord.id, JobRecord.list_rev]
+    stmt = sa_select(*cols).where(JobRecord.owner == bindparam("owner"))
+    key = tuple_(JobRecord.created_at, JobRecord.id)
+    at = tuple_(bindparam("c", type_=JobRecord.created_at.type), bindparam("i"))
+    if keyed:
+        stmt = stmt.where(key < at if descending else key > at)
+    if descending:
+        stmt = stmt.order_by(JobRecord.created_at.desc(), JobRecord.id.desc())
+    else:
+        stmt = stmt.order_by(JobRecord.created_at, JobRecord.id)
+    return stmt.limit(bindparam("n")).offset(bindparam("o"))
+
+
+_KEY_STATEMENTS = {
+    (desc, keyed): _keys_statement(desc, keyed) for desc in (False, True) for keyed in (False, True)
+}
+
+
+def _by_id_statement(sqlite_text: bool) -> Select[Any]:
+    """Whole rows (and revisions) of some of one owner's jobs, by id: ``owner`` and ``ids``
+    bound. For the plain ``sqlite3`` reads the ids are one JSON array (``json_each``), so
+    that the compiled text serves any number of them; elsewhere an expanding ``IN``."""
+    cols: list[Any] = list(LIST_COLUMNS)
+    if sqlite_text:
+        cols[1] = _SQLITE_ISO
+        ids: Any = sa_select(literal_column("value")).select_from(func.json_each(bindparam("ids")))
+    else:
+        ids = bindparam("ids", expanding=True)
+    return sa_select(*cols, JobRecord.list_rev).where(
+        JobRecord.owner == bindparam("owner"), JobRecord.id.in_(ids)
+    )
+
+
+_BY_ID_STATEMENTS = {text: _by_id_statement(text) for text in (False, True)}
+
+#: The triggers that renew ``list_rev`` (migration 0005), by dialect.
+_TRIGGER_CHECKS = {
+    "sqlite": (
+        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'jobs' "
+        "AND name IN ('jobs_list_rev_insert', 'jobs_list_rev_update')",
+        2,
+    ),
+    "postgresql": (
+        "SELECT count(*) FROM pg_trigger WHERE tgname = 'jobs_list_rev' "
+        "AND tgrelid = 'jobs'::regclass AND tgenabled <> 'D'",
+        1,
+    ),
+}
+
+
+def revisions_kept(engine: Engine) -> bool:
+    """Whether the database renews ``list_rev`` on every write (the triggers of migration
+    0005 are there): only then may rendered rows be reused by revision."""
+    check = _TRIGGER_CHECKS.get(engine.dialect.name)
+    if check is None:
+        return False
+    sql, expected = check
+    with engine.connect() as conn:
+        return bool(conn.execute(text(sql)).scalar_one() == expected)
+
+
 def _sqlite_text(dt: datetime) -> str:
     """A UTC instant as SQLAlchemy stores ``DateTime`` in SQLite (the bound value of a key)."""
     if dt.tzinfo is not None:
@@ -165,6 +235,8 @@ class JobListStore:
         self.raw = isinstance(reader, SQLiteReader)
         #: Reads are short enough for the event loop (the SQLite reader's).
         self.inline = reader.inline
+        #: Whether ``list_rev`` changes with every write (see :func:`revisions_kept`).
+        self.revisions = revisions_kept(reader.engine)
 
     def version(self) -> tuple[int, int] | None:
         """A marker that changes with any committed change to the database, or None where
@@ -213,3 +285,34 @@ class JobListStore:
             assert isinstance(self.reader, SQLiteReader)
             return self.reader.raw(stmt, params)
         return [normalise(r) for r in self.reader.all(stmt, params)]
+
+    def keys(
+        self,
+        owner: str,
+        limit: int,
+        after: ListKey | None = None,
+        descending: bool = False,
+        offset: int = 0,
+    ) -> list[tuple[str, int]]:
+        """The ids and revisions of the jobs :meth:`page` would read, in the same order.
+
+        Parameters are those of :meth:`page`.
+        """
+        stmt = _KEY_STATEMENTS[(descending, after is not None)]
+        params: dict[str, Any] = {"owner": owner, "n": limit, "o": offset}
+        if after is not None:
+            params["i"] = after.id
+            params["c"] = _sqlite_text(after.created) if self.raw else after.created
+        return self.reader.raw(stmt, params)
+
+    def by_id(self, owner: str, ids: list[str]) -> list[tuple[tuple[Any, ...], int]]:
+        """Those of ``ids`` that are ``owner``'s jobs: each a row in :class:`ListRow` order
+        (as :meth:`page` gives it) with the row's revision. In no particular order."""
+        if self.raw:
+            assert isinstance(self.reader, SQLiteReader)
+            rows = self.reader.raw(
+                _BY_ID_STATEMENTS[True], {"owner": owner, "ids": _json_text(ids)}
+            )
+            return [(r[:-1], r[-1]) for r in rows]
+        found = self.reader.all(_BY_ID_STATEMENTS[False], {"owner": owner, "ids": ids})
+        return [(normalise(r), r.list_rev) for r in found]

@@ -90,10 +90,14 @@ class JobRecord(Base):
     #: Backends: the backend's own state word and when the monitor last saw the job there.
     backend_state: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Renewed by triggers on every insert and update (migration 0005): the v1.0 list keeps
+    #: each job's rendered document with it (jobs/listing.py). Never written by the code.
+    list_rev: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
 
     __table_args__ = (
-        # The v1.0 list's keyset order (db/joblist.py), and any owner-only filter.
-        Index("ix_jobs_owner_created_id", "owner", "created_at", "id"),
+        # The v1.0 list's keyset order (db/joblist.py), and any owner-only filter; with the
+        # revision, the list's (id, revision) reads use the index alone.
+        Index("ix_jobs_owner_created_id_rev", "owner", "created_at", "id", "list_rev"),
         Index("ix_jobs_phase_backend", "phase", "backend"),
         Index("ix_jobs_input_file", "input_file_id"),
         Index("ix_jobs_destruction", "destruction_at"),

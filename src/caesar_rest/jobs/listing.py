@@ -15,13 +15,22 @@ Two answers share one renderer:
   pages stay right while jobs are added or removed: a walk from the first page along ``next``
   lists every job that existed at its start exactly once.
 
-Both are cached (:class:`AnswerCache`): a rendered answer is kept with the marker of the
-database's content it was read at (:meth:`~caesar_rest.db.joblist.JobListStore.version`,
-SQLite's ``PRAGMA data_version``, which any commit of any connection of any process changes)
-and served again while the marker is the same, so that clients polling the list between two
-changes cost a pragma and a copy, not a read and a rendering. Without such a marker (a
-database server) nothing is cached. A cached full list is held whole, up to
-:data:`CACHE_ENTRY_BYTES`; longer ones are only streamed.
+Both are assembled from the jobs' rendered documents (:class:`RowCache`): each job's document
+is kept with the revision of its row (``jobs.list_rev``, which the database renews on every
+insert and update, migration 0005), and an answer reads only the ids and revisions of its
+jobs, from the keyset index alone, and renders again only the jobs whose revision changed.
+A service whose jobs change all the time thus pays for the changed jobs, not for the list
+(``docs/benchmarks.md``, "documents kept by row revision"); this works the same on SQLite
+and on PostgreSQL.
+
+On SQLite whole answers are kept as well (:class:`AnswerCache`): a rendered answer is kept
+with the marker of the database's content it was read at
+(:meth:`~caesar_rest.db.joblist.JobListStore.version`, SQLite's ``PRAGMA data_version``,
+which any commit of any connection of any process changes) and served again while the marker
+is the same, so that clients polling the list between two changes cost a pragma and a copy.
+Without such a marker (a database server), or with ``job_list_answer_cache`` off, no whole
+answer is kept. A kept full list is held whole, up to :data:`CACHE_ENTRY_BYTES`; longer ones
+are only streamed.
 
 Cursors are opaque to clients: URL-safe base64 of a small JSON array (format version,
 order, direction, creation time, job id). A cursor that does not decode is refused with 400.
@@ -84,13 +93,13 @@ def _state(phase: str, reason: str | None) -> str:
     return "UNKNOWN"
 
 
-def render(rows: list[tuple[Any, ...]]) -> str:
+def render_each(rows: list[tuple[Any, ...]]) -> list[str]:
     """Jobs (tuples in ``db.joblist.ListRow`` order) as the predecessor's list documents, in
-    JSON, separated by commas.
+    JSON, one string each.
 
     The fields and values of the documents as they were built from dictionaries and
     ``json.dumps``; ``job_inputs`` and ``tag`` are written as stored (their JSON text). One
-    loop with local names: this is the cost of the 10,000-job list.
+    loop with local names: this is the cost of a job rendered anew.
     """
     out: list[str] = []
     add = out.append
@@ -106,7 +115,71 @@ def render(rows: list[tuple[Any, ...]]) -> str:
             f'"pid":{js(str(pid) if pid is not None else (bjid or ""))},'
             f'"elapsed_time":{0 if el is None else el!r},"exit_code":{-1 if ex is None else ex}}}'
         )
-    return ",".join(out)
+    return out
+
+
+def render(rows: list[tuple[Any, ...]]) -> str:
+    """:func:`render_each` of ``rows``, separated by commas (the inside of the JSON array)."""
+    return ",".join(render_each(rows))
+
+
+#: A rendered job: id, ``submit_date`` (the cursor's position), document, row revision.
+Doc = tuple[str, str, str, int]
+
+
+class RowCache:
+    """Rendered documents of single jobs, each kept with the revision (``jobs.list_rev``) of
+    the row it was rendered from.
+
+    The database gives a row a new revision on every write (migration 0005), so a document
+    whose revision equals the row's current one is that row's document now. Entries go
+    oldest first once they hold more than ``max_bytes``; one rendered again moves to the
+    end. Lookups take no lock (a ``dict`` read is atomic); changes do.
+
+    Parameters
+    ----------
+    max_bytes
+        The budget of all entries (documents and :attr:`OVERHEAD` bytes of keeping each).
+    """
+
+    #: Bytes counted for keeping one entry besides its document (the id, date, revision and
+    #: tuple objects and the dictionary's slot, as ``sys.getsizeof`` counts them).
+    OVERHEAD = 360
+
+    def __init__(self, max_bytes: int = CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self._docs: dict[str, Doc] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        #: Rows served from a kept document, and rendered anew.
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, job_id: str) -> Doc | None:
+        """The document kept for ``job_id`` (any revision), or None."""
+        return self._docs.get(job_id)
+
+    def put(self, docs: list[Doc]) -> None:
+        """Keep ``docs`` (replacing any earlier revision of the same jobs)."""
+        with self._lock:
+            store = self._docs
+            for doc in docs:
+                old = store.pop(doc[0], None)
+                if old is not None:
+                    self._bytes -= len(old[2]) + self.OVERHEAD
+                store[doc[0]] = doc
+                self._bytes += len(doc[2]) + self.OVERHEAD
+            while self._bytes > self.max_bytes and store:
+                first = next(iter(store))
+                self._bytes -= len(store.pop(first)[2]) + self.OVERHEAD
+
+    @property
+    def size(self) -> int:
+        """Bytes counted."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._docs)
 
 
 def encode_cursor(descending: bool, backwards: bool, row: tuple[Any, ...]) -> str:
@@ -222,11 +295,80 @@ class JobLister:
         The keyset reads.
     cache
         The rendered answers (default: a new :class:`AnswerCache`).
+    rows
+        The rendered jobs (default: a new :class:`RowCache`).
+    answers
+        Whether whole answers are kept (where the store has a content marker).
     """
 
-    def __init__(self, store: JobListStore, cache: AnswerCache | None = None):
+    def __init__(
+        self,
+        store: JobListStore,
+        cache: AnswerCache | None = None,
+        rows: RowCache | None = None,
+        answers: bool = True,
+    ):
         self.store = store
         self.cache = AnswerCache() if cache is None else cache
+        self.rows = RowCache() if rows is None else rows
+        #: Whether whole answers are kept at all (off: every answer is assembled from rows).
+        self.answers = answers
+
+    def _version(self) -> Hashable | None:
+        """The store's marker of the database's content; None when answers are not kept."""
+        return self.store.version() if self.answers else None
+
+    def _docs(
+        self,
+        owner: str,
+        limit: int,
+        after: ListKey | None = None,
+        descending: bool = False,
+        offset: int = 0,
+    ) -> tuple[list[Doc], int]:
+        """Up to ``limit`` of ``owner``'s jobs rendered (the arguments of the store's
+        ``page``), and how many the database listed.
+
+        The ids and revisions are read first (from the keyset index alone); only the jobs
+        whose document is not kept at their revision are read whole and rendered, then
+        kept. A job removed between the two reads is left out. Without revisions in the
+        database (:attr:`~caesar_rest.db.joblist.JobListStore.revisions`) every job is read
+        and rendered, as before there were any.
+        """
+        store = self.store
+        if not store.revisions:
+            rows = store.page(owner, limit, after, descending, offset)
+            return [
+                (r[0], r[1], doc, 0) for r, doc in zip(rows, render_each(rows), strict=True)
+            ], len(rows)
+        keys = store.keys(owner, limit, after, descending, offset)
+        get = self.rows.get
+        docs: list[Doc | None] = []
+        add = docs.append
+        missing: list[str] = []
+        for jid, rev in keys:
+            doc = get(jid)
+            if doc is not None and doc[3] == rev:
+                add(doc)
+            else:
+                add(None)
+                missing.append(jid)
+        self.rows.hits += len(keys) - len(missing)
+        if not missing:
+            return docs, len(keys)  # type: ignore[return-value]  # no None left
+        self.rows.misses += len(missing)
+        found = store.by_id(owner, missing)
+        rows = [r for r, _ in found]
+        fresh: dict[str, Doc] = {
+            r[0]: (r[0], r[1], doc, rev)
+            for (r, rev), doc in zip(found, render_each(rows), strict=True)
+        }
+        self.rows.put(list(fresh.values()))
+        out = [
+            doc if doc is not None else fresh.get(jid)
+            for doc, (jid, _) in zip(docs, keys, strict=True)
+        ]
+        return [d for d in out if d is not None], len(keys)
 
     @property
     def inline(self) -> bool:
@@ -266,7 +408,7 @@ class JobLister:
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
         # The marker before the read: a change committed during it changes the marker.
-        version = self.store.version()
+        version = self._version()
         key = ("page", owner, limit, cursor, descending, offset)
         page: Page | None = self.cache.get(key, version)
         if page is None:
@@ -286,31 +428,31 @@ class JobLister:
             raise Invalid("order differs from the cursor's; drop one of them")
         if cur.backwards:
             # The page before: read it in the opposite order, then turn it round.
-            rows = self.store.page(owner, limit + 1, cur.key, not cur.descending)
-            more = len(rows) > limit
-            rows = rows[:limit][::-1]
-            prev = encode_cursor(cur.descending, True, rows[0]) if more else None
-            nxt = encode_cursor(cur.descending, False, rows[-1]) if rows else None
-            return self._render(rows, nxt, prev)
-        rows = self.store.page(owner, limit + 1, cur.key, cur.descending)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = encode_cursor(cur.descending, False, rows[-1]) if more else None
-        prev = encode_cursor(cur.descending, True, rows[0]) if rows else None
-        return self._render(rows, nxt, prev)
+            docs, _ = self._docs(owner, limit + 1, cur.key, not cur.descending)
+            more = len(docs) > limit
+            docs = docs[:limit][::-1]
+            prev = encode_cursor(cur.descending, True, docs[0]) if more else None
+            nxt = encode_cursor(cur.descending, False, docs[-1]) if docs else None
+            return self._render(docs, nxt, prev)
+        docs, _ = self._docs(owner, limit + 1, cur.key, cur.descending)
+        more = len(docs) > limit
+        docs = docs[:limit]
+        nxt = encode_cursor(cur.descending, False, docs[-1]) if more else None
+        prev = encode_cursor(cur.descending, True, docs[0]) if docs else None
+        return self._render(docs, nxt, prev)
 
     def _first(self, owner: str, limit: int, descending: bool, offset: int) -> Page:
-        rows = self.store.page(owner, limit + 1, None, descending, offset)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = encode_cursor(descending, False, rows[-1]) if more else None
-        prev = encode_cursor(descending, True, rows[0]) if rows and offset else None
-        return self._render(rows, nxt, prev)
+        docs, _ = self._docs(owner, limit + 1, None, descending, offset)
+        more = len(docs) > limit
+        docs = docs[:limit]
+        nxt = encode_cursor(descending, False, docs[-1]) if more else None
+        prev = encode_cursor(descending, True, docs[0]) if docs and offset else None
+        return self._render(docs, nxt, prev)
 
     @staticmethod
-    def _render(rows: list[tuple[Any, ...]], nxt: str | None, prev: str | None) -> Page:
-        body = "[" + render(rows) + "]"
-        return Page(body.encode(), nxt, prev, len(rows))
+    def _render(docs: list[Doc], nxt: str | None, prev: str | None) -> Page:
+        body = "[" + ",".join([d[2] for d in docs]) + "]"
+        return Page(body.encode(), nxt, prev, len(docs))
 
     def stream(self, owner: str, batch: int = BATCH) -> Iterator[bytes]:
         """The full list of ``owner``'s jobs, oldest first, as chunks of one JSON array.
@@ -320,7 +462,7 @@ class JobLister:
         is kept in :attr:`cache` (up to its ``max_entry`` bytes) and, while the store's
         marker stays the same, sent again whole as one chunk.
         """
-        version = self.store.version()  # before the first read (see page)
+        version = self._version()  # before the first read (see page)
         key = ("all", owner)
         whole: bytes | None = self.cache.get(key, version)
         if whole is not None:
@@ -330,21 +472,25 @@ class JobLister:
         size = 2
         yield b"["
         after: ListKey | None = None
+        first = True
         while True:
-            rows = self.store.page(owner, batch, after)
-            if not rows:
+            docs, listed = self._docs(owner, batch, after)
+            if not docs:
+                if listed:
+                    continue  # every job of the batch was removed meanwhile: read on
                 break
-            text = render(rows)
-            chunk = (text if after is None else "," + text).encode()
+            text = ",".join([d[2] for d in docs])
+            chunk = (text if first else "," + text).encode()
+            first = False
             if keep is not None:
                 keep.append(chunk)
                 size += len(chunk)
                 if size > self.cache.max_entry:
                     keep = None  # too long to keep: streamed only
             yield chunk
-            if len(rows) < batch:
+            if listed < batch:
                 break
-            last = rows[-1]
+            last = docs[-1]
             after = ListKey(datetime.fromisoformat(last[1]), last[0])
         if keep is not None:  # before the last chunk: a consumer may stop after it
             keep.append(b"]")
