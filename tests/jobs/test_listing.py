@@ -170,8 +170,9 @@ def test_row_cache_budget() -> None:
     cache = RowCache(max_bytes=3 * (RowCache.OVERHEAD + 10))
     cache.put([("a", "t", "x" * 10, 1), ("b", "t", "y" * 10, 1), ("c", "t", "z" * 10, 1)])
     assert len(cache) == 3 and cache.size == 3 * (RowCache.OVERHEAD + 10)
-    cache.put([("a", "t", "w" * 10, 2)])  # renewed: moves to the end, same size
-    assert cache.get("a") == ("a", "t", "w" * 10, 2) and len(cache) == 3
+    cache.put([("a", "t", "w" * 10, 2)])  # renewed: the old revision goes, same size
+    assert cache.get(("a", 2)) == ("a", "t", "w" * 10, 2) and cache.get(("a", 1)) is None
+    assert len(cache) == 3
     cache.put([("d", "t", "v" * 10, 1)])  # over budget: the oldest ("b") goes
-    assert cache.get("b") is None and cache.get("c") is not None and len(cache) == 3
+    assert cache.get(("b", 1)) is None and cache.get(("c", 1)) is not None and len(cache) == 3
     assert cache.size == 3 * (RowCache.OVERHEAD + 10)

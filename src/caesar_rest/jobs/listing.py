@@ -128,13 +128,14 @@ Doc = tuple[str, str, str, int]
 
 
 class RowCache:
-    """Rendered documents of single jobs, each kept with the revision (``jobs.list_rev``) of
-    the row it was rendered from.
+    """Rendered documents of single jobs, each kept under the id and revision
+    (``jobs.list_rev``) of the row it was rendered from.
 
     The database gives a row a new revision on every write (migration 0005), so a document
-    whose revision equals the row's current one is that row's document now. Entries go
-    oldest first once they hold more than ``max_bytes``; one rendered again moves to the
-    end. Lookups take no lock (a ``dict`` read is atomic); changes do.
+    found under a job's current (id, revision) pair is that row's document now. One document
+    is kept a job (a newer revision replaces the older). Entries go oldest first once they
+    hold more than ``max_bytes``; one rendered again moves to the end. Lookups take no lock
+    (a ``dict`` read is atomic); changes do.
 
     Parameters
     ----------
@@ -142,35 +143,40 @@ class RowCache:
         The budget of all entries (documents and :attr:`OVERHEAD` bytes of keeping each).
     """
 
-    #: Bytes counted for keeping one entry besides its document (the id, date, revision and
-    #: tuple objects and the dictionary's slot, as ``sys.getsizeof`` counts them).
-    OVERHEAD = 360
+    #: Bytes counted for keeping one entry besides its document (the id, date, revision,
+    #: key and tuple objects and the dictionaries' slots, as ``sys.getsizeof`` counts them).
+    OVERHEAD = 480
 
     def __init__(self, max_bytes: int = CACHE_BYTES):
         self.max_bytes = max_bytes
-        self._docs: dict[str, Doc] = {}
+        self._docs: dict[tuple[str, int], Doc] = {}
+        #: The key kept for each job id (to drop an older revision's document).
+        self._keys: dict[str, tuple[str, int]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         #: Rows served from a kept document, and rendered anew.
         self.hits = 0
         self.misses = 0
 
-    def get(self, job_id: str) -> Doc | None:
-        """The document kept for ``job_id`` (any revision), or None."""
-        return self._docs.get(job_id)
+    def get(self, key: tuple[str, int]) -> Doc | None:
+        """The document of job ``key[0]`` at revision ``key[1]``, or None."""
+        return self._docs.get(key)
 
     def put(self, docs: list[Doc]) -> None:
-        """Keep ``docs`` (replacing any earlier revision of the same jobs)."""
+        """Keep ``docs`` (replacing any other revision of the same jobs)."""
         with self._lock:
-            store = self._docs
+            store, keys = self._docs, self._keys
             for doc in docs:
-                old = store.pop(doc[0], None)
+                old = keys.pop(doc[0], None)
                 if old is not None:
-                    self._bytes -= len(old[2]) + self.OVERHEAD
-                store[doc[0]] = doc
+                    self._bytes -= len(store.pop(old)[2]) + self.OVERHEAD
+                key = (doc[0], doc[3])
+                store[key] = doc
+                keys[doc[0]] = key
                 self._bytes += len(doc[2]) + self.OVERHEAD
             while self._bytes > self.max_bytes and store:
                 first = next(iter(store))
+                del keys[first[0]]
                 self._bytes -= len(store.pop(first)[2]) + self.OVERHEAD
 
     @property
@@ -342,17 +348,9 @@ class JobLister:
                 (r[0], r[1], doc, 0) for r, doc in zip(rows, render_each(rows), strict=True)
             ], len(rows)
         keys = store.keys(owner, limit, after, descending, offset)
-        get = self.rows.get
-        docs: list[Doc | None] = []
-        add = docs.append
-        missing: list[str] = []
-        for jid, rev in keys:
-            doc = get(jid)
-            if doc is not None and doc[3] == rev:
-                add(doc)
-            else:
-                add(None)
-                missing.append(jid)
+        # One lookup a job by its (id, revision) pair as read, in C (map): the hot loop.
+        docs: list[Doc | None] = list(map(self.rows.get, keys))
+        missing = [k[0] for k, doc in zip(keys, docs, strict=True) if doc is None]
         self.rows.hits += len(keys) - len(missing)
         if not missing:
             return docs, len(keys)  # type: ignore[return-value]  # no None left
