@@ -1039,6 +1039,8 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
         stack.callback(server.stop)
         server.start(status_path)
         check_status_answer(server.base, job_id)
+        if args.upload_only:
+            return upload_only(args, server, bare, tmp, load_before)
         check_list_answer(server.base, "", args.jobs)
         check_list_answer(server.base, "?limit=100", 100)
 
@@ -1124,6 +1126,37 @@ def benchmark(args: argparse.Namespace, wrk: str, tmp: Path) -> int:
     return 0
 
 
+def upload_only(
+    args: argparse.Namespace, server: Server, bare: Server, tmp: Path, load_before: float
+) -> int:
+    """``--upload-only``: the upload rounds alone, their table and their targets."""
+    upload = run_upload(server, bare, tmp, args.upload_side, args.upload_rounds)
+    title = (
+        f"caesar-rest upload, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
+        f"{args.upload_rounds} round(s)"
+        + (", uploads not flushed to disk (upload_fsync off)" if args.no_upload_fsync else "")
+    )
+    # The request table is empty: the upload table starts after its blank line.
+    text = format_tables(title, [], upload, args).split("\n\n", 1)[1]
+    print(title + "\n\n" + text)
+    lines = ["", "targets:"]
+    vs_sink = upload.mbs(upload.upload_s) / upload.mbs(upload.sink_s)
+    met = vs_sink >= TARGET_UPLOAD_VS_SINK
+    lines.append(
+        f"  [{'met' if met else 'NOT MET'}] upload {vs_sink * 100:.0f} % of the bare body sink "
+        f"(target >= {TARGET_UPLOAD_VS_SINK * 100:.0f} %)"
+    )
+    print("\n".join(lines))
+    print(
+        f"(1-minute load average of the machine before/after: {load_before:.2f}/"
+        f"{os.getloadavg()[0]:.2f})"
+    )
+    if not upload.ok:
+        print("the upload failed its checks", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_accounting(args: argparse.Namespace, tmp: Path) -> tuple[list[str], bool, float]:
     """``benchmarks/accounting.py`` on a database of its own (SQLite, or a second new
     PostgreSQL database ``<name>_acct`` with ``--db-url``)."""
@@ -1196,6 +1229,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "change)",
     )
     p.add_argument(
+        "--upload-only",
+        action="store_true",
+        help="only the upload rounds (no status, list or accounting measurement)",
+    )
+    p.add_argument(
         "--no-upload-fsync",
         action="store_true",
         help="run our server with upload_fsync off (uploads not flushed to disk before the answer)",
@@ -1238,6 +1276,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--db-url: only PostgreSQL URLs (the default is SQLite in the temporary folder)")
     if args.jobs < 100:
         p.error("--jobs: at least 100")
+    if args.upload_only and args.skip_upload:
+        p.error("--upload-only and --skip-upload exclude each other")
     return args
 
 

@@ -27,7 +27,8 @@ import asyncio
 import json
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
 
 from caesar_rest.logconfig import get_logger
@@ -76,6 +77,44 @@ async def _busy(scope: Any, receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": _BUSY_BODY})
+
+
+class _PartsCycle(RequestResponseCycle):
+    """uvicorn's request cycle with the body kept as the parts the parser gave (no copies).
+
+    uvicorn appends each part of a request body to a ``bytearray`` and hands the app a
+    ``bytes`` copy of it: two copies of every byte of an upload. Here the parts (``bytes``
+    objects the HTTP parser made) are kept in a list with their total, and a ``receive()``
+    hands on the one part there is as it is (the usual case: the app asks as the parts come),
+    or several joined (one copy).
+    """
+
+    parts: list[bytes]
+    buffered: int
+
+    async def receive(self) -> Any:
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        if not self.disconnected and not self.response_complete:
+            self.flow.resume_reading()
+            await self.message_event.wait()
+            self.message_event.clear()
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        parts = self.parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.parts = []
+        self.buffered = 0
+        return {"type": "http.request", "body": body, "more_body": self.more_body}
+
+
+def _keep_parts(cycle: RequestResponseCycle) -> None:
+    """Turn a new cycle into a :class:`_PartsCycle` (before its app task first runs)."""
+    cycle.__class__ = _PartsCycle
+    assert isinstance(cycle, _PartsCycle)
+    cycle.parts = []
+    cycle.buffered = 0
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -162,6 +201,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
+        before = self.cycle
         if len(self.connections) > self.max_connections > 0:
             log.warning("connection_limit", connections=len(self.connections))
             app, self.app = self.app, _busy
@@ -171,10 +211,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not before:  # a new request's cycle
+            _keep_parts(self.cycle)
         self._arm_body_timer()
 
     def on_body(self, body: bytes) -> None:
-        super().on_body(body)
+        # uvicorn's on_body, with the part kept as it is (_PartsCycle).
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        if isinstance(cycle, _PartsCycle):
+            cycle.parts.append(body)
+            cycle.buffered += len(body)
+            if cycle.buffered > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+            cycle.message_event.set()
+        else:
+            super().on_body(body)
         self._arm_body_timer()
 
     def on_message_complete(self) -> None:

@@ -7,6 +7,7 @@ client is a raw socket on 127.0.0.1 (or the gunicorn unix socket) with a bounded
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
@@ -276,3 +277,49 @@ def test_gunicorn_worker_applies_the_limits(tmp_path: Path) -> None:
         assert closed - start >= KEEP_ALIVE * 0.8
     finally:
         gsrv.stop()
+
+
+def test_body_parts_reach_the_app_intact(srv: LiveServer) -> None:
+    """The protocol hands the body on as the parser's parts (one, or several joined): an
+    upload sent at once, one sent in small pieces, and a request pipelined after an upload on
+    the same connection are all answered with the checksum of the bytes sent."""
+    data = small_fits(512)  # 1 MiB and a header block
+    body = multipart(data, boundary="parts")
+    want = hashlib.sha256(data).hexdigest()
+    with tcp(srv)() as sock:
+        sock.sendall(upload_head(len(body), boundary="parts") + body)
+        status, _, answer = read_response(sock)
+        assert status == 200, answer
+        assert json.loads(answer)["sha256"] == want
+        sock.sendall(upload_head(len(body), boundary="parts"))
+        for i in range(0, len(body), 7919):
+            sock.sendall(body[i : i + 7919])
+        status, _, answer = read_response(sock)
+        assert status == 200, answer
+        assert json.loads(answer)["sha256"] == want
+        sock.sendall(upload_head(len(body), boundary="parts") + body + get("/healthz"))
+        (status, answer), (status2, _) = read_responses(sock, 2)
+        assert status == 200 and json.loads(answer)["sha256"] == want, answer
+        assert status2 == 200
+
+
+def read_responses(sock: socket.socket, n: int) -> list[tuple[int, bytes]]:
+    """``n`` pipelined responses with a Content-Length each: (status, body) of each."""
+    data = b""
+    out: list[tuple[int, bytes]] = []
+    sock.settimeout(10)
+    while len(out) < n:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            lines = data[:head_end].decode("latin-1").split("\r\n")
+            fields = (ln.split(":", 1) for ln in lines[1:])
+            length = int({k.strip().lower(): v.strip() for k, v in fields}["content-length"])
+            end = head_end + 4 + length
+            if len(data) >= end:
+                out.append((int(lines[0].split()[1]), data[head_end + 4 : end]))
+                data = data[end:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(out)} responses: {data[:200]!r}"
+        data += chunk
+    return out

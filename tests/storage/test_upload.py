@@ -205,3 +205,64 @@ def test_limit_and_broken_connection_mid_stream_leave_nothing(tmp_path: Path) ->
             receive_upload(cut(), CTYPE, tmp_path, 10**9, upload.MAP_HASH_MIN, durable=True)
         )
     assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_write_error_in_the_worker_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write (full disk) in the worker thread is the upload's error; the temporary
+    file goes."""
+    import errno
+
+    def full(fd: int, parts: list[memoryview]) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(upload.os, "writev", full)
+    with pytest.raises(OSError, match="space"):
+        asyncio.run(
+            receive_upload(
+                chunks(body(os.urandom(1 << 20)), 65536), CTYPE, tmp_path, 10**9, 65536, True
+            )
+        )
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_truncated_and_bad_multipart_leave_nothing(tmp_path: Path) -> None:
+    """A body cut inside the file part or before the closing boundary (python-multipart's
+    finalize accepts both), a part header without its colon, and a body that is not
+    multipart at all are refused; no file stays."""
+    from python_multipart.exceptions import MultipartParseError
+
+    data = body(os.urandom(300_000))
+    with pytest.raises(UploadError, match="ends before"):
+        run(data[: len(data) // 2], tmp_path)
+    with pytest.raises(UploadError, match="ends before"):
+        run(data[: -len(f"--{BOUNDARY}--\r\n")], tmp_path)  # the closing boundary missing
+    with pytest.raises(UploadError, match="ends before"):
+        run(data[:-5], tmp_path, chunk=65536, buf=1 << 20)  # cut inside the closing boundary
+    broken_header = f"--{BOUNDARY}\r\nContent-Disposition form-data\r\n\r\nx".encode()
+    with pytest.raises((UploadError, MultipartParseError)):
+        run(broken_header, tmp_path)
+    with pytest.raises((UploadError, MultipartParseError)):
+        run(b"not a multipart body at all" * 1000, tmp_path)
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_over_limit_by_less_than_a_batch_is_refused(tmp_path: Path, durable: bool) -> None:
+    """The limit counts every byte received, also those of a batch still being written (a
+    file over the limit by less than one batch was accepted before)."""
+    limit = 2 * 65536 + 7
+    for size in (limit + 1, limit + 65536, 3 * 65536):
+        with pytest.raises(UploadTooLarge):
+            asyncio.run(
+                receive_upload(
+                    chunks(body(os.urandom(size)), 4099), CTYPE, tmp_path, limit, 65536, durable
+                )
+            )
+    got = asyncio.run(
+        receive_upload(chunks(body(os.urandom(limit)), 4099), CTYPE, tmp_path, limit, 65536)
+    )
+    assert got.size == limit
+    got.discard()
+    assert list((tmp_path / ".incoming").iterdir()) == []

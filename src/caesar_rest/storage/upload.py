@@ -4,10 +4,11 @@ The request body is parsed as it arrives; the ``file`` part goes to a temporary 
 folder's ``.incoming`` folder (same file system as its final place, so the final rename is
 atomic) while its SHA-256 is computed. Hashing and writing run in a worker thread, overlapping
 with the receipt of the next chunk. Nothing is held whole in memory, and a temporary file is
-removed on every failure path. The writer holds an exclusive ``flock`` on its temporary file
-until the file is moved into place or discarded; the start-up sweep removes every temporary
-file of this host that it can lock, so a partial upload of a dead process goes even when a
-restarted server has the same pid (as in a container).
+removed on every failure path, a body that ends before the form's closing boundary included
+(python-multipart does not check that). The writer holds an exclusive ``flock`` on its
+temporary file until the file is moved into place or discarded; the start-up sweep removes
+every temporary file of this host that it can lock, so a partial upload of a dead process goes
+even when a restarted server has the same pid (as in a container).
 
 Compressed uploads (gzip, the one compressed form :mod:`caesar_rest.storage.formats` accepts)
 are inflated as they arrive, in the writer thread, a bounded block at a time with the output
@@ -416,11 +417,15 @@ class _Receiver:
         # thread without copying.
         self.buf: list[memoryview] = []
         self.buffered = 0
+        #: Bytes of the file part received so far.
+        self.received = 0
         self.filename = ""
         self.writer: _HashingWriter | None = None
         self.target = ""  # "file", a field name, or "" (ignored part)
         self.field_buf = bytearray()
         self.too_large = False
+        #: The closing boundary was seen (python-multipart's finalize does not check it).
+        self.ended = False
 
     def callbacks(self) -> MultipartCallbacks:
         """The callbacks, by the names :class:`MultipartParser` calls them."""
@@ -432,6 +437,7 @@ class _Receiver:
             "on_headers_finished": self.on_headers_finished,
             "on_part_data": self.on_part_data,
             "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
         }
 
     def take(self) -> list[memoryview]:
@@ -480,7 +486,9 @@ class _Receiver:
                 else memoryview(bytes(data[start:end]))
             )
             self.buffered += end - start
-            if self.writer is not None and self.writer.size + self.buffered > self.limit:
+            self.received += end - start
+            # Counted here: the writer's size lags by the batch it is writing.
+            if self.received > self.limit:
                 self.too_large = True
         elif self.target:
             if len(self.field_buf) + (end - start) > MAX_FIELD_BYTES:
@@ -490,6 +498,9 @@ class _Receiver:
     def on_part_end(self) -> None:
         if self.target and self.target != "file":
             self.fields[self.target] = self.field_buf.decode("utf-8", "replace")
+
+    def on_end(self) -> None:
+        self.ended = True
 
 
 async def receive_upload(
@@ -546,6 +557,9 @@ async def receive_upload(
 
 async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpload:
     """Write what is left of the file part, flush it and describe it."""
+    if not rx.ended:
+        # A body cut short (or a form never closed): its file part may be partial.
+        raise UploadError("the multipart body ends before its closing boundary")
     writer = rx.writer
     if writer is None:
         raise UploadError("no file part named 'file' in the form")
