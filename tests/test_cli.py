@@ -71,3 +71,28 @@ def test_find_refuses_bad_options(tmp_path: Path, s17: Path) -> None:
     assert r.returncode == 2 and "unknown app" in r.stderr
     r = run("find", str(tmp_path / "missing.fits"))
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_find_reads_extra_apps_without_the_settings_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caesar_rest.cli import EXTRA_APPS_ENV, find_extra_apps
+    from caesar_rest.settings import Settings, env_name, get_settings
+
+    assert env_name(Settings, "extra_apps") == EXTRA_APPS_ENV
+    calls: list[int] = []
+
+    def counted() -> Settings:
+        calls.append(1)
+        return Settings()
+
+    monkeypatch.setattr("caesar_rest.settings.get_settings", counted)
+    assert find_extra_apps({}, tmp_path) == [] and not calls  # nothing can set it
+    spec = "caesar_test_apps:SleepApp"
+    monkeypatch.setenv(EXTRA_APPS_ENV.lower(), f'["{spec}"]')  # any case, as the settings
+    assert find_extra_apps(None, tmp_path) == [spec] and calls
+    monkeypatch.delenv(EXTRA_APPS_ENV.lower())
+    (tmp_path / ".env").write_text(f"{EXTRA_APPS_ENV}='[\"{spec}\"]'\n")
+    monkeypatch.chdir(tmp_path)
+    assert find_extra_apps({}, tmp_path) == [spec]
+    get_settings.cache_clear()

@@ -16,8 +16,10 @@ Each island is reported exactly once:
   merges touching pieces from all tiles (union of pixels, spec 8 "merging on master") and
   runs the nested search and the fit on the merged island (the recommended behaviour).
 
-Tiles run in a :mod:`multiprocessing` pool (``fork``: the image is shared, not copied);
-``nproc = 1`` processes them one after the other (tiling then only bounds the memory). Under
+Tiles run in a :mod:`multiprocessing` pool (``fork``: the image is shared, not copied) when
+it pays (:func:`pool_processes`: ``nproc > 1``, several tiles, at least
+:data:`POOL_MIN_PIXELS` tile pixels); otherwise, as with ``nproc = 1``, one after the other
+(tiling then only bounds the memory). Under
 ``mpirun`` the tiles are shared among the MPI ranks as well (:mod:`.ranks`): the merge is the
 same, so the catalogue is the one of a single process.
 """
@@ -311,8 +313,50 @@ def _work(index: int) -> Sources:
     )
 
 
+#: Tile pixels (the areas of this machine's tiles summed) below which the tiles run one
+#: after the other even with ``nproc > 1``: a fork pool costs tens of milliseconds to start
+#: and to send the results back, about what the finder spends on 0.1-0.2 Mpix, so below
+#: 1 Mpix it cannot pay back (measured in docs/benchmarks.md, "pool only when it pays").
+POOL_MIN_PIXELS = 1 << 20
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def pool_processes(plan: list[Tile], indices: list[int], nproc: int) -> int:
+    """Processes for this machine's tiles: a pool only when it pays.
+
+    Parameters
+    ----------
+    plan
+        All tiles.
+    indices
+        The tiles this machine processes.
+    nproc
+        Processes allowed (``nproc``).
+
+    Returns
+    -------
+    int
+        1 (this process, one tile after the other) with one tile, ``nproc = 1``, no ``fork``
+        start method, or fewer than :data:`POOL_MIN_PIXELS` tile pixels; else ``nproc``,
+        at most one per tile and per usable CPU.
+    """
+    if nproc <= 1 or len(indices) <= 1 or "fork" not in mp.get_all_start_methods():
+        return 1
+    pixels = sum((plan[i].x1 - plan[i].x0) * (plan[i].y1 - plan[i].y0) for i in indices)
+    if pixels < POOL_MIN_PIXELS:
+        return 1
+    return max(1, min(nproc, len(indices), usable_cpus()))
+
+
 def _run_local(indices: list[int], nproc: int) -> list[Sources]:
-    if nproc > 1 and len(indices) > 1 and "fork" in mp.get_all_start_methods():
+    if nproc > 1 and len(indices) > 1:
         ctx = mp.get_context("fork")
         with ctx.Pool(min(nproc, len(indices)), maxtasksperchild=None) as pool:
             return pool.map(_work, indices, chunksize=1)
@@ -338,7 +382,6 @@ def _process_tiles(
         opts=opts,
         maps=maps,
     )
-    nproc = max(1, min(opts.nproc, len(plan), os.cpu_count() or 1))
     mine = list(range(len(plan)))
     try:
         if ranks is not None:
@@ -347,7 +390,7 @@ def _process_tiles(
             )
             ranks.send(job)
             mine = ranks.mine(len(plan))
-        local = _run_local(mine, nproc)
+        local = _run_local(mine, pool_processes(plan, mine, opts.nproc))
         if ranks is not None:
             gathered = ranks.gather(list(zip(mine, local, strict=True)))
             assert gathered is not None
