@@ -118,7 +118,7 @@ class LocalBackend:
         dispatcher only launches it.
         """
         with self._claimed_lock:
-            if self._thread is not None and not self._stop.is_set():
+            if self._thread is not None and not self._stop.is_set() and self._may_have_slot():
                 claimed = self._queue_and_claim(job.id)
                 if claimed is not None:
                     self._claimed.append(claimed)
@@ -127,6 +127,13 @@ class LocalBackend:
                     job.id, Phase.QUEUED, message="Job queued", expect=[Phase.PENDING, Phase.HELD]
                 )
         self._wake.set()
+
+    def _may_have_slot(self) -> bool:
+        """Whether a slot may be free: not while this process's own jobs fill them (a burst
+        of submits then only queues, without counting in the database each time)."""
+        with self._lock:
+            mine = len(self._supervised)
+        return mine + len(self._claimed) < self.settings.max_concurrent_jobs
 
     def _queue_and_claim(self, job_id: str) -> JobRecord | None:
         """Queue ``job_id`` and claim the oldest queued job within the limit, in one
