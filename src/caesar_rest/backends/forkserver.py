@@ -18,7 +18,12 @@ them once (``job_fork_server_preload``) and forks a child per job:
   server and the service: a service killed outright (with its process group, the server in
   it) leaves its jobs running, and the next service process adopts them or finishes them from
   ``exit.json``, as cold ones. The outcome rule (:func:`~caesar_rest.jobs.folder.outcome_of`)
-  is unchanged.
+  is unchanged;
+* both forks happen before the job comes: the server keeps one spare wrapper
+  (:meth:`_Server._spare_child`), in its session already, which has forked its app
+  (:class:`SpareApp`); a request goes to the spare, which answers the launcher itself, and the
+  server forks the next one. An unused spare dies with the server (``PR_SET_PDEATHSIG``, the
+  end of its socket).
 
 Safety of the fork: the server forks only while it runs one thread. It is a fresh interpreter
 (``python -m caesar_rest.backends.forkserver``, started by :class:`ForkServer`) whose BLAS and
