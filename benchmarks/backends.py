@@ -26,7 +26,10 @@ its start-up, as one in use is). Two more patterns (``--idle N``, ``--stress N``
   one before is final). Reported: submit-to-start p50/p95 as above, and submit-to-running
   p50/p95: from the moment the client sends ``POST /job`` to the moment the app's own code
   begins (the test app writes ``started.txt`` with ``time.time()`` first thing; same clock,
-  same machine).
+  same machine). With SQLite (the default) the local backend's idle jobs also get a
+  breakdown of that time, medians in ms, from the same clock: client send -> job row (the
+  PENDING event), -> QUEUED, -> EXECUTING (claimed), -> the wrapper's start (``exit.json``'s
+  ``started``), -> the app's first statement.
 * ``--stress N``: the predecessor's stress client (``scripts/test_jobsub.py``): N concurrent
   ``POST /job`` of the ``caesar`` app on the 1000x1000 ``ScorpioS17Field.fits`` with its job
   inputs (``no-mpi``, ``no-logredir``, ``no-extendedsearch``, ``fitsources``). Reported: wall
@@ -46,6 +49,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -55,7 +59,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +252,12 @@ def ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+def utc_ts(value: str) -> float:
+    """Unix time of a stored timestamp (naive text is UTC)."""
+    when = datetime.fromisoformat(value)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 SLEEP_JOB: dict[str, Any] = {"app": "sleep", "job_inputs": {"seconds": 0}}
 #: The predecessor's stress client's job (scripts/test_jobsub.py).
 STRESS_JOB: dict[str, Any] = {
@@ -339,12 +349,40 @@ class Idle:
     running_p50: float
     running_p95: float
     failed: int
+    #: Stage name -> its durations (s), one per job (local backend on SQLite only).
+    stages: dict[str, list[float]]
+
+
+#: The idle breakdown's stages, in order: (name, event that ends it).
+STAGES = ("send->row", "row->queued", "queued->claimed", "claimed->wrapper", "wrapper->app")
+
+
+def job_stages(srv: Server, job_id: str, folder: Path, sent: float) -> list[float] | None:
+    """One idle job's stage durations (s), from its events in the server's SQLite database,
+    its ``exit.json`` and ``started.txt``; None where one is missing."""
+    db = srv.root / "caesar-rest.sqlite3"
+    if srv.db_url or not db.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT to_phase, at FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
+        ).fetchall()
+    # Stored as naive UTC text: the first event of each phase.
+    at = {phase: utc_ts(str(when)) for phase, when in reversed(rows)}
+    try:
+        wrapper = float(json.loads((folder / "exit.json").read_text())["started"])
+        app = float((folder / "started.txt").read_text())
+        marks = [sent, at["PENDING"], at["QUEUED"], at["EXECUTING"], wrapper, app]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
 
 
 def run_idle(srv: Server, backend: str, n: int) -> Idle:
     """N jobs one after the other: submit-to-start and submit-to-running on an idle service."""
     starts: list[float] = []
     running: list[float] = []
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
     failed = 0
     with httpx.Client(base_url=f"{srv.url}{API}", timeout=60) as c:
         fid = upload_image(c)
@@ -358,6 +396,10 @@ def run_idle(srv: Server, backend: str, n: int) -> Idle:
             starts.append(ts(doc["start_date"]) - ts(doc["submit_date"]))
             (folder,) = (srv.root / "jobs").glob(f"*/job_{job_id}")
             running.append(float((folder / "started.txt").read_text()) - sent)
+            for name, value in zip(
+                STAGES, job_stages(srv, job_id, folder, sent) or [], strict=False
+            ):
+                stages[name].append(value)
     return Idle(
         backend,
         n,
@@ -366,6 +408,7 @@ def run_idle(srv: Server, backend: str, n: int) -> Idle:
         statistics.median(running),
         pct(running, 0.95),
         failed,
+        {k: v for k, v in stages.items() if v},
     )
 
 
@@ -473,6 +516,12 @@ def main() -> int:
                 f"| {i.backend} | {i.jobs} | {i.start_p50 * 1000:.0f} | {i.start_p95 * 1000:.0f} | "
                 f"{i.running_p50 * 1000:.0f} | {i.running_p95 * 1000:.0f} | {i.failed} |"
             )
+        for i in idles:
+            if i.stages:
+                parts = ", ".join(
+                    f"{k} {statistics.median(v) * 1000:.1f}" for k, v in i.stages.items()
+                )
+                print(f"\n{i.backend} idle breakdown, medians (ms): {parts}")
     if stresses:
         print(f"\n{args.stress} concurrent caesar jobs on {IMAGE.name}, {args.slots} at once\n")
         print("| backend | jobs | wall (s) | job elapsed min (s) | median | max | failed |")

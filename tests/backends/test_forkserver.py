@@ -35,6 +35,7 @@ from caesar_rest.backends.process import (
 from caesar_rest.jobs.folder import LOG_FILE, JobLimits, outcome_of, read_exit
 
 from tests.support.app_jobs import job_log, run_job, upload
+from tests.support.procs import child_pids, wait_children, wait_gone
 from tests.support.server import make_settings
 
 MIB = 1024 * 1024
@@ -266,6 +267,89 @@ def test_a_launcher_that_dies_takes_its_celery_jobs_along(tmp_path: Path) -> Non
         srv.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+# --- the spare wrapper: forked before its job -------------------------------------------------
+def test_a_job_runs_in_the_wrapper_forked_before_it(tmp_path: Path) -> None:
+    srv = _server()
+    try:
+        assert srv.pid is not None
+        # Forked in advance, waiting for a job: the wrapper, and the app in its session.
+        (spare,) = wait_children(srv.pid)
+        (app,) = wait_children(spare)
+        started = _probe(tmp_path, warm=srv)
+        assert started.warm and started.pid == spare
+        assert started.proc.wait(timeout=20) == 0
+        rep = _report(tmp_path)
+        assert rep["pid"] == app and rep["ppid"] == spare
+        assert rep["sid"] == rep["pgid"] == spare  # the job's own session
+        # The next job's wrapper is forked once this one has been handed over.
+        (nxt,) = wait_children(srv.pid)
+        assert nxt != spare
+    finally:
+        srv.close()
+
+
+def test_an_unused_spare_dies_with_its_server(tmp_path: Path) -> None:
+    srv = _server()
+    assert srv.pid is not None
+    (spare,) = wait_children(srv.pid)
+    (app,) = wait_children(spare)
+    os.kill(srv.pid, signal.SIGKILL)  # as when the service's process group is killed
+    assert wait_gone(spare, 5) and wait_gone(app, 5)
+    srv.close()
+    srv = _server()
+    try:
+        assert srv.pid is not None
+        (spare,) = wait_children(srv.pid)
+        (app,) = wait_children(spare)
+        server = srv.pid
+        srv.close()  # the service stops: the server ends, and its spare with it
+        assert wait_gone(spare, 5) and wait_gone(app, 5) and wait_gone(server, 5)
+    finally:
+        srv.close()
+
+
+def test_a_spare_that_died_unused_is_replaced(tmp_path: Path) -> None:
+    srv = _server()
+    try:
+        assert srv.pid is not None
+        (spare,) = wait_children(srv.pid)
+        os.kill(spare, signal.SIGKILL)
+        assert wait_gone(spare, 5)
+        started = _probe(tmp_path, warm=srv)
+        assert started.warm and started.pid != spare
+        assert started.proc.wait(timeout=20) == 0
+        assert child_pids(srv.pid) != [spare]
+    finally:
+        srv.close()
+
+
+def test_an_edited_app_runs_its_new_source(tmp_path: Path) -> None:
+    """The wrapper forked before an edit still runs the app's source as it is at the job's
+    start (the module is found and compiled at each start, not cached in the server)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    app = code / "edited_app.py"
+    srv = _server()
+    try:
+        assert srv.pid is not None
+        for text, want in (('"one"', "one"), ('"two, longer"', "two, longer")):
+            wait_children(srv.pid)  # the spare is forked before the edit
+            app.write_text(f'open("out.txt", "w").write({text})\n')
+            folder = tmp_path / want.split(",")[0]
+            folder.mkdir()
+            started = launch(
+                folder,
+                [sys.executable, "-m", "edited_app"],
+                1,
+                extra_env={"PYTHONPATH": str(code)},
+                warm=srv,
+            )
+            assert started.warm and started.proc.wait(timeout=20) == 0
+            assert (folder / "out.txt").read_text() == want
+    finally:
+        srv.close()
 
 
 # --- the local runner ------------------------------------------------------------------------

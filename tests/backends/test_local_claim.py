@@ -1,4 +1,4 @@
-"""The local runner's claim keeps the concurrency limit across processes."""
+"""The local runner's claim keeps the concurrency limit across processes; submit claims at once."""
 
 from __future__ import annotations
 
@@ -8,15 +8,24 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from astropy.io import fits
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from caesar_rest.api.app import create_app
 from caesar_rest.apps.registry import default_registry
 from caesar_rest.backends.local import LocalBackend
 from caesar_rest.db.engine import make_engine, make_sessionmaker
 from caesar_rest.db.migrate import upgrade
-from caesar_rest.db.models import JobRecord
+from caesar_rest.db.models import JobEvent, JobRecord
 from caesar_rest.jobs.service import JobService
 from caesar_rest.jobs.states import Phase
 from caesar_rest.settings import Settings
 from caesar_rest.timeutil import utcnow
+
+from tests.support.app_jobs import API, upload, wait_state
+from tests.support.server import make_settings
 
 
 def test_concurrent_claims_respect_the_limit(tmp_path: Path, db_url: str) -> None:
@@ -78,3 +87,38 @@ def test_concurrent_claims_respect_the_limit(tmp_path: Path, db_url: str) -> Non
         eng.dispose()
     engine.dispose()
     assert executing == 1 and claimed == ["job0"]
+
+
+def _phases(client: TestClient, job_id: str) -> tuple[str, list[str]]:
+    """The job's phase and the phases of its events, in order."""
+    sessions = client.app.state.ctx.jobs.sessions  # type: ignore[attr-defined]
+    with sessions() as s:
+        job = s.get(JobRecord, job_id)
+        events = s.scalars(
+            select(JobEvent.to_phase).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        )
+        assert job is not None
+        return job.phase, list(events)
+
+
+def test_submit_claims_a_job_in_the_transaction_that_queues_it(tmp_path: Path) -> None:
+    """With a free slot a submitted job is EXECUTING once its submit has answered (one
+    commit, both changes recorded); with none it waits QUEUED for the dispatcher."""
+    image = tmp_path / "img.fits"
+    fits.PrimaryHDU(np.ones((8, 8), dtype=np.float32)).writeto(image)
+    settings = make_settings(tmp_path, job_fork_server="off", max_concurrent_jobs=1)
+    with TestClient(create_app(settings)) as client:
+        fid = upload(client, image)
+        ids = []
+        for seconds in (1, 0):
+            body = {"app": "sleep", "job_inputs": {"seconds": seconds}, "data_inputs": fid}
+            r = client.post(f"{API}/job", json=body)
+            assert r.status_code == 202, r.text
+            ids.append(str(r.json()["job_id"]))
+            if seconds:
+                assert _phases(client, ids[0]) == ("EXECUTING", ["PENDING", "QUEUED", "EXECUTING"])
+        assert _phases(client, ids[1]) == ("QUEUED", ["PENDING", "QUEUED"])  # the slot is taken
+        for job_id in ids:
+            assert wait_state(client, job_id, {"SUCCESS", "FAILURE"}, 60)["state"] == "SUCCESS"
+            phases = ["PENDING", "QUEUED", "EXECUTING", "COMPLETED"]
+            assert _phases(client, job_id) == ("COMPLETED", phases)

@@ -18,7 +18,12 @@ them once (``job_fork_server_preload``) and forks a child per job:
   server and the service: a service killed outright (with its process group, the server in
   it) leaves its jobs running, and the next service process adopts them or finishes them from
   ``exit.json``, as cold ones. The outcome rule (:func:`~caesar_rest.jobs.folder.outcome_of`)
-  is unchanged.
+  is unchanged;
+* both forks happen before the job comes: the server keeps one spare wrapper
+  (:meth:`_Server._spare_child`), in its session already, which has forked its app
+  (:class:`SpareApp`); a request goes to the spare, which answers the launcher itself, and the
+  server forks the next one. An unused spare dies with the server (``PR_SET_PDEATHSIG``, the
+  end of its socket).
 
 Safety of the fork: the server forks only while it runs one thread. It is a fresh interpreter
 (``python -m caesar_rest.backends.forkserver``, started by :class:`ForkServer`) whose BLAS and
@@ -153,6 +158,99 @@ def fork_app(cmd: list[str], limiter: Callable[[], None] | None) -> Any:
         os._exit(code)
 
 
+@dataclass
+class SpareApp:
+    """The app's process, forked by a spare wrapper before its job came (in the job's session
+    already): it waits on :attr:`sock` for its command (:func:`_spare_app_main`), so a job's
+    start costs no fork at all. It dies with the wrapper until then (``PR_SET_PDEATHSIG``,
+    and the end of its socket)."""
+
+    pid: int
+    #: The wrapper's end of the app's socket.
+    sock: socket.socket
+
+    @classmethod
+    def fork(cls, close: Sequence[socket.socket] = ()) -> SpareApp | None:
+        """Fork the spare app (in a process that runs one thread), which closes ``close``
+        (the wrapper's own sockets); None when it cannot."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            for sock in (mine, *close):
+                sock.close()
+            _spare_app_main(theirs)  # never returns
+        theirs.close()
+        return cls(pid, mine)
+
+    def start(self, cmd: list[str], limiter: Callable[[], None] | None) -> Any:
+        """The wrapper's starter: a ``python -m`` app runs in this process; another program
+        (or, when this process has died, any app) is started as :func:`fork_app` does.
+
+        The app sets its limits itself, from the environment (``CAESAR_JOB_LIMITS``) as the
+        wrapper does (``limiter`` is the wrapper's own function and cannot travel).
+        """
+        target = python_module(cmd)
+        if target is not None:
+            msg: dict[str, Any] = {"module": target[0], "args": target[1], "cwd": os.getcwd()}
+            msg.update(env=dict(os.environ), path=sys.path[1:])
+            sys.stdout.flush()
+            sys.stderr.flush()
+            with contextlib.suppress(OSError):
+                socket.send_fds(
+                    self.sock,
+                    [json.dumps(msg).encode()],
+                    [sys.stdout.fileno()],
+                    socket.MSG_NOSIGNAL,
+                )
+                self.sock.close()
+                return ForkedApp(self.pid)
+        self.sock.close()  # it ends at the end of its socket
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        return fork_app(cmd, limiter)
+
+
+def _spare_app_main(sock: socket.socket) -> None:
+    """In the spare app: wait for the command; then the job's descriptors, folder,
+    environment, import path and limits, and run it (as :func:`fork_app`'s child does)."""
+    code = 0
+    try:
+        wrapper = os.getppid()
+        _die_with_parent(signal.SIGKILL)
+        if os.getppid() != wrapper:
+            os._exit(0)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # while it waits: end quietly
+            signal.signal(sig, signal.SIG_DFL)
+        data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+        sock.close()
+        if not data or len(fds) != 1:
+            os._exit(0)  # not needed (another program), or the wrapper has gone
+        code = 1
+        _die_with_parent(0)  # as a forked app: it does not die with its wrapper
+        msg = json.loads(data)
+        _own_fds(fds[0])
+        os.chdir(msg["cwd"])
+        os.environ.clear()
+        os.environ.update(msg["env"])
+        sys.path[1:] = msg["path"]
+        from caesar_rest.backends.wrapper import limiter
+        from caesar_rest.jobs.folder import LIMITS_ENV, JobLimits
+
+        limit = limiter(JobLimits.from_env(os.environ.get(LIMITS_ENV)))
+        if limit is not None:
+            limit()
+        code = _run_module(msg["module"], [str(a) for a in msg["args"]])
+    finally:
+        _flush_and_exit(code)
+
+
 def _run_module(module: str, args: list[str]) -> int:
     """In the app's process: run ``python -m module args`` as a new interpreter would."""
     import runpy
@@ -226,12 +324,23 @@ class _Job:
     die_with_launcher: bool
 
 
+@dataclass
+class _Spare:
+    """A wrapper forked in advance (:meth:`_Server._spare_child`), waiting for its job."""
+
+    pid: int
+    #: The server's end of the spare's socket (the job's request goes there).
+    sock: socket.socket
+
+
 class _Server:
     """The fork server's loop (single-threaded): requests, forks, reaping."""
 
     def __init__(self, ctl: socket.socket):
         self.ctl: socket.socket | None = ctl
         self.jobs: dict[int, _Job] = {}
+        #: The next job's wrapper, forked in advance (a job's start then costs no fork).
+        self.spare: _Spare | None = None
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
@@ -248,6 +357,8 @@ class _Server:
         """Serve until the launcher closes the control socket and no launcher waits for the
         status of a job any more (the jobs themselves go on: they record their own end)."""
         while self.ctl is not None or any(j.sock is not None for j in self.jobs.values()):
+            if self.spare is None and self.ctl is not None:
+                self._fork_spare()  # between requests: off the next job's way
             socks = [s for s in (j.sock for j in self.jobs.values()) if s is not None]
             listen = [self.wake_r, *socks] + ([self.ctl] if self.ctl is not None else [])
             ready, _, _ = select.select(listen, [], [], 5.0)
@@ -286,12 +397,49 @@ class _Server:
                 self._reply(job_sock, {"error": f"fork server runs {threads} threads"})
                 job_sock.close()
                 return
-            self._fork(req, job_sock, log_fd)
+            if not self._hand_to_spare(data, req, job_sock, log_fd):
+                self._fork(req, job_sock, log_fd)
         except Exception as exc:
             self._reply(job_sock, {"error": f"{type(exc).__name__}: {exc}"})
             job_sock.close()
         finally:
             os.close(log_fd)
+
+    def _fork_spare(self) -> None:
+        """Fork the next job's wrapper in advance (while this process runs one thread)."""
+        if thread_count() != 1:
+            return
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError:
+            mine.close()
+            theirs.close()
+            return
+        if pid == 0:
+            mine.close()
+            self._spare_child(theirs)  # never returns
+        theirs.close()
+        self.spare = _Spare(pid, mine)
+
+    def _hand_to_spare(
+        self, data: bytes, req: dict[str, Any], job_sock: socket.socket, log_fd: int
+    ) -> bool:
+        """Give the request to the spare wrapper (it answers the launcher itself); False
+        when there is none or it has gone (the job is then forked now)."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return False
+        try:
+            socket.send_fds(spare.sock, [data], [job_sock.fileno(), log_fd], socket.MSG_NOSIGNAL)
+        except OSError:
+            return False  # it died: the reaper collects it
+        finally:
+            spare.sock.close()
+        self.jobs[spare.pid] = _Job(spare.pid, job_sock, bool(req.get("die_with_launcher")))
+        return True
 
     def _fork(self, req: dict[str, Any], job_sock: socket.socket, log_fd: int) -> None:
         """Fork the job's wrapper and answer its pid and start time."""
@@ -321,6 +469,9 @@ class _Server:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and self.spare.pid == pid:  # it died unused
+                self.spare.sock.close()
+                self.spare = None
             job = self.jobs.pop(pid, None)
             if job is not None and job.sock is not None:
                 self._reply(job.sock, {"status": os.waitstatus_to_exitcode(status)})
@@ -346,6 +497,9 @@ class _Server:
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
+        if self.spare is not None:  # it ends on the end of its socket
+            self.spare.sock.close()
+            self.spare = None
         for job in self.jobs.values():
             if job.die_with_launcher:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -367,50 +521,136 @@ class _Server:
             server = os.getppid()
             os.setsid()
             if req.get("die_with_launcher"):
-                _die_with_parent()
+                _die_with_parent(signal.SIGTERM)
                 if os.getppid() != server:  # the server died before the prctl
                     os._exit(1)
-            signal.set_wakeup_fd(-1)
-            for s in (self.ctl, self.wake_r, self.wake_w, job_sock):
-                if s is not None:
-                    s.close()
-            for job in self.jobs.values():
-                if job.sock is not None:
-                    job.sock.close()
-            self.jobs.clear()
-            _python_signals()
-            _own_fds(log_fd)
-            os.chdir(req["cwd"])
-            os.environ.clear()
-            os.environ.update(env)
-            _job_path(os.environ.get("PYTHONPATH", ""))
-            _reset_logging()
-            print(f"[caesar-rest] warm start (fork server {server})", flush=True)
-            from caesar_rest.backends.wrapper import main
-
-            code = main(["--", *argv], starter=fork_app)
+            job_sock.close()
+            self._leave_server()
+            code = self._be_wrapper(req, argv, env, log_fd, server)
         except BaseException:
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
         finally:
+            _flush_and_exit(code)
+
+    def _spare_child(self, sock: socket.socket) -> None:
+        """A wrapper forked in advance: it waits for one request on ``sock``, then becomes
+        that job (answering the launcher its pid), as :meth:`_child` does.
+
+        It takes its session (the job's) at once and forks the job's app in advance too
+        (:class:`SpareApp`), so that a job's start costs no fork. Until its request comes it
+        gets SIGKILL when the server dies (``PR_SET_PDEATHSIG``; its app the same when it
+        dies) and ends at the end of ``sock`` (the server closed it, or exited): an unused
+        spare never outlives its server.
+        """
+        code = 0
+        try:
+            server = os.getppid()
+            _die_with_parent(signal.SIGKILL)
+            if os.getppid() != server:  # the server died before the prctl
+                os._exit(0)
+            self._leave_server()
+            _python_signals()
+            _reset_logging()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # while it waits: end quietly
+                signal.signal(sig, signal.SIG_DFL)
+            # The job's session now, so that the app forked in advance is in it too.
+            os.setsid()
+            app = SpareApp.fork(close=[sock])
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
+            sock.close()
+            if not data or len(fds) != 2:
+                os._exit(0)  # the server has gone, or closed it: no job
+            code = 1
+            job_sock = socket.socket(fileno=fds[0])
+            req = json.loads(data)
+            # The job's own fate from here: a local job outlives the server, a Celery one
+            # dies with it (SIGTERM, as :meth:`_child`).
+            _die_with_parent(signal.SIGTERM if req.get("die_with_launcher") else 0)
+            if os.getppid() != server:  # the server died meanwhile: the launcher, without an
+                os._exit(1)  # answer, starts the job cold
+            self._reply(job_sock, {"pid": os.getpid(), "ticks": _own_start_ticks()})
+            job_sock.close()
+            argv = [str(a) for a in req["argv"]]
+            env = {str(k): str(v) for k, v in req["env"].items()}
+            code = self._be_wrapper(req, argv, env, fds[1], server, app)
+        except BaseException:
             with contextlib.suppress(BaseException):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+                traceback.print_exc()
+        finally:
+            _flush_and_exit(code)
+
+    def _leave_server(self) -> None:
+        """In a child: close the server's sockets, its signal wake-up and handlers."""
+        signal.set_wakeup_fd(-1)
+        for s in (self.ctl, self.wake_r, self.wake_w):
+            if s is not None:
+                s.close()
+        for job in self.jobs.values():
+            if job.sock is not None:
+                job.sock.close()
+        self.jobs.clear()
+        if self.spare is not None:
+            self.spare.sock.close()
+            self.spare = None
+
+    @staticmethod
+    def _be_wrapper(
+        req: dict[str, Any],
+        argv: list[str],
+        env: dict[str, str],
+        log_fd: int,
+        server: int,
+        app: SpareApp | None = None,
+    ) -> int:
+        """In the job's session: its descriptors, folder and environment; then the wrapper
+        (which starts the app, ``app`` when forked in advance, and records its end); its
+        status."""
+        _python_signals()
+        _own_fds(log_fd, app.sock.fileno() if app is not None else None)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(env)
+        _job_path(os.environ.get("PYTHONPATH", ""))
+        _reset_logging()
+        print(f"[caesar-rest] warm start (fork server {server})", flush=True)
+        from caesar_rest.backends.wrapper import main
+
+        return main(["--", *argv], starter=app.start if app is not None else fork_app)
 
 
-def _die_with_parent() -> None:
+def _flush_and_exit(code: int) -> None:
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _own_start_ticks() -> int | None:
+    from caesar_rest.backends.pids import process_start_ticks
+
+    return process_start_ticks(os.getpid())
+
+
+def _die_with_parent(sig: int) -> None:
+    """Get ``sig`` when the parent (the server) dies; 0: no longer."""
     with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
-def _own_fds(log_fd: int) -> None:
-    """Standard input ``/dev/null``, output and error on ``job.log``, nothing else open."""
+def _own_fds(log_fd: int, keep: int | None = None) -> None:
+    """Standard input ``/dev/null``, output and error on ``job.log``, nothing else open but
+    ``keep`` (the wrapper's socket to its spare app)."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
-    os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
+    top = os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536
+    if keep is None or keep < 3:
+        os.closerange(3, top)
+    else:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, top)
 
 
 def _job_path(pythonpath: str) -> None:
@@ -723,9 +963,11 @@ class ForkServer:
             self._fail("gone (no answer)")
             raise ForkServerUnavailable(self.why or "gone")
         msg = json.loads(data)
-        if "error" in msg:
+        if "error" in msg or "pid" not in msg:
             mine.close()
-            raise ForkServerUnavailable(str(msg["error"]))
+            # A status first: the spare wrapper died before it answered (nothing ran).
+            why = msg.get("error", f"the job's process ended before it started: {msg}")
+            raise ForkServerUnavailable(str(why))
         mine.settimeout(None)
         return WarmProcess(mine, int(msg["pid"]), msg.get("ticks"))
 

@@ -37,6 +37,7 @@ import time
 from subprocess import TimeoutExpired
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from caesar_rest.backends.process import (
     JobProcess,
@@ -81,6 +82,9 @@ class LocalBackend:
         self._ended_since: dict[str, float] = {}
         #: Where jobs start warm (None: the setting is off); started with the first job.
         self.fork_server = fork_server(self.settings, die_with_launcher=False)
+        #: Jobs claimed by :meth:`submit` for the dispatcher to launch (under its lock).
+        self._claimed: list[JobRecord] = []
+        self._claimed_lock = threading.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -106,11 +110,48 @@ class LocalBackend:
 
     # --- interface -----------------------------------------------------------------------
     def submit(self, job: JobRecord) -> None:
-        """Queue the job and wake the dispatcher."""
-        self.service.transition(
-            job.id, Phase.QUEUED, message="Job queued", expect=[Phase.PENDING, Phase.HELD]
-        )
+        """Queue the job and wake the dispatcher.
+
+        While the dispatcher runs, the job is claimed in the same transaction when a slot is
+        free (the oldest queued job is, as the dispatcher would): one commit takes it from
+        PENDING through QUEUED to EXECUTING, both changes recorded as events, and the
+        dispatcher only launches it.
+        """
+        with self._claimed_lock:
+            if self._thread is not None and not self._stop.is_set() and self._may_have_slot():
+                claimed = self._queue_and_claim(job.id)
+                if claimed is not None:
+                    self._claimed.append(claimed)
+            else:
+                self.service.transition(
+                    job.id, Phase.QUEUED, message="Job queued", expect=[Phase.PENDING, Phase.HELD]
+                )
         self._wake.set()
+
+    def _may_have_slot(self) -> bool:
+        """Whether a slot may be free: not while this process's own jobs fill them (a burst
+        of submits then only queues, without counting in the database each time)."""
+        with self._lock:
+            mine = len(self._supervised)
+        return mine + len(self._claimed) < self.settings.max_concurrent_jobs
+
+    def _queue_and_claim(self, job_id: str) -> JobRecord | None:
+        """Queue ``job_id`` and claim the oldest queued job within the limit, in one
+        transaction; the claimed job (None when no slot is free)."""
+        svc = self.service
+        with svc.sessions() as s, s.begin():
+            claim_lock(write_first(s))
+            queued = svc.apply_transition(
+                s, job_id, Phase.QUEUED, message="Job queued", expect=[Phase.PENDING, Phase.HELD]
+            )
+            claimed = self._claim_in(s) if queued is not None else None
+        if queued is not None:
+            svc.announce(job_id, queued, Phase.QUEUED, None)
+        job, prev = claimed if claimed is not None else (None, None)
+        if job is None or prev is None:
+            return None  # no slot (or a race): the dispatcher's pass claims
+        svc.announce(job.id, prev, Phase.EXECUTING, None)
+        return job
 
     def cancel(self, job: JobRecord) -> bool:
         """Abort a queued job, or kill the process group of an executing one."""
@@ -209,6 +250,16 @@ class LocalBackend:
 
     # --- dispatcher ----------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._passes()
+        finally:
+            # Jobs submit claimed are EXECUTING already: start them, even when stopping.
+            with self._claimed_lock:
+                claimed, self._claimed = self._claimed, []
+            for job in claimed:
+                self._launch(job)
+
+    def _passes(self) -> None:
         swept = 0.0
         while not self._stop.is_set():
             # A wake-up (a submit, a free slot) dispatches at once; the sweep, a look at every
@@ -231,10 +282,15 @@ class LocalBackend:
     def _dispatch(self) -> None:
         """Claim and start queued jobs while there is a free slot."""
         while not self._stop.is_set():
-            job = self._claim()
+            job = self._next_claimed() or self._claim()
             if job is None:
                 break
             self._launch(job)
+
+    def _next_claimed(self) -> JobRecord | None:
+        """The oldest job :meth:`submit` claimed and nobody launched yet."""
+        with self._claimed_lock:
+            return self._claimed.pop(0) if self._claimed else None
 
     def _stale(self, job: JobRecord) -> bool:
         """Whether the job's record has not moved for ``monitor_lost_after`` seconds."""
@@ -287,39 +343,53 @@ class LocalBackend:
     def _claim(self) -> JobRecord | None:
         """Atomically move the oldest QUEUED local job to EXECUTING, within the limit."""
         svc = self.service
-        mine = JobRecord.backend == self.name
         with svc.sessions() as s, s.begin():
             # Serialise claims so the concurrency limit holds across processes.
             claim_lock(write_first(s))
-            running = s.scalar(
-                select(func.count())
-                .select_from(JobRecord)
-                .where(mine, JobRecord.phase == Phase.EXECUTING.value)
-            )
-            if (running or 0) >= self.settings.max_concurrent_jobs:
-                return None
-            job_id = s.scalar(
-                select(JobRecord.id)
-                .where(mine, JobRecord.phase == Phase.QUEUED.value)
-                .order_by(JobRecord.created_at)
-                .limit(1)
-            )
-            if job_id is None:
-                return None
-            # In the same locked transaction as the count: another process counts this job
-            # as running before it can claim one more.
-            prev = svc.apply_transition(
-                s,
-                job_id,
-                Phase.EXECUTING,
-                message="Job starting",
-                expect=[Phase.QUEUED],
-                host=hostname(),
-            )
+            claimed = self._claim_in(s)
+        if claimed is None:
+            return None
+        job, prev = claimed
         if prev is None:
             return self._claim()
-        svc.announce(job_id, prev, Phase.EXECUTING, None)
-        return svc.get_any(job_id)
+        svc.announce(job.id, prev, Phase.EXECUTING, None)
+        return job
+
+    def _claim_in(self, s: Session) -> tuple[JobRecord, Phase | None] | None:
+        """In the caller's locked transaction: move the oldest QUEUED job to EXECUTING if a
+        slot is free. The job (as it is after the change: the record the session holds) and
+        its phase before (None when another process changed it first); None: no slot or no
+        queued job."""
+        mine = JobRecord.backend == self.name
+        running = s.scalar(
+            select(func.count())
+            .select_from(JobRecord)
+            .where(mine, JobRecord.phase == Phase.EXECUTING.value)
+        )
+        if (running or 0) >= self.settings.max_concurrent_jobs:
+            return None
+        job_id = s.scalar(
+            select(JobRecord.id)
+            .where(mine, JobRecord.phase == Phase.QUEUED.value)
+            .order_by(JobRecord.created_at)
+            .limit(1)
+        )
+        if job_id is None:
+            return None
+        # In the same locked transaction as the count: another process counts this job as
+        # running before it can claim one more.
+        prev = self.service.apply_transition(
+            s,
+            job_id,
+            Phase.EXECUTING,
+            message="Job starting",
+            expect=[Phase.QUEUED],
+            host=hostname(),
+        )
+        job = s.get(JobRecord, job_id)  # loaded by the change (sessions keep it after commit)
+        if job is None:
+            return None
+        return job, prev
 
     def _launch(self, job: JobRecord) -> None:
         jdir = self.service.job_dir(job)
