@@ -88,15 +88,36 @@ def log_noise_factor(sx: float, sy: float, th: float, scale: float, truncate: fl
     float
         The factor (deterministic: fixed random seed).
     """
+    noise = beam_noise(sx, sy, th)
+    resp = -(scale**2) * ndimage.gaussian_laplace(noise, scale, truncate=truncate)
+    return float(resp[48:-48, 48:-48].std())
+
+
+@lru_cache(maxsize=4)
+def beam_noise(sx: float, sy: float, th: float) -> F64:
+    """Unit-rms beam-correlated noise, 256 x 256 (fixed seed): the input of
+    :func:`log_noise_factor`, made once per beam for all the scales (the convolution is most
+    of the factor's cost).
+
+    Parameters
+    ----------
+    sx, sy, th
+        Beam sigma (pixels) and angle (radians from +x).
+
+    Returns
+    -------
+    numpy.ndarray
+        The noise (read-only: it is shared by the scales).
+    """
     n = 256
     rng = np.random.default_rng(20240130)
     white = rng.standard_normal((n, n))
     # Direct convolution with zero fill (equal to an FFT "same" convolution for this odd
     # kernel); scipy.signal would cost ~40 MiB and 0.7 s of import in every job.
-    noise = ndimage.convolve(white, _beam_kernel(sx, sy, th), mode="constant", cval=0.0)
+    noise: F64 = ndimage.convolve(white, _beam_kernel(sx, sy, th), mode="constant", cval=0.0)
     noise /= noise[32:-32, 32:-32].std()
-    resp = -(scale**2) * ndimage.gaussian_laplace(noise, scale, truncate=truncate)
-    return float(resp[48:-48, 48:-48].std())
+    noise.flags.writeable = False
+    return noise
 
 
 def log_response(cut: F32, scale: float, truncate: float) -> F32:
