@@ -29,3 +29,19 @@ def test_factor_of_every_scale_equals_the_one_made_from_scratch() -> None:
         )
     assert nesting.beam_noise.cache_info().misses == 1  # one convolution for the scales
     assert not nesting.beam_noise(*beam).flags.writeable
+
+
+def test_gaussian_laplace_equals_scipys() -> None:
+    rng = np.random.default_rng(11)
+    for shape, sigma in (((40, 57), 1.84), ((23, 31), 4.84), ((64, 64), 2.5), ((9, 12), 3.3)):
+        img = rng.standard_normal(shape).astype(np.float32)
+        got = nesting.gaussian_laplace(img, sigma, 4.0)
+        want = ndimage.gaussian_laplace(img, sigma, truncate=4.0)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        cut = img.copy()
+        cut[3, 4] = np.nan
+        resp = nesting.log_response(cut, sigma, 4.0)
+        filled = np.where(np.isfinite(cut), cut, 0.0).astype(np.float32)
+        ref = -(sigma**2) * ndimage.gaussian_laplace(filled, sigma, truncate=4.0)
+        ref[3, 4] = 0.0
+        assert resp.tobytes() == ref.astype(np.float32).tobytes()
