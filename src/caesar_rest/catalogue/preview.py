@@ -19,6 +19,7 @@ import math
 import struct
 import warnings
 import zlib
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,8 @@ def _lut() -> U8:
 
 
 _LUT = _lut()
+#: :data:`_LUT` with the blank pixels' grey as entry 256.
+_LUT_GREY = np.vstack([_LUT, np.array([GREY], dtype=np.uint8)])
 
 
 def block_reduce(data: npt.NDArray[np.float32], factor: int) -> npt.NDArray[np.float32]:
@@ -130,18 +133,78 @@ def colourise(small: npt.NDArray[np.float32]) -> U8:
         lo, hi = 0.0, 1.0
     del vals
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
-    a = 0.05
     rgb = np.empty((*small.shape, 3), dtype=np.uint8)
     # By strips of rows: the stretch works in float64.
     step = max(1, _STRIP_PIXELS // 8 // max(small.shape[1], 1))
     for r0 in range(0, small.shape[0], step):
         f = finite[r0 : r0 + step]
         x = np.clip((np.where(f, small[r0 : r0 + step], lo) - lo) * scale, 0.0, 1.0)
-        y = np.arcsinh(x / a) / math.asinh(1.0 / a)
-        part = _LUT[np.clip((y * 255.0 + 0.5).astype(np.intp), 0, 255)]
-        part[~f] = GREY
-        rgb[r0 : r0 + step] = part
+        level = stretch_levels(x)
+        level[~f] = _GREY_LEVEL
+        rgb[r0 : r0 + step] = _LUT_GREY[level]
     return rgb
+
+
+#: The asinh stretch's softening (:func:`stretch_level`).
+_ASINH_A = 0.05
+#: Equal steps of [0, 1] of the lookup of :func:`stretch_levels` (a power of two: ``x * n``
+#: is exact, so a value's step is exact).
+_STEPS = 1 << 16
+#: Index of the blank pixels' grey in :data:`_LUT_GREY`.
+_GREY_LEVEL = 256
+
+
+def stretch_level(x: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+    """Colour-map index (0-255) of values in [0, 1]: ``asinh(x / a) / asinh(1 / a)``
+    rounded to 255 levels (a = 0.05).
+
+    Parameters
+    ----------
+    x
+        Values scaled to [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        The levels.
+    """
+    y = np.arcsinh(x / _ASINH_A) / math.asinh(1.0 / _ASINH_A)
+    return np.clip((y * 255.0 + 0.5).astype(np.intp), 0, 255)
+
+
+@lru_cache(maxsize=1)
+def _step_levels() -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """Per step ``[k / n, (k + 1) / n)`` of [0, 1] (and ``x = 1`` last): the level of its
+    first value, and whether its last value has another level (a level boundary inside)."""
+    start = np.arange(_STEPS + 1) / _STEPS
+    first = stretch_level(start)
+    last = stretch_level(np.nextafter(np.minimum(start + 1.0 / _STEPS, 1.0), 0.0))
+    last[-1] = first[-1]
+    return first, first != last
+
+
+def stretch_levels(x: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+    """:func:`stretch_level` of many values, by a lookup: a value takes its step's level,
+    and only values in the few steps a level boundary crosses are computed (the stretch is
+    increasing, so a step whose first and last values share a level has no other).
+
+    Parameters
+    ----------
+    x
+        Values scaled to [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        The levels, equal to ``stretch_level(x)``.
+    """
+    first, mixed = _step_levels()
+    step = (x * _STEPS).astype(np.intp)
+    level = first[step]
+    near = mixed[step]
+    if near.any():
+        level[near] = stretch_level(x[near])
+    return level
 
 
 def ellipse_outlines(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from caesar_rest.sourcefinder._types import F64, I64, B
 
@@ -22,6 +23,83 @@ CONVERGED, CONVERGED_AT_BOUND, NOT_CONVERGED = 0, 1, 2
 # --------------------------------------------------------------------------------------------
 # Model and Jacobian
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Terms:
+    """The model of a batch of units and the terms its Jacobian is made of (see
+    :func:`_terms`); :meth:`rows` selects units, so that a step's accepted units get their
+    Jacobian from the terms of the trial that accepted them instead of a second evaluation."""
+
+    model: F64
+    g: F64
+    ag: F64
+    u: F64
+    w: F64
+    c: F64
+    s: F64
+    isx2: F64
+    isy2: F64
+    sx: F64
+    sy: F64
+    npar: int
+
+    def rows(self, keep: npt.NDArray[np.bool_]) -> _Terms:
+        """The terms of the units flagged in ``keep``."""
+        return _Terms(
+            self.model[keep],
+            self.g[keep],
+            self.ag[keep],
+            self.u[keep],
+            self.w[keep],
+            self.c[keep],
+            self.s[keep],
+            self.isx2[keep],
+            self.isy2[keep],
+            self.sx[keep],
+            self.sy[keep],
+            self.npar,
+        )
+
+
+def _terms(x: F64, y: F64, p: F64, ncomp: int) -> _Terms:
+    n, m = x.shape
+    q = p[:, : NPAR * ncomp].reshape(n, ncomp, NPAR)
+    amp, x0, y0 = q[:, :, 0:1], q[:, :, 1:2], q[:, :, 2:3]
+    sx, sy, th = q[:, :, 3:4], q[:, :, 4:5], q[:, :, 5:6]
+    dx = x[:, None, :] - x0
+    dy = y[:, None, :] - y0
+    c, s = np.cos(th), np.sin(th)
+    u = dx * c + dy * s
+    w = -dx * s + dy * c
+    isx2 = 1.0 / (sx * sx)
+    isy2 = 1.0 / (sy * sy)
+    g = np.exp(-0.5 * (u * u * isx2 + w * w * isy2))
+    ag = amp * g
+    model = ag.sum(axis=1)
+    if p.shape[1] > NPAR * ncomp:
+        model = model + p[:, -1:]
+    return _Terms(model, g, ag, u, w, c, s, isx2, isy2, sx, sy, p.shape[1])
+
+
+def _jacobian(t: _Terms) -> F64:
+    n, ncomp, m = t.g.shape
+    # Each derivative is written whole into a (unit, component, parameter, pixel) array, then
+    # the array is laid out as (unit, pixel, parameter) in one copy.
+    d = np.empty((n, ncomp, NPAR, m))
+    ag, u, w, c, s, isx2, isy2 = t.ag, t.u, t.w, t.c, t.s, t.isx2, t.isy2
+    agu = ag * u
+    d[:, :, 0] = t.g
+    np.multiply(ag, u * c * isx2 - w * s * isy2, out=d[:, :, 1])
+    np.multiply(ag, u * s * isx2 + w * c * isy2, out=d[:, :, 2])
+    np.divide(agu * u * isx2, t.sx, out=d[:, :, 3])
+    np.divide(ag * w * w * isy2, t.sy, out=d[:, :, 4])
+    np.multiply(agu * w, isy2 - isx2, out=d[:, :, 5])
+    jac = np.empty((n, m, t.npar))
+    jac[:, :, : NPAR * ncomp].reshape(n, m, ncomp, NPAR)[...] = d.transpose(0, 3, 1, 2)
+    if t.npar > NPAR * ncomp:
+        jac[:, :, -1] = 1.0
+    return jac
 
 
 def gauss_model(
@@ -45,37 +123,8 @@ def gauss_model(
     model, jac
         ``(n, m)`` model and ``(n, m, P)`` derivatives (None if not asked).
     """
-    n, m = x.shape
-    q = p[:, : NPAR * ncomp].reshape(n, ncomp, NPAR)
-    amp, x0, y0 = q[:, :, 0:1], q[:, :, 1:2], q[:, :, 2:3]
-    sx, sy, th = q[:, :, 3:4], q[:, :, 4:5], q[:, :, 5:6]
-    dx = x[:, None, :] - x0
-    dy = y[:, None, :] - y0
-    c, s = np.cos(th), np.sin(th)
-    u = dx * c + dy * s
-    w = -dx * s + dy * c
-    isx2 = 1.0 / (sx * sx)
-    isy2 = 1.0 / (sy * sy)
-    g = np.exp(-0.5 * (u * u * isx2 + w * w * isy2))
-    ag = amp * g
-    model = ag.sum(axis=1)
-    offset = p.shape[1] > NPAR * ncomp
-    if offset:
-        model = model + p[:, -1:]
-    if not jacobian:
-        return model, None
-    npar = p.shape[1]
-    jac = np.empty((n, m, npar))
-    jk = jac[:, :, : NPAR * ncomp].reshape(n, m, ncomp, NPAR)
-    jk[..., 0] = np.swapaxes(g, 1, 2)
-    jk[..., 1] = np.swapaxes(ag * (u * c * isx2 - w * s * isy2), 1, 2)
-    jk[..., 2] = np.swapaxes(ag * (u * s * isx2 + w * c * isy2), 1, 2)
-    jk[..., 3] = np.swapaxes(ag * u * u * isx2 / sx, 1, 2)
-    jk[..., 4] = np.swapaxes(ag * w * w * isy2 / sy, 1, 2)
-    jk[..., 5] = np.swapaxes(ag * u * w * (isy2 - isx2), 1, 2)
-    if offset:
-        jac[:, :, -1] = 1.0
-    return model, jac
+    t = _terms(x, y, p, ncomp)
+    return t.model, _jacobian(t) if jacobian else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,8 +144,22 @@ class LMResult:
     posdef: B
 
 
+#: Pixels per unit from which :func:`_normal` forms ``J^T J`` unit by unit: NumPy's einsum
+#: of one unit's ``(pixels, parameters)`` Jacobian is about twice as fast per value as the
+#: batched one there (both sum the pixels in order: the same bits).
+NORMAL_BY_UNIT_PIXELS = 64
+
+
 def _normal(jac: F64, r: F64) -> tuple[F64, F64]:
-    jtj = np.einsum("nmp,nmq->npq", jac, jac, optimize=False)
+    """The normal equations ``J^T J`` and ``J^T r`` of a batch (sums over the pixels in
+    their order)."""
+    n, m, npar = jac.shape
+    if n > 1 and m >= NORMAL_BY_UNIT_PIXELS:
+        jtj = np.empty((n, npar, npar))
+        for i in range(n):
+            np.einsum("mp,mq->pq", jac[i], jac[i], out=jtj[i], optimize=False)
+    else:
+        jtj = np.einsum("nmp,nmq->npq", jac, jac, optimize=False)
     g = np.einsum("nmp,nm->np", jac, r, optimize=False)
     return jtj, g
 
@@ -167,8 +230,11 @@ def lm_fit(
     jtj, g = _normal(jac, r)
     active = np.isfinite(chi2)
     eye = np.eye(npar)
+    diag = np.arange(npar)
+    # The active units' pixels, compacted when units finish (not copied at every step).
+    idx = np.flatnonzero(active)
+    xa, ya, va, wa = (arr[idx] if idx.size < n else arr for arr in (x, y, v, wt))
     for _ in range(max_iter):
-        idx = np.flatnonzero(active)
         if idx.size == 0:
             break
         n_iter[idx] += 1
@@ -183,19 +249,16 @@ def lm_fit(
         eps = 1e-9 * (np.abs(pi) + 1.0)
         fx = fixed[idx] | ((pi <= li + eps) & (gg < 0)) | ((pi >= hi_ - eps) & (gg > 0))
         # Fixed parameters: identity rows/columns and no step.
-        aa[fx] = 0.0
-        aa = np.where(fx[:, None, :], 0.0, aa)
-        aa[:, np.arange(npar), np.arange(npar)] = np.where(
-            fx, 1.0, aa[:, np.arange(npar), np.arange(npar)]
-        )
+        aa = np.where(fx[:, :, None] | fx[:, None, :], 0.0, aa)
+        aa[:, diag, diag] = np.where(fx, 1.0, aa[:, diag, diag])
         gg[fx] = 0.0
         try:
             dp = np.linalg.solve(aa, gg[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
             dp = np.einsum("npq,nq->np", np.linalg.pinv(aa), gg)
-        pn = np.clip(p[idx] + dp, lo[idx], hi[idx])
-        mn, _ = gauss_model(x[idx], y[idx], pn, ncomp, jacobian=False)
-        rn = (v[idx] - mn) * wt[idx]
+        pn = np.clip(pi + dp, li, hi_)
+        trial = _terms(xa, ya, pn, ncomp)
+        rn = (va - trial.model) * wa
         chi2n = np.einsum("nm,nm->n", rn, rn)
         better = np.isfinite(chi2n) & (chi2n <= chi2[idx])
         gain = chi2[idx] - chi2n
@@ -207,11 +270,11 @@ def lm_fit(
         if ib.size:
             p[ib] = pn[better]
             chi2[ib] = chi2n[better]
-            mb, jb = gauss_model(x[ib], y[ib], p[ib], ncomp)
-            assert jb is not None
-            rb = (v[ib] - mb) * wt[ib]
-            jb *= wt[ib][:, :, None]
-            jtj[ib], g[ib] = _normal(jb, rb)
+            # The accepted units' Jacobian at their new parameters: from the trial's terms.
+            every = ib.size == idx.size
+            jb = _jacobian(trial if every else trial.rows(better))
+            jb *= (wa if every else wa[better])[:, :, None]
+            jtj[ib], g[ib] = _normal(jb, rn if every else rn[better])
         small_step = np.all(np.abs(dp[better]) <= 1e-6 * (np.abs(p[ib]) + 1e-3), axis=1)
         # Converged: chi2 gain below tol (absolute, as Minuit's EDM) or 1e-4 relative (bright
         # non-Gaussian sources have a huge chi2 that creeps down for ever).
@@ -246,10 +309,13 @@ def lm_fit(
         fin = done[~can_widen]
         status[fin] = np.where(bounded[~can_widen], CONVERGED_AT_BOUND, CONVERGED)
         active[fin] = False
+        if fin.size:
+            keep = active[idx]
+            idx = idx[keep]
+            xa, ya, va, wa = xa[keep], ya[keep], va[keep], wa[keep]
     # Covariance at the solution (free parameters only).
     a = jtj.copy()
     a = np.where(fixed[:, None, :] | fixed[:, :, None], 0.0, a)
-    diag = np.arange(npar)
     a[:, diag, diag] = np.where(fixed, 1.0, a[:, diag, diag])
     try:
         cov = np.linalg.inv(a)

@@ -88,15 +88,36 @@ def log_noise_factor(sx: float, sy: float, th: float, scale: float, truncate: fl
     float
         The factor (deterministic: fixed random seed).
     """
+    noise = beam_noise(sx, sy, th)
+    resp = -(scale**2) * ndimage.gaussian_laplace(noise, scale, truncate=truncate)
+    return float(resp[48:-48, 48:-48].std())
+
+
+@lru_cache(maxsize=4)
+def beam_noise(sx: float, sy: float, th: float) -> F64:
+    """Unit-rms beam-correlated noise, 256 x 256 (fixed seed): the input of
+    :func:`log_noise_factor`, made once per beam for all the scales (the convolution is most
+    of the factor's cost).
+
+    Parameters
+    ----------
+    sx, sy, th
+        Beam sigma (pixels) and angle (radians from +x).
+
+    Returns
+    -------
+    numpy.ndarray
+        The noise (read-only: it is shared by the scales).
+    """
     n = 256
     rng = np.random.default_rng(20240130)
     white = rng.standard_normal((n, n))
     # Direct convolution with zero fill (equal to an FFT "same" convolution for this odd
     # kernel); scipy.signal would cost ~40 MiB and 0.7 s of import in every job.
-    noise = ndimage.convolve(white, _beam_kernel(sx, sy, th), mode="constant", cval=0.0)
+    noise: F64 = ndimage.convolve(white, _beam_kernel(sx, sy, th), mode="constant", cval=0.0)
     noise /= noise[32:-32, 32:-32].std()
-    resp = -(scale**2) * ndimage.gaussian_laplace(noise, scale, truncate=truncate)
-    return float(resp[48:-48, 48:-48].std())
+    noise.flags.writeable = False
+    return noise
 
 
 def log_response(cut: F32, scale: float, truncate: float) -> F32:
@@ -118,9 +139,56 @@ def log_response(cut: F32, scale: float, truncate: float) -> F32:
     """
     blank = ~np.isfinite(cut)
     filled = np.where(blank, 0.0, cut).astype(np.float32)
-    resp = -(scale**2) * ndimage.gaussian_laplace(filled, scale, truncate=truncate)
+    resp = -(scale**2) * gaussian_laplace(filled, scale, truncate)
     resp[blank] = 0.0
     return np.asarray(resp, dtype=np.float32)
+
+
+@lru_cache(maxsize=64)
+def _correlation_weights(sigma: float, order: int, truncate: float) -> F64:
+    """The weights :func:`scipy.ndimage.gaussian_filter1d` correlates with: its filter of a
+    unit impulse (one product of each weight with 1, the others with 0: the weights' bits),
+    reversed."""
+    radius = int(truncate * float(sigma) + 0.5)
+    impulse = np.zeros(2 * radius + 1)
+    impulse[radius] = 1.0
+    kernel = ndimage.gaussian_filter1d(
+        impulse, sigma, order=order, mode="constant", truncate=truncate
+    )
+    weights: F64 = np.ascontiguousarray(kernel[::-1])
+    weights.flags.writeable = False
+    return weights
+
+
+def gaussian_laplace(image: F32, sigma: float, truncate: float) -> F32:
+    """:func:`scipy.ndimage.gaussian_laplace` of a 2-D float32 image (mode ``reflect``), with
+    the 1-D kernels made once per scale instead of at every call: the same four
+    correlations in the same order, so the same values.
+
+    Parameters
+    ----------
+    image
+        The image.
+    sigma
+        Gaussian sigma (pixels).
+    truncate
+        Truncation in sigma.
+
+    Returns
+    -------
+    numpy.ndarray
+        The Laplacian of the Gaussian-smoothed image (float32).
+    """
+    w0 = _correlation_weights(sigma, 0, truncate)
+    w2 = _correlation_weights(sigma, 2, truncate)
+    out = np.zeros(image.shape, dtype=image.dtype)
+    ndimage.correlate1d(image, w2, 0, out, "reflect", 0.0, 0)
+    ndimage.correlate1d(out, w0, 1, out, "reflect", 0.0, 0)
+    tmp = np.zeros(image.shape, dtype=image.dtype)
+    ndimage.correlate1d(image, w0, 0, tmp, "reflect", 0.0, 0)
+    ndimage.correlate1d(tmp, w2, 1, tmp, "reflect", 0.0, 0)
+    out += tmp
+    return out
 
 
 def _blob_mask(
