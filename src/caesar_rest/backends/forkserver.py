@@ -158,6 +158,28 @@ def fork_app(cmd: list[str], limiter: Callable[[], None] | None) -> Any:
         os._exit(code)
 
 
+def _fork_paired(
+    child: Callable[[socket.socket], None], close: Sequence[socket.socket] = ()
+) -> tuple[int, socket.socket] | None:
+    """Fork a child that runs ``child`` on its end of a new socket pair (closing ``close``
+    first); the child's pid and this process's end, or None when the fork fails."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        mine.close()
+        theirs.close()
+        return None
+    if pid == 0:
+        for sock in (mine, *close):
+            sock.close()
+        child(theirs)  # never returns
+    theirs.close()
+    return pid, mine
+
+
 @dataclass
 class SpareApp:
     """The app's process, forked by a spare wrapper before its job came (in the job's session
@@ -173,21 +195,8 @@ class SpareApp:
     def fork(cls, close: Sequence[socket.socket] = ()) -> SpareApp | None:
         """Fork the spare app (in a process that runs one thread), which closes ``close``
         (the wrapper's own sockets); None when it cannot."""
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            pid = os.fork()
-        except OSError:
-            mine.close()
-            theirs.close()
-            return None
-        if pid == 0:
-            for sock in (mine, *close):
-                sock.close()
-            _spare_app_main(theirs)  # never returns
-        theirs.close()
-        return cls(pid, mine)
+        forked = _fork_paired(_spare_app_main, close)
+        return None if forked is None else cls(*forked)
 
     def start(self, cmd: list[str], limiter: Callable[[], None] | None) -> Any:
         """The wrapper's starter: a ``python -m`` app runs in this process; another program
@@ -409,20 +418,9 @@ class _Server:
         """Fork the next job's wrapper in advance (while this process runs one thread)."""
         if thread_count() != 1:
             return
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            pid = os.fork()
-        except OSError:
-            mine.close()
-            theirs.close()
-            return
-        if pid == 0:
-            mine.close()
-            self._spare_child(theirs)  # never returns
-        theirs.close()
-        self.spare = _Spare(pid, mine)
+        forked = _fork_paired(self._spare_child)
+        if forked is not None:
+            self.spare = _Spare(*forked)
 
     def _hand_to_spare(
         self, data: bytes, req: dict[str, Any], job_sock: socket.socket, log_fd: int
