@@ -94,16 +94,9 @@ _SQLITE_ISO: Label[str] = literal_column(
 ).label("submit_date")
 
 
-def _statement(descending: bool, keyed: bool, sqlite_text: bool = False) -> Select[Any]:
-    """A page of one owner's jobs, with ``owner``, ``n``, ``o`` and (keyed) ``c``/``i`` bound.
-
-    The offset is always a parameter: SQLite's dialect writes an ``OFFSET`` beside every
-    bound ``LIMIT``. With ``sqlite_text`` the creation time is selected as the ISO text the
-    answer shows (for the plain ``sqlite3`` reads).
-    """
-    cols: list[Any] = list(LIST_COLUMNS)
-    if sqlite_text:
-        cols[1] = _SQLITE_ISO
+def _keyset_page(cols: list[Any], descending: bool, keyed: bool) -> Select[Any]:
+    """``cols`` of a page of one owner's jobs in (creation time, id) order, with ``owner``,
+    ``n``, ``o`` and (keyed) ``c``/``i`` bound."""
     stmt = sa_select(*cols).where(JobRecord.owner == bindparam("owner"))
     key = tuple_(JobRecord.created_at, JobRecord.id)
     at = tuple_(bindparam("c", type_=JobRecord.created_at.type), bindparam("i"))
@@ -114,6 +107,19 @@ def _statement(descending: bool, keyed: bool, sqlite_text: bool = False) -> Sele
     else:
         stmt = stmt.order_by(JobRecord.created_at, JobRecord.id)
     return stmt.limit(bindparam("n")).offset(bindparam("o"))
+
+
+def _statement(descending: bool, keyed: bool, sqlite_text: bool = False) -> Select[Any]:
+    """A page of one owner's jobs, with ``owner``, ``n``, ``o`` and (keyed) ``c``/``i`` bound.
+
+    The offset is always a parameter: SQLite's dialect writes an ``OFFSET`` beside every
+    bound ``LIMIT``. With ``sqlite_text`` the creation time is selected as the ISO text the
+    answer shows (for the plain ``sqlite3`` reads).
+    """
+    cols: list[Any] = list(LIST_COLUMNS)
+    if sqlite_text:
+        cols[1] = _SQLITE_ISO
+    return _keyset_page(cols, descending, keyed)
 
 
 #: The statements, built once (the SQLite reader keys its compiled form on their identity).
@@ -129,16 +135,7 @@ def _keys_statement(descending: bool, keyed: bool) -> Select[Any]:
     """As :func:`_statement`, but only each job's id and revision (``list_rev``): read from
     the keyset index alone, which carries both (migration 0005)."""
     cols: list[Any] = [JobRecord.id, JobRecord.list_rev]
-    stmt = sa_select(*cols).where(JobRecord.owner == bindparam("owner"))
-    key = tuple_(JobRecord.created_at, JobRecord.id)
-    at = tuple_(bindparam("c", type_=JobRecord.created_at.type), bindparam("i"))
-    if keyed:
-        stmt = stmt.where(key < at if descending else key > at)
-    if descending:
-        stmt = stmt.order_by(JobRecord.created_at.desc(), JobRecord.id.desc())
-    else:
-        stmt = stmt.order_by(JobRecord.created_at, JobRecord.id)
-    return stmt.limit(bindparam("n")).offset(bindparam("o"))
+    return _keyset_page(cols, descending, keyed)
 
 
 _KEY_STATEMENTS = {
