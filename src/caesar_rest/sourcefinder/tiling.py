@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from caesar_rest.apps.grant import usable_cpus
 from caesar_rest.imaging.fits_image import FitsImage, read_pixels
 from caesar_rest.sourcefinder import fitting, islands, nesting
 from caesar_rest.sourcefinder._types import F32, I64, B
@@ -318,14 +318,6 @@ def _work(index: int) -> Sources:
 #: and to send the results back, about what the finder spends on 0.1-0.2 Mpix, so below
 #: 1 Mpix it cannot pay back (measured in docs/benchmarks.md, "pool only when it pays").
 POOL_MIN_PIXELS = 1 << 20
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def pool_processes(plan: list[Tile], indices: list[int], nproc: int) -> int:
