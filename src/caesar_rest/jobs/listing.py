@@ -118,11 +118,6 @@ def render_each(rows: list[tuple[Any, ...]]) -> list[str]:
     return out
 
 
-def render(rows: list[tuple[Any, ...]]) -> str:
-    """:func:`render_each` of ``rows``, separated by commas (the inside of the JSON array)."""
-    return ",".join(render_each(rows))
-
-
 #: A rendered job: id, ``submit_date`` (the cursor's position), document, row revision.
 Doc = tuple[str, str, str, int]
 
