@@ -84,8 +84,11 @@ class WebdavRemote:
     def files(self, under: str = "") -> dict[str, int]:
         """``{relative path: size}`` of every file the server holds (under ``under``)."""
         root = self.folder / under
-        return {
-            p.relative_to(root).as_posix(): p.stat().st_size
-            for p in sorted(root.rglob("*"))
-            if p.is_file()
-        }
+        out: dict[str, int] = {}
+        for p in sorted(root.rglob("*")):
+            try:
+                if p.is_file():
+                    out[p.relative_to(root).as_posix()] = p.stat().st_size
+            except FileNotFoundError:
+                continue  # removed while listed (the service's sweep runs beside the test)
+        return out
