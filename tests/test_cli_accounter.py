@@ -50,8 +50,8 @@ def without_times(d: dict[str, Any] | None) -> dict[str, Any]:
 
 def test_the_snapshot_migration_precedes_head() -> None:
     # 0003 made the accounting snapshots; 0004 (job-list keyset index) and 0005 (job-list
-    # row revisions) came after it.
-    assert revisions() == ["0001", "0002", "0003", "0004", "0005"]
+    # row revisions) and 0006 (job-list notifications) came after it.
+    assert revisions() == ["0001", "0002", "0003", "0004", "0005", "0006"]
 
 
 def test_accounter_once_stores_what_report_computes(

@@ -75,7 +75,7 @@ def test_list_revisions_down_and_up(db_url: str) -> None:
         assert migrate_to(engine, "0004") == "0004"
         assert not revisions_kept(engine)
         assert "list_rev" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
-        assert migrate_to(engine, "head") == "0005"
+        assert migrate_to(engine, "head") == "0006"
         assert revisions_kept(engine)
         with engine.connect() as conn:
             revs = conn.exec_driver_sql("SELECT list_rev FROM jobs").scalars().all()

@@ -108,6 +108,8 @@ class ServiceContext(Runtime):
         if self.janitor is not None:
             self.janitor.stop()
         self.stop_backends()
+        if self.job_lists is not None:
+            self.job_lists.close()
         if self.reader is not None:
             self.reader.close()
         self.engine.dispose()

@@ -32,6 +32,7 @@ from sqlalchemy import select as sa_select
 
 from caesar_rest.db.fastread import EngineReader, SQLiteReader
 from caesar_rest.db.models import JobRecord
+from caesar_rest.db.pgfeed import notifications_sent
 from caesar_rest.timeutil import iso
 
 #: Columns of a v1.0 job document, in :class:`ListRow` order.
@@ -160,6 +161,14 @@ def _by_id_statement(sqlite_text: bool) -> Select[Any]:
 
 _BY_ID_STATEMENTS = {text: _by_id_statement(text) for text in (False, True)}
 
+#: As :data:`_KEY_STATEMENTS`, the ids alone (the lists kept while PostgreSQL's notifications
+#: say they hold, ``db/pgfeed``).
+_ID_STATEMENTS = {
+    (desc, keyed): _keyset_page([JobRecord.id], desc, keyed)
+    for desc in (False, True)
+    for keyed in (False, True)
+}
+
 #: The triggers that renew ``list_rev`` (migration 0005), by dialect.
 _TRIGGER_CHECKS = {
     "sqlite": (
@@ -234,6 +243,8 @@ class JobListStore:
         self.inline = reader.inline
         #: Whether ``list_rev`` changes with every write (see :func:`revisions_kept`).
         self.revisions = revisions_kept(reader.engine)
+        #: Whether PostgreSQL notifies every job change (migration 0006, ``db/pgfeed``).
+        self.notifies = self.revisions and notifications_sent(reader.engine)
 
     def version(self) -> tuple[int, int] | None:
         """A marker that changes with any committed change to the database, or None where
@@ -301,6 +312,25 @@ class JobListStore:
             params["i"] = after.id
             params["c"] = _sqlite_text(after.created) if self.raw else after.created
         return self.reader.raw(stmt, params)
+
+    def ids(
+        self,
+        owner: str,
+        limit: int,
+        after: ListKey | None = None,
+        descending: bool = False,
+        offset: int = 0,
+    ) -> list[str]:
+        """The ids of the jobs :meth:`page` would read, in the same order.
+
+        Parameters are those of :meth:`page`.
+        """
+        stmt = _ID_STATEMENTS[(descending, after is not None)]
+        params: dict[str, Any] = {"owner": owner, "n": limit, "o": offset}
+        if after is not None:
+            params["i"] = after.id
+            params["c"] = _sqlite_text(after.created) if self.raw else after.created
+        return [r[0] for r in self.reader.raw(stmt, params)]
 
     def by_id(self, owner: str, ids: list[str]) -> list[tuple[tuple[Any, ...], int]]:
         """Those of ``ids`` that are ``owner``'s jobs: each a row in :class:`ListRow` order

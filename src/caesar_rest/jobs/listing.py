@@ -32,6 +32,15 @@ Without such a marker (a database server), or with ``job_list_answer_cache`` off
 answer is kept. A kept full list is held whole, up to :data:`CACHE_ENTRY_BYTES`; longer ones
 are only streamed.
 
+On PostgreSQL (with migration 0006) the database says what changed instead
+(:mod:`caesar_rest.db.pgfeed`, LISTEN/NOTIFY): after a sync with the feed, which hands on
+every change committed before the answer was asked for, the ids of a page or batch are kept
+(:attr:`JobLister.lists`) until a notified insert, delete or move of one of the owner's jobs,
+and each job's document until a notified write of that job; an answer that finds both reads
+nothing from the database but the sync's empty query. On the event loop, the route syncs
+without blocking (:meth:`JobLister.sync_async`) and serves such a page from memory
+(:meth:`JobLister.cached_page`).
+
 Cursors are opaque to clients: URL-safe base64 of a small JSON array (format version,
 order, direction, creation time, job id). A cursor that does not decode is refused with 400.
 A cursor carries no owner: it only says where to start in the caller's own jobs.
@@ -48,9 +57,10 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _js
-from typing import Any
+from typing import Any, Literal
 
 from caesar_rest.db.joblist import JobListStore, ListKey
+from caesar_rest.db.pgfeed import ChangeFeed, Changes, conninfo
 from caesar_rest.errors import Invalid
 from caesar_rest.storage.paths import is_job_id
 
@@ -66,6 +76,11 @@ CURSOR_VERSION = 1
 CACHE_BYTES = 64 * 1024 * 1024
 #: The longest answer kept (a full list of about 45,000 jobs).
 CACHE_ENTRY_BYTES = 16 * 1024 * 1024
+#: Bytes of page and batch ids kept (PostgreSQL, lists kept by notification; the ids
+#: themselves are shared with the documents).
+LIST_BYTES = 16 * 1024 * 1024
+#: Bytes counted for keeping one list of ids besides its 8 bytes an id.
+LIST_OVERHEAD = 400
 
 _STATES = {
     "PENDING": "PENDING",
@@ -120,6 +135,13 @@ def render_each(rows: list[tuple[Any, ...]]) -> list[str]:
 
 #: A rendered job: id, ``submit_date`` (the cursor's position), document, row revision.
 Doc = tuple[str, str, str, int]
+#: How an answer reads its jobs: from the lists kept by notification (``"fed"``), from them
+#: without reading the database (``"memory"``), or by revision (None).
+Fed = Literal["fed", "memory"] | None
+
+
+class _NeedsRead(Exception):
+    """An answer from memory alone (``JobLister.cached_page``) needs the database."""
 
 
 class RowCache:
@@ -149,6 +171,10 @@ class RowCache:
         self._keys: dict[str, tuple[str, int]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+        #: The lowest revision a document of a job may have (:meth:`raise_floors`).
+        self._floors: dict[str, int] = {}
+        #: Renewed by :meth:`clear`: documents read before are not kept (:meth:`put`).
+        self.era = 0
         #: Rows served from a kept document, and rendered anew.
         self.hits = 0
         self.misses = 0
@@ -157,10 +183,57 @@ class RowCache:
         """The document of job ``key[0]`` at revision ``key[1]``, or None."""
         return self._docs.get(key)
 
-    def put(self, docs: list[Doc]) -> None:
-        """Keep ``docs`` (replacing any other revision of the same jobs)."""
+    def current(self, ids: list[str]) -> list[Doc | None]:
+        """The kept document of each of ``ids`` whatever its revision (None: none kept).
+
+        Where the revisions a document must reach are raised as jobs change
+        (:meth:`raise_floors`), every kept document is as new as the last change seen.
+        """
+        # Two lookups a job, in C (map): the hot loop of the lists kept by notification.
+        return list(map(self._docs.get, map(self._keys.get, ids)))  # type: ignore[arg-type]
+
+    def raise_floors(self, revs: list[tuple[str, int]]) -> None:
+        """Documents of job ``id`` older than ``rev`` are out of date, for each pair: drop
+        the kept one and keep none such from now on."""
         with self._lock:
-            store, keys = self._docs, self._keys
+            floors, keys, store = self._floors, self._keys, self._docs
+            for jid, rev in revs:
+                if rev > floors.get(jid, rev - 1):
+                    floors[jid] = rev
+                key = keys.get(jid)
+                if key is not None and key[1] < rev:
+                    del keys[jid]
+                    self._bytes -= len(store.pop(key)[2]) + self.OVERHEAD
+            if len(floors) > self.MAX_FLOORS:
+                self._clear()
+
+    #: Floors kept at most; beyond, everything is dropped (:meth:`clear`).
+    MAX_FLOORS = 1_000_000
+
+    def clear(self) -> None:
+        """Drop every document and floor; documents read before are not kept (``era``)."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        self._docs.clear()
+        self._keys.clear()
+        self._floors.clear()
+        self._bytes = 0
+        self.era += 1
+
+    def put(self, docs: list[Doc], era: int | None = None) -> None:
+        """Keep ``docs`` (replacing any other revision of the same jobs).
+
+        With ``era`` (:attr:`era` before they were read), documents read before a
+        :meth:`clear` or below their job's floor are not kept.
+        """
+        with self._lock:
+            store, keys, floors = self._docs, self._keys, self._floors
+            if era is not None and era != self.era:
+                return
+            if floors:
+                docs = [d for d in docs if d[3] >= floors.get(d[0], d[3])]
             for doc in docs:
                 old = keys.pop(doc[0], None)
                 if old is not None:
@@ -314,6 +387,69 @@ class JobLister:
         self.rows = RowCache() if rows is None else rows
         #: Whether whole answers are kept at all (off: every answer is assembled from rows).
         self.answers = answers
+        #: PostgreSQL's notifications of job changes, where its triggers send them.
+        self.feed = (
+            ChangeFeed(conninfo(store.reader.engine), self._changed) if store.notifies else None
+        )
+        #: The ids of pages and batches, kept while the notifications say they hold.
+        self.lists = AnswerCache(LIST_BYTES, LIST_BYTES // 4)
+        #: Renewed as notifications say lists changed: one owner's, every owner's, all.
+        self._owner_gens: dict[str, int] = {}
+        self._every_gen = 0
+        self._epoch = 0
+        self._gens_lock = threading.Lock()
+
+    def _changed(self, changes: Changes) -> None:
+        """Forget what the notifications of one round trip make out of date (the feed's
+        handler; its two connections may call it at once)."""
+        with self._gens_lock:
+            if changes.reset:
+                self.rows.clear()
+                self._epoch += 1
+            self.rows.raise_floors(changes.revs)
+            gens = self._owner_gens
+            for owner in changes.owners:
+                gens[owner] = gens.get(owner, 0) + 1
+            if changes.every:
+                self._every_gen += 1
+
+    def _list_marker(self, owner: str) -> tuple[int, int, int]:
+        """Changes with every notified change to ``owner``'s list (read after a sync and
+        before the ids it marks)."""
+        return (self._epoch, self._every_gen, self._owner_gens.get(owner, 0))
+
+    def _sync(self) -> bool:
+        """Whether this answer may use the lists kept by notification: the feed handed on
+        every change committed before now."""
+        return self.feed is not None and self.store.revisions and self.feed.sync()
+
+    async def sync_async(self) -> bool:
+        """:meth:`_sync` on an event loop, without blocking it (``ChangeFeed.sync_async``):
+        True, and the answer's ``page(..., synced=True)`` may use the lists kept."""
+        return self.feed is not None and self.store.revisions and await self.feed.sync_async()
+
+    def cached_page(
+        self,
+        owner: str,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+        descending: bool | None = None,
+        offset: int = 0,
+    ) -> Page | None:
+        """:meth:`page` from memory alone after :meth:`sync_async` returned True for this
+        answer; None where it needs the database (then call :meth:`page` with
+        ``synced=True``, in a worker thread). For the event loop: no waits."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
+        try:
+            return self._page(owner, limit, cursor, descending, offset, "memory")
+        except _NeedsRead:
+            return None
+
+    def close(self) -> None:
+        """Close the feed's connection (where there is one)."""
+        if self.feed is not None:
+            self.feed.close()
 
     def _version(self) -> Hashable | None:
         """The store's marker of the database's content; None when answers are not kept."""
@@ -326,9 +462,14 @@ class JobLister:
         after: ListKey | None = None,
         descending: bool = False,
         offset: int = 0,
+        fed: Fed = None,
     ) -> tuple[list[Doc], int]:
         """Up to ``limit`` of ``owner``'s jobs rendered (the arguments of the store's
         ``page``), and how many the database listed.
+
+        With ``fed`` (a sync returned True for this answer), from the lists and documents
+        kept by notification (:meth:`_docs_fed`; ``"memory"``: raise :class:`_NeedsRead`
+        rather than read).
 
         The ids and revisions are read first (from the keyset index alone); only the jobs
         whose document is not kept at their revision are read whole and rendered, then
@@ -337,6 +478,8 @@ class JobLister:
         and rendered, as before there were any.
         """
         store = self.store
+        if fed is not None:
+            return self._docs_fed(owner, limit, after, descending, offset, fed == "fed")
         if not store.revisions:
             rows = store.page(owner, limit, after, descending, offset)
             return [
@@ -350,18 +493,65 @@ class JobLister:
         if not missing:
             return docs, len(keys)  # type: ignore[return-value]  # no None left
         self.rows.misses += len(missing)
+        era = self.rows.era  # documents read across a reset are not kept (the feed's)
         found = store.by_id(owner, missing)
         rows = [r for r, _ in found]
         fresh: dict[str, Doc] = {
             r[0]: (r[0], r[1], doc, rev)
             for (r, rev), doc in zip(found, render_each(rows), strict=True)
         }
-        self.rows.put(list(fresh.values()))
+        self.rows.put(list(fresh.values()), era)
         out = [
             doc if doc is not None else fresh.get(jid)
             for doc, (jid, _) in zip(docs, keys, strict=True)
         ]
         return [d for d in out if d is not None], len(keys)
+
+    def _docs_fed(
+        self,
+        owner: str,
+        limit: int,
+        after: ListKey | None,
+        descending: bool,
+        offset: int,
+        read: bool = True,
+    ) -> tuple[list[Doc], int]:
+        """:meth:`_docs` from what PostgreSQL's notifications say is still right.
+
+        The ids of the page are kept under the owner's list marker read before they were
+        (a notified insert, delete or move renews it); the documents are the kept ones, which
+        every notified change of their job drops (:meth:`RowCache.raise_floors`). Only jobs
+        without a document are read (by id) and rendered.
+        """
+        key = (owner, limit, after, descending, offset)
+        marker = self._list_marker(owner)
+        ids: list[str] | None = self.lists.get(key, marker)
+        if ids is None:
+            if not read:
+                raise _NeedsRead
+            ids = self.store.ids(owner, limit, after, descending, offset)
+            self.lists.put(key, marker, ids, LIST_OVERHEAD + 8 * len(ids))
+        rows = self.rows
+        docs = rows.current(ids)
+        if None not in docs:  # the common case, a scan in C
+            rows.hits += len(ids)
+            return docs, len(ids)  # type: ignore[return-value]  # no None
+        if not read:
+            raise _NeedsRead
+        missing = [jid for jid, doc in zip(ids, docs, strict=True) if doc is None]
+        rows.hits += len(ids) - len(missing)
+        rows.misses += len(missing)
+        era = rows.era  # before the read: a reset meanwhile keeps what it read out
+        found = self.store.by_id(owner, missing)
+        fresh: dict[str, Doc] = {
+            r[0]: (r[0], r[1], doc, rev)
+            for (r, rev), doc in zip(found, render_each([r for r, _ in found]), strict=True)
+        }
+        rows.put(list(fresh.values()), era)
+        out = [
+            doc if doc is not None else fresh.get(jid) for doc, jid in zip(docs, ids, strict=True)
+        ]
+        return [d for d in out if d is not None], len(ids)
 
     @property
     def inline(self) -> bool:
@@ -375,6 +565,7 @@ class JobLister:
         cursor: str | None = None,
         descending: bool | None = None,
         offset: int = 0,
+        synced: bool = False,
     ) -> Page:
         """One page of ``owner``'s jobs.
 
@@ -390,6 +581,8 @@ class JobLister:
             Newest first (None: as the cursor says, else oldest first).
         offset
             Skip this many jobs first (the first page only; prefer cursors).
+        synced
+            :meth:`sync_async` returned True for this answer (no sync here).
 
         Raises
         ------
@@ -400,6 +593,8 @@ class JobLister:
         """
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
+        if synced or self._sync():
+            return self._page(owner, limit, cursor, descending, offset, "fed")
         # The marker before the read: a change committed during it changes the marker.
         version = self._version()
         key = ("page", owner, limit, cursor, descending, offset)
@@ -410,10 +605,16 @@ class JobLister:
         return page
 
     def _page(
-        self, owner: str, limit: int, cursor: str | None, descending: bool | None, offset: int
+        self,
+        owner: str,
+        limit: int,
+        cursor: str | None,
+        descending: bool | None,
+        offset: int,
+        fed: Fed = None,
     ) -> Page:
         if cursor is None:
-            return self._first(owner, limit, bool(descending), offset)
+            return self._first(owner, limit, bool(descending), offset, fed)
         if offset:
             raise Invalid("offset cannot be combined with cursor")
         cur = decode_cursor(cursor)
@@ -421,21 +622,21 @@ class JobLister:
             raise Invalid("order differs from the cursor's; drop one of them")
         if cur.backwards:
             # The page before: read it in the opposite order, then turn it round.
-            docs, _ = self._docs(owner, limit + 1, cur.key, not cur.descending)
+            docs, _ = self._docs(owner, limit + 1, cur.key, not cur.descending, fed=fed)
             more = len(docs) > limit
             docs = docs[:limit][::-1]
             prev = encode_cursor(cur.descending, True, docs[0]) if more else None
             nxt = encode_cursor(cur.descending, False, docs[-1]) if docs else None
             return self._render(docs, nxt, prev)
-        docs, _ = self._docs(owner, limit + 1, cur.key, cur.descending)
+        docs, _ = self._docs(owner, limit + 1, cur.key, cur.descending, fed=fed)
         more = len(docs) > limit
         docs = docs[:limit]
         nxt = encode_cursor(cur.descending, False, docs[-1]) if more else None
         prev = encode_cursor(cur.descending, True, docs[0]) if docs else None
         return self._render(docs, nxt, prev)
 
-    def _first(self, owner: str, limit: int, descending: bool, offset: int) -> Page:
-        docs, _ = self._docs(owner, limit + 1, None, descending, offset)
+    def _first(self, owner: str, limit: int, descending: bool, offset: int, fed: Fed) -> Page:
+        docs, _ = self._docs(owner, limit + 1, None, descending, offset, fed)
         more = len(docs) > limit
         docs = docs[:limit]
         nxt = encode_cursor(descending, False, docs[-1]) if more else None
@@ -455,7 +656,8 @@ class JobLister:
         is kept in :attr:`cache` (up to its ``max_entry`` bytes) and, while the store's
         marker stays the same, sent again whole as one chunk.
         """
-        version = self._version()  # before the first read (see page)
+        fed: Fed = "fed" if self._sync() else None  # once, before the first batch
+        version = None if fed else self._version()  # before the first read (see page)
         key = ("all", owner)
         whole: bytes | None = self.cache.get(key, version)
         if whole is not None:
@@ -467,7 +669,7 @@ class JobLister:
         after: ListKey | None = None
         first = True
         while True:
-            docs, listed = self._docs(owner, batch, after)
+            docs, listed = self._docs(owner, batch, after, fed=fed)
             if not docs:
                 if listed:
                     continue  # every job of the batch was removed meanwhile: read on

@@ -367,6 +367,13 @@ async def list_jobs(request: Request) -> Response:
     limit = args.setdefault("limit", DEFAULT_PAGE)
     if lister.inline and limit <= INLINE_PAGE:
         page = lister.page(owner, **args)
+    elif lister.feed is not None and await lister.sync_async():
+        # PostgreSQL, every change committed before now seen: from memory on the loop where
+        # the page's ids and documents are kept, else read in a worker thread.
+        cached = lister.cached_page(owner, **args)
+        if cached is None:
+            cached = await run_in_threadpool(partial(lister.page, owner, **args, synced=True))
+        page = cached
     else:
         page = await run_in_threadpool(partial(lister.page, owner, **args))
     headers = {"Link": _links(request, page, limit)} if page.next or page.prev else None

@@ -1,0 +1,412 @@
+"""PostgreSQL's notifications of job changes (migration 0006), for the job list's memory.
+
+SQLite tells a reader cheaply whether anything changed (``PRAGMA data_version``); PostgreSQL
+has no such marker, so without this module every job-list answer costs a query round trip
+and the read of its jobs' ids and revisions. Here the triggers of migration 0006 send a
+notification for every job row written (which job's document is out of date, whose list
+changed), and :class:`ChangeFeed` receives them on ``LISTEN`` connections of its own (one
+for worker threads, one for the event loop, :meth:`ChangeFeed.sync_async`, which never
+blocks the loop).
+
+**The guarantee.** :meth:`ChangeFeed.sync` returns True only after it has handed on every
+notification of every transaction that committed before the call began: it sends an empty
+query on the listening connection and reads the notifications that come before its answer.
+That holds because a committing transaction queues its notifications and signals the
+listening server process before its ``COMMIT`` returns (notifying commits take one lock in
+turn, so the queue is in commit order and holds nothing uncommitted ahead of them), and the
+server process hands queued notifications to its client before it says it is ready for the
+next query (PostgreSQL's ``PostgresMain``: pending notifications are sent before
+``ReadyForQuery``). So content kept with the changes handed on up to a ``sync`` is at least
+as new as every write that a client saw committed before its request reached the service.
+Calls made while one round trip is under way wait for the next one (one round trip serves
+every caller that was waiting when it began).
+
+When the connection fails, :meth:`sync` returns False (the caller reads without its memory)
+and the next attempt, at most every :data:`RETRY_S` seconds, connects and listens again and
+then tells the handler to forget everything (notifications may have been missed meanwhile).
+A thread reads the notifications that arrive while no list is asked for, so that they do not
+pile up in the server's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from psycopg import pq
+from psycopg.pq.abc import PGconn
+from sqlalchemy import Engine, text
+
+from caesar_rest.logconfig import get_logger
+
+log = get_logger(__name__)
+
+#: The channel of migration 0006's triggers.
+CHANNEL = "caesar_rest_jobs"
+#: Seconds between two attempts to connect again after the connection failed.
+RETRY_S = 5.0
+#: Seconds between two looks for notifications that arrived while nobody asked.
+DRAIN_S = 1.0
+#: Seconds an event loop's round trip may take before its connection is given up.
+ASYNC_TIMEOUT_S = 10.0
+
+#: The notifying triggers (migration 0006); the store uses the feed only where they are on.
+_TRIGGER_CHECK = (
+    "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'jobs'::regclass AND tgenabled <> 'D' "
+    "AND tgname IN ('jobs_list_notify', 'jobs_list_notify_truncate')"
+)
+
+
+@dataclass
+class Changes:
+    """The changes handed on by one round trip.
+
+    Attributes
+    ----------
+    revs
+        ``(job id, revision)``: documents of the job older than the revision are out of date.
+    owners
+        Owners whose list changed (jobs added, removed or moved).
+    every
+        Every owner's list changed.
+    reset
+        Everything is out of date, documents too (a ``TRUNCATE``, a connection made again).
+    """
+
+    revs: list[tuple[str, int]] = field(default_factory=list)
+    owners: set[str] = field(default_factory=set)
+    every: bool = False
+    reset: bool = False
+
+    def add(self, payload: str) -> None:
+        """Add one notification's payload (see migration 0006)."""
+        if payload.startswith("r "):
+            parts = payload.split(" ", 2)
+            if len(parts) == 3 and parts[1].lstrip("-").isdigit():
+                self.revs.append((parts[2], int(parts[1])))
+                return
+        elif payload.startswith("s "):
+            self.owners.add(payload[2:])
+            return
+        elif payload == "s":
+            self.every = True
+            return
+        self.reset = True  # "x", or anything this version does not know
+
+
+def notifications_sent(engine: Engine) -> bool:
+    """Whether ``engine``'s database is PostgreSQL with migration 0006's triggers on."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        return bool(conn.execute(text(_TRIGGER_CHECK)).scalar_one() == 2)
+
+
+def conninfo(engine: Engine) -> str:
+    """The libpq connection string of ``engine``'s database (the driver name dropped)."""
+    url = engine.url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class ChangeFeed:
+    """``LISTEN`` connections to PostgreSQL and the round trips that read them: one for
+    threads (:meth:`sync`), one for an event loop (:meth:`sync_async`), each made when
+    first needed.
+
+    Parameters
+    ----------
+    conninfo
+        libpq connection string (:func:`conninfo`).
+    handler
+        Called with the :class:`Changes` of each round trip that brought any, before the
+        round trip's callers return (the two connections' calls may overlap).
+    """
+
+    def __init__(self, conninfo: str, handler: Callable[[Changes], None]):
+        self.conninfo = conninfo
+        self.handler = handler
+        self._pgconn: PGconn | None = None
+        self._cv = threading.Condition()
+        #: Callers numbered in turn; the numbers the last round trip served, and the last
+        #: that a successful one served.
+        self._asked = 0
+        self._done = 0
+        self._ok = 0
+        self._running = False
+        self._retry_at = 0.0
+        self._closed = False
+        self._drainer: threading.Thread | None = None
+        #: Round trips made, and connections made (both connections).
+        self.round_trips = 0
+        self.connects = 0
+        # The event loop's own connection (:meth:`sync_async`), used on that loop only.
+        self._apgconn: PGconn | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._atask: asyncio.Task[None] | None = None
+        self._aasked = 0
+        self._adone = 0
+        self._aok = 0
+        self._aretry_at = 0.0
+
+    @property
+    def live(self) -> bool:
+        """Whether the listening connection is up (False before the first :meth:`sync`)."""
+        return self._pgconn is not None
+
+    def sync(self) -> bool:
+        """Hand on every change committed before this call; False where that failed.
+
+        Thread-safe; a caller waits for a round trip that began after it called.
+        """
+        with self._cv:
+            self._asked += 1
+            ticket = self._asked
+            while self._done < ticket:
+                if self._running:
+                    self._cv.wait()
+                    continue
+                self._running = True
+                upto = self._asked
+                self._cv.release()
+                ok = False
+                try:
+                    ok = self._round_trip()
+                finally:
+                    self._cv.acquire()
+                    self._running = False
+                    self._done = upto
+                    if ok:
+                        self._ok = upto
+                    self._cv.notify_all()
+            return self._ok >= ticket
+
+    async def sync_async(self) -> bool:
+        """:meth:`sync` for an event loop, on a connection of its own, without blocking it.
+
+        Callers on the loop share round trips as in :meth:`sync`; each round trip is a task of
+        its own (a caller that goes away does not leave the connection half-way through a
+        query), given up after :data:`ASYNC_TIMEOUT_S` seconds. The first loop to call it
+        owns the connection; on any other loop it returns False.
+        """
+        loop = asyncio.get_running_loop()
+        if self._aloop is None:
+            self._aloop = loop
+        if self._closed or loop is not self._aloop:
+            return False
+        self._aasked += 1
+        ticket = self._aasked
+        while self._adone < ticket:
+            task = self._atask
+            if task is None:
+                task = self._atask = loop.create_task(self._async_round(self._aasked))
+            await asyncio.shield(task)
+        return self._aok >= ticket
+
+    async def _async_round(self, upto: int) -> None:
+        ok = False
+        try:
+            ok = await asyncio.wait_for(self._async_round_trip(), ASYNC_TIMEOUT_S)
+        except Exception as exc:  # a timeout, the driver's errors: the connection is given up
+            log.warning("job_feed_lost", error=repr(exc))
+            self._adrop()
+        finally:
+            self._adone = max(self._adone, upto)
+            if ok:
+                self._aok = upto
+            self._atask = None
+            if self._closed:
+                self._adrop()
+
+    async def _async_round_trip(self) -> bool:
+        """One empty query on the loop's connection (made first where needed), as
+        :meth:`_round_trip` does on the other."""
+        changes = Changes()
+        pgconn = self._apgconn
+        if pgconn is None:
+            if time.monotonic() < self._aretry_at:
+                return False
+            self._aretry_at = time.monotonic() + RETRY_S
+            pgconn = await asyncio.to_thread(self._open)
+            if pgconn is None:
+                return False
+            pgconn.nonblocking = 1
+            self._apgconn = pgconn
+            self._start_drainer()
+            changes.reset = True
+        self.round_trips += 1
+        pgconn.send_query(b"")
+        while pgconn.flush():
+            await _ready(pgconn.socket, write=True)
+        ok = True
+        while True:
+            while pgconn.is_busy():
+                await _ready(pgconn.socket)
+                pgconn.consume_input()
+            res = pgconn.get_result()
+            if res is None:
+                break
+            ok = ok and res.status == pq.ExecStatus.EMPTY_QUERY
+        if not ok or pgconn.status != pq.ConnStatus.OK:
+            log.warning("job_feed_lost", error=pgconn.get_error_message().strip())
+            self._adrop()
+            return False
+        while (note := pgconn.notifies()) is not None:
+            changes.add(note.extra.decode("utf-8", "replace"))
+        if changes.revs or changes.owners or changes.every or changes.reset:
+            self.handler(changes)
+        return True
+
+    def _adrop(self) -> None:
+        pgconn, self._apgconn = self._apgconn, None
+        if pgconn is not None:
+            pgconn.finish()
+        self._aretry_at = time.monotonic() + RETRY_S
+
+    def _round_trip(self) -> bool:
+        """One empty query on the listening connection (connecting first where needed), and
+        the notifications that came before its answer handed on. One at a time."""
+        if self._closed:
+            return False
+        pgconn = self._pgconn
+        changes = Changes()
+        if pgconn is None:
+            if time.monotonic() < self._retry_at:
+                return False
+            pgconn = self._connect()
+            if pgconn is None:
+                return False
+            changes.reset = True  # whatever happened before the LISTEN went unseen
+        self.round_trips += 1
+        try:
+            res = pgconn.exec_(b"")
+            ok = res.status == pq.ExecStatus.EMPTY_QUERY
+            while ok and (note := pgconn.notifies()) is not None:
+                changes.add(note.extra.decode("utf-8", "replace"))
+        except Exception:  # the driver's OperationalError: a connection gone bad
+            ok = False
+        if not ok:
+            log.warning("job_feed_lost", error=pgconn.get_error_message().strip())
+            self._drop()
+            return False
+        if changes.revs or changes.owners or changes.every or changes.reset:
+            self.handler(changes)
+        return True
+
+    def _connect(self) -> PGconn | None:
+        """A new listening connection, or None (and the next attempt in :data:`RETRY_S`)."""
+        self._retry_at = time.monotonic() + RETRY_S
+        pgconn = self._open()
+        if pgconn is not None:
+            self._pgconn = pgconn
+            self._start_drainer()
+        return pgconn
+
+    def _open(self) -> PGconn | None:
+        """A new connection listening on :data:`CHANNEL`, or None (the reason logged)."""
+        try:
+            pgconn = pq.PGconn.connect(self.conninfo.encode())
+        except Exception as exc:  # an unusable connection string
+            log.warning("job_feed_unavailable", error=str(exc))
+            return None
+        if pgconn.status == pq.ConnStatus.OK:
+            res = pgconn.exec_(f"LISTEN {CHANNEL}".encode())
+            if res.status == pq.ExecStatus.COMMAND_OK:
+                self.connects += 1
+                return pgconn
+        log.warning("job_feed_unavailable", error=pgconn.get_error_message().strip())
+        pgconn.finish()
+        return None
+
+    def _drop(self) -> None:
+        pgconn, self._pgconn = self._pgconn, None
+        if pgconn is not None:
+            pgconn.finish()
+        self._retry_at = time.monotonic() + RETRY_S
+
+    def _start_drainer(self) -> None:
+        with self._cv:
+            if self._drainer is None:
+                self._drainer = threading.Thread(
+                    target=_drain, args=(weakref.ref(self),), name="job-feed", daemon=True
+                )
+                self._drainer.start()
+
+    def pending(self) -> bool:
+        """Whether notifications (or an error) wait on the connection unread."""
+        return _readable(self._pgconn)
+
+    def drain(self) -> None:
+        """Read what waits unread on either connection (the event loop's on its loop)."""
+        if _readable(self._pgconn):
+            self.sync()
+        loop = self._aloop
+        if loop is not None and self._atask is None and _readable(self._apgconn):
+            try:
+                asyncio.run_coroutine_threadsafe(self.sync_async(), loop)
+            except RuntimeError:  # the loop is closed: its connection goes
+                if self._atask is None:
+                    self._adrop()
+
+    def close(self) -> None:
+        """Close the connections; :meth:`sync` returns False from now on.
+
+        The event loop's connection is closed here when no round trip of it is under way,
+        else by that round trip's end (and by the garbage collector where the loop is gone).
+        """
+        with self._cv:
+            self._closed = True
+            while self._running:
+                self._cv.wait()
+            self._drop()
+        if self._atask is None:
+            self._adrop()
+
+
+def _drain(ref: weakref.ref[ChangeFeed]) -> None:
+    """Read notifications that arrive while no list is asked for, until the feed is closed
+    or gone (connecting again is left to the next list asked for)."""
+    while True:
+        time.sleep(DRAIN_S)
+        feed = ref()
+        if feed is None or feed._closed:
+            return
+        feed.drain()
+        del feed
+
+
+async def _ready(sock: int, write: bool = False) -> None:
+    """Until socket ``sock`` is readable (``write``: writable), on the running loop."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def ready() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    if write:
+        loop.add_writer(sock, ready)
+    else:
+        loop.add_reader(sock, ready)
+    try:
+        await done
+    finally:
+        if write:
+            loop.remove_writer(sock)
+        else:
+            loop.remove_reader(sock)
+
+
+def _readable(pgconn: PGconn | None) -> bool:
+    """Whether ``pgconn``'s socket has something to read (notifications, an error)."""
+    if pgconn is None:
+        return False
+    try:
+        ready, _, _ = select.select([pgconn.socket], [], [], 0)
+    except Exception:  # a closed or broken connection
+        return True  # let a round trip find out
+    return bool(ready)

@@ -1,0 +1,252 @@
+"""PostgreSQL's notifications of job changes (migration 0006) and the feed that reads them: what
+each write sends, and that a sync hands on every change committed before it, through a lost
+connection too; the job list kept by notification is never older than a commit its client
+saw return."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, delete, select, update
+
+from caesar_rest.db import pgfeed
+from caesar_rest.db.engine import make_engine
+from caesar_rest.db.fastread import make_reader
+from caesar_rest.db.joblist import JobListStore
+from caesar_rest.db.migrate import migrate_to, upgrade
+from caesar_rest.db.models import JobRecord
+from caesar_rest.db.pgfeed import ChangeFeed, Changes, conninfo, notifications_sent
+from caesar_rest.jobs.listing import JobLister
+
+from tests.support.job_rows import insert_jobs, job_row, old_job_list
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[Engine]:
+    eng = make_engine(pg_url)
+    upgrade(eng)
+    insert_jobs(eng, [job_row("alice", i) for i in range(5)] + [job_row("bob", 0)])
+    yield eng
+    eng.dispose()
+
+
+class Seen:
+    """A feed's handler that keeps what it was handed."""
+
+    def __init__(self) -> None:
+        self.changes: list[Changes] = []
+
+    def __call__(self, changes: Changes) -> None:
+        self.changes.append(changes)
+
+    def take(self) -> Changes:
+        """Everything handed on since the last call, in one."""
+        out = Changes()
+        changes, self.changes = self.changes, []
+        for c in changes:
+            out.revs += c.revs
+            out.owners |= c.owners
+            out.every |= c.every
+            out.reset |= c.reset
+        return out
+
+
+@pytest.fixture
+def feed(engine: Engine) -> Iterator[tuple[ChangeFeed, Seen]]:
+    seen = Seen()
+    f = ChangeFeed(conninfo(engine), seen)
+    assert f.sync() and seen.take().reset  # connected: everything before is unknown
+    yield f, seen
+    f.close()
+
+
+def _revs(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(JobRecord.id, JobRecord.list_rev)).all())
+
+
+def test_payloads() -> None:
+    c = Changes()
+    for payload in ("r 17 abc", "r -3 a b", "s alice", "s bob smith", "r x y"):
+        c.add(payload)
+    assert c.revs == [("abc", 17), ("a b", -3)] and c.owners == {"alice", "bob smith"}
+    assert c.reset and not c.every  # "r x y" is not a revision: forget everything
+    c = Changes()
+    c.add("s")
+    assert c.every and not c.reset
+    c.add("x")
+    assert c.reset
+
+
+def test_what_each_write_sends(engine: Engine, feed: tuple[ChangeFeed, Seen]) -> None:
+    f, seen = feed
+    assert notifications_sent(engine)
+    row = job_row("alice", 9)
+    insert_jobs(engine, [row])
+    jid = row["id"]
+    assert f.sync()
+    got = seen.take()
+    assert got.revs == [(jid, _revs(engine)[jid])] and got.owners == {"alice"}
+    with engine.begin() as conn:  # a change of a document only
+        conn.execute(update(JobRecord).where(JobRecord.id == jid).values(message="m"))
+    assert f.sync()
+    got = seen.take()
+    assert got.revs == [(jid, _revs(engine)[jid])] and not got.owners and not got.reset
+    with engine.begin() as conn:  # moved to another owner: both lists change
+        conn.execute(update(JobRecord).where(JobRecord.id == jid).values(owner="bob"))
+    assert f.sync()
+    got = seen.take()
+    assert got.revs == [(jid, _revs(engine)[jid])] and got.owners == {"alice", "bob"}
+    last = _revs(engine)[jid]
+    with engine.begin() as conn:
+        conn.execute(delete(JobRecord).where(JobRecord.id == jid))
+    assert f.sync()
+    got = seen.take()
+    assert got.revs == [(jid, last + 1)] and got.owners == {"bob"}
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE jobs CASCADE")
+    assert f.sync() and seen.take().reset
+    assert f.sync() and seen.changes == []  # nothing more
+
+
+def test_a_rolled_back_write_sends_nothing(engine: Engine, feed: tuple[ChangeFeed, Seen]) -> None:
+    f, seen = feed
+    with engine.connect() as conn:
+        conn.execute(update(JobRecord).values(message="never"))
+        conn.rollback()
+    assert f.sync() and seen.changes == []
+
+
+def test_every_commit_before_a_sync_is_handed_on(
+    engine: Engine, feed: tuple[ChangeFeed, Seen]
+) -> None:
+    """No pause between the writer's commit and the sync: the change is there every time."""
+    f, seen = feed
+    jid = sorted(_revs(engine))[0]
+    with psycopg.connect(conninfo(engine), autocommit=True) as writer:
+        for i in range(200):
+            (rev,) = writer.execute(
+                "UPDATE jobs SET elapsed = %s WHERE id = %s RETURNING list_rev", (i, jid)
+            ).fetchone()  # type: ignore[misc]
+            assert f.sync()
+            assert seen.take().revs == [(jid, rev)]
+
+
+def test_concurrent_syncs_share_round_trips(engine: Engine, feed: tuple[ChangeFeed, Seen]) -> None:
+    f, _ = feed
+    before = f.round_trips
+    results: list[bool] = []
+
+    def ask() -> None:
+        for _ in range(50):
+            results.append(f.sync())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 400
+    assert f.round_trips - before < 400  # callers waiting together shared a round trip
+
+
+def _kill(engine: Engine, f: ChangeFeed) -> None:
+    """End the feed's connection from the server side."""
+    assert f._pgconn is not None
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._pgconn.backend_pid})")
+
+
+def test_a_lost_connection_is_made_again_and_everything_forgotten(
+    engine: Engine, feed: tuple[ChangeFeed, Seen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f, seen = feed
+    monkeypatch.setattr(pgfeed, "RETRY_S", 0.0)
+    _kill(engine, f)
+    assert not f.sync() and not f.live  # the caller reads without the feed
+    assert f.sync() and f.live and f.connects == 2
+    assert seen.take().reset
+
+
+def test_no_server_no_feed(engine: Engine) -> None:
+    seen = Seen()
+    f = ChangeFeed("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", seen)
+    assert not f.sync() and not f.live and seen.changes == []
+    f.close()
+
+
+def test_lists_never_older_than_a_commit_seen(engine: Engine) -> None:
+    """A writer commits a change, then the list is asked for at once: the answer shows it,
+    every time; inserts and deletes too; after a lost connection as well."""
+    lister = JobLister(JobListStore(make_reader(engine)), answers=False)
+    assert lister.feed is not None
+    other = make_engine(str(engine.url.render_as_string(hide_password=False)))
+    try:
+        first = lister.page("alice", 3)
+        jid = first.body.decode().split('"job_id":"', 2)[1].split('"', 1)[0]
+        for i in range(100):
+            with other.begin() as conn:
+                conn.execute(update(JobRecord).where(JobRecord.id == jid).values(message=f"#{i}"))
+            assert f'"status":"#{i}"' in lister.page("alice", 3).body.decode()
+            if i % 10 == 0:
+                assert b"".join(lister.stream("alice")) == old_job_list(engine, "alice").encode()
+        insert_jobs(other, [job_row("alice", 50)])
+        assert b"".join(lister.stream("alice")) == old_job_list(engine, "alice").encode()
+        with other.begin() as conn:
+            conn.execute(delete(JobRecord).where(JobRecord.id == jid))
+        assert jid.encode() not in lister.page("alice", 3).body
+        assert lister.lists.hits > 0 and lister.feed.live
+        _kill(engine, lister.feed)
+        with other.begin() as conn:
+            conn.execute(update(JobRecord).where(JobRecord.owner == "alice").values(elapsed=7.5))
+        # The feed is gone: answers are read without it (and the reconnect waits RETRY_S).
+        assert b"".join(lister.stream("alice")) == old_job_list(engine, "alice").encode()
+    finally:
+        other.dispose()
+        lister.close()
+
+
+def test_without_the_triggers_no_feed(engine: Engine) -> None:
+    assert migrate_to(engine, "0005") == "0005"
+    assert not notifications_sent(engine)
+    lister = JobLister(JobListStore(make_reader(engine)))
+    assert lister.feed is None
+    assert migrate_to(engine, "head") == "0006" and notifications_sent(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE jobs DISABLE TRIGGER jobs_list_notify")
+    assert JobLister(JobListStore(make_reader(engine))).feed is None
+
+
+def test_the_event_loop_sync_hands_on_every_commit_before_it(
+    engine: Engine, feed: tuple[ChangeFeed, Seen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync_async``: its own connection, the same guarantee, round trips shared by the
+    callers waiting together, a lost connection made again; another loop is refused."""
+    f, seen = feed
+    jid = sorted(_revs(engine))[0]
+    monkeypatch.setattr(pgfeed, "RETRY_S", 0.0)
+
+    async def run() -> None:
+        assert await f.sync_async() and seen.take().reset  # its connection: a reset
+        with psycopg.connect(conninfo(engine), autocommit=True) as writer:
+            for i in range(100):
+                (rev,) = writer.execute(
+                    "UPDATE jobs SET elapsed = %s WHERE id = %s RETURNING list_rev", (i, jid)
+                ).fetchone()  # type: ignore[misc]
+                assert await f.sync_async()
+                assert seen.take().revs == [(jid, rev)]
+        before = f.round_trips
+        assert await asyncio.gather(*(f.sync_async() for _ in range(20))) == [True] * 20
+        assert f.round_trips - before <= 2  # one under way when the others asked, one after
+        assert f._apgconn is not None
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._apgconn.backend_pid})")
+        assert not await f.sync_async()
+        assert await f.sync_async() and seen.take().reset
+
+    asyncio.run(run())
+    assert not asyncio.run(f.sync_async())  # not the loop that owns the connection
