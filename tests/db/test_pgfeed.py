@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -250,3 +251,33 @@ def test_the_event_loop_sync_hands_on_every_commit_before_it(
 
     asyncio.run(run())
     assert not asyncio.run(f.sync_async())  # not the loop that owns the connection
+
+
+def test_notifications_nobody_asks_for_are_read(
+    engine: Engine, feed: tuple[ChangeFeed, Seen]
+) -> None:
+    """The drain (the feed's thread, every DRAIN_S) reads both connections' waiting
+    notifications: the threads' at once, the event loop's on its loop."""
+    f, seen = feed
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        assert asyncio.run_coroutine_threadsafe(f.sync_async(), loop).result(30)
+        seen.take()
+        jid = sorted(_revs(engine))[0]
+        with engine.begin() as conn:
+            conn.execute(update(JobRecord).where(JobRecord.id == jid).values(message="d"))
+        rev = _revs(engine)[jid]
+        got: list[tuple[str, int]] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 2:  # no sync asked for: the drain alone reads them
+            assert time.monotonic() < deadline
+            f.drain()
+            time.sleep(0.01)
+            got += seen.take().revs
+        assert got == [(jid, rev), (jid, rev)]  # once a connection
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.close()
