@@ -648,6 +648,11 @@ class JobLister:
         body = "[" + ",".join([d[2] for d in docs]) + "]"
         return Page(body.encode(), nxt, prev, len(docs))
 
+    def walk(self, owner: str, batch: int = BATCH) -> Walk:
+        """The batches of ``owner``'s full list in turn (:meth:`stream` without the brackets
+        and the answer cache; for the event loop, a step at a time)."""
+        return Walk(self, owner, batch)
+
     def stream(self, owner: str, batch: int = BATCH) -> Iterator[bytes]:
         """The full list of ``owner``'s jobs, oldest first, as chunks of one JSON array.
 
@@ -666,28 +671,66 @@ class JobLister:
         keep: list[bytes] | None = [b"["] if version is not None else None
         size = 2
         yield b"["
-        after: ListKey | None = None
-        first = True
-        while True:
-            docs, listed = self._docs(owner, batch, after, fed=fed)
-            if not docs:
-                if listed:
-                    continue  # every job of the batch was removed meanwhile: read on
-                break
-            text = ",".join([d[2] for d in docs])
-            chunk = (text if first else "," + text).encode()
-            first = False
+        walk = self.walk(owner, batch)
+        while not walk.done:
+            chunk = walk.step(fed)
+            if not chunk:
+                continue
             if keep is not None:
                 keep.append(chunk)
                 size += len(chunk)
                 if size > self.cache.max_entry:
                     keep = None  # too long to keep: streamed only
             yield chunk
-            if listed < batch:
-                break
-            last = docs[-1]
-            after = ListKey(datetime.fromisoformat(last[1]), last[0])
         if keep is not None:  # before the last chunk: a consumer may stop after it
             keep.append(b"]")
             self.cache.put(key, version, b"".join(keep), size)
         yield b"]"
+
+
+class Walk:
+    """The batches of one owner's full list, oldest first, read one :meth:`step` at a time,
+    each after the last job of the batch before (:meth:`JobLister.walk`).
+
+    Parameters
+    ----------
+    lister
+        Whose lists.
+    owner
+        Whose jobs.
+    batch
+        Jobs read per step.
+    """
+
+    def __init__(self, lister: JobLister, owner: str, batch: int):
+        self.lister = lister
+        self.owner = owner
+        self.batch = batch
+        self.after: ListKey | None = None
+        self.first = True
+        #: Whether the last batch was read.
+        self.done = False
+
+    def step(self, fed: Fed = None) -> bytes | None:
+        """The next batch's part of the JSON array (``b""``: nothing this time, step again).
+
+        ``fed`` as for ``JobLister._docs``; with ``"memory"``, None where the batch needs
+        the database (nothing changed: step again with ``"fed"``, in a worker thread).
+        """
+        try:
+            docs, listed = self.lister._docs(self.owner, self.batch, self.after, fed=fed)
+        except _NeedsRead:
+            return None
+        if not docs:
+            # None listed: the end. Every job of the batch removed meanwhile: read on.
+            self.done = not listed
+            return b""
+        text = ",".join([d[2] for d in docs])
+        chunk = (text if self.first else "," + text).encode()
+        self.first = False
+        if listed < self.batch:
+            self.done = True
+        else:
+            last = docs[-1]
+            self.after = ListKey(datetime.fromisoformat(last[1]), last[0])
+        return chunk

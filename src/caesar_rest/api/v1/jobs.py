@@ -298,11 +298,27 @@ INLINE_BATCH = 500
 
 
 async def _full_list(lister: JobLister, owner: str) -> AsyncIterator[bytes]:
-    """The streamed full list: on SQLite batch by batch on the event loop, else in threads.
+    """The streamed full list: on SQLite batch by batch on the event loop; on PostgreSQL
+    with its notifications too, from memory (batches that need the database read in
+    threads); else in threads.
 
     In worker threads several lists at once only contend for the GIL (the rendering is
     Python), and each batch pays a thread hand-off: on the loop they take turns by batch.
     """
+    if not lister.inline and lister.feed is not None and await lister.sync_async():
+        # PostgreSQL, every change committed before now seen: the batches kept in memory
+        # on the loop, each one that needs the database read in a worker thread.
+        walk = lister.walk(owner)
+        yield b"["
+        while not walk.done:
+            chunk = walk.step("memory")
+            if chunk is None:
+                chunk = await run_in_threadpool(walk.step, "fed")
+            if chunk:
+                yield chunk
+            await asyncio.sleep(0)
+        yield b"]"
+        return
     if not lister.inline:
         async for chunk in iterate_in_threadpool(lister.stream(owner)):
             yield chunk
