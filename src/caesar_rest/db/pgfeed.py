@@ -141,9 +141,10 @@ class ChangeFeed:
         self._retry_at = 0.0
         self._closed = False
         self._drainer: threading.Thread | None = None
-        #: Round trips made, and connections made (both connections).
+        #: Round trips made and connections made (both connections), round trips on the loop's.
         self.round_trips = 0
         self.connects = 0
+        self.loop_round_trips = 0
         # The event loop's own connection (:meth:`sync_async`), used on that loop only.
         self._apgconn: PGconn | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
@@ -239,6 +240,7 @@ class ChangeFeed:
             self._start_drainer()
             changes.reset = True
         self.round_trips += 1
+        self.loop_round_trips += 1
         pgconn.send_query(b"")
         while pgconn.flush():
             await _ready(pgconn.socket, write=True)
