@@ -14,6 +14,8 @@ Exit codes: 0 success, 2 bad input or options (one clear line on stderr), 1 unex
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import os
 import sys
 import time
@@ -438,6 +440,7 @@ def program_main(app: App, finder: Finder, argv: Sequence[str] | None = None) ->
     int
         0 on success, 2 for bad input or options, 1 for an unexpected error.
     """
+    skip_exit_collection()
     try:
         input_path, out_dir, options, no_preview = parse_arguments(
             app, argv, finder.prog, finder.description
@@ -451,6 +454,21 @@ def program_main(app: App, finder: Finder, argv: Sequence[str] | None = None) ->
         finder.prog,
         lambda: run(app, finder, input_path, out_dir, options, preview=not no_preview),
     )
+
+
+def skip_exit_collection() -> None:
+    """Have this process's exit skip the interpreter's final garbage collections.
+
+    With the science stack loaded (NumPy, SciPy, astropy: some 90,000 objects the collector
+    tracks), the interpreter's exit spends about 0.08 s walking them in its collections, for
+    objects the process is about to drop anyway: 8 % of a 1024 x 1024 run. :func:`gc.freeze`
+    in an :mod:`atexit` handler (run before those collections, after the program has closed
+    its products) leaves them out. The objects are still released by reference counting; only
+    garbage cycles left at exit go without their finalizers, which Python never guarantees at
+    exit. Calling it again does not register a second handler.
+    """
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
 
 
 def run_reporting_errors(prog: str, call: Callable[[], object]) -> int:
