@@ -146,19 +146,3 @@ def test_registry_import_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == "[]"
-
-
-def test_the_program_exit_skips_the_final_collections() -> None:
-    """The atexit handler freezes the collector (the interpreter's exit collections then skip
-    every object alive), and asking twice leaves one handler (one unregister removes it)."""
-    code = (
-        "import atexit, gc; from caesar_rest.apps.program import skip_exit_collection; "
-        "skip_exit_collection(); skip_exit_collection(); frozen = gc.get_freeze_count() > 0; "
-        "atexit._run_exitfuncs(); print(frozen, gc.get_freeze_count() > 0); gc.unfreeze(); "
-        "skip_exit_collection(); skip_exit_collection(); atexit.unregister(gc.freeze); "
-        "atexit._run_exitfuncs(); print(gc.get_freeze_count())"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.split() == ["False", "True", "0"]

@@ -14,8 +14,6 @@ Exit codes: 0 success, 2 bad input or options (one clear line on stderr), 1 unex
 from __future__ import annotations
 
 import argparse
-import atexit
-import gc
 import os
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from caesar_rest.apps.base import App, OptionError, parse_cli_options
+from caesar_rest.apps.coldstart import freeze_loaded, skip_exit_collection
 from caesar_rest.apps.common_options import CLASSIFY
 from caesar_rest.apps.console import describe_image, say, say_options
 from caesar_rest.apps.products import (
@@ -440,6 +439,7 @@ def program_main(app: App, finder: Finder, argv: Sequence[str] | None = None) ->
     int
         0 on success, 2 for bad input or options, 1 for an unexpected error.
     """
+    freeze_loaded()  # the collector's passes over the loaded stack find nothing to collect
     skip_exit_collection()
     try:
         input_path, out_dir, options, no_preview = parse_arguments(
@@ -454,21 +454,6 @@ def program_main(app: App, finder: Finder, argv: Sequence[str] | None = None) ->
         finder.prog,
         lambda: run(app, finder, input_path, out_dir, options, preview=not no_preview),
     )
-
-
-def skip_exit_collection() -> None:
-    """Have this process's exit skip the interpreter's final garbage collections.
-
-    With the science stack loaded (NumPy, SciPy, astropy: some 90,000 objects the collector
-    tracks), the interpreter's exit spends about 0.08 s walking them in its collections, for
-    objects the process is about to drop anyway: 8 % of a 1024 x 1024 run. :func:`gc.freeze`
-    in an :mod:`atexit` handler (run before those collections, after the program has closed
-    its products) leaves them out. The objects are still released by reference counting; only
-    garbage cycles left at exit go without their finalizers, which Python never guarantees at
-    exit. Calling it again does not register a second handler.
-    """
-    atexit.unregister(gc.freeze)
-    atexit.register(gc.freeze)
 
 
 def run_reporting_errors(prog: str, call: Callable[[], object]) -> int:
