@@ -693,6 +693,8 @@ def run_program_here(module: str, args: list[str], out: Path, logf: Any, quiet: 
     import importlib
     import threading
 
+    from caesar_rest.apps.coldstart import loading
+
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -714,7 +716,9 @@ def run_program_here(module: str, args: list[str], out: Path, logf: Any, quiet: 
         os.dup2(write_end, 2)
         os.close(write_end)
         os.chdir(out)
-        rc = int(importlib.import_module(module).main(args))
+        with loading():  # the science stack, without the collector's passes over it
+            program = importlib.import_module(module)
+        rc = int(program.main(args))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

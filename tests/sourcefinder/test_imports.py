@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from caesar_rest import sourcefinder
@@ -52,3 +54,31 @@ def test_no_import_circle_in_the_finder() -> None:
 
 def test_the_cycle_finder_finds_one() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def _loaded_after(code: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` a fresh interpreter has loaded after running ``code``."""
+    probe = f"import sys; {code}; print(sorted(n for n in {names!r} if n in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return list(ast.literal_eval(out.stdout.strip()))
+
+
+#: Modules only some runs need: the non-default extended methods and scikit-image (contours).
+ON_DEMAND = (
+    f"{PACKAGE}.activecontour",
+    f"{PACKAGE}.saliency",
+    f"{PACKAGE}.superpixel",
+    "skimage",
+)
+
+
+def test_the_finder_loads_the_other_extended_methods_and_skimage_on_demand() -> None:
+    # What benchmarks/finders.py's caesar runner imports, and the caesar program.
+    runner = (
+        "from caesar_rest.catalogue.writers import write_csv; "
+        "from caesar_rest.sourcefinder import build_catalogues, find_sources, from_legacy"
+    )
+    for code in (runner, "import caesar_rest.apps.caesar_run"):
+        assert _loaded_after(code, ON_DEMAND) == [], code

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from caesar_rest.apps.base import App, OptionError, parse_cli_options
+from caesar_rest.apps.coldstart import freeze_loaded, skip_exit_collection
 from caesar_rest.apps.common_options import CLASSIFY
 from caesar_rest.apps.console import describe_image, say, say_options
 from caesar_rest.apps.products import (
@@ -438,6 +439,8 @@ def program_main(app: App, finder: Finder, argv: Sequence[str] | None = None) ->
     int
         0 on success, 2 for bad input or options, 1 for an unexpected error.
     """
+    freeze_loaded()  # the collector's passes over the loaded stack find nothing to collect
+    skip_exit_collection()
     try:
         input_path, out_dir, options, no_preview = parse_arguments(
             app, argv, finder.prog, finder.description

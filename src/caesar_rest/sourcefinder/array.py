@@ -20,7 +20,6 @@ import numpy.typing as npt
 
 from caesar_rest.imaging.fits_image import FitsImage, sky_ellipse_to_pixel, sky_jacobian
 from caesar_rest.sourcefinder import (
-    activecontour,
     background,
     detection,
     extended,
@@ -28,8 +27,6 @@ from caesar_rest.sourcefinder import (
     islands,
     masks,
     nesting,
-    saliency,
-    superpixel,
 )
 from caesar_rest.sourcefinder import selection as sel
 from caesar_rest.sourcefinder._types import F32, FWHM, I32, I64, B
@@ -480,7 +477,10 @@ def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
     opts, shape = run.opts, run.data.shape
     want_sal = "saliency" in run.want_maps
     method = opts.extended.method
+    # The other methods' modules load with them (not with the default WT-THRESH).
     if method == "SALIENCY-THRESH":
+        from caesar_rest.sourcefinder import saliency
+
         return saliency.saliency_mask_reduced(
             small,
             shape,
@@ -490,8 +490,12 @@ def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
             want_sal,
         )
     if method == "ACTIVE-CONTOUR":
+        from caesar_rest.sourcefinder import activecontour
+
         return activecontour.contour_mask_reduced(small, shape, run.blank, opts, want_sal)
     if method == "SP-HIERCLUST":
+        from caesar_rest.sourcefinder import superpixel
+
         return superpixel.superpixel_mask_reduced(small, shape, run.blank, opts, want_sal)
     if method != "WT-THRESH":
         raise ValueError(f"unknown extended-source method extsfinder={method!r}")

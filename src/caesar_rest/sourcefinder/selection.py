@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from skimage import measure
 
 from caesar_rest.sourcefinder._types import F64
 from caesar_rest.sourcefinder.islands import MORPH_COMPACT, MORPH_POINTLIKE, IslandSet
@@ -74,6 +73,8 @@ def contour(isl: IslandSet, i: int) -> F64:
     numpy.ndarray
         ``(n, 2)`` vertices ``(x, y)`` in full-image pixels (closed: last == first).
     """
+    from skimage import measure  # scikit-image's package loads only where contours are drawn
+
     mask, x0, y0 = island_mask(isl, i)
     cs = measure.find_contours(mask.astype(np.float32), 0.5)
     if not cs:
