@@ -207,6 +207,11 @@ def test_json(tmp_path: Path) -> None:
     assert src["x_err"] is None and doc["sources"][2]["maj"] is None
     assert isinstance(src["flags"], int)
     assert table_to_json(t) == doc
+    # The bytes of the streaming (pure-Python) encoder the file was written with before.
+    with (tmp_path / "streamed.json").open("w", encoding="utf-8") as fh:
+        json.dump(table_to_json(t), fh, allow_nan=False, separators=(",", ":"))
+        fh.write("\n")
+    assert path.read_bytes() == (tmp_path / "streamed.json").read_bytes()
     # Back into a table.
     again = make_table(doc["sources"])
     np.testing.assert_array_equal(np.asarray(again["dec"]), np.asarray(t["dec"]))

@@ -23,7 +23,8 @@ def test_factor_of_every_scale_equals_the_one_made_from_scratch() -> None:
     nesting.log_noise_factor.cache_clear()
     nesting.beam_noise.cache_clear()
     beam = (1.84, 1.52, 0.4)
-    for scale in nesting.blob_scales(4.33, 1.0, 3.0, 1.0):
+    # The scales of a small beam, and one whose LoG radius reaches past the centre's margin.
+    for scale in [*nesting.blob_scales(4.33, 1.0, 3.0, 1.0), 13.0]:
         assert nesting.log_noise_factor(*beam, scale, 4.0) == _factor_from_scratch(
             *beam, scale, 4.0
         )

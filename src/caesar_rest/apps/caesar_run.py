@@ -33,6 +33,7 @@ from caesar_rest.apps.program import Finder, program_main
 from caesar_rest.catalogue.schema import COLUMN_NAMES
 from caesar_rest.imaging.fits_image import FitsImage, ImageError, load_image, pixel_to_radec
 from caesar_rest.sourcefinder import build_catalogues, find_sources
+from caesar_rest.sourcefinder.allocator import keep_freed_blocks
 from caesar_rest.sourcefinder.catalogue import write_components_json
 from caesar_rest.sourcefinder.islands import island_order
 from caesar_rest.sourcefinder.options import FinderOptions, from_legacy, ineffective_given
@@ -41,6 +42,10 @@ from caesar_rest.sourcefinder.selection import contour
 from caesar_rest.sourcefinder.tiling import tile_from_file
 
 PROG = "caesar_run"
+#: Images of at most this many pixels are processed with freed memory kept for reuse
+#: (:func:`~caesar_rest.sourcefinder.allocator.keep_freed_blocks`); larger ones keep glibc's
+#: default, which gives large blocks back (the memory of a large image stays bounded).
+SMALL_IMAGE_PIXELS = 2048 * 2048
 #: Result names (see :class:`CaesarApp`) of the finder's maps, by map key.
 _MAP_RESULTS = {
     "input": "input-map",
@@ -188,9 +193,12 @@ class CaesarFinder(Finder):
         """Load the image with the finder's beam fallback and sub-image options (and no
         image-sized mask when no pixel is blank: the finder only reads and slices it)."""
         fo = pipeline_options(opts)
-        return load_image(
+        image = load_image(
             input_path, beam_fallback=fo.beam_fallback, subimage=fo.subimage, compact_mask=True
         )
+        if image.data.size <= SMALL_IMAGE_PIXELS:
+            keep_freed_blocks()  # its temporaries then come from the heap, without page faults
+        return image
 
     def extract(self, image: FitsImage, opts: Mapping[str, Any], out_dir: Path) -> Extraction:
         """Run the CAESAR pipeline and build its catalogues and maps."""

@@ -73,8 +73,6 @@ def _lut() -> U8:
 
 
 _LUT = _lut()
-#: :data:`_LUT` with the blank pixels' grey as entry 256.
-_LUT_GREY = np.vstack([_LUT, np.array([GREY], dtype=np.uint8)])
 
 
 def block_reduce(data: npt.NDArray[np.float32], factor: int) -> npt.NDArray[np.float32]:
@@ -106,6 +104,12 @@ def block_reduce(data: npt.NDArray[np.float32], factor: int) -> npt.NDArray[np.f
         padded = np.full(((j1 - j0) * factor, bx * factor), np.nan, dtype=np.float32)
         padded[: rows.shape[0], :nx] = rows
         blocks = padded.reshape(j1 - j0, factor, bx, factor)
+        if not np.isnan(blocks).any():
+            # What nanmean computes when nothing is NaN (the same sum, divided by the
+            # count as an integer array would be), without its copy and count.
+            tot: npt.NDArray[np.float32] = np.sum(blocks, axis=(1, 3), dtype=np.float32)
+            np.true_divide(tot, np.intp(factor * factor), out=out[j0:j1], casting="unsafe")
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN, silently
             out[j0:j1] = np.nanmean(blocks, axis=(1, 3), dtype=np.float32)
@@ -134,14 +138,23 @@ def colourise(small: npt.NDArray[np.float32]) -> U8:
     del vals
     scale = 1.0 / (hi - lo) if hi > lo else 1.0
     rgb = np.empty((*small.shape, 3), dtype=np.uint8)
+    # Each pixel as one 3-byte item, so that a step's colour is taken whole.
+    items = rgb.view(_RGB_ITEM).reshape(small.shape)
+    first, mixed, colour = _step_colours()
     # By strips of rows: the stretch works in float64.
     step = max(1, _STRIP_PIXELS // 8 // max(small.shape[1], 1))
     for r0 in range(0, small.shape[0], step):
         f = finite[r0 : r0 + step]
         x = np.clip((np.where(f, small[r0 : r0 + step], lo) - lo) * scale, 0.0, 1.0)
-        level = stretch_levels(x)
-        level[~f] = _GREY_LEVEL
-        rgb[r0 : r0 + step] = _LUT_GREY[level]
+        # stretch_levels and the colour map in one lookup: a pixel takes its step's colour,
+        # and those in the steps a level boundary crosses are computed.
+        k = (x * _STEPS).astype(np.intp)
+        np.take(colour, k, out=items[r0 : r0 + step])
+        near = mixed[k]
+        if near.any():
+            rgb[r0 : r0 + step][near] = _LUT[stretch_level(x[near])]
+        if not f.all():
+            rgb[r0 : r0 + step][~f] = GREY
     return rgb
 
 
@@ -150,8 +163,6 @@ _ASINH_A = 0.05
 #: Equal steps of [0, 1] of the lookup of :func:`stretch_levels` (a power of two: ``x * n``
 #: is exact, so a value's step is exact).
 _STEPS = 1 << 16
-#: Index of the blank pixels' grey in :data:`_LUT_GREY`.
-_GREY_LEVEL = 256
 
 
 def stretch_level(x: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
@@ -181,6 +192,18 @@ def _step_levels() -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
     last = stretch_level(np.nextafter(np.minimum(start + 1.0 / _STEPS, 1.0), 0.0))
     last[-1] = first[-1]
     return first, first != last
+
+
+#: A pixel's RGB as one item (:func:`colourise` takes colours from :func:`_step_colours`).
+_RGB_ITEM = np.dtype("V3")
+
+
+@lru_cache(maxsize=1)
+def _step_colours() -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_], npt.NDArray[np.void]]:
+    """:func:`_step_levels` and the colour of each step's first level (:data:`_RGB_ITEM`)."""
+    first, mixed = _step_levels()
+    colour = np.ascontiguousarray(_LUT[first]).view(_RGB_ITEM).reshape(first.size)
+    return first, mixed, colour
 
 
 def stretch_levels(x: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
@@ -350,7 +373,7 @@ def encode_png(rgb: U8, text: dict[str, str] | None = None, level: int = 1) -> b
     for key, value in (text or {}).items():
         body = key.encode("latin-1", "replace")[:79] + b"\0" + value.encode("latin-1", "replace")
         parts.append(chunk(b"tEXt", body))
-    parts.append(chunk(b"IDAT", zlib.compress(raw.tobytes(), level)))
+    parts.append(chunk(b"IDAT", zlib.compress(raw.data, level)))
     parts.append(chunk(b"IEND", b""))
     return b"".join(parts)
 

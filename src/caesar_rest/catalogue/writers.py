@@ -642,9 +642,9 @@ def write_json(table: Table, path: str | Path) -> Path:
         The file written.
     """
     path = Path(path)
-    with path.open("w", encoding="utf-8") as fh:
-        json.dump(table_to_json(table), fh, allow_nan=False, separators=(",", ":"))
-        fh.write("\n")
+    # dumps, not dump: one string from the C encoder (dump streams through the Python one).
+    text = json.dumps(table_to_json(table), allow_nan=False, separators=(",", ":"))
+    path.write_text(text + "\n", encoding="utf-8")
     return path
 
 

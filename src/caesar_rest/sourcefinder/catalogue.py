@@ -775,7 +775,8 @@ def write_components_json(doc: dict[str, Any], path: Path) -> Path:
     pathlib.Path
         The file.
     """
-    with path.open("w", encoding="utf-8") as fh:
-        json.dump(doc, fh, allow_nan=False, separators=(",", ":"))
-        fh.write("\n")
+    # dumps, not dump: one string from the C encoder (dump streams through the Python one).
+    path.write_text(
+        json.dumps(doc, allow_nan=False, separators=(",", ":")) + "\n", encoding="utf-8"
+    )
     return path

@@ -9,6 +9,7 @@ bounds a parameter runs into).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -84,9 +85,10 @@ def _terms(x: F64, y: F64, p: F64, ncomp: int) -> _Terms:
 
 def _jacobian(t: _Terms) -> F64:
     n, ncomp, m = t.g.shape
-    # Each derivative is written whole into a (unit, component, parameter, pixel) array, then
-    # the array is laid out as (unit, pixel, parameter) in one copy.
-    d = np.empty((n, ncomp, NPAR, m))
+    jac = np.empty((n, m, t.npar))
+    # Each derivative is written whole, straight into its place in the (unit, pixel,
+    # parameter) layout: d[:, :, k] is parameter k of every component, as (unit, comp, pixel).
+    d = jac[:, :, : NPAR * ncomp].reshape(n, m, ncomp, NPAR).transpose(0, 2, 3, 1)
     ag, u, w, c, s, isx2, isy2 = t.ag, t.u, t.w, t.c, t.s, t.isx2, t.isy2
     agu = ag * u
     d[:, :, 0] = t.g
@@ -95,8 +97,6 @@ def _jacobian(t: _Terms) -> F64:
     np.divide(agu * u * isx2, t.sx, out=d[:, :, 3])
     np.divide(ag * w * w * isy2, t.sy, out=d[:, :, 4])
     np.multiply(agu * w, isy2 - isx2, out=d[:, :, 5])
-    jac = np.empty((n, m, t.npar))
-    jac[:, :, : NPAR * ncomp].reshape(n, m, ncomp, NPAR)[...] = d.transpose(0, 3, 1, 2)
     if t.npar > NPAR * ncomp:
         jac[:, :, -1] = 1.0
     return jac
@@ -164,6 +164,87 @@ def _normal(jac: F64, r: F64) -> tuple[F64, F64]:
     return jtj, g
 
 
+_A = TypeVar("_A", bound=npt.NDArray[Any])
+
+
+def _rows(a: _A, idx: I64) -> _A:
+    """Rows ``idx`` of ``a`` (a copy), or ``a`` itself when they are all its rows."""
+    return a if idx.size == a.shape[0] else cast(_A, a[idx])
+
+
+@dataclass
+class _Active:
+    """The state of the units still iterating (rows of the batch's arrays, in batch order):
+    copies, or the batch's own arrays while every unit is active."""
+
+    idx: I64
+    x: F64
+    y: F64
+    v: F64
+    wt: F64
+    p: F64
+    lo: F64
+    hi: F64
+    fixed: B
+    chi2: F64
+    jtj: F64
+    g: F64
+    lam: F64
+    steps: I64
+
+    @classmethod
+    def of(
+        cls,
+        idx: I64,
+        data: tuple[F64, F64, F64, F64],
+        p: F64,
+        lo: F64,
+        hi: F64,
+        fixed: B,
+        chi2: F64,
+        jtj: F64,
+        g: F64,
+    ) -> _Active:
+        """Units ``idx`` of a batch (``data``: its x, y, v and wt), at damping 1e-3."""
+        x, y, v, wt = (_rows(a, idx) for a in data)
+        return cls(
+            idx,
+            x,
+            y,
+            v,
+            wt,
+            _rows(p, idx),
+            _rows(lo, idx),
+            _rows(hi, idx),
+            _rows(fixed, idx),
+            _rows(chi2, idx),
+            _rows(jtj, idx),
+            _rows(g, idx),
+            np.full(idx.size, 1e-3),
+            np.zeros(idx.size, dtype=np.int64),
+        )
+
+    def finish(self, rows: I64, p: F64, chi2: F64, jtj: F64, n_iter: I64) -> None:
+        """Write the results of ``rows`` (positions among the active units) back into the
+        batch's arrays and drop them."""
+        at = self.idx[rows]
+        p[at], chi2[at], jtj[at], n_iter[at] = (
+            self.p[rows],
+            self.chi2[rows],
+            self.jtj[rows],
+            self.steps[rows],
+        )
+        if rows.size == self.idx.size:
+            self.idx = self.idx[:0]
+            return
+        keep = np.ones(self.idx.size, dtype=bool)
+        keep[rows] = False
+        self.idx = self.idx[keep]
+        for name in ("x", "y", "v", "wt", "p", "lo", "hi", "fixed", "chi2", "jtj", "g", "lam"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.steps = self.steps[keep]
+
+
 def lm_fit(
     x: F64,
     y: F64,
@@ -218,7 +299,6 @@ def lm_fit(
     lo = lo.astype(np.float64).copy()
     hi = hi.astype(np.float64).copy()
     fixed = lo >= hi
-    lam = np.full(n, 1e-3)
     status = np.full(n, NOT_CONVERGED, dtype=np.int64)
     n_iter = np.zeros(n, dtype=np.int64)
     n_wide = np.zeros(n, dtype=np.int64)
@@ -228,26 +308,25 @@ def lm_fit(
     jac *= wt[:, :, None]
     chi2 = np.einsum("nm,nm->n", r, r)
     jtj, g = _normal(jac, r)
-    active = np.isfinite(chi2)
+    idx = np.flatnonzero(np.isfinite(chi2))
+    # The active units' state, compacted when units finish (their results written back then)
+    # instead of indexed at every step.
+    st = _Active.of(idx, (x, y, v, wt), p, lo, hi, fixed, chi2, jtj, g)
     eye = np.eye(npar)
     diag = np.arange(npar)
-    # The active units' pixels, compacted when units finish (not copied at every step).
-    idx = np.flatnonzero(active)
-    xa, ya, va, wa = (arr[idx] if idx.size < n else arr for arr in (x, y, v, wt))
     for _ in range(max_iter):
-        if idx.size == 0:
+        if st.idx.size == 0:
             break
-        n_iter[idx] += 1
-        a = jtj[idx]
-        d = np.einsum("npp->np", a)
+        st.steps += 1
+        d = st.jtj.diagonal(axis1=1, axis2=2)
         scale = np.maximum(d, 1e-12 * np.maximum(d.max(axis=1, keepdims=True), 1e-30))
-        aa = a + (lam[idx, None] * scale)[:, :, None] * eye
-        gg = g[idx].copy()
+        aa = st.jtj + (st.lam[:, None] * scale)[:, :, None] * eye
+        gg = st.g.copy()
         # Active set: a parameter on a bound that the gradient pushes outwards sits out this
         # step, so the others take full steps instead of crawling along the bound.
-        pi, li, hi_ = p[idx], lo[idx], hi[idx]
+        pi, li, hi_ = st.p, st.lo, st.hi
         eps = 1e-9 * (np.abs(pi) + 1.0)
-        fx = fixed[idx] | ((pi <= li + eps) & (gg < 0)) | ((pi >= hi_ - eps) & (gg > 0))
+        fx = st.fixed | ((pi <= li + eps) & (gg < 0)) | ((pi >= hi_ - eps) & (gg > 0))
         # Fixed parameters: identity rows/columns and no step.
         aa = np.where(fx[:, :, None] | fx[:, None, :], 0.0, aa)
         aa[:, diag, diag] = np.where(fx, 1.0, aa[:, diag, diag])
@@ -256,63 +335,62 @@ def lm_fit(
             dp = np.linalg.solve(aa, gg[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
             dp = np.einsum("npq,nq->np", np.linalg.pinv(aa), gg)
-        pn = np.clip(pi + dp, li, hi_)
-        trial = _terms(xa, ya, pn, ncomp)
-        rn = (va - trial.model) * wa
+        pn = (pi + dp).clip(li, hi_)
+        trial = _terms(st.x, st.y, pn, ncomp)
+        rn = (st.v - trial.model) * st.wt
         chi2n = np.einsum("nm,nm->n", rn, rn)
-        better = np.isfinite(chi2n) & (chi2n <= chi2[idx])
-        gain = chi2[idx] - chi2n
-        ib = idx[better]
-        iw = idx[~better]
-        lam[ib] = np.maximum(lam[ib] / 10.0, 1e-9)
-        lam[iw] = lam[iw] * 10.0
-        stalled = iw[lam[iw] > 1e10]
-        if ib.size:
-            p[ib] = pn[better]
-            chi2[ib] = chi2n[better]
+        better = np.isfinite(chi2n) & (chi2n <= st.chi2)
+        gain = st.chi2 - chi2n
+        st.lam = np.where(better, np.maximum(st.lam / 10.0, 1e-9), st.lam * 10.0)
+        stalled = ~better & (st.lam > 1e10)
+        every = bool(better.all())
+        if every or better.any():
+            np.copyto(pi, pn, where=better[:, None])
+            np.copyto(st.chi2, chi2n, where=better)
             # The accepted units' Jacobian at their new parameters: from the trial's terms.
-            every = ib.size == idx.size
             jb = _jacobian(trial if every else trial.rows(better))
-            jb *= (wa if every else wa[better])[:, :, None]
-            jtj[ib], g[ib] = _normal(jb, rn if every else rn[better])
-        small_step = np.all(np.abs(dp[better]) <= 1e-6 * (np.abs(p[ib]) + 1e-3), axis=1)
+            jb *= (st.wt if every else st.wt[better])[:, :, None]
+            if every:
+                st.jtj, st.g = _normal(jb, rn)
+            else:
+                st.jtj[better], st.g[better] = _normal(jb, rn[better])
+        small_step = (np.abs(dp) <= 1e-6 * (np.abs(pi) + 1e-3)).all(axis=1)
         # Converged: chi2 gain below tol (absolute, as Minuit's EDM) or 1e-4 relative (bright
         # non-Gaussian sources have a huge chi2 that creeps down for ever).
-        conv = (gain[better] < tol) | (gain[better] < 1e-4 * chi2[ib]) | small_step
-        done = np.concatenate([ib[conv], stalled])
+        conv = better & ((gain < tol) | (gain < 1e-4 * st.chi2) | small_step)
+        done = np.flatnonzero(conv | stalled)
         if done.size == 0:
             continue
-        done = np.unique(done)
         # Converged units: any free parameter sitting on a finite bound?
-        span = hi[done] - lo[done]
+        dlo, dhi, dpar, dfix = st.lo[done], st.hi[done], pi[done], st.fixed[done]
+        span = dhi - dlo
         tol_b = 1e-6 * np.where(np.isfinite(span), span, 1.0) + 1e-12
-        at_lo = np.isfinite(lo[done]) & (p[done] - lo[done] <= tol_b) & ~fixed[done]
-        at_hi = np.isfinite(hi[done]) & (hi[done] - p[done] <= tol_b) & ~fixed[done]
+        at_lo = np.isfinite(dlo) & (dpar - dlo <= tol_b) & ~dfix
+        at_hi = np.isfinite(dhi) & (dhi - dpar <= tol_b) & ~dfix
         at_b = at_lo | at_hi
-        bounded = at_b.any(axis=1)
-        can_widen = bounded & widen & (n_wide[done] < n_widen)
+        bounded = cast(B, at_b.any(axis=1))
+        can_widen = bounded & widen & (n_wide[st.idx[done]] < n_widen)
         wd = done[can_widen]
         if wd.size:
-            n_wide[wd] += 1
-            k = (n_wide[wd] + 1)[:, None] * widen_step
+            gw = st.idx[wd]
+            n_wide[gw] += 1
+            k = (n_wide[gw] + 1)[:, None] * widen_step
             sp = span[can_widen]
-            sp = np.where(np.isfinite(sp) & (sp > 0), sp, np.abs(p[wd]) + 1.0)
+            sp = np.where(np.isfinite(sp) & (sp > 0), sp, np.abs(pi[wd]) + 1.0)
             grow = k * sp / 2.0
             sel = at_b[can_widen]
-            lo[wd] = np.where(sel, lo[wd] - grow, lo[wd])
-            hi[wd] = np.where(sel, hi[wd] + grow, hi[wd])
+            st.lo[wd] = np.where(sel, st.lo[wd] - grow, st.lo[wd])
+            st.hi[wd] = np.where(sel, st.hi[wd] + grow, st.hi[wd])
             if hard_lo is not None:
-                lo[wd] = np.maximum(lo[wd], hard_lo[wd])
+                st.lo[wd] = np.maximum(st.lo[wd], hard_lo[gw])
             if hard_hi is not None:
-                hi[wd] = np.minimum(hi[wd], hard_hi[wd])
-            lam[wd] = 1e-3
+                st.hi[wd] = np.minimum(st.hi[wd], hard_hi[gw])
+            st.lam[wd] = 1e-3
         fin = done[~can_widen]
-        status[fin] = np.where(bounded[~can_widen], CONVERGED_AT_BOUND, CONVERGED)
-        active[fin] = False
         if fin.size:
-            keep = active[idx]
-            idx = idx[keep]
-            xa, ya, va, wa = xa[keep], ya[keep], va[keep], wa[keep]
+            status[st.idx[fin]] = np.where(bounded[~can_widen], CONVERGED_AT_BOUND, CONVERGED)
+            st.finish(fin, p, chi2, jtj, n_iter)
+    st.finish(np.arange(st.idx.size), p, chi2, jtj, n_iter)
     # Covariance at the solution (free parameters only).
     a = jtj.copy()
     a = np.where(fixed[:, None, :] | fixed[:, :, None], 0.0, a)

@@ -89,8 +89,18 @@ def log_noise_factor(sx: float, sy: float, th: float, scale: float, truncate: fl
         The factor (deterministic: fixed random seed).
     """
     noise = beam_noise(sx, sy, th)
-    resp = -(scale**2) * ndimage.gaussian_laplace(noise, scale, truncate=truncate)
-    return float(resp[48:-48, 48:-48].std())
+    # The factor is the spread of the response's centre (48 pixels in from every edge), which
+    # depends only on the noise within the LoG's radius of it: the response is made on that
+    # part alone (the same values, its correlations never reaching the part's edges there).
+    a = max(_FACTOR_EDGE - int(truncate * float(scale) + 0.5), 0)
+    part = noise[a : noise.shape[0] - a, a : noise.shape[1] - a]
+    resp = -(scale**2) * ndimage.gaussian_laplace(part, scale, truncate=truncate)
+    c = _FACTOR_EDGE - a
+    return float(resp[c:-c, c:-c].std())
+
+
+#: Pixels left out on every edge of the noise's LoG response by :func:`log_noise_factor`.
+_FACTOR_EDGE = 48
 
 
 @lru_cache(maxsize=4)
@@ -138,7 +148,15 @@ def log_response(cut: F32, scale: float, truncate: float) -> F32:
         The response, 0 where the input is blank.
     """
     blank = ~np.isfinite(cut)
-    filled = np.where(blank, 0.0, cut).astype(np.float32)
+    return _filled_log_response(
+        np.where(blank, 0.0, cut).astype(np.float32), blank, scale, truncate
+    )
+
+
+def _filled_log_response(
+    filled: F32, blank: npt.NDArray[np.bool_], scale: float, truncate: float
+) -> F32:
+    """:func:`log_response` of a cut-out whose blanks (``blank``) are already 0 in ``filled``."""
     resp = -(scale**2) * gaussian_laplace(filled, scale, truncate)
     resp[blank] = 0.0
     return np.asarray(resp, dtype=np.float32)
@@ -208,8 +226,10 @@ def _blob_mask(
     blob = np.zeros(sub.shape, dtype=bool)
     peaks: list[tuple[float, int, int, int]] = []
     zmaps: list[F32] = []
+    blank = ~np.isfinite(sub)
+    filled = np.where(blank, 0.0, sub).astype(np.float32)  # once for every scale
     for k, (s, f) in enumerate(zip(scales, factors, strict=True)):
-        resp = log_response(sub, s, truncate)
+        resp = _filled_log_response(filled, blank, s, truncate)
         if blob_thr > 0:
             pos = resp[resp > 0]
             if pos.size:
