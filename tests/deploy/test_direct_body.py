@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from caesar_rest.httpserver import DIRECT_MIN_BYTES, DIRECT_SLOTS, DirectBody
@@ -68,6 +69,7 @@ def test_uploads_read_directly_are_stored_intact(srv: LiveServer) -> None:
     assert len(body) >= DIRECT_MIN_BYTES
     want = hashlib.sha256(data).hexdigest()
     before = direct_reads(srv)
+    known = files_in(srv.datadir)
     with tcp(srv)() as sock:
         sock.sendall(upload_head(len(body), boundary="direct") + body)
         status, _, answer = read_response(sock)
@@ -91,7 +93,7 @@ def test_uploads_read_directly_are_stored_intact(srv: LiveServer) -> None:
         sock.sendall(get("/healthz"))
         assert read_response(sock)[0] == 200
     assert direct_reads(srv) - before == 4
-    stored = [p for p in files_in(srv.datadir) if ".incoming" not in p.parts]
+    stored = [p for p in files_in(srv.datadir) - known if ".incoming" not in p.parts]
     assert len(stored) == 4
     assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in stored} == {want}
 
@@ -138,6 +140,25 @@ def test_stalled_or_dropped_direct_upload_leaves_nothing(srv: LiveServer) -> Non
     with tcp(srv)() as sock:
         sock.sendall(get("/healthz"))
         assert read_response(sock)[0] == 200
+
+
+def test_uws_inline_image_read_directly(srv: LiveServer) -> None:
+    """A UWS job created with its image inline (multipart): the image is read from the
+    connection too and stored with its checksum."""
+    data = small_fits(400)
+    before = direct_reads(srv)
+    r = httpx.post(
+        f"{srv.url}/uws/jobs",
+        data={"app": "sleep", "seconds": "0.1"},
+        files={"file": ("inline.fits", data, "application/fits")},
+        follow_redirects=False,
+        timeout=30,
+    )
+    assert r.status_code == 303, r.text
+    assert direct_reads(srv) - before == 1
+    with srv.client() as c:
+        docs = [f for f in c.get("/fileids").json() if f["filename_orig"] == "inline.fits"]
+    assert [f["sha256"] for f in docs] == [hashlib.sha256(data).hexdigest()]
 
 
 class Stub:
