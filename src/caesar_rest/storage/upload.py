@@ -10,6 +10,11 @@ temporary file until the file is moved into place or discarded; the start-up swe
 every temporary file of this host that it can lock, so a partial upload of a dead process goes
 even when a restarted server has the same pid (as in a container).
 
+Large bodies served by ``caesar-rest serve`` (:mod:`caesar_rest.httpserver`) are read from the
+connection itself instead of ``chunks`` (:class:`DirectReceiver`): one thread receives into a
+few reusable buffers and parses them, one hashes, one writes, with the same checks, limits,
+durability and clean-up.
+
 Compressed uploads (gzip, the one compressed form :mod:`caesar_rest.storage.formats` accepts)
 are inflated as they arrive, in the writer thread, a bounded block at a time with the output
 thrown away: an upload whose inflated content is over the size limit is refused (413) as soon
