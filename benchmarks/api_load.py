@@ -162,6 +162,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_split(pid: int) -> tuple[float, float, float, float]:
+    """User and system CPU seconds of a process, then of its main thread (the event loop of
+    our servers); zeros when it is gone. Threads that have ended count in the process's."""
+    out: list[float] = []
+    for path in (f"/proc/{pid}/stat", f"/proc/{pid}/task/{pid}/stat"):
+        try:
+            with open(path) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return (0.0, 0.0, 0.0, 0.0)
+        out += [
+            int(fields[11]) / os.sysconf("SC_CLK_TCK"),
+            int(fields[12]) / os.sysconf("SC_CLK_TCK"),
+        ]
+    return (out[0], out[1], out[2], out[3])
+
+
 def children_cpu() -> float:
     """CPU seconds of this process's finished children (curl, cp, ...)."""
     t = os.times()
@@ -194,6 +211,9 @@ class RssSampler(threading.Thread):
         #: CPU seconds of the server and of curl over the sampled transfer (upload_once).
         self.server_cpu = 0.0
         self.curl_cpu = 0.0
+        #: The server's CPU seconds over the transfer: event-loop thread user, system; the
+        #: other threads (ended ones included) user, system.
+        self.threads_cpu = (0.0, 0.0, 0.0, 0.0)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -571,6 +591,9 @@ class UploadResult:
     sink_cpu: list[float] = field(default_factory=list)
     curl_cpu: list[float] = field(default_factory=list)
     sink_curl_cpu: list[float] = field(default_factory=list)
+    #: Per round, the servers' CPU seconds by thread (RssSampler.threads_cpu): ours, the sink's.
+    upload_threads: list[tuple[float, float, float, float]] = field(default_factory=list)
+    sink_threads: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     @property
     def upload_mbs(self) -> float:
@@ -648,6 +671,7 @@ def upload_once(
     sampler = RssSampler(server.pid)
     sampler.start()
     cpu0, curl0 = cpu_seconds(server.pid), children_cpu()
+    split0 = cpu_split(server.pid)
     try:
         t0 = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
@@ -656,6 +680,10 @@ def upload_once(
         sampler.stop()
     sampler.server_cpu = cpu_seconds(server.pid) - cpu0
     sampler.curl_cpu = children_cpu() - curl0
+    user, system, loop_user, loop_system = (
+        b - a for a, b in zip(split0, cpu_split(server.pid), strict=True)
+    )
+    sampler.threads_cpu = (loop_user, loop_system, user - loop_user, system - loop_system)
     if proc.returncode != 0:
         raise RuntimeError(f"curl failed ({proc.returncode}): {proc.stderr.strip()}")
     return seconds, int(proc.stdout.strip() or 0), sampler
@@ -688,6 +716,7 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
     sha256_s: list[float] = []
     cp_sync_s: list[float] = []
     cpu: dict[str, list[float]] = {"ours": [], "sink": [], "curl": [], "sink_curl": []}
+    threads: dict[str, list[tuple[float, float, float, float]]] = {"ours": [], "sink": []}
     codes: list[int] = []
     growth = 0.0
     samples = 0
@@ -714,6 +743,7 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
             upload_s.append(seconds)
             cpu["ours"].append(sampler.server_cpu)
             cpu["curl"].append(sampler.curl_cpu)
+            threads["ours"].append(sampler.threads_cpu)
             codes.append(code)
             growth = max(growth, sampler.growth_mb)
             samples += sampler.samples
@@ -737,6 +767,7 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
             sink_s.append(seconds)
             cpu["sink"].append(sink_sampler.server_cpu)
             cpu["sink_curl"].append(sink_sampler.curl_cpu)
+            threads["sink"].append(sink_sampler.threads_cpu)
             warm_read(src)
             t0 = time.perf_counter()
             # OpenSSL: the library behind Python's hashlib (coreutils' sha256sum may lack the
@@ -768,6 +799,8 @@ def run_upload(server: Server, bare: Server, tmp: Path, side: int, rounds: int) 
         cpu["sink"],
         cpu["curl"],
         cpu["sink_curl"],
+        threads["ours"],
+        threads["sink"],
     )
 
 
@@ -846,6 +879,18 @@ def format_tables(
                 f"{per_gib(upload.sink_cpu):.2f} + curl {per_gib(upload.sink_curl_cpu):.2f}; "
                 f"upload vs sink {upload.upload_mbs / upload.mbs(upload.sink_s) * 100:.0f} %"
             )
+        if upload.upload_threads and upload.sink_threads:
+            out.append(
+                "CPU seconds per GiB by thread (medians, user + system): "
+                + "; ".join(
+                    f"{name}: event loop {threads_per_gib(rounds, upload.size, 0)}, "
+                    f"other threads {threads_per_gib(rounds, upload.size, 2)}"
+                    for name, rounds in (
+                        ("our server", upload.upload_threads),
+                        ("bare sink", upload.sink_threads),
+                    )
+                )
+            )
         check = "yes" if upload.sha_ok else "NO"
         codes = ", ".join(str(c) for c in upload.http_status)
         out.append(
@@ -853,6 +898,15 @@ def format_tables(
             f"largest growth of any round ({upload.rss_samples} samples, every 20 ms)"
         )
     return "\n".join(out)
+
+
+def threads_per_gib(rounds: list[tuple[float, float, float, float]], size: int, at: int) -> str:
+    """``user + system`` CPU seconds per GiB (medians of the rounds) of the thread group whose
+    user time is at index ``at`` of each round's :attr:`RssSampler.threads_cpu`."""
+    gib = size / (1024 * MIB)
+    user = statistics.median(r[at] for r in rounds) / gib
+    system = statistics.median(r[at + 1] for r in rounds) / gib
+    return f"{user:.2f} + {system:.2f}"
 
 
 def format_targets(

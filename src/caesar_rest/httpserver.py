@@ -17,6 +17,14 @@ httptools protocol with three more timers and a connection limit, all read from 
 * ``max_connections``: open connections of this process; a request that comes on one more is
   answered with a JSON 503 and ``Connection: close``.
 
+Large request bodies (an upload) can be read by the app from the connection itself: a request
+with a ``Content-Length`` of at least :data:`DIRECT_MIN_BYTES` carries a :class:`DirectBody` in
+its ASGI scope's extensions (under ``caesar_rest.storage.upload.DIRECT_BODY``). An app that
+claims it before reading the body any other way reads the rest from the socket, in a worker
+thread, in large blocks, without the HTTP parser and the ASGI receive queue in between; the
+body timeout applies to every read, and at most :data:`DIRECT_SLOTS` bodies are read this way
+at once (the others take the ordinary way). Not offered over TLS, nor for a chunked body.
+
 ``caesar-rest serve`` selects the protocol through uvicorn's ``http`` option; gunicorn through
 the worker class :class:`UvicornWorker` (deploy/gunicorn/gunicorn.conf.py).
 """
@@ -24,20 +32,31 @@ the worker class :class:`UvicornWorker` (deploy/gunicorn/gunicorn.conf.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Any
+import os
+import socket
+from typing import Any, cast
 
+import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
 
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings, get_settings
+from caesar_rest.storage.upload import DIRECT_BODY
 
 log = get_logger("caesar_rest.httpserver")
 
 #: uvicorn's ``http`` option: the protocol by its import path (picklable for ``--workers N``).
 PROTOCOL = "caesar_rest.httpserver:GuardedHttpProtocol"
+#: Smallest declared body offered for direct reading (smaller ones gain nothing).
+DIRECT_MIN_BYTES = 256 * 1024
+#: Most bodies of one process read directly at once (each holds a thread while it reads).
+DIRECT_SLOTS = 4
+#: Longest pause in a directly read body when the body timeout is off (0): never unbounded.
+DIRECT_IDLE_TIMEOUT = 300.0
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -91,8 +110,17 @@ class _PartsCycle(RequestResponseCycle):
 
     parts: list[bytes]
     buffered: int
+    #: Body bytes the HTTP parser has handed on so far.
+    seen: int
+    #: The app has called receive() (then its body cannot be read directly any more).
+    receiving: bool
+    #: The body is being read directly (:class:`DirectBody`).
+    direct: bool
 
     async def receive(self) -> Any:
+        if self.direct:
+            raise RuntimeError("the request body is being read from the connection directly")
+        self.receiving = True
         if self.waiting_for_100_continue and not self.transport.is_closing():
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.waiting_for_100_continue = False
@@ -115,6 +143,146 @@ def _keep_parts(cycle: RequestResponseCycle) -> None:
     assert isinstance(cycle, _PartsCycle)
     cycle.parts = []
     cycle.buffered = 0
+    cycle.seen = 0
+    cycle.receiving = False
+    cycle.direct = False
+
+
+def _fresh_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
+    """A new HTTP parser for ``protocol``, set up as uvicorn sets up its own."""
+    parser = httptools.HttpRequestParser(protocol)
+    with contextlib.suppress(AttributeError):  # httptools < 0.6.3
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    return parser
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The request's one ``Content-Length``, or None (none, several, chunked, not a number)."""
+    lengths = [v for k, v in headers if k == b"content-length"]
+    if len(lengths) != 1 or any(k == b"transfer-encoding" for k, _ in headers):
+        return None
+    value = lengths[0].strip()
+    return int(value) if value.isdigit() else None
+
+
+class DirectBody:
+    """The rest of one request's body, for the app to read from the connection itself.
+
+    Offered in the scope's extensions (:data:`DIRECT_BODY`); see the module's notes. The
+    methods follow :class:`caesar_rest.storage.upload.DirectSource`: :meth:`claim` and
+    :meth:`release` run in the event loop, :meth:`recv_into` in the reading thread.
+    """
+
+    #: Bodies of this process being read directly now.
+    active = 0
+
+    def __init__(self, protocol: GuardedHttpProtocol, cycle: _PartsCycle, length: int) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        self.length = length
+        self.buffered: list[bytes] = []
+        self.remaining = 0
+        self._sock: socket.socket | None = None
+
+    def _can_claim(self) -> bool:
+        p, c = self._protocol, self._cycle
+        return not (
+            DirectBody.active >= DIRECT_SLOTS
+            or self._sock is not None
+            or p.cycle is not c  # a later request is parsed already (pipelined)
+            or p.pipeline
+            or c.receiving
+            or not c.more_body  # all of it is here already
+            or c.disconnected
+            or c.response_started
+            or p.transport.is_closing()
+        )
+
+    def claim(self) -> bool:
+        """Take the connection over for the rest of the body (False: read it by ``receive``).
+
+        Reading from the transport is paused, the body timer is stopped (the reads have
+        their own timeout), a ``100 Continue`` the client waits for is sent.
+        """
+        if not self._can_claim():
+            return False
+        p, c = self._protocol, self._cycle
+        raw = p.transport.get_extra_info("socket")
+        if raw is None:
+            return False
+        try:
+            fd = os.dup(raw.fileno())
+        except OSError:
+            return False
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            return False
+        # A timeout keeps the (shared) descriptor non-blocking, as the event loop needs it.
+        sock.settimeout(p.body_timeout if p.body_timeout > 0 else DIRECT_IDLE_TIMEOUT)
+        p.flow.pause_reading()
+        p._cancel_body_timer()
+        if c.waiting_for_100_continue:
+            p.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            c.waiting_for_100_continue = False
+        self.buffered, c.parts, c.buffered = c.parts, [], 0
+        self.remaining = self.length - c.seen
+        self._sock = sock
+        c.direct = True
+        DirectBody.active += 1
+        return True
+
+    def recv_into(self, view: memoryview) -> int:
+        """Read at most ``len(view)`` and at most :attr:`remaining` bytes into ``view``.
+
+        Raises
+        ------
+        TimeoutError
+            Nothing came for the body timeout.
+        ConnectionError
+            The client closed or reset the connection before the whole body came.
+        """
+        assert self._sock is not None
+        n = self._sock.recv_into(view, min(len(view), self.remaining))
+        if n == 0:
+            raise ConnectionAbortedError("the client closed the connection in the body")
+        self.remaining -= n
+        return n
+
+    def release(self, timed_out: bool) -> None:
+        """Give the connection back to the server.
+
+        With the whole body read, the connection goes on with a fresh HTTP parser (the old
+        one still waits for the bytes read here) and reading resumes after the answer, as
+        after any request. Else the connection is closed: the app's answer is dropped, and
+        ``timed_out`` sends a 408 first, as the body timer does.
+        """
+        p, c = self._protocol, self._cycle
+        if self._sock is None:
+            return
+        self._sock.close()
+        self._sock = None
+        c.direct = False
+        DirectBody.active -= 1
+        log.info("request_body_read_directly", bytes=self.length - self.remaining, of=self.length)
+        if p.transport.is_closing():
+            return
+        if self.remaining == 0:
+            p.parser = _fresh_parser(p)
+            p._request_begun = False
+            c.more_body = False
+            c.message_event.set()
+            return
+        if timed_out:
+            log.info("request_body_timeout", client=_client(p.client), path=c.scope.get("path"))
+            if not c.response_started:
+                p.transport.write(
+                    _answer(408, "Request Timeout", "Request body not received in time")
+                )
+        c.disconnected = True
+        c.message_event.set()
+        p.transport.close()
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -211,8 +379,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not before:  # a new request's cycle
-            _keep_parts(self.cycle)
+        cycle = self.cycle
+        if cycle is not None and cycle is not before:  # a new request's cycle
+            _keep_parts(cycle)
+            length = _declared_length(self.headers)
+            if length is not None and length >= DIRECT_MIN_BYTES and self.scheme == "http":
+                assert isinstance(cycle, _PartsCycle)
+                extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
+                extensions[DIRECT_BODY] = DirectBody(self, cycle, length)
         self._arm_body_timer()
 
     def on_body(self, body: bytes) -> None:
@@ -223,6 +397,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if isinstance(cycle, _PartsCycle):
             cycle.parts.append(body)
             cycle.buffered += len(body)
+            cycle.seen += len(body)
             if cycle.buffered > HIGH_WATER_LIMIT:
                 self.flow.pause_reading()
             cycle.message_event.set()

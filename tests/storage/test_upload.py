@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -266,3 +268,156 @@ def test_over_limit_by_less_than_a_batch_is_refused(tmp_path: Path, durable: boo
     assert got.size == limit
     got.discard()
     assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+# --- the direct receiver (the body read from the connection, caesar_rest.httpserver) ----------
+class PairSource:
+    """A :class:`~caesar_rest.storage.upload.DirectSource` on one end of a socket pair: the
+    first ``buffered`` bytes as if the HTTP parser had read them, the rest sent by a thread
+    (then the sending end is closed, or held open with ``hold``)."""
+
+    def __init__(self, data: bytes, declared: int, buffered: int, hold: bool = False) -> None:
+        import socket
+        import threading
+
+        self.ours, theirs = socket.socketpair()
+        self.ours.settimeout(0.5)  # the server's body timeout
+        buffered = min(buffered, len(data))
+        self.buffered = [data[:buffered]] if buffered else []
+        self.remaining = declared - buffered
+        self.released: list[bool] = []
+        self.claimed = False
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                theirs.sendall(data[buffered:])
+            if hold:
+                time.sleep(2)
+            theirs.close()
+
+        self.sender = threading.Thread(target=send, daemon=True)
+        self.sender.start()
+
+    def claim(self) -> bool:
+        self.claimed = True
+        return True
+
+    def recv_into(self, view: memoryview) -> int:
+        n = self.ours.recv_into(view, min(len(view), self.remaining))
+        if n == 0:
+            raise ConnectionAbortedError("closed")
+        self.remaining -= n
+        return n
+
+    def release(self, timed_out: bool) -> None:
+        self.released.append(timed_out)
+        self.ours.close()
+
+
+def run_direct(
+    data: bytes,
+    tmp: Path,
+    limit: int = 10**9,
+    declared: int | None = None,
+    buffered: int = 1000,
+    hold: bool = False,
+    durable: bool = True,
+) -> tuple[PairSource, upload.ReceivedUpload | BaseException]:
+    src = PairSource(data, len(data) if declared is None else declared, buffered, hold)
+    try:
+        got: upload.ReceivedUpload | BaseException = asyncio.run(
+            receive_upload(chunks(b"", 1), CTYPE, tmp, limit, durable=durable, direct=src)
+        )
+    except Exception as exc:
+        got = exc
+    src.sender.join(5)
+    return src, got
+
+
+@pytest.fixture
+def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receive buffers of 64 KiB: a body of a few hundred KiB rotates through all of them."""
+    monkeypatch.setattr(upload, "DIRECT_BUFFER", 65536)
+
+
+@pytest.mark.parametrize("buffered", [0, 1, 150, 70_000])
+def test_direct_file_and_fields_received_intact(
+    tmp_path: Path, small_buffers: None, buffered: int
+) -> None:
+    """Read from the connection: the same file, checksum and fields as the ASGI path, whatever
+    part the server had read before (none, inside the part headers, inside the file)."""
+    payload = os.urandom(300_000) + b"\r\n--XyZ12 almost a boundary\r\n"
+    src, got = run_direct(body(payload), tmp_path, buffered=buffered)
+    assert isinstance(got, upload.ReceivedUpload), got
+    assert got.temp_path.read_bytes() == payload
+    assert got.sha256 == hashlib.sha256(payload).hexdigest()
+    assert got.size == len(payload) and got.fields == {"tag": "hello"}
+    assert src.claimed and src.released == [False] and src.remaining == 0
+    got.discard()
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_direct_refusals_read_the_rest_and_leave_nothing(
+    tmp_path: Path, small_buffers: None
+) -> None:
+    """Over the limit, cut before the closing boundary, not a form, empty: refused as on the
+    ASGI path, the rest of the declared body read (the connection stays usable), no file."""
+    from python_multipart.exceptions import MultipartParseError
+
+    data = body(os.urandom(400_000))
+    cases: list[tuple[bytes, int, type[Exception], str]] = [
+        (data, 200_000, UploadTooLarge, "larger than the limit"),
+        (data[: -len(f"--{BOUNDARY}--\r\n")], 10**9, UploadError, "ends before"),
+        (data[:-5], 10**9, UploadError, "ends before"),
+        (body(b""), 10**9, UploadError, "empty"),
+        (b"not a multipart body at all" * 10_000, 10**9, MultipartParseError, "boundary"),
+    ]
+    for sent, limit, error, message in cases:
+        src, got = run_direct(sent, tmp_path, limit=limit)
+        assert isinstance(got, error) and message in str(got), got
+        assert src.remaining == 0 and src.released == [False]
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_direct_client_gone_or_silent_leaves_nothing(tmp_path: Path, small_buffers: None) -> None:
+    """A connection closed before the declared length, or silent past the body timeout: the
+    upload ends with ClientGone (the server then closes, with a 408 after the timeout)."""
+    data = body(os.urandom(300_000))
+    src, got = run_direct(data[:200_000], tmp_path, declared=len(data))
+    assert isinstance(got, upload.ClientGone) and src.released == [False]
+    src, got = run_direct(data[:200_000], tmp_path, declared=len(data), hold=True)
+    assert isinstance(got, upload.ClientGone) and "timeout" in str(got)
+    assert src.released == [True]
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_direct_write_error_leaves_nothing(
+    tmp_path: Path, small_buffers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write (full disk) in the writer thread is the upload's error (507 above)."""
+    import errno
+
+    def full(fd: int, parts: list[memoryview]) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(upload.os, "writev", full)
+    src, got = run_direct(body(os.urandom(300_000)), tmp_path)
+    assert isinstance(got, OSError) and got.errno == errno.ENOSPC
+    assert src.remaining == 0
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_direct_declined_reads_the_chunks(tmp_path: Path) -> None:
+    """A server that cannot hand the connection over: the chunks are read as before."""
+
+    class Declines(PairSource):
+        def claim(self) -> bool:
+            return False
+
+    payload = os.urandom(5000)
+    src = Declines(b"", 0, 0)
+    got = asyncio.run(
+        receive_upload(chunks(body(payload), 999), CTYPE, tmp_path, 10**9, direct=src)
+    )
+    assert got.temp_path.read_bytes() == payload and src.released == []
+    got.discard()

@@ -29,6 +29,8 @@ from caesar_rest.storage.formats import FileFormat, FormatError, sniff
 from caesar_rest.storage.paths import is_file_id, safe_join
 from caesar_rest.storage.register import store_upload
 from caesar_rest.storage.upload import (
+    ClientGone,
+    DirectSource,
     InflatedTooLarge,
     ReceivedUpload,
     UploadTooLarge,
@@ -119,6 +121,7 @@ class FileService:
         content_type: str | None,
         owner: str,
         limits: UploadLimits,
+        direct: DirectSource | None = None,
     ) -> ReceivedUpload:
         """Check the declared size, then stream the multipart body's ``file`` part to disk.
 
@@ -132,6 +135,9 @@ class FileService:
             The caller (for the quota pre-check).
         limits
             The declared size and the caller's quota.
+        direct
+            The server's offer to read the body from the connection itself (see
+            :func:`~caesar_rest.storage.upload.receive_upload`), if any.
 
         Returns
         -------
@@ -161,6 +167,7 @@ class FileService:
                 st.max_upload_bytes,
                 buffer_size=st.upload_chunk_kib * 1024,
                 durable=st.upload_fsync,
+                direct=direct,
             )
         except InflatedTooLarge:
             raise TooLarge(
@@ -171,7 +178,7 @@ class FileService:
             raise self._too_large() from None
         except MultipartParseError as exc:
             raise Invalid(f"Malformed multipart body: {exc}") from None
-        except ClientDisconnect:
+        except (ClientDisconnect, ClientGone):
             log.info("upload_aborted_by_client")
             raise Invalid("Client disconnected during the upload") from None
 
@@ -218,13 +225,15 @@ class FileService:
         content_type: str | None,
         owner: str,
         limits: UploadLimits,
+        direct: DirectSource | None = None,
     ) -> Stored:
         """The v1.0 upload: receive, identify and store, with the form's ``tag``.
 
-        ``limits.quota`` must be set: it is also the quota the store checks.
+        ``limits.quota`` must be set: it is also the quota the store checks. ``direct``: as
+        for :meth:`receive`.
         """
         assert limits.quota is not None
-        received = await self.receive(stream, content_type, owner, limits)
+        received = await self.receive(stream, content_type, owner, limits, direct)
         fmt = await self.identify(received)
         tag = received.fields.get("tag", "")
         if "\x00" in tag:

@@ -55,7 +55,7 @@ from caesar_rest.jobs import queries
 from caesar_rest.jobs.states import FINAL, Phase
 from caesar_rest.logconfig import get_logger
 from caesar_rest.storage.files import FileService, UploadLimits
-from caesar_rest.storage.upload import ReceivedUpload, UploadError
+from caesar_rest.storage.upload import DIRECT_BODY, ReceivedUpload, UploadError
 
 router = APIRouter(prefix="/uws", tags=["uws"])
 log = get_logger(__name__)
@@ -124,7 +124,11 @@ async def _receive_inline(request: Request, files: FileService, owner: str) -> R
     limits = UploadLimits(request.headers.get("content-length"))
     try:
         return await files.receive(
-            request.stream(), request.headers.get("content-type"), owner, limits
+            request.stream(),
+            request.headers.get("content-type"),
+            owner,
+            limits,
+            request.scope.get("extensions", {}).get(DIRECT_BODY),
         )
     except UploadError as exc:
         raise Invalid(

@@ -18,6 +18,7 @@ from caesar_rest.errors import Invalid, NotFound
 from caesar_rest.logconfig import get_logger
 from caesar_rest.storage.files import UploadLimits
 from caesar_rest.storage.paths import is_file_id
+from caesar_rest.storage.upload import DIRECT_BODY
 from caesar_rest.timeutil import iso
 
 router = APIRouter(tags=["files"])
@@ -69,7 +70,11 @@ async def upload(request: Request, ctx: Ctx, files: Files, owner: Owner) -> JSON
     limits = await run_in_threadpool(ctx.users.limits, owner)
     declared = UploadLimits(request.headers.get("content-length"), limits)
     stored = await files.upload(
-        request.stream(), request.headers.get("content-type"), owner, declared
+        request.stream(),
+        request.headers.get("content-type"),
+        owner,
+        declared,
+        request.scope.get("extensions", {}).get(DIRECT_BODY),
     )
     rec = stored.record
     reply = UploadReply(
