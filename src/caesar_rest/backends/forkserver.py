@@ -897,6 +897,21 @@ class ForkServer:
         self._ready = True
         return True
 
+    def serving(self) -> bool:
+        """Whether a launch now would start its job warm without waiting: the server runs
+        and has reported ready, and no other launch holds it. Never waits itself."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            proc = self._proc
+            if self.why is not None or proc is None:
+                return False
+            if not self._ready and (proc.stdout is None or not _readable(proc.stdout.fileno(), 0)):
+                return False  # still importing its preload
+            return self._wait_ready(0)
+        finally:
+            self._lock.release()
+
     def launch(self, job_dir: Path, argv: Sequence[str], env: dict[str, str]) -> WarmProcess:
         """Start the wrapper for ``argv`` in ``job_dir`` through the server.
 
