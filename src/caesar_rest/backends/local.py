@@ -4,8 +4,9 @@ A dispatcher thread claims QUEUED jobs from the database (atomically, so several
 processes can share one queue) while fewer than ``max_concurrent_jobs`` execute, and starts each
 as ``python -m caesar_rest.backends.wrapper -- <app command>`` in its job folder, in a new
 session (a job that :meth:`LocalBackend.submit` claims while the fork server serves is
-started by the submitting thread itself, without the hand-over). A supervisor thread per job enforces the time limit (SIGTERM, then SIGKILL to the whole
-group: TIMED-OUT) and records the exit code and elapsed time. Cancel kills the process group.
+started by the submitting thread itself, without the hand-over). A supervisor thread per job
+enforces the time limit (SIGTERM, then SIGKILL to the whole group: TIMED-OUT) and records the
+exit code and elapsed time. Cancel kills the process group.
 After a restart, jobs left EXECUTING are adopted when their process still runs (checked by pid
 and process start time, so a reused pid is never mistaken), finished from ``exit.json`` when the
 wrapper recorded an outcome, and otherwise marked ERROR (lost); a job claimed but not yet given
