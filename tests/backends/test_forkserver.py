@@ -114,10 +114,15 @@ def test_a_job_runs_warm_with_the_cold_isolation(server: ForkServer, tmp_path: P
     assert record is not None and (record.exit_code, record.signal) == (3, None)
     assert record.cpu_time is not None and record.max_rss_kib
     assert outcome_of(record).exit_code == 3
-    text = (tmp_path / LOG_FILE).read_text()
-    assert f"[caesar-rest] warm start (fork server {server.pid})" in text
-    assert "[caesar-rest] limits: open_files=321" in text
-    assert "[caesar-rest] exit code 3," in text
+    # The wrapper's lines first, in the order of a cold start (the spare writes them before it
+    # hands the app its command).
+    lines = (tmp_path / LOG_FILE).read_text().splitlines()
+    assert lines[:3] == [
+        f"[caesar-rest] warm start (fork server {server.pid})",
+        f"[caesar-rest] running: {[*PROBE, '--exit-code', '3']!r}",
+        "[caesar-rest] limits: open_files=321",
+    ]
+    assert lines[3].startswith("[caesar-rest] exit code 3,") and len(lines) == 4
 
 
 def test_each_job_draws_its_own_random_numbers(server: ForkServer, tmp_path: Path) -> None:
