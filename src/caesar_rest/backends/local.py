@@ -367,6 +367,8 @@ class LocalBackend:
     def _claim(self) -> JobRecord | None:
         """Atomically move the oldest QUEUED local job to EXECUTING, within the limit."""
         svc = self.service
+        if not self._any_queued():
+            return None  # the usual pass of an idle runner: no write lock taken
         with svc.sessions() as s, s.begin():
             # Serialise claims so the concurrency limit holds across processes.
             claim_lock(write_first(s))
@@ -378,6 +380,17 @@ class LocalBackend:
             return self._claim()
         svc.announce(job.id, prev, Phase.EXECUTING, None)
         return job
+
+    def _any_queued(self) -> bool:
+        """Whether a job of this backend is QUEUED (a read: it waits for no writer, and a
+        submit's transaction waits for no claim of the dispatcher that finds nothing)."""
+        with self.service.sessions() as s:
+            found = s.scalar(
+                select(JobRecord.id)
+                .where(JobRecord.backend == self.name, JobRecord.phase == Phase.QUEUED.value)
+                .limit(1)
+            )
+        return found is not None
 
     def _claim_in(self, s: Session) -> tuple[JobRecord, Phase | None] | None:
         """In the caller's locked transaction: move the oldest QUEUED job to EXECUTING if a
