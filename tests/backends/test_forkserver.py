@@ -394,7 +394,13 @@ def test_an_idle_submit_launches_its_job_before_it_answers(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(local_backend, "launch", spy)
-    settings = make_settings(tmp_path, job_fork_server="lazy", job_fork_server_preload=["numpy"])
+    # Two slots: the first job's supervisor may still count it (its end is recorded first).
+    settings = make_settings(
+        tmp_path,
+        job_fork_server="lazy",
+        job_fork_server_preload=["numpy"],
+        max_concurrent_jobs=2,
+    )
     with TestClient(create_app(settings)) as client:
         sessions = client.app.state.ctx.jobs.sessions  # type: ignore[attr-defined]
         fid = upload(client, image)
