@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from astropy.io import fits
 from fastapi.testclient import TestClient
 
 from caesar_rest.api.app import create_app
+from caesar_rest.backends import local as local_backend
 from caesar_rest.backends.forkserver import ForkServer
 from caesar_rest.backends.process import (
     Launched,
@@ -32,9 +34,10 @@ from caesar_rest.backends.process import (
     launch_environment,
     process_alive,
 )
+from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.folder import LOG_FILE, JobLimits, outcome_of, read_exit
 
-from tests.support.app_jobs import job_log, run_job, upload
+from tests.support.app_jobs import API, job_log, run_job, upload, wait_state
 from tests.support.procs import child_pids, wait_children, wait_gone
 from tests.support.server import make_settings
 
@@ -111,10 +114,15 @@ def test_a_job_runs_warm_with_the_cold_isolation(server: ForkServer, tmp_path: P
     assert record is not None and (record.exit_code, record.signal) == (3, None)
     assert record.cpu_time is not None and record.max_rss_kib
     assert outcome_of(record).exit_code == 3
-    text = (tmp_path / LOG_FILE).read_text()
-    assert f"[caesar-rest] warm start (fork server {server.pid})" in text
-    assert "[caesar-rest] limits: open_files=321" in text
-    assert "[caesar-rest] exit code 3," in text
+    # The wrapper's lines first, in the order of a cold start (the spare writes them before it
+    # hands the app its command).
+    lines = (tmp_path / LOG_FILE).read_text().splitlines()
+    assert lines[:3] == [
+        f"[caesar-rest] warm start (fork server {server.pid})",
+        f"[caesar-rest] running: {[*PROBE, '--exit-code', '3']!r}",
+        "[caesar-rest] limits: open_files=321",
+    ]
+    assert lines[3].startswith("[caesar-rest] exit code 3,") and len(lines) == 4
 
 
 def test_each_job_draws_its_own_random_numbers(server: ForkServer, tmp_path: Path) -> None:
@@ -369,6 +377,61 @@ def test_the_local_runner_starts_jobs_warm(tmp_path: Path, image: Path) -> None:
         job_id, status = run_job(client, fid, "sleep", {"seconds": 0, "exit-code": 0}, 30)
         assert status["state"] == "SUCCESS", status
         assert f"warm start (fork server {local.fork_server.pid})" in job_log(client, job_id)
+
+
+def test_an_idle_submit_launches_its_job_before_it_answers(
+    tmp_path: Path, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a serving fork server and a free slot the submitting thread launches the job
+    itself (no hand-over to the dispatcher thread): its pid is recorded when the submit
+    answers. While the server is not yet serving (lazy: it starts with the first job), the
+    dispatcher launches, and waits for it."""
+    threads: list[str] = []
+    real = local_backend.launch
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(local_backend, "launch", spy)
+    # Two slots: the first job's supervisor may still count it (its end is recorded first).
+    settings = make_settings(
+        tmp_path,
+        job_fork_server="lazy",
+        job_fork_server_preload=["numpy"],
+        max_concurrent_jobs=2,
+    )
+    with TestClient(create_app(settings)) as client:
+        sessions = client.app.state.ctx.jobs.sessions  # type: ignore[attr-defined]
+        fid = upload(client, image)
+        # Long enough to be running still when the answer is read.
+        body = {"app": "sleep", "job_inputs": {"seconds": 1}, "data_inputs": fid}
+        for _ in range(2):
+            r = client.post(f"{API}/job", json=body)
+            assert r.status_code == 202, r.text
+            job_id = r.json()["job_id"]
+            with sessions() as s:
+                answered = s.get(JobRecord, job_id)
+            assert wait_state(client, job_id, {"SUCCESS", "FAILURE"}, 60)["state"] == "SUCCESS"
+        assert threads[0] == "local-dispatcher" and threads[1] != "local-dispatcher"
+        assert answered is not None and answered.pid is not None  # the second job's
+        assert answered.message == "Job running"
+
+
+def test_serving_never_waits_for_a_starting_server(tmp_path: Path) -> None:
+    srv = ForkServer(["numpy"], env=launch_environment(1))
+    try:
+        assert not srv.serving()  # not started
+        srv.start()
+        started = time.monotonic()
+        while not srv.serving():
+            assert time.monotonic() - started < 60
+            time.sleep(0.01)
+        assert srv.pid is not None and srv.info["ready"]
+        srv.close()
+        assert not srv.serving()
+    finally:
+        srv.close()
 
 
 def test_off_starts_every_job_cold(tmp_path: Path, image: Path) -> None:

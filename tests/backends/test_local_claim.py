@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from astropy.io import fits
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from caesar_rest.api.app import create_app
 from caesar_rest.apps.registry import default_registry
+from caesar_rest.backends import local
 from caesar_rest.backends.local import LocalBackend
 from caesar_rest.db.engine import make_engine, make_sessionmaker
 from caesar_rest.db.migrate import upgrade
@@ -122,3 +124,46 @@ def test_submit_claims_a_job_in_the_transaction_that_queues_it(tmp_path: Path) -
             assert wait_state(client, job_id, {"SUCCESS", "FAILURE"}, 60)["state"] == "SUCCESS"
             phases = ["PENDING", "QUEUED", "EXECUTING", "COMPLETED"]
             assert _phases(client, job_id) == ("COMPLETED", phases)
+
+
+def test_an_idle_pass_takes_no_write_lock(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher's pass over an empty queue only reads: a submit's transaction never
+    waits for a claim that finds nothing."""
+    settings = Settings(datadir=tmp_path / "data", jobdir=tmp_path / "jobs")
+    engine = make_engine(db_url)
+    upgrade(engine)
+    svc = JobService(settings, make_sessionmaker(engine), default_registry([]))
+    runner = LocalBackend(svc)
+    locks: list[object] = []
+    real = local.write_first
+
+    def counted(s: Any) -> Any:
+        locks.append(s)
+        return real(s)
+
+    monkeypatch.setattr(local, "write_first", counted)
+    try:
+        assert runner._claim() is None and locks == []
+        now = utcnow()
+        with make_sessionmaker(engine).begin() as s:
+            s.add(
+                JobRecord(
+                    id="queued",
+                    owner="alice",
+                    app="sleep",
+                    options={},
+                    backend="local",
+                    phase=Phase.QUEUED.value,
+                    message="",
+                    time_limit=60,
+                    reldir="alice/queued",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        job = runner._claim()
+        assert job is not None and job.id == "queued" and len(locks) == 1
+    finally:
+        engine.dispose()

@@ -21,8 +21,11 @@ them once (``job_fork_server_preload``) and forks a child per job:
   is unchanged;
 * both forks happen before the job comes: the server keeps one spare wrapper
   (:meth:`_Server._spare_child`), in its session already, which has forked its app
-  (:class:`SpareApp`); a request goes to the spare, which answers the launcher itself, and the
-  server forks the next one. An unused spare dies with the server (``PR_SET_PDEATHSIG``, the
+  (:class:`SpareApp`); a request goes to the spare, which hands a ``python -m`` app its
+  command before anything else (the job log's start lines written first: the log reads the
+  same), answers the launcher itself, and then sets itself up as the job's wrapper; the
+  server forks the next one. The app's signal handlers and random state are set before its
+  job comes. An unused spare dies with the server (``PR_SET_PDEATHSIG``, the
   end of its socket).
 
 Safety of the fork: the server forks only while it runs one thread. It is a fresh interpreter
@@ -207,23 +210,29 @@ class SpareApp:
         """
         target = python_module(cmd)
         if target is not None:
-            msg: dict[str, Any] = {"module": target[0], "args": target[1], "cwd": os.getcwd()}
-            msg.update(env=dict(os.environ), path=sys.path[1:])
             sys.stdout.flush()
             sys.stderr.flush()
-            with contextlib.suppress(OSError):
-                socket.send_fds(
-                    self.sock,
-                    [json.dumps(msg).encode()],
-                    [sys.stdout.fileno()],
-                    socket.MSG_NOSIGNAL,
-                )
-                self.sock.close()
+            if self.hand(target, os.getcwd(), dict(os.environ), sys.stdout.fileno()):
                 return ForkedApp(self.pid)
         self.sock.close()  # it ends at the end of its socket
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
         return fork_app(cmd, limiter)
+
+    def hand(
+        self, target: tuple[str, list[str]], cwd: str, env: dict[str, str], log_fd: int
+    ) -> bool:
+        """Send the app its job, ``python -m`` ``target`` (module, arguments) in ``cwd`` with
+        ``env``, this process's import path and ``log_fd`` as its output; it runs it at once.
+        Whether it took it (False: it has gone)."""
+        msg = {"module": target[0], "args": target[1], "cwd": cwd, "env": env}
+        msg["path"] = sys.path[1:]
+        try:
+            socket.send_fds(self.sock, [json.dumps(msg).encode()], [log_fd], socket.MSG_NOSIGNAL)
+        except OSError:
+            return False
+        self.sock.close()
+        return True
 
 
 def _spare_app_main(sock: socket.socket) -> None:
@@ -235,6 +244,10 @@ def _spare_app_main(sock: socket.socket) -> None:
         _die_with_parent(signal.SIGKILL)
         if os.getppid() != wrapper:
             os._exit(0)
+        # What a new interpreter's start does, done before the job comes: its signal
+        # handlers, numpy's own random state (this process is the job's already).
+        _python_signals()
+        _fresh_random()
         for sig in (signal.SIGINT, signal.SIGTERM):  # while it waits: end quietly
             signal.signal(sig, signal.SIG_DFL)
         data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
@@ -242,6 +255,7 @@ def _spare_app_main(sock: socket.socket) -> None:
         if not data or len(fds) != 1:
             os._exit(0)  # not needed (another program), or the wrapper has gone
         code = 1
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         _die_with_parent(0)  # as a forked app: it does not die with its wrapper
         msg = json.loads(data)
         _own_fds(fds[0])
@@ -255,19 +269,22 @@ def _spare_app_main(sock: socket.socket) -> None:
         limit = limiter(JobLimits.from_env(os.environ.get(LIMITS_ENV)))
         if limit is not None:
             limit()
-        code = _run_module(msg["module"], [str(a) for a in msg["args"]])
+        code = _run_module(msg["module"], [str(a) for a in msg["args"]], prepared=True)
     finally:
         _flush_and_exit(code)
 
 
-def _run_module(module: str, args: list[str]) -> int:
-    """In the app's process: run ``python -m module args`` as a new interpreter would."""
+def _run_module(module: str, args: list[str], prepared: bool = False) -> int:
+    """In the app's process: run ``python -m module args`` as a new interpreter would
+    (``prepared``: its signal handlers and random state are new already)."""
     import runpy
 
     code = 1
     try:
-        _python_signals()
-        _fresh_state()
+        if not prepared:
+            _python_signals()
+            _fresh_random()
+        _job_threads()
         sys.argv = [module, *args]
         sys.path[0] = os.getcwd()  # as `python -m` puts the working folder first
         runpy.run_module(module, run_name="__main__", alter_sys=True)
@@ -308,12 +325,16 @@ def _python_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def _fresh_state() -> None:
-    """What a new interpreter would not share with its siblings: numpy's global random state,
-    the BLAS thread count (from the job's environment)."""
+def _fresh_random() -> None:
+    """What a new interpreter would not share with its siblings: numpy's global random
+    state."""
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         numpy.random.seed()
+
+
+def _job_threads() -> None:
+    """The BLAS thread count of the job (from its environment)."""
     threads = next((os.environ[v] for v in THREAD_VARS[::-1] if v in os.environ), "")
     if threads.isdigit() and int(threads) > 1:  # the server's BLAS runs one thread already
         try:
@@ -567,11 +588,13 @@ class _Server:
             _die_with_parent(signal.SIGTERM if req.get("die_with_launcher") else 0)
             if os.getppid() != server:  # the server died meanwhile: the launcher, without an
                 os._exit(1)  # answer, starts the job cold
-            self._reply(job_sock, {"pid": os.getpid(), "ticks": _own_start_ticks()})
-            job_sock.close()
+            start = time.time()  # the job's start, as the wrapper records it
             argv = [str(a) for a in req["argv"]]
             env = {str(k): str(v) for k, v in req["env"].items()}
-            code = self._be_wrapper(req, argv, env, fds[1], server, app)
+            logged, early = self._hand_early(app, req, argv, env, fds[1], server)
+            self._reply(job_sock, {"pid": os.getpid(), "ticks": _own_start_ticks()})
+            job_sock.close()
+            code = self._be_wrapper(req, argv, env, fds[1], server, app, logged, early, start)
         except BaseException:
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
@@ -593,6 +616,34 @@ class _Server:
             self.spare = None
 
     @staticmethod
+    def _hand_early(
+        app: SpareApp | None,
+        req: dict[str, Any],
+        argv: list[str],
+        env: dict[str, str],
+        log_fd: int,
+        server: int,
+    ) -> tuple[bool, ForkedApp | None]:
+        """In a spare wrapper: start a ``python -m`` app before the wrapper's own set-up, its
+        log lines written first (the log reads as when the wrapper starts it). Whether the
+        lines are written, and the started app (None: the wrapper starts it). Not for a job
+        that stages its files from a remote: that comes before the app."""
+        from caesar_rest.storage.remote import STORAGE_ENV
+
+        target = python_module(argv)
+        if app is None or target is None or env.get(STORAGE_ENV):
+            return False, None
+        from caesar_rest.backends.wrapper import start_lines
+        from caesar_rest.jobs.folder import LIMITS_ENV, JobLimits
+
+        limits = JobLimits.from_env(env.get(LIMITS_ENV))
+        os.write(log_fd, (_warm_line(server) + start_lines(argv, limits)).encode())
+        _job_path(env.get("PYTHONPATH", ""))  # the app's import path is the wrapper's
+        if not app.hand(target, str(req["cwd"]), env, log_fd):
+            return True, None
+        return True, ForkedApp(app.pid)
+
+    @staticmethod
     def _be_wrapper(
         req: dict[str, Any],
         argv: list[str],
@@ -600,10 +651,14 @@ class _Server:
         log_fd: int,
         server: int,
         app: SpareApp | None = None,
+        logged: bool = False,
+        early: ForkedApp | None = None,
+        start: float | None = None,
     ) -> int:
         """In the job's session: its descriptors, folder and environment; then the wrapper
-        (which starts the app, ``app`` when forked in advance, and records its end); its
-        status."""
+        (which starts the app, ``app`` when forked in advance, unless ``early`` runs already,
+        and records its end); its status. ``logged``: the log's start lines are written;
+        ``start``: when the job came (default: now)."""
         _python_signals()
         _own_fds(log_fd, app.sock.fileno() if app is not None else None)
         os.chdir(req["cwd"])
@@ -611,10 +666,19 @@ class _Server:
         os.environ.update(env)
         _job_path(os.environ.get("PYTHONPATH", ""))
         _reset_logging()
-        print(f"[caesar-rest] warm start (fork server {server})", flush=True)
+        if not logged:
+            print(_warm_line(server), end="", flush=True)
         from caesar_rest.backends.wrapper import main
 
-        return main(["--", *argv], starter=app.start if app is not None else fork_app)
+        starter: Any = app.start if app is not None else fork_app
+        if early is not None:
+            starter = lambda _cmd, _limiter: early  # noqa: E731 - started already
+        return main(["--", *argv], starter=starter, start=start, logged=logged)
+
+
+def _warm_line(server: int) -> str:
+    """The job log's line that tells a warm start."""
+    return f"[caesar-rest] warm start (fork server {server})\n"
 
 
 def _flush_and_exit(code: int) -> None:
@@ -896,6 +960,21 @@ class ForkServer:
         self.info = info
         self._ready = True
         return True
+
+    def serving(self) -> bool:
+        """Whether a launch now would start its job warm without waiting: the server runs
+        and has reported ready, and no other launch holds it. Never waits itself."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            proc = self._proc
+            if self.why is not None or proc is None:
+                return False
+            if not self._ready and (proc.stdout is None or not _readable(proc.stdout.fileno(), 0)):
+                return False  # still importing its preload
+            return self._wait_ready(0)
+        finally:
+            self._lock.release()
 
     def launch(self, job_dir: Path, argv: Sequence[str], env: dict[str, str]) -> WarmProcess:
         """Start the wrapper for ``argv`` in ``job_dir`` through the server.

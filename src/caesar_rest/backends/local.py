@@ -3,8 +3,10 @@
 A dispatcher thread claims QUEUED jobs from the database (atomically, so several API worker
 processes can share one queue) while fewer than ``max_concurrent_jobs`` execute, and starts each
 as ``python -m caesar_rest.backends.wrapper -- <app command>`` in its job folder, in a new
-session. A supervisor thread per job enforces the time limit (SIGTERM, then SIGKILL to the whole
-group: TIMED-OUT) and records the exit code and elapsed time. Cancel kills the process group.
+session (a job that :meth:`LocalBackend.submit` claims while the fork server serves is
+started by the submitting thread itself, without the hand-over). A supervisor thread per job
+enforces the time limit (SIGTERM, then SIGKILL to the whole group: TIMED-OUT) and records the
+exit code and elapsed time. Cancel kills the process group.
 After a restart, jobs left EXECUTING are adopted when their process still runs (checked by pid
 and process start time, so a reused pid is never mistaken), finished from ``exit.json`` when the
 wrapper recorded an outcome, and otherwise marked ERROR (lost); a job claimed but not yet given
@@ -114,9 +116,12 @@ class LocalBackend:
 
         While the dispatcher runs, the job is claimed in the same transaction when a slot is
         free (the oldest queued job is, as the dispatcher would): one commit takes it from
-        PENDING through QUEUED to EXECUTING, both changes recorded as events, and the
-        dispatcher only launches it.
+        PENDING through QUEUED to EXECUTING, both changes recorded as events. When the fork
+        server can take it at once, the claimed job is launched here, in the caller's thread
+        (an idle job's start then waits for no hand-over to the dispatcher thread); otherwise
+        (a cold start, a fork server still starting) the dispatcher launches it.
         """
+        claimed = None
         with self._claimed_lock:
             if self._thread is not None and not self._stop.is_set() and self._may_have_slot():
                 claimed = self._queue_and_claim(job.id)
@@ -126,7 +131,26 @@ class LocalBackend:
                 self.service.transition(
                     job.id, Phase.QUEUED, message="Job queued", expect=[Phase.PENDING, Phase.HELD]
                 )
+        if claimed is not None and self._launches_here() and self._take_claimed(claimed):
+            try:
+                self._launch(claimed)
+            except Exception:  # as in a dispatcher pass: the sweep settles what is left
+                log.exception("dispatcher_error", job_id=claimed.id)
         self._wake.set()
+
+    def _launches_here(self) -> bool:
+        """Whether a claimed job may be launched in the submitting thread: only warm, from a
+        fork server that serves now (a launch there takes a few milliseconds)."""
+        return self.fork_server is not None and self.fork_server.serving()
+
+    def _take_claimed(self, job: JobRecord) -> bool:
+        """Take ``job`` from the claimed list to launch it; False when the dispatcher has
+        taken it already (it launches it)."""
+        with self._claimed_lock:
+            if job in self._claimed:
+                self._claimed.remove(job)
+                return True
+            return False
 
     def _may_have_slot(self) -> bool:
         """Whether a slot may be free: not while this process's own jobs fill them (a burst
@@ -343,6 +367,8 @@ class LocalBackend:
     def _claim(self) -> JobRecord | None:
         """Atomically move the oldest QUEUED local job to EXECUTING, within the limit."""
         svc = self.service
+        if not self._any_queued():
+            return None  # the usual pass of an idle runner: no write lock taken
         with svc.sessions() as s, s.begin():
             # Serialise claims so the concurrency limit holds across processes.
             claim_lock(write_first(s))
@@ -354,6 +380,17 @@ class LocalBackend:
             return self._claim()
         svc.announce(job.id, prev, Phase.EXECUTING, None)
         return job
+
+    def _any_queued(self) -> bool:
+        """Whether a job of this backend is QUEUED (a read: it waits for no writer, and a
+        submit's transaction waits for no claim of the dispatcher that finds nothing)."""
+        with self.service.sessions() as s:
+            found = s.scalar(
+                select(JobRecord.id)
+                .where(JobRecord.backend == self.name, JobRecord.phase == Phase.QUEUED.value)
+                .limit(1)
+            )
+        return found is not None
 
     def _claim_in(self, s: Session) -> tuple[JobRecord, Phase | None] | None:
         """In the caller's locked transaction: move the oldest QUEUED job to EXECUTING if a

@@ -87,7 +87,13 @@ def exec_app(cmd: list[str], limiter: Callable[[], None] | None) -> AppProcess:
     return subprocess.Popen(cmd, preexec_fn=limiter)  # noqa: S603, PLW1509 - no shell
 
 
-def main(argv: list[str], starter: Starter = exec_app) -> int:
+def main(
+    argv: list[str],
+    starter: Starter = exec_app,
+    *,
+    start: float | None = None,
+    logged: bool = False,
+) -> int:
     """Run the command after ``--``; return its exit status in shell convention.
 
     Parameters
@@ -96,6 +102,10 @@ def main(argv: list[str], starter: Starter = exec_app) -> int:
         ``["--", PROGRAM, ARGS...]`` (anything before ``--`` is ignored).
     starter
         How the app is started (default: a new program; the fork server forks it).
+    start
+        When the job started (Unix time; default: now).
+    logged
+        Whether the log's start lines (:func:`start_lines`) are written already.
 
     Returns
     -------
@@ -108,11 +118,11 @@ def main(argv: list[str], starter: Starter = exec_app) -> int:
         return 2
     cmd = argv[argv.index("--") + 1 :]
     limits = JobLimits.from_env(os.environ.get(LIMITS_ENV))
-    start = time.time()
+    start = time.time() if start is None else start
     staging = _staging()
     if staging is not None and not _stage(staging.stage_in, "input not staged in", start):
         return STAGE_FAILED
-    rc = _run(cmd, limits, start, starter)
+    rc = _run(cmd, limits, start, starter, logged)
     if staging is not None and not _stage(staging.stage_out, "results not stored", start):
         return STAGE_FAILED
     return rc
@@ -141,9 +151,16 @@ def _stage(step: Callable[[Path], None], what: str, start: float) -> bool:
     return True
 
 
-def _run(cmd: list[str], limits: JobLimits, start: float, starter: Starter = exec_app) -> int:
+def _run(
+    cmd: list[str],
+    limits: JobLimits,
+    start: float,
+    starter: Starter = exec_app,
+    logged: bool = False,
+) -> int:
     """Run the app under its limits; write ``exit.json``; its status in shell convention."""
-    print(start_lines(cmd, limits), end="", flush=True)
+    if not logged:
+        print(start_lines(cmd, limits), end="", flush=True)
     try:
         proc = starter(cmd, limiter(limits))
     except OSError as exc:

@@ -33,6 +33,7 @@ from caesar_rest.api.schemas import (
     errors,
 )
 from caesar_rest.apps.base import OptionError
+from caesar_rest.auth.users import Limits
 from caesar_rest.db.fastread import EngineReader
 from caesar_rest.db.models import JobRecord, JobResult
 from caesar_rest.errors import Invalid, NotFound, ServiceError, TooLarge
@@ -114,6 +115,22 @@ def _check_body(body: Any) -> dict[str, Any]:
     return body
 
 
+def _create(ctx: ServiceContext, owner: str, body: dict[str, Any]) -> tuple[Limits, JobRecord]:
+    """The caller's limits and the job created under them: one trip to the thread pool, so
+    the job's start waits for no second hand-over between the event loop and a thread."""
+    limits = ctx.users.limits(owner)
+    job = ctx.jobs.create(
+        owner,
+        body["app"],
+        body["job_inputs"],
+        body.get("data_inputs"),
+        body.get("tag"),
+        limits=limits,
+        compat=True,
+    )
+    return limits, job
+
+
 @router.post(
     "/job",
     status_code=202,
@@ -144,15 +161,7 @@ async def submit_job(request: Request, ctx: Ctx, owner: Owner) -> JSONResponse:
         require_json(request)  # a text/plain body is a cross-site form post (415)
         body = _parse_body(await request.body(), max_body)
         body = _check_body(body)
-        limits = await run_in_threadpool(ctx.users.limits, owner)
-        job = await run_in_threadpool(
-            partial(ctx.jobs.create, limits=limits, compat=True),
-            owner,
-            body["app"],
-            body["job_inputs"],
-            body.get("data_inputs"),
-            body.get("tag"),
-        )
+        limits, job = await run_in_threadpool(_create, ctx, owner, body)
     except ServiceError as exc:
         raise submit_error(exc, body) from None
     app = ctx.apps.get(job.app)
