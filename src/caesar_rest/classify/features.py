@@ -701,6 +701,7 @@ def islands_from(
     wsum = np.maximum(total(w), 1e-12)
     cx, cy = total(w * xx) / wsum, total(w * yy) / wsum
     dx, dy = xx - cx[lab], yy - cy[lab]
+    del xx, yy  # 16 bytes per island pixel
     sxx, syy, sxy = total(w * dx * dx) / wsum, total(w * dy * dy) / wsum, total(w * dx * dy) / wsum
     big, small, theta = moment_ellipse(sxx, syy, sxy)
     ecc = np.sqrt(np.clip(1.0 - (small / np.maximum(big, 1e-12)) ** 2, 0.0, 1.0))

@@ -150,10 +150,13 @@ class IslandsTask:
             for a in (k * LABEL_ROWS,)
         ]
         parts: list[LabelPart] | None = ranks.gather(labelled)
+        del labelled
         if image is None or parts is None:
             return None
         maps = NoiseMaps(image.data, image.mask, bkg, rms, g.cell)
-        return islands_from(maps, *join_parts(parts))
+        joined = join_parts(parts)
+        del parts  # joined: the bands' pixels are not kept beside their copies
+        return islands_from(maps, *joined)
 
     def grid_bands(self) -> int:
         """The number of bands of the grid dealt."""
