@@ -291,9 +291,8 @@ class CaesarFinder(Finder):
         return ranked_islands(image, ranks)
 
     def offload(self) -> Offload | None:
-        """Under MPI, the other ranks write the catalogues (main, components, islands) while
-        rank 0 writes the CAESAR tables, ``components.json``, ``islands.reg`` and the
-        previews (:class:`WriteTask`)."""
+        """Under MPI, the other ranks write the component and island catalogues while rank 0
+        writes the main one, the CAESAR tables and the previews (:class:`WriteTask`)."""
         ranks = self._serving()
         if ranks is None:
             return None

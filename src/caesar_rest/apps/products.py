@@ -695,8 +695,8 @@ def write_products(
         App, options and input file of the run, for the VOTables' provenance and the preview's
         title (default: the app with no options, the image's own file name).
     offload
-        Other writers (the other MPI ranks): the catalogues are written there while this
-        process writes the finder's own products and draws the previews.
+        Other writers (the other MPI ranks): the component and island catalogues are written
+        there while this process writes the rest and draws the previews.
 
     Returns
     -------
@@ -737,8 +737,10 @@ def write_products(
             timings["preview"] = time.perf_counter() - t1
         return files
 
-    if offload is not None:
-        files, elsewhere = offload(writes, lambda: own([]))
+    if offload is not None and len(writes) > 1:
+        # The main catalogue stays here: sent away too, it made the other rank the longer
+        # writer and its tables raised the run's peak memory (docs/benchmarks.md, branch mpi).
+        files, elsewhere = offload(writes[1:], lambda: own(writes[:1]))
         files.update(elsewhere)
         timings["write_all"] = time.perf_counter() - t0
     else:
