@@ -104,7 +104,11 @@ def test_catalogue_votable_and_csv_bytes_equal_astropy(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("n", [0, 1, 37])
-def test_csv_bytes_equal_astropy(tmp_path: Path, n: int) -> None:
+@pytest.mark.parametrize("chunk", [2048, 5])
+def test_csv_bytes_equal_astropy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int, chunk: int
+) -> None:
+    monkeypatch.setattr(writers, "WRITE_CHUNK", chunk)  # 37 rows: 8 chunks, the last short
     t = _edge_table(n)
     assert writers._csv_text(t) is not None
     ours = write_csv(t, tmp_path / "ours.csv").read_bytes()
@@ -145,3 +149,20 @@ def test_double_text_is_numpy_str() -> None:
         if math.isfinite(v):
             text = str(np.float64(v))
             assert writers._vo_double(v) == (text[:-2] if text.endswith(".0") else text)
+
+
+@pytest.mark.parametrize("n", [0, 1, 37])
+def test_json_in_chunks_is_the_whole_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    import json
+
+    t = with_group_column(
+        make_table({"name": ["J1", "", "J3"] * n, "ra": [1.5, math.nan, 2.0] * n})
+    )
+    t["class"] = np.array(["compact", "extended", "spurious"] * n)
+    t = with_group_column(t)
+    monkeypatch.setattr(writers, "WRITE_CHUNK", 4)
+    ours = writers.write_json(t, tmp_path / "a.json").read_text(encoding="utf-8")
+    whole = json.dumps(writers.table_to_json(t), allow_nan=False, separators=(",", ":")) + "\n"
+    assert ours == whole and len(json.loads(ours)["sources"]) == 3 * n

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from caesar_rest.classify import ranked
 from caesar_rest.classify.features import (
     Islands,
     find_islands,
@@ -17,7 +18,7 @@ from caesar_rest.classify.features import (
     label_rows,
     memory_rows,
 )
-from caesar_rest.classify.ranked import IslandsTask, file_rows, share
+from caesar_rest.classify.ranked import IslandsTask, file_rows, start_islands
 from caesar_rest.imaging.fits_image import FitsImage, load_image
 from caesar_rest.sourcefinder.ranks import Ranks
 
@@ -41,9 +42,18 @@ def _image(tmp_path: Path, subimage: tuple[int, int, int, int] | None = None) ->
 
 @pytest.mark.parametrize("size", [2, 3])
 @pytest.mark.parametrize("subimage", [None, (11, 280, 7, 250)])
+@pytest.mark.parametrize("bands", [(32, 1024), (1, 37)])
 def test_islands_over_ranks_are_those_of_one_process(
-    tmp_path: Path, size: int, subimage: tuple[int, int, int, int] | None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    subimage: tuple[int, int, int, int] | None,
+    bands: tuple[int, int],
 ) -> None:
+    # The defaults (one band of each on this image) and bands of 1 block row and 37 rows
+    # (several per rank, dealt as the ranks ask, across the islands).
+    monkeypatch.setattr(ranked, "GRID_BLOCK_ROWS", bands[0])
+    monkeypatch.setattr(ranked, "LABEL_ROWS", bands[1])
     image = _image(tmp_path, subimage)
     whole = find_islands(image)
     shape = (int(image.shape[0]), int(image.shape[1]))
@@ -72,13 +82,6 @@ def test_the_file_rows_are_the_loaded_rows(tmp_path: Path) -> None:
     assert m1.any()
 
 
-def test_ranges_cover_the_rows_once() -> None:
-    for n, size in ((10, 3), (2, 4), (0, 2), (7, 1)):
-        parts = [share(n, size, r) for r in range(size)]
-        assert parts[0][0] == 0 and parts[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
-
-
 def test_a_rank_without_rows_gives_an_empty_part(tmp_path: Path) -> None:
     image = _image(tmp_path)
     g = grid_shape(260, 300, island_box(image))
@@ -87,3 +90,28 @@ def test_a_rank_without_rows_gives_an_empty_part(tmp_path: Path) -> None:
     assert med.shape == (0, g.bx) and mad.shape == (0, g.bx)
     part = label_rows(read, med, mad, g.cell, (260, 300), 100, 100)
     assert part.n == 0 and part.first is None and part.pixels.size == 0
+
+
+def test_islands_begun_by_the_other_ranks_are_those_of_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setattr(ranked, "GRID_BLOCK_ROWS", 1)
+    monkeypatch.setattr(ranked, "LABEL_ROWS", 37)
+    image = _image(tmp_path)
+    whole = find_islands(image)
+
+    def work(ranks: Ranks) -> Islands | None:
+        if ranks.rank > 0:  # as caesar_rest.sourcefinder.ranks.serve: the task from rank 0
+            task = ranks.bcast(None)
+            return task.run(ranks, None)  # type: ignore[no-any-return]
+        ranks.sent = ranks.serving = True  # as after the tiles
+        finish = start_islands(image, ranks)
+        time.sleep(0.5)  # rank 0 busy elsewhere: the other ranks take the grid's bands
+        return finish()
+
+    got = run_ranks(2, work)
+    assert got[1] is None
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(got[0], name), getattr(whole, name), err_msg=name)

@@ -295,3 +295,36 @@ def test_without_empty_mask(tmp_path: Path) -> None:
     data[3, 5] = np.nan
     holed = load_image(_write(tmp_path / "holed.fits", data.astype(">f4"), _header()))
     assert without_empty_mask(holed) is holed
+
+
+@pytest.mark.parametrize("cube", [False, True])
+def test_header_image_is_the_loaded_image_without_its_pixels(tmp_path: Path, cube: bool) -> None:
+    from caesar_rest.imaging.fits_image import header_image
+
+    h = _header(with_beam=False)
+    data = _data().astype(np.float32)
+    if cube:
+        h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"] = "FREQ", 1.4e9, 1e6, 1.0
+        data = data[None]
+    path = _write(tmp_path / "a.fits", data, h)
+    loaded = load_image(path, beam_fallback=(7.0, 5.0, 10.0))
+    head = header_image(path, beam_fallback=(7.0, 5.0, 10.0))
+    assert head.shape == loaded.shape == (48, 64) and head.data.strides == (0, 0)
+    assert not head.mask.any() and head.mask.strides == (0, 0)
+    assert (head.path, head.hdu_index, head.origin) == (loaded.path, 0, (0, 0))
+    assert (
+        (head.beam, head.beam_source)
+        == (loaded.beam, loaded.beam_source)
+        == (
+            (7.0, 5.0, 10.0),
+            "fallback",
+        )
+    )
+    assert head.pixel_scale_arcsec == loaded.pixel_scale_arcsec
+    assert head.beam_area_pix == loaded.beam_area_pix
+    assert head.wcs.to_header() == loaded.wcs.to_header()
+    assert head.wcs.pixel_shape == loaded.wcs.pixel_shape == (64, 48)
+    h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"] = "FREQ", 1.4e9, 1e6, 1.0
+    bad = _write(tmp_path / "b.fits", np.zeros((3, 48, 64), dtype=np.float32), h)
+    with pytest.raises(ImageError, match="non-degenerate axis 3"):
+        header_image(bad, beam_fallback=(7.0, 5.0, 10.0))

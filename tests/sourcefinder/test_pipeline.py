@@ -272,3 +272,20 @@ def test_fitting_is_on_by_default_and_deblends_a_single_peaked_pair(tmp_path: Pa
     assert len(nofit.components) == 1
     single = build_catalogues(find_sources(path, from_legacy({"fit-nodeblend": True})))
     assert len(single.components) == 1
+
+
+def test_components_json_is_streamed_in_chunks_with_the_bytes_of_the_whole_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caesar_rest.sourcefinder import catalogue
+
+    img, _ = _field()
+    cats = build_catalogues(find_sources(write(tmp_path / "f.fits", img), FIT))
+    cats.components["class"] = np.full(len(cats.components), "compact")  # added later: not in it
+    whole = catalogue.write_components_json(cats.components_json, tmp_path / "whole.json")
+    monkeypatch.setattr(catalogue, "JSON_CHUNK", 7)  # 25 rows: 4 chunks, the last one short
+    streamed = cats.write_components_json(tmp_path / "streamed.json")
+    assert streamed.read_bytes() == whole.read_bytes()
+    doc = json.loads(whole.read_text())
+    assert len(doc["components"]) == 25 and "class" not in doc["components"][0]
+    assert doc["columns"][0]["name"] == cats.components.colnames[0]

@@ -99,3 +99,38 @@ def test_two_ranks_give_the_single_process_catalogue(tmp_path: Path) -> None:
     solo, s3 = _run([*mpi, *app, "--outdir", str(out), *TILES, "--nproc=1", "--no-mpi"], out)
     assert s3["stats"]["n_ranks"] == 1
     assert solo == one
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_tiles_are_dealt_as_the_ranks_ask_each_once(size: int) -> None:
+    import time
+
+    from caesar_rest.sourcefinder.ranks import Ranks
+
+    from tests.support.thread_comm import run_ranks
+
+    def work(ranks: Ranks) -> list[int]:
+        got = []
+        for i in ranks.deal(40):
+            got.append(i)
+            # Rank 0 slow, the others fast: the fast ones take most of the tiles.
+            time.sleep(0.05 if ranks.rank == 0 else 0.002)
+        return got
+
+    got = run_ranks(size, work)
+    assert sorted(i for part in got for i in part) == list(range(40))
+    assert all(part == sorted(part) for part in got)
+    assert len(got[0]) < 40 // size < min(len(part) for part in got[1:])
+
+
+def test_without_threads_the_tiles_go_round() -> None:
+    from caesar_rest.sourcefinder.ranks import Ranks
+
+    from tests.support.thread_comm import ThreadComm, _Shared
+
+    shared = _Shared(3)
+    assert [list(Ranks(ThreadComm(shared, r), threads=False).deal(8)) for r in range(3)] == [
+        [0, 3, 6],
+        [1, 4, 7],
+        [2, 5],
+    ]

@@ -3,7 +3,8 @@
 :func:`run_ranks` runs ``work(ranks)`` on ``size`` threads, each with a
 :class:`~caesar_rest.sourcefinder.ranks.Ranks` over a :class:`ThreadComm` that implements the
 collectives the ranks' tasks use (``bcast``, ``gather``, ``allgather``, ``Ibarrier``,
-``Abort``), so the tasks' sharing can be tested without ``mpiexec``.
+``Abort``) and the tile dealer's messages (``send``, ``irecv``), so the tasks' sharing can
+be tested without ``mpiexec``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,24 @@ class _Shared:
         self.size = size
         self.barrier = threading.Barrier(size, timeout=60)
         self.slots: list[Any] = [None] * size
+        self.lock = threading.Lock()
+        #: Point-to-point messages by (source, dest, tag), in the order sent.
+        self.boxes: dict[tuple[int, int, int], list[Any]] = {}
+
+
+class _Receive:
+    """A posted receive: done once a message of its source and tag has arrived."""
+
+    def __init__(self, shared: _Shared, key: tuple[int, int, int]):
+        self.shared = shared
+        self.key = key
+
+    def test(self) -> tuple[bool, Any]:
+        with self.shared.lock:
+            box = self.shared.boxes.get(self.key)
+            if not box:
+                return False, None
+            return True, box.pop(0)
 
 
 class _Done:
@@ -30,7 +49,8 @@ class _Done:
 
 
 class ThreadComm:
-    """One rank's view of a group of threads (collectives only, in the same order on all)."""
+    """One rank's view of a group of threads (collectives in the same order on all, and
+    messages)."""
 
     def __init__(self, shared: _Shared, rank: int):
         self.shared = shared
@@ -55,6 +75,13 @@ class ThreadComm:
 
     def bcast(self, value: Any, root: int = 0) -> Any:
         return self.allgather(value)[root]
+
+    def send(self, value: Any, dest: int, tag: int = 0) -> None:
+        with self.shared.lock:
+            self.shared.boxes.setdefault((self.rank, dest, tag), []).append(value)
+
+    def irecv(self, source: int, tag: int = 0) -> _Receive:
+        return _Receive(self.shared, (source, self.rank, tag))
 
     def Ibarrier(self) -> _Done:  # noqa: N802
         self.shared.barrier.wait()

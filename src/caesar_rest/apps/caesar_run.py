@@ -29,14 +29,14 @@ from caesar_rest.apps.caesar_app import CaesarApp
 from caesar_rest.apps.common_options import CLASSIFY
 from caesar_rest.apps.grant import granted_cores
 from caesar_rest.apps.products import CatalogueWrite, Extraction, MapStyle, Offload, WriteTask
-from caesar_rest.apps.program import Finder, program_main
+from caesar_rest.apps.program import Finder, classification_wanted, program_main
 from caesar_rest.catalogue.schema import COLUMN_NAMES
 from caesar_rest.imaging.fits_image import FitsImage, ImageError, load_image, pixel_to_radec
 from caesar_rest.sourcefinder import build_catalogues, find_sources
 from caesar_rest.sourcefinder.allocator import keep_freed_blocks
-from caesar_rest.sourcefinder.catalogue import write_components_json
 from caesar_rest.sourcefinder.islands import island_order
 from caesar_rest.sourcefinder.options import FinderOptions, from_legacy, ineffective_given
+from caesar_rest.sourcefinder.pipeline import send_early
 from caesar_rest.sourcefinder.ranks import MPIUnavailable, Ranks, connect, serve
 from caesar_rest.sourcefinder.selection import contour
 from caesar_rest.sourcefinder.tiling import tile_from_file
@@ -183,6 +183,9 @@ class CaesarFinder(Finder):
     #: The ranks the run shares its work with (:attr:`ranks` unless ``no-mpi``; set by
     #: :meth:`extract`).
     active: Ranks | None = None
+    #: Rank 0's share of the classifier's islands, begun by the other ranks in
+    #: :meth:`extract` (:func:`~caesar_rest.classify.ranked.start_islands`).
+    _islands: Callable[[], Any] | None = None
     maps = MapStyle("caesar-rest caesar", blank=False, bunit="")
 
     def resolve(self, app: Any, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,8 +194,13 @@ class CaesarFinder(Finder):
 
     def load(self, input_path: Path, opts: Mapping[str, Any]) -> FitsImage:
         """Load the image with the finder's beam fallback and sub-image options (and no
-        image-sized mask when no pixel is blank: the finder only reads and slices it)."""
+        image-sized mask when no pixel is blank: the finder only reads and slices it); under
+        MPI the tile job is sent to the other ranks first (:func:`~caesar_rest.sourcefinder.
+        pipeline.send_early`)."""
         fo = pipeline_options(opts)
+        if self.ranks is not None and not opts.get("no-mpi"):
+            # The other ranks begin their tiles while this one reads the pixels.
+            send_early(input_path, fo, self.ranks)
         image = load_image(
             input_path, beam_fallback=fo.beam_fallback, subimage=fo.subimage, compact_mask=True
         )
@@ -222,6 +230,14 @@ class CaesarFinder(Finder):
             if isinstance(exc, ImageError):
                 raise
             raise ImageError(str(exc)) from None
+        self._islands = None
+        ranks = self._serving()
+        if ranks is not None and classification_wanted(CaesarApp(), opts):
+            from caesar_rest.classify.ranked import start_islands
+
+            # The other ranks begin the classifier's islands while this one builds the
+            # catalogues.
+            self._islands = start_islands(image, ranks)
         t_cat = time.perf_counter()
         cats = build_catalogues(result)
         wframe = None
@@ -256,7 +272,7 @@ class CaesarFinder(Finder):
             },
             maps={_MAP_RESULTS[k]: (k, v) for k, v in maps.items() if k in _MAP_RESULTS},
             writers={
-                "components-json": lambda p: write_components_json(cats.components_json, p),
+                "components-json": cats.write_components_json,
                 "components-dat": _text_writer(cats.components_dat),
                 "islands-dat": _text_writer(cats.islands_dat),
                 "islands-regions": _text_writer(island_regions(result, wframe)),
@@ -270,18 +286,21 @@ class CaesarFinder(Finder):
 
     def classifier_islands(self, image: FitsImage) -> Any:
         """The classifier's islands, shared among the MPI ranks when there are several
-        (:mod:`caesar_rest.classify.ranked`)."""
+        (:mod:`caesar_rest.classify.ranked`; begun by the other ranks in :meth:`extract`)."""
+        begun, self._islands = self._islands, None
         ranks = self._serving()
         if ranks is None:
             return super().classifier_islands(image)
+        log.info("classifier's islands shared among %d ranks", ranks.size)
+        if begun is not None:
+            return begun()
         from caesar_rest.classify.ranked import ranked_islands
 
-        log.info("classifier's islands shared among %d ranks", ranks.size)
         return ranked_islands(image, ranks)
 
     def offload(self) -> Offload | None:
-        """Under MPI, rank 1 writes the component and island catalogues while rank 0 writes
-        the main one, the CAESAR tables and the previews (:class:`WriteTask`)."""
+        """Under MPI, the other ranks write the component and island catalogues while rank 0
+        writes the main one, the CAESAR tables and the previews (:class:`WriteTask`)."""
         ranks = self._serving()
         if ranks is None:
             return None
@@ -317,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         ranks.close()  # no tiles, a failure before them, or no more tasks
         FINDER.ranks = FINDER.active = None
+        FINDER._islands = None
 
 
 if __name__ == "__main__":

@@ -626,19 +626,20 @@ Offload = Callable[[list[CatalogueWrite], Callable[[], Any]], tuple[Any, dict[st
 
 @dataclass(frozen=True)
 class WriteTask:
-    """Catalogue files written by rank 1 of an MPI run while rank 0 writes the others (a
-    :class:`~caesar_rest.sourcefinder.ranks.Task`; the ranks beyond 1 write nothing).
+    """Catalogue files written by the other ranks of an MPI run while rank 0 writes the rest
+    (a :class:`~caesar_rest.sourcefinder.ranks.Task`): rank ``r > 0`` of ``n`` writes
+    ``writes[r - 1], writes[r - 1 + (n - 1)], ...``.
 
     Attributes
     ----------
     writes
-        Rank 1's files.
+        The other ranks' files.
     """
 
     writes: tuple[CatalogueWrite, ...]
 
     def run(self, ranks: Any, local: Any) -> tuple[Any, dict[str, str]]:
-        """Rank 0 runs ``local()`` (its own files), rank 1 writes :attr:`writes`.
+        """Rank 0 runs ``local()`` (its own files), the others write their :attr:`writes`.
 
         Parameters
         ----------
@@ -656,8 +657,8 @@ class WriteTask:
         files: dict[str, str] = {}
         if ranks.rank == 0:
             own = local()
-        elif ranks.rank == 1:
-            for w in self.writes:
+        else:
+            for w in self.writes[ranks.rank - 1 :: ranks.size - 1]:
                 files.update(w.write())
         parts = ranks.collect(files)
         return own, {k: v for part in parts or [] for k, v in part.items()}
@@ -694,7 +695,7 @@ def write_products(
         App, options and input file of the run, for the VOTables' provenance and the preview's
         title (default: the app with no options, the image's own file name).
     offload
-        Another writer (another MPI rank): the component and island catalogues are written
+        Other writers (the other MPI ranks): the component and island catalogues are written
         there while this process writes the rest and draws the previews.
 
     Returns
@@ -737,6 +738,8 @@ def write_products(
         return files
 
     if offload is not None and len(writes) > 1:
+        # The main catalogue stays here: sent away too, it made the other rank the longer
+        # writer and its tables raised the run's peak memory (docs/benchmarks.md, branch mpi).
         files, elsewhere = offload(writes[1:], lambda: own(writes[:1]))
         files.update(elsewhere)
         timings["write_all"] = time.perf_counter() - t0

@@ -12,7 +12,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -227,12 +227,18 @@ def write_csv(table: Table, path: str | Path) -> Path:
         The file written.
     """
     path = Path(path)
-    text = _csv_text(table)
-    if text is None:
+    chunks = _csv_chunks(table)
+    if chunks is None:
         table.write(path, format="ascii.csv", overwrite=True)
     else:
-        path.write_text(text, encoding="utf-8", newline="")
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            fh.writelines(chunks)
     return path
+
+
+#: Rows formatted at a time by the CSV and JSON writers (the text of the whole table is never
+#: held: at 20,000 rows it is tens of MB of Python strings).
+WRITE_CHUNK = 2048
 
 
 def _plain_columns(table: Table) -> bool:
@@ -253,8 +259,18 @@ def _csv_text(table: Table) -> str | None:
     the same way (the ``csv`` module on the columns' ``tolist()`` values, strings stripped of
     blanks and tabs) without astropy's per-call set-up (~10 ms a table); None for a table
     outside :func:`_plain_columns` or with comments."""
+    chunks = _csv_chunks(table)
+    return None if chunks is None else "".join(chunks)
+
+
+def _csv_chunks(table: Table) -> Iterator[str] | None:
+    """:func:`_csv_text`'s text, :data:`WRITE_CHUNK` rows at a time (None where it is None)."""
     if not _plain_columns(table) or table.meta.get("comments"):
         return None
+    return _csv_rows(table)
+
+
+def _csv_rows(table: Table) -> Iterator[str]:
     buf = io.StringIO()
     writer = csv.writer(
         buf,
@@ -266,14 +282,18 @@ def _csv_text(table: Table) -> str | None:
         lineterminator=os.linesep,
     )
     writer.writerow([name.strip() for name in table.colnames])
-    cols: list[list[Any]] = []
-    for name in table.colnames:
-        values = table[name].tolist()
-        if table[name].dtype.kind == "U":
-            values = [v.strip(" \t") for v in values]
-        cols.append(values)
-    writer.writerows(zip(*cols, strict=True))
-    return buf.getvalue()
+    for a in range(0, len(table), WRITE_CHUNK):
+        cols: list[list[Any]] = []
+        for name in table.colnames:
+            values = table[name][a : a + WRITE_CHUNK].tolist()
+            if table[name].dtype.kind == "U":
+                values = [v.strip(" \t") for v in values]
+            cols.append(values)
+        writer.writerows(zip(*cols, strict=True))
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+    yield buf.getvalue()
 
 
 def read_catalogue_csv(path: str | Path) -> Table:
@@ -615,15 +635,21 @@ def table_to_json(table: Table) -> dict[str, Any]:
         NaN as None; the schema's columns, then ``class``, ``class_score`` and ``group_id``
         when the table has them.
     """
+    columns = _json_columns(table)
+    return {"columns": columns, "sources": _json_sources(table, [c["name"] for c in columns])}
+
+
+def _json_columns(table: Table) -> list[dict[str, str]]:
     present = [*COLUMNS, *(c for c in CLASS_COLUMNS if c.name in table.colnames)]
-    columns = [
+    return [
         {"name": c.name, "unit": c.unit, "ucd": c.ucd, "description": c.description}
         for c in present
     ]
-    names = [c.name for c in present]
+
+
+def _json_sources(table: Table, names: list[str]) -> list[dict[str, Any]]:
     lists = {name: table[name].tolist() for name in names}
-    sources = [{name: _json_value(lists[name][i]) for name in names} for i in range(len(table))]
-    return {"columns": columns, "sources": sources}
+    return [{name: _json_value(lists[name][i]) for name in names} for i in range(len(table))]
 
 
 def write_json(table: Table, path: str | Path) -> Path:
@@ -642,10 +668,20 @@ def write_json(table: Table, path: str | Path) -> Path:
         The file written.
     """
     path = Path(path)
-    # dumps, not dump: one string from the C encoder (dump streams through the Python one).
-    text = json.dumps(table_to_json(table), allow_nan=False, separators=(",", ":"))
-    path.write_text(text + "\n", encoding="utf-8")
+    columns = _json_columns(table)
+    names = [c["name"] for c in columns]
+    with path.open("w", encoding="utf-8") as fh:
+        # json.dump of table_to_json's document, in pieces: WRITE_CHUNK rows at a time.
+        fh.write('{"columns":' + _json_text(columns) + ',"sources":[')
+        for a in range(0, len(table), WRITE_CHUNK):
+            rows = _json_sources(table[a : a + WRITE_CHUNK], names)
+            fh.write(("," if a else "") + ",".join(_json_text(r) for r in rows))
+        fh.write("]}\n")
     return path
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
 def write_ds9_regions(

@@ -254,7 +254,19 @@ class Islands:
         return np.concatenate([self.maps.rows(a, b)[1] for a, b in _bands(*self.shape)])
 
 
-def _bands(ny: int, nx: int, pixels: int = 1 << 21) -> list[tuple[int, int]]:
+#: Pixels per band of rows labelled at a time (:func:`label_rows`, the image-sized maps): a
+#: band's maps and labels are its temporaries, ~30 bytes a pixel.
+BAND_PIXELS = 1 << 19
+#: Pixels read and cut into blocks at a time for the noise grid (:func:`grid_rows`; at
+#: least one row of blocks).
+GRID_PIXELS = 1 << 20
+#: Catalogue rows whose cut-outs are made at a time (:func:`stamps`, the cut-out features):
+#: ~100 bytes per cut-out pixel.
+ROW_CHUNK = 1024
+
+
+def _bands(ny: int, nx: int, pixels: int | None = None) -> list[tuple[int, int]]:
+    pixels = BAND_PIXELS if pixels is None else pixels
     step = max(1, pixels // max(nx, 1))
     return [(a, min(ny, a + step)) for a in range(0, ny, step)]
 
@@ -325,8 +337,8 @@ def grid_shape(ny: int, nx: int, box: int) -> GridShape:
 
 def _sampled(read: RowReader, g: GridShape, y0: int, y1: int) -> F32:
     """Rows ``y0, y0 + step, ... < y1`` and every ``step``-th column, NaN at blanks, read in
-    bands of at most ~4 Mpixel (``y0`` is a multiple of ``step``)."""
-    h = max(1, (1 << 22) // max(g.nx, 1) // g.step) * g.step
+    bands of about :data:`GRID_PIXELS` (``y0`` is a multiple of ``step``)."""
+    h = max(1, GRID_PIXELS // max(g.nx, 1) // g.step) * g.step
     parts = []
     for a in range(y0, y1, h):
         data, mask = read(a, min(y1, a + h))
@@ -357,7 +369,7 @@ def grid_rows(read: RowReader, g: GridShape, j0: int, j1: int) -> tuple[F32, F32
     med = np.empty((j1 - j0, bx), dtype=np.float32)
     mad = np.empty((j1 - j0, bx), dtype=np.float32)
     # By bands of block rows: the subsample of a band, padded and cut into blocks.
-    chunk = max(1, (1 << 22) // max(bx * b * b, 1))
+    chunk = max(1, GRID_PIXELS // max(bx * b * b, 1))
     for c0 in range(j0, j1, chunk):
         c1 = min(j1, c0 + chunk)
         work = _sampled(read, g, c0 * g.cell, min(g.ny, c1 * g.cell))
@@ -689,6 +701,7 @@ def islands_from(
     wsum = np.maximum(total(w), 1e-12)
     cx, cy = total(w * xx) / wsum, total(w * yy) / wsum
     dx, dy = xx - cx[lab], yy - cy[lab]
+    del xx, yy  # 16 bytes per island pixel
     sxx, syy, sxy = total(w * dx * dx) / wsum, total(w * dy * dy) / wsum, total(w * dx * dy) / wsum
     big, small, theta = moment_ellipse(sxx, syy, sxy)
     ecc = np.sqrt(np.clip(1.0 - (small / np.maximum(big, 1e-12)) ** 2, 0.0, 1.0))
@@ -802,11 +815,13 @@ def _context(
 
 
 def _cutouts(isl: Islands, xi: npt.NDArray[np.intp], yi: npt.NDArray[np.intp], fwhm: float) -> F64:
-    """Cut-out features (the last four columns of :data:`FEATURE_NAMES`), by chunks of rows."""
+    """Cut-out features (the last four columns of :data:`FEATURE_NAMES`), by chunks of
+    :data:`ROW_CHUNK` rows."""
     n = len(xi)
     out = np.empty((n, 4))
-    for a in range(0, n, 4096):
-        out[a : a + 4096] = _cutout_chunk(isl, xi[a : a + 4096], yi[a : a + 4096], fwhm)
+    for a in range(0, n, ROW_CHUNK):
+        b = a + ROW_CHUNK
+        out[a:b] = _cutout_chunk(isl, xi[a:b], yi[a:b], fwhm)
     return out
 
 
@@ -917,14 +932,14 @@ def stamps(image: FitsImage, table: Table, islands: Islands | None = None) -> F3
     offs = np.rint(np.arange(-half, half + 1) * STAMP_STEP_BEAMS * beam_fwhm_pix(image))
     k = offs.astype(np.intp)
     out = np.empty((n, STAMP_SIDE**2), dtype=np.float32)
-    for a in range(0, n, 4096):
-        py, px = _peak_pixels(isl, xi[a : a + 4096], yi[a : a + 4096])
+    for a in range(0, n, ROW_CHUNK):
+        py, px = _peak_pixels(isl, xi[a : a + ROW_CHUNK], yi[a : a + ROW_CHUNK])
         _, cut = isl.maps.at(
             py[:, None, None] + k[None, :, None], px[:, None, None] + k[None, None, :]
         )
         centre = np.maximum(cut[:, half, half], np.float32(1.0))
         scaled = np.clip(cut / centre[:, None, None], -STAMP_CLIP, STAMP_CLIP)
-        out[a : a + 4096] = scaled.reshape(len(py), -1)
+        out[a : a + ROW_CHUNK] = scaled.reshape(len(py), -1)
     return out
 
 

@@ -2,16 +2,22 @@
 
 :func:`~caesar_rest.classify.features.find_islands` is a pass over the whole image (the noise
 grid) and a second one (the islands above 3 sigma, band by band of rows). Under ``mpirun``
-:class:`IslandsTask` gives each rank a contiguous range of block rows of the grid: every rank
-computes its blocks' statistics (the other ranks read their rows from the file, a band at a
-time) and they exchange the grid (small); then every rank labels the islands of its rows,
-and rank 0 joins the ranges (:func:`~caesar_rest.classify.features.join_parts`, the same join
-as between bands) and measures the islands. The result is the one of ``find_islands``, to the
-bit: every block and every pixel is computed by the same code on the same values.
+:class:`IslandsTask` deals both passes out in bands (:meth:`~caesar_rest.sourcefinder.ranks.
+Ranks.deal`, each rank asking for its next band when done with one): bands of
+:data:`GRID_BLOCK_ROWS` block rows of the grid, whose statistics the ranks compute (the other
+ranks read their rows from the file) and exchange (small); then bands of :data:`LABEL_ROWS`
+rows, whose islands each rank labels; rank 0 joins the bands in row order
+(:func:`~caesar_rest.classify.features.join_parts`, the same join as between bands) and
+measures the islands. The result is the one of ``find_islands``, to the bit: every block and
+every pixel is computed by the same code on the same values.
+
+:func:`start_islands` lets the other ranks begin while rank 0 builds the catalogues (they take
+the grid's bands meanwhile); rank 0 joins in when it classifies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,9 +71,26 @@ def file_rows(path: str, hdu: int, origin: tuple[int, int], nx: int) -> RowReade
     return read
 
 
-def share(n: int, size: int, rank: int) -> tuple[int, int]:
-    """Rank ``rank``'s contiguous part ``[a, b)`` of ``n`` items split among ``size`` ranks."""
-    return n * rank // size, n * (rank + 1) // size
+#: Block rows of the noise grid per band dealt (about 1,200 image rows at 16384^2).
+GRID_BLOCK_ROWS = 32
+#: Image rows per band of the labelling dealt.
+LABEL_ROWS = 1024
+
+
+@dataclass
+class Begun:
+    """Rank 0's side of an :class:`IslandsTask` the other ranks began (:func:`start_islands`).
+
+    Attributes
+    ----------
+    image
+        The image.
+    grid
+        Rank 0's bands of the grid: its dealer answers the other ranks from the start.
+    """
+
+    image: FitsImage
+    grid: Iterator[int]
 
 
 @dataclass(frozen=True)
@@ -92,14 +115,15 @@ class IslandsTask:
     box: int
 
     def run(self, ranks: Ranks, local: Any) -> Islands | None:
-        """This rank's blocks and rows; on rank 0 (``local`` the loaded image) the islands.
+        """This rank's bands of the grid and of the labels; on rank 0 (``local`` the loaded
+        image, or :class:`Begun`) the islands.
 
         Parameters
         ----------
         ranks
             The communicator.
         local
-            The image on rank 0, None elsewhere.
+            The image or :class:`Begun` on rank 0, None elsewhere.
 
         Returns
         -------
@@ -107,25 +131,46 @@ class IslandsTask:
             The image's islands on rank 0.
         """
         ny, nx = self.shape
-        image: FitsImage | None = local
+        g = grid_shape(ny, nx, self.box)
+        image: FitsImage | None = local.image if isinstance(local, Begun) else local
         if image is not None:
             read = memory_rows(image.data, image.mask)
         else:
             read = file_rows(self.path, self.hdu, self.origin, nx)
-        g = grid_shape(ny, nx, self.box)
-        j0, j1 = share(g.by, ranks.size, ranks.rank)
-        grids = ranks.exchange(grid_rows(read, g, j0, j1))
+        bands = local.grid if isinstance(local, Begun) else ranks.deal(self.grid_bands())
+        step = GRID_BLOCK_ROWS
+        mine = [(k, grid_rows(read, g, k * step, min(g.by, (k + 1) * step))) for k in bands]
+        grids = sorted((pair for part in ranks.exchange(mine) for pair in part), key=_first)
         bkg, rms = fill_grid(
-            np.concatenate([m for m, _ in grids]), np.concatenate([d for _, d in grids])
+            np.concatenate([m for _, (m, _) in grids]), np.concatenate([d for _, (_, d) in grids])
         )
-        part = label_rows(
-            read, bkg, rms, g.cell, self.shape, min(ny, j0 * g.cell), min(ny, j1 * g.cell)
-        )
-        parts: list[LabelPart] | None = ranks.collect(part)
+        labelled = [
+            (k, label_rows(read, bkg, rms, g.cell, self.shape, a, min(ny, a + LABEL_ROWS)))
+            for k in ranks.deal(-(-ny // LABEL_ROWS))
+            for a in (k * LABEL_ROWS,)
+        ]
+        parts: list[LabelPart] | None = ranks.gather(labelled)
+        del labelled
         if image is None or parts is None:
             return None
         maps = NoiseMaps(image.data, image.mask, bkg, rms, g.cell)
-        return islands_from(maps, *join_parts(parts))
+        joined = join_parts(parts)
+        del parts  # joined: the bands' pixels are not kept beside their copies
+        return islands_from(maps, *joined)
+
+    def grid_bands(self) -> int:
+        """The number of bands of the grid dealt."""
+        ny, nx = self.shape
+        return -(-grid_shape(ny, nx, self.box).by // GRID_BLOCK_ROWS)
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+def _task(image: FitsImage) -> IslandsTask:
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    return IslandsTask(str(image.path), image.hdu_index, image.origin, shape, island_box(image))
 
 
 def ranked_islands(image: FitsImage, ranks: Ranks) -> Islands:
@@ -143,7 +188,33 @@ def ranked_islands(image: FitsImage, ranks: Ranks) -> Islands:
     Islands
         As :func:`~caesar_rest.classify.features.find_islands` gives them.
     """
-    shape = (int(image.shape[0]), int(image.shape[1]))
-    task = IslandsTask(str(image.path), image.hdu_index, image.origin, shape, island_box(image))
-    islands: Islands = ranks.run(task, image)
+    islands: Islands = ranks.run(_task(image), image)
+    return islands
+
+
+def start_islands(image: FitsImage, ranks: Ranks) -> Callable[[], Islands]:
+    """Let the other ranks begin the classifier's islands of ``image`` now (they take the
+    grid's bands while rank 0 does other work); rank 0 joins in with the function returned.
+
+    Parameters
+    ----------
+    image
+        The image, loaded from its file (rank 0's).
+    ranks
+        The communicator (the other ranks waiting for tasks).
+
+    Returns
+    -------
+    callable
+        ``finish()``: rank 0's share; the islands, as
+        :func:`~caesar_rest.classify.features.find_islands` gives them.
+    """
+    task = _task(image)
+    finish = ranks.start(task)
+    begun = Begun(image, ranks.deal(task.grid_bands()))
+
+    def islands() -> Islands:
+        result: Islands = finish(begun)
+        return result
+
     return islands

@@ -145,10 +145,61 @@ def load_image(
     except _NeedsNoMemmap:
         # astropy cannot memory-map integer data with BLANK; read it into memory instead.
         index, header, data, blank, origin = _read(path, hdu, subimage, memmap=False)
+    mask = _blank_pixels(data, blank, compact_mask)
+    return _described(path, index, header, data, mask, origin, subimage, beam_fallback)
+
+
+def header_image(
+    path: str | Path, beam_fallback: Beam | tuple[float, float] | None = None
+) -> FitsImage:
+    """The image :func:`load_image` gives (first image HDU, no sub-image) without reading its
+    pixels: header, WCS, beam and shape as loaded, ``data`` and ``mask`` zero-stride
+    (all 0 and all False), for planning work before the pixels are read.
+
+    Parameters
+    ----------
+    path
+        The FITS file.
+    beam_fallback
+        As for :func:`load_image`.
+
+    Returns
+    -------
+    FitsImage
+        The image's description.
+
+    Raises
+    ------
+    ImageError
+        As :func:`load_image`, for what the header shows.
+    """
+    path = Path(path)
+    try:
+        hdul = fits.open(path, memmap=True)
+    except Exception as exc:
+        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
+    with hdul:
+        index, chosen = _pick_hdu(hdul, None, path.name)
+        shape = _plane_shape(chosen, index)
+        header = chosen.header.copy()
+    data = np.broadcast_to(np.float32(0.0), shape[-2:])
+    mask = np.broadcast_to(np.False_, shape[-2:])
+    return _described(path, index, header, data, mask, (0, 0), None, beam_fallback)
+
+
+def _described(
+    path: Path,
+    index: int,
+    header: fits.Header,
+    data: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.bool_],
+    origin: tuple[int, int],
+    subimage: tuple[int, int, int, int] | None,
+    beam_fallback: Beam | tuple[float, float] | None,
+) -> FitsImage:
+    """The :class:`FitsImage` of loaded pixels: WCS, pixel scale and beam from the header."""
     xmin, ymin = origin
     ny, nx = data.shape
-    mask = _blank_pixels(data, blank, compact_mask)
-
     wcs = _celestial_wcs(header, index)
     if subimage is not None:
         wcs = wcs[ymin : ymin + ny, xmin : xmin + nx]
@@ -280,17 +331,8 @@ def _read(
         raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
     with hdul:
         index, chosen = _pick_hdu(hdul, hdu, path.name)
-        shape = tuple(int(n) for n in chosen.shape)
-        for j, n in enumerate(shape[:-2]):
-            if n != 1:
-                axis = len(shape) - j  # FITS axis number of this NumPy axis
-                raise ImageError(
-                    f"HDU {index} has a non-degenerate axis {axis} (length {n}); only 2-D images "
-                    "or cubes whose extra axes have length 1 are supported"
-                )
+        shape = _plane_shape(chosen, index)
         ny, nx = shape[-2:]
-        if ny < 2 or nx < 2:
-            raise ImageError(f"HDU {index} image is too small ({nx}x{ny} pixels)")
         if subimage is None:
             xmin, xmax, ymin, ymax = 0, nx, 0, ny
         else:
@@ -317,6 +359,22 @@ def _read(
             raise ImageError(f"cannot read image data of HDU {index}: {exc}") from None
         blank = _blank_mask(raw, header)
     return index, header, data, blank, (xmin, ymin)
+
+
+def _plane_shape(hdu: Any, index: int) -> tuple[int, ...]:
+    """The HDU's shape, checked: 2-D, or extra axes of length 1, at least 2 x 2."""
+    shape = tuple(int(n) for n in hdu.shape)
+    for j, n in enumerate(shape[:-2]):
+        if n != 1:
+            axis = len(shape) - j  # FITS axis number of this NumPy axis
+            raise ImageError(
+                f"HDU {index} has a non-degenerate axis {axis} (length {n}); only 2-D images "
+                "or cubes whose extra axes have length 1 are supported"
+            )
+    ny, nx = shape[-2:]
+    if ny < 2 or nx < 2:
+        raise ImageError(f"HDU {index} image is too small ({nx}x{ny} pixels)")
+    return shape
 
 
 def _plain_float32(hdul: fits.HDUList, hdu: Any) -> bool:

@@ -128,14 +128,60 @@ def deconvolve(
 
 @dataclass
 class Catalogues:
-    """The catalogues of one run."""
+    """The catalogues of one run.
+
+    ``components.json`` is kept as its metadata and the component table's columns at build
+    time (:attr:`json_table`, sharing the columns of :attr:`components`, so the columns added
+    later by the classifier are not in it): :meth:`write_components_json` formats it a chunk
+    of rows at a time instead of holding one Python object per cell from the build to the write.
+    """
 
     components: Table
     islands: Table
     island_names: list[str]
     islands_dat: str
     components_dat: str
-    components_json: dict[str, Any]
+    json_meta: dict[str, Any]
+    json_table: Table
+
+    @property
+    def components_json(self) -> dict[str, Any]:
+        """The whole ``components.json`` document (see :func:`components_json`)."""
+        return _json_document(self.json_meta, self.json_table)
+
+    def write_components_json(self, path: Path) -> Path:
+        """Write ``components.json`` (the bytes of :func:`write_components_json` of
+        :attr:`components_json`), formatting :data:`JSON_CHUNK` rows at a time.
+
+        Parameters
+        ----------
+        path
+            Output file.
+
+        Returns
+        -------
+        pathlib.Path
+            The file.
+        """
+        meta, columns = self.json_meta, _json_columns(self.json_table)
+        with path.open("w", encoding="utf-8") as fh:
+            fh.write('{"metadata":' + _dumps(meta) + ',"columns":' + _dumps(columns))
+            fh.write(',"components":[')
+            n = len(self.json_table)
+            for a in range(0, n, JSON_CHUNK):
+                rows = _json_rows(self.json_table[a : a + JSON_CHUNK])
+                fh.write(("," if a else "") + ",".join(_dumps(r) for r in rows))
+            fh.write("]}\n")
+        return path
+
+
+#: Rows of ``components.json`` formatted at a time.
+JSON_CHUNK = 2048
+
+
+def _dumps(value: Any) -> str:
+    # The options of write_components_json's json.dump, so the pieces join to its bytes.
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
 def _sky(result: SourceFinderResult, x: F64, y: F64, a: F64, b: F64, th: F64) -> tuple[F64, ...]:
@@ -232,7 +278,8 @@ def build(result: SourceFinderResult) -> Catalogues:
         island_names=isl_names,
         islands_dat=islands_dat(result, isl_idx, nest_idx, src_name),
         components_dat=components_dat(comps),
-        components_json=components_json(result, comps),
+        json_meta=_json_meta(result),
+        json_table=Table(comps, copy=False),
     )
 
 
@@ -727,10 +774,14 @@ def components_json(result: SourceFinderResult, comps: Table) -> dict[str, Any]:
     dict
         ``{"metadata": {...}, "columns": [...], "components": [...]}``.
     """
+    return _json_document(_json_meta(result), comps)
+
+
+def _json_meta(result: SourceFinderResult) -> dict[str, Any]:
     img = result.image
     beam = result.beam
     ny, nx = img.shape
-    meta = {
+    return {
         "software": "caesar-rest sourcefinder",
         "input": img.path.name,
         "nx": nx,
@@ -743,10 +794,17 @@ def components_json(result: SourceFinderResult, comps: Table) -> dict[str, Any]:
         "frequency_ghz": _frequency_ghz(result),
         "bunit": img.bunit,
     }
-    columns = [
+
+
+def _json_columns(comps: Table) -> list[dict[str, str]]:
+    return [
         {"name": c, "unit": str(comps[c].unit or ""), "description": comps[c].description or ""}
         for c in comps.colnames
     ]
+
+
+def _json_rows(comps: Table) -> list[dict[str, Any]]:
+    """One object per row (NaN as None)."""
     lists = {c: comps[c].tolist() for c in comps.colnames}
     rows = []
     for i in range(len(comps)):
@@ -757,7 +815,11 @@ def components_json(result: SourceFinderResult, comps: Table) -> dict[str, Any]:
                 v = None
             row[c] = v
         rows.append(row)
-    return {"metadata": meta, "columns": columns, "components": rows}
+    return rows
+
+
+def _json_document(meta: dict[str, Any], comps: Table) -> dict[str, Any]:
+    return {"metadata": meta, "columns": _json_columns(comps), "components": _json_rows(comps)}
 
 
 def write_components_json(doc: dict[str, Any], path: Path) -> Path:

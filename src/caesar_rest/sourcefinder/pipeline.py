@@ -15,12 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from caesar_rest.imaging.fits_image import FitsImage, load_image, without_empty_mask
+from caesar_rest.imaging.fits_image import (
+    FitsImage,
+    header_image,
+    load_image,
+    without_empty_mask,
+)
 from caesar_rest.sourcefinder import tiling
 from caesar_rest.sourcefinder.array import BeamPix, Sources, beam_pixels, find_in_array
 from caesar_rest.sourcefinder.islands import label_image
 from caesar_rest.sourcefinder.options import FinderOptions
-from caesar_rest.sourcefinder.ranks import Ranks
+from caesar_rest.sourcefinder.ranks import Ranks, TileJob
 
 
 @dataclass
@@ -73,8 +78,13 @@ def find_sources(
     # The workers of every rank count for the automatic tiling.
     workers = opts.nproc * (ranks.size if ranks is not None else 1)
     plan = tiling.plan_tiles(image.shape, beam, opts.with_(nproc=workers))
-    if len(plan) <= 1 and ranks is not None:
-        ranks.send(None)
+    if ranks is not None:
+        job = _tile_job(image, beam, plan, opts, maps)
+        if ranks.sent and ranks.job != job:
+            # Sent before the pixels were read (send_early): the other ranks work on it.
+            ranks.abort(1)
+            raise RuntimeError("the tile job sent early is not the loaded image's")
+        ranks.send(job, _deal_at_send(plan, opts, ranks))
     if len(plan) <= 1:
         src = find_in_array(
             image.data, beam, opts, image.origin, _full_shape(image), maps, blank=image.mask
@@ -90,6 +100,48 @@ def find_sources(
     timings = {"load": t_load, **src.timings}
     timings["total"] = time.perf_counter() - t0
     return SourceFinderResult(image, beam, opts, src, timings, n_tiles)
+
+
+def _tile_job(
+    image: FitsImage,
+    beam: BeamPix,
+    plan: list[tiling.Tile],
+    opts: FinderOptions,
+    maps: frozenset[str],
+) -> TileJob | None:
+    if len(plan) <= 1:
+        return None
+    return TileJob(
+        str(image.path), image.hdu_index, image.origin, image.shape, plan, beam, opts, maps
+    )
+
+
+def send_early(path: str | Path, opts: FinderOptions, ranks: Ranks) -> None:
+    """Rank 0: send the other ranks their tile job from the file's header, before the pixels
+    are read, so they begin their tiles while rank 0 loads the image (:func:`find_sources`
+    then checks that the loaded image gives the same job). Nothing is sent for a sub-image.
+
+    Parameters
+    ----------
+    path
+        The FITS file.
+    opts
+        The options :func:`find_sources` will be given (``want_maps`` not given).
+    ranks
+        The MPI ranks of the run (this is rank 0).
+    """
+    if opts.subimage is not None or ranks.sent:
+        return
+    image = header_image(path, beam_fallback=opts.beam_fallback)
+    beam = beam_pixels(image)
+    workers = opts.nproc * ranks.size
+    plan = tiling.plan_tiles(image.shape, beam, opts.with_(nproc=workers))
+    ranks.send(_tile_job(image, beam, plan, opts, opts.save_maps), _deal_at_send(plan, opts, ranks))
+
+
+def _deal_at_send(plan: list[tiling.Tile], opts: FinderOptions, ranks: Ranks) -> bool:
+    # Rank 0 runs its tiles in this process (no pool to fork after the dealer's thread).
+    return tiling.pool_processes(plan, ranks.mine(len(plan)), opts.nproc) <= 1
 
 
 def _full_shape(image: FitsImage) -> tuple[int, int]:

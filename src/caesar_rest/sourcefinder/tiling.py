@@ -21,15 +21,17 @@ it pays (:func:`pool_processes`: ``nproc > 1``, several tiles, at least
 :data:`POOL_MIN_PIXELS` tile pixels); otherwise, as with ``nproc = 1``, one after the other
 (tiling then only bounds the memory). Under
 ``mpirun`` the tiles are shared among the MPI ranks as well (:mod:`.ranks`): the merge is the
-same, so the catalogue is the one of a single process.
+same, so the catalogue is the one of a single process; each rank asks for its next tile when
+it is done with one, so the ranks finish their tiles together.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -355,6 +357,42 @@ def _run_local(indices: list[int], nproc: int) -> list[Sources]:
     return [_work(i) for i in indices]
 
 
+def _run_dealt(deal: Callable[[], Iterator[int]], nproc: int) -> list[tuple[int, Sources]]:
+    """The tiles an MPI rank is dealt (``deal()``:
+    :meth:`~caesar_rest.sourcefinder.ranks.Ranks.deal`), ``(index, sources)``: in ``nproc``
+    pool processes, each asking for the next tile when it is done with one (the pool is
+    forked before the dealer's thread starts)."""
+    if nproc <= 1:
+        return [(i, _work(i)) for i in deal()]
+    out: list[tuple[int, Sources]] = []
+    done: queue.SimpleQueue[tuple[int, Sources | None, BaseException | None]]
+    done = queue.SimpleQueue()
+    with mp.get_context("fork").Pool(nproc, maxtasksperchild=None) as pool:
+        indices = deal()
+
+        def submit() -> int:
+            i = next(indices, None)
+            if i is None:
+                return 0
+            pool.apply_async(
+                _work,
+                (i,),
+                callback=lambda r: done.put((i, r, None)),
+                error_callback=lambda e: done.put((i, None, e)),
+            )
+            return 1
+
+        running = sum(submit() for _ in range(nproc))
+        while running:
+            i, result, error = done.get()
+            if error is not None:
+                raise error
+            assert result is not None
+            out.append((i, result))
+            running += submit() - 1
+    return out
+
+
 def _process_tiles(
     image: FitsImage,
     beam: BeamPix,
@@ -374,18 +412,20 @@ def _process_tiles(
         opts=opts,
         maps=maps,
     )
-    mine = list(range(len(plan)))
     try:
-        if ranks is not None:
+        if ranks is None:
+            every = list(range(len(plan)))
+            local = _run_local(every, pool_processes(plan, every, opts.nproc))
+        else:
             job = TileJob(
                 str(image.path), image.hdu_index, image.origin, image.shape, plan, beam, opts, maps
             )
             ranks.send(job)
-            mine = ranks.mine(len(plan))
-        local = _run_local(mine, pool_processes(plan, mine, opts.nproc))
-        if ranks is not None:
-            gathered = ranks.gather(list(zip(mine, local, strict=True)))
+            # The pool's size from this rank's share of a fixed round.
+            procs = pool_processes(plan, ranks.mine(len(plan)), opts.nproc)
+            gathered = ranks.gather(_run_dealt(lambda: ranks.tiles(len(plan)), procs))
             assert gathered is not None
+            ranks.settle()
             local = gathered
     except BaseException:
         if ranks is not None:
