@@ -393,7 +393,11 @@ def _extended_search(run: _ArrayRun) -> int:
     del removed
     settings = masks.MaskSettings(refine=opts.extended.method in REFINED_METHODS)
     found, sal, run.ext_bkg = masks.search(
-        raw, gone, lambda small: _extended_mask(run, small), _search_grid(run), settings
+        raw,
+        gone,
+        lambda small, planes: _extended_mask(run, small, planes),
+        _search_grid(run),
+        settings,
     )
     del raw, gone
     ext_lab, ext_n = detection.label_mask(found, opts.compact.min_npix)
@@ -475,8 +479,9 @@ def _raw_means(data: F32, blank: B, removed: B, f: int) -> tuple[F32, B]:
     return raw, has_valid & ~np.isfinite(raw)
 
 
-def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
-    """The extended method's mask (and search map when wanted) from the block means."""
+def _extended_mask(run: _ArrayRun, small: F32, planes: extended.Planes) -> tuple[B, F32 | None]:
+    """The extended method's mask (and search map when wanted) from the block means (and
+    their decomposition, which the wavelet method keeps for the mask refinement)."""
     opts, shape = run.opts, run.data.shape
     want_sal = "saliency" in run.want_maps
     method = opts.extended.method
@@ -504,6 +509,7 @@ def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
         opts.compact.seed_thr,
         opts.compact.merge_thr,
         want_sal,
+        planes,
     )
 
 
