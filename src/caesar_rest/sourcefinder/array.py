@@ -618,15 +618,22 @@ def _map_medians(bk: background.Background, blank: B) -> tuple[float, float]:
     seen = got = 0
     for a, b in row_bands(ny, nx):
         valid = ~blank[a:b]
-        bb, rr = bk.rows(a, b)
-        bb, rr = bb[valid], rr[valid]
         # Valid pixels number seen, seen+1, ... here; keep those at multiples of step.
         first = (-seen) % step
-        k = len(range(first, bb.size, step))
-        vb[got : got + k] = bb[first::step]
-        vr[got : got + k] = rr[first::step]
+        if step == 1:
+            bb, rr = bk.rows(a, b)
+            bb, rr = bb[valid][first::step], rr[valid][first::step]
+            n_band = bb.size
+        else:
+            # The maps at the kept pixels only (the values of the rows, Background.at).
+            idx = np.flatnonzero(valid)
+            n_band = idx.size
+            bb, rr = bk.at(idx[first::step] + a * nx)
+        k = bb.size
+        vb[got : got + k] = bb
+        vr[got : got + k] = rr
         got += k
-        seen += bb.size
+        seen += n_band
     return (
         float(np.median(vb[:got], overwrite_input=True)),
         float(np.median(vr[:got], overwrite_input=True)),

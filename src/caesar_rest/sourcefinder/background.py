@@ -103,10 +103,14 @@ class _AxisInterp:
         # Rows between the same two grid rows at once, from those rows themselves (the
         # values of gathering both for every row, without the gathered copies).
         cut = np.flatnonzero(np.diff(iy)) + 1
-        for a, b in zip([0, *cut.tolist()], [*cut.tolist(), iy.size], strict=True):
+        starts, ends = [0, *cut.tolist()], [*cut.tolist(), iy.size]
+        tmp = np.empty(
+            (max(e - a for a, e in zip(starts, ends, strict=True)), out.shape[1]), out.dtype
+        )
+        for a, b in zip(starts, ends, strict=True):
             g = int(iy[a])
             np.multiply(self.xrows[g], 1.0 - w[a:b], out=out[a:b])
-            out[a:b] += self.xrows[g + 1] * w[a:b]
+            out[a:b] += np.multiply(self.xrows[g + 1], w[a:b], out=tmp[: b - a])
         return out
 
     def at(self, ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp]) -> F32:
