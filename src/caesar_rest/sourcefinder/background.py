@@ -479,7 +479,8 @@ def _prepare(
     sums[:, 0] = 0.0
     c = sums[:, 1:]
     np.subtract(srt, np.where(np.isfinite(med), med, 0.0)[:, None], out=c.real, dtype=np.float64)
-    c.real[~fin] = 0.0
+    if count.size and int(count.min()) < srt.shape[1]:
+        c.real[~fin] = 0.0  # rows with blanks (NaN last) or infinities
     np.multiply(c.real, c.real, out=c.imag)
     np.cumsum(c, axis=1, out=c)
 

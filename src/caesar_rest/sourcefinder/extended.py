@@ -197,8 +197,11 @@ class Planes:
             vals = w[valid]
             med = sig = 0.0
             if vals.size >= 16:
-                med = float(np.median(vals))
-                sig = 1.4826 * float(np.median(np.abs(vals - med)))
+                # vals is a copy: partitioned in place (order statistics do not depend
+                # on the order, so neither do both medians).
+                med = float(np.median(vals, overwrite_input=True))
+                dev = np.abs(vals - med)
+                sig = 1.4826 * float(np.median(dev, overwrite_input=True))
             got = self._noise[n] = (med, sig)
         return w, got[0], got[1]
 
