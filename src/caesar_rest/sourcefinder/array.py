@@ -176,6 +176,10 @@ def estimate_background(
         The maps.
     """
 
+    # One set of work arrays for the box estimates of both estimates (fresh pages cost
+    # about as much as the arithmetic on them).
+    scratch = background.Scratch()
+
     def est(
         img: F32, blank: B | None, reuse: tuple[background.Background, F32] | None = None
     ) -> background.Background:
@@ -191,6 +195,7 @@ def estimate_background(
             full_shape,
             blank,
             reuse,
+            scratch,
         )
 
     bk = est(data, blank)

@@ -683,12 +683,14 @@ def _box_stats(
     estimator: str,
     todo: npt.NDArray[np.bool_] | None = None,
     prev: _BoxPass | None = None,
+    scratch: Scratch | None = None,
 ) -> _BoxPass:
     """Estimates of the boxes starting at ``(sy, sx)`` (sub-sampled pixels) of side ``bs``.
 
     With ``todo`` only the flagged boxes are estimated and the others are copied from
     ``prev``: every row of :func:`estimate_rows` is estimated on its own, so a box gets the
-    same values alone or among others.
+    same values alone or among others. ``scratch`` holds the work arrays (one for every
+    chunk and pass of an estimate).
     """
     view = sliding_window_view(sub, (bs, bs))
     shape = (sy.size, sx.size)
@@ -696,7 +698,7 @@ def _box_stats(
     # finite flags and complex prefix sums of a chunk (about 21 bytes a value): half the
     # chunk keeps it near the others' temporary memory. Its work arrays serve every chunk.
     chunk = CHUNK_VALUES // 2 if estimator == "ClippedMedian" else CHUNK_VALUES
-    scratch = Scratch()
+    scratch = scratch if scratch is not None else Scratch()
     if todo is None or prev is None:
         loc = np.empty(shape)
         scale = np.empty(shape)
@@ -803,6 +805,7 @@ def estimate(
     full_shape: tuple[int, int] | None = None,
     blank: npt.NDArray[np.bool_] | None = None,
     reuse: tuple[Background, F32] | None = None,
+    scratch: Scratch | None = None,
 ) -> Background:
     """Estimate background and noise maps.
 
@@ -836,6 +839,9 @@ def estimate(
         subtracted background changed) are estimated again; the others keep the earlier
         values, which are what estimating them again would give. The result is that of a
         call without ``reuse``.
+    scratch
+        Work arrays of the box estimates, for a caller that estimates several times (the
+        results do not depend on it; default: new ones, shared by both passes).
 
     Returns
     -------
@@ -867,7 +873,8 @@ def estimate(
     key = (grid.box, grid.step, s, origin, fshape, (ny, nx), estimator, second_pass)
     prev, changed = _reusable(reuse, key, sub, grid)
     todo = None if changed is None else _box_sums(changed, sy, sy + bs, sx, sx + bs)
-    first = _box_stats(sub, sx, sy, bs, estimator, todo, prev.first if prev else None)
+    work = scratch if scratch is not None else Scratch()
+    first = _box_stats(sub, sx, sy, bs, estimator, todo, prev.first if prev else None, work)
     del sub
     loc, scale = _filled(first)
     if not np.isfinite(loc).all():
@@ -895,7 +902,7 @@ def estimate(
                 np.minimum(ix[sx + bs - 1] + 1, right) + 1,
             )
         second = _box_stats(
-            sub, sx, sy, bs, estimator, todo2, prev.second if prev is not None else None
+            sub, sx, sy, bs, estimator, todo2, prev.second if prev is not None else None, work
         )
         del sub
         _, scale = _filled(second)
