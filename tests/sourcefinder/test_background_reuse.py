@@ -190,3 +190,20 @@ def test_band_interpolation_equals_gathered_rows() -> None:
         ref += it.xrows[it.iy[y0:y1] + 1] * w
         assert np.array_equal(it.rows(y0, y1), ref)
     assert float(it.rows(100, 101)[0, 100]) == -1.7300134897232056
+
+
+@pytest.mark.parametrize("extra", [1, 3 * background.ROW_BLOCK + 7])
+def test_clipped_long_row_with_block_sums_equals_the_reference(extra: int) -> None:
+    # One long row (the global sample) keeps its prefix sums by blocks: the values of the
+    # full prefix sums, with blanks, infinities and sources.
+    rng = np.random.default_rng(extra)
+    n = background.LONG_ROW + extra
+    v = rng.standard_normal((1, n)).astype(np.float32)
+    v[0, : n // 40] += (60 * rng.random(n // 40)).astype(np.float32)
+    v[0, ::9] = np.nan
+    v[0, 3:6] = np.inf
+    ref_med, ref_std = _clipped_float64(v.astype(np.float64))
+    for work in (v.copy(), v.astype(np.float64)):
+        med, std = background._clipped_rows(work, overwrite_input=True)
+        assert np.array_equal(med, ref_med) and np.array_equal(std, ref_std)
+    assert n > background.LONG_ROW and np.isfinite(ref_std).all()

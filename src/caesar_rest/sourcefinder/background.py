@@ -16,7 +16,7 @@ global pixel coordinates, so a tile of a larger image gets exactly the values of
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from caesar_rest.sourcefinder._types import F32, F64
 from caesar_rest.sourcefinder.bands import assemble, row_bands
 
 MAD_TO_SIGMA = 1.4826
+C128 = npt.NDArray[np.complex128]
 #: Number of sub-sampled pixels aimed at in each box.
 TARGET_BOX_SAMPLES = 500
 #: A box with fewer finite samples than this is "missing" and filled from its neighbours.
@@ -410,6 +411,8 @@ def _clipped_rows(
     # their float64 upcast, for half the work) and every value read is upcast first, so the
     # results are those of the float64 rows.
     nrow, ncol = v.shape
+    if nrow == 1 and ncol > LONG_ROW:
+        return _clipped_long_row(v, k, max_iter, overwrite_input)
     work = scratch if scratch is not None else Scratch()
     srt = v if overwrite_input else work.get("sorted", (nrow, ncol), v.dtype)
     fin = work.get("finite", (nrow, ncol), np.bool_)
@@ -418,8 +421,94 @@ def _clipped_rows(
     hi = np.empty(nrow, dtype=np.int64)
     med = np.empty(nrow)
     _prepare(v, srt, fin, sums, hi, med, overwrite_input)
-    rows = np.arange(nrow)
-    std = _run_std(sums, rows, lo, hi)
+
+    def prefix(rows: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> C128:
+        got: C128 = sums[rows, at]
+        return got
+
+    return _clip(srt, lo, hi, med, prefix, k, max_iter)
+
+
+#: A row longer than this (the global sample of an image) keeps its prefix sums only at
+#: every ROW_BLOCK-th value (:class:`_BlockSums`): all of them would take 16 bytes a value.
+LONG_ROW = 1 << 16
+ROW_BLOCK = 1 << 14
+
+
+class _BlockSums:
+    """Prefix sums of one sorted row (the values minus ``centre`` in the real part, their
+    squares in the imaginary part, non-finite values as 0), kept at every ROW_BLOCK-th
+    position. A sum elsewhere is its block's cumulative sum again, started from the kept
+    sum before it: the same additions in the same order as one cumulative sum of the row.
+    """
+
+    def __init__(self, srt: npt.NDArray[np.floating], centre: float) -> None:
+        self.srt, self.centre = srt, centre
+        nb = -(-srt.size // ROW_BLOCK)
+        self.marks = np.zeros(nb + 1, dtype=np.complex128)
+        self._blocks: dict[int, C128] = {}
+        for b in range(nb):
+            self.marks[b + 1] = self._block(b)[-1]
+            self._blocks.clear()
+
+    def _block(self, b: int) -> C128:
+        got = self._blocks.get(b)
+        if got is not None:
+            return got
+        a = b * ROW_BLOCK
+        vals = self.srt[a : a + ROW_BLOCK]
+        z = np.empty(vals.size, dtype=np.complex128)
+        np.subtract(vals, self.centre, out=z.real, dtype=np.float64)
+        z.real[~np.isfinite(vals)] = 0.0
+        np.multiply(z.real, z.real, out=z.imag)
+        if b:
+            z[0] += self.marks[b]
+        np.cumsum(z, out=z)
+        if len(self._blocks) >= 4:  # the blocks of the current bounds, kept
+            self._blocks.pop(next(iter(self._blocks)))
+        self._blocks[b] = z
+        return z
+
+    def take(self, at: npt.NDArray[np.int64]) -> C128:
+        """The prefix sums (sums of the first ``p`` values) at the positions ``at``."""
+        out = np.zeros(at.size, dtype=np.complex128)
+        for i, p in enumerate(at.tolist()):
+            if p > 0:
+                b, j = divmod(p - 1, ROW_BLOCK)
+                out[i] = self._block(b)[j]
+        return out
+
+
+def _clipped_long_row(
+    v: npt.NDArray[np.floating], k: float, max_iter: int, overwrite_input: bool
+) -> tuple[F64, F64]:
+    # _clipped_rows of one long row, with its prefix sums by blocks (the same values).
+    srt = v if overwrite_input else v.copy()
+    srt.sort(axis=1)
+    count = np.array([np.count_nonzero(np.isfinite(srt))], dtype=np.int64)
+    lo = np.zeros(1, dtype=np.int64)
+    med = _run_median(srt, np.zeros(1, dtype=np.int64), lo, count)
+    sums = _BlockSums(srt[0], float(med[0]) if np.isfinite(med[0]) else 0.0)
+
+    def prefix(rows: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> C128:
+        return sums.take(at)
+
+    return _clip(srt, lo, count, med, prefix, k, max_iter)
+
+
+def _clip(
+    srt: npt.NDArray[np.floating],
+    lo: npt.NDArray[np.int64],
+    hi: npt.NDArray[np.int64],
+    med: F64,
+    prefix: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], C128],
+    k: float,
+    max_iter: int,
+) -> tuple[F64, F64]:
+    # The clipping iterations on the sorted rows from their first run [lo, hi) and median;
+    # prefix(rows, p) gives the prefix sums of the given rows at positions p.
+    rows = np.arange(srt.shape[0])
+    std = _run_std(prefix, rows, lo, hi)
     active = np.isfinite(std) & (std > 0)
     for _ in range(max_iter):
         if not active.any():
@@ -445,7 +534,7 @@ def _clipped_rows(
         oi = idx[ok]
         nlo, nhi = new_lo[ok], new_hi[ok]
         new_med = _run_median(srt, oi, nlo, nhi)
-        new_std = _run_std(sums, oi, nlo, nhi)
+        new_std = _run_std(prefix, oi, nlo, nhi)
         conv = np.abs(new_std - std[oi]) / np.maximum(std[oi], 1e-300) <= 0.1
         med[oi], std[oi] = new_med, new_std
         lo[oi], hi[oi] = nlo, nhi
@@ -525,7 +614,7 @@ def _run_median(
 
 
 def _run_std(
-    sums: npt.NDArray[np.complex128],
+    prefix: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], C128],
     rows: npt.NDArray[np.int64],
     lo: npt.NDArray[np.int64],
     hi: npt.NDArray[np.int64],
@@ -533,7 +622,7 @@ def _run_std(
     # Standard deviation (ddof 1) of the runs from the prefix sums (values in the real
     # part, squares in the imaginary part; NaN below 2 values).
     n = (hi - lo).astype(np.float64)
-    t = sums[rows, hi] - sums[rows, lo]
+    t = prefix(rows, hi) - prefix(rows, lo)
     t1, t2 = t.real, t.imag
     with np.errstate(invalid="ignore", divide="ignore"):
         var = (t2 - t1 * t1 / n) / (n - 1.0)
