@@ -150,6 +150,10 @@ class Planes:
         self._planes: list[F32] = []
         self._noise: dict[int, tuple[float, float]] = {}
 
+    def clear(self) -> None:
+        """Drop the decomposition (its planes are as many block-grid arrays)."""
+        self._img, self._planes, self._noise = None, [], {}
+
     def planes(self, img: F32, n_scales: int) -> list[F32]:
         """:func:`atrous` of ``img`` (the planes of the last call when ``img`` is its image).
 
@@ -166,7 +170,7 @@ class Planes:
             ``n_scales + 1`` planes.
         """
         if self._img is not img or len(self._planes) < n_scales + 1:
-            self._img, self._planes, self._noise = None, [], {}  # freed before the next
+            self.clear()  # freed before the next
             self._img, self._planes = img, atrous(img, n_scales)
         return self._planes[: n_scales + 1]
 

@@ -188,9 +188,11 @@ def search(
             found = reduce_mask(seeds, grid.f, raw.shape)
             continue
         if k == 0:
-            # The method seeds once; the later passes refine what is found.
-            seeds, sal = method(small, shared)
-            found = reduce_mask(seeds, grid.f, raw.shape)
+            # The method seeds once; the later passes refine what is found. Its
+            # full-resolution mask is not needed beyond its blocks.
+            first, sal = method(small, shared)
+            found = reduce_mask(first, grid.f, raw.shape)
+            del first
         found, d = refine(
             small, found, grid.rms, grid.n0, grid.n1, grid.beam_area, settings, shared
         )
@@ -329,7 +331,7 @@ def refine(
     settings
         Levels and cleaning.
     shared
-        The decomposition of ``small`` to use and keep (:func:`denoised`).
+        The decomposition of ``small`` to use (:func:`denoised`), dropped once used.
 
     Returns
     -------
@@ -339,6 +341,8 @@ def refine(
     d = np.nan_to_num(
         denoised(small, n0, n1, settings.plane_thr, settings.plane_lo, shared), nan=0.0
     )
+    if shared is not None:
+        shared.clear()  # its last use: the planes would stay alive with the arrays below
     if not rms > 0:
         return np.zeros(small.shape, dtype=bool), d
     grow = d >= settings.grow * rms
