@@ -1,5 +1,6 @@
-"""Exactness of the background's shortcuts: the float32 clipped estimator and the partial
-second estimate of an image with masked sources (issue 19)."""
+"""Exactness of the background's shortcuts: the float32 clipped estimator (its complex
+prefix sums, reused work arrays), the band interpolation and the partial second estimate of
+an image with masked sources (issue 19)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,57 @@ def test_unchanged_image_reuses_every_box() -> None:
     again = background.estimate(img, 60, 0.2, "ClippedMedian", beam_width_px=3, reuse=(first, img))
     for x, y in zip(_grids(again), _grids(first), strict=True):
         assert np.array_equal(x, y)
+
+
+def test_clipped_rows_in_place_with_reused_scratch_equal_a_fresh_estimate() -> None:
+    # One scratch for chunks of different sizes (the last chunk of a pass is smaller), the
+    # rows sorted in place: the values of a fresh call on the untouched rows.
+    scratch = background.Scratch()
+    for seed, rows in ((0, 300), (1, 120), (2, 300)):
+        v = _rows(seed)[:rows]
+        ref_med, ref_std = _clipped_float64(v.astype(np.float64))
+        work = v.copy()
+        med, std = background._clipped_rows(work, scratch=scratch, overwrite_input=True)
+        assert np.array_equal(med, ref_med, equal_nan=True)
+        assert np.array_equal(std, ref_std, equal_nan=True)
+        assert np.array_equal(work, np.sort(v, axis=1), equal_nan=True)
+
+
+def test_clipped_rows_pinned_values() -> None:
+    # The values of the code before the complex prefix sums (git main, 2026-12-03).
+    med, std = background._clipped_rows(_rows(0)[:3])
+    assert med.tolist() == [-0.21302872896194458, -0.018538814038038254, -0.038677625358104706]
+    assert std.tolist() == [0.9611020501168044, 0.9830910414593987, 0.8951044175119401]
+
+
+def test_band_interpolation_equals_gathered_rows() -> None:
+    # Rows between the same two grid rows are made from those rows: the values of
+    # gathering both grid rows for every image row (the earlier code), bit for bit.
+    rng = np.random.default_rng(3)
+    cx = np.arange(20, 300, 16)
+    cy = np.arange(20, 220, 16)
+    g = rng.standard_normal((cy.size, cx.size))
+    it = background._AxisInterp(g, cx, cy, (240, 320))
+    for y0, y1 in ((0, 240), (0, 1), (17, 18), (30, 101), (239, 240), (5, 5)):
+        w = it.wy[y0:y1, None]
+        ref = np.multiply(it.xrows[it.iy[y0:y1]], 1.0 - w)
+        ref += it.xrows[it.iy[y0:y1] + 1] * w
+        assert np.array_equal(it.rows(y0, y1), ref)
+    assert float(it.rows(100, 101)[0, 100]) == -1.7300134897232056
+
+
+@pytest.mark.parametrize("extra", [1, 3 * background.ROW_BLOCK + 7])
+def test_clipped_long_row_with_block_sums_equals_the_reference(extra: int) -> None:
+    # One long row (the global sample) keeps its prefix sums by blocks: the values of the
+    # full prefix sums, with blanks, infinities and sources.
+    rng = np.random.default_rng(extra)
+    n = background.LONG_ROW + extra
+    v = rng.standard_normal((1, n)).astype(np.float32)
+    v[0, : n // 40] += (60 * rng.random(n // 40)).astype(np.float32)
+    v[0, ::9] = np.nan
+    v[0, 3:6] = np.inf
+    ref_med, ref_std = _clipped_float64(v.astype(np.float64))
+    for work in (v.copy(), v.astype(np.float64)):
+        med, std = background._clipped_rows(work, overwrite_input=True)
+        assert np.array_equal(med, ref_med) and np.array_equal(std, ref_std)
+    assert n > background.LONG_ROW and np.isfinite(ref_std).all()

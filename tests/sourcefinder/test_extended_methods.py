@@ -269,3 +269,26 @@ def test_atrous_equals_the_correlation_with_the_holed_kernel(shape: tuple[int, i
         ref.append(ndimage.correlate1d(g, k, axis=1, mode="mirror").astype(np.float32))
     got = extended.atrous(img, 5)
     assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("shape", "f"), [((67, 70), 4), ((64, 64), 1), ((33, 35), 2), ((40, 37), 16)]
+)
+def test_block_mean_counts_the_valid_pixels_of_each_block(shape: tuple[int, int], f: int) -> None:
+    # The counts come from adds of contiguous planes: the means of summing the valid values
+    # and dividing by their number, NaN where a block has none.
+    rng = np.random.default_rng(f)
+    img = rng.standard_normal(shape).astype(np.float32)
+    img[rng.random(shape) < 0.3] = np.nan
+    img[: 2 * f, : 2 * f] = np.nan
+    oy, ox = -(-shape[0] // f), -(-shape[1] // f)
+    pad = np.full((oy * f, ox * f), np.nan, dtype=np.float32)
+    pad[: shape[0], : shape[1]] = img
+    blocks = pad.reshape(oy, f, ox, f)
+    valid = np.isfinite(blocks)
+    s = np.where(valid, blocks, np.float32(0.0)).sum(axis=(1, 3), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = (s / valid.sum(axis=(1, 3))).astype(np.float32)
+    got = block_mean(img, f)
+    assert got.dtype == np.float32 and np.array_equal(got, ref, equal_nan=True)
+    assert np.isnan(got[0, 0]) and np.isnan(got[1, 1])

@@ -104,6 +104,40 @@ def test_refine_follows_a_faint_blob_and_claims_no_noise() -> None:
     assert not masks.refine(noise, seeds & False, 1.0, 1, 4, 1.0, masks.MaskSettings())[0].any()
 
 
+def test_shared_decomposition_gives_the_values_of_separate_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The wavelet method and the refinement of one pass decompose the block means once;
+    # the masks, the search map and the denoised image are those of two decompositions.
+    img, _ = _blob_grid(1.0)
+    img[:3, :7] = np.nan
+    shape = (img.shape[0] * 4, img.shape[1] * 4)
+    blank = np.zeros(shape, dtype=bool)
+    seeds = np.zeros(img.shape, dtype=bool)
+    seeds[58:63, 62:67] = True
+    mask0, sal0 = extended.wavelet_mask_reduced(img, shape, blank, 3, 6, 5.0, 2.5)
+    found0, d0 = masks.refine(img, seeds, 1.0, 1, 4, 1.0, masks.MaskSettings())
+    calls: list[int] = []
+    real = extended.atrous
+
+    def counted(a: np.ndarray, n: int) -> list[np.ndarray]:
+        calls.append(n)
+        return real(a, n)
+
+    monkeypatch.setattr(extended, "atrous", counted)
+    shared = extended.Planes()
+    mask1, sal1 = extended.wavelet_mask_reduced(img, shape, blank, 3, 6, 5.0, 2.5, True, shared)
+    found1, d1 = masks.refine(img, seeds, 1.0, 1, 4, 1.0, masks.MaskSettings(), shared)
+    assert calls == [5]
+    assert sal0 is not None and sal1 is not None
+    assert np.array_equal(mask0, mask1) and np.array_equal(sal0, sal1)
+    assert np.array_equal(found0, found1) and np.array_equal(d0, d1)
+    assert int(mask1.sum()) == 22288 and int(found1.sum()) == 332
+    # Another array (a new pass) is decomposed again.
+    masks.refine(img.copy(), seeds, 1.0, 1, 4, 1.0, masks.MaskSettings(), shared)
+    assert calls == [5, 5]
+
+
 def test_outline_stays_within_one_block_and_keeps_the_seeded_part() -> None:
     found = np.zeros((8, 8), dtype=bool)
     found[2:6, 2:6] = True
@@ -208,3 +242,17 @@ def test_removal_mask_equals_a_disk_dilation(frac: float) -> None:
     yy, xx = np.mgrid[-4:5, -4:5]
     want = ndimage.binary_dilation(np.isin(labels, [1, 3]), structure=(xx**2 + yy**2) <= 16)
     assert np.array_equal(extended.removal_mask(labels.astype(np.int32), remove, 9), want)
+
+
+@pytest.mark.parametrize(
+    ("ny", "nx", "f"), [(64, 64, 4), (63, 70, 4), (10, 9, 1), (33, 17, 2), (5, 5, 8)]
+)
+def test_reduce_mask_sets_the_blocks_with_any_pixel_set(ny: int, nx: int, f: int) -> None:
+    m = np.random.default_rng(ny * nx + f).random((ny, nx)) < 0.1
+    shape = (-(-ny // f), -(-nx // f))
+    pad = np.zeros((shape[0] * f, shape[1] * f), dtype=bool)
+    pad[:ny, :nx] = m
+    got = masks.reduce_mask(m, f, shape)
+    assert got.dtype == bool and got.shape == shape
+    assert np.array_equal(got, pad.reshape(shape[0], f, shape[1], f).any(axis=(1, 3)))
+    assert int(masks.reduce_mask(np.ones((ny, nx), dtype=bool), f, shape).sum()) == got.size

@@ -18,7 +18,7 @@ from caesar_rest.sourcefinder import (
     nesting,
 )
 from caesar_rest.sourcefinder import selection as sel
-from caesar_rest.sourcefinder.array import BeamPix, estimate_background
+from caesar_rest.sourcefinder.array import BeamPix, _map_medians, estimate_background
 from caesar_rest.sourcefinder.catalogue import deconvolve
 from caesar_rest.sourcefinder.tiling import merge_pieces
 
@@ -439,3 +439,23 @@ def test_merge_pieces_across_tiles() -> None:
     merged = merge_pieces([left, right, far], (30, 30))
     assert merged.n == 2
     assert sorted(merged.npix.tolist()) == [9, int(whole.npix[0])]
+
+
+@pytest.mark.parametrize("n", [900, 1500])
+def test_map_medians_are_those_of_every_kth_valid_pixel_of_the_full_maps(n: int) -> None:
+    # Above 2 million valid pixels only every k-th is read, from the grid at those pixels
+    # (Background.at): the medians of the full maps' k-th valid pixels, bit for bit.
+    rng = np.random.default_rng(n)
+    img = (rng.standard_normal((n, n)) + np.linspace(0.0, 3.0, n)[None, :]).astype(np.float32)
+    blank = np.zeros(img.shape, dtype=bool)
+    blank[:37] = True
+    blank[500:510, 100:800] = True
+    img[blank] = np.nan
+    bk = background.estimate(img, 120, 0.2, "Median", beam_width_px=4)
+    valid = ~blank
+    step = max(1, int(valid.sum()) // 1_000_000)
+    assert step == (1 if n == 900 else 2)
+    ref = (float(np.median(bk.bkg[valid][::step])), float(np.median(bk.rms[valid][::step])))
+    got = _map_medians(bk, blank)
+    assert got == ref
+    assert got == pytest.approx((1.5, 1.0), abs=0.05)

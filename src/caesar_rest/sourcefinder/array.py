@@ -173,6 +173,10 @@ def estimate_background(
         The maps.
     """
 
+    # One set of work arrays for the box estimates of both estimates (fresh pages cost
+    # about as much as the arithmetic on them).
+    scratch = background.Scratch()
+
     def est(
         img: F32, blank: B | None, reuse: tuple[background.Background, F32] | None = None
     ) -> background.Background:
@@ -188,6 +192,7 @@ def estimate_background(
             full_shape,
             blank,
             reuse,
+            scratch,
         )
 
     bk = est(data, blank)
@@ -390,7 +395,11 @@ def _extended_search(run: _ArrayRun) -> int:
     del removed
     settings = masks.MaskSettings(refine=opts.extended.method in REFINED_METHODS)
     found, sal, run.ext_bkg = masks.search(
-        raw, gone, lambda small: _extended_mask(run, small), _search_grid(run), settings
+        raw,
+        gone,
+        lambda small, planes: _extended_mask(run, small, planes),
+        _search_grid(run),
+        settings,
     )
     del raw, gone
     ext_lab, ext_n = detection.label_mask(found, opts.compact.min_npix)
@@ -472,8 +481,9 @@ def _raw_means(data: F32, blank: B, removed: B, f: int) -> tuple[F32, B]:
     return raw, has_valid & ~np.isfinite(raw)
 
 
-def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
-    """The extended method's mask (and search map when wanted) from the block means."""
+def _extended_mask(run: _ArrayRun, small: F32, planes: extended.Planes) -> tuple[B, F32 | None]:
+    """The extended method's mask (and search map when wanted) from the block means (and
+    their decomposition, which the wavelet method keeps for the mask refinement)."""
     opts, shape = run.opts, run.data.shape
     want_sal = "saliency" in run.want_maps
     method = opts.extended.method
@@ -508,6 +518,7 @@ def _extended_mask(run: _ArrayRun, small: F32) -> tuple[B, F32 | None]:
         opts.compact.seed_thr,
         opts.compact.merge_thr,
         want_sal,
+        planes,
     )
 
 
@@ -616,15 +627,22 @@ def _map_medians(bk: background.Background, blank: B) -> tuple[float, float]:
     seen = got = 0
     for a, b in row_bands(ny, nx):
         valid = ~blank[a:b]
-        bb, rr = bk.rows(a, b)
-        bb, rr = bb[valid], rr[valid]
         # Valid pixels number seen, seen+1, ... here; keep those at multiples of step.
         first = (-seen) % step
-        k = len(range(first, bb.size, step))
-        vb[got : got + k] = bb[first::step]
-        vr[got : got + k] = rr[first::step]
+        if step == 1:
+            bb, rr = bk.rows(a, b)
+            bb, rr = bb[valid][first::step], rr[valid][first::step]
+            n_band = bb.size
+        else:
+            # The maps at the kept pixels only (the values of the rows, Background.at).
+            idx = np.flatnonzero(valid)
+            n_band = idx.size
+            bb, rr = bk.at(idx[first::step] + a * nx)
+        k = bb.size
+        vb[got : got + k] = bb
+        vr[got : got + k] = rr
         got += k
-        seen += bb.size
+        seen += n_band
     return (
         float(np.median(vb[:got], overwrite_input=True)),
         float(np.median(vr[:got], overwrite_input=True)),

@@ -16,8 +16,9 @@ global pixel coordinates, so a tile of a larger image gets exactly the values of
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,7 @@ from caesar_rest.sourcefinder._types import F32, F64
 from caesar_rest.sourcefinder.bands import assemble, row_bands
 
 MAD_TO_SIGMA = 1.4826
+C128 = npt.NDArray[np.complex128]
 #: Number of sub-sampled pixels aimed at in each box.
 TARGET_BOX_SAMPLES = 500
 #: A box with fewer finite samples than this is "missing" and filled from its neighbours.
@@ -96,8 +98,20 @@ class _AxisInterp:
             return np.repeat(self.xrows[:1], y1 - y0, axis=0)
         w = self.wy[y0:y1, None]
         iy = self.iy[y0:y1]
-        out: F32 = np.multiply(self.xrows[iy], 1.0 - w)
-        out += self.xrows[iy + 1] * w
+        out: F32 = np.empty((iy.size, self.xrows.shape[1]), dtype=np.float32)
+        if iy.size == 0:
+            return out
+        # Rows between the same two grid rows at once, from those rows themselves (the
+        # values of gathering both for every row, without the gathered copies).
+        cut = np.flatnonzero(np.diff(iy)) + 1
+        starts, ends = [0, *cut.tolist()], [*cut.tolist(), iy.size]
+        tmp = np.empty(
+            (max(e - a for a, e in zip(starts, ends, strict=True)), out.shape[1]), out.dtype
+        )
+        for a, b in zip(starts, ends, strict=True):
+            g = int(iy[a])
+            np.multiply(self.xrows[g], 1.0 - w[a:b], out=out[a:b])
+            out[a:b] += np.multiply(self.xrows[g + 1], w[a:b], out=tmp[: b - a])
         return out
 
     def at(self, ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp]) -> F32:
@@ -284,7 +298,10 @@ def _median_rows(v: npt.NDArray[np.floating]) -> F64:
 
 
 def estimate_rows(
-    values: npt.NDArray[np.floating], estimator: str = "Median"
+    values: npt.NDArray[np.floating],
+    estimator: str = "Median",
+    scratch: Scratch | None = None,
+    overwrite_input: bool = False,
 ) -> tuple[F64, F64, npt.NDArray[np.int64]]:
     """Location and scale of each row of ``values`` (NaN values are ignored).
 
@@ -296,6 +313,11 @@ def estimate_rows(
         ``"Median"`` (median and 1.4826 MAD), ``"Mean"`` (mean and standard deviation,
         ddof 1), ``"BiWeight"`` (iterated Tukey biweight, c = 6) or ``"ClippedMedian"``
         (3-sigma clipped median and standard deviation).
+    scratch
+        Work arrays to reuse (``ClippedMedian``), when the caller estimates chunk after
+        chunk; the results do not depend on it.
+    overwrite_input
+        ``values`` may be reordered within its rows (``ClippedMedian`` sorts it in place).
 
     Returns
     -------
@@ -317,7 +339,7 @@ def estimate_rows(
         elif estimator == "BiWeight":
             loc, scale = _biweight_rows(v.astype(np.float64))
         elif estimator == "ClippedMedian":
-            loc, scale = _clipped_rows(v)
+            loc, scale = _clipped_rows(v, scratch=scratch, overwrite_input=overwrite_input)
         else:
             raise ValueError(f"unknown background estimator {estimator!r}")
     loc = np.asarray(loc, dtype=np.float64)
@@ -354,8 +376,31 @@ def _biweight_rows(v: F64, c: float = 6.0, max_iter: int = 10) -> tuple[F64, F64
     return t, s
 
 
+class Scratch:
+    """Work arrays of the clipped estimator, reused from one chunk of boxes to the next.
+
+    A fresh array costs a page fault and the zeroing of each of its 4 KiB pages when first
+    written, about as much as the arithmetic done on it here.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, npt.NDArray[Any]] = {}
+
+    def get(self, name: str, shape: tuple[int, int], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """An uninitialised array of ``shape`` (the memory of the last one of this name)."""
+        size = shape[0] * shape[1]
+        buf = self._arrays.get(name)
+        if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
+            buf = self._arrays[name] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+
 def _clipped_rows(
-    v: npt.NDArray[np.floating], k: float = 3.0, max_iter: int = 100
+    v: npt.NDArray[np.floating],
+    k: float = 3.0,
+    max_iter: int = 100,
+    scratch: Scratch | None = None,
+    overwrite_input: bool = False,
 ) -> tuple[F64, F64]:
     # Spec 2.2.4: clip around the previous median at k * previous std until the std settles.
     # Each row is sorted once: the values kept are then a contiguous run [lo, hi) of the
@@ -365,27 +410,105 @@ def _clipped_rows(
     # unsorted values). float32 rows are sorted as float32 (the same order and values as
     # their float64 upcast, for half the work) and every value read is upcast first, so the
     # results are those of the float64 rows.
-    srt = np.sort(v, axis=1)  # NaN last
-    nrow, ncol = srt.shape
-    fin = np.isfinite(srt)
+    nrow, ncol = v.shape
+    if nrow == 1 and ncol > LONG_ROW:
+        return _clipped_long_row(v, k, max_iter, overwrite_input)
+    work = scratch if scratch is not None else Scratch()
+    srt = v if overwrite_input else work.get("sorted", (nrow, ncol), v.dtype)
+    fin = work.get("finite", (nrow, ncol), np.bool_)
+    sums = work.get("sums", (nrow, ncol + 1), np.complex128)
     lo = np.zeros(nrow, dtype=np.int64)
-    hi = np.count_nonzero(fin, axis=1).astype(np.int64)
-    rows = np.arange(nrow)
-    med = _run_median(srt, rows, lo, hi)
-    # Prefix sums of the values centred on the first median (fewer cancellations), written
-    # into their final arrays (a leading zero column) without image-sized temporaries.
-    c = np.subtract(srt, np.where(np.isfinite(med), med, 0.0)[:, None], dtype=np.float64)
-    c[~fin] = 0.0
-    del fin
-    s1 = np.empty((nrow, ncol + 1))
-    s2 = np.empty((nrow, ncol + 1))
-    s1[:, 0] = 0.0
-    s2[:, 0] = 0.0
-    np.cumsum(c, axis=1, out=s1[:, 1:])
-    np.multiply(c, c, out=c)
-    np.cumsum(c, axis=1, out=s2[:, 1:])
-    del c
-    std = _run_std(s1, s2, rows, lo, hi)
+    hi = np.empty(nrow, dtype=np.int64)
+    med = np.empty(nrow)
+    _prepare(v, srt, fin, sums, hi, med, overwrite_input)
+
+    def prefix(rows: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> C128:
+        got: C128 = sums[rows, at]
+        return got
+
+    return _clip(srt, lo, hi, med, prefix, k, max_iter)
+
+
+#: A row longer than this (the global sample of an image) keeps its prefix sums only at
+#: every ROW_BLOCK-th value (:class:`_BlockSums`): all of them would take 16 bytes a value.
+LONG_ROW = 1 << 16
+ROW_BLOCK = 1 << 14
+
+
+class _BlockSums:
+    """Prefix sums of one sorted row (the values minus ``centre`` in the real part, their
+    squares in the imaginary part, non-finite values as 0), kept at every ROW_BLOCK-th
+    position. A sum elsewhere is its block's cumulative sum again, started from the kept
+    sum before it: the same additions in the same order as one cumulative sum of the row.
+    """
+
+    def __init__(self, srt: npt.NDArray[np.floating], centre: float) -> None:
+        self.srt, self.centre = srt, centre
+        nb = -(-srt.size // ROW_BLOCK)
+        self.marks = np.zeros(nb + 1, dtype=np.complex128)
+        self._blocks: dict[int, C128] = {}
+        for b in range(nb):
+            self.marks[b + 1] = self._block(b)[-1]
+            self._blocks.clear()
+
+    def _block(self, b: int) -> C128:
+        got = self._blocks.get(b)
+        if got is not None:
+            return got
+        a = b * ROW_BLOCK
+        vals = self.srt[a : a + ROW_BLOCK]
+        z = np.empty(vals.size, dtype=np.complex128)
+        np.subtract(vals, self.centre, out=z.real, dtype=np.float64)
+        z.real[~np.isfinite(vals)] = 0.0
+        np.multiply(z.real, z.real, out=z.imag)
+        if b:
+            z[0] += self.marks[b]
+        np.cumsum(z, out=z)
+        if len(self._blocks) >= 4:  # the blocks of the current bounds, kept
+            self._blocks.pop(next(iter(self._blocks)))
+        self._blocks[b] = z
+        return z
+
+    def take(self, at: npt.NDArray[np.int64]) -> C128:
+        """The prefix sums (sums of the first ``p`` values) at the positions ``at``."""
+        out = np.zeros(at.size, dtype=np.complex128)
+        for i, p in enumerate(at.tolist()):
+            if p > 0:
+                b, j = divmod(p - 1, ROW_BLOCK)
+                out[i] = self._block(b)[j]
+        return out
+
+
+def _clipped_long_row(
+    v: npt.NDArray[np.floating], k: float, max_iter: int, overwrite_input: bool
+) -> tuple[F64, F64]:
+    # _clipped_rows of one long row, with its prefix sums by blocks (the same values).
+    srt = v if overwrite_input else v.copy()
+    srt.sort(axis=1)
+    count = np.array([np.count_nonzero(np.isfinite(srt))], dtype=np.int64)
+    lo = np.zeros(1, dtype=np.int64)
+    med = _run_median(srt, np.zeros(1, dtype=np.int64), lo, count)
+    sums = _BlockSums(srt[0], float(med[0]) if np.isfinite(med[0]) else 0.0)
+
+    def prefix(rows: npt.NDArray[np.int64], at: npt.NDArray[np.int64]) -> C128:
+        return sums.take(at)
+
+    return _clip(srt, lo, count, med, prefix, k, max_iter)
+
+
+def _clip(
+    srt: npt.NDArray[np.floating],
+    lo: npt.NDArray[np.int64],
+    hi: npt.NDArray[np.int64],
+    med: F64,
+    prefix: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], C128],
+    k: float,
+    max_iter: int,
+) -> tuple[F64, F64]:
+    # The clipping iterations on the sorted rows from their first run [lo, hi) and median;
+    # prefix(rows, p) gives the prefix sums of the given rows at positions p.
+    rows = np.arange(srt.shape[0])
+    std = _run_std(prefix, rows, lo, hi)
     active = np.isfinite(std) & (std > 0)
     for _ in range(max_iter):
         if not active.any():
@@ -411,13 +534,44 @@ def _clipped_rows(
         oi = idx[ok]
         nlo, nhi = new_lo[ok], new_hi[ok]
         new_med = _run_median(srt, oi, nlo, nhi)
-        new_std = _run_std(s1, s2, oi, nlo, nhi)
+        new_std = _run_std(prefix, oi, nlo, nhi)
         conv = np.abs(new_std - std[oi]) / np.maximum(std[oi], 1e-300) <= 0.1
         med[oi], std[oi] = new_med, new_std
         lo[oi], hi[oi] = nlo, nhi
         active[oi[conv]] = False
         active[idx[~ok]] = False
     return med, std
+
+
+def _prepare(
+    v: npt.NDArray[np.floating],
+    srt: npt.NDArray[np.floating],
+    fin: npt.NDArray[np.bool_],
+    sums: npt.NDArray[np.complex128],
+    count: npt.NDArray[np.int64],
+    med: F64,
+    in_place: bool,
+) -> None:
+    # Rows v sorted into srt (NaN last; srt is v when in_place), their finite flags, finite
+    # counts, medians and prefix sums, written into the given arrays.
+    if not in_place:
+        srt[...] = v
+    srt.sort(axis=1)
+    np.isfinite(srt, out=fin)
+    count[...] = np.count_nonzero(fin, axis=1)
+    rows = np.arange(srt.shape[0])
+    med[...] = _run_median(srt, rows, np.zeros_like(count), count)
+    # Prefix sums of the values centred on the first median (fewer cancellations) and of
+    # their squares, as the real and imaginary parts of one complex cumulative sum: each
+    # part is the same sequence of float64 additions as a cumulative sum of its own, and
+    # the two run side by side (half the time of two sums). A leading zero column.
+    sums[:, 0] = 0.0
+    c = sums[:, 1:]
+    np.subtract(srt, np.where(np.isfinite(med), med, 0.0)[:, None], out=c.real, dtype=np.float64)
+    if count.size and int(count.min()) < srt.shape[1]:
+        c.real[~fin] = 0.0  # rows with blanks (NaN last) or infinities
+    np.multiply(c.real, c.real, out=c.imag)
+    np.cumsum(c, axis=1, out=c)
 
 
 def _first_at_least(
@@ -451,23 +605,25 @@ def _run_median(
 ) -> F64:
     # Median of the sorted runs srt[rows, lo:hi] (NaN for an empty run), in float64.
     n = hi - lo
-    a = np.clip(lo + (n - 1) // 2, 0, srt.shape[1] - 1)
-    b = np.clip(lo + n // 2, 0, srt.shape[1] - 1)
+    last = srt.shape[1] - 1
+    # minimum/maximum rather than np.clip: the same indices, without its overhead per call.
+    a = np.minimum(np.maximum(lo + (n - 1) // 2, 0), last)
+    b = np.minimum(np.maximum(lo + n // 2, 0), last)
     out = 0.5 * (srt[rows, a].astype(np.float64) + srt[rows, b].astype(np.float64))
     return np.where(n > 0, out, np.nan)
 
 
 def _run_std(
-    s1: F64,
-    s2: F64,
+    prefix: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], C128],
     rows: npt.NDArray[np.int64],
     lo: npt.NDArray[np.int64],
     hi: npt.NDArray[np.int64],
 ) -> F64:
-    # Standard deviation (ddof 1) of the runs from the prefix sums (NaN below 2 values).
+    # Standard deviation (ddof 1) of the runs from the prefix sums (values in the real
+    # part, squares in the imaginary part; NaN below 2 values).
     n = (hi - lo).astype(np.float64)
-    t1 = s1[rows, hi] - s1[rows, lo]
-    t2 = s2[rows, hi] - s2[rows, lo]
+    t = prefix(rows, hi) - prefix(rows, lo)
+    t1, t2 = t.real, t.imag
     with np.errstate(invalid="ignore", divide="ignore"):
         var = (t2 - t1 * t1 / n) / (n - 1.0)
     return np.where(n > 1, np.sqrt(np.maximum(var, 0.0)), np.nan)
@@ -554,7 +710,7 @@ def global_stats(data: F32, estimator: str = "Median") -> tuple[float, float]:
         return math.nan, math.nan
     if estimator == "ClippedMedian":
         # Sorted as they are (float32): the same values as their float64 upcast.
-        cl_loc, cl_scale, _ = estimate_rows(finite[None, :], estimator)
+        cl_loc, cl_scale, _ = estimate_rows(finite[None, :], estimator, overwrite_input=True)
         return float(cl_loc[0]), float(cl_scale[0])
     vals = finite.astype(np.float64)
     del finite
@@ -616,19 +772,22 @@ def _box_stats(
     estimator: str,
     todo: npt.NDArray[np.bool_] | None = None,
     prev: _BoxPass | None = None,
+    scratch: Scratch | None = None,
 ) -> _BoxPass:
     """Estimates of the boxes starting at ``(sy, sx)`` (sub-sampled pixels) of side ``bs``.
 
     With ``todo`` only the flagged boxes are estimated and the others are copied from
     ``prev``: every row of :func:`estimate_rows` is estimated on its own, so a box gets the
-    same values alone or among others.
+    same values alone or among others. ``scratch`` holds the work arrays (one for every
+    chunk and pass of an estimate).
     """
     view = sliding_window_view(sub, (bs, bs))
     shape = (sy.size, sx.size)
-    # The clipped estimator holds the sorted float32 values, a float64 copy and two float64
-    # prefix sums of a chunk (about 29 bytes a value): half the chunk keeps it near the
-    # others' temporary memory.
+    # The clipped estimator holds the gathered float32 values (sorted in place), their
+    # finite flags and complex prefix sums of a chunk (about 21 bytes a value): half the
+    # chunk keeps it near the others' temporary memory. Its work arrays serve every chunk.
     chunk = CHUNK_VALUES // 2 if estimator == "ClippedMedian" else CHUNK_VALUES
+    scratch = scratch if scratch is not None else Scratch()
     if todo is None or prev is None:
         loc = np.empty(shape)
         scale = np.empty(shape)
@@ -637,7 +796,7 @@ def _box_stats(
         for a in range(0, sy.size, rows_per_chunk):
             b = min(sy.size, a + rows_per_chunk)
             vals = view[np.ix_(sy[a:b], sx)].reshape(-1, bs * bs)
-            lo_, sc_, n_ = estimate_rows(vals, estimator)
+            lo_, sc_, n_ = estimate_rows(vals, estimator, scratch, overwrite_input=True)
             loc[a:b] = lo_.reshape(b - a, sx.size)
             scale[a:b] = sc_.reshape(b - a, sx.size)
             count[a:b] = n_.reshape(b - a, sx.size)
@@ -648,7 +807,7 @@ def _box_stats(
     for a in range(0, ry.size, per_chunk):
         ya, xa = ry[a : a + per_chunk], rx[a : a + per_chunk]
         vals = view[sy[ya], sx[xa]].reshape(-1, bs * bs)
-        lo_, sc_, n_ = estimate_rows(vals, estimator)
+        lo_, sc_, n_ = estimate_rows(vals, estimator, scratch, overwrite_input=True)
         out.loc[ya, xa], out.scale[ya, xa], out.count[ya, xa] = lo_, sc_, n_
     return out
 
@@ -735,6 +894,7 @@ def estimate(
     full_shape: tuple[int, int] | None = None,
     blank: npt.NDArray[np.bool_] | None = None,
     reuse: tuple[Background, F32] | None = None,
+    scratch: Scratch | None = None,
 ) -> Background:
     """Estimate background and noise maps.
 
@@ -768,6 +928,9 @@ def estimate(
         subtracted background changed) are estimated again; the others keep the earlier
         values, which are what estimating them again would give. The result is that of a
         call without ``reuse``.
+    scratch
+        Work arrays of the box estimates, for a caller that estimates several times (the
+        results do not depend on it; default: new ones, shared by both passes).
 
     Returns
     -------
@@ -799,7 +962,8 @@ def estimate(
     key = (grid.box, grid.step, s, origin, fshape, (ny, nx), estimator, second_pass)
     prev, changed = _reusable(reuse, key, sub, grid)
     todo = None if changed is None else _box_sums(changed, sy, sy + bs, sx, sx + bs)
-    first = _box_stats(sub, sx, sy, bs, estimator, todo, prev.first if prev else None)
+    work = scratch if scratch is not None else Scratch()
+    first = _box_stats(sub, sx, sy, bs, estimator, todo, prev.first if prev else None, work)
     del sub
     loc, scale = _filled(first)
     if not np.isfinite(loc).all():
@@ -827,7 +991,7 @@ def estimate(
                 np.minimum(ix[sx + bs - 1] + 1, right) + 1,
             )
         second = _box_stats(
-            sub, sx, sy, bs, estimator, todo2, prev.second if prev is not None else None
+            sub, sx, sy, bs, estimator, todo2, prev.second if prev is not None else None, work
         )
         del sub
         _, scale = _filled(second)

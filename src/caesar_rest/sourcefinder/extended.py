@@ -92,9 +92,23 @@ def block_mean_rows(rows: Callable[[int, int], F32], shape: tuple[int, int], f: 
         a = a.reshape(r1 - r0, f, ox, f)
         valid = np.isfinite(a)
         s = np.where(valid, a, np.float32(0.0)).sum(axis=(1, 3), dtype=np.float64)
-        c = valid.sum(axis=(1, 3))
+        c = _block_counts(valid)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[r0:r1] = s / c
+    return out
+
+
+def _block_counts(valid: npt.NDArray[np.bool_]) -> npt.NDArray[np.integer]:
+    """``valid.sum(axis=(1, 3))`` of a ``(rows, f, cols, f)`` array, by adds of contiguous
+    planes (a sum over two strided axes is many times slower; counts are exact in any
+    order)."""
+    f = valid.shape[1]
+    rows: npt.NDArray[np.integer] = valid[:, 0].astype(np.uint8 if f * f < 256 else np.int64)
+    for i in range(1, f):
+        np.add(rows, valid[:, i], out=rows)
+    out: npt.NDArray[np.integer] = rows[:, :, 0].copy()
+    for j in range(1, f):
+        np.add(out, rows[:, :, j], out=out)
     return out
 
 
@@ -120,6 +134,80 @@ def atrous(img: F32, n_scales: int) -> list[F32]:
         g = _b3_smooth(g, 2**n, axis=1)
         planes.append(g)
     return planes
+
+
+class Planes:
+    """The a-trous decomposition of one search image and the robust noise of its detail
+    planes, made once for both users of the same block means: the wavelet method
+    (:func:`wavelet_mask_reduced`) and the mask refinement (:func:`.masks.denoised`).
+
+    It keeps the last image it was asked about (by identity: the search makes a new array
+    for every pass) and decomposes again for any other.
+    """
+
+    def __init__(self) -> None:
+        self._img: F32 | None = None
+        self._planes: list[F32] = []
+        self._noise: dict[int, tuple[float, float]] = {}
+
+    def clear(self) -> None:
+        """Drop the decomposition (its planes are as many block-grid arrays)."""
+        self._img, self._planes, self._noise = None, [], {}
+
+    def planes(self, img: F32, n_scales: int) -> list[F32]:
+        """:func:`atrous` of ``img`` (the planes of the last call when ``img`` is its image).
+
+        Parameters
+        ----------
+        img
+            The search image (NaN treated as 0).
+        n_scales
+            Number of smoothing steps.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            ``n_scales + 1`` planes.
+        """
+        if self._img is not img or len(self._planes) < n_scales + 1:
+            self.clear()  # freed before the next
+            self._img, self._planes = img, atrous(img, n_scales)
+        return self._planes[: n_scales + 1]
+
+    def detail(self, img: F32, n: int, valid: npt.NDArray[np.bool_]) -> tuple[F32, float, float]:
+        """Detail plane ``n`` of ``img`` and the median and 1.4826 MAD of its ``valid`` values.
+
+        The planes are those of the last :meth:`planes` call on ``img`` when it made plane
+        ``n + 1`` (callers ask for all their planes first), else ``n + 1`` planes anew.
+
+        Parameters
+        ----------
+        img
+            The search image.
+        n
+            Plane (``W_n = F_n - F_(n+1)``).
+        valid
+            The finite pixels of ``img``.
+
+        Returns
+        -------
+        w, med, sigma
+            The plane, and (0, 0) below 16 valid values.
+        """
+        planes = self.planes(img, n + 1)
+        w = planes[n] - planes[n + 1]
+        got = self._noise.get(n)
+        if got is None:
+            vals = w[valid]
+            med = sig = 0.0
+            if vals.size >= 16:
+                # vals is a copy: partitioned in place (order statistics do not depend
+                # on the order, so neither do both medians).
+                med = float(np.median(vals, overwrite_input=True))
+                dev = np.abs(vals - med)
+                sig = 1.4826 * float(np.median(dev, overwrite_input=True))
+            got = self._noise[n] = (med, sig)
+        return w, got[0], got[1]
 
 
 def _b3_smooth(a: F32, step: int, axis: int) -> F32:
@@ -163,6 +251,7 @@ def wavelet_mask_reduced(
     seed_thr: float,
     merge_thr: float,
     want_saliency: bool = True,
+    shared: Planes | None = None,
 ) -> tuple[npt.NDArray[np.bool_], F32 | None]:
     """Union of significant wavelet structures at scales ``scale_min..scale_max``.
 
@@ -184,6 +273,9 @@ def wavelet_mask_reduced(
     want_saliency
         Also return the full-resolution significance map (otherwise None: it is an
         image-sized float array that only the saved maps need).
+    shared
+        The decomposition of ``small`` to use and keep (the mask refinement decomposes the
+        same block means).
 
     Returns
     -------
@@ -195,16 +287,12 @@ def wavelet_mask_reduced(
     valid = np.isfinite(small)
     n0 = scale_min - int(round(math.log2(f)))
     n1 = scale_max - int(round(math.log2(f)))
-    planes = atrous(small, n1 + 1)
+    dec = shared if shared is not None else Planes()
+    dec.planes(small, n1 + 1)
     mask = np.zeros(small.shape, dtype=bool)
     zmax = np.full(small.shape, -np.inf, dtype=np.float32)
     for n in range(max(n0, 0), n1 + 1):
-        w = planes[n] - planes[n + 1]
-        vals = w[valid]
-        if vals.size < 16:
-            continue
-        med = float(np.median(vals))
-        sig = 1.4826 * float(np.median(np.abs(vals - med)))
+        w, med, sig = dec.detail(small, n, valid)
         if not sig > 0:
             continue
         z = ((w - med) / sig).astype(np.float32)
