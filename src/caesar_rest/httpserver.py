@@ -45,7 +45,7 @@ from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
 
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings, get_settings
-from caesar_rest.storage.upload import DIRECT_BODY
+from caesar_rest.storage.upload import DIRECT_BODY, DIRECT_THREADS
 
 log = get_logger("caesar_rest.httpserver")
 
@@ -187,7 +187,8 @@ class DirectBody:
     def _can_claim(self) -> bool:
         p, c = self._protocol, self._cycle
         return not (
-            DirectBody.active >= DIRECT_SLOTS
+            # No more than the reading threads: a claimed body must never wait for one.
+            DirectBody.active >= min(DIRECT_SLOTS, DIRECT_THREADS)
             or self._sock is not None
             or p.cycle is not c  # a later request is parsed already (pipelined)
             or p.pipeline

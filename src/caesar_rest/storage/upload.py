@@ -811,11 +811,11 @@ class DirectReceiver:
 
 async def _receive_direct(src: DirectSource, rx: _Receiver, boundary: bytes) -> ReceivedUpload:
     """Run a :class:`DirectReceiver` in its thread; give the connection back when it is done."""
-    job = DirectReceiver(src, rx, boundary)
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(_DIRECT_POOL, job.run)
     timed_out = False
     try:
+        # Inside the try: the connection, claimed already, goes back even if these raise.
+        job = DirectReceiver(src, rx, boundary)
+        fut = asyncio.get_running_loop().run_in_executor(_DIRECT_POOL, job.run)
         return await asyncio.shield(fut)
     except TimeoutError:
         timed_out = True
