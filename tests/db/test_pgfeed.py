@@ -282,3 +282,28 @@ def test_notifications_nobody_asks_for_are_read(
         loop.call_soon_threadsafe(loop.stop)
         runner.join()
         loop.close()
+
+
+def test_the_feed_connection_gives_up_on_a_silent_network() -> None:
+    # Timeouts and keepalives are added unless the URL sets its own.
+    info = conninfo(make_engine("postgresql+psycopg://postgres@127.0.0.1:5432/x?keepalives_idle=7"))
+    assert "connect_timeout=5" in info and "tcp_user_timeout=10000" in info
+    assert "keepalives_idle=7" in info and "keepalives_idle=30" not in info
+    assert info.startswith("postgresql://")
+
+
+def test_a_stuck_round_trip_does_not_hold_other_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import caesar_rest.db.pgfeed as pgfeed
+
+    monkeypatch.setattr(pgfeed, "ASYNC_TIMEOUT_S", 0.3)
+    release = threading.Event()
+    f = ChangeFeed("postgresql://postgres@127.0.0.1:1/none", lambda _c: None)
+    monkeypatch.setattr(f, "_round_trip", lambda: release.wait(5) and False)
+    first = threading.Thread(target=f.sync)
+    first.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    assert f.sync() is False  # waited for the stuck one at most the timeout, then gave up
+    assert time.monotonic() - t0 < 1.0
+    release.set()
+    first.join(5)

@@ -107,10 +107,24 @@ def notifications_sent(engine: Engine) -> bool:
         return bool(conn.execute(text(_TRIGGER_CHECK)).scalar_one() == 2)
 
 
+#: libpq options of the feed's connections unless the URL sets them: a network that drops
+#: silently fails a round trip in seconds instead of TCP's retransmission time (~15 min).
+FEED_CONNECT_OPTIONS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": str(int(ASYNC_TIMEOUT_S * 1000)),
+}
+
+
 def conninfo(engine: Engine) -> str:
-    """The libpq connection string of ``engine``'s database (the driver name dropped)."""
+    """The libpq connection string of ``engine``'s database (the driver name dropped, the
+    :data:`FEED_CONNECT_OPTIONS` the URL does not set added)."""
     url = engine.url.set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+    extra = {k: v for k, v in FEED_CONNECT_OPTIONS.items() if k not in url.query}
+    return url.update_query_dict(extra).render_as_string(hide_password=False)
 
 
 class ChangeFeed:
@@ -167,9 +181,14 @@ class ChangeFeed:
         with self._cv:
             self._asked += 1
             ticket = self._asked
+            deadline = time.monotonic() + ASYNC_TIMEOUT_S
             while self._done < ticket:
                 if self._running:
-                    self._cv.wait()
+                    # Bounded: a stuck round trip sends its waiters the old way (False).
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cv.wait(left)
                     continue
                 self._running = True
                 upto = self._asked
