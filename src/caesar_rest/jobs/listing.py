@@ -207,8 +207,9 @@ class RowCache:
             if len(floors) > self.MAX_FLOORS:
                 self._clear()
 
-    #: Floors kept at most; beyond, everything is dropped (:meth:`clear`).
-    MAX_FLOORS = 1_000_000
+    #: Floors kept at most (~15 MB); beyond, everything is dropped (:meth:`clear`): a cost in
+    #: speed only, bounded memory per API process.
+    MAX_FLOORS = 100_000
 
     def clear(self) -> None:
         """Drop every document and floor; documents read before are not kept (``era``)."""
