@@ -289,3 +289,13 @@ def test_components_json_is_streamed_in_chunks_with_the_bytes_of_the_whole_docum
     doc = json.loads(whole.read_text())
     assert len(doc["components"]) == 25 and "class" not in doc["components"][0]
     assert doc["columns"][0]["name"] == cats.components.colnames[0]
+
+
+def test_a_job_sent_early_with_a_nan_field_is_the_same_job() -> None:
+    from caesar_rest.sourcefinder.pipeline import _same_job
+
+    nan_opts = from_legacy({"seedthr": 5.0})
+    a = (nan_opts, float("nan"), (1, 2))
+    assert a != (nan_opts, float("nan"), (1, 2))  # == alone would abort the run
+    assert _same_job(a, (nan_opts, float("nan"), (1, 2)))
+    assert not _same_job(a, (nan_opts, float("nan"), (1, 3)))

@@ -9,6 +9,7 @@ are split into overlapping tiles processed by worker processes (:mod:`.tiling`).
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ def find_sources(
     plan = tiling.plan_tiles(image.shape, beam, opts.with_(nproc=workers))
     if ranks is not None:
         job = _tile_job(image, beam, plan, opts, maps)
-        if ranks.sent and ranks.job != job:
+        if ranks.sent and not _same_job(ranks.job, job):
             # Sent before the pixels were read (send_early): the other ranks work on it.
             ranks.abort(1)
             raise RuntimeError("the tile job sent early is not the loaded image's")
@@ -114,6 +115,12 @@ def _tile_job(
     return TileJob(
         str(image.path), image.hdu_index, image.origin, image.shape, plan, beam, opts, maps
     )
+
+
+def _same_job(sent: object, loaded: object) -> bool:
+    """Whether the job sent early equals the loaded image's; by pickled bytes where ``==``
+    says no, since a NaN field (a beam or an option) is never equal to itself."""
+    return bool(sent == loaded) or pickle.dumps(sent) == pickle.dumps(loaded)
 
 
 def send_early(path: str | Path, opts: FinderOptions, ranks: Ranks) -> None:
