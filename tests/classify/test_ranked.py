@@ -115,3 +115,15 @@ def test_islands_begun_by_the_other_ranks_are_those_of_one_process(
     assert got[1] is None
     for name in FIELDS:
         np.testing.assert_array_equal(getattr(got[0], name), getattr(whole, name), err_msg=name)
+
+
+def test_file_rows_reads_a_one_row_band(tmp_path: Path) -> None:
+    # The last band of an image of k * LABEL_ROWS + 1 rows is one row (read_pixels takes two
+    # at least): a rank that took it failed with "subimage ... is too small".
+    image = _image(tmp_path)
+    read = file_rows(str(image.path), image.hdu_index, image.origin, image.shape[1])
+    for y0 in (0, 259):
+        data, mask = read(y0, y0 + 1)
+        assert data.shape == (1, 300)
+        np.testing.assert_array_equal(data, image.data[y0 : y0 + 1])
+        np.testing.assert_array_equal(mask, np.isnan(image.data[y0 : y0 + 1]))
