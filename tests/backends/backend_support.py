@@ -224,11 +224,8 @@ class SlurmCluster:
         )
 
 
-def start_slurm() -> Iterator[SlurmCluster]:
-    """slurmctld, slurmd and slurmrestd (JWT) on free ports; stopped when resumed."""
-    need(os.geteuid() == 0, "the single-node Slurm needs root")
-    # A short path: munge's socket lives there (sun_path is 108 bytes).
-    state = Path(tempfile.mkdtemp(prefix="cslurm-", dir="/tmp"))
+def _slurm_start(state: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """One try of ``scripts/slurm.sh start`` on new free ports (stopped again if it failed)."""
     env = {
         **os.environ,
         "SLURMCTLD_PORT": str(free_port()),
@@ -247,6 +244,21 @@ def start_slurm() -> Iterator[SlurmCluster]:
     )
     if r.returncode != 0:
         subprocess.run([str(SCRIPTS / "slurm.sh"), "stop", str(state)], env=env, timeout=120)
+    return r, env
+
+
+def start_slurm() -> Iterator[SlurmCluster]:
+    """slurmctld, slurmd and slurmrestd (JWT) on free ports; stopped when resumed."""
+    need(os.geteuid() == 0, "the single-node Slurm needs root")
+    for _ in range(3):
+        # A short path: munge's socket lives there (sun_path is 108 bytes).
+        state = Path(tempfile.mkdtemp(prefix="cslurm-", dir="/tmp"))
+        r, env = _slurm_start(state)
+        # A port found free can be taken by another connection before a daemon binds it
+        # (seen once in CI): only that failure is tried again, on new ports.
+        if r.returncode == 0 or "Address already in use" not in r.stderr:
+            break
+        shutil.rmtree(state, ignore_errors=True)
     need(r.returncode == 0, f"scripts/slurm.sh start failed: {r.stderr[-2000:]}")
     out = subprocess.run(
         [str(SCRIPTS / "slurm.sh"), "env", str(state)],
