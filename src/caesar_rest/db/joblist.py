@@ -257,6 +257,15 @@ class JobListStore:
             return self.reader.version()
         return None
 
+    def _params(self, owner: str, limit: int, after: ListKey | None, offset: int) -> dict[str, Any]:
+        """The bound parameters of the keyset statements (the position as the reader
+        stores it: text on a SQLite file)."""
+        params: dict[str, Any] = {"owner": owner, "n": limit, "o": offset}
+        if after is not None:
+            params["i"] = after.id
+            params["c"] = _sqlite_text(after.created) if self.raw else after.created
+        return params
+
     def page(
         self,
         owner: str,
@@ -285,10 +294,7 @@ class JobListStore:
             Skip this many rows first.
         """
         stmt = _STATEMENTS[(descending, after is not None, self.raw)]
-        params: dict[str, Any] = {"owner": owner, "n": limit, "o": offset}
-        if after is not None:
-            params["i"] = after.id
-            params["c"] = _sqlite_text(after.created) if self.raw else after.created
+        params = self._params(owner, limit, after, offset)
         if self.raw:
             assert isinstance(self.reader, SQLiteReader)
             return self.reader.raw(stmt, params)
@@ -307,10 +313,7 @@ class JobListStore:
         Parameters are those of :meth:`page`.
         """
         stmt = _KEY_STATEMENTS[(descending, after is not None)]
-        params: dict[str, Any] = {"owner": owner, "n": limit, "o": offset}
-        if after is not None:
-            params["i"] = after.id
-            params["c"] = _sqlite_text(after.created) if self.raw else after.created
+        params = self._params(owner, limit, after, offset)
         return self.reader.raw(stmt, params)
 
     def ids(
@@ -326,10 +329,7 @@ class JobListStore:
         Parameters are those of :meth:`page`.
         """
         stmt = _ID_STATEMENTS[(descending, after is not None)]
-        params: dict[str, Any] = {"owner": owner, "n": limit, "o": offset}
-        if after is not None:
-            params["i"] = after.id
-            params["c"] = _sqlite_text(after.created) if self.raw else after.created
+        params = self._params(owner, limit, after, offset)
         return [r[0] for r in self.reader.raw(stmt, params)]
 
     def by_id(self, owner: str, ids: list[str]) -> list[tuple[tuple[Any, ...], int]]:
