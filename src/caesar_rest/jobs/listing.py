@@ -489,24 +489,29 @@ class JobLister:
         keys = store.keys(owner, limit, after, descending, offset)
         # One lookup a job by its (id, revision) pair as read, in C (map): the hot loop.
         docs: list[Doc | None] = list(map(self.rows.get, keys))
-        missing = [k[0] for k, doc in zip(keys, docs, strict=True) if doc is None]
-        self.rows.hits += len(keys) - len(missing)
-        if not missing:
-            return docs, len(keys)  # type: ignore[return-value]  # no None left
-        self.rows.misses += len(missing)
-        era = self.rows.era  # documents read across a reset are not kept (the feed's)
-        found = store.by_id(owner, missing)
-        rows = [r for r, _ in found]
+        if None not in docs:  # the common case, a scan in C
+            self.rows.hits += len(keys)
+            return docs, len(keys)  # type: ignore[return-value]  # no None
+        return self._fill(owner, [k[0] for k in keys], docs), len(keys)
+
+    def _fill(self, owner: str, ids: list[str], docs: list[Doc | None]) -> list[Doc]:
+        """``docs`` (the kept document of each of ``ids``, None where there is none) with the
+        missing ones read by id, rendered and kept; a job removed meanwhile is left out."""
+        rows = self.rows
+        missing = [jid for jid, doc in zip(ids, docs, strict=True) if doc is None]
+        rows.hits += len(ids) - len(missing)
+        rows.misses += len(missing)
+        era = rows.era  # before the read: documents read across a reset are not kept
+        found = self.store.by_id(owner, missing)
         fresh: dict[str, Doc] = {
             r[0]: (r[0], r[1], doc, rev)
-            for (r, rev), doc in zip(found, render_each(rows), strict=True)
+            for (r, rev), doc in zip(found, render_each([r for r, _ in found]), strict=True)
         }
-        self.rows.put(list(fresh.values()), era)
+        rows.put(list(fresh.values()), era)
         out = [
-            doc if doc is not None else fresh.get(jid)
-            for doc, (jid, _) in zip(docs, keys, strict=True)
+            doc if doc is not None else fresh.get(jid) for doc, jid in zip(docs, ids, strict=True)
         ]
-        return [d for d in out if d is not None], len(keys)
+        return [d for d in out if d is not None]
 
     def _docs_fed(
         self,
@@ -539,20 +544,7 @@ class JobLister:
             return docs, len(ids)  # type: ignore[return-value]  # no None
         if not read:
             raise _NeedsRead
-        missing = [jid for jid, doc in zip(ids, docs, strict=True) if doc is None]
-        rows.hits += len(ids) - len(missing)
-        rows.misses += len(missing)
-        era = rows.era  # before the read: a reset meanwhile keeps what it read out
-        found = self.store.by_id(owner, missing)
-        fresh: dict[str, Doc] = {
-            r[0]: (r[0], r[1], doc, rev)
-            for (r, rev), doc in zip(found, render_each([r for r, _ in found]), strict=True)
-        }
-        rows.put(list(fresh.values()), era)
-        out = [
-            doc if doc is not None else fresh.get(jid) for doc, jid in zip(docs, ids, strict=True)
-        ]
-        return [d for d in out if d is not None], len(ids)
+        return self._fill(owner, ids, docs), len(ids)
 
     @property
     def inline(self) -> bool:
