@@ -17,6 +17,7 @@ from caesar_rest.db.fastread import make_reader
 from caesar_rest.db.joblist import JobListStore
 from caesar_rest.db.migrate import upgrade
 from caesar_rest.db.models import JobRecord
+from caesar_rest.db.pgfeed import Changes
 from caesar_rest.jobs.listing import JobLister, RowCache
 
 from tests.support.job_rows import BASE, insert_jobs, job_row, old_job_list
@@ -176,3 +177,24 @@ def test_row_cache_budget() -> None:
     cache.put([("d", "t", "v" * 10, 1)])  # over budget: the oldest ("b") goes
     assert cache.get(("b", 1)) is None and cache.get(("c", 1)) is not None and len(cache) == 3
     assert cache.size == 3 * (RowCache.OVERHEAD + 10)
+
+
+def test_owner_list_markers_are_bounded_and_never_repeat(engine: Engine) -> None:
+    """The feed's handler counts list changes per owner: past ``MAX_OWNER_GENS`` owners (or
+    on an every-owner change, a reset) the counts are dropped, and no marker handed out
+    before comes back (a list kept under it would be served out of date)."""
+    lister = JobLister(JobListStore(make_reader(engine)), answers=False)
+    lister.MAX_OWNER_GENS = 3
+    owners = [f"u{i}" for i in range(5)]
+    seen = {o: [lister._list_marker(o)] for o in owners}
+    changes = [Changes(owners={o}) for o in owners * 3] + [Changes(every=True), Changes(reset=True)]
+    for change in changes:
+        lister._changed(change)
+        assert len(lister._owner_gens) <= lister.MAX_OWNER_GENS
+        for o in owners:
+            marker = lister._list_marker(o)
+            if o in change.owners or change.every or change.reset:
+                assert marker not in seen[o]  # a change renews the marker
+            else:
+                assert marker == seen[o][-1] or marker not in seen[o]  # never an old one
+            seen[o].append(marker)

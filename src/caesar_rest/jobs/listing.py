@@ -400,6 +400,10 @@ class JobLister:
         self._epoch = 0
         self._gens_lock = threading.Lock()
 
+    #: Owners whose list changes are counted at most; beyond, every list is renewed: a cost
+    #: in speed only, bounded memory per API process (as ``RowCache.MAX_FLOORS``).
+    MAX_OWNER_GENS = 10_000
+
     def _changed(self, changes: Changes) -> None:
         """Forget what the notifications of one round trip make out of date (the feed's
         handler; its two connections may call it at once)."""
@@ -409,10 +413,13 @@ class JobLister:
                 self._epoch += 1
             self.rows.raise_floors(changes.revs)
             gens = self._owner_gens
+            if changes.every or changes.reset or len(gens) >= self.MAX_OWNER_GENS:
+                # Every list is out of date (or the owners' count is dropped, which renews
+                # every list too): the owners' counts start again under a new every-marker.
+                gens.clear()
+                self._every_gen += 1
             for owner in changes.owners:
                 gens[owner] = gens.get(owner, 0) + 1
-            if changes.every:
-                self._every_gen += 1
 
     def _list_marker(self, owner: str) -> tuple[int, int, int]:
         """Changes with every notified change to ``owner``'s list (read after a sync and
