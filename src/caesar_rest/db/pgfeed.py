@@ -272,15 +272,8 @@ class ChangeFeed:
             if res is None:
                 break
             ok = ok and res.status == pq.ExecStatus.EMPTY_QUERY
-        if not ok or pgconn.status != pq.ConnStatus.OK:
-            log.warning("job_feed_lost", error=pgconn.get_error_message().strip())
-            self._adrop()
-            return False
-        while (note := pgconn.notifies()) is not None:
-            changes.add(note.extra.decode("utf-8", "replace"))
-        if changes.revs or changes.owners or changes.every or changes.reset:
-            self.handler(changes)
-        return True
+        ok = ok and pgconn.status == pq.ConnStatus.OK
+        return self._hand_on(pgconn, changes, ok, self._adrop)
 
     def _adrop(self) -> None:
         pgconn, self._apgconn = self._apgconn, None
@@ -304,16 +297,23 @@ class ChangeFeed:
             changes.reset = True  # whatever happened before the LISTEN went unseen
         self.round_trips += 1
         try:
-            res = pgconn.exec_(b"")
-            ok = res.status == pq.ExecStatus.EMPTY_QUERY
-            while ok and (note := pgconn.notifies()) is not None:
-                changes.add(note.extra.decode("utf-8", "replace"))
+            ok = pgconn.exec_(b"").status == pq.ExecStatus.EMPTY_QUERY
         except Exception:  # the driver's OperationalError: a connection gone bad
             ok = False
+        return self._hand_on(pgconn, changes, ok, self._drop)
+
+    def _hand_on(
+        self, pgconn: PGconn, changes: Changes, ok: bool, drop: Callable[[], None]
+    ) -> bool:
+        """The end of a round trip on either connection: where its empty query failed
+        (``ok`` False), the connection given up with ``drop``; else the notifications that
+        came before the answer added to ``changes`` and handed on (where there are any)."""
         if not ok:
             log.warning("job_feed_lost", error=pgconn.get_error_message().strip())
-            self._drop()
+            drop()
             return False
+        while (note := pgconn.notifies()) is not None:
+            changes.add(note.extra.decode("utf-8", "replace"))
         if changes.revs or changes.owners or changes.every or changes.reset:
             self.handler(changes)
         return True
