@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import pq
 from sqlalchemy import Engine, delete, select, update
 
+from caesar_rest.db import pgfeed
 from caesar_rest.db.engine import make_engine
 from caesar_rest.db.fastread import make_reader
 from caesar_rest.db.joblist import JobListStore
@@ -307,3 +309,37 @@ def test_a_stuck_round_trip_does_not_hold_other_callers(monkeypatch: pytest.Monk
     assert time.monotonic() - t0 < 1.0
     release.set()
     first.join(5)
+
+
+def test_a_connection_made_after_the_loop_gave_up_is_closed(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop's round trip gives up while its connection is still being made in a
+    thread (a slow connect or LISTEN): the connection made after all is closed, not left
+    listening (the test holds it, so only the feed can close it)."""
+    f = ChangeFeed(conninfo(engine), Seen())
+    made: list[pq.PGconn | None] = []
+    real_open = f._open
+
+    def slow_open() -> pq.PGconn | None:
+        time.sleep(0.5)
+        made.append(real_open())
+        return made[-1]
+
+    monkeypatch.setattr(f, "_open", slow_open)
+    monkeypatch.setattr(pgfeed, "ASYNC_TIMEOUT_S", 0.1)
+
+    async def run() -> None:
+        assert not await f.sync_async()  # given up after 0.1 s
+        for _ in range(50):  # the thread's connection is made meanwhile
+            await asyncio.sleep(0.1)
+            if made:
+                await asyncio.sleep(0.1)
+                break
+
+    try:
+        asyncio.run(run())
+        assert made and made[0] is not None
+        assert made[0].status == pq.ConnStatus.BAD  # finished
+    finally:
+        f.close()

@@ -251,7 +251,15 @@ class ChangeFeed:
             if time.monotonic() < self._aretry_at:
                 return False
             self._aretry_at = time.monotonic() + RETRY_S
-            pgconn = await asyncio.to_thread(self._open)
+            opening = asyncio.ensure_future(asyncio.to_thread(self._open))
+            try:
+                pgconn = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                # Given up (ASYNC_TIMEOUT_S): the thread's connect and LISTEN go on (the
+                # URL's connect_timeout may be longer, and LISTEN has none); close what they
+                # make rather than leave it to the garbage collector.
+                opening.add_done_callback(_finish_opened)
+                raise
             if pgconn is None:
                 return False
             pgconn.nonblocking = 1
@@ -398,6 +406,14 @@ def _drain(ref: weakref.ref[ChangeFeed]) -> None:
             return
         feed.drain()
         del feed
+
+
+def _finish_opened(opening: asyncio.Future[PGconn | None]) -> None:
+    """Close the connection that ``opening`` made after its round trip was given up."""
+    if not opening.cancelled() and opening.exception() is None:
+        pgconn = opening.result()
+        if pgconn is not None:
+            pgconn.finish()
 
 
 async def _ready(sock: int, write: bool = False) -> None:
