@@ -38,8 +38,8 @@ every change committed before the answer was asked for, the ids of a page or bat
 (:attr:`JobLister.lists`) until a notified insert, delete or move of one of the owner's jobs,
 and each job's document until a notified write of that job; an answer that finds both reads
 nothing from the database but the sync's empty query. On the event loop, the route syncs
-without blocking (:meth:`JobLister.sync_async`) and serves such a page from memory
-(:meth:`JobLister.cached_page`).
+without blocking and serves such a page from memory (:meth:`JobLister.page_async`,
+:meth:`JobLister.stream_async`).
 
 Cursors are opaque to clients: URL-safe base64 of a small JSON array (format version,
 order, direction, creation time, job id). A cursor that does not decode is refused with 400.
@@ -48,16 +48,20 @@ A cursor carries no owner: it only says where to start in the caller's own jobs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from json.encoder import encode_basestring_ascii as _js
 from typing import Any, Literal
+
+from anyio import to_thread
 
 from caesar_rest.db.joblist import JobListStore, ListKey
 from caesar_rest.db.pgfeed import ChangeFeed, Changes, conninfo
@@ -70,6 +74,11 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 #: Jobs read per batch of the streamed full list.
 BATCH = 1000
+#: Pages up to this size are read on the event loop on SQLite (about 2 us a job).
+INLINE_PAGE = 200
+#: Jobs per batch of the full list when it is read on the event loop (SQLite): about 1-2 ms
+#: of the loop per batch, other requests are served between two batches.
+INLINE_BATCH = 500
 #: The cursor format's version (first element of the array).
 CURSOR_VERSION = 1
 #: Bytes of rendered answers (full lists and pages) a service process keeps.
@@ -141,7 +150,7 @@ Fed = Literal["fed", "memory"] | None
 
 
 class _NeedsRead(Exception):
-    """An answer from memory alone (``JobLister.cached_page``) needs the database."""
+    """An answer from memory alone (``JobLister.page_async``) needs the database."""
 
 
 class RowCache:
@@ -431,28 +440,65 @@ class JobLister:
         every change committed before now."""
         return self.feed is not None and self.store.revisions and self.feed.sync()
 
-    async def sync_async(self) -> bool:
+    async def _sync_async(self) -> bool:
         """:meth:`_sync` on an event loop, without blocking it (``ChangeFeed.sync_async``):
         True, and the answer's ``page(..., synced=True)`` may use the lists kept."""
         return self.feed is not None and self.store.revisions and await self.feed.sync_async()
 
-    def cached_page(
+    async def page_async(
         self,
         owner: str,
         limit: int = DEFAULT_PAGE,
         cursor: str | None = None,
         descending: bool | None = None,
         offset: int = 0,
-    ) -> Page | None:
-        """:meth:`page` from memory alone after :meth:`sync_async` returned True for this
-        answer; None where it needs the database (then call :meth:`page` with
-        ``synced=True``, in a worker thread). For the event loop: no waits."""
-        if not 1 <= limit <= MAX_PAGE:
-            raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
-        try:
-            return self._page(owner, limit, cursor, descending, offset, "memory")
-        except _NeedsRead:
-            return None
+    ) -> Page:
+        """:meth:`page` for the event loop: read on it where that is quick (SQLite, up to
+        :data:`INLINE_PAGE` jobs); on PostgreSQL with its notifications, after a sync that
+        does not block, from memory on it where the page's ids and documents are kept; else
+        read in a worker thread. Parameters and errors as for :meth:`page`."""
+        if self.inline and limit <= INLINE_PAGE:
+            return self.page(owner, limit, cursor, descending, offset)
+        read = partial(self.page, owner, limit, cursor, descending, offset)
+        if self.feed is not None and await self._sync_async():
+            if not 1 <= limit <= MAX_PAGE:
+                raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
+            try:
+                return self._page(owner, limit, cursor, descending, offset, "memory")
+            except _NeedsRead:
+                read = partial(read, synced=True)
+        return await to_thread.run_sync(read)
+
+    async def stream_async(self, owner: str) -> AsyncIterator[bytes]:
+        """:meth:`stream` for the event loop: on SQLite batch by batch on it
+        (:data:`INLINE_BATCH` jobs each); on PostgreSQL with its notifications, after a sync
+        that does not block, from memory on it (each batch that needs the database read in
+        a worker thread); else in worker threads.
+
+        In worker threads several lists at once only contend for the GIL (the rendering is
+        Python), and each batch pays a thread hand-off: on the loop they take turns by batch.
+        """
+        if not self.inline and self.feed is not None and await self._sync_async():
+            # Every change committed before now seen: the batches kept in memory on the
+            # loop, each one that needs the database read in a worker thread.
+            walk = self.walk(owner)
+            yield b"["
+            while not walk.done:
+                chunk = walk.step("memory")
+                if chunk is None:
+                    chunk = await to_thread.run_sync(walk.step, "fed")
+                if chunk:
+                    yield chunk
+                await asyncio.sleep(0)
+            yield b"]"
+        elif not self.inline:
+            chunks = self.stream(owner)
+            while (chunk := await to_thread.run_sync(next, chunks, None)) is not None:
+                yield chunk
+        else:
+            for chunk in self.stream(owner, INLINE_BATCH):
+                yield chunk
+                await asyncio.sleep(0)  # let other requests in between two batches
 
     def close(self) -> None:
         """Close the feed's connection (where there is one)."""
@@ -582,7 +628,7 @@ class JobLister:
         offset
             Skip this many jobs first (the first page only; prefer cursors).
         synced
-            :meth:`sync_async` returned True for this answer (no sync here).
+            :meth:`_sync_async` returned True for this answer (no sync here).
 
         Raises
         ------

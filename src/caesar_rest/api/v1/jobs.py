@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from caesar_rest.api.body import loads_strict
@@ -39,7 +37,7 @@ from caesar_rest.db.models import JobRecord, JobResult
 from caesar_rest.errors import Invalid, NotFound, ServiceError, TooLarge
 from caesar_rest.jobs import queries
 from caesar_rest.jobs.archive import ensure_archive
-from caesar_rest.jobs.listing import DEFAULT_PAGE, MAX_PAGE, JobLister, Page
+from caesar_rest.jobs.listing import DEFAULT_PAGE, MAX_PAGE, Page
 from caesar_rest.jobs.service import INPUTFILE, InputFileNotFound
 from caesar_rest.jobs.states import legacy_state
 from caesar_rest.logconfig import get_logger
@@ -299,42 +297,6 @@ _LIST_PARAMS: list[dict[str, Any]] = [
         "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT32},
     },
 ]
-#: Pages up to this size are read on the event loop on SQLite (about 2 us a job).
-INLINE_PAGE = 200
-#: Jobs per batch of the full list when it is read on the event loop (SQLite): about 1-2 ms
-#: of the loop per batch, other requests are served between two batches.
-INLINE_BATCH = 500
-
-
-async def _full_list(lister: JobLister, owner: str) -> AsyncIterator[bytes]:
-    """The streamed full list: on SQLite batch by batch on the event loop; on PostgreSQL
-    with its notifications too, from memory (batches that need the database read in
-    threads); else in threads.
-
-    In worker threads several lists at once only contend for the GIL (the rendering is
-    Python), and each batch pays a thread hand-off: on the loop they take turns by batch.
-    """
-    if not lister.inline and lister.feed is not None and await lister.sync_async():
-        # PostgreSQL, every change committed before now seen: the batches kept in memory
-        # on the loop, each one that needs the database read in a worker thread.
-        walk = lister.walk(owner)
-        yield b"["
-        while not walk.done:
-            chunk = walk.step("memory")
-            if chunk is None:
-                chunk = await run_in_threadpool(walk.step, "fed")
-            if chunk:
-                yield chunk
-            await asyncio.sleep(0)
-        yield b"]"
-        return
-    if not lister.inline:
-        async for chunk in iterate_in_threadpool(lister.stream(owner)):
-            yield chunk
-        return
-    for chunk in lister.stream(owner, INLINE_BATCH):
-        yield chunk
-        await asyncio.sleep(0)  # let other requests in between two batches
 
 
 def _int_param(name: str, text: str, low: int, high: int) -> int:
@@ -387,20 +349,10 @@ async def list_jobs(request: Request) -> Response:
     query = request.query_params
     if not any(k in query for k in PAGE_PARAMS):
         log.debug("job_list", user=owner, streamed=True)
-        return StreamingResponse(_full_list(lister, owner), media_type="application/json")
+        return StreamingResponse(lister.stream_async(owner), media_type="application/json")
     args = _page_args(query)
     limit = args.setdefault("limit", DEFAULT_PAGE)
-    if lister.inline and limit <= INLINE_PAGE:
-        page = lister.page(owner, **args)
-    elif lister.feed is not None and await lister.sync_async():
-        # PostgreSQL, every change committed before now seen: from memory on the loop where
-        # the page's ids and documents are kept, else read in a worker thread.
-        cached = lister.cached_page(owner, **args)
-        if cached is None:
-            cached = await run_in_threadpool(partial(lister.page, owner, **args, synced=True))
-        page = cached
-    else:
-        page = await run_in_threadpool(partial(lister.page, owner, **args))
+    page = await lister.page_async(owner, **args)
     headers = {"Link": _links(request, page, limit)} if page.next or page.prev else None
     return Response(page.body, media_type="application/json", headers=headers)
 
