@@ -10,22 +10,17 @@ import pytest
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
-from caesar_rest.db.engine import make_engine
 from caesar_rest.db.fastread import make_reader
 from caesar_rest.db.joblist import JobListStore, ListKey, revisions_kept
-from caesar_rest.db.migrate import upgrade
 from caesar_rest.db.models import JobRecord
 
-from tests.support.job_rows import BASE, insert_jobs, job_row
+from tests.support.job_rows import BASE, insert_jobs, job_row, jobs_engine
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(db_url)
-    upgrade(eng)
-    insert_jobs(eng, [job_row("alice", i) for i in range(6)] + [job_row("bob", 0)])
-    yield eng
-    eng.dispose()
+    with jobs_engine(db_url, [job_row("alice", i) for i in range(6)] + [job_row("bob", 0)]) as eng:
+        yield eng
 
 
 def revs(engine: Engine) -> dict[str, int]:

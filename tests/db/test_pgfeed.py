@@ -19,21 +19,18 @@ from caesar_rest.db import pgfeed
 from caesar_rest.db.engine import make_engine
 from caesar_rest.db.fastread import make_reader
 from caesar_rest.db.joblist import JobListStore
-from caesar_rest.db.migrate import migrate_to, upgrade
+from caesar_rest.db.migrate import migrate_to
 from caesar_rest.db.models import JobRecord
 from caesar_rest.db.pgfeed import ChangeFeed, Changes, conninfo, notifications_sent
 from caesar_rest.jobs.listing import JobLister
 
-from tests.support.job_rows import insert_jobs, job_row, old_job_list
+from tests.support.job_rows import insert_jobs, job_row, jobs_engine, old_job_list
 
 
 @pytest.fixture
 def engine(pg_url: str) -> Iterator[Engine]:
-    eng = make_engine(pg_url)
-    upgrade(eng)
-    insert_jobs(eng, [job_row("alice", i) for i in range(5)] + [job_row("bob", 0)])
-    yield eng
-    eng.dispose()
+    with jobs_engine(pg_url, [job_row("alice", i) for i in range(5)] + [job_row("bob", 0)]) as eng:
+        yield eng
 
 
 class Seen:

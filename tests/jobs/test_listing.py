@@ -12,15 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, update
 
-from caesar_rest.db.engine import make_engine
 from caesar_rest.db.fastread import make_reader
 from caesar_rest.db.joblist import JobListStore
-from caesar_rest.db.migrate import upgrade
 from caesar_rest.db.models import JobRecord
 from caesar_rest.db.pgfeed import Changes
 from caesar_rest.jobs.listing import JobLister, RowCache
 
-from tests.support.job_rows import BASE, insert_jobs, job_row, old_job_list
+from tests.support.job_rows import BASE, insert_jobs, job_row, jobs_engine, old_job_list
 
 ME = "alice"
 
@@ -70,11 +68,8 @@ def edge_rows(owner: str, n: int) -> list[dict[str, Any]]:
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """The database with the edge jobs of alice and a few of bob's."""
-    eng = make_engine(db_url)
-    upgrade(eng)
-    insert_jobs(eng, edge_rows(ME, 40) + edge_rows("bob", 4))
-    yield eng
-    eng.dispose()
+    with jobs_engine(db_url, edge_rows(ME, 40) + edge_rows("bob", 4)) as eng:
+        yield eng
 
 
 def listers(engine: Engine) -> tuple[JobLister, JobLister]:

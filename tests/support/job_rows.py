@@ -15,6 +15,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, select
 
 from caesar_rest.api.app import create_app
+from caesar_rest.db.engine import make_engine
+from caesar_rest.db.migrate import upgrade
 from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.states import legacy_state
 from caesar_rest.timeutil import iso
@@ -70,6 +72,19 @@ def insert_jobs(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
     """Insert job rows (schema already made)."""
     with engine.begin() as conn:
         conn.execute(insert(JobRecord), list(rows))
+
+
+@contextmanager
+def jobs_engine(url: str, rows: Sequence[dict[str, Any]]) -> Iterator[Engine]:
+    """An engine of the database at ``url``, migrated to the head, with ``rows`` inserted
+    (disposed of at the end)."""
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        insert_jobs(engine, rows)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _legacy_pid(pid: int | None, backend_job_id: str | None) -> str:
