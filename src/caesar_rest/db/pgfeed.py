@@ -365,10 +365,6 @@ class ChangeFeed:
                 )
                 self._drainer.start()
 
-    def pending(self) -> bool:
-        """Whether notifications (or an error) wait on the connection unread."""
-        return _readable(self._pgconn)
-
     def drain(self) -> None:
         """Read what waits unread on either connection (the event loop's on its loop)."""
         if _readable(self._pgconn):
