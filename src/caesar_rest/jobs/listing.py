@@ -105,6 +105,12 @@ class BadCursor(Invalid):
     """A ``cursor`` this service did not make, or one for another order (400)."""
 
 
+def _check_limit(limit: int) -> None:
+    """Raise :class:`~caesar_rest.errors.Invalid` for a page size out of bounds."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
+
+
 def _state(phase: str, reason: str | None) -> str:
     """``jobs.states.legacy_state`` without the enum round trip (the list's hot loop)."""
     state = _STATES.get(phase)
@@ -461,8 +467,7 @@ class JobLister:
             return self.page(owner, limit, cursor, descending, offset)
         read = partial(self.page, owner, limit, cursor, descending, offset)
         if self.feed is not None and await self._sync_async():
-            if not 1 <= limit <= MAX_PAGE:
-                raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
+            _check_limit(limit)
             try:
                 return self._page(owner, limit, cursor, descending, offset, "memory")
             except _NeedsRead:
@@ -637,8 +642,7 @@ class JobLister:
         BadCursor
             A cursor that does not decode.
         """
-        if not 1 <= limit <= MAX_PAGE:
-            raise Invalid(f"limit must be between 1 and {MAX_PAGE}; got {limit}")
+        _check_limit(limit)
         if synced or self._sync():
             return self._page(owner, limit, cursor, descending, offset, "fed")
         # The marker before the read: a change committed during it changes the marker.
