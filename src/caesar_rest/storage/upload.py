@@ -621,8 +621,6 @@ DIRECT_BUFFER = 512 * 1024
 #: Receive buffers per direct upload: one being filled, the others being hashed and written
 #: (4 MiB in all: room for the three threads' turns on a busy machine).
 DIRECT_BUFFERS = 8
-#: Hash in a thread of its own (else in the reading thread, between two reads).
-DIRECT_HASH_THREAD = True
 #: Threads that read direct uploads (the server offers no more takeovers at once than this).
 DIRECT_THREADS = 8
 _DIRECT_POOL = ThreadPoolExecutor(max_workers=DIRECT_THREADS, thread_name_prefix="upload-recv")
@@ -664,9 +662,9 @@ class DirectReceiver:
 
     The body is received into a few large reusable buffers (:data:`DIRECT_BUFFER`, no
     ``bytes`` object per network read, no HTTP parser and no ASGI queue in between), parsed
-    with python-multipart a buffer at a time, and the file part is hashed here while a second
-    thread writes the buffer before (:class:`_HashingWriter`, the same durability). A buffer
-    is filled again only once its write is done, so memory stays at
+    with python-multipart a buffer at a time, and the file part of each buffer is hashed in
+    one more thread while another writes it (:class:`_HashingWriter`, the same durability). A
+    buffer is filled again only once its hash and write are done, so memory stays at
     :data:`DIRECT_BUFFERS` buffers. After a refusal (malformed body, over the limit, a write
     error) the rest of the declared body is still read and dropped, so the connection stays
     usable and the client gets the answer, as after a refusal on the ASGI path.
@@ -684,11 +682,7 @@ class DirectReceiver:
             collections.deque()
         )
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-write")
-        self.hasher = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hash")
-            if DIRECT_HASH_THREAD
-            else None
-        )
+        self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hash")
         #: Set from the event loop when the request is cancelled: stop at the next read.
         self.stop = False
 
@@ -713,8 +707,7 @@ class DirectReceiver:
             raise
         finally:
             self.pool.shutdown(wait=True)
-            if self.hasher is not None:
-                self.hasher.shutdown(wait=True)
+            self.hasher.shutdown(wait=True)
             if rx.writer is not None and rx.writer.fd >= 0:
                 rx.writer.close()
 
@@ -750,11 +743,7 @@ class DirectReceiver:
             raise UploadTooLarge(f"the file is larger than the limit of {rx.limit} bytes")
         views = rx.take()
         if views and rx.writer is not None:
-            futs = [self.pool.submit(rx.writer.write, views)]
-            if self.hasher is not None:
-                futs.append(self.hasher.submit(self._hash, views))
-            else:
-                self._hash(views)
+            futs = [self.pool.submit(rx.writer.write, views), self.hasher.submit(self._hash, views)]
             self.inflight.append((futs, buf))
         elif buf is not None:
             self.free.append(buf)
