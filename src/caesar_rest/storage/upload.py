@@ -586,23 +586,33 @@ async def receive_upload(
 
 async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpload:
     """Write what is left of the file part, flush it and describe it."""
-    if not rx.ended:
-        # A body cut short (or a form never closed): its file part may be partial.
-        raise UploadError("the multipart body ends before its closing boundary")
-    writer = rx.writer
-    if writer is None:
-        raise UploadError("no file part named 'file' in the form")
+    writer = _file_writer(rx)
     if rx.buf:
         await loop.run_in_executor(None, writer.write, rx.take())
     if writer.size == 0:
         raise UploadError("the uploaded file is empty")
     await loop.run_in_executor(None, writer.flush_to_disk)
+    return _received(rx, writer, writer.hash.hexdigest())
+
+
+def _file_writer(rx: _Receiver) -> _HashingWriter:
+    """The writer of the file part of a body parsed to its end (else :class:`UploadError`)."""
+    if not rx.ended:
+        # A body cut short (or a form never closed): its file part may be partial.
+        raise UploadError("the multipart body ends before its closing boundary")
+    if rx.writer is None:
+        raise UploadError("no file part named 'file' in the form")
+    return rx.writer
+
+
+def _received(rx: _Receiver, writer: _HashingWriter, sha256: str) -> ReceivedUpload:
+    """Close the file part, flushed already, and describe it (``sha256``: its checksum)."""
     writer.close()
     inflated = writer.inflater.size if writer.inflater is not None else None
     return ReceivedUpload(
         rx.temp,
         writer.size,
-        writer.hash.hexdigest(),
+        sha256,
         rx.filename,
         rx.fields,
         inflated=inflated,
@@ -758,26 +768,11 @@ class DirectReceiver:
                 fut.result()
 
     def _finish(self) -> ReceivedUpload:
-        rx = self.rx
-        if not rx.ended:
-            raise UploadError("the multipart body ends before its closing boundary")
-        writer = rx.writer
-        if writer is None:
-            raise UploadError("no file part named 'file' in the form")
+        writer = _file_writer(self.rx)
         if writer.size == 0:
             raise UploadError("the uploaded file is empty")
         writer.flush_to_disk()
-        writer.close()
-        inflated = writer.inflater.size if writer.inflater is not None else None
-        return ReceivedUpload(
-            rx.temp,
-            writer.size,
-            self.hash.hexdigest(),
-            rx.filename,
-            rx.fields,
-            inflated=inflated,
-            lock=writer.part_lock,
-        )
+        return _received(self.rx, writer, self.hash.hexdigest())
 
     def _abandon(self) -> None:
         """Wait for the queued writes (their errors dropped) and remove the temporary file."""
