@@ -19,7 +19,7 @@ httptools protocol with three more timers and a connection limit, all read from 
 
 Large request bodies (an upload) can be read by the app from the connection itself: a request
 with a ``Content-Length`` of at least :data:`DIRECT_MIN_BYTES` carries a :class:`DirectBody` in
-its ASGI scope's extensions (under ``caesar_rest.storage.upload.DIRECT_BODY``). An app that
+its ASGI scope's extensions (under ``caesar_rest.storage.direct.DIRECT_BODY``). An app that
 claims it before reading the body any other way reads the rest from the socket, in a worker
 thread, in large blocks, without the HTTP parser and the ASGI receive queue in between; the
 body timeout applies to every read, and at most :data:`DIRECT_SLOTS` bodies are read this way
@@ -45,7 +45,7 @@ from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
 
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings, get_settings
-from caesar_rest.storage.upload import DIRECT_BODY, DIRECT_THREADS
+from caesar_rest.storage.direct import DIRECT_BODY, DIRECT_THREADS, DirectSource
 
 log = get_logger("caesar_rest.httpserver")
 
@@ -169,7 +169,7 @@ class DirectBody:
     """The rest of one request's body, for the app to read from the connection itself.
 
     Offered in the scope's extensions (:data:`DIRECT_BODY`); see the module's notes. The
-    methods follow :class:`caesar_rest.storage.upload.DirectSource`: :meth:`claim` and
+    methods follow :class:`caesar_rest.storage.direct.DirectSource`: :meth:`claim` and
     :meth:`release` run in the event loop, :meth:`recv_into` in the reading thread.
     """
 
@@ -387,7 +387,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if length is not None and length >= DIRECT_MIN_BYTES and self.scheme == "http":
                 assert isinstance(cycle, _PartsCycle)
                 extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
-                extensions[DIRECT_BODY] = DirectBody(self, cycle, length)
+                offer: DirectSource = DirectBody(self, cycle, length)  # mypy checks the fit
+                extensions[DIRECT_BODY] = offer
         self._arm_body_timer()
 
     def on_body(self, body: bytes) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +260,17 @@ def test_direct_body_declined(monkeypatch: pytest.MonkeyPatch) -> None:
             assert calls == []
         protocol, cycle, _ = stub_connection(None)
         assert not DirectBody(protocol, cycle, 10).claim()  # type: ignore[arg-type]
+
+
+def test_the_http_protocol_does_not_load_the_upload_stack() -> None:
+    """The server's protocol knows the offer's names from caesar_rest.storage.direct: loading
+    it loads neither the upload receiver nor python-multipart."""
+    code = (
+        "import sys, caesar_rest.httpserver; "
+        "print(sorted(m for m in sys.modules if m.startswith("
+        "('caesar_rest.storage.upload', 'python_multipart'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 from caesar_rest.errors import Invalid, TooLarge
+from caesar_rest.storage.direct import DIRECT_THREADS, DirectSource
 from caesar_rest.storage.paths import INCOMING, new_id
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -621,9 +622,6 @@ def _received(rx: _Receiver, writer: _HashingWriter, sha256: str) -> ReceivedUpl
 
 
 # --- the direct receiver ---------------------------------------------------------------------
-#: The ASGI scope extension in which the server offers a :class:`DirectSource`
-#: (:class:`caesar_rest.httpserver.DirectBody`).
-DIRECT_BODY = "caesar.direct_body"
 #: Size of each receive buffer of the direct receiver: small enough that a buffer is still in
 #: the CPU's cache when the hash and the write read it (4 MiB buffers cost 0.5 CPU s/GiB more
 #: on our 2-core VMs, 256 KiB ones no less than these).
@@ -631,40 +629,11 @@ DIRECT_BUFFER = 512 * 1024
 #: Receive buffers per direct upload: one being filled, the others being hashed and written
 #: (4 MiB in all: room for the three threads' turns on a busy machine).
 DIRECT_BUFFERS = 8
-#: Threads that read direct uploads (the server offers no more takeovers at once than this).
-DIRECT_THREADS = 8
 _DIRECT_POOL = ThreadPoolExecutor(max_workers=DIRECT_THREADS, thread_name_prefix="upload-recv")
 
 
 class ClientGone(ConnectionError):
     """The client of a direct upload went away, or paused longer than the body timeout."""
-
-
-class DirectSource(Protocol):
-    """A request body that the server lets the app read from the connection itself.
-
-    :meth:`claim` (event loop) takes the connection over or declines; then :attr:`buffered`
-    holds the body bytes the server had already read and :attr:`remaining` counts the bytes
-    still to come. :meth:`recv_into` reads them (any thread; it raises ``TimeoutError`` after
-    the server's body timeout and ``ConnectionError`` when the client goes away) and
-    :meth:`release` (event loop, once) gives the connection back.
-    """
-
-    buffered: list[bytes]
-    remaining: int
-
-    def claim(self) -> bool:
-        """Take the connection over; False where the server cannot (then read ``chunks``)."""
-        ...
-
-    def recv_into(self, view: memoryview) -> int:
-        """Read at most ``len(view)`` and at most :attr:`remaining` bytes into ``view``."""
-        ...
-
-    def release(self, timed_out: bool) -> None:
-        """Give the connection back: kept alive when the whole body was read, else closed
-        (after a 408 answer where ``timed_out``)."""
-        ...
 
 
 class DirectReceiver:

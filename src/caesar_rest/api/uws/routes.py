@@ -54,8 +54,9 @@ from caesar_rest.errors import Forbidden, Invalid, NotFound, ServiceError, Unsup
 from caesar_rest.jobs import queries
 from caesar_rest.jobs.states import FINAL, Phase
 from caesar_rest.logconfig import get_logger
+from caesar_rest.storage.direct import DIRECT_BODY
 from caesar_rest.storage.files import FileService, UploadLimits
-from caesar_rest.storage.upload import DIRECT_BODY, ReceivedUpload, UploadError
+from caesar_rest.storage.upload import ReceivedUpload, UploadError
 
 router = APIRouter(prefix="/uws", tags=["uws"])
 log = get_logger(__name__)
