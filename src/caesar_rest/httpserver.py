@@ -148,6 +148,24 @@ def _keep_parts(cycle: RequestResponseCycle) -> None:
     cycle.direct = False
 
 
+def _drop_body(protocol: HttpToolsProtocol, cycle: RequestResponseCycle, late: bool) -> None:
+    """Give up on a request whose body will not all come, and close its connection.
+
+    ``late`` (the body timeout): logged, and answered 408 where the app's answer has not
+    started. The app's next receive() answers ``http.disconnect`` and its answer is dropped.
+    """
+    if late:
+        path = cycle.scope.get("path")
+        log.info("request_body_timeout", client=_client(protocol.client), path=path)
+        if not cycle.response_started:
+            protocol.transport.write(
+                _answer(408, "Request Timeout", "Request body not received in time")
+            )
+    cycle.disconnected = True
+    cycle.message_event.set()
+    protocol.transport.close()
+
+
 def _fresh_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
     """A new HTTP parser for ``protocol``, set up as uvicorn sets up its own."""
     parser = httptools.HttpRequestParser(protocol)
@@ -275,15 +293,7 @@ class DirectBody:
             c.more_body = False
             c.message_event.set()
             return
-        if timed_out:
-            log.info("request_body_timeout", client=_client(p.client), path=c.scope.get("path"))
-            if not c.response_started:
-                p.transport.write(
-                    _answer(408, "Request Timeout", "Request body not received in time")
-                )
-        c.disconnected = True
-        c.message_event.set()
-        p.transport.close()
+        _drop_body(p, c, late=timed_out)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -342,15 +352,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # The server holds the body back, not the client: wait for the app to read on.
             self._arm_body_timer()
             return
-        log.info("request_body_timeout", client=_client(self.client), path=self.scope.get("path"))
-        if not cycle.response_started:
-            self.transport.write(
-                _answer(408, "Request Timeout", "Request body not received in time")
-            )
-        # The app's next receive() answers http.disconnect and its answer is dropped.
-        cycle.disconnected = True
-        cycle.message_event.set()
-        self.transport.close()
+        _drop_body(self, cycle, late=True)
 
     # --- uvicorn protocol hooks --------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
