@@ -123,6 +123,11 @@ def assert_stalled_upload_408(
     assert wait_files(datadir, before) == before
 
 
+def direct_reads(server: LiveServer) -> int:
+    """How many bodies the server has read from the connection so far (its log)."""
+    return server.log.read_text(errors="replace").count("request_body_read_directly")
+
+
 def files_in(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file()}
 

@@ -25,6 +25,7 @@ from tests.deploy.deploy_support import small_fits
 from tests.deploy.raw_http import (
     LIMITS,
     assert_stalled_upload_408,
+    direct_reads,
     files_in,
     get,
     multipart,
@@ -45,11 +46,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
-
-
-def direct_reads(server: LiveServer) -> int:
-    """How many bodies the server has read from the connection so far (its log)."""
-    return server.log.read_text(errors="replace").count("request_body_read_directly")
 
 
 def test_uploads_read_directly_are_stored_intact(srv: LiveServer) -> None:

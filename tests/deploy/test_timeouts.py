@@ -17,6 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+
+from caesar_rest.httpserver import DIRECT_MIN_BYTES
 
 from tests.deploy.deploy_support import small_fits
 from tests.deploy.raw_http import (
@@ -28,6 +31,7 @@ from tests.deploy.raw_http import (
     SLACK,
     Connect,
     assert_stalled_upload_408,
+    direct_reads,
     get,
     multipart,
     read_response,
@@ -196,10 +200,14 @@ def test_gunicorn_worker_applies_the_limits(tmp_path: Path) -> None:
 def test_body_parts_reach_the_app_intact(srv: LiveServer) -> None:
     """The protocol hands the body on as the parser's parts (one, or several joined): an
     upload sent at once, one sent in small pieces, and a request pipelined after an upload on
-    the same connection are all answered with the checksum of the bytes sent."""
-    data = small_fits(512)  # 1 MiB and a header block
+    the same connection are all answered with the checksum of the bytes sent. The body is
+    under DIRECT_MIN_BYTES, else the app reads it from the socket, not the parts (that way has
+    test_direct_body.py), and over uvicorn's HIGH_WATER_LIMIT, so the reading pauses."""
+    data = small_fits(250)  # 244 KiB and a header block
     body = multipart(data, boundary="parts")
+    assert HIGH_WATER_LIMIT < len(body) < DIRECT_MIN_BYTES
     want = hashlib.sha256(data).hexdigest()
+    reads = direct_reads(srv)
     with tcp(srv)() as sock:
         sock.sendall(upload_head(len(body), boundary="parts") + body)
         status, _, answer = read_response(sock)
@@ -215,3 +223,4 @@ def test_body_parts_reach_the_app_intact(srv: LiveServer) -> None:
         (status, answer), (status2, _) = read_responses(sock, 2)
         assert status == 200 and json.loads(answer)["sha256"] == want, answer
         assert status2 == 200
+    assert direct_reads(srv) == reads
