@@ -577,11 +577,7 @@ async def receive_upload(
         if pending is not None:
             with contextlib.suppress(BaseException):
                 await pending
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        if rx.writer is not None:
-            rx.writer.close()
-            rx.writer.part_lock.release()
+        _discard(rx)
         raise
 
 
@@ -594,6 +590,15 @@ async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpl
         raise UploadError("the uploaded file is empty")
     await loop.run_in_executor(None, writer.flush_to_disk)
     return _received(rx, writer, writer.hash.hexdigest())
+
+
+def _discard(rx: _Receiver) -> None:
+    """Remove the temporary file of a failed upload and let its lock go."""
+    with contextlib.suppress(FileNotFoundError):
+        rx.temp.unlink()
+    if rx.writer is not None:
+        rx.writer.close()
+        rx.writer.part_lock.release()
 
 
 def _file_writer(rx: _Receiver) -> _HashingWriter:
@@ -749,11 +754,7 @@ class DirectReceiver:
             for fut in self.inflight.popleft()[0]:
                 with contextlib.suppress(BaseException):
                     fut.result()
-        with contextlib.suppress(FileNotFoundError):
-            self.rx.temp.unlink()
-        if self.rx.writer is not None:
-            self.rx.writer.close()
-            self.rx.writer.part_lock.release()
+        _discard(self.rx)
 
     def _skip_rest(self) -> None:
         """Read the rest of the declared body and drop it (one buffer, reused)."""
