@@ -1,20 +1,28 @@
 """What the HTTP server and the upload receiver share about a body read from the connection.
 
 The server (:class:`caesar_rest.httpserver.DirectBody`) offers a :class:`DirectSource` in the
-ASGI scope's extensions under :data:`DIRECT_BODY`; the upload routes hand it on to
-:func:`caesar_rest.storage.upload.receive_upload`, which reads the body with it in one of
+ASGI scope's extensions under :data:`DIRECT_BODY`; the upload routes take it (:func:`offered`)
+and hand it on to :func:`caesar_rest.storage.upload.receive_upload`, which reads the body in one of
 :data:`DIRECT_THREADS` threads. A module of its own, so that the server's protocol does not
 load the upload machinery (python-multipart) to know these names.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 #: The ASGI scope extension in which the server offers a :class:`DirectSource`.
 DIRECT_BODY = "caesar.direct_body"
 #: Threads that read direct uploads (the server offers no more takeovers at once than this).
 DIRECT_THREADS = 8
+
+
+def offered(scope: Mapping[str, Any]) -> DirectSource | None:
+    """The server's offer in a request's ASGI ``scope``, if any (else the body comes by
+    ``receive``)."""
+    offer: DirectSource | None = scope.get("extensions", {}).get(DIRECT_BODY)
+    return offer
 
 
 class DirectSource(Protocol):
