@@ -152,31 +152,31 @@ def prime_memory(folder: Path, size: int) -> None:
         scratch.unlink(missing_ok=True)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds a process has used so far (0 when it is gone)."""
+def stat_cpu(path: str) -> tuple[float, float] | None:
+    """User and system CPU seconds in a ``/proc`` stat file (None when it is gone)."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
+        with open(path) as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far (0 when it is gone)."""
+    cpu = stat_cpu(f"/proc/{pid}/stat")
+    return sum(cpu) if cpu is not None else 0.0
 
 
 def cpu_split(pid: int) -> tuple[float, float, float, float]:
     """User and system CPU seconds of a process, then of its main thread (the event loop of
     our servers); zeros when it is gone. Threads that have ended count in the process's."""
-    out: list[float] = []
-    for path in (f"/proc/{pid}/stat", f"/proc/{pid}/task/{pid}/stat"):
-        try:
-            with open(path) as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return (0.0, 0.0, 0.0, 0.0)
-        out += [
-            int(fields[11]) / os.sysconf("SC_CLK_TCK"),
-            int(fields[12]) / os.sysconf("SC_CLK_TCK"),
-        ]
-    return (out[0], out[1], out[2], out[3])
+    proc = stat_cpu(f"/proc/{pid}/stat")
+    main = stat_cpu(f"/proc/{pid}/task/{pid}/stat")
+    if proc is None or main is None:
+        return (0.0, 0.0, 0.0, 0.0)
+    return (*proc, *main)
 
 
 def children_cpu() -> float:

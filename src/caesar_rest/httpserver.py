@@ -19,7 +19,7 @@ httptools protocol with three more timers and a connection limit, all read from 
 
 Large request bodies (an upload) can be read by the app from the connection itself: a request
 with a ``Content-Length`` of at least :data:`DIRECT_MIN_BYTES` carries a :class:`DirectBody` in
-its ASGI scope's extensions (under ``caesar_rest.storage.upload.DIRECT_BODY``). An app that
+its ASGI scope's extensions (under ``caesar_rest.storage.direct.DIRECT_BODY``). An app that
 claims it before reading the body any other way reads the rest from the socket, in a worker
 thread, in large blocks, without the HTTP parser and the ASGI receive queue in between; the
 body timeout applies to every read, and at most :data:`DIRECT_SLOTS` bodies are read this way
@@ -45,7 +45,7 @@ from uvicorn_worker import UvicornWorker as _BaseUvicornWorker
 
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings, get_settings
-from caesar_rest.storage.upload import DIRECT_BODY, DIRECT_THREADS
+from caesar_rest.storage.direct import DIRECT_BODY, DIRECT_THREADS, DirectSource
 
 log = get_logger("caesar_rest.httpserver")
 
@@ -148,6 +148,24 @@ def _keep_parts(cycle: RequestResponseCycle) -> None:
     cycle.direct = False
 
 
+def _drop_body(protocol: HttpToolsProtocol, cycle: RequestResponseCycle, late: bool) -> None:
+    """Give up on a request whose body will not all come, and close its connection.
+
+    ``late`` (the body timeout): logged, and answered 408 where the app's answer has not
+    started. The app's next receive() answers ``http.disconnect`` and its answer is dropped.
+    """
+    if late:
+        path = cycle.scope.get("path")
+        log.info("request_body_timeout", client=_client(protocol.client), path=path)
+        if not cycle.response_started:
+            protocol.transport.write(
+                _answer(408, "Request Timeout", "Request body not received in time")
+            )
+    cycle.disconnected = True
+    cycle.message_event.set()
+    protocol.transport.close()
+
+
 def _fresh_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
     """A new HTTP parser for ``protocol``, set up as uvicorn sets up its own."""
     parser = httptools.HttpRequestParser(protocol)
@@ -169,7 +187,7 @@ class DirectBody:
     """The rest of one request's body, for the app to read from the connection itself.
 
     Offered in the scope's extensions (:data:`DIRECT_BODY`); see the module's notes. The
-    methods follow :class:`caesar_rest.storage.upload.DirectSource`: :meth:`claim` and
+    methods follow :class:`caesar_rest.storage.direct.DirectSource`: :meth:`claim` and
     :meth:`release` run in the event loop, :meth:`recv_into` in the reading thread.
     """
 
@@ -275,15 +293,7 @@ class DirectBody:
             c.more_body = False
             c.message_event.set()
             return
-        if timed_out:
-            log.info("request_body_timeout", client=_client(p.client), path=c.scope.get("path"))
-            if not c.response_started:
-                p.transport.write(
-                    _answer(408, "Request Timeout", "Request body not received in time")
-                )
-        c.disconnected = True
-        c.message_event.set()
-        p.transport.close()
+        _drop_body(p, c, late=timed_out)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -342,15 +352,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # The server holds the body back, not the client: wait for the app to read on.
             self._arm_body_timer()
             return
-        log.info("request_body_timeout", client=_client(self.client), path=self.scope.get("path"))
-        if not cycle.response_started:
-            self.transport.write(
-                _answer(408, "Request Timeout", "Request body not received in time")
-            )
-        # The app's next receive() answers http.disconnect and its answer is dropped.
-        cycle.disconnected = True
-        cycle.message_event.set()
-        self.transport.close()
+        _drop_body(self, cycle, late=True)
 
     # --- uvicorn protocol hooks --------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -387,7 +389,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if length is not None and length >= DIRECT_MIN_BYTES and self.scheme == "http":
                 assert isinstance(cycle, _PartsCycle)
                 extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
-                extensions[DIRECT_BODY] = DirectBody(self, cycle, length)
+                offer: DirectSource = DirectBody(self, cycle, length)  # mypy checks the fit
+                extensions[DIRECT_BODY] = offer
         self._arm_body_timer()
 
     def on_body(self, body: bytes) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,18 +22,18 @@ import pytest
 from caesar_rest.httpserver import DIRECT_MIN_BYTES, DIRECT_SLOTS, DirectBody
 
 from tests.deploy.deploy_support import small_fits
-from tests.deploy.test_timeouts import (
-    BODY_TIMEOUT,
+from tests.deploy.raw_http import (
     LIMITS,
-    SLACK,
+    assert_stalled_upload_408,
+    direct_reads,
     files_in,
     get,
     multipart,
     read_response,
     read_responses,
-    read_until_closed,
     tcp,
     upload_head,
+    wait_files,
 )
 from tests.support.server import LiveServer
 
@@ -45,19 +46,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
-
-
-def direct_reads(server: LiveServer) -> int:
-    """How many bodies the server has read from the connection so far (its log)."""
-    return server.log.read_text(errors="replace").count("request_body_read_directly")
-
-
-def wait_files(server: LiveServer, want: set[Path]) -> set[Path]:
-    """The data folder's files once they are ``want`` (or after 5 s)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and files_in(server.datadir) != want:
-        time.sleep(0.1)
-    return files_in(server.datadir)
 
 
 def test_uploads_read_directly_are_stored_intact(srv: LiveServer) -> None:
@@ -116,27 +104,20 @@ def test_refused_uploads_leave_nothing_and_keep_the_connection(srv: LiveServer) 
         sock.sendall(get("/healthz"))
         assert read_response(sock)[0] == 200
     assert direct_reads(srv) - reads == 2
-    assert wait_files(srv, before) == before
+    assert wait_files(srv.datadir, before) == before
 
 
 def test_stalled_or_dropped_direct_upload_leaves_nothing(srv: LiveServer) -> None:
     """Half a large body, then silence: the JSON 408 after the body timeout and the connection
     closed; half a body, then the client closes: nothing kept either; the server goes on."""
     before = files_in(srv.datadir)
+    assert_stalled_upload_408(tcp(srv), srv.datadir, side=400, boundary="direct")
     body = multipart(small_fits(400), boundary="direct")
-    with tcp(srv)() as sock:
-        sock.sendall(upload_head(len(body), boundary="direct") + body[: len(body) // 2])
-        start = time.monotonic()
-        data, closed = read_until_closed(sock, start + BODY_TIMEOUT + SLACK)
-    assert data.startswith(b"HTTP/1.1 408 "), data[:200]
-    assert json.loads(data.split(b"\r\n\r\n", 1)[1]) == {
-        "status": "Request body not received in time"
-    }
-    assert closed - start >= BODY_TIMEOUT * 0.8
+    assert len(body) >= DIRECT_MIN_BYTES
     with tcp(srv)() as sock:
         sock.sendall(upload_head(len(body), boundary="direct") + body[: len(body) // 2])
         time.sleep(0.3)
-    assert wait_files(srv, before) == before
+    assert wait_files(srv.datadir, before) == before
     with tcp(srv)() as sock:
         sock.sendall(get("/healthz"))
         assert read_response(sock)[0] == 200
@@ -258,3 +239,17 @@ def test_direct_body_declined(monkeypatch: pytest.MonkeyPatch) -> None:
             assert calls == []
         protocol, cycle, _ = stub_connection(None)
         assert not DirectBody(protocol, cycle, 10).claim()  # type: ignore[arg-type]
+
+
+def test_the_http_protocol_does_not_load_the_upload_stack() -> None:
+    """The server's protocol knows the offer's names from caesar_rest.storage.direct: loading
+    it loads neither the upload receiver nor python-multipart."""
+    code = (
+        "import sys, caesar_rest.httpserver; "
+        "print(sorted(m for m in sys.modules if m.startswith("
+        "('caesar_rest.storage.upload', 'python_multipart'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

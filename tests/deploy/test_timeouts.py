@@ -2,7 +2,8 @@
 
 A ``caesar-rest serve`` (and a gunicorn with deploy/gunicorn/gunicorn.conf.py) with short
 limits: 1 s for the headers and for a pause in a body, 2 s of keep-alive, 3 connections. Each
-client is a raw socket on 127.0.0.1 (or the gunicorn unix socket) with a bounded loop.
+client is a raw socket on 127.0.0.1 (or the gunicorn unix socket) with a bounded loop
+(tests/deploy/raw_http.py).
 """
 
 from __future__ import annotations
@@ -11,30 +12,36 @@ import hashlib
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+
+from caesar_rest.httpserver import DIRECT_MIN_BYTES
 
 from tests.deploy.deploy_support import small_fits
+from tests.deploy.raw_http import (
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    KEEP_ALIVE,
+    LIMITS,
+    MAX_CONNECTIONS,
+    SLACK,
+    Connect,
+    assert_stalled_upload_408,
+    direct_reads,
+    get,
+    multipart,
+    read_response,
+    read_responses,
+    read_until_closed,
+    tcp,
+    upload_head,
+)
 from tests.deploy.test_gunicorn import GunicornServer
 from tests.support.server import LiveServer
-
-HEADER_TIMEOUT = 1.0
-BODY_TIMEOUT = 1.0
-KEEP_ALIVE = 2
-MAX_CONNECTIONS = 3
-#: Slack for a busy 2-core machine: a timer that should fire at T must have fired by T + SLACK.
-SLACK = 2.5
-
-LIMITS = {
-    "CAESAR_REST_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
-    "CAESAR_REST_BODY_TIMEOUT": str(BODY_TIMEOUT),
-    "CAESAR_REST_KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE),
-    "CAESAR_REST_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
-}
-API = "/caesar/api/v1.0"
 
 
 @pytest.fixture(scope="module")
@@ -44,71 +51,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
-
-
-Connect = Callable[[], socket.socket]
-
-
-def tcp(server: LiveServer) -> Connect:
-    return lambda: socket.create_connection(("127.0.0.1", server.port), timeout=10)
-
-
-def read_until_closed(sock: socket.socket, deadline: float) -> tuple[bytes, float]:
-    """Everything the server sends until it closes (or the deadline); and when it closed."""
-    data = b""
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            break
-        except ConnectionResetError:
-            return data, time.monotonic()
-        if not chunk:
-            return data, time.monotonic()
-        data += chunk
-    raise AssertionError(f"connection still open at the deadline; received {data[:200]!r}")
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP response with a Content-Length, read from a kept-alive connection."""
-    data = b""
-    sock.settimeout(10)
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed before the headers: {data!r}"
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-    while len(body) < int(headers.get("content-length", "0")):
-        chunk = sock.recv(65536)
-        assert chunk, "closed in the body"
-        body += chunk
-    return int(lines[0].split()[1]), headers, body
-
-
-def get(path: str, host: str = "127.0.0.1") -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-
-
-def multipart(data: bytes, boundary: str = "caesar-timeouts") -> bytes:
-    return (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.fits"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-
-
-def upload_head(length: int, host: str = "127.0.0.1", boundary: str = "caesar-timeouts") -> bytes:
-    return (
-        f"POST {API}/upload HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {length}\r\n\r\n"
-    ).encode()
 
 
 def assert_closed_after_slow_headers(connect: Connect) -> None:
@@ -140,30 +82,6 @@ def assert_silent_connection_closed(connect: Connect) -> None:
         data, closed = read_until_closed(sock, start + HEADER_TIMEOUT + SLACK)
     assert data == b""
     assert closed - start >= HEADER_TIMEOUT * 0.8
-
-
-def assert_stalled_upload_408(connect: Connect, datadir: Path, host: str = "127.0.0.1") -> None:
-    """Half an upload, then nothing: 408 JSON after the body timeout; nothing is kept."""
-    body = multipart(small_fits(128))  # 64 KiB + framing
-    before = files_in(datadir)
-    with connect() as sock:
-        sock.sendall(upload_head(len(body), host) + body[: len(body) // 2])
-        start = time.monotonic()
-        data, closed = read_until_closed(sock, start + BODY_TIMEOUT + SLACK)
-    assert data.startswith(b"HTTP/1.1 408 "), data[:200]
-    assert json.loads(data.split(b"\r\n\r\n", 1)[1]) == {
-        "status": "Request body not received in time"
-    }
-    assert closed - start >= BODY_TIMEOUT * 0.8
-    # The app saw the client go away: its temporary file is removed, no file is registered.
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and files_in(datadir) != before:
-        time.sleep(0.1)
-    assert files_in(datadir) == before
-
-
-def files_in(folder: Path) -> set[Path]:
-    return {p for p in folder.rglob("*") if p.is_file()}
 
 
 def test_slow_headers_are_cut(srv: LiveServer) -> None:
@@ -282,10 +200,14 @@ def test_gunicorn_worker_applies_the_limits(tmp_path: Path) -> None:
 def test_body_parts_reach_the_app_intact(srv: LiveServer) -> None:
     """The protocol hands the body on as the parser's parts (one, or several joined): an
     upload sent at once, one sent in small pieces, and a request pipelined after an upload on
-    the same connection are all answered with the checksum of the bytes sent."""
-    data = small_fits(512)  # 1 MiB and a header block
+    the same connection are all answered with the checksum of the bytes sent. The body is
+    under DIRECT_MIN_BYTES, else the app reads it from the socket, not the parts (that way has
+    test_direct_body.py), and over uvicorn's HIGH_WATER_LIMIT, so the reading pauses."""
+    data = small_fits(250)  # 244 KiB and a header block
     body = multipart(data, boundary="parts")
+    assert HIGH_WATER_LIMIT < len(body) < DIRECT_MIN_BYTES
     want = hashlib.sha256(data).hexdigest()
+    reads = direct_reads(srv)
     with tcp(srv)() as sock:
         sock.sendall(upload_head(len(body), boundary="parts") + body)
         status, _, answer = read_response(sock)
@@ -301,25 +223,4 @@ def test_body_parts_reach_the_app_intact(srv: LiveServer) -> None:
         (status, answer), (status2, _) = read_responses(sock, 2)
         assert status == 200 and json.loads(answer)["sha256"] == want, answer
         assert status2 == 200
-
-
-def read_responses(sock: socket.socket, n: int) -> list[tuple[int, bytes]]:
-    """``n`` pipelined responses with a Content-Length each: (status, body) of each."""
-    data = b""
-    out: list[tuple[int, bytes]] = []
-    sock.settimeout(10)
-    while len(out) < n:
-        head_end = data.find(b"\r\n\r\n")
-        if head_end >= 0:
-            lines = data[:head_end].decode("latin-1").split("\r\n")
-            fields = (ln.split(":", 1) for ln in lines[1:])
-            length = int({k.strip().lower(): v.strip() for k, v in fields}["content-length"])
-            end = head_end + 4 + length
-            if len(data) >= end:
-                out.append((int(lines[0].split()[1]), data[head_end + 4 : end]))
-                data = data[end:]
-                continue
-        chunk = sock.recv(65536)
-        assert chunk, f"closed after {len(out)} responses: {data[:200]!r}"
-        data += chunk
-    return out
+    assert direct_reads(srv) == reads

@@ -272,7 +272,7 @@ def test_over_limit_by_less_than_a_batch_is_refused(tmp_path: Path, durable: boo
 
 # --- the direct receiver (the body read from the connection, caesar_rest.httpserver) ----------
 class PairSource:
-    """A :class:`~caesar_rest.storage.upload.DirectSource` on one end of a socket pair: the
+    """A :class:`~caesar_rest.storage.direct.DirectSource` on one end of a socket pair: the
     first ``buffered`` bytes as if the HTTP parser had read them, the rest sent by a thread
     (then the sending end is closed, or held open with ``hold``)."""
 

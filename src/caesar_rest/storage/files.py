@@ -25,12 +25,12 @@ from caesar_rest.errors import Conflict, Invalid, NotFound, TooLarge, Unsupporte
 from caesar_rest.jobs.states import FINAL
 from caesar_rest.logconfig import get_logger
 from caesar_rest.settings import Settings
+from caesar_rest.storage.direct import DirectSource
 from caesar_rest.storage.formats import FileFormat, FormatError, sniff
 from caesar_rest.storage.paths import is_file_id, safe_join
 from caesar_rest.storage.register import store_upload
 from caesar_rest.storage.upload import (
     ClientGone,
-    DirectSource,
     InflatedTooLarge,
     ReceivedUpload,
     UploadTooLarge,

@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 from caesar_rest.errors import Invalid, TooLarge
+from caesar_rest.storage.direct import DIRECT_THREADS, DirectSource
 from caesar_rest.storage.paths import INCOMING, new_id
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -576,33 +577,48 @@ async def receive_upload(
         if pending is not None:
             with contextlib.suppress(BaseException):
                 await pending
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        if rx.writer is not None:
-            rx.writer.close()
-            rx.writer.part_lock.release()
+        _discard(rx)
         raise
 
 
 async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpload:
     """Write what is left of the file part, flush it and describe it."""
-    if not rx.ended:
-        # A body cut short (or a form never closed): its file part may be partial.
-        raise UploadError("the multipart body ends before its closing boundary")
-    writer = rx.writer
-    if writer is None:
-        raise UploadError("no file part named 'file' in the form")
+    writer = _file_writer(rx)
     if rx.buf:
         await loop.run_in_executor(None, writer.write, rx.take())
     if writer.size == 0:
         raise UploadError("the uploaded file is empty")
     await loop.run_in_executor(None, writer.flush_to_disk)
+    return _received(rx, writer, writer.hash.hexdigest())
+
+
+def _discard(rx: _Receiver) -> None:
+    """Remove the temporary file of a failed upload and let its lock go."""
+    with contextlib.suppress(FileNotFoundError):
+        rx.temp.unlink()
+    if rx.writer is not None:
+        rx.writer.close()
+        rx.writer.part_lock.release()
+
+
+def _file_writer(rx: _Receiver) -> _HashingWriter:
+    """The writer of the file part of a body parsed to its end (else :class:`UploadError`)."""
+    if not rx.ended:
+        # A body cut short (or a form never closed): its file part may be partial.
+        raise UploadError("the multipart body ends before its closing boundary")
+    if rx.writer is None:
+        raise UploadError("no file part named 'file' in the form")
+    return rx.writer
+
+
+def _received(rx: _Receiver, writer: _HashingWriter, sha256: str) -> ReceivedUpload:
+    """Close the file part, flushed already, and describe it (``sha256``: its checksum)."""
     writer.close()
     inflated = writer.inflater.size if writer.inflater is not None else None
     return ReceivedUpload(
         rx.temp,
         writer.size,
-        writer.hash.hexdigest(),
+        sha256,
         rx.filename,
         rx.fields,
         inflated=inflated,
@@ -611,9 +627,6 @@ async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpl
 
 
 # --- the direct receiver ---------------------------------------------------------------------
-#: The ASGI scope extension in which the server offers a :class:`DirectSource`
-#: (:class:`caesar_rest.httpserver.DirectBody`).
-DIRECT_BODY = "caesar.direct_body"
 #: Size of each receive buffer of the direct receiver: small enough that a buffer is still in
 #: the CPU's cache when the hash and the write read it (4 MiB buffers cost 0.5 CPU s/GiB more
 #: on our 2-core VMs, 256 KiB ones no less than these).
@@ -621,10 +634,6 @@ DIRECT_BUFFER = 512 * 1024
 #: Receive buffers per direct upload: one being filled, the others being hashed and written
 #: (4 MiB in all: room for the three threads' turns on a busy machine).
 DIRECT_BUFFERS = 8
-#: Hash in a thread of its own (else in the reading thread, between two reads).
-DIRECT_HASH_THREAD = True
-#: Threads that read direct uploads (the server offers no more takeovers at once than this).
-DIRECT_THREADS = 8
 _DIRECT_POOL = ThreadPoolExecutor(max_workers=DIRECT_THREADS, thread_name_prefix="upload-recv")
 
 
@@ -632,41 +641,14 @@ class ClientGone(ConnectionError):
     """The client of a direct upload went away, or paused longer than the body timeout."""
 
 
-class DirectSource(Protocol):
-    """A request body that the server lets the app read from the connection itself.
-
-    :meth:`claim` (event loop) takes the connection over or declines; then :attr:`buffered`
-    holds the body bytes the server had already read and :attr:`remaining` counts the bytes
-    still to come. :meth:`recv_into` reads them (any thread; it raises ``TimeoutError`` after
-    the server's body timeout and ``ConnectionError`` when the client goes away) and
-    :meth:`release` (event loop, once) gives the connection back.
-    """
-
-    buffered: list[bytes]
-    remaining: int
-
-    def claim(self) -> bool:
-        """Take the connection over; False where the server cannot (then read ``chunks``)."""
-        ...
-
-    def recv_into(self, view: memoryview) -> int:
-        """Read at most ``len(view)`` and at most :attr:`remaining` bytes into ``view``."""
-        ...
-
-    def release(self, timed_out: bool) -> None:
-        """Give the connection back: kept alive when the whole body was read, else closed
-        (after a 408 answer where ``timed_out``)."""
-        ...
-
-
 class DirectReceiver:
     """Reads a multipart body straight from the connection, in a worker thread.
 
     The body is received into a few large reusable buffers (:data:`DIRECT_BUFFER`, no
     ``bytes`` object per network read, no HTTP parser and no ASGI queue in between), parsed
-    with python-multipart a buffer at a time, and the file part is hashed here while a second
-    thread writes the buffer before (:class:`_HashingWriter`, the same durability). A buffer
-    is filled again only once its write is done, so memory stays at
+    with python-multipart a buffer at a time, and the file part of each buffer is hashed in
+    one more thread while another writes it (:class:`_HashingWriter`, the same durability). A
+    buffer is filled again only once its hash and write are done, so memory stays at
     :data:`DIRECT_BUFFERS` buffers. After a refusal (malformed body, over the limit, a write
     error) the rest of the declared body is still read and dropped, so the connection stays
     usable and the client gets the answer, as after a refusal on the ASGI path.
@@ -684,11 +666,7 @@ class DirectReceiver:
             collections.deque()
         )
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-write")
-        self.hasher = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hash")
-            if DIRECT_HASH_THREAD
-            else None
-        )
+        self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hash")
         #: Set from the event loop when the request is cancelled: stop at the next read.
         self.stop = False
 
@@ -713,8 +691,7 @@ class DirectReceiver:
             raise
         finally:
             self.pool.shutdown(wait=True)
-            if self.hasher is not None:
-                self.hasher.shutdown(wait=True)
+            self.hasher.shutdown(wait=True)
             if rx.writer is not None and rx.writer.fd >= 0:
                 rx.writer.close()
 
@@ -750,11 +727,7 @@ class DirectReceiver:
             raise UploadTooLarge(f"the file is larger than the limit of {rx.limit} bytes")
         views = rx.take()
         if views and rx.writer is not None:
-            futs = [self.pool.submit(rx.writer.write, views)]
-            if self.hasher is not None:
-                futs.append(self.hasher.submit(self._hash, views))
-            else:
-                self._hash(views)
+            futs = [self.pool.submit(rx.writer.write, views), self.hasher.submit(self._hash, views)]
             self.inflight.append((futs, buf))
         elif buf is not None:
             self.free.append(buf)
@@ -769,26 +742,11 @@ class DirectReceiver:
                 fut.result()
 
     def _finish(self) -> ReceivedUpload:
-        rx = self.rx
-        if not rx.ended:
-            raise UploadError("the multipart body ends before its closing boundary")
-        writer = rx.writer
-        if writer is None:
-            raise UploadError("no file part named 'file' in the form")
+        writer = _file_writer(self.rx)
         if writer.size == 0:
             raise UploadError("the uploaded file is empty")
         writer.flush_to_disk()
-        writer.close()
-        inflated = writer.inflater.size if writer.inflater is not None else None
-        return ReceivedUpload(
-            rx.temp,
-            writer.size,
-            self.hash.hexdigest(),
-            rx.filename,
-            rx.fields,
-            inflated=inflated,
-            lock=writer.part_lock,
-        )
+        return _received(self.rx, writer, self.hash.hexdigest())
 
     def _abandon(self) -> None:
         """Wait for the queued writes (their errors dropped) and remove the temporary file."""
@@ -796,11 +754,7 @@ class DirectReceiver:
             for fut in self.inflight.popleft()[0]:
                 with contextlib.suppress(BaseException):
                     fut.result()
-        with contextlib.suppress(FileNotFoundError):
-            self.rx.temp.unlink()
-        if self.rx.writer is not None:
-            self.rx.writer.close()
-            self.rx.writer.part_lock.release()
+        _discard(self.rx)
 
     def _skip_rest(self) -> None:
         """Read the rest of the declared body and drop it (one buffer, reused)."""

@@ -54,8 +54,9 @@ from caesar_rest.errors import Forbidden, Invalid, NotFound, ServiceError, Unsup
 from caesar_rest.jobs import queries
 from caesar_rest.jobs.states import FINAL, Phase
 from caesar_rest.logconfig import get_logger
+from caesar_rest.storage.direct import offered
 from caesar_rest.storage.files import FileService, UploadLimits
-from caesar_rest.storage.upload import DIRECT_BODY, ReceivedUpload, UploadError
+from caesar_rest.storage.upload import ReceivedUpload, UploadError
 
 router = APIRouter(prefix="/uws", tags=["uws"])
 log = get_logger(__name__)
@@ -128,7 +129,7 @@ async def _receive_inline(request: Request, files: FileService, owner: str) -> R
             request.headers.get("content-type"),
             owner,
             limits,
-            request.scope.get("extensions", {}).get(DIRECT_BODY),
+            offered(request.scope),
         )
     except UploadError as exc:
         raise Invalid(

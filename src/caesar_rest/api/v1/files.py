@@ -16,9 +16,9 @@ from caesar_rest.api.schemas import FileDoc, MessageReply, UploadReply, errors
 from caesar_rest.db.models import FileRecord
 from caesar_rest.errors import Invalid, NotFound
 from caesar_rest.logconfig import get_logger
+from caesar_rest.storage.direct import offered
 from caesar_rest.storage.files import UploadLimits
 from caesar_rest.storage.paths import is_file_id
-from caesar_rest.storage.upload import DIRECT_BODY
 from caesar_rest.timeutil import iso
 
 router = APIRouter(tags=["files"])
@@ -74,7 +74,7 @@ async def upload(request: Request, ctx: Ctx, files: Files, owner: Owner) -> JSON
         request.headers.get("content-type"),
         owner,
         declared,
-        request.scope.get("extensions", {}).get(DIRECT_BODY),
+        offered(request.scope),
     )
     rec = stored.record
     reply = UploadReply(
