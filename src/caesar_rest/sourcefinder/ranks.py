@@ -199,14 +199,8 @@ class Ranks:
         RuntimeError
             When the other ranks no longer wait for tasks (:attr:`serving` is false).
         """
-        if not self.serving:
-            raise RuntimeError("the other ranks are not waiting for tasks")
-        self.bcast(task)
-        try:
-            return task.run(self, local)
-        except BaseException:
-            self.abort(1)
-            raise
+        self._send_task(task)
+        return self._own_share(task, local)
 
     def start(self, task: Task) -> Callable[[Any], Any]:
         """Rank 0: send a task that the other ranks begin now, while rank 0 does other work;
@@ -229,21 +223,31 @@ class Ranks:
         RuntimeError
             When the other ranks no longer wait for tasks (:attr:`serving` is false).
         """
-        if not self.serving:
-            raise RuntimeError("the other ranks are not waiting for tasks")
-        self.bcast(task)
+        self._send_task(task)
         self.pending += 1
 
         def finish(local: Any) -> Any:
             try:
-                return task.run(self, local)
-            except BaseException:
-                self.abort(1)
-                raise
+                return self._own_share(task, local)
             finally:
                 self.pending -= 1
 
         return finish
+
+    def _send_task(self, task: Task) -> None:
+        """Rank 0: send the task to the other ranks (they must be waiting for tasks)."""
+        if not self.serving:
+            raise RuntimeError("the other ranks are not waiting for tasks")
+        self.bcast(task)
+
+    def _own_share(self, task: Task, local: Any) -> Any:
+        """Rank 0: run its share of a task sent; a failure aborts every rank (the others may
+        be waiting for rank 0 inside the task)."""
+        try:
+            return task.run(self, local)
+        except BaseException:
+            self.abort(1)
+            raise
 
     def close(self) -> None:
         """Rank 0: let the other ranks exit (no tiles, or no more tasks); with the tiles not
