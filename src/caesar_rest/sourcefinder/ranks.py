@@ -147,6 +147,9 @@ class Ranks:
         #: The tile stage (:meth:`send` to :meth:`settle`) and the tasks begun (:meth:`start`)
         #: that rank 0 has not done its part of: the other ranks wait inside them.
         self.pending = 0
+        #: Rank 0's last dealer (:meth:`deal`): while its thread runs, that thread alone
+        #: calls MPI (:meth:`idle` checks it).
+        self._dealer: _Dealer | None = None
 
     def send(self, job: TileJob | None, deal: bool = False) -> None:
         """Rank 0: send the job (or None: nothing to do) to every rank, once (:attr:`job`).
@@ -294,7 +297,8 @@ class Ranks:
         if not self.threads:
             return iter(self.mine(n))
         if self.rank == 0:
-            return _Dealer(self, n).indices()
+            self._dealer = _Dealer(self, n)
+            return self._dealer.indices()
         return self._asking()
 
     def _asking(self) -> Iterator[int]:
@@ -321,7 +325,13 @@ class Ranks:
 
     def idle(self) -> None:
         """Wait until every rank is here, sleeping (not spinning, as MPI's blocking calls do
-        while they wait: a waiting rank would take a core from the ones at work)."""
+        while they wait: a waiting rank would take a core from the ones at work).
+
+        Every collective of this class begins here; on rank 0 it refuses to run while a
+        dealer thread (:meth:`deal`) does: with ``MPI_THREAD_SERIALIZED`` the dealer is safe
+        only because rank 0's main thread makes no MPI call until the dealing is done."""
+        if self._dealer is not None and self._dealer.thread.is_alive():
+            raise RuntimeError("an MPI collective on rank 0 while its dealer thread calls MPI")
         req = self.comm.Ibarrier()
         while not req.Test():
             time.sleep(IDLE_POLL_S)
