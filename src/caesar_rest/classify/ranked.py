@@ -65,13 +65,7 @@ def file_rows(path: str, hdu: int, origin: tuple[int, int], nx: int) -> RowReade
     ox, oy = origin
 
     def read(y0: int, y1: int) -> tuple[F32, npt.NDArray[np.bool_]]:
-        # A box is at least 2 rows (read_pixels refuses one): a 1-row band (the last one of
-        # an image of k * LABEL_ROWS + 1 rows) is read with a row beside it, then cut.
-        lo, hi = y0, y1
-        if y1 - y0 < 2:
-            lo, hi = (y0 - 1, y1) if y0 > 0 else (y0, y1 + 1)
-        data = read_pixels(Path(path), hdu, (ox, ox + nx, oy + lo, oy + hi))
-        data = data[y0 - lo : y0 - lo + (y1 - y0)]
+        data = read_pixels(Path(path), hdu, (ox, ox + nx, oy + y0, oy + y1))
         return data, np.isnan(data)
 
     return read
