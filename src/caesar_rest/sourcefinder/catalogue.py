@@ -180,7 +180,10 @@ JSON_CHUNK = 2048
 
 
 def _dumps(value: Any) -> str:
-    # The options of write_components_json's json.dump, so the pieces join to its bytes.
+    # components.json's encoding (NaN refused: _json_rows made it None), for the whole
+    # document (write_components_json) and for the pieces that join to its bytes (the
+    # chunked Catalogues.write_components_json). dumps, not dump: one string from the C
+    # encoder (dump streams through the Python one).
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
@@ -837,8 +840,5 @@ def write_components_json(doc: dict[str, Any], path: Path) -> Path:
     pathlib.Path
         The file.
     """
-    # dumps, not dump: one string from the C encoder (dump streams through the Python one).
-    path.write_text(
-        json.dumps(doc, allow_nan=False, separators=(",", ":")) + "\n", encoding="utf-8"
-    )
+    path.write_text(_dumps(doc) + "\n", encoding="utf-8")
     return path
