@@ -1,14 +1,15 @@
 """Tiles over MPI ranks (mpi4py): the ``caesar`` app launched by ``mpirun``/``mpiexec``/``srun``.
 
 Every rank runs the same program. Rank 0 runs the whole app: it loads the image, plans the
-tiles and, in :func:`caesar_rest.sourcefinder.tiling.run_tiles`, sends the other ranks a
-:class:`TileJob` (the file, the plan, the beam and the options) once; then every rank asks
-for its next tile when it is done with one (:meth:`Ranks.deal`: a thread of rank 0 hands the
-tiles out in plan order, so the ranks finish together whatever their tiles cost; with an MPI
-library without threads, rank ``r`` of ``n`` takes tiles ``r, r + n, ...``). Rank 0
-processes its tiles from the image it holds, the other ranks read only their tiles' pixels
-from the file (memory bounded by a tile); rank 0 gathers the tiles' sources in plan order and
-merges them exactly as a run on one machine does, so the catalogue is the same.
+tiles and, in :func:`caesar_rest.sourcefinder.pipeline.find_sources` (or from the header before
+the pixels are read: :func:`~caesar_rest.sourcefinder.pipeline.send_early`), sends the other
+ranks a :class:`TileJob` (the file, the plan, the beam and the options) once; then every rank
+asks for its next tile when it is done with one (:meth:`Ranks.deal`: a thread of rank 0 hands
+the tiles out in plan order, so the ranks finish together whatever their tiles cost; with an
+MPI library without threads, rank ``r`` of ``n`` takes tiles ``r, r + n, ...``). Rank 0
+processes its tiles from the image it holds, the other ranks read only their tiles' pixels from
+the file (memory bounded by a tile); rank 0 gathers the tiles' sources in plan order and merges
+them exactly as a run on one machine does, so the catalogue is the same.
 
 After the tiles the other ranks wait for tasks (:class:`Task`): work after the merge that
 rank 0 shares with them through :meth:`Ranks.run`, or begun by them while rank 0 builds the
