@@ -140,9 +140,9 @@ class IslandsTask:
         bands = local.grid if isinstance(local, Begun) else ranks.deal(self.grid_bands())
         step = GRID_BLOCK_ROWS
         mine = [(k, grid_rows(read, g, k * step, min(g.by, (k + 1) * step))) for k in bands]
-        grids = sorted((pair for part in ranks.exchange(mine) for pair in part), key=_first)
+        grids = ranks.gather_all(mine)
         bkg, rms = fill_grid(
-            np.concatenate([m for _, (m, _) in grids]), np.concatenate([d for _, (_, d) in grids])
+            np.concatenate([m for m, _ in grids]), np.concatenate([d for _, d in grids])
         )
         labelled = [
             (k, label_rows(read, bkg, rms, g.cell, self.shape, a, min(ny, a + LABEL_ROWS)))
@@ -162,10 +162,6 @@ class IslandsTask:
         """The number of bands of the grid dealt."""
         ny, nx = self.shape
         return -(-grid_shape(ny, nx, self.box).by // GRID_BLOCK_ROWS)
-
-
-def _first(pair: tuple[int, Any]) -> int:
-    return pair[0]
 
 
 def _task(image: FitsImage) -> IslandsTask:

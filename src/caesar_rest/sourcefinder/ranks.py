@@ -319,10 +319,11 @@ class Ranks:
     def gather(self, results: list[tuple[int, Any]]) -> list[Any] | None:
         """Every rank's ``(index, result)`` pairs; on rank 0 the results in index order."""
         parts = self.collect(results)
-        if parts is None:
-            return None
-        pairs = sorted((i, r) for part in parts for i, r in part)
-        return [r for _, r in pairs]
+        return None if parts is None else _in_order(parts)
+
+    def gather_all(self, results: list[tuple[int, Any]]) -> list[Any]:
+        """Every rank's ``(index, result)`` pairs; on every rank the results in index order."""
+        return _in_order(self.exchange(results))
 
     def idle(self) -> None:
         """Wait until every rank is here, sleeping (not spinning, as MPI's blocking calls do
@@ -357,6 +358,12 @@ class Ranks:
     def abort(self, code: int) -> None:
         """End every rank of the MPI job (a rank failed)."""
         self.comm.Abort(code)
+
+
+def _in_order(parts: list[list[tuple[int, Any]]]) -> list[Any]:
+    """The results of every rank's ``(index, result)`` pairs, in index order."""
+    pairs = sorted((i, r) for part in parts for i, r in part)
+    return [r for _, r in pairs]
 
 
 class _Dealer:
