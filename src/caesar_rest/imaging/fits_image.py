@@ -174,11 +174,7 @@ def header_image(
         As :func:`load_image`, for what the header shows.
     """
     path = Path(path)
-    try:
-        hdul = fits.open(path, memmap=True)
-    except Exception as exc:
-        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
-    with hdul:
+    with _open(path, memmap=True) as hdul:
         index, chosen = _pick_hdu(hdul, None, path.name)
         shape = _plane_shape(chosen, index)
         header = chosen.header.copy()
@@ -318,6 +314,14 @@ class _NeedsNoMemmap(Exception):
     """The data cannot be memory-mapped (scaled integers with BLANK)."""
 
 
+def _open(path: Path, memmap: bool) -> fits.HDUList:
+    """The FITS file, open (:class:`ImageError` when it is not one)."""
+    try:
+        return fits.open(path, memmap=memmap)
+    except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
+        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
+
+
 def _read(
     path: Path,
     hdu: int | str | None,
@@ -327,11 +331,7 @@ def _read(
 ) -> tuple[
     int, fits.Header, npt.NDArray[np.float32], npt.NDArray[np.bool_] | None, tuple[int, int]
 ]:
-    try:
-        hdul = fits.open(path, memmap=memmap)
-    except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
-        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
-    with hdul:
+    with _open(path, memmap) as hdul:
         index, chosen = _pick_hdu(hdul, hdu, path.name)
         shape = _plane_shape(chosen, index)
         ny, nx = shape[-2:]
