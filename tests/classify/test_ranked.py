@@ -118,8 +118,8 @@ def test_islands_begun_by_the_other_ranks_are_those_of_one_process(
 
 
 def test_file_rows_reads_a_one_row_band(tmp_path: Path) -> None:
-    # The last band of an image of k * LABEL_ROWS + 1 rows is one row (read_pixels takes two
-    # at least): a rank that took it failed with "subimage ... is too small".
+    # The last band of an image of k * LABEL_ROWS + 1 rows is one row (read_pixels once took
+    # two at least): a rank that took it failed with "subimage ... is too small".
     image = _image(tmp_path)
     read = file_rows(str(image.path), image.hdu_index, image.origin, image.shape[1])
     for y0 in (0, 259):

@@ -8,47 +8,9 @@ import sys
 
 import pytest
 
-# In a fresh interpreter: free an 8 MiB array (glibc then raises its threshold to 8 MiB
-# unless it is fixed), allocate and fill a 6 MiB one, pin the heap top with a small block,
-# free the 6 MiB array and print how much of it the process still holds.
-_PROBE = """
-import sys
-import numpy as np
-from caesar_rest.sourcefinder.allocator import release_large_blocks
-
-def rss_kib():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-
-if sys.argv[1] == "fixed":
-    assert release_large_blocks()
-a = np.ones(8 * 2**20, dtype=np.uint8)
-del a
-before = rss_kib()
-b = np.ones(6 * 2**20, dtype=np.uint8)
-pin = np.ones(64 * 1024, dtype=np.uint8)
-del b
-print(rss_kib() - before)
-"""
-
 glibc_only = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's (CI and these machines run it)"
 )
-
-
-def _held_kib(mode: str) -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True
-    )
-    return int(out.stdout.strip())
-
-
-@glibc_only
-def test_freed_large_block_is_given_back() -> None:
-    # glibc's default keeps the freed 6 MiB block in the heap; the fixed threshold returns it.
-    # (In a subprocess: the setting is process-wide and the test runner should keep its own.)
-    assert _held_kib("default") > 5 * 1024
-    assert _held_kib("fixed") < 1024
 
 
 # In a fresh interpreter: allocate, fill and free a 6 MiB array (above glibc's initial 128 KiB

@@ -134,3 +134,19 @@ def test_without_threads_the_tiles_go_round() -> None:
         [1, 4, 7],
         [2, 5],
     ]
+
+
+def test_rank_0_makes_no_collective_while_its_dealer_thread_runs() -> None:
+    # Under MPI_THREAD_SERIALIZED only one thread may call MPI at a time.
+    from caesar_rest.sourcefinder.ranks import Ranks
+
+    from tests.support.thread_comm import ThreadComm, _Shared
+
+    shared = _Shared(2)
+    rank0, rank1 = Ranks(ThreadComm(shared, 0)), Ranks(ThreadComm(shared, 1))
+    mine = rank0.deal(3)
+    assert next(mine) == 0
+    with pytest.raises(RuntimeError, match="dealer thread"):
+        rank0.bcast(None)
+    assert list(rank1.deal(3)) == [1, 2]  # rank 1 told that none is left: the thread ends
+    assert list(mine) == []

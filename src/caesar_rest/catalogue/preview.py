@@ -140,7 +140,7 @@ def colourise(small: npt.NDArray[np.float32]) -> U8:
     rgb = np.empty((*small.shape, 3), dtype=np.uint8)
     # Each pixel as one 3-byte item, so that a step's colour is taken whole.
     items = rgb.view(_RGB_ITEM).reshape(small.shape)
-    first, mixed, colour = _step_colours()
+    mixed, colour = _step_colours()
     # By strips of rows: the stretch works in float64.
     step = max(1, _STRIP_PIXELS // 8 // max(small.shape[1], 1))
     for r0 in range(0, small.shape[0], step):
@@ -199,11 +199,12 @@ _RGB_ITEM = np.dtype("V3")
 
 
 @lru_cache(maxsize=1)
-def _step_colours() -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_], npt.NDArray[np.void]]:
-    """:func:`_step_levels` and the colour of each step's first level (:data:`_RGB_ITEM`)."""
+def _step_colours() -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.void]]:
+    """The steps a level boundary crosses (:func:`_step_levels`) and the colour of each
+    step's first level (:data:`_RGB_ITEM`)."""
     first, mixed = _step_levels()
     colour = np.ascontiguousarray(_LUT[first]).view(_RGB_ITEM).reshape(first.size)
-    return first, mixed, colour
+    return mixed, colour
 
 
 def stretch_levels(x: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:

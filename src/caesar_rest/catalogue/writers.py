@@ -12,7 +12,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -670,18 +670,72 @@ def write_json(table: Table, path: str | Path) -> Path:
     path = Path(path)
     columns = _json_columns(table)
     names = [c["name"] for c in columns]
+    return write_json_rows(
+        path,
+        {"columns": columns},
+        "sources",
+        len(table),
+        lambda a, b: _json_sources(table[a:b], names),
+        WRITE_CHUNK,
+    )
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as the catalogues' JSON: compact, NaN refused (the writers make it None).
+
+    Parameters
+    ----------
+    value
+        A JSON-able value.
+
+    Returns
+    -------
+    str
+        Its text (``json.dumps``, not ``dump``: one string from the C encoder; ``dump``
+        streams through the Python one).
+    """
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def write_json_rows(
+    path: Path,
+    head: Mapping[str, Any],
+    key: str,
+    n: int,
+    rows: Callable[[int, int], list[Any]],
+    chunk: int,
+) -> Path:
+    """Write the document ``{**head, key: rows(0, n)}`` with the bytes of its
+    :func:`compact_json` and a newline, formatting ``chunk`` rows at a time (the text of
+    the whole document is never held: at 20,000 rows it is tens of MB of Python strings).
+
+    Parameters
+    ----------
+    path
+        Output file (overwritten).
+    head
+        The document's first keys.
+    key
+        The last key, whose value is the list of rows.
+    n
+        The number of rows.
+    rows
+        ``rows(a, b)``: rows ``a`` to ``b - 1``, as JSON-able values.
+    chunk
+        Rows formatted at a time.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
     with path.open("w", encoding="utf-8") as fh:
-        # json.dump of table_to_json's document, in pieces: WRITE_CHUNK rows at a time.
-        fh.write('{"columns":' + _json_text(columns) + ',"sources":[')
-        for a in range(0, len(table), WRITE_CHUNK):
-            rows = _json_sources(table[a : a + WRITE_CHUNK], names)
-            fh.write(("," if a else "") + ",".join(_json_text(r) for r in rows))
+        fh.write("{" + "".join(f"{compact_json(k)}:{compact_json(v)}," for k, v in head.items()))
+        fh.write(compact_json(key) + ":[")
+        for a in range(0, n, chunk):
+            fh.write(("," if a else "") + ",".join(compact_json(r) for r in rows(a, a + chunk)))
         fh.write("]}\n")
     return path
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
 def write_ds9_regions(

@@ -65,13 +65,7 @@ def file_rows(path: str, hdu: int, origin: tuple[int, int], nx: int) -> RowReade
     ox, oy = origin
 
     def read(y0: int, y1: int) -> tuple[F32, npt.NDArray[np.bool_]]:
-        # A box is at least 2 rows (read_pixels refuses one): a 1-row band (the last one of
-        # an image of k * LABEL_ROWS + 1 rows) is read with a row beside it, then cut.
-        lo, hi = y0, y1
-        if y1 - y0 < 2:
-            lo, hi = (y0 - 1, y1) if y0 > 0 else (y0, y1 + 1)
-        data = read_pixels(Path(path), hdu, (ox, ox + nx, oy + lo, oy + hi))
-        data = data[y0 - lo : y0 - lo + (y1 - y0)]
+        data = read_pixels(Path(path), hdu, (ox, ox + nx, oy + y0, oy + y1))
         return data, np.isnan(data)
 
     return read
@@ -146,9 +140,9 @@ class IslandsTask:
         bands = local.grid if isinstance(local, Begun) else ranks.deal(self.grid_bands())
         step = GRID_BLOCK_ROWS
         mine = [(k, grid_rows(read, g, k * step, min(g.by, (k + 1) * step))) for k in bands]
-        grids = sorted((pair for part in ranks.exchange(mine) for pair in part), key=_first)
+        grids = ranks.gather_all(mine)
         bkg, rms = fill_grid(
-            np.concatenate([m for _, (m, _) in grids]), np.concatenate([d for _, (_, d) in grids])
+            np.concatenate([m for m, _ in grids]), np.concatenate([d for _, d in grids])
         )
         labelled = [
             (k, label_rows(read, bkg, rms, g.cell, self.shape, a, min(ny, a + LABEL_ROWS)))
@@ -168,10 +162,6 @@ class IslandsTask:
         """The number of bands of the grid dealt."""
         ny, nx = self.shape
         return -(-grid_shape(ny, nx, self.box).by // GRID_BLOCK_ROWS)
-
-
-def _first(pair: tuple[int, Any]) -> int:
-    return pair[0]
 
 
 def _task(image: FitsImage) -> IslandsTask:

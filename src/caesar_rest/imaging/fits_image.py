@@ -174,11 +174,7 @@ def header_image(
         As :func:`load_image`, for what the header shows.
     """
     path = Path(path)
-    try:
-        hdul = fits.open(path, memmap=True)
-    except Exception as exc:
-        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
-    with hdul:
+    with _open(path, memmap=True) as hdul:
         index, chosen = _pick_hdu(hdul, None, path.name)
         shape = _plane_shape(chosen, index)
         header = chosen.header.copy()
@@ -245,7 +241,8 @@ def read_pixels(
     hdu
         Index of the image HDU.
     box
-        ``(xmin, xmax, ymin, ymax)``, 0-based, half-open, in the HDU's pixels.
+        ``(xmin, xmax, ymin, ymax)``, 0-based, half-open, in the HDU's pixels (one row or
+        column is enough, unlike :func:`load_image`'s ``subimage``).
 
     Returns
     -------
@@ -258,9 +255,9 @@ def read_pixels(
         When the file cannot be read or the box is outside the image.
     """
     try:
-        _, _, data, blank, _ = _read(Path(path), hdu, box, memmap=True)
+        _, _, data, blank, _ = _read(Path(path), hdu, box, memmap=True, least=1)
     except _NeedsNoMemmap:
-        _, _, data, blank, _ = _read(Path(path), hdu, box, memmap=False)
+        _, _, data, blank, _ = _read(Path(path), hdu, box, memmap=False, least=1)
     bad = ~np.isfinite(data)
     if blank is not None:
         bad |= blank
@@ -317,26 +314,31 @@ class _NeedsNoMemmap(Exception):
     """The data cannot be memory-mapped (scaled integers with BLANK)."""
 
 
+def _open(path: Path, memmap: bool) -> fits.HDUList:
+    """The FITS file, open (:class:`ImageError` when it is not one)."""
+    try:
+        return fits.open(path, memmap=memmap)
+    except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
+        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
+
+
 def _read(
     path: Path,
     hdu: int | str | None,
     subimage: tuple[int, int, int, int] | None,
     memmap: bool,
+    least: int = 2,
 ) -> tuple[
     int, fits.Header, npt.NDArray[np.float32], npt.NDArray[np.bool_] | None, tuple[int, int]
 ]:
-    try:
-        hdul = fits.open(path, memmap=memmap)
-    except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
-        raise ImageError(f"cannot read {path.name} as FITS: {exc}") from None
-    with hdul:
+    with _open(path, memmap) as hdul:
         index, chosen = _pick_hdu(hdul, hdu, path.name)
         shape = _plane_shape(chosen, index)
         ny, nx = shape[-2:]
         if subimage is None:
             xmin, xmax, ymin, ymax = 0, nx, 0, ny
         else:
-            xmin, xmax, ymin, ymax = _check_subimage(subimage, nx, ny)
+            xmin, xmax, ymin, ymax = _check_subimage(subimage, nx, ny, least)
         header = chosen.header.copy()
         lead: tuple[int, ...] = (0,) * (len(shape) - 2)
         index_tuple = (*lead, slice(ymin, ymax), slice(xmin, xmax))
@@ -435,7 +437,11 @@ def _pick_hdu(hdul: fits.HDUList, hdu: int | str | None, name: str) -> tuple[int
     raise ImageError(f"{name} holds no image data with at least 2 axes")
 
 
-def _check_subimage(sub: tuple[int, int, int, int], nx: int, ny: int) -> tuple[int, int, int, int]:
+def _check_subimage(
+    sub: tuple[int, int, int, int], nx: int, ny: int, least: int = 2
+) -> tuple[int, int, int, int]:
+    # least: the fewest rows and columns (2 for a sub-image the user asks for, which the finder
+    # processes; 1 for the internal reads of read_pixels, a band of rows among others).
     if len(sub) != 4:
         raise ImageError("subimage must be (xmin, xmax, ymin, ymax)")
     xmin, xmax, ymin, ymax = (int(v) for v in sub)
@@ -443,7 +449,7 @@ def _check_subimage(sub: tuple[int, int, int, int], nx: int, ny: int) -> tuple[i
         raise ImageError(
             f"subimage {sub} is outside the image (x in [0, {nx}), y in [0, {ny}), min < max)"
         )
-    if xmax - xmin < 2 or ymax - ymin < 2:
+    if xmax - xmin < least or ymax - ymin < least:
         raise ImageError(f"subimage {sub} is too small")
     return xmin, xmax, ymin, ymax
 

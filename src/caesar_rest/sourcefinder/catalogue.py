@@ -19,7 +19,6 @@ depend on tiling; nested sources ``<island>_N<j>``; components ``<source>_fitcom
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from caesar_rest.catalogue.schema import (
     FLAG_FIT_FAILED,
     FLAG_TRUNCATED,
 )
-from caesar_rest.catalogue.writers import iau_names, make_table
+from caesar_rest.catalogue.writers import compact_json, iau_names, make_table, write_json_rows
 from caesar_rest.imaging.fits_image import pixel_ellipse_to_sky, pixel_to_radec, sky_jacobian
 from caesar_rest.sourcefinder._types import F64, FWHM
 from caesar_rest.sourcefinder.fitting import QUALITY_NAMES
@@ -163,25 +162,17 @@ class Catalogues:
         pathlib.Path
             The file.
         """
-        meta, columns = self.json_meta, _json_columns(self.json_table)
-        with path.open("w", encoding="utf-8") as fh:
-            fh.write('{"metadata":' + _dumps(meta) + ',"columns":' + _dumps(columns))
-            fh.write(',"components":[')
-            n = len(self.json_table)
-            for a in range(0, n, JSON_CHUNK):
-                rows = _json_rows(self.json_table[a : a + JSON_CHUNK])
-                fh.write(("," if a else "") + ",".join(_dumps(r) for r in rows))
-            fh.write("]}\n")
-        return path
+        table = self.json_table
+
+        def rows(a: int, b: int) -> list[dict[str, Any]]:
+            return _json_rows(table[a:b])
+
+        head = {"metadata": self.json_meta, "columns": _json_columns(table)}
+        return write_json_rows(path, head, "components", len(table), rows, JSON_CHUNK)
 
 
 #: Rows of ``components.json`` formatted at a time.
 JSON_CHUNK = 2048
-
-
-def _dumps(value: Any) -> str:
-    # The options of write_components_json's json.dump, so the pieces join to its bytes.
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
 def _sky(result: SourceFinderResult, x: F64, y: F64, a: F64, b: F64, th: F64) -> tuple[F64, ...]:
@@ -837,8 +828,5 @@ def write_components_json(doc: dict[str, Any], path: Path) -> Path:
     pathlib.Path
         The file.
     """
-    # dumps, not dump: one string from the C encoder (dump streams through the Python one).
-    path.write_text(
-        json.dumps(doc, allow_nan=False, separators=(",", ":")) + "\n", encoding="utf-8"
-    )
+    path.write_text(compact_json(doc) + "\n", encoding="utf-8")
     return path

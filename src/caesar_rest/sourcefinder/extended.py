@@ -99,16 +99,38 @@ def block_mean_rows(rows: Callable[[int, int], F32], shape: tuple[int, int], f: 
 
 
 def _block_counts(valid: npt.NDArray[np.bool_]) -> npt.NDArray[np.integer]:
-    """``valid.sum(axis=(1, 3))`` of a ``(rows, f, cols, f)`` array, by adds of contiguous
-    planes (a sum over two strided axes is many times slower; counts are exact in any
-    order)."""
+    """``valid.sum(axis=(1, 3))`` of a ``(rows, f, cols, f)`` array (:func:`fold_blocks`)."""
     f = valid.shape[1]
-    rows: npt.NDArray[np.integer] = valid[:, 0].astype(np.uint8 if f * f < 256 else np.int64)
-    for i in range(1, f):
-        np.add(rows, valid[:, i], out=rows)
-    out: npt.NDArray[np.integer] = rows[:, :, 0].copy()
-    for j in range(1, f):
-        np.add(out, rows[:, :, j], out=out)
+    out: npt.NDArray[np.integer] = fold_blocks(valid, np.add, np.uint8 if f * f < 256 else np.int64)
+    return out
+
+
+def fold_blocks(blocks: npt.NDArray[Any], op: np.ufunc, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+    """``op`` over the pixels of each block of a ``(rows, f, cols, f)`` array, as ``dtype``:
+    the rows of each block row first, then the columns of each block, ``f - 1`` passes over
+    contiguous memory each (a reduction over two strided axes is many times slower; for
+    operations whose order does not change the result: counts, OR).
+
+    Parameters
+    ----------
+    blocks
+        The blocks.
+    op
+        A binary ufunc (``np.add``, ``np.bitwise_or``).
+    dtype
+        The type the values are folded in.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, cols)``.
+    """
+    rows = blocks[:, 0].astype(dtype)
+    for i in range(1, blocks.shape[1]):
+        op(rows, blocks[:, i], out=rows)
+    out = rows[:, :, 0].copy()
+    for j in range(1, blocks.shape[3]):
+        op(out, rows[:, :, j], out=out)
     return out
 
 

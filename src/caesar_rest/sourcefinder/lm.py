@@ -8,7 +8,7 @@ bounds a parameter runs into).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -239,10 +239,8 @@ class _Active:
             return
         keep = np.ones(self.idx.size, dtype=bool)
         keep[rows] = False
-        self.idx = self.idx[keep]
-        for name in ("x", "y", "v", "wt", "p", "lo", "hi", "fixed", "chi2", "jtj", "g", "lam"):
-            setattr(self, name, getattr(self, name)[keep])
-        self.steps = self.steps[keep]
+        for f in fields(self):  # every array has a row per active unit
+            setattr(self, f.name, getattr(self, f.name)[keep])
 
 
 def lm_fit(

@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from caesar_rest.sourcefinder import background
 from caesar_rest.sourcefinder._types import F32
-from caesar_rest.sourcefinder.extended import Planes, expand
+from caesar_rest.sourcefinder.extended import Planes, expand, fold_blocks
 
 #: 3 x 3 structuring element (8-connected opening, 4-connected labels below).
 _SQUARE = np.ones((3, 3), dtype=bool)
@@ -446,14 +446,7 @@ def reduce_mask(
     else:
         pad = np.zeros((oy * f, ox * f), dtype=bool)
         pad[:ny, :nx] = mask
-    # The rows of each block row OR-ed, then the columns of each block: f - 1 passes over
-    # contiguous bytes each, many times faster than any() over two strided axes.
-    u = pad.view(np.uint8).reshape(oy, f, ox * f)
-    rows = u[:, 0].copy()
-    for i in range(1, f):
-        rows |= u[:, i]
-    cols = rows.reshape(oy, ox, f)
-    out = cols[:, :, 0].copy()
-    for i in range(1, f):
-        out |= cols[:, :, i]
-    return out.view(bool)
+    # The blocks' bytes OR-ed (many times faster than any() over two strided axes).
+    u = pad.view(np.uint8).reshape(oy, f, ox, f)
+    out: npt.NDArray[np.bool_] = fold_blocks(u, np.bitwise_or, np.uint8).view(bool)
+    return out

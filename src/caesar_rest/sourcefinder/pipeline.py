@@ -76,9 +76,7 @@ def find_sources(
     t_load = time.perf_counter() - t0
     beam = beam_pixels(image)
     maps = opts.save_maps if want_maps is None else want_maps
-    # The workers of every rank count for the automatic tiling.
-    workers = opts.nproc * (ranks.size if ranks is not None else 1)
-    plan = tiling.plan_tiles(image.shape, beam, opts.with_(nproc=workers))
+    plan = _plan(image, beam, opts, ranks)
     if ranks is not None:
         job = _tile_job(image, beam, plan, opts, maps)
         if ranks.sent and not _same_job(ranks.job, job):
@@ -101,6 +99,15 @@ def find_sources(
     timings = {"load": t_load, **src.timings}
     timings["total"] = time.perf_counter() - t0
     return SourceFinderResult(image, beam, opts, src, timings, n_tiles)
+
+
+def _plan(
+    image: FitsImage, beam: BeamPix, opts: FinderOptions, ranks: Ranks | None
+) -> list[tiling.Tile]:
+    # The workers of every rank count for the automatic tiling (one plan for the job sent
+    # early and the loaded image's).
+    workers = opts.nproc * (ranks.size if ranks is not None else 1)
+    return tiling.plan_tiles(image.shape, beam, opts.with_(nproc=workers))
 
 
 def _tile_job(
@@ -141,8 +148,7 @@ def send_early(path: str | Path, opts: FinderOptions, ranks: Ranks) -> None:
         return
     image = header_image(path, beam_fallback=opts.beam_fallback)
     beam = beam_pixels(image)
-    workers = opts.nproc * ranks.size
-    plan = tiling.plan_tiles(image.shape, beam, opts.with_(nproc=workers))
+    plan = _plan(image, beam, opts, ranks)
     ranks.send(_tile_job(image, beam, plan, opts, opts.save_maps), _deal_at_send(plan, opts, ranks))
 
 

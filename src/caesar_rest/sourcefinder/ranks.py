@@ -1,14 +1,15 @@
 """Tiles over MPI ranks (mpi4py): the ``caesar`` app launched by ``mpirun``/``mpiexec``/``srun``.
 
 Every rank runs the same program. Rank 0 runs the whole app: it loads the image, plans the
-tiles and, in :func:`caesar_rest.sourcefinder.tiling.run_tiles`, sends the other ranks a
-:class:`TileJob` (the file, the plan, the beam and the options) once; then every rank asks
-for its next tile when it is done with one (:meth:`Ranks.deal`: a thread of rank 0 hands the
-tiles out in plan order, so the ranks finish together whatever their tiles cost; with an MPI
-library without threads, rank ``r`` of ``n`` takes tiles ``r, r + n, ...``). Rank 0
-processes its tiles from the image it holds, the other ranks read only their tiles' pixels
-from the file (memory bounded by a tile); rank 0 gathers the tiles' sources in plan order and
-merges them exactly as a run on one machine does, so the catalogue is the same.
+tiles and, in :func:`caesar_rest.sourcefinder.pipeline.find_sources` (or from the header before
+the pixels are read: :func:`~caesar_rest.sourcefinder.pipeline.send_early`), sends the other
+ranks a :class:`TileJob` (the file, the plan, the beam and the options) once; then every rank
+asks for its next tile when it is done with one (:meth:`Ranks.deal`: a thread of rank 0 hands
+the tiles out in plan order, so the ranks finish together whatever their tiles cost; with an
+MPI library without threads, rank ``r`` of ``n`` takes tiles ``r, r + n, ...``). Rank 0
+processes its tiles from the image it holds, the other ranks read only their tiles' pixels from
+the file (memory bounded by a tile); rank 0 gathers the tiles' sources in plan order and merges
+them exactly as a run on one machine does, so the catalogue is the same.
 
 After the tiles the other ranks wait for tasks (:class:`Task`): work after the merge that
 rank 0 shares with them through :meth:`Ranks.run`, or begun by them while rank 0 builds the
@@ -147,6 +148,9 @@ class Ranks:
         #: The tile stage (:meth:`send` to :meth:`settle`) and the tasks begun (:meth:`start`)
         #: that rank 0 has not done its part of: the other ranks wait inside them.
         self.pending = 0
+        #: Rank 0's last dealer (:meth:`deal`): while its thread runs, that thread alone
+        #: calls MPI (:meth:`idle` checks it).
+        self._dealer: _Dealer | None = None
 
     def send(self, job: TileJob | None, deal: bool = False) -> None:
         """Rank 0: send the job (or None: nothing to do) to every rank, once (:attr:`job`).
@@ -199,14 +203,8 @@ class Ranks:
         RuntimeError
             When the other ranks no longer wait for tasks (:attr:`serving` is false).
         """
-        if not self.serving:
-            raise RuntimeError("the other ranks are not waiting for tasks")
-        self.bcast(task)
-        try:
-            return task.run(self, local)
-        except BaseException:
-            self.abort(1)
-            raise
+        self._send_task(task)
+        return self._own_share(task, local)
 
     def start(self, task: Task) -> Callable[[Any], Any]:
         """Rank 0: send a task that the other ranks begin now, while rank 0 does other work;
@@ -229,21 +227,31 @@ class Ranks:
         RuntimeError
             When the other ranks no longer wait for tasks (:attr:`serving` is false).
         """
-        if not self.serving:
-            raise RuntimeError("the other ranks are not waiting for tasks")
-        self.bcast(task)
+        self._send_task(task)
         self.pending += 1
 
         def finish(local: Any) -> Any:
             try:
-                return task.run(self, local)
-            except BaseException:
-                self.abort(1)
-                raise
+                return self._own_share(task, local)
             finally:
                 self.pending -= 1
 
         return finish
+
+    def _send_task(self, task: Task) -> None:
+        """Rank 0: send the task to the other ranks (they must be waiting for tasks)."""
+        if not self.serving:
+            raise RuntimeError("the other ranks are not waiting for tasks")
+        self.bcast(task)
+
+    def _own_share(self, task: Task, local: Any) -> Any:
+        """Rank 0: run its share of a task sent; a failure aborts every rank (the others may
+        be waiting for rank 0 inside the task)."""
+        try:
+            return task.run(self, local)
+        except BaseException:
+            self.abort(1)
+            raise
 
     def close(self) -> None:
         """Rank 0: let the other ranks exit (no tiles, or no more tasks); with the tiles not
@@ -290,7 +298,8 @@ class Ranks:
         if not self.threads:
             return iter(self.mine(n))
         if self.rank == 0:
-            return _Dealer(self, n).indices()
+            self._dealer = _Dealer(self, n)
+            return self._dealer.indices()
         return self._asking()
 
     def _asking(self) -> Iterator[int]:
@@ -310,14 +319,21 @@ class Ranks:
     def gather(self, results: list[tuple[int, Any]]) -> list[Any] | None:
         """Every rank's ``(index, result)`` pairs; on rank 0 the results in index order."""
         parts = self.collect(results)
-        if parts is None:
-            return None
-        pairs = sorted((i, r) for part in parts for i, r in part)
-        return [r for _, r in pairs]
+        return None if parts is None else _in_order(parts)
+
+    def gather_all(self, results: list[tuple[int, Any]]) -> list[Any]:
+        """Every rank's ``(index, result)`` pairs; on every rank the results in index order."""
+        return _in_order(self.exchange(results))
 
     def idle(self) -> None:
         """Wait until every rank is here, sleeping (not spinning, as MPI's blocking calls do
-        while they wait: a waiting rank would take a core from the ones at work)."""
+        while they wait: a waiting rank would take a core from the ones at work).
+
+        Every collective of this class begins here; on rank 0 it refuses to run while a
+        dealer thread (:meth:`deal`) does: with ``MPI_THREAD_SERIALIZED`` the dealer is safe
+        only because rank 0's main thread makes no MPI call until the dealing is done."""
+        if self._dealer is not None and self._dealer.thread.is_alive():
+            raise RuntimeError("an MPI collective on rank 0 while its dealer thread calls MPI")
         req = self.comm.Ibarrier()
         while not req.Test():
             time.sleep(IDLE_POLL_S)
@@ -342,6 +358,12 @@ class Ranks:
     def abort(self, code: int) -> None:
         """End every rank of the MPI job (a rank failed)."""
         self.comm.Abort(code)
+
+
+def _in_order(parts: list[list[tuple[int, Any]]]) -> list[Any]:
+    """The results of every rank's ``(index, result)`` pairs, in index order."""
+    pairs = sorted((i, r) for part in parts for i, r in part)
+    return [r for _, r in pairs]
 
 
 class _Dealer:

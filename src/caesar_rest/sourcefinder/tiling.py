@@ -417,10 +417,8 @@ def _process_tiles(
             every = list(range(len(plan)))
             local = _run_local(every, pool_processes(plan, every, opts.nproc))
         else:
-            job = TileJob(
-                str(image.path), image.hdu_index, image.origin, image.shape, plan, beam, opts, maps
-            )
-            ranks.send(job)
+            if ranks.job is None:  # the other ranks would wait for it for ever
+                raise RuntimeError("the tile job is not sent (find_sources sends it)")
             # The pool's size from this rank's share of a fixed round.
             procs = pool_processes(plan, ranks.mine(len(plan)), opts.nproc)
             gathered = ranks.gather(_run_dealt(lambda: ranks.tiles(len(plan)), procs))
@@ -459,8 +457,9 @@ def run_tiles(
     maps
         Maps to assemble.
     ranks
-        MPI ranks sharing the tiles (rank 0 calls this; :mod:`.ranks`), or None: this
-        machine's processes only.
+        MPI ranks sharing the tiles (rank 0 calls this, once it has sent them the job:
+        :func:`~caesar_rest.sourcefinder.pipeline.find_sources`; :mod:`.ranks`), or None:
+        this machine's processes only.
 
     Returns
     -------
