@@ -253,8 +253,8 @@ def _spare_app_main(sock: socket.socket) -> None:
         # handlers, numpy's own random state (this process is the job's already).
         _python_signals()
         _fresh_random()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # while it waits: end quietly
-            signal.signal(sig, signal.SIG_DFL)
+        # While it waits, SIGINT ends it quietly too (SIGTERM does: default already).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
         sock.close()
         if not data or len(fds) != 1:
