@@ -1,4 +1,5 @@
-"""Backend test helpers: real RabbitMQ, Redis, Celery workers and a single-node Slurm.
+"""Backend test helpers: real RabbitMQ, Redis, Celery workers and a single-node Slurm; local
+job records written straight into the database.
 
 The Slurm cluster (munge, slurmctld, slurmd, slurmrestd with JWT) and the workers are started
 through the project's scripts (``scripts/slurm.sh``, ``scripts/celery.sh``), on free ports and
@@ -26,6 +27,10 @@ from typing import Any
 import httpx
 import pytest
 
+from caesar_rest.db.models import JobRecord
+from caesar_rest.jobs.states import Phase
+from caesar_rest.timeutil import utcnow
+
 from tests.support.paths import REPO, SUPPORT
 from tests.support.server import LiveServer, free_port
 
@@ -45,6 +50,18 @@ def need(ok: bool, why: str) -> None:
     if CI:
         pytest.fail(f"service missing in CI: {why}")
     pytest.skip(why)
+
+
+def local_job(job_id: str, phase: Phase, **fields: Any) -> JobRecord:
+    """A local job's record as a test writes it straight into the database: alice's sleep
+    job with a 60 s limit, created now, unless ``fields`` say otherwise."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": job_id, "owner": "alice", "app": "sleep", "options": {}, "backend": "local",
+        "phase": phase.value, "message": "", "time_limit": 60, "reldir": f"alice/{job_id}",
+        "created_at": now, "updated_at": now,
+    }  # fmt: skip
+    return JobRecord(**(values | fields))
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -25,11 +25,11 @@ from fastapi.testclient import TestClient
 from caesar_rest.api.app import create_app
 from caesar_rest.backends import local
 from caesar_rest.backends.process import hostname, process_alive
-from caesar_rest.db.models import JobRecord
 from caesar_rest.jobs.states import Phase
 from caesar_rest.runtime import build_runtime
 from caesar_rest.timeutil import utcnow
 
+from tests.backends.backend_support import local_job
 from tests.support.app_jobs import upload, wait_state
 from tests.support.server import make_settings
 
@@ -137,16 +137,10 @@ def test_the_sweep_settles_a_job_never_given_a_pid(tmp_path: Path) -> None:
         with runtime.sessions.begin() as s:
             for job_id, updated in (("stale", old), ("fresh", utcnow())):
                 s.add(
-                    JobRecord(
-                        id=job_id,
-                        owner="alice",
-                        app="sleep",
-                        options={},
-                        backend="local",
-                        phase=Phase.EXECUTING.value,
+                    local_job(
+                        job_id,
+                        Phase.EXECUTING,
                         message="Job starting",
-                        time_limit=60,
-                        reldir=f"alice/{job_id}",
                         host=hostname(),
                         created_at=old,
                         updated_at=updated,

@@ -26,6 +26,7 @@ from caesar_rest.jobs.states import Phase
 from caesar_rest.settings import Settings
 from caesar_rest.timeutil import utcnow
 
+from tests.backends.backend_support import local_job
 from tests.support.app_jobs import API, upload, wait_state
 from tests.support.server import make_settings
 
@@ -39,18 +40,8 @@ def test_concurrent_claims_respect_the_limit(tmp_path: Path, db_url: str) -> Non
     with make_sessionmaker(engine).begin() as s:
         for i in range(6):
             s.add(
-                JobRecord(
-                    id=f"job{i}",
-                    owner="alice",
-                    app="sleep",
-                    options={},
-                    backend="local",
-                    phase=Phase.QUEUED.value,
-                    message="",
-                    time_limit=60,
-                    reldir=f"alice/job{i}",
-                    created_at=now + timedelta(seconds=i),
-                    updated_at=now,
+                local_job(
+                    f"job{i}", Phase.QUEUED, created_at=now + timedelta(seconds=i), updated_at=now
                 )
             )
     # Six "processes" (each its own engine, service and runner) claim at the same moment.
@@ -146,23 +137,8 @@ def test_an_idle_pass_takes_no_write_lock(
     monkeypatch.setattr(local, "write_first", counted)
     try:
         assert runner._claim() is None and locks == []
-        now = utcnow()
         with make_sessionmaker(engine).begin() as s:
-            s.add(
-                JobRecord(
-                    id="queued",
-                    owner="alice",
-                    app="sleep",
-                    options={},
-                    backend="local",
-                    phase=Phase.QUEUED.value,
-                    message="",
-                    time_limit=60,
-                    reldir="alice/queued",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            s.add(local_job("queued", Phase.QUEUED))
         job = runner._claim()
         assert job is not None and job.id == "queued" and len(locks) == 1
     finally:

@@ -219,6 +219,11 @@ class SpareApp:
             os.waitpid(self.pid, 0)
         return fork_app(cmd, limiter)
 
+    def started(self, cmd: list[str], limiter: Callable[[], None] | None) -> ForkedApp:
+        """The wrapper's starter once the app has its command (:meth:`hand`): it runs
+        already."""
+        return ForkedApp(self.pid)
+
     def hand(
         self, target: tuple[str, list[str]], cwd: str, env: dict[str, str], log_fd: int
     ) -> bool:
@@ -248,8 +253,8 @@ def _spare_app_main(sock: socket.socket) -> None:
         # handlers, numpy's own random state (this process is the job's already).
         _python_signals()
         _fresh_random()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # while it waits: end quietly
-            signal.signal(sig, signal.SIG_DFL)
+        # While it waits, SIGINT ends it quietly too (SIGTERM does: default already).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
         sock.close()
         if not data or len(fds) != 1:
@@ -545,7 +550,8 @@ class _Server:
                     os._exit(1)
             job_sock.close()
             self._leave_server()
-            code = self._be_wrapper(req, argv, env, log_fd, server)
+            _write_warm_line(log_fd, server)
+            code = self._be_wrapper(req, argv, env, log_fd)
         except BaseException:
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
@@ -591,10 +597,11 @@ class _Server:
             start = time.time()  # the job's start, as the wrapper records it
             argv = [str(a) for a in req["argv"]]
             env = {str(k): str(v) for k, v in req["env"].items()}
-            logged, early = self._hand_early(app, req, argv, env, fds[1], server)
+            _write_warm_line(fds[1], server)
+            logged, handed = self._hand_early(app, req, argv, env, fds[1])
             self._reply(job_sock, {"pid": os.getpid(), "ticks": _own_start_ticks()})
             job_sock.close()
-            code = self._be_wrapper(req, argv, env, fds[1], server, app, logged, early, start)
+            code = self._be_wrapper(req, argv, env, fds[1], app, logged, handed, start)
         except BaseException:
             with contextlib.suppress(BaseException):
                 traceback.print_exc()
@@ -622,26 +629,24 @@ class _Server:
         argv: list[str],
         env: dict[str, str],
         log_fd: int,
-        server: int,
-    ) -> tuple[bool, ForkedApp | None]:
-        """In a spare wrapper: start a ``python -m`` app before the wrapper's own set-up, its
-        log lines written first (the log reads as when the wrapper starts it). Whether the
-        lines are written, and the started app (None: the wrapper starts it). Not for a job
-        that stages its files from a remote: that comes before the app."""
+    ) -> tuple[bool, bool]:
+        """In a spare wrapper: start a ``python -m`` app before the wrapper's own set-up, the
+        log's start lines written first (the log reads as when the wrapper starts it).
+        Whether the lines are written, and whether the app has its command (False: the
+        wrapper starts it). Not for a job that stages its files from a remote: that comes
+        before the app."""
         from caesar_rest.storage.remote import STORAGE_ENV
 
         target = python_module(argv)
         if app is None or target is None or env.get(STORAGE_ENV):
-            return False, None
+            return False, False
         from caesar_rest.backends.wrapper import start_lines
         from caesar_rest.jobs.folder import LIMITS_ENV, JobLimits
 
         limits = JobLimits.from_env(env.get(LIMITS_ENV))
-        os.write(log_fd, (_warm_line(server) + start_lines(argv, limits)).encode())
+        os.write(log_fd, start_lines(argv, limits).encode())
         _job_path(env.get("PYTHONPATH", ""))  # the app's import path is the wrapper's
-        if not app.hand(target, str(req["cwd"]), env, log_fd):
-            return True, None
-        return True, ForkedApp(app.pid)
+        return True, app.hand(target, str(req["cwd"]), env, log_fd)
 
     @staticmethod
     def _be_wrapper(
@@ -649,16 +654,15 @@ class _Server:
         argv: list[str],
         env: dict[str, str],
         log_fd: int,
-        server: int,
         app: SpareApp | None = None,
         logged: bool = False,
-        early: ForkedApp | None = None,
+        handed: bool = False,
         start: float | None = None,
     ) -> int:
         """In the job's session: its descriptors, folder and environment; then the wrapper
-        (which starts the app, ``app`` when forked in advance, unless ``early`` runs already,
-        and records its end); its status. ``logged``: the log's start lines are written;
-        ``start``: when the job came (default: now)."""
+        (which starts the app, ``app`` when forked in advance, running already when
+        ``handed`` its command, and records its end); its status. ``logged``: the log's
+        start lines are written; ``start``: when the job came (default: now)."""
         _python_signals()
         _own_fds(log_fd, app.sock.fileno() if app is not None else None)
         os.chdir(req["cwd"])
@@ -666,19 +670,17 @@ class _Server:
         os.environ.update(env)
         _job_path(os.environ.get("PYTHONPATH", ""))
         _reset_logging()
-        if not logged:
-            print(_warm_line(server), end="", flush=True)
         from caesar_rest.backends.wrapper import main
 
-        starter: Any = app.start if app is not None else fork_app
-        if early is not None:
-            starter = lambda _cmd, _limiter: early  # noqa: E731 - started already
+        starter: Any = fork_app
+        if app is not None:
+            starter = app.started if handed else app.start
         return main(["--", *argv], starter=starter, start=start, logged=logged)
 
 
-def _warm_line(server: int) -> str:
-    """The job log's line that tells a warm start."""
-    return f"[caesar-rest] warm start (fork server {server})\n"
+def _write_warm_line(log_fd: int, server: int) -> None:
+    """Begin the job's log with the line that tells a warm start (before the wrapper's)."""
+    os.write(log_fd, f"[caesar-rest] warm start (fork server {server})\n".encode())
 
 
 def _flush_and_exit(code: int) -> None:
