@@ -10,6 +10,7 @@ be tested without ``mpiexec``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -105,11 +106,20 @@ def run_ranks(size: int, work: Callable[[Ranks], Any]) -> list[Any]:
             errors.append(exc)
             shared.barrier.abort()
 
-    threads = [threading.Thread(target=one, args=(r,)) for r in range(size)]
+    # Daemon threads: a rank left waiting for one that failed (mpirun would abort it) must not
+    # keep the test process alive (a failing test hung a CI run at exit this way).
+    threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in range(size)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=120)
+    deadline = time.monotonic() + 120
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        if errors:  # the others get a few seconds to end, then the failure is reported
+            deadline = min(deadline, time.monotonic() + 5)
+        for t in threads:
+            t.join(timeout=0.05)
     if errors:
         raise errors[0]
+    waiting = [r for r, t in enumerate(threads) if t.is_alive()]
+    if waiting:
+        raise AssertionError(f"ranks {waiting} still running after 120 s")
     return results
