@@ -6,8 +6,10 @@ saw return."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import psycopg
@@ -340,3 +342,99 @@ def test_a_connection_made_after_the_loop_gave_up_is_closed(
         assert made[0].status == pq.ConnStatus.BAD  # finished
     finally:
         f.close()
+
+
+def test_a_connection_made_after_its_loop_ended_is_closed(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the loop ends before the connection is made (``asyncio.run`` returns,
+    cancelling its tasks): the connection is closed when made, not dropped unclosed."""
+    f = ChangeFeed(conninfo(engine), Seen())
+    made: list[pq.PGconn | None] = []
+    real_open = f._open
+
+    def slow_open() -> pq.PGconn | None:
+        time.sleep(0.5)
+        made.append(real_open())
+        return made[-1]
+
+    monkeypatch.setattr(f, "_open", slow_open)
+    monkeypatch.setattr(pgfeed, "ASYNC_TIMEOUT_S", 0.1)
+    try:
+        assert not asyncio.run(f.sync_async())  # the loop is gone before the connect ends
+        deadline = time.monotonic() + 10
+        while not made:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.1)
+        assert made[0] is not None and made[0].status == pq.ConnStatus.BAD  # finished
+    finally:
+        f.close()
+
+
+def _feed_backends(engine: Engine, name: str) -> int:
+    """Server processes of connections named ``name`` (``application_name``), once the
+    ones closed have gone (a closed connection's process ends soon after)."""
+    deadline = time.monotonic() + 5
+    while True:
+        with engine.connect() as conn:
+            n = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %(n)s",
+                {"n": name},
+            ).scalar_one()
+        if n == 0 or time.monotonic() > deadline:
+            return int(n)
+        time.sleep(0.05)
+
+
+def test_a_failure_after_connecting_closes_the_connection(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is made, then ``LISTEN`` fails with an error of the driver: both
+    connections' syncs return False (not the error), and nothing is left connected."""
+    name = f"feed_test_{time.monotonic_ns()}"
+    f = ChangeFeed(conninfo(engine) + f"&application_name={name}", Seen())
+    made: list[pq.PGconn] = []
+
+    def failing_listen(pgconn: pq.PGconn) -> bool:
+        made.append(pgconn)
+        assert _feed_backends(engine, name) == 1  # connected for real
+        raise psycopg.OperationalError("injected after connect")
+
+    monkeypatch.setattr(pgfeed, "_listen", failing_listen)
+    try:
+        assert not f.sync() and not f.live
+        assert not asyncio.run(f.sync_async())
+        assert len(made) == 2 and all(c.status == pq.ConnStatus.BAD for c in made)
+        assert _feed_backends(engine, name) == 0
+        monkeypatch.undo()
+        f._retry_at = 0.0
+        assert f.sync() and _feed_backends(engine, name) == 1  # the next attempt connects
+    finally:
+        f.close()
+    assert _feed_backends(engine, name) == 0
+
+
+def test_a_drain_after_the_loop_closed_leaves_no_coroutine(
+    engine: Engine, feed: tuple[ChangeFeed, Seen]
+) -> None:
+    """Notifications wait on the connection of a loop that has been closed: the drain closes
+    that connection and leaves no coroutine un-awaited (no RuntimeWarning)."""
+    f, _ = feed
+    loop = asyncio.new_event_loop()
+    assert loop.run_until_complete(f.sync_async())
+    loop.close()
+    with engine.begin() as conn:
+        conn.execute(update(JobRecord).values(message="after the loop"))
+    assert f._apgconn is not None
+    deadline = time.monotonic() + 10
+    while not pgfeed._readable(f._apgconn):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f.drain()
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert f._apgconn is None  # its loop is gone: closed
+    assert f.sync()  # the threads' connection is unaffected

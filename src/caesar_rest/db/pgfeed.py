@@ -251,15 +251,7 @@ class ChangeFeed:
             if time.monotonic() < self._aretry_at:
                 return False
             self._aretry_at = time.monotonic() + RETRY_S
-            opening = asyncio.ensure_future(asyncio.to_thread(self._open))
-            try:
-                pgconn = await asyncio.shield(opening)
-            except asyncio.CancelledError:
-                # Given up (ASYNC_TIMEOUT_S): the thread's connect and LISTEN go on (the
-                # URL's connect_timeout may be longer, and LISTEN has none); close what they
-                # make rather than leave it to the garbage collector.
-                opening.add_done_callback(_finish_opened)
-                raise
+            pgconn = await _Opening(self._open, asyncio.get_running_loop()).take()
             if pgconn is None:
                 return False
             pgconn.nonblocking = 1
@@ -342,12 +334,14 @@ class ChangeFeed:
         except Exception as exc:  # an unusable connection string
             log.warning("job_feed_unavailable", error=str(exc))
             return None
-        if pgconn.status == pq.ConnStatus.OK:
-            res = pgconn.exec_(f"LISTEN {CHANNEL}".encode())
-            if res.status == pq.ExecStatus.COMMAND_OK:
+        try:
+            if pgconn.status == pq.ConnStatus.OK and _listen(pgconn):
                 self.connects += 1
                 return pgconn
-        log.warning("job_feed_unavailable", error=pgconn.get_error_message().strip())
+            error = pgconn.get_error_message().strip()
+        except Exception as exc:  # the driver's errors: the connection is closed all the same
+            error = repr(exc)
+        log.warning("job_feed_unavailable", error=error)
         pgconn.finish()
         return None
 
@@ -370,12 +364,17 @@ class ChangeFeed:
         if _readable(self._pgconn):
             self.sync()
         loop = self._aloop
-        if loop is not None and self._atask is None and _readable(self._apgconn):
+        if loop is not None and loop.is_closed():
+            # Nothing runs on a closed loop any more (a round trip of it neither): its
+            # connection goes.
+            self._adrop()
+        elif loop is not None and self._atask is None and _readable(self._apgconn):
+            sync = self.sync_async()
             try:
-                asyncio.run_coroutine_threadsafe(self.sync_async(), loop)
-            except RuntimeError:  # the loop is closed: its connection goes
-                if self._atask is None:
-                    self._adrop()
+                asyncio.run_coroutine_threadsafe(sync, loop)
+            except RuntimeError:  # the loop closed meanwhile
+                sync.close()  # never to run: closed, not left for the collector to warn of
+                self._adrop()
 
     def close(self) -> None:
         """Close the connections; :meth:`sync` returns False from now on.
@@ -388,7 +387,8 @@ class ChangeFeed:
             while self._running:
                 self._cv.wait()
             self._drop()
-        if self._atask is None:
+        loop = self._aloop
+        if self._atask is None or (loop is not None and loop.is_closed()):
             self._adrop()
 
 
@@ -404,12 +404,78 @@ def _drain(ref: weakref.ref[ChangeFeed]) -> None:
         del feed
 
 
-def _finish_opened(opening: asyncio.Future[PGconn | None]) -> None:
-    """Close the connection that ``opening`` made after its round trip was given up."""
-    if not opening.cancelled() and opening.exception() is None:
-        pgconn = opening.result()
-        if pgconn is not None:
-            pgconn.finish()
+def _listen(pgconn: PGconn) -> bool:
+    """``LISTEN`` on :data:`CHANNEL`; whether the server took it."""
+    return pgconn.exec_(f"LISTEN {CHANNEL}".encode()).status == pq.ExecStatus.COMMAND_OK
+
+
+class _Opening:
+    """A connection made in a thread of its own for an event loop's round trip, which the
+    loop takes (:meth:`take`) or, where the loop gave up or went first, the thread closes.
+
+    The connect and ``LISTEN`` cannot be cancelled, and may outlast the round trip's
+    :data:`ASYNC_TIMEOUT_S` (the URL's ``connect_timeout`` may be longer; ``LISTEN`` has
+    none) or the loop itself (a task of the loop, as ``asyncio.to_thread`` makes, is
+    cancelled when the loop ends, and its result dropped unclosed). So whichever of the two
+    sides comes second closes the connection; a lock decides which.
+
+    Parameters
+    ----------
+    open_
+        Makes the connection (None where it failed); it must not raise.
+    loop
+        The running loop of the round trip.
+    """
+
+    def __init__(self, open_: Callable[[], PGconn | None], loop: asyncio.AbstractEventLoop):
+        self._lock = threading.Lock()
+        self._claimed = False
+        self._pgconn: PGconn | None = None
+        self._loop = loop
+        self._made: asyncio.Future[None] = loop.create_future()
+        threading.Thread(
+            target=self._run, args=(open_,), name="job-feed-connect", daemon=True
+        ).start()
+
+    def _run(self, open_: Callable[[], PGconn | None]) -> None:
+        pgconn = open_()
+        with self._lock:
+            given_up = self._claimed
+            if not given_up:
+                self._pgconn = pgconn
+        if given_up:
+            _finish(pgconn)
+            return
+        try:
+            self._loop.call_soon_threadsafe(_set_done, self._made)
+        except RuntimeError:  # the loop is closed: nobody takes it
+            _finish(self._claim())
+
+    def _claim(self) -> PGconn | None:
+        with self._lock:
+            self._claimed = True
+            pgconn, self._pgconn = self._pgconn, None
+        return pgconn
+
+    async def take(self) -> PGconn | None:
+        """The connection once made (None where that failed); if the caller is cancelled
+        meanwhile, it is closed when made (or at once where it already was)."""
+        try:
+            await self._made
+        except BaseException:  # cancelled (a timeout, the loop's end)
+            _finish(self._claim())
+            raise
+        return self._claim()
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _finish(pgconn: PGconn | None) -> None:
+    if pgconn is not None:
+        pgconn.finish()
 
 
 async def _ready(sock: int, write: bool = False) -> None:
