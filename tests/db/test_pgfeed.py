@@ -157,9 +157,9 @@ def test_concurrent_syncs_share_round_trips(engine: Engine, feed: tuple[ChangeFe
 
 def _kill(engine: Engine, f: ChangeFeed) -> None:
     """End the feed's connection from the server side."""
-    assert f._pgconn is not None
+    assert f._threads.pgconn is not None
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._pgconn.backend_pid})")
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._threads.pgconn.backend_pid})")
 
 
 def test_a_lost_connection_is_made_again_and_everything_forgotten(
@@ -169,7 +169,7 @@ def test_a_lost_connection_is_made_again_and_everything_forgotten(
     _kill(engine, f)
     assert not f.sync() and not f.live  # the caller reads without the feed
     assert not f.sync()  # (the next attempt to connect waits RETRY_S)
-    f._retry_at = 0.0
+    f._threads.retry_at = 0.0
     assert f.sync() and f.live and f.connects == 2
     assert seen.take().reset
 
@@ -244,11 +244,11 @@ def test_the_event_loop_sync_hands_on_every_commit_before_it(
         before = f.loop_round_trips
         assert await asyncio.gather(*(f.sync_async() for _ in range(20))) == [True] * 20
         assert f.loop_round_trips - before == 2  # one under way when the others asked, one after
-        assert f._apgconn is not None
+        assert f._on_loop.pgconn is not None
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._apgconn.backend_pid})")
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._on_loop.pgconn.backend_pid})")
         assert not await f.sync_async()
-        f._aretry_at = 0.0
+        f._on_loop.retry_at = 0.0
         assert await f.sync_async() and seen.take().reset
 
     asyncio.run(run())
@@ -408,7 +408,7 @@ def test_a_failure_after_connecting_closes_the_connection(
         assert len(made) == 2 and all(c.status == pq.ConnStatus.BAD for c in made)
         assert _feed_backends(engine, name) == 0
         monkeypatch.undo()
-        f._retry_at = 0.0
+        f._threads.retry_at = 0.0
         assert f.sync() and _feed_backends(engine, name) == 1  # the next attempt connects
     finally:
         f.close()
@@ -426,9 +426,9 @@ def test_a_drain_after_the_loop_closed_leaves_no_coroutine(
     loop.close()
     with engine.begin() as conn:
         conn.execute(update(JobRecord).values(message="after the loop"))
-    assert f._apgconn is not None
+    assert f._on_loop.pgconn is not None
     deadline = time.monotonic() + 10
-    while not pgfeed._readable(f._apgconn):
+    while not pgfeed._readable(f._on_loop.pgconn):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     with warnings.catch_warnings(record=True) as caught:
@@ -436,5 +436,21 @@ def test_a_drain_after_the_loop_closed_leaves_no_coroutine(
         f.drain()
         gc.collect()
     assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []
-    assert f._apgconn is None  # its loop is gone: closed
+    assert f._on_loop.pgconn is None  # its loop is gone: closed
     assert f.sync()  # the threads' connection is unaffected
+
+
+def test_a_round_trip_without_an_answer_in_time_gives_the_connection_up(
+    feed: tuple[ChangeFeed, Seen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threads' round trip waits on the socket at most ASYNC_TIMEOUT_S (here the socket
+    never becomes ready): False, and the connection is closed, to be made again."""
+    f, seen = feed
+    pgconn = f._threads.pgconn
+    assert pgconn is not None
+    monkeypatch.setattr(pgfeed, "_wait", lambda sock, write, timeout: False)
+    assert not f.sync() and not f.live
+    assert pgconn.status == pq.ConnStatus.BAD  # finished
+    monkeypatch.undo()
+    f._threads.retry_at = 0.0
+    assert f.sync() and f.live and seen.take().reset

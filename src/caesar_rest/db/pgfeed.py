@@ -35,7 +35,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from psycopg import pq
@@ -127,10 +127,56 @@ def conninfo(engine: Engine) -> str:
     return url.update_query_dict(extra).render_as_string(hide_password=False)
 
 
+class _Line:
+    """One listening connection of a :class:`ChangeFeed` and the tickets of its callers.
+
+    Attributes
+    ----------
+    pgconn
+        The connection (None: not made yet, or given up).
+    retry_at
+        Monotonic time before which no new connection is attempted.
+    asked, done, ok
+        Callers numbered in turn; the number the last round trip served, and the last that
+        a successful one served.
+    """
+
+    def __init__(self) -> None:
+        self.pgconn: PGconn | None = None
+        self.retry_at = 0.0
+        self.asked = 0
+        self.done = 0
+        self.ok = 0
+
+    def due(self) -> bool:
+        """Whether a connection may be attempted now (the next one then not before
+        :data:`RETRY_S`)."""
+        now = time.monotonic()
+        if now < self.retry_at:
+            return False
+        self.retry_at = now + RETRY_S
+        return True
+
+    def served(self, upto: int, ok: bool) -> None:
+        """A round trip that began when caller ``upto`` had asked has ended (``ok``: well)."""
+        self.done = max(self.done, upto)
+        if ok:
+            self.ok = upto
+
+    def drop(self) -> None:
+        """Close the connection; the next attempt in :data:`RETRY_S`."""
+        pgconn, self.pgconn = self.pgconn, None
+        _finish(pgconn)
+        self.retry_at = time.monotonic() + RETRY_S
+
+
 class ChangeFeed:
     """``LISTEN`` connections to PostgreSQL and the round trips that read them: one for
     threads (:meth:`sync`), one for an event loop (:meth:`sync_async`), each made when
     first needed.
+
+    Both connections run the same round trip (:func:`_empty_query`), the threads' waiting
+    on its socket, the loop's awaiting it.
 
     Parameters
     ----------
@@ -144,45 +190,37 @@ class ChangeFeed:
     def __init__(self, conninfo: str, handler: Callable[[Changes], None]):
         self.conninfo = conninfo
         self.handler = handler
-        self._pgconn: PGconn | None = None
+        #: The threads' connection (:meth:`sync`) and the event loop's (:meth:`sync_async`,
+        #: used on that loop only).
+        self._threads = _Line()
+        self._on_loop = _Line()
         self._cv = threading.Condition()
-        #: Callers numbered in turn; the numbers the last round trip served, and the last
-        #: that a successful one served.
-        self._asked = 0
-        self._done = 0
-        self._ok = 0
         self._running = False
-        self._retry_at = 0.0
         self._closed = False
         self._drainer: threading.Thread | None = None
         #: Round trips made and connections made (both connections), round trips on the loop's.
         self.round_trips = 0
         self.connects = 0
         self.loop_round_trips = 0
-        # The event loop's own connection (:meth:`sync_async`), used on that loop only.
-        self._apgconn: PGconn | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._atask: asyncio.Task[None] | None = None
-        self._aasked = 0
-        self._adone = 0
-        self._aok = 0
-        self._aretry_at = 0.0
 
     @property
     def live(self) -> bool:
         """Whether the listening connection is up (False before the first :meth:`sync`)."""
-        return self._pgconn is not None
+        return self._threads.pgconn is not None
 
     def sync(self) -> bool:
         """Hand on every change committed before this call; False where that failed.
 
         Thread-safe; a caller waits for a round trip that began after it called.
         """
+        line = self._threads
         with self._cv:
-            self._asked += 1
-            ticket = self._asked
+            line.asked += 1
+            ticket = line.asked
             deadline = time.monotonic() + ASYNC_TIMEOUT_S
-            while self._done < ticket:
+            while line.done < ticket:
                 if self._running:
                     # Bounded: a stuck round trip sends its waiters the old way (False).
                     left = deadline - time.monotonic()
@@ -191,7 +229,7 @@ class ChangeFeed:
                     self._cv.wait(left)
                     continue
                 self._running = True
-                upto = self._asked
+                upto = line.asked
                 self._cv.release()
                 ok = False
                 try:
@@ -199,11 +237,9 @@ class ChangeFeed:
                 finally:
                     self._cv.acquire()
                     self._running = False
-                    self._done = upto
-                    if ok:
-                        self._ok = upto
+                    line.served(upto, ok)
                     self._cv.notify_all()
-            return self._ok >= ticket
+            return line.ok >= ticket
 
     async def sync_async(self) -> bool:
         """:meth:`sync` for an event loop, on a connection of its own, without blocking it.
@@ -218,117 +254,99 @@ class ChangeFeed:
             self._aloop = loop
         if self._closed or loop is not self._aloop:
             return False
-        self._aasked += 1
-        ticket = self._aasked
-        while self._adone < ticket:
+        line = self._on_loop
+        line.asked += 1
+        ticket = line.asked
+        while line.done < ticket:
             task = self._atask
             if task is None:
-                task = self._atask = loop.create_task(self._async_round(self._aasked))
+                task = self._atask = loop.create_task(self._async_round(line.asked))
             await asyncio.shield(task)
-        return self._aok >= ticket
+        return line.ok >= ticket
 
     async def _async_round(self, upto: int) -> None:
         ok = False
         try:
             ok = await asyncio.wait_for(self._async_round_trip(), ASYNC_TIMEOUT_S)
         except Exception as exc:  # a timeout, the driver's errors: the connection is given up
-            log.warning("job_feed_lost", error=repr(exc))
-            self._adrop()
+            self._lost(self._on_loop, repr(exc))
         finally:
-            self._adone = max(self._adone, upto)
-            if ok:
-                self._aok = upto
+            self._on_loop.served(upto, ok)
             self._atask = None
             if self._closed:
-                self._adrop()
+                self._on_loop.drop()
 
     async def _async_round_trip(self) -> bool:
-        """One empty query on the loop's connection (made first where needed), as
-        :meth:`_round_trip` does on the other."""
-        changes = Changes()
-        pgconn = self._apgconn
-        if pgconn is None:
-            if time.monotonic() < self._aretry_at:
+        """:meth:`_round_trip` on the loop's connection, awaiting its socket (the connection
+        made in a thread, :class:`_Opening`)."""
+        line = self._on_loop
+        reset = line.pgconn is None
+        if reset:
+            if not line.due():
                 return False
-            self._aretry_at = time.monotonic() + RETRY_S
             pgconn = await _Opening(self._open, asyncio.get_running_loop()).take()
-            if pgconn is None:
+            if not self._attach(line, pgconn):
                 return False
-            pgconn.nonblocking = 1
-            self._apgconn = pgconn
-            self._start_drainer()
-            changes.reset = True
-        self.round_trips += 1
         self.loop_round_trips += 1
-        pgconn.send_query(b"")
-        while pgconn.flush():
-            await _ready(pgconn.socket, write=True)
-        ok = True
-        while True:
-            while pgconn.is_busy():
-                await _ready(pgconn.socket)
-                pgconn.consume_input()
-            res = pgconn.get_result()
-            if res is None:
-                break
-            ok = ok and res.status == pq.ExecStatus.EMPTY_QUERY
-        ok = ok and pgconn.status == pq.ConnStatus.OK
-        return self._hand_on(pgconn, changes, ok, self._adrop)
-
-    def _adrop(self) -> None:
-        pgconn, self._apgconn = self._apgconn, None
-        if pgconn is not None:
-            pgconn.finish()
-        self._aretry_at = time.monotonic() + RETRY_S
+        return self._hand_on(line, reset, await _awaited(self._begin(line)))
 
     def _round_trip(self) -> bool:
         """One empty query on the listening connection (connecting first where needed), and
         the notifications that came before its answer handed on. One at a time."""
         if self._closed:
             return False
-        pgconn = self._pgconn
-        changes = Changes()
-        if pgconn is None:
-            if time.monotonic() < self._retry_at:
-                return False
-            pgconn = self._connect()
-            if pgconn is None:
-                return False
-            changes.reset = True  # whatever happened before the LISTEN went unseen
-        self.round_trips += 1
-        try:
-            ok = pgconn.exec_(b"").status == pq.ExecStatus.EMPTY_QUERY
-        except Exception:  # the driver's OperationalError: a connection gone bad
-            ok = False
-        return self._hand_on(pgconn, changes, ok, self._drop)
-
-    def _hand_on(
-        self, pgconn: PGconn, changes: Changes, ok: bool, drop: Callable[[], None]
-    ) -> bool:
-        """The end of a round trip on either connection: where its empty query failed
-        (``ok`` False), the connection given up with ``drop``; else the notifications that
-        came before the answer added to ``changes`` and handed on (where there are any)."""
-        if not ok:
-            log.warning("job_feed_lost", error=pgconn.get_error_message().strip())
-            drop()
+        line = self._threads
+        reset = line.pgconn is None
+        if reset and not (line.due() and self._attach(line, self._open())):
             return False
+        try:
+            ok = _waited(self._begin(line), ASYNC_TIMEOUT_S)
+        except Exception as exc:  # a timeout, the driver's errors: the connection is given up
+            self._lost(line, repr(exc))
+            return False
+        return self._hand_on(line, reset, ok)
+
+    def _attach(self, line: _Line, pgconn: PGconn | None) -> bool:
+        """``pgconn`` (None: the attempt failed) made ``line``'s connection; whether there
+        is one."""
+        if pgconn is None:
+            return False
+        pgconn.nonblocking = 1
+        line.pgconn = pgconn
+        self._start_drainer()
+        return True
+
+    def _begin(self, line: _Line) -> PGconn:
+        """``line``'s connection, a round trip counted."""
+        assert line.pgconn is not None
+        self.round_trips += 1
+        return line.pgconn
+
+    def _hand_on(self, line: _Line, reset: bool, ok: bool) -> bool:
+        """The end of a round trip on either connection: where its empty query failed
+        (``ok`` False), the connection given up; else the notifications that came before
+        the answer handed on (where there are any, or with ``reset``: the connection is new,
+        whatever happened before its ``LISTEN`` went unseen)."""
+        pgconn = line.pgconn
+        assert pgconn is not None
+        if not ok:
+            self._lost(line, pgconn.get_error_message().strip())
+            return False
+        changes = Changes(reset=reset)
         while (note := pgconn.notifies()) is not None:
             changes.add(note.extra.decode("utf-8", "replace"))
         if changes.revs or changes.owners or changes.every or changes.reset:
             self.handler(changes)
         return True
 
-    def _connect(self) -> PGconn | None:
-        """A new listening connection, or None (and the next attempt in :data:`RETRY_S`)."""
-        self._retry_at = time.monotonic() + RETRY_S
-        pgconn = self._open()
-        if pgconn is not None:
-            self._pgconn = pgconn
-            self._start_drainer()
-        return pgconn
+    @staticmethod
+    def _lost(line: _Line, error: str) -> None:
+        log.warning("job_feed_lost", error=error)
+        line.drop()
 
     def _open(self) -> PGconn | None:
-        """A new connection listening on :data:`CHANNEL`, or None (the reason logged)."""
+        """A new connection listening on :data:`CHANNEL`, or None (the reason logged; it
+        does not raise, and closes what it made)."""
         try:
             pgconn = pq.PGconn.connect(self.conninfo.encode())
         except Exception as exc:  # an unusable connection string
@@ -345,12 +363,6 @@ class ChangeFeed:
         pgconn.finish()
         return None
 
-    def _drop(self) -> None:
-        pgconn, self._pgconn = self._pgconn, None
-        if pgconn is not None:
-            pgconn.finish()
-        self._retry_at = time.monotonic() + RETRY_S
-
     def _start_drainer(self) -> None:
         with self._cv:
             if self._drainer is None:
@@ -361,35 +373,35 @@ class ChangeFeed:
 
     def drain(self) -> None:
         """Read what waits unread on either connection (the event loop's on its loop)."""
-        if _readable(self._pgconn):
+        if _readable(self._threads.pgconn):
             self.sync()
         loop = self._aloop
         if loop is not None and loop.is_closed():
             # Nothing runs on a closed loop any more (a round trip of it neither): its
             # connection goes.
-            self._adrop()
-        elif loop is not None and self._atask is None and _readable(self._apgconn):
+            self._on_loop.drop()
+        elif loop is not None and self._atask is None and _readable(self._on_loop.pgconn):
             sync = self.sync_async()
             try:
                 asyncio.run_coroutine_threadsafe(sync, loop)
             except RuntimeError:  # the loop closed meanwhile
                 sync.close()  # never to run: closed, not left for the collector to warn of
-                self._adrop()
+                self._on_loop.drop()
 
     def close(self) -> None:
         """Close the connections; :meth:`sync` returns False from now on.
 
-        The event loop's connection is closed here when no round trip of it is under way,
-        else by that round trip's end (and by the garbage collector where the loop is gone).
+        The event loop's connection is closed here when no round trip of it is under way
+        (or its loop is closed), else by that round trip's end.
         """
         with self._cv:
             self._closed = True
             while self._running:
                 self._cv.wait()
-            self._drop()
+            self._threads.drop()
         loop = self._aloop
         if self._atask is None or (loop is not None and loop.is_closed()):
-            self._adrop()
+            self._on_loop.drop()
 
 
 def _drain(ref: weakref.ref[ChangeFeed]) -> None:
@@ -478,6 +490,64 @@ def _finish(pgconn: PGconn | None) -> None:
         pgconn.finish()
 
 
+def _empty_query(pgconn: PGconn) -> Generator[bool, None, bool]:
+    """One round trip on nonblocking ``pgconn``, without its waits: it yields where it waits
+    for the socket (True: to write, False: to read) and returns whether the server answered
+    the empty query and the connection is sound. Raises the driver's errors.
+
+    The notifications that came before the answer are then in ``pgconn.notifies()``.
+    Run by :func:`_waited` (threads) and :func:`_awaited` (the event loop).
+    """
+    pgconn.send_query(b"")
+    while pgconn.flush():
+        yield True
+    ok = True
+    while True:
+        while pgconn.is_busy():
+            yield False
+            pgconn.consume_input()
+        res = pgconn.get_result()
+        if res is None:
+            break
+        ok = ok and res.status == pq.ExecStatus.EMPTY_QUERY
+    return ok and pgconn.status == pq.ConnStatus.OK
+
+
+def _waited(pgconn: PGconn, timeout: float) -> bool:
+    """:func:`_empty_query` on ``pgconn`` in this thread, waiting on its socket at most
+    ``timeout`` seconds in all (then :class:`TimeoutError`)."""
+    deadline = time.monotonic() + timeout
+    steps = _empty_query(pgconn)
+    try:
+        write = next(steps)
+        while True:
+            if not _wait(pgconn.socket, write, deadline - time.monotonic()):
+                raise TimeoutError(f"no answer from the server in {timeout} s")
+            write = steps.send(None)
+    except StopIteration as end:
+        return bool(end.value)
+
+
+async def _awaited(pgconn: PGconn) -> bool:
+    """:func:`_empty_query` on ``pgconn`` on the running loop, awaiting its socket."""
+    steps = _empty_query(pgconn)
+    try:
+        write = next(steps)
+        while True:
+            await _ready(pgconn.socket, write)
+            write = steps.send(None)
+    except StopIteration as end:
+        return bool(end.value)
+
+
+def _wait(sock: int, write: bool, timeout: float) -> bool:
+    """Whether socket ``sock`` is readable (``write``: writable), or closed or in error,
+    within ``timeout`` seconds (0: now)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
 async def _ready(sock: int, write: bool = False) -> None:
     """Until socket ``sock`` is readable (``write``: writable), on the running loop."""
     loop = asyncio.get_running_loop()
@@ -505,7 +575,6 @@ def _readable(pgconn: PGconn | None) -> bool:
     if pgconn is None:
         return False
     try:
-        ready, _, _ = select.select([pgconn.socket], [], [], 0)
+        return _wait(pgconn.socket, False, 0)
     except Exception:  # a closed or broken connection
         return True  # let a round trip find out
-    return bool(ready)
