@@ -311,12 +311,14 @@ def decode_cursor(text: str) -> Cursor:
 
 @dataclass(frozen=True)
 class Page:
-    """One page: its JSON array and the cursors of its neighbours (None: none there)."""
+    """One page: its JSON array, the cursors of its neighbours (None: none there), how many
+    jobs it holds and the page size it was asked with (that of its neighbours' links)."""
 
     body: bytes
     next: str | None
     prev: str | None
     count: int
+    limit: int
 
 
 class AnswerCache:
@@ -657,13 +659,13 @@ class JobLister:
             docs = docs[:limit][::-1]
             prev = encode_cursor(cur.descending, True, docs[0]) if more else None
             nxt = encode_cursor(cur.descending, False, docs[-1]) if docs else None
-            return self._render(docs, nxt, prev)
+            return self._render(docs, nxt, prev, limit)
         docs, _ = self._docs(ListQuery(owner, limit + 1, cur.key, cur.descending), fed)
         more = len(docs) > limit
         docs = docs[:limit]
         nxt = encode_cursor(cur.descending, False, docs[-1]) if more else None
         prev = encode_cursor(cur.descending, True, docs[0]) if docs else None
-        return self._render(docs, nxt, prev)
+        return self._render(docs, nxt, prev, limit)
 
     def _first(self, owner: str, limit: int, descending: bool, offset: int, fed: Fed) -> Page:
         docs, _ = self._docs(ListQuery(owner, limit + 1, None, descending, offset), fed)
@@ -671,12 +673,12 @@ class JobLister:
         docs = docs[:limit]
         nxt = encode_cursor(descending, False, docs[-1]) if more else None
         prev = encode_cursor(descending, True, docs[0]) if docs and offset else None
-        return self._render(docs, nxt, prev)
+        return self._render(docs, nxt, prev, limit)
 
     @staticmethod
-    def _render(docs: list[Doc], nxt: str | None, prev: str | None) -> Page:
+    def _render(docs: list[Doc], nxt: str | None, prev: str | None, limit: int) -> Page:
         body = "[" + ",".join([d[2] for d in docs]) + "]"
-        return Page(body.encode(), nxt, prev, len(docs))
+        return Page(body.encode(), nxt, prev, len(docs), limit)
 
     def walk(self, owner: str, batch: int = BATCH) -> Walk:
         """The batches of ``owner``'s full list in turn (:meth:`stream` without the brackets
