@@ -372,9 +372,9 @@ def test_a_connection_made_after_its_loop_ended_is_closed(
         f.close()
 
 
-def _feed_backends(engine: Engine, name: str) -> int:
-    """Server processes of connections named ``name`` (``application_name``), once the
-    ones closed have gone (a closed connection's process ends soon after)."""
+def _feed_backends(engine: Engine, name: str, expect: int = 0) -> int:
+    """Server processes of connections named ``name`` (``application_name``): polled for at
+    most 5 s until there are ``expect`` (a closed connection's process ends soon after)."""
     deadline = time.monotonic() + 5
     while True:
         with engine.connect() as conn:
@@ -382,7 +382,7 @@ def _feed_backends(engine: Engine, name: str) -> int:
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %(n)s",
                 {"n": name},
             ).scalar_one()
-        if n == 0 or time.monotonic() > deadline:
+        if n == expect or time.monotonic() > deadline:
             return int(n)
         time.sleep(0.05)
 
@@ -395,21 +395,23 @@ def test_a_failure_after_connecting_closes_the_connection(
     name = f"feed_test_{time.monotonic_ns()}"
     f = ChangeFeed(conninfo(engine) + f"&application_name={name}", Seen())
     made: list[pq.PGconn] = []
+    connected: list[int] = []
 
     def failing_listen(pgconn: pq.PGconn) -> bool:
         made.append(pgconn)
-        assert _feed_backends(engine, name) == 1  # connected for real
+        connected.append(_feed_backends(engine, name, expect=1))
         raise psycopg.OperationalError("injected after connect")
 
     monkeypatch.setattr(pgfeed, "_listen", failing_listen)
     try:
         assert not f.sync() and not f.live
         assert not asyncio.run(f.sync_async())
+        assert connected == [1, 1]  # each connected for real
         assert len(made) == 2 and all(c.status == pq.ConnStatus.BAD for c in made)
         assert _feed_backends(engine, name) == 0
         monkeypatch.undo()
         f._threads.retry_at = 0.0
-        assert f.sync() and _feed_backends(engine, name) == 1  # the next attempt connects
+        assert f.sync() and _feed_backends(engine, name, expect=1) == 1  # the next one connects
     finally:
         f.close()
     assert _feed_backends(engine, name) == 0
