@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import threading
 import time
 import warnings
@@ -310,42 +311,104 @@ def test_a_stuck_round_trip_does_not_hold_other_callers(monkeypatch: pytest.Monk
     first.join(5)
 
 
-@pytest.mark.parametrize("loop_ends", [False, True], ids=["loop-goes-on", "loop-ends"])
-def test_a_connection_made_after_the_loop_gave_up_is_closed(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch, loop_ends: bool
+class Silent:
+    """A listener that takes TCP connections and never answers (a server that hangs, as a
+    connect timeout sees it): :meth:`ends` reads what each client sent, until its end."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=8)
+        self.port = self.sock.getsockname()[1]
+
+    def url(self, timeout: int) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/x?connect_timeout={timeout}"
+
+    def ends(self, within: float) -> int:
+        """How many clients connected and then closed their end, each within ``within`` s
+        of this call (a client still connected fails the test)."""
+        self.sock.setblocking(False)
+        ended = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return ended
+            with conn:
+                conn.settimeout(within)
+                while conn.recv(4096):  # the startup request, then the client's end
+                    pass
+                ended += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    server = Silent()
+    yield server
+    server.close()
+
+
+def test_a_connect_that_times_out_leaves_nothing_open(
+    silent: Silent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The event loop's round trip gives up while its connection is still being made in a
-    thread (a slow connect or LISTEN), and the loop goes on, or ends at once (``asyncio.run``
-    returns, cancelling its tasks): either way the connection made after all is closed, not
-    left listening or dropped unclosed (the test holds it, so only the feed can close it)."""
-    f = ChangeFeed(conninfo(engine), Seen())
-    made: list[pq.PGconn | None] = []
-    real_open = f._open
+    """The threads' sync fails after the URL's ``connect_timeout`` (2 s, libpq's least),
+    without holding the GIL meanwhile (libpq's blocking connect did: every thread, the
+    event loop's too, stopped for the timeout); its attempt is closed."""
+    f = ChangeFeed(silent.url(2), Seen())
+    ticks = 0
+    done = threading.Event()
 
-    def slow_open() -> pq.PGconn | None:
-        time.sleep(0.5)
-        made.append(real_open())
-        return made[-1]
+    def tick() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            time.sleep(0.01)
+            ticks += 1
 
-    monkeypatch.setattr(f, "_open", slow_open)
-    monkeypatch.setattr(pgfeed, "ASYNC_TIMEOUT_S", 0.1)
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        t0 = time.monotonic()
+        assert not f.sync() and not f.live
+        took = time.monotonic() - t0
+    finally:
+        done.set()
+        ticker.join()
+        f.close()
+    assert 1.8 < took < 5 and ticks > 50  # ~200 ticks of 10 ms in 2 s: the GIL was free
+    assert silent.ends(within=1) == 1 and f.connects == 0
+
+
+@pytest.mark.parametrize("loop_ends", [False, True], ids=["loop-goes-on", "loop-ends"])
+def test_a_connect_the_loop_gives_up_is_closed_at_once(
+    silent: Silent, monkeypatch: pytest.MonkeyPatch, loop_ends: bool
+) -> None:
+    """The event loop's round trip gives up (ASYNC_TIMEOUT_S) while its connection is being
+    made: the attempt is closed then, not at the URL's longer connect_timeout nor left to
+    the collector, whether the loop goes on or ends at once (``asyncio.run`` returns); the
+    loop ran other tasks meanwhile."""
+    monkeypatch.setattr(pgfeed, "ASYNC_TIMEOUT_S", 0.3)
+    f = ChangeFeed(silent.url(30), Seen())
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
 
     async def run() -> None:
-        assert not await f.sync_async()  # given up after 0.1 s
-        for _ in range(0 if loop_ends else 50):  # the thread's connection is made meanwhile
-            await asyncio.sleep(0.1)
-            if made:
-                await asyncio.sleep(0.1)
-                break
+        ticker = asyncio.create_task(tick())
+        assert not await f.sync_async()  # given up after 0.3 s
+        ticker.cancel()
+        if not loop_ends:
+            await asyncio.sleep(0.2)
 
     try:
+        t0 = time.monotonic()
         asyncio.run(run())
-        deadline = time.monotonic() + 10
-        while not made:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.1)
-        assert made[0] is not None and made[0].status == pq.ConnStatus.BAD  # finished
+        assert time.monotonic() - t0 < 2 and ticks > 10
+        assert silent.ends(within=1) == 1 and f.connects == 0
     finally:
         f.close()
 
@@ -368,25 +431,15 @@ def _feed_backends(engine: Engine, name: str, expect: int = 0) -> int:
 def test_a_failure_after_connecting_closes_the_connection(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The connection is made, then ``LISTEN`` fails with an error of the driver: both
-    connections' syncs return False (not the error), and nothing is left connected."""
+    """The connection is made, then its ``LISTEN`` fails (a channel name the server refuses):
+    both connections' syncs return False (not an error), and nothing is left connected."""
     name = f"feed_test_{time.monotonic_ns()}"
     f = ChangeFeed(conninfo(engine) + f"&application_name={name}", Seen())
-    made: list[pq.PGconn] = []
-    connected: list[int] = []
-
-    def failing_listen(pgconn: pq.PGconn) -> bool:
-        made.append(pgconn)
-        connected.append(_feed_backends(engine, name, expect=1))
-        raise psycopg.OperationalError("injected after connect")
-
-    monkeypatch.setattr(pgfeed, "_listen", failing_listen)
+    monkeypatch.setattr(pgfeed, "CHANNEL", "not a channel")
     try:
         assert not f.sync() and not f.live
         assert not asyncio.run(f.sync_async())
-        assert connected == [1, 1]  # each connected for real
-        assert len(made) == 2 and all(c.status == pq.ConnStatus.BAD for c in made)
-        assert _feed_backends(engine, name) == 0
+        assert f.connects == 0 and _feed_backends(engine, name) == 0
         monkeypatch.undo()
         f._threads.retry_at = 0.0
         assert f.sync() and _feed_backends(engine, name, expect=1) == 1  # the next one connects

@@ -26,6 +26,13 @@ and the next attempt, at most every :data:`RETRY_S` seconds, connects and listen
 then tells the handler to forget everything (notifications may have been missed meanwhile).
 A thread reads the notifications that arrive while no list is asked for, so that they do not
 pile up in the server's queue.
+
+Every exchange with the server (the connect and ``LISTEN``, the empty query) is written once
+as a generator that yields where it waits for a socket (:func:`_connecting`, :func:`_query`),
+run in a thread by :func:`_waited` (``poll``, without the GIL) or on the loop by
+:func:`_awaited`. libpq's blocking connect is not used: psycopg's binary ``PGconn.connect``
+holds the GIL for the whole connect, so a slow server stopped every thread and the event loop
+for up to ``connect_timeout``. An exchange that is given up closes what it made.
 """
 
 from __future__ import annotations
@@ -37,14 +44,18 @@ import time
 import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
-from psycopg import pq
+from psycopg import OperationalError, pq
 from psycopg.pq.abc import PGconn
 from sqlalchemy import Engine, text
 
 from caesar_rest.logconfig import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
+COMMAND_OK = pq.ExecStatus.COMMAND_OK
+EMPTY_QUERY = pq.ExecStatus.EMPTY_QUERY
 
 #: The channel of migration 0006's triggers.
 CHANNEL = "caesar_rest_jobs"
@@ -52,7 +63,8 @@ CHANNEL = "caesar_rest_jobs"
 RETRY_S = 5.0
 #: Seconds between two looks for notifications that arrived while nobody asked.
 DRAIN_S = 1.0
-#: Seconds an event loop's round trip may take before its connection is given up.
+#: Seconds a round trip (either connection's) may take before its connection is given up;
+#: also a connect's bound where the URL sets no ``connect_timeout``.
 ASYNC_TIMEOUT_S = 10.0
 
 #: The notifying triggers (migration 0006); the store uses the feed only where they are on.
@@ -277,18 +289,17 @@ class ChangeFeed:
                 self._on_loop.drop()
 
     async def _async_round_trip(self) -> bool:
-        """:meth:`_round_trip` on the loop's connection, awaiting its socket (the connection
-        made in a thread, :class:`_Opening`)."""
+        """:meth:`_round_trip` on the loop's connection, awaiting its socket (the connect
+        too, :meth:`_aopen`)."""
         line = self._on_loop
         reset = line.pgconn is None
         if reset:
             if not line.due():
                 return False
-            pgconn = await _Opening(self._open, asyncio.get_running_loop()).take()
-            if not self._attach(line, pgconn):
+            if not self._attach(line, await self._aopen()):
                 return False
         self.loop_round_trips += 1
-        return self._hand_on(line, reset, await _awaited(self._begin(line)))
+        return self._hand_on(line, reset, await _awaited(_empty_query(self._begin(line))))
 
     def _round_trip(self) -> bool:
         """One empty query on the listening connection (connecting first where needed), and
@@ -300,7 +311,7 @@ class ChangeFeed:
         if reset and not (line.due() and self._attach(line, self._open())):
             return False
         try:
-            ok = _waited(self._begin(line), ASYNC_TIMEOUT_S)
+            ok = _waited(_empty_query(self._begin(line)), ASYNC_TIMEOUT_S)
         except Exception as exc:  # a timeout, the driver's errors: the connection is given up
             self._lost(line, repr(exc))
             return False
@@ -311,7 +322,6 @@ class ChangeFeed:
         is one."""
         if pgconn is None:
             return False
-        pgconn.nonblocking = 1
         line.pgconn = pgconn
         self._start_drainer()
         return True
@@ -345,23 +355,29 @@ class ChangeFeed:
         line.drop()
 
     def _open(self) -> PGconn | None:
-        """A new connection listening on :data:`CHANNEL`, or None (the reason logged; it
-        does not raise, and closes what it made)."""
+        """A new connection listening on :data:`CHANNEL`, made in this thread (waiting on
+        its socket, the GIL free: libpq's blocking connect holds it, and would stop the event
+        loop too), or None (the reason logged; what it made is closed)."""
         try:
-            pgconn = pq.PGconn.connect(self.conninfo.encode())
-        except Exception as exc:  # an unusable connection string
-            log.warning("job_feed_unavailable", error=str(exc))
+            timeout = _connect_timeout(self.conninfo)
+            pgconn = _waited(_connecting(self.conninfo), timeout)
+        except Exception as exc:  # a refusal, a timeout, an unusable connection string
+            log.warning("job_feed_unavailable", error=_reason(exc))
             return None
+        self.connects += 1
+        return pgconn
+
+    async def _aopen(self) -> PGconn | None:
+        """:meth:`_open` on the running loop, awaiting the socket. Where the caller gives up
+        (a cancel), what was made is closed at once."""
         try:
-            if pgconn.status == pq.ConnStatus.OK and _listen(pgconn):
-                self.connects += 1
-                return pgconn
-            error = pgconn.get_error_message().strip()
-        except Exception as exc:  # the driver's errors: the connection is closed all the same
-            error = repr(exc)
-        log.warning("job_feed_unavailable", error=error)
-        pgconn.finish()
-        return None
+            timeout = _connect_timeout(self.conninfo)
+            pgconn = await asyncio.wait_for(_awaited(_connecting(self.conninfo)), timeout)
+        except Exception as exc:  # a refusal, a timeout, an unusable connection string
+            log.warning("job_feed_unavailable", error=_reason(exc))
+            return None
+        self.connects += 1
+        return pgconn
 
     def _start_drainer(self) -> None:
         with self._cv:
@@ -416,128 +432,110 @@ def _drain(ref: weakref.ref[ChangeFeed]) -> None:
         del feed
 
 
-def _listen(pgconn: PGconn) -> bool:
-    """``LISTEN`` on :data:`CHANNEL`; whether the server took it."""
-    return pgconn.exec_(f"LISTEN {CHANNEL}".encode()).status == pq.ExecStatus.COMMAND_OK
-
-
-class _Opening:
-    """A connection made in a thread of its own for an event loop's round trip, which the
-    loop takes (:meth:`take`) or, where the loop gave up or went first, the thread closes.
-
-    The connect and ``LISTEN`` cannot be cancelled, and may outlast the round trip's
-    :data:`ASYNC_TIMEOUT_S` (the URL's ``connect_timeout`` may be longer; ``LISTEN`` has
-    none) or the loop itself (a task of the loop, as ``asyncio.to_thread`` makes, is
-    cancelled when the loop ends, and its result dropped unclosed). So whichever of the two
-    sides comes second closes the connection; a lock decides which.
-
-    Parameters
-    ----------
-    open_
-        Makes the connection (None where it failed); it must not raise.
-    loop
-        The running loop of the round trip.
-    """
-
-    def __init__(self, open_: Callable[[], PGconn | None], loop: asyncio.AbstractEventLoop):
-        self._lock = threading.Lock()
-        self._claimed = False
-        self._pgconn: PGconn | None = None
-        self._loop = loop
-        self._made: asyncio.Future[None] = loop.create_future()
-        threading.Thread(
-            target=self._run, args=(open_,), name="job-feed-connect", daemon=True
-        ).start()
-
-    def _run(self, open_: Callable[[], PGconn | None]) -> None:
-        pgconn = open_()
-        with self._lock:
-            given_up = self._claimed
-            if not given_up:
-                self._pgconn = pgconn
-        if given_up:
-            _finish(pgconn)
-            return
-        try:
-            self._loop.call_soon_threadsafe(_set_done, self._made)
-        except RuntimeError:  # the loop is closed: nobody takes it
-            _finish(self._claim())
-
-    def _claim(self) -> PGconn | None:
-        with self._lock:
-            self._claimed = True
-            pgconn, self._pgconn = self._pgconn, None
-        return pgconn
-
-    async def take(self) -> PGconn | None:
-        """The connection once made (None where that failed); if the caller is cancelled
-        meanwhile, it is closed when made (or at once where it already was)."""
-        try:
-            await self._made
-        except BaseException:  # cancelled (a timeout, the loop's end)
-            _finish(self._claim())
-            raise
-        return self._claim()
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _finish(pgconn: PGconn | None) -> None:
     if pgconn is not None:
         pgconn.finish()
 
 
-def _empty_query(pgconn: PGconn) -> Generator[bool, None, bool]:
-    """One round trip on nonblocking ``pgconn``, without its waits: it yields where it waits
-    for the socket (True: to write, False: to read) and returns whether the server answered
-    the empty query and the connection is sound. Raises the driver's errors.
+#: What a step of a connection's exchange waits for: a socket, and whether until it can be
+#: written (else read).
+Wait = tuple[int, bool]
 
-    The notifications that came before the answer are then in ``pgconn.notifies()``.
-    Run by :func:`_waited` (threads) and :func:`_awaited` (the event loop).
-    """
-    pgconn.send_query(b"")
+
+def _connect_timeout(conninfo: str) -> float:
+    """Seconds a connect may take: the connection string's ``connect_timeout`` as libpq
+    reads it (at least 2), else :data:`ASYNC_TIMEOUT_S`. libpq's nonblocking connect leaves
+    the timeout to its caller."""
+    opts = {o.keyword: o.val for o in pq.Conninfo.parse(conninfo.encode())}
+    value = (opts.get(b"connect_timeout") or b"").decode()
+    if value.strip().isdigit() and int(value) > 0:
+        return float(max(2, int(value)))
+    return ASYNC_TIMEOUT_S
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).strip() or repr(exc)
+
+
+def _connecting(conninfo: str) -> Generator[Wait, None, PGconn]:
+    """A nonblocking connection listening on :data:`CHANNEL`, made without waiting: it
+    yields where it waits for a socket (the socket may change as libpq tries addresses) and
+    returns the connection. Raises ``psycopg.OperationalError`` where it fails; whenever it
+    does not return the connection (an error, or closed half-way by a caller that gave up),
+    it closes it. Run by :func:`_waited` (threads) or :func:`_awaited` (the event loop)."""
+    pgconn = pq.PGconn.connect_start(conninfo.encode())
+    try:
+        while pgconn.status != pq.ConnStatus.BAD:
+            state = pgconn.connect_poll()
+            if state == pq.PollingStatus.OK:
+                break
+            if state == pq.PollingStatus.FAILED:
+                break
+            yield pgconn.socket, state == pq.PollingStatus.WRITING
+        if pgconn.status != pq.ConnStatus.OK:
+            raise OperationalError(pgconn.get_error_message().strip() or "cannot connect")
+        pgconn.nonblocking = 1
+        if not (yield from _query(pgconn, f"LISTEN {CHANNEL}".encode(), COMMAND_OK)):
+            raise OperationalError(pgconn.get_error_message().strip() or "LISTEN failed")
+    except BaseException:  # GeneratorExit too: the caller gave up
+        pgconn.finish()
+        raise
+    return pgconn
+
+
+def _query(pgconn: PGconn, sql: bytes, expect: pq.ExecStatus) -> Generator[Wait, None, bool]:
+    """One query on nonblocking ``pgconn``, without its waits (it yields them, as
+    :func:`_connecting`); whether every result had status ``expect`` and the connection is
+    sound. Raises the driver's errors. The notifications that came before the answer are
+    then in ``pgconn.notifies()``."""
+    pgconn.send_query(sql)
     while pgconn.flush():
-        yield True
+        yield pgconn.socket, True
     ok = True
     while True:
         while pgconn.is_busy():
-            yield False
+            yield pgconn.socket, False
             pgconn.consume_input()
         res = pgconn.get_result()
         if res is None:
             break
-        ok = ok and res.status == pq.ExecStatus.EMPTY_QUERY
+        ok = ok and res.status == expect
     return ok and pgconn.status == pq.ConnStatus.OK
 
 
-def _waited(pgconn: PGconn, timeout: float) -> bool:
-    """:func:`_empty_query` on ``pgconn`` in this thread, waiting on its socket at most
-    ``timeout`` seconds in all (then :class:`TimeoutError`)."""
+def _empty_query(pgconn: PGconn) -> Generator[Wait, None, bool]:
+    """The round trip of both connections: an empty query (:func:`_query`)."""
+    return _query(pgconn, b"", EMPTY_QUERY)
+
+
+def _waited(steps: Generator[Wait, None, T], timeout: float) -> T:
+    """``steps`` run to its end in this thread, waiting on its sockets at most ``timeout``
+    seconds in all (then :class:`TimeoutError`); closed where it does not end."""
     deadline = time.monotonic() + timeout
-    steps = _empty_query(pgconn)
     try:
-        write = next(steps)
+        sock, write = next(steps)
         while True:
-            if not _wait(pgconn.socket, write, deadline - time.monotonic()):
+            if not _wait(sock, write, deadline - time.monotonic()):
                 raise TimeoutError(f"no answer from the server in {timeout} s")
-            write = steps.send(None)
+            sock, write = steps.send(None)
     except StopIteration as end:
-        return bool(end.value)
+        return cast(T, end.value)
+    finally:
+        steps.close()
 
 
-async def _awaited(pgconn: PGconn) -> bool:
-    """:func:`_empty_query` on ``pgconn`` on the running loop, awaiting its socket."""
-    steps = _empty_query(pgconn)
+async def _awaited(steps: Generator[Wait, None, T]) -> T:
+    """``steps`` run to its end on the running loop, awaiting its sockets; closed where it
+    does not end (a cancel)."""
     try:
-        write = next(steps)
+        sock, write = next(steps)
         while True:
-            await _ready(pgconn.socket, write)
-            write = steps.send(None)
+            await _ready(sock, write)
+            sock, write = steps.send(None)
     except StopIteration as end:
-        return bool(end.value)
+        return cast(T, end.value)
+    finally:
+        steps.close()
 
 
 def _wait(sock: int, write: bool, timeout: float) -> bool:
