@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
 from caesar_rest.db.models import JobRecord
-from caesar_rest.jobs.listing import MAX_PAGE
+from caesar_rest.jobs.listing import DEFAULT_PAGE, MAX_PAGE
 
 from tests.support.job_rows import BASE, insert_jobs, job_row, listing_client, old_job_list
 
@@ -137,6 +137,12 @@ def test_link_headers(client: TestClient) -> None:
     assert set(links(third)) == {"prev"} and len(third.json()) == 5
     # prev of the second page is the first page.
     assert client.get(links(second)["prev"]).json() == r.json()
+    # A cursor without a limit: the default page size, which its links carry on.
+    cursor = first["next"].split("cursor=")[1]
+    r = client.get(f"{API}/jobs", params={"cursor": cursor})
+    assert len(r.json()) == N - 20 and links(r)["prev"].startswith(
+        f"{API}/jobs?limit={DEFAULT_PAGE}&cursor="
+    )
     # One page holding everything: no links.
     whole = client.get(f"{API}/jobs", params={"limit": MAX_PAGE})
     assert len(whole.json()) == N and "link" not in whole.headers

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from caesar_rest.db.fastread import make_reader
-from caesar_rest.db.joblist import JobListStore, ListKey, revisions_kept
+from caesar_rest.db.joblist import JobListStore, ListKey, ListQuery, revisions_kept
 from caesar_rest.db.models import JobRecord
 
 from tests.support.job_rows import BASE, insert_jobs, job_row, jobs_engine
@@ -68,15 +68,15 @@ def test_a_job_inserted_again_under_its_id_gets_another_revision(engine: Engine)
 
 def test_keys_follow_the_page_order_and_by_id_keeps_to_the_owner(engine: Engine) -> None:
     store = JobListStore(make_reader(engine))
-    rows = store.page("alice", 10)
+    rows = store.page(ListQuery("alice", 10))
     current = revs(engine)
-    assert store.keys("alice", 10) == [(r[0], current[r[0]]) for r in rows]
+    assert store.keys(ListQuery("alice", 10)) == [(r[0], current[r[0]]) for r in rows]
     after = ListKey(BASE + timedelta(seconds=2), rows[2][0])
-    assert [k for k, _ in store.keys("alice", 2, after)] == [
-        r[0] for r in store.page("alice", 2, after)
+    assert [k for k, _ in store.keys(ListQuery("alice", 2, after))] == [
+        r[0] for r in store.page(ListQuery("alice", 2, after))
     ]
-    assert [k for k, _ in store.keys("alice", 3, descending=True, offset=1)] == [
-        r[0] for r in store.page("alice", 3, descending=True, offset=1)
+    assert [k for k, _ in store.keys(ListQuery("alice", 3, descending=True, offset=1))] == [
+        r[0] for r in store.page(ListQuery("alice", 3, descending=True, offset=1))
     ]
     bob = next(k for k in current if k not in {r[0] for r in rows})
     found = store.by_id("alice", [rows[1][0], rows[4][0], bob, "f" * 32])

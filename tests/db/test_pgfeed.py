@@ -6,8 +6,11 @@ saw return."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import psycopg
@@ -155,9 +158,9 @@ def test_concurrent_syncs_share_round_trips(engine: Engine, feed: tuple[ChangeFe
 
 def _kill(engine: Engine, f: ChangeFeed) -> None:
     """End the feed's connection from the server side."""
-    assert f._pgconn is not None
+    assert f._threads.pgconn is not None
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._pgconn.backend_pid})")
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._threads.pgconn.backend_pid})")
 
 
 def test_a_lost_connection_is_made_again_and_everything_forgotten(
@@ -167,7 +170,7 @@ def test_a_lost_connection_is_made_again_and_everything_forgotten(
     _kill(engine, f)
     assert not f.sync() and not f.live  # the caller reads without the feed
     assert not f.sync()  # (the next attempt to connect waits RETRY_S)
-    f._retry_at = 0.0
+    f._threads.retry_at = 0.0
     assert f.sync() and f.live and f.connects == 2
     assert seen.take().reset
 
@@ -242,11 +245,11 @@ def test_the_event_loop_sync_hands_on_every_commit_before_it(
         before = f.loop_round_trips
         assert await asyncio.gather(*(f.sync_async() for _ in range(20))) == [True] * 20
         assert f.loop_round_trips - before == 2  # one under way when the others asked, one after
-        assert f._apgconn is not None
+        assert f._on_loop.pgconn is not None
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._apgconn.backend_pid})")
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({f._on_loop.pgconn.backend_pid})")
         assert not await f.sync_async()
-        f._aretry_at = 0.0
+        f._on_loop.retry_at = 0.0
         assert await f.sync_async() and seen.take().reset
 
     asyncio.run(run())
@@ -308,35 +311,179 @@ def test_a_stuck_round_trip_does_not_hold_other_callers(monkeypatch: pytest.Monk
     first.join(5)
 
 
-def test_a_connection_made_after_the_loop_gave_up_is_closed(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+class Silent:
+    """A listener that takes TCP connections and never answers (a server that hangs, as a
+    connect timeout sees it): :meth:`ends` reads what each client sent, until its end."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=8)
+        self.port = self.sock.getsockname()[1]
+
+    def url(self, timeout: int) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/x?connect_timeout={timeout}"
+
+    def ends(self, within: float) -> int:
+        """How many clients connected and then closed their end, each within ``within`` s
+        of this call (a client still connected fails the test)."""
+        self.sock.setblocking(False)
+        ended = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return ended
+            with conn:
+                conn.settimeout(within)
+                while conn.recv(4096):  # the startup request, then the client's end
+                    pass
+                ended += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[Silent]:
+    server = Silent()
+    yield server
+    server.close()
+
+
+def test_a_connect_that_times_out_leaves_nothing_open(
+    silent: Silent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The event loop's round trip gives up while its connection is still being made in a
-    thread (a slow connect or LISTEN): the connection made after all is closed, not left
-    listening (the test holds it, so only the feed can close it)."""
-    f = ChangeFeed(conninfo(engine), Seen())
-    made: list[pq.PGconn | None] = []
-    real_open = f._open
+    """The threads' sync fails after the URL's ``connect_timeout`` (2 s, libpq's least),
+    without holding the GIL meanwhile (libpq's blocking connect did: every thread, the
+    event loop's too, stopped for the timeout); its attempt is closed."""
+    f = ChangeFeed(silent.url(2), Seen())
+    ticks = 0
+    done = threading.Event()
 
-    def slow_open() -> pq.PGconn | None:
-        time.sleep(0.5)
-        made.append(real_open())
-        return made[-1]
+    def tick() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            time.sleep(0.01)
+            ticks += 1
 
-    monkeypatch.setattr(f, "_open", slow_open)
-    monkeypatch.setattr(pgfeed, "ASYNC_TIMEOUT_S", 0.1)
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        t0 = time.monotonic()
+        assert not f.sync() and not f.live
+        took = time.monotonic() - t0
+    finally:
+        done.set()
+        ticker.join()
+        f.close()
+    assert 1.8 < took < 5 and ticks > 50  # ~200 ticks of 10 ms in 2 s: the GIL was free
+    assert silent.ends(within=1) == 1 and f.connects == 0
+
+
+@pytest.mark.parametrize("loop_ends", [False, True], ids=["loop-goes-on", "loop-ends"])
+def test_a_connect_the_loop_gives_up_is_closed_at_once(
+    silent: Silent, monkeypatch: pytest.MonkeyPatch, loop_ends: bool
+) -> None:
+    """The event loop's round trip gives up (ASYNC_TIMEOUT_S) while its connection is being
+    made: the attempt is closed then, not at the URL's longer connect_timeout nor left to
+    the collector, whether the loop goes on or ends at once (``asyncio.run`` returns); the
+    loop ran other tasks meanwhile."""
+    monkeypatch.setattr(pgfeed, "ASYNC_TIMEOUT_S", 0.3)
+    f = ChangeFeed(silent.url(30), Seen())
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
 
     async def run() -> None:
-        assert not await f.sync_async()  # given up after 0.1 s
-        for _ in range(50):  # the thread's connection is made meanwhile
-            await asyncio.sleep(0.1)
-            if made:
-                await asyncio.sleep(0.1)
-                break
+        ticker = asyncio.create_task(tick())
+        assert not await f.sync_async()  # given up after 0.3 s
+        ticker.cancel()
+        if not loop_ends:
+            await asyncio.sleep(0.2)
 
     try:
+        t0 = time.monotonic()
         asyncio.run(run())
-        assert made and made[0] is not None
-        assert made[0].status == pq.ConnStatus.BAD  # finished
+        assert time.monotonic() - t0 < 2 and ticks > 10
+        assert silent.ends(within=1) == 1 and f.connects == 0
     finally:
         f.close()
+
+
+def _feed_backends(engine: Engine, name: str, expect: int = 0) -> int:
+    """Server processes of connections named ``name`` (``application_name``): polled for at
+    most 5 s until there are ``expect`` (a closed connection's process ends soon after)."""
+    deadline = time.monotonic() + 5
+    while True:
+        with engine.connect() as conn:
+            n = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %(n)s",
+                {"n": name},
+            ).scalar_one()
+        if n == expect or time.monotonic() > deadline:
+            return int(n)
+        time.sleep(0.05)
+
+
+def test_a_failure_after_connecting_closes_the_connection(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is made, then its ``LISTEN`` fails (a channel name the server refuses):
+    both connections' syncs return False (not an error), and nothing is left connected."""
+    name = f"feed_test_{time.monotonic_ns()}"
+    f = ChangeFeed(conninfo(engine) + f"&application_name={name}", Seen())
+    monkeypatch.setattr(pgfeed, "CHANNEL", "not a channel")
+    try:
+        assert not f.sync() and not f.live
+        assert not asyncio.run(f.sync_async())
+        assert f.connects == 0 and _feed_backends(engine, name) == 0
+        monkeypatch.undo()
+        f._threads.retry_at = 0.0
+        assert f.sync() and _feed_backends(engine, name, expect=1) == 1  # the next one connects
+    finally:
+        f.close()
+    assert _feed_backends(engine, name) == 0
+
+
+def test_a_drain_after_the_loop_closed_leaves_no_coroutine(
+    engine: Engine, feed: tuple[ChangeFeed, Seen]
+) -> None:
+    """Notifications wait on the connection of a loop that has been closed: the drain closes
+    that connection and leaves no coroutine un-awaited (no RuntimeWarning)."""
+    f, _ = feed
+    loop = asyncio.new_event_loop()
+    assert loop.run_until_complete(f.sync_async())
+    loop.close()
+    with engine.begin() as conn:
+        conn.execute(update(JobRecord).values(message="after the loop"))
+    assert f._on_loop.pgconn is not None
+    deadline = time.monotonic() + 10
+    while not pgfeed._readable(f._on_loop.pgconn):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f.drain()
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert f._on_loop.pgconn is None  # its loop is gone: closed
+    assert f.sync()  # the threads' connection is unaffected
+
+
+def test_a_round_trip_without_an_answer_in_time_gives_the_connection_up(
+    feed: tuple[ChangeFeed, Seen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threads' round trip waits on the socket at most ASYNC_TIMEOUT_S (here the socket
+    never becomes ready): False, and the connection is closed, to be made again."""
+    f, seen = feed
+    pgconn = f._threads.pgconn
+    assert pgconn is not None
+    monkeypatch.setattr(pgfeed, "_wait", lambda sock, write, timeout: False)
+    assert not f.sync() and not f.live
+    assert pgconn.status == pq.ConnStatus.BAD  # finished
+    monkeypatch.undo()
+    f._threads.retry_at = 0.0
+    assert f.sync() and f.live and seen.take().reset

@@ -86,6 +86,20 @@ class ListKey:
     id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """Which of one owner's jobs a keyset read asks for: at most ``limit`` jobs, in
+    (creation time, id) order (``descending``: newest first), strictly after position
+    ``after`` (before it when descending; None: from the start of the order), skipping
+    ``offset`` first. Hashable: also the key of what is kept of its answer."""
+
+    owner: str
+    limit: int
+    after: ListKey | None = None
+    descending: bool = False
+    offset: int = 0
+
+
 #: ``timeutil.iso`` of SQLAlchemy's SQLite ``DateTime`` text (``2025-01-01 00:00:00.000000``
 #: to ``2025-01-01T00:00:00+00:00``, microseconds only when not zero), computed by SQLite.
 _SQLITE_ISO: Label[str] = literal_column(
@@ -110,64 +124,53 @@ def _keyset_page(cols: list[Any], descending: bool, keyed: bool) -> Select[Any]:
     return stmt.limit(bindparam("n")).offset(bindparam("o"))
 
 
-def _statement(descending: bool, keyed: bool, sqlite_text: bool = False) -> Select[Any]:
-    """A page of one owner's jobs, with ``owner``, ``n``, ``o`` and (keyed) ``c``/``i`` bound.
-
-    The offset is always a parameter: SQLite's dialect writes an ``OFFSET`` beside every
-    bound ``LIMIT``. With ``sqlite_text`` the creation time is selected as the ISO text the
-    answer shows (for the plain ``sqlite3`` reads).
-    """
+def _list_columns(sqlite_text: bool) -> list[Any]:
+    """:data:`LIST_COLUMNS`; with ``sqlite_text`` the creation time selected as the ISO text
+    the answer shows (for the plain ``sqlite3`` reads)."""
     cols: list[Any] = list(LIST_COLUMNS)
     if sqlite_text:
         cols[1] = _SQLITE_ISO
-    return _keyset_page(cols, descending, keyed)
+    return cols
 
 
-#: The statements, built once (the SQLite reader keys its compiled form on their identity).
-_STATEMENTS = {
-    (desc, keyed, text): _statement(desc, keyed, text)
-    for desc in (False, True)
-    for keyed in (False, True)
-    for text in (False, True)
-}
+#: Statements by (descending, with a position): the reader keys their compiled form on their
+#: identity, so they are built once.
+Statements = dict[tuple[bool, bool], Select[Any]]
 
 
-def _keys_statement(descending: bool, keyed: bool) -> Select[Any]:
-    """As :func:`_statement`, but only each job's id and revision (``list_rev``): read from
-    the keyset index alone, which carries both (migration 0005)."""
-    cols: list[Any] = [JobRecord.id, JobRecord.list_rev]
-    return _keyset_page(cols, descending, keyed)
+def _keyset_statements(cols: list[Any]) -> Statements:
+    """:func:`_keyset_page` of ``cols`` in either order, with and without a position.
+
+    The offset is always a parameter: SQLite's dialect writes an ``OFFSET`` beside every
+    bound ``LIMIT``.
+    """
+    return {(d, k): _keyset_page(cols, d, k) for d in (False, True) for k in (False, True)}
 
 
-_KEY_STATEMENTS = {
-    (desc, keyed): _keys_statement(desc, keyed) for desc in (False, True) for keyed in (False, True)
-}
+#: Whole rows of a page, by whether they are read as SQLite's text (:func:`_list_columns`).
+_STATEMENTS = {text: _keyset_statements(_list_columns(text)) for text in (False, True)}
+#: Only each job's id and revision (``list_rev``): read from the keyset index alone, which
+#: carries both (migration 0005).
+_KEY_STATEMENTS = _keyset_statements([JobRecord.id, JobRecord.list_rev])
+#: The ids alone (the lists kept while PostgreSQL's notifications say they hold,
+#: ``db/pgfeed``).
+_ID_STATEMENTS = _keyset_statements([JobRecord.id])
 
 
 def _by_id_statement(sqlite_text: bool) -> Select[Any]:
     """Whole rows (and revisions) of some of one owner's jobs, by id: ``owner`` and ``ids``
     bound. For the plain ``sqlite3`` reads the ids are one JSON array (``json_each``), so
     that the compiled text serves any number of them; elsewhere an expanding ``IN``."""
-    cols: list[Any] = list(LIST_COLUMNS)
     if sqlite_text:
-        cols[1] = _SQLITE_ISO
         ids: Any = sa_select(literal_column("value")).select_from(func.json_each(bindparam("ids")))
     else:
         ids = bindparam("ids", expanding=True)
-    return sa_select(*cols, JobRecord.list_rev).where(
+    return sa_select(*_list_columns(sqlite_text), JobRecord.list_rev).where(
         JobRecord.owner == bindparam("owner"), JobRecord.id.in_(ids)
     )
 
 
 _BY_ID_STATEMENTS = {text: _by_id_statement(text) for text in (False, True)}
-
-#: As :data:`_KEY_STATEMENTS`, the ids alone (the lists kept while PostgreSQL's notifications
-#: say they hold, ``db/pgfeed``).
-_ID_STATEMENTS = {
-    (desc, keyed): _keyset_page([JobRecord.id], desc, keyed)
-    for desc in (False, True)
-    for keyed in (False, True)
-}
 
 #: The triggers that renew ``list_rev`` (migration 0005), by dialect.
 _TRIGGER_CHECKS = {
@@ -257,80 +260,34 @@ class JobListStore:
             return self.reader.version()
         return None
 
-    def _params(self, owner: str, limit: int, after: ListKey | None, offset: int) -> dict[str, Any]:
-        """The bound parameters of the keyset statements (the position as the reader
-        stores it: text on a SQLite file)."""
-        params: dict[str, Any] = {"owner": owner, "n": limit, "o": offset}
+    def _bind(self, statements: Statements, query: ListQuery) -> tuple[Select[Any], dict[str, Any]]:
+        """The statement of ``statements`` for ``query``'s order and position, and its bound
+        parameters (the position as the reader stores it: text on a SQLite file)."""
+        params: dict[str, Any] = {"owner": query.owner, "n": query.limit, "o": query.offset}
+        after = query.after
         if after is not None:
             params["i"] = after.id
             params["c"] = _sqlite_text(after.created) if self.raw else after.created
-        return params
+        return statements[(query.descending, after is not None)], params
 
-    def page(
-        self,
-        owner: str,
-        limit: int,
-        after: ListKey | None = None,
-        descending: bool = False,
-        offset: int = 0,
-    ) -> list[tuple[Any, ...]]:
-        """Up to ``limit`` of ``owner``'s jobs after ``after`` in the order asked for.
+    def page(self, query: ListQuery) -> list[tuple[Any, ...]]:
+        """The jobs ``query`` asks for, whole.
 
         Rows are tuples in :class:`ListRow` order. On a SQLite file they are read with the
         creation time as the answer's text and JSON columns as stored; NULL JSON is ``None``.
-
-        Parameters
-        ----------
-        owner
-            Whose jobs.
-        limit
-            At most this many rows.
-        after
-            Only jobs strictly after this position (before it when ``descending``); None:
-            from the start of the order.
-        descending
-            Newest first.
-        offset
-            Skip this many rows first.
         """
-        stmt = _STATEMENTS[(descending, after is not None, self.raw)]
-        params = self._params(owner, limit, after, offset)
+        stmt, params = self._bind(_STATEMENTS[self.raw], query)
         if self.raw:
-            assert isinstance(self.reader, SQLiteReader)
             return self.reader.raw(stmt, params)
         return [normalise(r) for r in self.reader.all(stmt, params)]
 
-    def keys(
-        self,
-        owner: str,
-        limit: int,
-        after: ListKey | None = None,
-        descending: bool = False,
-        offset: int = 0,
-    ) -> list[tuple[str, int]]:
-        """The ids and revisions of the jobs :meth:`page` would read, in the same order.
+    def keys(self, query: ListQuery) -> list[tuple[str, int]]:
+        """The ids and revisions of the jobs :meth:`page` would read, in the same order."""
+        return self.reader.raw(*self._bind(_KEY_STATEMENTS, query))
 
-        Parameters are those of :meth:`page`.
-        """
-        stmt = _KEY_STATEMENTS[(descending, after is not None)]
-        params = self._params(owner, limit, after, offset)
-        return self.reader.raw(stmt, params)
-
-    def ids(
-        self,
-        owner: str,
-        limit: int,
-        after: ListKey | None = None,
-        descending: bool = False,
-        offset: int = 0,
-    ) -> list[str]:
-        """The ids of the jobs :meth:`page` would read, in the same order.
-
-        Parameters are those of :meth:`page`.
-        """
-        stmt = _ID_STATEMENTS[(descending, after is not None)]
-        params = self._params(owner, limit, after, offset)
-        return [r[0] for r in self.reader.raw(stmt, params)]
+    def ids(self, query: ListQuery) -> list[str]:
+        """The ids of the jobs :meth:`page` would read, in the same order."""
+        return [r[0] for r in self.reader.raw(*self._bind(_ID_STATEMENTS, query))]
 
     def by_id(self, owner: str, ids: list[str]) -> list[tuple[tuple[Any, ...], int]]:
         """Those of ``ids`` that are ``owner``'s jobs: each a row in :class:`ListRow` order

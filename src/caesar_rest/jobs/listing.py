@@ -63,7 +63,7 @@ from typing import Any, Literal
 
 from anyio import to_thread
 
-from caesar_rest.db.joblist import JobListStore, ListKey
+from caesar_rest.db.joblist import JobListStore, ListKey, ListQuery
 from caesar_rest.db.pgfeed import ChangeFeed, Changes, conninfo
 from caesar_rest.errors import Invalid
 from caesar_rest.storage.paths import is_job_id
@@ -311,12 +311,14 @@ def decode_cursor(text: str) -> Cursor:
 
 @dataclass(frozen=True)
 class Page:
-    """One page: its JSON array and the cursors of its neighbours (None: none there)."""
+    """One page: its JSON array, the cursors of its neighbours (None: none there), how many
+    jobs it holds and the page size it was asked with (that of its neighbours' links)."""
 
     body: bytes
     next: str | None
     prev: str | None
     count: int
+    limit: int
 
 
 class AnswerCache:
@@ -514,43 +516,55 @@ class JobLister:
         """The store's marker of the database's content; None when answers are not kept."""
         return self.store.version() if self.answers else None
 
-    def _docs(
-        self,
-        owner: str,
-        limit: int,
-        after: ListKey | None = None,
-        descending: bool = False,
-        offset: int = 0,
-        fed: Fed = None,
-    ) -> tuple[list[Doc], int]:
-        """Up to ``limit`` of ``owner``'s jobs rendered (the arguments of the store's
-        ``page``), and how many the database listed.
+    def _docs(self, query: ListQuery, fed: Fed = None) -> tuple[list[Doc], int]:
+        """The jobs ``query`` asks for, rendered, and how many the database listed.
 
-        With ``fed`` (a sync returned True for this answer), from the lists and documents
-        kept by notification (:meth:`_docs_fed`; ``"memory"``: raise :class:`_NeedsRead`
-        rather than read).
-
-        The ids and revisions are read first (from the keyset index alone); only the jobs
-        whose document is not kept at their revision are read whole and rendered, then
-        kept. A job removed between the two reads is left out. Without revisions in the
+        The ids (and revisions) are read first, from the keyset index alone; only the jobs
+        whose document is not kept at their revision are read whole (by id) and rendered,
+        then kept. A job removed between the two reads is left out. Without revisions in the
         database (:attr:`~caesar_rest.db.joblist.JobListStore.revisions`) every job is read
         and rendered, as before there were any.
+
+        With ``fed`` (a sync returned True for this answer), from what PostgreSQL's
+        notifications say is still right: the ids are kept under the owner's list marker
+        read before they were (a notified insert, delete or move renews it), and a kept
+        document is the job's current one (every notified change of the job drops it,
+        :meth:`RowCache.raise_floors`). With ``"memory"``, :class:`_NeedsRead` is raised
+        rather than reading the database.
         """
-        store = self.store
+        store, rows = self.store, self.rows
+        keys: list[tuple[str, int]] | None = None
         if fed is not None:
-            return self._docs_fed(owner, limit, after, descending, offset, fed == "fed")
-        if not store.revisions:
-            rows = store.page(owner, limit, after, descending, offset)
-            return [
-                (r[0], r[1], doc, 0) for r, doc in zip(rows, render_each(rows), strict=True)
-            ], len(rows)
-        keys = store.keys(owner, limit, after, descending, offset)
-        # One lookup a job by its (id, revision) pair as read, in C (map): the hot loop.
-        docs: list[Doc | None] = list(map(self.rows.get, keys))
+            ids = self._kept_ids(query, fed == "fed")
+            docs = rows.current(ids)
+        elif store.revisions:
+            keys = store.keys(query)
+            # One lookup a job by its (id, revision) pair as read, in C (map): the hot loop.
+            docs = list(map(rows.get, keys))
+        else:
+            found = store.page(query)
+            every = zip(found, render_each(found), strict=True)
+            return [(r[0], r[1], doc, 0) for r, doc in every], len(found)
         if None not in docs:  # the common case, a scan in C
-            self.rows.hits += len(keys)
-            return docs, len(keys)  # type: ignore[return-value]  # no None
-        return self._fill(owner, [k[0] for k in keys], docs), len(keys)
+            rows.hits += len(docs)
+            return docs, len(docs)  # type: ignore[return-value]  # no None
+        if fed == "memory":
+            raise _NeedsRead
+        if keys is not None:
+            ids = [k[0] for k in keys]
+        return self._fill(query.owner, ids, docs), len(docs)
+
+    def _kept_ids(self, query: ListQuery, read: bool) -> list[str]:
+        """The ids ``query`` asks for as kept by notification; read and kept where they are
+        not (``read`` False: :class:`_NeedsRead` instead)."""
+        marker = self._list_marker(query.owner)
+        ids: list[str] | None = self.lists.get(query, marker)
+        if ids is None:
+            if not read:
+                raise _NeedsRead
+            ids = self.store.ids(query)
+            self.lists.put(query, marker, ids, LIST_OVERHEAD + 8 * len(ids))
+        return ids
 
     def _fill(self, owner: str, ids: list[str], docs: list[Doc | None]) -> list[Doc]:
         """``docs`` (the kept document of each of ``ids``, None where there is none) with the
@@ -570,39 +584,6 @@ class JobLister:
             doc if doc is not None else fresh.get(jid) for doc, jid in zip(docs, ids, strict=True)
         ]
         return [d for d in out if d is not None]
-
-    def _docs_fed(
-        self,
-        owner: str,
-        limit: int,
-        after: ListKey | None,
-        descending: bool,
-        offset: int,
-        read: bool = True,
-    ) -> tuple[list[Doc], int]:
-        """:meth:`_docs` from what PostgreSQL's notifications say is still right.
-
-        The ids of the page are kept under the owner's list marker read before they were
-        (a notified insert, delete or move renews it); the documents are the kept ones, which
-        every notified change of their job drops (:meth:`RowCache.raise_floors`). Only jobs
-        without a document are read (by id) and rendered.
-        """
-        key = (owner, limit, after, descending, offset)
-        marker = self._list_marker(owner)
-        ids: list[str] | None = self.lists.get(key, marker)
-        if ids is None:
-            if not read:
-                raise _NeedsRead
-            ids = self.store.ids(owner, limit, after, descending, offset)
-            self.lists.put(key, marker, ids, LIST_OVERHEAD + 8 * len(ids))
-        rows = self.rows
-        docs = rows.current(ids)
-        if None not in docs:  # the common case, a scan in C
-            rows.hits += len(ids)
-            return docs, len(ids)  # type: ignore[return-value]  # no None
-        if not read:
-            raise _NeedsRead
-        return self._fill(owner, ids, docs), len(ids)
 
     @property
     def inline(self) -> bool:
@@ -672,31 +653,32 @@ class JobLister:
             raise Invalid("order differs from the cursor's; drop one of them")
         if cur.backwards:
             # The page before: read it in the opposite order, then turn it round.
-            docs, _ = self._docs(owner, limit + 1, cur.key, not cur.descending, fed=fed)
+            back = ListQuery(owner, limit + 1, cur.key, not cur.descending)
+            docs, _ = self._docs(back, fed)
             more = len(docs) > limit
             docs = docs[:limit][::-1]
             prev = encode_cursor(cur.descending, True, docs[0]) if more else None
             nxt = encode_cursor(cur.descending, False, docs[-1]) if docs else None
-            return self._render(docs, nxt, prev)
-        docs, _ = self._docs(owner, limit + 1, cur.key, cur.descending, fed=fed)
+            return self._render(docs, nxt, prev, limit)
+        docs, _ = self._docs(ListQuery(owner, limit + 1, cur.key, cur.descending), fed)
         more = len(docs) > limit
         docs = docs[:limit]
         nxt = encode_cursor(cur.descending, False, docs[-1]) if more else None
         prev = encode_cursor(cur.descending, True, docs[0]) if docs else None
-        return self._render(docs, nxt, prev)
+        return self._render(docs, nxt, prev, limit)
 
     def _first(self, owner: str, limit: int, descending: bool, offset: int, fed: Fed) -> Page:
-        docs, _ = self._docs(owner, limit + 1, None, descending, offset, fed)
+        docs, _ = self._docs(ListQuery(owner, limit + 1, None, descending, offset), fed)
         more = len(docs) > limit
         docs = docs[:limit]
         nxt = encode_cursor(descending, False, docs[-1]) if more else None
         prev = encode_cursor(descending, True, docs[0]) if docs and offset else None
-        return self._render(docs, nxt, prev)
+        return self._render(docs, nxt, prev, limit)
 
     @staticmethod
-    def _render(docs: list[Doc], nxt: str | None, prev: str | None) -> Page:
+    def _render(docs: list[Doc], nxt: str | None, prev: str | None, limit: int) -> Page:
         body = "[" + ",".join([d[2] for d in docs]) + "]"
-        return Page(body.encode(), nxt, prev, len(docs))
+        return Page(body.encode(), nxt, prev, len(docs), limit)
 
     def walk(self, owner: str, batch: int = BATCH) -> Walk:
         """The batches of ``owner``'s full list in turn (:meth:`stream` without the brackets
@@ -768,7 +750,8 @@ class Walk:
         the database (nothing changed: step again with ``"fed"``, in a worker thread).
         """
         try:
-            docs, listed = self.lister._docs(self.owner, self.batch, self.after, fed=fed)
+            query = ListQuery(self.owner, self.batch, self.after)
+            docs, listed = self.lister._docs(query, fed)
         except _NeedsRead:
             return None
         if not docs:

@@ -329,12 +329,12 @@ def _page_args(query: Any) -> dict[str, Any]:
     return args
 
 
-def _links(request: Request, page: Page, limit: int) -> str:
+def _links(request: Request, page: Page) -> str:
     """The ``Link`` header of a page (RFC 8288): its ``next`` and ``prev`` pages."""
     links = []
     for rel, cursor in (("next", page.next), ("prev", page.prev)):
         if cursor is not None:
-            query = urlencode({"limit": limit, "cursor": cursor})
+            query = urlencode({"limit": page.limit, "cursor": cursor})
             links.append(f'<{request.url.replace(query=query)}>; rel="{rel}"')
     return ", ".join(links)
 
@@ -350,10 +350,8 @@ async def list_jobs(request: Request) -> Response:
     if not any(k in query for k in PAGE_PARAMS):
         log.debug("job_list", user=owner, streamed=True)
         return StreamingResponse(lister.stream_async(owner), media_type="application/json")
-    args = _page_args(query)
-    limit = args.setdefault("limit", DEFAULT_PAGE)
-    page = await lister.page_async(owner, **args)
-    headers = {"Link": _links(request, page, limit)} if page.next or page.prev else None
+    page = await lister.page_async(owner, **_page_args(query))
+    headers = {"Link": _links(request, page)} if page.next or page.prev else None
     return Response(page.body, media_type="application/json", headers=headers)
 
 
