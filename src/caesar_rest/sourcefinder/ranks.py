@@ -276,7 +276,9 @@ class Ranks:
                 self.abort(1)
                 raise
         else:
-            for r in range(1, self.size):  # they look between two tiles (deal(stoppable))
+            # They look between two tiles (deal(stoppable)); one done with its round never
+            # receives it (a small message, dropped at exit).
+            for r in range(1, self.size):
                 self.call(self.comm.send, None, dest=r, tag=STOP)
         self.collect([])
         self.tiling = False
