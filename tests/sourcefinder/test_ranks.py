@@ -8,17 +8,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from caesar_rest.imaging.fits_image import load_image, read_pixels
-from caesar_rest.sourcefinder.ranks import connect, launched_ranks
+from caesar_rest.imaging.fits_image import ImageError, load_image, read_pixels
+from caesar_rest.sourcefinder.ranks import Ranks, TileJob, connect, launched_ranks, serve
 
 from tests.sourcefinder.sf_synth import RMS, point_sources, ranks_field, write
 from tests.support.paths import REPO
+from tests.support.thread_comm import ThreadComm, _Shared, run_ranks
 
 #: The options of the runs: 9 tiles of 140 px on a 420 x 420 field (classes and previews on:
 #: the classifier's islands and the catalogue files are shared among the ranks too).
@@ -60,10 +63,26 @@ def _mpiexec() -> str | None:
     return found
 
 
-def _run(cmd: list[str], out: Path) -> tuple[str, dict[str, Any]]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+def _mpi() -> list[str]:
+    mpiexec = _mpiexec()
+    if mpiexec is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mpiexec and mpi4py are required (requirements.lock, .ci/run)")
+        pytest.skip("no mpiexec / mpi4py here")
+    return [mpiexec, "--allow-run-as-root", "--oversubscribe", "-n", "2"]
+
+
+def _launch(
+    cmd: list[str], level: str = "multiple", timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``cmd`` with mpi4py asking for the MPI thread level ``level`` (Open MPI gives it)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "MPI4PY_RC_THREAD_LEVEL": level}
     env.update(OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _run(cmd: list[str], out: Path, level: str = "multiple") -> tuple[str, dict[str, Any]]:
+    done = _launch(cmd, level)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     summary["stdout"] = done.stdout
@@ -71,15 +90,10 @@ def _run(cmd: list[str], out: Path) -> tuple[str, dict[str, Any]]:
 
 
 def test_two_ranks_give_the_single_process_catalogue(tmp_path: Path) -> None:
-    mpiexec = _mpiexec()
-    if mpiexec is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("mpiexec and mpi4py are required (requirements.lock, .ci/run)")
-        pytest.skip("no mpiexec / mpi4py here")
+    mpi = _mpi()
     image = ranks_field(tmp_path / "f.fits")
     app = [sys.executable, "-m", "caesar_rest.apps.caesar_run", "--input", str(image)]
     one, s1 = _run([*app, "--outdir", str(tmp_path / "one"), *TILES, "--nproc=1"], tmp_path / "one")
-    mpi = [mpiexec, "--allow-run-as-root", "--oversubscribe", "-n", "2"]
     two, s2 = _run(
         [*mpi, *app, "--outdir", str(tmp_path / "two"), *TILES, "--nproc=1"], tmp_path / "two"
     )
@@ -99,16 +113,54 @@ def test_two_ranks_give_the_single_process_catalogue(tmp_path: Path) -> None:
     solo, s3 = _run([*mpi, *app, "--outdir", str(out), *TILES, "--nproc=1", "--no-mpi"], out)
     assert s3["stats"]["n_ranks"] == 1
     assert solo == one
+    # MPI_THREAD_SERIALIZED: the dealer's thread and rank 0's classifier bands and writes
+    # (their MPI calls one at a time under Ranks' lock) give the same files.
+    out = tmp_path / "serialized"
+    ser, s4 = _run([*mpi, *app, "--outdir", str(out), *TILES, "--nproc=1"], out, "serialized")
+    assert "tiles dealt as the ranks ask" in s4["stdout"]
+    assert "islands shared among 2 ranks" in s4["stdout"]
+    assert ser == one
+    for name in SAME:
+        assert (tmp_path / "one" / name).read_bytes() == (out / name).read_bytes()
+
+
+def _bad_image(tmp_path: Path, kind: str) -> Path:
+    """A field whose header reads (the tile job is sent early) but whose pixels do not load:
+    the data cut in half, or every pixel blank."""
+    if kind == "blank":
+        return write(tmp_path / "blank.fits", np.full((420, 420), np.nan))
+    whole = ranks_field(tmp_path / "whole.fits").read_bytes()
+    path = tmp_path / "cut.fits"
+    path.write_bytes(whole[: len(whole) // 2])
+    return path
+
+
+def _errors(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("caesar_run: error:")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "level"), [("cut", "multiple"), ("cut", "single"), ("blank", "serialized")]
+)
+def test_bad_input_after_the_early_job_ends_every_rank_as_one_process(
+    tmp_path: Path, kind: str, level: str
+) -> None:
+    # Rank 0 sends the tile job from the header, then cannot load the pixels: exit code 2 and
+    # the message of a run on one machine, every rank ended (no MPI_Abort, no hang).
+    mpi = _mpi()
+    image = _bad_image(tmp_path, kind)
+    app = [sys.executable, "-m", "caesar_rest.apps.caesar_run", "--input", str(image)]
+    args = ["--outdir", str(tmp_path / "out"), *TILES, "--nproc=1"]
+    one = _launch([*app, *args], timeout=60)
+    assert one.returncode == 2 and len(_errors(one.stderr)) == 1, one.stderr
+    two = _launch([*mpi, *app, *args], level, timeout=60)
+    assert two.returncode == 2, two.stdout[-2000:] + two.stderr[-2000:]
+    assert _errors(two.stderr) == _errors(one.stderr)
+    assert "MPI_ABORT" not in two.stderr and "Traceback" not in two.stdout + two.stderr
 
 
 @pytest.mark.parametrize("size", [2, 3])
 def test_tiles_are_dealt_as_the_ranks_ask_each_once(size: int) -> None:
-    import time
-
-    from caesar_rest.sourcefinder.ranks import Ranks
-
-    from tests.support.thread_comm import run_ranks
-
     def work(ranks: Ranks) -> list[int]:
         got = []
         for i in ranks.deal(40):
@@ -124,10 +176,6 @@ def test_tiles_are_dealt_as_the_ranks_ask_each_once(size: int) -> None:
 
 
 def test_without_threads_the_tiles_go_round() -> None:
-    from caesar_rest.sourcefinder.ranks import Ranks
-
-    from tests.support.thread_comm import ThreadComm, _Shared
-
     shared = _Shared(3)
     assert [list(Ranks(ThreadComm(shared, r), threads=False).deal(8)) for r in range(3)] == [
         [0, 3, 6],
@@ -137,11 +185,7 @@ def test_without_threads_the_tiles_go_round() -> None:
 
 
 def test_rank_0_makes_no_collective_while_its_dealer_thread_runs() -> None:
-    # Under MPI_THREAD_SERIALIZED only one thread may call MPI at a time.
-    from caesar_rest.sourcefinder.ranks import Ranks
-
-    from tests.support.thread_comm import ThreadComm, _Shared
-
+    # Rank 0 meets the others once the dealing is done (they are told that no tile is left).
     shared = _Shared(2)
     rank0, rank1 = Ranks(ThreadComm(shared, 0)), Ranks(ThreadComm(shared, 1))
     mine = rank0.deal(3)
@@ -150,3 +194,82 @@ def test_rank_0_makes_no_collective_while_its_dealer_thread_runs() -> None:
         rank0.bcast(None)
     assert list(rank1.deal(3)) == [1, 2]  # rank 1 told that none is left: the thread ends
     assert list(mine) == []
+
+
+def test_the_mpi_calls_of_two_threads_are_one_at_a_time() -> None:
+    # MPI_THREAD_SERIALIZED: calls made through Ranks.call never overlap (the thread comm
+    # records overlapping calls; made directly, they do overlap).
+
+    shared = _Shared(1, hold_s=0.002)
+    ranks = Ranks(ThreadComm(shared, 0))
+
+    def calls(call: Any) -> None:
+        for _ in range(20):
+            call(ranks.comm.iprobe, source=0, tag=1)
+
+    def both(call: Any) -> None:
+        threads = [threading.Thread(target=calls, args=(call,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    both(ranks.call)
+    assert shared.overlaps == []
+    both(lambda fn, **kw: fn(**kw))
+    assert shared.overlaps
+
+
+def _job(n: int) -> TileJob:
+    return TileJob("f.fits", 0, (0, 0), (10, 10), list(range(n)), None, None, frozenset())
+
+
+@pytest.mark.parametrize(("threads", "deal"), [(True, True), (True, False), (False, False)])
+def test_rank_0_failing_after_the_job_withdraws_the_tiles(threads: bool, deal: bool) -> None:
+    # Rank 0 sends the job, then fails outside MPI (its image does not load): close() tells
+    # the others that no tile is left (the dealer, or the word to stop a fixed round); they
+    # end the tile they are at, send their sources and exit 0.
+    done: list[int] = []
+
+    def tile(job: TileJob, i: int) -> int:
+        done.append(i)
+        time.sleep(0.02)
+        return i
+
+    def work(ranks: Ranks) -> Any:
+        if ranks.rank > 0:
+            return serve(ranks, tile)
+        ranks.send(_job(200), deal)
+        time.sleep(0.2)  # loading, the others at work
+        assert ranks.tiling
+        ranks.close()
+        return "closed"
+
+    assert run_ranks(3, work, threads=threads, hold_s=0.0005) == ["closed", 0, 0]
+    # Without a dealer begun at the send, the others wait for rank 0's first dealing.
+    assert len(done) < 100 and (len(done) > 0) == (deal or not threads)
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_a_rank_that_cannot_read_its_tiles_tells_rank_0(threads: bool) -> None:
+    # A ValueError in another rank's tile (an unreadable file there) reaches rank 0 as bad
+    # input after the gather, not as an abort; the others then exit 0.
+    def tile(job: TileJob, i: int) -> int:
+        raise ImageError("cannot read image data of HDU 0: cut short")
+
+    def own(i: int) -> tuple[int, int]:
+        time.sleep(0.01)  # rank 0 at its tiles: the other rank gets some
+        return i, i
+
+    def work(ranks: Ranks) -> Any:
+        if ranks.rank > 0:
+            return serve(ranks, tile)
+        ranks.send(_job(40), deal=True)
+        mine = [own(i) for i in ranks.tiles(40)]
+        with pytest.raises(ValueError, match=r"^rank \d: cannot read image data"):
+            ranks.gather_tiles(mine)
+        assert not ranks.tiling and ranks.serving
+        ranks.close()
+        return "reported"
+
+    assert run_ranks(2, work, threads=threads) == ["reported", 0]

@@ -27,6 +27,7 @@ import numpy as np
 
 from caesar_rest.apps.caesar_app import CaesarApp
 from caesar_rest.apps.common_options import CLASSIFY
+from caesar_rest.apps.console import say
 from caesar_rest.apps.grant import granted_cores
 from caesar_rest.apps.products import CatalogueWrite, Extraction, MapStyle, Offload, WriteTask
 from caesar_rest.apps.program import Finder, classification_wanted, program_main
@@ -319,17 +320,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see :func:`~caesar_rest.apps.program.program_main`).
 
     Under ``mpirun`` with several ranks, rank 0 runs the program and shares the tiles with the
-    others (:mod:`caesar_rest.sourcefinder.ranks`), which only process tiles.
+    others (:mod:`caesar_rest.sourcefinder.ranks`), which only process tiles
+    (:func:`rank_main`).
     """
     try:
         ranks = connect()
     except MPIUnavailable as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    return rank_main(ranks, argv)
+
+
+def rank_main(ranks: Ranks | None, argv: Sequence[str] | None = None) -> int:
+    """The program on one rank of a run: rank 0 (or the only process) runs it, the other
+    ranks serve rank 0 (:func:`~caesar_rest.sourcefinder.ranks.serve`).
+
+    Parameters
+    ----------
+    ranks
+        The run's MPI ranks (:func:`~caesar_rest.sourcefinder.ranks.connect`), or None.
+    argv
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code: rank 0's as :func:`~caesar_rest.apps.program.program_main` maps it
+        (bad input 2 with every rank), 0 on the other ranks.
+    """
     if ranks is None:
         return program_main(CaesarApp(), FINDER, argv)
     if ranks.rank > 0:
         return serve(ranks, tile_from_file)
+    how = "dealt as the ranks ask" if ranks.threads else "in a fixed round (MPI without threads)"
+    say(PROG, f"{ranks.size} MPI ranks, tiles {how}")
     FINDER.ranks = ranks
     try:
         return program_main(CaesarApp(), FINDER, argv)

@@ -80,8 +80,8 @@ def find_sources(
     if ranks is not None:
         job = _tile_job(image, beam, plan, opts, maps)
         if ranks.sent and not _same_job(ranks.job, job):
-            # Sent before the pixels were read (send_early): the other ranks work on it.
-            ranks.abort(1)
+            # Sent before the pixels were read (send_early): the other ranks work on it until
+            # Ranks.close withdraws it.
             raise RuntimeError("the tile job sent early is not the loaded image's")
         ranks.send(job, _deal_at_send(plan, opts, ranks))
     if len(plan) <= 1:

