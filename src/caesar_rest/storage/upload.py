@@ -12,8 +12,10 @@ even when a restarted server has the same pid (as in a container).
 
 Large bodies served by ``caesar-rest serve`` (:mod:`caesar_rest.httpserver`) are read from the
 connection itself instead of ``chunks`` (:class:`DirectReceiver`): one thread receives into a
-few reusable buffers and parses them, one hashes, one writes, with the same checks, limits,
-durability and clean-up.
+few reusable page-aligned buffers and looks for the boundary in them, one hashes, one writes
+the file with ``O_DIRECT`` from those buffers (no copy into the page cache, no write-back;
+where the file system has no ``O_DIRECT``, through the page cache as below), with the same
+checks, limits, durability and clean-up.
 
 Compressed uploads (gzip, the one compressed form :mod:`caesar_rest.storage.formats` accepts)
 are inflated as they arrive, in the writer thread, a bounded block at a time with the output
@@ -37,6 +39,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
 import mmap
@@ -53,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -75,6 +78,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAP_HASH_MIN = 256 * 1024
 #: Suffix of a temporary file between its creation and its lock (never swept as live).
 NEW_SUFFIX = ".new"
+#: Unit of ``O_DIRECT`` writes: their file offsets, lengths and memory addresses are multiples.
+DIRECT_IO_BLOCK = 4096
+#: The page-aligned buffer through which file bytes that are not aligned in memory go to an
+#: ``O_DIRECT`` write (a copy: the start of the file part, the odd bytes between two buffers).
+STAGING_BYTES = 256 * 1024
 
 
 def _writeback_starter() -> Callable[[int, int, int], object] | None:
@@ -223,6 +231,120 @@ def _create_locked(path: Path) -> tuple[int, _PartLock]:
     return fd, lock
 
 
+def _open_direct_io(path: Path) -> int:
+    """A second, ``O_DIRECT`` descriptor of ``path`` for writing; -1 where the system or the
+    file system has none (tmpfs before Linux 6.6 refuses the open with ``EINVAL``)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | flag)
+    except OSError:
+        return -1
+
+
+def _address(view: memoryview) -> int:
+    """The memory address of a writable view's first byte; -1 for a read-only one."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    except (TypeError, ValueError):
+        return -1
+
+
+class _DirectIO:
+    """The ``O_DIRECT`` side of a :class:`_HashingWriter`: file bytes go from the caller's
+    buffers to the disk, with no copy into the page cache and no write-back after it.
+
+    ``O_DIRECT`` needs the file offset, the length and the memory address of every write to be
+    multiples of :data:`DIRECT_IO_BLOCK`. A view that starts at an aligned offset and address
+    is written as it is, all its whole blocks in one ``pwrite``; other bytes are copied into a
+    page-aligned staging buffer until they make whole blocks (the receiver places its buffers
+    so that this is only the start of the file and a few bytes per buffer). The last partial
+    block goes through the ordinary descriptor (:meth:`finish`). A write that the file system
+    refuses with ``EINVAL`` (alignment it does not accept) turns this off: the bytes are
+    written by the ordinary descriptor then, as are all later ones (:attr:`fd` -1).
+    """
+
+    def __init__(self, fd: int, plain_fd: int) -> None:
+        self.fd = fd
+        self.plain_fd = plain_fd
+        self.staging = mmap.mmap(-1, STAGING_BYTES)
+        self.view = memoryview(self.staging)
+        #: Bytes in the staging buffer; they are the file's bytes ``size - staged:size``.
+        self.staged = 0
+        #: Bytes taken so far (written or staged).
+        self.size = 0
+
+    def write(self, view: memoryview) -> None:
+        """Write (or stage) ``view``, the file's next bytes."""
+        blk = DIRECT_IO_BLOCK
+        while len(view) and self.fd >= 0:
+            addr = _address(view)
+            if self.staged == 0 and self.size % blk == 0 and addr % blk == 0 and len(view) >= blk:
+                n = len(view) - len(view) % blk
+                self._pwrite(view[:n], self.size)
+                self.size += n
+                view = view[n:]
+                continue
+            # In phase (the address and the offset agree modulo a block): copy up to the
+            # block's end only, then the rest of the view is written as it is.
+            in_phase = addr >= 0 and addr % blk == self.size % blk
+            room = STAGING_BYTES - self.staged
+            take = min(len(view), room, blk - self.size % blk if in_phase else room)
+            self.view[self.staged : self.staged + take] = view[:take]
+            self.staged += take
+            self.size += take
+            view = view[take:]
+            if self.staged == STAGING_BYTES or (in_phase and self.size % blk == 0):
+                self._flush_staging()
+        if len(view):  # O_DIRECT was turned off
+            os.pwrite(self.plain_fd, view, self.size)
+            self.size += len(view)
+
+    def _flush_staging(self) -> None:
+        """Write the staged whole blocks; keep the partial one (moved to the start)."""
+        whole = self.staged - self.staged % DIRECT_IO_BLOCK
+        if whole:
+            self._pwrite(self.view[:whole], self.size - self.staged)
+            rest = self.staged - whole
+            self.view[:rest] = self.view[whole : self.staged]
+            self.staged = rest
+
+    def _pwrite(self, view: memoryview, offset: int) -> None:
+        """Write all of ``view`` at ``offset`` (ordinary descriptor where O_DIRECT fails)."""
+        while len(view):
+            if self.fd < 0 or len(view) % DIRECT_IO_BLOCK:
+                n = os.pwrite(self.plain_fd, view, offset)
+            else:
+                try:
+                    n = os.pwrite(self.fd, view, offset)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    os.close(self.fd)
+                    self.fd = -1
+                    continue
+            view = view[n:]
+            offset += n
+
+    def finish(self) -> None:
+        """Write what is staged: its whole blocks directly, the last partial one plainly."""
+        self._flush_staging()
+        if self.staged:
+            os.pwrite(self.plain_fd, self.view[: self.staged], self.size - self.staged)
+            self.staged = 0
+
+    def close(self) -> None:
+        """Close the ``O_DIRECT`` descriptor and free the staging buffer (staged bytes not
+        written are dropped)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(BufferError, ValueError):
+            self.view.release()
+            self.staging.close()
+
+
 class _HashingWriter:
     """Writes chunks to a file and hashes them; used from one worker thread at a time.
 
@@ -236,9 +358,16 @@ class _HashingWriter:
         durable: bool = False,
         inflate_limit: int | None = None,
         hashing: bool = True,
+        direct_io: bool = False,
     ):
         self.path = path
         self.fd, self.part_lock = _create_locked(path)
+        #: ``O_DIRECT`` writes (``direct_io`` and a file system that has them), else None.
+        self.dio: _DirectIO | None = None
+        if direct_io:
+            dfd = _open_direct_io(path)
+            if dfd >= 0:
+                self.dio = _DirectIO(dfd, self.fd)
         self.hash = hashlib.sha256()
         self.size = 0
         self.durable = durable
@@ -281,6 +410,11 @@ class _HashingWriter:
 
     def _write(self, parts: list[memoryview]) -> None:
         self._inflate(parts)  # raises before a byte over the inflated limit is written
+        if self.dio is not None:
+            for part in parts:
+                self.dio.write(part)
+            self.size = self.dio.size
+            return
         start = self.size
         mapped = self.hashing and self.map_hash and sum(len(p) for p in parts) >= MAP_HASH_MIN
         if self.hashing and not mapped:
@@ -325,15 +459,23 @@ class _HashingWriter:
                     n = 0
 
     def flush_to_disk(self) -> None:
-        """Wait until the file's data and metadata are on disk (durable uploads only)."""
+        """Write what is held back (``O_DIRECT``: the last partial block), and for a durable
+        upload wait until the file's data and metadata are on disk (``fsync``: for the
+        ``O_DIRECT`` writes, the flush of the disk's cache and the file's size)."""
         with self._lock:
-            if self.durable and self.fd >= 0:
+            if self.fd < 0:
+                return
+            if self.dio is not None:
+                self.dio.finish()
+            if self.durable:
                 os.fsync(self.fd)
                 self.synced = self.size
 
     def close(self) -> None:
         """Close the file (its lock stays held: :attr:`part_lock`)."""
         with self._lock:
+            if self.dio is not None:
+                self.dio.close()
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
@@ -424,8 +566,8 @@ class _Receiver:
 
     def __init__(self, temp: Path, limit: int, durable: bool, direct: bool = False) -> None:
         self.temp = temp
-        #: The direct receiver: its buffers outlive the views (no copy of a bytearray part),
-        #: and it hashes the file part itself.
+        #: The direct receiver: it hashes the file part itself, and the file is written with
+        #: ``O_DIRECT`` from its buffers.
         self.direct = direct
         self.limit = limit
         self.durable = durable
@@ -490,7 +632,11 @@ class _Receiver:
                 raise UploadError("more than one 'file' part")
             self.filename = fname.decode("utf-8", "replace")
             self.writer = _HashingWriter(
-                self.temp, self.durable, inflate_limit=self.limit, hashing=not self.direct
+                self.temp,
+                self.durable,
+                inflate_limit=self.limit,
+                hashing=not self.direct,
+                direct_io=self.direct,
             )
             self.target = "file"
         elif name and fname is None:
@@ -498,19 +644,23 @@ class _Receiver:
         else:
             self.target = ""
 
+    def file_data(self, view: memoryview) -> None:
+        """Take bytes of the file part (a view that stays valid until it is written)."""
+        self.buf.append(view)
+        self.buffered += len(view)
+        self.received += len(view)
+        # Counted here: the writer's size lags by the batch it is writing.
+        if self.received > self.limit:
+            self.too_large = True
+
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.target == "file":
             # The parser may hand us its own (reused) look-behind buffer: copy that one.
-            self.buf.append(
+            self.file_data(
                 memoryview(data)[start:end]
-                if type(data) is bytes or self.direct
+                if type(data) is bytes
                 else memoryview(bytes(data[start:end]))
             )
-            self.buffered += end - start
-            self.received += end - start
-            # Counted here: the writer's size lags by the batch it is writing.
-            if self.received > self.limit:
-                self.too_large = True
         elif self.target:
             if len(self.field_buf) + (end - start) > MAX_FIELD_BYTES:
                 raise UploadError(f"form field '{self.target}' is too long")
@@ -634,6 +784,8 @@ DIRECT_BUFFER = 512 * 1024
 #: Receive buffers per direct upload: one being filled, the others being hashed and written
 #: (4 MiB in all: room for the three threads' turns on a busy machine).
 DIRECT_BUFFERS = 8
+#: Bytes given to the multipart parser at a time outside the file part's data (copies).
+PARSE_STEP = 64 * 1024
 _DIRECT_POOL = ThreadPoolExecutor(max_workers=DIRECT_THREADS, thread_name_prefix="upload-recv")
 
 
@@ -646,8 +798,11 @@ class DirectReceiver:
 
     The body is received into a few large reusable buffers (:data:`DIRECT_BUFFER`, no
     ``bytes`` object per network read, no HTTP parser and no ASGI queue in between), parsed
-    with python-multipart a buffer at a time, and the file part of each buffer is hashed in
-    one more thread while another writes it (:class:`_HashingWriter`, the same durability). A
+    with python-multipart, and the file part of each buffer is hashed in one more thread
+    while another writes it (:class:`_HashingWriter`, the same durability). Inside the file
+    part the receiver looks for the boundary itself (:meth:`_feed`) and places each read so
+    that the file's bytes lie at addresses aligned as their offsets in the file: the writer
+    writes the buffers' whole blocks with ``O_DIRECT`` as they are (:class:`_DirectIO`). A
     buffer is filled again only once its hash and write are done, so memory stays at
     :data:`DIRECT_BUFFERS` buffers. After a refusal (malformed body, over the limit, a write
     error) the rest of the declared body is still read and dropped, so the connection stays
@@ -659,10 +814,10 @@ class DirectReceiver:
         self.rx = rx
         self.parser = MultipartParser(boundary, rx.callbacks())
         self.hash = hashlib.sha256()
-        self.free: list[bytearray] = []
+        self.free: list[mmap.mmap] = []
         self.made = 0
         #: Each buffer handed on, with its write and hash: free again when both are done.
-        self.inflight: collections.deque[tuple[list[Future[None]], bytearray | None]] = (
+        self.inflight: collections.deque[tuple[list[Future[None]], mmap.mmap | None]] = (
             collections.deque()
         )
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-write")
@@ -675,12 +830,16 @@ class DirectReceiver:
         rx = self.rx
         try:
             for part in self.src.buffered:
-                self._feed(part, None)
+                self.parser.write(part)
+                self._hand_on(None)
             self.src.buffered = []
             while self.src.remaining > 0:
                 buf = self._buffer()
-                n = self._fill(buf)
-                self._feed(buf if n == len(buf) else bytes(memoryview(buf)[:n]), buf)
+                view = memoryview(buf)
+                start = self._placement()
+                end = self._fill(view, start)
+                self._feed(buf, view, start, end)
+                self._hand_on(buf)
             self.parser.finalize()
             self._drain_writes()
             return self._finish()
@@ -695,13 +854,14 @@ class DirectReceiver:
             if rx.writer is not None and rx.writer.fd >= 0:
                 rx.writer.close()
 
-    def _buffer(self) -> bytearray:
-        """A free receive buffer: a new one, or the oldest once its write is done."""
+    def _buffer(self) -> mmap.mmap:
+        """A free receive buffer (page-aligned): a new one, or the oldest once its write is
+        done."""
         if self.free:
             return self.free.pop()
         if self.made < DIRECT_BUFFERS:
             self.made += 1
-            return bytearray(DIRECT_BUFFER)
+            return mmap.mmap(-1, DIRECT_BUFFER)
         while True:
             futs, buf = self.inflight.popleft()
             for fut in futs:
@@ -709,20 +869,66 @@ class DirectReceiver:
             if buf is not None:
                 return buf
 
-    def _fill(self, buf: bytearray) -> int:
-        """Read into ``buf`` until it is full or the body is in; the bytes read."""
-        view = memoryview(buf)
-        n = 0
-        while n < len(buf) and self.src.remaining > 0:
+    def _in_file(self) -> bool:
+        """The parser is inside the file part's data."""
+        return self.parser.state == MultipartState.PART_DATA and self.rx.target == "file"
+
+    def _placement(self) -> int:
+        """Where in the next buffer to receive: inside the file part, the offset that puts
+        every file byte at an address that is aligned as its offset in the file, so that the
+        buffer's whole blocks can be written with ``O_DIRECT`` as they are (and the buffer
+        ends on a block of the file)."""
+        if not self._in_file():
+            return 0
+        # Bytes of a possible boundary that the parser holds back come first, if data.
+        return (self.rx.received + self.parser.index) % DIRECT_IO_BLOCK
+
+    def _fill(self, view: memoryview, start: int) -> int:
+        """Read into ``view[start:]`` until it is full or the body is in; where it ends."""
+        n = start
+        while n < len(view) and self.src.remaining > 0:
             if self.stop:
                 raise ClientGone("the request was cancelled")
             n += self.src.recv_into(view[n:])
         return n
 
-    def _feed(self, data: bytes | bytearray, buf: bytearray | None) -> None:
-        """Parse ``data``; hash its file part and queue it for writing (``buf`` held till then)."""
+    def _feed(self, buf: mmap.mmap, view: memoryview, start: int, end: int) -> None:
+        """Parse bytes ``start:end`` of a receive buffer.
+
+        Inside the file part the boundary is looked for here (``find`` on the buffer) and
+        the file bytes before it are taken as views of the buffer; only the few bytes where
+        a boundary could begin, and what follows one, go through the parser (as copies),
+        which so keeps its state as if it had read everything. Elsewhere (part headers, form
+        fields) the parser reads copies of :data:`PARSE_STEP` bytes.
+        """
+        step = len(self.parser.boundary) + 4  # enough to settle a boundary begun earlier
+        while start < end:
+            if self._in_file() and self.parser.index == 0:
+                self._file_bytes(buf, view, start, end)
+                return
+            upto = min(end, start + (step if self._in_file() else PARSE_STEP))
+            self.parser.write(bytes(view[start:upto]))
+            start = upto
+
+    def _file_bytes(self, buf: mmap.mmap, view: memoryview, start: int, end: int) -> None:
+        """Take the file bytes of ``start:end`` up to a boundary; parse the rest."""
         rx = self.rx
-        self.parser.write(data)  # type: ignore[arg-type]  # a bytearray parses the same
+        delim = self.parser.boundary  # b"\r\n--" + the boundary
+        found = buf.find(delim, start, end)
+        # Without a whole boundary, one can only begin in the last len(delim) - 1 bytes.
+        cut = found if found >= 0 else max(start, end - len(delim) + 1)
+        mark, before = len(rx.buf), rx.received
+        if cut > start:
+            rx.file_data(view[start:cut])
+        if cut < end:
+            self.parser.write(bytes(view[cut:end]))
+        if found < 0 and rx.received - before == end - start:
+            # All of it was file data: one view of the buffer (one aligned write).
+            rx.buf[mark:] = [view[start:end]]
+
+    def _hand_on(self, buf: mmap.mmap | None) -> None:
+        """Hash the file bytes parsed and queue them for writing (``buf`` held till then)."""
+        rx = self.rx
         if rx.too_large:
             raise UploadTooLarge(f"the file is larger than the limit of {rx.limit} bytes")
         views = rx.take()
