@@ -286,6 +286,7 @@ class PairSource:
         self.buffered = [data[:buffered]] if buffered else []
         self.remaining = declared - buffered
         self.released: list[bool] = []
+        self.refused: list[bool] = []
         self.claimed = False
 
         def send() -> None:
@@ -309,8 +310,14 @@ class PairSource:
         self.remaining -= n
         return n
 
-    def release(self, timed_out: bool) -> None:
+    def interrupt(self) -> None:
+        import socket
+
+        self.ours.shutdown(socket.SHUT_RD)
+
+    def release(self, timed_out: bool, refused: bool = False) -> None:
         self.released.append(timed_out)
+        self.refused.append(refused)
         self.ours.close()
 
 
@@ -375,7 +382,45 @@ def test_direct_refusals_read_the_rest_and_leave_nothing(
     for sent, limit, error, message in cases:
         src, got = run_direct(sent, tmp_path, limit=limit)
         assert isinstance(got, error) and message in str(got), got
-        assert src.remaining == 0 and src.released == [False]
+        assert src.remaining == 0 and src.released == [False] and src.refused == [True]
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_direct_refusal_with_a_long_rest_leaves_it_unread(
+    tmp_path: Path, small_buffers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body refused with more than DRAIN_MAX bytes still to come: the rest is not read (the
+    server answers and closes instead); nothing is kept."""
+    monkeypatch.setattr(upload, "DRAIN_MAX", 100_000)
+    sent = b"not a multipart body at all" * 40_000  # about 1 MB
+    src, got = run_direct(sent, tmp_path)
+    assert isinstance(got, Exception) and "boundary" in str(got), got
+    assert src.remaining > 100_000 and src.refused == [True] and src.released == [False]
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_direct_cancel_ends_a_read_in_progress(tmp_path: Path, small_buffers: None) -> None:
+    """A cancelled upload (server shutdown) whose client is silent ends at once, not at the
+    body timeout: the read in progress is interrupted; the connection is closed, no file."""
+
+    async def cancel_soon(src: PairSource) -> float:
+        task = asyncio.ensure_future(
+            receive_upload(chunks(b"", 1), CTYPE, tmp_path, 10**9, durable=True, direct=src)
+        )
+        await asyncio.sleep(0.3)
+        start = time.monotonic()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return time.monotonic() - start
+
+    data = body(os.urandom(300_000))
+    src = PairSource(data[:200_000], len(data), 1000, hold=True)  # then silent for 2 s
+    src.ours.settimeout(30)  # the body timeout: far longer than the wait allowed here
+    waited = asyncio.run(cancel_soon(src))
+    src.sender.join(5)
+    assert waited < 1.0, waited
+    assert src.released == [False] and src.refused == [False] and src.remaining > 0
     assert list((tmp_path / ".incoming").iterdir()) == []
 
 

@@ -786,6 +786,9 @@ DIRECT_BUFFER = 512 * 1024
 DIRECT_BUFFERS = 8
 #: Bytes given to the multipart parser at a time outside the file part's data (copies).
 PARSE_STEP = 64 * 1024
+#: Most bytes of a refused body still read and dropped to keep its connection (more: the
+#: answer closes the connection instead).
+DRAIN_MAX = 4 * 1024 * 1024
 _DIRECT_POOL = ThreadPoolExecutor(max_workers=DIRECT_THREADS, thread_name_prefix="upload-recv")
 
 
@@ -805,8 +808,9 @@ class DirectReceiver:
     writes the buffers' whole blocks with ``O_DIRECT`` as they are (:class:`_DirectIO`). A
     buffer is filled again only once its hash and write are done, so memory stays at
     :data:`DIRECT_BUFFERS` buffers. After a refusal (malformed body, over the limit, a write
-    error) the rest of the declared body is still read and dropped, so the connection stays
-    usable and the client gets the answer, as after a refusal on the ASGI path.
+    error) the rest of the declared body, up to :data:`DRAIN_MAX` bytes, is still read and
+    dropped, so the connection stays usable and the client gets the answer, as after a
+    refusal on the ASGI path; after a longer rest the answer closes the connection.
     """
 
     def __init__(self, src: DirectSource, rx: _Receiver, boundary: bytes) -> None:
@@ -963,7 +967,11 @@ class DirectReceiver:
         _discard(self.rx)
 
     def _skip_rest(self) -> None:
-        """Read the rest of the declared body and drop it (one buffer, reused)."""
+        """Read the rest of the declared body and drop it (one buffer, reused), so that the
+        connection goes on after the answer; a rest of more than :data:`DRAIN_MAX` bytes is
+        left unread (the answer then closes the connection)."""
+        if self.src.remaining > DRAIN_MAX:
+            return
         view = memoryview(self.free.pop() if self.free else bytearray(DIRECT_BUFFER))
         while self.src.remaining > 0 and not self.stop:
             self.src.recv_into(view)
@@ -971,7 +979,7 @@ class DirectReceiver:
 
 async def _receive_direct(src: DirectSource, rx: _Receiver, boundary: bytes) -> ReceivedUpload:
     """Run a :class:`DirectReceiver` in its thread; give the connection back when it is done."""
-    timed_out = False
+    timed_out = refused = False
     try:
         # Inside the try: the connection, claimed already, goes back even if these raise.
         job = DirectReceiver(src, rx, boundary)
@@ -983,9 +991,13 @@ async def _receive_direct(src: DirectSource, rx: _Receiver, boundary: bytes) -> 
     except ConnectionError:
         raise ClientGone("the client went away during the upload") from None
     except asyncio.CancelledError:
-        job.stop = True  # the thread stops at its next read; the socket is ours till then
+        job.stop = True
+        src.interrupt()  # a read in progress ends now, not at the body timeout
         with contextlib.suppress(BaseException):
-            await fut
+            await fut  # the socket is the thread's till it is done
+        raise
+    except BaseException:
+        refused = True  # answered by the caller (400, 413, 507); the rest may be unread
         raise
     finally:
-        src.release(timed_out)
+        src.release(timed_out, refused)
