@@ -163,14 +163,21 @@ def _drop_body(protocol: HttpToolsProtocol, cycle: RequestResponseCycle, late: b
     """
     if late:
         path = cycle.scope.get("path")
-        log.info("request_body_timeout", client=_client(protocol.client), path=path)
-        if not cycle.response_started:
-            protocol.transport.write(
-                _answer(408, "Request Timeout", "Request body not received in time")
-            )
+        _late(protocol, "request_body_timeout", "body", not cycle.response_started, path=path)
     cycle.disconnected = True
     cycle.message_event.set()
     protocol.transport.close()
+
+
+def _late(
+    protocol: HttpToolsProtocol, event: str, what: str, answer: bool, **fields: object
+) -> None:
+    """Log ``event``: a request's ``what`` ("headers", "body") did not come in time; where
+    ``answer``, write the JSON 408 that closes the connection."""
+    log.info(event, client=_client(protocol.client), **fields)
+    if answer:
+        message = f"Request {what} not received in time"
+        protocol.transport.write(_answer(408, "Request Timeout", message))
 
 
 def _fresh_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
@@ -418,11 +425,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing():
             return
-        log.info("request_header_timeout", client=_client(self.client), begun=self._request_begun)
-        if self._request_begun:
-            self.transport.write(
-                _answer(408, "Request Timeout", "Request headers not received in time")
-            )
+        begun = self._request_begun
+        _late(self, "request_header_timeout", "headers", begun, begun=begun)
         self.transport.close()
 
     def _body_late(self) -> None:

@@ -736,10 +736,7 @@ async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpl
     writer = _file_writer(rx)
     if rx.buf:
         await loop.run_in_executor(None, writer.write, rx.take())
-    if writer.size == 0:
-        raise UploadError("the uploaded file is empty")
-    await loop.run_in_executor(None, writer.flush_to_disk)
-    return _received(rx, writer, writer.hash.hexdigest())
+    return await loop.run_in_executor(None, _complete, rx, writer.hash)
 
 
 def _discard(rx: _Receiver) -> None:
@@ -761,14 +758,20 @@ def _file_writer(rx: _Receiver) -> _HashingWriter:
     return rx.writer
 
 
-def _received(rx: _Receiver, writer: _HashingWriter, sha256: str) -> ReceivedUpload:
-    """Close the file part, flushed already, and describe it (``sha256``: its checksum)."""
+def _complete(rx: _Receiver, digest: hashlib._Hash) -> ReceivedUpload:
+    """Flush the file part of a body parsed to its end, all of it handed to its writer, close
+    it and describe it (``digest``: the file's SHA-256); :class:`UploadError` if it is
+    empty. (Blocking: in a worker thread.)"""
+    writer = _file_writer(rx)
+    if writer.size == 0:
+        raise UploadError("the uploaded file is empty")
+    writer.flush_to_disk()
     writer.close()
     inflated = writer.inflater.size if writer.inflater is not None else None
     return ReceivedUpload(
         rx.temp,
         writer.size,
-        sha256,
+        digest.hexdigest(),
         rx.filename,
         rx.fields,
         inflated=inflated,
@@ -846,7 +849,7 @@ class DirectReceiver:
                 self._hand_on(buf)
             self.parser.finalize()
             self._drain_writes()
-            return self._finish()
+            return _complete(rx, self.hash)
         except BaseException as exc:
             self._abandon()
             if not isinstance(exc, TimeoutError | ConnectionError) and not self.stop:
@@ -950,13 +953,6 @@ class DirectReceiver:
         while self.inflight:
             for fut in self.inflight.popleft()[0]:
                 fut.result()
-
-    def _finish(self) -> ReceivedUpload:
-        writer = _file_writer(self.rx)
-        if writer.size == 0:
-            raise UploadError("the uploaded file is empty")
-        writer.flush_to_disk()
-        return _received(self.rx, writer, self.hash.hexdigest())
 
     def _abandon(self) -> None:
         """Wait for the queued writes (their errors dropped) and remove the temporary file."""
