@@ -104,6 +104,28 @@ def _writeback_starter() -> Callable[[int, int, int], object] | None:
 _START_WRITEBACK = _writeback_starter()
 
 
+def _memmem() -> Callable[[int, int, bytes], int] | None:
+    """The C library's ``memmem`` as ``find(address, nbytes, needle)`` (the needle's offset
+    from ``address``, or -1), or None where missing. Through ctypes it runs without the GIL
+    (``bytes.find`` holds it: 0.1-0.5 ms per receive buffer, which the hash and the write
+    threads then wait for), and glibc's is 3-5 times faster than ``bytes.find``."""
+    try:
+        func = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
+    func.restype = ctypes.c_void_p
+
+    def find(address: int, nbytes: int, needle: bytes) -> int:
+        hit: int | None = func(address, nbytes, needle, len(needle))
+        return -1 if hit is None else hit - address
+
+    return find
+
+
+_MEMMEM = _memmem()
+
+
 class UploadError(Invalid):
     """A malformed upload request (answered with 400)."""
 
@@ -799,6 +821,23 @@ class ClientGone(ConnectionError):
     """The client of a direct upload went away, or paused longer than the body timeout."""
 
 
+class _RecvBuffer:
+    """A page-aligned receive buffer, its view and its address."""
+
+    def __init__(self, size: int) -> None:
+        self.mm = mmap.mmap(-1, size)
+        self.view = memoryview(self.mm)
+        self._pin = ctypes.c_char.from_buffer(self.mm)  # holds the address valid
+        self.address = ctypes.addressof(self._pin)
+
+    def find(self, needle: bytes, start: int, end: int) -> int:
+        """Where ``needle`` first stands in bytes ``start:end`` (or -1)."""
+        if _MEMMEM is None:
+            return self.mm.find(needle, start, end)
+        at = _MEMMEM(self.address + start, end - start, needle)
+        return at if at < 0 else start + at
+
+
 class DirectReceiver:
     """Reads a multipart body straight from the connection, in a worker thread.
 
@@ -821,10 +860,10 @@ class DirectReceiver:
         self.rx = rx
         self.parser = MultipartParser(boundary, rx.callbacks())
         self.hash = hashlib.sha256()
-        self.free: list[mmap.mmap] = []
+        self.free: list[_RecvBuffer] = []
         self.made = 0
         #: Each buffer handed on, with its write and hash: free again when both are done.
-        self.inflight: collections.deque[tuple[list[Future[None]], mmap.mmap | None]] = (
+        self.inflight: collections.deque[tuple[list[Future[None]], _RecvBuffer | None]] = (
             collections.deque()
         )
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-write")
@@ -842,10 +881,9 @@ class DirectReceiver:
             self.src.buffered = []
             while self.src.remaining > 0:
                 buf = self._buffer()
-                view = memoryview(buf)
                 start = self._placement()
-                end = self._fill(view, start)
-                self._feed(buf, view, start, end)
+                end = self._fill(buf.view, start)
+                self._feed(buf, start, end)
                 self._hand_on(buf)
             self.parser.finalize()
             self._drain_writes()
@@ -861,14 +899,14 @@ class DirectReceiver:
             if rx.writer is not None and rx.writer.fd >= 0:
                 rx.writer.close()
 
-    def _buffer(self) -> mmap.mmap:
+    def _buffer(self) -> _RecvBuffer:
         """A free receive buffer (page-aligned): a new one, or the oldest once its write is
         done."""
         if self.free:
             return self.free.pop()
         if self.made < DIRECT_BUFFERS:
             self.made += 1
-            return mmap.mmap(-1, DIRECT_BUFFER)
+            return _RecvBuffer(DIRECT_BUFFER)
         while True:
             futs, buf = self.inflight.popleft()
             for fut in futs:
@@ -899,10 +937,10 @@ class DirectReceiver:
             n += self.src.recv_into(view[n:])
         return n
 
-    def _feed(self, buf: mmap.mmap, view: memoryview, start: int, end: int) -> None:
+    def _feed(self, buf: _RecvBuffer, start: int, end: int) -> None:
         """Parse bytes ``start:end`` of a receive buffer.
 
-        Inside the file part the boundary is looked for here (``find`` on the buffer) and
+        Inside the file part the boundary is looked for here (``memmem``, without the GIL) and
         the file bytes before it are taken as views of the buffer; only the few bytes where
         a boundary could begin, and what follows one, go through the parser (as copies),
         which so keeps its state as if it had read everything. Elsewhere (part headers, form
@@ -911,17 +949,18 @@ class DirectReceiver:
         step = len(self.parser.boundary) + 4  # enough to settle a boundary begun earlier
         while start < end:
             if self._in_file() and self.parser.index == 0:
-                self._file_bytes(buf, view, start, end)
+                self._file_bytes(buf, start, end)
                 return
             upto = min(end, start + (step if self._in_file() else PARSE_STEP))
-            self.parser.write(bytes(view[start:upto]))
+            self.parser.write(bytes(buf.view[start:upto]))
             start = upto
 
-    def _file_bytes(self, buf: mmap.mmap, view: memoryview, start: int, end: int) -> None:
+    def _file_bytes(self, buf: _RecvBuffer, start: int, end: int) -> None:
         """Take the file bytes of ``start:end`` up to a boundary; parse the rest."""
         rx = self.rx
         delim = self.parser.boundary  # b"\r\n--" + the boundary
         found = buf.find(delim, start, end)
+        view = buf.view
         # Without a whole boundary, one can only begin in the last len(delim) - 1 bytes.
         cut = found if found >= 0 else max(start, end - len(delim) + 1)
         mark, before = len(rx.buf), rx.received
@@ -933,7 +972,7 @@ class DirectReceiver:
             # All of it was file data: one view of the buffer (one aligned write).
             rx.buf[mark:] = [view[start:end]]
 
-    def _hand_on(self, buf: mmap.mmap | None) -> None:
+    def _hand_on(self, buf: _RecvBuffer | None) -> None:
         """Hash the file bytes parsed and queue them for writing (``buf`` held till then)."""
         rx = self.rx
         if rx.too_large:
@@ -968,7 +1007,7 @@ class DirectReceiver:
         left unread (the answer then closes the connection)."""
         if self.src.remaining > DRAIN_MAX:
             return
-        view = memoryview(self.free.pop() if self.free else bytearray(DIRECT_BUFFER))
+        view = self.free.pop().view if self.free else memoryview(bytearray(DIRECT_BUFFER))
         while self.src.remaining > 0 and not self.stop:
             self.src.recv_into(view)
 
