@@ -802,13 +802,15 @@ def _complete(rx: _Receiver, digest: hashlib._Hash) -> ReceivedUpload:
 
 
 # --- the direct receiver ---------------------------------------------------------------------
-#: Size of each receive buffer of the direct receiver: small enough that a buffer is still in
-#: the CPU's cache when the hash and the write read it (4 MiB buffers cost 0.5 CPU s/GiB more
-#: on our 2-core VMs, 256 KiB ones no less than these).
-DIRECT_BUFFER = 512 * 1024
+#: Size of each receive buffer of the direct receiver (a multiple of DIRECT_IO_BLOCK): small
+#: enough that a buffer is still in the CPU's cache when it is hashed (4 MiB buffers cost 0.5
+#: CPU s/GiB more on our 2-core VMs when the write copied them too), large enough for few
+#: hand-overs and large O_DIRECT writes (1 MiB: 1.25-1.29 CPU s/GiB against 1.36-1.77 with
+#: 512 KiB, docs/benchmarks.md).
+DIRECT_BUFFER = 1024 * 1024
 #: Receive buffers per direct upload: one being filled, the others being hashed and written
 #: (4 MiB in all: room for the three threads' turns on a busy machine).
-DIRECT_BUFFERS = 8
+DIRECT_BUFFERS = 4
 #: Bytes given to the multipart parser at a time outside the file part's data (copies).
 PARSE_STEP = 64 * 1024
 #: Most bytes of a refused body still read and dropped to keep its connection (more: the
