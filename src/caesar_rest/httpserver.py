@@ -23,7 +23,9 @@ its ASGI scope's extensions (under ``caesar_rest.storage.direct.DIRECT_BODY``). 
 claims it before reading the body any other way reads the rest from the socket, in a worker
 thread, in large blocks, without the HTTP parser and the ASGI receive queue in between; the
 body timeout applies to every read, and at most :data:`DIRECT_SLOTS` bodies are read this way
-at once (the others take the ordinary way). Not offered over TLS, nor for a chunked body.
+at once (the others take the ordinary way). Not offered over TLS, nor for a chunked body. An
+app that refuses such a body with part of it unread has its answer sent with ``Connection:
+close``; the connection then lingers half-closed (:class:`_Linger`) so the client can read it.
 
 ``caesar-rest serve`` selects the protocol through uvicorn's ``http`` option; gunicorn through
 the worker class :class:`UvicornWorker` (deploy/gunicorn/gunicorn.conf.py).
