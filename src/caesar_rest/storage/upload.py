@@ -802,14 +802,14 @@ def _complete(rx: _Receiver, digest: hashlib._Hash) -> ReceivedUpload:
 
 
 # --- the direct receiver ---------------------------------------------------------------------
-#: Size of each receive buffer of the direct receiver (a multiple of DIRECT_IO_BLOCK): small
-#: enough that a buffer is still in the CPU's cache when it is hashed (4 MiB buffers cost 0.5
-#: CPU s/GiB more on our 2-core VMs when the write copied them too), large enough for few
-#: hand-overs and large O_DIRECT writes (1 MiB: 1.25-1.29 CPU s/GiB against 1.36-1.77 with
-#: 512 KiB, docs/benchmarks.md).
-DIRECT_BUFFER = 1024 * 1024
+#: Size of each receive buffer of the direct receiver (a multiple of DIRECT_IO_BLOCK): large
+#: enough for few hand-overs between the threads (each costs the hash thread a wait for the
+#: GIL) and large O_DIRECT writes. With the write copying them (before O_DIRECT) 4 MiB buffers
+#: cost 0.5 CPU s/GiB more than 512 KiB ones; now 1 MiB took 1.22-1.33 CPU s/GiB against
+#: 1.36-1.77 with 512 KiB, and 2 MiB 1.11-1.15 in 3 runs of 4 (docs/benchmarks.md).
+DIRECT_BUFFER = 2 * 1024 * 1024
 #: Receive buffers per direct upload: one being filled, the others being hashed and written
-#: (4 MiB in all: room for the three threads' turns on a busy machine).
+#: (8 MiB in all, at most DIRECT_SLOTS uploads at once per process).
 DIRECT_BUFFERS = 4
 #: Bytes given to the multipart parser at a time outside the file part's data (copies).
 PARSE_STEP = 64 * 1024
