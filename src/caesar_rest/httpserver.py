@@ -23,7 +23,9 @@ its ASGI scope's extensions (under ``caesar_rest.storage.direct.DIRECT_BODY``). 
 claims it before reading the body any other way reads the rest from the socket, in a worker
 thread, in large blocks, without the HTTP parser and the ASGI receive queue in between; the
 body timeout applies to every read, and at most :data:`DIRECT_SLOTS` bodies are read this way
-at once (the others take the ordinary way). Not offered over TLS, nor for a chunked body.
+at once (the others take the ordinary way). Not offered over TLS, nor for a chunked body. An
+app that refuses such a body with part of it unread has its answer sent with ``Connection:
+close``; the connection then lingers half-closed (:class:`_Linger`) so the client can read it.
 
 ``caesar-rest serve`` selects the protocol through uvicorn's ``http`` option; gunicorn through
 the worker class :class:`UvicornWorker` (deploy/gunicorn/gunicorn.conf.py).
@@ -57,6 +59,13 @@ DIRECT_MIN_BYTES = 256 * 1024
 DIRECT_SLOTS = 4
 #: Longest pause in a directly read body when the body timeout is off (0): never unbounded.
 DIRECT_IDLE_TIMEOUT = 300.0
+#: A connection closed after its app refused a body it had not read to the end goes on
+#: reading and dropping the rest for at most this long and this many bytes (after the answer
+#: and a half-close), so that the client can read the answer before the close resets it.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 * 1024 * 1024
+#: Most connections of this process lingering at once (one more is closed at once).
+LINGER_MAX = 64
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -156,14 +165,21 @@ def _drop_body(protocol: HttpToolsProtocol, cycle: RequestResponseCycle, late: b
     """
     if late:
         path = cycle.scope.get("path")
-        log.info("request_body_timeout", client=_client(protocol.client), path=path)
-        if not cycle.response_started:
-            protocol.transport.write(
-                _answer(408, "Request Timeout", "Request body not received in time")
-            )
+        _late(protocol, "request_body_timeout", "body", not cycle.response_started, path=path)
     cycle.disconnected = True
     cycle.message_event.set()
     protocol.transport.close()
+
+
+def _late(
+    protocol: HttpToolsProtocol, event: str, what: str, answer: bool, **fields: object
+) -> None:
+    """Log ``event``: a request's ``what`` ("headers", "body") did not come in time; where
+    ``answer``, write the JSON 408 that closes the connection."""
+    log.info(event, client=_client(protocol.client), **fields)
+    if answer:
+        message = f"Request {what} not received in time"
+        protocol.transport.write(_answer(408, "Request Timeout", message))
 
 
 def _fresh_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
@@ -252,6 +268,14 @@ class DirectBody:
         DirectBody.active += 1
         return True
 
+    def interrupt(self) -> None:
+        """Shut the connection's reading down: a read in progress (another thread's) ends at
+        once, as do later ones (the upload is cancelled; the connection goes at release)."""
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+
     def recv_into(self, view: memoryview) -> int:
         """Read at most ``len(view)`` and at most :attr:`remaining` bytes into ``view``.
 
@@ -269,22 +293,28 @@ class DirectBody:
         self.remaining -= n
         return n
 
-    def release(self, timed_out: bool) -> None:
+    def release(self, timed_out: bool, refused: bool = False) -> None:
         """Give the connection back to the server.
 
         With the whole body read, the connection goes on with a fresh HTTP parser (the old
         one still waits for the bytes read here) and reading resumes after the answer, as
-        after any request. Else the connection is closed: the app's answer is dropped, and
+        after any request. Where the app ``refused`` the body with part of it unread, its
+        answer goes out with ``Connection: close`` and the connection then lingers
+        (:class:`_Linger`). Else the connection is closed: the app's answer is dropped, and
         ``timed_out`` sends a 408 first, as the body timer does.
         """
         p, c = self._protocol, self._cycle
-        if self._sock is None:
+        sock, self._sock = self._sock, None
+        if sock is None:
             return
-        self._sock.close()
-        self._sock = None
         c.direct = False
         DirectBody.active -= 1
         log.info("request_body_read_directly", bytes=self.length - self.remaining, of=self.length)
+        if self.remaining > 0 and refused and not timed_out and not p.transport.is_closing():
+            c.keep_alive = False  # reading stays paused; the answer closes the connection
+            p.linger_socket = sock
+            return
+        sock.close()
         if p.transport.is_closing():
             return
         if self.remaining == 0:
@@ -294,6 +324,66 @@ class DirectBody:
             c.message_event.set()
             return
         _drop_body(p, c, late=timed_out)
+
+
+class _Linger:
+    """A half-closed connection that reads and drops the rest of a refused body for a while.
+
+    Closing a socket with unread bytes makes the kernel reset the connection, and a reset
+    can reach the client before it has read the answer. So after the answer the connection's
+    writing is shut down (the client sees the answer's end), and what still comes is read
+    and dropped until the client closes, or :data:`LINGER_SECONDS` or :data:`LINGER_BYTES`
+    are spent; then the socket is closed. At most :data:`LINGER_MAX` at once.
+    """
+
+    active = 0
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.left = LINGER_BYTES
+        self.buf = bytearray(65536)
+        self.timer: asyncio.TimerHandle | None = None
+        self.reading = False
+
+    def start(self) -> None:
+        """Shut writing down and drop what comes (or close now, when too many linger)."""
+        if _Linger.active >= LINGER_MAX:
+            self.sock.close()
+            return
+        try:
+            self.sock.setblocking(False)
+            self.sock.shutdown(socket.SHUT_WR)
+            self.loop.add_reader(self.sock.fileno(), self._read)
+        except OSError:
+            self.sock.close()
+            return
+        _Linger.active += 1
+        self.reading = True
+        self.timer = self.loop.call_later(LINGER_SECONDS, self.close)
+
+    def _read(self) -> None:
+        try:
+            n = self.sock.recv_into(self.buf)
+        except BlockingIOError:
+            return
+        except OSError:
+            n = 0
+        self.left -= n
+        if n == 0 or self.left <= 0:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading and close the socket (once)."""
+        if not self.reading:
+            return
+        self.reading = False
+        _Linger.active -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+        with contextlib.suppress(OSError, ValueError):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -309,6 +399,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         # Whether part of the current request has come (a 408 then makes sense to the client).
         self._request_begun = False
+        #: The socket of a refused direct body, to linger once the answer has gone.
+        self.linger_socket: socket.socket | None = None
 
     # --- timers ------------------------------------------------------------------------
     def _arm_header_timer(self) -> None:
@@ -335,11 +427,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing():
             return
-        log.info("request_header_timeout", client=_client(self.client), begun=self._request_begun)
-        if self._request_begun:
-            self.transport.write(
-                _answer(408, "Request Timeout", "Request headers not received in time")
-            )
+        begun = self._request_begun
+        _late(self, "request_header_timeout", "headers", begun, begun=begun)
         self.transport.close()
 
     def _body_late(self) -> None:
@@ -363,6 +452,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         self._cancel_body_timer()
         super().connection_lost(exc)
+        sock, self.linger_socket = self.linger_socket, None
+        if sock is not None:  # the answer is in the kernel's hands: now half-close
+            _Linger(self.loop, sock).start()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

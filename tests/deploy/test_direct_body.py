@@ -8,17 +8,21 @@ the ordinary path.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from caesar_rest import httpserver
 from caesar_rest.httpserver import DIRECT_MIN_BYTES, DIRECT_SLOTS, DirectBody
 
 from tests.deploy.deploy_support import small_fits
@@ -123,6 +127,43 @@ def test_stalled_or_dropped_direct_upload_leaves_nothing(srv: LiveServer) -> Non
         assert read_response(sock)[0] == 200
 
 
+def test_refused_upload_with_a_long_rest_answers_and_closes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A form refused at its start with 12 MiB still to come (more than the receiver drains):
+    the JSON 400 with ``Connection: close`` reaches the client while it is still sending, then
+    the server closes (after dropping what comes for a while); nothing is kept."""
+    root = tmp_path_factory.mktemp("drain") / "srv"
+    server = LiveServer(root, CAESAR_REST_MAX_UPLOAD_MIB="16", **LIMITS).start(timeout=90)
+    try:
+        head = b'--direct\r\nContent-Disposition: form-data; name="tag"\r\n\r\n'
+        body = head + b"a" * (12 << 20)  # a form field far over its 64 KiB limit
+        before = files_in(server.datadir)
+        with tcp(server)() as sock:
+            sock.sendall(upload_head(len(body), boundary="direct"))
+
+            def send() -> None:
+                with contextlib.suppress(OSError):
+                    sock.sendall(body)
+
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            status, headers, answer = read_response(sock)
+            assert status == 400 and "too long" in json.loads(answer)["status"], answer
+            assert headers["connection"] == "close"
+            # A clean end (not a reset, which can destroy an answer not read yet).
+            sock.settimeout(10)
+            assert sock.recv(65536) == b""
+            sender.join(10)
+        assert direct_reads(server) == 1
+        assert wait_files(server.datadir, before) == before
+        with tcp(server)() as sock:
+            sock.sendall(get("/healthz"))
+            assert read_response(sock)[0] == 200
+    finally:
+        server.stop()
+
+
 def test_uws_inline_image_read_directly(srv: LiveServer) -> None:
     """A UWS job created with its image inline (multipart): the image is read from the
     connection too and stored with its checksum."""
@@ -221,6 +262,76 @@ def test_direct_body_released_early_closes() -> None:
         body.release(timed_out=True)
         assert calls[-3:] == ["write b'HTTP/1.1 408'", "event", "close"]
         assert cycle.disconnected and DirectBody.active == 0
+
+
+def test_direct_body_interrupt_ends_a_read_in_another_thread() -> None:
+    """interrupt() (a cancelled upload) ends a read that waits for the client at once, with
+    ConnectionError, long before the body timeout."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        protocol, cycle, _ = stub_connection(ours)
+        protocol.body_timeout = 30
+        body = DirectBody(protocol, cycle, 10)  # type: ignore[arg-type]
+        assert body.claim()
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                body.recv_into(memoryview(bytearray(10)))
+            except BaseException as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.2)
+        start = time.monotonic()
+        body.interrupt()
+        reader.join(5)
+        assert time.monotonic() - start < 1.0
+        assert len(errors) == 1 and isinstance(errors[0], ConnectionError)
+        body.release(timed_out=False)
+        assert DirectBody.active == 0
+
+
+def test_direct_body_refused_with_a_rest_lingers_after_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Released as refused with part of the body unread: the connection is kept for the
+    app's answer, marked to close after it, and its socket handed to the linger; the linger
+    half-closes, drops what comes and closes when the client does (or at its time limit)."""
+    ours, theirs = socket.socketpair()
+    with theirs:
+        protocol, cycle, calls = stub_connection(ours)
+        protocol.linger_socket = None
+        cycle.keep_alive = True
+        body = DirectBody(protocol, cycle, 10)  # type: ignore[arg-type]
+        assert body.claim()
+        body.release(timed_out=False, refused=True)
+        lingering = protocol.linger_socket  # the claim's own descriptor of the connection
+        assert cycle.keep_alive is False and isinstance(lingering, socket.socket)
+        assert "close" not in calls and not cycle.disconnected and DirectBody.active == 0
+        lingering.close()
+
+        async def linger(close_client: bool) -> float:
+            sock, peer = socket.socketpair()
+            start = time.monotonic()
+            httpserver._Linger(asyncio.get_running_loop(), sock).start()
+            peer.settimeout(5)
+            assert peer.recv(10) == b""  # half-closed: the client sees the answer's end
+            peer.sendall(b"x" * 100_000)  # the rest of the body: read and dropped
+            await asyncio.sleep(0.1)
+            if close_client:
+                peer.close()
+            while sock.fileno() >= 0 and time.monotonic() - start < 5:
+                await asyncio.sleep(0.02)
+            peer.close()
+            assert httpserver._Linger.active == 0
+            return time.monotonic() - start
+
+        monkeypatch.setattr(httpserver, "LINGER_SECONDS", 0.5)
+        assert asyncio.run(linger(close_client=True)) < 0.4  # closed with the client
+        assert 0.5 <= asyncio.run(linger(close_client=False)) < 2  # at the time limit
+    ours.close()
 
 
 def test_direct_body_declined(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,8 +31,8 @@ class DirectSource(Protocol):
     :meth:`claim` (event loop) takes the connection over or declines; then :attr:`buffered`
     holds the body bytes the server had already read and :attr:`remaining` counts the bytes
     still to come. :meth:`recv_into` reads them (any thread; it raises ``TimeoutError`` after
-    the server's body timeout and ``ConnectionError`` when the client goes away) and
-    :meth:`release` (event loop, once) gives the connection back.
+    the server's body timeout and ``ConnectionError`` when the client goes away or after
+    :meth:`interrupt`) and :meth:`release` (event loop, once) gives the connection back.
     """
 
     buffered: list[bytes]
@@ -46,7 +46,13 @@ class DirectSource(Protocol):
         """Read at most ``len(view)`` and at most :attr:`remaining` bytes into ``view``."""
         ...
 
-    def release(self, timed_out: bool) -> None:
+    def interrupt(self) -> None:
+        """(any thread) Make a read in progress, and every later one, end at once (with
+        ``ConnectionError``): the upload is being cancelled."""
+        ...
+
+    def release(self, timed_out: bool, refused: bool = False) -> None:
         """Give the connection back: kept alive when the whole body was read, else closed
-        (after a 408 answer where ``timed_out``)."""
+        (after a 408 answer where ``timed_out``; after the app's own answer where
+        ``refused``: the app refuses the body and has left the rest of it unread)."""
         ...

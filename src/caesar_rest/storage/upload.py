@@ -12,8 +12,10 @@ even when a restarted server has the same pid (as in a container).
 
 Large bodies served by ``caesar-rest serve`` (:mod:`caesar_rest.httpserver`) are read from the
 connection itself instead of ``chunks`` (:class:`DirectReceiver`): one thread receives into a
-few reusable buffers and parses them, one hashes, one writes, with the same checks, limits,
-durability and clean-up.
+few reusable page-aligned buffers and looks for the boundary in them, one hashes, one writes
+the file with ``O_DIRECT`` from those buffers (no copy into the page cache, no write-back;
+where the file system has no ``O_DIRECT``, through the page cache as below), with the same
+checks, limits, durability and clean-up.
 
 Compressed uploads (gzip, the one compressed form :mod:`caesar_rest.storage.formats` accepts)
 are inflated as they arrive, in the writer thread, a bounded block at a time with the output
@@ -37,6 +39,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
 import mmap
@@ -53,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -75,6 +78,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAP_HASH_MIN = 256 * 1024
 #: Suffix of a temporary file between its creation and its lock (never swept as live).
 NEW_SUFFIX = ".new"
+#: Unit of ``O_DIRECT`` writes: their file offsets, lengths and memory addresses are multiples.
+DIRECT_IO_BLOCK = 4096
+#: The page-aligned buffer through which file bytes that are not aligned in memory go to an
+#: ``O_DIRECT`` write (a copy: the start of the file part, the odd bytes between two buffers).
+STAGING_BYTES = 256 * 1024
 
 
 def _writeback_starter() -> Callable[[int, int, int], object] | None:
@@ -94,6 +102,28 @@ def _writeback_starter() -> Callable[[int, int, int], object] | None:
 
 
 _START_WRITEBACK = _writeback_starter()
+
+
+def _memmem() -> Callable[[int, int, bytes], int] | None:
+    """The C library's ``memmem`` as ``find(address, nbytes, needle)`` (the needle's offset
+    from ``address``, or -1), or None where missing. Through ctypes it runs without the GIL
+    (``bytes.find`` holds it: 0.1-0.5 ms per receive buffer, which the hash and the write
+    threads then wait for), and glibc's is 3-5 times faster than ``bytes.find``."""
+    try:
+        func = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
+    func.restype = ctypes.c_void_p
+
+    def find(address: int, nbytes: int, needle: bytes) -> int:
+        hit: int | None = func(address, nbytes, needle, len(needle))
+        return -1 if hit is None else hit - address
+
+    return find
+
+
+_MEMMEM = _memmem()
 
 
 class UploadError(Invalid):
@@ -223,6 +253,120 @@ def _create_locked(path: Path) -> tuple[int, _PartLock]:
     return fd, lock
 
 
+def _open_direct_io(path: Path) -> int:
+    """A second, ``O_DIRECT`` descriptor of ``path`` for writing; -1 where the system or the
+    file system has none (tmpfs before Linux 6.6 refuses the open with ``EINVAL``)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | flag)
+    except OSError:
+        return -1
+
+
+def _address(view: memoryview) -> int:
+    """The memory address of a writable view's first byte; -1 for a read-only one."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    except (TypeError, ValueError):
+        return -1
+
+
+class _DirectIO:
+    """The ``O_DIRECT`` side of a :class:`_HashingWriter`: file bytes go from the caller's
+    buffers to the disk, with no copy into the page cache and no write-back after it.
+
+    ``O_DIRECT`` needs the file offset, the length and the memory address of every write to be
+    multiples of :data:`DIRECT_IO_BLOCK`. A view that starts at an aligned offset and address
+    is written as it is, all its whole blocks in one ``pwrite``; other bytes are copied into a
+    page-aligned staging buffer until they make whole blocks (the receiver places its buffers
+    so that this is only the start of the file and a few bytes per buffer). The last partial
+    block goes through the ordinary descriptor (:meth:`finish`). A write that the file system
+    refuses with ``EINVAL`` (alignment it does not accept) turns this off: the bytes are
+    written by the ordinary descriptor then, as are all later ones (:attr:`fd` -1).
+    """
+
+    def __init__(self, fd: int, plain_fd: int) -> None:
+        self.fd = fd
+        self.plain_fd = plain_fd
+        self.staging = mmap.mmap(-1, STAGING_BYTES)
+        self.view = memoryview(self.staging)
+        #: Bytes in the staging buffer; they are the file's bytes ``size - staged:size``.
+        self.staged = 0
+        #: Bytes taken so far (written or staged).
+        self.size = 0
+
+    def write(self, view: memoryview) -> None:
+        """Write (or stage) ``view``, the file's next bytes."""
+        blk = DIRECT_IO_BLOCK
+        while len(view) and self.fd >= 0:
+            addr = _address(view)
+            if self.staged == 0 and self.size % blk == 0 and addr % blk == 0 and len(view) >= blk:
+                n = len(view) - len(view) % blk
+                self._pwrite(view[:n], self.size)
+                self.size += n
+                view = view[n:]
+                continue
+            # In phase (the address and the offset agree modulo a block): copy up to the
+            # block's end only, then the rest of the view is written as it is.
+            in_phase = addr >= 0 and addr % blk == self.size % blk
+            room = STAGING_BYTES - self.staged
+            take = min(len(view), room, blk - self.size % blk if in_phase else room)
+            self.view[self.staged : self.staged + take] = view[:take]
+            self.staged += take
+            self.size += take
+            view = view[take:]
+            if self.staged == STAGING_BYTES or (in_phase and self.size % blk == 0):
+                self._flush_staging()
+        if len(view):  # O_DIRECT was turned off
+            os.pwrite(self.plain_fd, view, self.size)
+            self.size += len(view)
+
+    def _flush_staging(self) -> None:
+        """Write the staged whole blocks; keep the partial one (moved to the start)."""
+        whole = self.staged - self.staged % DIRECT_IO_BLOCK
+        if whole:
+            self._pwrite(self.view[:whole], self.size - self.staged)
+            rest = self.staged - whole
+            self.view[:rest] = self.view[whole : self.staged]
+            self.staged = rest
+
+    def _pwrite(self, view: memoryview, offset: int) -> None:
+        """Write all of ``view`` at ``offset`` (ordinary descriptor where O_DIRECT fails)."""
+        while len(view):
+            if self.fd < 0 or len(view) % DIRECT_IO_BLOCK:
+                n = os.pwrite(self.plain_fd, view, offset)
+            else:
+                try:
+                    n = os.pwrite(self.fd, view, offset)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    os.close(self.fd)
+                    self.fd = -1
+                    continue
+            view = view[n:]
+            offset += n
+
+    def finish(self) -> None:
+        """Write what is staged: its whole blocks directly, the last partial one plainly."""
+        self._flush_staging()
+        if self.staged:
+            os.pwrite(self.plain_fd, self.view[: self.staged], self.size - self.staged)
+            self.staged = 0
+
+    def close(self) -> None:
+        """Close the ``O_DIRECT`` descriptor and free the staging buffer (staged bytes not
+        written are dropped)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(BufferError, ValueError):
+            self.view.release()
+            self.staging.close()
+
+
 class _HashingWriter:
     """Writes chunks to a file and hashes them; used from one worker thread at a time.
 
@@ -236,9 +380,16 @@ class _HashingWriter:
         durable: bool = False,
         inflate_limit: int | None = None,
         hashing: bool = True,
+        direct_io: bool = False,
     ):
         self.path = path
         self.fd, self.part_lock = _create_locked(path)
+        #: ``O_DIRECT`` writes (``direct_io`` and a file system that has them), else None.
+        self.dio: _DirectIO | None = None
+        if direct_io:
+            dfd = _open_direct_io(path)
+            if dfd >= 0:
+                self.dio = _DirectIO(dfd, self.fd)
         self.hash = hashlib.sha256()
         self.size = 0
         self.durable = durable
@@ -281,6 +432,11 @@ class _HashingWriter:
 
     def _write(self, parts: list[memoryview]) -> None:
         self._inflate(parts)  # raises before a byte over the inflated limit is written
+        if self.dio is not None:
+            for part in parts:
+                self.dio.write(part)
+            self.size = self.dio.size
+            return
         start = self.size
         mapped = self.hashing and self.map_hash and sum(len(p) for p in parts) >= MAP_HASH_MIN
         if self.hashing and not mapped:
@@ -325,15 +481,23 @@ class _HashingWriter:
                     n = 0
 
     def flush_to_disk(self) -> None:
-        """Wait until the file's data and metadata are on disk (durable uploads only)."""
+        """Write what is held back (``O_DIRECT``: the last partial block), and for a durable
+        upload wait until the file's data and metadata are on disk (``fsync``: for the
+        ``O_DIRECT`` writes, the flush of the disk's cache and the file's size)."""
         with self._lock:
-            if self.durable and self.fd >= 0:
+            if self.fd < 0:
+                return
+            if self.dio is not None:
+                self.dio.finish()
+            if self.durable:
                 os.fsync(self.fd)
                 self.synced = self.size
 
     def close(self) -> None:
         """Close the file (its lock stays held: :attr:`part_lock`)."""
         with self._lock:
+            if self.dio is not None:
+                self.dio.close()
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
@@ -424,8 +588,8 @@ class _Receiver:
 
     def __init__(self, temp: Path, limit: int, durable: bool, direct: bool = False) -> None:
         self.temp = temp
-        #: The direct receiver: its buffers outlive the views (no copy of a bytearray part),
-        #: and it hashes the file part itself.
+        #: The direct receiver: it hashes the file part itself, and the file is written with
+        #: ``O_DIRECT`` from its buffers.
         self.direct = direct
         self.limit = limit
         self.durable = durable
@@ -490,7 +654,11 @@ class _Receiver:
                 raise UploadError("more than one 'file' part")
             self.filename = fname.decode("utf-8", "replace")
             self.writer = _HashingWriter(
-                self.temp, self.durable, inflate_limit=self.limit, hashing=not self.direct
+                self.temp,
+                self.durable,
+                inflate_limit=self.limit,
+                hashing=not self.direct,
+                direct_io=self.direct,
             )
             self.target = "file"
         elif name and fname is None:
@@ -498,19 +666,23 @@ class _Receiver:
         else:
             self.target = ""
 
+    def file_data(self, view: memoryview) -> None:
+        """Take bytes of the file part (a view that stays valid until it is written)."""
+        self.buf.append(view)
+        self.buffered += len(view)
+        self.received += len(view)
+        # Counted here: the writer's size lags by the batch it is writing.
+        if self.received > self.limit:
+            self.too_large = True
+
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.target == "file":
             # The parser may hand us its own (reused) look-behind buffer: copy that one.
-            self.buf.append(
+            self.file_data(
                 memoryview(data)[start:end]
-                if type(data) is bytes or self.direct
+                if type(data) is bytes
                 else memoryview(bytes(data[start:end]))
             )
-            self.buffered += end - start
-            self.received += end - start
-            # Counted here: the writer's size lags by the batch it is writing.
-            if self.received > self.limit:
-                self.too_large = True
         elif self.target:
             if len(self.field_buf) + (end - start) > MAX_FIELD_BYTES:
                 raise UploadError(f"form field '{self.target}' is too long")
@@ -586,10 +758,7 @@ async def _finish(rx: _Receiver, loop: asyncio.AbstractEventLoop) -> ReceivedUpl
     writer = _file_writer(rx)
     if rx.buf:
         await loop.run_in_executor(None, writer.write, rx.take())
-    if writer.size == 0:
-        raise UploadError("the uploaded file is empty")
-    await loop.run_in_executor(None, writer.flush_to_disk)
-    return _received(rx, writer, writer.hash.hexdigest())
+    return await loop.run_in_executor(None, _complete, rx, writer.hash)
 
 
 def _discard(rx: _Receiver) -> None:
@@ -611,14 +780,20 @@ def _file_writer(rx: _Receiver) -> _HashingWriter:
     return rx.writer
 
 
-def _received(rx: _Receiver, writer: _HashingWriter, sha256: str) -> ReceivedUpload:
-    """Close the file part, flushed already, and describe it (``sha256``: its checksum)."""
+def _complete(rx: _Receiver, digest: hashlib._Hash) -> ReceivedUpload:
+    """Flush the file part of a body parsed to its end, all of it handed to its writer, close
+    it and describe it (``digest``: the file's SHA-256); :class:`UploadError` if it is
+    empty. (Blocking: in a worker thread.)"""
+    writer = _file_writer(rx)
+    if writer.size == 0:
+        raise UploadError("the uploaded file is empty")
+    writer.flush_to_disk()
     writer.close()
     inflated = writer.inflater.size if writer.inflater is not None else None
     return ReceivedUpload(
         rx.temp,
         writer.size,
-        sha256,
+        digest.hexdigest(),
         rx.filename,
         rx.fields,
         inflated=inflated,
@@ -627,13 +802,20 @@ def _received(rx: _Receiver, writer: _HashingWriter, sha256: str) -> ReceivedUpl
 
 
 # --- the direct receiver ---------------------------------------------------------------------
-#: Size of each receive buffer of the direct receiver: small enough that a buffer is still in
-#: the CPU's cache when the hash and the write read it (4 MiB buffers cost 0.5 CPU s/GiB more
-#: on our 2-core VMs, 256 KiB ones no less than these).
-DIRECT_BUFFER = 512 * 1024
+#: Size of each receive buffer of the direct receiver (a multiple of DIRECT_IO_BLOCK): large
+#: enough for few hand-overs between the threads (each costs the hash thread a wait for the
+#: GIL) and large O_DIRECT writes. With the write copying them (before O_DIRECT) 4 MiB buffers
+#: cost 0.5 CPU s/GiB more than 512 KiB ones; now 1 MiB took 1.22-1.33 CPU s/GiB against
+#: 1.36-1.77 with 512 KiB, and 2 MiB 1.11-1.15 in 3 runs of 4 (docs/benchmarks.md).
+DIRECT_BUFFER = 2 * 1024 * 1024
 #: Receive buffers per direct upload: one being filled, the others being hashed and written
-#: (4 MiB in all: room for the three threads' turns on a busy machine).
-DIRECT_BUFFERS = 8
+#: (8 MiB in all, at most DIRECT_SLOTS uploads at once per process).
+DIRECT_BUFFERS = 4
+#: Bytes given to the multipart parser at a time outside the file part's data (copies).
+PARSE_STEP = 64 * 1024
+#: Most bytes of a refused body still read and dropped to keep its connection (more: the
+#: answer closes the connection instead).
+DRAIN_MAX = 4 * 1024 * 1024
 _DIRECT_POOL = ThreadPoolExecutor(max_workers=DIRECT_THREADS, thread_name_prefix="upload-recv")
 
 
@@ -641,17 +823,38 @@ class ClientGone(ConnectionError):
     """The client of a direct upload went away, or paused longer than the body timeout."""
 
 
+class _RecvBuffer:
+    """A page-aligned receive buffer, its view and its address."""
+
+    def __init__(self, size: int) -> None:
+        self.mm = mmap.mmap(-1, size)
+        self.view = memoryview(self.mm)
+        self._pin = ctypes.c_char.from_buffer(self.mm)  # holds the address valid
+        self.address = ctypes.addressof(self._pin)
+
+    def find(self, needle: bytes, start: int, end: int) -> int:
+        """Where ``needle`` first stands in bytes ``start:end`` (or -1)."""
+        if _MEMMEM is None:
+            return self.mm.find(needle, start, end)
+        at = _MEMMEM(self.address + start, end - start, needle)
+        return at if at < 0 else start + at
+
+
 class DirectReceiver:
     """Reads a multipart body straight from the connection, in a worker thread.
 
     The body is received into a few large reusable buffers (:data:`DIRECT_BUFFER`, no
     ``bytes`` object per network read, no HTTP parser and no ASGI queue in between), parsed
-    with python-multipart a buffer at a time, and the file part of each buffer is hashed in
-    one more thread while another writes it (:class:`_HashingWriter`, the same durability). A
+    with python-multipart, and the file part of each buffer is hashed in one more thread
+    while another writes it (:class:`_HashingWriter`, the same durability). Inside the file
+    part the receiver looks for the boundary itself (:meth:`_feed`) and places each read so
+    that the file's bytes lie at addresses aligned as their offsets in the file: the writer
+    writes the buffers' whole blocks with ``O_DIRECT`` as they are (:class:`_DirectIO`). A
     buffer is filled again only once its hash and write are done, so memory stays at
     :data:`DIRECT_BUFFERS` buffers. After a refusal (malformed body, over the limit, a write
-    error) the rest of the declared body is still read and dropped, so the connection stays
-    usable and the client gets the answer, as after a refusal on the ASGI path.
+    error) the rest of the declared body, up to :data:`DRAIN_MAX` bytes, is still read and
+    dropped, so the connection stays usable and the client gets the answer, as after a
+    refusal on the ASGI path; after a longer rest the answer closes the connection.
     """
 
     def __init__(self, src: DirectSource, rx: _Receiver, boundary: bytes) -> None:
@@ -659,10 +862,10 @@ class DirectReceiver:
         self.rx = rx
         self.parser = MultipartParser(boundary, rx.callbacks())
         self.hash = hashlib.sha256()
-        self.free: list[bytearray] = []
+        self.free: list[_RecvBuffer] = []
         self.made = 0
         #: Each buffer handed on, with its write and hash: free again when both are done.
-        self.inflight: collections.deque[tuple[list[Future[None]], bytearray | None]] = (
+        self.inflight: collections.deque[tuple[list[Future[None]], _RecvBuffer | None]] = (
             collections.deque()
         )
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-write")
@@ -675,15 +878,18 @@ class DirectReceiver:
         rx = self.rx
         try:
             for part in self.src.buffered:
-                self._feed(part, None)
+                self.parser.write(part)
+                self._hand_on(None)
             self.src.buffered = []
             while self.src.remaining > 0:
                 buf = self._buffer()
-                n = self._fill(buf)
-                self._feed(buf if n == len(buf) else bytes(memoryview(buf)[:n]), buf)
+                start = self._placement()
+                end = self._fill(buf.view, start)
+                self._feed(buf, start, end)
+                self._hand_on(buf)
             self.parser.finalize()
             self._drain_writes()
-            return self._finish()
+            return _complete(rx, self.hash)
         except BaseException as exc:
             self._abandon()
             if not isinstance(exc, TimeoutError | ConnectionError) and not self.stop:
@@ -695,13 +901,14 @@ class DirectReceiver:
             if rx.writer is not None and rx.writer.fd >= 0:
                 rx.writer.close()
 
-    def _buffer(self) -> bytearray:
-        """A free receive buffer: a new one, or the oldest once its write is done."""
+    def _buffer(self) -> _RecvBuffer:
+        """A free receive buffer (page-aligned): a new one, or the oldest once its write is
+        done."""
         if self.free:
             return self.free.pop()
         if self.made < DIRECT_BUFFERS:
             self.made += 1
-            return bytearray(DIRECT_BUFFER)
+            return _RecvBuffer(DIRECT_BUFFER)
         while True:
             futs, buf = self.inflight.popleft()
             for fut in futs:
@@ -709,25 +916,73 @@ class DirectReceiver:
             if buf is not None:
                 return buf
 
-    def _fill(self, buf: bytearray) -> int:
-        """Read into ``buf`` until it is full or the body is in; the bytes read."""
-        view = memoryview(buf)
-        n = 0
-        while n < len(buf) and self.src.remaining > 0:
+    def _in_file(self) -> bool:
+        """The parser is inside the file part's data."""
+        return self.parser.state == MultipartState.PART_DATA and self.rx.target == "file"
+
+    def _placement(self) -> int:
+        """Where in the next buffer to receive: inside the file part, the offset that puts
+        every file byte at an address that is aligned as its offset in the file, so that the
+        buffer's whole blocks can be written with ``O_DIRECT`` as they are (and the buffer
+        ends on a block of the file)."""
+        if not self._in_file():
+            return 0
+        # Bytes of a possible boundary that the parser holds back come first, if data.
+        return (self.rx.received + self.parser.index) % DIRECT_IO_BLOCK
+
+    def _fill(self, view: memoryview, start: int) -> int:
+        """Read into ``view[start:]`` until it is full or the body is in; where it ends."""
+        n = start
+        while n < len(view) and self.src.remaining > 0:
             if self.stop:
                 raise ClientGone("the request was cancelled")
             n += self.src.recv_into(view[n:])
         return n
 
-    def _feed(self, data: bytes | bytearray, buf: bytearray | None) -> None:
-        """Parse ``data``; hash its file part and queue it for writing (``buf`` held till then)."""
+    def _feed(self, buf: _RecvBuffer, start: int, end: int) -> None:
+        """Parse bytes ``start:end`` of a receive buffer.
+
+        Inside the file part the boundary is looked for here (``memmem``, without the GIL) and
+        the file bytes before it are taken as views of the buffer; only the few bytes where
+        a boundary could begin, and what follows one, go through the parser (as copies),
+        which so keeps its state as if it had read everything. Elsewhere (part headers, form
+        fields) the parser reads copies of :data:`PARSE_STEP` bytes.
+        """
+        step = len(self.parser.boundary) + 4  # enough to settle a boundary begun earlier
+        while start < end:
+            if self._in_file() and self.parser.index == 0:
+                self._file_bytes(buf, start, end)
+                return
+            upto = min(end, start + (step if self._in_file() else PARSE_STEP))
+            self.parser.write(bytes(buf.view[start:upto]))
+            start = upto
+
+    def _file_bytes(self, buf: _RecvBuffer, start: int, end: int) -> None:
+        """Take the file bytes of ``start:end`` up to a boundary; parse the rest."""
         rx = self.rx
-        self.parser.write(data)  # type: ignore[arg-type]  # a bytearray parses the same
+        delim = self.parser.boundary  # b"\r\n--" + the boundary
+        found = buf.find(delim, start, end)
+        view = buf.view
+        # Without a whole boundary, one can only begin in the last len(delim) - 1 bytes.
+        cut = found if found >= 0 else max(start, end - len(delim) + 1)
+        mark, before = len(rx.buf), rx.received
+        if cut > start:
+            rx.file_data(view[start:cut])
+        if cut < end:
+            self.parser.write(bytes(view[cut:end]))
+        if found < 0 and rx.received - before == end - start:
+            # All of it was file data: one view of the buffer (one aligned write).
+            rx.buf[mark:] = [view[start:end]]
+
+    def _hand_on(self, buf: _RecvBuffer | None) -> None:
+        """Hash the file bytes parsed and queue them for writing (``buf`` held till then)."""
+        rx = self.rx
         if rx.too_large:
             raise UploadTooLarge(f"the file is larger than the limit of {rx.limit} bytes")
         views = rx.take()
         if views and rx.writer is not None:
-            futs = [self.pool.submit(rx.writer.write, views), self.hasher.submit(self._hash, views)]
+            # The hash first: it is the slowest stage (one core's SHA-256 per byte).
+            futs = [self.hasher.submit(self._hash, views), self.pool.submit(rx.writer.write, views)]
             self.inflight.append((futs, buf))
         elif buf is not None:
             self.free.append(buf)
@@ -741,13 +996,6 @@ class DirectReceiver:
             for fut in self.inflight.popleft()[0]:
                 fut.result()
 
-    def _finish(self) -> ReceivedUpload:
-        writer = _file_writer(self.rx)
-        if writer.size == 0:
-            raise UploadError("the uploaded file is empty")
-        writer.flush_to_disk()
-        return _received(self.rx, writer, self.hash.hexdigest())
-
     def _abandon(self) -> None:
         """Wait for the queued writes (their errors dropped) and remove the temporary file."""
         while self.inflight:
@@ -757,15 +1005,19 @@ class DirectReceiver:
         _discard(self.rx)
 
     def _skip_rest(self) -> None:
-        """Read the rest of the declared body and drop it (one buffer, reused)."""
-        view = memoryview(self.free.pop() if self.free else bytearray(DIRECT_BUFFER))
+        """Read the rest of the declared body and drop it (one buffer, reused), so that the
+        connection goes on after the answer; a rest of more than :data:`DRAIN_MAX` bytes is
+        left unread (the answer then closes the connection)."""
+        if self.src.remaining > DRAIN_MAX:
+            return
+        view = self.free.pop().view if self.free else memoryview(bytearray(DIRECT_BUFFER))
         while self.src.remaining > 0 and not self.stop:
             self.src.recv_into(view)
 
 
 async def _receive_direct(src: DirectSource, rx: _Receiver, boundary: bytes) -> ReceivedUpload:
     """Run a :class:`DirectReceiver` in its thread; give the connection back when it is done."""
-    timed_out = False
+    timed_out = refused = False
     try:
         # Inside the try: the connection, claimed already, goes back even if these raise.
         job = DirectReceiver(src, rx, boundary)
@@ -777,9 +1029,13 @@ async def _receive_direct(src: DirectSource, rx: _Receiver, boundary: bytes) -> 
     except ConnectionError:
         raise ClientGone("the client went away during the upload") from None
     except asyncio.CancelledError:
-        job.stop = True  # the thread stops at its next read; the socket is ours till then
+        job.stop = True
+        src.interrupt()  # a read in progress ends now, not at the body timeout
         with contextlib.suppress(BaseException):
-            await fut
+            await fut  # the socket is the thread's till it is done
+        raise
+    except BaseException:
+        refused = True  # answered by the caller (400, 413, 507); the rest may be unread
         raise
     finally:
-        src.release(timed_out)
+        src.release(timed_out, refused)
