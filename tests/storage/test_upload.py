@@ -617,3 +617,17 @@ def test_direct_io_stages_unaligned_bytes(tmp_path: Path) -> None:
     writer.close()
     writer.part_lock.release()
     assert (tmp_path / "f.part").read_bytes() == want
+
+
+def test_receive_buffer_find_stays_inside_the_buffer() -> None:
+    """The memmem search is given only ranges inside its buffer; others are refused."""
+    from caesar_rest.storage.upload import _RecvBuffer
+
+    buf = _RecvBuffer(8192)
+    buf.view[100:110] = b"--boundary"
+    assert buf.find(b"--boundary", 0, 8192) == 100
+    assert buf.find(b"--boundary", 101, 8192) == -1
+    assert buf.find(b"--boundary", 0, 109) == -1
+    for start, end in ((10, 5), (-1, 10), (0, 8193)):
+        with pytest.raises(ValueError, match="outside a buffer"):
+            buf.find(b"--boundary", start, end)

@@ -834,6 +834,9 @@ class _RecvBuffer:
 
     def find(self, needle: bytes, start: int, end: int) -> int:
         """Where ``needle`` first stands in bytes ``start:end`` (or -1)."""
+        # memmem reads raw memory: a range outside the buffer would read past its mapping.
+        if not 0 <= start <= end <= len(self.mm):
+            raise ValueError(f"range {start}:{end} outside a buffer of {len(self.mm)} bytes")
         if _MEMMEM is None:
             return self.mm.find(needle, start, end)
         at = _MEMMEM(self.address + start, end - start, needle)
