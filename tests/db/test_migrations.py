@@ -86,13 +86,16 @@ def test_list_revisions_down_and_up(db_url: str) -> None:
 
 def test_list_pages_are_one_index_range_scan(tmp_path: Path) -> None:
     """SQLite plans every page of the job list on the keyset index, without a sort."""
-    from caesar_rest.db.joblist import _KEY_STATEMENTS, _STATEMENTS
+    from caesar_rest.db.joblist import _ID_STATEMENTS, _KEY_STATEMENTS, _STATEMENTS
 
     engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
     try:
         upgrade(engine)
         with engine.connect() as conn:
-            for stmt in [*_STATEMENTS.values(), *_KEY_STATEMENTS.values()]:
+            groups = [*_STATEMENTS.values(), _KEY_STATEMENTS, _ID_STATEMENTS]
+            statements = [stmt for group in groups for stmt in group.values()]
+            assert len(statements) == 16
+            for stmt in statements:
                 sql = str(stmt.compile(dialect=engine.dialect))
                 plan = conn.exec_driver_sql(
                     "EXPLAIN QUERY PLAN " + sql,
