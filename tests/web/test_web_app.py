@@ -104,7 +104,8 @@ def test_upload_choose_sep_validate_submit_and_follow(
     options = [o for o in page.locator("#job-app option").all_inner_texts()]
     assert "sep" in options and "caesar-cpp" not in options  # available apps only
     page.select_option("#job-app", "sep")
-    page.locator('.field[data-option="seedthr"] input').wait_for()
+    # The sep form, not the first app's (whose description may answer after sep is chosen).
+    page.locator('#options[data-app="sep"] .field[data-option="seedthr"] input').wait_for()
     assert page.input_value("#opt-seedthr") == "5"
     page.fill("#opt-seedthr", "-5")
     # The server says no (400) and the page shows its message at the field.
@@ -332,3 +333,36 @@ def check_samp_encoding(page: Any) -> None:
     assert got["reply"] == {"samp.private-key": "k-9", "ids": ["c1"]}
     assert got["err"] == "SAMP hub fault: no"
     assert got["nohub"].startswith("no SAMP hub answers at http://127.0.0.1:9/")
+
+
+def test_a_late_description_does_not_replace_the_chosen_apps_form(
+    server: LiveServer, browser: Any
+) -> None:
+    """The first app's description, asked at start, answers after another app is chosen and
+    its option typed: the form stays the chosen app's, with what was typed."""
+    page = new_page(browser, init=SETTINGS)
+    held: list[Any] = []
+
+    def hold_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # answered below, once sep's form is filled
+
+    page.route("**/describe", hold_first)
+    page.goto(f"{server.url}/app/")
+    deadline = time.monotonic() + 20
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the page asked for no app description"
+    first = page.locator("#job-app").input_value()
+    assert first != "sep" and held[0].request.url.endswith(f"/app/{first}/describe")
+    page.click("a[data-screen=jobs]")
+    page.select_option("#job-app", "sep")
+    page.locator('#options[data-app="sep"] #opt-seedthr').wait_for()
+    page.fill("#opt-seedthr", "-5")
+    with page.expect_response(lambda r: r.url == held[0].request.url):
+        held[0].continue_()
+    page.wait_for_timeout(300)  # the late answer's JSON parsed and (before the fix) rendered
+    assert page.locator("#options").get_attribute("data-app") == "sep"
+    assert page.input_value("#opt-seedthr") == "-5"

@@ -64,7 +64,7 @@ def test_login_walk_and_a_second_user_sees_nothing(server: LiveServer, tmp_path:
             page.click("a[data-screen=jobs]")
         assert listed.value.url.endswith("/jobs?order=desc&limit=100")  # the default page
         page.select_option("#job-app", "sep")
-        page.locator("#opt-seedthr").wait_for()
+        page.locator('#options[data-app="sep"] #opt-seedthr').wait_for()
         page.click("#submit")
         page.wait_for_url(re.compile(r"#job/[0-9a-f]{32}$"))
         page.locator("#job-state", has_text="SUCCESS").wait_for(timeout=60_000)

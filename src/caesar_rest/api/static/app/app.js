@@ -15,7 +15,7 @@ const el = (tag, attrs = {}, ...kids) => {
   e.append(...kids);
   return e;
 };
-const state = { apps: [], files: [], jobs: [], job: null, timer: null, jobPages: 1, jobsBusy: false };
+const state = { apps: [], files: [], jobs: [], job: null, timer: null, jobPages: 1, jobsBusy: false, formGen: 0 };
 // Page size of the job list; files above `resumableAbove` bytes go by tus in `chunkSize`
 // chunks. A page (or a test) may set window.caesarSettings before this module runs.
 const MiB = 1024 * 1024;
@@ -178,9 +178,13 @@ function optionInput(name, o) {
 }
 async function buildForm() {
   const name = $("#job-app").value;
+  // Only the latest choice's form is shown: an earlier app's description answering later
+  // (the first app's, asked at start) would replace the form, and what the user typed in it.
+  const gen = ++state.formGen;
   const app = state.apps.find((a) => a.name === name);
   $("#app-desc").textContent = app ? app.description : "";
   const desc = await api(`app/${encodeURIComponent(name)}/describe`);
+  if (gen !== state.formGen) return;
   state.desc = desc;
   const basic = [], adv = [];
   for (const [opt, o] of Object.entries(desc)) {
@@ -196,6 +200,7 @@ async function buildForm() {
   $("#options").replaceChildren(...basic);
   $("#options-adv").replaceChildren(...adv);
   $("#advanced").hidden = adv.length === 0;
+  $("#options").dataset.app = name; // whose options these are
 }
 function formValues() {
   const out = {};
