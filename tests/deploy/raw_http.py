@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.deploy.deploy_support import small_fits
+from tests.support.multipart import form_body
 from tests.support.server import LiveServer
 
 HEADER_TIMEOUT = 1.0
@@ -79,14 +80,7 @@ def get(path: str, host: str = "127.0.0.1") -> bytes:
 
 
 def multipart(data: bytes, boundary: str = "caesar-timeouts") -> bytes:
-    return (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.fits"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    return form_body(data, boundary, "t.fits")
 
 
 def upload_head(length: int, host: str = "127.0.0.1", boundary: str = "caesar-timeouts") -> bytes:

@@ -13,15 +13,8 @@ from pathlib import Path
 import httpx
 
 from tests.deploy.deploy_support import small_fits
+from tests.support.multipart import form_parts
 from tests.support.server import LiveServer
-
-
-def _multipart(data: bytes, name: str, boundary: str) -> tuple[bytes, bytes]:
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head, f"\r\n--{boundary}--\r\n".encode()
 
 
 def test_sigterm_lets_running_upload_and_download_finish(tmp_path: Path) -> None:
@@ -35,7 +28,7 @@ def test_sigterm_lets_running_upload_and_download_finish(tmp_path: Path) -> None
             dl_id = r.json()["uuid"]
         upload_src = small_fits(2048)  # 16 MiB, sent in 64 pieces over about 3 s
         boundary = "caesar-graceful-test"
-        head, tail = _multipart(upload_src, "slow.fits", boundary)
+        head, tail = form_parts(boundary, "slow.fits")
         started = {"upload": threading.Event(), "download": threading.Event()}
         result: dict[str, object] = {}
 

@@ -34,6 +34,7 @@ from tests.deploy.deploy_support import (
     small_fits,
 )
 from tests.support.e2e import run_curl_sequence
+from tests.support.multipart import form_parts
 from tests.support.server import wait_state
 
 GUNICORN_CONF = DEPLOY / "gunicorn" / "gunicorn.conf.py"
@@ -150,11 +151,7 @@ def test_gunicorn_uvicorn_workers_behind_nginx(behind_nginx, s17: Path, tmp_path
     # (graceful_timeout), then gunicorn exits cleanly and removes its socket.
     image = small_fits(512)
     boundary = "gunicornstop"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.fits"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
+    head, tail = form_parts(boundary, "s.fits")
     half = threading.Event()
     stopped = threading.Event()
 

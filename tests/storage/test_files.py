@@ -29,20 +29,14 @@ from caesar_rest.storage.files import FRAMING, FileService, UploadLimits
 from caesar_rest.storage.upload import UploadError
 from caesar_rest.timeutil import utcnow
 
+from tests.support.multipart import form_body
+
 BOUNDARY = "b0undary"
 CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
 
 
 def multipart(payload: bytes, name: str = "img.fits", tag: str = "t1") -> bytes:
-    return (
-        (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="tag"\r\n\r\n{tag}\r\n'
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{name}"\r\n\r\n'
-        ).encode()
-        + payload
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
+    return form_body(payload, BOUNDARY, name, tag, content_type=False)
 
 
 async def stream(data: bytes) -> AsyncIterator[bytes]:

@@ -21,20 +21,14 @@ from caesar_rest.storage.upload import (
     sweep_incoming,
 )
 
+from tests.support.multipart import form_body
+
 BOUNDARY = "XyZ123"
 CTYPE = f"multipart/form-data; boundary={BOUNDARY}"
 
 
 def body(payload: bytes, tag: str = "hello") -> bytes:
-    return (
-        (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="tag"\r\n\r\n{tag}\r\n'
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="img.fits"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode()
-        + payload
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
+    return form_body(payload, BOUNDARY, "img.fits", tag)
 
 
 async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
