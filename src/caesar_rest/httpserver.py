@@ -326,6 +326,11 @@ class DirectBody:
         _drop_body(p, c, late=timed_out)
 
 
+#: Where lingering connections read what they drop: one for all of them (they are read on
+#: the event loop, one at a time, and the bytes are never looked at).
+_DROPPED = bytearray(65536)
+
+
 class _Linger:
     """A half-closed connection that reads and drops the rest of a refused body for a while.
 
@@ -342,7 +347,6 @@ class _Linger:
         self.loop = loop
         self.sock = sock
         self.left = LINGER_BYTES
-        self.buf = bytearray(65536)
         self.timer: asyncio.TimerHandle | None = None
         self.reading = False
 
@@ -364,7 +368,7 @@ class _Linger:
 
     def _read(self) -> None:
         try:
-            n = self.sock.recv_into(self.buf)
+            n = self.sock.recv_into(_DROPPED)
         except BlockingIOError:
             return
         except OSError:
